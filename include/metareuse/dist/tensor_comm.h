@@ -1,0 +1,23 @@
+// Collectives on torch tensors, through the Communicator. CPU tensors go
+// through the MPI backend; the NCCL backend (CUDA tensors) plugs in behind the
+// same Communicator interface.
+#pragma once
+
+#include <torch/types.h>  // torch::Tensor
+
+#include "metareuse/dist/communicator.h"
+
+namespace metareuse {
+
+DType dtype_of_tensor(const torch::Tensor& tensor);
+
+// In place over every element of a contiguous tensor.
+void allreduce(Communicator& comm, torch::Tensor& tensor, ReduceOp op);
+// `tensor` on root is sent to every rank (same shape and dtype everywhere).
+void broadcast(Communicator& comm, torch::Tensor& tensor, int root);
+// Concatenates every rank's 1-D `shard` (same numel on every rank) in rank order.
+torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard);
+// `full` is 1-D with numel divisible by size(); returns this rank's block of the sum.
+torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op);
+
+}  // namespace metareuse

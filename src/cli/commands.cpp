@@ -1,0 +1,29 @@
+#include "commands.h"
+
+namespace metareuse::cli {
+
+const std::vector<CommandSpec>& command_table() {
+  // In pipeline order. A command with no run function is planned, not built.
+  static const std::vector<CommandSpec> table = {
+      {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", 3, nullptr, nullptr},
+      {"augment", "Add the handbook's patterns to each training example", 3, nullptr, nullptr},
+      {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", 4, nullptr, nullptr},
+      {"prepare", "Build the tokenized, packed HDF5 training set", 4, nullptr, nullptr},
+      {"train", "Fine-tune with FSDP-style sharding across ranks", 6, nullptr, nullptr},
+      {"forward", "Run the model on token ids and write logits and loss", 5, nullptr, nullptr},
+      {"generate", "Generate text with a KV cache, greedy or seeded sampling", 5, nullptr, nullptr},
+      {"eval", "Measure accuracy and reasoning length on held-out questions", 8, nullptr, nullptr},
+      {"export", "Write a checkpoint as Hugging Face safetensors + config.json", 7, nullptr, nullptr},
+      {"plan", "Print the per-rank memory plan for a config and rank count", 6, nullptr, nullptr},
+      {"run", "Run the whole pipeline, skipping stages that are up to date", 8, run_options, run_run},
+      {"info", "Print the build (libtorch, CUDA, NCCL, MPI) and the rank layout", 2, info_options, info_run},
+  };
+  return table;
+}
+
+std::string run_folder(const Config& config) {
+  std::string out_dir = config.get_string("run.out_dir");
+  return out_dir.empty() ? "runs/" + config.get_string("run.name") : out_dir;
+}
+
+}  // namespace metareuse::cli

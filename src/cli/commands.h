@@ -1,0 +1,49 @@
+// The subcommand table of the metareuse binary. Each command declares its
+// options and its run function; commands that are planned but not built yet
+// say so and exit with kExitNotBuilt.
+#pragma once
+
+#include <CLI/CLI.hpp>  // CLI::App
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "metareuse/core/config.h"
+#include "metareuse/dist/runtime.h"
+
+namespace metareuse::cli {
+
+// Everything a command sees when it runs.
+struct CommandContext {
+  Config& config;
+  Runtime& runtime;
+  // Command-specific flags land here as "section.key=value" overrides, so a
+  // flag and its config key can never disagree.
+};
+
+struct CommandSpec {
+  std::string name;
+  std::string summary;
+  int issue = 0;  // the issue that builds it, while it is not built
+  // Adds the command's own flags. Flags that set config keys append
+  // "key=value" strings to `overrides`.
+  std::function<void(CLI::App& app, std::vector<std::string>& overrides)> add_options;
+  // Runs the command on every rank; returns an exit status.
+  std::function<int(CommandContext& context)> run;
+
+  bool built() const { return static_cast<bool>(run); }
+};
+
+const std::vector<CommandSpec>& command_table();
+
+// Commands, one file each.
+void info_options(CLI::App& app, std::vector<std::string>& overrides);
+int info_run(CommandContext& context);
+void run_options(CLI::App& app, std::vector<std::string>& overrides);
+int run_run(CommandContext& context);
+
+// The run folder of this config: run.out_dir, or runs/<run.name>.
+std::string run_folder(const Config& config);
+
+}  // namespace metareuse::cli

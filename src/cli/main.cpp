@@ -1,0 +1,158 @@
+// metareuse <subcommand>: the one binary. Parses the command line, resolves
+// and validates the config before anything is allocated, starts the rank
+// runtime, and turns any exception on any rank into one message and the end
+// of the whole job.
+#include <CLI/CLI.hpp>     // command-line parsing
+#include <fmt/format.h>    // messages
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+
+#include "commands.h"      // the subcommand table
+#include "metareuse/core/config.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/dist/runtime.h"
+
+namespace {
+
+using metareuse::cli::CommandSpec;
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string command_names() {
+  std::vector<std::string> names;
+  for (const auto& spec : metareuse::cli::command_table()) names.push_back(spec.name);
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
+int unknown_command(const std::string& name) {
+  std::string closest;
+  std::size_t best = std::string::npos;
+  for (const auto& spec : metareuse::cli::command_table()) {
+    std::size_t distance = edit_distance(name, spec.name);
+    if (distance < best) {
+      best = distance;
+      closest = spec.name;
+    }
+  }
+  std::fprintf(stderr, "metareuse: unknown subcommand '%s'; did you mean '%s'?\nvalid subcommands: %s\n",
+               name.c_str(), closest.c_str(), command_names().c_str());
+  return metareuse::kExitUsage;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace metareuse;
+
+  // An unknown subcommand is caught before CLI11, to name the valid ones.
+  if (argc > 1 && argv[1][0] != '-') {
+    const auto& table = cli::command_table();
+    bool known = std::any_of(table.begin(), table.end(), [&](const CommandSpec& s) { return s.name == argv[1]; });
+    if (!known) return unknown_command(argv[1]);
+  }
+
+  CLI::App app{"metareuse: mine reusable reasoning patterns, augment, and fine-tune Llama 3.2 with sharded training"};
+  app.require_subcommand(1);
+  // CLI11 reports extras from the top-level app, so name the subcommand from argv.
+  std::string typed_command = (argc > 1 && argv[1][0] != '-') ? std::string(argv[1]) + " " : "";
+  app.failure_message([typed_command](const CLI::App*, const CLI::Error& error) {
+    return fmt::format("metareuse: {}\nrun 'metareuse {}--help' for the valid options\n", error.what(),
+                       typed_command);
+  });
+  app.name("metareuse");
+
+  std::string config_file;
+  std::vector<std::string> overrides;
+  std::vector<std::string> flag_overrides;
+  bool print_config = false;
+  CLI::App* chosen = nullptr;
+  const CommandSpec* chosen_spec = nullptr;
+
+  for (const auto& spec : cli::command_table()) {
+    std::string summary = spec.built() ? spec.summary : fmt::format("{} [not built yet: issue #{}]", spec.summary, spec.issue);
+    CLI::App* sub = app.add_subcommand(spec.name, summary);
+    sub->add_option("--config", config_file, "JSON config file (defaults apply to every key not in it)")
+        ->check(CLI::ExistingFile);
+    sub->add_option("--set", overrides, "Override a config key: --set section.key=value (repeatable)");
+    sub->add_flag("--print-config", print_config, "Print the resolved config with each key's description, then exit");
+    if (spec.add_options) spec.add_options(*sub, flag_overrides);
+    sub->callback([&, sub, spec_ptr = &spec]() {
+      chosen = sub;
+      chosen_spec = spec_ptr;
+    });
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return kExitUsage;
+  }
+  if (chosen_spec == nullptr) return kExitUsage;
+
+  if (!chosen_spec->built()) {
+    std::fprintf(stderr, "metareuse %s: not built yet (planned in issue #%d); nothing was done\n",
+                 chosen_spec->name.c_str(), chosen_spec->issue);
+    return kExitNotBuilt;
+  }
+
+  // The whole config is resolved and validated before any rank starts work.
+  Config config;
+  try {
+    std::vector<std::string> all_overrides = flag_overrides;
+    all_overrides.insert(all_overrides.end(), overrides.begin(), overrides.end());
+    config = Config::load(config_file, all_overrides);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "metareuse %s: %s\n", chosen_spec->name.c_str(), e.what());
+    return kExitFailure;
+  }
+
+  std::unique_ptr<Runtime> runtime;
+  try {
+    runtime = std::make_unique<Runtime>(config.get_string("dist.backend"));
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "metareuse: could not start the rank runtime: %s\n", e.what());
+    return kExitFailure;
+  }
+  log::init(runtime->rank(), runtime->world_size(), log::parse_level(config.get_string("log.level")),
+            config.get_bool("log.all_ranks"));
+
+  if (print_config) {
+    if (runtime->rank() == 0) std::cout << config.describe();
+    return kExitOk;
+  }
+
+  int status = kExitOk;
+  try {
+    cli::CommandContext context{config, *runtime};
+    status = chosen_spec->run(context);
+  } catch (const std::exception& e) {
+    // Printed once, by the rank that failed; then the whole job ends so that
+    // no other rank waits forever in a collective.
+    log::error("{}: {}", chosen_spec->name, e.what());
+    status = dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitFailure;
+    if (runtime->world_size() > 1) runtime->abort(status);
+  }
+  std::fflush(stdout);
+  return status;
+}

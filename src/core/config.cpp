@@ -1,0 +1,303 @@
+#include "metareuse/core/config.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "metareuse/core/error.h"
+
+namespace metareuse {
+namespace {
+
+using json = nlohmann::json;
+
+ConfigKey key_int(std::string path, std::int64_t def, std::string description,
+                  std::optional<double> min = std::nullopt, std::optional<double> max = std::nullopt) {
+  return {std::move(path), ConfigType::kInt, def, std::move(description), min, max, {}};
+}
+[[maybe_unused]] ConfigKey key_number(std::string path, double def, std::string description,
+                     std::optional<double> min = std::nullopt, std::optional<double> max = std::nullopt) {
+  return {std::move(path), ConfigType::kNumber, def, std::move(description), min, max, {}};
+}
+ConfigKey key_bool(std::string path, bool def, std::string description) {
+  return {std::move(path), ConfigType::kBool, def, std::move(description), {}, {}, {}};
+}
+ConfigKey key_string(std::string path, std::string def, std::string description,
+                     std::vector<std::string> choices = {}) {
+  return {std::move(path), ConfigType::kString, def, std::move(description), {}, {}, std::move(choices)};
+}
+ConfigKey key_string_list(std::string path, std::vector<std::string> def, std::string description) {
+  return {std::move(path), ConfigType::kStringList, def, std::move(description), {}, {}, {}};
+}
+ConfigKey key_string_map(std::string path, json def, std::string description) {
+  return {std::move(path), ConfigType::kStringMap, std::move(def), std::move(description), {}, {}, {}};
+}
+
+// The one schema. Each stage's keys sit in its own block, in pipeline order.
+std::vector<ConfigKey> build_schema() {
+  return {
+      // run: where outputs go
+      key_string("run.name", "demo", "Name of the run; the default output folder is runs/<name>."),
+      key_string("run.out_dir", "", "Output folder of the run; empty means runs/<run.name>."),
+      key_int("run.seed", 1234, "Seed for every random choice in the run.", 0, 4294967295.0),
+
+      // log
+      key_string("log.level", "info", "Lowest level printed.", {"debug", "info", "warn", "error", "off"}),
+      key_bool("log.all_ranks", false, "Print info lines from every rank, not only rank 0."),
+
+      // dist
+      key_string("dist.backend", "auto",
+                 "Communicator: auto (MPI when started by mpirun/srun, else one process), mpi, or self.",
+                 {"auto", "mpi", "self"}),
+
+      // corpus
+      key_string_list("corpus.files", {"datasets/sample_reasoning.jsonl"},
+                      "JSON Lines corpus files or globs; each rank reads its byte range of each."),
+      key_string_map("corpus.fields",
+                     json{{"question", "question"}, {"reasoning", "reasoning"}, {"solution", "solution"}},
+                     "Field names of question, reasoning and solution in the records."),
+      key_bool("corpus.strict", false, "Exit non-zero when any record is bad (bad records are always reported)."),
+  };
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diagonal = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+json::json_pointer pointer_of(const std::string& path) {
+  std::string pointer = "/" + path;
+  std::replace(pointer.begin(), pointer.end(), '.', '/');
+  return json::json_pointer(pointer);
+}
+
+std::string unknown_key_message(const std::string& path, const std::string& where) {
+  return fmt::format("{}unknown config key '{}'; did you mean '{}'? (metareuse <cmd> --print-config lists every key)",
+                     where.empty() ? "" : where + ": ", path, closest_config_key(path));
+}
+
+// Flattens a nested JSON object into dotted keys, checking each against the schema.
+void flatten_into(const json& node, const std::string& prefix, const std::string& where,
+                  std::vector<std::pair<std::string, json>>& out) {
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    std::string path = prefix.empty() ? it.key() : prefix + "." + it.key();
+    if (find_config_key(path) != nullptr) {
+      out.emplace_back(path, it.value());
+    } else if (it.value().is_object()) {
+      bool is_section = std::any_of(config_schema().begin(), config_schema().end(),
+                                    [&](const ConfigKey& k) { return k.path.rfind(path + ".", 0) == 0; });
+      if (!is_section) throw ConfigError(unknown_key_message(path, where));
+      flatten_into(it.value(), path, where, out);
+    } else {
+      throw ConfigError(unknown_key_message(path, where));
+    }
+  }
+}
+
+}  // namespace
+
+const std::vector<ConfigKey>& config_schema() {
+  static const std::vector<ConfigKey> schema = build_schema();
+  return schema;
+}
+
+const ConfigKey* find_config_key(const std::string& path) {
+  for (const auto& key : config_schema()) {
+    if (key.path == path) return &key;
+  }
+  return nullptr;
+}
+
+std::string closest_config_key(const std::string& path) {
+  std::string best;
+  std::size_t best_distance = std::string::npos;
+  std::string leaf = path.substr(path.rfind('.') == std::string::npos ? 0 : path.rfind('.') + 1);
+  for (const auto& key : config_schema()) {
+    std::string key_leaf = key.path.substr(key.path.rfind('.') + 1);
+    // A full-path match and a leaf-only match both count; the leaf helps when
+    // the section is wrong ("model.max_steps" -> "train.max_steps").
+    std::size_t distance = std::min(edit_distance(path, key.path), edit_distance(leaf, key_leaf) + 1);
+    if (distance < best_distance) {
+      best_distance = distance;
+      best = key.path;
+    }
+  }
+  return best;
+}
+
+const char* config_type_name(ConfigType type) {
+  switch (type) {
+    case ConfigType::kInt: return "integer";
+    case ConfigType::kNumber: return "number";
+    case ConfigType::kBool: return "boolean";
+    case ConfigType::kString: return "string";
+    case ConfigType::kStringList: return "list of strings";
+    case ConfigType::kStringMap: return "object of strings";
+  }
+  return "?";
+}
+
+void validate_config_value(const ConfigKey& key, const json& value, const std::string& where) {
+  std::string prefix = where.empty() ? "" : where + ": ";
+  auto bad_type = [&]() {
+    return ConfigError(fmt::format("{}config key '{}' must be a {}, got {} ({})", prefix, key.path,
+                                   config_type_name(key.type), value.type_name(), value.dump()));
+  };
+  switch (key.type) {
+    case ConfigType::kInt:
+      if (!value.is_number_integer()) throw bad_type();
+      break;
+    case ConfigType::kNumber:
+      if (!value.is_number()) throw bad_type();
+      break;
+    case ConfigType::kBool:
+      if (!value.is_boolean()) throw bad_type();
+      break;
+    case ConfigType::kString:
+      if (!value.is_string()) throw bad_type();
+      if (!key.choices.empty() &&
+          std::find(key.choices.begin(), key.choices.end(), value.get<std::string>()) == key.choices.end()) {
+        throw ConfigError(fmt::format("{}config key '{}' must be one of {}, got \"{}\"", prefix, key.path,
+                                      fmt::join(key.choices, "|"), value.get<std::string>()));
+      }
+      break;
+    case ConfigType::kStringList:
+      if (!value.is_array()) throw bad_type();
+      for (const auto& item : value) {
+        if (!item.is_string()) throw bad_type();
+      }
+      break;
+    case ConfigType::kStringMap:
+      if (!value.is_object()) throw bad_type();
+      for (const auto& item : value) {
+        if (!item.is_string()) throw bad_type();
+      }
+      break;
+  }
+  if (key.type == ConfigType::kInt || key.type == ConfigType::kNumber) {
+    double number = value.get<double>();
+    if ((key.min && number < *key.min) || (key.max && number > *key.max)) {
+      throw ConfigError(fmt::format("{}config key '{}' = {} is out of range [{}, {}]", prefix, key.path,
+                                    value.dump(), key.min ? fmt::format("{}", *key.min) : "-inf",
+                                    key.max ? fmt::format("{}", *key.max) : "inf"));
+    }
+  }
+}
+
+Config::Config() : tree_(json::object()) {
+  for (const auto& key : config_schema()) tree_[pointer_of(key.path)] = key.default_value;
+}
+
+Config Config::from_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    throw ConfigError(fmt::format("config file '{}' is a directory", path));
+  }
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("cannot open config file '{}'", path));
+  json parsed;
+  try {
+    parsed = json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw ConfigError(fmt::format("{}: invalid JSON: {}", path, e.what()));
+  }
+  if (!parsed.is_object()) throw ConfigError(fmt::format("{}: the config must be a JSON object", path));
+  std::vector<std::pair<std::string, json>> entries;
+  flatten_into(parsed, "", path, entries);
+  Config config;
+  for (const auto& [key_path, value] : entries) {
+    validate_config_value(*find_config_key(key_path), value, path);
+    config.tree_[pointer_of(key_path)] = value;
+  }
+  return config;
+}
+
+Config Config::load(const std::string& file, const std::vector<std::string>& overrides) {
+  Config config = file.empty() ? Config() : Config::from_file(file);
+  for (const auto& assignment : overrides) config.apply_override(assignment);
+  return config;
+}
+
+void Config::apply_override(const std::string& assignment) {
+  auto equals = assignment.find('=');
+  if (equals == std::string::npos || equals == 0) {
+    throw ConfigError(fmt::format("--set '{}': expected section.key=value", assignment));
+  }
+  std::string path = assignment.substr(0, equals);
+  std::string text = assignment.substr(equals + 1);
+  const ConfigKey* key = find_config_key(path);
+  if (key == nullptr) throw ConfigError(unknown_key_message(path, "--set"));
+  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded() || (key->type == ConfigType::kString && !value.is_string())) {
+    value = text;  // unquoted strings
+  }
+  validate_config_value(*key, value, "--set");
+  tree_[pointer_of(path)] = value;
+}
+
+void Config::set(const std::string& path, const json& value) {
+  const ConfigKey* key = find_config_key(path);
+  if (key == nullptr) throw ConfigError(unknown_key_message(path, ""));
+  validate_config_value(*key, value, "");
+  tree_[pointer_of(path)] = value;
+}
+
+const json& Config::get_json(const std::string& path) const {
+  if (find_config_key(path) == nullptr) throw ConfigError(unknown_key_message(path, "internal lookup"));
+  return tree_.at(pointer_of(path));
+}
+
+std::int64_t Config::get_int(const std::string& path) const { return get_json(path).get<std::int64_t>(); }
+double Config::get_number(const std::string& path) const { return get_json(path).get<double>(); }
+bool Config::get_bool(const std::string& path) const { return get_json(path).get<bool>(); }
+std::string Config::get_string(const std::string& path) const { return get_json(path).get<std::string>(); }
+std::vector<std::string> Config::get_string_list(const std::string& path) const {
+  return get_json(path).get<std::vector<std::string>>();
+}
+
+std::string Config::dump() const { return tree_.dump(2) + "\n"; }
+
+std::string Config::describe() const {
+  std::ostringstream out;
+  std::string section;
+  for (const auto& key : config_schema()) {
+    std::string key_section = key.path.substr(0, key.path.find('.'));
+    if (key_section != section) {
+      out << (section.empty() ? "" : "\n") << "[" << key_section << "]\n";
+      section = key_section;
+    }
+    out << fmt::format("{} = {}\n    # {} ({}", key.path, get_json(key.path).dump(), key.description,
+                       config_type_name(key.type));
+    if (!key.choices.empty()) out << fmt::format("; one of {}", fmt::join(key.choices, "|"));
+    if (key.min || key.max) {
+      out << fmt::format("; range [{}, {}]", key.min ? fmt::format("{}", *key.min) : "-inf",
+                         key.max ? fmt::format("{}", *key.max) : "inf");
+    }
+    out << fmt::format("; default {})\n", key.default_value.dump());
+  }
+  return out.str();
+}
+
+void Config::write(const std::string& file) const {
+  std::filesystem::path target(file);
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  std::ofstream out(file, std::ios::trunc);
+  if (!out) throw Error(fmt::format("cannot write config to '{}'", file));
+  out << dump();
+  if (!out.flush()) throw Error(fmt::format("failed writing config to '{}'", file));
+}
+
+}  // namespace metareuse

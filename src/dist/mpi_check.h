@@ -1,0 +1,17 @@
+// The one check for every MPI call: records the call, file, line and rank, and
+// throws metareuse::Error. Private to src/dist.
+#pragma once
+
+#include <mpi.h>
+
+namespace metareuse::detail {
+[[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line);
+}  // namespace metareuse::detail
+
+#define MR_CHECK_MPI(call)                                                            \
+  do {                                                                                \
+    int mr_mpi_status_ = (call);                                                      \
+    if (mr_mpi_status_ != MPI_SUCCESS) {                                              \
+      ::metareuse::detail::throw_mpi_error(mr_mpi_status_, #call, __FILE__, __LINE__); \
+    }                                                                                 \
+  } while (0)

@@ -1,0 +1,170 @@
+#include "mpi_communicator.h"
+
+#include <fmt/format.h>
+
+#include <climits>
+#include <cstring>
+#include <numeric>
+
+#include "metareuse/core/error.h"
+#include "mpi_check.h"
+
+namespace metareuse {
+namespace detail {
+
+[[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line) {
+  char text[MPI_MAX_ERROR_STRING] = {0};
+  int length = 0;
+  MPI_Error_string(code, text, &length);
+  int rank = -1;
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  throw Error(fmt::format("rank {}: MPI call {} failed at {}:{}: {}", rank, call, file, line, text));
+}
+
+}  // namespace detail
+
+namespace {
+
+MPI_Datatype mpi_type(DType dtype) {
+  switch (dtype) {
+    case DType::kUInt8: return MPI_UINT8_T;
+    case DType::kInt32: return MPI_INT32_T;
+    case DType::kInt64: return MPI_INT64_T;
+    case DType::kUInt64: return MPI_UINT64_T;
+    case DType::kFloat32: return MPI_FLOAT;
+    case DType::kFloat64: return MPI_DOUBLE;
+    // Half types travel as 16-bit words; MPI has no arithmetic for them.
+    case DType::kFloat16:
+    case DType::kBFloat16: return MPI_UINT16_T;
+  }
+  return MPI_BYTE;
+}
+
+MPI_Op mpi_op(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return MPI_SUM;
+    case ReduceOp::kMax: return MPI_MAX;
+    case ReduceOp::kMin: return MPI_MIN;
+  }
+  return MPI_SUM;
+}
+
+void require_reducible(DType dtype, const char* what) {
+  if (dtype == DType::kFloat16 || dtype == DType::kBFloat16) {
+    throw Error(fmt::format("{}: the MPI backend cannot reduce {} values; reduce CPU tensors in fp32",
+                            what, dtype_name(dtype)));
+  }
+}
+
+int to_int(std::size_t value, const char* what) {
+  if (value > static_cast<std::size_t>(INT_MAX)) {
+    throw Error(fmt::format("{}: {} elements exceed MPI's int count limit ({})", what, value, INT_MAX));
+  }
+  return static_cast<int>(value);
+}
+
+// Counts and displacements for the v-collectives, checked against INT_MAX.
+void counts_and_displacements(const std::vector<std::size_t>& counts, const char* what, std::vector<int>& out_counts,
+                              std::vector<int>& out_displacements) {
+  out_counts.resize(counts.size());
+  out_displacements.resize(counts.size());
+  std::size_t offset = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    out_counts[r] = to_int(counts[r], what);
+    out_displacements[r] = to_int(offset, what);
+    offset += counts[r];
+  }
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm parent) {
+    MR_CHECK_MPI(MPI_Comm_dup(parent, &comm_));
+    MR_CHECK_MPI(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN));
+    MR_CHECK_MPI(MPI_Comm_rank(comm_, &rank_));
+    MR_CHECK_MPI(MPI_Comm_size(comm_, &size_));
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  }
+
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend_name() const override { return "mpi"; }
+
+  void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
+    require_reducible(dtype, "allreduce");
+    // Chunked so counts above INT_MAX still work.
+    auto* bytes = static_cast<char*>(buffer);
+    const std::size_t chunk = INT_MAX / 2;
+    for (std::size_t done = 0; done < count; done += chunk) {
+      int n = static_cast<int>(std::min(chunk, count - done));
+      MR_CHECK_MPI(MPI_Allreduce(MPI_IN_PLACE, bytes + done * dtype_size(dtype), n, mpi_type(dtype), mpi_op(op),
+                                 comm_));
+    }
+  }
+
+  void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+    int n = to_int(count, "allgather");
+    MR_CHECK_MPI(MPI_Allgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_));
+  }
+
+  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                  DType dtype) override {
+    MR_CHECK(recv_counts.size() == static_cast<std::size_t>(size_), "allgatherv: {} counts for {} ranks",
+             recv_counts.size(), size_);
+    MR_CHECK(recv_counts[rank_] == send_count, "allgatherv: rank {} sends {} but recv_counts says {}", rank_,
+             send_count, recv_counts[rank_]);
+    std::vector<int> counts, displacements;
+    counts_and_displacements(recv_counts, "allgatherv", counts, displacements);
+    MR_CHECK_MPI(MPI_Allgatherv(send, to_int(send_count, "allgatherv"), mpi_type(dtype), recv, counts.data(),
+                                displacements.data(), mpi_type(dtype), comm_));
+  }
+
+  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
+    require_reducible(dtype, "reduce_scatter");
+    MR_CHECK_MPI(MPI_Reduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter"), mpi_type(dtype),
+                                          mpi_op(op), comm_));
+  }
+
+  void broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
+    MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
+    auto* bytes = static_cast<char*>(buffer);
+    const std::size_t chunk = INT_MAX / 2;
+    for (std::size_t done = 0; done < count; done += chunk) {
+      int n = static_cast<int>(std::min(chunk, count - done));
+      MR_CHECK_MPI(MPI_Bcast(bytes + done * dtype_size(dtype), n, mpi_type(dtype), root, comm_));
+    }
+  }
+
+  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                 const std::vector<std::size_t>& recv_counts, DType dtype) override {
+    MR_CHECK(send_counts.size() == static_cast<std::size_t>(size_) &&
+                 recv_counts.size() == static_cast<std::size_t>(size_),
+             "alltoallv: counts must have one entry per rank ({})", size_);
+    std::vector<int> scounts, sdispls, rcounts, rdispls;
+    counts_and_displacements(send_counts, "alltoallv", scounts, sdispls);
+    counts_and_displacements(recv_counts, "alltoallv", rcounts, rdispls);
+    MR_CHECK_MPI(MPI_Alltoallv(send, scounts.data(), sdispls.data(), mpi_type(dtype), recv, rcounts.data(),
+                               rdispls.data(), mpi_type(dtype), comm_));
+  }
+
+  void barrier() override { MR_CHECK_MPI(MPI_Barrier(comm_)); }
+
+ private:
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0;
+  int size_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm parent) {
+  return std::make_unique<MpiCommunicator>(parent);
+}
+
+}  // namespace metareuse

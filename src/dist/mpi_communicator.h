@@ -1,0 +1,16 @@
+// The MPI backend of Communicator (CPU memory). Private to src/dist.
+#pragma once
+
+#include <mpi.h>
+
+#include <memory>
+
+#include "metareuse/dist/communicator.h"
+
+namespace metareuse {
+
+// Duplicates `parent` so metareuse's traffic never mixes with anyone else's;
+// the duplicate is freed with the communicator.
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm parent);
+
+}  // namespace metareuse

@@ -1,0 +1,127 @@
+#include "metareuse/dist/runtime.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/dist/communicator.h"
+#include "mpi_check.h"
+#include "mpi_communicator.h"
+
+namespace metareuse {
+namespace {
+
+Runtime* g_runtime = nullptr;
+
+const char* env(const char* name) {
+  const char* value = std::getenv(name);
+  return (value != nullptr && *value != '\0') ? value : nullptr;
+}
+
+int env_int(const char* name, int fallback) {
+  const char* value = env(name);
+  return value ? std::atoi(value) : fallback;
+}
+
+std::string host_name() {
+  char name[256] = {0};
+  if (gethostname(name, sizeof(name) - 1) != 0) return "unknown";
+  return name;
+}
+
+}  // namespace
+
+std::string detect_launcher() {
+  if (env("OMPI_COMM_WORLD_SIZE") || env("PMIX_RANK") || env("PMI_RANK")) {
+    // srun --mpi=pmix also sets PMIX_RANK; name the launcher the user typed.
+    return env("SLURM_STEP_NUM_TASKS") ? "srun" : "mpirun";
+  }
+  if (env("SLURM_STEP_NUM_TASKS")) return "srun";
+  return "none";
+}
+
+Runtime::Runtime(const std::string& backend) {
+  layout_.hostname = host_name();
+  layout_.launcher = detect_launcher();
+  bool want_mpi = backend == "mpi" || (backend == "auto" && layout_.launcher != "none");
+  if (backend != "auto" && backend != "mpi" && backend != "self") {
+    throw ConfigError(fmt::format("dist.backend must be auto|mpi|self, got '{}'", backend));
+  }
+
+  if (want_mpi) {
+    int initialized = 0;
+    MR_CHECK_MPI(MPI_Initialized(&initialized));
+    if (!initialized) {
+      int provided = 0;
+      MR_CHECK_MPI(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided));
+      owns_mpi_ = true;
+    }
+    using_mpi_ = true;
+    MR_CHECK_MPI(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    MR_CHECK_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &layout_.rank));
+    MR_CHECK_MPI(MPI_Comm_size(MPI_COMM_WORLD, &layout_.world_size));
+
+    // Local rank from the shared-memory split: the processes that share this node.
+    MPI_Comm node = MPI_COMM_NULL;
+    MR_CHECK_MPI(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, layout_.rank, MPI_INFO_NULL, &node));
+    MR_CHECK_MPI(MPI_Comm_rank(node, &layout_.local_rank));
+    MR_CHECK_MPI(MPI_Comm_size(node, &layout_.local_size));
+    MR_CHECK_MPI(MPI_Comm_free(&node));
+
+    int slurm_tasks = env_int("SLURM_STEP_NUM_TASKS", 0);
+    if (layout_.launcher == "srun" && slurm_tasks > 1 && layout_.world_size == 1) {
+      throw Error(fmt::format(
+          "srun started {} tasks but MPI sees a world of 1: start with `srun --mpi=pmix` (or pmi2) so the "
+          "tasks find each other",
+          slurm_tasks));
+    }
+    world_ = make_mpi_communicator(MPI_COMM_WORLD);
+  } else {
+    // No launcher: the single-node fallback. The launchers' variables still
+    // give the local rank if someone runs us under a foreign launcher.
+    layout_.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", 0));
+    world_ = make_self_communicator();
+  }
+  g_runtime = this;
+}
+
+Runtime::~Runtime() {
+  world_.reset();  // frees the duplicated communicator before MPI_Finalize
+  if (owns_mpi_) {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+  if (g_runtime == this) g_runtime = nullptr;
+}
+
+Communicator& Runtime::world() { return *world_; }
+
+void Runtime::abort(int status) const {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  if (using_mpi_ && layout_.world_size > 1) {
+    MPI_Abort(MPI_COMM_WORLD, status);
+  }
+  std::_Exit(status);
+}
+
+std::string Runtime::mpi_library_version() const {
+  char version[MPI_MAX_LIBRARY_VERSION_STRING] = {0};
+  int length = 0;
+  MPI_Get_library_version(version, &length);  // callable before MPI_Init
+  std::string text(version, static_cast<std::size_t>(length));
+  auto newline = text.find('\n');
+  if (newline != std::string::npos) text.resize(newline);
+  while (!text.empty() && (text.back() == '\0' || text.back() == ' ')) text.pop_back();
+  return text;
+}
+
+Runtime* current_runtime() { return g_runtime; }
+
+}  // namespace metareuse

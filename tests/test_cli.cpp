@@ -1,0 +1,84 @@
+// The metareuse binary from the outside: help, unknown commands and flags,
+// planned-but-unbuilt commands, config errors, and info at 1 and 3 ranks.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli_runner.h"
+#include "test_support.h"
+
+using metareuse::test::run_metareuse;
+using metareuse::test::run_metareuse_mpi;
+using Catch::Matchers::Contains;
+
+TEST_CASE("help lists every subcommand", "[cli]") {
+  auto result = run_metareuse("--help");
+  CHECK(result.status == 0);
+  for (const char* name : {"patterns", "augment", "tokenize", "prepare", "train", "forward", "generate", "eval",
+                           "export", "plan", "run", "info"}) {
+    CHECK_THAT(result.output, Contains(name));
+  }
+  auto sub = run_metareuse("info --help");
+  CHECK(sub.status == 0);
+  CHECK_THAT(sub.output, Contains("--config") && Contains("--set") && Contains("--print-config"));
+}
+
+TEST_CASE("an unknown subcommand names the valid ones", "[cli]") {
+  auto result = run_metareuse("trian");
+  CHECK(result.status == 64);
+  CHECK_THAT(result.output, Contains("unknown subcommand 'trian'") && Contains("did you mean 'train'") &&
+                                Contains("valid subcommands"));
+  auto none = run_metareuse("");
+  CHECK(none.status == 64);
+}
+
+TEST_CASE("an unknown flag is an error that points at --help", "[cli]") {
+  auto result = run_metareuse("info --bogus");
+  CHECK(result.status == 64);
+  CHECK_THAT(result.output, Contains("--bogus") && Contains("metareuse info --help"));
+}
+
+TEST_CASE("commands that are not built say so and exit 2", "[cli]") {
+  auto result = run_metareuse("plan");
+  CHECK(result.status == 2);
+  CHECK_THAT(result.output, Contains("not built yet") && Contains("issue #6"));
+}
+
+TEST_CASE("config errors stop the command before it starts", "[cli]") {
+  auto typo = run_metareuse("info --set run.nmae=x");
+  CHECK(typo.status == 1);
+  CHECK_THAT(typo.output, Contains("run.nmae") && Contains("run.name"));
+  auto range = run_metareuse("info --set run.seed=-5");
+  CHECK(range.status == 1);
+  CHECK_THAT(range.output, Contains("out of range"));
+  auto missing = run_metareuse("info --config /nonexistent.json");
+  CHECK(missing.status == 64);
+}
+
+TEST_CASE("print-config shows resolved values with descriptions", "[cli]") {
+  auto result = run_metareuse("info --set run.name=printed --print-config");
+  CHECK(result.status == 0);
+  CHECK_THAT(result.output, Contains("run.name = \"printed\"") && Contains("# Name of the run"));
+}
+
+TEST_CASE("info prints the build alone and the rank layout under mpiexec", "[cli][mpi]") {
+  auto single = run_metareuse("info");
+  CHECK(single.status == 0);
+  CHECK_THAT(single.output, Contains("libtorch") && Contains("MPI") && Contains("ranks: 1"));
+  auto three = run_metareuse_mpi(3, "info");
+  INFO(three.output);
+  CHECK(three.status == 0);
+  CHECK_THAT(three.output, Contains("ranks: 3") && Contains("rank   0") && Contains("rank   1") &&
+                               Contains("rank   2") && Contains("communicator: mpi"));
+}
+
+TEST_CASE("run writes the resolved config into the run folder", "[cli]") {
+  auto dir = metareuse::test::temp_dir("cli-run");
+  auto result = run_metareuse("run --set run.out_dir=" + dir.string());
+  INFO(result.output);
+  CHECK(std::filesystem::exists(dir / "config.resolved.json"));
+  std::ifstream in(dir / "config.resolved.json");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Contains(dir.string()));
+}

@@ -1,0 +1,102 @@
+// Config: defaults, files, overrides, and every way a key can be wrong.
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include "metareuse/core/config.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/timing.h"
+#include "test_support.h"
+
+using metareuse::Config;
+using metareuse::ConfigError;
+using Catch::Matchers::Contains;
+
+namespace {
+std::string write_file(const std::string& name, const std::string& text) {
+  auto path = metareuse::test::temp_dir("config") / name;
+  std::ofstream(path) << text;
+  return path.string();
+}
+}  // namespace
+
+TEST_CASE("every key has a default that passes its own validation and a description", "[config]") {
+  for (const auto& key : metareuse::config_schema()) {
+    INFO(key.path);
+    CHECK_FALSE(key.description.empty());
+    CHECK_NOTHROW(metareuse::validate_config_value(key, key.default_value, "schema"));
+    CHECK(key.path.find('.') != std::string::npos);
+  }
+  Config config;
+  CHECK(config.get_string("run.name") == "demo");
+  CHECK(config.get_int("run.seed") == 1234);
+}
+
+TEST_CASE("a config file overrides defaults and --set overrides the file", "[config]") {
+  auto file = write_file("ok.json", R"({"run": {"name": "alpha", "seed": 7}, "log": {"level": "warn"}})");
+  Config config = Config::load(file, {"run.seed=9", "run.name=beta"});
+  CHECK(config.get_string("run.name") == "beta");
+  CHECK(config.get_int("run.seed") == 9);
+  CHECK(config.get_string("log.level") == "warn");
+  CHECK(config.get_bool("log.all_ranks") == false);  // untouched default
+}
+
+TEST_CASE("unknown keys are errors naming the key and the closest valid one", "[config]") {
+  auto file = write_file("typo.json", R"({"run": {"nmae": "x"}})");
+  CHECK_THROWS_WITH(Config::from_file(file), Contains("run.nmae") && Contains("did you mean 'run.name'"));
+  CHECK_THROWS_WITH(Config::from_file(file), Contains(file));
+
+  Config config;
+  CHECK_THROWS_WITH(config.apply_override("run.sed=3"), Contains("'run.sed'") && Contains("'run.seed'"));
+  CHECK_THROWS_WITH(config.apply_override("nosection=3"), Contains("unknown config key 'nosection'"));
+  auto section_typo = write_file("section.json", R"({"lgo": {"level": "info"}})");
+  CHECK_THROWS_WITH(Config::from_file(section_typo), Contains("'lgo'"));
+}
+
+TEST_CASE("bad types are errors naming the key, the expected and the actual type", "[config]") {
+  Config config;
+  CHECK_THROWS_AS(config.apply_override("run.seed=abc"), ConfigError);
+  CHECK_THROWS_WITH(config.apply_override("run.seed=abc"), Contains("run.seed") && Contains("integer"));
+  CHECK_THROWS_WITH(config.apply_override("run.seed=1.5"), Contains("integer"));
+  CHECK_THROWS_WITH(config.apply_override("log.all_ranks=maybe"), Contains("boolean"));
+  CHECK_THROWS_WITH(config.apply_override("corpus.files=3"), Contains("list of strings"));
+  auto file = write_file("types.json", R"({"run": {"name": 5}})");
+  CHECK_THROWS_WITH(Config::from_file(file), Contains("run.name") && Contains("string"));
+  // Unquoted strings are accepted for string keys.
+  config.apply_override("run.name=123");
+  CHECK(config.get_string("run.name") == "123");
+}
+
+TEST_CASE("values out of range or outside the choices are errors", "[config]") {
+  Config config;
+  CHECK_THROWS_WITH(config.apply_override("run.seed=-1"), Contains("out of range"));
+  CHECK_THROWS_WITH(config.apply_override("log.level=loud"), Contains("debug|info|warn|error|off"));
+  CHECK_THROWS_WITH(config.apply_override("dist.backend=gloo"), Contains("auto|mpi|self"));
+  CHECK_THROWS_WITH(config.apply_override("run.seed"), Contains("section.key=value"));
+}
+
+TEST_CASE("malformed and missing config files are errors naming the file", "[config]") {
+  auto bad = write_file("bad.json", "{ not json");
+  CHECK_THROWS_WITH(Config::from_file(bad), Contains(bad) && Contains("invalid JSON"));
+  auto array = write_file("array.json", "[1, 2]");
+  CHECK_THROWS_WITH(Config::from_file(array), Contains("JSON object"));
+  CHECK_THROWS_WITH(Config::from_file("/nonexistent/x.json"), Contains("/nonexistent/x.json"));
+}
+
+TEST_CASE("the resolved config round-trips through write and from_file", "[config]") {
+  Config config = Config::load("", {"run.name=roundtrip", "corpus.files=[\"a.jsonl\",\"b/*.jsonl\"]"});
+  auto path = (metareuse::test::temp_dir("config-rt") / "sub" / "resolved.json").string();
+  config.write(path);
+  Config back = Config::from_file(path);
+  CHECK(back.tree() == config.tree());
+  CHECK(back.get_string_list("corpus.files") == std::vector<std::string>{"a.jsonl", "b/*.jsonl"});
+  CHECK_THAT(config.describe(), Contains("run.name = \"roundtrip\"") && Contains("# Name of the run"));
+}
+
+TEST_CASE("sizes parse with binary and decimal units", "[config]") {
+  CHECK(metareuse::parse_bytes("16GiB") == 16LL << 30);
+  CHECK(metareuse::parse_bytes("512MB") == 512000000LL);
+  CHECK(metareuse::parse_bytes("1024") == 1024);
+  CHECK_THROWS_WITH(metareuse::parse_bytes("12 parsecs"), Contains("parsecs"));
+  CHECK_THROWS_AS(metareuse::parse_bytes("GiB"), ConfigError);
+}

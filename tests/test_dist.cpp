@@ -1,0 +1,170 @@
+// Every collective of the communicator, on uneven sizes, at whatever rank
+// count this binary was started with (ctest runs it at 1, 2 and 3 ranks).
+#include <catch2/catch.hpp>
+
+#include <torch/torch.h>
+
+#include <numeric>
+
+#include "metareuse/core/error.h"
+#include "metareuse/dist/communicator.h"
+#include "metareuse/dist/runtime.h"
+#include "metareuse/dist/tensor_comm.h"
+#include "test_support.h"
+
+using namespace metareuse;
+
+namespace {
+Communicator& world() { return test::runtime().world(); }
+// Rank r's value at index i: distinct per rank and index.
+double value_of(int rank, std::size_t i) { return 1000.0 * rank + static_cast<double>(i) + 0.25; }
+}  // namespace
+
+TEST_CASE("runtime layout is consistent", "[dist]") {
+  const auto& layout = test::runtime().layout();
+  CHECK(layout.world_size == world().size());
+  CHECK(layout.rank == world().rank());
+  CHECK(layout.local_rank >= 0);
+  CHECK(layout.local_rank < layout.local_size);
+  // All ranks of these tests run on this machine.
+  CHECK(layout.local_size == layout.world_size);
+  auto local_ranks = world().allgather_value<std::int32_t>(layout.local_rank);
+  std::sort(local_ranks.begin(), local_ranks.end());
+  for (int r = 0; r < world().size(); ++r) CHECK(local_ranks[r] == r);
+}
+
+TEST_CASE("allreduce sum, max and min over uneven lengths", "[dist]") {
+  const int n = world().size(), me = world().rank();
+  for (std::size_t count : {std::size_t{1}, std::size_t{7}, std::size_t{1001}}) {
+    std::vector<double> sum(count), max(count), min(count);
+    for (std::size_t i = 0; i < count; ++i) sum[i] = max[i] = min[i] = value_of(me, i);
+    world().allreduce(sum, ReduceOp::kSum);
+    world().allreduce(max, ReduceOp::kMax);
+    world().allreduce(min, ReduceOp::kMin);
+    for (std::size_t i = 0; i < count; ++i) {
+      double expected_sum = 0;
+      for (int r = 0; r < n; ++r) expected_sum += value_of(r, i);
+      CHECK(sum[i] == expected_sum);
+      CHECK(max[i] == value_of(n - 1, i));
+      CHECK(min[i] == value_of(0, i));
+    }
+  }
+  CHECK(world().allreduce_value<std::int64_t>(me + 1, ReduceOp::kSum) == static_cast<std::int64_t>(n) * (n + 1) / 2);
+  CHECK(world().allreduce_value<std::uint64_t>(me, ReduceOp::kMax) == static_cast<std::uint64_t>(n - 1));
+}
+
+TEST_CASE("allgather and allgatherv with a different length on every rank", "[dist]") {
+  const int n = world().size(), me = world().rank();
+  std::vector<float> block(5);
+  for (std::size_t i = 0; i < block.size(); ++i) block[i] = static_cast<float>(value_of(me, i));
+  std::vector<float> gathered(5 * n);
+  world().allgather(block.data(), gathered.data(), block.size(), DType::kFloat32);
+  for (int r = 0; r < n; ++r)
+    for (std::size_t i = 0; i < 5; ++i) CHECK(gathered[r * 5 + i] == static_cast<float>(value_of(r, i)));
+
+  // Rank r contributes 2r+1 elements; rank 0 of a 3-rank job one, rank 2 five.
+  std::vector<std::int64_t> mine(2 * me + 1);
+  std::iota(mine.begin(), mine.end(), 100 * me);
+  auto all = world().allgatherv(mine);
+  std::size_t offset = 0;
+  for (int r = 0; r < n; ++r) {
+    for (int i = 0; i < 2 * r + 1; ++i) CHECK(all[offset + i] == 100 * r + i);
+    offset += 2 * r + 1;
+  }
+  CHECK(offset == all.size());
+
+  // An empty contribution from one rank is fine.
+  std::vector<std::int64_t> maybe_empty(me == 0 ? 0 : 3, me);
+  auto gathered_empty = world().allgatherv(maybe_empty);
+  CHECK(gathered_empty.size() == static_cast<std::size_t>(3 * (n - 1)));
+}
+
+TEST_CASE("reduce_scatter gives each rank its block of the sum", "[dist]") {
+  const int n = world().size(), me = world().rank();
+  const std::size_t block = 3;
+  std::vector<double> full(block * n);
+  for (std::size_t i = 0; i < full.size(); ++i) full[i] = value_of(me, i);
+  std::vector<double> mine(block);
+  world().reduce_scatter(full.data(), mine.data(), block, DType::kFloat64, ReduceOp::kSum);
+  for (std::size_t i = 0; i < block; ++i) {
+    double expected = 0;
+    for (int r = 0; r < n; ++r) expected += value_of(r, me * block + i);
+    CHECK(mine[i] == expected);
+  }
+}
+
+TEST_CASE("broadcast from every root, including strings", "[dist]") {
+  const int n = world().size(), me = world().rank();
+  for (int root = 0; root < n; ++root) {
+    std::vector<std::int32_t> data(11, me == root ? 40 + root : -1);
+    world().broadcast(data.data(), data.size(), DType::kInt32, root);
+    for (auto v : data) CHECK(v == 40 + root);
+    std::string text = world().broadcast_string(me == root ? std::string(root + 2, 'x') : "", root);
+    CHECK(text == std::string(root + 2, 'x'));
+  }
+  std::vector<int> one(1);
+  CHECK_THROWS_AS(world().broadcast(one.data(), 1, DType::kInt32, n), Error);
+}
+
+TEST_CASE("alltoallv with uneven (and zero) counts", "[dist]") {
+  const int n = world().size(), me = world().rank();
+  // Rank s sends (s + d) % 3 elements to rank d, each encoding (s, d, i).
+  std::vector<std::size_t> send_counts(n), recv_counts(n);
+  std::vector<std::int64_t> send;
+  for (int d = 0; d < n; ++d) {
+    send_counts[d] = static_cast<std::size_t>((me + d) % 3);
+    for (std::size_t i = 0; i < send_counts[d]; ++i) send.push_back(me * 10000 + d * 100 + static_cast<int>(i));
+  }
+  for (int s = 0; s < n; ++s) recv_counts[s] = static_cast<std::size_t>((s + me) % 3);
+  std::size_t total = std::accumulate(recv_counts.begin(), recv_counts.end(), std::size_t{0});
+  std::vector<std::int64_t> recv(total, -1);
+  world().alltoallv(send.data(), send_counts, recv.data(), recv_counts, DType::kInt64);
+  std::size_t offset = 0;
+  for (int s = 0; s < n; ++s) {
+    for (std::size_t i = 0; i < recv_counts[s]; ++i) CHECK(recv[offset + i] == s * 10000 + me * 100 + static_cast<int>(i));
+    offset += recv_counts[s];
+  }
+}
+
+TEST_CASE("barrier completes on every rank", "[dist]") {
+  world().barrier();
+  CHECK(world().allreduce_value<std::int32_t>(1, ReduceOp::kSum) == world().size());
+}
+
+TEST_CASE("tensor collectives through the communicator", "[dist][torch]") {
+  const int n = world().size(), me = world().rank();
+  auto t = torch::arange(13, torch::kFloat32) + me;
+  allreduce(world(), t, ReduceOp::kSum);
+  auto expected = torch::arange(13, torch::kFloat32) * n + static_cast<float>(n * (n - 1) / 2);
+  CHECK(torch::equal(t, expected));
+
+  auto shard = torch::full({4}, static_cast<float>(me));
+  auto full = allgather(world(), shard);
+  REQUIRE(full.numel() == 4 * n);
+  for (int r = 0; r < n; ++r) CHECK(full.slice(0, 4 * r, 4 * r + 4).eq(static_cast<float>(r)).all().item<bool>());
+
+  auto grads = torch::ones({6 * n}, torch::kFloat64) * (me + 1);
+  auto mine = reduce_scatter(world(), grads, ReduceOp::kSum);
+  CHECK(mine.numel() == 6);
+  CHECK(mine.eq(static_cast<double>(n * (n + 1) / 2)).all().item<bool>());
+
+  auto b = me == 0 ? torch::tensor({7, 8, 9}, torch::kInt64) : torch::zeros({3}, torch::kInt64);
+  broadcast(world(), b, 0);
+  CHECK(torch::equal(b, torch::tensor({7, 8, 9}, torch::kInt64)));
+
+  auto not_contiguous = torch::ones({4, 4}).t();
+  CHECK_THROWS_WITH(allreduce(world(), not_contiguous, ReduceOp::kSum), Catch::Matchers::Contains("contiguous"));
+  auto uneven = torch::ones({6 * n + 1});
+  if (n > 1) CHECK_THROWS_WITH(reduce_scatter(world(), uneven, ReduceOp::kSum), Catch::Matchers::Contains("divisible"));
+}
+
+TEST_CASE("half-precision reductions are refused with a clear message on MPI", "[dist]") {
+  if (world().backend_name() != "mpi") return;  // the self backend reduces nothing
+  std::vector<std::uint16_t> halves(4, 0x3c00);
+  CHECK_THROWS_WITH(world().allreduce(halves.data(), halves.size(), DType::kFloat16, ReduceOp::kSum),
+                    Catch::Matchers::Contains("float16") && Catch::Matchers::Contains("fp32"));
+  // Moving half data is fine.
+  std::vector<std::uint16_t> gathered(4 * world().size());
+  world().allgather(halves.data(), gathered.data(), 4, DType::kFloat16);
+  for (auto v : gathered) CHECK(v == 0x3c00);
+}
