@@ -338,6 +338,29 @@ TEST_CASE("saving writes a folder that loads back to the same model", "[model][s
   CHECK_FALSE(torch::equal(untied_loaded.parameter("lm_head.weight"), untied_loaded.parameter("model.embed_tokens.weight")));
 }
 
+TEST_CASE("saving the fixture reproduces transformers' files byte for byte", "[model][safetensors][parity]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  LlamaModel model = load_fixture(fixture);
+  auto dir = test::temp_dir("model-save-bytes");
+  auto bytes = [](const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  // The fixture was written by save_pretrained (max_shard_size="100KB" for the sharded copy).
+  save_hf_model(model, (dir / "single").string());
+  save_hf_model(model, (dir / "sharded").string(), 100'000);
+  CHECK(bytes(dir / "single" / "model.safetensors") == bytes(fixture / "model.safetensors"));
+  int compared = 0;
+  for (const auto& entry : fs::directory_iterator(fixture / "sharded")) {
+    if (entry.path().filename() == "config.json") continue;
+    INFO(entry.path().filename().string());
+    CHECK(bytes(dir / "sharded" / entry.path().filename()) == bytes(entry.path()));
+    ++compared;
+  }
+  CHECK(compared == 6);  // five shards and the index
+}
+
 TEST_CASE("checkpoint mismatches name the tensor and the file", "[model][safetensors]") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);
   auto fixture = fixture_dir(shared);

@@ -165,7 +165,7 @@ int generate_run(CommandContext& context) {
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
   Stopwatch watch;
   std::vector<std::int64_t> ids = generate(model, parse_id_list(arguments.prompt_ids), options);
-  log::info("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
+  log::debug("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
             options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache");
   nlohmann::json line = {{"ids", ids}};
   std::cout << line.dump() << std::endl;

@@ -129,8 +129,8 @@ const char* attention_implementation() { return METAREUSE_HAVE_SDPA ? "scaled_do
 
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
                                std::int64_t past) {
-  const std::int64_t H = query.size(1), T = query.size(2), D = query.size(3);
-  const std::int64_t S = keys.size(2);
+  const std::int64_t H = query.size(1), T = query.size(2);
+  [[maybe_unused]] const std::int64_t D = query.size(3), S = keys.size(2);  // D: math path only
   torch::Tensor k = repeat_kv(keys, H / keys.size(1));    // (B, H, S, D)
   torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
 #if METAREUSE_HAVE_SDPA

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "metareuse/core/error.h"
 
@@ -344,27 +345,54 @@ std::string safetensors_dtype_name(torch::ScalarType dtype) {
   throw Error(fmt::format("safetensors has no dtype for {}", c10::toString(dtype)));
 }
 
+namespace {
+
+// The reference writer's order: dtypes by descending rank in its Dtype enum
+// (U64, I64, F64, F32, I32, BF16, F16, I16, I8, U8, BOOL), then names.
+int dtype_rank(const std::string& name) {
+  static const char* order[] = {"BOOL", "U8", "I8", "I16", "F16", "BF16", "I32", "F32", "F64", "I64"};
+  for (int i = 0; i < 10; ++i) {
+    if (name == order[i]) return i;
+  }
+  return -1;
+}
+
+}  // namespace
+
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  json header = json::object();
-  json meta = json::object();
+  // Insertion-ordered JSON, laid out as the reference writer lays it out, so a
+  // checkpoint we save is byte-identical to transformers' save_pretrained.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  nlohmann::ordered_json meta = nlohmann::ordered_json::object();
   meta["format"] = "pt";
   for (const auto& [key, value] : metadata) meta[key] = value;
   header["__metadata__"] = meta;
 
+  std::vector<std::pair<std::string, torch::Tensor>> sorted;
+  std::set<std::string> seen;
+  for (const auto& [name, tensor] : tensors) {
+    if (name == "__metadata__") throw Error(fmt::format("writing '{}': the tensor name '__metadata__' is reserved", path));
+    if (!seen.insert(name).second) throw Error(fmt::format("writing '{}': tensor '{}' given twice", path, name));
+    sorted.emplace_back(name, tensor.detach().to(torch::kCPU).contiguous());
+  }
+  std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) {
+    const int rank_a = dtype_rank(safetensors_dtype_name(a.second.scalar_type()));
+    const int rank_b = dtype_rank(safetensors_dtype_name(b.second.scalar_type()));
+    return rank_a != rank_b ? rank_a > rank_b : a.first < b.first;
+  });
   std::vector<torch::Tensor> contiguous;
   std::uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
-    if (name == "__metadata__" || header.contains(name)) {
-      throw Error(fmt::format("writing '{}': tensor name '{}' is reserved or repeated", path, name));
-    }
-    torch::Tensor data = tensor.detach().to(torch::kCPU).contiguous();
+  for (std::size_t i = 0; i < sorted.size(); ++i) {
+    const auto& [name, data] = sorted[i];
     const std::uint64_t bytes = static_cast<std::uint64_t>(data.numel()) * data.element_size();
-    header[name] = {{"dtype", safetensors_dtype_name(data.scalar_type())},
-                    {"shape", data.sizes().vec()},
-                    {"data_offsets", {offset, offset + bytes}}};
+    nlohmann::ordered_json entry;
+    entry["dtype"] = safetensors_dtype_name(data.scalar_type());
+    entry["shape"] = data.sizes().vec();
+    entry["data_offsets"] = {offset, offset + bytes};
+    header[name] = entry;
     offset += bytes;
-    contiguous.push_back(std::move(data));
+    contiguous.push_back(data);
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the reference writer aligns the data section to 8 bytes

@@ -94,16 +94,21 @@ class SafetensorsCheckpoint {
   std::map<std::string, std::size_t> file_of_;  // tensor name -> index into files_
 };
 
-// Writes one file: tensors in the given order, contiguous, little-endian, header
-// padded with spaces to a multiple of 8 bytes, __metadata__ {"format": "pt"}
-// plus `metadata` (transformers refuses files without format "pt").
+// Writes one file as the reference writer (Python safetensors) does: tensors
+// ordered by dtype then name, contiguous, little-endian; the header JSON
+// compact with __metadata__ {"format": "pt"} (plus `metadata`) first, padded
+// with spaces to a multiple of 8 bytes. transformers refuses files without
+// format "pt". For the same tensors the bytes equal save_pretrained's.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 
 // Writes a Hugging Face checkpoint into `folder`: model.safetensors when it all
 // fits in `max_shard_bytes`, else model-0000i-of-0000N.safetensors plus
 // model.safetensors.index.json {"metadata": {"total_size": ..}, "weight_map": {..}},
-// as save_pretrained does. Returns the files written (names only).
+// splitting greedily in the given order as save_pretrained does (given
+// tensors in state-dict order, the shards match its files). Earlier
+// model*.safetensors files and index in `folder` are removed first. Returns
+// the files written (names only).
 std::vector<std::string> write_safetensors_checkpoint(const std::string& folder,
                                                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                                                       std::int64_t max_shard_bytes);
