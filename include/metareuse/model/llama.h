@@ -86,6 +86,9 @@ class KvCache {
 
 // transformers' LlamaRMSNorm: normalise in fp32, cast back, scale.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+// x (.., in) @ weight (out, in)^T -> (.., out), as torch::linear, but a
+// single row goes through a matrix-vector product (faster for decoding).
+torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight);
 // x (B, H, T, D) rotated by the tables' positions.
 torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary);
 // Causal grouped-query attention. query (B, H, T, D); keys/values
