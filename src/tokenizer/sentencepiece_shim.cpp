@@ -5,9 +5,13 @@
 #include <sentencepiece_processor.h>  // SentencePieceProcessor
 #include <sentencepiece_trainer.h>    // SentencePieceTrainer
 
+#include <dlfcn.h>  // dlopen(nullptr), dlsym
+
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <iostream>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -22,6 +26,30 @@ void write_error(char* error, size_t error_size, const std::string& message) {
   size_t n = message.size() < error_size - 1 ? message.size() : error_size - 1;
   std::memcpy(error, message.data(), n);
   error[n] = '\0';
+}
+
+// Opened with RTLD_DEEPBIND, the shim and libsentencepiece bind std::cout,
+// std::cerr and std::clog to libstdc++'s own objects. But an executable that
+// uses them (metareuse does) holds copy-relocated copies, and libstdc++
+// initialises only those copies, so the originals are raw memory and
+// sentencepiece's first log line to std::cerr segfaults (seen in `metareuse
+// tokenize --train`). Each original is therefore constructed here as a stream
+// over the executable's buffer, so both write to the same place.
+// (dlsym(RTLD_DEFAULT) would search this library's deep-bound scope first;
+// the main program's handle searches the executable first.)
+void adopt_stream(void* program, std::ostream& local, const char* symbol) {
+  auto* global = static_cast<std::ostream*>(dlsym(program, symbol));
+  if (global == nullptr || global == &local) return;  // no copy: the object is already initialised
+  new (&local) std::ostream(global->rdbuf());
+}
+
+__attribute__((constructor)) void adopt_standard_streams() {
+  void* program = dlopen(nullptr, RTLD_NOW);
+  if (program == nullptr) return;
+  adopt_stream(program, std::cout, "_ZSt4cout");
+  adopt_stream(program, std::cerr, "_ZSt4cerr");
+  adopt_stream(program, std::clog, "_ZSt4clog");
+  dlclose(program);
 }
 
 }  // namespace
