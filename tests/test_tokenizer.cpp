@@ -12,7 +12,10 @@
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "test_support.h"
+#include "tokenizer/pre_tokenizer.h"
 #include "tokenizer_support.h"
+
+#include <random>
 
 using namespace metareuse;
 using Catch::Matchers::Contains;
@@ -298,4 +301,37 @@ TEST_CASE("sentencepiece trains, encodes and decodes through the shim", "[tokeni
 
   options.vocab_size = 1000000;  // more than the corpus can give
   CHECK_THROWS_WITH(train_sentencepiece(options), Contains("failed"));
+}
+
+TEST_CASE("the ASCII fast path splits exactly as PCRE2 does", "[tokenizer][pre_tokenizer]") {
+  using tokenizer_detail::PreTokenizer;
+  PreTokenizer fast(tokenizer_detail::kLlama3Pattern);
+  PreTokenizer regex_only(tokenizer_detail::kLlama3Pattern);
+  regex_only.set_ascii_fast_path(false);
+  auto split = [](const PreTokenizer& pre_tokenizer, const std::string& text) {
+    std::vector<std::string> pieces;
+    pre_tokenizer.split(text, [&](const char* data, std::size_t length) { pieces.emplace_back(data, length); });
+    return pieces;
+  };
+  // Characters at every decision point of the pattern: contraction letters in
+  // both cases, digits, ASCII whitespace of each kind, punctuation, and
+  // non-ASCII letters, digits, spaces and marks (U+017F folds to 's').
+  const std::vector<std::string> alphabet = {
+      "a", "Z", "s", "S", "t", "r", "R", "e", "v", "l", "L", "m", "d", "'", "0", "7", " ", " ", "\t", "\n",
+      "\r", "\v", "\f", ".", ",", "(", "-", "#", "\x01", "\u00e9", "\u017f", "\u00b2", "\u0663", "\u00a0",
+      "\u2009", "\u3000", "\u0085", "\u65e5", "\U0001F642", "\u2014", "\u0301"};
+  std::mt19937 random(12345);
+  int mismatches = 0;
+  for (int trial = 0; trial < 20000; ++trial) {
+    std::string text;
+    int length = static_cast<int>(random() % 24);
+    for (int i = 0; i < length; ++i) text += alphabet[random() % alphabet.size()];
+    auto expected = split(regex_only, text);
+    auto got = split(fast, text);
+    if (got != expected && ++mismatches <= 5) {
+      UNSCOPED_INFO("text " << nlohmann::json(text).dump() << ": fast " << nlohmann::json(got).dump() << " pcre2 "
+                            << nlohmann::json(expected).dump());
+    }
+  }
+  CHECK(mismatches == 0);
 }

@@ -54,6 +54,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   // For benchmarks and tests: turn the piece cache off (every piece is merged
   // from its bytes), and read the pieces the pre-tokenizer makes.
   void set_cache_enabled(bool enabled) { cache_enabled_ = enabled; }
+  void set_ascii_fast_path(bool enabled) { pre_tokenizer_.set_ascii_fast_path(enabled); }
   std::vector<std::string> pre_tokenize(std::string_view text) const;
   // The merge rank of an adjacent pair, or -1 when the pair does not merge.
   std::int32_t merge_rank(TokenId left, TokenId right, TokenId* merged = nullptr) const;

@@ -25,6 +25,13 @@ class PreTokenizer {
 
   const std::string& pattern() const { return pattern_; }
 
+  // For the Llama 3 pattern, ASCII stretches are matched by hand-written code
+  // that follows the regex alternative by alternative (ascii_piece_end), and
+  // PCRE2 takes over wherever a non-ASCII character could change the outcome.
+  // GSM8K text is almost all ASCII and this doubles throughput; tests compare
+  // it with PCRE2 alone on random text. Off switch for those tests.
+  void set_ascii_fast_path(bool enabled) { ascii_fast_path_ = enabled && is_llama3_pattern_; }
+
   // Calls on_piece(begin, length) for each piece in order, matches and the text
   // between them alike (the "Isolated" split behaviour), so the pieces cover
   // the text exactly. Not thread-safe (one match buffer); callers serialise.
@@ -50,22 +57,35 @@ class PreTokenizer {
   bool next_match(std::string_view text, std::size_t offset, bool check_utf, std::size_t& begin,
                   std::size_t& end) const;
 
+  // Throws InputError unless text is valid UTF-8 (PCRE2's own check).
+  void check_utf8(std::string_view text) const;
+
   std::string pattern_;
+  bool is_llama3_pattern_ = false;
+  bool ascii_fast_path_ = false;
   std::unique_ptr<pcre2_code, CodeDeleter> code_;
   std::unique_ptr<pcre2_match_data, MatchDataDeleter> match_data_;
   std::unique_ptr<pcre2_match_context, MatchContextDeleter> match_context_;
   std::unique_ptr<pcre2_jit_stack, JitStackDeleter> jit_stack_;
 };
 
+// The end of the Llama 3 pattern's match at `begin`, decided on ASCII alone;
+// false when a non-ASCII character could change it (then PCRE2 decides).
+bool ascii_piece_end(std::string_view text, std::size_t begin, std::size_t& end);
+
 template <typename OnPiece>
 void PreTokenizer::split(std::string_view text, OnPiece&& on_piece) const {
   std::size_t position = 0;
-  bool first = true;
+  // The whole text is checked for valid UTF-8 once, up front.
+  check_utf8(text);
   while (position < text.size()) {
     std::size_t begin = 0, end = 0;
-    // The whole text is checked for valid UTF-8 once, on the first match.
-    if (!next_match(text, position, first, begin, end)) break;
-    first = false;
+    if (ascii_fast_path_ && ascii_piece_end(text, position, end)) {
+      on_piece(text.data() + position, end - position);
+      position = end;
+      continue;
+    }
+    if (!next_match(text, position, false, begin, end)) break;
     if (begin > position) on_piece(text.data() + position, begin - position);
     if (end == begin) {
       // The pattern cannot match empty, but a custom one might: step one code
