@@ -44,6 +44,8 @@ void run_options(CLI::App& app, std::vector<std::string>& overrides);
 int run_run(CommandContext& context);
 void tokenize_options(CLI::App& app, std::vector<std::string>& overrides);
 int tokenize_run(CommandContext& context);
+void prepare_options(CLI::App& app, std::vector<std::string>& overrides);
+int prepare_run(CommandContext& context);
 
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);

@@ -72,6 +72,14 @@ std::vector<ConfigKey> build_schema() {
       key_int("tokenizer.vocab_size", 8000, "Vocabulary size when training a sentencepiece tokenizer.", 16, 1000000),
       key_string("tokenizer.model_type", "bpe", "Sentencepiece model type when training.",
                  {"bpe", "unigram", "char", "word"}),
+
+      // dataset (#4)
+      key_string("dataset.input", "", "Augmented JSON Lines ({\"prompt\", \"target\"} records) that prepare tokenizes."),
+      key_string("dataset.output", "", "The tokenized HDF5 file; empty means <run folder>/dataset.h5."),
+      key_int("dataset.sequence_length", 1024, "Tokens per packed training sequence.", 8, 1048576),
+      key_bool("dataset.pack", true,
+               "Pack several documents per sequence (boundaries kept); false gives one padded document per sequence."),
+      key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
   };
 }
 
