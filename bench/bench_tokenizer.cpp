@@ -2,10 +2,11 @@
 //
 //   build/bin/bench_tokenizer [tokenizer.json] [gsm8k train.jsonl] [passes]
 //
-// Measures encode() with the piece cache (what metareuse uses), and two
-// baselines in the same run: the same merge loop with the cache off, and a
-// naive merge loop that looks every adjacent pair up again after each merge.
-// All must give identical ids. Prints MB/s, the ratios and peak RSS.
+// Measures encode() as metareuse runs it (ASCII fast path + PCRE2 pre-tokenizer,
+// piece cache), and baselines in the same run: PCRE2 for every piece with the
+// cache; PCRE2 with the cache off; and a naive merge loop that looks every
+// adjacent pair up again after each merge. All must give identical ids.
+// Prints MB/s, the ratios and peak RSS.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
