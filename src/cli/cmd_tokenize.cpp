@@ -120,8 +120,8 @@ int train(CommandContext& context) {
   SentencePieceTrainOptions options;
   options.input_file = write_training_text(flags.train, text_file);
   options.model_prefix = prefix.string();
-  options.vocab_size = context.config.get_int("tokenizer.vocab_size");
-  options.model_type = context.config.get_string("tokenizer.model_type");
+  options.vocab_size = context.config.get_int("tokenizer.train_vocab_size");
+  options.model_type = context.config.get_string("tokenizer.train_model_type");
   Stopwatch watch;
   train_sentencepiece(options);
   std::filesystem::remove(text_file);
@@ -150,8 +150,8 @@ void tokenize_options(CLI::App& app, std::vector<std::string>& overrides) {
                            ->check(CLI::ExistingFile);
   app.add_option_function<std::int64_t>(
       "--vocab-size",
-      [&overrides](std::int64_t size) { overrides.push_back(fmt::format("tokenizer.vocab_size={}", size)); },
-      "With --train: the vocabulary size (tokenizer.vocab_size)");
+      [&overrides](std::int64_t size) { overrides.push_back(fmt::format("tokenizer.train_vocab_size={}", size)); },
+      "With --train: the vocabulary size (tokenizer.train_vocab_size)");
   app.add_flag("--special", flags.special,
                "Turn special-token text (<|eot_id|>) into special ids; by default it is ordinary text");
   app.add_flag("--strict", flags.strict, "Exit with status 4 when any input record is bad");

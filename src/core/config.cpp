@@ -69,8 +69,8 @@ std::vector<ConfigKey> build_schema() {
                  "How prompt and target become one sequence: chat (Llama 3 instruct headers) or plain "
                  "(bos + prompt + target + eos, for base models and sentencepiece).",
                  {"chat", "plain"}),
-      key_int("tokenizer.vocab_size", 8000, "Vocabulary size when training a sentencepiece tokenizer.", 16, 1000000),
-      key_string("tokenizer.model_type", "bpe", "Sentencepiece model type when training.",
+      key_int("tokenizer.train_vocab_size", 8000, "Vocabulary size when training a sentencepiece tokenizer.", 16, 1000000),
+      key_string("tokenizer.train_model_type", "bpe", "Sentencepiece model type when training.",
                  {"bpe", "unigram", "char", "word"}),
 
       // dataset (#4)
