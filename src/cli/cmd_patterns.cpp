@@ -62,6 +62,9 @@ int patterns_execute(CommandContext& context, const std::string& out_path) {
     options.max_phrase_words = static_cast<std::size_t>(config.get_int("patterns.max_phrase_words"));
     options.max_candidates = static_cast<std::size_t>(config.get_int("patterns.max_candidates"));
     options.containment_ratio = config.get_number("patterns.containment_ratio");
+    options.selection = config.get_string("patterns.selection") == "support" ? patterns::Selection::kSupport
+                                                                             : patterns::Selection::kCoverage;
+    options.pool_size = static_cast<std::size_t>(config.get_int("patterns.pool_size"));
     options.read = corpus_read_options(config);
     if (options.max_phrase_words < options.min_words) {
       throw ConfigError("patterns.max_phrase_words must be >= patterns.min_words");

@@ -50,6 +50,16 @@ class MappedFile {
   MappedFile& operator=(const MappedFile&) = delete;
 
   std::string_view bytes() const { return {data_ == nullptr ? "" : data_, size_}; }
+  // Drops the pages of [begin, end) from this process: read pages of a mapped
+  // file count in its resident set, and each rank should hold only what it is
+  // working on, not its whole share.
+  void release(std::uint64_t begin, std::uint64_t end) const {
+    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t first = (begin + page - 1) / page * page;
+    std::uint64_t last = end / page * page;
+    if (data_ == nullptr || last <= first) return;
+    ::madvise(const_cast<char*>(data_) + first, last - first, MADV_DONTNEED);
+  }
   void advise_sequential(std::uint64_t begin, std::uint64_t end) const {
     if (data_ == nullptr || end <= begin) return;
     const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
@@ -71,16 +81,25 @@ std::uint64_t line_start_at_or_after(std::string_view bytes, std::uint64_t offse
   return newline == nullptr ? bytes.size() : static_cast<const char*>(newline) - bytes.data() + 1;
 }
 
-std::uint64_t count_lines(std::string_view bytes, LineRange range) {
+constexpr std::uint64_t kReleaseBytes = std::uint64_t{16} << 20;
+
+std::uint64_t count_lines(const MappedFile& file, LineRange range) {
+  std::string_view bytes = file.bytes();
   std::uint64_t lines = 0;
   const char* position = bytes.data() + range.begin;
   const char* end = bytes.data() + range.end;
+  const char* released = position;
   while (position < end) {
     const void* newline = std::memchr(position, '\n', static_cast<std::size_t>(end - position));
     ++lines;
     if (newline == nullptr) break;  // a last line without a newline
     position = static_cast<const char*>(newline) + 1;
+    if (static_cast<std::uint64_t>(position - released) > kReleaseBytes) {
+      file.release(released - bytes.data(), position - bytes.data());
+      released = position;
+    }
   }
+  file.release(released - bytes.data(), range.end);
   return lines;
 }
 
@@ -281,13 +300,18 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
     file.advise_sequential(range.begin, range.end);
 
     // Line numbers: the lines of lower ranks come first (one small allgather per file).
-    auto lines_per_rank = communicator.allgather_value<std::uint64_t>(count_lines(bytes, range));
+    auto lines_per_rank = communicator.allgather_value<std::uint64_t>(count_lines(file, range));
     std::uint64_t line = 0;
     for (int r = 0; r < rank; ++r) line += lines_per_rank[static_cast<std::size_t>(r)];
     if (rank == 0 && bytes.empty()) log::warn("{}: the corpus file is empty", path);
 
     std::uint64_t position = range.begin;
+    std::uint64_t released = range.begin;
     while (position < range.end) {
+      if (position - released > kReleaseBytes) {
+        file.release(released, position);
+        released = position;
+      }
       const char* start = bytes.data() + position;
       const void* newline = std::memchr(start, '\n', range.end - position);
       std::uint64_t line_end = newline == nullptr ? range.end : static_cast<const char*>(newline) - bytes.data();
@@ -323,7 +347,7 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
       if (reported < options.max_reported_per_rank) {
         stats.reports.push_back(fmt::format("{}:{}: {}", path, line, verdict.detail));
         log::warn("{}", stats.reports.back());
-      } else if (reported == options.max_reported_per_rank) {
+      } else if (reported == options.max_reported_per_rank && reported > 0) {
         log::warn("further bad lines on this rank are counted but not printed");
       }
       ++reported;

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string_view>
 #include <vector>
@@ -57,8 +58,8 @@ class CandidateTable {
   CandidateTable() { rehash(1 << 16); }
 
   std::size_t size() const { return candidates_.size(); }
-  std::vector<Candidate>& candidates() { return candidates_; }
-  const std::vector<Candidate>& candidates() const { return candidates_; }
+  // A deque: growing never copies (or doubles the memory of) the candidates.
+  const std::deque<Candidate>& candidates() const { return candidates_; }
 
   // Counts `text` for local record `ordinal` (1-based, increasing), once per record.
   void count(std::string_view text, std::uint64_t hash, std::uint32_t ordinal, corpus::RecordKey key,
@@ -83,7 +84,7 @@ class CandidateTable {
   // Drops every candidate with support <= max_support and compacts the arena.
   // Returns how many were dropped.
   std::size_t prune(std::uint32_t max_support) {
-    std::vector<Candidate> kept;
+    std::deque<Candidate> kept;
     std::vector<std::unique_ptr<char[]>> old_blocks = std::move(blocks_);
     blocks_.clear();
     block_used_ = block_size_ = 0;
@@ -95,7 +96,6 @@ class CandidateTable {
     }
     std::size_t dropped = candidates_.size() - kept.size();
     candidates_ = std::move(kept);
-    candidates_.shrink_to_fit();
     rehash(slot_hashes_.size());
     return dropped;
   }
@@ -164,7 +164,7 @@ class CandidateTable {
     }
   }
 
-  std::vector<Candidate> candidates_;
+  std::deque<Candidate> candidates_;
   std::vector<std::uint64_t> slot_hashes_;
   std::vector<std::uint32_t> slot_indices_;
   std::vector<std::unique_ptr<char[]>> blocks_;

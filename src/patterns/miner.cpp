@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -92,25 +94,31 @@ std::string_view trim_trailing_punctuation(std::string_view word) {
 }
 
 // Normalized mode's candidates of one record: its sentences and the word
-// n-grams of each clause, each with at least two content words (filler out).
+// n-grams of each clause, each with a content word (a word with a letter that
+// is not a stop word), so that runs of numbers, operators and function words
+// ("<num> x <num> =", "so he has <num>") are filtered out as filler.
+constexpr std::uint32_t kMinContentWords = 1;
 class NormalizedMiner {
  public:
   explicit NormalizedMiner(const MiningOptions& options) : options_(options) {}
 
-  void mine(std::string_view reasoning, std::uint32_t ordinal, corpus::RecordKey key, CandidateTable& table) {
+  // sink(text, kind) for each candidate of the record (repeats included).
+  using Sink = std::function<void(std::string_view, std::uint8_t)>;
+
+  void mine(std::string_view reasoning, const Sink& sink) {
     normalize_lines(reasoning, text_);
     std::string_view all(text_);
     std::size_t line_start = 0;
     while (line_start < all.size()) {
       std::size_t line_end = all.find('\n', line_start);
       if (line_end == std::string_view::npos) line_end = all.size();
-      mine_line(all.substr(line_start, line_end - line_start), ordinal, key, table);
+      mine_line(all.substr(line_start, line_end - line_start), sink);
       line_start = line_end + 1;
     }
   }
 
  private:
-  void mine_line(std::string_view line, std::uint32_t ordinal, corpus::RecordKey key, CandidateTable& table) {
+  void mine_line(std::string_view line, const Sink& sink) {
     words_.clear();
     std::size_t start = 0;
     while (start < line.size()) {
@@ -127,7 +135,7 @@ class NormalizedMiner {
     std::size_t sentence_begin = 0;
     for (std::size_t i = 0; i < words_.size(); ++i) {
       if (i + 1 == words_.size() || ends_sentence(words_[i])) {
-        mine_sentence(sentence_begin, i + 1, ordinal, key, table);
+        mine_sentence(sentence_begin, i + 1, sink);
         sentence_begin = i + 1;
       }
     }
@@ -140,15 +148,13 @@ class NormalizedMiner {
   }
 
   bool enough_content(std::size_t begin, std::size_t end) const {
-    return content_prefix_[end] - content_prefix_[begin] >= 2;
+    return content_prefix_[end] - content_prefix_[begin] >= kMinContentWords;
   }
 
-  void mine_sentence(std::size_t begin, std::size_t end, std::uint32_t ordinal, corpus::RecordKey key,
-                     CandidateTable& table) {
+  void mine_sentence(std::size_t begin, std::size_t end, const Sink& sink) {
     const std::size_t min_words = options_.min_words;
     if (end - begin >= min_words && enough_content(begin, end)) {
-      std::string_view sentence = span(begin, end, false);
-      table.count(sentence, hash_text(sentence), ordinal, key, kKindSentence);
+      sink(span(begin, end, false), kKindSentence);
     }
     std::size_t clause_begin = begin;
     for (std::size_t i = begin; i < end; ++i) {
@@ -158,8 +164,7 @@ class NormalizedMiner {
         std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
         for (std::size_t count = min_words; count <= longest; ++count) {
           if (!enough_content(first, first + count)) continue;
-          std::string_view phrase = span(first, first + count, first + count == clause_end);
-          table.count(phrase, hash_text(phrase), ordinal, key, kKindPhrase);
+          sink(span(first, first + count, first + count == clause_end), kKindPhrase);
         }
       }
       clause_begin = clause_end;
@@ -184,31 +189,100 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   return pattern;
 }
 
-// Normalized mode's final choice from the pool (already in pattern order):
-// drop a pattern inside a longer one with nearly its support, then keep the
-// first top_k of which none contains another.
-std::vector<const Candidate*> choose_normalized(const std::vector<Candidate>& pool, const MiningOptions& options) {
-  std::vector<const Candidate*> survivors;
+// Normalized mode, step 1: drop a pattern inside a longer one with nearly its
+// support (the longer says the same and more).
+std::vector<Candidate> drop_absorbed(const std::vector<Candidate>& pool, double ratio) {
+  std::vector<Candidate> survivors;
   for (const Candidate& shorter : pool) {
     bool absorbed = false;
     for (const Candidate& longer : pool) {
       if (longer.length <= shorter.length) continue;
-      if (static_cast<double>(longer.support) < options.containment_ratio * shorter.support) continue;
+      if (static_cast<double>(longer.support) < ratio * shorter.support) continue;
       if (contains_word_aligned(longer.view(), shorter.view())) {
         absorbed = true;
         break;
       }
     }
-    if (!absorbed) survivors.push_back(&shorter);
+    if (!absorbed) survivors.push_back(shorter);
   }
-  std::vector<const Candidate*> chosen;
-  for (const Candidate* candidate : survivors) {
-    if (options.top_k != 0 && chosen.size() == options.top_k) break;
-    bool overlaps = std::any_of(chosen.begin(), chosen.end(), [&](const Candidate* kept) {
-      return contains_word_aligned(kept->view(), candidate->view()) ||
-             contains_word_aligned(candidate->view(), kept->view());
+  return survivors;
+}
+
+bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& chosen, const std::vector<Candidate>& pool) {
+  return std::any_of(chosen.begin(), chosen.end(), [&](std::size_t kept) {
+    return contains_word_aligned(pool[kept].view(), candidate.view()) ||
+           contains_word_aligned(candidate.view(), pool[kept].view());
+  });
+}
+
+// Normalized mode, step 2: greedy maximum coverage. Each round takes the pool
+// pattern found in the most records not yet covered (summed over ranks, so the
+// choice is the same at any rank count; ties go to the pattern order), never
+// one that contains or is contained in a chosen pattern. A second pass over
+// this rank's share finds which pool patterns each record holds.
+std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
+                                            const std::vector<Candidate>& pool, Communicator& communicator) {
+  std::unordered_map<std::string_view, std::uint32_t> index;
+  for (std::uint32_t i = 0; i < pool.size(); ++i) index.emplace(pool[i].view(), i);
+  // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
+  std::vector<std::uint32_t> record_patterns;
+  std::vector<std::uint64_t> record_offsets = {0};
+  NormalizedMiner miner(options);
+  std::vector<std::uint32_t> found;
+  corpus::ReadOptions quiet = options.read;
+  quiet.max_reported_per_rank = 0;  // the first pass reported them
+  corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
+    found.clear();
+    miner.mine(record.reasoning, [&](std::string_view text, std::uint8_t) {
+      auto hit = index.find(text);
+      if (hit != index.end()) found.push_back(hit->second);
     });
-    if (!overlaps) chosen.push_back(candidate);
+    std::sort(found.begin(), found.end());
+    found.erase(std::unique(found.begin(), found.end()), found.end());
+    record_patterns.insert(record_patterns.end(), found.begin(), found.end());
+    record_offsets.push_back(record_patterns.size());
+  });
+  const std::size_t records = record_offsets.size() - 1;
+  std::vector<bool> covered(records, false);
+  std::vector<std::size_t> chosen;
+  std::vector<std::uint64_t> gains(pool.size());
+  while (options.top_k == 0 || chosen.size() < options.top_k) {
+    std::fill(gains.begin(), gains.end(), 0);
+    for (std::size_t r = 0; r < records; ++r) {
+      if (covered[r]) continue;
+      for (std::uint64_t i = record_offsets[r]; i < record_offsets[r + 1]; ++i) ++gains[record_patterns[i]];
+    }
+    communicator.allreduce(gains, ReduceOp::kSum);
+    std::size_t best = pool.size();
+    for (std::size_t i = 0; i < pool.size(); ++i) {
+      if (gains[i] == 0 || (best != pool.size() && gains[i] <= gains[best])) continue;
+      if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(pool[i], chosen, pool)) continue;
+      best = i;
+    }
+    if (best == pool.size()) break;  // nothing left adds coverage
+    chosen.push_back(best);
+    for (std::size_t r = 0; r < records; ++r) {
+      if (covered[r]) continue;
+      for (std::uint64_t i = record_offsets[r]; i < record_offsets[r + 1]; ++i) {
+        if (record_patterns[i] == best) covered[r] = true;
+      }
+    }
+  }
+  // Fill up in pattern order when coverage alone runs out.
+  for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
+    if (std::find(chosen.begin(), chosen.end(), i) == chosen.end() && !overlaps_any(pool[i], chosen, pool)) {
+      chosen.push_back(i);
+    }
+  }
+  return chosen;
+}
+
+// Normalized mode, support selection: the first top_k in pattern order of
+// which none contains another.
+std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, const MiningOptions& options) {
+  std::vector<std::size_t> chosen;
+  for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
+    if (!overlaps_any(pool[i], chosen, pool)) chosen.push_back(i);
   }
   return chosen;
 }
@@ -246,7 +320,9 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
         table.count(sentence, hash_text(sentence), ordinal, record.key, kKindSentence);
       });
     } else {
-      normalized_miner.mine(record.reasoning, ordinal, record.key, table);
+      normalized_miner.mine(record.reasoning, [&](std::string_view text, std::uint8_t kind) {
+        table.count(text, hash_text(text), ordinal, record.key, kind);
+      });
     }
     if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
       // Graceful degradation: drop the rarest local candidates until a quarter is free.
@@ -306,7 +382,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     qualified.push_back(candidate);
   }
   std::uint64_t local_qualified = qualified.size();
-  std::size_t pool_size = exact ? options.top_k : std::max<std::size_t>(options.top_k * 32, 1024);
+  std::size_t pool_size = exact ? options.top_k : options.pool_size;
   auto cut_to_pool = [&](std::vector<Candidate>& candidates) {
     if (pool_size != 0 && candidates.size() > pool_size) {
       std::partial_sort(candidates.begin(), candidates.begin() + pool_size, candidates.end(), pattern_before);
@@ -342,7 +418,11 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   if (exact) {
     for (const Candidate& candidate : pool) chosen.push_back(&candidate);
   } else {
-    chosen = choose_normalized(pool, options);
+    pool = drop_absorbed(pool, options.containment_ratio);
+    std::vector<std::size_t> picks = options.selection == Selection::kCoverage
+                                         ? choose_by_coverage(files, options, pool, communicator)
+                                         : choose_by_support(pool, options);
+    for (std::size_t i : picks) chosen.push_back(&pool[i]);
   }
 
   // 5. Counts over the job.
@@ -385,6 +465,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
                      {"max_phrase_words", options.max_phrase_words},
                      {"max_candidates", options.max_candidates},
                      {"containment_ratio", options.containment_ratio},
+                     {"selection", options.selection == Selection::kCoverage ? "coverage" : "support"},
+                     {"pool_size", options.pool_size},
                      {"files", files},
                      {"fields",
                       {{"question", options.read.fields.question},

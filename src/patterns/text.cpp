@@ -15,14 +15,11 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 // Function words that alone do not make a reasoning move. Hand-written: no
 // Debian package ships an English stop-word list as a C++ library.
 constexpr std::string_view kStopWords[] = {
-    "a",     "an",    "the",   "and",   "or",    "but",   "so",    "then",  "of",    "to",    "in",    "on",
-    "at",    "by",    "for",   "with",  "from",  "as",    "is",    "are",   "was",   "were",  "be",    "been",
-    "it",    "its",   "this",  "that",  "these", "those", "he",    "she",   "they",  "we",    "i",     "you",
-    "his",   "her",   "their", "our",   "my",    "your",  "him",   "them",  "us",    "me",    "has",   "have",
-    "had",   "do",    "does",  "did",   "will",  "would", "can",   "could", "there", "here",  "which", "who",
-    "what",  "if",    "than",  "each",  "all",   "one",   "more",  "less",  "into",  "out",   "up",    "down",
-    "not",   "no",    "per",   "also",  "now",   "after", "before", "over", "about", "how",   "many",  "much",
-    "x",     "=",     "+",     "-",     "*",     "/",     "she's", "he's",  "it's",  "that's", "let",  "us"};
+    "a",   "an",   "the",  "and",  "or",    "but",   "so",    "then", "of",   "to",    "in",   "on",  "at",
+    "by",  "for",  "with", "from", "as",    "is",    "are",   "was",  "were", "be",    "been", "it",  "its",
+    "this", "that", "these", "those", "he", "she",   "they",  "we",   "i",    "you",   "his",  "her", "their",
+    "our", "my",   "your", "him",  "them",  "us",    "me",    "into", "x",    "she's", "he's", "it's", "that's",
+    "am"};
 
 }  // namespace
 
@@ -30,27 +27,6 @@ std::size_t code_point_count(std::string_view text) {
   std::size_t count = 0;
   for (char c : text) count += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
   return count;
-}
-
-void split_seed_sentences(std::string_view reasoning, const std::function<void(std::string_view)>& visit) {
-  // Python's re.split(r"\n|(?<=[.!?])[ \t\n\r\f\v]+") then strip(): every cut
-  // falls on white space, so cutting at each newline and at the first white
-  // space after '.', '!' or '?' gives the same stripped sentences.
-  auto emit = [&](std::size_t begin, std::size_t end) {
-    while (begin < end && is_seed_space(reasoning[begin])) ++begin;
-    while (end > begin && is_seed_space(reasoning[end - 1])) --end;
-    visit(reasoning.substr(begin, end - begin));
-  };
-  std::size_t start = 0;
-  for (std::size_t i = 0; i < reasoning.size(); ++i) {
-    char c = reasoning[i];
-    if (c == '\n' ||
-        (is_seed_space(c) && i > 0 && (reasoning[i - 1] == '.' || reasoning[i - 1] == '!' || reasoning[i - 1] == '?'))) {
-      emit(start, i);
-      start = i + 1;
-    }
-  }
-  emit(start, reasoning.size());
 }
 
 void normalize_lines(std::string_view text, std::string& out) {

@@ -18,6 +18,9 @@ class Communicator;
 namespace metareuse::patterns {
 
 enum class MiningMode { kExact, kNormalized };
+// How normalized mode picks its top_k from the pool of frequent candidates:
+// by support, or greedily by the records they cover (a second pass).
+enum class Selection { kCoverage, kSupport };
 
 struct MiningOptions {
   MiningMode mode = MiningMode::kNormalized;
@@ -27,6 +30,8 @@ struct MiningOptions {
   std::size_t max_phrase_words = 6;    // normalized mode: longest phrase candidate
   std::size_t max_candidates = 0;      // per-rank cap on distinct local candidates; 0: none
   double containment_ratio = 0.9;      // drop a pattern inside a longer one with >= this share of its support
+  Selection selection = Selection::kCoverage;
+  std::size_t pool_size = 4096;        // normalized mode: most frequent candidates the choice starts from
   std::size_t examples = 3;            // example record ids per pattern
   corpus::ReadOptions read;
 };

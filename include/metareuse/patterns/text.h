@@ -27,8 +27,34 @@ std::size_t code_point_count(std::string_view text);
 
 // The seed's sentences of `reasoning`: cut at every newline and after every
 // '.', '!' or '?' followed by white space, each stripped of ASCII white space.
-// Calls `visit` for each sentence, empty ones included.
-void split_seed_sentences(std::string_view reasoning, const std::function<void(std::string_view)>& visit);
+// Calls `visit(std::string_view)` for each sentence, empty ones included.
+// (A template: it runs once per sentence of the corpus.)
+//
+// Python's re.split(r"\n|(?<=[.!?])[ \t\n\r\f\v]+") then strip(): every cut
+// falls on white space, so cutting at each newline and at the first white
+// space after '.', '!' or '?' gives the same stripped sentences.
+template <typename Visit>
+void split_seed_sentences(std::string_view reasoning, Visit&& visit) {
+  auto emit = [&](std::size_t begin, std::size_t end) {
+    while (begin < end && is_seed_space(reasoning[begin])) ++begin;
+    while (end > begin && is_seed_space(reasoning[end - 1])) --end;
+    visit(reasoning.substr(begin, end - begin));
+  };
+  std::size_t start = 0;
+  const std::size_t size = reasoning.size();
+  for (std::size_t i = 0; i < size; ++i) {
+    char c = reasoning[i];
+    if (c == '\n') {
+      emit(start, i);
+      start = i + 1;
+    } else if ((c == '.' || c == '!' || c == '?') && i + 1 < size && is_seed_space(reasoning[i + 1])) {
+      emit(start, i + 1);
+      start = i + 1;  // the white space after it is stripped from the next sentence
+      if (reasoning[i + 1] != '\n') ++i;
+    }
+  }
+  emit(start, size);
+}
 
 // The normalised form of `text` (see above).
 std::string normalize(std::string_view text);
