@@ -37,7 +37,7 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("the global prefix is the seed's: 'Consider patterns like: p1; p2. '") {
+TEST_CASE("the global prefix is the seed's Consider patterns like") {
   auto handbook = small_handbook();
   CHECK(augment::pattern_prefix({&handbook.patterns[0], &handbook.patterns[1]}) ==
         "Consider patterns like: the total number of; dividing both sides by. ");
