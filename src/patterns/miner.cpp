@@ -102,10 +102,10 @@ class NormalizedMiner {
  public:
   explicit NormalizedMiner(const MiningOptions& options) : options_(options) {}
 
-  // sink(text, kind) for each candidate of the record (repeats included).
-  using Sink = std::function<void(std::string_view, std::uint8_t)>;
-
-  void mine(std::string_view reasoning, const Sink& sink) {
+  // sink(text, hash_words(text), kind) for each candidate of the record
+  // (repeats included).
+  template <typename Sink>
+  void mine(std::string_view reasoning, Sink&& sink) {
     normalize_lines(reasoning, text_);
     std::string_view all(text_);
     std::size_t line_start = 0;
@@ -118,7 +118,8 @@ class NormalizedMiner {
   }
 
  private:
-  void mine_line(std::string_view line, const Sink& sink) {
+  template <typename Sink>
+  void mine_line(std::string_view line, Sink& sink) {
     words_.clear();
     std::size_t start = 0;
     while (start < line.size()) {
@@ -127,10 +128,16 @@ class NormalizedMiner {
       words_.push_back(line.substr(start, end - start));
       start = end + 1;
     }
-    // content_prefix_[i] = content words among words_[0, i)
+    // content_prefix_[i] = content words among words_[0, i); the hash of each
+    // word, and of the word without trailing punctuation (a phrase's last word).
     content_prefix_.assign(words_.size() + 1, 0);
+    word_hashes_.resize(words_.size());
+    trimmed_hashes_.resize(words_.size());
     for (std::size_t i = 0; i < words_.size(); ++i) {
       content_prefix_[i + 1] = content_prefix_[i] + (is_content_word(words_[i]) ? 1 : 0);
+      word_hashes_[i] = hash_word(words_[i]);
+      std::string_view trimmed = trim_trailing_punctuation(words_[i]);
+      trimmed_hashes_[i] = trimmed.size() == words_[i].size() ? word_hashes_[i] : hash_word(trimmed);
     }
     std::size_t sentence_begin = 0;
     for (std::size_t i = 0; i < words_.size(); ++i) {
@@ -151,20 +158,29 @@ class NormalizedMiner {
     return content_prefix_[end] - content_prefix_[begin] >= kMinContentWords;
   }
 
-  void mine_sentence(std::size_t begin, std::size_t end, const Sink& sink) {
+  template <typename Sink>
+  void mine_sentence(std::size_t begin, std::size_t end, Sink& sink) {
     const std::size_t min_words = options_.min_words;
     if (end - begin >= min_words && enough_content(begin, end)) {
-      sink(span(begin, end, false), kKindSentence);
+      std::uint64_t chain = kChainSeed;
+      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, word_hashes_[i]);
+      sink(span(begin, end, false), chain, kKindSentence);
     }
     std::size_t clause_begin = begin;
     for (std::size_t i = begin; i < end; ++i) {
       if (i + 1 != end && !ends_clause(words_[i])) continue;
       std::size_t clause_end = i + 1;
       for (std::size_t first = clause_begin; first + min_words <= clause_end; ++first) {
+        if (!enough_content(first, std::min(first + options_.max_phrase_words, clause_end))) continue;
         std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
-        for (std::size_t count = min_words; count <= longest; ++count) {
-          if (!enough_content(first, first + count)) continue;
-          sink(span(first, first + count, first + count == clause_end), kKindPhrase);
+        std::uint64_t chain = kChainSeed;
+        for (std::size_t count = 1; count <= longest; ++count) {
+          std::size_t last = first + count - 1;
+          bool at_clause_end = last + 1 == clause_end;
+          std::uint64_t hash = hash_chain(chain, at_clause_end ? trimmed_hashes_[last] : word_hashes_[last]);
+          chain = hash_chain(chain, word_hashes_[last]);
+          if (count < min_words || !enough_content(first, first + count)) continue;
+          sink(span(first, first + count, at_clause_end), hash, kKindPhrase);
         }
       }
       clause_begin = clause_end;
@@ -175,6 +191,8 @@ class NormalizedMiner {
   std::string text_;
   std::vector<std::string_view> words_;
   std::vector<std::uint32_t> content_prefix_;
+  std::vector<std::uint64_t> word_hashes_;
+  std::vector<std::uint64_t> trimmed_hashes_;
 };
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
@@ -222,8 +240,9 @@ bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& ch
 // this rank's share finds which pool patterns each record holds.
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
                                             const std::vector<Candidate>& pool, Communicator& communicator) {
-  std::unordered_map<std::string_view, std::uint32_t> index;
-  for (std::uint32_t i = 0; i < pool.size(); ++i) index.emplace(pool[i].view(), i);
+  std::unordered_map<std::uint64_t, std::uint32_t> index;  // hash_words(text) -> pool index
+  index.reserve(pool.size() * 2);
+  for (std::uint32_t i = 0; i < pool.size(); ++i) index.emplace(hash_words(pool[i].view()), i);
   // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
   std::vector<std::uint32_t> record_patterns;
   std::vector<std::uint64_t> record_offsets = {0};
@@ -233,8 +252,8 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   quiet.max_reported_per_rank = 0;  // the first pass reported them
   corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
     found.clear();
-    miner.mine(record.reasoning, [&](std::string_view text, std::uint8_t) {
-      auto hit = index.find(text);
+    miner.mine(record.reasoning, [&](std::string_view, std::uint64_t hash, std::uint8_t) {
+      auto hit = index.find(hash);
       if (hit != index.end()) found.push_back(hit->second);
     });
     std::sort(found.begin(), found.end());
@@ -304,13 +323,13 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   MiningResult result;
   Stopwatch watch;
 
+  const bool exact = options.mode == MiningMode::kExact;
   // 1. Local counting over this rank's share.
-  CandidateTable table;
+  CandidateTable table(/*by_words=*/!exact);
   NormalizedMiner normalized_miner(options);
   std::uint32_t ordinal = 0;
   std::uint64_t pruned = 0;
   std::uint64_t prune_rounds = 0;
-  const bool exact = options.mode == MiningMode::kExact;
   auto visit = [&](const corpus::Record& record) {
     ++ordinal;
     if (exact) {
@@ -320,8 +339,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
         table.count(sentence, hash_text(sentence), ordinal, record.key, kKindSentence);
       });
     } else {
-      normalized_miner.mine(record.reasoning, [&](std::string_view text, std::uint8_t kind) {
-        table.count(text, hash_text(text), ordinal, record.key, kind);
+      normalized_miner.mine(record.reasoning, [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
+        table.count(text, hash, ordinal, record.key, kind);
       });
     }
     if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
@@ -340,18 +359,20 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
 
   // 2. Exact reduction: each candidate goes to its owner rank, which sums.
   std::vector<char> received;
-  CandidateTable owned;
+  CandidateTable owned(/*by_words=*/!exact);
   CandidateTable* owner_table = &table;
   if (world_size > 1) {
     std::vector<std::size_t> send_counts(world_size, 0);
-    for (const Candidate& candidate : table.candidates()) send_counts[owner_of(candidate.view(), world_size)] += wire_size(candidate);
+    table.for_each([&](const Candidate& candidate) {
+      send_counts[owner_of(candidate.view(), world_size)] += wire_size(candidate);
+    });
     std::vector<std::size_t> offsets(world_size, 0);
     for (int r = 1; r < world_size; ++r) offsets[r] = offsets[r - 1] + send_counts[r - 1];
     std::vector<char> send(offsets.back() + send_counts.back());
-    for (const Candidate& candidate : table.candidates()) {
+    table.for_each([&](const Candidate& candidate) {
       int owner = owner_of(candidate.view(), world_size);
       offsets[owner] = static_cast<std::size_t>(write_wire(send.data() + offsets[owner], candidate) - send.data());
-    }
+    });
     table.clear();  // the counts now live in `send`
 
     std::vector<std::uint64_t> my_counts(send_counts.begin(), send_counts.end());
@@ -376,11 +397,10 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   // 3. Select at the owner: enough support (and, normalized, enough words),
   // in pattern order, at most the pool size.
   std::vector<Candidate> qualified;
-  for (const Candidate& candidate : owner_table->candidates()) {
-    if (candidate.support < options.min_support) continue;
-    if (!exact && split_words(candidate.view()).size() < options.min_words) continue;
-    qualified.push_back(candidate);
-  }
+  owner_table->for_each([&](const Candidate& candidate) {
+    // (normalized candidates have at least min_words words by construction)
+    if (candidate.support >= options.min_support) qualified.push_back(candidate);
+  });
   std::uint64_t local_qualified = qualified.size();
   std::size_t pool_size = exact ? options.top_k : options.pool_size;
   auto cut_to_pool = [&](std::vector<Candidate>& candidates) {
