@@ -101,6 +101,9 @@ class CandidateTable {
     }
   }
 
+  // Starts loading the slot of `hash` (call a batch ahead of count()).
+  void prefetch(std::uint64_t hash) const { __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]); }
+
   // Adds another rank's partial count; the text stays owned by the caller's buffer.
   void merge(std::string_view text, std::uint32_t support, std::uint8_t kinds, const corpus::RecordKey* examples,
              std::size_t example_count) {

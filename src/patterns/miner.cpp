@@ -240,9 +240,19 @@ bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& ch
 // this rank's share finds which pool patterns each record holds.
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
                                             const std::vector<Candidate>& pool, Communicator& communicator) {
-  std::unordered_map<std::uint64_t, std::uint32_t> index;  // hash_words(text) -> pool index
-  index.reserve(pool.size() * 2);
-  for (std::uint32_t i = 0; i < pool.size(); ++i) index.emplace(hash_words(pool[i].view()), i);
+  // hash_words(text) -> pool index, open addressing at load <= 1/4 (it stays in cache).
+  std::size_t slots = 16;
+  while (slots < pool.size() * 4) slots *= 2;
+  const std::size_t mask = slots - 1;
+  std::vector<std::uint64_t> index_hashes(slots, 0);
+  std::vector<std::uint32_t> index_values(slots, ~std::uint32_t{0});
+  for (std::uint32_t i = 0; i < pool.size(); ++i) {
+    std::uint64_t hash = hash_words(pool[i].view());
+    std::size_t position = hash & mask;
+    while (index_values[position] != ~std::uint32_t{0}) position = (position + 1) & mask;
+    index_hashes[position] = hash;
+    index_values[position] = i;
+  }
   // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
   std::vector<std::uint32_t> record_patterns;
   std::vector<std::uint64_t> record_offsets = {0};
@@ -253,8 +263,13 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
     found.clear();
     miner.mine(record.reasoning, [&](std::string_view, std::uint64_t hash, std::uint8_t) {
-      auto hit = index.find(hash);
-      if (hit != index.end()) found.push_back(hit->second);
+      for (std::size_t position = hash & mask; index_values[position] != ~std::uint32_t{0};
+           position = (position + 1) & mask) {
+        if (index_hashes[position] == hash) {
+          found.push_back(index_values[position]);
+          break;
+        }
+      }
     });
     std::sort(found.begin(), found.end());
     found.erase(std::unique(found.begin(), found.end()), found.end());
@@ -330,6 +345,12 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   std::uint32_t ordinal = 0;
   std::uint64_t pruned = 0;
   std::uint64_t prune_rounds = 0;
+  struct Pending {
+    std::string_view text;
+    std::uint64_t hash;
+    std::uint8_t kind;
+  };
+  std::vector<Pending> batch;
   auto visit = [&](const corpus::Record& record) {
     ++ordinal;
     if (exact) {
@@ -339,9 +360,14 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
         table.count(sentence, hash_text(sentence), ordinal, record.key, kKindSentence);
       });
     } else {
+      // A record's candidates are gathered first and their slots prefetched
+      // together: the misses overlap instead of queueing one by one.
+      batch.clear();
       normalized_miner.mine(record.reasoning, [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
-        table.count(text, hash, ordinal, record.key, kind);
+        batch.push_back({text, hash, kind});
       });
+      for (const Pending& pending : batch) table.prefetch(pending.hash);
+      for (const Pending& pending : batch) table.count(pending.text, pending.hash, ordinal, record.key, pending.kind);
     }
     if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
       // Graceful degradation: drop the rarest local candidates until a quarter is free.

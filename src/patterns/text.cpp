@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <vector>
 
 namespace metareuse::patterns {
 namespace {
@@ -124,10 +125,21 @@ bool is_alphabetic_word(std::string_view word) {
 }
 
 bool is_content_word(std::string_view word) {
-  while (!word.empty() && std::strchr(".,;:!?\"'()", word.back()) != nullptr) word.remove_suffix(1);
-  while (!word.empty() && std::strchr("\"'(", word.front()) != nullptr) word.remove_prefix(1);
+  auto trailing = [](char c) {
+    return c == '.' || c == ',' || c == ';' || c == ':' || c == '!' || c == '?' || c == '"' || c == '\'' || c == '(' || c == ')';
+  };
+  while (!word.empty() && trailing(word.back())) word.remove_suffix(1);
+  while (!word.empty() && (word.front() == '"' || word.front() == '\'' || word.front() == '(')) word.remove_prefix(1);
   if (!is_alphabetic_word(word)) return false;
-  return std::find(std::begin(kStopWords), std::end(kStopWords), word) == std::end(kStopWords);
+  if (word.size() > 6) return true;  // no stop word is longer
+  // Stop words bucketed by first letter: this runs for every word of the corpus.
+  static const auto buckets = [] {
+    std::array<std::vector<std::string_view>, 256> table;
+    for (std::string_view stop : kStopWords) table[static_cast<unsigned char>(stop[0])].push_back(stop);
+    return table;
+  }();
+  const auto& bucket = buckets[static_cast<unsigned char>(word[0])];
+  return std::find(bucket.begin(), bucket.end(), word) == bucket.end();
 }
 
 std::string behavior_name(std::string_view text) {
