@@ -21,6 +21,7 @@ packages=(
   libcli11-dev libfmt-dev libspdlog-dev
   libxxhash-dev
   libpcre2-dev
+  libsimdjson-dev
 )
 
 missing=()

@@ -21,9 +21,21 @@ struct Stage {
   std::function<void(CommandContext&, const std::string& folder)> run;  // empty: not built
 };
 
+// Issue #3: the handbook and the augmented examples in the run folder.
+void patterns_stage(CommandContext& context, const std::string& folder) {
+  if (patterns_execute(context, folder + "/handbook.json") != kExitOk) {
+    throw InputError("patterns: corpus.strict is set and the corpus has bad lines");
+  }
+}
+void augment_stage(CommandContext& context, const std::string& folder) {
+  if (augment_execute(context, folder + "/handbook.json", folder + "/augmented.jsonl") != kExitOk) {
+    throw InputError("augment: corpus.strict is set and the corpus has bad lines");
+  }
+}
+
 std::vector<Stage> pipeline_stages() {
   return {
-      {"patterns", 3, nullptr}, {"augment", 3, nullptr}, {"prepare", 4, nullptr}, {"train", 6, nullptr},
+      {"patterns", 3, patterns_stage}, {"augment", 3, augment_stage}, {"prepare", 4, nullptr}, {"train", 6, nullptr},
       {"checkpoint", 7, nullptr}, {"eval", 8, nullptr},  {"export", 7, nullptr},
   };
 }

@@ -5,8 +5,8 @@ namespace metareuse::cli {
 const std::vector<CommandSpec>& command_table() {
   // In pipeline order. A command with no run function is planned, not built.
   static const std::vector<CommandSpec> table = {
-      {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", 3, nullptr, nullptr},
-      {"augment", "Add the handbook's patterns to each training example", 3, nullptr, nullptr},
+      {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", 3, patterns_options, patterns_run},
+      {"augment", "Add the handbook's patterns to each training example", 3, augment_options, augment_run},
       {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", 4, tokenize_options, tokenize_run},
       {"prepare", "Build the tokenized, packed HDF5 training set", 4, prepare_options, prepare_run},
       {"train", "Fine-tune with FSDP-style sharding across ranks", 6, nullptr, nullptr},

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "metareuse/core/config.h"
+#include "metareuse/corpus/corpus.h"
 #include "metareuse/dist/runtime.h"
 
 namespace metareuse::cli {
@@ -51,6 +52,17 @@ void tokenize_options(CLI::App& app, std::vector<std::string>& overrides);
 int tokenize_run(CommandContext& context);
 void prepare_options(CLI::App& app, std::vector<std::string>& overrides);
 int prepare_run(CommandContext& context);
+
+// patterns and augment (issue #3); *_execute write to the given paths, for `run`.
+void patterns_options(CLI::App& app, std::vector<std::string>& overrides);
+int patterns_run(CommandContext& context);
+int patterns_execute(CommandContext& context, const std::string& out_path);
+void augment_options(CLI::App& app, std::vector<std::string>& overrides);
+int augment_run(CommandContext& context);
+int augment_execute(CommandContext& context, const std::string& handbook_path, const std::string& out_path);
+
+// corpus.fields and corpus.max_depth as read options.
+corpus::ReadOptions corpus_read_options(const Config& config);
 
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);

@@ -60,6 +60,41 @@ std::vector<ConfigKey> build_schema() {
                      json{{"question", "question"}, {"reasoning", "reasoning"}, {"solution", "solution"}},
                      "Field names of question, reasoning and solution in the records."),
       key_bool("corpus.strict", false, "Exit non-zero when any record is bad (bad records are always reported)."),
+      key_int("corpus.max_depth", 64, "JSON nesting deeper than this makes a line bad.", 1, 1024),
+
+      // patterns: mining the handbook (issue #3)
+      key_string("patterns.mode", "normalized",
+                 "exact: the seed's sentences, identical to reference/seed_patterns.py; normalized: phrases and "
+                 "sentences in the normalised form.",
+                 {"exact", "normalized"}),
+      key_int("patterns.min_support", 2, "Fewest records a pattern must occur in.", 1, 4294967295.0),
+      key_int("patterns.top_k", 32, "Patterns kept in the handbook; 0 keeps every one with enough support.", 0,
+              1e9),
+      key_int("patterns.min_words", 4, "normalized mode: fewest words in a pattern.", 1, 64),
+      key_int("patterns.max_phrase_words", 6, "normalized mode: most words in a phrase candidate.", 1, 64),
+      key_int("patterns.max_candidates", 0,
+              "Per-rank cap on distinct local candidates (0: none); over it the rarest are dropped and the run says so.",
+              0, 4e9),
+      key_number("patterns.containment_ratio", 0.9,
+                 "normalized mode: drop a pattern inside a longer one with at least this share of its support.", 0, 1),
+      key_string("patterns.selection", "coverage",
+                 "normalized mode: pick the top_k greedily by records covered (a second pass), or by support.",
+                 {"coverage", "support"}),
+      key_int("patterns.pool_size", 4096, "normalized mode: most frequent candidates the choice starts from.", 1, 1e7),
+      key_string("patterns.out", "", "Handbook file; empty means <run folder>/handbook.json."),
+      key_string_list("patterns.holdout", {}, "JSON Lines files whose coverage by the patterns is reported."),
+      key_string("patterns.import", "",
+                 "A behavior handbook {\"behavior_name\": \"instruction\"} used in place of mining; empty: mine."),
+
+      // augment: training examples with patterns in the prompt (issue #3)
+      key_string("augment.mode", "global",
+                 "global: the top patterns on every example; retrieval: BM25 picks each question's patterns.",
+                 {"global", "retrieval"}),
+      key_int("augment.top_k", 8, "Patterns given to each example.", 0, 1024),
+      key_string("augment.handbook", "", "Handbook to read; empty means <run folder>/handbook.json."),
+      key_string("augment.out", "", "Output JSON Lines; empty means <run folder>/augmented.jsonl."),
+      key_number("augment.bm25_k1", 1.2, "BM25 term-frequency saturation.", 0, 100),
+      key_number("augment.bm25_b", 0.75, "BM25 length normalisation.", 0, 1),
 
       // tokenizer (#4)
       key_string("tokenizer.path", "",

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Benchmark of `metareuse patterns` against the Python seed route, on the same
+~200 MB corpus in the same run (issue #3). Prints wall time, MB/s, ratios and peak
+RSS per process, checks that exact mode's output equals the reference's, and
+separates the binary's start-up (`metareuse --help`: it links libtorch) from the
+stage's own time (its "counting ... reduction ..." log line).
+
+  bench/patterns/bench_patterns.py [--build build] [--corpus FILE] [--megabytes 200] [--repeats 1]
+
+Goals (issue #3): exact at 1 rank >= 15x Python; 2 ranks >= 1.7x 1 rank;
+normalized >= 5x Python exact; peak RSS per rank <= Python's.
+"""
+import argparse, json, os, re, subprocess, sys, tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SHARED = os.environ.get("METAREUSE_SHARED_DIR", os.path.join(os.path.dirname(ROOT), "shared"))
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMPI_MCA_rmaps_base_oversubscribe="1")
+TIME = "/usr/bin/time"
+MARK = "@@time"
+
+
+def timed(command, ranks=1):
+    """Runs command (under mpiexec when ranks > 1, /usr/bin/time around each rank);
+    returns (wall seconds of the slowest rank, max RSS MB over ranks, output)."""
+    wrapped = [TIME, "-f", MARK + " %e %M"] + command
+    if ranks > 1:
+        wrapped = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + wrapped
+    run = subprocess.run(wrapped, env=ENV, capture_output=True, text=True)
+    if run.returncode != 0:
+        sys.exit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
+    figures = [line.split()[1:] for line in run.stderr.splitlines() if line.startswith(MARK)]
+    wall = max(float(f[0]) for f in figures)
+    rss = max(int(f[1]) for f in figures) / 1024.0
+    return wall, rss, run.stdout + run.stderr
+
+
+def best_of(repeats, command, ranks=1):
+    results = [timed(command, ranks) for _ in range(repeats)]
+    return min(results, key=lambda r: r[0])
+
+
+def stage_seconds(output):
+    match = re.search(r"counting ([0-9.]+) s, reduction ([0-9.]+) s", output)
+    return float(match.group(1)) + float(match.group(2)) if match else float("nan")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--corpus", default=os.path.join(tempfile.gettempdir(), "metareuse-bench-patterns.jsonl"))
+    ap.add_argument("--megabytes", type=float, default=200)
+    ap.add_argument("--repeats", type=int, default=1)
+    a = ap.parse_args()
+    binary = os.path.join(a.build, "bin", "metareuse")
+    reference = os.path.join(SHARED, "reference", "seed_patterns.py")
+    if not os.path.exists(a.corpus):
+        subprocess.run([sys.executable, os.path.join(HERE, "make_corpus.py"),
+                        os.path.join(SHARED, "datasets", "gsm8k", "train.jsonl"), a.corpus,
+                        "--megabytes", str(a.megabytes)], check=True)
+    megabytes = os.path.getsize(a.corpus) / 1e6
+    subprocess.run(["cat", a.corpus], stdout=subprocess.DEVNULL, check=True)  # warm the page cache for everyone
+    out_dir = tempfile.mkdtemp(prefix="metareuse-bench-")
+    print(f"corpus: {a.corpus}, {megabytes:.1f} MB; {os.cpu_count()} CPU(s); best of {a.repeats}")
+
+    rows = []
+    python_out = os.path.join(out_dir, "python.json")
+    wall, rss, _ = best_of(a.repeats, ["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"])
+    python_wall, python_rss = wall, rss
+    rows.append(("python seed_patterns.py (exact)", 1, wall, rss, float("nan")))
+
+    start_wall, start_rss, _ = best_of(a.repeats, [binary, "--help"])
+    rows.append(("metareuse --help (start-up only)", 1, start_wall, start_rss, float("nan")))
+
+    results = {}
+    for mode, ranks in [("exact", 1), ("exact", 2), ("normalized", 1), ("normalized", 2)]:
+        out = os.path.join(out_dir, f"{mode}{ranks}.json")
+        wall, rss, output = best_of(a.repeats, [binary, "patterns", "--mode", mode, "--corpus", a.corpus,
+                                                "--out", out], ranks)
+        results[(mode, ranks)] = wall
+        rows.append((f"metareuse patterns --mode {mode}", ranks, wall, rss, stage_seconds(output)))
+
+    expected = json.load(open(python_out))
+    for ranks in (1, 2):
+        got = json.load(open(os.path.join(out_dir, f"exact{ranks}.json")))
+        same = got["records"] == expected["records"] and \
+            [(p["text"], p["support"]) for p in got["patterns"]] == \
+            [(p["text"], p["support"]) for p in expected["patterns"]]
+        print(f"exact mode at {ranks} rank(s) identical to the reference: {'yes' if same else 'NO'}")
+
+    print(f"\n{'route':<40} {'ranks':>5} {'wall s':>7} {'MB/s':>7} {'x python':>8} {'RSS MB/rank':>11} {'stage s':>8} {'stage MB/s':>10}")
+    for name, ranks, wall, rss, stage in rows:
+        stage_rate = megabytes / stage if stage == stage and stage > 0 else float("nan")
+        print(f"{name:<40} {ranks:>5} {wall:>7.2f} {megabytes / wall:>7.1f} {python_wall / wall:>8.2f} "
+              f"{rss:>11.0f} {stage:>8.2f} {stage_rate:>10.1f}")
+    print(f"\nratios (whole process, same run): exact 1 rank = {python_wall / results[('exact', 1)]:.2f}x python "
+          f"(goal 15x); 2 ranks = {results[('exact', 1)] / results[('exact', 2)]:.2f}x 1 rank (goal 1.7x); "
+          f"normalized 1 rank = {python_wall / results[('normalized', 1)]:.2f}x python exact (goal 5x)")
+    print(f"python peak RSS {python_rss:.0f} MB; metareuse start-up alone (libtorch loaded) {start_wall:.2f} s, "
+          f"{start_rss:.0f} MB RSS")
+
+
+if __name__ == "__main__":
+    main()

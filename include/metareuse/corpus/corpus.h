@@ -1,0 +1,106 @@
+// The corpus stage: JSON Lines records of worked reasoning, read by every rank
+// from its own byte range of each file. Ranges are cut at line starts (a line
+// belongs to the rank whose range holds its first byte), so no line is lost or
+// read twice and no rank reads the whole corpus. Bad lines are reported as
+// `file:line: reason`, counted and skipped; good records still count.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace metareuse {
+class Communicator;
+}
+
+namespace metareuse::corpus {
+
+// Where question, reasoning and solution live in a record. A record without the
+// reasoning field but with GSM8K's "answer" is read the GSM8K way: reasoning is
+// the answer before its "####" line, solution the text after it.
+struct FieldNames {
+  std::string question = "question";
+  std::string reasoning = "reasoning";
+  std::string solution = "solution";
+};
+
+// A record key is the same whatever the rank count: file index and line number.
+using RecordKey = std::uint64_t;
+constexpr int kRecordKeyLineBits = 40;
+inline RecordKey make_record_key(std::size_t file_index, std::uint64_t line) {
+  return (static_cast<std::uint64_t>(file_index) << kRecordKeyLineBits) | line;
+}
+inline std::size_t record_key_file(RecordKey key) { return static_cast<std::size_t>(key >> kRecordKeyLineBits); }
+inline std::uint64_t record_key_line(RecordKey key) { return key & ((std::uint64_t{1} << kRecordKeyLineBits) - 1); }
+
+// One good record. The views are valid only during the visit callback.
+struct Record {
+  RecordKey key = 0;
+  std::string_view question;
+  std::string_view reasoning;
+  std::string_view solution;
+};
+
+// Why a line was skipped. Blank lines are not bad: they are skipped silently.
+enum class BadReason : int {
+  kMalformedJson = 0,
+  kNotObject,
+  kMissingField,
+  kNotString,
+  kInvalidUtf8,
+  kNulByte,
+  kByteOrderMark,
+  kTooDeep,
+  kCount
+};
+const char* bad_reason_name(BadReason reason);
+
+struct CorpusStats {
+  std::uint64_t records = 0;      // good records
+  std::uint64_t bad_lines = 0;
+  std::uint64_t blank_lines = 0;
+  std::uint64_t bytes = 0;        // bytes of the lines read
+  std::array<std::uint64_t, static_cast<int>(BadReason::kCount)> bad_by_reason{};
+  // This rank's first bad lines as printed, "file:line: reason" (not reduced).
+  std::vector<std::string> reports;
+};
+
+struct ReadOptions {
+  FieldNames fields;
+  std::size_t max_reported_per_rank = 20;  // bad lines printed per rank; the rest are only counted
+  int max_depth = 64;                      // JSON nesting deeper than this is a bad line
+};
+
+// Expands globs and checks that every file exists. The order is the order
+// given, each glob's matches sorted. Throws InputError naming a missing file
+// or a glob that matches nothing.
+std::vector<std::string> expand_corpus_files(const std::vector<std::string>& patterns);
+
+// The byte range [begin, end) of lines that start in rank's share of a file of
+// `size` bytes, given the file's bytes (only bytes near the cut are read).
+struct LineRange {
+  std::uint64_t begin = 0;
+  std::uint64_t end = 0;
+};
+LineRange rank_line_range(std::string_view file_bytes, int rank, int world_size);
+
+// Reads this rank's share of every file and calls `visit` for each good record,
+// in file and line order. Collective: every rank must call it with the same
+// files (line numbers come from a prefix sum over ranks). Returns this rank's
+// counts; reduce_stats() turns them into the job's.
+CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions& options,
+                        Communicator& communicator, const std::function<void(const Record&)>& visit);
+
+// Sums the counts over ranks (collective).
+CorpusStats reduce_stats(const CorpusStats& local, Communicator& communicator);
+
+// "400 records, 3 bad lines (malformed JSON 2, invalid UTF-8 1), 1 blank line".
+std::string describe_stats(const CorpusStats& stats);
+
+// "train.jsonl:17" for a record key.
+std::string record_key_name(RecordKey key, const std::vector<std::string>& files);
+
+}  // namespace metareuse::corpus

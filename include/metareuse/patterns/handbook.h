@@ -1,0 +1,44 @@
+// The handbook: the mined (or imported) pattern set, as a versioned JSON file
+// that the augment stage reads.
+#pragma once
+
+#include <nlohmann/json.hpp>  // the file format
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace metareuse::patterns {
+
+constexpr const char* kHandbookFormat = "metareuse.handbook";
+constexpr int kHandbookVersion = 1;
+
+struct Pattern {
+  std::string text;                   // exact sentence, or normalised form in normalized mode
+  std::uint64_t support = 0;          // records containing it (0 for imported behaviors)
+  std::string kind;                   // "sentence", "phrase" or "imported"
+  std::vector<std::string> examples;  // a few record ids, "file.jsonl:line"
+  std::string behavior;               // "behavior_find_total_number"
+};
+
+struct Handbook {
+  std::uint64_t records = 0;
+  std::string mode;       // "exact", "normalized" or "imported"
+  bool exact_counts = true;  // false when the candidate cap dropped candidates
+  std::vector<Pattern> patterns;
+  nlohmann::json stats = nlohmann::json::object();   // records, bad lines, candidates, ...
+  nlohmann::json config = nlohmann::json::object();  // the mining config that made it
+};
+
+// Key order: format, version, records, mode, exact_counts, patterns, stats, config.
+nlohmann::ordered_json handbook_to_json(const Handbook& handbook);
+// Throws InputError naming the file on a bad or foreign file.
+Handbook handbook_from_json(const nlohmann::json& document, const std::string& source);
+void write_handbook(const Handbook& handbook, const std::string& path);
+Handbook read_handbook(const std::string& path);
+
+// The paper's behavior handbook, {"behavior_name": "instruction", ...}, as a
+// handbook whose patterns are the instructions (kind "imported"), in file order.
+Handbook import_behavior_handbook(const std::string& path);
+
+}  // namespace metareuse::patterns

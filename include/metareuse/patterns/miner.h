@@ -1,0 +1,68 @@
+// Distributed pattern mining. Each rank counts the candidates of its share of
+// the corpus, then an exact reduction (hash-partitioned alltoallv, sum at the
+// owner rank, select, allgather) gives every rank the same global pattern set,
+// whatever the rank count.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "metareuse/corpus/corpus.h"
+#include "metareuse/patterns/handbook.h"
+
+namespace metareuse {
+class Communicator;
+}
+
+namespace metareuse::patterns {
+
+enum class MiningMode { kExact, kNormalized };
+// How normalized mode picks its top_k from the pool of frequent candidates:
+// by support, or greedily by the records they cover (a second pass).
+enum class Selection { kCoverage, kSupport };
+
+struct MiningOptions {
+  MiningMode mode = MiningMode::kNormalized;
+  std::uint64_t min_support = 2;
+  std::size_t top_k = 32;              // 0: every pattern with enough support
+  std::size_t min_words = 4;           // normalized mode: shortest pattern, in words
+  std::size_t max_phrase_words = 6;    // normalized mode: longest phrase candidate
+  std::size_t max_candidates = 0;      // per-rank cap on distinct local candidates; 0: none
+  double containment_ratio = 0.9;      // drop a pattern inside a longer one with >= this share of its support
+  Selection selection = Selection::kCoverage;
+  std::size_t pool_size = 4096;        // normalized mode: most frequent candidates the choice starts from
+  std::size_t examples = 3;            // example record ids per pattern
+  corpus::ReadOptions read;
+};
+
+struct MiningResult {
+  Handbook handbook;
+  corpus::CorpusStats corpus;          // global
+  std::uint64_t local_candidates = 0;  // distinct on this rank before the reduction
+  std::uint64_t global_candidates = 0; // distinct over the job
+  std::uint64_t qualified = 0;         // with support >= min_support (and past the filters)
+  std::uint64_t pruned_candidates = 0; // dropped by the cap, over all ranks
+  double seconds_count = 0;            // local counting (read + parse + count), this rank
+  double seconds_reduce = 0;           // reduction and selection
+};
+
+// Collective: every rank calls it with the same files and options; every rank
+// gets the same result.
+MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOptions& options,
+                           Communicator& communicator);
+
+const char* mining_mode_name(MiningMode mode);
+MiningMode parse_mining_mode(const std::string& name);
+
+// Share of the holdout records whose normalised reasoning contains at least one
+// pattern (patterns are normalised first, so exact-mode sets work too).
+struct Coverage {
+  std::uint64_t records = 0;
+  std::uint64_t covered = 0;
+  double share() const { return records == 0 ? 0.0 : static_cast<double>(covered) / static_cast<double>(records); }
+};
+Coverage holdout_coverage(const std::vector<Pattern>& patterns, const std::vector<std::string>& holdout_files,
+                          const corpus::ReadOptions& read, Communicator& communicator);
+
+}  // namespace metareuse::patterns

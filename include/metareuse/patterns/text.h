@@ -1,0 +1,81 @@
+// Text rules of pattern mining: the seed's sentence split (exact mode) and the
+// normalised form (normalized mode), in which pattern texts are stored.
+//
+// Normalised form, so that anyone can check a pattern against any text:
+//   1. lowercase (ASCII letters; other characters are kept as they are);
+//   2. remove calculator annotations <<...>>;
+//   3. replace every number (digits, with ',' or '.' between digits) by <num>;
+//   4. collapse white space to single spaces, none at either end.
+// A pattern occurs in a text when it is a word-aligned substring of the
+// normalised text: the characters either side are not ASCII letters or digits.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace metareuse::patterns {
+
+// ASCII white space as Python's str.strip(" \t\n\r\f\v") sees it.
+inline bool is_seed_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+// Number of Unicode code points in valid UTF-8 (Python's len()).
+std::size_t code_point_count(std::string_view text);
+
+// The seed's sentences of `reasoning`: cut at every newline and after every
+// '.', '!' or '?' followed by white space, each stripped of ASCII white space.
+// Calls `visit(std::string_view)` for each sentence, empty ones included.
+// (A template: it runs once per sentence of the corpus.)
+//
+// Python's re.split(r"\n|(?<=[.!?])[ \t\n\r\f\v]+") then strip(): every cut
+// falls on white space, so cutting at each newline and at the first white
+// space after '.', '!' or '?' gives the same stripped sentences.
+template <typename Visit>
+void split_seed_sentences(std::string_view reasoning, Visit&& visit) {
+  auto emit = [&](std::size_t begin, std::size_t end) {
+    while (begin < end && is_seed_space(reasoning[begin])) ++begin;
+    while (end > begin && is_seed_space(reasoning[end - 1])) --end;
+    visit(reasoning.substr(begin, end - begin));
+  };
+  std::size_t start = 0;
+  const std::size_t size = reasoning.size();
+  for (std::size_t i = 0; i < size; ++i) {
+    char c = reasoning[i];
+    if (c == '\n') {
+      emit(start, i);
+      start = i + 1;
+    } else if ((c == '.' || c == '!' || c == '?') && i + 1 < size && is_seed_space(reasoning[i + 1])) {
+      emit(start, i + 1);
+      start = i + 1;  // the white space after it is stripped from the next sentence
+      if (reasoning[i + 1] != '\n') ++i;
+    }
+  }
+  emit(start, size);
+}
+
+// The normalised form of `text` (see above).
+std::string normalize(std::string_view text);
+
+// Like normalize() but keeps line breaks as '\n' (no empty lines), for
+// sentence splitting.
+void normalize_lines(std::string_view text, std::string& out);
+
+// True when `pattern` occurs in `normalized_text` word-aligned.
+bool contains_word_aligned(std::string_view normalized_text, std::string_view pattern);
+
+// Words of a normalised text (split at spaces).
+std::vector<std::string_view> split_words(std::string_view text);
+
+// A word with a letter outside "<num>".
+bool is_alphabetic_word(std::string_view word);
+
+// A word that carries meaning: has a letter, is not "<num>", not a stop word.
+bool is_content_word(std::string_view word);
+
+// "behavior_find_total_number": up to four content words of the text.
+std::string behavior_name(std::string_view text);
+
+}  // namespace metareuse::patterns

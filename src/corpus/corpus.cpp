@@ -1,0 +1,391 @@
+#include "metareuse/corpus/corpus.h"
+
+#include <fcntl.h>     // open
+#include <glob.h>      // glob(3) for corpus globs
+#include <sys/mman.h>  // mmap, madvise
+#include <sys/stat.h>  // fstat
+#include <unistd.h>    // close
+
+#include <fmt/format.h>
+#include <simdjson.h>  // the JSON parser of the hot path (validates UTF-8 too)
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/dist/communicator.h"
+
+namespace metareuse::corpus {
+namespace {
+
+// A read-only mapping of a whole file, owned. Only the pages a rank touches
+// are read from disk.
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) throw InputError(fmt::format("{}: cannot open corpus file: {}", path, std::strerror(errno)));
+    struct stat info {};
+    if (::fstat(fd, &info) != 0) {
+      ::close(fd);
+      throw InputError(fmt::format("{}: cannot stat corpus file: {}", path, std::strerror(errno)));
+    }
+    size_ = static_cast<std::size_t>(info.st_size);
+    if (size_ > 0) {
+      void* address = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+      if (address == MAP_FAILED) {
+        ::close(fd);
+        throw InputError(fmt::format("{}: cannot map corpus file: {}", path, std::strerror(errno)));
+      }
+      data_ = static_cast<const char*>(address);
+    }
+    ::close(fd);
+  }
+  ~MappedFile() {
+    if (data_ != nullptr) ::munmap(const_cast<char*>(data_), size_);
+  }
+  MappedFile(const MappedFile&) = delete;
+  MappedFile& operator=(const MappedFile&) = delete;
+
+  std::string_view bytes() const { return {data_ == nullptr ? "" : data_, size_}; }
+  // Drops the pages of [begin, end) from this process: read pages of a mapped
+  // file count in its resident set, and each rank should hold only what it is
+  // working on, not its whole share.
+  void release(std::uint64_t begin, std::uint64_t end) const {
+    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t first = (begin + page - 1) / page * page;
+    std::uint64_t last = end / page * page;
+    if (data_ == nullptr || last <= first) return;
+    ::madvise(const_cast<char*>(data_) + first, last - first, MADV_DONTNEED);
+  }
+  void advise_sequential(std::uint64_t begin, std::uint64_t end) const {
+    if (data_ == nullptr || end <= begin) return;
+    const std::uint64_t page = static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE));
+    std::uint64_t aligned = begin / page * page;
+    ::madvise(const_cast<char*>(data_) + aligned, end - aligned, MADV_SEQUENTIAL);
+  }
+
+ private:
+  const char* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+// The first line start at or after `offset`.
+std::uint64_t line_start_at_or_after(std::string_view bytes, std::uint64_t offset) {
+  if (offset == 0) return 0;
+  if (offset >= bytes.size()) return bytes.size();
+  if (bytes[offset - 1] == '\n') return offset;
+  const void* newline = std::memchr(bytes.data() + offset, '\n', bytes.size() - offset);
+  return newline == nullptr ? bytes.size() : static_cast<const char*>(newline) - bytes.data() + 1;
+}
+
+constexpr std::uint64_t kReleaseBytes = std::uint64_t{16} << 20;
+
+std::uint64_t count_lines(const MappedFile& file, LineRange range) {
+  std::string_view bytes = file.bytes();
+  std::uint64_t lines = 0;
+  const char* position = bytes.data() + range.begin;
+  const char* end = bytes.data() + range.end;
+  const char* released = position;
+  while (position < end) {
+    const void* newline = std::memchr(position, '\n', static_cast<std::size_t>(end - position));
+    ++lines;
+    if (newline == nullptr) break;  // a last line without a newline
+    position = static_cast<const char*>(newline) + 1;
+    if (static_cast<std::uint64_t>(position - released) > kReleaseBytes) {
+      file.release(released - bytes.data(), position - bytes.data());
+      released = position;
+    }
+  }
+  file.release(released - bytes.data(), range.end);
+  return lines;
+}
+
+// Python's str.isspace() over ASCII and C1: the reference skips such lines.
+bool is_blank(std::string_view line) {
+  for (char c : line) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (!(u == ' ' || (u >= '\t' && u <= '\r') || (u >= 0x1c && u <= 0x1f))) return false;
+  }
+  return true;
+}
+
+constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
+
+std::string_view json_type_name(simdjson::dom::element_type type) {
+  switch (type) {
+    case simdjson::dom::element_type::ARRAY: return "an array";
+    case simdjson::dom::element_type::OBJECT: return "an object";
+    case simdjson::dom::element_type::INT64:
+    case simdjson::dom::element_type::UINT64:
+    case simdjson::dom::element_type::DOUBLE: return "a number";
+    case simdjson::dom::element_type::STRING: return "a string";
+    case simdjson::dom::element_type::BOOL: return "a boolean";
+    case simdjson::dom::element_type::NULL_VALUE: return "null";
+  }
+  return "a value";
+}
+
+struct LineVerdict {
+  bool good = false;
+  BadReason reason = BadReason::kMalformedJson;
+  std::string detail;
+};
+
+// Owns the parser and the per-file state; one per read_corpus call.
+class LineReader {
+ public:
+  LineReader(const ReadOptions& options, const std::function<void(const Record&)>& visit)
+      : options_(options), visit_(visit) {
+    // A deeper document is a bad line, not a crash or a huge allocation.
+    if (parser_.allocate(1 << 16, static_cast<std::size_t>(options.max_depth)) != simdjson::SUCCESS) {
+      throw Error("cannot allocate the JSON parser");
+    }
+  }
+
+  // `line` excludes its '\n'. `readable_after` says how many bytes after the
+  // line may be read (simdjson reads up to SIMDJSON_PADDING past the end).
+  LineVerdict parse(std::string_view line, std::size_t readable_after, RecordKey key) {
+    if (std::memchr(line.data(), '\0', line.size()) != nullptr) {
+      auto column = static_cast<const char*>(std::memchr(line.data(), '\0', line.size())) - line.data() + 1;
+      return {false, BadReason::kNulByte, fmt::format("NUL byte at column {}", column)};
+    }
+    auto result = readable_after >= simdjson::SIMDJSON_PADDING
+                      ? parser_.parse(line.data(), line.size(), /*realloc_if_needed=*/false)
+                      : parser_.parse(line.data(), line.size(), /*realloc_if_needed=*/true);
+    simdjson::dom::element root;
+    if (auto error = std::move(result).get(root); error) {
+      switch (error) {
+        case simdjson::UTF8_ERROR: return {false, BadReason::kInvalidUtf8, "invalid UTF-8"};
+        case simdjson::DEPTH_ERROR:
+          return {false, BadReason::kTooDeep, fmt::format("JSON nested deeper than {} levels", options_.max_depth)};
+        default:
+          return {false, BadReason::kMalformedJson, fmt::format("malformed JSON: {}", simdjson::error_message(error))};
+      }
+    }
+    if (root.type() != simdjson::dom::element_type::OBJECT) {
+      return {false, BadReason::kNotObject,
+              fmt::format("the JSON value is {}, not an object", json_type_name(root.type()))};
+    }
+    simdjson::dom::object object = root.get_object().value_unsafe();
+    Record record;
+    record.key = key;
+    LineVerdict verdict{true, BadReason::kMalformedJson, {}};
+    // Python's json keeps the last of repeated keys; so do we.
+    auto field = [&](const std::string& name, std::string_view& out, bool required) -> bool {
+      const simdjson::dom::element* found = nullptr;
+      simdjson::dom::element value;
+      for (auto member : object) {
+        if (member.key == name) {
+          value = member.value;
+          found = &value;
+        }
+      }
+      if (found == nullptr) {
+        if (required) verdict = {false, BadReason::kMissingField, fmt::format("missing field \"{}\"", name)};
+        return false;
+      }
+      if (value.type() != simdjson::dom::element_type::STRING) {
+        verdict = {false, BadReason::kNotString,
+                   fmt::format("field \"{}\" is {}, not a string", name, json_type_name(value.type()))};
+        return false;
+      }
+      out = value.get_string().value_unsafe();
+      return true;
+    };
+    if (!field(options_.fields.question, record.question, true)) return verdict;
+    std::string_view probe;
+    bool has_reasoning = field(options_.fields.reasoning, probe, false);
+    if (!verdict.good) return verdict;  // present but not a string
+    if (has_reasoning) {
+      record.reasoning = probe;
+      if (!field(options_.fields.solution, record.solution, true)) return verdict;
+    } else {
+      // GSM8K: {"question", "answer"}, the reasoning before "####", the solution after.
+      std::string_view answer;
+      if (!field("answer", answer, false)) {
+        if (verdict.good) {
+          verdict = {false, BadReason::kMissingField,
+                     fmt::format("missing field \"{}\" (or GSM8K's \"answer\")", options_.fields.reasoning)};
+        }
+        return verdict;
+      }
+      auto marker = answer.find("####");
+      record.reasoning = answer.substr(0, marker);
+      std::string_view solution = marker == std::string_view::npos ? std::string_view() : answer.substr(marker + 4);
+      while (!solution.empty() && std::strchr(" \t\r\n", solution.front()) != nullptr) solution.remove_prefix(1);
+      while (!solution.empty() && std::strchr(" \t\r\n", solution.back()) != nullptr) solution.remove_suffix(1);
+      record.solution = solution;
+    }
+    visit_(record);
+    return verdict;
+  }
+
+ private:
+  const ReadOptions& options_;
+  const std::function<void(const Record&)>& visit_;
+  simdjson::dom::parser parser_;
+};
+
+}  // namespace
+
+const char* bad_reason_name(BadReason reason) {
+  switch (reason) {
+    case BadReason::kMalformedJson: return "malformed JSON";
+    case BadReason::kNotObject: return "not an object";
+    case BadReason::kMissingField: return "missing field";
+    case BadReason::kNotString: return "non-string field";
+    case BadReason::kInvalidUtf8: return "invalid UTF-8";
+    case BadReason::kNulByte: return "NUL byte";
+    case BadReason::kByteOrderMark: return "byte order mark";
+    case BadReason::kTooDeep: return "nested too deeply";
+    case BadReason::kCount: break;
+  }
+  return "?";
+}
+
+std::vector<std::string> expand_corpus_files(const std::vector<std::string>& patterns) {
+  if (patterns.empty()) throw InputError("no corpus files given (corpus.files is empty)");
+  std::vector<std::string> files;
+  for (const auto& pattern : patterns) {
+    bool is_glob = pattern.find_first_of("*?[") != std::string::npos;
+    if (!is_glob) {
+      std::error_code error;
+      if (!std::filesystem::exists(pattern, error)) throw InputError(fmt::format("{}: corpus file not found", pattern));
+      if (std::filesystem::is_directory(pattern, error)) throw InputError(fmt::format("{}: corpus path is a directory", pattern));
+      files.push_back(pattern);
+      continue;
+    }
+    glob_t matches{};
+    int status = ::glob(pattern.c_str(), 0, nullptr, &matches);
+    std::vector<std::string> found;
+    if (status == 0) {
+      for (std::size_t i = 0; i < matches.gl_pathc; ++i) {
+        if (!std::filesystem::is_directory(matches.gl_pathv[i])) found.emplace_back(matches.gl_pathv[i]);
+      }
+    }
+    ::globfree(&matches);
+    if (found.empty()) throw InputError(fmt::format("{}: corpus glob matches no file", pattern));
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  return files;
+}
+
+LineRange rank_line_range(std::string_view file_bytes, int rank, int world_size) {
+  const std::uint64_t size = file_bytes.size();
+  // 128-bit product: size * rank must not overflow for huge files.
+  auto cut = [&](int r) {
+    return static_cast<std::uint64_t>(static_cast<unsigned __int128>(size) * static_cast<unsigned>(r) /
+                                      static_cast<unsigned>(world_size));
+  };
+  return {line_start_at_or_after(file_bytes, cut(rank)), line_start_at_or_after(file_bytes, cut(rank + 1))};
+}
+
+CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions& options,
+                        Communicator& communicator, const std::function<void(const Record&)>& visit) {
+  const int rank = communicator.rank();
+  const int world_size = communicator.size();
+  CorpusStats stats;
+  LineReader reader(options, visit);
+  std::size_t reported = 0;
+
+  for (std::size_t file_index = 0; file_index < files.size(); ++file_index) {
+    const std::string& path = files[file_index];
+    MappedFile file(path);
+    std::string_view bytes = file.bytes();
+    LineRange range = rank_line_range(bytes, rank, world_size);
+    file.advise_sequential(range.begin, range.end);
+
+    // Line numbers: the lines of lower ranks come first (one small allgather per file).
+    auto lines_per_rank = communicator.allgather_value<std::uint64_t>(count_lines(file, range));
+    std::uint64_t line = 0;
+    for (int r = 0; r < rank; ++r) line += lines_per_rank[static_cast<std::size_t>(r)];
+    if (rank == 0 && bytes.empty()) log::warn("{}: the corpus file is empty", path);
+
+    std::uint64_t position = range.begin;
+    std::uint64_t released = range.begin;
+    while (position < range.end) {
+      if (position - released > kReleaseBytes) {
+        file.release(released, position);
+        released = position;
+      }
+      const char* start = bytes.data() + position;
+      const void* newline = std::memchr(start, '\n', range.end - position);
+      std::uint64_t line_end = newline == nullptr ? range.end : static_cast<const char*>(newline) - bytes.data();
+      std::string_view text(start, line_end - position);
+      position = newline == nullptr ? range.end : line_end + 1;
+      ++line;
+      stats.bytes += text.size() + 1;
+
+      LineVerdict verdict;
+      if (text.substr(0, kByteOrderMark.size()) == kByteOrderMark) {
+        if (line == 1) {
+          // A BOM at the start of the file is an encoding marker, not data.
+          log::warn("{}:1: skipped a UTF-8 byte order mark at the start of the file", path);
+          text.remove_prefix(kByteOrderMark.size());
+        } else {
+          verdict = {false, BadReason::kByteOrderMark, "UTF-8 byte order mark inside the file"};
+        }
+      }
+      if (verdict.detail.empty()) {
+        if (is_blank(text)) {
+          ++stats.blank_lines;
+          continue;
+        }
+        verdict = reader.parse(text, bytes.size() - (text.data() + text.size() - bytes.data()),
+                               make_record_key(file_index, line));
+      }
+      if (verdict.good) {
+        ++stats.records;
+        continue;
+      }
+      ++stats.bad_lines;
+      ++stats.bad_by_reason[static_cast<int>(verdict.reason)];
+      if (reported < options.max_reported_per_rank) {
+        stats.reports.push_back(fmt::format("{}:{}: {}", path, line, verdict.detail));
+        log::warn("{}", stats.reports.back());
+      } else if (reported == options.max_reported_per_rank && reported > 0) {
+        log::warn("further bad lines on this rank are counted but not printed");
+      }
+      ++reported;
+    }
+  }
+  return stats;
+}
+
+CorpusStats reduce_stats(const CorpusStats& local, Communicator& communicator) {
+  std::vector<std::uint64_t> counts = {local.records, local.bad_lines, local.blank_lines, local.bytes};
+  counts.insert(counts.end(), local.bad_by_reason.begin(), local.bad_by_reason.end());
+  communicator.allreduce(counts, ReduceOp::kSum);
+  CorpusStats global;
+  global.records = counts[0];
+  global.bad_lines = counts[1];
+  global.blank_lines = counts[2];
+  global.bytes = counts[3];
+  std::copy(counts.begin() + 4, counts.end(), global.bad_by_reason.begin());
+  return global;
+}
+
+std::string describe_stats(const CorpusStats& stats) {
+  std::vector<std::string> reasons;
+  for (int i = 0; i < static_cast<int>(BadReason::kCount); ++i) {
+    if (stats.bad_by_reason[i] > 0) {
+      reasons.push_back(fmt::format("{} {}", bad_reason_name(static_cast<BadReason>(i)), stats.bad_by_reason[i]));
+    }
+  }
+  return fmt::format("{} records, {} bad line{}{}, {} blank line{} skipped", stats.records, stats.bad_lines,
+                     stats.bad_lines == 1 ? "" : "s",
+                     reasons.empty() ? "" : fmt::format(" ({})", fmt::join(reasons, ", ")), stats.blank_lines,
+                     stats.blank_lines == 1 ? "" : "s");
+}
+
+std::string record_key_name(RecordKey key, const std::vector<std::string>& files) {
+  std::size_t file = record_key_file(key);
+  std::string name = file < files.size() ? std::filesystem::path(files[file]).filename().string() : "?";
+  return fmt::format("{}:{}", name, record_key_line(key));
+}
+
+}  // namespace metareuse::corpus

@@ -1,0 +1,163 @@
+#include "metareuse/patterns/text.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+namespace metareuse::patterns {
+namespace {
+
+bool is_ascii_alnum(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+// Function words that alone do not make a reasoning move. Hand-written: no
+// Debian package ships an English stop-word list as a C++ library.
+constexpr std::string_view kStopWords[] = {
+    "a",   "an",   "the",  "and",  "or",    "but",   "so",    "then", "of",   "to",    "in",   "on",  "at",
+    "by",  "for",  "with", "from", "as",    "is",    "are",   "was",  "were", "be",    "been", "it",  "its",
+    "this", "that", "these", "those", "he", "she",   "they",  "we",   "i",    "you",   "his",  "her", "their",
+    "our", "my",   "your", "him",  "them",  "us",    "me",    "into", "x",    "she's", "he's", "it's", "that's",
+    "am"};
+
+}  // namespace
+
+std::size_t code_point_count(std::string_view text) {
+  std::size_t count = 0;
+  for (char c : text) count += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+  return count;
+}
+
+void normalize_lines(std::string_view text, std::string& out) {
+  out.clear();
+  out.reserve(text.size());
+  bool pending_space = false;
+  bool pending_newline = false;
+  auto put = [&](std::string_view piece) {
+    if (!out.empty() && out.back() != '\n') {
+      if (pending_newline) out.push_back('\n');
+      else if (pending_space) out.push_back(' ');
+    }
+    pending_space = pending_newline = false;
+    out.append(piece);
+  };
+  std::size_t i = 0;
+  const std::size_t n = text.size();
+  while (i < n) {
+    char c = text[i];
+    if (c == '<' && i + 1 < n && text[i + 1] == '<') {
+      std::size_t close = text.find(">>", i + 2);
+      if (close != std::string_view::npos) {
+        i = close + 2;  // a calculator annotation: removed
+        continue;
+      }
+    }
+    if (is_digit(c)) {
+      std::size_t j = i + 1;
+      while (j < n) {
+        if (is_digit(text[j])) ++j;
+        else if ((text[j] == ',' || text[j] == '.') && j + 1 < n && is_digit(text[j + 1])) j += 2;
+        else break;
+      }
+      put("<num>");
+      i = j;
+      continue;
+    }
+    if (is_seed_space(c)) {
+      if (c == '\n') pending_newline = true;
+      else pending_space = true;
+      ++i;
+      continue;
+    }
+    char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    put(std::string_view(&lower, 1));
+    ++i;
+  }
+}
+
+std::string normalize(std::string_view text) {
+  std::string out;
+  normalize_lines(text, out);
+  std::replace(out.begin(), out.end(), '\n', ' ');
+  return out;
+}
+
+bool contains_word_aligned(std::string_view normalized_text, std::string_view pattern) {
+  if (pattern.empty()) return false;
+  const bool check_before = is_ascii_alnum(pattern.front());
+  const bool check_after = is_ascii_alnum(pattern.back());
+  std::size_t position = normalized_text.find(pattern);
+  while (position != std::string_view::npos) {
+    std::size_t end = position + pattern.size();
+    bool before_ok = !check_before || position == 0 || !is_ascii_alnum(normalized_text[position - 1]);
+    bool after_ok = !check_after || end == normalized_text.size() || !is_ascii_alnum(normalized_text[end]);
+    if (before_ok && after_ok) return true;
+    position = normalized_text.find(pattern, position + 1);
+  }
+  return false;
+}
+
+std::vector<std::string_view> split_words(std::string_view text) {
+  std::vector<std::string_view> words;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find_first_of(" \n", start);
+    if (end == std::string_view::npos) end = text.size();
+    if (end > start) words.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return words;
+}
+
+bool is_alphabetic_word(std::string_view word) {
+  // Letters of "<num>" do not count.
+  for (std::size_t i = 0; i < word.size(); ++i) {
+    if (word.compare(i, 5, "<num>") == 0) {
+      i += 4;
+      continue;
+    }
+    char c = word[i];
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
+  }
+  return false;
+}
+
+bool is_content_word(std::string_view word) {
+  auto trailing = [](char c) {
+    return c == '.' || c == ',' || c == ';' || c == ':' || c == '!' || c == '?' || c == '"' || c == '\'' || c == '(' || c == ')';
+  };
+  while (!word.empty() && trailing(word.back())) word.remove_suffix(1);
+  while (!word.empty() && (word.front() == '"' || word.front() == '\'' || word.front() == '(')) word.remove_prefix(1);
+  if (!is_alphabetic_word(word)) return false;
+  if (word.size() > 6) return true;  // no stop word is longer
+  // Stop words bucketed by first letter: this runs for every word of the corpus.
+  static const auto buckets = [] {
+    std::array<std::vector<std::string_view>, 256> table;
+    for (std::string_view stop : kStopWords) table[static_cast<unsigned char>(stop[0])].push_back(stop);
+    return table;
+  }();
+  const auto& bucket = buckets[static_cast<unsigned char>(word[0])];
+  return std::find(bucket.begin(), bucket.end(), word) == bucket.end();
+}
+
+std::string behavior_name(std::string_view text) {
+  std::string lowered(text);
+  for (char& c : lowered) c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+  std::string name = "behavior";
+  int taken = 0;
+  for (std::string_view word : split_words(lowered)) {
+    if (!is_content_word(word)) continue;
+    std::string letters;
+    for (char c : word) {
+      if (c >= 'a' && c <= 'z') letters.push_back(c);
+    }
+    if (letters.empty()) continue;
+    name += "_" + letters;
+    if (++taken == 4) break;
+  }
+  return taken == 0 ? "behavior_pattern" : name;
+}
+
+}  // namespace metareuse::patterns

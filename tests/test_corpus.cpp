@@ -1,0 +1,227 @@
+// The corpus stage: byte ranges cut at line starts, and every bad-input case of
+// issue #3 reported as `file:line: reason`, skipped, counted, with the good
+// records still read, at 1 to 4 ranks (this binary runs under mpiexec too).
+#include <catch2/catch.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+#include "metareuse/core/error.h"
+#include "metareuse/corpus/corpus.h"
+#include "metareuse/dist/runtime.h"
+#include "patterns_fixtures.h"
+
+namespace metareuse {
+namespace {
+
+using corpus::BadReason;
+
+struct ReadResult {
+  corpus::CorpusStats stats;            // global
+  std::vector<std::string> reports;     // every rank's, sorted
+  std::vector<std::string> reasonings;  // every rank's, in key order
+  std::vector<corpus::RecordKey> keys;
+};
+
+ReadResult read_all(const std::vector<std::string>& files, corpus::ReadOptions options = {}) {
+  Communicator& world = test::runtime().world();
+  ReadResult result;
+  std::vector<std::pair<corpus::RecordKey, std::string>> local;
+  corpus::CorpusStats stats = corpus::read_corpus(files, options, world, [&](const corpus::Record& record) {
+    local.emplace_back(record.key, std::string(record.reasoning) + "|" + std::string(record.solution));
+  });
+  result.stats = corpus::reduce_stats(stats, world);
+  // Gather reports and records to every rank as one '\0'-separated string.
+  auto gather = [&](const std::vector<std::string>& items) {
+    std::string joined;
+    for (const auto& item : items) joined += item + '\0';
+    std::vector<char> bytes(joined.begin(), joined.end());
+    std::vector<char> all = world.allgatherv(bytes);
+    std::vector<std::string> out;
+    std::string current;
+    for (char c : all) {
+      if (c == '\0') {
+        out.push_back(current);
+        current.clear();
+      } else {
+        current.push_back(c);
+      }
+    }
+    return out;
+  };
+  result.reports = gather(stats.reports);
+  std::sort(result.reports.begin(), result.reports.end());
+  std::vector<std::string> records;
+  std::vector<std::uint64_t> keys;
+  for (auto& [key, text] : local) {
+    records.push_back(text);
+    keys.push_back(key);
+  }
+  result.reasonings = gather(records);
+  result.keys = world.allgatherv(keys);
+  return result;
+}
+
+std::string good(int i) {
+  return fmt::format(R"({{"question": "q{}", "reasoning": "step {}.", "solution": "{}"}})", i, i, i);
+}
+
+}  // namespace
+
+TEST_CASE("every line is read by exactly one rank, in order, for any cut") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-ranges");
+  // Lines of very different lengths so that cuts land everywhere.
+  std::string bytes;
+  for (int i = 0; i < 57; ++i) {
+    bytes += fmt::format(R"({{"question": "q", "reasoning": "{}", "solution": "{}"}})", std::string(i * 7 % 50, 'x'), i);
+    bytes += '\n';
+  }
+  if (world.rank() == 0) test::write_file(dir / "ranges.jsonl", bytes);
+  world.barrier();
+  ReadResult result = read_all({(dir / "ranges.jsonl").string()});
+  REQUIRE(result.stats.records == 57);
+  REQUIRE(result.stats.bad_lines == 0);
+  REQUIRE(result.keys.size() == 57);
+  for (std::size_t i = 0; i < result.keys.size(); ++i) {
+    CHECK(corpus::record_key_line(result.keys[i]) == i + 1);  // gathered in rank order = line order
+    CHECK(result.reasonings[i] == std::string(i * 7 % 50, 'x') + "|" + std::to_string(i));
+  }
+  // The ranges tile the file for every rank count, whatever this job's size.
+  for (int ranks = 1; ranks <= 9; ++ranks) {
+    std::uint64_t previous_end = 0;
+    for (int r = 0; r < ranks; ++r) {
+      corpus::LineRange range = corpus::rank_line_range(bytes, r, ranks);
+      CHECK(range.begin == previous_end);
+      CHECK((range.begin == 0 || bytes[range.begin - 1] == '\n'));
+      previous_end = range.end;
+    }
+    CHECK(previous_end == bytes.size());
+  }
+}
+
+TEST_CASE("bad input: each case is reported as file:line: reason and skipped; good records count") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-bad");
+  std::string deep = std::string(200, '[') + std::string(200, ']');
+  std::string huge_reasoning(6 * 1024 * 1024, 'a');  // a line of several MB
+  const std::string path = (dir / "bad.jsonl").string();
+  const std::string nul_prefix = R"({"question": "q", "reasoning": "nul )";
+  std::vector<std::string> lines = {
+      good(1),                                                               // 1
+      R"({"question": "q", "reasoning": "unterminated)",                     // 2 malformed JSON
+      R"([1, 2, 3])",                                                        // 3 not an object
+      R"({"question": "q", "solution": "1"})",                               // 4 missing reasoning
+      R"({"question": "q", "reasoning": 42, "solution": "1"})",              // 5 non-string field
+      "{\"question\": \"q\", \"reasoning\": \"bad \xC3\x28 byte\", \"solution\": \"1\"}",  // 6 invalid UTF-8
+      nul_prefix + '\0' + R"( here", "solution": "1"})",                  // 7 NUL byte
+      "\xEF\xBB\xBF" + good(8),                                              // 8 BOM inside the file
+      good(9) + "\r",                                                        // 9 CRLF: good
+      "",                                                                    // 10 blank
+      " \t \f ",                                                             // 11 whitespace only
+      deep,                                                                  // 12 nested too deeply
+      R"({"question": "q", "reasoning": ")" + huge_reasoning + R"(", "solution": "13"})",  // 13 several MB: good
+      R"({"question": "q", "reasoning": null, "solution": "1"})",            // 14 null field
+      R"("just a string")",                                                  // 15 not an object
+      R"({"question": "q", "answer": "Half is 2.\n#### 2"})",                // 16 GSM8K: good
+      good(17),                                                              // 17 last line, no newline
+  };
+  std::string bytes = "\xEF\xBB\xBF";  // a BOM at the start of the file is skipped, not an error
+  for (std::size_t i = 0; i < lines.size(); ++i) bytes += lines[i] + (i + 1 < lines.size() ? "\n" : "");
+  if (world.rank() == 0) test::write_file(path, bytes);
+  world.barrier();
+
+  ReadResult result = read_all({path});
+  CHECK(result.stats.records == 5);  // lines 1 (after the file BOM), 9, 13, 16, 17
+  CHECK(result.stats.blank_lines == 2);
+  CHECK(result.stats.bad_lines == 10);
+  auto reason = [&](BadReason r) { return result.stats.bad_by_reason[static_cast<int>(r)]; };
+  CHECK(reason(BadReason::kMalformedJson) == 1);
+  CHECK(reason(BadReason::kNotObject) == 2);
+  CHECK(reason(BadReason::kMissingField) == 1);
+  CHECK(reason(BadReason::kNotString) == 2);
+  CHECK(reason(BadReason::kInvalidUtf8) == 1);
+  CHECK(reason(BadReason::kNulByte) == 1);
+  CHECK(reason(BadReason::kByteOrderMark) == 1);
+  CHECK(reason(BadReason::kTooDeep) == 1);
+
+  std::vector<std::string> expected = {
+      path + ":2: malformed JSON",
+      path + ":3: the JSON value is an array, not an object",
+      path + ":4: missing field \"reasoning\" (or GSM8K's \"answer\")",
+      path + ":5: field \"reasoning\" is a number, not a string",
+      path + ":6: invalid UTF-8",
+      path + ":7: NUL byte at column " + std::to_string(nul_prefix.size() + 1),
+      path + ":8: UTF-8 byte order mark inside the file",
+      path + ":12: JSON nested deeper than 64 levels",
+      path + ":14: field \"reasoning\" is null, not a string",
+      path + ":15: the JSON value is a string, not an object",
+  };
+  REQUIRE(result.reports.size() == expected.size());
+  for (const auto& want : expected) {
+    bool found = std::any_of(result.reports.begin(), result.reports.end(),
+                             [&](const std::string& report) { return report.rfind(want, 0) == 0; });
+    INFO("expected a report starting with: " << want);
+    CHECK(found);
+  }
+  // The good records, with their line numbers, whatever the rank count.
+  std::vector<std::uint64_t> lines_read;
+  for (auto key : result.keys) lines_read.push_back(corpus::record_key_line(key));
+  CHECK(lines_read == std::vector<std::uint64_t>{1, 9, 13, 16, 17});
+  CHECK(result.reasonings[0] == "step 1.|1");
+  CHECK(result.reasonings[1] == "step 9.|9");
+  CHECK(result.reasonings[2].size() == huge_reasoning.size() + 3);
+  CHECK(result.reasonings[3] == "Half is 2.\n|2");
+  CHECK(result.reasonings[4] == "step 17.|17");
+}
+
+TEST_CASE("an empty file has no records and no error; several files and globs keep their order") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-files");
+  if (world.rank() == 0) {
+    test::write_file(dir / "empty.jsonl", "");
+    test::write_file(dir / "b_part.jsonl", good(2) + "\n" + good(3) + "\n");
+    test::write_file(dir / "a_part.jsonl", good(1) + "\n");
+  }
+  world.barrier();
+  ReadResult empty = read_all({(dir / "empty.jsonl").string()});
+  CHECK(empty.stats.records == 0);
+  CHECK(empty.stats.bad_lines == 0);
+
+  auto files = corpus::expand_corpus_files({(dir / "empty.jsonl").string(), (dir / "*_part.jsonl").string()});
+  REQUIRE(files.size() == 3);
+  CHECK(files[1] == (dir / "a_part.jsonl").string());
+  ReadResult all = read_all(files);
+  CHECK(all.stats.records == 3);
+  REQUIRE(all.keys.size() == 3);
+  CHECK(corpus::record_key_file(all.keys[0]) == 1);
+  CHECK(corpus::record_key_file(all.keys[2]) == 2);
+  CHECK(corpus::record_key_name(all.keys[2], files) == "b_part.jsonl:2");
+}
+
+TEST_CASE("a missing file or an empty glob is an error naming it") {
+  auto dir = test::shared_temp_dir(test::runtime().world(), "corpus-missing");
+  std::string missing = (dir / "nope.jsonl").string();
+  CHECK_THROWS_WITH(corpus::expand_corpus_files({missing}), Catch::Contains(missing) && Catch::Contains("not found"));
+  CHECK_THROWS_WITH(corpus::expand_corpus_files({(dir / "*.none").string()}), Catch::Contains("matches no file"));
+}
+
+TEST_CASE("mapped field names: AQuA-style rationale as the reasoning") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-fields");
+  if (world.rank() == 0) {
+    test::write_file(dir / "aqua.jsonl", R"({"question": "q", "rationale": "Because.", "correct": "A"})" "\n");
+  }
+  world.barrier();
+  corpus::ReadOptions options;
+  options.fields.reasoning = "rationale";
+  options.fields.solution = "correct";
+  ReadResult result = read_all({(dir / "aqua.jsonl").string()}, options);
+  CHECK(result.stats.records == 1);
+  REQUIRE(result.reasonings.size() == 1);
+  CHECK(result.reasonings[0] == "Because.|A");
+}
+
+}  // namespace metareuse

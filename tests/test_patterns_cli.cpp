@@ -1,0 +1,170 @@
+// `metareuse patterns` and `metareuse augment` from the outside, alone and
+// under mpiexec -n 2, 3, 4: the same handbook at every rank count (exact mode
+// equal to ../shared/reference/seed_patterns.py), --strict, missing files,
+// --holdout, --import, and the two stages inside `metareuse run`.
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "patterns_fixtures.h"
+
+namespace metareuse {
+namespace {
+
+using Catch::Matchers::Contains;
+using nlohmann::json;
+using test::run_metareuse;
+using test::run_metareuse_mpi;
+
+test::CommandResult run_at(int ranks, const std::string& args) {
+  return ranks == 1 ? run_metareuse(args) : run_metareuse_mpi(ranks, args);
+}
+
+json read_json(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return json::parse(in);
+}
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("patterns --mode exact equals the Python reference at 1 to 4 ranks", "[e2e][mpi]") {
+  auto dir = test::temp_dir("patterns-cli-exact");
+  const std::string corpus = (dir / "tricky.jsonl").string();
+  test::write_file(corpus, test::tricky_corpus());
+  json reference = test::run_reference(corpus, 1, 1000);
+  if (reference.empty()) {
+    WARN("SKIPPED: python3 or ../shared/reference/seed_patterns.py not available");
+    return;
+  }
+  for (int ranks = 1; ranks <= 4; ++ranks) {
+    auto out = dir / ("exact" + std::to_string(ranks) + ".json");
+    auto result = run_at(ranks, "patterns --mode exact --min-support 1 --top-k 1000 --corpus " + corpus +
+                                    " --out " + out.string());
+    INFO("ranks " << ranks << "\n" << result.output);
+    REQUIRE(result.status == 0);
+    json handbook = read_json(out);
+    CHECK(handbook["records"] == reference["records"]);
+    REQUIRE(handbook["patterns"].size() == reference["patterns"].size());
+    for (std::size_t i = 0; i < reference["patterns"].size(); ++i) {
+      CHECK(handbook["patterns"][i]["text"] == reference["patterns"][i]["text"]);
+      CHECK(handbook["patterns"][i]["support"] == reference["patterns"][i]["support"]);
+    }
+    CHECK(handbook["format"] == "metareuse.handbook");
+    CHECK(handbook["version"] == 1);
+  }
+}
+
+TEST_CASE("patterns in normalized mode writes the same handbook at 1 to 4 ranks", "[e2e][mpi]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = test::temp_dir("patterns-cli-normalized");
+  const std::string train = shared + "/datasets/gsm8k/train.jsonl";
+  json first;
+  for (int ranks = 1; ranks <= 4; ++ranks) {
+    auto out = dir / ("normalized" + std::to_string(ranks) + ".json");
+    auto result = run_at(ranks, "patterns --corpus " + train + " --out " + out.string());
+    INFO("ranks " << ranks << "\n" << result.output);
+    REQUIRE(result.status == 0);
+    CHECK_THAT(result.output, Contains("7473 records") && Contains("distinct candidates") && Contains("32 kept"));
+    json handbook = read_json(out);
+    handbook["stats"].erase("ranks");
+    if (ranks == 1) {
+      first = handbook;
+      REQUIRE(first["patterns"].size() == 32);
+      CHECK(first["patterns"][0].contains("kind"));
+      CHECK(first["patterns"][0]["behavior"].get<std::string>().rfind("behavior_", 0) == 0);
+      CHECK(first["patterns"][0]["examples"].size() == 3);
+    } else {
+      CHECK(handbook == first);
+    }
+  }
+}
+
+TEST_CASE("bad lines are reported and skipped and --strict exits 4 and a missing file exits 1 naming it", "[e2e][mpi]") {
+  auto dir = test::temp_dir("patterns-cli-bad");
+  const std::string corpus = (dir / "bad.jsonl").string();
+  test::write_file(corpus, R"({"question": "q", "reasoning": "A first sentence that is long.", "solution": "1"})" "\n"
+                           "{not json\n"
+                           R"({"question": "q", "reasoning": "A first sentence that is long.", "solution": "2"})" "\n");
+  const std::string out = (dir / "h.json").string();
+  for (int ranks : {1, 2}) {
+    INFO("ranks " << ranks);
+    auto lenient = run_at(ranks, "patterns --mode exact --corpus " + corpus + " --out " + out);
+    INFO(lenient.output);
+    CHECK(lenient.status == 0);
+    CHECK_THAT(lenient.output, Contains(corpus + ":2: malformed JSON") && Contains("2 records, 1 bad line"));
+    CHECK(read_json(out)["patterns"][0]["support"] == 2);
+    auto strict = run_at(ranks, "patterns --strict --mode exact --corpus " + corpus + " --out " + out);
+    CHECK(strict.status == 4);
+    auto missing = run_at(ranks, "patterns --corpus " + (dir / "absent.jsonl").string() + " --out " + out);
+    CHECK(missing.status == 1);
+    CHECK_THAT(missing.output, Contains((dir / "absent.jsonl").string()) && Contains("not found"));
+  }
+}
+
+TEST_CASE("patterns --holdout reports coverage and --import reads a behavior handbook for augment", "[e2e][mpi]") {
+  auto dir = test::temp_dir("patterns-cli-augment");
+  const std::string sample = std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl";
+  const std::string handbook = (dir / "h.json").string();
+  auto mined = run_metareuse("patterns --corpus " + sample + " --holdout " + sample + " --out " + handbook);
+  INFO(mined.output);
+  REQUIRE(mined.status == 0);
+  CHECK_THAT(mined.output, Contains("holdout coverage"));
+  CHECK(read_json(handbook)["stats"]["holdout"]["records"] == 400);
+
+  std::string outputs[2];
+  for (int ranks : {1, 3}) {
+    auto out = dir / ("augmented" + std::to_string(ranks) + ".jsonl");
+    auto result = run_at(ranks, "augment --mode retrieval --top-k 3 --corpus " + sample + " --handbook " + handbook +
+                                    " --out " + out.string());
+    INFO(result.output);
+    REQUIRE(result.status == 0);
+    outputs[ranks == 1 ? 0 : 1] = read_text(out);
+    CHECK_FALSE(std::filesystem::exists(out.string() + ".part-0"));
+  }
+  CHECK(outputs[0] == outputs[1]);  // the same examples, in the same order, at any rank count
+  std::istringstream lines(outputs[0]);
+  std::string line;
+  std::size_t count = 0;
+  while (std::getline(lines, line)) {
+    json example = json::parse(line);
+    CHECK(example.contains("prompt"));
+    CHECK(example.contains("target"));
+    CHECK(example["patterns"].size() <= 3);
+    ++count;
+  }
+  CHECK(count == 400);
+
+  test::write_file(dir / "behaviors.json",
+                   R"({"behavior_unit_rate": "Divide the total by the count to get the amount for one.",)"
+                   R"( "behavior_check_answer": "Substitute the answer back into the question."})");
+  auto imported = run_metareuse("patterns --import " + (dir / "behaviors.json").string() + " --out " + handbook);
+  INFO(imported.output);
+  REQUIRE(imported.status == 0);
+  CHECK(read_json(handbook)["patterns"][0]["behavior"] == "behavior_unit_rate");
+  auto out = dir / "imported.jsonl";
+  auto augmented = run_metareuse("augment --corpus " + sample + " --handbook " + handbook + " --out " + out.string());
+  REQUIRE(augmented.status == 0);
+  std::ifstream in(out);
+  std::getline(in, line);
+  CHECK_THAT(json::parse(line)["prompt"].get<std::string>(),
+             Contains("Consider patterns like: Divide the total by the count to get the amount for one.; "
+                      "Substitute the answer back into the question.. "));
+}
+
+TEST_CASE("run writes handbook.json and augmented.jsonl into the run folder", "[e2e]") {
+  auto dir = test::temp_dir("patterns-cli-run");
+  auto result = run_metareuse("run --config configs/demo.json --set run.out_dir=" + dir.string());
+  INFO(result.output);
+  CHECK_THAT(result.output, Contains("stage patterns   done") && Contains("stage augment    done"));
+  REQUIRE(std::filesystem::exists(dir / "handbook.json"));
+  REQUIRE(std::filesystem::exists(dir / "augmented.jsonl"));
+  CHECK(read_json(dir / "handbook.json")["records"] == 400);
+}
+
+}  // namespace metareuse
