@@ -32,7 +32,7 @@ class RecomputeUnit : public torch::autograd::Function<RecomputeUnit> {
     ctx->saved_data["call"] = reinterpret_cast<int64_t>(call);
     ctx->save_for_backward({input});
     torch::Tensor flat = call->unit->gather(call->dtype);  // (padded_numel,)
-    torch::Tensor output = call->fn(input, call->unit->views(flat));
+    torch::Tensor output = call->fn(input, flat);
     return output;  // `flat` is freed on return
   }
 
@@ -48,7 +48,7 @@ class RecomputeUnit : public torch::autograd::Function<RecomputeUnit> {
     torch::Tensor output;
     {
       torch::AutoGradMode enable(true);
-      output = call->fn(input, call->unit->views(flat));
+      output = call->fn(input, flat);
     }
     std::vector<torch::Tensor> wrt = {flat};
     if (input_differentiable) wrt.push_back(input);
@@ -92,7 +92,16 @@ ShardedUnit::ShardedUnit(UnitDef def, Communicator& comm, torch::Device device)
   }
 }
 
-void ShardedUnit::load_full(const std::map<std::string, torch::Tensor>& full) {
+void ShardedUnit::load_full(const std::map<std::string, torch::Tensor>& full) { load_full_into(full, master_); }
+
+torch::Tensor ShardedUnit::gather_shard(const torch::Tensor& shard) const {
+  torch::NoGradGuard no_grad;
+  MR_CHECK(shard.numel() == shard_numel_, "unit {}: shard has {} elements, expected {}", def_.name, shard.numel(),
+           shard_numel_);
+  return allgather(comm_, shard.contiguous());  // (padded_numel,)
+}
+
+void ShardedUnit::load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const {
   torch::NoGradGuard no_grad;
   for (std::size_t i = 0; i < def_.params.size(); ++i) {
     const auto& spec = def_.params[i];
@@ -107,7 +116,7 @@ void ShardedUnit::load_full(const std::map<std::string, torch::Tensor>& full) {
     int64_t end = std::min(offsets_[i] + value.numel(), shard_offset_ + shard_numel_);
     if (begin >= end) continue;
     torch::Tensor flat = value.reshape({-1});  // (numel,)
-    master_.narrow(0, begin - shard_offset_, end - begin)
+    shard.narrow(0, begin - shard_offset_, end - begin)
         .copy_(flat.narrow(0, begin - offsets_[i], end - begin).to(torch::kFloat32));
   }
 }
@@ -165,7 +174,7 @@ torch::Tensor ShardedModel::run(std::size_t index, const torch::Tensor& input, U
   ShardedUnit& target = unit(index);
   if (!torch::GradMode::is_enabled()) {
     torch::Tensor flat = target.gather(compute_dtype_);
-    return fn(input, target.views(flat));
+    return fn(input, flat);
   }
   live_calls_.push_back(std::make_unique<UnitCall>(UnitCall{&target, std::move(fn), compute_dtype_}));
   return RecomputeUnit::apply(input, anchor_, live_calls_.back().get());

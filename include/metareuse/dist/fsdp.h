@@ -44,9 +44,10 @@ struct UnitDef {
 
 // Full (gathered) parameters of one unit, by name; views into one flat buffer.
 using ParamViews = std::map<std::string, torch::Tensor>;
-// What a unit computes: output = fn(input, params). Extra inputs (labels,
-// positions, masks) are captured by the closure.
-using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const ParamViews& params)>;
+// What a unit computes: output = fn(input, flat), where `flat` is the unit's
+// gathered flat buffer [padded_numel] (ShardedUnit::views() gives shaped views
+// by name). Extra inputs (labels, positions, masks) are captured by the closure.
+using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
 
 class ShardedUnit {
  public:
@@ -61,6 +62,11 @@ class ShardedUnit {
   // Copies this rank's slice of each full parameter into the master shard.
   // Every parameter of the unit must be present with its shape.
   void load_full(const std::map<std::string, torch::Tensor>& full);
+  // The same into any shard-shaped fp32 tensor (e.g. the AdamW moments).
+  void load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const;
+  // All-gathers any shard-shaped tensor of this unit into its full flat
+  // buffer [padded_numel] (a collective); for checkpoints of the moments.
+  torch::Tensor gather_shard(const torch::Tensor& shard) const;
   // The gathered flat buffer [padded_numel] in `dtype` (a collective).
   torch::Tensor gather(torch::ScalarType dtype) const;
   // Shaped views of a gathered flat buffer.
@@ -110,6 +116,11 @@ class ShardedModel {
 
   // Loads full parameters (by name) into every unit's master shard.
   void load_full(const std::map<std::string, torch::Tensor>& full);
+  // The same into any shard-shaped fp32 tensor (e.g. the AdamW moments).
+  void load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const;
+  // All-gathers any shard-shaped tensor of this unit into its full flat
+  // buffer [padded_numel] (a collective); for checkpoints of the moments.
+  torch::Tensor gather_shard(const torch::Tensor& shard) const;
   // Gathers every parameter in fp32 (a collective); for checkpoints and export.
   std::map<std::string, torch::Tensor> gather_full();
   void zero_grad();
