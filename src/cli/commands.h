@@ -42,6 +42,11 @@ void info_options(CLI::App& app, std::vector<std::string>& overrides);
 int info_run(CommandContext& context);
 void run_options(CLI::App& app, std::vector<std::string>& overrides);
 int run_run(CommandContext& context);
+// model (issue #5): cmd_model.cpp
+void forward_options(CLI::App& app, std::vector<std::string>& overrides);
+int forward_run(CommandContext& context);
+void generate_options(CLI::App& app, std::vector<std::string>& overrides);
+int generate_run(CommandContext& context);
 
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);

@@ -1,0 +1,174 @@
+// Llama 3.x in libtorch, computing what Hugging Face transformers'
+// LlamaForCausalLM computes (eager attention), with Hugging Face parameter
+// names, a KV cache, and per-layer activation checkpointing.
+//
+// Dimensions, used in the shape comments:
+//   B batch, T new tokens, S tokens attended to (past + T), C hidden_size,
+//   H attention heads, KvH key/value heads, D head_dim, F intermediate_size, V vocab_size.
+//
+// THE UNIT INTERFACE (for sharded training, issue #6)
+// ---------------------------------------------------
+// The model is an ordered list of units (config.h: unit_layouts()):
+//   embeddings (token lookup; later the LM head), layers.0 .. layers.L-1, norm.
+// Each unit's parameters are ONE flat 1-D tensor, laid out as its UnitLayout
+// says. The functional forwards below take that flat tensor as an argument
+// and own nothing, so a sharding engine can run a step as
+//
+//   flat = all_gather(shard[u]);             // full flat buffer of unit u
+//   hidden = decoder_layer_forward(config, layout[u], flat, hidden, rotary, nullptr);
+//   free(flat);
+//
+// and wrap each call in its own torch::autograd::Function that gathers again
+// and recomputes in backward (LayerCheckpoint in llama.cpp is the single-
+// process version of exactly that). The order of calls is:
+//   embedding_forward(units[0]) -> decoder_layer_forward(units[1..L]) ->
+//   final_norm_forward(units[L+1]) -> head_forward(units[0]).
+// Gradients w.r.t. a flat buffer come back as one flat tensor of the same
+// layout, ready for a reduce-scatter.
+#pragma once
+
+#include <torch/types.h>  // torch::Tensor
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "metareuse/model/config.h"
+
+namespace metareuse {
+
+// --------------------------------------------------------------- rotary ----
+
+// inv_freq (D/2,) in fp32, computed as transformers computes it (fp32 pow;
+// then Llama 3's per-frequency rescaling when the config asks for it).
+torch::Tensor rope_inv_freq(const LlamaConfig& config);
+
+// cos and sin for positions [start, start + length), each (length, D), in
+// `dtype` on `device`. Computed in fp32 as transformers does, then cast.
+struct RotaryTables {
+  torch::Tensor cos;  // (T, D)
+  torch::Tensor sin;  // (T, D)
+};
+RotaryTables rope_tables(const torch::Tensor& inv_freq, std::int64_t start, std::int64_t length,
+                         torch::ScalarType dtype, torch::Device device);
+
+// ------------------------------------------------------------- KV cache ----
+
+// Keys and values of every layer for the tokens seen so far, in buffers with
+// room for `capacity` positions (doubled when exceeded), so appending a token
+// costs O(1) copies rather than a concatenation of the whole past.
+class KvCache {
+ public:
+  KvCache(const LlamaConfig& config, std::int64_t batch, std::int64_t capacity, torch::TensorOptions options);
+
+  std::int64_t length() const { return length_; }   // positions stored (committed)
+  std::int64_t capacity() const { return capacity_; }
+  // Writes `keys`/`values` (B, KvH, T, D) of `layer` at positions
+  // [length, length + T) and returns that layer's keys and values so far,
+  // each (B, KvH, length + T, D) (views into the buffers).
+  std::pair<torch::Tensor, torch::Tensor> append(std::int64_t layer, const torch::Tensor& keys,
+                                                 const torch::Tensor& values);
+  // Commits the T positions every layer has appended.
+  void advance(std::int64_t count) { length_ += count; }
+  void clear() { length_ = 0; }
+
+ private:
+  void grow(std::int64_t needed);
+
+  std::vector<torch::Tensor> keys_;    // per layer (B, KvH, capacity, D)
+  std::vector<torch::Tensor> values_;  // per layer (B, KvH, capacity, D)
+  std::int64_t length_ = 0;
+  std::int64_t capacity_ = 0;
+};
+
+// ------------------------------------------------------- building blocks ----
+
+// transformers' LlamaRMSNorm: normalise in fp32, cast back, scale.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
+// x (B, H, T, D) rotated by the tables' positions.
+torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary);
+// Causal grouped-query attention. query (B, H, T, D); keys/values
+// (B, KvH, S, D) with S = past + T; query position i sees keys 0 .. past + i.
+// Uses scaled_dot_product_attention on libtorch >= 2.0 and an explicit
+// softmax(QK^T / sqrt(D)) V otherwise (libtorch 1.13 has no public SDPA).
+torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
+                               std::int64_t past);
+// Which attention path this build uses: "scaled_dot_product_attention" or "math".
+const char* attention_implementation();
+
+// ------------------------------------------------- functional unit forwards ----
+
+// Views of `flat` (the unit's 1-D buffer), one per parameter in layout order, each with its shape.
+std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat);
+
+// input_ids (B, T) int64 -> hidden (B, T, C).
+torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& input_ids);
+// hidden (B, T, C) -> logits (B, T, V). Uses lm_head.weight, or the embedding when tied.
+torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden);
+// One decoder layer: hidden (B, T, C) -> (B, T, C). With a cache, this
+// layer's keys and values are appended to it (the caller advances it).
+torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
+                                    const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache);
+// The final RMSNorm: hidden (B, T, C) -> (B, T, C).
+torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
+                                 const torch::Tensor& hidden);
+
+// Mean next-token cross-entropy, computed in fp32: labels are input_ids
+// shifted by one, so position t predicts input_ids[t + 1] (B * (T - 1) terms),
+// as transformers' loss for labels = input_ids. Label -100 is ignored.
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids);
+
+// ---------------------------------------------------------------- model ----
+
+class LlamaModel {
+ public:
+  // Allocates one flat buffer per unit with `options` (dtype, device), zero-
+  // filled; nothing is allocated on the meta device (torch::kMeta), which
+  // sizes a model without memory. Parameters require grad.
+  explicit LlamaModel(LlamaConfig config, torch::TensorOptions options = torch::TensorOptions());
+
+  // Hugging Face's initialisation: normal(0, initializer_range) for every
+  // matrix, ones for the norms. Deterministic for a seed.
+  void init_weights(std::uint64_t seed);
+
+  const LlamaConfig& config() const { return config_; }
+  const std::vector<UnitLayout>& units() const { return units_; }
+  // One leaf tensor per unit, in unit order: what an optimizer or a sharding engine holds.
+  std::vector<torch::Tensor>& flat_parameters() { return flat_; }
+  const std::vector<torch::Tensor>& flat_parameters() const { return flat_; }
+  std::int64_t parameter_count() const;
+  torch::ScalarType dtype() const { return flat_[0].scalar_type(); }
+  torch::Device device() const { return flat_[0].device(); }
+
+  // Hugging Face names with views into the flat buffers, in layout order
+  // (no lm_head.weight when tied: it is model.embed_tokens.weight).
+  std::vector<std::pair<std::string, torch::Tensor>> named_parameters() const;
+  // A view of one parameter; lm_head.weight resolves to the embedding when tied.
+  torch::Tensor parameter(const std::string& name) const;
+  // The matching view of the flat gradient, or an undefined tensor before backward.
+  torch::Tensor gradient(const std::string& name) const;
+  void zero_grad();
+
+  // Recompute each decoder layer in backward instead of keeping its activations.
+  void set_activation_checkpointing(bool enabled) { checkpointing_ = enabled; }
+  bool activation_checkpointing() const { return checkpointing_; }
+
+  const torch::Tensor& inv_freq() const { return inv_freq_; }  // (D/2,) fp32
+
+  // input_ids (B, T) int64 -> logits (B, T, V). With a cache, the tokens
+  // continue the cached sequence and the cache advances by T.
+  torch::Tensor forward(const torch::Tensor& input_ids, KvCache* cache = nullptr) const;
+  KvCache make_cache(std::int64_t batch, std::int64_t capacity) const;
+
+ private:
+  std::pair<std::size_t, int> locate(const std::string& name) const;  // (unit, parameter index); throws
+
+  LlamaConfig config_;
+  std::vector<UnitLayout> units_;
+  std::vector<torch::Tensor> flat_;  // per unit, 1-D
+  torch::Tensor inv_freq_;
+  bool checkpointing_ = false;
+};
+
+}  // namespace metareuse

@@ -1,0 +1,62 @@
+// Where a model comes from. `metareuse forward/generate --model PATH` opens a
+// ModelSource and loads from it; today that is a Hugging Face folder
+// (config.json + model.safetensors or a sharded index); a metareuse HDF5
+// checkpoint (issue #7) becomes another ModelSource subclass returned by
+// open_model_source, and nothing downstream changes.
+#pragma once
+
+#include <torch/types.h>  // torch::TensorOptions
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "metareuse/model/config.h"
+#include "metareuse/model/llama.h"
+
+namespace metareuse {
+
+class ModelSource {
+ public:
+  virtual ~ModelSource() = default;
+  virtual const LlamaConfig& config() const = 0;
+  // For logs and errors: the folder and the file(s) read.
+  virtual std::string description() const = 0;
+  // Copies every parameter into `model` (built from config()), converting to
+  // the model's dtype. A missing tensor, an unexpected tensor, a wrong shape or
+  // an unreadable dtype is an InputError naming the tensor and the file.
+  virtual void load_into(LlamaModel& model) const = 0;
+};
+
+// A Hugging Face model folder: config.json plus model.safetensors or
+// model.safetensors.index.json with its shards.
+class HfSafetensorsSource : public ModelSource {
+ public:
+  explicit HfSafetensorsSource(const std::string& folder);
+  ~HfSafetensorsSource() override;
+  const LlamaConfig& config() const override { return config_; }
+  std::string description() const override;
+  void load_into(LlamaModel& model) const override;
+
+ private:
+  struct Checkpoint;
+  std::string folder_;
+  LlamaConfig config_;
+  std::unique_ptr<Checkpoint> checkpoint_;
+};
+
+// Picks the source for `path` (today: a Hugging Face folder). The error for
+// anything else says what --model accepts.
+std::unique_ptr<ModelSource> open_model_source(const std::string& path);
+
+// A model built from the source's config with `options` and its weights loaded.
+LlamaModel load_model(const ModelSource& source, torch::TensorOptions options = torch::TensorOptions());
+
+// Writes `model` as a Hugging Face folder: config.json (hub key style) and
+// model.safetensors, or shards of at most `max_shard_bytes` plus
+// model.safetensors.index.json. Tensors are stored in `dtype`; the tied head
+// is not stored (as save_pretrained does).
+void save_hf_model(const LlamaModel& model, const std::string& folder, std::int64_t max_shard_bytes = 5'000'000'000,
+                   torch::ScalarType dtype = torch::kFloat32);
+
+}  // namespace metareuse

@@ -1,0 +1,175 @@
+// metareuse forward / generate: run a Llama model from a model source on
+// token ids. Both run on rank 0 only (one process is enough for inference);
+// other ranks return at once.
+#include <fmt/format.h>       // messages
+#include <nlohmann/json.hpp>  // the generate output line
+#include <torch/torch.h>      // tensors
+
+#include <iostream>
+#include <sstream>
+
+#include "commands.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/core/timing.h"
+#include "metareuse/model/generate.h"
+#include "metareuse/model/safetensors.h"
+#include "metareuse/model/source.h"
+
+namespace metareuse::cli {
+namespace {
+
+struct ForwardArguments {
+  std::string model;
+  std::string ids;
+  std::string out;
+  std::string dtype = "float32";
+};
+ForwardArguments forward_arguments;
+
+struct GenerateArguments {
+  std::string model;
+  std::string prompt_ids;
+  std::string prompt;
+  std::string tokenizer;
+  std::int64_t max_new_tokens = 32;
+  bool greedy = false;
+  double temperature = -1;  // < 0: not given
+  double top_p = 1.0;
+  bool seed_given = false;
+  bool stop_on_eos = false;
+  bool no_cache = false;
+};
+GenerateArguments generate_arguments;
+
+torch::ScalarType parse_dtype(const std::string& name) {
+  if (name == "float32") return torch::kFloat32;
+  if (name == "bfloat16") return torch::kBFloat16;
+  throw UsageError(fmt::format("--dtype must be float32 or bfloat16, got '{}'", name));
+}
+
+std::vector<std::int64_t> parse_id_list(const std::string& text) {
+  std::vector<std::int64_t> ids;
+  std::stringstream stream(text);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    const auto first = item.find_first_not_of(" \t");
+    const auto last = item.find_last_not_of(" \t");
+    if (first == std::string::npos) throw UsageError(fmt::format("--prompt-ids '{}': empty item", text));
+    item = item.substr(first, last - first + 1);
+    std::size_t used = 0;
+    std::int64_t value = 0;
+    try {
+      value = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used != item.size()) throw UsageError(fmt::format("--prompt-ids: '{}' is not an integer token id", item));
+    ids.push_back(value);
+  }
+  if (ids.empty()) throw UsageError("--prompt-ids is empty");
+  return ids;
+}
+
+}  // namespace
+
+void forward_options(CLI::App& app, std::vector<std::string>&) {
+  app.add_option("--model", forward_arguments.model, "Model: a Hugging Face folder (config.json + safetensors)")
+      ->required();
+  app.add_option("--ids", forward_arguments.ids, "Safetensors file holding input_ids, int64 [B, T]")->required();
+  app.add_option("--out", forward_arguments.out, "Safetensors file to write: logits f32 [B, T, V] and loss f32 [1]")
+      ->required();
+  app.add_option("--dtype", forward_arguments.dtype, "Compute dtype: float32 (default) or bfloat16")
+      ->check(CLI::IsMember({"float32", "bfloat16"}));
+}
+
+int forward_run(CommandContext& context) {
+  if (context.runtime.rank() != 0) return kExitOk;
+  const ForwardArguments& arguments = forward_arguments;
+  Stopwatch watch;
+  auto source = open_model_source(arguments.model);
+  LlamaModel model = load_model(*source, torch::TensorOptions().dtype(parse_dtype(arguments.dtype)));
+  SafetensorsFile ids_file(arguments.ids);
+  if (!ids_file.contains("input_ids")) {
+    throw InputError(fmt::format("'{}' has no tensor 'input_ids' (it holds: {})", arguments.ids,
+                                 fmt::join(ids_file.names(), ", ")));
+  }
+  torch::Tensor input_ids = ids_file.tensor("input_ids");
+  if (input_ids.scalar_type() == torch::kInt32) input_ids = input_ids.to(torch::kInt64);
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
+    throw InputError(fmt::format("'{}': input_ids must be int64 [B, T], got {} [{}]", arguments.ids,
+                                 c10::toString(input_ids.scalar_type()), fmt::join(input_ids.sizes(), ", ")));
+  }
+  torch::NoGradGuard no_grad;
+  torch::Tensor logits = model.forward(input_ids).to(torch::kFloat32);  // (B, T, V)
+  torch::Tensor loss = next_token_loss(logits, input_ids).reshape({1});
+  write_safetensors(arguments.out, {{"logits", logits}, {"loss", loss}});
+  nlohmann::json summary = {{"loss", loss.item<double>()},
+                            {"logits_shape", logits.sizes().vec()},
+                            {"out", arguments.out},
+                            {"seconds", watch.seconds()}};
+  std::cout << summary.dump() << std::endl;
+  return kExitOk;
+}
+
+void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
+  GenerateArguments& arguments = generate_arguments;
+  app.add_option("--model", arguments.model, "Model: a Hugging Face folder (config.json + safetensors)")->required();
+  auto* ids = app.add_option("--prompt-ids", arguments.prompt_ids, "Prompt as comma-separated token ids: 1,2,3");
+  auto* text = app.add_option("--prompt", arguments.prompt, "Prompt text (needs --tokenizer)");
+  ids->excludes(text);
+  app.add_option("--tokenizer", arguments.tokenizer, "Tokenizer file, to encode --prompt and decode the output");
+  app.add_option("--max-new-tokens", arguments.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  auto* greedy = app.add_flag("--greedy", arguments.greedy, "Pick the most likely token (the default)");
+  auto* temperature = app.add_option("--temperature", arguments.temperature, "Sample with this temperature (> 0)")
+                          ->check(CLI::PositiveNumber);
+  auto* top_p = app.add_option("--top-p", arguments.top_p, "Sample from the smallest set of tokens with this much "
+                                                           "probability, in (0, 1]")
+                    ->check(CLI::Range(0.0, 1.0));
+  auto* seed = app.add_option_function<std::uint64_t>(
+      "--seed",
+      [&overrides, &arguments](const std::uint64_t& value) {
+        arguments.seed_given = true;
+        overrides.push_back(fmt::format("run.seed={}", value));
+      },
+      "Sampling seed (sets run.seed; same seed, same tokens)");
+  greedy->excludes(temperature)->excludes(top_p)->excludes(seed);
+  app.add_flag("--stop-on-eos", arguments.stop_on_eos, "Stop after the model emits an end-of-sequence token");
+  app.add_flag("--no-cache", arguments.no_cache, "Recompute the whole sequence for every token (slow; for comparison)");
+}
+
+int generate_run(CommandContext& context) {
+  if (context.runtime.rank() != 0) return kExitOk;
+  const GenerateArguments& arguments = generate_arguments;
+  if (!arguments.prompt.empty() || !arguments.tokenizer.empty()) {
+    // The tokenizer module is issue #4; until it lands, text prompts cannot be encoded.
+    std::cerr << "metareuse generate: --prompt/--tokenizer need the tokenizer module (issue #4), which is not built "
+                 "yet; pass token ids with --prompt-ids\n";
+    return kExitNotBuilt;
+  }
+  if (arguments.prompt_ids.empty()) throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer)");
+
+  GenerationOptions options;
+  options.max_new_tokens = arguments.max_new_tokens;
+  options.greedy = arguments.temperature < 0;
+  options.temperature = options.greedy ? 1.0 : arguments.temperature;
+  options.top_p = arguments.top_p;
+  options.seed = static_cast<std::uint64_t>(context.config.get_int("run.seed"));
+  options.stop_on_eos = arguments.stop_on_eos;
+  options.use_cache = !arguments.no_cache;
+  if (options.greedy && (arguments.top_p != 1.0 || arguments.seed_given)) {
+    throw UsageError("--top-p and --seed apply to sampling: give --temperature too");
+  }
+
+  auto source = open_model_source(arguments.model);
+  LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
+  Stopwatch watch;
+  std::vector<std::int64_t> ids = generate(model, parse_id_list(arguments.prompt_ids), options);
+  log::info("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
+            options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache");
+  nlohmann::json line = {{"ids", ids}};
+  std::cout << line.dump() << std::endl;
+  return kExitOk;
+}
+
+}  // namespace metareuse::cli

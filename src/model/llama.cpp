@@ -1,0 +1,386 @@
+// Llama forward pass, mirroring transformers' modeling_llama.py (eager
+// attention) operation by operation, so that fp32 results agree with it to
+// rounding. Comments name the transformers function each piece mirrors.
+#include "metareuse/model/llama.h"
+
+#include <ATen/CPUGeneratorImpl.h>  // at::detail::createCPUGenerator, seeded init
+#include <fmt/format.h>             // messages
+#include <torch/torch.h>            // tensor ops, autograd
+#include <torch/version.h>          // TORCH_VERSION_MAJOR, picks the attention path
+
+#include <cmath>
+
+#include "metareuse/core/error.h"
+
+#if TORCH_VERSION_MAJOR >= 2
+#define METAREUSE_HAVE_SDPA 1
+#else
+#define METAREUSE_HAVE_SDPA 0
+#endif
+
+namespace metareuse {
+
+// ---------------------------------------------------------------- rotary ----
+
+torch::Tensor rope_inv_freq(const LlamaConfig& config) {
+  const std::int64_t D = config.head_dim;
+  // _compute_default_rope_parameters: 1 / base ** (arange(0, D, 2) / D), in fp32.
+  torch::Tensor exponents = torch::arange(0, D, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(D);
+  torch::Tensor inv_freq = 1.0 / torch::pow(config.rope.theta, exponents);  // (D/2,)
+  if (config.rope.type == RopeConfig::Type::kDefault) return inv_freq;
+
+  // _compute_llama3_parameters: long wavelengths are slowed down by `factor`,
+  // short ones kept, and the band between interpolated smoothly.
+  const RopeConfig& rope = config.rope;
+  const double old_context = static_cast<double>(rope.original_max_position_embeddings);
+  const double low_freq_wavelength = old_context / rope.low_freq_factor;
+  const double high_freq_wavelength = old_context / rope.high_freq_factor;
+  torch::Tensor wavelength = 2 * M_PI / inv_freq;
+  torch::Tensor scaled = torch::where(wavelength > low_freq_wavelength, inv_freq / rope.factor, inv_freq);
+  torch::Tensor smooth = (old_context / wavelength - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+  torch::Tensor smoothed = (1 - smooth) * scaled / rope.factor + smooth * scaled;
+  torch::Tensor is_medium = (wavelength < high_freq_wavelength).logical_not().logical_and(
+      (wavelength > low_freq_wavelength).logical_not());
+  return torch::where(is_medium, smoothed, scaled);
+}
+
+RotaryTables rope_tables(const torch::Tensor& inv_freq, std::int64_t start, std::int64_t length,
+                         torch::ScalarType dtype, torch::Device device) {
+  // LlamaRotaryEmbedding.forward: frequencies in fp32, cos/sin cast to the activations' dtype.
+  torch::Tensor positions = torch::arange(start, start + length, torch::kInt64).to(torch::kFloat32);  // (T,)
+  torch::Tensor frequencies = torch::outer(positions, inv_freq.to(torch::kFloat32).cpu());             // (T, D/2)
+  torch::Tensor angles = torch::cat({frequencies, frequencies}, -1);                                    // (T, D)
+  return {angles.cos().to(device, dtype), angles.sin().to(device, dtype)};
+}
+
+// -------------------------------------------------------------- KV cache ----
+
+KvCache::KvCache(const LlamaConfig& config, std::int64_t batch, std::int64_t capacity, torch::TensorOptions options)
+    : capacity_(std::max<std::int64_t>(capacity, 1)) {
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    keys_.push_back(torch::empty({batch, config.num_key_value_heads, capacity_, config.head_dim}, options));
+    values_.push_back(torch::empty({batch, config.num_key_value_heads, capacity_, config.head_dim}, options));
+  }
+}
+
+void KvCache::grow(std::int64_t needed) {
+  std::int64_t capacity = capacity_;
+  while (capacity < needed) capacity *= 2;
+  for (std::size_t layer = 0; layer < keys_.size(); ++layer) {
+    for (auto* buffers : {&keys_, &values_}) {
+      torch::Tensor& old = (*buffers)[layer];
+      torch::Tensor wider = torch::empty({old.size(0), old.size(1), capacity, old.size(3)}, old.options());
+      wider.narrow(2, 0, capacity_).copy_(old);
+      old = wider;
+    }
+  }
+  capacity_ = capacity;
+}
+
+std::pair<torch::Tensor, torch::Tensor> KvCache::append(std::int64_t layer, const torch::Tensor& keys,
+                                                        const torch::Tensor& values) {
+  const std::int64_t T = keys.size(2);
+  if (length_ + T > capacity_) grow(length_ + T);
+  keys_[layer].narrow(2, length_, T).copy_(keys);
+  values_[layer].narrow(2, length_, T).copy_(values);
+  return {keys_[layer].narrow(2, 0, length_ + T), values_[layer].narrow(2, 0, length_ + T)};
+}
+
+// ------------------------------------------------------- building blocks ----
+
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+  // LlamaRMSNorm.forward
+  torch::Tensor wide = x.to(torch::kFloat32);
+  torch::Tensor variance = wide.pow(2).mean(-1, /*keepdim=*/true);  // (.., 1)
+  wide = wide * torch::rsqrt(variance + eps);
+  return weight * wide.to(x.scalar_type());
+}
+
+namespace {
+
+// rotate_half: (x1, x2) -> (-x2, x1) along the last dimension.
+torch::Tensor rotate_half(const torch::Tensor& x) {
+  const std::int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+// repeat_kv: (B, KvH, S, D) -> (B, KvH * groups, S, D), each KV head serving `groups` query heads.
+torch::Tensor repeat_kv(const torch::Tensor& x, std::int64_t groups) {
+  if (groups == 1) return x;
+  const auto B = x.size(0), KvH = x.size(1), S = x.size(2), D = x.size(3);
+  return x.unsqueeze(2).expand({B, KvH, groups, S, D}).reshape({B, KvH * groups, S, D});
+}
+
+// allowed[i][j]: query i (absolute position past + i) may attend key j.
+torch::Tensor causal_allowed(std::int64_t T, std::int64_t S, std::int64_t past, torch::Device device) {
+  torch::Tensor query_positions = torch::arange(past, past + T, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  torch::Tensor key_positions = torch::arange(0, S, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  return key_positions.unsqueeze(0) <= query_positions.unsqueeze(1);  // (T, S) bool
+}
+
+}  // namespace
+
+torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary) {
+  // apply_rotary_pos_emb; the (T, D) tables broadcast over (B, H, T, D).
+  return x * rotary.cos + rotate_half(x) * rotary.sin;
+}
+
+const char* attention_implementation() { return METAREUSE_HAVE_SDPA ? "scaled_dot_product_attention" : "math"; }
+
+torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
+                               std::int64_t past) {
+  const std::int64_t H = query.size(1), T = query.size(2), D = query.size(3);
+  const std::int64_t S = keys.size(2);
+  torch::Tensor k = repeat_kv(keys, H / keys.size(1));    // (B, H, S, D)
+  torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
+#if METAREUSE_HAVE_SDPA
+  // SDPA's is_causal aligns the mask top-left, which is right only without a
+  // past; a single query sees everything; otherwise pass the mask.
+  if (past == 0) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/true);
+  if (T == 1) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/false);
+  return at::scaled_dot_product_attention(query, k, v, causal_allowed(T, S, past, query.device()), 0.0, false);
+#else
+  // eager_attention_forward: scores scaled after the matmul, softmax in fp32.
+  const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor scores = torch::matmul(query, k.transpose(2, 3)) * scaling;  // (B, H, T, S)
+  if (T > 1) scores = scores.masked_fill(causal_allowed(T, S, past, query.device()).logical_not(), -INFINITY);
+  torch::Tensor probabilities = torch::softmax(scores, -1, torch::kFloat32).to(query.scalar_type());
+  return torch::matmul(probabilities, v);  // (B, H, T, D)
+#endif
+}
+
+// --------------------------------------------- functional unit forwards ----
+
+std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat) {
+  MR_CHECK(flat.dim() == 1 && flat.numel() == layout.numel, "unit '{}' expects a flat buffer of {} elements, got shape [{}]",
+           layout.name, layout.numel, fmt::join(flat.sizes(), ", "));
+  std::vector<torch::Tensor> views;
+  views.reserve(layout.parameters.size());
+  for (const auto& parameter : layout.parameters) {
+    views.push_back(flat.narrow(0, parameter.offset, parameter.numel).view(parameter.shape));
+  }
+  return views;
+}
+
+torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& input_ids) {
+  MR_CHECK(layout.kind == UnitKind::kEmbeddings, "unit '{}' is not the embeddings unit", layout.name);
+  torch::Tensor table = unit_views(layout, flat)[0];  // (V, C)
+  return torch::embedding(table, input_ids);          // (B, T, C)
+}
+
+torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden) {
+  MR_CHECK(layout.kind == UnitKind::kEmbeddings, "unit '{}' is not the embeddings unit", layout.name);
+  auto views = unit_views(layout, flat);
+  // Untied: lm_head.weight is the unit's second tensor; tied: the embedding itself,
+  // so the gradient of the flat buffer sums both uses.
+  const torch::Tensor& weight = views.size() > 1 ? views[1] : views[0];  // (V, C)
+  return torch::linear(hidden, weight);                                   // (B, T, V)
+}
+
+torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
+                                    const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache) {
+  MR_CHECK(layout.kind == UnitKind::kDecoderLayer, "unit '{}' is not a decoder layer", layout.name);
+  auto views = unit_views(layout, flat);  // layout order (config.cpp)
+  const torch::Tensor& q_proj = views[0];
+  const torch::Tensor& k_proj = views[1];
+  const torch::Tensor& v_proj = views[2];
+  const torch::Tensor& o_proj = views[3];
+  const torch::Tensor& gate_proj = views[4];
+  const torch::Tensor& up_proj = views[5];
+  const torch::Tensor& down_proj = views[6];
+  const torch::Tensor& input_layernorm = views[7];
+  const torch::Tensor& post_attention_layernorm = views[8];
+
+  const std::int64_t B = hidden.size(0), T = hidden.size(1);
+  const std::int64_t H = config.num_attention_heads, KvH = config.num_key_value_heads, D = config.head_dim;
+
+  // LlamaAttention.forward
+  torch::Tensor normed = rms_norm(hidden, input_layernorm, config.rms_norm_eps);           // (B, T, C)
+  torch::Tensor query = torch::linear(normed, q_proj).view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
+  torch::Tensor keys = torch::linear(normed, k_proj).view({B, T, KvH, D}).transpose(1, 2);     // (B, KvH, T, D)
+  torch::Tensor values = torch::linear(normed, v_proj).view({B, T, KvH, D}).transpose(1, 2);   // (B, KvH, T, D)
+  query = apply_rotary(query, rotary);
+  keys = apply_rotary(keys, rotary);
+  std::int64_t past = 0;
+  if (cache != nullptr) {
+    past = cache->length();
+    std::tie(keys, values) = cache->append(layout.layer, keys, values);  // (B, KvH, S, D)
+  }
+  torch::Tensor attended = causal_attention(query, keys, values, past);  // (B, H, T, D)
+  attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
+  torch::Tensor residual = hidden + torch::linear(attended, o_proj);     // (B, T, C)
+
+  // LlamaMLP.forward: down(silu(gate(x)) * up(x))
+  normed = rms_norm(residual, post_attention_layernorm, config.rms_norm_eps);
+  torch::Tensor gated = torch::silu(torch::linear(normed, gate_proj)) * torch::linear(normed, up_proj);  // (B, T, F)
+  return residual + torch::linear(gated, down_proj);                                                    // (B, T, C)
+}
+
+torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
+                                 const torch::Tensor& hidden) {
+  MR_CHECK(layout.kind == UnitKind::kFinalNorm, "unit '{}' is not the final norm", layout.name);
+  return rms_norm(hidden, unit_views(layout, flat)[0], config.rms_norm_eps);
+}
+
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids) {
+  const std::int64_t V = logits.size(-1);
+  const std::int64_t T = logits.size(1);
+  MR_CHECK(T >= 2, "next-token loss needs at least 2 tokens per sequence, got {}", T);
+  torch::Tensor predictions = logits.narrow(1, 0, T - 1).to(torch::kFloat32).reshape({-1, V});  // (B*(T-1), V)
+  torch::Tensor labels = input_ids.narrow(1, 1, T - 1).reshape({-1});                             // (B*(T-1),)
+  return torch::nn::functional::cross_entropy(
+      predictions, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+}
+
+// ------------------------------------------------ activation checkpointing ----
+
+namespace {
+
+// One decoder layer that keeps only its input and recomputes its forward in
+// backward (torch.utils.checkpoint). Inputs: hidden, the unit's flat buffer,
+// the rotary tables; the config and layout travel as pointers.
+struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* context, torch::Tensor hidden,
+                                                torch::Tensor flat, torch::Tensor cos, torch::Tensor sin,
+                                                const LlamaConfig* config, const UnitLayout* layout) {
+    // Function::apply runs this with grad mode off: no graph is kept.
+    context->save_for_backward({hidden, flat, cos, sin});
+    context->saved_data["config"] = reinterpret_cast<std::int64_t>(config);
+    context->saved_data["layout"] = reinterpret_cast<std::int64_t>(layout);
+    return {decoder_layer_forward(*config, *layout, flat, hidden, {cos, sin}, nullptr)};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto saved = context->get_saved_variables();
+    const auto* config = reinterpret_cast<const LlamaConfig*>(context->saved_data["config"].toInt());
+    const auto* layout = reinterpret_cast<const UnitLayout*>(context->saved_data["layout"].toInt());
+    torch::Tensor hidden = saved[0].detach().requires_grad_(true);
+    torch::Tensor flat = saved[1].detach().requires_grad_(true);
+    torch::Tensor output;
+    {
+      torch::AutoGradMode enable(true);
+      output = decoder_layer_forward(*config, *layout, flat, hidden, {saved[2], saved[3]}, nullptr);
+    }
+    auto grads = torch::autograd::grad({output}, {hidden, flat}, {grad_outputs[0]});
+    return {grads[0], grads[1], torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------ model ----
+
+LlamaModel::LlamaModel(LlamaConfig config, torch::TensorOptions options)
+    : config_(std::move(config)), units_(unit_layouts(config_)) {
+  config_.validate("model config");
+  if (!options.has_dtype()) options = options.dtype(torch::kFloat32);
+  for (const auto& unit : units_) {
+    // Meta tensors carry shapes only: sizing the 3B model allocates nothing.
+    torch::Tensor flat = options.device().is_meta() ? torch::empty({unit.numel}, options)
+                                                    : torch::zeros({unit.numel}, options);
+    flat.set_requires_grad(true);
+    flat_.push_back(flat);
+  }
+  inv_freq_ = rope_inv_freq(config_);
+}
+
+void LlamaModel::init_weights(std::uint64_t seed) {
+  if (device().is_meta()) return;
+  auto generator = at::detail::createCPUGenerator(seed);
+  torch::NoGradGuard no_grad;
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    torch::Tensor values = torch::empty({units_[u].numel}, torch::kFloat32);
+    for (const auto& parameter : units_[u].parameters) {
+      torch::Tensor view = values.narrow(0, parameter.offset, parameter.numel);
+      if (parameter.shape.size() == 1) {
+        view.fill_(1.0);
+      } else {
+        view.normal_(0.0, config_.initializer_range, generator);
+      }
+    }
+    flat_[u].copy_(values);
+  }
+}
+
+std::int64_t LlamaModel::parameter_count() const {
+  std::int64_t total = 0;
+  for (const auto& flat : flat_) total += flat.numel();
+  return total;
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> LlamaModel::named_parameters() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    auto views = unit_views(units_[u], flat_[u]);
+    for (std::size_t i = 0; i < views.size(); ++i) out.emplace_back(units_[u].parameters[i].name, views[i]);
+  }
+  return out;
+}
+
+std::pair<std::size_t, int> LlamaModel::locate(const std::string& name) const {
+  const std::string resolved = (name == "lm_head.weight" && config_.tie_word_embeddings) ? "model.embed_tokens.weight" : name;
+  for (std::size_t u = 0; u < units_.size(); ++u) {
+    int index = units_[u].find(resolved);
+    if (index >= 0) return {u, index};
+  }
+  throw Error(fmt::format("the model has no parameter '{}'", name));
+}
+
+torch::Tensor LlamaModel::parameter(const std::string& name) const {
+  auto [unit, index] = locate(name);
+  const UnitParameter& info = units_[unit].parameters[index];
+  return flat_[unit].narrow(0, info.offset, info.numel).view(info.shape);
+}
+
+torch::Tensor LlamaModel::gradient(const std::string& name) const {
+  auto [unit, index] = locate(name);
+  const torch::Tensor& grad = flat_[unit].grad();
+  if (!grad.defined()) return {};
+  const UnitParameter& info = units_[unit].parameters[index];
+  return grad.narrow(0, info.offset, info.numel).view(info.shape);
+}
+
+void LlamaModel::zero_grad() {
+  for (auto& flat : flat_) flat.mutable_grad() = torch::Tensor();
+}
+
+KvCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity) const {
+  return KvCache(config_, batch, capacity, flat_[0].options().requires_grad(false));
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, KvCache* cache) const {
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
+    throw InputError(fmt::format("input_ids must be int64 (B, T); got {} [{}]", c10::toString(input_ids.scalar_type()),
+                                 fmt::join(input_ids.sizes(), ", ")));
+  }
+  if (input_ids.numel() > 0) {
+    const std::int64_t low = input_ids.min().item<std::int64_t>();
+    const std::int64_t high = input_ids.max().item<std::int64_t>();
+    if (low < 0 || high >= config_.vocab_size) {
+      throw InputError(fmt::format("input_ids hold token {} outside the vocabulary [0, {})", low < 0 ? low : high,
+                                   config_.vocab_size));
+    }
+  }
+  const std::int64_t T = input_ids.size(1);
+  const std::int64_t past = cache != nullptr ? cache->length() : 0;
+  const torch::Tensor ids = input_ids.to(device());
+  RotaryTables rotary = rope_tables(inv_freq_, past, T, dtype(), device());
+
+  torch::Tensor hidden = embedding_forward(units_.front(), flat_.front(), ids);  // (B, T, C)
+  const bool recompute = checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
+  for (std::int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
+    const std::size_t u = static_cast<std::size_t>(layer) + 1;
+    if (recompute) {
+      hidden = LayerCheckpoint::apply(hidden, flat_[u], rotary.cos, rotary.sin, &config_, &units_[u])[0];
+    } else {
+      hidden = decoder_layer_forward(config_, units_[u], flat_[u], hidden, rotary, cache);
+    }
+  }
+  hidden = final_norm_forward(config_, units_.back(), flat_.back(), hidden);
+  torch::Tensor logits = head_forward(units_.front(), flat_.front(), hidden);  // (B, T, V)
+  if (cache != nullptr) cache->advance(T);
+  return logits;
+}
+
+}  // namespace metareuse

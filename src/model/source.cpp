@@ -1,0 +1,117 @@
+// Model sources (where weights come from) and saving as a Hugging Face folder.
+#include "metareuse/model/source.h"
+
+#include <fmt/format.h>   // messages
+#include <torch/torch.h>  // NoGradGuard, copy_
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/model/safetensors.h"
+
+namespace metareuse {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string shape_text(const std::vector<std::int64_t>& shape) { return fmt::format("[{}]", fmt::join(shape, ", ")); }
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() && text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+struct HfSafetensorsSource::Checkpoint {
+  explicit Checkpoint(const std::string& folder) : files(folder) {}
+  SafetensorsCheckpoint files;
+};
+
+HfSafetensorsSource::HfSafetensorsSource(const std::string& folder) : folder_(folder) {
+  const fs::path config_path = fs::path(folder) / "config.json";
+  if (!fs::exists(config_path)) {
+    throw InputError(fmt::format("model folder '{}' has no config.json", folder));
+  }
+  config_ = LlamaConfig::from_hf_file(config_path.string());
+  checkpoint_ = std::make_unique<Checkpoint>(folder);
+}
+
+HfSafetensorsSource::~HfSafetensorsSource() = default;
+
+std::string HfSafetensorsSource::description() const {
+  return fmt::format("Hugging Face folder {} ({})", folder_, checkpoint_->files.description());
+}
+
+void HfSafetensorsSource::load_into(LlamaModel& model) const {
+  const SafetensorsCheckpoint& files = checkpoint_->files;
+  const std::string where = files.description();
+  // Every name and shape is checked before any data is read.
+  std::set<std::string> expected;
+  for (const auto& unit : model.units()) {
+    for (const auto& parameter : unit.parameters) {
+      expected.insert(parameter.name);
+      if (!files.contains(parameter.name)) {
+        throw InputError(fmt::format("tensor '{}' (shape {}) is missing from the checkpoint '{}'", parameter.name,
+                                     shape_text(parameter.shape), where));
+      }
+      const SafetensorsEntry& entry = files.entry(parameter.name);
+      if (entry.shape != parameter.shape) {
+        throw InputError(fmt::format("tensor '{}' in file '{}' has shape {}, but the config needs {}", parameter.name,
+                                     files.file_of(parameter.name), shape_text(entry.shape),
+                                     shape_text(parameter.shape)));
+      }
+    }
+  }
+  for (const auto& name : files.names()) {
+    if (expected.count(name)) continue;
+    // Tolerated as transformers tolerates them: a stored copy of a tied head,
+    // and the rotary buffer older exports saved.
+    if (name == "lm_head.weight" && model.config().tie_word_embeddings) continue;
+    if (ends_with(name, "rotary_emb.inv_freq")) continue;
+    throw InputError(fmt::format("unexpected tensor '{}' in file '{}': it is not a parameter of the model config.json "
+                                 "describes",
+                                 name, files.file_of(name)));
+  }
+  torch::NoGradGuard no_grad;
+  for (const auto& name : expected) {
+    model.parameter(name).copy_(files.tensor(name, model.dtype()));
+  }
+}
+
+std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
+  const fs::path location(path);
+  if (fs::is_directory(location)) return std::make_unique<HfSafetensorsSource>(path);
+  const std::string extension = location.extension().string();
+  if (extension == ".h5" || extension == ".hdf5") {
+    throw InputError(fmt::format("'{}' is an HDF5 checkpoint; loading those as models comes with issue #7 "
+                                 "(for now --model takes a Hugging Face folder: config.json + safetensors)",
+                                 path));
+  }
+  if (!fs::exists(location)) throw InputError(fmt::format("model '{}' does not exist", path));
+  throw InputError(fmt::format("model '{}' is not a folder; --model takes a Hugging Face folder "
+                               "(config.json + model.safetensors or model.safetensors.index.json)",
+                               path));
+}
+
+LlamaModel load_model(const ModelSource& source, torch::TensorOptions options) {
+  LlamaModel model(source.config(), options);
+  source.load_into(model);
+  log::debug("loaded {} parameters from {}", model.parameter_count(), source.description());
+  return model;
+}
+
+void save_hf_model(const LlamaModel& model, const std::string& folder, std::int64_t max_shard_bytes,
+                   torch::ScalarType dtype) {
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& [name, tensor] : model.named_parameters()) tensors.emplace_back(name, tensor.detach().to(dtype));
+  write_safetensors_checkpoint(folder, tensors, max_shard_bytes);
+  const char* dtype_name = dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
+  std::ofstream out(fs::path(folder) / "config.json");
+  out << model.config().to_hf_json(dtype_name).dump(2) << "\n";
+  if (!out) throw Error(fmt::format("cannot write config.json in '{}'", folder));
+}
+
+}  // namespace metareuse

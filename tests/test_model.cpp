@@ -1,0 +1,457 @@
+// The Llama model against Hugging Face transformers. Reference:
+// ../shared/fixtures/hf_tiny_llama32 (made by ../shared/fixtures/make_fixtures.py
+// with transformers 5.17.0: logits, loss and gradients computed in float64
+// and stored as fp32; greedy tokens from the fp32 model with a KV cache).
+// Tolerances: our fp32 forward against an fp64 reference differs by fp32
+// rounding (~1e-7 relative per op), so 1e-5 on logits and 1e-4 on gradients
+// leave a margin of 10-100x while catching any real error (a wrong mask,
+// rope or norm moves logits by > 1e-2).
+#include <torch/torch.h>
+// glog, pulled in by torch, defines a one-argument CHECK that would shadow
+// Catch2's (and abort instead of failing the test); Catch2's must win.
+#undef CHECK
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cli_runner.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/timing.h"
+#include "metareuse/model/config.h"
+#include "metareuse/model/generate.h"
+#include "metareuse/model/llama.h"
+#include "metareuse/model/safetensors.h"
+#include "metareuse/model/source.h"
+#include "test_support.h"
+
+using Catch::Matchers::Contains;
+using namespace metareuse;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path fixture_dir(const std::string& shared) { return fs::path(shared) / "fixtures" / "hf_tiny_llama32"; }
+
+// max |a - b| / max |b|: the error relative to the reference's scale.
+double relative_error(const torch::Tensor& actual, const torch::Tensor& reference) {
+  return (actual.to(torch::kFloat64) - reference.to(torch::kFloat64)).abs().max().item<double>() /
+         reference.to(torch::kFloat64).abs().max().item<double>();
+}
+
+std::vector<std::int64_t> to_vector(const torch::Tensor& tensor) {
+  torch::Tensor flat = tensor.to(torch::kInt64).contiguous().view({-1});
+  return std::vector<std::int64_t>(flat.data_ptr<std::int64_t>(), flat.data_ptr<std::int64_t>() + flat.numel());
+}
+
+LlamaModel load_fixture(const fs::path& dir) { return load_model(*open_model_source(dir.string())); }
+
+// A model folder made from the fixture with one change, for the error cases.
+fs::path fixture_variant(const fs::path& fixture, const std::string& name,
+                         const std::function<void(std::vector<std::pair<std::string, torch::Tensor>>&)>& edit) {
+  auto dir = test::temp_dir("model-" + name);
+  fs::copy_file(fixture / "config.json", dir / "config.json");
+  SafetensorsFile file((fixture / "model.safetensors").string());
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& tensor_name : file.names()) tensors.emplace_back(tensor_name, file.tensor(tensor_name));
+  edit(tensors);
+  write_safetensors((dir / "model.safetensors").string(), tensors);
+  return dir;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ config ----
+
+TEST_CASE("presets report the published parameter counts without allocating", "[model][config]") {
+  CHECK(parameter_count(LlamaConfig::preset("llama3.2-3b")) == 3'212'749'824);
+  CHECK(parameter_count(LlamaConfig::preset("llama3.2-1b")) == 1'235'814'400);
+  CHECK(parameter_count(LlamaConfig::preset("llama3.1-8b")) == 8'030'261'248);
+  CHECK_THROWS_WITH(LlamaConfig::preset("llama9"), Contains("llama3.2-3b") && Contains("debug-tiny"));
+
+  // The whole 3B model on the meta device: shapes only, no memory.
+  const std::int64_t before = peak_rss_bytes();
+  LlamaModel model(LlamaConfig::preset("llama3.2-3b"), torch::TensorOptions().device(torch::kMeta));
+  CHECK(model.parameter_count() == 3'212'749'824);
+  CHECK(model.parameter("model.layers.27.mlp.down_proj.weight").sizes() == torch::IntArrayRef({3072, 8192}));
+  CHECK(model.units().size() == 30);  // embeddings, 28 layers, norm
+  // 3.2e9 fp32 parameters would be 12.9 GB; allow 64 MiB of noise.
+  CHECK(peak_rss_bytes() - before < (64 << 20));
+}
+
+TEST_CASE("both config.json key styles read the same", "[model][config]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = fixture_dir(shared);
+  LlamaConfig v5 = LlamaConfig::from_hf_file((dir / "config.json").string());
+  LlamaConfig hub = LlamaConfig::from_hf_file((dir / "config_hub_style.json").string());
+  for (const LlamaConfig* config : {&v5, &hub}) {
+    CHECK(config->rope.type == RopeConfig::Type::kLlama3);
+    CHECK(config->rope.theta == 500000.0);
+    CHECK(config->rope.factor == 32.0);
+    CHECK(config->rope.original_max_position_embeddings == 64);
+    CHECK(config->num_key_value_heads == 2);
+    CHECK(config->head_dim == 16);
+    CHECK(config->tie_word_embeddings);
+    CHECK(config->eos_token_ids == std::vector<std::int64_t>{2});
+  }
+  CHECK(v5.to_hf_json() == hub.to_hf_json());
+  CHECK(unit_layouts(v5).size() == 4);
+  CHECK(parameter_count(v5) == 125'248);  // model.safetensors.index.json: total_parameters
+  // The debug-tiny preset is this fixture's shape.
+  CHECK(LlamaConfig::preset("debug-tiny").to_hf_json() == v5.to_hf_json());
+  // And our own config.json reads back to the same thing.
+  CHECK(LlamaConfig::from_hf_json(v5.to_hf_json(), "round trip").to_hf_json() == v5.to_hf_json());
+}
+
+TEST_CASE("config.json errors name the file and the key", "[model][config]") {
+  nlohmann::json base = LlamaConfig::preset("debug-tiny").to_hf_json();
+  auto error_of = [](const nlohmann::json& tree) {
+    try {
+      LlamaConfig::from_hf_json(tree, "some/config.json");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  nlohmann::json yarn = base;
+  yarn["rope_scaling"] = {{"rope_type", "yarn"}, {"factor", 4.0}};
+  CHECK_THAT(error_of(yarn), Contains("some/config.json") && Contains("rope_scaling.rope_type") && Contains("yarn"));
+  nlohmann::json no_hidden = base;
+  no_hidden.erase("hidden_size");
+  CHECK_THAT(error_of(no_hidden), Contains("'hidden_size'") && Contains("missing"));
+  nlohmann::json bad_heads = base;
+  bad_heads["num_key_value_heads"] = 3;
+  CHECK_THAT(error_of(bad_heads), Contains("num_key_value_heads") && Contains("does not divide"));
+  nlohmann::json gelu = base;
+  gelu["hidden_act"] = "gelu";
+  CHECK_THAT(error_of(gelu), Contains("hidden_act"));
+  nlohmann::json v5_missing_theta = base;
+  v5_missing_theta.erase("rope_scaling");
+  v5_missing_theta["rope_parameters"] = {{"rope_type", "default"}};
+  CHECK_THAT(error_of(v5_missing_theta), Contains("rope_theta"));
+}
+
+// ------------------------------------------------------------------ parity ----
+
+TEST_CASE("logits, loss, every gradient and inv_freq match transformers", "[model][parity]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = fixture_dir(shared);
+  SafetensorsFile reference((dir / "reference.safetensors").string());
+  LlamaModel model = load_fixture(dir);
+  torch::Tensor ids = reference.tensor("input_ids");  // (2, 24)
+
+  CHECK(relative_error(model.inv_freq(), reference.tensor("inv_freq")) <= 1e-6);
+
+  for (bool checkpointing : {false, true}) {
+    INFO("activation checkpointing " << checkpointing);
+    model.zero_grad();
+    model.set_activation_checkpointing(checkpointing);
+    torch::Tensor logits = model.forward(ids);  // (2, 24, 512)
+    const double logits_error = relative_error(logits, reference.tensor("logits"));
+    INFO("logits relative error " << logits_error);
+    CHECK(logits_error <= 1e-5);
+    torch::Tensor loss = next_token_loss(logits, ids);
+    const double reference_loss = reference.tensor("loss").item<double>();
+    CHECK(std::abs(loss.item<double>() - reference_loss) <= 1e-5 * std::abs(reference_loss));
+    loss.backward();
+
+    int compared = 0;
+    for (const auto& name : reference.names()) {
+      if (name.rfind("grad.", 0) != 0) continue;
+      const std::string parameter = name.substr(5);
+      torch::Tensor gradient = model.gradient(parameter);
+      REQUIRE(gradient.defined());
+      const double error = relative_error(gradient, reference.tensor(name));
+      INFO(parameter << " gradient relative error " << error);
+      CHECK(error <= 1e-4);
+      ++compared;
+    }
+    // Every parameter has a reference gradient (the tied embedding's includes the head's share).
+    CHECK(compared == static_cast<int>(model.named_parameters().size()));
+  }
+}
+
+TEST_CASE("activation checkpointing gives the same gradients as plain autograd", "[model]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(7);
+  torch::Tensor ids = torch::randint(0, 512, {2, 12}, torch::kInt64);
+  std::vector<torch::Tensor> plain;
+  for (bool checkpointing : {false, true}) {
+    model.zero_grad();
+    model.set_activation_checkpointing(checkpointing);
+    next_token_loss(model.forward(ids), ids).backward();
+    for (std::size_t u = 0; u < model.flat_parameters().size(); ++u) {
+      torch::Tensor grad = model.flat_parameters()[u].grad().clone();
+      if (!checkpointing) {
+        plain.push_back(grad);
+      } else {
+        // The recompute runs the same ops on the same inputs.
+        CHECK(torch::equal(grad, plain[u]));
+      }
+    }
+  }
+}
+
+TEST_CASE("units run from externally supplied flat buffers", "[model][units]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(11);
+  torch::Tensor ids = torch::randint(0, 512, {1, 9}, torch::kInt64);
+  torch::NoGradGuard no_grad;
+  torch::Tensor expected = model.forward(ids);
+
+  // What a sharding engine does: each unit's buffer is a fresh tensor (as
+  // after an all-gather), here copied out of one big buffer.
+  const auto& units = model.units();
+  std::int64_t total = 0;
+  for (const auto& unit : units) total += unit.numel;
+  torch::Tensor storage = torch::cat(model.flat_parameters());  // (total,)
+  CHECK(storage.numel() == total);
+  std::vector<torch::Tensor> gathered;
+  std::int64_t offset = 0;
+  for (const auto& unit : units) {
+    gathered.push_back(storage.narrow(0, offset, unit.numel).clone());
+    offset += unit.numel;
+  }
+  const LlamaConfig& config = model.config();
+  RotaryTables rotary = rope_tables(rope_inv_freq(config), 0, ids.size(1), torch::kFloat32, torch::kCPU);
+  torch::Tensor hidden = embedding_forward(units[0], gathered[0], ids);
+  for (std::size_t u = 1; u + 1 < units.size(); ++u) {
+    hidden = decoder_layer_forward(config, units[u], gathered[u], hidden, rotary, nullptr);
+  }
+  hidden = final_norm_forward(config, units.back(), gathered.back(), hidden);
+  torch::Tensor logits = head_forward(units[0], gathered[0], hidden);
+  CHECK(torch::equal(logits, expected));
+  CHECK_THROWS_WITH(decoder_layer_forward(config, units[1], gathered[0], hidden, rotary, nullptr),
+                    Contains("flat buffer"));
+}
+
+TEST_CASE("sharded and hub-style copies of the fixture load the same model", "[model][parity]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = fixture_dir(shared);
+  LlamaModel single = load_fixture(dir);
+  LlamaModel sharded = load_fixture(dir / "sharded");
+  auto hub = test::temp_dir("model-hub-style");
+  fs::copy_file(dir / "config_hub_style.json", hub / "config.json");
+  fs::copy_file(dir / "model.safetensors", hub / "model.safetensors");
+  LlamaModel hub_model = load_fixture(hub);
+  for (std::size_t u = 0; u < single.flat_parameters().size(); ++u) {
+    CHECK(torch::equal(single.flat_parameters()[u], sharded.flat_parameters()[u]));
+    CHECK(torch::equal(single.flat_parameters()[u], hub_model.flat_parameters()[u]));
+  }
+  CHECK(torch::equal(single.inv_freq(), hub_model.inv_freq()));
+  CHECK_THAT(open_model_source((dir / "sharded").string())->description(), Contains("5 shards"));
+}
+
+TEST_CASE("greedy generation with the KV cache gives transformers' tokens", "[model][parity][generate]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = fixture_dir(shared);
+  SafetensorsFile reference((dir / "reference.safetensors").string());
+  LlamaModel model = load_fixture(dir);
+  GenerationOptions options;
+  options.max_new_tokens = 16;
+  const auto prompt = to_vector(reference.tensor("gen_prompt"));
+  const auto expected = to_vector(reference.tensor("gen_greedy"));
+  CHECK(generate(model, prompt, options) == expected);
+  options.use_cache = false;
+  CHECK(generate(model, prompt, options) == expected);
+}
+
+TEST_CASE("the KV cache gives the logits of a full forward", "[model][generate]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(5);
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::randint(0, 512, {2, 20}, torch::kInt64);
+  torch::Tensor full = model.forward(ids);  // (2, 20, V)
+  // Prefill 7 positions, then a chunk of 5, then one at a time; the cache
+  // starts small so it has to grow.
+  KvCache cache = model.make_cache(2, 4);
+  std::vector<torch::Tensor> pieces;
+  pieces.push_back(model.forward(ids.narrow(1, 0, 7), &cache));
+  pieces.push_back(model.forward(ids.narrow(1, 7, 5), &cache));
+  for (std::int64_t t = 12; t < 20; ++t) pieces.push_back(model.forward(ids.narrow(1, t, 1), &cache));
+  CHECK(cache.length() == 20);
+  CHECK(cache.capacity() >= 20);
+  CHECK(relative_error(torch::cat(pieces, 1), full) <= 1e-5);
+}
+
+TEST_CASE("sampling is seeded, reproducible and respects top-p", "[model][generate]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(9);
+  GenerationOptions options;
+  options.greedy = false;
+  options.temperature = 1.5;
+  options.max_new_tokens = 24;
+  options.seed = 42;
+  auto first = generate(model, {1, 2, 3}, options);
+  CHECK(first.size() == 24);
+  CHECK(generate(model, {1, 2, 3}, options) == first);
+  options.seed = 43;
+  CHECK(generate(model, {1, 2, 3}, options) != first);
+  // top_p so small that only the most likely token survives: sampling becomes greedy.
+  options.top_p = 1e-9;
+  GenerationOptions greedy;
+  greedy.max_new_tokens = 24;
+  CHECK(generate(model, {1, 2, 3}, options) == generate(model, {1, 2, 3}, greedy));
+  // Stop on eos: with eos set to the first greedy token, generation stops at once.
+  LlamaConfig config = LlamaConfig::preset("debug-tiny");
+  auto greedy_tokens = generate(model, {1, 2, 3}, greedy);
+  config.eos_token_ids = {greedy_tokens[0]};
+  LlamaModel copy(config);
+  for (std::size_t u = 0; u < copy.flat_parameters().size(); ++u) {
+    torch::NoGradGuard no_grad;
+    copy.flat_parameters()[u].copy_(model.flat_parameters()[u]);
+  }
+  greedy.stop_on_eos = true;
+  CHECK(generate(copy, {1, 2, 3}, greedy) == std::vector<std::int64_t>{greedy_tokens[0]});
+  CHECK_THROWS_WITH(generate(model, {1, 600}, greedy), Contains("600"));
+}
+
+// ------------------------------------------------------- loading and saving ----
+
+TEST_CASE("saving writes a folder that loads back to the same model", "[model][safetensors]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(13);
+  auto dir = test::temp_dir("model-save");
+  save_hf_model(model, (dir / "single").string());
+  save_hf_model(model, (dir / "sharded").string(), 100'000);
+  // Tied: like save_pretrained, no lm_head.weight is stored.
+  SafetensorsFile single((dir / "single" / "model.safetensors").string());
+  CHECK_FALSE(single.contains("lm_head.weight"));
+  CHECK(single.names().size() == 20);
+  CHECK(fs::exists(dir / "sharded" / "model.safetensors.index.json"));
+  for (const char* variant : {"single", "sharded"}) {
+    LlamaModel loaded = load_model(*open_model_source((dir / variant).string()));
+    for (std::size_t u = 0; u < model.flat_parameters().size(); ++u) {
+      CHECK(torch::equal(loaded.flat_parameters()[u], model.flat_parameters()[u]));
+    }
+  }
+  // Untied models store the head.
+  LlamaConfig untied = LlamaConfig::preset("debug-tiny");
+  untied.tie_word_embeddings = false;
+  LlamaModel untied_model(untied);
+  untied_model.init_weights(1);
+  save_hf_model(untied_model, (dir / "untied").string());
+  CHECK(SafetensorsFile((dir / "untied" / "model.safetensors").string()).contains("lm_head.weight"));
+  LlamaModel untied_loaded = load_model(*open_model_source((dir / "untied").string()));
+  CHECK(torch::equal(untied_loaded.parameter("lm_head.weight"), untied_model.parameter("lm_head.weight")));
+  CHECK_FALSE(torch::equal(untied_loaded.parameter("lm_head.weight"), untied_loaded.parameter("model.embed_tokens.weight")));
+}
+
+TEST_CASE("checkpoint mismatches name the tensor and the file", "[model][safetensors]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  auto load_error = [](const fs::path& dir) {
+    try {
+      load_model(*open_model_source(dir.string()));
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string norm = "model.layers.1.post_attention_layernorm.weight";
+
+  auto missing = fixture_variant(fixture, "missing", [&](auto& tensors) {
+    tensors.erase(std::remove_if(tensors.begin(), tensors.end(), [&](auto& t) { return t.first == norm; }), tensors.end());
+  });
+  CHECK_THAT(load_error(missing), Contains(norm) && Contains("missing") && Contains((missing / "model.safetensors").string()));
+
+  auto unexpected = fixture_variant(fixture, "unexpected",
+                                    [](auto& tensors) { tensors.emplace_back("model.layers.9.extra.weight", torch::ones({2})); });
+  CHECK_THAT(load_error(unexpected), Contains("unexpected") && Contains("model.layers.9.extra.weight") &&
+                                         Contains((unexpected / "model.safetensors").string()));
+
+  auto wrong_shape = fixture_variant(fixture, "shape", [&](auto& tensors) {
+    for (auto& t : tensors) {
+      if (t.first == norm) t.second = torch::ones({65});
+    }
+  });
+  CHECK_THAT(load_error(wrong_shape), Contains(norm) && Contains("[65]") && Contains("[64]") &&
+                                          Contains((wrong_shape / "model.safetensors").string()));
+
+  auto bad_dtype = test::temp_dir("model-dtype");
+  fs::copy_file(fixture / "config.json", bad_dtype / "config.json");
+  // model.safetensors with a correct header but one tensor in a dtype we do not read.
+  {
+    auto header = nlohmann::json::object();
+    std::string data;
+    SafetensorsFile file((fixture / "model.safetensors").string());
+    for (const auto& name : file.names()) {
+      torch::Tensor tensor = file.tensor(name);
+      std::string dtype = name == norm ? "F8_E5M2" : "F32";
+      if (name == norm) tensor = torch::zeros({64}, torch::kUInt8);
+      header[name] = {{"dtype", dtype}, {"shape", tensor.sizes().vec()},
+                      {"data_offsets", {data.size(), data.size() + tensor.numel() * tensor.element_size()}}};
+      data.append(static_cast<const char*>(tensor.data_ptr()), tensor.numel() * tensor.element_size());
+    }
+    std::string text = header.dump();
+    std::ofstream out(bad_dtype / "model.safetensors", std::ios::binary);
+    std::uint64_t length = text.size();
+    out.write(reinterpret_cast<const char*>(&length), 8);
+    out << text << data;
+  }
+  CHECK_THAT(load_error(bad_dtype), Contains(norm) && Contains("F8_E5M2") && Contains("not supported") &&
+                                        Contains((bad_dtype / "model.safetensors").string()));
+
+  CHECK_THAT(load_error("/nonexistent/model"), Contains("does not exist"));
+  CHECK_THAT(load_error(fixture / "model.safetensors"), Contains("not a folder"));
+}
+
+// ---------------------------------------------------------------------- CLI ----
+
+TEST_CASE("metareuse forward writes transformers' logits and loss", "[model][cli][e2e]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  SafetensorsFile reference((fixture / "reference.safetensors").string());
+  auto dir = test::temp_dir("model-cli-forward");
+  write_safetensors((dir / "ids.safetensors").string(), {{"input_ids", reference.tensor("input_ids")}});
+  auto result = test::run_metareuse(fmt::format("forward --model {} --ids {} --out {}", fixture.string(),
+                                                (dir / "ids.safetensors").string(), (dir / "out.safetensors").string()));
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  SafetensorsFile out((dir / "out.safetensors").string());
+  CHECK(out.entry("logits").dtype == "F32");
+  CHECK(relative_error(out.tensor("logits"), reference.tensor("logits")) <= 1e-5);
+  CHECK(std::abs(out.tensor("loss").item<double>() - reference.tensor("loss").item<double>()) <= 1e-4);
+  CHECK_THAT(result.output, Contains("\"loss\""));
+
+  auto missing = test::run_metareuse(fmt::format("forward --model {} --ids {} --out {}", fixture.string(),
+                                                 (fixture / "model.safetensors").string(), (dir / "x.safetensors").string()));
+  CHECK(missing.status == 1);
+  CHECK_THAT(missing.output, Contains("input_ids") && Contains("model.safetensors"));
+}
+
+TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli][e2e]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  SafetensorsFile reference((fixture / "reference.safetensors").string());
+  auto prompt = to_vector(reference.tensor("gen_prompt"));
+  auto expected = to_vector(reference.tensor("gen_greedy"));
+  const std::string model = "--model " + fixture.string();
+  const std::string prompt_flag = fmt::format(" --prompt-ids {}", fmt::join(prompt, ","));
+
+  auto greedy = test::run_metareuse("generate " + model + prompt_flag + " --max-new-tokens 16 --greedy");
+  INFO(greedy.output);
+  REQUIRE(greedy.status == 0);
+  auto line = nlohmann::json::parse(greedy.output.substr(greedy.output.find("{\"ids\"")));
+  CHECK(line["ids"].get<std::vector<std::int64_t>>() == expected);
+  CHECK_FALSE(line.contains("text"));
+
+  auto sample = [&](int seed) {
+    auto result = test::run_metareuse("generate " + model + prompt_flag +
+                                      fmt::format(" --max-new-tokens 12 --temperature 1.3 --top-p 0.9 --seed {}", seed));
+    REQUIRE(result.status == 0);
+    return nlohmann::json::parse(result.output.substr(result.output.find("{\"ids\"")))["ids"];
+  };
+  CHECK(sample(5) == sample(5));
+  CHECK(sample(5) != sample(6));
+
+  auto text = test::run_metareuse("generate " + model + " --prompt hello --tokenizer t.json --max-new-tokens 2");
+  CHECK(text.status == 2);
+  CHECK_THAT(text.output, Contains("issue #4"));
+  auto bad_ids = test::run_metareuse("generate " + model + " --prompt-ids 1,x,3");
+  CHECK(bad_ids.status == 64);
+  CHECK_THAT(bad_ids.output, Contains("'x'"));
+  auto conflicting = test::run_metareuse("generate " + model + prompt_flag + " --greedy --temperature 0.5");
+  CHECK(conflicting.status == 64);
+}
