@@ -1,8 +1,6 @@
 // Every collective of the communicator, on uneven sizes, at whatever rank
 // count this binary was started with (ctest runs it at 1, 2 and 3 ranks).
-#include <catch2/catch.hpp>
-
-#include <torch/torch.h>
+#include "torch_catch.h"
 
 #include <numeric>
 
