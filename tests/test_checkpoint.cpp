@@ -2,7 +2,7 @@
 // world size, retention, a write that fails midway (file-size limit, as on a
 // full disk) leaving the previous checkpoint in place, a writer killed
 // midway, and every bad-input case naming the file.
-#include <catch2/catch.hpp>
+#include "torch_catch.h"
 
 #include <hdf5.h>
 #include <signal.h>

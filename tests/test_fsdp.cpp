@@ -4,7 +4,7 @@
 // model, state is really 1/N per rank, and an overflow on one rank makes every
 // rank skip. (The Hugging Face trajectory is checked on the Llama model in
 // test_train.cpp.)
-#include <catch2/catch.hpp>
+#include "torch_catch.h"
 
 #include <fmt/format.h>
 #include <torch/torch.h>

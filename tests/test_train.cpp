@@ -3,7 +3,7 @@
 //      (losses, pre-clip grad norms, final parameters), at 1, 2 and 3 ranks;
 //   2. rank-count invariance: the same 20 steps at N ranks and at 1 rank give
 //      the same losses to 1e-5 relative.
-#include <catch2/catch.hpp>
+#include "torch_catch.h"
 
 #include <fstream>
 
