@@ -20,6 +20,7 @@ packages=(
   catch2
   libcli11-dev libfmt-dev libspdlog-dev
   libxxhash-dev
+  libpcre2-dev
 )
 
 missing=()

@@ -47,6 +47,8 @@ void forward_options(CLI::App& app, std::vector<std::string>& overrides);
 int forward_run(CommandContext& context);
 void generate_options(CLI::App& app, std::vector<std::string>& overrides);
 int generate_run(CommandContext& context);
+void tokenize_options(CLI::App& app, std::vector<std::string>& overrides);
+int tokenize_run(CommandContext& context);
 
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);

@@ -60,6 +60,18 @@ std::vector<ConfigKey> build_schema() {
                      json{{"question", "question"}, {"reasoning", "reasoning"}, {"solution", "solution"}},
                      "Field names of question, reasoning and solution in the records."),
       key_bool("corpus.strict", false, "Exit non-zero when any record is bad (bad records are always reported)."),
+
+      // tokenizer (#4)
+      key_string("tokenizer.path", "",
+                 "Tokenizer file: Hugging Face tokenizer.json, Meta tiktoken tokenizer.model or sentencepiece .model "
+                 "(the kind is read from the file)."),
+      key_string("tokenizer.template", "chat",
+                 "How prompt and target become one sequence: chat (Llama 3 instruct headers) or plain "
+                 "(bos + prompt + target + eos, for base models and sentencepiece).",
+                 {"chat", "plain"}),
+      key_int("tokenizer.vocab_size", 8000, "Vocabulary size when training a sentencepiece tokenizer.", 16, 1000000),
+      key_string("tokenizer.model_type", "bpe", "Sentencepiece model type when training.",
+                 {"bpe", "unigram", "char", "word"}),
   };
 }
 

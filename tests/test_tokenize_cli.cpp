@@ -1,0 +1,93 @@
+// `metareuse tokenize` from the outside, in the binary that links libtorch:
+// Llama 3 ids, JSON Lines in and out, the --special opt-in, bad tokenizer
+// files, and sentencepiece training and encoding through the dlopen'ed shim.
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include <fstream>
+#include <sstream>
+
+#include "cli_runner.h"
+#include "test_support.h"
+#include "tokenizer_support.h"
+
+using metareuse::test::run_metareuse;
+using Catch::Matchers::Contains;
+
+namespace {
+
+std::string read_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  return buffer.str();
+}
+
+}  // namespace
+
+TEST_CASE("tokenize --text prints Llama 3 ids; special text stays text unless --special", "[cli][tokenize]") {
+  METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path);
+  auto plain = run_metareuse("tokenize --tokenizer '" + path + "' --text 'Hello world<|eot_id|>'");
+  REQUIRE(plain.status == 0);
+  CHECK(plain.output == "[9906,1917,27,91,68,354,851,91,29]\n");
+  auto special = run_metareuse("tokenize --tokenizer '" + path + "' --text 'Hello world<|eot_id|>' --special");
+  REQUIRE(special.status == 0);
+  CHECK(special.output == "[9906,1917,128009]\n");
+}
+
+TEST_CASE("tokenize --input adds ids to each record and reports bad ones", "[cli][tokenize]") {
+  METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path);
+  auto dir = metareuse::test::temp_dir("tokenize-cli");
+  {
+    std::ofstream in(dir / "in.jsonl");
+    in << R"({"id": 7, "text": "Hello world"})" << "\n"
+       << "not json\n"
+       << R"({"id": 8})" << "\n"
+       << R"({"text": "2+2=4"})" << "\n";
+  }
+  auto result = run_metareuse("tokenize --tokenizer '" + path + "' --input " + (dir / "in.jsonl").string() +
+                              " --out " + (dir / "out.jsonl").string());
+  REQUIRE(result.status == 0);
+  CHECK_THAT(result.output, Contains("in.jsonl:2: skipped") && Contains("in.jsonl:3: skipped: no string field \"text\"") &&
+                                Contains("2 bad record(s)"));
+  CHECK(read_text(dir / "out.jsonl") ==
+        "{\"id\":7,\"text\":\"Hello world\",\"ids\":[9906,1917]}\n{\"text\":\"2+2=4\",\"ids\":[17,10,17,28,19]}\n");
+  auto strict = run_metareuse("tokenize --strict --tokenizer '" + path + "' --input " + (dir / "in.jsonl").string() +
+                              " --out " + (dir / "out2.jsonl").string());
+  CHECK(strict.status == 4);
+}
+
+TEST_CASE("tokenize refuses bad tokenizer files and bad flags", "[cli][tokenize]") {
+  auto dir = metareuse::test::temp_dir("tokenize-bad");
+  std::ofstream(dir / "tokenizer.json") << "{\"model\": {\"type\": \"WordPiece\"}}";
+  auto wrong = run_metareuse("tokenize --tokenizer " + (dir / "tokenizer.json").string() + " --text hi");
+  CHECK(wrong.status == 1);
+  CHECK_THAT(wrong.output, Contains("tokenizer.json") && Contains("'model.type' is 'WordPiece'"));
+  auto missing = run_metareuse("tokenize --tokenizer " + (dir / "nope.model").string() + " --text hi");
+  CHECK(missing.status == 1);
+  CHECK_THAT(missing.output, Contains("nope.model: cannot open"));
+  auto nothing = run_metareuse("tokenize --tokenizer " + (dir / "tokenizer.json").string());
+  CHECK(nothing.status == 64);
+  auto no_out = run_metareuse("tokenize --tokenizer x --input " + (dir / "tokenizer.json").string());
+  CHECK(no_out.status == 64);
+}
+
+TEST_CASE("sentencepiece trains and encodes inside the libtorch binary", "[cli][tokenize][sentencepiece]") {
+  auto dir = metareuse::test::temp_dir("tokenize-sentencepiece");
+  auto model = (dir / "tiny.model").string();
+  auto trained = run_metareuse("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 600 --tokenizer " + model);
+  INFO(trained.output);
+  REQUIRE(trained.status == 0);
+  CHECK_THAT(trained.output, Contains("sentencepiece:600:"));
+  auto encoded = run_metareuse("tokenize --tokenizer " + model + " --text 'The answer is 42.'");
+  INFO(encoded.output);
+  REQUIRE(encoded.status == 0);
+  auto ids = nlohmann::json::parse(encoded.output);
+  REQUIRE(ids.is_array());
+  CHECK(ids.size() > 3);
+  for (const auto& id : ids) CHECK(id.get<int>() < 600);
+  auto too_small = run_metareuse("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 100 --tokenizer " +
+                                 (dir / "small.model").string());
+  CHECK(too_small.status == 1);
+  CHECK_THAT(too_small.output, Contains("Vocabulary size is smaller than required_chars"));
+}
