@@ -50,6 +50,14 @@ int generate_run(CommandContext& context);
 void tokenize_options(CLI::App& app, std::vector<std::string>& overrides);
 int tokenize_run(CommandContext& context);
 
+// train (#6, #7): cmd_train.cpp
+void train_options(CLI::App& app, std::vector<std::string>& overrides);
+int train_run(CommandContext& context);
+void plan_options(CLI::App& app, std::vector<std::string>& overrides);
+int plan_run(CommandContext& context);
+void export_options(CLI::App& app, std::vector<std::string>& overrides);
+int export_run(CommandContext& context);
+
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);
 
