@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "cli_runner.h"
+#include "metareuse/core/error.h"
 #include "test_support.h"
 #include "tokenizer_support.h"
 
@@ -90,4 +91,39 @@ TEST_CASE("sentencepiece trains and encodes inside the libtorch binary", "[cli][
                                  (dir / "small.model").string());
   CHECK(too_small.status == 1);
   CHECK_THAT(too_small.output, Contains("Vocabulary size is smaller than required_chars"));
+}
+
+TEST_CASE("prepare writes the same file at 1 and 3 ranks and rejects bad input", "[cli][prepare]") {
+  METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path);
+  auto dir = metareuse::test::temp_dir("prepare-cli");
+  {
+    std::ofstream out(dir / "augmented.jsonl");
+    for (int i = 0; i < 30; ++i) {
+      out << nlohmann::json{{"prompt", "Question " + std::to_string(i) + ": what is " + std::to_string(i) + "+1?"},
+                            {"target", std::string(i % 7, '.') + "#### " + std::to_string(i + 1)}}
+                 .dump()
+          << "\n";
+    }
+  }
+  const std::string common = " --tokenizer '" + path + "' --input " + (dir / "augmented.jsonl").string() +
+                             " --sequence-length 64 --out ";
+  // The same --out both times: the resolved config (stored in the file) names it.
+  auto one = run_metareuse("prepare" + common + (dir / "dataset.h5").string());
+  INFO(one.output);
+  REQUIRE(one.status == 0);
+  std::filesystem::rename(dir / "dataset.h5", dir / "one.h5");
+  CHECK_THAT(one.output, Contains("30 record(s) (0 bad), 30 document(s)") && Contains("packing efficiency"));
+  auto three = metareuse::test::run_metareuse_mpi(3, "prepare" + common + (dir / "dataset.h5").string());
+  INFO(three.output);
+  REQUIRE(three.status == 0);
+  CHECK_THAT(three.output, Contains("on 3 rank(s)"));
+  const std::string bytes_one = read_text(dir / "one.h5"), bytes_three = read_text(dir / "dataset.h5");
+  CHECK(bytes_one.size() == bytes_three.size());
+  CHECK((bytes_one == bytes_three));  // byte for byte (no timestamps in the file)
+
+  std::ofstream(dir / "bad.jsonl") << "{\"question\": \"no prompt here\"}\n";
+  auto bad = run_metareuse("prepare --tokenizer '" + path + "' --input " + (dir / "bad.jsonl").string() + " --out " +
+                           (dir / "bad.h5").string());
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.output, Contains("bad.jsonl:1: skipped: no string field \"prompt\"") && Contains("no usable records"));
 }

@@ -39,8 +39,8 @@ void train_options(CLI::App& app, std::vector<std::string>& overrides) {
          "auto (the checkpoint folder's latest, if any) or a checkpoint file/folder")
       ->type_name("auto|PATH");
   app.add_option_function<std::string>(
-      "--dataset", [&overrides](const std::string& value) { overrides.push_back("train.dataset=" + value); },
-      "Tokenized HDF5 dataset (metareuse prepare)");
+      "--dataset", [&overrides](const std::string& value) { overrides.push_back("dataset.output=" + value); },
+      "Tokenized HDF5 dataset (metareuse prepare; dataset.output)");
 }
 
 int train_run(CommandContext& context) {

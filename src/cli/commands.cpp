@@ -8,7 +8,7 @@ const std::vector<CommandSpec>& command_table() {
       {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", 3, nullptr, nullptr},
       {"augment", "Add the handbook's patterns to each training example", 3, nullptr, nullptr},
       {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", 4, tokenize_options, tokenize_run},
-      {"prepare", "Build the tokenized, packed HDF5 training set", 4, nullptr, nullptr},
+      {"prepare", "Build the tokenized, packed HDF5 training set", 4, prepare_options, prepare_run},
       {"train", "Fine-tune with FSDP-style sharding across ranks", 6, train_options, train_run},
       {"forward", "Run the model on token ids and write logits and loss", 5, forward_options, forward_run},
       {"generate", "Generate text with a KV cache, greedy or seeded sampling", 5, generate_options, generate_run},

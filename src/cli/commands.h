@@ -49,6 +49,8 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides);
 int generate_run(CommandContext& context);
 void tokenize_options(CLI::App& app, std::vector<std::string>& overrides);
 int tokenize_run(CommandContext& context);
+void prepare_options(CLI::App& app, std::vector<std::string>& overrides);
+int prepare_run(CommandContext& context);
 
 // train (#6, #7): cmd_train.cpp
 void train_options(CLI::App& app, std::vector<std::string>& overrides);

@@ -73,6 +73,14 @@ std::vector<ConfigKey> build_schema() {
       key_string("tokenizer.model_type", "bpe", "Sentencepiece model type when training.",
                  {"bpe", "unigram", "char", "word"}),
 
+      // dataset (#4)
+      key_string("dataset.input", "", "Augmented JSON Lines ({\"prompt\", \"target\"} records) that prepare tokenizes."),
+      key_string("dataset.output", "", "The tokenized HDF5 file; empty means <run folder>/dataset.h5."),
+      key_int("dataset.sequence_length", 1024, "Tokens per packed training sequence.", 8, 1048576),
+      key_bool("dataset.pack", true,
+               "Pack several documents per sequence (boundaries kept); false gives one padded document per sequence."),
+      key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
+
       // model (#5, #6)
       key_string("model.preset", "debug-tiny",
                  "Named architecture when model.path is empty: llama3.2-1b, llama3.2-3b, llama3.1-8b, debug-tiny, "
@@ -84,7 +92,6 @@ std::vector<ConfigKey> build_schema() {
               4000000),
 
       // train (#6, #7)
-      key_string("train.dataset", "", "Tokenized HDF5 dataset (metareuse prepare); empty: <run folder>/dataset.h5."),
       key_string("train.precision", "fp32",
                  "Compute precision: fp32, bf16, or fp16 (CUDA only; fp32 master weights and a loss scaler).",
                  {"fp32", "bf16", "fp16"}),

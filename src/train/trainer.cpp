@@ -177,7 +177,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
     throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
   }
   LlamaConfig model_config = model_config_from(config);
-  std::string dataset_path = config.get_string("train.dataset");
+  std::string dataset_path = config.get_string("dataset.output");
   if (dataset_path.empty()) dataset_path = run_folder + "/dataset.h5";
   DatasetExpectations expectations;
   expectations.model_vocab_size = model_config.vocab_size;

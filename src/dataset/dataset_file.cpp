@@ -1,0 +1,240 @@
+// Writing and loading the HDF5 dataset file, with the checks a loader owes
+// its caller: readable, ours, this version, the right tokenizer, consistent.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "hdf5_handle.h"
+#include "metareuse/dataset/dataset.h"
+
+namespace metareuse {
+
+using dataset_detail::Hdf5Handle;
+
+std::string DatasetMetadata::tokenizer_identity() const {
+  return fmt::format("{}:{}:{}", tokenizer_kind, tokenizer_vocab_size, tokenizer_hash);
+}
+
+namespace {
+
+// HDF5 prints its own error stack to stderr by default; our messages name the
+// file and the dataset instead.
+void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+void write_string_attribute(hid_t file, const std::string& path, const char* name, const std::string& value) {
+  Hdf5Handle type(MR_H5_CHECK(H5Tcopy(H5T_C_S1), path), H5Tclose);
+  MR_H5_CHECK(H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1)), path);
+  MR_H5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), path);
+  Hdf5Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path), H5Sclose);
+  Hdf5Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                   fmt::format("{} attribute '{}'", path, name)),
+                       H5Aclose);
+  std::string padded = value.empty() ? std::string(1, '\0') : value;
+  MR_H5_CHECK(H5Awrite(attribute.get(), type.get(), padded.data()), fmt::format("{} attribute '{}'", path, name));
+}
+
+template <typename T>
+void write_number_attribute(hid_t file, const std::string& path, const char* name, T value, hid_t type) {
+  Hdf5Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path), H5Sclose);
+  Hdf5Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                                   fmt::format("{} attribute '{}'", path, name)),
+                       H5Aclose);
+  MR_H5_CHECK(H5Awrite(attribute.get(), type, &value), fmt::format("{} attribute '{}'", path, name));
+}
+
+template <typename T>
+void write_array(hid_t file, const std::string& path, const char* name, const std::vector<T>& data, hsize_t rows,
+                 hsize_t columns, hid_t type) {
+  const std::string what = fmt::format("{} dataset '{}'", path, name);
+  hsize_t dims[2] = {rows, columns};
+  Hdf5Handle space(MR_H5_CHECK(H5Screate_simple(2, dims, nullptr), what), H5Sclose);
+  Hdf5Handle properties(MR_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what), H5Pclose);
+  // No modification times: the same data gives the same bytes, for any rank count.
+  MR_H5_CHECK(H5Pset_obj_track_times(properties.get(), false), what);
+  if (rows > 0 && columns > 0) {
+    // Chunked and deflated: token arrays compress well and a chunk of rows
+    // is what a loader reads.
+    hsize_t chunk[2] = {std::min<hsize_t>(rows, 64), columns};
+    MR_H5_CHECK(H5Pset_chunk(properties.get(), 2, chunk), what);
+    MR_H5_CHECK(H5Pset_deflate(properties.get(), 1), what);
+  }
+  Hdf5Handle dataset(
+      MR_H5_CHECK(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, properties.get(), H5P_DEFAULT), what),
+      H5Dclose);
+  if (!data.empty()) MR_H5_CHECK(H5Dwrite(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), what);
+}
+
+bool has_attribute(hid_t file, const char* name) { return H5Aexists(file, name) > 0; }
+
+std::string read_string_attribute(hid_t file, const std::string& path, const char* name) {
+  const std::string what = fmt::format("{} attribute '{}'", path, name);
+  if (!has_attribute(file, name)) throw InputError(fmt::format("{}: attribute '{}' is missing", path, name));
+  Hdf5Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what), H5Aclose);
+  Hdf5Handle type(MR_H5_CHECK(H5Aget_type(attribute.get()), what), H5Tclose);
+  if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
+    throw InputError(fmt::format("{} is not a fixed-length string", what));
+  }
+  std::size_t size = H5Tget_size(type.get());
+  std::string value(size, '\0');
+  MR_H5_CHECK(H5Aread(attribute.get(), type.get(), value.data()), what);
+  value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
+  return value;
+}
+
+template <typename T>
+T read_number_attribute(hid_t file, const std::string& path, const char* name, hid_t type) {
+  const std::string what = fmt::format("{} attribute '{}'", path, name);
+  if (!has_attribute(file, name)) throw InputError(fmt::format("{}: attribute '{}' is missing", path, name));
+  Hdf5Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what), H5Aclose);
+  T value{};
+  MR_H5_CHECK(H5Aread(attribute.get(), type, &value), what);
+  return value;
+}
+
+template <typename T>
+std::vector<T> read_array(hid_t file, const std::string& path, const char* name, hsize_t rows, hsize_t columns,
+                          hid_t type) {
+  const std::string what = fmt::format("{} dataset '{}'", path, name);
+  if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", what));
+  Hdf5Handle dataset(MR_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT), what), H5Dclose);
+  Hdf5Handle space(MR_H5_CHECK(H5Dget_space(dataset.get()), what), H5Sclose);
+  hsize_t dims[2] = {0, 0};
+  int rank = MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), what);
+  if (rank != 2) throw InputError(fmt::format("{} has {} dimensions, expected 2", what, rank));
+  MR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), what);
+  if (dims[0] != rows || dims[1] != columns) {
+    throw InputError(fmt::format("{} has shape ({}, {}), expected ({}, {})", what, dims[0], dims[1], rows, columns));
+  }
+  std::vector<T> data(static_cast<std::size_t>(rows * columns));
+  if (!data.empty()) {
+    if (H5Dread(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0) {
+      throw InputError(fmt::format("{} cannot be read (the file is truncated or damaged)", what));
+    }
+  }
+  return data;
+}
+
+}  // namespace
+
+void write_dataset(const std::string& path, const PackedDataset& dataset) {
+  silence_hdf5_errors();
+  const DatasetMetadata& metadata = dataset.metadata;
+  if (auto parent = std::filesystem::path(path).parent_path(); !parent.empty()) {
+    std::filesystem::create_directories(parent);
+  }
+  // Written under a temporary name and renamed, so a reader never sees half a file.
+  const std::string temporary = path + ".partial";
+  {
+    Hdf5Handle creation(MR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), temporary), H5Pclose);
+    MR_H5_CHECK(H5Pset_obj_track_times(creation.get(), false), temporary);  // the root group's times too
+    Hdf5Handle file(
+        MR_H5_CHECK(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, creation.get(), H5P_DEFAULT), temporary), H5Fclose);
+    hid_t root = file.get();
+    write_string_attribute(root, path, "magic", kDatasetMagic);
+    write_number_attribute<std::int64_t>(root, path, "format_version", metadata.format_version, H5T_NATIVE_INT64);
+    write_string_attribute(root, path, "tokenizer_kind", metadata.tokenizer_kind);
+    write_number_attribute<std::int64_t>(root, path, "tokenizer_vocab_size", metadata.tokenizer_vocab_size,
+                                         H5T_NATIVE_INT64);
+    write_string_attribute(root, path, "tokenizer_hash", metadata.tokenizer_hash);
+    write_string_attribute(root, path, "patterns_hash", metadata.patterns_hash);
+    write_string_attribute(root, path, "template", metadata.template_name);
+    write_number_attribute<std::int64_t>(root, path, "sequence_length", metadata.sequence_length, H5T_NATIVE_INT64);
+    write_number_attribute<std::int32_t>(root, path, "pad_id", metadata.pad_id, H5T_NATIVE_INT32);
+    write_string_attribute(root, path, "config", metadata.config_json);
+    write_number_attribute<std::int64_t>(root, path, "documents", metadata.documents, H5T_NATIVE_INT64);
+    write_number_attribute<std::int64_t>(root, path, "dropped_documents", metadata.dropped_documents,
+                                         H5T_NATIVE_INT64);
+    write_number_attribute<std::int64_t>(root, path, "real_tokens", metadata.real_tokens, H5T_NATIVE_INT64);
+    write_number_attribute<double>(root, path, "packing_efficiency", metadata.packing_efficiency, H5T_NATIVE_DOUBLE);
+    const auto rows = static_cast<hsize_t>(dataset.sequences);
+    const auto columns = static_cast<hsize_t>(metadata.sequence_length);
+    write_array(root, path, "tokens", dataset.tokens, rows, columns, H5T_NATIVE_INT32);
+    write_array(root, path, "loss_mask", dataset.loss_mask, rows, columns, H5T_NATIVE_UINT8);
+    write_array(root, path, "segment_ids", dataset.segment_ids, rows, columns, H5T_NATIVE_INT32);
+    write_array(root, path, "positions", dataset.positions, rows, columns, H5T_NATIVE_INT32);
+    write_array(root, path, "documents", dataset.documents, static_cast<hsize_t>(metadata.documents), 4,
+                H5T_NATIVE_INT64);
+  }
+  std::filesystem::rename(temporary, path);
+}
+
+PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
+  silence_hdf5_errors();
+  if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: dataset file not found", path));
+  if (H5Fis_hdf5(path.c_str()) <= 0) {
+    throw InputError(fmt::format("{}: not a readable HDF5 file (truncated, or not made by `metareuse prepare`)", path));
+  }
+  hid_t file_id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file_id < 0) {
+    throw InputError(fmt::format("{}: HDF5 cannot open it (truncated or damaged); rebuild it with `metareuse prepare`",
+                                 path));
+  }
+  Hdf5Handle file(file_id, H5Fclose);
+  hid_t root = file.get();
+  const std::string hint = "rebuild it with `metareuse prepare`";
+  if (!has_attribute(root, "magic") || read_string_attribute(root, path, "magic") != kDatasetMagic) {
+    throw InputError(fmt::format("{}: not a metareuse tokenized dataset (no '{}' magic)", path, kDatasetMagic));
+  }
+  PackedDataset dataset;
+  DatasetMetadata& metadata = dataset.metadata;
+  metadata.format_version = read_number_attribute<std::int64_t>(root, path, "format_version", H5T_NATIVE_INT64);
+  if (metadata.format_version != kDatasetFormatVersion) {
+    throw InputError(fmt::format("{}: dataset format version {}, but this build reads version {}; {}", path,
+                                 metadata.format_version, kDatasetFormatVersion, hint));
+  }
+  metadata.tokenizer_kind = read_string_attribute(root, path, "tokenizer_kind");
+  metadata.tokenizer_vocab_size =
+      read_number_attribute<std::int64_t>(root, path, "tokenizer_vocab_size", H5T_NATIVE_INT64);
+  metadata.tokenizer_hash = read_string_attribute(root, path, "tokenizer_hash");
+  metadata.patterns_hash = read_string_attribute(root, path, "patterns_hash");
+  metadata.template_name = read_string_attribute(root, path, "template");
+  metadata.sequence_length = read_number_attribute<std::int64_t>(root, path, "sequence_length", H5T_NATIVE_INT64);
+  metadata.pad_id = read_number_attribute<std::int32_t>(root, path, "pad_id", H5T_NATIVE_INT32);
+  metadata.config_json = read_string_attribute(root, path, "config");
+  metadata.documents = read_number_attribute<std::int64_t>(root, path, "documents", H5T_NATIVE_INT64);
+  metadata.dropped_documents = read_number_attribute<std::int64_t>(root, path, "dropped_documents", H5T_NATIVE_INT64);
+  metadata.real_tokens = read_number_attribute<std::int64_t>(root, path, "real_tokens", H5T_NATIVE_INT64);
+  metadata.packing_efficiency = read_number_attribute<double>(root, path, "packing_efficiency", H5T_NATIVE_DOUBLE);
+
+  if (expectations.tokenizer_identity && *expectations.tokenizer_identity != metadata.tokenizer_identity()) {
+    throw InputError(fmt::format("{}: made with tokenizer {}, but this run uses {}; {} with this tokenizer", path,
+                                 metadata.tokenizer_identity(), *expectations.tokenizer_identity, hint));
+  }
+  if (expectations.model_vocab_size && metadata.tokenizer_vocab_size > *expectations.model_vocab_size) {
+    throw InputError(fmt::format("{}: tokenizer vocabulary {} exceeds the model's {} embedding rows", path,
+                                 metadata.tokenizer_vocab_size, *expectations.model_vocab_size));
+  }
+  if (metadata.sequence_length <= 0) throw InputError(fmt::format("{}: sequence_length {} is not positive", path,
+                                                                  metadata.sequence_length));
+
+  const std::string tokens_what = fmt::format("{} dataset 'tokens'", path);
+  if (H5Lexists(root, "tokens", H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", tokens_what));
+  {
+    Hdf5Handle tokens(MR_H5_CHECK(H5Dopen2(root, "tokens", H5P_DEFAULT), tokens_what), H5Dclose);
+    Hdf5Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), tokens_what), H5Sclose);
+    hsize_t dims[2] = {0, 0};
+    if (MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), tokens_what) != 2) {
+      throw InputError(fmt::format("{} is not two-dimensional", tokens_what));
+    }
+    MR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), tokens_what);
+    dataset.sequences = static_cast<std::int64_t>(dims[0]);
+  }
+  const auto rows = static_cast<hsize_t>(dataset.sequences);
+  const auto columns = static_cast<hsize_t>(metadata.sequence_length);
+  dataset.tokens = read_array<TokenId>(root, path, "tokens", rows, columns, H5T_NATIVE_INT32);
+  dataset.loss_mask = read_array<std::uint8_t>(root, path, "loss_mask", rows, columns, H5T_NATIVE_UINT8);
+  dataset.segment_ids = read_array<std::int32_t>(root, path, "segment_ids", rows, columns, H5T_NATIVE_INT32);
+  dataset.positions = read_array<std::int32_t>(root, path, "positions", rows, columns, H5T_NATIVE_INT32);
+  dataset.documents =
+      read_array<std::int64_t>(root, path, "documents", static_cast<hsize_t>(metadata.documents), 4, H5T_NATIVE_INT64);
+  for (std::size_t i = 0; i < dataset.tokens.size(); ++i) {
+    if (dataset.tokens[i] < 0 || dataset.tokens[i] >= metadata.tokenizer_vocab_size) {
+      throw InputError(fmt::format("{}: token id {} at sequence {}, position {} is outside the vocabulary ({})", path,
+                                   dataset.tokens[i], i / columns, i % columns, metadata.tokenizer_vocab_size));
+    }
+  }
+  return dataset;
+}
+
+}  // namespace metareuse

@@ -1,0 +1,168 @@
+// Tokenize augmented examples on every rank, gather, pack, write.
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <xxhash.h>  // XXH3_64bits, the patterns hash
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/dataset/dataset.h"
+#include "metareuse/dist/communicator.h"
+
+namespace metareuse {
+
+PackedDataset pack_documents(std::vector<DocumentTokens> documents, std::int64_t sequence_length, bool pack,
+                             TokenId pad_id) {
+  if (sequence_length <= 0) MR_THROW("sequence_length {} must be positive", sequence_length);
+  // Record order, whatever order the ranks delivered them in.
+  std::sort(documents.begin(), documents.end(),
+            [](const DocumentTokens& a, const DocumentTokens& b) { return a.record < b.record; });
+  PackedDataset dataset;
+  DatasetMetadata& metadata = dataset.metadata;
+  metadata.sequence_length = sequence_length;
+  metadata.pad_id = pad_id;
+  const auto length = static_cast<std::size_t>(sequence_length);
+  std::int64_t used = length;  // tokens used in the current sequence; "full" starts the first one
+  std::int32_t segment = 0;
+  auto start_sequence = [&]() {
+    dataset.tokens.resize(dataset.tokens.size() + length, pad_id);
+    dataset.loss_mask.resize(dataset.loss_mask.size() + length, 0);
+    dataset.segment_ids.resize(dataset.segment_ids.size() + length, -1);
+    dataset.positions.resize(dataset.positions.size() + length, 0);
+    ++dataset.sequences;
+    used = 0;
+    segment = 0;
+  };
+  for (const DocumentTokens& document : documents) {
+    const auto size = static_cast<std::int64_t>(document.example.ids.size());
+    if (size > sequence_length || size == 0) {
+      ++metadata.dropped_documents;
+      continue;
+    }
+    if (!pack || used + size > sequence_length) start_sequence();
+    const std::size_t base = static_cast<std::size_t>((dataset.sequences - 1) * sequence_length + used);
+    std::copy(document.example.ids.begin(), document.example.ids.end(), dataset.tokens.begin() + base);
+    std::copy(document.example.loss_mask.begin(), document.example.loss_mask.end(), dataset.loss_mask.begin() + base);
+    for (std::int64_t i = 0; i < size; ++i) {
+      dataset.segment_ids[base + i] = segment;
+      dataset.positions[base + i] = static_cast<std::int32_t>(i);
+    }
+    dataset.documents.insert(dataset.documents.end(), {document.record, dataset.sequences - 1, used, size});
+    ++metadata.documents;
+    metadata.real_tokens += size;
+    used += size;
+    ++segment;
+  }
+  metadata.packing_efficiency =
+      dataset.sequences == 0 ? 0.0
+                             : static_cast<double>(metadata.real_tokens) /
+                                   static_cast<double>(dataset.sequences * sequence_length);
+  return dataset;
+}
+
+namespace {
+
+std::string file_hash(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("{}: cannot open the patterns file", path));
+  std::ostringstream buffer;
+  buffer << in.rdbuf();
+  const std::string content = buffer.str();
+  return fmt::format("{:016x}", static_cast<unsigned long long>(XXH3_64bits(content.data(), content.size())));
+}
+
+TokenizedExample tokenize_record(const Tokenizer& tokenizer, const std::string& template_name,
+                                 const nlohmann::json& record) {
+  auto field = [&](const char* name) -> const std::string& {
+    auto found = record.find(name);
+    if (found == record.end() || !found->is_string()) {
+      throw InputError(fmt::format("no string field \"{}\"", name));
+    }
+    return found->get_ref<const std::string&>();
+  };
+  const std::string& prompt = field("prompt");
+  const std::string& target = field("target");
+  if (template_name == "chat") {
+    return apply_chat_template(tokenizer, {{"user", prompt, false}, {"assistant", target, true}});
+  }
+  return apply_plain_template(tokenizer, prompt, target);
+}
+
+}  // namespace
+
+PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& tokenizer, Communicator& communicator) {
+  const int rank = communicator.rank();
+  const int ranks = communicator.size();
+  std::ifstream in(options.input, std::ios::binary);
+  if (!in) throw InputError(fmt::format("{}: cannot open the augmented examples", options.input));
+
+  // This rank's records: i % ranks == rank. Every rank reads the lines but
+  // parses and tokenizes only its own.
+  std::vector<std::int64_t> records, lengths;
+  std::vector<TokenId> ids;
+  std::vector<std::uint8_t> masks;
+  std::int64_t record = -1, bad = 0, seen = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    ++record;
+    if (record % ranks != rank) continue;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    ++seen;
+    try {
+      auto json = nlohmann::json::parse(line);
+      if (!json.is_object()) throw InputError("the line is not a JSON object");
+      TokenizedExample example = tokenize_record(tokenizer, options.template_name, json);
+      records.push_back(record);
+      lengths.push_back(static_cast<std::int64_t>(example.ids.size()));
+      ids.insert(ids.end(), example.ids.begin(), example.ids.end());
+      masks.insert(masks.end(), example.loss_mask.begin(), example.loss_mask.end());
+    } catch (const std::exception& e) {
+      if (++bad <= 10) log::warn("{}:{}: skipped: {}", options.input, record + 1, e.what());
+    }
+  }
+
+  // Gathered to every rank (the communicator has allgatherv, and a GSM8K-sized
+  // set is a few MB), then rank 0 alone packs and writes with serial HDF5:
+  // Debian's libhdf5-dev is the serial build, and the file is small enough
+  // that one writer costs less than coordinating parallel ones.
+  auto all_records = communicator.allgatherv(records);
+  auto all_lengths = communicator.allgatherv(lengths);
+  auto all_ids = communicator.allgatherv(ids);
+  auto all_masks = communicator.allgatherv(masks);
+  std::vector<std::int64_t> counts = {seen, bad};
+  communicator.allreduce(counts.data(), counts.size(), dtype_of<std::int64_t>(), ReduceOp::kSum);
+
+  PrepareReport report;
+  report.records = counts[0];
+  report.bad_records = counts[1];
+  if (rank == 0) {
+    std::vector<DocumentTokens> documents(all_records.size());
+    std::size_t offset = 0;
+    for (std::size_t i = 0; i < all_records.size(); ++i) {
+      documents[i].record = all_records[i];
+      auto size = static_cast<std::size_t>(all_lengths[i]);
+      documents[i].example.ids.assign(all_ids.begin() + offset, all_ids.begin() + offset + size);
+      documents[i].example.loss_mask.assign(all_masks.begin() + offset, all_masks.begin() + offset + size);
+      offset += size;
+    }
+    const TokenId pad_id = tokenizer.eos_id() >= 0 ? tokenizer.eos_id() : 0;
+    PackedDataset dataset = pack_documents(std::move(documents), options.sequence_length, options.pack, pad_id);
+    DatasetMetadata& metadata = dataset.metadata;
+    metadata.tokenizer_kind = tokenizer_kind_name(tokenizer.kind());
+    metadata.tokenizer_vocab_size = tokenizer.vocab_size();
+    metadata.tokenizer_hash = tokenizer.file_hash();
+    metadata.patterns_hash = options.patterns_file.empty() ? "none" : file_hash(options.patterns_file);
+    metadata.template_name = options.template_name;
+    metadata.config_json = options.config_json;
+    write_dataset(options.output, dataset);
+    report.metadata = metadata;
+    report.sequences = dataset.sequences;
+  }
+  communicator.barrier();
+  return report;
+}
+
+}  // namespace metareuse
