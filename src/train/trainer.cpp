@@ -51,9 +51,9 @@ TrainBatch next_global_batch(DistributedSampler& order, const PackedDataset& dat
     }
     const TokenId* tokens = data.row(data.tokens, *index);
     const uint8_t* loss = data.row(data.loss_mask, *index);
-    auto ids_row = ids[r].accessor<int64_t, 1>();
+    int64_t* ids_row = ids.data_ptr<int64_t>() + r * T;
     for (int64_t t = 0; t < T; ++t) ids_row[t] = tokens[t];
-    std::memcpy(mask[r].data_ptr<uint8_t>(), loss, static_cast<std::size_t>(T));
+    std::memcpy(mask.data_ptr<uint8_t>() + r * T, loss, static_cast<std::size_t>(T));
   }
   return {ids, next_token_targets(ids, mask)};
 }
@@ -273,7 +273,8 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
                         meta.at("loss_scale_hysteresis_left").get<int64_t>()});
       order.restore(sampler_from_json(meta.at("sampler")));
       if (!rng.empty()) {
-        at::detail::getDefaultCPUGenerator().set_state(torch::from_blob(rng.data(), {(int64_t)rng.size()}, torch::kUInt8).clone());
+        at::Generator generator = at::detail::getDefaultCPUGenerator();
+        generator.set_state(torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8).clone());
       }
       log::info("resumed from {} at step {} (saved at {} ranks, now {})", path, iteration,
                 meta.value("world_size", 0), comm.size());
