@@ -64,6 +64,14 @@ int augment_execute(CommandContext& context, const std::string& handbook_path, c
 // corpus.fields and corpus.max_depth as read options.
 corpus::ReadOptions corpus_read_options(const Config& config);
 
+// train (#6, #7): cmd_train.cpp
+void train_options(CLI::App& app, std::vector<std::string>& overrides);
+int train_run(CommandContext& context);
+void plan_options(CLI::App& app, std::vector<std::string>& overrides);
+int plan_run(CommandContext& context);
+void export_options(CLI::App& app, std::vector<std::string>& overrides);
+int export_run(CommandContext& context);
+
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);
 

@@ -18,7 +18,7 @@ ConfigKey key_int(std::string path, std::int64_t def, std::string description,
                   std::optional<double> min = std::nullopt, std::optional<double> max = std::nullopt) {
   return {std::move(path), ConfigType::kInt, def, std::move(description), min, max, {}};
 }
-[[maybe_unused]] ConfigKey key_number(std::string path, double def, std::string description,
+ConfigKey key_number(std::string path, double def, std::string description,
                      std::optional<double> min = std::nullopt, std::optional<double> max = std::nullopt) {
   return {std::move(path), ConfigType::kNumber, def, std::move(description), min, max, {}};
 }
@@ -115,6 +115,66 @@ std::vector<ConfigKey> build_schema() {
       key_bool("dataset.pack", true,
                "Pack several documents per sequence (boundaries kept); false gives one padded document per sequence."),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
+
+      // model (#5, #6)
+      key_string("model.preset", "debug-tiny",
+                 "Named architecture when model.path is empty: llama3.2-1b, llama3.2-3b, llama3.1-8b, debug-tiny, "
+                 "debug-small (weights start random)."),
+      key_string("model.path", "",
+                 "Hugging Face folder (config.json + safetensors) to fine-tune; empty: model.preset from scratch."),
+      key_int("model.vocab_size", 0,
+              "Vocabulary rows of a from-scratch model; 0: the preset's (set it to a trained tokenizer's size).", 0,
+              4000000),
+
+      // train (#6, #7)
+      key_string("train.precision", "fp32",
+                 "Compute precision: fp32, bf16, or fp16 (CUDA only; fp32 master weights and a loss scaler).",
+                 {"fp32", "bf16", "fp16"}),
+      key_int("train.global_batch", 8, "Sequences per optimizer step, over all ranks (fixed: the result does not "
+              "depend on the rank count).", 1, 1 << 20),
+      key_int("train.micro_batch", 2, "Sequences per forward/backward on one rank (gradient accumulation).", 1, 1 << 16),
+      key_number("train.lr", 3e-4, "Peak learning rate.", 0.0, 10.0),
+      key_number("train.lr_min", 3e-5, "Learning rate at the end of the decay.", 0.0, 10.0),
+      key_string("train.lr_schedule", "cosine", "Decay after warmup.", {"cosine", "linear", "constant"}),
+      key_int("train.warmup_steps", 0, "Linear warmup steps from 0 to train.lr.", 0, 1 << 30),
+      key_number("train.beta1", 0.9, "AdamW beta1.", 0.0, 1.0),
+      key_number("train.beta2", 0.95, "AdamW beta2.", 0.0, 1.0),
+      key_number("train.eps", 1e-8, "AdamW epsilon.", 0.0, 1.0),
+      key_number("train.weight_decay", 0.1, "AdamW decoupled weight decay.", 0.0, 10.0),
+      key_string("train.weight_decay_policy", "matrices", "Which parameters decay: matrices only, or all.",
+                 {"matrices", "all"}),
+      key_number("train.grad_clip", 1.0, "Global grad-norm clip; 0 disables.", 0.0, 1e9),
+      key_int("train.epochs", 0, "Epochs; 0: the adaptive rule (train.policy_*).", 0, 1 << 20),
+      key_int("train.max_steps", 0, "Optimizer steps; 0: from the epochs. Overrides the adaptive rule.", 0, 1LL << 40),
+      key_int("train.policy_small_examples", 5, "Adaptive rule: datasets with fewer sequences than this are small.", 0,
+              1LL << 40),
+      key_int("train.policy_small_epochs", 1, "Adaptive rule: epochs for a small dataset.", 1, 1 << 20),
+      key_int("train.policy_small_max_steps", 10, "Adaptive rule: at most this many steps for a small dataset.", 1,
+              1LL << 40),
+      key_int("train.policy_epochs", 2, "Adaptive rule: epochs otherwise.", 1, 1 << 20),
+      key_number("train.loss_scale_initial", 65536.0, "fp16 dynamic loss scale: initial value.", 1.0, 1e12),
+      key_int("train.loss_scale_growth_interval", 2000, "fp16 loss scale doubles after this many good steps.", 1,
+              1LL << 40),
+      key_int("train.loss_scale_hysteresis", 1, "fp16: overflows tolerated before the scale halves.", 1, 1000),
+      key_number("train.loss_scale_min", 1.0, "fp16: the scale never drops below this.", 1e-12, 1e12),
+      key_number("train.time_limit", 600.0,
+                 "Wall-clock budget in seconds; all ranks stop at the same step, checkpoint and exit 3. 0: none.", 0.0,
+                 1e9),
+      key_int("train.log_every", 1, "Progress line every N steps when the output is not a terminal.", 1, 1 << 30),
+      key_string("train.resume", "", "Resume: auto (the checkpoint folder's latest, if any), a checkpoint file or "
+                 "folder; empty: start fresh."),
+      key_string("train.device_memory", "0",
+                 "Memory per device for the plan check, e.g. 16GiB; 0: do not check (CPU)."),
+
+      // checkpoint (#7)
+      key_string("checkpoint.dir", "", "Checkpoint folder; empty: <run folder>/checkpoints."),
+      key_int("checkpoint.every_steps", 0, "Checkpoint every N optimizer steps; 0: only at the end and by time.", 0,
+              1LL << 40),
+      key_number("checkpoint.every_minutes", 0.0, "Checkpoint every M minutes; 0: off.", 0.0, 1e9),
+      key_int("checkpoint.keep_last", 3, "Complete checkpoints kept; 0: all.", 0, 1 << 30),
+      key_int("checkpoint.max_total_bytes", 0, "Cap on the folder's checkpoints in bytes (the newest is always "
+              "kept); 0: none.", 0, 1LL << 62),
+      key_int("checkpoint.compression", 0, "gzip level of checkpoint datasets; 0: none.", 0, 9),
   };
 }
 

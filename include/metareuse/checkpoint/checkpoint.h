@@ -1,0 +1,68 @@
+// HDF5 checkpoints of a sharded training run. Rank 0 writes; every rank
+// reads its own slices back, so a checkpoint saved at N ranks resumes at M.
+//
+// File layout (format "metareuse-checkpoint", version 1):
+//   /                       attributes "magic", "format_version", "meta" (JSON:
+//                           step, epoch, sampler, loss scaler, config, model
+//                           config, tokenizer identity, patterns hash, world size)
+//   /params/<HF name>       fp32 master weights, full shape
+//   /exp_avg/<HF name>      AdamW first moment
+//   /exp_avg_sq/<HF name>   AdamW second moment
+//   /rng/rank_<r>           uint8, rank r's torch generator state
+//
+// Writing is atomic: rank 0 writes `<name>.tmp`, fsyncs, renames it to
+// `ckpt-<step>.h5`, fsyncs the folder, then rewrites the `latest` pointer the
+// same way. A crash at any moment leaves the previous checkpoint complete.
+#pragma once
+
+#include <nlohmann/json.hpp>  // metadata
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "metareuse/dist/fsdp.h"
+
+namespace metareuse {
+
+inline constexpr const char* kCheckpointMagic = "metareuse-checkpoint";
+inline constexpr int kCheckpointFormatVersion = 1;
+
+struct CheckpointOptions {
+  std::string dir;                 // folder holding ckpt-*.h5 and `latest`
+  int64_t keep_last = 3;           // complete checkpoints kept (0: all)
+  int64_t max_total_bytes = 0;     // cap on the folder's checkpoints (0: none); the newest is always kept
+  int compression = 0;             // gzip level 0-9 (0: none)
+};
+
+struct SaveResult {
+  bool ok = false;
+  std::string path;     // the new checkpoint, when ok
+  std::string message;  // why not, when !ok (e.g. disk full); the previous checkpoint is intact
+  double seconds = 0.0;
+};
+
+// Collective: every rank calls it with its shards. Units are gathered one at a
+// time (streaming), so rank 0 never holds more than one unit beyond its own
+// shard. `meta` is stored as JSON; `rng_state` is this rank's generator
+// state. On a write failure (disk full, permissions) nothing is renamed, the
+// temporary file is removed, and every rank gets ok = false.
+SaveResult save_checkpoint(ShardedModel& model, const nlohmann::json& meta, const std::vector<uint8_t>& rng_state,
+                           const CheckpointOptions& options);
+
+// Resolves "auto" (the folder's `latest`; "" when there is none), a folder
+// (its `latest`; an error when missing), or a file path.
+std::string resolve_checkpoint(const std::string& spec, const std::string& dir);
+
+// Reads and checks magic, version and metadata. Errors name the file.
+nlohmann::json read_checkpoint_meta(const std::string& path);
+
+// Collective: loads master weights and moments into every unit's shards (any
+// world size), and returns the metadata. `rng_state` receives this rank's
+// saved generator state when the world size matches (else it is cleared).
+nlohmann::json load_checkpoint(const std::string& path, ShardedModel& model, std::vector<uint8_t>* rng_state);
+
+// Reads the fp32 parameters only (no sharding), for export and evaluation.
+std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& path);
+
+}  // namespace metareuse

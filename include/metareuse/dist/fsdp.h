@@ -1,0 +1,142 @@
+// FSDP / ZeRO-3 style parameter sharding (hand-written: libtorch 1.13 has no
+// C++ FSDP, and its c10d has no MPI process group here).
+//
+// A model is cut into units (the embeddings + head, each decoder layer, the
+// final norm). Each unit's parameters live in one flat buffer, padded to a
+// multiple of the world size; rank r persistently holds only elements
+// [r * shard_numel, (r + 1) * shard_numel) of it, as fp32 master weights plus
+// the AdamW moments and an fp32 gradient shard.
+//
+//   forward of a unit:  all-gather the flat buffer in compute precision -> run
+//                       the unit with views into it (no autograd graph kept)
+//                       -> free the gathered buffer
+//   backward of a unit: all-gather again -> recompute the unit with grad ->
+//                       autograd::grad for the input and the flat buffer ->
+//                       reduce-scatter the flat gradient into the fp32 shard
+//                       -> free everything but the shard
+//
+// This is activation checkpointing and ZeRO-3 in one mechanism (see FACTS.md:
+// it gave bit-identical gradients to plain autograd on a 2-unit test).
+#pragma once
+
+#include <torch/torch.h>  // torch::Tensor, autograd
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "metareuse/dist/communicator.h"
+
+namespace metareuse {
+
+struct ParamSpec {
+  std::string name;            // Hugging Face name, e.g. "model.layers.0.mlp.up_proj.weight"
+  std::vector<int64_t> shape;
+  bool decay = true;           // weight decay applies (policy decided by the caller)
+};
+
+struct UnitDef {
+  std::string name;            // "embed_head", "layer.3", "final_norm"
+  std::vector<ParamSpec> params;
+};
+
+// Full (gathered) parameters of one unit, by name; views into one flat buffer.
+using ParamViews = std::map<std::string, torch::Tensor>;
+// What a unit computes: output = fn(input, flat), where `flat` is the unit's
+// gathered flat buffer [padded_numel] (ShardedUnit::views() gives shaped views
+// by name). Extra inputs (labels, positions, masks) are captured by the closure.
+using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
+
+class ShardedUnit {
+ public:
+  ShardedUnit(UnitDef def, Communicator& comm, torch::Device device);
+
+  const UnitDef& def() const { return def_; }
+  int64_t numel() const { return numel_; }               // real parameters
+  int64_t padded_numel() const { return padded_numel_; } // multiple of world size
+  int64_t shard_numel() const { return shard_numel_; }
+  int64_t shard_offset() const { return shard_offset_; } // this rank's first element
+
+  // Copies this rank's slice of each full parameter into the master shard.
+  // Every parameter of the unit must be present with its shape.
+  void load_full(const std::map<std::string, torch::Tensor>& full);
+  // The same into any shard-shaped fp32 tensor (e.g. the AdamW moments).
+  void load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const;
+  // All-gathers any shard-shaped tensor of this unit into its full flat
+  // buffer [padded_numel] (a collective); for checkpoints of the moments.
+  torch::Tensor gather_shard(const torch::Tensor& shard) const;
+  // The gathered flat buffer [padded_numel] in `dtype` (a collective).
+  torch::Tensor gather(torch::ScalarType dtype) const;
+  // Shaped views of a gathered flat buffer.
+  ParamViews views(const torch::Tensor& flat) const;
+  // Reduce-scatters (sum) a full flat gradient [padded_numel] and adds this
+  // rank's block to the fp32 gradient shard (a collective).
+  void accumulate_grad(const torch::Tensor& flat_grad);
+
+  torch::Tensor& master() { return master_; }        // fp32 [shard]
+  torch::Tensor& exp_avg() { return exp_avg_; }      // fp32 [shard]
+  torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }// fp32 [shard]
+  torch::Tensor& grad() { return grad_; }            // fp32 [shard]
+  // [begin, end) ranges of the shard where weight decay applies.
+  const std::vector<std::pair<int64_t, int64_t>>& decay_ranges() const { return decay_ranges_; }
+
+  // Bytes this rank holds persistently for this unit.
+  int64_t persistent_bytes() const;
+
+ private:
+  UnitDef def_;
+  Communicator& comm_;
+  std::vector<int64_t> offsets_;  // per param, into the flat buffer
+  int64_t numel_ = 0, padded_numel_ = 0, shard_numel_ = 0, shard_offset_ = 0;
+  torch::Tensor master_, exp_avg_, exp_avg_sq_, grad_;
+  std::vector<std::pair<int64_t, int64_t>> decay_ranges_;
+};
+
+struct UnitCall;  // one call of a unit, kept until its backward has run
+
+class ShardedModel {
+ public:
+  ShardedModel(std::vector<UnitDef> units, Communicator& comm, torch::Device device,
+               torch::ScalarType compute_dtype);
+  ~ShardedModel();
+
+  std::size_t size() const { return units_.size(); }
+  ShardedUnit& unit(std::size_t index) { return *units_.at(index); }
+  ShardedUnit& unit(const std::string& name);
+  Communicator& comm() { return comm_; }
+  torch::ScalarType compute_dtype() const { return compute_dtype_; }
+
+  // Runs unit `index` on `input`. With grad mode on, the call joins the
+  // autograd graph through a recomputing function whose backward gathers,
+  // recomputes and reduce-scatters; with it off (eval), it just gathers, runs
+  // and frees. A unit may run several times per step (tied embeddings + head).
+  torch::Tensor run(std::size_t index, const torch::Tensor& input, UnitFn fn);
+
+  // Loads full parameters (by name) into every unit's master shard.
+  void load_full(const std::map<std::string, torch::Tensor>& full);
+  // The same into any shard-shaped fp32 tensor (e.g. the AdamW moments).
+  void load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const;
+  // All-gathers any shard-shaped tensor of this unit into its full flat
+  // buffer [padded_numel] (a collective); for checkpoints of the moments.
+  torch::Tensor gather_shard(const torch::Tensor& shard) const;
+  // Gathers every parameter in fp32 (a collective); for checkpoints and export.
+  std::map<std::string, torch::Tensor> gather_full();
+  void zero_grad();
+  // Drops the bookkeeping of the last forward/backward (call after backward).
+  void end_micro_step();
+  int64_t numel() const;
+  int64_t persistent_bytes() const;
+
+ private:
+  std::vector<std::unique_ptr<ShardedUnit>> units_;
+  Communicator& comm_;
+  torch::Device device_;
+  torch::ScalarType compute_dtype_;
+  // Closures of the calls made this micro-step; backward reads them.
+  std::vector<std::unique_ptr<UnitCall>> live_calls_;
+  torch::Tensor anchor_;  // requires grad, so every unit call joins the graph
+};
+
+}  // namespace metareuse

@@ -1,0 +1,63 @@
+// Llama on the sharding engine: the model's units (model/config.h) become
+// sharded units (dist/fsdp.h), and one training micro-step runs the model's
+// functional unit forwards through ShardedModel::run, so each unit is gathered
+// just before it runs and its gradient is reduce-scattered in backward.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "metareuse/dist/fsdp.h"
+#include "metareuse/model/config.h"
+
+namespace metareuse {
+
+// A global batch: every rank sees the same rows and takes its share.
+struct TrainBatch {
+  torch::Tensor input_ids;  // (B, T) int64
+  torch::Tensor targets;    // (B, T) int64: the token position t predicts, or -100 (no loss)
+};
+
+// targets[t] = input_ids[t + 1]; the last position has none (-100). With a
+// loss mask (B, T) of 0/1, positions whose next token is masked get -100 too.
+torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Tensor& loss_mask = {});
+
+// Weight decay on matrices only ("matrices", the default) or on everything ("all").
+std::vector<UnitDef> llama_unit_defs(const LlamaConfig& config, const std::string& decay_policy);
+
+class ShardedLlama {
+ public:
+  ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device device, torch::ScalarType compute_dtype,
+               const std::string& decay_policy);
+
+  const LlamaConfig& config() const { return config_; }
+  ShardedModel& sharded() { return model_; }
+
+  // Loads full parameters by Hugging Face name (every rank keeps its slices).
+  void load_full(const std::map<std::string, torch::Tensor>& parameters) { model_.load_full(parameters); }
+
+  // Forward and backward over this rank's rows of `batch` (rows r, r + N, ...)
+  // in micro-batches of `micro_batch` rows; every rank runs the same number of
+  // micro-steps (a rank short of rows runs a zero-weight row), so collectives
+  // always pair up. The loss is the sum over target tokens divided by the
+  // global batch's target count, so per-rank gradients add up to the global
+  // mean's, whatever the rank count. Gradients (times `loss_scale`) accumulate
+  // into the units' fp32 shards. Returns the global mean loss (unscaled).
+  double forward_backward(const TrainBatch& batch, int64_t micro_batch, double loss_scale);
+
+  // Loss of a batch without gradients (all rows on every rank).
+  double evaluate(const TrainBatch& batch);
+
+ private:
+  torch::Tensor micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets, double normalizer);
+
+  LlamaConfig config_;
+  std::vector<UnitLayout> layouts_;
+  ShardedModel model_;
+  torch::Tensor inv_freq_;
+};
+
+}  // namespace metareuse

@@ -1,0 +1,47 @@
+#include "hdf5.h"
+
+#include <fmt/format.h>
+
+#include "metareuse/core/error.h"
+
+namespace metareuse::h5 {
+namespace {
+
+herr_t collect_message(unsigned depth, const H5E_error2_t* error, void* data) {
+  auto* text = static_cast<std::string*>(data);
+  if (depth == 0 && error->desc != nullptr) *text = error->desc;
+  return 0;
+}
+
+// HDF5 closes every open id when the process exits. A file whose close failed
+// (disk full mid-write) stays open in the library, and closing it again at exit
+// crashes inside HDF5 1.10; the operating system releases it anyway.
+[[maybe_unused]] const bool kNoAtexit = (H5dont_atexit(), true);
+
+}  // namespace
+
+void throw_error(const char* call, const char* file, int line) {
+  std::string detail;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_message, &detail);
+  H5Eclear2(H5E_DEFAULT);
+  throw Error(fmt::format("HDF5 call {} failed at {}:{}{}{}", call, file, line, detail.empty() ? "" : ": ", detail));
+}
+
+void Handle::reset() {
+  if (id_ < 0) return;
+  switch (H5Iget_type(id_)) {
+    case H5I_FILE: H5Fclose(id_); break;
+    case H5I_GROUP: H5Gclose(id_); break;
+    case H5I_DATASET: H5Dclose(id_); break;
+    case H5I_DATASPACE: H5Sclose(id_); break;
+    case H5I_DATATYPE: H5Tclose(id_); break;
+    case H5I_ATTR: H5Aclose(id_); break;
+    case H5I_GENPROP_LST: H5Pclose(id_); break;
+    default: break;
+  }
+  id_ = H5I_INVALID_HID;
+}
+
+void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+}  // namespace metareuse::h5

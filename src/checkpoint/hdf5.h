@@ -1,0 +1,56 @@
+// RAII for HDF5 ids and the one check for every HDF5 call. Private to
+// src/checkpoint.
+#pragma once
+
+#include <hdf5.h>
+
+#include <string>
+
+namespace metareuse::h5 {
+
+// Throws metareuse::Error naming the call, file:line and HDF5's own message.
+[[noreturn]] void throw_error(const char* call, const char* file, int line);
+
+// Owns one HDF5 id; closes it with the matching H5*close.
+class Handle {
+ public:
+  Handle() = default;
+  explicit Handle(hid_t id) : id_(id) {}
+  ~Handle() { reset(); }
+  Handle(Handle&& other) noexcept : id_(other.id_) { other.id_ = H5I_INVALID_HID; }
+  Handle& operator=(Handle&& other) noexcept {
+    if (this != &other) {
+      reset();
+      id_ = other.id_;
+      other.id_ = H5I_INVALID_HID;
+    }
+    return *this;
+  }
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  hid_t get() const { return id_; }
+  operator hid_t() const { return id_; }
+  void reset();
+
+ private:
+  hid_t id_ = H5I_INVALID_HID;
+};
+
+// Silences HDF5's own stderr error printing (errors are reported by exceptions).
+void quiet_errors();
+
+}  // namespace metareuse::h5
+
+// For calls returning an id: checks it and wraps it in a Handle.
+#define MR_H5_ID(call)                                                  \
+  ([&]() {                                                              \
+    hid_t mr_h5_id_ = (call);                                           \
+    if (mr_h5_id_ < 0) ::metareuse::h5::throw_error(#call, __FILE__, __LINE__); \
+    return ::metareuse::h5::Handle(mr_h5_id_);                          \
+  }())
+// For calls returning herr_t.
+#define MR_CHECK_H5(call)                                                 \
+  do {                                                                    \
+    if ((call) < 0) ::metareuse::h5::throw_error(#call, __FILE__, __LINE__); \
+  } while (0)

@@ -1,0 +1,212 @@
+#include "metareuse/dist/fsdp.h"
+
+#include <fmt/format.h>
+
+#include "metareuse/core/error.h"
+#include "metareuse/dist/tensor_comm.h"
+
+namespace metareuse {
+
+struct UnitCall {
+  ShardedUnit* unit;
+  UnitFn fn;
+  torch::ScalarType dtype;
+};
+
+namespace {
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (auto d : shape) n *= d;
+  return n;
+}
+
+// The recomputing unit function. Inputs: the unit's input and an anchor that
+// requires grad (so the node is in the graph even when the input is token
+// ids). Backward gathers the unit again, recomputes with grad, and
+// reduce-scatters the flat parameter gradient into the unit's fp32 shard.
+class RecomputeUnit : public torch::autograd::Function<RecomputeUnit> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
+                               const torch::Tensor& anchor, UnitCall* call) {
+    ctx->saved_data["call"] = reinterpret_cast<int64_t>(call);
+    ctx->save_for_backward({input});
+    torch::Tensor flat = call->unit->gather(call->dtype);  // (padded_numel,)
+    torch::Tensor output = call->fn(input, flat);
+    return output;  // `flat` is freed on return
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto* call = reinterpret_cast<UnitCall*>(ctx->saved_data["call"].toInt());
+    torch::Tensor saved_input = ctx->get_saved_variables()[0];
+    bool input_differentiable = saved_input.is_floating_point();
+    torch::Tensor input = saved_input.detach();
+    if (input_differentiable) input.requires_grad_(true);
+
+    torch::Tensor flat = call->unit->gather(call->dtype).requires_grad_(true);
+    torch::Tensor output;
+    {
+      torch::AutoGradMode enable(true);
+      output = call->fn(input, flat);
+    }
+    std::vector<torch::Tensor> wrt = {flat};
+    if (input_differentiable) wrt.push_back(input);
+    auto grads = torch::autograd::grad({output}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
+                                       /*create_graph=*/false, /*allow_unused=*/true);
+    torch::Tensor flat_grad = grads[0].defined() ? grads[0] : torch::zeros_like(flat);
+    call->unit->accumulate_grad(flat_grad);
+    torch::Tensor input_grad = input_differentiable ? grads[1] : torch::Tensor();
+    return {input_grad, torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+ShardedUnit::ShardedUnit(UnitDef def, Communicator& comm, torch::Device device)
+    : def_(std::move(def)), comm_(comm) {
+  for (const auto& param : def_.params) {
+    offsets_.push_back(numel_);
+    numel_ += numel_of(param.shape);
+  }
+  const int64_t world = comm_.size();
+  shard_numel_ = (numel_ + world - 1) / world;
+  padded_numel_ = shard_numel_ * world;
+  shard_offset_ = shard_numel_ * comm_.rank();
+
+  auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  master_ = torch::zeros({shard_numel_}, fp32);
+  exp_avg_ = torch::zeros({shard_numel_}, fp32);
+  exp_avg_sq_ = torch::zeros({shard_numel_}, fp32);
+  grad_ = torch::zeros({shard_numel_}, fp32);
+  for (std::size_t i = 0; i < def_.params.size(); ++i) {
+    int64_t begin = std::max(offsets_[i], shard_offset_);
+    int64_t end = std::min(offsets_[i] + numel_of(def_.params[i].shape), shard_offset_ + shard_numel_);
+    if (begin >= end || !def_.params[i].decay) continue;
+    // Adjacent decayed parameters merge into one range.
+    if (!decay_ranges_.empty() && decay_ranges_.back().second == begin - shard_offset_) {
+      decay_ranges_.back().second = end - shard_offset_;
+    } else {
+      decay_ranges_.emplace_back(begin - shard_offset_, end - shard_offset_);
+    }
+  }
+}
+
+void ShardedUnit::load_full(const std::map<std::string, torch::Tensor>& full) { load_full_into(full, master_); }
+
+torch::Tensor ShardedUnit::gather_shard(const torch::Tensor& shard) const {
+  torch::NoGradGuard no_grad;
+  MR_CHECK(shard.numel() == shard_numel_, "unit {}: shard has {} elements, expected {}", def_.name, shard.numel(),
+           shard_numel_);
+  return allgather(comm_, shard.contiguous());  // (padded_numel,)
+}
+
+void ShardedUnit::load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < def_.params.size(); ++i) {
+    const auto& spec = def_.params[i];
+    auto found = full.find(spec.name);
+    if (found == full.end()) MR_THROW("unit {}: missing parameter '{}'", def_.name, spec.name);
+    const torch::Tensor& value = found->second;
+    if (value.sizes().vec() != spec.shape) {
+      MR_THROW("unit {}: parameter '{}' has shape {}, expected {}", def_.name, spec.name, c10::str(value.sizes()),
+               c10::str(c10::IntArrayRef(spec.shape)));
+    }
+    int64_t begin = std::max(offsets_[i], shard_offset_);
+    int64_t end = std::min(offsets_[i] + value.numel(), shard_offset_ + shard_numel_);
+    if (begin >= end) continue;
+    torch::Tensor flat = value.reshape({-1});  // (numel,)
+    shard.narrow(0, begin - shard_offset_, end - begin)
+        .copy_(flat.narrow(0, begin - offsets_[i], end - begin).to(torch::kFloat32));
+  }
+}
+
+torch::Tensor ShardedUnit::gather(torch::ScalarType dtype) const {
+  torch::NoGradGuard no_grad;
+  torch::Tensor shard = master_.to(dtype).contiguous();
+  return allgather(comm_, shard);  // (padded_numel,)
+}
+
+ParamViews ShardedUnit::views(const torch::Tensor& flat) const {
+  ParamViews out;
+  for (std::size_t i = 0; i < def_.params.size(); ++i) {
+    const auto& spec = def_.params[i];
+    out.emplace(spec.name, flat.narrow(0, offsets_[i], numel_of(spec.shape)).view(spec.shape));
+  }
+  return out;
+}
+
+void ShardedUnit::accumulate_grad(const torch::Tensor& flat_grad) {
+  torch::NoGradGuard no_grad;
+  MR_CHECK(flat_grad.numel() == padded_numel_, "unit {}: gradient has {} elements, expected {}", def_.name,
+           flat_grad.numel(), padded_numel_);
+  torch::Tensor shard = reduce_scatter(comm_, flat_grad.to(torch::kFloat32).contiguous(), ReduceOp::kSum);
+  grad_.add_(shard);
+}
+
+int64_t ShardedUnit::persistent_bytes() const {
+  int64_t bytes = 0;
+  for (const auto* t : {&master_, &exp_avg_, &exp_avg_sq_, &grad_}) {
+    bytes += t->numel() * static_cast<int64_t>(t->element_size());
+  }
+  return bytes;
+}
+
+ShardedModel::ShardedModel(std::vector<UnitDef> units, Communicator& comm, torch::Device device,
+                           torch::ScalarType compute_dtype)
+    : comm_(comm), device_(device), compute_dtype_(compute_dtype) {
+  for (auto& def : units) units_.push_back(std::make_unique<ShardedUnit>(std::move(def), comm, device));
+  anchor_ = torch::zeros({1}, torch::TensorOptions().device(device)).requires_grad_(true);
+}
+
+ShardedModel::~ShardedModel() = default;
+
+void ShardedModel::end_micro_step() { live_calls_.clear(); }
+
+ShardedUnit& ShardedModel::unit(const std::string& name) {
+  for (auto& unit : units_) {
+    if (unit->def().name == name) return *unit;
+  }
+  MR_THROW("no unit named '{}'", name);
+}
+
+torch::Tensor ShardedModel::run(std::size_t index, const torch::Tensor& input, UnitFn fn) {
+  ShardedUnit& target = unit(index);
+  if (!torch::GradMode::is_enabled()) {
+    torch::Tensor flat = target.gather(compute_dtype_);
+    return fn(input, flat);
+  }
+  live_calls_.push_back(std::make_unique<UnitCall>(UnitCall{&target, std::move(fn), compute_dtype_}));
+  return RecomputeUnit::apply(input, anchor_, live_calls_.back().get());
+}
+
+void ShardedModel::load_full(const std::map<std::string, torch::Tensor>& full) {
+  for (auto& unit : units_) unit->load_full(full);
+}
+
+std::map<std::string, torch::Tensor> ShardedModel::gather_full() {
+  std::map<std::string, torch::Tensor> out;
+  for (auto& unit : units_) {
+    torch::Tensor flat = unit->gather(torch::kFloat32);
+    for (auto& [name, view] : unit->views(flat)) out.emplace(name, view.clone());
+  }
+  return out;
+}
+
+void ShardedModel::zero_grad() {
+  for (auto& unit : units_) unit->grad().zero_();
+}
+
+int64_t ShardedModel::numel() const {
+  int64_t n = 0;
+  for (const auto& unit : units_) n += unit->numel();
+  return n;
+}
+
+int64_t ShardedModel::persistent_bytes() const {
+  int64_t n = 0;
+  for (const auto& unit : units_) n += unit->persistent_bytes();
+  return n;
+}
+
+}  // namespace metareuse

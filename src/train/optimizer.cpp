@@ -1,0 +1,137 @@
+#include "metareuse/train/optimizer.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "metareuse/core/error.h"
+
+namespace metareuse {
+
+LossScaler::LossScaler(LossScalerConfig config) : config_(config) {
+  state_.scale = config_.initial_scale;
+  state_.hysteresis_left = config_.hysteresis;
+}
+
+bool LossScaler::update(bool found_inf) {
+  if (!config_.enabled) return found_inf;
+  if (found_inf) {
+    state_.good_steps = 0;
+    if (--state_.hysteresis_left <= 0) {
+      state_.scale = std::max(config_.min_scale, state_.scale * config_.backoff_factor);
+      state_.hysteresis_left = config_.hysteresis;
+    }
+    return true;
+  }
+  if (++state_.good_steps >= config_.growth_interval) {
+    state_.scale *= config_.growth_factor;
+    state_.good_steps = 0;
+    state_.hysteresis_left = config_.hysteresis;
+  }
+  return false;
+}
+
+double lr_at(const LrScheduleConfig& schedule, int64_t step) {
+  if (schedule.warmup_steps > 0 && step < schedule.warmup_steps) {
+    return schedule.lr * static_cast<double>(step + 1) / static_cast<double>(schedule.warmup_steps);
+  }
+  if (schedule.kind == "constant") return schedule.lr;
+  int64_t decay_steps = std::max<int64_t>(1, schedule.total_steps - schedule.warmup_steps);
+  double progress = std::min(1.0, static_cast<double>(step - schedule.warmup_steps) / static_cast<double>(decay_steps));
+  if (schedule.kind == "linear") return schedule.lr_min + (schedule.lr - schedule.lr_min) * (1.0 - progress);
+  if (schedule.kind == "cosine") {
+    return schedule.lr_min + 0.5 * (schedule.lr - schedule.lr_min) * (1.0 + std::cos(M_PI * progress));
+  }
+  MR_THROW("unknown learning-rate schedule '{}' (cosine|linear|constant)", schedule.kind);
+}
+
+StepOutcome optimizer_step(ShardedModel& model, const AdamWConfig& adamw, double lr, double max_grad_norm,
+                           LossScaler& scaler, int64_t& step) {
+  torch::NoGradGuard no_grad;
+  StepOutcome outcome;
+  outcome.loss_scale = scaler.scale();
+
+  // 1 + 2: one allreduce carries both the overflow flag and the squared norm.
+  double local_sq = 0.0;
+  double local_inf = 0.0;
+  for (std::size_t u = 0; u < model.size(); ++u) {
+    torch::Tensor& grad = model.unit(u).grad();
+    double sq = grad.to(torch::kFloat64).square().sum().item<double>();
+    if (!std::isfinite(sq)) local_inf = 1.0;
+    else local_sq += sq;
+  }
+  double inf_and_sq[2] = {local_inf, local_sq};
+  model.comm().allreduce(&inf_and_sq[0], 1, DType::kFloat64, ReduceOp::kMax);
+  model.comm().allreduce(&inf_and_sq[1], 1, DType::kFloat64, ReduceOp::kSum);
+  bool found_inf = inf_and_sq[0] > 0.0;
+
+  if (scaler.update(found_inf)) {
+    outcome.skipped = true;
+    outcome.grad_norm = std::numeric_limits<double>::quiet_NaN();
+    model.zero_grad();
+    return outcome;
+  }
+
+  const double inv_scale = 1.0 / outcome.loss_scale;
+  outcome.grad_norm = std::sqrt(inf_and_sq[1]) * inv_scale;
+  // torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), clamped to 1.
+  double clip = 1.0;
+  if (max_grad_norm > 0.0) clip = std::min(1.0, max_grad_norm / (outcome.grad_norm + 1e-6));
+  const double grad_factor = inv_scale * clip;
+
+  ++step;
+  const double bias_correction1 = 1.0 - std::pow(adamw.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1.0 - std::pow(adamw.beta2, static_cast<double>(step));
+  const double step_size = lr / bias_correction1;
+  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
+
+  for (std::size_t u = 0; u < model.size(); ++u) {
+    ShardedUnit& unit = model.unit(u);
+    torch::Tensor& param = unit.master();  // (shard,) fp32
+    torch::Tensor& grad = unit.grad();
+    if (grad_factor != 1.0) grad.mul_(grad_factor);
+    // Decoupled weight decay, only where the policy applies it.
+    if (adamw.weight_decay != 0.0) {
+      for (const auto& [begin, end] : unit.decay_ranges()) {
+        param.narrow(0, begin, end - begin).mul_(1.0 - lr * adamw.weight_decay);
+      }
+    }
+    unit.exp_avg().lerp_(grad, 1.0 - adamw.beta1);
+    unit.exp_avg_sq().mul_(adamw.beta2).addcmul_(grad, grad, 1.0 - adamw.beta2);
+    torch::Tensor denom = (unit.exp_avg_sq().sqrt() / bias_correction2_sqrt).add_(adamw.eps);
+    param.addcdiv_(unit.exp_avg(), denom, -step_size);
+  }
+  model.zero_grad();
+  return outcome;
+}
+
+EpochPlan plan_epochs(int64_t examples, int64_t global_batch, const EpochPolicy& policy, int64_t epochs_override,
+                      int64_t max_steps_override) {
+  MR_CHECK(global_batch > 0, "global batch must be positive, got {}", global_batch);
+  EpochPlan plan;
+  plan.examples = examples;
+  plan.steps_per_epoch = std::max<int64_t>(1, (examples + global_batch - 1) / global_batch);
+  int64_t step_cap = 0;
+  if (examples < policy.small_dataset_examples) {
+    plan.epochs = policy.small_dataset_epochs;
+    step_cap = policy.small_dataset_max_steps;
+    plan.reason = fmt::format("{} examples < {}: {} epoch(s), at most {} steps", examples,
+                              policy.small_dataset_examples, plan.epochs, step_cap);
+  } else {
+    plan.epochs = policy.default_epochs;
+    plan.reason = fmt::format("{} examples >= {}: {} epochs", examples, policy.small_dataset_examples, plan.epochs);
+  }
+  if (epochs_override > 0) {
+    plan.epochs = epochs_override;
+    plan.reason += fmt::format("; train.epochs overrides: {} epoch(s)", plan.epochs);
+  }
+  plan.total_steps = plan.epochs * plan.steps_per_epoch;
+  if (step_cap > 0 && epochs_override <= 0) plan.total_steps = std::min(plan.total_steps, step_cap);
+  if (max_steps_override > 0) {
+    plan.total_steps = max_steps_override;
+    plan.reason += fmt::format("; train.max_steps overrides: {} steps", plan.total_steps);
+  }
+  return plan;
+}
+
+}  // namespace metareuse

@@ -1,0 +1,402 @@
+#include "metareuse/train/trainer.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "metareuse/checkpoint/checkpoint.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/core/timing.h"
+#include "metareuse/dataset/dataset.h"
+#include "metareuse/dataset/sampler.h"
+#include "metareuse/model/source.h"
+#include "metareuse/train/optimizer.h"
+#include "metareuse/train/sharded_llama.h"
+
+namespace metareuse {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int signal_number) { g_stop_signal.store(signal_number); }
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+torch::ScalarType compute_dtype(const std::string& precision) {
+  if (precision == "fp16") return torch::kFloat16;
+  if (precision == "bf16") return torch::kBFloat16;
+  return torch::kFloat32;
+}
+
+// The B sequences of the next optimizer step, in the global order (every rank
+// draws the same; ShardedLlama takes this rank's rows). Crosses into the next
+// epoch when one ends.
+TrainBatch next_global_batch(DistributedSampler& order, const PackedDataset& data, int64_t rows) {
+  const int64_t T = data.metadata.sequence_length;
+  torch::Tensor ids = torch::empty({rows, T}, torch::kInt64);   // (B, T)
+  torch::Tensor mask = torch::empty({rows, T}, torch::kUInt8);  // (B, T)
+  for (int64_t r = 0; r < rows; ++r) {
+    std::optional<int64_t> index = order.next();
+    if (!index) {
+      order.set_epoch(order.epoch() + 1);
+      index = order.next();
+    }
+    const TokenId* tokens = data.row(data.tokens, *index);
+    const uint8_t* loss = data.row(data.loss_mask, *index);
+    int64_t* ids_row = ids.data_ptr<int64_t>() + r * T;
+    for (int64_t t = 0; t < T; ++t) ids_row[t] = tokens[t];
+    std::memcpy(mask.data_ptr<uint8_t>() + r * T, loss, static_cast<std::size_t>(T));
+  }
+  return {ids, next_token_targets(ids, mask)};
+}
+
+json sampler_json(const SamplerState& state) {
+  return {{"seed", state.seed}, {"epoch", state.epoch}, {"position", state.position}, {"samples", state.samples},
+          {"ranks", state.ranks}};
+}
+
+SamplerState sampler_from_json(const json& j) {
+  SamplerState state;
+  state.seed = j.at("seed").get<uint64_t>();
+  state.epoch = j.at("epoch").get<int64_t>();
+  state.position = j.at("position").get<int64_t>();
+  state.samples = j.at("samples").get<int64_t>();
+  state.ranks = j.at("ranks").get<int64_t>();
+  return state;
+}
+
+// Refuses a checkpoint made for another model, tokenizer or dataset, naming the field.
+void check_resume_identity(const json& saved, const json& current, const std::string& path) {
+  for (const char* part : {"model", "tokenizer", "dataset"}) {
+    if (!saved.contains(part)) throw InputError(fmt::format("{}: checkpoint has no '{}' identity", path, part));
+    const json& a = saved.at(part);
+    const json& b = current.at(part);
+    if (a == b) continue;
+    if (a.is_object() && b.is_object()) {
+      for (auto it = b.begin(); it != b.end(); ++it) {
+        if (!a.contains(it.key()) || a.at(it.key()) != it.value()) {
+          throw InputError(fmt::format("{}: cannot resume: {}.{} is {} in the checkpoint but {} in this run", path,
+                                       part, it.key(), a.contains(it.key()) ? a.at(it.key()).dump() : "absent",
+                                       it.value().dump()));
+        }
+      }
+    }
+    throw InputError(fmt::format("{}: cannot resume: {} is {} in the checkpoint but {} in this run", path, part,
+                                 a.dump(), b.dump()));
+  }
+}
+
+std::string progress_bar(int64_t done, int64_t total, double eta_seconds) {
+  const int width = 30;
+  int filled = total > 0 ? static_cast<int>(width * done / total) : width;
+  return fmt::format("[{}{}] {}/{} ETA {:.0f}s", std::string(filled, '#'), std::string(width - filled, '.'), done,
+                     total, eta_seconds);
+}
+
+}  // namespace
+
+MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
+                       const std::string& precision, int64_t device_bytes) {
+  MemoryPlan plan;
+  const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
+  const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
+  const int64_t H = model.num_attention_heads, L = model.num_hidden_layers, V = model.vocab_size;
+  plan.parameters = parameter_count(model);
+  plan.ranks = ranks;
+  int64_t largest_unit = 0;
+  for (const auto& layout : unit_layouts(model)) largest_unit = std::max(largest_unit, layout.numel);
+  plan.sharded_state_bytes = 16 * ceil_div(plan.parameters, ranks);
+  // The unit running and the next one prefetched, in compute precision; in
+  // backward also the unit's full gradient (compute precision + fp32 for the reduce-scatter).
+  plan.gathered_units_bytes = largest_unit * (2 * compute_bytes + compute_bytes + 4);
+  // One layer's activations: norms, q/k/v/o, the SwiGLU's three F-wide
+  // tensors, and the (b, H, T, T) attention scores and fp32 softmax.
+  const int64_t layer = b * T * (6 * C + 3 * F) * compute_bytes + b * H * T * T * (compute_bytes + 4);
+  const int64_t unit_inputs = (L + 2) * b * T * C * compute_bytes;
+  plan.activations_checkpointed_bytes = unit_inputs + layer;
+  plan.activations_full_bytes = unit_inputs + L * layer;
+  plan.logits_bytes = b * T * V * (compute_bytes + 4 + 4);
+  plan.total_bytes = plan.sharded_state_bytes + plan.gathered_units_bytes + plan.activations_checkpointed_bytes +
+                     plan.logits_bytes;
+  plan.device_bytes = device_bytes;
+  // 10% headroom for the allocator's fragmentation and the runtime's own memory.
+  plan.fits = device_bytes <= 0 || plan.total_bytes <= device_bytes * 9 / 10;
+  return plan;
+}
+
+std::string format_plan(const MemoryPlan& plan) {
+  std::string out;
+  out += fmt::format("memory plan per rank ({} parameters over {} ranks, units recomputed in backward)\n",
+                     plan.parameters, plan.ranks);
+  out += fmt::format("  sharded state (16 B/param / N)          {:>12}\n", format_bytes(plan.sharded_state_bytes));
+  out += fmt::format("  gathered units in flight                {:>12}\n", format_bytes(plan.gathered_units_bytes));
+  out += fmt::format("  activations, checkpointed               {:>12}\n",
+                     format_bytes(plan.activations_checkpointed_bytes));
+  out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));
+  out += fmt::format("  logits buffer                           {:>12}\n", format_bytes(plan.logits_bytes));
+  out += fmt::format("  total                                   {:>12}\n", format_bytes(plan.total_bytes));
+  if (plan.device_bytes > 0) {
+    out += fmt::format("  device memory                           {:>12} (90% usable)\n", format_bytes(plan.device_bytes));
+    out += fmt::format("  verdict: {}\n", plan.fits ? "fits" : "DOES NOT FIT");
+  } else {
+    out += "  verdict: no device memory given (train.device_memory / --device-memory)\n";
+  }
+  return out;
+}
+
+LlamaConfig model_config_from(const Config& config) {
+  const std::string path = config.get_string("model.path");
+  if (!path.empty()) {
+    if (config.get_int("model.vocab_size") != 0) {
+      throw ConfigError("model.vocab_size applies to a from-scratch model.preset, not to model.path");
+    }
+    return open_model_source(path)->config();
+  }
+  LlamaConfig model = LlamaConfig::preset(config.get_string("model.preset"));
+  if (config.get_int("model.vocab_size") > 0) model.vocab_size = config.get_int("model.vocab_size");
+  model.validate("model");
+  return model;
+}
+
+int run_training(const Config& config, Runtime& runtime, const std::string& run_folder) {
+  Stopwatch wall;
+  Communicator& comm = runtime.world();
+  const bool leader = comm.rank() == 0;
+
+  // --- what to train, checked before anything large is allocated
+  const std::string precision = config.get_string("train.precision");
+  if (precision == "fp16" && !torch::cuda::is_available()) {
+    throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
+  }
+  LlamaConfig model_config = model_config_from(config);
+  std::string dataset_path = config.get_string("dataset.output");
+  if (dataset_path.empty()) dataset_path = run_folder + "/dataset.h5";
+  DatasetExpectations expectations;
+  expectations.model_vocab_size = model_config.vocab_size;
+  PackedDataset data = load_dataset(dataset_path, expectations);
+  for (int32_t segment : data.segment_ids) {
+    if (segment > 0) {
+      throw InputError(fmt::format(
+          "{}: sequences hold several documents (packed); attention between documents is not masked in this "
+          "trainer yet, so prepare the dataset unpacked (one document per sequence)",
+          dataset_path));
+    }
+  }
+  const int64_t T = data.metadata.sequence_length;
+  const int64_t global_batch = config.get_int("train.global_batch");
+  const int64_t micro_batch = config.get_int("train.micro_batch");
+  MemoryPlan memory = plan_memory(model_config, comm.size(), micro_batch, T, precision,
+                                  parse_bytes(config.get_string("train.device_memory")));
+  if (!memory.fits) {
+    throw ConfigError(fmt::format("the plan does not fit in {} per rank:\n{}Lower train.micro_batch, use more ranks, "
+                                  "or a shorter sequence length",
+                                  format_bytes(memory.device_bytes), format_plan(memory)));
+  }
+  log::info("dataset {}: {} sequences of {} tokens (tokenizer {})", dataset_path, data.sequences, T,
+            data.metadata.tokenizer_identity());
+
+  EpochPolicy policy{config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
+                     config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
+  EpochPlan epochs = plan_epochs(data.sequences, global_batch, policy, config.get_int("train.epochs"),
+                                 config.get_int("train.max_steps"));
+  log::info("plan: {} examples, {} epoch(s) x {} steps/epoch -> {} steps ({})", epochs.examples, epochs.epochs,
+            epochs.steps_per_epoch, epochs.total_steps, epochs.reason);
+
+  // --- the sharded model
+  ShardedLlama model(model_config, comm, torch::kCPU, compute_dtype(precision),
+                     config.get_string("train.weight_decay_policy"));
+  {
+    LlamaModel full(model_config);
+    if (config.get_string("model.path").empty()) {
+      full.init_weights(static_cast<uint64_t>(config.get_int("run.seed")));
+    } else {
+      open_model_source(config.get_string("model.path"))->load_into(full);
+    }
+    std::map<std::string, torch::Tensor> parameters;
+    for (const auto& [name, value] : full.named_parameters()) parameters.emplace(name, value.detach());
+    model.load_full(parameters);
+  }
+  log::info("model: {} parameters, {} units; {} per rank persistent", parameter_count(model_config),
+            model.sharded().size(), format_bytes(static_cast<double>(model.sharded().persistent_bytes())));
+
+  AdamWConfig adamw{config.get_number("train.lr"), config.get_number("train.beta1"), config.get_number("train.beta2"),
+                    config.get_number("train.eps"), config.get_number("train.weight_decay")};
+  LrScheduleConfig schedule{config.get_string("train.lr_schedule"), config.get_int("train.warmup_steps"),
+                            epochs.total_steps, config.get_number("train.lr"), config.get_number("train.lr_min")};
+  LossScalerConfig scaling;
+  scaling.enabled = precision == "fp16";
+  scaling.initial_scale = config.get_number("train.loss_scale_initial");
+  scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
+  scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
+  scaling.min_scale = config.get_number("train.loss_scale_min");
+  LossScaler scaler(scaling);
+  DistributedSampler order(data.sequences, 0, 1, static_cast<uint64_t>(config.get_int("run.seed")));
+
+  CheckpointOptions checkpoints;
+  checkpoints.dir = config.get_string("checkpoint.dir");
+  if (checkpoints.dir.empty()) checkpoints.dir = run_folder + "/checkpoints";
+  checkpoints.keep_last = config.get_int("checkpoint.keep_last");
+  checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
+  checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
+
+  json identity = {{"model", model_config.to_hf_json()},
+                   {"tokenizer", data.metadata.tokenizer_identity()},
+                   {"dataset",
+                    {{"sequences", data.sequences},
+                     {"sequence_length", T},
+                     {"patterns_hash", data.metadata.patterns_hash},
+                     {"tokenizer", data.metadata.tokenizer_identity()}}}};
+
+  int64_t iteration = 0;   // optimizer steps attempted (the schedule's position)
+  int64_t adam_steps = 0;  // steps taken (AdamW's bias correction)
+  const std::string resume = config.get_string("train.resume");
+  if (!resume.empty()) {
+    std::string path = resolve_checkpoint(resume, checkpoints.dir);
+    if (path.empty()) {
+      log::info("resume auto: no checkpoint in {}, starting fresh", checkpoints.dir);
+    } else {
+      json meta = read_checkpoint_meta(path);
+      check_resume_identity(meta, identity, path);
+      std::vector<uint8_t> rng;
+      load_checkpoint(path, model.sharded(), &rng);
+      iteration = meta.at("step").get<int64_t>();
+      adam_steps = meta.at("adam_steps").get<int64_t>();
+      scaler.set_state({meta.at("loss_scale").get<double>(), meta.at("loss_scale_good_steps").get<int64_t>(),
+                        meta.at("loss_scale_hysteresis_left").get<int64_t>()});
+      order.restore(sampler_from_json(meta.at("sampler")));
+      if (!rng.empty()) {
+        at::Generator generator = at::detail::getDefaultCPUGenerator();
+        generator.set_state(torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8).clone());
+      }
+      log::info("resumed from {} at step {} (saved at {} ranks, now {})", path, iteration,
+                meta.value("world_size", 0), comm.size());
+    }
+  }
+
+  std::ofstream metrics;
+  if (leader) {
+    fs::create_directories(run_folder);
+    metrics.open(run_folder + "/metrics.jsonl", iteration == 0 ? std::ios::trunc : std::ios::app);
+  }
+  g_stop_signal.store(0);
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
+
+  auto save = [&](const char* why) {
+    json meta = identity;
+    meta["step"] = iteration;
+    meta["adam_steps"] = adam_steps;
+    meta["epoch"] = order.epoch();
+    meta["sampler"] = sampler_json(order.state());
+    meta["loss_scale"] = scaler.state().scale;
+    meta["loss_scale_good_steps"] = scaler.state().good_steps;
+    meta["loss_scale_hysteresis_left"] = scaler.state().hysteresis_left;
+    meta["config"] = config.tree();
+    torch::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
+    std::vector<uint8_t> rng(state.data_ptr<uint8_t>(), state.data_ptr<uint8_t>() + state.numel());
+    SaveResult result = save_checkpoint(model.sharded(), meta, rng, checkpoints);
+    if (result.ok) {
+      log::info("checkpoint ({}) step {} -> {} in {:.2f} s", why, iteration, result.path, result.seconds);
+    } else {
+      log::warn("checkpoint ({}) at step {} FAILED, training goes on and the last good checkpoint is kept: {}", why,
+                iteration, result.message);
+    }
+    return result;
+  };
+
+  const double time_limit = config.get_number("train.time_limit");
+  const double every_minutes = config.get_number("checkpoint.every_minutes");
+  const int64_t every_steps = config.get_int("checkpoint.every_steps");
+  const int64_t log_every = config.get_int("train.log_every");
+  const bool tty = leader && isatty(STDOUT_FILENO);
+  double step_seconds = 0.0;        // running estimate of one step
+  double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
+  Stopwatch since_checkpoint;
+  bool stopped = false;
+  const double tokens_per_step = static_cast<double>(global_batch * T);
+
+  while (iteration < epochs.total_steps) {
+    // Every rank votes; one allreduce(MAX) makes the decision collective, so
+    // all ranks stop (or checkpoint) at the same step. The budget leaves room
+    // for one more step and the final checkpoint.
+    double votes[2] = {0.0, 0.0};
+    // Until a checkpoint has been timed, assume it costs about one step.
+    const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
+    if (time_limit > 0 && wall.seconds() + reserve > time_limit) votes[0] = 1.0;
+    if (g_stop_signal.load() != 0) votes[0] = 1.0;
+    if (every_minutes > 0 && since_checkpoint.seconds() >= every_minutes * 60.0) votes[1] = 1.0;
+    comm.allreduce(votes, 2, DType::kFloat64, ReduceOp::kMax);
+    if (votes[0] > 0) {
+      stopped = true;
+      log::warn("stopping at step {}: {}", iteration,
+                g_stop_signal.load() != 0 ? fmt::format("signal {} received", g_stop_signal.load())
+                                          : fmt::format("time limit {:.0f} s reached", time_limit));
+      break;
+    }
+
+    Stopwatch step_watch;
+    TrainBatch batch = next_global_batch(order, data, global_batch);
+    double lr = lr_at(schedule, iteration);
+    double loss = model.forward_backward(batch, micro_batch, scaler.scale());
+    StepOutcome outcome = optimizer_step(model.sharded(), adamw, lr, config.get_number("train.grad_clip"), scaler,
+                                         adam_steps);
+    ++iteration;
+    double seconds = step_watch.seconds();
+    step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
+
+    if (leader) {
+      json line = {{"step", iteration},
+                   {"epoch", order.epoch()},
+                   {"loss", loss},
+                   {"lr", lr},
+                   {"grad_norm", outcome.skipped ? json(nullptr) : json(outcome.grad_norm)},
+                   {"loss_scale", outcome.loss_scale},
+                   {"skipped", outcome.skipped},
+                   {"tokens_per_s", tokens_per_step / seconds},
+                   {"mfu", nullptr},  // no known peak for this device
+                   {"seconds", seconds}};
+      metrics << line.dump() << "\n";
+      metrics.flush();
+      double eta = step_seconds * static_cast<double>(epochs.total_steps - iteration);
+      if (tty) {
+        std::printf("\r%s loss %.4f lr %.2e %.0f tok/s   ", progress_bar(iteration, epochs.total_steps, eta).c_str(),
+                    loss, lr, tokens_per_step / seconds);
+        std::fflush(stdout);
+      } else if (iteration % log_every == 0 || iteration == epochs.total_steps) {
+        log::info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} tok/s ETA {:.0f}s", iteration,
+                  epochs.total_steps, order.epoch(), loss, lr, outcome.grad_norm, outcome.skipped ? " (skipped)" : "",
+                  tokens_per_step / seconds, eta);
+      }
+    }
+
+    bool due = (every_steps > 0 && iteration % every_steps == 0) || votes[1] > 0;
+    if (due && iteration < epochs.total_steps) {
+      SaveResult result = save("periodic");
+      checkpoint_seconds = std::max(checkpoint_seconds, result.seconds);
+      since_checkpoint.reset();
+    }
+  }
+  if (tty) std::printf("\n");
+
+  SaveResult final_save = save(stopped ? "stop" : "final");
+  std::signal(SIGTERM, SIG_DFL);
+  std::signal(SIGUSR1, SIG_DFL);
+  log::info("trained {} steps in {:.1f} s; peak RSS {}", iteration, wall.seconds(),
+            format_bytes(static_cast<double>(peak_rss_bytes())));
+  if (stopped) {
+    log::warn("stopped before the end of the plan; resume with --resume auto (exit status {})", kExitTimeLimit);
+    return kExitTimeLimit;
+  }
+  if (!final_save.ok) throw Error("the final checkpoint could not be written: " + final_save.message);
+  return kExitOk;
+}
+
+}  // namespace metareuse

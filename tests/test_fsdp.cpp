@@ -1,0 +1,163 @@
+// FSDP sharding and the optimizer on a toy unit model, at whatever rank count
+// ctest starts (1, 2, 3): sharded gradients equal plain autograd's, a sharded
+// AdamW trajectory equals torch::optim::AdamW + clip_grad_norm_ on the full
+// model, state is really 1/N per rank, and an overflow on one rank makes every
+// rank skip. (The Hugging Face trajectory is checked on the Llama model in
+// test_train.cpp.)
+#include "torch_catch.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include "metareuse/dist/fsdp.h"
+#include "metareuse/dist/runtime.h"
+#include "metareuse/train/optimizer.h"
+#include "test_support.h"
+#include "toy_model.h"
+
+using namespace metareuse;
+
+using namespace metareuse::test;
+
+TEST_CASE("sharded gradients equal plain autograd on the full model", "[fsdp]") {
+  Communicator& comm = test::runtime().world();
+  ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  model.load_full(toy_params());
+
+  Plain plain;
+  for (auto& [name, value] : toy_params()) plain.params[name] = value.clone().requires_grad_(true);
+  torch::Tensor batch = toy_batch(0);
+  torch::Tensor reference_loss = plain.loss(batch);
+  reference_loss.backward();
+
+  torch::Tensor loss = sharded_loss(model, batch);
+  CHECK(loss.item<double>() == Approx(reference_loss.item<double>()).epsilon(1e-6));
+
+  // Compare each unit's gradient shard with the same slice of the plain
+  // gradients, flattened in the unit's parameter order and padded.
+  for (std::size_t u = 0; u < model.size(); ++u) {
+    ShardedUnit& unit = model.unit(u);
+    std::vector<torch::Tensor> pieces;
+    for (const auto& spec : unit.def().params) pieces.push_back(plain.params[spec.name].grad().reshape({-1}));
+    torch::Tensor flat = torch::cat(pieces);
+    flat = torch::cat({flat, torch::zeros({unit.padded_numel() - unit.numel()})});
+    torch::Tensor expected = flat.narrow(0, unit.shard_offset(), unit.shard_numel());
+    INFO("unit " << unit.def().name);
+    CHECK(torch::allclose(unit.grad(), expected, /*rtol=*/1e-5, /*atol=*/1e-7));
+  }
+}
+
+TEST_CASE("sharded AdamW with clipping follows torch::optim::AdamW on the full model", "[fsdp]") {
+  Communicator& comm = test::runtime().world();
+  ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  model.load_full(toy_params());
+  AdamWConfig adamw{3e-2, 0.9, 0.95, 1e-8, 0.1};
+  LossScaler scaler(LossScalerConfig{});
+  int64_t step = 0;
+
+  Plain plain;
+  std::vector<torch::Tensor> plain_params;
+  for (auto& [name, value] : toy_params()) {
+    plain.params[name] = value.clone().requires_grad_(true);
+    plain_params.push_back(plain.params[name]);
+  }
+  torch::optim::AdamW reference(plain_params, torch::optim::AdamWOptions(3e-2).betas({0.9, 0.95}).eps(1e-8)
+                                                  .weight_decay(0.1));
+  // The toy's norm weight is not decayed in the sharded model; match that.
+  reference.param_groups()[0].params().clear();
+  torch::optim::AdamWOptions no_decay(3e-2);
+  no_decay.betas({0.9, 0.95}).eps(1e-8).weight_decay(0.0);
+  for (auto& [name, value] : plain.params) {
+    if (name != "norm.weight") reference.param_groups()[0].params().push_back(value);
+  }
+  reference.add_param_group(torch::optim::OptimizerParamGroup({plain.params["norm.weight"]},
+                                                              std::make_unique<torch::optim::AdamWOptions>(no_decay)));
+
+  for (int s = 0; s < 8; ++s) {
+    torch::Tensor batch = toy_batch(s);
+    reference.zero_grad();
+    torch::Tensor reference_loss = plain.loss(batch);
+    reference_loss.backward();
+    double reference_norm = torch::nn::utils::clip_grad_norm_(plain_params, 0.5);
+    reference.step();
+
+    torch::Tensor loss = sharded_loss(model, batch);
+    StepOutcome outcome = optimizer_step(model, adamw, 3e-2, 0.5, scaler, step);
+    INFO("step " << s);
+    CHECK_FALSE(outcome.skipped);
+    CHECK(loss.item<double>() == Approx(reference_loss.item<double>()).epsilon(1e-5));
+    CHECK(outcome.grad_norm == Approx(reference_norm).epsilon(1e-5));
+  }
+  auto final_params = model.gather_full();
+  for (auto& [name, value] : plain.params) {
+    INFO(name);
+    CHECK(torch::allclose(final_params.at(name), value.detach(), 1e-4, 1e-6));
+  }
+}
+
+TEST_CASE("each rank holds about 1/N of the persistent state", "[fsdp]") {
+  Communicator& comm = test::runtime().world();
+  ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  const int64_t n = comm.size();
+  // 16 bytes per parameter (master, exp_avg, exp_avg_sq, grad in fp32), split N
+  // ways; padding adds at most one element per unit.
+  int64_t expected_max = 16 * (model.numel() / n + static_cast<int64_t>(model.size()));
+  CHECK(model.persistent_bytes() <= expected_max);
+  CHECK(model.persistent_bytes() >= 16 * model.numel() / n);
+  int64_t total = comm.allreduce_value<std::int64_t>(model.persistent_bytes(), ReduceOp::kSum);
+  CHECK(total >= 16 * model.numel());
+  CHECK(total <= 16 * (model.numel() + n * static_cast<int64_t>(model.size())));
+}
+
+TEST_CASE("an overflow on one rank's shard makes every rank skip and halve the scale", "[fsdp]") {
+  Communicator& comm = test::runtime().world();
+  ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  model.load_full(toy_params());
+  LossScalerConfig scaling;
+  scaling.enabled = true;
+  LossScaler scaler(scaling);
+  int64_t step = 0;
+  auto before = model.unit(1).master().clone();
+
+  sharded_loss(model, toy_batch(0));
+  if (comm.rank() == comm.size() - 1) model.unit(1).grad()[0] = std::numeric_limits<float>::infinity();
+  StepOutcome outcome = optimizer_step(model, AdamWConfig{}, 1e-3, 1.0, scaler, step);
+  CHECK(outcome.skipped);
+  CHECK(step == 0);
+  CHECK(scaler.scale() == 32768.0);
+  CHECK(torch::equal(model.unit(1).master(), before));  // no rank moved
+  CHECK(model.unit(1).grad().abs().sum().item<double>() == 0.0);  // gradients dropped
+
+  sharded_loss(model, toy_batch(1));
+  outcome = optimizer_step(model, AdamWConfig{}, 1e-3, 1.0, scaler, step);
+  CHECK_FALSE(outcome.skipped);
+  CHECK(step == 1);
+  int64_t skipped_everywhere = comm.allreduce_value<std::int64_t>(outcome.skipped ? 1 : 0, ReduceOp::kSum);
+  CHECK(skipped_everywhere == 0);
+}
+
+TEST_CASE("the learning-rate schedule and the adaptive epoch rule", "[train]") {
+  LrScheduleConfig cosine{"cosine", 10, 110, 1e-3, 1e-4};
+  CHECK(lr_at(cosine, 0) == Approx(1e-4));
+  CHECK(lr_at(cosine, 9) == Approx(1e-3));
+  CHECK(lr_at(cosine, 60) == Approx(0.5 * (1e-3 + 1e-4)));
+  CHECK(lr_at(cosine, 110) == Approx(1e-4));
+  LrScheduleConfig linear{"linear", 0, 100, 1.0, 0.0};
+  CHECK(lr_at(linear, 25) == Approx(0.75));
+  LrScheduleConfig constant{"constant", 0, 100, 0.5, 0.0};
+  CHECK(lr_at(constant, 99) == 0.5);
+
+  EpochPolicy policy;
+  EpochPlan tiny = plan_epochs(3, 2, policy, 0, 0);
+  CHECK(tiny.epochs == 1);
+  CHECK(tiny.total_steps == 2);
+  EpochPlan small_many_steps = plan_epochs(4, 1, EpochPolicy{5, 1, 3, 2}, 0, 0);
+  CHECK(small_many_steps.total_steps == 3);  // capped by the small-data rule
+  EpochPlan normal = plan_epochs(100, 8, policy, 0, 0);
+  CHECK(normal.epochs == 2);
+  CHECK(normal.steps_per_epoch == 13);
+  CHECK(normal.total_steps == 26);
+  CHECK(plan_epochs(100, 8, policy, 3, 0).total_steps == 39);
+  CHECK(plan_epochs(100, 8, policy, 0, 7).total_steps == 7);
+  CHECK_THAT(normal.reason, Catch::Matchers::Contains("2 epochs"));
+}

@@ -1,0 +1,190 @@
+// metareuse train / plan / export from the outside, on a tokenizer and
+// dataset made from the bundled sample corpus: exact resume, re-sharded
+// resume, the time limit and SIGUSR1 (exit 3, then resume), refusals, the
+// memory plan, export, and a rank killed mid-training.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "cli_runner.h"
+#include "test_support.h"
+
+using metareuse::test::run_metareuse;
+using metareuse::test::run_metareuse_mpi;
+using metareuse::test::run_shell;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A sentencepiece tokenizer and an unpacked dataset from datasets/sample_reasoning.jsonl, made once.
+const fs::path& fixture_dir() {
+  static const fs::path dir = [] {
+    fs::path d = metareuse::test::temp_dir("train-cli");
+    std::ofstream augmented(d / "augmented.jsonl");
+    std::ifstream corpus(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl");
+    std::string line;
+    while (std::getline(corpus, line)) {
+      auto record = nlohmann::json::parse(line);
+      augmented << nlohmann::json{{"prompt", record["question"]},
+                                  {"target", record["reasoning"].get<std::string>() + "\n#### " +
+                                                 record["solution"].get<std::string>()}}
+                       .dump()
+                << "\n";
+    }
+    augmented.close();
+    auto tokenizer = run_metareuse("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 400 --tokenizer " +
+                                   (d / "spm.model").string());
+    REQUIRE(tokenizer.status == 0);
+    auto prepare = run_metareuse("prepare --input " + (d / "augmented.jsonl").string() + " --out " +
+                                 (d / "dataset.h5").string() + " --tokenizer " + (d / "spm.model").string() +
+                                 " --sequence-length 192 --set dataset.pack=false --set tokenizer.template=plain");
+    INFO(prepare.output);
+    REQUIRE(prepare.status == 0);
+    return d;
+  }();
+  return dir;
+}
+
+std::string train_args(const fs::path& out, const std::string& extra) {
+  return "train --dataset " + (fixture_dir() / "dataset.h5").string() + " --set run.out_dir=" + out.string() +
+         " --set model.vocab_size=400 --set train.lr=3e-3 --set train.global_batch=6 --set train.micro_batch=1 "
+         "--set train.log_every=100 " + extra;
+}
+
+std::vector<double> losses_of(const fs::path& run) {
+  std::vector<double> losses;
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto record = nlohmann::json::parse(line);
+    REQUIRE(record.at("step").get<size_t>() == losses.size() + 1);
+    for (const char* key : {"epoch", "lr", "grad_norm", "loss_scale", "skipped", "tokens_per_s", "mfu"}) {
+      CHECK(record.contains(key));
+    }
+    losses.push_back(record.at("loss").get<double>());
+  }
+  return losses;
+}
+
+}  // namespace
+
+TEST_CASE("an interrupted then resumed run has bit-identical losses", "[train][e2e]") {
+  fs::path whole = metareuse::test::temp_dir("resume-whole"), parts = metareuse::test::temp_dir("resume-parts");
+  const std::string constant = "--set train.lr_schedule=constant ";
+  auto full = run_metareuse_mpi(2, train_args(whole, constant + "--set train.max_steps=10"));
+  INFO(full.output);
+  REQUIRE(full.status == 0);
+  REQUIRE(run_metareuse_mpi(2, train_args(parts, constant + "--set train.max_steps=4")).status == 0);
+  auto resumed = run_metareuse_mpi(2, train_args(parts, constant + "--set train.max_steps=10 --resume auto"));
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  CHECK_THAT(resumed.output, Contains("resumed from"));
+  auto a = losses_of(whole), b = losses_of(parts);
+  REQUIRE(a.size() == 10);
+  REQUIRE(b.size() == 10);
+  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == b[i]);  // bit for bit
+
+  SECTION("saved at 2 ranks, resumed at 3") {
+    fs::path reshard = metareuse::test::temp_dir("resume-reshard");
+    REQUIRE(run_metareuse_mpi(2, train_args(reshard, constant + "--set train.max_steps=4")).status == 0);
+    auto three = run_metareuse_mpi(3, train_args(reshard, constant + "--set train.max_steps=10 --resume auto"));
+    INFO(three.output);
+    REQUIRE(three.status == 0);
+    auto c = losses_of(reshard);
+    REQUIRE(c.size() == 10);
+    for (size_t i = 0; i < a.size(); ++i) CHECK(std::abs(a[i] - c[i]) <= 1e-5 * std::abs(a[i]));
+  }
+}
+
+TEST_CASE("the time limit stops every rank at the same step with status 3, and the run resumes", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("time-limit");
+  auto stopped = run_metareuse_mpi(2, train_args(run, "--set train.max_steps=100000 --set train.time_limit=4"));
+  INFO(stopped.output);
+  CHECK(stopped.status == 3);
+  CHECK_THAT(stopped.output, Contains("time limit"));
+  CHECK(fs::exists(run / "checkpoints" / "latest"));
+  size_t done = losses_of(run).size();
+  CHECK(done > 0);
+  auto resumed = run_metareuse(train_args(run, "--set train.max_steps=" + std::to_string(done + 2) +
+                                                   " --set train.time_limit=0 --resume auto"));
+  INFO(resumed.output);
+  CHECK(resumed.status == 0);
+  CHECK(losses_of(run).size() == done + 2);
+}
+
+TEST_CASE("SIGUSR1 (Slurm's pre-timeout signal) checkpoints and exits 3", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("sigusr1");
+  std::string command = std::string("cd '") + METAREUSE_SOURCE_DIR + "' && ('" + METAREUSE_BINARY + "' " +
+                        train_args(run, "--set train.max_steps=100000 --set train.time_limit=0") +
+                        " & pid=$!; sleep 4; kill -USR1 $pid; wait $pid)";
+  auto result = run_shell(command);
+  INFO(result.output);
+  CHECK(result.status == 3);
+  CHECK_THAT(result.output, Contains("signal 10"));
+  CHECK(fs::exists(run / "checkpoints" / "latest"));
+}
+
+TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("refuse");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  auto other = run_metareuse(train_args(run, "--set train.max_steps=2 --set model.preset=debug-small --resume auto"));
+  CHECK(other.status == 1);
+  CHECK_THAT(other.output, Contains("cannot resume") && Contains("model."));
+  auto missing = run_metareuse(train_args(run, "--resume " + (run / "nothing.h5").string()));
+  CHECK(missing.status == 1);
+  CHECK_THAT(missing.output, Contains("nothing.h5"));
+}
+
+TEST_CASE("export writes a Hugging Face folder that forward loads", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("export");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
+  fs::path out = run / "hf";
+  auto exported = run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + out.string() +
+                                " --dtype fp32");
+  INFO(exported.output);
+  REQUIRE(exported.status == 0);
+  CHECK(fs::exists(out / "config.json"));
+  CHECK(fs::exists(out / "model.safetensors"));
+  auto generated = run_metareuse("generate --model " + out.string() + " --prompt-ids 1,5,7 --max-new-tokens 4 --greedy");
+  INFO(generated.output);
+  CHECK(generated.status == 0);
+  CHECK_THAT(generated.output, Contains("\"ids\""));
+}
+
+TEST_CASE("plan prints the 3B figure on 8 P100s and refuses what cannot fit", "[train][e2e]") {
+  auto fits = run_metareuse("plan --set model.preset=llama3.2-3b --set train.precision=fp16 --set train.micro_batch=1 "
+                            "--ranks 8 --seq 2048 --device-memory 16GiB");
+  INFO(fits.output);
+  CHECK(fits.status == 0);
+  CHECK_THAT(fits.output, Contains("3212749824 parameters") && Contains("verdict: fits"));
+  auto too_big = run_metareuse("plan --set model.preset=llama3.2-3b --set train.precision=fp16 --set "
+                               "train.micro_batch=8 --ranks 1 --seq 2048 --device-memory 16GiB");
+  CHECK(too_big.status == 1);
+  CHECK_THAT(too_big.output, Contains("DOES NOT FIT"));
+}
+
+TEST_CASE("a rank killed with SIGKILL ends the job and the last checkpoint still loads", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("kill9");
+  std::string command =
+      std::string("cd '") + METAREUSE_SOURCE_DIR +
+      "' && (OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpiexec -n 3 --oversubscribe '" +
+      METAREUSE_BINARY + "' " +
+      train_args(run, "--set train.max_steps=100000 --set train.time_limit=0 --set checkpoint.every_steps=2") +
+      " & for i in $(seq 120); do [ -f '" + (run / "checkpoints" / "latest").string() +
+      "' ] && break; sleep 0.5; done; sleep 1; pkill -9 -f -n 'metareuse train'; start=$(date +%s); wait; echo \"exited after $(( $(date +%s) - "
+      "start )) s\")";
+  auto result = run_shell(command);
+  INFO(result.output);
+  CHECK_THAT(result.output, Contains("exited after"));
+  auto seconds = std::stoi(result.output.substr(result.output.rfind("exited after") + 13));
+  CHECK(seconds < 60);
+  REQUIRE(fs::exists(run / "checkpoints" / "latest"));
+  auto resumed = run_metareuse(train_args(run, "--set train.max_steps=1 --resume auto"));
+  INFO(resumed.output);
+  CHECK_THAT(resumed.output, Contains("resumed from"));
+}
