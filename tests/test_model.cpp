@@ -6,11 +6,7 @@
 // rounding (~1e-7 relative per op), so 1e-5 on logits and 1e-4 on gradients
 // leave a margin of 10-100x while catching any real error (a wrong mask,
 // rope or norm moves logits by > 1e-2).
-#include <torch/torch.h>
-// glog, pulled in by torch, defines a one-argument CHECK that would shadow
-// Catch2's (and abort instead of failing the test); Catch2's must win.
-#undef CHECK
-#include <catch2/catch.hpp>
+#include "torch_catch.h"  // libtorch, then Catch2 (its CHECK, not glog's)
 #include <nlohmann/json.hpp>
 
 #include <filesystem>

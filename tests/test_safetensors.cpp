@@ -1,11 +1,7 @@
 // Safetensors reading and writing: round trips, dtype conversion, the
 // fp16-range report, sharded checkpoints, and every malformed-input error
 // (each must name the tensor and the file).
-#include <torch/torch.h>
-// glog, pulled in by torch, defines a one-argument CHECK that would shadow
-// Catch2's (and abort instead of failing the test); Catch2's must win.
-#undef CHECK
-#include <catch2/catch.hpp>
+#include "torch_catch.h"  // libtorch, then Catch2 (its CHECK, not glog's)
 #include <nlohmann/json.hpp>
 
 #include <cstring>
