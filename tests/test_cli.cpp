@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cli_runner.h"
 #include "test_support.h"
@@ -40,9 +41,23 @@ TEST_CASE("an unknown flag is an error that points at --help", "[cli]") {
 }
 
 TEST_CASE("commands that are not built say so and exit 2", "[cli]") {
-  auto result = run_metareuse("plan");
-  CHECK(result.status == 2);
-  CHECK_THAT(result.output, Contains("not built yet") && Contains("issue #6"));
+  // Whichever subcommands --help marks as not built yet must refuse to run.
+  auto help = run_metareuse("--help");
+  std::istringstream lines(help.output);
+  std::string line;
+  int checked = 0;
+  while (std::getline(lines, line)) {
+    auto marker = line.find("[not built yet: issue #");
+    if (marker == std::string::npos) continue;
+    std::string name = line.substr(line.find_first_not_of(' '));
+    name = name.substr(0, name.find(' '));
+    auto result = run_metareuse(name);
+    INFO(name << ": " << result.output);
+    CHECK(result.status == 2);
+    CHECK_THAT(result.output, Contains("not built yet") && Contains("issue #"));
+    ++checked;
+  }
+  if (checked == 0) WARN("every subcommand is built; nothing to check");
 }
 
 TEST_CASE("config errors stop the command before it starts", "[cli]") {

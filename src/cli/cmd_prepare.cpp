@@ -26,11 +26,16 @@ void prepare_options(CLI::App& app, std::vector<std::string>& overrides) {
 }
 
 int prepare_run(CommandContext& context) {
+  std::string output = context.config.get_string("dataset.output");
+  if (output.empty()) output = run_folder(context.config) + "/dataset.h5";
+  return prepare_execute(context, context.config.get_string("dataset.input"), output);
+}
+
+int prepare_execute(CommandContext& context, const std::string& input, const std::string& output) {
   const Config& config = context.config;
   PrepareOptions options;
-  options.input = config.get_string("dataset.input");
-  options.output = config.get_string("dataset.output");
-  if (options.output.empty()) options.output = run_folder(config) + "/dataset.h5";
+  options.input = input;
+  options.output = output;
   options.template_name = config.get_string("tokenizer.template");
   options.sequence_length = config.get_int("dataset.sequence_length");
   options.pack = config.get_bool("dataset.pack");

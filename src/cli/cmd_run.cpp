@@ -1,70 +1,206 @@
-// metareuse run: the pipeline, stage by stage, in one run folder. Stages that
-// are not built yet are listed as such; the run then exits with kExitNotBuilt
-// so no one mistakes a partial pipeline for a finished one.
+// metareuse run: the pipeline, stage by stage, in one run folder:
+//   patterns -> augment -> prepare (a sentencepiece tokenizer is trained on the
+//   augmented examples when tokenizer.path is empty) -> train -> checkpoint
+//   (the final checkpoint is verified) -> eval -> export.
+// Each finished stage records a fingerprint of its config sections and input
+// files in <run>/stages.json; a later run skips a stage whose fingerprint and
+// outputs are unchanged, so re-running after a stop resumes the pipeline.
+// Stages that are not built yet are listed; the run then exits with
+// kExitNotBuilt so no one mistakes a partial pipeline for a finished one.
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <fstream>
 #include <vector>
 
 #include "commands.h"
+#include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
-#include "metareuse/dist/communicator.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
+#include "metareuse/dist/communicator.h"
+#include "metareuse/tokenizer/tokenizer.h"
+#include "metareuse/train/trainer.h"
 
 namespace metareuse::cli {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
 namespace {
+
+struct RunFlags {
+  std::string from;
+  std::string only;
+};
+RunFlags g_run;
 
 struct Stage {
   const char* name;
-  int issue;  // the issue that builds it
-  std::function<void(CommandContext&, const std::string& folder)> run;  // empty: not built
+  int issue;                          // the issue that builds it
+  std::vector<std::string> sections;  // config sections its output depends on
+  std::vector<std::string> inputs;    // files (relative to the run folder) it reads
+  std::vector<std::string> outputs;   // files it writes
+  // Returns an exit status; empty: not built.
+  std::function<int(CommandContext&, const std::string& folder)> run;
 };
 
-// Issue #3: the handbook and the augmented examples in the run folder.
-void patterns_stage(CommandContext& context, const std::string& folder) {
+int patterns_stage(CommandContext& context, const std::string& folder) {
   if (patterns_execute(context, folder + "/handbook.json") != kExitOk) {
     throw InputError("patterns: corpus.strict is set and the corpus has bad lines");
   }
+  return kExitOk;
 }
-void augment_stage(CommandContext& context, const std::string& folder) {
+
+int augment_stage(CommandContext& context, const std::string& folder) {
   if (augment_execute(context, folder + "/handbook.json", folder + "/augmented.jsonl") != kExitOk) {
     throw InputError("augment: corpus.strict is set and the corpus has bad lines");
   }
+  return kExitOk;
+}
+
+// The run's tokenizer: tokenizer.path, or one trained here on the augmented
+// examples (for from-scratch models).
+std::string ensure_tokenizer(CommandContext& context, const std::string& folder) {
+  std::string path = context.config.get_string("tokenizer.path");
+  if (!path.empty()) return path;
+  path = folder + "/tokenizer.model";
+  if (context.runtime.rank() == 0) train_tokenizer(context, folder + "/augmented.jsonl", path);
+  context.runtime.world().barrier();
+  return path;
+}
+
+int prepare_stage(CommandContext& context, const std::string& folder) {
+  context.config.set("tokenizer.path", ensure_tokenizer(context, folder));
+  return prepare_execute(context, folder + "/augmented.jsonl", folder + "/dataset.h5");
+}
+
+int train_stage(CommandContext& context, const std::string& folder) {
+  Config& config = context.config;
+  if (config.get_string("tokenizer.path").empty()) config.set("tokenizer.path", folder + "/tokenizer.model");
+  if (config.get_string("model.path").empty() && config.get_int("model.vocab_size") == 0) {
+    // A from-scratch model gets exactly the tokenizer's vocabulary.
+    config.set("model.vocab_size", load_tokenizer(config.get_string("tokenizer.path"))->vocab_size());
+  }
+  config.set("dataset.output", folder + "/dataset.h5");
+  // A train stage that stopped early (time limit, signal) resumes from its checkpoint.
+  if (config.get_string("train.resume").empty()) config.set("train.resume", "auto");
+  return run_training(config, context.runtime, folder);
+}
+
+// Verifies that the final checkpoint is complete and loadable.
+int checkpoint_stage(CommandContext& context, const std::string& folder) {
+  std::string dir = context.config.get_string("checkpoint.dir");
+  if (dir.empty()) dir = folder + "/checkpoints";
+  std::string latest = resolve_checkpoint(dir, "");
+  json meta = read_checkpoint_meta(latest);
+  read_checkpoint_params(latest);
+  log::info("checkpoint {} verified: step {}, saved at {} rank(s)", latest, meta.value("step", 0),
+            meta.value("world_size", 0));
+  return kExitOk;
+}
+
+int export_stage(CommandContext& context, const std::string& folder) {
+  if (context.runtime.rank() != 0) return kExitOk;
+  std::string dir = context.config.get_string("checkpoint.dir");
+  if (dir.empty()) dir = folder + "/checkpoints";
+  return export_execute(dir, folder + "/export", "fp32", "5GB");
 }
 
 std::vector<Stage> pipeline_stages() {
   return {
-      {"patterns", 3, patterns_stage}, {"augment", 3, augment_stage}, {"prepare", 4, nullptr}, {"train", 6, nullptr},
-      {"checkpoint", 7, nullptr}, {"eval", 8, nullptr},  {"export", 7, nullptr},
+      {"patterns", 3, {"corpus", "patterns"}, {}, {"handbook.json"}, patterns_stage},
+      {"augment", 3, {"corpus", "augment"}, {"handbook.json"}, {"augmented.jsonl"}, augment_stage},
+      {"prepare", 4, {"tokenizer", "dataset"}, {"augmented.jsonl"}, {"dataset.h5"}, prepare_stage},
+      {"train", 6, {"model", "train", "checkpoint", "run"}, {"dataset.h5"}, {"checkpoints/latest"}, train_stage},
+      {"checkpoint", 7, {}, {"checkpoints/latest"}, {}, checkpoint_stage},
+      {"eval", 8, {}, {}, {}, nullptr},
+      {"export", 7, {}, {"checkpoints/latest"}, {"export/config.json"}, export_stage},
   };
+}
+
+// Config sections, the corpus files and the stage's inputs (size and mtime).
+std::string fingerprint(const Stage& stage, const Config& config, const std::string& folder) {
+  json parts = json::object();
+  for (const auto& section : stage.sections) {
+    if (config.tree().contains(section)) parts["config"][section] = config.tree().at(section);
+  }
+  std::vector<std::string> files = stage.inputs;
+  for (auto& file : files) file = folder + "/" + file;
+  if (std::string(stage.name) == "patterns" || std::string(stage.name) == "augment") {
+    for (const auto& file : config.get_string_list("corpus.files")) files.push_back(file);
+  }
+  for (const auto& file : files) {
+    std::error_code ec;
+    auto size = fs::file_size(file, ec);
+    auto time = fs::last_write_time(file, ec).time_since_epoch().count();
+    parts["files"][file] = ec ? json(nullptr) : json::array({size, time});
+  }
+  return fmt::format("{:016x}", std::hash<std::string>{}(parts.dump()));
 }
 
 }  // namespace
 
-void run_options(CLI::App&, std::vector<std::string>&) {}
+void run_options(CLI::App& app, std::vector<std::string>&) {
+  app.add_option("--from", g_run.from, "Run from this stage on, even if its outputs are up to date");
+  app.add_option("--only", g_run.only, "Run only this stage");
+}
 
 int run_run(CommandContext& context) {
   const std::string folder = run_folder(context.config);
+  auto stages = pipeline_stages();
+  for (const std::string& name : {g_run.from, g_run.only}) {
+    if (name.empty()) continue;
+    bool known = std::any_of(stages.begin(), stages.end(), [&](const Stage& s) { return name == s.name; });
+    if (!known) throw UsageError(fmt::format("unknown stage '{}' (patterns, augment, prepare, train, checkpoint, eval, export)", name));
+  }
   if (context.runtime.rank() == 0) {
-    std::filesystem::create_directories(folder);
+    fs::create_directories(folder);
     context.config.write(folder + "/config.resolved.json");
   }
   context.runtime.world().barrier();
   log::info("run folder {} (resolved config in config.resolved.json), {} rank(s)", folder,
             context.runtime.world_size());
 
+  const std::string record_path = folder + "/stages.json";
+  json record = json::object();
+  if (std::ifstream in(record_path); in) record = json::parse(in, nullptr, false);
+  if (record.is_discarded()) record = json::object();
+
   std::vector<std::string> not_built;
-  for (const auto& stage : pipeline_stages()) {
+  bool forced = false;
+  for (const auto& stage : stages) {
+    if (!g_run.only.empty() && g_run.only != stage.name) continue;
+    if (g_run.from == stage.name) forced = true;
     if (!stage.run) {
       log::info("stage {:<10} not built yet (issue #{})", stage.name, stage.issue);
       not_built.push_back(stage.name);
       continue;
     }
+    std::string print = fingerprint(stage, context.config, folder);
+    bool outputs_exist = std::all_of(stage.outputs.begin(), stage.outputs.end(),
+                                     [&](const std::string& f) { return fs::exists(folder + "/" + f); });
+    bool up_to_date = !forced && g_run.only.empty() && outputs_exist && record.value(stage.name, "") == print;
+    // Every rank decides the same (rank 0's view of the folder).
+    up_to_date = context.runtime.world().allreduce_value<std::int32_t>(
+                     context.runtime.rank() == 0 && up_to_date ? 1 : 0, ReduceOp::kMax) != 0;
+    if (up_to_date) {
+      log::info("stage {:<10} up to date, skipped", stage.name);
+      continue;
+    }
     Stopwatch watch;
     log::info("stage {:<10} running", stage.name);
-    stage.run(context, folder);
+    int status = stage.run(context, folder);
+    if (status != kExitOk) {
+      log::warn("stage {} stopped with status {}; `metareuse run` again resumes here", stage.name, status);
+      return status;
+    }
     log::info("stage {:<10} done in {:.2f} s", stage.name, watch.seconds());
+    if (context.runtime.rank() == 0) {
+      record[stage.name] = print;  // as computed before the stage changed the config
+      std::ofstream(record_path, std::ios::trunc) << record.dump(2) << "\n";
+    }
+    forced = true;  // a stage that ran makes every later one run
   }
   if (!not_built.empty()) {
     log::warn("pipeline incomplete: {} stage(s) not built yet: {}", not_built.size(), fmt::join(not_built, ", "));

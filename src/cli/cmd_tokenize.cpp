@@ -111,6 +111,14 @@ std::string write_training_text(const std::string& corpus, const std::filesystem
 
 int train(CommandContext& context) {
   std::string model = context.config.get_string("tokenizer.path");
+  auto tokenizer = train_tokenizer(context, flags.train, model);
+  std::cout << tokenizer->identity() << '\n';
+  return kExitOk;
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> train_tokenizer(CommandContext& context, const std::string& corpus, const std::string& model) {
   if (model.size() < 7 || model.substr(model.size() - 6) != ".model") {
     throw UsageError(fmt::format("--train writes the model to --tokenizer, which must end in .model (got '{}')", model));
   }
@@ -118,7 +126,7 @@ int train(CommandContext& context) {
   if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
   std::filesystem::path text_file = prefix.string() + ".train.txt";
   SentencePieceTrainOptions options;
-  options.input_file = write_training_text(flags.train, text_file);
+  options.input_file = write_training_text(corpus, text_file);
   options.model_prefix = prefix.string();
   options.vocab_size = context.config.get_int("tokenizer.train_vocab_size");
   options.model_type = context.config.get_string("tokenizer.train_model_type");
@@ -127,12 +135,9 @@ int train(CommandContext& context) {
   std::filesystem::remove(text_file);
   auto tokenizer = load_tokenizer(model);
   log::info("trained a sentencepiece {} tokenizer ({} pieces) on {} in {:.1f} s: {}", options.model_type,
-            tokenizer->vocab_size(), flags.train, watch.seconds(), model);
-  std::cout << tokenizer->identity() << '\n';
-  return kExitOk;
+            tokenizer->vocab_size(), corpus, watch.seconds(), model);
+  return tokenizer;
 }
-
-}  // namespace
 
 void tokenize_options(CLI::App& app, std::vector<std::string>& overrides) {
   app.add_option_function<std::string>(

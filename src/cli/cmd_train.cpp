@@ -82,7 +82,12 @@ void export_options(CLI::App& app, std::vector<std::string>&) {
 
 int export_run(CommandContext& context) {
   if (context.runtime.rank() != 0) return kExitOk;  // one writer; nothing is sharded here
-  std::string path = resolve_checkpoint(g_export.checkpoint, "");
+  return export_execute(g_export.checkpoint, g_export.out, g_export.dtype, g_export.max_shard);
+}
+
+int export_execute(const std::string& checkpoint, const std::string& out, const std::string& dtype_name,
+                   const std::string& max_shard) {
+  std::string path = resolve_checkpoint(checkpoint, "");
   nlohmann::json meta = read_checkpoint_meta(path);
   LlamaConfig model_config = LlamaConfig::from_hf_json(meta.at("model"), path + ": meta.model");
   LlamaModel model(model_config);
@@ -95,19 +100,19 @@ int export_run(CommandContext& context) {
       const_cast<torch::Tensor&>(value).copy_(found->second);
     }
   }
-  torch::ScalarType dtype = g_export.dtype == "fp32" ? torch::kFloat32
-                            : g_export.dtype == "fp16" ? torch::kFloat16
-                                                       : torch::kBFloat16;
-  save_hf_model(model, g_export.out, parse_bytes(g_export.max_shard), dtype);
+  torch::ScalarType dtype = dtype_name == "fp32" ? torch::kFloat32
+                            : dtype_name == "fp16" ? torch::kFloat16
+                                                   : torch::kBFloat16;
+  save_hf_model(model, out, parse_bytes(max_shard), dtype);
   // The tokenizer the run used travels with the weights.
   if (meta.contains("config")) {
     std::string tokenizer = meta["config"].value("tokenizer", nlohmann::json::object()).value("path", "");
     if (!tokenizer.empty() && fs::exists(tokenizer)) {
-      fs::copy_file(tokenizer, fs::path(g_export.out) / fs::path(tokenizer).filename(),
+      fs::copy_file(tokenizer, fs::path(out) / fs::path(tokenizer).filename(),
                     fs::copy_options::overwrite_existing);
     }
   }
-  log::info("exported {} (step {}) to {} as {}", path, meta.value("step", 0), g_export.out, g_export.dtype);
+  log::info("exported {} (step {}) to {} as {}", path, meta.value("step", 0), out, dtype_name);
   return kExitOk;
 }
 

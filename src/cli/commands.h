@@ -6,12 +6,17 @@
 #include <CLI/CLI.hpp>  // CLI::App
 
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "metareuse/core/config.h"
 #include "metareuse/corpus/corpus.h"
 #include "metareuse/dist/runtime.h"
+
+namespace metareuse {
+class Tokenizer;
+}
 
 namespace metareuse::cli {
 
@@ -71,6 +76,15 @@ void plan_options(CLI::App& app, std::vector<std::string>& overrides);
 int plan_run(CommandContext& context);
 void export_options(CLI::App& app, std::vector<std::string>& overrides);
 int export_run(CommandContext& context);
+
+// Pipeline entry points for `run` (cmd_run.cpp), shared with the subcommands.
+// Trains a sentencepiece tokenizer on a corpus (rank 0 only) into `model` (.model).
+std::unique_ptr<Tokenizer> train_tokenizer(CommandContext& context, const std::string& corpus, const std::string& model);
+// Tokenizes `input` (augmented JSON Lines) into the HDF5 dataset `output`.
+int prepare_execute(CommandContext& context, const std::string& input, const std::string& output);
+// Writes checkpoint `checkpoint` (file, or folder with latest) as a Hugging Face folder.
+int export_execute(const std::string& checkpoint, const std::string& out, const std::string& dtype,
+                   const std::string& max_shard);
 
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);
