@@ -23,8 +23,9 @@ MARK = "@@time"
 
 def timed(command, ranks=1):
     """Runs command (under mpiexec when ranks > 1, /usr/bin/time around each rank);
-    returns (wall seconds of the slowest rank, max RSS MB over ranks, output)."""
-    wrapped = [TIME, "-f", MARK + " %e %M"] + command
+    returns (wall seconds of the slowest rank, max RSS MB over ranks, output, CPU seconds
+    (user + system) summed over ranks)."""
+    wrapped = [TIME, "-f", MARK + " %e %M %U %S"] + command
     if ranks > 1:
         wrapped = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + wrapped
     run = subprocess.run(wrapped, env=ENV, capture_output=True, text=True)
@@ -33,7 +34,8 @@ def timed(command, ranks=1):
     figures = [line.split()[1:] for line in run.stderr.splitlines() if line.startswith(MARK)]
     wall = max(float(f[0]) for f in figures)
     rss = max(int(f[1]) for f in figures) / 1024.0
-    return wall, rss, run.stdout + run.stderr
+    cpu = sum(float(f[2]) + float(f[3]) for f in figures)
+    return wall, rss, run.stdout + run.stderr, cpu
 
 
 def best_of(repeats, command, ranks=1):
@@ -62,24 +64,25 @@ def main():
     megabytes = os.path.getsize(a.corpus) / 1e6
     subprocess.run(["cat", a.corpus], stdout=subprocess.DEVNULL, check=True)  # warm the page cache for everyone
     out_dir = tempfile.mkdtemp(prefix="metareuse-bench-")
-    print(f"corpus: {a.corpus}, {megabytes:.1f} MB; {os.cpu_count()} CPU(s); best of {a.repeats}")
+    print(f"corpus: {a.corpus}, {megabytes:.1f} MB; {os.cpu_count()} CPU(s); best of {a.repeats}; "
+          f"load average {os.getloadavg()[0]:.1f}")
 
     rows = []
     python_out = os.path.join(out_dir, "python.json")
-    wall, rss, _ = best_of(a.repeats, ["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"])
+    wall, rss, _, cpu = best_of(a.repeats, ["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"])
     python_wall, python_rss = wall, rss
-    rows.append(("python seed_patterns.py (exact)", 1, wall, rss, float("nan")))
+    rows.append(("python seed_patterns.py (exact)", 1, wall, rss, float("nan"), cpu))
 
-    start_wall, start_rss, _ = best_of(a.repeats, [binary, "--help"])
-    rows.append(("metareuse --help (start-up only)", 1, start_wall, start_rss, float("nan")))
+    start_wall, start_rss, _, cpu = best_of(a.repeats, [binary, "--help"])
+    rows.append(("metareuse --help (start-up only)", 1, start_wall, start_rss, float("nan"), cpu))
 
     results = {}
     for mode, ranks in [("exact", 1), ("exact", 2), ("normalized", 1), ("normalized", 2)]:
         out = os.path.join(out_dir, f"{mode}{ranks}.json")
-        wall, rss, output = best_of(a.repeats, [binary, "patterns", "--mode", mode, "--corpus", a.corpus,
-                                                "--out", out], ranks)
+        wall, rss, output, cpu = best_of(a.repeats, [binary, "patterns", "--mode", mode, "--corpus", a.corpus,
+                                                     "--out", out], ranks)
         results[(mode, ranks)] = wall
-        rows.append((f"metareuse patterns --mode {mode}", ranks, wall, rss, stage_seconds(output)))
+        rows.append((f"metareuse patterns --mode {mode}", ranks, wall, rss, stage_seconds(output), cpu))
 
     expected = json.load(open(python_out))
     for ranks in (1, 2):
@@ -89,11 +92,12 @@ def main():
             [(p["text"], p["support"]) for p in expected["patterns"]]
         print(f"exact mode at {ranks} rank(s) identical to the reference: {'yes' if same else 'NO'}")
 
-    print(f"\n{'route':<40} {'ranks':>5} {'wall s':>7} {'MB/s':>7} {'x python':>8} {'RSS MB/rank':>11} {'stage s':>8} {'stage MB/s':>10}")
-    for name, ranks, wall, rss, stage in rows:
+    print(f"\n{'route':<40} {'ranks':>5} {'wall s':>7} {'MB/s':>7} {'x python':>8} {'RSS MB/rank':>11} "
+          f"{'stage s':>8} {'stage MB/s':>10} {'CPU s':>6}")
+    for name, ranks, wall, rss, stage, cpu in rows:
         stage_rate = megabytes / stage if stage == stage and stage > 0 else float("nan")
         print(f"{name:<40} {ranks:>5} {wall:>7.2f} {megabytes / wall:>7.1f} {python_wall / wall:>8.2f} "
-              f"{rss:>11.0f} {stage:>8.2f} {stage_rate:>10.1f}")
+              f"{rss:>11.0f} {stage:>8.2f} {stage_rate:>10.1f} {cpu:>6.2f}")
     print(f"\nratios (whole process, same run): exact 1 rank = {python_wall / results[('exact', 1)]:.2f}x python "
           f"(goal 15x); 2 ranks = {results[('exact', 1)] / results[('exact', 2)]:.2f}x 1 rank (goal 1.7x); "
           f"normalized 1 rank = {python_wall / results[('normalized', 1)]:.2f}x python exact (goal 5x)")

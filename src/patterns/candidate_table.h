@@ -52,6 +52,7 @@ inline std::uint64_t hash_words(std::string_view text) {
 
 // A candidate as the miner sees it (the table stores it split in two).
 struct Candidate {
+  std::uint64_t hash = 0;  // the table's hash of the text
   const char* text = nullptr;
   std::uint32_t length = 0;
   std::uint32_t support = 0;
@@ -101,6 +102,18 @@ class CandidateTable {
     }
   }
 
+  // Sizes the slots for `count` candidates, so that filling never rehashes.
+  void reserve(std::size_t count) {
+    std::size_t slots = slots_.size();
+    while (count * 10 > slots * 7) slots *= 2;
+    if (slots == slots_.size()) return;
+    std::vector<Slot> old = std::move(slots_);
+    resize_slots(slots);
+    for (const Slot& slot : old) {
+      if (slot.index != kEmpty) place(slot);
+    }
+  }
+
   // Starts loading the slot of `hash` (call a batch ahead of count()).
   void prefetch(std::uint64_t hash) const { __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]); }
 
@@ -115,21 +128,18 @@ class CandidateTable {
     slot.example_count = entry.example_count;
   }
 
-  // Calls visit(const Candidate&) for every candidate, in slot order.
+  // Calls visit(const Candidate&) for every candidate, in insertion order:
+  // entries and texts are then read front to back, not at random.
   template <typename Visit>
-  void for_each(Visit&& visit) const {
+  void for_each(Visit&& visit) {
     for (const Slot& slot : slots_) {
       if (slot.index == kEmpty) continue;
-      const Entry& entry = entries_[slot.index];
-      Candidate candidate;
-      candidate.text = entry.text;
-      candidate.length = entry.length;
-      candidate.support = slot.support;
-      candidate.kinds = slot.kinds;
-      candidate.example_count = entry.example_count;
-      std::copy(entry.examples, entry.examples + kMaxExamples, candidate.examples);
-      visit(candidate);
+      Entry& entry = entries_[slot.index];
+      entry.hash = slot.hash;
+      entry.support = slot.support;
+      entry.kinds = slot.kinds;
     }
+    for (const Entry& entry : entries_) visit(static_cast<const Candidate&>(entry));
   }
 
   // Drops every candidate with support <= max_support and compacts the arena.

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -58,9 +57,10 @@ void read_wire(const std::vector<char>& bytes, Visit&& visit) {
   }
 }
 
-// The owner of a candidate: independent of the table's slot bits.
-int owner_of(std::string_view text, int world_size) {
-  return static_cast<int>((hash_text(text) >> 32) % static_cast<std::uint64_t>(world_size));
+// The owner of a candidate, from its table hash (the same on every rank) but
+// not from the bits that pick its slot.
+int owner_of(const Candidate& candidate, int world_size) {
+  return static_cast<int>((candidate.hash >> 32) % static_cast<std::uint64_t>(world_size));
 }
 
 // The pattern order: support descending, then the text's UTF-8 bytes.
@@ -390,16 +390,17 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   if (world_size > 1) {
     std::vector<std::size_t> send_counts(world_size, 0);
     table.for_each([&](const Candidate& candidate) {
-      send_counts[owner_of(candidate.view(), world_size)] += wire_size(candidate);
+      send_counts[owner_of(candidate, world_size)] += wire_size(candidate);
     });
     std::vector<std::size_t> offsets(world_size, 0);
     for (int r = 1; r < world_size; ++r) offsets[r] = offsets[r - 1] + send_counts[r - 1];
     std::vector<char> send(offsets.back() + send_counts.back());
     table.for_each([&](const Candidate& candidate) {
-      int owner = owner_of(candidate.view(), world_size);
+      int owner = owner_of(candidate, world_size);
       offsets[owner] = static_cast<std::size_t>(write_wire(send.data() + offsets[owner], candidate) - send.data());
     });
     table.clear();  // the counts now live in `send`
+    log::debug("reduction: packed {} bytes in {:.2f} s", send.size(), watch.seconds());
 
     std::vector<std::uint64_t> my_counts(send_counts.begin(), send_counts.end());
     std::vector<std::uint64_t> matrix(static_cast<std::size_t>(world_size) * world_size);
@@ -413,11 +414,18 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     received.resize(receive_total);
     communicator.alltoallv(send.data(), send_counts, received.data(), receive_counts, DType::kUInt8);
     send = {};
+    log::debug("reduction: exchanged, {} bytes received, at {:.2f} s", received.size(), watch.seconds());
+    std::size_t arriving = 0;
+    read_wire(received, [&](std::string_view, std::uint32_t, std::uint8_t, const corpus::RecordKey*, std::size_t) {
+      ++arriving;
+    });
+    owned.reserve(arriving);  // an upper bound: the same text may come from several ranks
     read_wire(received, [&](std::string_view text, std::uint32_t support, std::uint8_t kinds,
                             const corpus::RecordKey* examples, std::size_t example_count) {
       owned.merge(text, support, kinds, examples, example_count);
     });
     owner_table = &owned;
+    log::debug("reduction: merged {} candidates at {:.2f} s", owned.size(), watch.seconds());
   }
 
   // 3. Select at the owner: enough support (and, normalized, enough words),
@@ -459,12 +467,14 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     pool.push_back(candidate);
   });
   cut_to_pool(pool);
+  log::debug("reduction: pool of {} at {:.2f} s", pool.size(), watch.seconds());
 
   std::vector<const Candidate*> chosen;
   if (exact) {
     for (const Candidate& candidate : pool) chosen.push_back(&candidate);
   } else {
     pool = drop_absorbed(pool, options.containment_ratio);
+    log::debug("reduction: {} after dropping absorbed patterns at {:.2f} s", pool.size(), watch.seconds());
     std::vector<std::size_t> picks = options.selection == Selection::kCoverage
                                          ? choose_by_coverage(files, options, pool, communicator)
                                          : choose_by_support(pool, options);

@@ -31,20 +31,18 @@ std::size_t code_point_count(std::string_view text) {
 }
 
 void normalize_lines(std::string_view text, std::string& out) {
-  out.clear();
-  out.reserve(text.size());
-  bool pending_space = false;
-  bool pending_newline = false;
-  auto put = [&](std::string_view piece) {
-    if (!out.empty() && out.back() != '\n') {
-      if (pending_newline) out.push_back('\n');
-      else if (pending_space) out.push_back(' ');
-    }
-    pending_space = pending_newline = false;
-    out.append(piece);
-  };
-  std::size_t i = 0;
+  // Writes into a buffer sized for the worst case ("<num>" is 5 bytes for a
+  // 1-byte number), then trims: this runs over every byte of the corpus.
+  out.resize(text.size() * 5 + 1);
+  char* write = out.data();
+  char* const begin = write;
+  char pending = 0;  // ' ' or '\n' owed before the next character
   const std::size_t n = text.size();
+  std::size_t i = 0;
+  auto separate = [&]() {
+    if (pending != 0 && write != begin && write[-1] != '\n') *write++ = pending;
+    pending = 0;
+  };
   while (i < n) {
     char c = text[i];
     if (c == '<' && i + 1 < n && text[i + 1] == '<') {
@@ -61,20 +59,23 @@ void normalize_lines(std::string_view text, std::string& out) {
         else if ((text[j] == ',' || text[j] == '.') && j + 1 < n && is_digit(text[j + 1])) j += 2;
         else break;
       }
-      put("<num>");
+      separate();
+      std::memcpy(write, "<num>", 5);
+      write += 5;
       i = j;
       continue;
     }
     if (is_seed_space(c)) {
-      if (c == '\n') pending_newline = true;
-      else pending_space = true;
+      if (c == '\n') pending = '\n';
+      else if (pending == 0) pending = ' ';
       ++i;
       continue;
     }
-    char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    put(std::string_view(&lower, 1));
+    separate();
+    *write++ = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
     ++i;
   }
+  out.resize(static_cast<std::size_t>(write - begin));
 }
 
 std::string normalize(std::string_view text) {
