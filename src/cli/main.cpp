@@ -136,6 +136,7 @@ int main(int argc, char** argv) {
   }
   log::init(runtime->rank(), runtime->world_size(), log::parse_level(config.get_string("log.level")),
             config.get_bool("log.all_ranks"));
+  if (runtime->world_size() > 1) runtime->set_collective_timeout(config.get_number("dist.collective_timeout"));
 
   if (print_config) {
     if (runtime->rank() == 0) std::cout << config.describe();

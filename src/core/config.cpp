@@ -52,6 +52,9 @@ std::vector<ConfigKey> build_schema() {
       key_string("dist.backend", "auto",
                  "Communicator: auto (MPI when started by mpirun/srun, else one process), mpi, or self.",
                  {"auto", "mpi", "self"}),
+      key_number("dist.collective_timeout", 600.0,
+                 "Seconds a collective may take before the rank logs it and ends the job (a hang watchdog); 0: off.",
+                 0.0, 1e9),
 
       // corpus
       key_string_list("corpus.files", {"datasets/sample_reasoning.jsonl"},

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "metareuse/core/error.h"
+#include "metareuse/dist/runtime.h"
 #include "mpi_check.h"
 
 namespace metareuse {
@@ -97,6 +98,7 @@ class MpiCommunicator final : public Communicator {
   std::string backend_name() const override { return "mpi"; }
 
   void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
+    CollectiveScope watch("allreduce");
     require_reducible(dtype, "allreduce");
     // Chunked so counts above INT_MAX still work.
     auto* bytes = static_cast<char*>(buffer);
@@ -109,12 +111,14 @@ class MpiCommunicator final : public Communicator {
   }
 
   void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+    CollectiveScope watch("allgather");
     int n = to_int(count, "allgather");
     MR_CHECK_MPI(MPI_Allgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_));
   }
 
   void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
                   DType dtype) override {
+    CollectiveScope watch("allgatherv");
     MR_CHECK(recv_counts.size() == static_cast<std::size_t>(size_), "allgatherv: {} counts for {} ranks",
              recv_counts.size(), size_);
     MR_CHECK(recv_counts[rank_] == send_count, "allgatherv: rank {} sends {} but recv_counts says {}", rank_,
@@ -126,12 +130,14 @@ class MpiCommunicator final : public Communicator {
   }
 
   void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
+    CollectiveScope watch("reduce_scatter");
     require_reducible(dtype, "reduce_scatter");
     MR_CHECK_MPI(MPI_Reduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter"), mpi_type(dtype),
                                           mpi_op(op), comm_));
   }
 
   void broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
+    CollectiveScope watch("broadcast");
     MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
     auto* bytes = static_cast<char*>(buffer);
     const std::size_t chunk = INT_MAX / 2;
@@ -143,6 +149,7 @@ class MpiCommunicator final : public Communicator {
 
   void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
                  const std::vector<std::size_t>& recv_counts, DType dtype) override {
+    CollectiveScope watch("alltoallv");
     MR_CHECK(send_counts.size() == static_cast<std::size_t>(size_) &&
                  recv_counts.size() == static_cast<std::size_t>(size_),
              "alltoallv: counts must have one entry per rank ({})", size_);
@@ -153,7 +160,10 @@ class MpiCommunicator final : public Communicator {
                                rdispls.data(), mpi_type(dtype), comm_));
   }
 
-  void barrier() override { MR_CHECK_MPI(MPI_Barrier(comm_)); }
+  void barrier() override {
+    CollectiveScope watch("barrier");
+    MR_CHECK_MPI(MPI_Barrier(comm_));
+  }
 
  private:
   MPI_Comm comm_ = MPI_COMM_NULL;

@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <mutex>
 #include <cstring>
 #include <string>
 
@@ -17,6 +20,17 @@ namespace metareuse {
 namespace {
 
 Runtime* g_runtime = nullptr;
+
+// The collective in flight, for the watchdog: its name and start time
+// (steady-clock seconds; 0 when none is in flight).
+std::atomic<const char*> g_operation{nullptr};
+std::atomic<double> g_operation_start{0.0};
+std::mutex g_label_mutex;
+std::string g_label = "starting";
+
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
 
 const char* env(const char* name) {
   const char* value = std::getenv(name);
@@ -91,6 +105,8 @@ Runtime::Runtime(const std::string& backend) {
 }
 
 Runtime::~Runtime() {
+  stop_watchdog_.store(true);
+  if (watchdog_.joinable()) watchdog_.join();
   world_.reset();  // frees the duplicated communicator before MPI_Finalize
   if (owns_mpi_) {
     int finalized = 0;
@@ -120,6 +136,44 @@ std::string Runtime::mpi_library_version() const {
   if (newline != std::string::npos) text.resize(newline);
   while (!text.empty() && (text.back() == '\0' || text.back() == ' ')) text.pop_back();
   return text;
+}
+
+void Runtime::set_collective_timeout(double seconds) {
+  collective_timeout_ = seconds;
+  if (seconds > 0 && !watchdog_.joinable()) watchdog_ = std::thread([this] { watch_collectives(); });
+}
+
+void Runtime::watch_collectives() {
+  while (!stop_watchdog_.load()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    double start = g_operation_start.load();
+    if (start <= 0.0 || steady_seconds() - start <= collective_timeout_) continue;
+    std::string label;
+    {
+      std::lock_guard<std::mutex> lock(g_label_mutex);
+      label = g_label;
+    }
+    // stdio from this thread: the main thread is blocked inside MPI.
+    std::fprintf(stderr,
+                 "[rank %d/%d] [error] collective %s did not complete within %.0f s (dist.collective_timeout) at %s; "
+                 "ending this rank so the launcher ends the job\n",
+                 layout_.rank, layout_.world_size, g_operation.load() ? g_operation.load() : "?",
+                 collective_timeout_, label.c_str());
+    std::fflush(stderr);
+    std::_Exit(kExitFailure);
+  }
+}
+
+CollectiveScope::CollectiveScope(const char* operation) {
+  g_operation.store(operation);
+  g_operation_start.store(steady_seconds());
+}
+
+CollectiveScope::~CollectiveScope() { g_operation_start.store(0.0); }
+
+void set_progress_label(const std::string& label) {
+  std::lock_guard<std::mutex> lock(g_label_mutex);
+  g_label = label;
 }
 
 Runtime* current_runtime() { return g_runtime; }

@@ -342,6 +342,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
       break;
     }
 
+    set_progress_label(fmt::format("step {}", iteration + 1));
     Stopwatch step_watch;
     TrainBatch batch = next_global_batch(order, data, global_batch);
     double lr = lr_at(schedule, iteration);
@@ -386,6 +387,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   }
   if (tty) std::printf("\n");
 
+  set_progress_label(fmt::format("the final checkpoint after step {}", iteration));
   SaveResult final_save = save(stopped ? "stop" : "final");
   std::signal(SIGTERM, SIG_DFL);
   std::signal(SIGUSR1, SIG_DFL);

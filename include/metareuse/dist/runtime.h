@@ -3,7 +3,9 @@
 // never initialised, so a plain `./metareuse ...` works on any machine.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <string>
 
 namespace metareuse {
@@ -43,12 +45,36 @@ class Runtime {
   // "Open MPI v4.1.4, ..." or "not initialised (single process)".
   std::string mpi_library_version() const;
 
+  // The collective watchdog: a collective that has not completed after
+  // `seconds` makes this rank log the operation, its rank and the progress
+  // label, and exit with kExitFailure, which makes mpirun end the whole job
+  // instead of leaving it hanging. 0 turns it off.
+  void set_collective_timeout(double seconds);
+
  private:
+  void watch_collectives();
+
   RankLayout layout_;
   bool using_mpi_ = false;
   bool owns_mpi_ = false;  // we called MPI_Init, so we call MPI_Finalize
   std::unique_ptr<Communicator> world_;
+  double collective_timeout_ = 0.0;
+  std::atomic<bool> stop_watchdog_{false};
+  std::thread watchdog_;
 };
+
+// Marks the start and end of one collective for the watchdog (used by the
+// communicator backends). Not nested.
+class CollectiveScope {
+ public:
+  explicit CollectiveScope(const char* operation);
+  ~CollectiveScope();
+  CollectiveScope(const CollectiveScope&) = delete;
+  CollectiveScope& operator=(const CollectiveScope&) = delete;
+};
+
+// What the job is doing ("step 12"), for the watchdog's message.
+void set_progress_label(const std::string& label);
 
 // Which launcher's environment this process sees: "mpirun", "srun" or "none".
 std::string detect_launcher();
