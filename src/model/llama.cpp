@@ -80,6 +80,9 @@ void KvCache::grow(std::int64_t needed) {
 std::pair<torch::Tensor, torch::Tensor> KvCache::append(std::int64_t layer, const torch::Tensor& keys,
                                                         const torch::Tensor& values) {
   const std::int64_t T = keys.size(2);
+  MR_CHECK(layer >= 0 && layer < static_cast<std::int64_t>(keys_.size()) && keys.size(0) == keys_[layer].size(0),
+           "KV cache for batch {} and {} layers was given layer {} with batch {}", keys_.empty() ? 0 : keys_[0].size(0),
+           keys_.size(), layer, keys.size(0));
   if (length_ + T > capacity_) grow(length_ + T);
   keys_[layer].narrow(2, length_, T).copy_(keys);
   values_[layer].narrow(2, length_, T).copy_(values);

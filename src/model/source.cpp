@@ -45,40 +45,64 @@ std::string HfSafetensorsSource::description() const {
   return fmt::format("Hugging Face folder {} ({})", folder_, checkpoint_->files.description());
 }
 
-void HfSafetensorsSource::load_into(LlamaModel& model) const {
+void HfSafetensorsSource::check_tensors() const {
   const SafetensorsCheckpoint& files = checkpoint_->files;
   const std::string where = files.description();
-  // Every name and shape is checked before any data is read.
   std::set<std::string> expected;
-  for (const auto& unit : model.units()) {
-    for (const auto& parameter : unit.parameters) {
-      expected.insert(parameter.name);
-      if (!files.contains(parameter.name)) {
-        throw InputError(fmt::format("tensor '{}' (shape {}) is missing from the checkpoint '{}'", parameter.name,
-                                     shape_text(parameter.shape), where));
-      }
-      const SafetensorsEntry& entry = files.entry(parameter.name);
-      if (entry.shape != parameter.shape) {
-        throw InputError(fmt::format("tensor '{}' in file '{}' has shape {}, but the config needs {}", parameter.name,
-                                     files.file_of(parameter.name), shape_text(entry.shape),
-                                     shape_text(parameter.shape)));
-      }
+  for (const auto& parameter : checkpoint_parameters(config_)) {
+    expected.insert(parameter.name);
+    if (!files.contains(parameter.name)) {
+      throw InputError(fmt::format("tensor '{}' (shape {}) is missing from the checkpoint '{}'", parameter.name,
+                                   shape_text(parameter.shape), where));
+    }
+    const SafetensorsEntry& entry = files.entry(parameter.name);
+    if (entry.shape != parameter.shape) {
+      throw InputError(fmt::format("tensor '{}' in file '{}' has shape {}, but the config needs {}", parameter.name,
+                                   files.file_of(parameter.name), shape_text(entry.shape), shape_text(parameter.shape)));
     }
   }
   for (const auto& name : files.names()) {
     if (expected.count(name)) continue;
     // Tolerated as transformers tolerates them: a stored copy of a tied head,
     // and the rotary buffer older exports saved.
-    if (name == "lm_head.weight" && model.config().tie_word_embeddings) continue;
+    if (name == "lm_head.weight" && config_.tie_word_embeddings) continue;
     if (ends_with(name, "rotary_emb.inv_freq")) continue;
     throw InputError(fmt::format("unexpected tensor '{}' in file '{}': it is not a parameter of the model config.json "
                                  "describes",
                                  name, files.file_of(name)));
   }
+}
+
+torch::Tensor HfSafetensorsSource::read(const std::string& name, torch::ScalarType dtype) const {
+  return checkpoint_->files.tensor(name, dtype);
+}
+
+void ModelSource::load_into(LlamaModel& model) const {
+  check_tensors();
   torch::NoGradGuard no_grad;
-  for (const auto& name : expected) {
-    model.parameter(name).copy_(files.tensor(name, model.dtype()));
+  for (const auto& [name, view] : model.named_parameters()) {
+    torch::Tensor value = read(name, model.dtype());
+    // copy_ would broadcast a smaller tensor silently.
+    if (value.sizes() != view.sizes()) {
+      throw InputError(fmt::format("{}: tensor '{}' has shape [{}], the model's parameter [{}] (model built from another "
+                                   "config?)",
+                                   description(), name, fmt::join(value.sizes(), ", "), fmt::join(view.sizes(), ", ")));
+    }
+    view.copy_(value);
   }
+}
+
+torch::Tensor ModelSource::read_unit(const UnitLayout& unit, torch::ScalarType dtype) const {
+  torch::Tensor flat = torch::empty({unit.numel}, torch::TensorOptions().dtype(dtype));
+  for (const auto& parameter : unit.parameters) {
+    torch::Tensor value = read(parameter.name, dtype);
+    if (value.numel() != parameter.numel) {
+      throw InputError(fmt::format("{}: tensor '{}' has {} elements, unit '{}' expects {}", description(), parameter.name,
+                                   value.numel(), unit.name, parameter.numel));
+    }
+    flat.narrow(0, parameter.offset, parameter.numel).copy_(value.reshape({-1}));
+  }
+  return flat;
 }
 
 std::unique_ptr<ModelSource> open_model_source(const std::string& path) {

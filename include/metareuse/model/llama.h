@@ -154,6 +154,8 @@ class LlamaModel {
   void zero_grad();
 
   // Recompute each decoder layer in backward instead of keeping its activations.
+  // (The recorded graph points at this object's config and layouts: do not
+  // move the model between forward and backward.)
   void set_activation_checkpointing(bool enabled) { checkpointing_ = enabled; }
   bool activation_checkpointing() const { return checkpointing_; }
 

@@ -22,10 +22,20 @@ class ModelSource {
   virtual const LlamaConfig& config() const = 0;
   // For logs and errors: the folder and the file(s) read.
   virtual std::string description() const = 0;
-  // Copies every parameter into `model` (built from config()), converting to
-  // the model's dtype. A missing tensor, an unexpected tensor, a wrong shape or
-  // an unreadable dtype is an InputError naming the tensor and the file.
-  virtual void load_into(LlamaModel& model) const = 0;
+  // Checks that the source holds exactly the parameters config() implies,
+  // with their shapes, before any data is read. A missing tensor, an
+  // unexpected tensor or a wrong shape is an InputError naming the tensor and
+  // the file.
+  virtual void check_tensors() const = 0;
+  // One parameter by its Hugging Face name, converted to `dtype` (an
+  // unreadable dtype is an InputError naming the tensor and the file).
+  virtual torch::Tensor read(const std::string& name, torch::ScalarType dtype) const = 0;
+
+  // check_tensors(), then every parameter copied into `model` (built from config()).
+  void load_into(LlamaModel& model) const;
+  // One unit's flat buffer (UnitLayout order) in `dtype`: what a sharding
+  // engine materialises unit by unit, without building the whole model.
+  torch::Tensor read_unit(const UnitLayout& unit, torch::ScalarType dtype) const;
 };
 
 // A Hugging Face model folder: config.json plus model.safetensors or
@@ -36,7 +46,8 @@ class HfSafetensorsSource : public ModelSource {
   ~HfSafetensorsSource() override;
   const LlamaConfig& config() const override { return config_; }
   std::string description() const override;
-  void load_into(LlamaModel& model) const override;
+  void check_tensors() const override;
+  torch::Tensor read(const std::string& name, torch::ScalarType dtype) const override;
 
  private:
   struct Checkpoint;
