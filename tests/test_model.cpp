@@ -492,9 +492,12 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK(sample(5) == sample(5));
   CHECK(sample(5) != sample(6));
 
-  auto text = test::run_metareuse("generate " + model + " --prompt hello --tokenizer t.json --max-new-tokens 2");
-  CHECK(text.status == 2);
-  CHECK_THAT(text.output, Contains("issue #4"));
+  auto text = test::run_metareuse("generate " + model + " --prompt hello --tokenizer missing-t.json --max-new-tokens 2");
+  CHECK(text.status == 1);
+  CHECK_THAT(text.output, Contains("missing-t.json"));
+  auto no_tokenizer = test::run_metareuse("generate " + model + " --prompt hello --max-new-tokens 2");
+  CHECK(no_tokenizer.status == 64);
+  CHECK_THAT(no_tokenizer.output, Contains("--tokenizer"));
   auto bad_ids = test::run_metareuse("generate " + model + " --prompt-ids 1,x,3");
   CHECK(bad_ids.status == 64);
   CHECK_THAT(bad_ids.output, Contains("'x'"));

@@ -154,6 +154,11 @@ TEST_CASE("export writes a Hugging Face folder that forward loads", "[train][e2e
   INFO(generated.output);
   CHECK(generated.status == 0);
   CHECK_THAT(generated.output, Contains("\"ids\""));
+  auto text = run_metareuse("generate --model " + out.string() + " --prompt 'Ava buys 3 apples' --tokenizer " +
+                            (fixture_dir() / "spm.model").string() + " --max-new-tokens 8 --greedy");
+  INFO(text.output);
+  CHECK(text.status == 0);
+  CHECK_THAT(text.output, Contains("\"text\""));
 }
 
 TEST_CASE("plan prints the 3B figure on 8 P100s and refuses what cannot fit", "[train][e2e]") {

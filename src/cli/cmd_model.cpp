@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
@@ -141,13 +142,12 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
 int generate_run(CommandContext& context) {
   if (context.runtime.rank() != 0) return kExitOk;
   const GenerateArguments& arguments = generate_arguments;
-  if (!arguments.prompt.empty() || !arguments.tokenizer.empty()) {
-    // The tokenizer module is issue #4; until it lands, text prompts cannot be encoded.
-    std::cerr << "metareuse generate: --prompt/--tokenizer need the tokenizer module (issue #4), which is not built "
-                 "yet; pass token ids with --prompt-ids\n";
-    return kExitNotBuilt;
+  if (!arguments.prompt.empty() && arguments.tokenizer.empty()) throw UsageError("--prompt needs --tokenizer");
+  if (arguments.prompt_ids.empty() && arguments.prompt.empty()) {
+    throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer)");
   }
-  if (arguments.prompt_ids.empty()) throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer)");
+  std::unique_ptr<Tokenizer> tokenizer;
+  if (!arguments.tokenizer.empty()) tokenizer = load_tokenizer(arguments.tokenizer);
 
   GenerationOptions options;
   options.max_new_tokens = arguments.max_new_tokens;
@@ -164,10 +164,25 @@ int generate_run(CommandContext& context) {
   auto source = open_model_source(arguments.model);
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
   Stopwatch watch;
-  std::vector<std::int64_t> ids = generate(model, parse_id_list(arguments.prompt_ids), options);
+  std::vector<std::int64_t> prompt;
+  if (!arguments.prompt.empty()) {
+    // The prompt is ordinary text (special-token text stays text); bos first, as the templates do.
+    prompt.push_back(tokenizer->bos_id());
+    for (TokenId id : tokenizer->encode(arguments.prompt)) prompt.push_back(id);
+  } else {
+    prompt = parse_id_list(arguments.prompt_ids);
+  }
+  std::vector<std::int64_t> ids = generate(model, prompt, options);
   log::debug("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
             options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache");
   nlohmann::json line = {{"ids", ids}};
+  if (tokenizer) {
+    std::vector<TokenId> text_ids;
+    for (auto id : ids) {
+      if (id >= 0 && id < tokenizer->vocab_size()) text_ids.push_back(static_cast<TokenId>(id));
+    }
+    line["text"] = tokenizer->decode(text_ids);
+  }
   std::cout << line.dump() << std::endl;
   return kExitOk;
 }
