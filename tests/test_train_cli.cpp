@@ -121,7 +121,8 @@ TEST_CASE("SIGUSR1 (Slurm's pre-timeout signal) checkpoints and exits 3", "[trai
   fs::path run = metareuse::test::temp_dir("sigusr1");
   std::string command = std::string("cd '") + METAREUSE_SOURCE_DIR + "' && ('" + METAREUSE_BINARY + "' " +
                         train_args(run, "--set train.max_steps=100000 --set train.time_limit=0") +
-                        " & pid=$!; sleep 4; kill -USR1 $pid; wait $pid)";
+                        " & pid=$!; for i in $(seq 240); do [ -s '" + (run / "metrics.jsonl").string() +
+                        "' ] && break; sleep 0.5; done; kill -USR1 $pid; wait $pid)";
   auto result = run_shell(command);
   INFO(result.output);
   CHECK(result.status == 3);

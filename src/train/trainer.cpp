@@ -168,6 +168,10 @@ LlamaConfig model_config_from(const Config& config) {
 
 int run_training(const Config& config, Runtime& runtime, const std::string& run_folder) {
   Stopwatch wall;
+  // From the start: a preemption signal during loading still ends in a clean stop.
+  g_stop_signal.store(0);
+  std::signal(SIGTERM, on_stop_signal);
+  std::signal(SIGUSR1, on_stop_signal);
   Communicator& comm = runtime.world();
   const bool leader = comm.rank() == 0;
 
@@ -286,9 +290,6 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
     fs::create_directories(run_folder);
     metrics.open(run_folder + "/metrics.jsonl", iteration == 0 ? std::ios::trunc : std::ios::app);
   }
-  g_stop_signal.store(0);
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
 
   auto save = [&](const char* why) {
     json meta = identity;
