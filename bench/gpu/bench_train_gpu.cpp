@@ -69,8 +69,9 @@ FlopCount flops_per_token(const LlamaConfig& config, int64_t T) {
 double peak_gib(int device) {
 #if defined(METAREUSE_WITH_NCCL)
   auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
-  using Stat = c10::CachingAllocator::StatType;
-  return static_cast<double>(stats.allocated_bytes[static_cast<std::size_t>(Stat::AGGREGATE)].peak) /
+  // Index 0 is StatType::AGGREGATE (all pools); the enum moved namespaces
+  // between libtorch releases, its value did not.
+  return static_cast<double>(stats.allocated_bytes[0].peak) /
          (1024.0 * 1024.0 * 1024.0);
 #else
   (void)device;

@@ -6,9 +6,10 @@
 # through the check macro with a clear message.
 #
 #   bench/gpu/compile_check.sh [--torch]
-#     --torch  also syntax-checks src/dist/tensor_comm.cpp with
-#              METAREUSE_WITH_NCCL=1 against the installed libtorch headers
-#              (c10/cuda headers are installed even in a CPU libtorch); ~30 s.
+#     --torch  also syntax-checks the CUDA branches of src/dist/tensor_comm.cpp
+#              and bench/gpu/bench_train_gpu.cpp (METAREUSE_WITH_NCCL=1) against
+#              the installed libtorch headers (a CPU libtorch ships the c10/cuda
+#              headers too); about a minute per file on a loaded 2-core machine.
 # Environment: CUDA_HOME (default /usr/local/cuda), NCCL_ROOT (default: in CUDA_HOME),
 # CXX (default g++), OUT_DIR (default a temp folder).
 set -euo pipefail
@@ -68,8 +69,10 @@ if [[ "${1:-}" == "--torch" ]]; then
     echo "#define C10_CUDA_BUILD_SHARED_LIBS" >> "$out/shim/c10/cuda/impl/cuda_cmake_macros.h"
     shim=(-I"$out/shim")
   fi
-  echo "compile_check: syntax of src/dist/tensor_comm.cpp with NCCL, torch headers in $torch_include"
-  ${CXX:-g++} "${flags[@]}" -fsyntax-only "${shim[@]}" -I"$torch_include" -I"$torch_include/torch/csrc/api/include" \
-      "$root/src/dist/tensor_comm.cpp"
+  for source in src/dist/tensor_comm.cpp bench/gpu/bench_train_gpu.cpp; do
+    echo "compile_check: syntax of $source with METAREUSE_WITH_NCCL, torch headers in $torch_include"
+    ${CXX:-g++} "${flags[@]}" -fsyntax-only "${shim[@]}" -I"$torch_include" -I"$torch_include/torch/csrc/api/include" \
+        "$root/$source"
+  done
 fi
 echo "compile_check: OK in $(( $(date +%s) - start )) s"
