@@ -111,6 +111,15 @@ TEST_CASE("one-rank collectives on CUDA tensors are exact", "[gpu]") {
   }
 }
 
+TEST_CASE("without NCCL in the build, asking for a device communicator says how to get one", "[gpu]") {
+  if (device_communicator_available()) {
+    WARN("SKIPPED: this build has the NCCL backend");
+    return;
+  }
+  auto comm = make_self_communicator();
+  CHECK_THROWS_WITH(device_communicator(*comm, 0), Catch::Contains("METAREUSE_WITH_NCCL=ON"));
+}
+
 TEST_CASE("the Hugging Face AdamW trajectory in fp32 on CUDA", "[gpu][reference]") {
   METAREUSE_SKIP_UNLESS_CUDA();
   METAREUSE_SKIP_UNLESS_SHARED(shared);

@@ -15,7 +15,8 @@
 #   bench/gpu/run.sh
 # Environment: BUILD_DIR (default build-gpu), JOBS (12), SHARED_DIR (default the
 # first of ../shared, ./shared holding hf_baseline.py), BATCHES (4,2,1),
-# SKIP_HF=1 (ours only), SKIP_COMPILE=1 (no torch.compile baseline),
+# PREFLIGHT_ONLY=1 (list what the machine has and exit: 0 all found, 1 something
+# missing; a few seconds), SKIP_HF=1 (ours only), SKIP_COMPILE=1 (no torch.compile baseline),
 # PEAK_TFLOPS (the card's measured fp16 GEMM peak for MFU; 755 on an H200).
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -39,16 +40,28 @@ fi
 [[ -n "$shared" ]] && say "reference folder: $shared" || say "no ../shared or ./shared with hf_baseline.py: fixture tests skip, no HF baseline"
 
 # --- 0. what the machine has
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-torch_prefix="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')" || { say "python3 has no torch"; exit 1; }
+missing=0
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || say "no nvidia-smi"
+torch_prefix="$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)' 2>/dev/null)" ||
+    { say "MISSING: python3 has no torch"; missing=1; [[ "${PREFLIGHT_ONLY:-0}" == 1 ]] || exit 1; }
 nccl_root="$(python3 -c 'import nvidia.nccl,os;print(list(nvidia.nccl.__path__)[0])' 2>/dev/null || true)"
-say "torch $(python3 -c 'import torch;print(torch.__version__, torch.version.cuda)') at $torch_prefix"
+[[ -n "$torch_prefix" ]] && say "torch $(python3 -c 'import torch;print(torch.__version__, torch.version.cuda)') at $torch_prefix"
 say "NCCL from ${nccl_root:-the system / CUDA toolkit}"
 # Dependencies GPU.md did not check: say which are missing before CMake fails on one.
 for header in CLI/CLI.hpp spdlog/spdlog.h fmt/format.h xxhash.h catch2/catch.hpp nlohmann/json.hpp \
-              hdf5/serial/hdf5.h sentencepiece_processor.h; do
-  [[ -f "/usr/include/$header" || -f "/usr/local/include/$header" ]] || say "MISSING dependency header: $header"
+              hdf5/serial/hdf5.h sentencepiece_processor.h mpi.h; do
+  if [[ -f "/usr/include/$header" || -f "/usr/local/include/$header" ||
+        -f "/usr/lib/x86_64-linux-gnu/openmpi/include/$header" ]]; then
+    say "found header $header"
+  else
+    say "MISSING dependency header: $header"; missing=1
+  fi
 done
+for library in libfmt libspdlog libxxhash libsentencepiece libhdf5_serial libmpi; do
+  if ldconfig -p | grep "$library\.so" > /dev/null; then say "found library $library"; else say "MISSING library $library"; missing=1; fi
+done
+[[ -n "$nccl_root" && -f "$nccl_root/include/nccl.h" ]] && say "found $nccl_root/include/nccl.h" || say "no pip NCCL headers"
+if [[ "${PREFLIGHT_ONLY:-0}" == 1 ]]; then say "preflight only (missing: $missing)"; exit $missing; fi
 
 # --- 1. configure and build
 tests=ON
