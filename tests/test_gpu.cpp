@@ -146,6 +146,7 @@ TEST_CASE("the Hugging Face AdamW trajectory in fp32 on CUDA", "[gpu][reference]
     double max_error = (run.final_parameters.at(name).cpu() - want).abs().max().item<double>();
     CHECK(max_error <= 1e-4);  // the #6 tolerance (see test_train.cpp)
   }
+  release_device_communicators();  // NCCL goes before the CUDA runtime's teardown at exit
 }
 
 TEST_CASE("an fp16 trajectory on CUDA stays within 2e-2 of fp32 over 20 steps", "[gpu]") {

@@ -30,6 +30,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/dist/communicator.h"
+#include "metareuse/dist/device_communicator.h"
 #include "metareuse/model/config.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/sharded_llama.h"
@@ -231,5 +232,7 @@ int main(int argc, char** argv) {
     }
     if (!done) std::fprintf(stderr, "bench_train_gpu: llama3.2-%s did not fit at any batch\n", shape.c_str());
   }
+  // NCCL communicators go before the CUDA runtime's teardown at exit.
+  metareuse::release_device_communicators();
   return 0;
 }
