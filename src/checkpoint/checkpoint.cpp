@@ -86,7 +86,7 @@ int64_t read_int_attribute(hid_t location, const char* name, const std::string& 
 // optionally gzip-compressed.
 void write_tensor(hid_t group, const std::string& name, const torch::Tensor& tensor, hid_t file_type, hid_t memory_type,
                   int compression) {
-  torch::Tensor data = tensor.contiguous();
+  torch::Tensor data = tensor.to(torch::kCPU).contiguous();  // shards may live on a GPU
   std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
   if (dims.empty()) dims.push_back(1);
   h5::Handle space = MR_H5_ID(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));

@@ -169,6 +169,12 @@ std::vector<ConfigKey> build_schema() {
       key_string("train.device_memory", "0",
                  "Memory per device for the plan check, e.g. 16GiB; 0: do not check (CPU)."),
 
+      // train on GPU (#9)
+      key_string("train.device", "auto",
+                 "Where training runs: auto (CUDA when libtorch sees a GPU, else CPU), cpu, or cuda (each rank "
+                 "uses GPU local_rank mod the node's GPU count).",
+                 {"auto", "cpu", "cuda"}),
+
       // checkpoint (#7)
       key_string("checkpoint.dir", "", "Checkpoint folder; empty: <run folder>/checkpoints."),
       key_int("checkpoint.every_steps", 0, "Checkpoint every N optimizer steps; 0: only at the end and by time.", 0,

@@ -13,6 +13,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/dist/communicator.h"
+#include "metareuse/dist/device_communicator.h"
 #include "mpi_check.h"
 #include "mpi_communicator.h"
 
@@ -107,6 +108,7 @@ Runtime::Runtime(const std::string& backend) {
 Runtime::~Runtime() {
   stop_watchdog_.store(true);
   if (watchdog_.joinable()) watchdog_.join();
+  release_device_communicators();  // NCCL communicators bootstrapped over world_ go first
   world_.reset();  // frees the duplicated communicator before MPI_Finalize
   if (owns_mpi_) {
     int finalized = 0;

@@ -2,7 +2,12 @@
 
 #include <torch/torch.h>
 
+#if defined(METAREUSE_WITH_NCCL)
+#include <c10/cuda/CUDAStream.h>  // torch's current stream, which the NCCL collectives are ordered against
+#endif
+
 #include "metareuse/core/error.h"
+#include "metareuse/dist/device_communicator.h"
 
 namespace metareuse {
 namespace {
@@ -10,8 +15,32 @@ namespace {
 void require_usable(const torch::Tensor& tensor, const char* what) {
   MR_CHECK(tensor.defined(), "{}: undefined tensor", what);
   MR_CHECK(tensor.is_contiguous(), "{}: tensor must be contiguous", what);
-  MR_CHECK(tensor.device().is_cpu(), "{}: the {} backend takes CPU tensors, got {}", what, "MPI",
-           tensor.device().str());
+  MR_CHECK(tensor.device().is_cpu() || tensor.device().is_cuda(), "{}: tensors must be on the CPU or a CUDA device, got {}",
+           what, tensor.device().str());
+}
+
+// One rank, a CUDA tensor, and no NCCL in the build: every collective is the
+// identity, done with torch ops on the device (so one-GPU training works
+// without NCCL).
+bool local_device_identity(const Communicator& comm, const torch::Tensor& tensor) {
+  return tensor.is_cuda() && comm.size() == 1 && !device_communicator_available();
+}
+
+// The communicator that serves this tensor's memory: `comm` itself for CPU
+// tensors (MPI or self); for CUDA tensors its NCCL peer on the tensor's
+// device, ordered against torch's current stream there.
+Communicator& backend_for(Communicator& comm, const torch::Tensor& tensor) {
+  if (tensor.device().is_cpu()) {
+    MR_CHECK(dynamic_cast<DeviceCommunicator*>(&comm) == nullptr,
+             "the {} backend takes CUDA tensors, got a CPU tensor", comm.backend_name());
+    return comm;
+  }
+  auto* device = dynamic_cast<DeviceCommunicator*>(&comm);
+  if (device == nullptr) device = &device_communicator(comm, tensor.device().index());
+#if defined(METAREUSE_WITH_NCCL)
+  device->set_compute_stream(c10::cuda::getCurrentCUDAStream(tensor.device().index()).stream());
+#endif
+  return *device;
 }
 
 }  // namespace
@@ -31,19 +60,24 @@ DType dtype_of_tensor(const torch::Tensor& tensor) {
 
 void allreduce(Communicator& comm, torch::Tensor& tensor, ReduceOp op) {
   require_usable(tensor, "allreduce");
-  comm.allreduce(tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), dtype_of_tensor(tensor), op);
+  if (local_device_identity(comm, tensor) || tensor.numel() == 0) return;
+  backend_for(comm, tensor).allreduce(tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), dtype_of_tensor(tensor), op);
 }
 
 void broadcast(Communicator& comm, torch::Tensor& tensor, int root) {
   require_usable(tensor, "broadcast");
-  comm.broadcast(tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), dtype_of_tensor(tensor), root);
+  MR_CHECK(root >= 0 && root < comm.size(), "broadcast: root {} is not a rank of {}", root, comm.size());
+  if (local_device_identity(comm, tensor) || tensor.numel() == 0) return;
+  backend_for(comm, tensor).broadcast(tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), dtype_of_tensor(tensor), root);
 }
 
 torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard) {
   require_usable(shard, "allgather");
   MR_CHECK(shard.dim() == 1, "allgather: shard must be 1-D, got {} dims", shard.dim());
-  auto full = torch::empty({shard.numel() * comm.size()}, shard.options());
-  comm.allgather(shard.data_ptr(), full.data_ptr(), static_cast<std::size_t>(shard.numel()), dtype_of_tensor(shard));
+  if (local_device_identity(comm, shard)) return shard.clone();
+  auto full = torch::empty({shard.numel() * comm.size()}, shard.options());  // (size * shard,)
+  if (shard.numel() == 0) return full;
+  backend_for(comm, shard).allgather(shard.data_ptr(), full.data_ptr(), static_cast<std::size_t>(shard.numel()), dtype_of_tensor(shard));
   return full;
 }
 
@@ -52,8 +86,10 @@ torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, Redu
   MR_CHECK(full.dim() == 1 && full.numel() % comm.size() == 0,
            "reduce_scatter: need a 1-D tensor with numel divisible by {} ranks, got shape {}", comm.size(),
            c10::str(full.sizes()));
-  auto shard = torch::empty({full.numel() / comm.size()}, full.options());
-  comm.reduce_scatter(full.data_ptr(), shard.data_ptr(), static_cast<std::size_t>(shard.numel()),
+  if (local_device_identity(comm, full)) return full.clone();
+  auto shard = torch::empty({full.numel() / comm.size()}, full.options());  // (full / size,)
+  if (shard.numel() == 0) return shard;
+  backend_for(comm, full).reduce_scatter(full.data_ptr(), shard.data_ptr(), static_cast<std::size_t>(shard.numel()),
                       dtype_of_tensor(full), op);
   return shard;
 }

@@ -103,7 +103,9 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
       ids = batch.input_ids.slice(0, 0, 1);
       targets = torch::full_like(ids, -100);
     }
-    torch::Tensor loss = micro_loss(ids, targets, normalizer);
+    // The batch lives on the host; the model's units on their device.
+    const torch::Device device = inv_freq_.device();
+    torch::Tensor loss = micro_loss(ids.to(device), targets.to(device), normalizer);
     if (count > 0) local_loss += loss.item<double>();
     (loss * loss_scale).backward();
     model_.end_micro_step();
@@ -114,7 +116,8 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
 double ShardedLlama::evaluate(const TrainBatch& batch) {
   torch::NoGradGuard no_grad;
   const double normalizer = static_cast<double>(batch.targets.ne(-100).sum().item<int64_t>());
-  return micro_loss(batch.input_ids, batch.targets, normalizer).item<double>();
+  const torch::Device device = inv_freq_.device();
+  return micro_loss(batch.input_ids.to(device), batch.targets.to(device), normalizer).item<double>();
 }
 
 }  // namespace metareuse

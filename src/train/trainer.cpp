@@ -36,6 +36,18 @@ torch::ScalarType compute_dtype(const std::string& precision) {
   return torch::kFloat32;
 }
 
+// train.device: auto picks CUDA when libtorch sees a GPU; each rank takes GPU
+// local_rank mod the node's GPU count, so ranks on one node spread over its GPUs.
+torch::Device training_device(const std::string& choice, int local_rank) {
+  const bool cuda = torch::cuda::is_available();
+  if (choice == "cpu" || (choice == "auto" && !cuda)) return torch::Device(torch::kCPU);
+  if (!cuda) {
+    throw ConfigError("train.device=cuda but libtorch sees no CUDA device (a CPU-only libtorch, or no GPU visible)");
+  }
+  const int64_t devices = static_cast<int64_t>(torch::cuda::device_count());
+  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % devices));
+}
+
 // The B sequences of the next optimizer step, in the global order (every rank
 // draws the same; ShardedLlama takes this rank's rows). Crosses into the next
 // epoch when one ends.
@@ -177,7 +189,8 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
 
   // --- what to train, checked before anything large is allocated
   const std::string precision = config.get_string("train.precision");
-  if (precision == "fp16" && !torch::cuda::is_available()) {
+  const torch::Device device = training_device(config.get_string("train.device"), runtime.layout().local_rank);
+  if (precision == "fp16" && !device.is_cuda()) {
     throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
   }
   LlamaConfig model_config = model_config_from(config);
@@ -215,7 +228,8 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
             epochs.steps_per_epoch, epochs.total_steps, epochs.reason);
 
   // --- the sharded model
-  ShardedLlama model(model_config, comm, torch::kCPU, compute_dtype(precision),
+  log::info("training on {}", device.str());
+  ShardedLlama model(model_config, comm, device, compute_dtype(precision),
                      config.get_string("train.weight_decay_policy"));
   {
     LlamaModel full(model_config);

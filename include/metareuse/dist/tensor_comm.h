@@ -1,6 +1,8 @@
 // Collectives on torch tensors, through the Communicator. CPU tensors go
-// through the MPI backend; the NCCL backend (CUDA tensors) plugs in behind the
-// same Communicator interface.
+// through the communicator given (MPI, or self); CUDA tensors go through its
+// NCCL peer on the tensor's device (device_communicator.h), created on first
+// use and ordered against torch's current CUDA stream. With one rank and no
+// NCCL in the build, CUDA collectives are the identity.
 #pragma once
 
 #include <torch/types.h>  // torch::Tensor

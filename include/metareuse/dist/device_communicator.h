@@ -1,0 +1,55 @@
+// Collectives on CUDA device memory (the NCCL backend), behind the same
+// Communicator interface as the MPI backend. This header is torch-free and
+// NCCL-free: CUDA streams travel as void* (a cudaStream_t), so code outside
+// src/dist never includes nccl.h or cuda_runtime.h.
+//
+// Ordering: every collective runs on the communicator's own stream. It first
+// waits (with an event) for the work already queued on the compute stream, and
+// the compute stream then waits (with another event) for the collective. The
+// host never blocks, and memory the caching allocator frees on the compute
+// stream is not reused before the collective has read it.
+#pragma once
+
+#include <memory>
+
+#include "metareuse/dist/communicator.h"
+
+namespace metareuse {
+
+class DeviceCommunicator : public Communicator {
+ public:
+  // The CUDA device this communicator's rank drives.
+  virtual int device() const = 0;
+  // The stream (a cudaStream_t; nullptr: the legacy default stream) that the
+  // next collectives are ordered against.
+  virtual void set_compute_stream(void* stream) = 0;
+  // Blocks until every collective queued so far has finished. A collective
+  // still running after `timeout_seconds`, or an asynchronous NCCL error,
+  // aborts the NCCL communicator and throws metareuse::Error naming the rank,
+  // the device and the last collective, so a hung peer cannot hang this rank.
+  virtual void wait(double timeout_seconds) = 0;
+};
+
+// True when this build has the NCCL backend (METAREUSE_WITH_NCCL).
+bool device_communicator_available();
+
+// The device communicator over the same ranks as `host`, driving CUDA device
+// `device`. Created on first use: a collective over `host` (rank 0 makes the
+// ncclUniqueId and broadcasts it over `host`, then every rank calls
+// ncclCommInitRank), so every rank must ask at the same point. Later calls
+// return the same one; asking for another device on the same host
+// communicator throws. Without NCCL in the build it throws metareuse::Error
+// saying how to build it.
+DeviceCommunicator& device_communicator(Communicator& host, int device);
+
+// Destroys every device communicator made so far. The Runtime calls it before
+// MPI_Finalize, so NCCL communicators never outlive the job's MPI.
+void release_device_communicators();
+
+// The NCCL backend itself (defined only with METAREUSE_WITH_NCCL); most code
+// goes through device_communicator() instead. `collective_timeout_seconds`
+// bounds barrier(); see wait().
+std::unique_ptr<DeviceCommunicator> make_nccl_communicator(Communicator& bootstrap, int device,
+                                                           double collective_timeout_seconds = 600.0);
+
+}  // namespace metareuse
