@@ -68,7 +68,8 @@ export NCCL_IB_DISABLE="${NCCL_IB_DISABLE:-0}"
 export NCCL_ASYNC_ERROR_HANDLING="${NCCL_ASYNC_ERROR_HANDLING:-1}"
 export METAREUSE_GPUS_PER_NODE="$gpus_per_node"
 env_flags=(-x OMP_NUM_THREADS -x NCCL_DEBUG -x NCCL_IB_DISABLE -x NCCL_ASYNC_ERROR_HANDLING
-           -x METAREUSE_GPUS_PER_NODE -x PATH -x LD_LIBRARY_PATH)
+           -x METAREUSE_GPUS_PER_NODE -x PATH)
+if [[ -n "${LD_LIBRARY_PATH:-}" ]]; then env_flags+=(-x LD_LIBRARY_PATH); fi
 mca_flags=(--mca pml ob1 --mca btl '^openib')
 if [[ -n "${NCCL_P2P_LEVEL:-}" ]]; then env_flags+=(-x NCCL_P2P_LEVEL); fi
 if [[ -n "${METAREUSE_IFNAME:-}" ]]; then

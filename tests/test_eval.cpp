@@ -16,7 +16,7 @@
 using namespace metareuse::eval;
 namespace fs = std::filesystem;
 
-TEST_CASE("the final answer is the text after the last ####, else the last \\boxed{}", "[eval][unit]") {
+TEST_CASE("the final answer is the text after the last ####, else the last boxed answer", "[eval][unit]") {
   CHECK(extract_final_answer("Natalia sold 48/2 = 24 clips in May.\n#### 72") == "72");
   CHECK(extract_final_answer("#### 1\nsecond try\n#### 2\nextra words") == "2");   // last marker, its line only
   CHECK(extract_final_answer("so the answer is \\boxed{18}.") == "18");
@@ -27,7 +27,7 @@ TEST_CASE("the final answer is the text after the last ####, else the last \\box
   CHECK(extract_final_answer("#### \n but \\boxed{5}") == "5");     // falls back to \boxed
 }
 
-TEST_CASE("answers are normalised: commas, $, white space, trailing dot; numbers by value", "[eval][unit]") {
+TEST_CASE("answers are normalised (commas, dollar signs, white space, trailing dot), numbers by value", "[eval][unit]") {
   CHECK(normalize_answer(" $1,234. ") == "1234");
   CHECK(normalize_answer("18.00") == "18.00");
   CHECK(answers_match("$1,234.", "1234"));

@@ -83,7 +83,7 @@ std::map<std::pair<std::string, int64_t>, std::string> outputs_of(const fs::path
 
 }  // namespace
 
-TEST_CASE("eval writes eval.json and answers.jsonl; a checkpoint and its export answer alike", "[eval][e2e]") {
+TEST_CASE("eval writes eval.json and answers.jsonl, and a checkpoint and its export answer alike", "[eval][e2e]") {
   const fs::path& d = trained_run();
   fs::path out = d / "eval-1";
   auto result = run_metareuse(eval_args(out.string(), "--baseline " + (d / "hf").string()));
