@@ -86,6 +86,18 @@ int prepare_execute(CommandContext& context, const std::string& input, const std
 int export_execute(const std::string& checkpoint, const std::string& out, const std::string& dtype,
                    const std::string& max_shard);
 
+// eval and report (#8): cmd_eval.cpp. eval_execute evaluates `model_path`
+// (and `baseline_path` when not empty) on `questions_path`, writing
+// eval.json and answers.jsonl into `out_dir`; report_execute renders
+// <run>/report.html from a run folder. Both are for `run` as well.
+void eval_options(CLI::App& app, std::vector<std::string>& overrides);
+int eval_run(CommandContext& context);
+int eval_execute(CommandContext& context, const std::string& model_path, const std::string& baseline_path,
+                 const std::string& questions_path, const std::string& out_dir);
+void report_options(CLI::App& app, std::vector<std::string>& overrides);
+int report_run(CommandContext& context);
+int report_execute(CommandContext& context, const std::string& run_folder, const std::string& out_path);
+
 // The run folder of this config: run.out_dir, or runs/<run.name>.
 std::string run_folder(const Config& config);
 

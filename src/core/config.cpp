@@ -184,6 +184,23 @@ std::vector<ConfigKey> build_schema() {
       key_int("checkpoint.max_total_bytes", 0, "Cap on the folder's checkpoints in bytes (the newest is always "
               "kept); 0: none.", 0, 1LL << 62),
       key_int("checkpoint.compression", 0, "gzip level of checkpoint datasets; 0: none.", 0, 9),
+
+      // eval (#8): held-out questions, tuned model against a baseline
+      key_string("eval.questions", "", "JSON Lines of held-out questions: GSM8K {question, answer} or seed "
+                 "{question, reasoning, solution} records."),
+      key_string("eval.model", "", "Model to evaluate: a Hugging Face folder, a checkpoint file, or a checkpoint "
+                 "folder (its latest); empty: the run's checkpoints."),
+      key_string("eval.baseline", "", "Model to compare against (same kinds as eval.model); empty: none."),
+      key_int("eval.max_new_tokens", 256, "Most tokens generated per answer.", 1, 1 << 20),
+      key_bool("eval.greedy", true, "Greedy decoding; false samples with eval.temperature, eval.top_p and run.seed."),
+      key_number("eval.temperature", 0.7, "Sampling temperature (eval.greedy = false).", 1e-6, 100.0),
+      key_number("eval.top_p", 0.95, "Sampling nucleus (eval.greedy = false).", 1e-6, 1.0),
+      key_int("eval.limit", 0, "Evaluate the first N questions; 0: all.", 0, 1LL << 40),
+      key_string("eval.handbook", "", "Handbook whose pattern use is measured; empty: <run folder>/handbook.json "
+                 "when it exists."),
+      key_bool("eval.prompt_patterns", true, "Prefix prompts with handbook patterns as the augment stage did "
+               "(augment.mode, augment.top_k), so eval prompts match training prompts."),
+      key_string("eval.out", "", "Output folder for eval.json and answers.jsonl; empty: <run folder>/eval."),
   };
 }
 

@@ -1,0 +1,40 @@
+// A metareuse HDF5 checkpoint as a ModelSource (model/source.h), so eval,
+// generate and forward can read a training run's weights without an export.
+// The checkpoint stage depends on the model stage, never the reverse: the CLI
+// picks the source with open_model_or_checkpoint().
+#pragma once
+
+#include <nlohmann/json.hpp>  // checkpoint metadata
+
+#include <memory>
+#include <string>
+
+#include "metareuse/model/source.h"
+
+namespace metareuse {
+
+class CheckpointModelSource : public ModelSource {
+ public:
+  // `path`: a ckpt-*.h5 file, or a checkpoint folder (its `latest`).
+  explicit CheckpointModelSource(const std::string& path);
+  const LlamaConfig& config() const override { return config_; }
+  std::string description() const override;
+  // The fp32 master weights, converted to the model's dtype.
+  void load_into(LlamaModel& model) const override;
+  const nlohmann::json& meta() const { return meta_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  nlohmann::json meta_;
+  LlamaConfig config_;
+};
+
+// True when `path` is an HDF5 checkpoint file (by its signature) or a folder
+// holding a `latest` pointer.
+bool is_checkpoint_path(const std::string& path);
+
+// A checkpoint source for a checkpoint, open_model_source() otherwise.
+std::unique_ptr<ModelSource> open_model_or_checkpoint(const std::string& path);
+
+}  // namespace metareuse

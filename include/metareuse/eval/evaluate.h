@@ -1,0 +1,111 @@
+// Evaluation on held-out questions: prompts built as the augment and prepare
+// stages build training prompts, answers generated with a KV cache (greedy or
+// seeded sampling, a token budget), each answer scored (eval/answer.h), and
+// per-model summaries with the relative change against a baseline.
+//
+// Distribution: every rank loads the whole model (inference needs no
+// sharding at the sizes evaluated on CPU) and answers questions i with
+// i % ranks == rank; the results are gathered to rank 0. Sampling draws from
+// a generator seeded with (seed, question index), so the answers are the same
+// at any rank count.
+#pragma once
+
+#include <nlohmann/json.hpp>  // results as JSON
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "metareuse/augment/augment.h"
+#include "metareuse/eval/answer.h"
+#include "metareuse/model/llama.h"
+#include "metareuse/patterns/handbook.h"
+#include "metareuse/tokenizer/tokenizer.h"
+
+namespace metareuse {
+class Communicator;
+}
+
+namespace metareuse::eval {
+
+// The prompt text of a question, as the augment stage writes "prompt":
+// pattern prefix + question + "\n". Without a handbook (or with
+// use_patterns = false) the prefix is empty.
+class PromptBuilder {
+ public:
+  PromptBuilder(const patterns::Handbook* handbook, bool use_patterns, augment::AugmentMode mode, std::size_t top_k,
+                double bm25_k1, double bm25_b);
+  std::string prompt_text(const std::string& question) const;
+
+ private:
+  const patterns::Handbook* handbook_;
+  bool use_patterns_;
+  augment::AugmentMode mode_;
+  std::size_t top_k_;
+  std::string global_prefix_;
+  std::optional<augment::PatternIndex> index_;
+};
+
+// The prompt's token ids, as prepare tokenizes a training record up to the
+// target: chat = <|begin_of_text|> user turn, then the open assistant header
+// (apply_chat_template with add_generation_prompt); plain = bos + prompt.
+std::vector<TokenId> prompt_ids(const Tokenizer& tokenizer, const std::string& template_name,
+                                const std::string& prompt_text);
+
+// Tokens that end an answer: what training put after the target
+// (<|eot_id|> for chat, the tokenizer's eos for plain), plus the eos.
+std::vector<TokenId> stop_ids(const Tokenizer& tokenizer, const std::string& template_name);
+
+struct EvalOptions {
+  std::string template_name = "chat";
+  std::int64_t max_new_tokens = 256;
+  bool greedy = true;
+  double temperature = 1.0;
+  double top_p = 1.0;
+  std::uint64_t seed = 0;
+};
+
+struct QuestionResult {
+  std::int64_t index = 0;             // in the questions file (bad lines skipped)
+  std::int64_t line = 0;
+  std::string question;
+  std::string reference;
+  std::string output;                 // decoded, without the stop token
+  std::optional<std::string> answer;  // extracted final answer
+  bool correct = false;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t generated_tokens = 0;  // without the stop token
+  bool stopped = false;               // ended with a stop token (false: hit max_new_tokens)
+  std::int64_t reasoning_steps = 0;
+  std::vector<std::size_t> patterns_used;  // handbook indices
+  double seconds = 0.0;
+
+  nlohmann::ordered_json to_json(const std::string& role, const patterns::Handbook* handbook) const;
+};
+
+// The answer to one prompt: tokens until a stop token or the budget.
+struct Generation {
+  std::vector<TokenId> ids;  // without the stop token
+  bool stopped = false;
+};
+Generation generate_answer(const LlamaModel& model, const std::vector<TokenId>& prompt,
+                           const std::vector<TokenId>& stops, const EvalOptions& options, std::int64_t question_index);
+
+// Collective. Returns every result, in question order, on rank 0; an empty
+// list on the other ranks.
+std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
+                                               const std::vector<Question>& questions, const PromptBuilder& prompts,
+                                               const PatternMatcher& matcher, const EvalOptions& options,
+                                               Communicator& communicator);
+
+// accuracy, correct, questions, answered_rate, mean/median_generated_tokens,
+// mean_reasoning_steps, median_reasoning_steps, pattern_use_rate,
+// mean_patterns_per_answer, stopped_rate, seconds, tokens_per_s.
+nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results);
+
+// Relative change (model - baseline) / baseline of each summary figure
+// above (null where the baseline is 0), and the accuracy difference in points.
+nlohmann::ordered_json compare_summaries(const nlohmann::json& model, const nlohmann::json& baseline);
+
+}  // namespace metareuse::eval

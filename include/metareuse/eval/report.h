@@ -1,0 +1,35 @@
+// report.html: one self-contained page about a run (inline SVG and CSS, no
+// script, nothing fetched), readable in any browser:
+//   - the loss curve and the loss-scale curve (metrics.jsonl);
+//   - the top patterns with their support (handbook.json);
+//   - histograms of reasoning steps and generated tokens, baseline against
+//     tuned (the eval's answers.jsonl);
+//   - the accuracy table and relative changes (eval.json);
+//   - the run's config (config.resolved.json) and timings.
+// A missing input leaves its section saying which file was not found.
+#pragma once
+
+#include <string>
+
+namespace metareuse::eval {
+
+struct ReportInputs {
+  std::string metrics;   // metrics.jsonl
+  std::string handbook;  // handbook.json
+  std::string eval;      // eval.json
+  std::string answers;   // answers.jsonl (per-question records of eval)
+  std::string config;    // config.resolved.json
+  std::string title = "metareuse run";
+};
+
+// The files of a run folder: <run>/metrics.jsonl, <run>/handbook.json,
+// <run>/eval/eval.json, <run>/eval/answers.jsonl, <run>/config.resolved.json.
+ReportInputs report_inputs_for_run(const std::string& run_folder);
+
+// The page. Bad lines in the inputs are skipped (and counted on the page).
+std::string render_report_html(const ReportInputs& inputs);
+
+// Writes the page to `path` (atomically: a temporary file, then a rename).
+void write_report(const ReportInputs& inputs, const std::string& path);
+
+}  // namespace metareuse::eval

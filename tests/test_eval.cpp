@@ -1,0 +1,139 @@
+// eval: answer extraction and normalisation, reasoning steps, pattern use,
+// question files (GSM8K and seed records, bad lines), summaries, and the
+// report page's structure. Cases are written by hand from GSM8K's answer
+// format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "metareuse/eval/answer.h"
+#include "metareuse/eval/report.h"
+#include "test_support.h"
+
+using namespace metareuse::eval;
+namespace fs = std::filesystem;
+
+TEST_CASE("the final answer is the text after the last ####, else the last boxed answer", "[eval][unit]") {
+  CHECK(extract_final_answer("Natalia sold 48/2 = 24 clips in May.\n#### 72") == "72");
+  CHECK(extract_final_answer("#### 1\nsecond try\n#### 2\nextra words") == "2");   // last marker, its line only
+  CHECK(extract_final_answer("so the answer is \\boxed{18}.") == "18");
+  CHECK(extract_final_answer("\\boxed{1} then \\boxed{\\frac{1}{2}}") == "\\frac{1}{2}");  // nested braces
+  CHECK_FALSE(extract_final_answer("no answer here").has_value());
+  CHECK_FALSE(extract_final_answer("#### \n").has_value());        // an empty marker line
+  CHECK_FALSE(extract_final_answer("\\boxed{18").has_value());      // unclosed
+  CHECK(extract_final_answer("#### \n but \\boxed{5}") == "5");     // falls back to \boxed
+}
+
+TEST_CASE("answers are normalised (commas, dollar signs, white space, trailing dot), numbers by value", "[eval][unit]") {
+  CHECK(normalize_answer(" $1,234. ") == "1234");
+  CHECK(normalize_answer("18.00") == "18.00");
+  CHECK(answers_match("$1,234.", "1234"));
+  CHECK(answers_match("18.00", "18"));
+  CHECK(answers_match("-3", "-3.0"));
+  CHECK(answers_match("x = 3", "x=3"));
+  CHECK_FALSE(answers_match("17", "18"));
+  CHECK_FALSE(answers_match("", ""));   // nothing stated is never right
+  CHECK_FALSE(answers_match("1.5", "15"));
+}
+
+TEST_CASE("reasoning steps are the seed's sentences before the final answer", "[eval][unit]") {
+  // Lines, and sentences within a line.
+  CHECK(count_reasoning_steps("First add. Then multiply!\n2 * 3 = 6.\n#### 6") == 3);
+  CHECK(count_reasoning_steps("one line\n\n\ntwo line\n#### 2") == 2);  // empty lines do not count
+  CHECK(count_reasoning_steps("3.5 is not a sentence end") == 1);       // '.' needs white space after it
+  CHECK(count_reasoning_steps("#### 6") == 0);
+  CHECK(count_reasoning_steps("Add them. So \\boxed{6}. Check it.") == 2);  // up to the last \boxed
+  CHECK(count_reasoning_steps("") == 0);
+  CHECK(reasoning_part("a\n#### 1") == "a\n");
+}
+
+TEST_CASE("pattern use matches normalised forms word-aligned", "[eval][unit]") {
+  std::vector<metareuse::patterns::Pattern> handbook(3);
+  handbook[0].text = "divide both sides by <num>";
+  handbook[1].text = "So each friend gets 3 cards.";  // an exact-mode sentence is normalised too
+  handbook[2].text = "the total";
+  PatternMatcher matcher(handbook);
+  CHECK(matcher.find("Then DIVIDE both sides by 12 to get x.") == std::vector<std::size_t>{0});
+  CHECK(matcher.find("so each friend gets 7 cards.") == std::vector<std::size_t>{1});
+  CHECK(matcher.find("the totals differ").empty());  // not word-aligned
+  CHECK(matcher.find("Divide both sides by 2; the total is 4.") == std::vector<std::size_t>{0, 2});
+}
+
+TEST_CASE("question files: GSM8K and seed records, bad lines skipped and counted", "[eval][unit]") {
+  fs::path dir = metareuse::test::temp_dir("eval-questions");
+  {
+    std::ofstream out(dir / "q.jsonl");
+    out << R"({"question": "Q1?", "answer": "Half is 24.\n#### 1,072"})" << "\n"
+        << R"({"question": "Q2?", "reasoning": "r", "solution": "3"})" << "\n"
+        << "\n"
+        << R"({"question": "Q3?"})" << "\n"                          // no answer
+        << R"({"question": "Q4?", "answer": "no marker"})" << "\n"   // no final answer
+        << "not json\n"
+        << R"({"question": "Q5?", "solution": 7})" << "\n";         // a numeric solution is accepted
+  }
+  QuestionSet set = read_questions((dir / "q.jsonl").string());
+  REQUIRE(set.questions.size() == 3);
+  CHECK(set.bad_records == 3);
+  CHECK(set.questions[0].reference == "1,072");
+  CHECK(set.questions[0].reference_reasoning == "Half is 24.\n");
+  CHECK(set.questions[1].line == 2);
+  CHECK(set.questions[2].reference == "7");
+  CHECK(set.questions[2].line == 7);
+  CHECK(read_questions((dir / "q.jsonl").string(), 2).questions.size() == 2);
+  CHECK_THROWS_WITH(read_questions((dir / "missing.jsonl").string()), Catch::Contains("missing.jsonl"));
+}
+
+TEST_CASE("mean, median and relative change", "[eval][unit]") {
+  CHECK(mean_of({}) == 0.0);
+  CHECK(mean_of({1, 2, 6}) == 3.0);
+  CHECK(median_of({5, 1, 3}) == 3.0);
+  CHECK(median_of({4, 1, 3, 2}) == 2.5);
+  CHECK(*relative_change(80, 100) == Approx(-0.2));
+  CHECK_FALSE(relative_change(1, 0).has_value());
+}
+
+TEST_CASE("the report is one self-contained page with charts and tables", "[eval][unit]") {
+  fs::path run = metareuse::test::temp_dir("eval-report");
+  {
+    std::ofstream metrics(run / "metrics.jsonl");
+    for (int step = 1; step <= 5; ++step) {
+      metrics << nlohmann::json{{"step", step}, {"loss", 5.0 / step}, {"loss_scale", 65536.0 / step},
+                                {"seconds", 0.5}}
+                     .dump()
+              << "\n";
+    }
+    metrics << "{broken\n";
+    std::ofstream handbook(run / "handbook.json");
+    handbook << R"({"format": "metareuse.handbook", "records": 10, "mode": "normalized",
+                  "patterns": [{"text": "divide both sides by <num>", "support": 7, "kind": "phrase"}]})";
+    fs::create_directories(run / "eval");
+    std::ofstream eval(run / "eval" / "eval.json");
+    eval << R"({"questions": 2, "models": {"model": {"path": "m", "summary": {"accuracy": 0.5, "correct": 1}},
+               "baseline": {"path": "b<x>", "summary": {"accuracy": 0.0, "correct": 0}}},
+               "relative_change": {"accuracy": null}, "wall_seconds": 3.0})";
+    std::ofstream answers(run / "eval" / "answers.jsonl");
+    answers << R"({"model": "model", "reasoning_steps": 2, "generated_tokens": 10})" << "\n"
+            << R"({"model": "baseline", "reasoning_steps": 4, "generated_tokens": 30})" << "\n";
+  }
+  ReportInputs inputs = report_inputs_for_run(run.string());
+  std::string html = render_report_html(inputs);
+  CHECK_THAT(html, Catch::StartsWith("<!DOCTYPE html>"));
+  // Four charts: loss, loss scale, two histograms.
+  std::size_t charts = 0;
+  for (std::size_t at = html.find("<svg"); at != std::string::npos; at = html.find("<svg", at + 1)) ++charts;
+  CHECK(charts == 4);
+  CHECK_THAT(html, Catch::Contains("divide both sides by &lt;num&gt;"));  // escaped
+  CHECK_THAT(html, Catch::Contains("b&lt;x&gt;"));
+  CHECK_THAT(html, Catch::Contains("50.0%"));
+  CHECK_THAT(html, Catch::Contains("1 unreadable lines skipped"));
+  CHECK_THAT(html, Catch::Contains("No resolved config"));  // config.resolved.json is absent and says so
+  // Self-contained: nothing is fetched (the only URL is the SVG namespace).
+  CHECK(html.find("src=") == std::string::npos);
+  CHECK(html.find("<link") == std::string::npos);
+  CHECK(html.find("<script") == std::string::npos);
+  write_report(inputs, (run / "report.html").string());
+  CHECK(fs::file_size(run / "report.html") == html.size());
+}

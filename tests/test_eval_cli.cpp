@@ -1,0 +1,197 @@
+// metareuse eval / report from the outside, on a tiny model trained a few
+// steps on the bundled sample corpus (as test_train_cli.cpp does): eval.json's
+// fields, a checkpoint and its Hugging Face export giving the same answers,
+// the same answers at 1 and 2 ranks (greedy and seeded sampling), GSM8K
+// records, errors naming the file, and report.html.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "cli_runner.h"
+#include "test_support.h"
+
+using metareuse::test::run_metareuse;
+using metareuse::test::run_metareuse_mpi;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Tokenizer, dataset, 3 training steps, a handbook and an export, made once.
+const fs::path& trained_run() {
+  static const fs::path dir = [] {
+    fs::path d = metareuse::test::temp_dir("eval-cli");
+    std::ofstream augmented(d / "augmented.jsonl");
+    std::ifstream corpus(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl");
+    std::string line;
+    while (std::getline(corpus, line)) {
+      auto record = json::parse(line);
+      augmented << json{{"prompt", record["question"].get<std::string>() + "\n"},
+                        {"target", record["reasoning"].get<std::string>() + "\n#### " +
+                                       record["solution"].get<std::string>()}}
+                       .dump()
+                << "\n";
+    }
+    augmented.close();
+    auto step = [](const std::string& args) {
+      auto result = run_metareuse(args);
+      INFO(args << "\n" << result.output);
+      REQUIRE(result.status == 0);
+    };
+    step("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 400 --tokenizer " + (d / "spm.model").string());
+    step("prepare --input " + (d / "augmented.jsonl").string() + " --out " + (d / "dataset.h5").string() +
+         " --tokenizer " + (d / "spm.model").string() +
+         " --sequence-length 192 --set dataset.pack=false --set tokenizer.template=plain");
+    step("train --dataset " + (d / "dataset.h5").string() + " --set run.out_dir=" + (d / "run").string() +
+         " --set model.vocab_size=400 --set train.lr=3e-3 --set train.global_batch=6 --set train.micro_batch=1 "
+         "--set train.max_steps=3 --set train.log_every=100 --set tokenizer.template=plain");
+    step("patterns --set run.out_dir=" + (d / "run").string());
+    step("export --checkpoint " + (d / "run" / "checkpoints").string() + " --out " + (d / "hf").string() +
+         " --dtype fp32");
+    return d;
+  }();
+  return dir;
+}
+
+std::string eval_args(const std::string& out, const std::string& extra) {
+  const fs::path& d = trained_run();
+  return "eval --model " + (d / "run" / "checkpoints").string() + " --questions datasets/sample_reasoning.jsonl" +
+         " --tokenizer " + (d / "spm.model").string() + " --set run.out_dir=" + (d / "run").string() +
+         " --set tokenizer.template=plain --limit 6 --max-new-tokens 24 --out " + out + " " + extra;
+}
+
+std::vector<json> read_lines(const fs::path& path) {
+  std::vector<json> lines;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(json::parse(line));
+  return lines;
+}
+
+std::map<std::pair<std::string, int64_t>, std::string> outputs_of(const fs::path& answers) {
+  std::map<std::pair<std::string, int64_t>, std::string> outputs;
+  for (const json& record : read_lines(answers)) {
+    outputs[{record.at("model").get<std::string>(), record.at("index").get<int64_t>()}] = record.at("output");
+  }
+  return outputs;
+}
+
+}  // namespace
+
+TEST_CASE("eval writes eval.json and answers.jsonl, and a checkpoint and its export answer alike", "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  fs::path out = d / "eval-1";
+  auto result = run_metareuse(eval_args(out.string(), "--baseline " + (d / "hf").string()));
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  CHECK_THAT(result.output, Contains("accuracy") && Contains("change vs baseline"));
+
+  std::ifstream in(out / "eval.json");
+  json eval = json::parse(in);
+  CHECK(eval.at("format") == "metareuse.eval");
+  CHECK(eval.at("questions") == 6);
+  CHECK(eval.at("generation").at("greedy") == true);
+  CHECK(eval.at("generation").at("max_new_tokens") == 24);
+  CHECK(eval.at("prompt").at("patterns") == true);  // the run folder's handbook.json was found
+  CHECK(eval.at("handbook_patterns").get<int>() > 0);
+  for (const char* role : {"model", "baseline"}) {
+    const json& summary = eval.at("models").at(role).at("summary");
+    for (const char* key : {"accuracy", "correct", "answered_rate", "mean_generated_tokens",
+                            "median_generated_tokens", "mean_reasoning_steps", "pattern_use_rate", "stopped_rate"}) {
+      INFO(role << "." << key);
+      CHECK(summary.contains(key));
+    }
+    CHECK(summary.at("questions") == 6);
+    CHECK(summary.at("accuracy").get<double>() >= 0.0);
+    CHECK(summary.at("accuracy").get<double>() <= 1.0);
+    CHECK(summary.at("mean_generated_tokens").get<double>() > 0.0);
+    CHECK(summary.at("mean_generated_tokens").get<double>() <= 24.0);
+  }
+  CHECK_THAT(eval.at("models").at("model").at("source").get<std::string>(), Contains("checkpoint"));
+  // The export holds the checkpoint's fp32 weights: the same greedy answers.
+  auto outputs = outputs_of(out / "answers.jsonl");
+  REQUIRE(outputs.size() == 12);
+  for (int64_t i = 0; i < 6; ++i) CHECK(outputs[{"model", i}] == outputs[{"baseline", i}]);
+  const json& change = eval.at("relative_change");
+  CHECK(change.at("accuracy_points") == 0.0);
+  CHECK(change.at("mean_generated_tokens") == 0.0);
+
+  // Per-question records carry what the summary is computed from.
+  for (const json& record : read_lines(out / "answers.jsonl")) {
+    for (const char* key : {"question", "reference", "answer", "correct", "generated_tokens", "reasoning_steps",
+                            "patterns_used", "stopped", "output"}) {
+      CHECK(record.contains(key));
+    }
+  }
+
+  SECTION("report.html from the run folder") {
+    // eval's default output is <run>/eval; put one there, then render.
+    fs::create_directories(d / "run" / "eval");
+    fs::copy(out / "eval.json", d / "run" / "eval" / "eval.json", fs::copy_options::overwrite_existing);
+    fs::copy(out / "answers.jsonl", d / "run" / "eval" / "answers.jsonl", fs::copy_options::overwrite_existing);
+    auto report = run_metareuse("report --run " + (d / "run").string());
+    INFO(report.output);
+    REQUIRE(report.status == 0);
+    std::ifstream page(d / "run" / "report.html");
+    std::string html((std::istreambuf_iterator<char>(page)), std::istreambuf_iterator<char>());
+    CHECK_THAT(html, Contains("<svg") && Contains("Loss scale") && Contains("Top patterns") &&
+                         Contains("Reasoning steps per answer") && Contains("train.max_steps"));
+    CHECK_FALSE(Catch::Contains("No training metrics").match(html));
+  }
+}
+
+TEST_CASE("eval gives the same answers at 1 and 2 ranks, greedy and sampled", "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  for (const std::string sampling : {"", "--temperature 0.9 --top-p 0.9 --seed 7"}) {
+    INFO("sampling: " << sampling);
+    auto one = run_metareuse(eval_args((d / "ranks-1").string(), sampling));
+    INFO(one.output);
+    REQUIRE(one.status == 0);
+    auto two = run_metareuse_mpi(2, eval_args((d / "ranks-2").string(), sampling));
+    INFO(two.output);
+    REQUIRE(two.status == 0);
+    auto a = outputs_of(d / "ranks-1" / "answers.jsonl"), b = outputs_of(d / "ranks-2" / "answers.jsonl");
+    REQUIRE(a.size() == 6);
+    CHECK(a == b);
+  }
+}
+
+TEST_CASE("eval reads GSM8K records and names bad inputs", "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  fs::path questions = d / "gsm8k.jsonl";
+  {
+    std::ofstream out(questions);
+    out << R"({"question": "Tom has 3 apples and buys 2 more. How many apples?", "answer": "3 + 2 = 5\n#### 5"})"
+        << "\n"
+        << R"({"question": "no answer field"})" << "\n"
+        << R"({"question": "A pen costs $1,200. Two pens?", "answer": "2 * 1200 = 2400\n#### 2,400"})" << "\n";
+  }
+  auto result = run_metareuse("eval --model " + (d / "hf").string() + " --questions " + questions.string() +
+                              " --tokenizer " + (d / "spm.model").string() +
+                              " --set tokenizer.template=plain --max-new-tokens 8 --out " + (d / "gsm8k").string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  CHECK_THAT(result.output, Contains("gsm8k.jsonl:2"));  // the bad line is named
+  std::ifstream in(d / "gsm8k" / "eval.json");
+  json eval = json::parse(in);
+  CHECK(eval.at("questions") == 2);
+  CHECK(eval.at("bad_records") == 1);
+  CHECK_FALSE(eval.contains("relative_change"));  // no baseline
+  auto records = read_lines(d / "gsm8k" / "answers.jsonl");
+  REQUIRE(records.size() == 2);
+  CHECK(records[1].at("reference") == "2,400");
+
+  auto missing = run_metareuse("eval --model " + (d / "nothing").string() + " --questions " + questions.string() +
+                               " --tokenizer " + (d / "spm.model").string());
+  CHECK(missing.status != 0);
+  CHECK_THAT(missing.output, Contains("nothing"));
+  auto no_questions = run_metareuse("eval --model " + (d / "hf").string() + " --questions " +
+                                    (d / "absent.jsonl").string() + " --tokenizer " + (d / "spm.model").string());
+  CHECK(no_questions.status == 1);
+  CHECK_THAT(no_questions.output, Contains("absent.jsonl"));
+}
