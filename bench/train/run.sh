@@ -8,12 +8,14 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${METAREUSE_BUILD_DIR:-$repo_root/build}/bin/bench_train"
 steps="${1:-10}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-python3 -c "import torch" 2>/dev/null || { echo "needs Debian's python3-torch (apt-get install python3-torch)" >&2; exit 1; }
+# Debian's python3-torch lives in the system interpreter, not in a pyenv/venv python3.
+python="${PYTHON:-/usr/bin/python3}"
+"$python" -c "import torch" 2>/dev/null || { echo "needs Debian's python3-torch (apt-get install python3-torch)" >&2; exit 1; }
 results=()
-results+=("$(python3 "$repo_root/bench/train/torch_loop.py" "$steps")")
+results+=("$("$python" "$repo_root/bench/train/torch_loop.py" "$steps")")
 results+=("$("$bin" "$steps")")
 results+=("$(mpirun -np 2 --oversubscribe "$bin" "$steps")")
-python3 - "${results[@]}" <<'PY'
+"$python" - "${results[@]}" <<'PY'
 import json, sys
 rows = [json.loads(r) for r in sys.argv[1:]]
 base = rows[0]["tokens_per_s"]

@@ -100,6 +100,29 @@ int checkpoint_stage(CommandContext& context, const std::string& folder) {
   return kExitOk;
 }
 
+// Evaluates the trained model (and eval.baseline, when set) on eval.questions,
+// then writes <run>/report.html.
+int eval_stage(CommandContext& context, const std::string& folder) {
+  Config& config = context.config;
+  if (config.get_string("tokenizer.path").empty()) config.set("tokenizer.path", folder + "/tokenizer.model");
+  std::string questions = config.get_string("eval.questions");
+  if (questions.empty()) {
+    log::warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
+  } else {
+    std::string model = config.get_string("eval.model");
+    if (model.empty()) {
+      model = config.get_string("checkpoint.dir");
+      if (model.empty()) model = folder + "/checkpoints";
+    }
+    std::string out = config.get_string("eval.out");
+    if (out.empty()) out = folder + "/eval";
+    int status = eval_execute(context, model, config.get_string("eval.baseline"), questions, out);
+    if (status != kExitOk) return status;
+  }
+  if (context.runtime.rank() != 0) return kExitOk;
+  return report_execute(context, folder, folder + "/report.html");
+}
+
 int export_stage(CommandContext& context, const std::string& folder) {
   if (context.runtime.rank() != 0) return kExitOk;
   std::string dir = context.config.get_string("checkpoint.dir");
@@ -114,7 +137,7 @@ std::vector<Stage> pipeline_stages() {
       {"prepare", 4, {"tokenizer", "dataset"}, {"augmented.jsonl"}, {"dataset.h5"}, prepare_stage},
       {"train", 6, {"model", "train", "checkpoint", "run"}, {"dataset.h5"}, {"checkpoints/latest"}, train_stage},
       {"checkpoint", 7, {}, {"checkpoints/latest"}, {}, checkpoint_stage},
-      {"eval", 8, {}, {}, {}, nullptr},
+      {"eval", 8, {"eval"}, {"checkpoints/latest"}, {"report.html"}, eval_stage},
       {"export", 7, {}, {"checkpoints/latest"}, {"export/config.json"}, export_stage},
   };
 }
