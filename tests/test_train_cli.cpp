@@ -141,7 +141,7 @@ TEST_CASE("resume refuses a checkpoint made for another model, naming the field"
   CHECK_THAT(missing.output, Contains("nothing.h5"));
 }
 
-TEST_CASE("export writes a Hugging Face folder that forward loads", "[train][e2e]") {
+TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("export");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
   fs::path out = run / "hf";
@@ -155,6 +155,31 @@ TEST_CASE("export writes a Hugging Face folder that forward loads", "[train][e2e
   INFO(generated.output);
   CHECK(generated.status == 0);
   CHECK_THAT(generated.output, Contains("\"ids\""));
+  // Round trip: the export gives the same logits as the checkpoint it came from.
+  {
+    // A hand-written safetensors file with input_ids int64 [1, 6].
+    std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,6],"data_offsets":[0,48]}})";
+    while (header.size() % 8 != 0) header += ' ';
+    std::ofstream ids(run / "ids.safetensors", std::ios::binary);
+    uint64_t length = header.size();
+    ids.write(reinterpret_cast<const char*>(&length), 8);
+    ids << header;
+    for (int64_t id : {1, 17, 42, 99, 5, 250}) ids.write(reinterpret_cast<const char*>(&id), 8);
+  }
+  auto from_checkpoint = run_metareuse("forward --model " + (run / "checkpoints").string() + " --ids " +
+                                       (run / "ids.safetensors").string() + " --out " + (run / "a.safetensors").string());
+  auto from_export = run_metareuse("forward --model " + out.string() + " --ids " + (run / "ids.safetensors").string() +
+                                   " --out " + (run / "b.safetensors").string());
+  INFO(from_checkpoint.output << from_export.output);
+  REQUIRE(from_checkpoint.status == 0);
+  REQUIRE(from_export.status == 0);
+  auto bytes = [](const fs::path& file) {
+    std::ifstream in(file, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  CHECK(bytes(run / "a.safetensors").size() > 6 * 400 * 4);
+  CHECK(bytes(run / "a.safetensors") == bytes(run / "b.safetensors"));  // identical logits and loss
+
   auto text = run_metareuse("generate --model " + out.string() + " --prompt 'Ava buys 3 apples' --tokenizer " +
                             (fixture_dir() / "spm.model").string() + " --max-new-tokens 8 --greedy");
   INFO(text.output);

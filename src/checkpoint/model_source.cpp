@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>  // NoGradGuard, copy_
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -24,19 +25,38 @@ std::string CheckpointModelSource::description() const {
   return fmt::format("metareuse checkpoint {} (step {})", path_, meta_.value("step", 0));
 }
 
-void CheckpointModelSource::load_into(LlamaModel& model) const {
-  auto parameters = read_checkpoint_params(path_);
-  torch::NoGradGuard no_grad;
-  for (const auto& [name, value] : model.named_parameters()) {
-    auto found = parameters.find(name);
-    if (found == parameters.end()) throw InputError(fmt::format("{}: parameter '{}' is missing", path_, name));
-    if (found->second.sizes() != value.sizes()) {
-      throw InputError(fmt::format("{}: parameter '{}' has shape [{}], the model expects [{}]", path_, name,
-                                   fmt::join(found->second.sizes(), ", "), fmt::join(value.sizes(), ", ")));
-    }
-    // The views share the model's flat buffers; copying into them fills the model.
-    const_cast<torch::Tensor&>(value).copy_(found->second);
+const std::map<std::string, torch::Tensor>& CheckpointModelSource::parameters() const {
+  if (!loaded_) {
+    parameters_ = read_checkpoint_params(path_);
+    loaded_ = true;
   }
+  return parameters_;
+}
+
+void CheckpointModelSource::check_tensors() const {
+  const auto& stored = parameters();
+  auto expected = checkpoint_parameters(config_);
+  for (const auto& parameter : expected) {
+    auto found = stored.find(parameter.name);
+    if (found == stored.end()) throw InputError(fmt::format("{}: parameter '{}' is missing", path_, parameter.name));
+    if (found->second.sizes().vec() != parameter.shape) {
+      throw InputError(fmt::format("{}: parameter '{}' has shape [{}], the model expects [{}]", path_, parameter.name,
+                                   fmt::join(found->second.sizes(), ", "), fmt::join(parameter.shape, ", ")));
+    }
+  }
+  if (stored.size() != expected.size()) {
+    for (const auto& [name, value] : stored) {
+      bool known = std::any_of(expected.begin(), expected.end(), [&](const UnitParameter& p) { return p.name == name; });
+      if (!known) throw InputError(fmt::format("{}: unexpected parameter '{}' for this model config", path_, name));
+    }
+  }
+}
+
+torch::Tensor CheckpointModelSource::read(const std::string& name, torch::ScalarType dtype) const {
+  const auto& stored = parameters();
+  auto found = stored.find(name);
+  if (found == stored.end()) throw InputError(fmt::format("{}: parameter '{}' is missing", path_, name));
+  return found->second.to(dtype);
 }
 
 bool is_checkpoint_path(const std::string& path) {

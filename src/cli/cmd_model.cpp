@@ -15,6 +15,7 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/model/generate.h"
 #include "metareuse/model/safetensors.h"
+#include "metareuse/checkpoint/model_source.h"
 #include "metareuse/model/source.h"
 
 namespace metareuse::cli {
@@ -88,7 +89,7 @@ int forward_run(CommandContext& context) {
   if (context.runtime.rank() != 0) return kExitOk;
   const ForwardArguments& arguments = forward_arguments;
   Stopwatch watch;
-  auto source = open_model_source(arguments.model);
+  auto source = open_model_or_checkpoint(arguments.model);
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(parse_dtype(arguments.dtype)));
   SafetensorsFile ids_file(arguments.ids);
   if (!ids_file.contains("input_ids")) {
@@ -161,7 +162,7 @@ int generate_run(CommandContext& context) {
     throw UsageError("--top-p and --seed apply to sampling: give --temperature too");
   }
 
-  auto source = open_model_source(arguments.model);
+  auto source = open_model_or_checkpoint(arguments.model);
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
   Stopwatch watch;
   std::vector<std::int64_t> prompt;

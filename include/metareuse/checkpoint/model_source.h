@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>  // checkpoint metadata
 
+#include <map>
 #include <memory>
 #include <string>
 
@@ -19,8 +20,10 @@ class CheckpointModelSource : public ModelSource {
   explicit CheckpointModelSource(const std::string& path);
   const LlamaConfig& config() const override { return config_; }
   std::string description() const override;
-  // The fp32 master weights, converted to the model's dtype.
-  void load_into(LlamaModel& model) const override;
+  // The checkpoint holds exactly the parameters of config(), with their shapes.
+  void check_tensors() const override;
+  // One fp32 master weight, converted to `dtype`.
+  torch::Tensor read(const std::string& name, torch::ScalarType dtype) const override;
   const nlohmann::json& meta() const { return meta_; }
   const std::string& path() const { return path_; }
 
@@ -28,6 +31,10 @@ class CheckpointModelSource : public ModelSource {
   std::string path_;
   nlohmann::json meta_;
   LlamaConfig config_;
+  // Every fp32 parameter, read on first use (one pass over the file).
+  const std::map<std::string, torch::Tensor>& parameters() const;
+  mutable std::map<std::string, torch::Tensor> parameters_;
+  mutable bool loaded_ = false;
 };
 
 // True when `path` is an HDF5 checkpoint file (by its signature) or a folder
