@@ -48,6 +48,8 @@ jobs="$(nproc)"
 cmake_args=(-S "$repo_root" -B "$build_dir" -DCMAKE_BUILD_TYPE="${METAREUSE_BUILD_TYPE:-Release}")
 if command -v ccache >/dev/null 2>&1; then
   cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+  # Paths relative to the checkout, so clones in other folders share the cache.
+  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$repo_root}"
 fi
 if [[ ! -f "$build_dir/CMakeCache.txt" ]]; then
   cmake "${cmake_args[@]}"

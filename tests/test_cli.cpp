@@ -97,3 +97,15 @@ TEST_CASE("run writes the resolved config into the run folder", "[cli]") {
   std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CHECK_THAT(text, Contains(dir.string()));
 }
+
+TEST_CASE("every bundled config in configs/ validates", "[cli]") {
+  int checked = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(METAREUSE_SOURCE_DIR) + "/configs")) {
+    if (entry.path().extension() != ".json") continue;
+    auto result = run_metareuse("info --print-config --config " + entry.path().string());
+    INFO(entry.path().string() << ": " << result.output);
+    CHECK(result.status == 0);
+    ++checked;
+  }
+  CHECK(checked >= 4);
+}
