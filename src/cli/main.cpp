@@ -13,26 +13,13 @@
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/text.h"
 #include "metareuse/dist/runtime.h"
 
 namespace {
 
 using metareuse::cli::CommandSpec;
 
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> row(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    std::size_t diagonal = row[0];
-    row[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      std::size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
 
 std::string command_names() {
   std::vector<std::string> names;
@@ -44,7 +31,7 @@ int unknown_command(const std::string& name) {
   std::string closest;
   std::size_t best = std::string::npos;
   for (const auto& spec : metareuse::cli::command_table()) {
-    std::size_t distance = edit_distance(name, spec.name);
+    std::size_t distance = metareuse::edit_distance(name, spec.name);
     if (distance < best) {
       best = distance;
       closest = spec.name;

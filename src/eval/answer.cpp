@@ -12,6 +12,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/patterns/text.h"
+#include "metareuse/core/text.h"
 
 namespace metareuse::eval {
 namespace {
@@ -19,13 +20,6 @@ namespace {
 constexpr std::string_view kAnswerMarker = "####";
 constexpr std::string_view kBoxed = "\\boxed{";
 
-std::string_view trim(std::string_view text) {
-  const char* whitespace = " \t\r\n\f\v";
-  std::size_t begin = text.find_first_not_of(whitespace);
-  if (begin == std::string_view::npos) return {};
-  std::size_t end = text.find_last_not_of(whitespace);
-  return text.substr(begin, end - begin + 1);
-}
 
 // Position of the last "\boxed{" and the end of its balanced content, or npos.
 std::pair<std::size_t, std::size_t> last_boxed(std::string_view text) {
@@ -54,12 +48,12 @@ std::optional<std::string> extract_final_answer(std::string_view text) {
   if (marker != std::string_view::npos) {
     std::string_view rest = text.substr(marker + kAnswerMarker.size());
     rest = rest.substr(0, rest.find('\n'));
-    rest = trim(rest);
+    rest = trim_ascii(rest);
     if (!rest.empty()) return std::string(rest);
   }
   auto [start, close] = last_boxed(text);
   if (start != std::string_view::npos) {
-    std::string_view content = trim(text.substr(start + kBoxed.size(), close - start - kBoxed.size()));
+    std::string_view content = trim_ascii(text.substr(start + kBoxed.size(), close - start - kBoxed.size()));
     if (!content.empty()) return std::string(content);
   }
   return std::nullopt;
@@ -67,7 +61,7 @@ std::optional<std::string> extract_final_answer(std::string_view text) {
 
 std::string normalize_answer(std::string_view answer) {
   std::string out;
-  for (char c : trim(answer)) {
+  for (char c : trim_ascii(answer)) {
     if (c == '$' || c == ',' || c == ' ' || c == '\t') continue;
     out.push_back(c);
   }
@@ -119,7 +113,7 @@ QuestionSet read_questions(const std::string& path, std::int64_t limit) {
   std::int64_t number = 0;
   while (std::getline(in, line)) {
     ++number;
-    if (trim(line).empty()) continue;
+    if (trim_ascii(line).empty()) continue;
     if (limit > 0 && static_cast<std::int64_t>(set.questions.size()) >= limit) break;
     try {
       auto record = nlohmann::json::parse(line);

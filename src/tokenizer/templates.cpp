@@ -3,17 +3,11 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/tokenizer/tokenizer.h"
+#include "metareuse/core/text.h"
 
 namespace metareuse {
 namespace {
 
-std::string_view trim(std::string_view text) {
-  const char* whitespace = " \t\r\n\f\v";
-  std::size_t begin = text.find_first_not_of(whitespace);
-  if (begin == std::string_view::npos) return {};
-  std::size_t end = text.find_last_not_of(whitespace);
-  return text.substr(begin, end - begin + 1);
-}
 
 void append(TokenizedExample& example, TokenId id, bool train) {
   example.ids.push_back(id);
@@ -52,7 +46,7 @@ TokenizedExample apply_chat_template(const Tokenizer& tokenizer, const std::vect
     // it apart from the content gives the same ids as the joined string (the
     // tests check this against encode_with_special of the rendered text).
     append(example, tokenizer.encode("\n\n"), false);
-    append(example, tokenizer.encode(trim(message.content)), message.train);
+    append(example, tokenizer.encode(trim_ascii(message.content)), message.train);
     append(example, end_of_turn, message.train);
   }
   if (add_generation_prompt) {
