@@ -207,7 +207,7 @@ TEST_CASE("a rank killed with SIGKILL ends the job and the last checkpoint still
       METAREUSE_BINARY + "' " +
       train_args(run, "--set train.max_steps=100000 --set train.time_limit=0 --set checkpoint.every_steps=2") +
       " & for i in $(seq 120); do [ -f '" + (run / "checkpoints" / "latest").string() +
-      "' ] && break; sleep 0.5; done; sleep 1; pkill -9 -f -n 'metareuse train'; start=$(date +%s); wait; echo \"exited after $(( $(date +%s) - "
+      "' ] && break; sleep 0.5; done; sleep 1; pkill -9 -f -n 'run.out_dir=" + run.string() + "'; start=$(date +%s); wait; echo \"exited after $(( $(date +%s) - "
       "start )) s\")";
   auto result = run_shell(command);
   INFO(result.output);
