@@ -103,7 +103,7 @@ TEST_CASE("an interrupted then resumed run has bit-identical losses", "[train][e
 
 TEST_CASE("the time limit stops every rank at the same step with status 3, and the run resumes", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("time-limit");
-  auto stopped = run_metareuse_mpi(2, train_args(run, "--set train.max_steps=100000 --set train.time_limit=4"));
+  auto stopped = run_metareuse_mpi(2, train_args(run, "--set train.max_steps=100000 --set train.time_limit=8"));
   INFO(stopped.output);
   CHECK(stopped.status == 3);
   CHECK_THAT(stopped.output, Contains("time limit"));
