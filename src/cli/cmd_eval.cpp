@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "metareuse/train/trainer.h"
 #include "flags.h"
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/checkpoint/model_source.h"
@@ -277,8 +278,7 @@ int eval_run(CommandContext& context) {
   std::string model = config.get_string("eval.model");
   if (model.empty()) {
     // The run's own checkpoints.
-    std::string dir = config.get_string("checkpoint.dir");
-    model = dir.empty() ? run_folder(config) + "/checkpoints" : dir;
+    model = checkpoint_folder(config, run_folder(config));
     if (!fs::exists(fs::path(model) / "latest")) {
       throw UsageError(fmt::format("give the model with --model (eval.model); '{}' has no checkpoint", model));
     }

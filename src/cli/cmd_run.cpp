@@ -90,9 +90,7 @@ int train_stage(CommandContext& context, const std::string& folder) {
 
 // Verifies that the final checkpoint is complete and loadable.
 int checkpoint_stage(CommandContext& context, const std::string& folder) {
-  std::string dir = context.config.get_string("checkpoint.dir");
-  if (dir.empty()) dir = folder + "/checkpoints";
-  std::string latest = resolve_checkpoint(dir, "");
+  std::string latest = resolve_checkpoint(checkpoint_folder(context.config, folder), "");
   json meta = read_checkpoint_meta(latest);
   read_checkpoint_params(latest);
   log::info("checkpoint {} verified: step {}, saved at {} rank(s)", latest, meta.value("step", 0),
@@ -110,10 +108,7 @@ int eval_stage(CommandContext& context, const std::string& folder) {
     log::warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
   } else {
     std::string model = config.get_string("eval.model");
-    if (model.empty()) {
-      model = config.get_string("checkpoint.dir");
-      if (model.empty()) model = folder + "/checkpoints";
-    }
+    if (model.empty()) model = checkpoint_folder(config, folder);
     std::string out = config.get_string("eval.out");
     if (out.empty()) out = folder + "/eval";
     int status = eval_execute(context, model, config.get_string("eval.baseline"), questions, out);
@@ -125,9 +120,7 @@ int eval_stage(CommandContext& context, const std::string& folder) {
 
 int export_stage(CommandContext& context, const std::string& folder) {
   if (context.runtime.rank() != 0) return kExitOk;
-  std::string dir = context.config.get_string("checkpoint.dir");
-  if (dir.empty()) dir = folder + "/checkpoints";
-  return export_execute(dir, folder + "/export", "fp32", "5GB");
+  return export_execute(checkpoint_folder(context.config, folder), folder + "/export", "fp32", "5GB");
 }
 
 std::vector<Stage> pipeline_stages() {

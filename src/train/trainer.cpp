@@ -178,6 +178,11 @@ LlamaConfig model_config_from(const Config& config) {
   return model;
 }
 
+std::string checkpoint_folder(const Config& config, const std::string& run_folder) {
+  std::string dir = config.get_string("checkpoint.dir");
+  return dir.empty() ? run_folder + "/checkpoints" : dir;
+}
+
 int run_training(const Config& config, Runtime& runtime, const std::string& run_folder) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
@@ -259,8 +264,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   DistributedSampler order(data.sequences, 0, 1, static_cast<uint64_t>(config.get_int("run.seed")));
 
   CheckpointOptions checkpoints;
-  checkpoints.dir = config.get_string("checkpoint.dir");
-  if (checkpoints.dir.empty()) checkpoints.dir = run_folder + "/checkpoints";
+  checkpoints.dir = checkpoint_folder(config, run_folder);
   checkpoints.keep_last = config.get_int("checkpoint.keep_last");
   checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
   checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
