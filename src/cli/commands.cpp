@@ -1,5 +1,15 @@
 #include "commands.h"
 
+// A command that needs libtorch names its functions through TORCH_COMMAND.
+// The front binary (built with METAREUSE_FRONT) links no torch: there the
+// entry keeps its name and summary for --help, and main.cpp execs
+// metareuse-torch for it.
+#ifdef METAREUSE_FRONT
+#define TORCH_COMMAND(options, run) nullptr, nullptr, true
+#else
+#define TORCH_COMMAND(options, run) options, run, true
+#endif
+
 namespace metareuse::cli {
 
 const std::vector<CommandSpec>& command_table() {
@@ -9,15 +19,15 @@ const std::vector<CommandSpec>& command_table() {
       {"augment", "Add the handbook's patterns to each training example", 3, augment_options, augment_run},
       {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", 4, tokenize_options, tokenize_run},
       {"prepare", "Build the tokenized, packed HDF5 training set", 4, prepare_options, prepare_run},
-      {"train", "Fine-tune with FSDP-style sharding across ranks", 6, train_options, train_run},
-      {"forward", "Run the model on token ids and write logits and loss", 5, forward_options, forward_run},
-      {"generate", "Generate text with a KV cache, greedy or seeded sampling", 5, generate_options, generate_run},
-      {"eval", "Measure accuracy and reasoning length on held-out questions", 8, eval_options, eval_run},
-      {"report", "Write a run's report.html: curves, patterns, eval table, config", 8, report_options, report_run},
-      {"export", "Write a checkpoint as Hugging Face safetensors + config.json", 7, export_options, export_run},
-      {"plan", "Print the per-rank memory plan for a config and rank count", 6, plan_options, plan_run},
-      {"run", "Run the whole pipeline, skipping stages that are up to date", 8, run_options, run_run},
-      {"info", "Print the build (libtorch, CUDA, NCCL, MPI) and the rank layout", 2, info_options, info_run},
+      {"train", "Fine-tune with FSDP-style sharding across ranks", 6, TORCH_COMMAND(train_options, train_run)},
+      {"forward", "Run the model on token ids and write logits and loss", 5, TORCH_COMMAND(forward_options, forward_run)},
+      {"generate", "Generate text with a KV cache, greedy or seeded sampling", 5, TORCH_COMMAND(generate_options, generate_run)},
+      {"eval", "Measure accuracy and reasoning length on held-out questions", 8, TORCH_COMMAND(eval_options, eval_run)},
+      {"report", "Write a run's report.html: curves, patterns, eval table, config", 8, TORCH_COMMAND(report_options, report_run)},
+      {"export", "Write a checkpoint as Hugging Face safetensors + config.json", 7, TORCH_COMMAND(export_options, export_run)},
+      {"plan", "Print the per-rank memory plan for a config and rank count", 6, TORCH_COMMAND(plan_options, plan_run)},
+      {"run", "Run the whole pipeline, skipping stages that are up to date", 8, TORCH_COMMAND(run_options, run_run)},
+      {"info", "Print the build (libtorch, CUDA, NCCL, MPI) and the rank layout", 2, TORCH_COMMAND(info_options, info_run)},
   };
   return table;
 }

@@ -37,8 +37,11 @@ struct CommandSpec {
   std::function<void(CLI::App& app, std::vector<std::string>& overrides)> add_options;
   // Runs the command on every rank; returns an exit status.
   std::function<int(CommandContext& context)> run;
+  // Runs in metareuse-torch: the torch-free front binary (metareuse) lists the
+  // command and execs metareuse-torch for it (see main.cpp).
+  bool needs_torch = false;
 
-  bool built() const { return static_cast<bool>(run); }
+  bool built() const { return static_cast<bool>(run) || needs_torch; }
 };
 
 const std::vector<CommandSpec>& command_table();

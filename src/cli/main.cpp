@@ -1,12 +1,24 @@
-// metareuse <subcommand>: the one binary. Parses the command line, resolves
-// and validates the config before anything is allocated, starts the rank
-// runtime, and turns any exception on any rank into one message and the end
-// of the whole job.
+// metareuse <subcommand>. Parses the command line, resolves and validates the
+// config before anything is allocated, starts the rank runtime, and turns any
+// exception on any rank into one message and the end of the whole job.
+//
+// This file builds two binaries. Loading libtorch costs about 1.2 s and
+// 160 MB per process, which dominated the torch-free commands (patterns,
+// augment, tokenize, prepare). So `metareuse` (METAREUSE_FRONT) links no
+// torch and runs those itself; for a command that needs torch it execs
+// `metareuse-torch` from its own folder with argv unchanged. The exec comes
+// before MPI starts: the process keeps its pid and environment, so under
+// mpirun the torch binary initialises MPI as if it had been launched directly.
 #include <CLI/CLI.hpp>     // command-line parsing
 #include <fmt/format.h>    // messages
 
+#include <unistd.h>        // execv
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 
 #include "commands.h"      // the subcommand table
@@ -42,6 +54,20 @@ int unknown_command(const std::string& name) {
   return metareuse::kExitUsage;
 }
 
+#ifdef METAREUSE_FRONT
+// Replaces this process with metareuse-torch, installed beside this binary;
+// returns only on failure.
+int exec_torch_binary(char** argv) {
+  std::error_code error;
+  std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", error);
+  std::filesystem::path torch_binary = self.parent_path() / "metareuse-torch";
+  if (!error) execv(torch_binary.c_str(), argv);
+  std::fprintf(stderr, "metareuse %s: this command runs in %s, which could not be started: %s\n", argv[1],
+               torch_binary.c_str(), error ? error.message().c_str() : std::strerror(errno));
+  return metareuse::kExitFailure;
+}
+#endif
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -52,6 +78,10 @@ int main(int argc, char** argv) {
     const auto& table = cli::command_table();
     bool known = std::any_of(table.begin(), table.end(), [&](const CommandSpec& s) { return s.name == argv[1]; });
     if (!known) return unknown_command(argv[1]);
+#ifdef METAREUSE_FRONT
+    auto spec = std::find_if(table.begin(), table.end(), [&](const CommandSpec& s) { return s.name == argv[1]; });
+    if (spec->needs_torch) return exec_torch_binary(argv);
+#endif
   }
 
   CLI::App app{"metareuse: mine reusable reasoning patterns, augment, and fine-tune Llama 3.2 with sharded training"};
