@@ -109,3 +109,23 @@ TEST_CASE("every bundled config in configs/ validates", "[cli]") {
   }
   CHECK(checked >= 4);
 }
+
+// metareuse links no torch: torch commands run in metareuse-torch, which it
+// execs from its own folder (src/cli/main.cpp).
+TEST_CASE("the front binary runs torch-free commands itself and names a missing metareuse-torch", "[cli]") {
+  auto maps = metareuse::test::run_shell(std::string("ldd '") + METAREUSE_BINARY + "'");
+  CHECK(maps.status == 0);
+  CHECK_THAT(maps.output, !Contains("libtorch") && !Contains("libc10"));
+  auto dir = metareuse::test::temp_dir("cli-front");
+  std::filesystem::copy_file(METAREUSE_BINARY, dir / "metareuse");
+  auto alone = metareuse::test::run_shell("'" + (dir / "metareuse").string() + "' train");
+  CHECK(alone.status == 1);
+  CHECK_THAT(alone.output, Contains((dir / "metareuse-torch").string()) && Contains("could not be started"));
+  auto help = metareuse::test::run_shell("'" + (dir / "metareuse").string() + "' --help");
+  CHECK(help.status == 0);
+  CHECK_THAT(help.output, Contains("train") && Contains("patterns"));
+  // Through the exec, a torch command keeps its argv and its exit status.
+  auto usage = run_metareuse("train --bogus");
+  CHECK(usage.status == 64);
+  CHECK_THAT(usage.output, Contains("metareuse train --help"));
+}

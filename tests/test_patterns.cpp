@@ -135,11 +135,10 @@ TEST_CASE("the candidate cap degrades gracefully and says so") {
   CHECK(capped.handbook.patterns[0].support * 10 >= full.handbook.patterns[0].support * 8);
 }
 
-// Issue #3 sets the target at 50% of GSM8K test. With filler filtered out (a
-// pattern needs a word that is not a number, operator, article, pronoun,
-// preposition or conjunction) this build measures 48.4% (638 / 1319): short of
-// the target. The bound below guards against regressions from that figure.
-TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, cover >= 45% of GSM8K test") {
+// Issue #3 sets the target at 50% of GSM8K test. Patterns are chosen on train
+// only (greedy coverage, by the word-aligned rule that is measured here); this
+// build measures 50.19% (662 / 1319) on test, 49.69% on train.
+TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, cover >= 50% of GSM8K test") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);
   Communicator& world = test::runtime().world();
   patterns::MiningOptions options;  // the defaults: normalized, top 32, >= 4 words
@@ -147,7 +146,9 @@ TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, 
   const auto& found = result.handbook.patterns;
   REQUIRE(found.size() == 32);
   for (std::size_t i = 0; i < found.size(); ++i) {
-    CHECK(patterns::split_words(found[i].text).size() >= 4);
+    auto words = patterns::split_words(found[i].text);
+    CHECK(words.size() >= 4);
+    CHECK_FALSE((words.back() == "=" || words.back() == "+" || words.back() == "-" || words.back() == "x"));
     CHECK(patterns::normalize(found[i].text) == found[i].text);
     CHECK(found[i].support >= 2);
     CHECK_FALSE(found[i].examples.empty());
@@ -161,11 +162,39 @@ TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, 
   auto coverage = patterns::holdout_coverage(found, {shared + "/datasets/gsm8k/test.jsonl"}, {}, world);
   CHECK(coverage.records == 1319);
   INFO("coverage " << coverage.covered << " / " << coverage.records);
-  CHECK(coverage.share() >= 0.45);
+  CHECK(coverage.share() >= 0.50);
   // Exact mode's patterns are near-duplicate problems: they cover almost nothing.
   auto exact = patterns::mine_patterns({shared + "/datasets/gsm8k/train.jsonl"}, exact_options(2, 32), world);
   auto exact_coverage = patterns::holdout_coverage(exact.handbook.patterns, {shared + "/datasets/gsm8k/test.jsonl"}, {}, world);
   CHECK(exact_coverage.share() < 0.05);
+}
+
+// "$<num> per kilo today" and "<num> per kilo today" are one candidate: the
+// shorter form is found word-aligned in both, so it has the support of both.
+TEST_CASE("normalized mode: a phrase without its leading '$' counts the records of both forms") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "patterns-leading");
+  std::string corpus = (dir / "corpus.jsonl").string();
+  if (world.rank() == 0) {
+    std::ofstream out(corpus);
+    for (int i = 0; i < 3; ++i) {
+      out << json({{"question", "q"}, {"reasoning", "We pay $" + std::to_string(i + 2) + " per kilo today."},
+                   {"solution", "1"}}).dump() << "\n";
+      out << json({{"question", "q"}, {"reasoning", "We pay " + std::to_string(i + 2) + " per kilo today."},
+                   {"solution", "1"}}).dump() << "\n";
+    }
+  }
+  world.barrier();
+  for (auto selection : {patterns::Selection::kCoverage, patterns::Selection::kSupport}) {
+    patterns::MiningOptions options;
+    options.top_k = 1;
+    options.selection = selection;
+    auto result = patterns::mine_patterns({corpus}, options, world);
+    REQUIRE(result.handbook.patterns.size() == 1);
+    CHECK(result.handbook.patterns[0].text == "<num> per kilo today");
+    CHECK(result.handbook.patterns[0].support == 6);
+    CHECK(patterns::holdout_coverage(result.handbook.patterns, {corpus}, {}, world).covered == 6);
+  }
 }
 
 TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior handbooks imported") {

@@ -79,8 +79,9 @@ std::vector<ConfigKey> build_schema() {
       key_int("patterns.max_candidates", 0,
               "Per-rank cap on distinct local candidates (0: none); over it the rarest are dropped and the run says so.",
               0, 4e9),
-      key_number("patterns.containment_ratio", 0.9,
-                 "normalized mode: drop a pattern inside a longer one with at least this share of its support.", 0, 1),
+      key_number("patterns.containment_ratio", 1.0,
+                 "normalized mode: drop a pattern inside a longer one found in at least this share of its records "
+                 "(1: the longer is in every record the shorter is in).", 0, 1),
       key_string("patterns.selection", "coverage",
                  "normalized mode: pick the top_k greedily by records covered (a second pass), or by support.",
                  {"coverage", "support"}),

@@ -93,10 +93,28 @@ std::string_view trim_trailing_punctuation(std::string_view word) {
   return word;
 }
 
+// An arithmetic operator alone: a phrase that ends with one is a cut equation.
+bool is_operator(std::string_view word) {
+  return word == "=" || word == "+" || word == "-" || word == "*" || word == "/" || word == "x" || word == "\u00d7" ||
+         word == "\u2013";
+}
+
+// Bytes of leading punctuation before a letter, a digit or "<num>" ("$" of
+// "$<num>", "(" of "(the"); 0 when there are none or nothing follows them.
+std::size_t leading_punctuation(std::string_view word) {
+  std::size_t i = 0;
+  auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+  while (i < word.size() && !alnum(word[i]) && word.compare(i, 5, "<num>") != 0) ++i;
+  return i == word.size() ? 0 : i;
+}
+
 // Normalized mode's candidates of one record: its sentences and the word
 // n-grams of each clause, each with a content word (a word with a letter that
 // is not a stop word), so that runs of numbers, operators and function words
 // ("<num> x <num> =", "so he has <num>") are filtered out as filler.
+// A phrase whose first word starts with punctuation ("$<num> = $<num> left")
+// also counts without it ("<num> = $<num> left"): a word-aligned match of the
+// shorter text is found wherever the longer one is, and after "<num>" too.
 constexpr std::uint32_t kMinContentWords = 1;
 class NormalizedMiner {
  public:
@@ -133,11 +151,15 @@ class NormalizedMiner {
     content_prefix_.assign(words_.size() + 1, 0);
     word_hashes_.resize(words_.size());
     trimmed_hashes_.resize(words_.size());
+    lead_.resize(words_.size());
+    lead_hashes_.resize(words_.size());
     for (std::size_t i = 0; i < words_.size(); ++i) {
       content_prefix_[i + 1] = content_prefix_[i] + (is_content_word(words_[i]) ? 1 : 0);
       word_hashes_[i] = hash_word(words_[i]);
       std::string_view trimmed = trim_trailing_punctuation(words_[i]);
       trimmed_hashes_[i] = trimmed.size() == words_[i].size() ? word_hashes_[i] : hash_word(trimmed);
+      lead_[i] = static_cast<std::uint32_t>(leading_punctuation(words_[i]));
+      lead_hashes_[i] = lead_[i] == 0 ? word_hashes_[i] : hash_word(words_[i].substr(lead_[i]));
     }
     std::size_t sentence_begin = 0;
     for (std::size_t i = 0; i < words_.size(); ++i) {
@@ -148,9 +170,9 @@ class NormalizedMiner {
     }
   }
 
-  std::string_view span(std::size_t begin, std::size_t end, bool trim_last) const {
+  std::string_view span(std::size_t begin, std::size_t end, bool trim_last, std::size_t lead = 0) const {
     std::string_view last = trim_last ? trim_trailing_punctuation(words_[end - 1]) : words_[end - 1];
-    const char* first = words_[begin].data();
+    const char* first = words_[begin].data() + lead;
     return {first, static_cast<std::size_t>(last.data() + last.size() - first)};
   }
 
@@ -173,14 +195,18 @@ class NormalizedMiner {
       for (std::size_t first = clause_begin; first + min_words <= clause_end; ++first) {
         if (!enough_content(first, std::min(first + options_.max_phrase_words, clause_end))) continue;
         std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
-        std::uint64_t chain = kChainSeed;
-        for (std::size_t count = 1; count <= longest; ++count) {
-          std::size_t last = first + count - 1;
-          bool at_clause_end = last + 1 == clause_end;
-          std::uint64_t hash = hash_chain(chain, at_clause_end ? trimmed_hashes_[last] : word_hashes_[last]);
-          chain = hash_chain(chain, word_hashes_[last]);
-          if (count < min_words || !enough_content(first, first + count)) continue;
-          sink(span(first, first + count, at_clause_end), hash, kKindPhrase);
+        for (bool stripped : {false, true}) {
+          if (stripped && (lead_[first] == 0 || longest < 2)) break;
+          // (the stripped form starts with the second word's hash, so one-word phrases are left out)
+          std::uint64_t chain = stripped ? hash_chain(kChainSeed, lead_hashes_[first]) : kChainSeed;
+          for (std::size_t count = stripped ? 2 : 1; count <= longest; ++count) {
+            std::size_t last = first + count - 1;
+            bool at_clause_end = last + 1 == clause_end;
+            std::uint64_t hash = hash_chain(chain, at_clause_end ? trimmed_hashes_[last] : word_hashes_[last]);
+            chain = hash_chain(chain, word_hashes_[last]);
+            if (count < min_words || !enough_content(first, first + count) || is_operator(words_[last])) continue;
+            sink(span(first, first + count, at_clause_end, stripped ? lead_[first] : 0), hash, kKindPhrase);
+          }
         }
       }
       clause_begin = clause_end;
@@ -193,6 +219,8 @@ class NormalizedMiner {
   std::vector<std::uint32_t> content_prefix_;
   std::vector<std::uint64_t> word_hashes_;
   std::vector<std::uint64_t> trimmed_hashes_;
+  std::vector<std::uint32_t> lead_;  // leading_punctuation() of each word
+  std::vector<std::uint64_t> lead_hashes_;  // the hash of each word without it
 };
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
@@ -207,23 +235,20 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   return pattern;
 }
 
-// Normalized mode, step 1: drop a pattern inside a longer one with nearly its
-// support (the longer says the same and more).
-std::vector<Candidate> drop_absorbed(const std::vector<Candidate>& pool, double ratio) {
-  std::vector<Candidate> survivors;
-  for (const Candidate& shorter : pool) {
-    bool absorbed = false;
-    for (const Candidate& longer : pool) {
-      if (longer.length <= shorter.length) continue;
-      if (static_cast<double>(longer.support) < ratio * shorter.support) continue;
-      if (contains_word_aligned(longer.view(), shorter.view())) {
-        absorbed = true;
-        break;
-      }
+// Normalized mode, step 1: marks each pool pattern inside a longer one found
+// in nearly as many records (`records[i]` for pool[i]): the longer says the
+// same and more.
+std::vector<bool> absorbed_patterns(const std::vector<Candidate>& pool, const std::vector<std::uint64_t>& records,
+                                    double ratio) {
+  std::vector<bool> absorbed(pool.size(), false);
+  for (std::size_t shorter = 0; shorter < pool.size(); ++shorter) {
+    for (std::size_t longer = 0; longer < pool.size() && !absorbed[shorter]; ++longer) {
+      if (pool[longer].length <= pool[shorter].length) continue;
+      if (static_cast<double>(records[longer]) < ratio * static_cast<double>(records[shorter])) continue;
+      absorbed[shorter] = contains_word_aligned(pool[longer].view(), pool[shorter].view());
     }
-    if (!absorbed) survivors.push_back(shorter);
   }
-  return survivors;
+  return absorbed;
 }
 
 bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& chosen, const std::vector<Candidate>& pool) {
@@ -233,50 +258,111 @@ bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& ch
   });
 }
 
-// Normalized mode, step 2: greedy maximum coverage. Each round takes the pool
-// pattern found in the most records not yet covered (summed over ranks, so the
+// Finds which pool patterns occur in a normalised text under the rule that
+// --holdout and the quality target use: a word-aligned substring. The spaces of
+// a pattern of three or more words fall on the text's spaces, so its second
+// word is a whole word of the text, while its first and last words may be the
+// end and the start of longer text words ("<num> = <num> hours" occurs in
+// "$<num> = <num> hours."). Patterns are indexed by the hash of their second
+// word, and each text word looks up the patterns it could be the second word
+// of; patterns of one or two words are searched for directly.
+class PoolMatcher {
+ public:
+  explicit PoolMatcher(const std::vector<Candidate>& pool) : pool_(pool) {
+    for (std::uint32_t i = 0; i < pool.size(); ++i) {
+      std::string_view text = pool[i].view();
+      std::size_t first_space = text.find(' ');
+      std::size_t second_space = first_space == std::string_view::npos ? first_space : text.find(' ', first_space + 1);
+      if (second_space == std::string_view::npos) {
+        short_patterns_.push_back(i);
+        continue;
+      }
+      std::string_view second_word = text.substr(first_space + 1, second_space - first_space - 1);
+      by_second_word_.push_back({hash_word(second_word), i, static_cast<std::uint32_t>(first_space)});
+    }
+    std::sort(by_second_word_.begin(), by_second_word_.end(), by_hash);
+  }
+
+  // Appends the indices of the pool patterns in `text` to `found` (repeats included).
+  void match(std::string_view text, std::vector<std::uint32_t>& found) const {
+    std::size_t word_start = 0;
+    while (word_start < text.size()) {
+      std::size_t word_end = text.find(' ', word_start);
+      if (word_end == std::string_view::npos) word_end = text.size();
+      if (word_start > 0) {
+        std::uint64_t hash = hash_word(text.substr(word_start, word_end - word_start));
+        auto range = std::equal_range(by_second_word_.begin(), by_second_word_.end(), Entry{hash, 0, 0}, by_hash);
+        for (auto entry = range.first; entry != range.second; ++entry) {
+          // The pattern's first word ends at the space before this word.
+          if (entry->first_word_length + 1 > word_start) continue;
+          std::size_t start = word_start - 1 - entry->first_word_length;
+          if (aligned_at(text, pool_[entry->index].view(), start)) found.push_back(entry->index);
+        }
+      }
+      word_start = word_end + 1;
+    }
+    for (std::uint32_t i : short_patterns_) {
+      if (contains_word_aligned(text, pool_[i].view())) found.push_back(i);
+    }
+  }
+
+ private:
+  struct Entry {
+    std::uint64_t word_hash;
+    std::uint32_t index;
+    std::uint32_t first_word_length;
+  };
+  static bool by_hash(const Entry& a, const Entry& b) { return a.word_hash < b.word_hash; }
+
+  // contains_word_aligned's test at one position.
+  static bool aligned_at(std::string_view text, std::string_view pattern, std::size_t start) {
+    if (start + pattern.size() > text.size() || text.compare(start, pattern.size(), pattern) != 0) return false;
+    auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    std::size_t end = start + pattern.size();
+    bool before_ok = !alnum(pattern.front()) || start == 0 || !alnum(text[start - 1]);
+    bool after_ok = !alnum(pattern.back()) || end == text.size() || !alnum(text[end]);
+    return before_ok && after_ok;
+  }
+
+  const std::vector<Candidate>& pool_;
+  std::vector<Entry> by_second_word_;
+  std::vector<std::uint32_t> short_patterns_;
+};
+
+// Normalized mode, coverage selection: greedy maximum coverage. Absorbed
+// patterns (step 1, by the records each pattern is found in) are left out.
+// Each round takes the pool pattern found in the most records not yet covered (summed over ranks, so the
 // choice is the same at any rank count; ties go to the pattern order), never
 // one that contains or is contained in a chosen pattern. A second pass over
-// this rank's share finds which pool patterns each record holds.
+// this rank's share finds which pool patterns each record holds, by the rule
+// coverage is measured with (PoolMatcher): a pattern that starts or ends with
+// "<num>" or "=" also occurs after "$" or before "." or "/", which counting the
+// phrase candidates alone would miss.
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
                                             const std::vector<Candidate>& pool, Communicator& communicator) {
-  // hash_words(text) -> pool index, open addressing at load <= 1/4 (it stays in cache).
-  std::size_t slots = 16;
-  while (slots < pool.size() * 4) slots *= 2;
-  const std::size_t mask = slots - 1;
-  std::vector<std::uint64_t> index_hashes(slots, 0);
-  std::vector<std::uint32_t> index_values(slots, ~std::uint32_t{0});
-  for (std::uint32_t i = 0; i < pool.size(); ++i) {
-    std::uint64_t hash = hash_words(pool[i].view());
-    std::size_t position = hash & mask;
-    while (index_values[position] != ~std::uint32_t{0}) position = (position + 1) & mask;
-    index_hashes[position] = hash;
-    index_values[position] = i;
-  }
+  PoolMatcher matcher(pool);
   // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
   std::vector<std::uint32_t> record_patterns;
   std::vector<std::uint64_t> record_offsets = {0};
-  NormalizedMiner miner(options);
   std::vector<std::uint32_t> found;
+  std::string text;
   corpus::ReadOptions quiet = options.read;
   quiet.max_reported_per_rank = 0;  // the first pass reported them
   corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
     found.clear();
-    miner.mine(record.reasoning, [&](std::string_view, std::uint64_t hash, std::uint8_t) {
-      for (std::size_t position = hash & mask; index_values[position] != ~std::uint32_t{0};
-           position = (position + 1) & mask) {
-        if (index_hashes[position] == hash) {
-          found.push_back(index_values[position]);
-          break;
-        }
-      }
-    });
+    normalize_lines(record.reasoning, text);
+    std::replace(text.begin(), text.end(), '\n', ' ');  // normalize(), without a new string per record
+    matcher.match(text, found);
     std::sort(found.begin(), found.end());
     found.erase(std::unique(found.begin(), found.end()), found.end());
     record_patterns.insert(record_patterns.end(), found.begin(), found.end());
     record_offsets.push_back(record_patterns.size());
   });
   const std::size_t records = record_offsets.size() - 1;
+  std::vector<std::uint64_t> pattern_records(pool.size(), 0);
+  for (std::uint32_t index : record_patterns) ++pattern_records[index];
+  communicator.allreduce(pattern_records, ReduceOp::kSum);
+  const std::vector<bool> absorbed = absorbed_patterns(pool, pattern_records, options.containment_ratio);
   std::vector<bool> covered(records, false);
   std::vector<std::size_t> chosen;
   std::vector<std::uint64_t> gains(pool.size());
@@ -289,7 +375,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
     communicator.allreduce(gains, ReduceOp::kSum);
     std::size_t best = pool.size();
     for (std::size_t i = 0; i < pool.size(); ++i) {
-      if (gains[i] == 0 || (best != pool.size() && gains[i] <= gains[best])) continue;
+      if (absorbed[i] || gains[i] == 0 || (best != pool.size() && gains[i] <= gains[best])) continue;
       if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(pool[i], chosen, pool)) continue;
       best = i;
     }
@@ -304,19 +390,23 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   }
   // Fill up in pattern order when coverage alone runs out.
   for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
-    if (std::find(chosen.begin(), chosen.end(), i) == chosen.end() && !overlaps_any(pool[i], chosen, pool)) {
+    if (!absorbed[i] && std::find(chosen.begin(), chosen.end(), i) == chosen.end() &&
+        !overlaps_any(pool[i], chosen, pool)) {
       chosen.push_back(i);
     }
   }
   return chosen;
 }
 
-// Normalized mode, support selection: the first top_k in pattern order of
-// which none contains another.
+// Normalized mode, support selection: the first top_k in pattern order that
+// are not absorbed (step 1, by support) and of which none contains another.
 std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, const MiningOptions& options) {
+  std::vector<std::uint64_t> supports;
+  for (const Candidate& candidate : pool) supports.push_back(candidate.support);
+  const std::vector<bool> absorbed = absorbed_patterns(pool, supports, options.containment_ratio);
   std::vector<std::size_t> chosen;
   for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
-    if (!overlaps_any(pool[i], chosen, pool)) chosen.push_back(i);
+    if (!absorbed[i] && !overlaps_any(pool[i], chosen, pool)) chosen.push_back(i);
   }
   return chosen;
 }
@@ -473,8 +563,6 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   if (exact) {
     for (const Candidate& candidate : pool) chosen.push_back(&candidate);
   } else {
-    pool = drop_absorbed(pool, options.containment_ratio);
-    log::debug("reduction: {} after dropping absorbed patterns at {:.2f} s", pool.size(), watch.seconds());
     std::vector<std::size_t> picks = options.selection == Selection::kCoverage
                                          ? choose_by_coverage(files, options, pool, communicator)
                                          : choose_by_support(pool, options);

@@ -29,7 +29,11 @@ struct MiningOptions {
   std::size_t min_words = 4;           // normalized mode: shortest pattern, in words
   std::size_t max_phrase_words = 6;    // normalized mode: longest phrase candidate
   std::size_t max_candidates = 0;      // per-rank cap on distinct local candidates; 0: none
-  double containment_ratio = 0.9;      // drop a pattern inside a longer one with >= this share of its support
+  // Drop a pattern inside a longer one found in >= this share of its records
+  // (coverage selection: records where it occurs word-aligned; support
+  // selection: support). At 1 the longer must be in every record the shorter
+  // is in, so dropping the shorter costs no coverage.
+  double containment_ratio = 1.0;
   Selection selection = Selection::kCoverage;
   std::size_t pool_size = 4096;        // normalized mode: most frequent candidates the choice starts from
   std::size_t examples = 3;            // example record ids per pattern
