@@ -22,6 +22,7 @@ packages=(
   libxxhash-dev
   libpcre2-dev
   libsimdjson-dev
+  slurm-wlm munge   # tests/test_slurm.sh runs the sbatch templates on a private local cluster
 )
 
 missing=()

@@ -335,7 +335,8 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   const double every_minutes = config.get_number("checkpoint.every_minutes");
   const int64_t every_steps = config.get_int("checkpoint.every_steps");
   const int64_t log_every = config.get_int("train.log_every");
-  const bool tty = leader && isatty(STDOUT_FILENO);
+  const std::string progress = config.get_string("train.progress");
+  const bool tty = leader && (progress == "bar" || (progress == "auto" && isatty(STDOUT_FILENO)));
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
   Stopwatch since_checkpoint;
