@@ -81,7 +81,7 @@ std::uint64_t line_start_at_or_after(std::string_view bytes, std::uint64_t offse
   return newline == nullptr ? bytes.size() : static_cast<const char*>(newline) - bytes.data() + 1;
 }
 
-constexpr std::uint64_t kReleaseBytes = std::uint64_t{16} << 20;
+constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;
 
 // Lines starting in `range`. Read with pread into a small buffer rather than
 // through the mapping: faulting every page in here and again in the main pass
@@ -307,7 +307,9 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
     file.advise_sequential(range.begin, range.end);
 
     // Line numbers: the lines of lower ranks come first (one small allgather per file).
-    auto lines_per_rank = communicator.allgather_value<std::uint64_t>(count_lines(path, bytes, range));
+    // The last rank's count is nobody's offset, so it (and a lone rank) skips the pass.
+    std::uint64_t own_lines = rank + 1 < world_size ? count_lines(path, bytes, range) : 0;
+    auto lines_per_rank = communicator.allgather_value<std::uint64_t>(own_lines);
     std::uint64_t line = 0;
     for (int r = 0; r < rank; ++r) line += lines_per_rank[static_cast<std::size_t>(r)];
     if (rank == 0 && bytes.empty()) log::warn("{}: the corpus file is empty", path);

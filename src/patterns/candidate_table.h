@@ -1,8 +1,8 @@
 // The per-rank table of candidate texts and their record support: open
 // addressing on a 64-bit hash, texts in an arena (or borrowed from a received
-// buffer), each record counted once per candidate. The hot fields (hash,
-// support, last record) sit in the slot, so counting a candidate seen before
-// touches one cache line. Hand-written because the standard containers cost
+// buffer), each record counted once per candidate (RecordCandidates drops a
+// record's repeats first). The hot fields (hash, support, kinds) sit in a
+// 16-byte slot, so counting a candidate seen before touches one cache line. Hand-written because the standard containers cost
 // two to three times the memory per candidate, and memory per rank is one of
 // the stage's targets.
 #pragma once
@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <stdexcept>
 #include <string_view>
 #include <vector>
 
@@ -78,6 +79,67 @@ struct Candidate {
   }
 };
 
+// Collects the distinct candidates of one record: the table counts each record
+// once per candidate, so a record's repeats are dropped here, in a small set
+// that is reused for every record.
+class RecordCandidates {
+ public:
+  struct Item {
+    std::string_view text;
+    std::uint64_t hash;
+    std::uint8_t kind;
+  };
+
+  // by_words: equal hashes mean equal candidates (normalized mode); otherwise
+  // the texts are compared too (exact mode).
+  explicit RecordCandidates(bool by_words) : by_words_(by_words) {}
+
+  void clear() {
+    items_.clear();
+    if (++generation_ == 0) {  // the stamps wrapped around: start afresh
+      std::fill(stamps_.begin(), stamps_.end(), 0);
+      generation_ = 1;
+    }
+  }
+
+  void add(std::string_view text, std::uint64_t hash, std::uint8_t kind) {
+    if ((items_.size() + 1) * 2 > stamps_.size()) grow();
+    std::size_t mask = stamps_.size() - 1;
+    for (std::size_t position = hash & mask;; position = (position + 1) & mask) {
+      if (stamps_[position] != generation_) {
+        stamps_[position] = generation_;
+        where_[position] = static_cast<std::uint32_t>(items_.size());
+        items_.push_back({text, hash, kind});
+        return;
+      }
+      Item& seen = items_[where_[position]];
+      if (seen.hash == hash && (by_words_ || seen.text == text)) {
+        seen.kind |= kind;
+        return;
+      }
+    }
+  }
+
+  const std::vector<Item>& items() const { return items_; }
+
+ private:
+  void grow() {
+    std::size_t size = std::max<std::size_t>(64, stamps_.size() * 2);
+    stamps_.assign(size, 0);
+    where_.assign(size, 0);
+    generation_ = 1;
+    std::vector<Item> items = std::move(items_);
+    items_.clear();
+    for (const Item& item : items) add(item.text, item.hash, item.kind);
+  }
+
+  bool by_words_;
+  std::vector<Item> items_;
+  std::vector<std::uint32_t> stamps_;  // == generation_: the slot holds an item of this record
+  std::vector<std::uint32_t> where_;   // the slot's index into items_
+  std::uint32_t generation_ = 1;
+};
+
 class CandidateTable {
  public:
   // by_words: hash texts with hash_words() and trust the hash (normalized mode);
@@ -86,19 +148,17 @@ class CandidateTable {
 
   std::size_t size() const { return entries_.size(); }
 
-  // Counts `text` (whose hash is `hash`) for local record `ordinal` (1-based,
-  // increasing), once per record.
-  void count(std::string_view text, std::uint64_t hash, std::uint32_t ordinal, corpus::RecordKey key,
-             std::uint8_t kind) {
-    Slot& slot = find_or_insert(text, hash, /*copy_text=*/true);
-    slot.kinds |= kind;
-    if (slot.last_record == ordinal) return;
-    slot.last_record = ordinal;
-    ++slot.support;
-    if (slot.example_count < kMaxExamples) {
-      Entry& entry = entries_[slot.index];
-      entry.add_example(key);
-      slot.example_count = entry.example_count;
+  // Counts the distinct candidates of one record (key `key`). A candidate seen
+  // before touches one slot, and its entry only while it has fewer than
+  // kMaxExamples examples or a new kind.
+  void count_record(const RecordCandidates& record, corpus::RecordKey key) {
+    for (const auto& item : record.items()) prefetch(item.hash);  // the misses overlap
+    for (const auto& item : record.items()) {
+      Slot& slot = find_or_insert(item.text, item.hash, /*copy_text=*/true);
+      ++slot.support;
+      // Locally each count adds a new, larger key, so the first kMaxExamples counts give the examples.
+      if (slot.support <= kMaxExamples) entries_[slot.index()].add_example(key);
+      if ((slot.kinds() & item.kind) != item.kind) slot.add_kinds(item.kind);
     }
   }
 
@@ -110,11 +170,11 @@ class CandidateTable {
     std::vector<Slot> old = std::move(slots_);
     resize_slots(slots);
     for (const Slot& slot : old) {
-      if (slot.index != kEmpty) place(slot);
+      if (!slot.empty()) place(slot);
     }
   }
 
-  // Starts loading the slot of `hash` (call a batch ahead of count()).
+  // Starts loading the slot of `hash` (call a batch ahead of the lookups).
   void prefetch(std::uint64_t hash) const { __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]); }
 
   // Adds another rank's partial count; the text stays owned by the caller's buffer.
@@ -122,24 +182,45 @@ class CandidateTable {
              std::size_t example_count) {
     Slot& slot = find_or_insert(text, by_words_ ? hash_words(text) : hash_text(text), /*copy_text=*/false);
     slot.support += support;
-    slot.kinds |= kinds;
-    Entry& entry = entries_[slot.index];
+    slot.add_kinds(kinds);
+    Entry& entry = entries_[slot.index()];
     for (std::size_t i = 0; i < example_count; ++i) entry.add_example(examples[i]);
-    slot.example_count = entry.example_count;
   }
 
-  // Calls visit(const Candidate&) for every candidate, in insertion order:
-  // entries and texts are then read front to back, not at random.
+  // Calls visit(const Candidate&) for every candidate with at least
+  // `min_support`. Slots are read in order and the entries they point to are
+  // prefetched a few slots ahead: entries sit in insertion order, at random
+  // from the slots' point of view.
   template <typename Visit>
-  void for_each(Visit&& visit) {
-    for (const Slot& slot : slots_) {
-      if (slot.index == kEmpty) continue;
-      Entry& entry = entries_[slot.index];
-      entry.hash = slot.hash;
-      entry.support = slot.support;
-      entry.kinds = slot.kinds;
+  void for_each(Visit&& visit, std::uint32_t min_support = 0) const {
+    constexpr std::size_t kAhead = 8;
+    auto wanted = [&](const Slot& slot) { return !slot.empty() && slot.support >= min_support; };
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+      if (i + kAhead < slots_.size() && wanted(slots_[i + kAhead])) {
+        __builtin_prefetch(&entries_[slots_[i + kAhead].index()]);
+      }
+      const Slot& slot = slots_[i];
+      if (wanted(slot)) visit(candidate_of(slot));
     }
-    for (const Entry& entry : entries_) visit(static_cast<const Candidate&>(entry));
+  }
+
+  // Calls visit(hash, support) for every candidate, without reading its entry.
+  template <typename Visit>
+  void for_each_slot(Visit&& visit) const {
+    for (const Slot& slot : slots_) {
+      if (!slot.empty()) visit(slot.hash, slot.support);
+    }
+  }
+
+  // Calls visit(const Candidate&) for every candidate whose hash is `hash`
+  // (more than one only when texts collide, in exact mode).
+  template <typename Visit>
+  void for_each_of_hash(std::uint64_t hash, Visit&& visit) const {
+    std::size_t mask = slots_.size() - 1;
+    for (std::size_t position = hash & mask; !slots_[position].empty(); position = (position + 1) & mask) {
+      const Slot& slot = slots_[position];
+      if (slot.hash == hash) visit(candidate_of(slot));
+    }
   }
 
   // Drops every candidate with support <= max_support and compacts the arena.
@@ -154,15 +235,15 @@ class CandidateTable {
     resize_slots(old_slots.size());
     std::size_t dropped = 0;
     for (const Slot& slot : old_slots) {
-      if (slot.index == kEmpty) continue;
+      if (slot.empty()) continue;
       if (slot.support <= max_support) {
         ++dropped;
         continue;
       }
-      Entry entry = old_entries[slot.index];
-      entry.text = store(entry.view());
+      Entry entry = old_entries[slot.index()];
+      entry.text = store({entry.text, entry.length});
       Slot copy = slot;
-      copy.index = static_cast<std::uint32_t>(entries_.size());
+      copy.set_index(static_cast<std::uint32_t>(entries_.size()));
       entries_.push_back(entry);
       place(copy);
     }
@@ -180,40 +261,74 @@ class CandidateTable {
 
  private:
   static constexpr std::uint32_t kEmpty = ~std::uint32_t{0};
+  static constexpr std::uint32_t kIndexBits = 30;  // the top two bits of index_and_kinds hold the kinds
+  static constexpr std::uint32_t kIndexMask = (std::uint32_t{1} << kIndexBits) - 1;
   static constexpr std::size_t kBlockBytes = std::size_t{1} << 20;
 
+  // The hot part, 16 bytes: four slots to a cache line.
   struct Slot {
     std::uint64_t hash = 0;
-    std::uint32_t index = kEmpty;
+    std::uint32_t index_and_kinds = kEmpty;
     std::uint32_t support = 0;
-    std::uint32_t last_record = 0;  // local ordinal of the last record counted
-    std::uint8_t kinds = 0;
-    std::uint8_t example_count = 0;
+
+    bool empty() const { return index_and_kinds == kEmpty; }
+    std::uint32_t index() const { return index_and_kinds & kIndexMask; }
+    std::uint8_t kinds() const { return static_cast<std::uint8_t>(index_and_kinds >> kIndexBits); }
+    void set_index(std::uint32_t index) { index_and_kinds = (index_and_kinds & ~kIndexMask) | index; }
+    void add_kinds(std::uint8_t kinds) { index_and_kinds |= static_cast<std::uint32_t>(kinds & 3) << kIndexBits; }
   };
   // The cold part: the text and the example keys.
-  struct Entry : Candidate {};
+  struct Entry {
+    const char* text = nullptr;
+    std::uint32_t length = 0;
+    std::uint8_t example_count = 0;
+    corpus::RecordKey examples[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // ascending
+
+    void add_example(corpus::RecordKey key) {
+      Candidate ordered;
+      ordered.example_count = example_count;
+      std::copy(examples, examples + kMaxExamples, ordered.examples);
+      ordered.add_example(key);
+      example_count = ordered.example_count;
+      std::copy(ordered.examples, ordered.examples + kMaxExamples, examples);
+    }
+  };
+
+  Candidate candidate_of(const Slot& slot) const {
+    const Entry& entry = entries_[slot.index()];
+    Candidate candidate;
+    candidate.hash = slot.hash;
+    candidate.text = entry.text;
+    candidate.length = entry.length;
+    candidate.support = slot.support;
+    candidate.kinds = slot.kinds();
+    candidate.example_count = entry.example_count;
+    std::copy(entry.examples, entry.examples + kMaxExamples, candidate.examples);
+    return candidate;
+  }
 
   Slot& find_or_insert(std::string_view text, std::uint64_t hash, bool copy_text) {
     std::size_t mask = slots_.size() - 1;
     std::size_t position = hash & mask;
-    while (slots_[position].index != kEmpty) {
+    while (!slots_[position].empty()) {
       Slot& slot = slots_[position];
       if (slot.hash == hash) {
         if (by_words_) return slot;
-        const Entry& entry = entries_[slot.index];
+        const Entry& entry = entries_[slot.index()];
         if (entry.length == text.size() && std::memcmp(entry.text, text.data(), text.size()) == 0) return slot;
       }
       position = (position + 1) & mask;
     }
+    if (entries_.size() >= kIndexMask) throw std::length_error("candidate table: more than 2^30 candidates on one rank");
     Entry entry;
     entry.text = copy_text ? store(text) : text.data();
     entry.length = static_cast<std::uint32_t>(text.size());
     Slot& slot = slots_[position];
     slot.hash = hash;
-    slot.index = static_cast<std::uint32_t>(entries_.size());
+    slot.index_and_kinds = static_cast<std::uint32_t>(entries_.size());
     entries_.push_back(entry);
     if (entries_.size() * 10 > slots_.size() * 7) {
-      std::uint32_t index = slot.index;
+      std::uint32_t index = slot.index();
       grow();
       return slot_of(index, hash);
     }
@@ -223,14 +338,14 @@ class CandidateTable {
   Slot& slot_of(std::uint32_t index, std::uint64_t hash) {
     std::size_t mask = slots_.size() - 1;
     std::size_t position = hash & mask;
-    while (slots_[position].index != index) position = (position + 1) & mask;
+    while (slots_[position].empty() || slots_[position].index() != index) position = (position + 1) & mask;
     return slots_[position];
   }
 
   void place(const Slot& slot) {
     std::size_t mask = slots_.size() - 1;
     std::size_t position = slot.hash & mask;
-    while (slots_[position].index != kEmpty) position = (position + 1) & mask;
+    while (!slots_[position].empty()) position = (position + 1) & mask;
     slots_[position] = slot;
   }
 
@@ -238,7 +353,7 @@ class CandidateTable {
     std::vector<Slot> old = std::move(slots_);
     resize_slots(old.size() * 2);
     for (const Slot& slot : old) {
-      if (slot.index != kEmpty) place(slot);
+      if (!slot.empty()) place(slot);
     }
   }
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <functional>
 #include <unordered_set>
@@ -55,12 +56,6 @@ void read_wire(const std::vector<char>& bytes, Visit&& visit) {
     visit(std::string_view(position, length), support, kinds, examples, example_count);
     position += length;
   }
-}
-
-// The owner of a candidate, from its table hash (the same on every rank) but
-// not from the bits that pick its slot.
-int owner_of(const Candidate& candidate, int world_size) {
-  return static_cast<int>((candidate.hash >> 32) % static_cast<std::uint64_t>(world_size));
 }
 
 // The pattern order: support descending, then the text's UTF-8 bytes.
@@ -259,64 +254,98 @@ bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& ch
 }
 
 // Finds which pool patterns occur in a normalised text under the rule that
-// --holdout and the quality target use: a word-aligned substring. The spaces of
-// a pattern of three or more words fall on the text's spaces, so its second
-// word is a whole word of the text, while its first and last words may be the
-// end and the start of longer text words ("<num> = <num> hours" occurs in
-// "$<num> = <num> hours."). Patterns are indexed by the hash of their second
-// word, and each text word looks up the patterns it could be the second word
-// of; patterns of one or two words are searched for directly.
+// --holdout and the quality target use: a word-aligned substring, so a
+// pattern may start or end inside a text word ("<num> = <num> hours" occurs in
+// "$<num> = <num> hours."). One pass per text with an Aho-Corasick automaton
+// over the pool (hand-written: Debian has no C++ multi-pattern matcher),
+// whose transitions are a dense table over the bytes the pool uses; every
+// other byte is symbol 0 and leads back to the root.
 class PoolMatcher {
  public:
   explicit PoolMatcher(const std::vector<Candidate>& pool) : pool_(pool) {
-    for (std::uint32_t i = 0; i < pool.size(); ++i) {
-      std::string_view text = pool[i].view();
-      std::size_t first_space = text.find(' ');
-      std::size_t second_space = first_space == std::string_view::npos ? first_space : text.find(' ', first_space + 1);
-      if (second_space == std::string_view::npos) {
-        short_patterns_.push_back(i);
-        continue;
+    symbol_.fill(0);
+    for (const Candidate& candidate : pool) {
+      for (char c : candidate.view()) {
+        auto byte = static_cast<unsigned char>(c);
+        if (symbol_[byte] == 0) symbol_[byte] = static_cast<std::uint8_t>(++symbols_ & 0xFF);
+        if (symbols_ > 255) break;
       }
-      std::string_view second_word = text.substr(first_space + 1, second_space - first_space - 1);
-      by_second_word_.push_back({hash_word(second_word), i, static_cast<std::uint32_t>(first_space)});
     }
-    std::sort(by_second_word_.begin(), by_second_word_.end(), by_hash);
+    if (symbols_ > 255) {  // (more than 255 distinct bytes: one column per byte)
+      for (int byte = 0; byte < 256; ++byte) symbol_[byte] = static_cast<std::uint8_t>(byte);
+      symbols_ = 255;
+    }
+    width_ = static_cast<std::size_t>(symbols_) + 1;
+    // The trie; kNone marks a missing edge until the links fill it.
+    add_state();
+    for (std::uint32_t index = 0; index < pool.size(); ++index) {
+      std::uint32_t state = 0;
+      for (char c : pool[index].view()) {
+        std::uint32_t& edge = next_[state * width_ + symbol_[static_cast<unsigned char>(c)]];
+        if (edge == kNone) {
+          std::uint32_t created = add_state();
+          next_[state * width_ + symbol_[static_cast<unsigned char>(c)]] = created;
+          state = created;
+        } else {
+          state = edge;
+        }
+      }
+      output_[state] = index;
+    }
+    // Breadth first: failure links, the nearest suffix state with an output,
+    // and every missing edge filled from the failure state (a DFA).
+    std::vector<std::uint32_t> failure(output_.size(), 0);
+    std::vector<std::uint32_t> queue;
+    for (std::size_t symbol = 0; symbol < width_; ++symbol) {
+      std::uint32_t& edge = next_[symbol];
+      if (edge == kNone) {
+        edge = 0;
+      } else {
+        queue.push_back(edge);
+      }
+    }
+    for (std::size_t head = 0; head < queue.size(); ++head) {
+      std::uint32_t state = queue[head];
+      std::uint32_t fail = failure[state];
+      output_link_[state] = output_[fail] != kNone ? fail : output_link_[fail];
+      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
+        std::uint32_t& edge = next_[state * width_ + symbol];
+        if (edge == kNone) {
+          edge = next_[fail * width_ + symbol];
+        } else {
+          failure[edge] = next_[fail * width_ + symbol];
+          queue.push_back(edge);
+        }
+      }
+    }
   }
 
   // Appends the indices of the pool patterns in `text` to `found` (repeats included).
   void match(std::string_view text, std::vector<std::uint32_t>& found) const {
-    std::size_t word_start = 0;
-    while (word_start < text.size()) {
-      std::size_t word_end = text.find(' ', word_start);
-      if (word_end == std::string_view::npos) word_end = text.size();
-      if (word_start > 0) {
-        std::uint64_t hash = hash_word(text.substr(word_start, word_end - word_start));
-        auto range = std::equal_range(by_second_word_.begin(), by_second_word_.end(), Entry{hash, 0, 0}, by_hash);
-        for (auto entry = range.first; entry != range.second; ++entry) {
-          // The pattern's first word ends at the space before this word.
-          if (entry->first_word_length + 1 > word_start) continue;
-          std::size_t start = word_start - 1 - entry->first_word_length;
-          if (aligned_at(text, pool_[entry->index].view(), start)) found.push_back(entry->index);
-        }
+    std::uint32_t state = 0;
+    for (std::size_t i = 0; i < text.size(); ++i) {
+      state = next_[state * width_ + symbol_[static_cast<unsigned char>(text[i])]];
+      for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
+           hit = output_link_[hit]) {
+        std::uint32_t index = output_[hit];
+        std::string_view pattern = pool_[index].view();
+        if (aligned_at(text, pattern, i + 1 - pattern.size())) found.push_back(index);
       }
-      word_start = word_end + 1;
-    }
-    for (std::uint32_t i : short_patterns_) {
-      if (contains_word_aligned(text, pool_[i].view())) found.push_back(i);
     }
   }
 
  private:
-  struct Entry {
-    std::uint64_t word_hash;
-    std::uint32_t index;
-    std::uint32_t first_word_length;
-  };
-  static bool by_hash(const Entry& a, const Entry& b) { return a.word_hash < b.word_hash; }
+  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
 
-  // contains_word_aligned's test at one position.
+  std::uint32_t add_state() {
+    next_.resize(next_.size() + width_, kNone);
+    output_.push_back(kNone);
+    output_link_.push_back(kNone);
+    return static_cast<std::uint32_t>(output_.size() - 1);
+  }
+
+  // contains_word_aligned's test at one position (the bytes are known to match).
   static bool aligned_at(std::string_view text, std::string_view pattern, std::size_t start) {
-    if (start + pattern.size() > text.size() || text.compare(start, pattern.size(), pattern) != 0) return false;
     auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
     std::size_t end = start + pattern.size();
     bool before_ok = !alnum(pattern.front()) || start == 0 || !alnum(text[start - 1]);
@@ -325,8 +354,12 @@ class PoolMatcher {
   }
 
   const std::vector<Candidate>& pool_;
-  std::vector<Entry> by_second_word_;
-  std::vector<std::uint32_t> short_patterns_;
+  std::array<std::uint8_t, 256> symbol_{};  // byte -> column; 0: a byte no pattern has
+  int symbols_ = 0;
+  std::size_t width_ = 1;
+  std::vector<std::uint32_t> next_;         // state * width_ + column -> state
+  std::vector<std::uint32_t> output_;       // the pool index ending at a state, or kNone
+  std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
 };
 
 // Normalized mode, coverage selection: greedy maximum coverage. Absorbed
@@ -432,33 +465,25 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   // 1. Local counting over this rank's share.
   CandidateTable table(/*by_words=*/!exact);
   NormalizedMiner normalized_miner(options);
-  std::uint32_t ordinal = 0;
   std::uint64_t pruned = 0;
   std::uint64_t prune_rounds = 0;
-  struct Pending {
-    std::string_view text;
-    std::uint64_t hash;
-    std::uint8_t kind;
-  };
-  std::vector<Pending> batch;
+  // A record's distinct candidates are gathered first, then counted with
+  // their slots prefetched together: the misses overlap instead of queueing.
+  RecordCandidates record_candidates(/*by_words=*/!exact);
   auto visit = [&](const corpus::Record& record) {
-    ++ordinal;
+    record_candidates.clear();
     if (exact) {
       split_seed_sentences(record.reasoning, [&](std::string_view sentence) {
         // "longer than 15 characters" in code points; bytes >= code points.
         if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
-        table.count(sentence, hash_text(sentence), ordinal, record.key, kKindSentence);
+        record_candidates.add(sentence, hash_text(sentence), kKindSentence);
       });
     } else {
-      // A record's candidates are gathered first and their slots prefetched
-      // together: the misses overlap instead of queueing one by one.
-      batch.clear();
       normalized_miner.mine(record.reasoning, [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
-        batch.push_back({text, hash, kind});
+        record_candidates.add(text, hash, kind);
       });
-      for (const Pending& pending : batch) table.prefetch(pending.hash);
-      for (const Pending& pending : batch) table.count(pending.text, pending.hash, ordinal, record.key, pending.kind);
     }
+    table.count_record(record_candidates, record.key);
     if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
       // Graceful degradation: drop the rarest local candidates until a quarter is free.
       std::uint32_t threshold = 1;
@@ -473,38 +498,88 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   result.seconds_count = watch.seconds();
   watch.reset();
 
-  // 2. Exact reduction: each candidate goes to its owner rank, which sums.
-  std::vector<char> received;
+  // 2. Exact reduction, in two rounds. Round 1 sends each candidate's hash and
+  // support to the hash's owner rank, which sums them; the hashes whose sum
+  // reaches min_support are shared with every rank. Round 2 sends the whole
+  // candidates (text, kinds, examples) of those hashes only, and the owner
+  // merges them by text (exact mode) or by hash (normalized mode). Most
+  // candidates occur once, so round 1 moves 16 bytes for each of them instead
+  // of its text. A hash collision can only add counts in round 1: it may let a
+  // hash through, never hold a qualifying one back, and round 2 separates the
+  // texts again, so the result stays exact.
   CandidateTable owned(/*by_words=*/!exact);
   CandidateTable* owner_table = &table;
+  std::uint64_t owner_distinct = table.size();
+  std::vector<char> received;
   if (world_size > 1) {
+    struct HashCount {
+      std::uint64_t hash;
+      std::uint64_t support;
+    };
+    auto owner_of_hash = [&](std::uint64_t hash) { return static_cast<int>((hash >> 32) % static_cast<std::uint64_t>(world_size)); };
+    // Round 1.
     std::vector<std::size_t> send_counts(world_size, 0);
-    table.for_each([&](const Candidate& candidate) {
-      send_counts[owner_of(candidate, world_size)] += wire_size(candidate);
-    });
+    table.for_each_slot([&](std::uint64_t hash, std::uint32_t) { send_counts[owner_of_hash(hash)] += sizeof(HashCount); });
     std::vector<std::size_t> offsets(world_size, 0);
     for (int r = 1; r < world_size; ++r) offsets[r] = offsets[r - 1] + send_counts[r - 1];
-    std::vector<char> send(offsets.back() + send_counts.back());
-    table.for_each([&](const Candidate& candidate) {
-      int owner = owner_of(candidate, world_size);
-      offsets[owner] = static_cast<std::size_t>(write_wire(send.data() + offsets[owner], candidate) - send.data());
+    std::vector<HashCount> send((offsets.back() + send_counts.back()) / sizeof(HashCount));
+    table.for_each_slot([&](std::uint64_t hash, std::uint32_t support) {
+      int owner = owner_of_hash(hash);
+      send[offsets[owner] / sizeof(HashCount)] = {hash, support};
+      offsets[owner] += sizeof(HashCount);
     });
-    table.clear();  // the counts now live in `send`
-    log::debug("reduction: packed {} bytes in {:.2f} s", send.size(), watch.seconds());
-
-    std::vector<std::uint64_t> my_counts(send_counts.begin(), send_counts.end());
-    std::vector<std::uint64_t> matrix(static_cast<std::size_t>(world_size) * world_size);
-    communicator.allgather(my_counts.data(), matrix.data(), world_size, DType::kUInt64);
-    std::vector<std::size_t> receive_counts(world_size);
-    std::size_t receive_total = 0;
-    for (int r = 0; r < world_size; ++r) {
-      receive_counts[r] = matrix[static_cast<std::size_t>(r) * world_size + rank];
-      receive_total += receive_counts[r];
-    }
-    received.resize(receive_total);
-    communicator.alltoallv(send.data(), send_counts, received.data(), receive_counts, DType::kUInt8);
+    auto exchange = [&](const char* out, const std::vector<std::size_t>& out_counts, std::vector<char>& in) {
+      std::vector<std::uint64_t> my_counts(out_counts.begin(), out_counts.end());
+      std::vector<std::uint64_t> matrix(static_cast<std::size_t>(world_size) * world_size);
+      communicator.allgather(my_counts.data(), matrix.data(), world_size, DType::kUInt64);
+      std::vector<std::size_t> in_counts(world_size);
+      std::size_t total = 0;
+      for (int r = 0; r < world_size; ++r) {
+        in_counts[r] = matrix[static_cast<std::size_t>(r) * world_size + rank];
+        total += in_counts[r];
+      }
+      in.resize(total);
+      communicator.alltoallv(out, out_counts, in.data(), in_counts, DType::kUInt8);
+    };
+    exchange(reinterpret_cast<const char*>(send.data()), send_counts, received);
     send = {};
-    log::debug("reduction: exchanged, {} bytes received, at {:.2f} s", received.size(), watch.seconds());
+    std::vector<HashCount> sums(received.size() / sizeof(HashCount));
+    std::memcpy(sums.data(), received.data(), sums.size() * sizeof(HashCount));
+    received = {};
+    std::sort(sums.begin(), sums.end(), [](const HashCount& x, const HashCount& y) { return x.hash < y.hash; });
+    std::vector<std::uint64_t> qualifying;
+    owner_distinct = 0;
+    for (std::size_t i = 0; i < sums.size();) {
+      std::size_t j = i;
+      std::uint64_t support = 0;
+      for (; j < sums.size() && sums[j].hash == sums[i].hash; ++j) support += sums[j].support;
+      ++owner_distinct;
+      if (support >= options.min_support) qualifying.push_back(sums[i].hash);
+      i = j;
+    }
+    sums = {};
+    std::vector<std::uint64_t> all_qualifying = communicator.allgatherv(qualifying);
+    log::debug("reduction: round 1 done, {} hashes qualify, at {:.2f} s", all_qualifying.size(), watch.seconds());
+
+    // Round 2: the local candidates of the qualifying hashes, to their owners.
+    std::vector<std::vector<char>> outgoing(world_size);
+    for (std::uint64_t hash : all_qualifying) {
+      std::vector<char>& out = outgoing[owner_of_hash(hash)];
+      table.for_each_of_hash(hash, [&](const Candidate& candidate) {
+        std::size_t at = out.size();
+        out.resize(at + wire_size(candidate));
+        write_wire(out.data() + at, candidate);
+      });
+    }
+    std::vector<std::size_t> out_counts(world_size);
+    std::vector<char> packed;
+    for (int r = 0; r < world_size; ++r) {
+      out_counts[r] = outgoing[r].size();
+      packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
+    }
+    outgoing = {};
+    exchange(packed.data(), out_counts, received);
+    packed = {};
     std::size_t arriving = 0;
     read_wire(received, [&](std::string_view, std::uint32_t, std::uint8_t, const corpus::RecordKey*, std::size_t) {
       ++arriving;
@@ -521,10 +596,9 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   // 3. Select at the owner: enough support (and, normalized, enough words),
   // in pattern order, at most the pool size.
   std::vector<Candidate> qualified;
-  owner_table->for_each([&](const Candidate& candidate) {
-    // (normalized candidates have at least min_words words by construction)
-    if (candidate.support >= options.min_support) qualified.push_back(candidate);
-  });
+  // (normalized candidates have at least min_words words by construction)
+  const auto min_support = static_cast<std::uint32_t>(std::min<std::uint64_t>(options.min_support, UINT32_MAX));
+  owner_table->for_each([&](const Candidate& candidate) { qualified.push_back(candidate); }, min_support);
   std::uint64_t local_qualified = qualified.size();
   std::size_t pool_size = exact ? options.top_k : options.pool_size;
   auto cut_to_pool = [&](std::vector<Candidate>& candidates) {
@@ -570,7 +644,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   }
 
   // 5. Counts over the job.
-  std::vector<std::uint64_t> counts = {owner_table->size(), local_qualified, pruned, prune_rounds};
+  std::vector<std::uint64_t> counts = {owner_distinct, local_qualified, pruned, prune_rounds};
   communicator.allreduce(counts, ReduceOp::kSum);
   result.global_candidates = counts[0];
   result.qualified = counts[1];
