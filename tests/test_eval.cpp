@@ -113,7 +113,8 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
     std::ofstream eval(run / "eval" / "eval.json");
     eval << R"({"questions": 2, "models": {"model": {"path": "m", "summary": {"accuracy": 0.5, "correct": 1}},
                "baseline": {"path": "b<x>", "summary": {"accuracy": 0.0, "correct": 0}}},
-               "relative_change": {"accuracy": null}, "wall_seconds": 3.0})";
+               "relative_change": {"accuracy": null, "accuracy_points": 50.0, "mean_reasoning_steps": -0.25},
+               "wall_seconds": 3.0})";
     std::ofstream answers(run / "eval" / "answers.jsonl");
     answers << R"({"model": "model", "reasoning_steps": 2, "generated_tokens": 10})" << "\n"
             << R"({"model": "baseline", "reasoning_steps": 4, "generated_tokens": 30})" << "\n";
@@ -129,6 +130,8 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
   CHECK_THAT(html, Catch::Contains("b&lt;x&gt;"));
   CHECK_THAT(html, Catch::Contains("50.0%"));
   CHECK_THAT(html, Catch::Contains("1 unreadable lines skipped"));
+  CHECK_THAT(html, Catch::Contains("Tuned against baseline: accuracy +50.0 points"));
+  CHECK_THAT(html, Catch::Contains("mean reasoning steps -25.0%"));
   CHECK_THAT(html, Catch::Contains("No resolved config"));  // config.resolved.json is absent and says so
   // Self-contained: nothing is fetched (the only URL is the SVG namespace).
   CHECK(html.find("src=") == std::string::npos);

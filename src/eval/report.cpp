@@ -391,6 +391,21 @@ std::string render_report_html(const ReportInputs& inputs) {
                           cell(summary.value("mean_generated_tokens", json())),
                           cell(summary.value("mean_reasoning_steps", json())));
     }
+    // The seed's claim in one line: fewer tokens and steps at the same accuracy.
+    if (eval->contains("relative_change") && (*eval)["relative_change"].is_object()) {
+      const json& change = (*eval)["relative_change"];
+      auto percent = [&](const char* key) {
+        if (!change.contains(key) || !change[key].is_number()) return std::string("&ndash;");
+        return fmt::format("{:+.1f}%", 100.0 * change[key].get<double>());
+      };
+      std::string points = change.contains("accuracy_points") && change["accuracy_points"].is_number()
+                               ? fmt::format("{:+.1f} points", change["accuracy_points"].get<double>())
+                               : std::string("&ndash;");
+      page << fmt::format("<li>Tuned against baseline: accuracy {}, mean generated tokens {}, mean reasoning "
+                          "steps {}, pattern use {}.</li>",
+                          points, percent("mean_generated_tokens"), percent("mean_reasoning_steps"),
+                          percent("pattern_use_rate"));
+    }
   } else {
     page << "<li>Evaluation: none (no eval.json).</li>";
   }
