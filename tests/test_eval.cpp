@@ -113,7 +113,8 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
     std::ofstream eval(run / "eval" / "eval.json");
     eval << R"({"questions": 2, "models": {"model": {"path": "m", "summary": {"accuracy": 0.5, "correct": 1}},
                "baseline": {"path": "b<x>", "summary": {"accuracy": 0.0, "correct": 0}}},
-               "relative_change": {"accuracy": null}, "wall_seconds": 3.0})";
+               "relative_change": {"accuracy": null, "accuracy_points": 50.0, "mean_reasoning_steps": -0.25},
+               "wall_seconds": 3.0})";
     std::ofstream answers(run / "eval" / "answers.jsonl");
     answers << R"({"model": "model", "reasoning_steps": 2, "generated_tokens": 10})" << "\n"
             << R"({"model": "baseline", "reasoning_steps": 4, "generated_tokens": 30})" << "\n";
@@ -129,6 +130,8 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
   CHECK_THAT(html, Catch::Contains("b&lt;x&gt;"));
   CHECK_THAT(html, Catch::Contains("50.0%"));
   CHECK_THAT(html, Catch::Contains("1 unreadable lines skipped"));
+  CHECK_THAT(html, Catch::Contains("Tuned against baseline: accuracy +50.0 points"));
+  CHECK_THAT(html, Catch::Contains("mean reasoning steps -25.0%"));
   CHECK_THAT(html, Catch::Contains("No resolved config"));  // config.resolved.json is absent and says so
   // Self-contained: nothing is fetched (the only URL is the SVG namespace).
   CHECK(html.find("src=") == std::string::npos);
@@ -136,4 +139,53 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
   CHECK(html.find("<script") == std::string::npos);
   write_report(inputs, (run / "report.html").string());
   CHECK(fs::file_size(run / "report.html") == html.size());
+}
+
+TEST_CASE("the report names the run, keeps legends off the bars, and explains itself", "[eval][unit]") {
+  fs::path run = metareuse::test::temp_dir("eval-report-reader") / "run";  // a folder named "run"
+  fs::create_directories(run / "eval");
+  {
+    std::ofstream metrics(run / "metrics.jsonl");
+    for (int step = 1; step <= 30; ++step) {
+      metrics << nlohmann::json{{"step", step}, {"loss", 6.0 - 0.1 * step}, {"loss_scale", 1.0}, {"seconds", 0.2}}.dump()
+              << "\n";
+    }
+    std::ofstream(run / "config.resolved.json") << R"({"run": {"name": "gsm8k-tiny"}, "train": {"lr": 0.001}})";
+    std::ofstream(run / "handbook.json")
+        << R"({"records": 10, "mode": "normalized", "config": {"selection": "coverage"},
+              "patterns": [{"text": "a", "support": 3, "kind": "phrase"}, {"text": "b", "support": 7, "kind": "phrase"}]})";
+    std::ofstream(run / "eval" / "eval.json")
+        << R"({"questions": 3, "models": {"model": {"path": "m", "summary": {"accuracy": 0.5, "correct": 1,
+              "questions": 3}}}})";
+    std::ofstream answers(run / "eval" / "answers.jsonl");
+    for (int tokens : {10, 12, 40}) {  // the tallest bin is the first one, under where a legend would sit
+      answers << nlohmann::json{{"model", "model"}, {"reasoning_steps", 3}, {"generated_tokens", tokens}}.dump() << "\n";
+    }
+    // Written out of pipeline order on purpose: the table follows "sequence".
+    std::ofstream(run / "timings.json") << R"({"stages": {"augment": {"seconds": 2, "sequence": 2},
+              "patterns": {"seconds": 1, "sequence": 1}}})";
+  }
+  std::string html = render_report_html(report_inputs_for_run(run.string()));
+  // The title is the run's name, not "metareuse run run" from the folder.
+  CHECK_THAT(html, Catch::Contains("<h1>metareuse report: gsm8k-tiny</h1>"));
+  CHECK(html.find("metareuse run run") == std::string::npos);
+  // Summary, explanations for a reader.
+  CHECK_THAT(html, Catch::Contains("30 optimizer steps, loss 5.9 &rarr; 3"));
+  CHECK_THAT(html, Catch::Contains("loss scale stayed at 1"));
+  CHECK_THAT(html, Catch::Contains("No baseline model"));
+  CHECK_THAT(html, Catch::Contains("support is not sorted"));
+  CHECK(html.find("stage patterns") < html.find("stage augment"));
+  // Each histogram's legend sits above its plot frame: every legend swatch's y
+  // is smaller than the frame's y (the frame is the rect with fill="none").
+  std::size_t histogram_start = html.find("Generated tokens per answer");
+  REQUIRE(histogram_start != std::string::npos);
+  std::string svg = html.substr(histogram_start, html.find("</svg>", histogram_start) - histogram_start);
+  auto y_of = [&](std::size_t at) { return std::stod(svg.substr(svg.find("y=\"", at) + 3)); };
+  std::size_t frame = svg.find("fill=\"none\"");
+  REQUIRE(frame != std::string::npos);
+  double frame_y = y_of(svg.rfind("<rect", frame));
+  std::size_t swatch = svg.find("width=\"10\" height=\"10\"");
+  REQUIRE(swatch != std::string::npos);
+  CHECK(y_of(svg.rfind("<rect", swatch)) + 10 <= frame_y);
+  CHECK_THAT(svg, Catch::Contains("tuned (n=3)"));
 }

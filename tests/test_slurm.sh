@@ -19,6 +19,8 @@
 #      (every step in metrics.jsonl exactly once).
 #   3. requeue, mpirun: the same with the default mpirun launcher and
 #      `scancel --batch --signal=USR1 <job>` (the batch shell forwards it).
+#   4. cancel: `scancel <job>` (SIGTERM) during training; the job must end
+#      CANCELLED and must not be requeued.
 # Exit 77 (ctest SKIP_RETURN_CODE) when not root or when Slurm cannot be
 # installed or started; set METAREUSE_SLURM_INSTALL=0 to skip rather than
 # apt-get install slurm-wlm and munge when they are missing, and
@@ -318,6 +320,24 @@ else
   say "requeue-srun: skipped, this Slurm has no pmix MPI plugin (srun --mpi=list)"
 fi
 signal_case requeue-mpirun mpirun --batch  # mpirun is no step: the batch shell forwards the signal
+
+# --- 4. a cancelled job stays cancelled --------------------------------------------------
+# scancel sends SIGTERM: requeue_on_stop.sh forwards it but must not requeue the job.
+case_start=$SECONDS
+submit cancel -- --set train.max_steps=100000 --set train.global_batch=$ranks --set train.micro_batch=1
+job="$submitted_job"
+deadline=$((SECONDS + 180))
+until [[ -s "$tmp/cancel/metrics.jsonl" ]]; do
+  ((SECONDS < deadline)) || fail "cancel: training did not start within 180 s"
+  sleep 0.2
+done
+scancel "$job" || fail "cancel: scancel refused"
+state="$(wait_final "$job" 120)"
+[[ "$state" == CANCELLED ]] || fail "cancel: job $job ended $state, not CANCELLED"
+sleep 3  # a requeue would show within the scheduling interval
+[[ "$(job_field "$job" JobState)" == CANCELLED && "$(job_field "$job" Restarts)" == 0 ]] ||
+  fail "cancel: job $job was requeued after scancel ($(job_field "$job" JobState), restarts $(job_field "$job" Restarts))"
+say "cancel: job $job CANCELLED and not requeued in $((SECONDS - case_start)) s"
 
 say "all Slurm cases passed"
 exit 0

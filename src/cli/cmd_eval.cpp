@@ -157,9 +157,14 @@ int eval_execute(CommandContext& context, const std::string& model_path, const s
   options.top_p = config.get_number("eval.top_p");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
 
-  std::vector<ModelRun> runs;
-  runs.push_back({"model", model_path});
-  if (!baseline_path.empty()) runs.push_back({"baseline", baseline_path});
+  std::vector<ModelRun> runs(1);
+  runs[0].role = "model";
+  runs[0].path = model_path;
+  if (!baseline_path.empty()) {
+    runs.emplace_back();
+    runs.back().role = "baseline";
+    runs.back().path = baseline_path;
+  }
   for (ModelRun& run : runs) {
     auto source = open_model_or_checkpoint(run.path);
     run.description = source->description();

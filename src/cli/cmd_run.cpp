@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/dist/communicator.h"
+#include "metareuse/eval/report.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/trainer.h"
 
@@ -155,6 +157,28 @@ std::string fingerprint(const Stage& stage, const Config& config, const std::str
   return fmt::format("{:016x}", std::hash<std::string>{}(parts.dump()));
 }
 
+// <run>/timings.json: {"stages": {name: {"seconds", "finished", "sequence"}}},
+// the last time each stage ran (a skipped stage keeps its entry; sequence
+// orders them); report.html shows it.
+void record_stage_time(const std::string& path, const std::string& stage, double seconds) {
+  json timings = json::object();
+  if (std::ifstream in(path); in) timings = json::parse(in, nullptr, false);
+  if (!timings.is_object() || !timings.contains("stages") || !timings["stages"].is_object()) {
+    timings = json{{"stages", json::object()}};
+  }
+  std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char finished[32];
+  std::strftime(finished, sizeof finished, "%Y-%m-%dT%H:%M:%SZ", &utc);
+  std::int64_t sequence = 0;
+  for (const auto& entry : timings["stages"]) {
+    if (entry.is_object()) sequence = std::max<std::int64_t>(sequence, entry.value("sequence", 0));
+  }
+  timings["stages"][stage] = json{{"seconds", seconds}, {"finished", finished}, {"sequence", sequence + 1}};
+  std::ofstream(path, std::ios::trunc) << timings.dump(2) << "\n";
+}
+
 }  // namespace
 
 void run_options(CLI::App& app, std::vector<std::string>&) {
@@ -179,12 +203,14 @@ int run_run(CommandContext& context) {
             context.runtime.world_size());
 
   const std::string record_path = folder + "/stages.json";
+  const std::string timings_path = folder + "/timings.json";
   json record = json::object();
   if (std::ifstream in(record_path); in) record = json::parse(in, nullptr, false);
   if (record.is_discarded()) record = json::object();
 
   std::vector<std::string> not_built;
   bool forced = false;
+  bool ran_any = false;
   for (const auto& stage : stages) {
     if (!g_run.only.empty() && g_run.only != stage.name) continue;
     if (g_run.from == stage.name) forced = true;
@@ -211,12 +237,20 @@ int run_run(CommandContext& context) {
       log::warn("stage {} stopped with status {}; `metareuse run` again resumes here", stage.name, status);
       return status;
     }
-    log::info("stage {:<10} done in {:.2f} s", stage.name, watch.seconds());
+    const double seconds = watch.seconds();
+    log::info("stage {:<10} done in {:.2f} s", stage.name, seconds);
     if (context.runtime.rank() == 0) {
       record[stage.name] = print;  // as computed before the stage changed the config
       std::ofstream(record_path, std::ios::trunc) << record.dump(2) << "\n";
+      record_stage_time(timings_path, stage.name, seconds);
     }
     forced = true;  // a stage that ran makes every later one run
+    ran_any = true;
+  }
+  // The report was written inside the eval stage; written again now, it also
+  // shows the times of the eval and export stages.
+  if (context.runtime.rank() == 0 && fs::exists(folder + "/report.html") && ran_any) {
+    eval::write_report(eval::report_inputs_for_run(folder), folder + "/report.html");
   }
   if (!not_built.empty()) {
     log::warn("pipeline incomplete: {} stage(s) not built yet: {}", not_built.size(), fmt::join(not_built, ", "));

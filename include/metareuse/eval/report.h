@@ -5,7 +5,10 @@
 //   - histograms of reasoning steps and generated tokens, baseline against
 //     tuned (the eval's answers.jsonl);
 //   - the accuracy table and relative changes (eval.json);
-//   - the run's config (config.resolved.json) and timings.
+//   - a summary at the top (steps, loss, accuracy), and what each eval
+//     column means;
+//   - the run's config (config.resolved.json, by section) and timings
+//     (timings.json per stage, step and answer times).
 // A missing input leaves its section saying which file was not found.
 #pragma once
 
@@ -19,11 +22,14 @@ struct ReportInputs {
   std::string eval;      // eval.json
   std::string answers;   // answers.jsonl (per-question records of eval)
   std::string config;    // config.resolved.json
-  std::string title = "metareuse run";
+  std::string timings;   // timings.json (stage times, written by `metareuse run`)
+  std::string folder;    // the run folder, shown under the title
+  std::string title = "metareuse report";
 };
 
 // The files of a run folder: <run>/metrics.jsonl, <run>/handbook.json,
-// <run>/eval/eval.json, <run>/eval/answers.jsonl, <run>/config.resolved.json.
+// <run>/eval/eval.json, <run>/eval/answers.jsonl, <run>/config.resolved.json,
+// <run>/timings.json; the title names the run (run.name, else the folder).
 ReportInputs report_inputs_for_run(const std::string& run_folder);
 
 // The page. Bad lines in the inputs are skipped (and counted on the page).
