@@ -19,7 +19,9 @@
 #      (every step in metrics.jsonl exactly once).
 #   3. requeue, mpirun: the same with the default mpirun launcher and
 #      `scancel --batch --signal=USR1 <job>` (the batch shell forwards it).
-#   4. cancel: `scancel <job>` (SIGTERM) during training; the job must end
+#   4. eval-signal: SIGUSR1 during the eval stage; eval finishes, the pipeline
+#      exits 3 before export, and the requeued run runs export only.
+#   5. cancel: `scancel <job>` (SIGTERM) during training; the job must end
 #      CANCELLED and must not be requeued.
 # Exit 77 (ctest SKIP_RETURN_CODE) when not root or when Slurm cannot be
 # installed or started; set METAREUSE_SLURM_INSTALL=0 to skip rather than
@@ -321,7 +323,36 @@ else
 fi
 signal_case requeue-mpirun mpirun --batch  # mpirun is no step: the batch shell forwards the signal
 
-# --- 4. a cancelled job stays cancelled --------------------------------------------------
+# --- 4. SIGUSR1 outside training ------------------------------------------------------------
+# The signal lands in the eval stage: eval finishes, the pipeline stops before
+# export with status 3, the job is requeued, and the requeued run skips every
+# finished stage and runs export only. Sampled answers at a high temperature
+# rarely stop early, so eval runs for seconds (40 questions x 256 tokens).
+case_start=$SECONDS
+submit eval-signal -- --set train.max_steps=10 --set eval.greedy=false --set eval.temperature=2.0 \
+  --set eval.max_new_tokens=256
+job="$submitted_job"
+deadline=$((SECONDS + 180))
+until grep -q "stage eval       running" "$tmp/eval-signal.out" 2>/dev/null; do
+  ((SECONDS < deadline)) || fail "eval-signal: the eval stage did not start within 180 s"
+  [[ "$(job_field "$job" JobState)" =~ ^(PENDING|RUNNING|CONFIGURING)$ ]] ||
+    fail "eval-signal: job $job is $(job_field "$job" JobState) before eval started"
+  sleep 0.1
+done
+scancel --batch --signal=USR1 "$job" || fail "eval-signal: scancel refused"
+state="$(wait_final "$job" 300)"
+[[ "$state" == COMPLETED ]] || fail "eval-signal: job $job ended $state, not COMPLETED"
+[[ "$(job_field "$job" Restarts)" == 1 ]] || fail "eval-signal: job $job was not requeued once"
+log="$tmp/eval-signal.out"
+grep -q "stopping before stage export" "$log" || fail "eval-signal: the pipeline did not stop before export"
+grep -q "metareuse exited with 3" "$log" || fail "eval-signal: the first run did not exit with status 3"
+grep -q "stage eval       up to date, skipped" "$log" || fail "eval-signal: the requeued run ran eval again"
+[[ "$(grep -c "stage export     running" "$log")" == 1 ]] || fail "eval-signal: export did not run exactly once"
+[[ -s "$tmp/eval-signal/export/config.json" ]] || fail "eval-signal: no export after the requeue"
+say "eval-signal: job $job stopped after eval (exit 3), was requeued, ran export and COMPLETED" \
+    "in $((SECONDS - case_start)) s"
+
+# --- 5. a cancelled job stays cancelled --------------------------------------------------
 # scancel sends SIGTERM: requeue_on_stop.sh forwards it but must not requeue the job.
 case_start=$SECONDS
 submit cancel -- --set train.max_steps=100000 --set train.global_batch=$ranks --set train.micro_batch=1

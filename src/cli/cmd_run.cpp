@@ -10,6 +10,8 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <csignal>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -30,6 +32,14 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
+
+// SIGUSR1 outside training (Slurm's pre-timeout signal landing in eval, say):
+// the running stage finishes, then the pipeline stops with kExitTimeLimit so
+// the job is requeued and resumes at the next stage. Training has its own
+// handler (it stops within a step and checkpoints). SIGTERM keeps its default
+// action outside training, so scancel still ends a job at once.
+std::atomic<int> g_pipeline_signal{0};
+extern "C" void on_pipeline_signal(int signal_number) { g_pipeline_signal.store(signal_number); }
 
 struct RunFlags {
   std::string from;
@@ -187,6 +197,8 @@ void run_options(CLI::App& app, std::vector<std::string>&) {
 }
 
 int run_run(CommandContext& context) {
+  g_pipeline_signal.store(0);
+  std::signal(SIGUSR1, on_pipeline_signal);
   const std::string folder = run_folder(context.config);
   auto stages = pipeline_stages();
   for (const std::string& name : {g_run.from, g_run.only}) {
@@ -213,6 +225,14 @@ int run_run(CommandContext& context) {
   bool ran_any = false;
   for (const auto& stage : stages) {
     if (!g_run.only.empty() && g_run.only != stage.name) continue;
+    // The trainer resets SIGUSR1 to its default when it ends: catch it again.
+    std::signal(SIGUSR1, on_pipeline_signal);
+    int stop_signal = context.runtime.world().allreduce_value<std::int32_t>(g_pipeline_signal.load(), ReduceOp::kMax);
+    if (stop_signal != 0) {
+      log::warn("signal {} received; stopping before stage {} (exit status {}); `metareuse run` again resumes here",
+                stop_signal, stage.name, static_cast<int>(kExitTimeLimit));
+      return kExitTimeLimit;
+    }
     if (g_run.from == stage.name) forced = true;
     if (!stage.run) {
       log::info("stage {:<10} not built yet (issue #{})", stage.name, stage.issue);

@@ -59,7 +59,9 @@ void init(int rank, int world_size, Level level, bool all_ranks) {
   // Other ranks stay quiet below warn unless asked: N copies of each line help no one.
   Level effective = (rank == 0 || all_ranks || level > Level::kInfo) ? level : Level::kWarn;
   logger->set_level(to_spdlog(effective));
-  logger->flush_on(spdlog::level::warn);
+  // Every line is flushed when written: a job log (Slurm's, a redirect) is a
+  // file, fully buffered by stdio, and `tail -f` would show lines in 4 KB bursts.
+  logger->flush_on(spdlog::level::trace);
   instance() = std::move(logger);
 }
 
