@@ -58,6 +58,10 @@ int tokenize_run(CommandContext& context);
 void prepare_options(CLI::App& app, std::vector<std::string>& overrides);
 int prepare_run(CommandContext& context);
 
+// world (issue #10): cmd_world.cpp
+void world_options(CLI::App& app, std::vector<std::string>& overrides);
+int world_run(CommandContext& context);
+
 // patterns and augment (issue #3); *_execute write to the given paths, for `run`.
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides);
 int patterns_run(CommandContext& context);

@@ -57,6 +57,16 @@ std::vector<ConfigKey> build_schema() {
                  "Seconds a collective may take before the rank logs it and ends the job (a hang watchdog); 0: off.",
                  0.0, 1e9),
 
+      // world (#10): the seeded reasoning-world generator (`metareuse world`)
+      key_int("world.seed", 7, "Seed of the reasoning world.", 0, 4294967295.0),
+      key_int("world.train_records", 4000, "Training problems written.", 0, 1LL << 32),
+      key_int("world.test_records", 100, "Held-out test problems written.", 0, 1LL << 32),
+      key_number("world.short_share", 0.25, "Share of training problems written the short way (the rest the long way).",
+                 0.0, 1.0),
+      key_number("world.heldout_pair_share", 0.2, "Share of each family's operand pairs kept for the test problems.",
+                 0.01, 0.99),
+      key_string("world.out_dir", "datasets/world", "Folder for train.jsonl and test.jsonl."),
+
       // corpus
       key_string_list("corpus.files", {"datasets/sample_reasoning.jsonl"},
                       "JSON Lines corpus files or globs; each rank reads its byte range of each."),
