@@ -101,7 +101,7 @@ TEST_CASE("every answer is right, in training and test") {
       const int answer = answer_from_question(problem);
       CHECK(problem.solution == std::to_string(answer));
       CHECK(answer >= 1);
-      CHECK(answer <= 81);  // small numbers
+      CHECK(answer <= 36);  // small numbers
       check_arithmetic(problem.reasoning);
       // The reasoning ends by restating the answer.
       std::smatch last;

@@ -98,6 +98,15 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides);
 int eval_run(CommandContext& context);
 int eval_execute(CommandContext& context, const std::string& model_path, const std::string& baseline_path,
                  const std::string& questions_path, const std::string& out_dir);
+// One model to evaluate: its name in eval.json, its path, and whether its
+// prompts carry handbook patterns (#10: baseline, reuse, control).
+struct EvalEntry {
+  std::string role;
+  std::string path;
+  bool patterns = true;
+};
+int eval_entries_execute(CommandContext& context, const std::vector<EvalEntry>& entries,
+                         const std::string& questions_path, const std::string& out_dir);
 void report_options(CLI::App& app, std::vector<std::string>& overrides);
 int report_run(CommandContext& context);
 int report_execute(CommandContext& context, const std::string& run_folder, const std::string& out_path);

@@ -102,8 +102,10 @@ std::vector<ConfigKey> build_schema() {
 
       // augment: training examples with patterns in the prompt (issue #3)
       key_string("augment.mode", "global",
-                 "global: the top patterns on every example; retrieval: BM25 picks each question's patterns.",
-                 {"global", "retrieval"}),
+                 "global: the top patterns on every example; retrieval: BM25 picks each question's patterns; used: "
+                 "the patterns each example's reasoning uses (eval retrieves them from the question, eval.contexts); "
+                 "none: no patterns.",
+                 {"global", "retrieval", "used", "none"}),
       key_int("augment.top_k", 8, "Patterns given to each example.", 0, 1024),
       key_string("augment.handbook", "", "Handbook to read; empty means <run folder>/handbook.json."),
       key_string("augment.out", "", "Output JSON Lines; empty means <run folder>/augmented.jsonl."),
@@ -212,6 +214,13 @@ std::vector<ConfigKey> build_schema() {
       key_bool("eval.prompt_patterns", true, "Prefix prompts with handbook patterns as the augment stage did "
                "(augment.mode, augment.top_k), so eval prompts match training prompts."),
       key_string("eval.out", "", "Output folder for eval.json and answers.jsonl; empty: <run folder>/eval."),
+      // eval and experiment (#10): the control entry, used-mode retrieval, the baseline run
+      key_bool("eval.control", false, "Also evaluate the model prompted without patterns (entry \"control\")."),
+      key_string("eval.contexts", "", "augment.mode used: augmented JSON Lines whose {question, patterns} records give "
+                 "each pattern's context for retrieval; empty: <run folder>/augmented.jsonl."),
+      key_bool("experiment.baseline", false, "run: also train a baseline from scratch on the corpus without patterns "
+               "(same tokenizer, model, steps, batch, seed) in <run>/baseline; eval then reports baseline, reuse "
+               "(prompted with patterns) and control (the same model prompted without)."),
   };
 }
 

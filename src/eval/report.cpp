@@ -323,6 +323,7 @@ std::string render_report_html(const ReportInputs& inputs) {
                               {"answered_rate", "answered", true},
                               {"mean_generated_tokens", "mean tokens", false},
                               {"median_generated_tokens", "median tokens", false},
+                              {"mean_reasoning_tokens", "mean reasoning tokens", false},
                               {"mean_reasoning_steps", "mean steps", false},
                               {"pattern_use_rate", "pattern use", true},
                               {"stopped_rate", "stopped", true}};
@@ -338,9 +339,14 @@ std::string render_report_html(const ReportInputs& inputs) {
       page << "</tr>";
       eval_seconds += it->value("summary", json::object()).value("seconds", 0.0);
     }
-    if (eval->contains("relative_change")) {
-      const json& change = (*eval)["relative_change"];
-      page << "<tr><td>relative change</td><td>model vs baseline</td>";
+    // One relative-change row per entry compared with the baseline (older files: the one relative_change).
+    std::vector<std::pair<std::string, json>> changes;
+    for (auto it = models.begin(); it != models.end(); ++it) {
+      if (it->contains("change_vs_baseline")) changes.emplace_back(it.key(), (*it)["change_vs_baseline"]);
+    }
+    if (changes.empty() && eval->contains("relative_change")) changes.emplace_back("model", (*eval)["relative_change"]);
+    for (const auto& [role, change] : changes) {
+      page << "<tr><td>relative change</td><td>" << escape(role) << " vs baseline</td>";
       for (const Column& column : columns) {
         page << "<td class=\"n\">" << (change.contains(column.key) ? cell(change[column.key], true) : "&ndash;")
              << "</td>";

@@ -11,8 +11,8 @@
 //              problem ("Multiply the count by the price."), one operation,
 //              then the same restated result.
 // Families: shop (count x price), travel (rate x time), boxes (groups x size),
-// share (equal sharing), fence (perimeter of equal sides). Operands are 2..9,
-// so every result is at most 81 and a tiny model can learn the arithmetic.
+// share (equal sharing), fence (perimeter of equal sides). Operands are 2..6,
+// so every result is at most 36 and a tiny model can learn the arithmetic.
 //
 // Held-out test problems differ from training in two ways: their person names
 // come from a disjoint list, and each family's operand pairs are split once
