@@ -243,6 +243,10 @@ int run_run(CommandContext& context) {
   if (std::ifstream in(record_path); in) record = json::parse(in, nullptr, false);
   if (record.is_discarded()) record = json::object();
 
+  // Fingerprints come from the config as given: stages fill in keys for later
+  // ones (tokenizer.path, model.vocab_size, train.resume), which must not make
+  // a later stage look changed on the next run, when the filling stage is skipped.
+  const Config given = context.config;
   std::vector<std::string> not_built;
   bool forced = false;
   for (const auto& stage : stages) {
@@ -253,7 +257,7 @@ int run_run(CommandContext& context) {
       not_built.push_back(stage.name);
       continue;
     }
-    std::string print = fingerprint(stage, context.config, folder);
+    std::string print = fingerprint(stage, given, folder);
     bool outputs_exist = std::all_of(stage.outputs.begin(), stage.outputs.end(),
                                      [&](const std::string& f) { return fs::exists(folder + "/" + f); });
     bool up_to_date = !forced && g_run.only.empty() && outputs_exist && record.value(stage.name, "") == print;
@@ -273,7 +277,7 @@ int run_run(CommandContext& context) {
     }
     log::info("stage {:<10} done in {:.2f} s", stage.name, watch.seconds());
     if (context.runtime.rank() == 0) {
-      record[stage.name] = print;  // as computed before the stage changed the config
+      record[stage.name] = print;
       std::ofstream(record_path, std::ios::trunc) << record.dump(2) << "\n";
     }
     forced = true;  // a stage that ran makes every later one run
