@@ -77,6 +77,12 @@ TEST_CASE("the reuse-world experiment writes baseline, reuse and control entries
   while (std::getline(answers, line)) {
     json answer = json::parse(line);
     prompt_tokens[answer["model"]][answer["index"]] = answer["prompt_tokens"];
+    const std::string prompt = answer["prompt"];
+    if (answer["model"] == "reuse") {
+      CHECK(prompt.rfind("Consider patterns like: ", 0) == 0);
+    } else {
+      CHECK(prompt == answer["question"].get<std::string>() + "\n");
+    }
   }
   REQUIRE(prompt_tokens["reuse"].size() == 10);
   for (const auto& [index, tokens] : prompt_tokens["reuse"]) {

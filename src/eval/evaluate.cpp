@@ -126,7 +126,7 @@ namespace {
 // Results travel between ranks as JSON lines (a few hundred bytes each).
 nlohmann::json to_wire(const QuestionResult& r) {
   return {{"index", r.index},         {"line", r.line},
-          {"question", r.question},   {"reference", r.reference},
+          {"question", r.question},   {"reference", r.reference}, {"prompt", r.prompt},
           {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
           {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
           {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
@@ -140,6 +140,7 @@ QuestionResult from_wire(const nlohmann::json& j) {
   r.line = j.at("line");
   r.question = j.at("question");
   r.reference = j.at("reference");
+  r.prompt = j.at("prompt");
   r.output = j.at("output");
   if (!j.at("answer").is_null()) r.answer = j.at("answer").get<std::string>();
   r.correct = j.at("correct");
@@ -176,6 +177,7 @@ nlohmann::ordered_json QuestionResult::to_json(const std::string& role, const pa
   }
   j["patterns_used"] = texts;
   j["seconds"] = seconds;
+  j["prompt"] = prompt;
   j["output"] = output;
   return j;
 }
@@ -198,7 +200,8 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     result.line = question.line;
     result.question = question.question;
     result.reference = question.reference;
-    std::vector<TokenId> prompt = prompt_ids(tokenizer, options.template_name, prompts.prompt_text(question.question));
+    result.prompt = prompts.prompt_text(question.question);
+    std::vector<TokenId> prompt = prompt_ids(tokenizer, options.template_name, result.prompt);
     result.prompt_tokens = static_cast<std::int64_t>(prompt.size());
     Generation generation = generate_answer(model, prompt, stops, options, result.index);
     result.output = tokenizer.decode(generation.ids);

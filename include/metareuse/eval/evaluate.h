@@ -74,6 +74,7 @@ struct QuestionResult {
   std::int64_t line = 0;
   std::string question;
   std::string reference;
+  std::string prompt;                 // the prompt text (pattern prefix + question)
   std::string output;                 // decoded, without the stop token
   std::optional<std::string> answer;  // extracted final answer
   bool correct = false;
