@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "metareuse/augment/augment.h"
+#include "metareuse/core/error.h"
 #include "metareuse/dist/communicator.h"
 #include "patterns_fixtures.h"
 
@@ -92,6 +93,87 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
   CHECK(retrieval[0]["patterns"] == nlohmann::json({"the speed in miles per hour"}));
   CHECK(retrieval[0]["prompt"].get<std::string>().rfind("Consider patterns like: the speed in miles per hour. ", 0) == 0);
   CHECK(retrieval[1]["patterns"] == global[1]["patterns"]);  // falls back to the global top
+}
+
+// #10: used mode (each example gets the patterns its reasoning uses), none, and
+// retrieval by context (the questions of the examples that use a pattern).
+TEST_CASE("used mode gives each example the patterns its own reasoning uses, none gives none") {
+  CHECK(augment::parse_augment_mode("used") == augment::AugmentMode::kUsed);
+  CHECK(augment::parse_augment_mode("none") == augment::AugmentMode::kNone);
+  CHECK_THROWS_AS(augment::parse_augment_mode("usd"), ConfigError);
+  auto self = make_self_communicator();
+  Communicator& world = *self;
+  auto dir = test::temp_dir("augment-used");
+  test::write_file(dir / "corpus.jsonl",
+                   R"({"question": "Solve 3x = 12.", "reasoning": "Dividing both sides by 3 gives x = 4. The total number of steps is 1.", "solution": "4"})" "\n"
+                   R"({"question": "Tom has 3 bags of 4 apples.", "reasoning": "3*4 = 12.", "solution": "12"})" "\n");
+  auto handbook = small_handbook();
+  augment::UsedPatterns used(handbook.patterns);
+  // Handbook order, whatever the order in the text; the limit keeps the first.
+  CHECK(used.find("Dividing both sides by 3. The total number of apples.") == std::vector<std::size_t>{0, 1});
+  CHECK(used.find("Dividing both sides by 3. The total number of apples.", 1) == std::vector<std::size_t>{0});
+  CHECK(used.find("the total numbers of").empty());  // word-aligned only
+
+  augment::AugmentOptions options;
+  options.top_k = 2;
+  options.mode = augment::AugmentMode::kUsed;
+  auto stats = augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
+                                       (dir / "used.jsonl").string(), world);
+  CHECK(stats.retrieved == 1);
+  auto examples = read_lines((dir / "used.jsonl").string());
+  REQUIRE(examples.size() == 2);
+  CHECK(examples[0]["patterns"] == nlohmann::json({"the total number of", "dividing both sides by"}));
+  CHECK(examples[0]["prompt"] == "Consider patterns like: the total number of; dividing both sides by. Solve 3x = 12.\n");
+  CHECK(examples[1]["patterns"] == nlohmann::json::array());
+  CHECK(examples[1]["prompt"] == "Tom has 3 bags of 4 apples.\n");
+
+  options.mode = augment::AugmentMode::kNone;
+  augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options, (dir / "none.jsonl").string(), world);
+  auto plain = read_lines((dir / "none.jsonl").string());
+  REQUIRE(plain.size() == 2);
+  CHECK(plain[0]["prompt"] == "Solve 3x = 12.\n");
+  CHECK(plain[0]["patterns"] == nlohmann::json::array());
+}
+
+TEST_CASE("context retrieval ranks the pattern used by this kind of question above one used by every kind") {
+  patterns::Handbook handbook;
+  handbook.patterns = {
+      make_pattern("one step at a time", "behavior_one_step_time", 30),       // used by every kind
+      make_pattern("multiply the count by the price", "behavior_multiply_count_price", 10),  // shop questions
+      make_pattern("divide the total by the number of friends", "behavior_divide_total_friends", 10),  // sharing
+  };
+  auto dir = test::temp_dir("augment-contexts");
+  std::string lines;
+  for (int i = 0; i < 10; ++i) {
+    lines += R"({"question": "Ava buys 3 apples for $2 each. How much does Ava spend?", "patterns": ["one step at a time"]})" "\n";
+    lines += R"({"question": "Ben shares 6 cards equally among 3 friends. How many cards does each friend get?", "patterns": ["one step at a time"]})" "\n";
+    lines += R"({"question": "Ava buys 4 pens for $3 each. How much does Ava spend?", "patterns": ["multiply the count by the price", "unknown pattern"]})" "\n";
+    lines += R"({"question": "Ben shares 8 cards equally among 2 friends. How many cards does each friend get?", "patterns": ["divide the total by the number of friends"]})" "\n";
+  }
+  test::write_file(dir / "augmented.jsonl", lines);
+  auto contexts = augment::read_pattern_contexts((dir / "augmented.jsonl").string(), handbook);
+  CHECK(contexts.examples == std::vector<std::uint64_t>{20, 10, 10});
+  // "buys" is in half of the first pattern's questions and all of the second's.
+  auto share_of = [&](std::size_t pattern, const std::string& term) {
+    for (const auto& [t, share] : contexts.term_shares[pattern]) {
+      if (t == term) return share;
+    }
+    return 0.0;
+  };
+  CHECK(share_of(0, "buys") == Approx(0.5));
+  CHECK(share_of(1, "buys") == Approx(1.0));
+  CHECK(share_of(2, "buys") == 0.0);
+
+  augment::ContextIndex index(handbook.patterns, contexts, 1.2, 0.75);
+  // New names and numbers: only the kind of question matters.
+  CHECK(index.retrieve("Uma buys 7 shells for $5 each. How much does Uma spend?", 1) == std::vector<std::size_t>{1});
+  CHECK(index.retrieve("Zane shares 9 books equally among 3 friends. How many books does each friend get?", 2) ==
+        std::vector<std::size_t>{2, 0});
+  CHECK(index.retrieve("Zebra quokka?", 3).empty());
+
+  test::write_file(dir / "bad.jsonl", "{\"question\": \"q\"}\n");
+  CHECK_THROWS_WITH(augment::read_pattern_contexts((dir / "bad.jsonl").string(), handbook),
+                    Catch::Contains("bad.jsonl:1"));
 }
 
 }  // namespace metareuse

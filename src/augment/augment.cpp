@@ -7,6 +7,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <unordered_map>
 
 #include "metareuse/core/error.h"
@@ -39,10 +40,20 @@ std::vector<std::string> terms_of(const std::string& text) {
 AugmentMode parse_augment_mode(const std::string& name) {
   if (name == "global") return AugmentMode::kGlobal;
   if (name == "retrieval" || name == "bm25" || name == "per-example") return AugmentMode::kRetrieval;
-  throw ConfigError(fmt::format("augment mode must be global or retrieval, got '{}'", name));
+  if (name == "used") return AugmentMode::kUsed;
+  if (name == "none") return AugmentMode::kNone;
+  throw ConfigError(fmt::format("augment mode must be global, retrieval, used or none, got '{}'", name));
 }
 
-const char* augment_mode_name(AugmentMode mode) { return mode == AugmentMode::kGlobal ? "global" : "retrieval"; }
+const char* augment_mode_name(AugmentMode mode) {
+  switch (mode) {
+    case AugmentMode::kGlobal: return "global";
+    case AugmentMode::kRetrieval: return "retrieval";
+    case AugmentMode::kUsed: return "used";
+    case AugmentMode::kNone: return "none";
+  }
+  return "?";
+}
 
 PatternIndex::PatternIndex(const std::vector<patterns::Pattern>& patterns, double k1, double b) : k1_(k1), b_(b) {
   double total = 0;
@@ -109,6 +120,7 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   for (std::size_t i = 0; i < handbook.patterns.size() && i < options.top_k; ++i) global.push_back(&handbook.patterns[i]);
   const std::string global_prefix = pattern_prefix(global);
   PatternIndex index(handbook.patterns, options.bm25_k1, options.bm25_b);
+  UsedPatterns used(handbook.patterns);
 
   std::uint64_t examples = 0;
   std::uint64_t retrieved = 0;
@@ -125,6 +137,14 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
         for (std::size_t i : best) chosen.push_back(&handbook.patterns[i]);
         prefix = pattern_prefix(chosen);
       }
+    } else if (options.mode == AugmentMode::kUsed) {
+      chosen.clear();
+      for (std::size_t i : used.find(record.reasoning, options.top_k)) chosen.push_back(&handbook.patterns[i]);
+      retrieved += chosen.empty() ? 0 : 1;
+      prefix = pattern_prefix(chosen);
+    } else if (options.mode == AugmentMode::kNone) {
+      chosen.clear();
+      prefix.clear();
     }
     nlohmann::ordered_json example;
     example["id"] = corpus::record_key_name(record.key, files);
@@ -171,6 +191,113 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   }
   communicator.barrier();
   return stats;
+}
+
+UsedPatterns::UsedPatterns(const std::vector<patterns::Pattern>& patterns) {
+  for (const patterns::Pattern& pattern : patterns) normalized_.push_back(patterns::normalize(pattern.text));
+}
+
+std::vector<std::size_t> UsedPatterns::find(std::string_view text, std::size_t limit) const {
+  const std::string normalized = patterns::normalize(text);
+  std::vector<std::size_t> found;
+  for (std::size_t i = 0; i < normalized_.size() && (limit == 0 || found.size() < limit); ++i) {
+    if (!normalized_[i].empty() && patterns::contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
+  }
+  return found;
+}
+
+PatternContexts read_pattern_contexts(const std::string& augmented_path, const patterns::Handbook& handbook) {
+  std::unordered_map<std::string, std::size_t> index_of;
+  for (std::size_t i = 0; i < handbook.patterns.size(); ++i) index_of.emplace(handbook.patterns[i].text, i);
+  const std::size_t count = handbook.patterns.size();
+  std::vector<std::unordered_map<std::string, double>> holding(count);  // questions holding each term
+  PatternContexts contexts;
+  contexts.examples.assign(count, 0);
+  std::ifstream in(augmented_path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("{}: cannot read the augmented examples for pattern contexts", augmented_path));
+  std::string line;
+  std::int64_t number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (line.empty()) continue;
+    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    if (record.is_discarded() || !record.is_object() || !record.contains("question") ||
+        !record["question"].is_string() || !record.contains("patterns") || !record["patterns"].is_array()) {
+      throw InputError(fmt::format("{}:{}: not an augmented example with \"question\" and \"patterns\"",
+                                   augmented_path, number));
+    }
+    std::vector<std::string> terms = terms_of(record["question"].get<std::string>());
+    std::sort(terms.begin(), terms.end());
+    terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
+    for (const auto& text : record["patterns"]) {
+      if (!text.is_string()) continue;
+      auto found = index_of.find(text.get<std::string>());
+      if (found == index_of.end()) continue;
+      ++contexts.examples[found->second];
+      for (const std::string& term : terms) holding[found->second][term] += 1.0;
+    }
+  }
+  contexts.term_shares.resize(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    for (const auto& [term, questions] : holding[i]) {
+      contexts.term_shares[i].emplace_back(term, questions / static_cast<double>(contexts.examples[i]));
+    }
+    std::sort(contexts.term_shares[i].begin(), contexts.term_shares[i].end());
+  }
+  return contexts;
+}
+
+ContextIndex::ContextIndex(const std::vector<patterns::Pattern>& patterns, const PatternContexts& contexts, double k1,
+                           double b)
+    : k1_(k1), b_(b) {
+  double total = 0;
+  for (std::size_t i = 0; i < patterns.size(); ++i) {
+    std::map<std::string, double> weights;
+    for (const std::string& term : terms_of(patterns[i].text)) weights[term] += 1.0;
+    for (const std::string& term : terms_of(patterns[i].behavior)) weights[term] += 1.0;
+    if (i < contexts.term_shares.size()) {
+      for (const auto& [term, share] : contexts.term_shares[i]) weights[term] += share;
+    }
+    double length = 0;
+    for (const auto& [term, weight] : weights) length += weight;
+    documents_.emplace_back(weights.begin(), weights.end());
+    lengths_.push_back(length);
+    total += length;
+  }
+  average_length_ = documents_.empty() ? 1.0 : std::max(1e-9, total / static_cast<double>(documents_.size()));
+}
+
+std::vector<std::size_t> ContextIndex::retrieve(const std::string& query, std::size_t k) const {
+  std::vector<std::string> query_terms = terms_of(query);
+  std::sort(query_terms.begin(), query_terms.end());
+  query_terms.erase(std::unique(query_terms.begin(), query_terms.end()), query_terms.end());
+  const double n = static_cast<double>(documents_.size());
+  auto weight_in = [](const std::vector<std::pair<std::string, double>>& document, const std::string& term) {
+    auto found = std::lower_bound(document.begin(), document.end(), term,
+                                  [](const auto& entry, const std::string& key) { return entry.first < key; });
+    return found != document.end() && found->first == term ? found->second : 0.0;
+  };
+  std::vector<double> scores(documents_.size(), 0.0);
+  for (const std::string& term : query_terms) {
+    double containing = 0;
+    for (const auto& document : documents_) containing += weight_in(document, term) > 0 ? 1 : 0;
+    if (containing == 0) continue;
+    const double idf = std::log(1.0 + (n - containing + 0.5) / (containing + 0.5));
+    for (std::size_t i = 0; i < documents_.size(); ++i) {
+      const double weight = weight_in(documents_[i], term);
+      if (weight == 0) continue;
+      const double length_norm = 1.0 - b_ + b_ * lengths_[i] / average_length_;
+      scores[i] += idf * weight * (k1_ + 1.0) / (weight + k1_ * length_norm);
+    }
+  }
+  std::vector<std::pair<double, std::size_t>> scored;
+  for (std::size_t i = 0; i < scores.size(); ++i) {
+    if (scores[i] > 0) scored.emplace_back(scores[i], i);
+  }
+  std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::size_t> best;
+  for (std::size_t i = 0; i < scored.size() && best.size() < k; ++i) best.push_back(scored[i].second);
+  return best;
 }
 
 }  // namespace metareuse::augment

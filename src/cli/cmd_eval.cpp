@@ -4,9 +4,11 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>  // TensorOptions
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 
 #include "commands.h"
 #include "metareuse/train/trainer.h"
@@ -81,8 +83,9 @@ void check_tokenizer(const Tokenizer& tokenizer, const std::string& tokenizer_pa
 }
 
 struct ModelRun {
-  std::string role;  // "model" or "baseline"
+  std::string role;  // "model", "baseline", "control", or an experiment's names
   std::string path;
+  bool patterns = true;  // prompts carry handbook patterns
   std::string description;
   std::string tokenizer;
   std::string template_name;
@@ -125,12 +128,22 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides) {
 
 int eval_execute(CommandContext& context, const std::string& model_path, const std::string& baseline_path,
                  const std::string& questions_path, const std::string& out_dir) {
+  if (model_path.empty()) throw UsageError("give the model with --model (eval.model)");
+  const bool patterns = context.config.get_bool("eval.prompt_patterns");
+  std::vector<EvalEntry> entries = {{"model", model_path, patterns}};
+  if (context.config.get_bool("eval.control")) entries.push_back({"control", model_path, false});
+  if (!baseline_path.empty()) entries.push_back({"baseline", baseline_path, patterns});
+  return eval_entries_execute(context, entries, questions_path, out_dir);
+}
+
+int eval_entries_execute(CommandContext& context, const std::vector<EvalEntry>& entries,
+                         const std::string& questions_path, const std::string& out_dir) {
   const Config& config = context.config;
   Communicator& communicator = context.runtime.world();
   const bool leader = context.runtime.rank() == 0;
   Stopwatch wall;
   if (questions_path.empty()) throw UsageError("give the held-out questions with --questions (eval.questions)");
-  if (model_path.empty()) throw UsageError("give the model with --model (eval.model)");
+  if (entries.empty()) throw UsageError("give the model with --model (eval.model)");
 
   eval::QuestionSet questions = eval::read_questions(questions_path, config.get_int("eval.limit"));
   if (questions.questions.empty()) throw InputError(fmt::format("{}: no usable questions", questions_path));
@@ -144,10 +157,23 @@ int eval_execute(CommandContext& context, const std::string& model_path, const s
   std::optional<patterns::Handbook> handbook;
   if (!handbook_path.empty()) handbook = patterns::read_handbook(handbook_path);
   const patterns::Handbook* handbook_pointer = handbook ? &*handbook : nullptr;
-  eval::PromptBuilder prompts(handbook_pointer, config.get_bool("eval.prompt_patterns"),
-                              augment::parse_augment_mode(config.get_string("augment.mode")),
-                              static_cast<std::size_t>(config.get_int("augment.top_k")),
-                              config.get_number("augment.bm25_k1"), config.get_number("augment.bm25_b"));
+  const augment::AugmentMode mode = augment::parse_augment_mode(config.get_string("augment.mode"));
+  const bool any_patterns = std::any_of(entries.begin(), entries.end(), [](const EvalEntry& e) { return e.patterns; });
+  // Used mode retrieves with each pattern's context: the training examples that use it.
+  std::optional<augment::PatternContexts> contexts;
+  std::string contexts_path;
+  if (mode == augment::AugmentMode::kUsed && handbook && any_patterns) {
+    contexts_path = config.get_string("eval.contexts");
+    if (contexts_path.empty()) contexts_path = run_folder(config) + "/augmented.jsonl";
+    contexts = augment::read_pattern_contexts(contexts_path, *handbook);
+  }
+  auto prompt_builder = [&](bool patterns) {
+    return eval::PromptBuilder(handbook_pointer, patterns, mode, static_cast<std::size_t>(config.get_int("augment.top_k")),
+                               config.get_number("augment.bm25_k1"), config.get_number("augment.bm25_b"),
+                               contexts ? &*contexts : nullptr);
+  };
+  const eval::PromptBuilder with_patterns = prompt_builder(true);
+  const eval::PromptBuilder without_patterns = prompt_builder(false);
   eval::PatternMatcher matcher(handbook ? handbook->patterns : std::vector<patterns::Pattern>{});
 
   eval::EvalOptions options;
@@ -157,13 +183,13 @@ int eval_execute(CommandContext& context, const std::string& model_path, const s
   options.top_p = config.get_number("eval.top_p");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
 
-  std::vector<ModelRun> runs(1);
-  runs[0].role = "model";
-  runs[0].path = model_path;
-  if (!baseline_path.empty()) {
-    runs.emplace_back();
-    runs.back().role = "baseline";
-    runs.back().path = baseline_path;
+  std::vector<ModelRun> runs;
+  for (const EvalEntry& entry : entries) {
+    ModelRun run;
+    run.role = entry.role;
+    run.path = entry.path;
+    run.patterns = entry.patterns && handbook_pointer != nullptr && mode != augment::AugmentMode::kNone;
+    runs.push_back(std::move(run));
   }
   for (ModelRun& run : runs) {
     auto source = open_model_or_checkpoint(run.path);
@@ -182,7 +208,8 @@ int eval_execute(CommandContext& context, const std::string& model_path, const s
     log::info("eval {}: {} on {} questions ({} ranks)", run.role, run.description, questions.questions.size(),
               context.runtime.world_size());
     Stopwatch watch;
-    run.results = eval::evaluate_questions(model, *tokenizer, questions.questions, prompts, matcher, model_options,
+    run.results = eval::evaluate_questions(model, *tokenizer, questions.questions,
+                                           run.patterns ? with_patterns : without_patterns, matcher, model_options,
                                            communicator);
     if (leader) {
       run.summary = eval::summarize(run.results);
@@ -221,29 +248,46 @@ int eval_execute(CommandContext& context, const std::string& model_path, const s
                               {"top_p", options.greedy ? nlohmann::json(nullptr) : nlohmann::json(options.top_p)},
                               {"seed", options.seed},
                               {"max_new_tokens", options.max_new_tokens}};
-    document["prompt"] = {{"patterns", config.get_bool("eval.prompt_patterns") && handbook_pointer != nullptr},
+    document["prompt"] = {{"patterns", any_patterns && handbook_pointer != nullptr},
                           {"augment_mode", config.get_string("augment.mode")},
-                          {"top_k", config.get_int("augment.top_k")}};
+                          {"top_k", config.get_int("augment.top_k")},
+                          {"contexts", contexts_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(contexts_path)}};
     document["handbook"] = handbook_path.empty() ? nlohmann::json(nullptr) : nlohmann::json(handbook_path);
     document["handbook_patterns"] = handbook ? handbook->patterns.size() : 0;
     document["definitions"] = {
         {"accuracy", "final answer after the last '####' (else the last \\boxed{}), normalised (no '$', ',', "
                      "white space or trailing '.'; numbers compared by value), equals the reference"},
         {"generated_tokens", "tokens generated before the stop token (<|eot_id|> for chat, eos for plain)"},
+        {"reasoning_tokens", "tokens of the reasoning part (the output before the final '####' or \\boxed), "
+                             "re-encoded with the model's tokenizer"},
         {"reasoning_steps", "non-empty sentences of the text before the final answer: cut at newlines and after "
                             ".!? followed by white space"},
         {"pattern_use_rate", "share of answers whose normalised text contains at least one handbook pattern "
                              "word-aligned"}};
+    const ModelRun* baseline = nullptr;
+    for (const ModelRun& run : runs) {
+      if (run.role == "baseline") baseline = &run;
+    }
     nlohmann::ordered_json models = nlohmann::ordered_json::object();
     for (const ModelRun& run : runs) {
       models[run.role] = {{"path", run.path},
                           {"source", run.description},
+                          {"prompt_patterns", run.patterns},
                           {"tokenizer", run.tokenizer},
                           {"template", run.template_name},
                           {"summary", run.summary}};
+      if (baseline != nullptr && &run != baseline) {
+        models[run.role]["change_vs_baseline"] = eval::compare_summaries(run.summary, baseline->summary);
+      }
     }
     document["models"] = models;
-    if (runs.size() == 2) document["relative_change"] = eval::compare_summaries(runs[0].summary, runs[1].summary);
+    // The first other entry against the baseline (the report's "relative change" row).
+    for (const ModelRun& run : runs) {
+      if (baseline == nullptr || &run == baseline) continue;
+      document["relative_change"] = eval::compare_summaries(run.summary, baseline->summary);
+      document["relative_change_of"] = run.role;
+      break;
+    }
     document["answers"] = "answers.jsonl";
     document["ranks"] = context.runtime.world_size();
     document["wall_seconds"] = wall.seconds();
@@ -254,22 +298,25 @@ int eval_execute(CommandContext& context, const std::string& model_path, const s
       if (!out.flush()) throw Error(fmt::format("{}: failed writing", eval_path));
     }
     // The table people read.
-    std::cout << fmt::format("{:<10} {:>9} {:>12} {:>13} {:>11} {:>12}\n", "model", "accuracy", "mean tokens",
-                             "median tokens", "mean steps", "pattern use");
+    std::cout << fmt::format("{:<10} {:>9} {:>12} {:>13} {:>16} {:>11} {:>12}\n", "model", "accuracy", "mean tokens",
+                             "median tokens", "reasoning tokens", "mean steps", "pattern use");
     for (const ModelRun& run : runs) {
       const auto& s = run.summary;
-      std::cout << fmt::format("{:<10} {:>8.1f}% {:>12.1f} {:>13.1f} {:>11.2f} {:>11.1f}%\n", run.role,
+      std::cout << fmt::format("{:<10} {:>8.1f}% {:>12.1f} {:>13.1f} {:>16.1f} {:>11.2f} {:>11.1f}%\n", run.role,
                                100.0 * s["accuracy"].get<double>(), s["mean_generated_tokens"].get<double>(),
-                               s["median_generated_tokens"].get<double>(), s["mean_reasoning_steps"].get<double>(),
-                               100.0 * s["pattern_use_rate"].get<double>());
+                               s["median_generated_tokens"].get<double>(), s["mean_reasoning_tokens"].get<double>(),
+                               s["mean_reasoning_steps"].get<double>(), 100.0 * s["pattern_use_rate"].get<double>());
     }
-    if (runs.size() == 2) {
-      const auto& change = document["relative_change"];
-      auto percent = [](const nlohmann::json& value) {
-        return value.is_null() ? std::string("n/a") : fmt::format("{:+.1f}%", 100.0 * value.get<double>());
-      };
-      std::cout << fmt::format("change vs baseline: accuracy {:+.1f} points, mean tokens {}, mean steps {}\n",
-                               change["accuracy_points"].get<double>(), percent(change["mean_generated_tokens"]),
+    auto percent = [](const nlohmann::json& value) {
+      return value.is_null() ? std::string("n/a") : fmt::format("{:+.1f}%", 100.0 * value.get<double>());
+    };
+    for (const ModelRun& run : runs) {
+      if (!models[run.role].contains("change_vs_baseline")) continue;
+      const auto& change = models[run.role]["change_vs_baseline"];
+      std::cout << fmt::format("change vs baseline ({}): accuracy {:+.1f} points, reasoning tokens {}, mean tokens {}, mean "
+                               "steps {}\n",
+                               run.role, change["accuracy_points"].get<double>(),
+                               percent(change["mean_reasoning_tokens"]), percent(change["mean_generated_tokens"]),
                                percent(change["mean_reasoning_steps"]));
     }
     log::info("wrote {} and {}", eval_path, answers_path);

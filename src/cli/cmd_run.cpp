@@ -5,11 +5,18 @@
 // Each finished stage records a fingerprint of its config sections and input
 // files in <run>/stages.json; a later run skips a stage whose fingerprint and
 // outputs are unchanged, so re-running after a stop resumes the pipeline.
+// With experiment.baseline (#10) the run also trains a baseline from scratch
+// on the unaugmented corpus (augment mode none, the run's tokenizer, the same
+// model, steps, batch and seed) in <run>/baseline, and eval writes three
+// entries: baseline, reuse (the run's model prompted with patterns) and
+// control (the same model prompted without them).
 // Stages that are not built yet are listed; the run then exits with
 // kExitNotBuilt so no one mistakes a partial pipeline for a finished one.
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <ctime>
@@ -110,8 +117,36 @@ int checkpoint_stage(CommandContext& context, const std::string& folder) {
   return kExitOk;
 }
 
+// The baseline's own config: the run's, with its data and checkpoints in
+// <run>/baseline and no patterns in its examples.
+Config baseline_config(const Config& config, const std::string& folder) {
+  Config baseline = config;
+  baseline.set("augment.mode", "none");
+  baseline.set("dataset.output", folder + "/baseline/dataset.h5");
+  baseline.set("checkpoint.dir", folder + "/baseline/checkpoints");
+  if (baseline.get_string("tokenizer.path").empty()) baseline.set("tokenizer.path", folder + "/tokenizer.model");
+  return baseline;
+}
+
+// The baseline's examples (the corpus without patterns), tokenized with the run's tokenizer.
+int baseline_data_stage(CommandContext& context, const std::string& folder) {
+  Config config = baseline_config(context.config, folder);
+  CommandContext baseline{config, context.runtime};
+  if (augment_execute(baseline, folder + "/handbook.json", folder + "/baseline/examples.jsonl") != kExitOk) {
+    throw InputError("baseline: corpus.strict is set and the corpus has bad lines");
+  }
+  return prepare_execute(baseline, folder + "/baseline/examples.jsonl", folder + "/baseline/dataset.h5");
+}
+
+// The baseline model: the train stage's settings on the baseline's dataset.
+int baseline_train_stage(CommandContext& context, const std::string& folder) {
+  Config config = baseline_config(context.config, folder);
+  CommandContext baseline{config, context.runtime};
+  return train_stage(baseline, folder + "/baseline");
+}
+
 // Evaluates the trained model (and eval.baseline, when set) on eval.questions,
-// then writes <run>/report.html.
+// then writes <run>/report.html. With experiment.baseline: the three entries.
 int eval_stage(CommandContext& context, const std::string& folder) {
   Config& config = context.config;
   if (config.get_string("tokenizer.path").empty()) config.set("tokenizer.path", folder + "/tokenizer.model");
@@ -123,7 +158,17 @@ int eval_stage(CommandContext& context, const std::string& folder) {
     if (model.empty()) model = checkpoint_folder(config, folder);
     std::string out = config.get_string("eval.out");
     if (out.empty()) out = folder + "/eval";
-    int status = eval_execute(context, model, config.get_string("eval.baseline"), questions, out);
+    int status = kExitOk;
+    if (config.get_bool("experiment.baseline")) {
+      std::vector<EvalEntry> entries = {
+          {"baseline", folder + "/baseline/checkpoints", false},
+          {"reuse", model, true},
+          {"control", model, false},
+      };
+      status = eval_entries_execute(context, entries, questions, out);
+    } else {
+      status = eval_execute(context, model, config.get_string("eval.baseline"), questions, out);
+    }
     if (status != kExitOk) return status;
   }
   if (context.runtime.rank() != 0) return kExitOk;
@@ -135,16 +180,26 @@ int export_stage(CommandContext& context, const std::string& folder) {
   return export_execute(checkpoint_folder(context.config, folder), folder + "/export", "fp32", "5GB");
 }
 
-std::vector<Stage> pipeline_stages() {
-  return {
+std::vector<Stage> pipeline_stages(const Config& config) {
+  std::vector<Stage> stages = {
       {"patterns", 3, {"corpus", "patterns"}, {}, {"handbook.json"}, patterns_stage},
       {"augment", 3, {"corpus", "augment"}, {"handbook.json"}, {"augmented.jsonl"}, augment_stage},
       {"prepare", 4, {"tokenizer", "dataset"}, {"augmented.jsonl"}, {"dataset.h5"}, prepare_stage},
       {"train", 6, {"model", "train", "checkpoint", "run"}, {"dataset.h5"}, {"checkpoints/latest"}, train_stage},
       {"checkpoint", 7, {}, {"checkpoints/latest"}, {}, checkpoint_stage},
-      {"eval", 8, {"eval"}, {"checkpoints/latest"}, {"report.html"}, eval_stage},
+      {"eval", 8, {"eval", "augment", "experiment"}, {"checkpoints/latest"}, {"report.html"}, eval_stage},
       {"export", 7, {}, {"checkpoints/latest"}, {"export/config.json"}, export_stage},
   };
+  if (config.get_bool("experiment.baseline")) {
+    // After the run's own model, before eval, which compares the two.
+    auto eval = std::find_if(stages.begin(), stages.end(), [](const Stage& s) { return std::string(s.name) == "eval"; });
+    eval->inputs.push_back("baseline/checkpoints/latest");
+    stages.insert(eval, {{"baseline-data", 10, {"corpus", "tokenizer", "dataset", "experiment"}, {"handbook.json", "dataset.h5"},
+                          {"baseline/dataset.h5"}, baseline_data_stage},
+                         {"baseline-train", 10, {"model", "train", "checkpoint", "run", "experiment"},
+                          {"baseline/dataset.h5"}, {"baseline/checkpoints/latest"}, baseline_train_stage}});
+  }
+  return stages;
 }
 
 // Config sections, the corpus files and the stage's inputs (size and mtime).
@@ -155,7 +210,8 @@ std::string fingerprint(const Stage& stage, const Config& config, const std::str
   }
   std::vector<std::string> files = stage.inputs;
   for (auto& file : files) file = folder + "/" + file;
-  if (std::string(stage.name) == "patterns" || std::string(stage.name) == "augment") {
+  if (std::string(stage.name) == "patterns" || std::string(stage.name) == "augment" ||
+      std::string(stage.name) == "baseline-data") {
     for (const auto& file : config.get_string_list("corpus.files")) files.push_back(file);
   }
   for (const auto& file : files) {
@@ -200,11 +256,15 @@ int run_run(CommandContext& context) {
   g_pipeline_signal.store(0);
   std::signal(SIGUSR1, on_pipeline_signal);
   const std::string folder = run_folder(context.config);
-  auto stages = pipeline_stages();
+  auto stages = pipeline_stages(context.config);
   for (const std::string& name : {g_run.from, g_run.only}) {
     if (name.empty()) continue;
     bool known = std::any_of(stages.begin(), stages.end(), [&](const Stage& s) { return name == s.name; });
-    if (!known) throw UsageError(fmt::format("unknown stage '{}' (patterns, augment, prepare, train, checkpoint, eval, export)", name));
+    if (!known) {
+      std::vector<std::string> names;
+      for (const Stage& s : stages) names.push_back(s.name);
+      throw UsageError(fmt::format("unknown stage '{}' ({})", name, fmt::join(names, ", ")));
+    }
   }
   if (context.runtime.rank() == 0) {
     fs::create_directories(folder);
@@ -220,6 +280,10 @@ int run_run(CommandContext& context) {
   if (std::ifstream in(record_path); in) record = json::parse(in, nullptr, false);
   if (record.is_discarded()) record = json::object();
 
+  // Fingerprints come from the config as given: stages fill in keys for later
+  // ones (tokenizer.path, model.vocab_size, train.resume), which must not make
+  // a later stage look changed on the next run, when the filling stage is skipped.
+  const Config given = context.config;
   std::vector<std::string> not_built;
   bool forced = false;
   bool ran_any = false;
@@ -239,7 +303,7 @@ int run_run(CommandContext& context) {
       not_built.push_back(stage.name);
       continue;
     }
-    std::string print = fingerprint(stage, context.config, folder);
+    std::string print = fingerprint(stage, given, folder);
     bool outputs_exist = std::all_of(stage.outputs.begin(), stage.outputs.end(),
                                      [&](const std::string& f) { return fs::exists(folder + "/" + f); });
     bool up_to_date = !forced && g_run.only.empty() && outputs_exist && record.value(stage.name, "") == print;
@@ -260,7 +324,7 @@ int run_run(CommandContext& context) {
     const double seconds = watch.seconds();
     log::info("stage {:<10} done in {:.2f} s", stage.name, seconds);
     if (context.runtime.rank() == 0) {
-      record[stage.name] = print;  // as computed before the stage changed the config
+      record[stage.name] = print;
       std::ofstream(record_path, std::ios::trunc) << record.dump(2) << "\n";
       record_stage_time(timings_path, stage.name, seconds);
     }

@@ -15,6 +15,7 @@ namespace metareuse::cli {
 const std::vector<CommandSpec>& command_table() {
   // In pipeline order. A command with no run function is planned, not built.
   static const std::vector<CommandSpec> table = {
+      {"world", "Write the reasoning world: training corpus and held-out test problems", 10, world_options, world_run},
       {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", 3, patterns_options, patterns_run},
       {"augment", "Add the handbook's patterns to each training example", 3, augment_options, augment_run},
       {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", 4, tokenize_options, tokenize_run},

@@ -61,6 +61,10 @@ int tokenize_run(CommandContext& context);
 void prepare_options(CLI::App& app, std::vector<std::string>& overrides);
 int prepare_run(CommandContext& context);
 
+// world (issue #10): cmd_world.cpp
+void world_options(CLI::App& app, std::vector<std::string>& overrides);
+int world_run(CommandContext& context);
+
 // patterns and augment (issue #3); *_execute write to the given paths, for `run`.
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides);
 int patterns_run(CommandContext& context);
@@ -97,6 +101,15 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides);
 int eval_run(CommandContext& context);
 int eval_execute(CommandContext& context, const std::string& model_path, const std::string& baseline_path,
                  const std::string& questions_path, const std::string& out_dir);
+// One model to evaluate: its name in eval.json, its path, and whether its
+// prompts carry handbook patterns (#10: baseline, reuse, control).
+struct EvalEntry {
+  std::string role;
+  std::string path;
+  bool patterns = true;
+};
+int eval_entries_execute(CommandContext& context, const std::vector<EvalEntry>& entries,
+                         const std::string& questions_path, const std::string& out_dir);
 void report_options(CLI::App& app, std::vector<std::string>& overrides);
 int report_run(CommandContext& context);
 int report_execute(CommandContext& context, const std::string& run_folder, const std::string& out_path);

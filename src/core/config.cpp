@@ -57,6 +57,16 @@ std::vector<ConfigKey> build_schema() {
                  "Seconds a collective may take before the rank logs it and ends the job (a hang watchdog); 0: off.",
                  0.0, 1e9),
 
+      // world (#10): the seeded reasoning-world generator (`metareuse world`)
+      key_int("world.seed", 7, "Seed of the reasoning world.", 0, 4294967295.0),
+      key_int("world.train_records", 4000, "Training problems written.", 0, 1LL << 32),
+      key_int("world.test_records", 100, "Held-out test problems written.", 0, 1LL << 32),
+      key_number("world.short_share", 0.25, "Share of training problems written the short way (the rest the long way).",
+                 0.0, 1.0),
+      key_number("world.heldout_pair_share", 0.2, "Share of each family's operand pairs kept for the test problems.",
+                 0.01, 0.99),
+      key_string("world.out_dir", "datasets/world", "Folder for train.jsonl and test.jsonl."),
+
       // corpus
       key_string_list("corpus.files", {"datasets/sample_reasoning.jsonl"},
                       "JSON Lines corpus files or globs; each rank reads its byte range of each."),
@@ -93,8 +103,10 @@ std::vector<ConfigKey> build_schema() {
 
       // augment: training examples with patterns in the prompt (issue #3)
       key_string("augment.mode", "global",
-                 "global: the top patterns on every example; retrieval: BM25 picks each question's patterns.",
-                 {"global", "retrieval"}),
+                 "global: the top patterns on every example; retrieval: BM25 picks each question's patterns; used: "
+                 "the patterns each example's reasoning uses (eval retrieves them from the question, eval.contexts); "
+                 "none: no patterns.",
+                 {"global", "retrieval", "used", "none"}),
       key_int("augment.top_k", 8, "Patterns given to each example.", 0, 1024),
       key_string("augment.handbook", "", "Handbook to read; empty means <run folder>/handbook.json."),
       key_string("augment.out", "", "Output JSON Lines; empty means <run folder>/augmented.jsonl."),
@@ -208,6 +220,13 @@ std::vector<ConfigKey> build_schema() {
       key_bool("eval.prompt_patterns", true, "Prefix prompts with handbook patterns as the augment stage did "
                "(augment.mode, augment.top_k), so eval prompts match training prompts."),
       key_string("eval.out", "", "Output folder for eval.json and answers.jsonl; empty: <run folder>/eval."),
+      // eval and experiment (#10): the control entry, used-mode retrieval, the baseline run
+      key_bool("eval.control", false, "Also evaluate the model prompted without patterns (entry \"control\")."),
+      key_string("eval.contexts", "", "augment.mode used: augmented JSON Lines whose {question, patterns} records give "
+                 "each pattern's context for retrieval; empty: <run folder>/augmented.jsonl."),
+      key_bool("experiment.baseline", false, "run: also train a baseline from scratch on the corpus without patterns "
+               "(same tokenizer, model, steps, batch, seed) in <run>/baseline; eval then reports baseline, reuse "
+               "(prompted with patterns) and control (the same model prompted without)."),
   };
 }
 

@@ -9,6 +9,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/text.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/dist/communicator.h"
 #include "metareuse/model/generate.h"
@@ -16,9 +17,18 @@
 namespace metareuse::eval {
 
 PromptBuilder::PromptBuilder(const patterns::Handbook* handbook, bool use_patterns, augment::AugmentMode mode,
-                             std::size_t top_k, double bm25_k1, double bm25_b)
-    : handbook_(handbook), use_patterns_(use_patterns && handbook != nullptr), mode_(mode), top_k_(top_k) {
+                             std::size_t top_k, double bm25_k1, double bm25_b,
+                             const augment::PatternContexts* contexts)
+    : handbook_(handbook),
+      use_patterns_(use_patterns && handbook != nullptr && mode != augment::AugmentMode::kNone),
+      mode_(mode),
+      top_k_(top_k) {
   if (!use_patterns_) return;
+  if (mode == augment::AugmentMode::kUsed) {
+    if (contexts == nullptr) throw InputError("augment mode used: eval needs the pattern contexts (augmented examples)");
+    context_index_.emplace(handbook->patterns, *contexts, bm25_k1, bm25_b);
+    return;
+  }
   // The same choice as augment_corpus: the top k patterns, or BM25's best k.
   std::vector<const patterns::Pattern*> global;
   for (std::size_t i = 0; i < handbook->patterns.size() && i < top_k; ++i) global.push_back(&handbook->patterns[i]);
@@ -28,6 +38,13 @@ PromptBuilder::PromptBuilder(const patterns::Handbook* handbook, bool use_patter
 
 std::string PromptBuilder::prompt_text(const std::string& question) const {
   std::string prefix = use_patterns_ ? global_prefix_ : std::string();
+  if (use_patterns_ && context_index_) {
+    std::vector<std::size_t> best = context_index_->retrieve(question, top_k_);
+    std::sort(best.begin(), best.end());  // handbook order, as augment lists an example's patterns
+    std::vector<const patterns::Pattern*> chosen;
+    for (std::size_t i : best) chosen.push_back(&handbook_->patterns[i]);
+    return augment::pattern_prefix(chosen) + question + "\n";
+  }
   if (use_patterns_ && index_) {
     std::vector<std::size_t> best = index_->retrieve(question, top_k_);
     if (!best.empty()) {
@@ -109,10 +126,10 @@ namespace {
 // Results travel between ranks as JSON lines (a few hundred bytes each).
 nlohmann::json to_wire(const QuestionResult& r) {
   return {{"index", r.index},         {"line", r.line},
-          {"question", r.question},   {"reference", r.reference},
+          {"question", r.question},   {"reference", r.reference}, {"prompt", r.prompt},
           {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
           {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
-          {"generated", r.generated_tokens}, {"stopped", r.stopped},
+          {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
           {"steps", r.reasoning_steps}, {"patterns", r.patterns_used},
           {"seconds", r.seconds}};
 }
@@ -123,11 +140,13 @@ QuestionResult from_wire(const nlohmann::json& j) {
   r.line = j.at("line");
   r.question = j.at("question");
   r.reference = j.at("reference");
+  r.prompt = j.at("prompt");
   r.output = j.at("output");
   if (!j.at("answer").is_null()) r.answer = j.at("answer").get<std::string>();
   r.correct = j.at("correct");
   r.prompt_tokens = j.at("prompt_tokens");
   r.generated_tokens = j.at("generated");
+  r.reasoning_tokens = j.at("reasoning_tokens");
   r.stopped = j.at("stopped");
   r.reasoning_steps = j.at("steps");
   r.patterns_used = j.at("patterns").get<std::vector<std::size_t>>();
@@ -148,6 +167,7 @@ nlohmann::ordered_json QuestionResult::to_json(const std::string& role, const pa
   j["correct"] = correct;
   j["prompt_tokens"] = prompt_tokens;
   j["generated_tokens"] = generated_tokens;
+  j["reasoning_tokens"] = reasoning_tokens;
   j["stopped"] = stopped ? "stop_token" : "max_new_tokens";
   j["reasoning_steps"] = reasoning_steps;
   std::vector<std::string> texts;
@@ -157,6 +177,7 @@ nlohmann::ordered_json QuestionResult::to_json(const std::string& role, const pa
   }
   j["patterns_used"] = texts;
   j["seconds"] = seconds;
+  j["prompt"] = prompt;
   j["output"] = output;
   return j;
 }
@@ -179,7 +200,8 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     result.line = question.line;
     result.question = question.question;
     result.reference = question.reference;
-    std::vector<TokenId> prompt = prompt_ids(tokenizer, options.template_name, prompts.prompt_text(question.question));
+    result.prompt = prompts.prompt_text(question.question);
+    std::vector<TokenId> prompt = prompt_ids(tokenizer, options.template_name, result.prompt);
     result.prompt_tokens = static_cast<std::int64_t>(prompt.size());
     Generation generation = generate_answer(model, prompt, stops, options, result.index);
     result.output = tokenizer.decode(generation.ids);
@@ -188,6 +210,8 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     result.answer = extract_final_answer(result.output);
     result.correct = result.answer && answers_match(*result.answer, question.reference);
     result.reasoning_steps = count_reasoning_steps(result.output);
+    result.reasoning_tokens =
+        static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
     result.patterns_used = matcher.find(result.output);
     result.seconds = watch.seconds();
     wire += to_wire(result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -214,10 +238,11 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
 }
 
 nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results) {
-  std::vector<double> tokens, steps, patterns_per_answer;
+  std::vector<double> tokens, reasoning_tokens, steps, patterns_per_answer;
   double correct = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
     tokens.push_back(static_cast<double>(r.generated_tokens));
+    reasoning_tokens.push_back(static_cast<double>(r.reasoning_tokens));
     steps.push_back(static_cast<double>(r.reasoning_steps));
     patterns_per_answer.push_back(static_cast<double>(r.patterns_used.size()));
     correct += r.correct ? 1 : 0;
@@ -237,6 +262,8 @@ nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results) {
   summary["answered_rate"] = rate(answered);
   summary["mean_generated_tokens"] = mean_of(tokens);
   summary["median_generated_tokens"] = median_of(tokens);
+  summary["mean_reasoning_tokens"] = mean_of(reasoning_tokens);
+  summary["median_reasoning_tokens"] = median_of(reasoning_tokens);
   summary["mean_reasoning_steps"] = mean_of(steps);
   summary["median_reasoning_steps"] = median_of(steps);
   summary["pattern_use_rate"] = rate(with_pattern);
@@ -249,7 +276,8 @@ nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results) {
 
 nlohmann::ordered_json compare_summaries(const nlohmann::json& model, const nlohmann::json& baseline) {
   nlohmann::ordered_json change;
-  for (const char* key : {"accuracy", "mean_generated_tokens", "median_generated_tokens", "mean_reasoning_steps",
+  for (const char* key : {"accuracy", "mean_generated_tokens", "median_generated_tokens", "mean_reasoning_tokens",
+                          "median_reasoning_tokens", "mean_reasoning_steps",
                           "median_reasoning_steps", "pattern_use_rate", "mean_patterns_per_answer"}) {
     auto value = relative_change(model.at(key).get<double>(), baseline.at(key).get<double>());
     change[key] = value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json(nullptr);

@@ -24,6 +24,14 @@ using json = nlohmann::json;
 
 namespace {
 
+// How an eval.json entry is named in the summary: "model" and "baseline" from `metareuse eval`, any other role
+// (the experiment's "reuse" and "control") by its own name.
+std::string role_label(const std::string& role) {
+  if (role == "model") return "Tuned model";
+  if (role == "baseline") return "Baseline";
+  return role;
+}
+
 std::string escape(const std::string& text) {
   std::string out;
   out.reserve(text.size());
@@ -386,7 +394,7 @@ std::string render_report_html(const ReportInputs& inputs) {
       const json summary = it->value("summary", json::object());
       page << fmt::format("<li>{}: accuracy {} ({} of {} questions), {} generated tokens and {} reasoning steps "
                           "per answer on average.</li>",
-                          it.key() == "model" ? "Tuned model" : "Baseline", cell(summary.value("accuracy", json()), true),
+                          role_label(it.key()), cell(summary.value("accuracy", json()), true),
                           cell(summary.value("correct", json())), cell(summary.value("questions", json())),
                           cell(summary.value("mean_generated_tokens", json())),
                           cell(summary.value("mean_reasoning_steps", json())));
@@ -401,9 +409,10 @@ std::string render_report_html(const ReportInputs& inputs) {
       std::string points = change.contains("accuracy_points") && change["accuracy_points"].is_number()
                                ? fmt::format("{:+.1f} points", change["accuracy_points"].get<double>())
                                : std::string("&ndash;");
-      page << fmt::format("<li>Tuned against baseline: accuracy {}, mean generated tokens {}, mean reasoning "
+      const std::string of = eval->value("relative_change_of", std::string("model"));
+      page << fmt::format("<li>{} against baseline: accuracy {}, mean generated tokens {}, mean reasoning "
                           "steps {}, pattern use {}.</li>",
-                          points, percent("mean_generated_tokens"), percent("mean_reasoning_steps"),
+                          escape(of == "model" ? std::string("Tuned") : role_label(of)), points, percent("mean_generated_tokens"), percent("mean_reasoning_steps"),
                           percent("pattern_use_rate"));
     }
   } else {
@@ -482,6 +491,7 @@ std::string render_report_html(const ReportInputs& inputs) {
                               {"answered_rate", "answered", true},
                               {"mean_generated_tokens", "mean tokens", false},
                               {"median_generated_tokens", "median tokens", false},
+                              {"mean_reasoning_tokens", "mean reasoning tokens", false},
                               {"mean_reasoning_steps", "mean steps", false},
                               {"pattern_use_rate", "pattern use", true},
                               {"stopped_rate", "stopped", true}};
@@ -498,9 +508,14 @@ std::string render_report_html(const ReportInputs& inputs) {
       page << "</tr>";
       eval_seconds += it->value("summary", json::object()).value("seconds", 0.0);
     }
-    if (eval->contains("relative_change")) {
-      const json& change = (*eval)["relative_change"];
-      page << "<tr><td>relative change</td><td>tuned vs baseline</td>";
+    // One relative-change row per entry compared with the baseline (older files: the one relative_change).
+    std::vector<std::pair<std::string, json>> changes;
+    for (auto it = models.begin(); it != models.end(); ++it) {
+      if (it->contains("change_vs_baseline")) changes.emplace_back(it.key(), (*it)["change_vs_baseline"]);
+    }
+    if (changes.empty() && eval->contains("relative_change")) changes.emplace_back("model", (*eval)["relative_change"]);
+    for (const auto& [role, change] : changes) {
+      page << "<tr><td>relative change</td><td>" << escape(role) << " vs baseline</td>";
       for (const Column& column : columns) {
         page << "<td class=\"n\">" << (change.contains(column.key) ? cell(change[column.key], true) : "&ndash;")
              << "</td>";

@@ -4,6 +4,13 @@
 //   global      the seed's prefix, "Consider patterns like: p1; p2; …. ", with the top k patterns;
 //   retrieval   the k patterns most relevant to the question (BM25 over each
 //               pattern's words and behavior name), the paper's behavior-conditioned idea.
+//   used        (#10) the patterns the example's own reasoning uses (at most k,
+//               in handbook order): the prefix tells what the target does. At
+//               test time there is no reasoning yet, so eval retrieves k
+//               patterns from the question with a ContextIndex (BM25 over each
+//               pattern's words and the questions of the training examples
+//               that use it) and lists them in handbook order too.
+//   none        no patterns (an unaugmented corpus, e.g. for a baseline).
 // Output, one JSON object per line:
 //   {"id", "prompt", "target", "patterns": [text...], "behaviors": [name...], "question", "solution"}
 // prompt = prefix + question + "\n", target = reasoning + "\n#### " + solution.
@@ -11,6 +18,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "metareuse/corpus/corpus.h"
@@ -22,7 +31,7 @@ class Communicator;
 
 namespace metareuse::augment {
 
-enum class AugmentMode { kGlobal, kRetrieval };
+enum class AugmentMode { kGlobal, kRetrieval, kUsed, kNone };
 AugmentMode parse_augment_mode(const std::string& name);
 const char* augment_mode_name(AugmentMode mode);
 
@@ -47,6 +56,51 @@ class PatternIndex {
  private:
   std::vector<std::vector<std::string>> documents_;
   double average_length_ = 0;
+  double k1_, b_;
+};
+
+// --- used mode (#10) ---------------------------------------------------------
+
+// Finds handbook patterns in texts: a pattern is used by a text when its
+// normalised form is a word-aligned substring of the text's normalised form
+// (patterns/text.h), the rule eval's pattern use follows.
+class UsedPatterns {
+ public:
+  explicit UsedPatterns(const std::vector<patterns::Pattern>& patterns);
+  // Indices of the patterns in `text`, in handbook order, at most `limit` (0: all).
+  std::vector<std::size_t> find(std::string_view text, std::size_t limit = 0) const;
+
+ private:
+  std::vector<std::string> normalized_;
+};
+
+// Where each pattern is used: for pattern i, the share of the training
+// examples using it whose question contains each content word.
+struct PatternContexts {
+  std::vector<std::vector<std::pair<std::string, double>>> term_shares;  // per pattern, sorted by term
+  std::vector<std::uint64_t> examples;                                   // examples using each pattern
+};
+// From an augmented JSON Lines file's {"question", "patterns": [text...]}
+// records (pattern texts not in the handbook are ignored). Throws InputError
+// naming file:line on a bad line.
+PatternContexts read_pattern_contexts(const std::string& augmented_path, const patterns::Handbook& handbook);
+
+// Okapi BM25 over documents that join a pattern's words and behavior name
+// (term frequency = count) with its context (term frequency = the share of
+// its examples' questions holding the term). A pattern used across many kinds
+// of question spreads its context thin; one used by a single kind of question
+// keeps that kind's words at full weight, so the question's own kind of move
+// ranks first. Hand-written like PatternIndex.
+class ContextIndex {
+ public:
+  ContextIndex(const std::vector<patterns::Pattern>& patterns, const PatternContexts& contexts, double k1, double b);
+  // The k best patterns (score > 0), best first, ties by handbook order.
+  std::vector<std::size_t> retrieve(const std::string& query, std::size_t k) const;
+
+ private:
+  std::vector<std::vector<std::pair<std::string, double>>> documents_;  // sorted by term
+  std::vector<double> lengths_;
+  double average_length_ = 1;
   double k1_, b_;
 };
 

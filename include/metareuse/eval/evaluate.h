@@ -31,11 +31,13 @@ namespace metareuse::eval {
 
 // The prompt text of a question, as the augment stage writes "prompt":
 // pattern prefix + question + "\n". Without a handbook (or with
-// use_patterns = false) the prefix is empty.
+// use_patterns = false, or augment mode none) the prefix is empty. In used
+// mode the k patterns come from a ContextIndex built on `contexts` (required
+// then) and are listed in handbook order, as augment lists an example's.
 class PromptBuilder {
  public:
   PromptBuilder(const patterns::Handbook* handbook, bool use_patterns, augment::AugmentMode mode, std::size_t top_k,
-                double bm25_k1, double bm25_b);
+                double bm25_k1, double bm25_b, const augment::PatternContexts* contexts = nullptr);
   std::string prompt_text(const std::string& question) const;
 
  private:
@@ -45,6 +47,7 @@ class PromptBuilder {
   std::size_t top_k_;
   std::string global_prefix_;
   std::optional<augment::PatternIndex> index_;
+  std::optional<augment::ContextIndex> context_index_;
 };
 
 // The prompt's token ids, as prepare tokenizes a training record up to the
@@ -71,11 +74,13 @@ struct QuestionResult {
   std::int64_t line = 0;
   std::string question;
   std::string reference;
+  std::string prompt;                 // the prompt text (pattern prefix + question)
   std::string output;                 // decoded, without the stop token
   std::optional<std::string> answer;  // extracted final answer
   bool correct = false;
   std::int64_t prompt_tokens = 0;
   std::int64_t generated_tokens = 0;  // without the stop token
+  std::int64_t reasoning_tokens = 0;  // of the reasoning part (answer.h), re-encoded
   bool stopped = false;               // ended with a stop token (false: hit max_new_tokens)
   std::int64_t reasoning_steps = 0;
   std::vector<std::size_t> patterns_used;  // handbook indices
@@ -100,6 +105,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
                                                Communicator& communicator);
 
 // accuracy, correct, questions, answered_rate, mean/median_generated_tokens,
+// mean/median_reasoning_tokens,
 // mean_reasoning_steps, median_reasoning_steps, pattern_use_rate,
 // mean_patterns_per_answer, stopped_rate, seconds, tokens_per_s.
 nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results);
