@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -230,29 +231,6 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   return pattern;
 }
 
-// Normalized mode, step 1: marks each pool pattern inside a longer one found
-// in nearly as many records (`records[i]` for pool[i]): the longer says the
-// same and more.
-std::vector<bool> absorbed_patterns(const std::vector<Candidate>& pool, const std::vector<std::uint64_t>& records,
-                                    double ratio) {
-  std::vector<bool> absorbed(pool.size(), false);
-  for (std::size_t shorter = 0; shorter < pool.size(); ++shorter) {
-    for (std::size_t longer = 0; longer < pool.size() && !absorbed[shorter]; ++longer) {
-      if (pool[longer].length <= pool[shorter].length) continue;
-      if (static_cast<double>(records[longer]) < ratio * static_cast<double>(records[shorter])) continue;
-      absorbed[shorter] = contains_word_aligned(pool[longer].view(), pool[shorter].view());
-    }
-  }
-  return absorbed;
-}
-
-bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& chosen, const std::vector<Candidate>& pool) {
-  return std::any_of(chosen.begin(), chosen.end(), [&](std::size_t kept) {
-    return contains_word_aligned(pool[kept].view(), candidate.view()) ||
-           contains_word_aligned(candidate.view(), pool[kept].view());
-  });
-}
-
 // Finds which pool patterns occur in a normalised text under the rule that
 // --holdout and the quality target use: a word-aligned substring, so a
 // pattern may start or end inside a text word ("<num> = <num> hours" occurs in
@@ -318,24 +296,75 @@ class PoolMatcher {
         }
       }
     }
+    renumber_breadth_first(queue);
   }
 
   // Appends the indices of the pool patterns in `text` to `found` (repeats included).
-  void match(std::string_view text, std::vector<std::uint32_t>& found) const {
-    std::uint32_t state = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      state = next_[state * width_ + symbol_[static_cast<unsigned char>(text[i])]];
-      for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
-           hit = output_link_[hit]) {
-        std::uint32_t index = output_[hit];
-        std::string_view pattern = pool_[index].view();
-        if (aligned_at(text, pattern, i + 1 - pattern.size())) found.push_back(index);
+  // One table read per byte: a transition carries kHasOutput when its target
+  // state ends a pattern or has a suffix state that does.
+  void match(std::string_view text, std::vector<std::uint32_t>& found) const { match_many(&text, &found, 1); }
+
+  // match() for texts[0, count) at once, count <= kLanes, a byte of each in
+  // turn: the table does not fit the caches, and the walks of different texts
+  // do not wait for each other's misses.
+  static constexpr std::size_t kLanes = 8;
+  void match_many(const std::string_view* texts, std::vector<std::uint32_t>* found, std::size_t count) const {
+    std::uint32_t states[kLanes] = {};
+    std::size_t longest = 0;
+    for (std::size_t lane = 0; lane < count; ++lane) longest = std::max(longest, texts[lane].size());
+    const std::uint32_t* next = next_.data();
+    for (std::size_t i = 0; i < longest; ++i) {
+      for (std::size_t lane = 0; lane < count; ++lane) {
+        std::string_view text = texts[lane];
+        if (i >= text.size()) continue;
+        std::uint32_t edge = next[states[lane] * width_ + symbol_[static_cast<unsigned char>(text[i])]];
+        std::uint32_t state = edge & ~kHasOutput;
+        states[lane] = state;
+        if ((edge & kHasOutput) != 0) report(text, i, state, found[lane]);
       }
     }
   }
 
  private:
   static constexpr std::uint32_t kNone = ~std::uint32_t{0};
+  static constexpr std::uint32_t kHasOutput = std::uint32_t{1} << 31;
+
+  // The patterns ending at text[i] (the automaton in `state`), word-aligned ones into `found`.
+  void report(std::string_view text, std::size_t i, std::uint32_t state, std::vector<std::uint32_t>& found) const {
+    for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
+         hit = output_link_[hit]) {
+      std::uint32_t index = output_[hit];
+      std::string_view pattern = pool_[index].view();
+      if (aligned_at(text, pattern, i + 1 - pattern.size())) found.push_back(index);
+    }
+  }
+
+  // Numbers the states in breadth-first order (`order`: every state but the
+  // root, as the links were built), so the shallow states, where the text
+  // keeps the automaton most of the time, share cache lines; and marks each
+  // transition into a state with an output.
+  void renumber_breadth_first(const std::vector<std::uint32_t>& order) {
+    if (order.size() + 1 >= kHasOutput) throw std::length_error("pool matcher: too many states");
+    std::vector<std::uint32_t> number(output_.size(), 0);
+    for (std::size_t i = 0; i < order.size(); ++i) number[order[i]] = static_cast<std::uint32_t>(i + 1);
+    std::vector<std::uint32_t> old_next = std::move(next_);
+    std::vector<std::uint32_t> old_output = std::move(output_);
+    std::vector<std::uint32_t> old_link = std::move(output_link_);
+    const std::size_t states = old_output.size();
+    next_.assign(states * width_, 0);
+    output_.assign(states, kNone);
+    output_link_.assign(states, kNone);
+    for (std::size_t old_state = 0; old_state < states; ++old_state) {
+      std::uint32_t state = number[old_state];
+      output_[state] = old_output[old_state];
+      output_link_[state] = old_link[old_state] == kNone ? kNone : number[old_link[old_state]];
+      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
+        std::uint32_t target = old_next[old_state * width_ + symbol];
+        bool has_output = old_output[target] != kNone || old_link[target] != kNone;
+        next_[state * width_ + symbol] = number[target] | (has_output ? kHasOutput : 0);
+      }
+    }
+  }
 
   std::uint32_t add_state() {
     next_.resize(next_.size() + width_, kNone);
@@ -362,6 +391,46 @@ class PoolMatcher {
   std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
 };
 
+// contained[p]: the pool patterns that occur word-aligned in pool[p]'s text
+// (contains_word_aligned's rule; p itself included), ascending. One matcher
+// run per pattern instead of a search for every pair.
+using Containment = std::vector<std::vector<std::uint32_t>>;
+Containment pool_containment(const std::vector<Candidate>& pool, const PoolMatcher& matcher) {
+  Containment contained(pool.size());
+  for (std::size_t p = 0; p < pool.size(); ++p) {
+    matcher.match(pool[p].view(), contained[p]);
+    std::sort(contained[p].begin(), contained[p].end());
+    contained[p].erase(std::unique(contained[p].begin(), contained[p].end()), contained[p].end());
+  }
+  return contained;
+}
+
+bool contains(const Containment& contained, std::size_t longer, std::size_t shorter) {
+  return std::binary_search(contained[longer].begin(), contained[longer].end(), static_cast<std::uint32_t>(shorter));
+}
+
+// Normalized mode, step 1: marks each pool pattern inside a longer one found
+// in nearly as many records (`records[i]` for pool[i]): the longer says the
+// same and more.
+std::vector<bool> absorbed_patterns(const std::vector<Candidate>& pool, const Containment& contained,
+                                    const std::vector<std::uint64_t>& records, double ratio) {
+  std::vector<bool> absorbed(pool.size(), false);
+  for (std::size_t longer = 0; longer < pool.size(); ++longer) {
+    for (std::uint32_t shorter : contained[longer]) {
+      if (pool[longer].length <= pool[shorter].length) continue;
+      if (static_cast<double>(records[longer]) < ratio * static_cast<double>(records[shorter])) continue;
+      absorbed[shorter] = true;
+    }
+  }
+  return absorbed;
+}
+
+bool overlaps_any(std::size_t candidate, const std::vector<std::size_t>& chosen, const Containment& contained) {
+  return std::any_of(chosen.begin(), chosen.end(), [&](std::size_t kept) {
+    return contains(contained, kept, candidate) || contains(contained, candidate, kept);
+  });
+}
+
 // Normalized mode, coverage selection: greedy maximum coverage. Absorbed
 // patterns (step 1, by the records each pattern is found in) are left out.
 // Each round takes the pool pattern found in the most records not yet covered (summed over ranks, so the
@@ -374,28 +443,44 @@ class PoolMatcher {
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
                                             const std::vector<Candidate>& pool, Communicator& communicator) {
   PoolMatcher matcher(pool);
+  const Containment contained = pool_containment(pool, matcher);
   // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
   std::vector<std::uint32_t> record_patterns;
   std::vector<std::uint64_t> record_offsets = {0};
-  std::vector<std::uint32_t> found;
-  std::string text;
+  // Records are matched kLanes at a time (PoolMatcher::match_many), in order.
+  constexpr std::size_t kLanes = PoolMatcher::kLanes;
+  std::vector<std::uint32_t> found[kLanes];
+  std::string texts[kLanes];
+  std::string_view views[kLanes];
+  std::size_t waiting = 0;
+  auto flush = [&]() {
+    for (std::size_t lane = 0; lane < waiting; ++lane) {
+      found[lane].clear();
+      views[lane] = texts[lane];
+    }
+    matcher.match_many(views, found, waiting);
+    for (std::size_t lane = 0; lane < waiting; ++lane) {
+      std::sort(found[lane].begin(), found[lane].end());
+      found[lane].erase(std::unique(found[lane].begin(), found[lane].end()), found[lane].end());
+      record_patterns.insert(record_patterns.end(), found[lane].begin(), found[lane].end());
+      record_offsets.push_back(record_patterns.size());
+    }
+    waiting = 0;
+  };
   corpus::ReadOptions quiet = options.read;
   quiet.max_reported_per_rank = 0;  // the first pass reported them
   corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
-    found.clear();
+    std::string& text = texts[waiting];
     normalize_lines(record.reasoning, text);
     std::replace(text.begin(), text.end(), '\n', ' ');  // normalize(), without a new string per record
-    matcher.match(text, found);
-    std::sort(found.begin(), found.end());
-    found.erase(std::unique(found.begin(), found.end()), found.end());
-    record_patterns.insert(record_patterns.end(), found.begin(), found.end());
-    record_offsets.push_back(record_patterns.size());
+    if (++waiting == kLanes) flush();
   });
+  flush();
   const std::size_t records = record_offsets.size() - 1;
   std::vector<std::uint64_t> pattern_records(pool.size(), 0);
   for (std::uint32_t index : record_patterns) ++pattern_records[index];
   communicator.allreduce(pattern_records, ReduceOp::kSum);
-  const std::vector<bool> absorbed = absorbed_patterns(pool, pattern_records, options.containment_ratio);
+  const std::vector<bool> absorbed = absorbed_patterns(pool, contained, pattern_records, options.containment_ratio);
   std::vector<bool> covered(records, false);
   std::vector<std::size_t> chosen;
   std::vector<std::uint64_t> gains(pool.size());
@@ -409,7 +494,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
     std::size_t best = pool.size();
     for (std::size_t i = 0; i < pool.size(); ++i) {
       if (absorbed[i] || gains[i] == 0 || (best != pool.size() && gains[i] <= gains[best])) continue;
-      if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(pool[i], chosen, pool)) continue;
+      if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(i, chosen, contained)) continue;
       best = i;
     }
     if (best == pool.size()) break;  // nothing left adds coverage
@@ -424,7 +509,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   // Fill up in pattern order when coverage alone runs out.
   for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
     if (!absorbed[i] && std::find(chosen.begin(), chosen.end(), i) == chosen.end() &&
-        !overlaps_any(pool[i], chosen, pool)) {
+        !overlaps_any(i, chosen, contained)) {
       chosen.push_back(i);
     }
   }
@@ -436,10 +521,11 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
 std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, const MiningOptions& options) {
   std::vector<std::uint64_t> supports;
   for (const Candidate& candidate : pool) supports.push_back(candidate.support);
-  const std::vector<bool> absorbed = absorbed_patterns(pool, supports, options.containment_ratio);
+  const Containment contained = pool_containment(pool, PoolMatcher(pool));
+  const std::vector<bool> absorbed = absorbed_patterns(pool, contained, supports, options.containment_ratio);
   std::vector<std::size_t> chosen;
   for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
-    if (!absorbed[i] && !overlaps_any(pool[i], chosen, pool)) chosen.push_back(i);
+    if (!absorbed[i] && !overlaps_any(i, chosen, contained)) chosen.push_back(i);
   }
   return chosen;
 }
