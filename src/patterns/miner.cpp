@@ -6,7 +6,6 @@
 #include <array>
 #include <cstring>
 #include <functional>
-#include <stdexcept>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -142,24 +141,17 @@ class NormalizedMiner {
       words_.push_back(line.substr(start, end - start));
       start = end + 1;
     }
-    // content_prefix_[i] = content words among words_[0, i); the hash of each
-    // word, and of the word without trailing punctuation (a phrase's last word).
+    // content_prefix_[i] = content words among words_[0, i); each word's
+    // facts (WordFacts) from the cache of the words seen before.
     content_prefix_.assign(words_.size() + 1, 0);
-    word_hashes_.resize(words_.size());
-    trimmed_hashes_.resize(words_.size());
-    lead_.resize(words_.size());
-    lead_hashes_.resize(words_.size());
+    facts_.resize(words_.size());
     for (std::size_t i = 0; i < words_.size(); ++i) {
-      content_prefix_[i + 1] = content_prefix_[i] + (is_content_word(words_[i]) ? 1 : 0);
-      word_hashes_[i] = hash_word(words_[i]);
-      std::string_view trimmed = trim_trailing_punctuation(words_[i]);
-      trimmed_hashes_[i] = trimmed.size() == words_[i].size() ? word_hashes_[i] : hash_word(trimmed);
-      lead_[i] = static_cast<std::uint32_t>(leading_punctuation(words_[i]));
-      lead_hashes_[i] = lead_[i] == 0 ? word_hashes_[i] : hash_word(words_[i].substr(lead_[i]));
+      facts_[i] = word_facts(words_[i]);
+      content_prefix_[i + 1] = content_prefix_[i] + facts_[i].content;
     }
     std::size_t sentence_begin = 0;
     for (std::size_t i = 0; i < words_.size(); ++i) {
-      if (i + 1 == words_.size() || ends_sentence(words_[i])) {
+      if (i + 1 == words_.size() || (facts_[i].flags & kEndsSentence) != 0) {
         mine_sentence(sentence_begin, i + 1, sink);
         sentence_begin = i + 1;
       }
@@ -167,7 +159,8 @@ class NormalizedMiner {
   }
 
   std::string_view span(std::size_t begin, std::size_t end, bool trim_last, std::size_t lead = 0) const {
-    std::string_view last = trim_last ? trim_trailing_punctuation(words_[end - 1]) : words_[end - 1];
+    std::string_view last = words_[end - 1];
+    if (trim_last) last = last.substr(0, facts_[end - 1].trimmed_length);
     const char* first = words_[begin].data() + lead;
     return {first, static_cast<std::size_t>(last.data() + last.size() - first)};
   }
@@ -181,27 +174,29 @@ class NormalizedMiner {
     const std::size_t min_words = options_.min_words;
     if (end - begin >= min_words && enough_content(begin, end)) {
       std::uint64_t chain = kChainSeed;
-      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, word_hashes_[i]);
+      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, facts_[i].hash);
       sink(span(begin, end, false), chain, kKindSentence);
     }
     std::size_t clause_begin = begin;
     for (std::size_t i = begin; i < end; ++i) {
-      if (i + 1 != end && !ends_clause(words_[i])) continue;
+      if (i + 1 != end && (facts_[i].flags & kEndsClause) == 0) continue;
       std::size_t clause_end = i + 1;
       for (std::size_t first = clause_begin; first + min_words <= clause_end; ++first) {
         if (!enough_content(first, std::min(first + options_.max_phrase_words, clause_end))) continue;
         std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
         for (bool stripped : {false, true}) {
-          if (stripped && (lead_[first] == 0 || longest < 2)) break;
+          if (stripped && (facts_[first].lead == 0 || longest < 2)) break;
           // (the stripped form starts with the second word's hash, so one-word phrases are left out)
-          std::uint64_t chain = stripped ? hash_chain(kChainSeed, lead_hashes_[first]) : kChainSeed;
+          std::uint64_t chain = stripped ? hash_chain(kChainSeed, facts_[first].lead_hash) : kChainSeed;
           for (std::size_t count = stripped ? 2 : 1; count <= longest; ++count) {
             std::size_t last = first + count - 1;
             bool at_clause_end = last + 1 == clause_end;
-            std::uint64_t hash = hash_chain(chain, at_clause_end ? trimmed_hashes_[last] : word_hashes_[last]);
-            chain = hash_chain(chain, word_hashes_[last]);
-            if (count < min_words || !enough_content(first, first + count) || is_operator(words_[last])) continue;
-            sink(span(first, first + count, at_clause_end, stripped ? lead_[first] : 0), hash, kKindPhrase);
+            std::uint64_t hash = hash_chain(chain, at_clause_end ? facts_[last].trimmed_hash : facts_[last].hash);
+            chain = hash_chain(chain, facts_[last].hash);
+            if (count < min_words || !enough_content(first, first + count) || (facts_[last].flags & kOperator) != 0) {
+              continue;
+            }
+            sink(span(first, first + count, at_clause_end, stripped ? facts_[first].lead : 0), hash, kKindPhrase);
           }
         }
       }
@@ -209,14 +204,83 @@ class NormalizedMiner {
     }
   }
 
+  // What the miner needs to know of a word, worked out once per distinct word:
+  // the corpus repeats a small vocabulary, and these tests ran for every word.
+  static constexpr std::uint8_t kEndsSentence = 1;
+  static constexpr std::uint8_t kEndsClause = 2;
+  static constexpr std::uint8_t kOperator = 4;
+  struct WordFacts {
+    std::uint64_t hash = 0;          // hash_word() of the word
+    std::uint64_t trimmed_hash = 0;  // ... without trailing punctuation (a phrase's last word)
+    std::uint64_t lead_hash = 0;     // ... without leading punctuation (a stripped phrase's first word)
+    std::uint32_t trimmed_length = 0;
+    std::uint32_t lead = 0;  // leading_punctuation()
+    std::uint8_t content = 0;  // is_content_word()
+    std::uint8_t flags = 0;  // kEndsSentence, kEndsClause, kOperator
+  };
+
+  static WordFacts work_out(std::string_view word, std::uint64_t hash) {
+    WordFacts facts;
+    facts.hash = hash;
+    std::string_view trimmed = trim_trailing_punctuation(word);
+    facts.trimmed_length = static_cast<std::uint32_t>(trimmed.size());
+    facts.trimmed_hash = trimmed.size() == word.size() ? hash : hash_word(trimmed);
+    facts.lead = static_cast<std::uint32_t>(leading_punctuation(word));
+    facts.lead_hash = facts.lead == 0 ? hash : hash_word(word.substr(facts.lead));
+    facts.content = is_content_word(word) ? 1 : 0;
+    facts.flags = static_cast<std::uint8_t>((ends_sentence(word) ? kEndsSentence : 0) |
+                                            (ends_clause(word) ? kEndsClause : 0) | (is_operator(word) ? kOperator : 0));
+    return facts;
+  }
+
+  // The facts of `word`, from the cache (open addressing on the word's hash,
+  // the texts compared) or worked out and cached, up to kMaxCachedWords words.
+  static constexpr std::size_t kMaxCachedWords = std::size_t{1} << 20;
+  WordFacts word_facts(std::string_view word) {
+    const std::uint64_t hash = hash_word(word);
+    if (cache_slots_.empty()) cache_slots_.assign(std::size_t{1} << 12, kNoWord);
+    std::size_t mask = cache_slots_.size() - 1;
+    std::size_t position = hash & mask;
+    for (; cache_slots_[position] != kNoWord; position = (position + 1) & mask) {
+      const CachedWord& cached = cached_[cache_slots_[position]];
+      if (cached.facts.hash == hash && cached.length == word.size() &&
+          std::memcmp(cached_text_.data() + cached.offset, word.data(), word.size()) == 0) {
+        return cached.facts;
+      }
+    }
+    WordFacts facts = work_out(word, hash);
+    if (cached_.size() < kMaxCachedWords) {
+      cache_slots_[position] = static_cast<std::uint32_t>(cached_.size());
+      cached_.push_back({facts, cached_text_.size(), word.size()});
+      cached_text_.append(word);
+      if (cached_.size() * 2 > cache_slots_.size()) {  // keep it at most half full
+        cache_slots_.assign(cache_slots_.size() * 2, kNoWord);
+        mask = cache_slots_.size() - 1;
+        for (std::uint32_t index = 0; index < cached_.size(); ++index) {
+          std::size_t at = cached_[index].facts.hash & mask;
+          while (cache_slots_[at] != kNoWord) at = (at + 1) & mask;
+          cache_slots_[at] = index;
+        }
+      }
+    }
+    return facts;
+  }
+
+  struct CachedWord {
+    WordFacts facts;
+    std::size_t offset;  // into cached_text_
+    std::size_t length;
+  };
+  static constexpr std::uint32_t kNoWord = ~std::uint32_t{0};
+
   const MiningOptions& options_;
   std::string text_;
   std::vector<std::string_view> words_;
   std::vector<std::uint32_t> content_prefix_;
-  std::vector<std::uint64_t> word_hashes_;
-  std::vector<std::uint64_t> trimmed_hashes_;
-  std::vector<std::uint32_t> lead_;  // leading_punctuation() of each word
-  std::vector<std::uint64_t> lead_hashes_;  // the hash of each word without it
+  std::vector<WordFacts> facts_;  // of words_[i]
+  std::vector<std::uint32_t> cache_slots_;  // index into cached_, or kNoWord
+  std::vector<CachedWord> cached_;
+  std::string cached_text_;
 };
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
@@ -300,8 +364,6 @@ class PoolMatcher {
   }
 
   // Appends the indices of the pool patterns in `text` to `found` (repeats included).
-  // One table read per byte: a transition carries kHasOutput when its target
-  // state ends a pattern or has a suffix state that does.
   void match(std::string_view text, std::vector<std::uint32_t>& found) const { match_many(&text, &found, 1); }
 
   // match() for texts[0, count) at once, count <= kLanes, a byte of each in
@@ -309,25 +371,35 @@ class PoolMatcher {
   // do not wait for each other's misses.
   static constexpr std::size_t kLanes = 8;
   void match_many(const std::string_view* texts, std::vector<std::uint32_t>* found, std::size_t count) const {
-    std::uint32_t states[kLanes] = {};
-    std::size_t longest = 0;
-    for (std::size_t lane = 0; lane < count; ++lane) longest = std::max(longest, texts[lane].size());
-    const std::uint32_t* next = next_.data();
-    for (std::size_t i = 0; i < longest; ++i) {
-      for (std::size_t lane = 0; lane < count; ++lane) {
-        std::string_view text = texts[lane];
-        if (i >= text.size()) continue;
-        std::uint32_t edge = next[states[lane] * width_ + symbol_[static_cast<unsigned char>(text[i])]];
-        std::uint32_t state = edge & ~kHasOutput;
-        states[lane] = state;
-        if ((edge & kHasOutput) != 0) report(text, i, state, found[lane]);
-      }
+    if (!next16_.empty()) {
+      walk(next16_.data(), texts, found, count);
+    } else {
+      walk(next_.data(), texts, found, count);
     }
   }
 
  private:
   static constexpr std::uint32_t kNone = ~std::uint32_t{0};
-  static constexpr std::uint32_t kHasOutput = std::uint32_t{1} << 31;
+
+  // One table read per byte and lane; a state with an output (its own or a
+  // suffix state's) is marked in has_output_, a bitset small enough for L1.
+  template <typename State>
+  void walk(const State* next, const std::string_view* texts, std::vector<std::uint32_t>* found,
+            std::size_t count) const {
+    std::uint32_t states[kLanes] = {};
+    std::size_t longest = 0;
+    for (std::size_t lane = 0; lane < count; ++lane) longest = std::max(longest, texts[lane].size());
+    const std::uint64_t* has_output = has_output_.data();
+    for (std::size_t i = 0; i < longest; ++i) {
+      for (std::size_t lane = 0; lane < count; ++lane) {
+        std::string_view text = texts[lane];
+        if (i >= text.size()) continue;
+        std::uint32_t state = next[states[lane] * width_ + symbol_[static_cast<unsigned char>(text[i])]];
+        states[lane] = state;
+        if ((has_output[state >> 6] >> (state & 63)) & 1) report(text, i, state, found[lane]);
+      }
+    }
+  }
 
   // The patterns ending at text[i] (the automaton in `state`), word-aligned ones into `found`.
   void report(std::string_view text, std::size_t i, std::uint32_t state, std::vector<std::uint32_t>& found) const {
@@ -341,10 +413,10 @@ class PoolMatcher {
 
   // Numbers the states in breadth-first order (`order`: every state but the
   // root, as the links were built), so the shallow states, where the text
-  // keeps the automaton most of the time, share cache lines; and marks each
-  // transition into a state with an output.
+  // keeps the automaton most of the time, share cache lines; marks the states
+  // with an output; and keeps the table in 16-bit state numbers when they fit
+  // (half the memory, so more of it stays in the caches).
   void renumber_breadth_first(const std::vector<std::uint32_t>& order) {
-    if (order.size() + 1 >= kHasOutput) throw std::length_error("pool matcher: too many states");
     std::vector<std::uint32_t> number(output_.size(), 0);
     for (std::size_t i = 0; i < order.size(); ++i) number[order[i]] = static_cast<std::uint32_t>(i + 1);
     std::vector<std::uint32_t> old_next = std::move(next_);
@@ -354,15 +426,21 @@ class PoolMatcher {
     next_.assign(states * width_, 0);
     output_.assign(states, kNone);
     output_link_.assign(states, kNone);
+    has_output_.assign((states + 63) / 64, 0);
     for (std::size_t old_state = 0; old_state < states; ++old_state) {
       std::uint32_t state = number[old_state];
       output_[state] = old_output[old_state];
       output_link_[state] = old_link[old_state] == kNone ? kNone : number[old_link[old_state]];
-      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
-        std::uint32_t target = old_next[old_state * width_ + symbol];
-        bool has_output = old_output[target] != kNone || old_link[target] != kNone;
-        next_[state * width_ + symbol] = number[target] | (has_output ? kHasOutput : 0);
+      if (old_output[old_state] != kNone || old_link[old_state] != kNone) {
+        has_output_[state >> 6] |= std::uint64_t{1} << (state & 63);
       }
+      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
+        next_[state * width_ + symbol] = number[old_next[old_state * width_ + symbol]];
+      }
+    }
+    if (states <= 65536) {
+      next16_.assign(next_.begin(), next_.end());
+      next_ = {};
     }
   }
 
@@ -387,6 +465,8 @@ class PoolMatcher {
   int symbols_ = 0;
   std::size_t width_ = 1;
   std::vector<std::uint32_t> next_;         // state * width_ + column -> state
+  std::vector<std::uint16_t> next16_;       // next_ in 16 bits, when every state number fits (next_ is then empty)
+  std::vector<std::uint64_t> has_output_;   // bit s: state s ends a pattern or has a suffix state that does
   std::vector<std::uint32_t> output_;       // the pool index ending at a state, or kNone
   std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
 };
