@@ -551,8 +551,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   quiet.max_reported_per_rank = 0;  // the first pass reported them
   corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
     std::string& text = texts[waiting];
-    normalize_lines(record.reasoning, text);
-    std::replace(text.begin(), text.end(), '\n', ' ');  // normalize(), without a new string per record
+    normalize_lines(record.reasoning, text, ' ');  // normalize(), without a new string per record
     if (++waiting == kLanes) flush();
   });
   flush();
