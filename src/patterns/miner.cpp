@@ -234,52 +234,54 @@ class NormalizedMiner {
   }
 
   // The facts of `word`, from the cache (open addressing on the word's hash,
-  // the texts compared) or worked out and cached, up to kMaxCachedWords words.
+  // the facts in the slot, the texts compared) or worked out and cached, up to
+  // kMaxCachedWords words.
   static constexpr std::size_t kMaxCachedWords = std::size_t{1} << 20;
   WordFacts word_facts(std::string_view word) {
     const std::uint64_t hash = hash_word(word);
-    if (cache_slots_.empty()) cache_slots_.assign(std::size_t{1} << 12, kNoWord);
-    std::size_t mask = cache_slots_.size() - 1;
+    if (cache_.empty()) cache_.resize(std::size_t{1} << 12);
+    std::size_t mask = cache_.size() - 1;
     std::size_t position = hash & mask;
-    for (; cache_slots_[position] != kNoWord; position = (position + 1) & mask) {
-      const CachedWord& cached = cached_[cache_slots_[position]];
+    for (; cache_[position].length != kNoWord; position = (position + 1) & mask) {
+      const CachedWord& cached = cache_[position];
       if (cached.facts.hash == hash && cached.length == word.size() &&
           std::memcmp(cached_text_.data() + cached.offset, word.data(), word.size()) == 0) {
         return cached.facts;
       }
     }
     WordFacts facts = work_out(word, hash);
-    if (cached_.size() < kMaxCachedWords) {
-      cache_slots_[position] = static_cast<std::uint32_t>(cached_.size());
-      cached_.push_back({facts, cached_text_.size(), word.size()});
+    if (cached_words_ < kMaxCachedWords && word.size() < kNoWord && cached_text_.size() + word.size() < kNoWord) {
+      cache_[position] = {facts, static_cast<std::uint32_t>(cached_text_.size()), static_cast<std::uint32_t>(word.size())};
       cached_text_.append(word);
-      if (cached_.size() * 2 > cache_slots_.size()) {  // keep it at most half full
-        cache_slots_.assign(cache_slots_.size() * 2, kNoWord);
-        mask = cache_slots_.size() - 1;
-        for (std::uint32_t index = 0; index < cached_.size(); ++index) {
-          std::size_t at = cached_[index].facts.hash & mask;
-          while (cache_slots_[at] != kNoWord) at = (at + 1) & mask;
-          cache_slots_[at] = index;
+      if (++cached_words_ * 2 > cache_.size()) {  // keep it at most half full
+        std::vector<CachedWord> old = std::move(cache_);
+        cache_.assign(old.size() * 2, CachedWord{});
+        mask = cache_.size() - 1;
+        for (const CachedWord& cached : old) {
+          if (cached.length == kNoWord) continue;
+          std::size_t at = cached.facts.hash & mask;
+          while (cache_[at].length != kNoWord) at = (at + 1) & mask;
+          cache_[at] = cached;
         }
       }
     }
     return facts;
   }
 
+  static constexpr std::uint32_t kNoWord = ~std::uint32_t{0};
   struct CachedWord {
     WordFacts facts;
-    std::size_t offset;  // into cached_text_
-    std::size_t length;
+    std::uint32_t offset = 0;  // into cached_text_
+    std::uint32_t length = kNoWord;  // kNoWord: an empty slot
   };
-  static constexpr std::uint32_t kNoWord = ~std::uint32_t{0};
 
   const MiningOptions& options_;
   std::string text_;
   std::vector<std::string_view> words_;
   std::vector<std::uint32_t> content_prefix_;
   std::vector<WordFacts> facts_;  // of words_[i]
-  std::vector<std::uint32_t> cache_slots_;  // index into cached_, or kNoWord
-  std::vector<CachedWord> cached_;
+  std::vector<CachedWord> cache_;
+  std::size_t cached_words_ = 0;
   std::string cached_text_;
 };
 
