@@ -306,7 +306,7 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
 // other byte is symbol 0 and leads back to the root.
 class PoolMatcher {
  public:
-  explicit PoolMatcher(const std::vector<Candidate>& pool) : pool_(pool) {
+  explicit PoolMatcher(const std::vector<Candidate>& pool) {
     symbol_.fill(0);
     for (const Candidate& candidate : pool) {
       for (char c : candidate.view()) {
@@ -320,6 +320,7 @@ class PoolMatcher {
       symbols_ = 255;
     }
     width_ = static_cast<std::size_t>(symbols_) + 1;
+    for (const Candidate& candidate : pool) shape_.push_back(shape_of(candidate.view()));
     // The trie; kNone marks a missing edge until the links fill it.
     add_state();
     for (std::uint32_t index = 0; index < pool.size(); ++index) {
@@ -408,8 +409,7 @@ class PoolMatcher {
     for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
          hit = output_link_[hit]) {
       std::uint32_t index = output_[hit];
-      std::string_view pattern = pool_[index].view();
-      if (aligned_at(text, pattern, i + 1 - pattern.size())) found.push_back(index);
+      if (aligned_at(text, shape_[index], i + 1)) found.push_back(index);
     }
   }
 
@@ -454,20 +454,31 @@ class PoolMatcher {
   }
 
   // contains_word_aligned's test at one position (the bytes are known to match).
-  static bool aligned_at(std::string_view text, std::string_view pattern, std::size_t start) {
-    auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-    std::size_t end = start + pattern.size();
-    bool before_ok = !alnum(pattern.front()) || start == 0 || !alnum(text[start - 1]);
-    bool after_ok = !alnum(pattern.back()) || end == text.size() || !alnum(text[end]);
+  static bool alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+  static constexpr std::uint64_t kFrontAlnum = 2;
+  static constexpr std::uint64_t kBackAlnum = 1;
+  // A pattern's length and whether its first and last bytes are ASCII letters
+  // or digits, packed (length << 2 | kFrontAlnum | kBackAlnum): all that the
+  // test below reads of it, in a small array instead of the pool's entries.
+  static std::uint64_t shape_of(std::string_view pattern) {
+    return static_cast<std::uint64_t>(pattern.size()) << 2 | (alnum(pattern.front()) ? kFrontAlnum : 0) |
+           (alnum(pattern.back()) ? kBackAlnum : 0);
+  }
+  // The test at one position, for the pattern of `shape` ending before text[end]
+  // (the bytes are known to match).
+  static bool aligned_at(std::string_view text, std::uint64_t shape, std::size_t end) {
+    std::size_t start = end - static_cast<std::size_t>(shape >> 2);
+    bool before_ok = (shape & kFrontAlnum) == 0 || start == 0 || !alnum(text[start - 1]);
+    bool after_ok = (shape & kBackAlnum) == 0 || end == text.size() || !alnum(text[end]);
     return before_ok && after_ok;
   }
 
-  const std::vector<Candidate>& pool_;
+  std::vector<std::uint64_t> shape_;  // shape_of() of each pool pattern
   std::array<std::uint8_t, 256> symbol_{};  // byte -> column; 0: a byte no pattern has
   int symbols_ = 0;
   std::size_t width_ = 1;
   std::vector<std::uint32_t> next_;         // state * width_ + column -> state
-  std::vector<std::uint16_t> next16_;       // next_ in 16 bits, when every state number fits (next_ is then empty)
+  std::vector<std::uint16_t, LargeAllocator<std::uint16_t>> next16_;  // next_ in 16 bits, when every state number fits (next_ is then empty)
   std::vector<std::uint64_t> has_output_;   // bit s: state s ends a pattern or has a suffix state that does
   std::vector<std::uint32_t> output_;       // the pool index ending at a state, or kNone
   std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
