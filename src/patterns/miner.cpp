@@ -141,24 +141,17 @@ class NormalizedMiner {
       words_.push_back(line.substr(start, end - start));
       start = end + 1;
     }
-    // content_prefix_[i] = content words among words_[0, i); the hash of each
-    // word, and of the word without trailing punctuation (a phrase's last word).
+    // content_prefix_[i] = content words among words_[0, i); each word's
+    // facts (WordFacts) from the cache of the words seen before.
     content_prefix_.assign(words_.size() + 1, 0);
-    word_hashes_.resize(words_.size());
-    trimmed_hashes_.resize(words_.size());
-    lead_.resize(words_.size());
-    lead_hashes_.resize(words_.size());
+    facts_.resize(words_.size());
     for (std::size_t i = 0; i < words_.size(); ++i) {
-      content_prefix_[i + 1] = content_prefix_[i] + (is_content_word(words_[i]) ? 1 : 0);
-      word_hashes_[i] = hash_word(words_[i]);
-      std::string_view trimmed = trim_trailing_punctuation(words_[i]);
-      trimmed_hashes_[i] = trimmed.size() == words_[i].size() ? word_hashes_[i] : hash_word(trimmed);
-      lead_[i] = static_cast<std::uint32_t>(leading_punctuation(words_[i]));
-      lead_hashes_[i] = lead_[i] == 0 ? word_hashes_[i] : hash_word(words_[i].substr(lead_[i]));
+      facts_[i] = word_facts(words_[i]);
+      content_prefix_[i + 1] = content_prefix_[i] + facts_[i].content;
     }
     std::size_t sentence_begin = 0;
     for (std::size_t i = 0; i < words_.size(); ++i) {
-      if (i + 1 == words_.size() || ends_sentence(words_[i])) {
+      if (i + 1 == words_.size() || (facts_[i].flags & kEndsSentence) != 0) {
         mine_sentence(sentence_begin, i + 1, sink);
         sentence_begin = i + 1;
       }
@@ -166,7 +159,8 @@ class NormalizedMiner {
   }
 
   std::string_view span(std::size_t begin, std::size_t end, bool trim_last, std::size_t lead = 0) const {
-    std::string_view last = trim_last ? trim_trailing_punctuation(words_[end - 1]) : words_[end - 1];
+    std::string_view last = words_[end - 1];
+    if (trim_last) last = last.substr(0, facts_[end - 1].trimmed_length);
     const char* first = words_[begin].data() + lead;
     return {first, static_cast<std::size_t>(last.data() + last.size() - first)};
   }
@@ -180,27 +174,29 @@ class NormalizedMiner {
     const std::size_t min_words = options_.min_words;
     if (end - begin >= min_words && enough_content(begin, end)) {
       std::uint64_t chain = kChainSeed;
-      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, word_hashes_[i]);
+      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, facts_[i].hash);
       sink(span(begin, end, false), chain, kKindSentence);
     }
     std::size_t clause_begin = begin;
     for (std::size_t i = begin; i < end; ++i) {
-      if (i + 1 != end && !ends_clause(words_[i])) continue;
+      if (i + 1 != end && (facts_[i].flags & kEndsClause) == 0) continue;
       std::size_t clause_end = i + 1;
       for (std::size_t first = clause_begin; first + min_words <= clause_end; ++first) {
         if (!enough_content(first, std::min(first + options_.max_phrase_words, clause_end))) continue;
         std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
         for (bool stripped : {false, true}) {
-          if (stripped && (lead_[first] == 0 || longest < 2)) break;
+          if (stripped && (facts_[first].lead == 0 || longest < 2)) break;
           // (the stripped form starts with the second word's hash, so one-word phrases are left out)
-          std::uint64_t chain = stripped ? hash_chain(kChainSeed, lead_hashes_[first]) : kChainSeed;
+          std::uint64_t chain = stripped ? hash_chain(kChainSeed, facts_[first].lead_hash) : kChainSeed;
           for (std::size_t count = stripped ? 2 : 1; count <= longest; ++count) {
             std::size_t last = first + count - 1;
             bool at_clause_end = last + 1 == clause_end;
-            std::uint64_t hash = hash_chain(chain, at_clause_end ? trimmed_hashes_[last] : word_hashes_[last]);
-            chain = hash_chain(chain, word_hashes_[last]);
-            if (count < min_words || !enough_content(first, first + count) || is_operator(words_[last])) continue;
-            sink(span(first, first + count, at_clause_end, stripped ? lead_[first] : 0), hash, kKindPhrase);
+            std::uint64_t hash = hash_chain(chain, at_clause_end ? facts_[last].trimmed_hash : facts_[last].hash);
+            chain = hash_chain(chain, facts_[last].hash);
+            if (count < min_words || !enough_content(first, first + count) || (facts_[last].flags & kOperator) != 0) {
+              continue;
+            }
+            sink(span(first, first + count, at_clause_end, stripped ? facts_[first].lead : 0), hash, kKindPhrase);
           }
         }
       }
@@ -208,14 +204,85 @@ class NormalizedMiner {
     }
   }
 
+  // What the miner needs to know of a word, worked out once per distinct word:
+  // the corpus repeats a small vocabulary, and these tests ran for every word.
+  static constexpr std::uint8_t kEndsSentence = 1;
+  static constexpr std::uint8_t kEndsClause = 2;
+  static constexpr std::uint8_t kOperator = 4;
+  struct WordFacts {
+    std::uint64_t hash = 0;          // hash_word() of the word
+    std::uint64_t trimmed_hash = 0;  // ... without trailing punctuation (a phrase's last word)
+    std::uint64_t lead_hash = 0;     // ... without leading punctuation (a stripped phrase's first word)
+    std::uint32_t trimmed_length = 0;
+    std::uint32_t lead = 0;  // leading_punctuation()
+    std::uint8_t content = 0;  // is_content_word()
+    std::uint8_t flags = 0;  // kEndsSentence, kEndsClause, kOperator
+  };
+
+  static WordFacts work_out(std::string_view word, std::uint64_t hash) {
+    WordFacts facts;
+    facts.hash = hash;
+    std::string_view trimmed = trim_trailing_punctuation(word);
+    facts.trimmed_length = static_cast<std::uint32_t>(trimmed.size());
+    facts.trimmed_hash = trimmed.size() == word.size() ? hash : hash_word(trimmed);
+    facts.lead = static_cast<std::uint32_t>(leading_punctuation(word));
+    facts.lead_hash = facts.lead == 0 ? hash : hash_word(word.substr(facts.lead));
+    facts.content = is_content_word(word) ? 1 : 0;
+    facts.flags = static_cast<std::uint8_t>((ends_sentence(word) ? kEndsSentence : 0) |
+                                            (ends_clause(word) ? kEndsClause : 0) | (is_operator(word) ? kOperator : 0));
+    return facts;
+  }
+
+  // The facts of `word`, from the cache (open addressing on the word's hash,
+  // the facts in the slot, the texts compared) or worked out and cached, up to
+  // kMaxCachedWords words.
+  static constexpr std::size_t kMaxCachedWords = std::size_t{1} << 20;
+  WordFacts word_facts(std::string_view word) {
+    const std::uint64_t hash = hash_word(word);
+    if (cache_.empty()) cache_.resize(std::size_t{1} << 12);
+    std::size_t mask = cache_.size() - 1;
+    std::size_t position = hash & mask;
+    for (; cache_[position].length != kNoWord; position = (position + 1) & mask) {
+      const CachedWord& cached = cache_[position];
+      if (cached.facts.hash == hash && cached.length == word.size() &&
+          std::memcmp(cached_text_.data() + cached.offset, word.data(), word.size()) == 0) {
+        return cached.facts;
+      }
+    }
+    WordFacts facts = work_out(word, hash);
+    if (cached_words_ < kMaxCachedWords && word.size() < kNoWord && cached_text_.size() + word.size() < kNoWord) {
+      cache_[position] = {facts, static_cast<std::uint32_t>(cached_text_.size()), static_cast<std::uint32_t>(word.size())};
+      cached_text_.append(word);
+      if (++cached_words_ * 2 > cache_.size()) {  // keep it at most half full
+        std::vector<CachedWord> old = std::move(cache_);
+        cache_.assign(old.size() * 2, CachedWord{});
+        mask = cache_.size() - 1;
+        for (const CachedWord& cached : old) {
+          if (cached.length == kNoWord) continue;
+          std::size_t at = cached.facts.hash & mask;
+          while (cache_[at].length != kNoWord) at = (at + 1) & mask;
+          cache_[at] = cached;
+        }
+      }
+    }
+    return facts;
+  }
+
+  static constexpr std::uint32_t kNoWord = ~std::uint32_t{0};
+  struct CachedWord {
+    WordFacts facts;
+    std::uint32_t offset = 0;  // into cached_text_
+    std::uint32_t length = kNoWord;  // kNoWord: an empty slot
+  };
+
   const MiningOptions& options_;
   std::string text_;
   std::vector<std::string_view> words_;
   std::vector<std::uint32_t> content_prefix_;
-  std::vector<std::uint64_t> word_hashes_;
-  std::vector<std::uint64_t> trimmed_hashes_;
-  std::vector<std::uint32_t> lead_;  // leading_punctuation() of each word
-  std::vector<std::uint64_t> lead_hashes_;  // the hash of each word without it
+  std::vector<WordFacts> facts_;  // of words_[i]
+  std::vector<CachedWord> cache_;
+  std::size_t cached_words_ = 0;
+  std::string cached_text_;
 };
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
@@ -230,29 +297,6 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   return pattern;
 }
 
-// Normalized mode, step 1: marks each pool pattern inside a longer one found
-// in nearly as many records (`records[i]` for pool[i]): the longer says the
-// same and more.
-std::vector<bool> absorbed_patterns(const std::vector<Candidate>& pool, const std::vector<std::uint64_t>& records,
-                                    double ratio) {
-  std::vector<bool> absorbed(pool.size(), false);
-  for (std::size_t shorter = 0; shorter < pool.size(); ++shorter) {
-    for (std::size_t longer = 0; longer < pool.size() && !absorbed[shorter]; ++longer) {
-      if (pool[longer].length <= pool[shorter].length) continue;
-      if (static_cast<double>(records[longer]) < ratio * static_cast<double>(records[shorter])) continue;
-      absorbed[shorter] = contains_word_aligned(pool[longer].view(), pool[shorter].view());
-    }
-  }
-  return absorbed;
-}
-
-bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& chosen, const std::vector<Candidate>& pool) {
-  return std::any_of(chosen.begin(), chosen.end(), [&](std::size_t kept) {
-    return contains_word_aligned(pool[kept].view(), candidate.view()) ||
-           contains_word_aligned(candidate.view(), pool[kept].view());
-  });
-}
-
 // Finds which pool patterns occur in a normalised text under the rule that
 // --holdout and the quality target use: a word-aligned substring, so a
 // pattern may start or end inside a text word ("<num> = <num> hours" occurs in
@@ -262,7 +306,7 @@ bool overlaps_any(const Candidate& candidate, const std::vector<std::size_t>& ch
 // other byte is symbol 0 and leads back to the root.
 class PoolMatcher {
  public:
-  explicit PoolMatcher(const std::vector<Candidate>& pool) : pool_(pool) {
+  explicit PoolMatcher(const std::vector<Candidate>& pool) {
     symbol_.fill(0);
     for (const Candidate& candidate : pool) {
       for (char c : candidate.view()) {
@@ -276,6 +320,7 @@ class PoolMatcher {
       symbols_ = 255;
     }
     width_ = static_cast<std::size_t>(symbols_) + 1;
+    for (const Candidate& candidate : pool) shape_.push_back(shape_of(candidate.view()));
     // The trie; kNone marks a missing edge until the links fill it.
     add_state();
     for (std::uint32_t index = 0; index < pool.size(); ++index) {
@@ -318,24 +363,88 @@ class PoolMatcher {
         }
       }
     }
+    renumber_breadth_first(queue);
   }
 
   // Appends the indices of the pool patterns in `text` to `found` (repeats included).
-  void match(std::string_view text, std::vector<std::uint32_t>& found) const {
-    std::uint32_t state = 0;
-    for (std::size_t i = 0; i < text.size(); ++i) {
-      state = next_[state * width_ + symbol_[static_cast<unsigned char>(text[i])]];
-      for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
-           hit = output_link_[hit]) {
-        std::uint32_t index = output_[hit];
-        std::string_view pattern = pool_[index].view();
-        if (aligned_at(text, pattern, i + 1 - pattern.size())) found.push_back(index);
-      }
+  void match(std::string_view text, std::vector<std::uint32_t>& found) const { match_many(&text, &found, 1); }
+
+  // match() for texts[0, count) at once, count <= kLanes, a byte of each in
+  // turn: the table does not fit the caches, and the walks of different texts
+  // do not wait for each other's misses.
+  static constexpr std::size_t kLanes = 8;
+  void match_many(const std::string_view* texts, std::vector<std::uint32_t>* found, std::size_t count) const {
+    if (!next16_.empty()) {
+      walk(next16_.data(), texts, found, count);
+    } else {
+      walk(next_.data(), texts, found, count);
     }
   }
 
  private:
   static constexpr std::uint32_t kNone = ~std::uint32_t{0};
+
+  // One table read per byte and lane; a state with an output (its own or a
+  // suffix state's) is marked in has_output_, a bitset small enough for L1.
+  template <typename State>
+  void walk(const State* next, const std::string_view* texts, std::vector<std::uint32_t>* found,
+            std::size_t count) const {
+    std::uint32_t states[kLanes] = {};
+    std::size_t longest = 0;
+    for (std::size_t lane = 0; lane < count; ++lane) longest = std::max(longest, texts[lane].size());
+    const std::uint64_t* has_output = has_output_.data();
+    for (std::size_t i = 0; i < longest; ++i) {
+      for (std::size_t lane = 0; lane < count; ++lane) {
+        std::string_view text = texts[lane];
+        if (i >= text.size()) continue;
+        std::uint32_t state = next[states[lane] * width_ + symbol_[static_cast<unsigned char>(text[i])]];
+        states[lane] = state;
+        if ((has_output[state >> 6] >> (state & 63)) & 1) report(text, i, state, found[lane]);
+      }
+    }
+  }
+
+  // The patterns ending at text[i] (the automaton in `state`), word-aligned ones into `found`.
+  void report(std::string_view text, std::size_t i, std::uint32_t state, std::vector<std::uint32_t>& found) const {
+    for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
+         hit = output_link_[hit]) {
+      std::uint32_t index = output_[hit];
+      if (aligned_at(text, shape_[index], i + 1)) found.push_back(index);
+    }
+  }
+
+  // Numbers the states in breadth-first order (`order`: every state but the
+  // root, as the links were built), so the shallow states, where the text
+  // keeps the automaton most of the time, share cache lines; marks the states
+  // with an output; and keeps the table in 16-bit state numbers when they fit
+  // (half the memory, so more of it stays in the caches).
+  void renumber_breadth_first(const std::vector<std::uint32_t>& order) {
+    std::vector<std::uint32_t> number(output_.size(), 0);
+    for (std::size_t i = 0; i < order.size(); ++i) number[order[i]] = static_cast<std::uint32_t>(i + 1);
+    std::vector<std::uint32_t> old_next = std::move(next_);
+    std::vector<std::uint32_t> old_output = std::move(output_);
+    std::vector<std::uint32_t> old_link = std::move(output_link_);
+    const std::size_t states = old_output.size();
+    next_.assign(states * width_, 0);
+    output_.assign(states, kNone);
+    output_link_.assign(states, kNone);
+    has_output_.assign((states + 63) / 64, 0);
+    for (std::size_t old_state = 0; old_state < states; ++old_state) {
+      std::uint32_t state = number[old_state];
+      output_[state] = old_output[old_state];
+      output_link_[state] = old_link[old_state] == kNone ? kNone : number[old_link[old_state]];
+      if (old_output[old_state] != kNone || old_link[old_state] != kNone) {
+        has_output_[state >> 6] |= std::uint64_t{1} << (state & 63);
+      }
+      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
+        next_[state * width_ + symbol] = number[old_next[old_state * width_ + symbol]];
+      }
+    }
+    if (states <= 65536) {
+      next16_.assign(next_.begin(), next_.end());
+      next_ = {};
+    }
+  }
 
   std::uint32_t add_state() {
     next_.resize(next_.size() + width_, kNone);
@@ -345,22 +454,75 @@ class PoolMatcher {
   }
 
   // contains_word_aligned's test at one position (the bytes are known to match).
-  static bool aligned_at(std::string_view text, std::string_view pattern, std::size_t start) {
-    auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-    std::size_t end = start + pattern.size();
-    bool before_ok = !alnum(pattern.front()) || start == 0 || !alnum(text[start - 1]);
-    bool after_ok = !alnum(pattern.back()) || end == text.size() || !alnum(text[end]);
+  static bool alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+  static constexpr std::uint64_t kFrontAlnum = 2;
+  static constexpr std::uint64_t kBackAlnum = 1;
+  // A pattern's length and whether its first and last bytes are ASCII letters
+  // or digits, packed (length << 2 | kFrontAlnum | kBackAlnum): all that the
+  // test below reads of it, in a small array instead of the pool's entries.
+  static std::uint64_t shape_of(std::string_view pattern) {
+    return static_cast<std::uint64_t>(pattern.size()) << 2 | (alnum(pattern.front()) ? kFrontAlnum : 0) |
+           (alnum(pattern.back()) ? kBackAlnum : 0);
+  }
+  // The test at one position, for the pattern of `shape` ending before text[end]
+  // (the bytes are known to match).
+  static bool aligned_at(std::string_view text, std::uint64_t shape, std::size_t end) {
+    std::size_t start = end - static_cast<std::size_t>(shape >> 2);
+    bool before_ok = (shape & kFrontAlnum) == 0 || start == 0 || !alnum(text[start - 1]);
+    bool after_ok = (shape & kBackAlnum) == 0 || end == text.size() || !alnum(text[end]);
     return before_ok && after_ok;
   }
 
-  const std::vector<Candidate>& pool_;
+  std::vector<std::uint64_t> shape_;  // shape_of() of each pool pattern
   std::array<std::uint8_t, 256> symbol_{};  // byte -> column; 0: a byte no pattern has
   int symbols_ = 0;
   std::size_t width_ = 1;
   std::vector<std::uint32_t> next_;         // state * width_ + column -> state
+  std::vector<std::uint16_t, LargeAllocator<std::uint16_t>> next16_;  // next_ in 16 bits, when every state number fits (next_ is then empty)
+  std::vector<std::uint64_t> has_output_;   // bit s: state s ends a pattern or has a suffix state that does
   std::vector<std::uint32_t> output_;       // the pool index ending at a state, or kNone
   std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
 };
+
+// contained[p]: the pool patterns that occur word-aligned in pool[p]'s text
+// (contains_word_aligned's rule; p itself included), ascending. One matcher
+// run per pattern instead of a search for every pair.
+using Containment = std::vector<std::vector<std::uint32_t>>;
+Containment pool_containment(const std::vector<Candidate>& pool, const PoolMatcher& matcher) {
+  Containment contained(pool.size());
+  for (std::size_t p = 0; p < pool.size(); ++p) {
+    matcher.match(pool[p].view(), contained[p]);
+    std::sort(contained[p].begin(), contained[p].end());
+    contained[p].erase(std::unique(contained[p].begin(), contained[p].end()), contained[p].end());
+  }
+  return contained;
+}
+
+bool contains(const Containment& contained, std::size_t longer, std::size_t shorter) {
+  return std::binary_search(contained[longer].begin(), contained[longer].end(), static_cast<std::uint32_t>(shorter));
+}
+
+// Normalized mode, step 1: marks each pool pattern inside a longer one found
+// in nearly as many records (`records[i]` for pool[i]): the longer says the
+// same and more.
+std::vector<bool> absorbed_patterns(const std::vector<Candidate>& pool, const Containment& contained,
+                                    const std::vector<std::uint64_t>& records, double ratio) {
+  std::vector<bool> absorbed(pool.size(), false);
+  for (std::size_t longer = 0; longer < pool.size(); ++longer) {
+    for (std::uint32_t shorter : contained[longer]) {
+      if (pool[longer].length <= pool[shorter].length) continue;
+      if (static_cast<double>(records[longer]) < ratio * static_cast<double>(records[shorter])) continue;
+      absorbed[shorter] = true;
+    }
+  }
+  return absorbed;
+}
+
+bool overlaps_any(std::size_t candidate, const std::vector<std::size_t>& chosen, const Containment& contained) {
+  return std::any_of(chosen.begin(), chosen.end(), [&](std::size_t kept) {
+    return contains(contained, kept, candidate) || contains(contained, candidate, kept);
+  });
+}
 
 // Normalized mode, coverage selection: greedy maximum coverage. Absorbed
 // patterns (step 1, by the records each pattern is found in) are left out.
@@ -374,28 +536,43 @@ class PoolMatcher {
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
                                             const std::vector<Candidate>& pool, Communicator& communicator) {
   PoolMatcher matcher(pool);
+  const Containment contained = pool_containment(pool, matcher);
   // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
   std::vector<std::uint32_t> record_patterns;
   std::vector<std::uint64_t> record_offsets = {0};
-  std::vector<std::uint32_t> found;
-  std::string text;
+  // Records are matched kLanes at a time (PoolMatcher::match_many), in order.
+  constexpr std::size_t kLanes = PoolMatcher::kLanes;
+  std::vector<std::uint32_t> found[kLanes];
+  std::string texts[kLanes];
+  std::string_view views[kLanes];
+  std::size_t waiting = 0;
+  auto flush = [&]() {
+    for (std::size_t lane = 0; lane < waiting; ++lane) {
+      found[lane].clear();
+      views[lane] = texts[lane];
+    }
+    matcher.match_many(views, found, waiting);
+    for (std::size_t lane = 0; lane < waiting; ++lane) {
+      std::sort(found[lane].begin(), found[lane].end());
+      found[lane].erase(std::unique(found[lane].begin(), found[lane].end()), found[lane].end());
+      record_patterns.insert(record_patterns.end(), found[lane].begin(), found[lane].end());
+      record_offsets.push_back(record_patterns.size());
+    }
+    waiting = 0;
+  };
   corpus::ReadOptions quiet = options.read;
   quiet.max_reported_per_rank = 0;  // the first pass reported them
   corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
-    found.clear();
-    normalize_lines(record.reasoning, text);
-    std::replace(text.begin(), text.end(), '\n', ' ');  // normalize(), without a new string per record
-    matcher.match(text, found);
-    std::sort(found.begin(), found.end());
-    found.erase(std::unique(found.begin(), found.end()), found.end());
-    record_patterns.insert(record_patterns.end(), found.begin(), found.end());
-    record_offsets.push_back(record_patterns.size());
+    std::string& text = texts[waiting];
+    normalize_lines(record.reasoning, text, ' ');  // normalize(), without a new string per record
+    if (++waiting == kLanes) flush();
   });
+  flush();
   const std::size_t records = record_offsets.size() - 1;
   std::vector<std::uint64_t> pattern_records(pool.size(), 0);
   for (std::uint32_t index : record_patterns) ++pattern_records[index];
   communicator.allreduce(pattern_records, ReduceOp::kSum);
-  const std::vector<bool> absorbed = absorbed_patterns(pool, pattern_records, options.containment_ratio);
+  const std::vector<bool> absorbed = absorbed_patterns(pool, contained, pattern_records, options.containment_ratio);
   std::vector<bool> covered(records, false);
   std::vector<std::size_t> chosen;
   std::vector<std::uint64_t> gains(pool.size());
@@ -409,7 +586,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
     std::size_t best = pool.size();
     for (std::size_t i = 0; i < pool.size(); ++i) {
       if (absorbed[i] || gains[i] == 0 || (best != pool.size() && gains[i] <= gains[best])) continue;
-      if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(pool[i], chosen, pool)) continue;
+      if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(i, chosen, contained)) continue;
       best = i;
     }
     if (best == pool.size()) break;  // nothing left adds coverage
@@ -424,7 +601,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   // Fill up in pattern order when coverage alone runs out.
   for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
     if (!absorbed[i] && std::find(chosen.begin(), chosen.end(), i) == chosen.end() &&
-        !overlaps_any(pool[i], chosen, pool)) {
+        !overlaps_any(i, chosen, contained)) {
       chosen.push_back(i);
     }
   }
@@ -436,10 +613,11 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
 std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, const MiningOptions& options) {
   std::vector<std::uint64_t> supports;
   for (const Candidate& candidate : pool) supports.push_back(candidate.support);
-  const std::vector<bool> absorbed = absorbed_patterns(pool, supports, options.containment_ratio);
+  const Containment contained = pool_containment(pool, PoolMatcher(pool));
+  const std::vector<bool> absorbed = absorbed_patterns(pool, contained, supports, options.containment_ratio);
   std::vector<std::size_t> chosen;
   for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
-    if (!absorbed[i] && !overlaps_any(pool[i], chosen, pool)) chosen.push_back(i);
+    if (!absorbed[i] && !overlaps_any(i, chosen, contained)) chosen.push_back(i);
   }
   return chosen;
 }

@@ -30,7 +30,23 @@ std::size_t code_point_count(std::string_view text) {
   return count;
 }
 
-void normalize_lines(std::string_view text, std::string& out) {
+namespace {
+
+// Bytes copied as they are (lowered): not '<' (a calculator annotation may
+// start), not a digit, not white space. Runs of them take the fast loop.
+const std::array<std::uint8_t, 256> kPlainLowered = [] {
+  std::array<std::uint8_t, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    auto byte = static_cast<char>(c);
+    bool plain = byte != '<' && !is_digit(byte) && !is_seed_space(byte);
+    table[c] = !plain ? 0 : (byte >= 'A' && byte <= 'Z') ? static_cast<std::uint8_t>(c - 'A' + 'a') : static_cast<std::uint8_t>(c);
+  }
+  return table;
+}();
+
+}  // namespace
+
+void normalize_lines(std::string_view text, std::string& out, char line_break) {
   // Writes into a buffer sized for the worst case ("<num>" is 5 bytes for a
   // 1-byte number), then trims: this runs over every byte of the corpus.
   out.resize(text.size() * 5 + 1);
@@ -43,7 +59,16 @@ void normalize_lines(std::string_view text, std::string& out) {
     if (pending != 0 && write != begin && write[-1] != '\n') *write++ = pending;
     pending = 0;
   };
+  const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
   while (i < n) {
+    if (kPlainLowered[bytes[i]] != 0) {  // (NUL is not plain: it takes the general path)
+      separate();
+      do {
+        *write++ = static_cast<char>(kPlainLowered[bytes[i]]);
+        ++i;
+      } while (i < n && kPlainLowered[bytes[i]] != 0);
+      continue;
+    }
     char c = text[i];
     if (c == '<' && i + 1 < n && text[i + 1] == '<') {
       std::size_t close = text.find(">>", i + 2);
@@ -66,7 +91,7 @@ void normalize_lines(std::string_view text, std::string& out) {
       continue;
     }
     if (is_seed_space(c)) {
-      if (c == '\n') pending = '\n';
+      if (c == '\n') pending = line_break;
       else if (pending == 0) pending = ' ';
       ++i;
       continue;
@@ -80,8 +105,7 @@ void normalize_lines(std::string_view text, std::string& out) {
 
 std::string normalize(std::string_view text) {
   std::string out;
-  normalize_lines(text, out);
-  std::replace(out.begin(), out.end(), '\n', ' ');
+  normalize_lines(text, out, ' ');
   return out;
 }
 

@@ -84,9 +84,9 @@ void split_seed_sentences(std::string_view reasoning, Visit&& visit) {
 // The normalised form of `text` (see above).
 std::string normalize(std::string_view text);
 
-// Like normalize() but keeps line breaks as '\n' (no empty lines), for
-// sentence splitting.
-void normalize_lines(std::string_view text, std::string& out);
+// Like normalize() but keeps line breaks as `line_break` (no empty lines), for
+// sentence splitting; with line_break ' ' it writes normalize()'s text.
+void normalize_lines(std::string_view text, std::string& out, char line_break = '\n');
 
 // True when `pattern` occurs in `normalized_text` word-aligned.
 bool contains_word_aligned(std::string_view normalized_text, std::string_view pattern);
