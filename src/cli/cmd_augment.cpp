@@ -15,7 +15,7 @@ void augment_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_list_flag(app, "--corpus", "corpus.files", "JSON Lines corpus file or glob (repeatable)", overrides);
   add_value_flag(app, "--handbook", "augment.handbook", "Handbook JSON from `metareuse patterns`", overrides);
   add_value_flag(app, "--out", "augment.out", "Output JSON Lines", overrides);
-  add_value_flag(app, "--mode", "augment.mode", "global | retrieval", overrides);
+  add_value_flag(app, "--mode", "augment.mode", "global | retrieval | used | none", overrides);
   add_value_flag(app, "--top-k", "augment.top_k", "Patterns per example", overrides);
   app.add_flag_callback("--strict", [&overrides]() { overrides.push_back("corpus.strict=true"); },
                         "Exit with status 4 when any record is bad");
