@@ -25,13 +25,23 @@ def timed(command, ranks=1):
     """Runs command (under mpiexec when ranks > 1, /usr/bin/time around each rank);
     returns (wall seconds of the slowest rank, max RSS MB over ranks, output, CPU seconds
     (user + system) summed over ranks)."""
-    wrapped = [TIME, "-f", MARK + " %e %M %U %S"] + command
-    if ranks > 1:
-        wrapped = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + wrapped
-    run = subprocess.run(wrapped, env=ENV, capture_output=True, text=True)
-    if run.returncode != 0:
-        sys.exit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
-    figures = [line.split()[1:] for line in run.stderr.splitlines() if line.startswith(MARK)]
+    # Each rank's /usr/bin/time writes its own file: on a shared stderr the ranks' lines can interleave
+    # mid-line under mpiexec.
+    with tempfile.TemporaryDirectory() as folder:
+        timed_rank = ["sh", "-c", 'f="$1"; d="$2"; shift 2; exec "$0" -f "$f" -o "$d/time.${OMPI_COMM_WORLD_RANK:-0}" "$@"',
+                      TIME, MARK + " %e %M %U %S", folder]
+        wrapped = timed_rank + command
+        if ranks > 1:
+            wrapped = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + wrapped
+        run = subprocess.run(wrapped, env=ENV, capture_output=True, text=True)
+        if run.returncode != 0:
+            sys.exit(f"failed ({run.returncode}): {' '.join(command)}\n{run.stdout}\n{run.stderr}")
+        figures = []
+        for name in sorted(os.listdir(folder)):
+            with open(os.path.join(folder, name)) as f:
+                figures += [line.split()[1:] for line in f if line.startswith(MARK)]
+    if len(figures) != ranks:
+        sys.exit(f"expected {ranks} timing line(s), found {len(figures)}: {' '.join(command)}")
     wall = max(float(f[0]) for f in figures)
     rss = max(int(f[1]) for f in figures) / 1024.0
     cpu = sum(float(f[2]) + float(f[3]) for f in figures)
