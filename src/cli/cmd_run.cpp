@@ -19,7 +19,6 @@
 #include <algorithm>
 #include <atomic>
 #include <csignal>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -62,6 +61,7 @@ struct Stage {
   std::vector<std::string> outputs;   // files it writes
   // Returns an exit status; empty: not built.
   std::function<int(CommandContext&, const std::string& folder)> run;
+  bool reads_corpus = false;  // corpus.files are inputs too
 };
 
 int patterns_stage(CommandContext& context, const std::string& folder) {
@@ -182,8 +182,8 @@ int export_stage(CommandContext& context, const std::string& folder) {
 
 std::vector<Stage> pipeline_stages(const Config& config) {
   std::vector<Stage> stages = {
-      {"patterns", 3, {"corpus", "patterns"}, {}, {"handbook.json"}, patterns_stage},
-      {"augment", 3, {"corpus", "augment"}, {"handbook.json"}, {"augmented.jsonl"}, augment_stage},
+      {"patterns", 3, {"corpus", "patterns"}, {}, {"handbook.json"}, patterns_stage, true},
+      {"augment", 3, {"corpus", "augment"}, {"handbook.json"}, {"augmented.jsonl"}, augment_stage, true},
       {"prepare", 4, {"tokenizer", "dataset"}, {"augmented.jsonl"}, {"dataset.h5"}, prepare_stage},
       {"train", 6, {"model", "train", "checkpoint", "run"}, {"dataset.h5"}, {"checkpoints/latest"}, train_stage},
       {"checkpoint", 7, {}, {"checkpoints/latest"}, {}, checkpoint_stage},
@@ -195,7 +195,7 @@ std::vector<Stage> pipeline_stages(const Config& config) {
     auto eval = std::find_if(stages.begin(), stages.end(), [](const Stage& s) { return std::string(s.name) == "eval"; });
     eval->inputs.push_back("baseline/checkpoints/latest");
     stages.insert(eval, {{"baseline-data", 10, {"corpus", "tokenizer", "dataset", "experiment"}, {"handbook.json", "dataset.h5"},
-                          {"baseline/dataset.h5"}, baseline_data_stage},
+                          {"baseline/dataset.h5"}, baseline_data_stage, true},
                          {"baseline-train", 10, {"model", "train", "checkpoint", "run", "experiment"},
                           {"baseline/dataset.h5"}, {"baseline/checkpoints/latest"}, baseline_train_stage}});
   }
@@ -210,8 +210,7 @@ std::string fingerprint(const Stage& stage, const Config& config, const std::str
   }
   std::vector<std::string> files = stage.inputs;
   for (auto& file : files) file = folder + "/" + file;
-  if (std::string(stage.name) == "patterns" || std::string(stage.name) == "augment" ||
-      std::string(stage.name) == "baseline-data") {
+  if (stage.reads_corpus) {
     for (const auto& file : config.get_string_list("corpus.files")) files.push_back(file);
   }
   for (const auto& file : files) {
@@ -232,16 +231,11 @@ void record_stage_time(const std::string& path, const std::string& stage, double
   if (!timings.is_object() || !timings.contains("stages") || !timings["stages"].is_object()) {
     timings = json{{"stages", json::object()}};
   }
-  std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char finished[32];
-  std::strftime(finished, sizeof finished, "%Y-%m-%dT%H:%M:%SZ", &utc);
   std::int64_t sequence = 0;
   for (const auto& entry : timings["stages"]) {
     if (entry.is_object()) sequence = std::max<std::int64_t>(sequence, entry.value("sequence", 0));
   }
-  timings["stages"][stage] = json{{"seconds", seconds}, {"finished", finished}, {"sequence", sequence + 1}};
+  timings["stages"][stage] = json{{"seconds", seconds}, {"finished", utc_now("%Y-%m-%dT%H:%M:%SZ")}, {"sequence", sequence + 1}};
   std::ofstream(path, std::ios::trunc) << timings.dump(2) << "\n";
 }
 

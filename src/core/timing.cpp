@@ -5,6 +5,7 @@
 
 #include <cctype>
 #include <cmath>
+#include <ctime>
 
 #include "metareuse/core/error.h"
 
@@ -14,6 +15,15 @@ std::int64_t peak_rss_bytes() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return static_cast<std::int64_t>(usage.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
+std::string utc_now(const char* format) {
+  std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  char text[64];
+  std::strftime(text, sizeof text, format, &utc);
+  return text;
 }
 
 std::string format_bytes(double bytes) {

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -17,6 +16,7 @@
 #include <vector>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/timing.h"
 
 namespace metareuse::eval {
 namespace fs = std::filesystem;
@@ -302,15 +302,6 @@ void flatten_config(const json& node, const std::string& prefix, std::ostringstr
   }
 }
 
-std::string utc_now() {
-  std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  gmtime_r(&now, &utc);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M UTC", &utc);
-  return text;
-}
-
 std::string format_seconds(double seconds) {
   if (seconds >= 3600) return fmt::format("{:.0f} h {:02.0f} min", std::floor(seconds / 3600), std::fmod(seconds, 3600) / 60);
   if (seconds >= 120) return fmt::format("{:.1f} min", seconds / 60);
@@ -379,7 +370,7 @@ std::string render_report_html(const ReportInputs& inputs) {
   page << "<h1>" << escape(inputs.title) << "</h1>";
   page << "<p class=\"note\">";
   if (!inputs.folder.empty()) page << "Run folder " << escape(inputs.folder) << " &middot; ";
-  page << "written " << utc_now() << "</p>";
+  page << "written " << utc_now("%Y-%m-%d %H:%M UTC") << "</p>";
 
   // Summary: what a reader looks for first.
   page << "<ul class=\"summary\">";

@@ -23,6 +23,9 @@ class Stopwatch {
 // Peak resident set size of this process in bytes (getrusage ru_maxrss).
 std::int64_t peak_rss_bytes();
 
+// The current UTC time in strftime's format ("%Y-%m-%dT%H:%M:%SZ", ...).
+std::string utc_now(const char* format);
+
 // "1.5 GiB", "312.0 MiB", ...
 std::string format_bytes(double bytes);
 
