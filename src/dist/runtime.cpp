@@ -106,7 +106,11 @@ Runtime::Runtime(const std::string& backend) {
 }
 
 Runtime::~Runtime() {
-  stop_watchdog_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(watchdog_mutex_);
+    stop_watchdog_ = true;
+  }
+  watchdog_wake_.notify_all();
   if (watchdog_.joinable()) watchdog_.join();
   release_device_communicators();  // NCCL communicators bootstrapped over world_ go first
   world_.reset();  // frees the duplicated communicator before MPI_Finalize
@@ -146,8 +150,11 @@ void Runtime::set_collective_timeout(double seconds) {
 }
 
 void Runtime::watch_collectives() {
-  while (!stop_watchdog_.load()) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(watchdog_mutex_);
+      if (watchdog_wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stop_watchdog_; })) return;
+    }
     double start = g_operation_start.load();
     if (start <= 0.0 || steady_seconds() - start <= collective_timeout_) continue;
     std::string label;

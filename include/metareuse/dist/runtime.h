@@ -4,7 +4,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <string>
 
@@ -59,7 +61,11 @@ class Runtime {
   bool owns_mpi_ = false;  // we called MPI_Init, so we call MPI_Finalize
   std::unique_ptr<Communicator> world_;
   double collective_timeout_ = 0.0;
-  std::atomic<bool> stop_watchdog_{false};
+  // The destructor sets stop_watchdog_ under watchdog_mutex_ and wakes the thread,
+  // so that ending a run does not wait out the watchdog's poll interval.
+  std::mutex watchdog_mutex_;
+  std::condition_variable watchdog_wake_;
+  bool stop_watchdog_ = false;
   std::thread watchdog_;
 };
 
