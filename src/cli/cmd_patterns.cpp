@@ -65,6 +65,7 @@ int patterns_execute(CommandContext& context, const std::string& out_path) {
     options.selection = config.get_string("patterns.selection") == "support" ? patterns::Selection::kSupport
                                                                              : patterns::Selection::kCoverage;
     options.pool_size = static_cast<std::size_t>(config.get_int("patterns.pool_size"));
+    options.group_bytes = static_cast<std::size_t>(config.get_int("patterns.group_memory_mb")) << 20;
     options.read = corpus_read_options(config);
     if (options.max_phrase_words < options.min_words) {
       throw ConfigError("patterns.max_phrase_words must be >= patterns.min_words");

@@ -96,6 +96,10 @@ std::vector<ConfigKey> build_schema() {
                  "normalized mode: pick the top_k greedily by records covered (a second pass), or by support.",
                  {"coverage", "support"}),
       key_int("patterns.pool_size", 4096, "normalized mode: most frequent candidates the choice starts from.", 1, 1e7),
+      key_int("patterns.group_memory_mb", 48,
+              "normalized mode: MB per rank for the normalised reasoning texts that group equal records (each group "
+              "is mined once); records beyond it are mined one by one. 0: no groups.",
+              0, 1e6),
       key_string("patterns.out", "", "Handbook file; empty means <run folder>/handbook.json."),
       key_string_list("patterns.holdout", {}, "JSON Lines files whose coverage by the patterns is reported."),
       key_string("patterns.import", "",

@@ -202,6 +202,22 @@ class CandidateTable {
     }
   }
 
+  // Counts the distinct candidates of `weight` records that hold the same
+  // ones (a group of records with one normalised text), whose smallest keys
+  // are keys[0, key_count). Unlike count_record, the keys need not be larger
+  // than those counted before: every example is compared.
+  void count_records(const RecordCandidates& record, std::uint32_t weight, const corpus::RecordKey* keys,
+                     std::size_t key_count) {
+    for (const auto& item : record.items()) prefetch(item.hash);
+    for (const auto& item : record.items()) {
+      Slot& slot = find_or_insert(item.text, item.hash, /*copy_text=*/true);
+      slot.support += weight;
+      Entry& entry = entries_[slot.index()];
+      for (std::size_t i = 0; i < key_count; ++i) entry.add_example(keys[i]);
+      if ((slot.kinds() & item.kind) != item.kind) slot.add_kinds(item.kind);
+    }
+  }
+
   // Sizes the slots for `count` candidates, so that filling never rehashes.
   void reserve(std::size_t count) {
     std::size_t slots = slots_.size();

@@ -6,6 +6,7 @@
 #include <array>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -120,7 +121,13 @@ class NormalizedMiner {
   template <typename Sink>
   void mine(std::string_view reasoning, Sink&& sink) {
     normalize_lines(reasoning, text_);
-    std::string_view all(text_);
+    mine_normalized(text_, sink);
+  }
+
+  // mine() for a reasoning already normalised by normalize_lines() (lines cut
+  // at '\n'); `all` must outlive the sink's use of the texts it is given.
+  template <typename Sink>
+  void mine_normalized(std::string_view all, Sink&& sink) {
     std::size_t line_start = 0;
     while (line_start < all.size()) {
       std::size_t line_end = all.find('\n', line_start);
@@ -283,6 +290,115 @@ class NormalizedMiner {
   std::vector<CachedWord> cache_;
   std::size_t cached_words_ = 0;
   std::string cached_text_;
+};
+
+// Normalized mode's records grouped by their normalised reasoning: records
+// whose reasoning normalises to the same text (the same steps with other
+// numbers, a common shape in generated and templated corpora) are mined and
+// matched once, with their count as the weight, instead of once each. The
+// result is the same as mining every record: a candidate's support is the
+// number of records that hold it, and its examples are the smallest keys among
+// them. The texts are kept up to `max_bytes` per rank (patterns.group_memory_mb);
+// a record whose text does not fit is mined on its own at once (`complete()`
+// turns false, and the coverage pass reads the corpus again for those records).
+// Hand-written: a map from texts to groups that keeps the texts in one arena
+// and a 4-byte index per slot costs a third of std::unordered_map's memory.
+class RecordGroups {
+ public:
+  explicit RecordGroups(std::size_t max_bytes) : max_bytes_(max_bytes) {}
+  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
+
+  struct Group {
+    std::uint64_t hash = 0;
+    const char* text = nullptr;  // in blocks_
+    std::uint32_t length = 0;
+    std::uint32_t count = 0;  // records with this text on this rank
+    std::uint8_t key_count = 0;
+    corpus::RecordKey keys[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // the first records, ascending
+  };
+
+  // The group of `text` (normalised, hashed with hash_text), or kNone.
+  std::uint32_t find(std::string_view text, std::uint64_t hash) const {
+    if (slots_.empty()) return kNone;
+    const std::size_t mask = slots_.size() - 1;
+    for (std::size_t position = hash & mask; slots_[position] != kNone; position = (position + 1) & mask) {
+      const Group& group = groups_[slots_[position]];
+      if (group.hash == hash && group.length == text.size() && std::memcmp(group.text, text.data(), text.size()) == 0) {
+        return slots_[position];
+      }
+    }
+    return kNone;
+  }
+
+  // Counts a record with `text` (key `key`, keys ascending in reading order)
+  // in its group, opening the group if needed. False when the text is new and
+  // does not fit: the caller mines that record alone.
+  bool add(std::string_view text, std::uint64_t hash, corpus::RecordKey key) {
+    std::uint32_t index = find(text, hash);
+    if (index == kNone) {
+      if (bytes_ + text.size() > max_bytes_ || text.size() > UINT32_MAX) {
+        complete_ = false;
+        return false;
+      }
+      if ((groups_.size() + 1) * 2 > slots_.size()) grow();
+      index = static_cast<std::uint32_t>(groups_.size());
+      Group group;
+      group.hash = hash;
+      group.text = store(text);
+      group.length = static_cast<std::uint32_t>(text.size());
+      groups_.push_back(group);
+      const std::size_t mask = slots_.size() - 1;
+      std::size_t position = hash & mask;
+      while (slots_[position] != kNone) position = (position + 1) & mask;
+      slots_[position] = index;
+    }
+    Group& group = groups_[index];
+    ++group.count;
+    if (group.key_count < kMaxExamples) group.keys[group.key_count++] = key;
+    return true;
+  }
+
+  std::size_t size() const { return groups_.size(); }
+  const Group& operator[](std::size_t index) const { return groups_[index]; }
+  static std::string_view text(const Group& group) { return {group.text, group.length}; }
+  // Every record of this rank is in a group.
+  bool complete() const { return complete_; }
+
+ private:
+  void grow() {
+    slots_.assign(std::max<std::size_t>(1024, slots_.size() * 2), kNone);
+    const std::size_t mask = slots_.size() - 1;
+    for (std::uint32_t index = 0; index < groups_.size(); ++index) {
+      std::size_t position = groups_[index].hash & mask;
+      while (slots_[position] != kNone) position = (position + 1) & mask;
+      slots_[position] = index;
+    }
+  }
+
+  // The texts, in blocks that never move (a growing string would copy them
+  // and, for a moment, hold them twice).
+  const char* store(std::string_view text) {
+    static constexpr std::size_t kBlockBytes = std::size_t{1} << 20;
+    if (blocks_.empty() || block_used_ + text.size() > block_size_) {
+      block_size_ = std::max(kBlockBytes, text.size());
+      blocks_.emplace_back(new char[block_size_]);
+      block_used_ = 0;
+    }
+    char* destination = blocks_.back().get() + block_used_;
+    if (!text.empty()) std::memcpy(destination, text.data(), text.size());
+    block_used_ += text.size();
+    bytes_ += text.size();
+    return destination;
+  }
+
+  std::size_t max_bytes_;
+  std::vector<std::unique_ptr<char[]>> blocks_;
+  std::size_t block_used_ = 0;
+  std::size_t block_size_ = 0;
+  std::size_t bytes_ = 0;  // text bytes stored
+  std::vector<Group> groups_;
+  std::vector<std::uint32_t> slots_;  // open addressing on Group::hash; kNone: empty
+  bool complete_ = true;
 };
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
@@ -534,17 +650,22 @@ bool overlaps_any(std::size_t candidate, const std::vector<std::size_t>& chosen,
 // "<num>" or "=" also occurs after "$" or before "." or "/", which counting the
 // phrase candidates alone would miss.
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
-                                            const std::vector<Candidate>& pool, Communicator& communicator) {
+                                            const std::vector<Candidate>& pool, const RecordGroups& groups,
+                                            Communicator& communicator) {
   PoolMatcher matcher(pool);
   const Containment contained = pool_containment(pool, matcher);
-  // record_patterns[record_offsets[r] .. record_offsets[r + 1]): pool indices in local record r.
-  std::vector<std::uint32_t> record_patterns;
-  std::vector<std::uint64_t> record_offsets = {0};
-  // Records are matched kLanes at a time (PoolMatcher::match_many), in order.
+  // A unit is a group of records with one normalised text (weight: its
+  // record count) or a record outside the groups (weight 1).
+  // unit_patterns[unit_offsets[u] .. unit_offsets[u + 1]): pool indices in unit u.
+  std::vector<std::uint32_t> unit_patterns;
+  std::vector<std::uint64_t> unit_offsets = {0};
+  std::vector<std::uint32_t> unit_weights;
+  // Units are matched kLanes at a time (PoolMatcher::match_many), in order.
   constexpr std::size_t kLanes = PoolMatcher::kLanes;
   std::vector<std::uint32_t> found[kLanes];
   std::string texts[kLanes];
   std::string_view views[kLanes];
+  std::uint32_t weights[kLanes];
   std::size_t waiting = 0;
   auto flush = [&]() {
     for (std::size_t lane = 0; lane < waiting; ++lane) {
@@ -555,32 +676,52 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
     for (std::size_t lane = 0; lane < waiting; ++lane) {
       std::sort(found[lane].begin(), found[lane].end());
       found[lane].erase(std::unique(found[lane].begin(), found[lane].end()), found[lane].end());
-      record_patterns.insert(record_patterns.end(), found[lane].begin(), found[lane].end());
-      record_offsets.push_back(record_patterns.size());
+      unit_patterns.insert(unit_patterns.end(), found[lane].begin(), found[lane].end());
+      unit_offsets.push_back(unit_patterns.size());
+      unit_weights.push_back(weights[lane]);
     }
     waiting = 0;
   };
-  corpus::ReadOptions quiet = options.read;
-  quiet.max_reported_per_rank = 0;  // the first pass reported them
-  corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
+  // Coverage is measured on normalize()'s form, whose line breaks are spaces.
+  auto queue = [&](std::string_view normalized_lines, std::uint32_t weight) {
     std::string& text = texts[waiting];
-    normalize_lines(record.reasoning, text, ' ');  // normalize(), without a new string per record
+    text.assign(normalized_lines.data(), normalized_lines.size());
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    weights[waiting] = weight;
     if (++waiting == kLanes) flush();
-  });
+  };
+  for (std::size_t index = 0; index < groups.size(); ++index) {
+    queue(RecordGroups::text(groups[index]), groups[index].count);
+  }
+  // A second pass over each rank's share when some rank mined records one by
+  // one (read_corpus is collective: every rank takes part or none).
+  std::vector<std::uint64_t> incomplete = {groups.complete() ? 0u : 1u};
+  communicator.allreduce(incomplete, ReduceOp::kMax);
+  if (incomplete[0] != 0) {
+    corpus::ReadOptions quiet = options.read;
+    quiet.max_reported_per_rank = 0;  // the first pass reported them
+    std::string normalized;
+    corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
+      normalize_lines(record.reasoning, normalized);
+      if (groups.find(normalized, hash_text(normalized)) == RecordGroups::kNone) queue(normalized, 1);
+    });
+  }
   flush();
-  const std::size_t records = record_offsets.size() - 1;
+  const std::size_t units = unit_weights.size();
   std::vector<std::uint64_t> pattern_records(pool.size(), 0);
-  for (std::uint32_t index : record_patterns) ++pattern_records[index];
+  for (std::size_t u = 0; u < units; ++u) {
+    for (std::uint64_t i = unit_offsets[u]; i < unit_offsets[u + 1]; ++i) pattern_records[unit_patterns[i]] += unit_weights[u];
+  }
   communicator.allreduce(pattern_records, ReduceOp::kSum);
   const std::vector<bool> absorbed = absorbed_patterns(pool, contained, pattern_records, options.containment_ratio);
-  std::vector<bool> covered(records, false);
+  std::vector<bool> covered(units, false);
   std::vector<std::size_t> chosen;
   std::vector<std::uint64_t> gains(pool.size());
   while (options.top_k == 0 || chosen.size() < options.top_k) {
     std::fill(gains.begin(), gains.end(), 0);
-    for (std::size_t r = 0; r < records; ++r) {
-      if (covered[r]) continue;
-      for (std::uint64_t i = record_offsets[r]; i < record_offsets[r + 1]; ++i) ++gains[record_patterns[i]];
+    for (std::size_t u = 0; u < units; ++u) {
+      if (covered[u]) continue;
+      for (std::uint64_t i = unit_offsets[u]; i < unit_offsets[u + 1]; ++i) gains[unit_patterns[i]] += unit_weights[u];
     }
     communicator.allreduce(gains, ReduceOp::kSum);
     std::size_t best = pool.size();
@@ -591,10 +732,10 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
     }
     if (best == pool.size()) break;  // nothing left adds coverage
     chosen.push_back(best);
-    for (std::size_t r = 0; r < records; ++r) {
-      if (covered[r]) continue;
-      for (std::uint64_t i = record_offsets[r]; i < record_offsets[r + 1]; ++i) {
-        if (record_patterns[i] == best) covered[r] = true;
+    for (std::size_t u = 0; u < units; ++u) {
+      if (covered[u]) continue;
+      for (std::uint64_t i = unit_offsets[u]; i < unit_offsets[u + 1]; ++i) {
+        if (unit_patterns[i] == best) covered[u] = true;
       }
     }
   }
@@ -648,20 +789,12 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   // A record's distinct candidates are gathered first, then counted with
   // their slots prefetched together: the misses overlap instead of queueing.
   RecordCandidates record_candidates(/*by_words=*/!exact);
-  auto visit = [&](const corpus::Record& record) {
-    record_candidates.clear();
-    if (exact) {
-      split_seed_sentences(record.reasoning, [&](std::string_view sentence) {
-        // "longer than 15 characters" in code points; bytes >= code points.
-        if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
-        record_candidates.add(sentence, hash_text(sentence), kKindSentence);
-      });
-    } else {
-      normalized_miner.mine(record.reasoning, [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
-        record_candidates.add(text, hash, kind);
-      });
-    }
-    table.count_record(record_candidates, record.key);
+  RecordGroups groups(options.group_bytes);  // normalized mode
+  std::string normalized_text;
+  auto add_candidate = [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
+    record_candidates.add(text, hash, kind);
+  };
+  auto cap_table = [&]() {
     if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
       // Graceful degradation: drop the rarest local candidates until a quarter is free.
       std::uint32_t threshold = 1;
@@ -671,7 +804,37 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       ++prune_rounds;
     }
   };
+  auto visit = [&](const corpus::Record& record) {
+    record_candidates.clear();
+    if (exact) {
+      split_seed_sentences(record.reasoning, [&](std::string_view sentence) {
+        // "longer than 15 characters" in code points; bytes >= code points.
+        if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
+        record_candidates.add(sentence, hash_text(sentence), kKindSentence);
+      });
+    } else {
+      normalize_lines(record.reasoning, normalized_text);
+      if (groups.add(normalized_text, hash_text(normalized_text), record.key)) return;  // mined after the read
+      normalized_miner.mine_normalized(normalized_text, add_candidate);
+    }
+    table.count_record(record_candidates, record.key);
+    cap_table();
+  };
   corpus::CorpusStats local_stats = corpus::read_corpus(files, options.read, communicator, visit);
+  // Normalized mode: each group of records with one normalised text, mined
+  // once and counted for all of them. After the read, so the records mined
+  // alone were counted in key order (count_record's examples rely on it).
+  for (std::size_t index = 0; index < groups.size(); ++index) {
+    const RecordGroups::Group& group = groups[index];
+    record_candidates.clear();
+    normalized_miner.mine_normalized(RecordGroups::text(group), add_candidate);
+    table.count_records(record_candidates, group.count, group.keys, group.key_count);
+    cap_table();
+  }
+  if (!exact) {
+    log::debug("normalized: {} local records in {} groups of equal normalised reasoning{}", local_stats.records,
+               groups.size(), groups.complete() ? "" : " (the rest mined one by one: the group texts filled their memory)");
+  }
   result.local_candidates = table.size();
   result.seconds_count = watch.seconds();
   watch.reset();
@@ -816,7 +979,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     for (const Candidate& candidate : pool) chosen.push_back(&candidate);
   } else {
     std::vector<std::size_t> picks = options.selection == Selection::kCoverage
-                                         ? choose_by_coverage(files, options, pool, communicator)
+                                         ? choose_by_coverage(files, options, pool, groups, communicator)
                                          : choose_by_support(pool, options);
     for (std::size_t i : picks) chosen.push_back(&pool[i]);
   }

@@ -36,6 +36,10 @@ struct MiningOptions {
   double containment_ratio = 1.0;
   Selection selection = Selection::kCoverage;
   std::size_t pool_size = 4096;        // normalized mode: most frequent candidates the choice starts from
+  // normalized mode: bytes per rank for the normalised reasoning texts that
+  // group equal records (each group is mined and matched once); records
+  // beyond them are mined one by one and matched in a second read. 0: no groups.
+  std::size_t group_bytes = std::size_t{48} << 20;
   std::size_t examples = 3;            // example record ids per pattern
   corpus::ReadOptions read;
 };
