@@ -208,6 +208,38 @@ TEST_CASE("normalized mode: grouping equal normalised records changes nothing in
   }
 }
 
+// At several ranks, normalized mode sends round 2 only the candidates whose
+// global support reaches the pool's last place (ties included). Pools of 10
+// and 40 on the reasoning world, whose candidates share few support values;
+// the handbook must be the one a single rank mines alone (a self
+// communicator reads the whole file).
+TEST_CASE("normalized mode: the pool cut after round 1 gives the handbook of one rank") {
+  Communicator& world = test::runtime().world();
+  auto self = make_self_communicator();
+  const std::string corpus = std::string(METAREUSE_SOURCE_DIR) + "/datasets/world/train.jsonl";
+  for (std::size_t pool_size : {10, 40}) {
+  for (auto selection : {patterns::Selection::kCoverage, patterns::Selection::kSupport}) {
+    patterns::MiningOptions options;
+    options.top_k = 6;
+    options.pool_size = pool_size;
+    options.selection = selection;
+    auto alone = patterns::mine_patterns({corpus}, options, *self);
+    auto shared = patterns::mine_patterns({corpus}, options, world);
+    // (absorption and overlap leave 3 of a pool of 10 and 6 of 40)
+    REQUIRE(alone.handbook.patterns.size() >= 3);
+    CHECK(shared.qualified == alone.qualified);
+    CHECK(shared.global_candidates == alone.global_candidates);
+    REQUIRE(shared.handbook.patterns.size() == alone.handbook.patterns.size());
+    for (std::size_t i = 0; i < alone.handbook.patterns.size(); ++i) {
+      INFO("pattern " << i << ": " << alone.handbook.patterns[i].text);
+      CHECK(shared.handbook.patterns[i].text == alone.handbook.patterns[i].text);
+      CHECK(shared.handbook.patterns[i].support == alone.handbook.patterns[i].support);
+      CHECK(shared.handbook.patterns[i].examples == alone.handbook.patterns[i].examples);
+    }
+  }
+  }
+}
+
 // "$<num> per kilo today" and "<num> per kilo today" are one candidate: the
 // shorter form is found word-aligned in both, so it has the support of both.
 TEST_CASE("normalized mode: a phrase without its leading '$' counts the records of both forms") {

@@ -851,6 +851,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   CandidateTable owned(/*by_words=*/!exact);
   CandidateTable* owner_table = &table;
   std::uint64_t owner_distinct = table.size();
+  std::uint64_t owner_qualified = 0;  // round 1: owned hashes with support >= min_support
   std::vector<char> received;
   if (world_size > 1) {
     struct HashCount {
@@ -888,18 +889,45 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     std::memcpy(sums.data(), received.data(), sums.size() * sizeof(HashCount));
     received = {};
     std::sort(sums.begin(), sums.end(), [](const HashCount& x, const HashCount& y) { return x.hash < y.hash; });
-    std::vector<std::uint64_t> qualifying;
+    std::vector<HashCount> qualifying;  // (hash, global support)
     owner_distinct = 0;
     for (std::size_t i = 0; i < sums.size();) {
       std::size_t j = i;
       std::uint64_t support = 0;
       for (; j < sums.size() && sums[j].hash == sums[i].hash; ++j) support += sums[j].support;
       ++owner_distinct;
-      if (support >= options.min_support) qualifying.push_back(sums[i].hash);
+      if (support >= options.min_support) qualifying.push_back({sums[i].hash, support});
       i = j;
     }
     sums = {};
-    std::vector<std::uint64_t> all_qualifying = communicator.allgatherv(qualifying);
+    owner_qualified = qualifying.size();
+    // Normalized mode identifies a candidate by its hash, so round 1's sums are
+    // its global supports, and only the pool (the pool_size best, in pattern
+    // order) goes on: round 2 needs the candidates whose support reaches the
+    // pool_size-th best support (ties included, to be ordered by text). On a
+    // corpus where most candidates recur, this sends thousands of texts instead
+    // of every candidate. (Exact mode keeps every qualifying hash: there a
+    // collision sums two texts' supports, which could push a text out of a cut.)
+    if (!exact && options.pool_size != 0) {
+      std::vector<std::uint64_t> best;
+      for (const HashCount& entry : qualifying) best.push_back(entry.support);
+      if (best.size() > options.pool_size) {
+        std::nth_element(best.begin(), best.begin() + (options.pool_size - 1), best.end(), std::greater<>());
+        best.resize(options.pool_size);
+      }
+      std::vector<std::uint64_t> all_best = communicator.allgatherv(best);
+      if (all_best.size() >= options.pool_size) {
+        std::nth_element(all_best.begin(), all_best.begin() + (options.pool_size - 1), all_best.end(), std::greater<>());
+        const std::uint64_t threshold = all_best[options.pool_size - 1];
+        qualifying.erase(std::remove_if(qualifying.begin(), qualifying.end(),
+                                        [&](const HashCount& entry) { return entry.support < threshold; }),
+                         qualifying.end());
+      }
+    }
+    std::vector<std::uint64_t> qualifying_hashes;
+    for (const HashCount& entry : qualifying) qualifying_hashes.push_back(entry.hash);
+    qualifying = {};
+    std::vector<std::uint64_t> all_qualifying = communicator.allgatherv(qualifying_hashes);
     log::debug("reduction: round 1 done, {} hashes qualify, at {:.2f} s", all_qualifying.size(), watch.seconds());
 
     // Round 2: the local candidates of the qualifying hashes, to their owners.
@@ -940,7 +968,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   // (normalized candidates have at least min_words words by construction)
   const auto min_support = static_cast<std::uint32_t>(std::min<std::uint64_t>(options.min_support, UINT32_MAX));
   owner_table->for_each([&](const Candidate& candidate) { qualified.push_back(candidate); }, min_support);
-  std::uint64_t local_qualified = qualified.size();
+  // (normalized mode at several ranks: counted in round 1, before the cut to the pool)
+  std::uint64_t local_qualified = !exact && world_size > 1 ? owner_qualified : qualified.size();
   std::size_t pool_size = exact ? options.top_k : options.pool_size;
   auto cut_to_pool = [&](std::vector<Candidate>& candidates) {
     if (pool_size != 0 && candidates.size() > pool_size) {
