@@ -292,6 +292,26 @@ class NormalizedMiner {
   std::string cached_text_;
 };
 
+// Sends out[offsets of out_counts[r]] to rank r and receives every rank's
+// bytes for this one into `in`, in rank order (an alltoallv whose receive
+// counts come from an allgather of the send counts).
+void exchange_bytes(Communicator& communicator, const char* out, const std::vector<std::size_t>& out_counts,
+                    std::vector<char>& in) {
+  const int world_size = communicator.size();
+  const int rank = communicator.rank();
+  std::vector<std::uint64_t> my_counts(out_counts.begin(), out_counts.end());
+  std::vector<std::uint64_t> matrix(static_cast<std::size_t>(world_size) * world_size);
+  communicator.allgather(my_counts.data(), matrix.data(), world_size, DType::kUInt64);
+  std::vector<std::size_t> in_counts(world_size);
+  std::size_t total = 0;
+  for (int r = 0; r < world_size; ++r) {
+    in_counts[r] = matrix[static_cast<std::size_t>(r) * world_size + rank];
+    total += in_counts[r];
+  }
+  in.resize(total);
+  communicator.alltoallv(out, out_counts, in.data(), in_counts, DType::kUInt8);
+}
+
 // Normalized mode's records grouped by their normalised reasoning: records
 // whose reasoning normalises to the same text (the same steps with other
 // numbers, a common shape in generated and templated corpora) are mined and
@@ -356,6 +376,35 @@ class RecordGroups {
     ++group.count;
     if (group.key_count < kMaxExamples) group.keys[group.key_count++] = key;
     return true;
+  }
+
+  // Adds `count` records with `text` whose smallest keys are keys[0,
+  // key_count) (another rank's group, or one of this rank's), past the memory
+  // cap: a rank receives about its share of every rank's groups.
+  void merge(std::string_view text, std::uint64_t hash, std::uint32_t count, const corpus::RecordKey* keys,
+             std::size_t key_count) {
+    std::uint32_t index = find(text, hash);
+    if (index == kNone) {
+      if ((groups_.size() + 1) * 2 > slots_.size()) grow();
+      index = static_cast<std::uint32_t>(groups_.size());
+      Group group;
+      group.hash = hash;
+      group.text = store(text);
+      group.length = static_cast<std::uint32_t>(text.size());
+      groups_.push_back(group);
+      const std::size_t mask = slots_.size() - 1;
+      std::size_t position = hash & mask;
+      while (slots_[position] != kNone) position = (position + 1) & mask;
+      slots_[position] = index;
+    }
+    Group& group = groups_[index];
+    group.count += count;
+    // The smallest keys of both, ascending.
+    corpus::RecordKey merged[2 * kMaxExamples];
+    std::merge(group.keys, group.keys + group.key_count, keys, keys + key_count, merged);
+    const std::size_t merged_count = std::min<std::size_t>(kMaxExamples, group.key_count + key_count);
+    std::copy(merged, merged + merged_count, group.keys);
+    group.key_count = static_cast<std::uint8_t>(merged_count);
   }
 
   std::size_t size() const { return groups_.size(); }
@@ -651,7 +700,7 @@ bool overlaps_any(std::size_t candidate, const std::vector<std::size_t>& chosen,
 // phrase candidates alone would miss.
 std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
                                             const std::vector<Candidate>& pool, const RecordGroups& groups,
-                                            Communicator& communicator) {
+                                            const RecordGroups& mined_groups, Communicator& communicator) {
   PoolMatcher matcher(pool);
   const Containment contained = pool_containment(pool, matcher);
   // A unit is a group of records with one normalised text (weight: its
@@ -690,8 +739,11 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
     weights[waiting] = weight;
     if (++waiting == kLanes) flush();
   };
-  for (std::size_t index = 0; index < groups.size(); ++index) {
-    queue(RecordGroups::text(groups[index]), groups[index].count);
+  // `mined_groups`: the groups this rank mined (its own, or those it owns
+  // after the exchange); `groups`: the ones it read, which tell the records
+  // it mined one by one.
+  for (std::size_t index = 0; index < mined_groups.size(); ++index) {
+    queue(RecordGroups::text(mined_groups[index]), mined_groups[index].count);
   }
   // A second pass over each rank's share when some rank mined records one by
   // one (read_corpus is collective: every rank takes part or none).
@@ -776,7 +828,6 @@ MiningMode parse_mining_mode(const std::string& name) {
 MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOptions& options,
                            Communicator& communicator) {
   const int world_size = communicator.size();
-  const int rank = communicator.rank();
   MiningResult result;
   Stopwatch watch;
 
@@ -821,19 +872,73 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     cap_table();
   };
   corpus::CorpusStats local_stats = corpus::read_corpus(files, options.read, communicator, visit);
+  // Normalized mode at several ranks: the ranks often hold the same texts (the
+  // same shapes of reasoning), so the groups of two records or more go to an
+  // owner rank by their hash, which merges them; every text is then mined by
+  // one rank instead of by each. Groups of one record stay where they are
+  // (a corpus without repeats moves nothing). Mining a text on two ranks would
+  // give the same counts, only twice the work: this split is for speed.
+  RecordGroups owned_groups(0);
+  const bool exchange_groups = !exact && world_size > 1;
+  if (exchange_groups) {
+    std::vector<std::vector<char>> outgoing(world_size);
+    for (std::size_t index = 0; index < groups.size(); ++index) {
+      const RecordGroups::Group& group = groups[index];
+      if (group.count < 2) {
+        owned_groups.merge(RecordGroups::text(group), group.hash, group.count, group.keys, group.key_count);
+        continue;
+      }
+      // u64 hash, u32 count, u32 length, u8 key count, the keys (u64 each), the text
+      std::vector<char>& out = outgoing[static_cast<std::size_t>((group.hash >> 17) % static_cast<std::uint64_t>(world_size))];
+      std::size_t at = out.size();
+      out.resize(at + 17 + 8 * group.key_count + group.length);
+      char* write = out.data() + at;
+      std::memcpy(write, &group.hash, 8);
+      std::memcpy(write + 8, &group.count, 4);
+      std::memcpy(write + 12, &group.length, 4);
+      write[16] = static_cast<char>(group.key_count);
+      std::memcpy(write + 17, group.keys, 8 * group.key_count);
+      std::memcpy(write + 17 + 8 * group.key_count, group.text, group.length);
+    }
+    std::vector<std::size_t> out_counts(world_size);
+    std::vector<char> packed;
+    for (int r = 0; r < world_size; ++r) {
+      out_counts[r] = outgoing[r].size();
+      packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
+    }
+    outgoing = {};
+    std::vector<char> arriving;
+    exchange_bytes(communicator, packed.data(), out_counts, arriving);
+    packed = {};
+    for (std::size_t at = 0; at < arriving.size();) {
+      std::uint64_t hash = 0;
+      std::uint32_t count = 0, length = 0;
+      std::memcpy(&hash, arriving.data() + at, 8);
+      std::memcpy(&count, arriving.data() + at + 8, 4);
+      std::memcpy(&length, arriving.data() + at + 12, 4);
+      const std::size_t key_count = static_cast<unsigned char>(arriving[at + 16]);
+      corpus::RecordKey keys[kMaxExamples];
+      std::memcpy(keys, arriving.data() + at + 17, 8 * key_count);
+      owned_groups.merge({arriving.data() + at + 17 + 8 * key_count, length}, hash, count, keys, key_count);
+      at += 17 + 8 * key_count + length;
+    }
+  }
+  const RecordGroups& mined_groups = exchange_groups ? owned_groups : groups;
   // Normalized mode: each group of records with one normalised text, mined
   // once and counted for all of them. After the read, so the records mined
   // alone were counted in key order (count_record's examples rely on it).
-  for (std::size_t index = 0; index < groups.size(); ++index) {
-    const RecordGroups::Group& group = groups[index];
+  for (std::size_t index = 0; index < mined_groups.size(); ++index) {
+    const RecordGroups::Group& group = mined_groups[index];
     record_candidates.clear();
     normalized_miner.mine_normalized(RecordGroups::text(group), add_candidate);
     table.count_records(record_candidates, group.count, group.keys, group.key_count);
     cap_table();
   }
   if (!exact) {
-    log::debug("normalized: {} local records in {} groups of equal normalised reasoning{}", local_stats.records,
-               groups.size(), groups.complete() ? "" : " (the rest mined one by one: the group texts filled their memory)");
+    log::debug("normalized: {} local records in {} groups of equal normalised reasoning{}; {} groups mined here",
+               local_stats.records, groups.size(),
+               groups.complete() ? "" : " (the rest mined one by one: the group texts filled their memory)",
+               mined_groups.size());
   }
   result.local_candidates = table.size();
   result.seconds_count = watch.seconds();
@@ -871,17 +976,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       offsets[owner] += sizeof(HashCount);
     });
     auto exchange = [&](const char* out, const std::vector<std::size_t>& out_counts, std::vector<char>& in) {
-      std::vector<std::uint64_t> my_counts(out_counts.begin(), out_counts.end());
-      std::vector<std::uint64_t> matrix(static_cast<std::size_t>(world_size) * world_size);
-      communicator.allgather(my_counts.data(), matrix.data(), world_size, DType::kUInt64);
-      std::vector<std::size_t> in_counts(world_size);
-      std::size_t total = 0;
-      for (int r = 0; r < world_size; ++r) {
-        in_counts[r] = matrix[static_cast<std::size_t>(r) * world_size + rank];
-        total += in_counts[r];
-      }
-      in.resize(total);
-      communicator.alltoallv(out, out_counts, in.data(), in_counts, DType::kUInt8);
+      exchange_bytes(communicator, out, out_counts, in);
     };
     exchange(reinterpret_cast<const char*>(send.data()), send_counts, received);
     send = {};
@@ -1008,7 +1103,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     for (const Candidate& candidate : pool) chosen.push_back(&candidate);
   } else {
     std::vector<std::size_t> picks = options.selection == Selection::kCoverage
-                                         ? choose_by_coverage(files, options, pool, groups, communicator)
+                                         ? choose_by_coverage(files, options, pool, groups, mined_groups, communicator)
                                          : choose_by_support(pool, options);
     for (std::size_t i : picks) chosen.push_back(&pool[i]);
   }
