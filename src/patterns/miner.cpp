@@ -380,7 +380,8 @@ class RecordGroups {
 
   // Adds `count` records with `text` whose smallest keys are keys[0,
   // key_count) (another rank's group, or one of this rank's), past the memory
-  // cap: a rank receives about its share of every rank's groups.
+  // cap: a rank receives about its share of every rank's groups. The text is
+  // borrowed, not copied: it must outlive this object.
   void merge(std::string_view text, std::uint64_t hash, std::uint32_t count, const corpus::RecordKey* keys,
              std::size_t key_count) {
     std::uint32_t index = find(text, hash);
@@ -389,7 +390,7 @@ class RecordGroups {
       index = static_cast<std::uint32_t>(groups_.size());
       Group group;
       group.hash = hash;
-      group.text = store(text);
+      group.text = text.data();
       group.length = static_cast<std::uint32_t>(text.size());
       groups_.push_back(group);
       const std::size_t mask = slots_.size() - 1;
@@ -878,7 +879,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   // one rank instead of by each. Groups of one record stay where they are
   // (a corpus without repeats moves nothing). Mining a text on two ranks would
   // give the same counts, only twice the work: this split is for speed.
-  RecordGroups owned_groups(0);
+  std::vector<char> arriving;
+  RecordGroups owned_groups(0);  // its texts are borrowed from `groups` and `arriving`
   const bool exchange_groups = !exact && world_size > 1;
   if (exchange_groups) {
     std::vector<std::vector<char>> outgoing(world_size);
@@ -907,7 +909,6 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
     }
     outgoing = {};
-    std::vector<char> arriving;
     exchange_bytes(communicator, packed.data(), out_counts, arriving);
     packed = {};
     for (std::size_t at = 0; at < arriving.size();) {
