@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <unordered_set>
@@ -835,6 +836,20 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   const bool exact = options.mode == MiningMode::kExact;
   // 1. Local counting over this rank's share.
   CandidateTable table(/*by_words=*/!exact);
+  if (exact) {
+    // Sized from this rank's share of the bytes (GSM8K-like text has about one
+    // distinct sentence per 190 bytes of JSON), capped at 32 MB of slots: the
+    // table then skips most of its doublings, each of which re-hashed every
+    // candidate into freshly zeroed memory. A smaller corpus of sentences
+    // only leaves slots empty; a larger one still grows.
+    std::uint64_t bytes = 0;
+    for (const std::string& file : files) {
+      std::error_code error;
+      const auto size = std::filesystem::file_size(file, error);
+      if (!error) bytes += size;
+    }
+    table.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(bytes / static_cast<std::uint64_t>(world_size) / 192, 1400000)));
+  }
   NormalizedMiner normalized_miner(options);
   std::uint64_t pruned = 0;
   std::uint64_t prune_rounds = 0;
