@@ -313,6 +313,18 @@ void exchange_bytes(Communicator& communicator, const char* out, const std::vect
   communicator.alltoallv(out, out_counts, in.data(), in_counts, DType::kUInt8);
 }
 
+// exchange_bytes() for one buffer per destination rank (emptied on the way).
+void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>& outgoing, std::vector<char>& in) {
+  std::vector<std::size_t> out_counts(outgoing.size());
+  std::vector<char> packed;
+  for (std::size_t r = 0; r < outgoing.size(); ++r) {
+    out_counts[r] = outgoing[r].size();
+    packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
+  }
+  outgoing = {};
+  exchange_bytes(communicator, packed.data(), out_counts, in);
+}
+
 // Normalized mode's records grouped by their normalised reasoning: records
 // whose reasoning normalises to the same text (the same steps with other
 // numbers, a common shape in generated and templated corpora) are mined and
@@ -361,17 +373,7 @@ class RecordGroups {
         complete_ = false;
         return false;
       }
-      if ((groups_.size() + 1) * 2 > slots_.size()) grow();
-      index = static_cast<std::uint32_t>(groups_.size());
-      Group group;
-      group.hash = hash;
-      group.text = store(text);
-      group.length = static_cast<std::uint32_t>(text.size());
-      groups_.push_back(group);
-      const std::size_t mask = slots_.size() - 1;
-      std::size_t position = hash & mask;
-      while (slots_[position] != kNone) position = (position + 1) & mask;
-      slots_[position] = index;
+      index = open(store(text), text.size(), hash);
     }
     Group& group = groups_[index];
     ++group.count;
@@ -386,19 +388,7 @@ class RecordGroups {
   void merge(std::string_view text, std::uint64_t hash, std::uint32_t count, const corpus::RecordKey* keys,
              std::size_t key_count) {
     std::uint32_t index = find(text, hash);
-    if (index == kNone) {
-      if ((groups_.size() + 1) * 2 > slots_.size()) grow();
-      index = static_cast<std::uint32_t>(groups_.size());
-      Group group;
-      group.hash = hash;
-      group.text = text.data();
-      group.length = static_cast<std::uint32_t>(text.size());
-      groups_.push_back(group);
-      const std::size_t mask = slots_.size() - 1;
-      std::size_t position = hash & mask;
-      while (slots_[position] != kNone) position = (position + 1) & mask;
-      slots_[position] = index;
-    }
+    if (index == kNone) index = open(text.data(), text.size(), hash);
     Group& group = groups_[index];
     group.count += count;
     // The smallest keys of both, ascending.
@@ -416,14 +406,29 @@ class RecordGroups {
   bool complete() const { return complete_; }
 
  private:
+  // A new group for `text` (stored or borrowed), with no records yet.
+  std::uint32_t open(const char* text, std::size_t length, std::uint64_t hash) {
+    if ((groups_.size() + 1) * 2 > slots_.size()) grow();
+    const auto index = static_cast<std::uint32_t>(groups_.size());
+    Group group;
+    group.hash = hash;
+    group.text = text;
+    group.length = static_cast<std::uint32_t>(length);
+    groups_.push_back(group);
+    place(index);
+    return index;
+  }
+
+  void place(std::uint32_t index) {
+    const std::size_t mask = slots_.size() - 1;
+    std::size_t position = groups_[index].hash & mask;
+    while (slots_[position] != kNone) position = (position + 1) & mask;
+    slots_[position] = index;
+  }
+
   void grow() {
     slots_.assign(std::max<std::size_t>(1024, slots_.size() * 2), kNone);
-    const std::size_t mask = slots_.size() - 1;
-    for (std::uint32_t index = 0; index < groups_.size(); ++index) {
-      std::size_t position = groups_[index].hash & mask;
-      while (slots_[position] != kNone) position = (position + 1) & mask;
-      slots_[position] = index;
-    }
+    for (std::uint32_t index = 0; index < groups_.size(); ++index) place(index);
   }
 
   // The texts, in blocks that never move (a growing string would copy them
@@ -917,15 +922,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       std::memcpy(write + 17, group.keys, 8 * group.key_count);
       std::memcpy(write + 17 + 8 * group.key_count, group.text, group.length);
     }
-    std::vector<std::size_t> out_counts(world_size);
-    std::vector<char> packed;
-    for (int r = 0; r < world_size; ++r) {
-      out_counts[r] = outgoing[r].size();
-      packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
-    }
-    outgoing = {};
-    exchange_bytes(communicator, packed.data(), out_counts, arriving);
-    packed = {};
+    exchange_buffers(communicator, outgoing, arriving);
     for (std::size_t at = 0; at < arriving.size();) {
       std::uint64_t hash = 0;
       std::uint32_t count = 0, length = 0;
@@ -991,10 +988,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       send[offsets[owner] / sizeof(HashCount)] = {hash, support};
       offsets[owner] += sizeof(HashCount);
     });
-    auto exchange = [&](const char* out, const std::vector<std::size_t>& out_counts, std::vector<char>& in) {
-      exchange_bytes(communicator, out, out_counts, in);
-    };
-    exchange(reinterpret_cast<const char*>(send.data()), send_counts, received);
+    exchange_bytes(communicator, reinterpret_cast<const char*>(send.data()), send_counts, received);
     send = {};
     std::vector<HashCount> sums(received.size() / sizeof(HashCount));
     std::memcpy(sums.data(), received.data(), sums.size() * sizeof(HashCount));
@@ -1051,15 +1045,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
         write_wire(out.data() + at, candidate);
       });
     }
-    std::vector<std::size_t> out_counts(world_size);
-    std::vector<char> packed;
-    for (int r = 0; r < world_size; ++r) {
-      out_counts[r] = outgoing[r].size();
-      packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
-    }
-    outgoing = {};
-    exchange(packed.data(), out_counts, received);
-    packed = {};
+    exchange_buffers(communicator, outgoing, received);
     std::size_t arriving = 0;
     read_wire(received, [&](std::string_view, std::uint32_t, std::uint8_t, const corpus::RecordKey*, std::size_t) {
       ++arriving;
