@@ -5,12 +5,27 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "hdf5_handle.h"
+#include "h5/h5.h"
+#include "metareuse/core/error.h"
 #include "metareuse/dataset/dataset.h"
+
+// Runs an HDF5 call; a negative result throws InputError naming the call,
+// what it was for (`what`, e.g. the file and dataset) and the source line.
+// (h5/h5.h's MR_CHECK_H5 throws Error; a dataset file HDF5 cannot read is
+// bad input, named by `what`.)
+#define MR_H5_CHECK(call, what)                                                                       \
+  [&]() {                                                                                             \
+    auto mr_h5_result = (call);                                                                       \
+    if (mr_h5_result < 0) {                                                                           \
+      throw ::metareuse::InputError(::fmt::format("{}: HDF5 call {} failed ({}:{})", (what), #call,   \
+                                                  __FILE__, __LINE__));                               \
+    }                                                                                                 \
+    return mr_h5_result;                                                                              \
+  }()
 
 namespace metareuse {
 
-using dataset_detail::Hdf5Handle;
+using h5::Handle;
 
 std::string DatasetMetadata::tokenizer_identity() const {
   return fmt::format("{}:{}:{}", tokenizer_kind, tokenizer_vocab_size, tokenizer_hash);
@@ -18,28 +33,22 @@ std::string DatasetMetadata::tokenizer_identity() const {
 
 namespace {
 
-// HDF5 prints its own error stack to stderr by default; our messages name the
-// file and the dataset instead.
-void silence_hdf5_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
 void write_string_attribute(hid_t file, const std::string& path, const char* name, const std::string& value) {
-  Hdf5Handle type(MR_H5_CHECK(H5Tcopy(H5T_C_S1), path), H5Tclose);
+  Handle type(MR_H5_CHECK(H5Tcopy(H5T_C_S1), path));
   MR_H5_CHECK(H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1)), path);
   MR_H5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), path);
-  Hdf5Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path), H5Sclose);
-  Hdf5Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                                   fmt::format("{} attribute '{}'", path, name)),
-                       H5Aclose);
+  Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path));
+  Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                               fmt::format("{} attribute '{}'", path, name)));
   std::string padded = value.empty() ? std::string(1, '\0') : value;
   MR_H5_CHECK(H5Awrite(attribute.get(), type.get(), padded.data()), fmt::format("{} attribute '{}'", path, name));
 }
 
 template <typename T>
 void write_number_attribute(hid_t file, const std::string& path, const char* name, T value, hid_t type) {
-  Hdf5Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path), H5Sclose);
-  Hdf5Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
-                                   fmt::format("{} attribute '{}'", path, name)),
-                       H5Aclose);
+  Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path));
+  Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+                               fmt::format("{} attribute '{}'", path, name)));
   MR_H5_CHECK(H5Awrite(attribute.get(), type, &value), fmt::format("{} attribute '{}'", path, name));
 }
 
@@ -48,8 +57,8 @@ void write_array(hid_t file, const std::string& path, const char* name, const st
                  hsize_t columns, hid_t type) {
   const std::string what = fmt::format("{} dataset '{}'", path, name);
   hsize_t dims[2] = {rows, columns};
-  Hdf5Handle space(MR_H5_CHECK(H5Screate_simple(2, dims, nullptr), what), H5Sclose);
-  Hdf5Handle properties(MR_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what), H5Pclose);
+  Handle space(MR_H5_CHECK(H5Screate_simple(2, dims, nullptr), what));
+  Handle properties(MR_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what));
   // No modification times: the same data gives the same bytes, for any rank count.
   MR_H5_CHECK(H5Pset_obj_track_times(properties.get(), false), what);
   if (rows > 0 && columns > 0) {
@@ -59,9 +68,8 @@ void write_array(hid_t file, const std::string& path, const char* name, const st
     MR_H5_CHECK(H5Pset_chunk(properties.get(), 2, chunk), what);
     MR_H5_CHECK(H5Pset_deflate(properties.get(), 1), what);
   }
-  Hdf5Handle dataset(
-      MR_H5_CHECK(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, properties.get(), H5P_DEFAULT), what),
-      H5Dclose);
+  Handle dataset(
+      MR_H5_CHECK(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, properties.get(), H5P_DEFAULT), what));
   if (!data.empty()) MR_H5_CHECK(H5Dwrite(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), what);
 }
 
@@ -70,8 +78,8 @@ bool has_attribute(hid_t file, const char* name) { return H5Aexists(file, name) 
 std::string read_string_attribute(hid_t file, const std::string& path, const char* name) {
   const std::string what = fmt::format("{} attribute '{}'", path, name);
   if (!has_attribute(file, name)) throw InputError(fmt::format("{}: attribute '{}' is missing", path, name));
-  Hdf5Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what), H5Aclose);
-  Hdf5Handle type(MR_H5_CHECK(H5Aget_type(attribute.get()), what), H5Tclose);
+  Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what));
+  Handle type(MR_H5_CHECK(H5Aget_type(attribute.get()), what));
   if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
     throw InputError(fmt::format("{} is not a fixed-length string", what));
   }
@@ -86,7 +94,7 @@ template <typename T>
 T read_number_attribute(hid_t file, const std::string& path, const char* name, hid_t type) {
   const std::string what = fmt::format("{} attribute '{}'", path, name);
   if (!has_attribute(file, name)) throw InputError(fmt::format("{}: attribute '{}' is missing", path, name));
-  Hdf5Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what), H5Aclose);
+  Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what));
   T value{};
   MR_H5_CHECK(H5Aread(attribute.get(), type, &value), what);
   return value;
@@ -97,8 +105,8 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
                           hid_t type) {
   const std::string what = fmt::format("{} dataset '{}'", path, name);
   if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", what));
-  Hdf5Handle dataset(MR_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT), what), H5Dclose);
-  Hdf5Handle space(MR_H5_CHECK(H5Dget_space(dataset.get()), what), H5Sclose);
+  Handle dataset(MR_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT), what));
+  Handle space(MR_H5_CHECK(H5Dget_space(dataset.get()), what));
   hsize_t dims[2] = {0, 0};
   int rank = MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), what);
   if (rank != 2) throw InputError(fmt::format("{} has {} dimensions, expected 2", what, rank));
@@ -118,7 +126,7 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
 }  // namespace
 
 void write_dataset(const std::string& path, const PackedDataset& dataset) {
-  silence_hdf5_errors();
+  h5::quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   const DatasetMetadata& metadata = dataset.metadata;
   if (auto parent = std::filesystem::path(path).parent_path(); !parent.empty()) {
     std::filesystem::create_directories(parent);
@@ -126,10 +134,10 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
   // Written under a temporary name and renamed, so a reader never sees half a file.
   const std::string temporary = path + ".partial";
   {
-    Hdf5Handle creation(MR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), temporary), H5Pclose);
+    Handle creation(MR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), temporary));
     MR_H5_CHECK(H5Pset_obj_track_times(creation.get(), false), temporary);  // the root group's times too
-    Hdf5Handle file(
-        MR_H5_CHECK(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, creation.get(), H5P_DEFAULT), temporary), H5Fclose);
+    Handle file(
+        MR_H5_CHECK(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, creation.get(), H5P_DEFAULT), temporary));
     hid_t root = file.get();
     write_string_attribute(root, path, "magic", kDatasetMagic);
     write_number_attribute<std::int64_t>(root, path, "format_version", metadata.format_version, H5T_NATIVE_INT64);
@@ -160,7 +168,7 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
 }
 
 PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
-  silence_hdf5_errors();
+  h5::quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: dataset file not found", path));
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     throw InputError(fmt::format("{}: not a readable HDF5 file (truncated, or not made by `metareuse prepare`)", path));
@@ -170,7 +178,7 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
     throw InputError(fmt::format("{}: HDF5 cannot open it (truncated or damaged); rebuild it with `metareuse prepare`",
                                  path));
   }
-  Hdf5Handle file(file_id, H5Fclose);
+  Handle file(file_id);
   hid_t root = file.get();
   const std::string hint = "rebuild it with `metareuse prepare`";
   if (!has_attribute(root, "magic") || read_string_attribute(root, path, "magic") != kDatasetMagic) {
@@ -211,8 +219,8 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
   const std::string tokens_what = fmt::format("{} dataset 'tokens'", path);
   if (H5Lexists(root, "tokens", H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", tokens_what));
   {
-    Hdf5Handle tokens(MR_H5_CHECK(H5Dopen2(root, "tokens", H5P_DEFAULT), tokens_what), H5Dclose);
-    Hdf5Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), tokens_what), H5Sclose);
+    Handle tokens(MR_H5_CHECK(H5Dopen2(root, "tokens", H5P_DEFAULT), tokens_what));
+    Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), tokens_what));
     hsize_t dims[2] = {0, 0};
     if (MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), tokens_what) != 2) {
       throw InputError(fmt::format("{} is not two-dimensional", tokens_what));

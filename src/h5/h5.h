@@ -1,5 +1,5 @@
-// RAII for HDF5 ids and the one check for every HDF5 call. Private to
-// src/checkpoint.
+// RAII for HDF5 ids and the check for HDF5 calls, shared by src/checkpoint
+// and src/dataset (included as "h5/h5.h").
 #pragma once
 
 #include <hdf5.h>
