@@ -334,8 +334,8 @@ void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>
 // them. The texts are kept up to `max_bytes` per rank (patterns.group_memory_mb);
 // a record whose text does not fit is mined on its own at once (`complete()`
 // turns false, and the coverage pass reads the corpus again for those records).
-// Hand-written: a map from texts to groups that keeps the texts in one arena
-// and a 4-byte index per slot costs a third of std::unordered_map's memory.
+// Hand-written rather than a std::unordered_map<std::string, Group>: the texts
+// sit in a few large blocks (no allocation per text) and a slot is a 4-byte index.
 class RecordGroups {
  public:
   explicit RecordGroups(std::size_t max_bytes) : max_bytes_(max_bytes) {}
@@ -343,7 +343,7 @@ class RecordGroups {
 
   struct Group {
     std::uint64_t hash = 0;
-    const char* text = nullptr;  // in blocks_
+    const char* text = nullptr;  // in blocks_ (add), or borrowed (merge)
     std::uint32_t length = 0;
     std::uint32_t count = 0;  // records with this text on this rank
     std::uint8_t key_count = 0;
