@@ -117,16 +117,9 @@ class NormalizedMiner {
  public:
   explicit NormalizedMiner(const MiningOptions& options) : options_(options) {}
 
-  // sink(text, hash_words(text), kind) for each candidate of the record
-  // (repeats included).
-  template <typename Sink>
-  void mine(std::string_view reasoning, Sink&& sink) {
-    normalize_lines(reasoning, text_);
-    mine_normalized(text_, sink);
-  }
-
-  // mine() for a reasoning already normalised by normalize_lines() (lines cut
-  // at '\n'); `all` must outlive the sink's use of the texts it is given.
+  // sink(text, hash_words(text), kind) for each candidate of a record's
+  // reasoning, already normalised by normalize_lines() (lines cut at '\n'),
+  // repeats included; `all` must outlive the sink's use of the texts it is given.
   template <typename Sink>
   void mine_normalized(std::string_view all, Sink&& sink) {
     std::size_t line_start = 0;
@@ -284,7 +277,6 @@ class NormalizedMiner {
   };
 
   const MiningOptions& options_;
-  std::string text_;
   std::vector<std::string_view> words_;
   std::vector<std::uint32_t> content_prefix_;
   std::vector<WordFacts> facts_;  // of words_[i]
