@@ -57,7 +57,7 @@ ReadResult read_all(const std::vector<std::string>& files, corpus::ReadOptions o
   std::vector<std::uint64_t> keys;
   for (auto& [key, text] : local) {
     records.push_back(text);
-    keys.push_back(key);
+    keys.push_back(stats.global_key(key));  // the identity unless options.number_lines_after
   }
   result.reasonings = gather(records);
   result.keys = world.allgatherv(keys);
@@ -81,7 +81,10 @@ TEST_CASE("every line is read by exactly one rank, in order, for any cut") {
   }
   if (world.rank() == 0) test::write_file(dir / "ranges.jsonl", bytes);
   world.barrier();
-  ReadResult result = read_all({(dir / "ranges.jsonl").string()});
+  corpus::ReadOptions options;
+  options.number_lines_after = GENERATE(false, true);  // lines counted before the read, or numbered after it
+  INFO("number_lines_after " << options.number_lines_after);
+  ReadResult result = read_all({(dir / "ranges.jsonl").string()}, options);
   REQUIRE(result.stats.records == 57);
   REQUIRE(result.stats.bad_lines == 0);
   REQUIRE(result.keys.size() == 57);
@@ -133,7 +136,10 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped; go
   if (world.rank() == 0) test::write_file(path, bytes);
   world.barrier();
 
-  ReadResult result = read_all({path});
+  corpus::ReadOptions options;
+  options.number_lines_after = GENERATE(false, true);  // same reports and line numbers either way
+  INFO("number_lines_after " << options.number_lines_after);
+  ReadResult result = read_all({path}, options);
   CHECK(result.stats.records == 5);  // lines 1 (after the file BOM), 9, 13, 16, 17
   CHECK(result.stats.blank_lines == 2);
   CHECK(result.stats.bad_lines == 10);
@@ -193,7 +199,10 @@ TEST_CASE("an empty file has no records and no error; several files and globs ke
   auto files = corpus::expand_corpus_files({(dir / "empty.jsonl").string(), (dir / "*_part.jsonl").string()});
   REQUIRE(files.size() == 3);
   CHECK(files[1] == (dir / "a_part.jsonl").string());
-  ReadResult all = read_all(files);
+  corpus::ReadOptions options;
+  options.number_lines_after = GENERATE(false, true);
+  INFO("number_lines_after " << options.number_lines_after);
+  ReadResult all = read_all(files, options);
   CHECK(all.stats.records == 3);
   REQUIRE(all.keys.size() == 3);
   CHECK(corpus::record_key_file(all.keys[0]) == 1);

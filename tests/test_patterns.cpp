@@ -114,6 +114,35 @@ TEST_CASE("exact mode equals the Python reference on GSM8K train, at any rank co
   CHECK(world.broadcast_string(mine, 0) == mine);
 }
 
+TEST_CASE("exact mode: example record ids are the same at any rank count (lines numbered after the read)") {
+  // Exact mode numbers each rank's lines from its own first line and makes the
+  // keys global only in round 2 (ReadOptions::number_lines_after); the reference
+  // has no examples, so they are checked against one rank here, over two files.
+  Communicator& world = test::runtime().world();
+  auto self = make_self_communicator();
+  auto dir = test::shared_temp_dir(world, "patterns-exact-examples");
+  const std::string tricky = (dir / "tricky.jsonl").string();
+  if (world.rank() == 0) test::write_file(tricky, test::tricky_corpus());
+  world.barrier();
+  const std::vector<std::string> files = {tricky, std::string(METAREUSE_SOURCE_DIR) + "/datasets/world/train.jsonl"};
+  auto options = exact_options(2, 0);
+  auto alone = patterns::mine_patterns(files, options, *self);
+  auto shared = patterns::mine_patterns(files, options, world);
+  REQUIRE(alone.handbook.patterns.size() >= 20);
+  REQUIRE(shared.handbook.patterns.size() == alone.handbook.patterns.size());
+  bool second_file = false;
+  for (std::size_t i = 0; i < alone.handbook.patterns.size(); ++i) {
+    INFO("pattern " << i << ": " << alone.handbook.patterns[i].text);
+    CHECK(shared.handbook.patterns[i].text == alone.handbook.patterns[i].text);
+    CHECK(shared.handbook.patterns[i].support == alone.handbook.patterns[i].support);
+    CHECK(shared.handbook.patterns[i].examples == alone.handbook.patterns[i].examples);
+    for (const std::string& example : alone.handbook.patterns[i].examples) {
+      second_file = second_file || example.rfind("train.jsonl:", 0) == 0;
+    }
+  }
+  CHECK(second_file);
+}
+
 TEST_CASE("the candidate cap degrades gracefully and says so") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);
   Communicator& world = test::runtime().world();

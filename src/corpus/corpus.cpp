@@ -298,6 +298,14 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
   CorpusStats stats;
   LineReader reader(options, visit);
   std::size_t reported = 0;
+  // number_lines_after: the reports wait for the line numbers of lower ranks.
+  struct PendingReport {
+    std::size_t file_index;
+    std::uint64_t line;  // from this rank's first line of the file
+    std::string detail;
+  };
+  std::vector<PendingReport> pending;
+  std::vector<std::uint64_t> own_lines_per_file(files.size(), 0);
 
   for (std::size_t file_index = 0; file_index < files.size(); ++file_index) {
     const std::string& path = files[file_index];
@@ -308,10 +316,13 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
 
     // Line numbers: the lines of lower ranks come first (one small allgather per file).
     // The last rank's count is nobody's offset, so it (and a lone rank) skips the pass.
-    std::uint64_t own_lines = rank + 1 < world_size ? count_lines(path, bytes, range) : 0;
-    auto lines_per_rank = communicator.allgather_value<std::uint64_t>(own_lines);
     std::uint64_t line = 0;
-    for (int r = 0; r < rank; ++r) line += lines_per_rank[static_cast<std::size_t>(r)];
+    if (!options.number_lines_after) {
+      std::uint64_t own_lines = rank + 1 < world_size ? count_lines(path, bytes, range) : 0;
+      auto lines_per_rank = communicator.allgather_value<std::uint64_t>(own_lines);
+      for (int r = 0; r < rank; ++r) line += lines_per_rank[static_cast<std::size_t>(r)];
+    }
+    const std::uint64_t first_line = line;
     if (rank == 0 && bytes.empty()) log::warn("{}: the corpus file is empty", path);
 
     std::uint64_t position = range.begin;
@@ -331,7 +342,7 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
 
       LineVerdict verdict;
       if (text.substr(0, kByteOrderMark.size()) == kByteOrderMark) {
-        if (line == 1) {
+        if (start == bytes.data()) {
           // A BOM at the start of the file is an encoding marker, not data.
           log::warn("{}:1: skipped a UTF-8 byte order mark at the start of the file", path);
           text.remove_prefix(kByteOrderMark.size());
@@ -354,12 +365,36 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
       ++stats.bad_lines;
       ++stats.bad_by_reason[static_cast<int>(verdict.reason)];
       if (reported < options.max_reported_per_rank) {
-        stats.reports.push_back(fmt::format("{}:{}: {}", path, line, verdict.detail));
-        log::warn("{}", stats.reports.back());
-      } else if (reported == options.max_reported_per_rank && reported > 0) {
+        if (options.number_lines_after) {
+          pending.push_back({file_index, line, std::move(verdict.detail)});
+        } else {
+          stats.reports.push_back(fmt::format("{}:{}: {}", path, line, verdict.detail));
+          log::warn("{}", stats.reports.back());
+        }
+      } else if (reported == options.max_reported_per_rank && reported > 0 && !options.number_lines_after) {
         log::warn("further bad lines on this rank are counted but not printed");
       }
       ++reported;
+    }
+    own_lines_per_file[file_index] = line - first_line;
+  }
+  if (options.number_lines_after) {
+    // One allgather for all files: rank r's lines of each file.
+    std::vector<std::uint64_t> all(own_lines_per_file.size() * static_cast<std::size_t>(world_size));
+    if (!own_lines_per_file.empty()) {
+      communicator.allgather(own_lines_per_file.data(), all.data(), own_lines_per_file.size(), DType::kUInt64);
+    }
+    stats.line_base.assign(files.size(), 0);
+    for (std::size_t f = 0; f < files.size(); ++f) {
+      for (int r = 0; r < rank; ++r) stats.line_base[f] += all[static_cast<std::size_t>(r) * files.size() + f];
+    }
+    for (const PendingReport& report : pending) {
+      stats.reports.push_back(
+          fmt::format("{}:{}: {}", files[report.file_index], stats.line_base[report.file_index] + report.line, report.detail));
+      log::warn("{}", stats.reports.back());
+    }
+    if (reported > options.max_reported_per_rank && options.max_reported_per_rank > 0) {
+      log::warn("further bad lines on this rank are counted but not printed");
     }
   }
   return stats;

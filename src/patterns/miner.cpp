@@ -317,6 +317,56 @@ void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>
   exchange_bytes(communicator, packed.data(), out_counts, in);
 }
 
+// Round 1 of the reduction: a candidate's hash and its support on one rank.
+struct HashCount {
+  std::uint64_t hash;
+  std::uint64_t support;
+};
+
+// Calls visit(hash, total support) once for each distinct hash among `count`
+// HashCount records at `bytes` (any order, any alignment, supports >= 1).
+// The records are first spread into 256 buckets by the top byte of the hash,
+// then each bucket is summed in a small open-addressing table that stays in
+// cache: a few passes over the records, where sorting them took three times
+// as long (measured on 1.2 M records: sort 94 ms, this 29 ms). The hashes are
+// uniform (XXH3), within an owner rank too (the owner comes from bits 32 and
+// up, modulo the rank count).
+template <typename Visit>
+void sum_by_hash(const char* bytes, std::size_t count, Visit&& visit) {
+  constexpr std::size_t kBuckets = 256;
+  auto record = [bytes](std::size_t i) {
+    HashCount entry;
+    std::memcpy(&entry, bytes + i * sizeof(HashCount), sizeof(HashCount));
+    return entry;
+  };
+  std::vector<std::size_t> starts(kBuckets + 1, 0);
+  for (std::size_t i = 0; i < count; ++i) ++starts[(record(i).hash >> 56) + 1];
+  for (std::size_t b = 1; b <= kBuckets; ++b) starts[b] += starts[b - 1];
+  std::vector<HashCount> bucketed(count);
+  std::vector<std::size_t> next(starts.begin(), starts.end() - 1);
+  for (std::size_t i = 0; i < count; ++i) {
+    HashCount entry = record(i);
+    bucketed[next[entry.hash >> 56]++] = entry;
+  }
+  std::vector<HashCount> slots;  // support 0: empty
+  for (std::size_t b = 0; b < kBuckets; ++b) {
+    std::size_t capacity = 16;
+    while (capacity < 2 * (starts[b + 1] - starts[b])) capacity *= 2;
+    slots.assign(capacity, HashCount{0, 0});
+    const std::size_t mask = capacity - 1;
+    for (std::size_t i = starts[b]; i < starts[b + 1]; ++i) {
+      const HashCount& entry = bucketed[i];
+      std::size_t position = entry.hash & mask;
+      while (slots[position].support != 0 && slots[position].hash != entry.hash) position = (position + 1) & mask;
+      slots[position].hash = entry.hash;
+      slots[position].support += entry.support;
+    }
+    for (const HashCount& slot : slots) {
+      if (slot.support != 0) visit(slot.hash, slot.support);
+    }
+  }
+}
+
 // Normalized mode's records grouped by their normalised reasoning: records
 // whose reasoning normalises to the same text (the same steps with other
 // numbers, a common shape in generated and templated corpora) are mined and
@@ -884,7 +934,13 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     table.count_record(record_candidates, record.key);
     cap_table();
   };
-  corpus::CorpusStats local_stats = corpus::read_corpus(files, options.read, communicator, visit);
+  // Exact mode numbers the lines after the read (the keys in the table are
+  // then local to this rank, made global as they leave it in round 2): no
+  // rank waits for a lower one to count its lines first. Normalized mode
+  // keeps global keys throughout (its groups and coverage pass use them).
+  corpus::ReadOptions read = options.read;
+  read.number_lines_after = exact;
+  corpus::CorpusStats local_stats = corpus::read_corpus(files, read, communicator, visit);
   // Normalized mode at several ranks: the ranks often hold the same texts (the
   // same shapes of reasoning), so the groups of two records or more go to an
   // owner rank by their hash, which merges them; every text is then mined by
@@ -964,10 +1020,6 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   std::uint64_t owner_qualified = 0;  // round 1: owned hashes with support >= min_support
   std::vector<char> received;
   if (world_size > 1) {
-    struct HashCount {
-      std::uint64_t hash;
-      std::uint64_t support;
-    };
     auto owner_of_hash = [&](std::uint64_t hash) { return static_cast<int>((hash >> 32) % static_cast<std::uint64_t>(world_size)); };
     // Round 1.
     std::vector<std::size_t> send_counts(world_size, 0);
@@ -982,21 +1034,15 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     });
     exchange_bytes(communicator, reinterpret_cast<const char*>(send.data()), send_counts, received);
     send = {};
-    std::vector<HashCount> sums(received.size() / sizeof(HashCount));
-    std::memcpy(sums.data(), received.data(), sums.size() * sizeof(HashCount));
-    received = {};
-    std::sort(sums.begin(), sums.end(), [](const HashCount& x, const HashCount& y) { return x.hash < y.hash; });
+    log::debug("reduction: round 1 exchanged at {:.3f} s", watch.seconds());
     std::vector<HashCount> qualifying;  // (hash, global support)
     owner_distinct = 0;
-    for (std::size_t i = 0; i < sums.size();) {
-      std::size_t j = i;
-      std::uint64_t support = 0;
-      for (; j < sums.size() && sums[j].hash == sums[i].hash; ++j) support += sums[j].support;
+    sum_by_hash(received.data(), received.size() / sizeof(HashCount), [&](std::uint64_t hash, std::uint64_t support) {
       ++owner_distinct;
-      if (support >= options.min_support) qualifying.push_back({sums[i].hash, support});
-      i = j;
-    }
-    sums = {};
+      if (support >= options.min_support) qualifying.push_back({hash, support});
+    });
+    received = {};
+    log::debug("reduction: round 1 summed at {:.3f} s", watch.seconds());
     owner_qualified = qualifying.size();
     // Normalized mode identifies a candidate by its hash, so round 1's sums are
     // its global supports, and only the pool (the pool_size best, in pattern
@@ -1025,13 +1071,16 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     for (const HashCount& entry : qualifying) qualifying_hashes.push_back(entry.hash);
     qualifying = {};
     std::vector<std::uint64_t> all_qualifying = communicator.allgatherv(qualifying_hashes);
-    log::debug("reduction: round 1 done, {} hashes qualify, at {:.2f} s", all_qualifying.size(), watch.seconds());
+    log::debug("reduction: round 1 done, {} hashes qualify, at {:.3f} s", all_qualifying.size(), watch.seconds());
 
     // Round 2: the local candidates of the qualifying hashes, to their owners.
     std::vector<std::vector<char>> outgoing(world_size);
     for (std::uint64_t hash : all_qualifying) {
       std::vector<char>& out = outgoing[owner_of_hash(hash)];
-      table.for_each_of_hash(hash, [&](const Candidate& candidate) {
+      table.for_each_of_hash(hash, [&](Candidate candidate) {
+        for (std::size_t i = 0; i < candidate.example_count; ++i) {
+          candidate.examples[i] = local_stats.global_key(candidate.examples[i]);
+        }
         std::size_t at = out.size();
         out.resize(at + wire_size(candidate));
         write_wire(out.data() + at, candidate);

@@ -66,12 +66,27 @@ struct CorpusStats {
   std::array<std::uint64_t, static_cast<int>(BadReason::kCount)> bad_by_reason{};
   // This rank's first bad lines as printed, "file:line: reason" (not reduced).
   std::vector<std::string> reports;
+  // With ReadOptions::number_lines_after: per file, the lines before this
+  // rank's first line of it (add to a visited key's line with global_key()).
+  // Empty otherwise (the keys were global already). Not reduced.
+  std::vector<std::uint64_t> line_base;
+
+  RecordKey global_key(RecordKey key) const {
+    return line_base.empty() ? key : key + line_base[record_key_file(key)];
+  }
 };
 
 struct ReadOptions {
   FieldNames fields;
   std::size_t max_reported_per_rank = 20;  // bad lines printed per rank; the rest are only counted
   int max_depth = 64;                      // JSON nesting deeper than this is a bad line
+  // Number each rank's lines from its first line of each file, and learn the
+  // lines of the lower ranks after the read (CorpusStats::line_base) instead of
+  // before it. Saves the lower ranks a pass over their shares (counting their
+  // lines) that every higher rank waits for; the visit then sees keys that are
+  // global only once line_base is added. Bad-line reports are printed after
+  // the read, with global line numbers.
+  bool number_lines_after = false;
 };
 
 // Expands globs and checks that every file exists. The order is the order
