@@ -210,6 +210,33 @@ TEST_CASE("an empty file has no records and no error; several files and globs ke
   CHECK(corpus::record_key_name(all.keys[2], files) == "b_part.jsonl:2");
 }
 
+TEST_CASE("read_lines_at reads visited records again by offset, and names the file when one changed") {
+  Communicator& world = test::runtime().world();
+  auto self = make_self_communicator();
+  auto dir = test::shared_temp_dir(world, "corpus-lines-at");
+  const std::string path = (dir / "again.jsonl").string() + std::to_string(world.rank());
+  test::write_file(path, "\xEF\xBB\xBF" + good(1) + "\n\n" + good(3) + "\n" + good(4));  // BOM, blank line, no final newline
+  std::vector<corpus::LineAt> lines;
+  std::vector<std::string> first;
+  corpus::read_corpus({path}, {}, *self, [&](const corpus::Record& record) {
+    lines.push_back({record.key, record.offset});
+    first.push_back(std::string(record.reasoning) + "|" + std::string(record.solution));
+  });
+  REQUIRE(lines.size() == 3);
+  std::reverse(lines.begin(), lines.end());  // any order in, file order out
+  std::vector<std::string> again;
+  std::vector<corpus::RecordKey> keys;
+  corpus::read_lines_at({path}, lines, {}, [&](const corpus::Record& record) {
+    again.push_back(std::string(record.reasoning) + "|" + std::string(record.solution));
+    keys.push_back(record.key);
+  });
+  CHECK(again == first);
+  CHECK(keys == std::vector<corpus::RecordKey>{lines[2].key, lines[1].key, lines[0].key});
+  test::write_file(path, std::string(lines[0].offset, ' ') + "{not json");
+  CHECK_THROWS_WITH(corpus::read_lines_at({path}, {lines[0]}, {}, [](const corpus::Record&) {}),
+                    Catch::Contains(path) && Catch::Contains("changed"));
+}
+
 TEST_CASE("a missing file or an empty glob is an error naming it") {
   auto dir = test::shared_temp_dir(test::runtime().world(), "corpus-missing");
   std::string missing = (dir / "nope.jsonl").string();

@@ -4,6 +4,7 @@
 // mpiexec -n 2, 3 and 4); the normalised form; the candidate cap; the
 // coverage target on GSM8K test; the handbook format.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <fstream>
 
@@ -141,6 +142,75 @@ TEST_CASE("exact mode: example record ids are the same at any rank count (lines 
     }
   }
   CHECK(second_file);
+}
+
+TEST_CASE("exact mode: sentences that share a hash are told apart (first occurrences checked, then a recount)") {
+  // Exact mode keeps no text for a sentence seen once and takes a second
+  // occurrence with the same hash to be the same sentence, checking the first
+  // one later. With 12-bit hashes, thousands of sentences share hashes: the
+  // check must find it and the counts must still be the reference's.
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  Communicator& world = test::runtime().world();
+  const std::string corpus = shared + "/datasets/gsm8k/train.jsonl";
+  json reference = reference_on_every_rank(corpus, 2, 32);
+  if (reference.empty()) {
+    WARN("SKIPPED: python3 not available");
+    return;
+  }
+  auto options = exact_options(2, 32);
+  auto plain = patterns::mine_patterns({corpus}, options, world);
+  CHECK_FALSE(plain.recounted);
+  require_same_as_reference(plain, reference);
+  options.test_hash_mask = 0xFFF;
+  auto weak = patterns::mine_patterns({corpus}, options, world);
+  CHECK(weak.recounted);
+  require_same_as_reference(weak, reference);
+  REQUIRE(weak.handbook.patterns.size() == plain.handbook.patterns.size());
+  for (std::size_t i = 0; i < plain.handbook.patterns.size(); ++i) {
+    CHECK(weak.handbook.patterns[i].examples == plain.handbook.patterns[i].examples);
+  }
+}
+
+TEST_CASE("exact mode: a collision found only by reading a first occurrence again is caught") {
+  // Two sentences with one hash in different records, the second seen twice:
+  // no record holds both, so only the check of the first occurrence finds it.
+  Communicator& world = test::runtime().world();
+  auto self = make_self_communicator();
+  auto dir = test::shared_temp_dir(world, "patterns-collision");
+  const std::string corpus = (dir / "collision.jsonl").string();
+  // Under a 1-bit mask every hash is 0 or 1: find two sentences of each class.
+  std::vector<std::string> zero, one;
+  for (int i = 0; zero.size() < 2 || one.size() < 2; ++i) {
+    std::string sentence = fmt::format("this is sentence number {} of the test.", i);
+    (patterns::sentence_hash(sentence) & 1 ? one : zero).push_back(sentence);
+  }
+  auto line = [](const std::string& reasoning) {
+    return fmt::format(R"({{"question": "q", "reasoning": "{}", "solution": "1"}})", reasoning) + "\n";
+  };
+  // Record 1 holds A, records 2 and 3 hold B (A and B share hash class 0);
+  // C (class 1) is in records 4 and 5.
+  std::string bytes = line(zero[0]) + line(zero[1]) + line(zero[1]) + line(one[0]) + line(one[0]);
+  if (world.rank() == 0) test::write_file(corpus, bytes);
+  world.barrier();
+  auto options = exact_options(2, 0);
+  auto exact = patterns::mine_patterns({corpus}, options, *self);
+  REQUIRE(exact.handbook.patterns.size() == 2);
+  CHECK_FALSE(exact.recounted);
+  options.test_hash_mask = 1;
+  // One rank sees A, B, B: only reading record 1 again shows that A is not B.
+  auto weak_alone = patterns::mine_patterns({corpus}, options, *self);
+  CHECK(weak_alone.recounted);
+  // Split over the job's ranks the collision may be found, or A and B may meet
+  // only at their owner, which merges by text: the counts are right either way.
+  auto weak_shared = patterns::mine_patterns({corpus}, options, world);
+  for (const auto* weak : {&weak_alone, &weak_shared}) {
+    REQUIRE(weak->handbook.patterns.size() == 2);
+    for (std::size_t i = 0; i < 2; ++i) {
+      CHECK(weak->handbook.patterns[i].text == exact.handbook.patterns[i].text);
+      CHECK(weak->handbook.patterns[i].support == 2);
+      CHECK(weak->handbook.patterns[i].examples == exact.handbook.patterns[i].examples);
+    }
+  }
 }
 
 TEST_CASE("the candidate cap degrades gracefully and says so") {

@@ -154,7 +154,7 @@ class LineReader {
 
   // `line` excludes its '\n'. `readable_after` says how many bytes after the
   // line may be read (simdjson reads up to SIMDJSON_PADDING past the end).
-  LineVerdict parse(std::string_view line, std::size_t readable_after, RecordKey key) {
+  LineVerdict parse(std::string_view line, std::size_t readable_after, RecordKey key, std::uint64_t offset) {
     if (std::memchr(line.data(), '\0', line.size()) != nullptr) {
       auto column = static_cast<const char*>(std::memchr(line.data(), '\0', line.size())) - line.data() + 1;
       return {false, BadReason::kNulByte, fmt::format("NUL byte at column {}", column)};
@@ -179,6 +179,7 @@ class LineReader {
     simdjson::dom::object object = root.get_object().value_unsafe();
     Record record;
     record.key = key;
+    record.offset = offset;
     LineVerdict verdict{true, BadReason::kMalformedJson, {}};
     // Python's json keeps the last of repeated keys; so do we.
     auto field = [&](const std::string& name, std::string_view& out, bool required) -> bool {
@@ -356,7 +357,7 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
           continue;
         }
         verdict = reader.parse(text, bytes.size() - (text.data() + text.size() - bytes.data()),
-                               make_record_key(file_index, line));
+                               make_record_key(file_index, line), static_cast<std::uint64_t>(start - bytes.data()));
       }
       if (verdict.good) {
         ++stats.records;
@@ -398,6 +399,35 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
     }
   }
   return stats;
+}
+
+void read_lines_at(const std::vector<std::string>& files, std::vector<LineAt> lines, const ReadOptions& options,
+                   const std::function<void(const Record&)>& visit) {
+  std::sort(lines.begin(), lines.end(), [](const LineAt& a, const LineAt& b) {
+    return record_key_file(a.key) != record_key_file(b.key) ? record_key_file(a.key) < record_key_file(b.key)
+                                                            : a.offset < b.offset;
+  });
+  LineReader reader(options, visit);
+  for (std::size_t i = 0; i < lines.size();) {
+    const std::size_t file_index = record_key_file(lines[i].key);
+    if (file_index >= files.size()) throw Error(fmt::format("read_lines_at: no file {} for a record key", file_index));
+    const std::string& path = files[file_index];
+    MappedFile file(path);
+    std::string_view bytes = file.bytes();
+    for (; i < lines.size() && record_key_file(lines[i].key) == file_index; ++i) {
+      const std::uint64_t offset = lines[i].offset;
+      if (offset >= bytes.size()) throw InputError(fmt::format("{}: no line at byte {} any more (the file changed)", path, offset));
+      const char* start = bytes.data() + offset;
+      const void* newline = std::memchr(start, '\n', bytes.size() - offset);
+      std::string_view text(start, newline == nullptr ? bytes.size() - offset : static_cast<const char*>(newline) - start);
+      if (offset == 0 && text.substr(0, kByteOrderMark.size()) == kByteOrderMark) text.remove_prefix(kByteOrderMark.size());
+      LineVerdict verdict = reader.parse(text, bytes.size() - (text.data() + text.size() - bytes.data()), lines[i].key, offset);
+      if (!verdict.good) {
+        throw InputError(fmt::format("{}: the line at byte {} is no longer a good record ({}); the file changed while it was read",
+                                     path, offset, verdict.detail));
+      }
+    }
+  }
 }
 
 CorpusStats reduce_stats(const CorpusStats& local, Communicator& communicator) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -866,6 +867,8 @@ std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, c
 
 }  // namespace
 
+std::uint64_t sentence_hash(std::string_view sentence) { return hash_text(sentence); }
+
 const char* mining_mode_name(MiningMode mode) { return mode == MiningMode::kExact ? "exact" : "normalized"; }
 
 MiningMode parse_mining_mode(const std::string& name) {
@@ -883,6 +886,11 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   const bool exact = options.mode == MiningMode::kExact;
   // 1. Local counting over this rank's share.
   CandidateTable table(/*by_words=*/!exact);
+  // Exact mode keeps no text for a sentence seen once (CandidateTable's lazy
+  // mode) unless every candidate qualifies anyway or the cap may prune.
+  const bool lazy = exact && options.min_support >= 2 && options.max_candidates == 0;
+  table.set_lazy(lazy);
+  std::size_t exact_reserve = 0;
   if (exact) {
     // Sized from this rank's share of the bytes (GSM8K-like text has about one
     // distinct sentence per 190 bytes of JSON), capped at 32 MB of slots: the
@@ -895,8 +903,17 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       const auto size = std::filesystem::file_size(file, error);
       if (!error) bytes += size;
     }
-    table.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(bytes / static_cast<std::uint64_t>(world_size) / 192, 1400000)));
+    exact_reserve = static_cast<std::size_t>(std::min<std::uint64_t>(bytes / static_cast<std::uint64_t>(world_size) / 192, 1400000));
+    table.reserve(exact_reserve);
   }
+  // The seed's candidates of one reasoning text: visit(sentence, hash).
+  auto exact_candidates = [&](std::string_view reasoning, auto&& visit_sentence) {
+    split_seed_sentences(reasoning, [&](std::string_view sentence) {
+      // "longer than 15 characters" in code points; bytes >= code points.
+      if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
+      visit_sentence(sentence, hash_text(sentence) & options.test_hash_mask);
+    });
+  };
   NormalizedMiner normalized_miner(options);
   std::uint64_t pruned = 0;
   std::uint64_t prune_rounds = 0;
@@ -921,11 +938,13 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   auto visit = [&](const corpus::Record& record) {
     record_candidates.clear();
     if (exact) {
-      split_seed_sentences(record.reasoning, [&](std::string_view sentence) {
-        // "longer than 15 characters" in code points; bytes >= code points.
-        if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
-        record_candidates.add(sentence, hash_text(sentence), kKindSentence);
+      exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
+        record_candidates.add(sentence, hash, kKindSentence);
       });
+      if (table.lazy()) {
+        table.count_record_lazy(record_candidates, record.key, record.offset);
+        return;
+      }
     } else {
       normalize_lines(record.reasoning, normalized_text);
       if (groups.add(normalized_text, hash_text(normalized_text), record.key)) return;  // mined after the read
@@ -941,6 +960,50 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   corpus::ReadOptions read = options.read;
   read.number_lines_after = exact;
   corpus::CorpusStats local_stats = corpus::read_corpus(files, read, communicator, visit);
+  if (lazy) {
+    // The first occurrence of each candidate seen twice or more was counted
+    // by its hash alone: read those records again and compare the texts. Two
+    // sentences with one 64-bit hash are not expected in practice, but exact
+    // mode promises the reference's counts, so then every rank counts again
+    // with all texts kept.
+    bool collided = table.collision();
+    if (!collided && !table.unverified().empty()) {
+      std::vector<CandidateTable::Unverified> pending = table.unverified();
+      std::sort(pending.begin(), pending.end(),
+                [](const auto& a, const auto& b) { return a.ordinal < b.ordinal; });
+      std::vector<corpus::LineAt> lines;
+      std::unordered_map<corpus::RecordKey, std::size_t> first_of_record;  // key -> first index in pending
+      for (std::size_t i = 0; i < pending.size(); ++i) {
+        if (i > 0 && pending[i].ordinal == pending[i - 1].ordinal) continue;
+        const auto& where = table.lite_record(pending[i].ordinal);
+        lines.push_back({where.key, where.offset});
+        first_of_record.emplace(where.key, i);
+      }
+      std::vector<std::pair<std::uint64_t, std::string_view>> sentences;
+      corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
+        sentences.clear();
+        exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
+          sentences.emplace_back(hash, sentence);
+        });
+        const std::size_t first = first_of_record.at(record.key);
+        for (std::size_t i = first; i < pending.size() && pending[i].ordinal == pending[first].ordinal; ++i) {
+          std::string_view text = table.entry_text(pending[i].entry);
+          const std::uint64_t hash = hash_text(text) & options.test_hash_mask;
+          bool same = std::any_of(sentences.begin(), sentences.end(),
+                                  [&](const auto& sentence) { return sentence.first == hash && sentence.second == text; });
+          if (!same) collided = true;
+        }
+      });
+    }
+    if (communicator.allreduce_value<std::uint64_t>(collided ? 1 : 0, ReduceOp::kMax) != 0) {
+      log::warn("exact mode: two different sentences share a 64-bit hash on some rank; counting again with every text kept");
+      table.clear();
+      table.set_lazy(false);
+      table.reserve(exact_reserve);
+      local_stats = corpus::read_corpus(files, read, communicator, visit);
+      result.recounted = true;
+    }
+  }
   // Normalized mode at several ranks: the ranks often hold the same texts (the
   // same shapes of reasoning), so the groups of two records or more go to an
   // owner rank by their hash, which merges them; every text is then mined by
@@ -1075,16 +1138,61 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
 
     // Round 2: the local candidates of the qualifying hashes, to their owners.
     std::vector<std::vector<char>> outgoing(world_size);
+    auto send_candidate = [&](Candidate candidate) {
+      std::vector<char>& out = outgoing[owner_of_hash(candidate.hash)];
+      for (std::size_t i = 0; i < candidate.example_count; ++i) {
+        candidate.examples[i] = local_stats.global_key(candidate.examples[i]);
+      }
+      std::size_t at = out.size();
+      out.resize(at + wire_size(candidate));
+      write_wire(out.data() + at, candidate);
+    };
+    struct LiteWanted {
+      corpus::RecordKey key;  // the record that holds the candidate
+      std::uint64_t hash;
+      std::uint64_t offset;   // of the record's line
+      bool sent;
+    };
+    std::vector<LiteWanted> lite_wanted;
     for (std::uint64_t hash : all_qualifying) {
-      std::vector<char>& out = outgoing[owner_of_hash(hash)];
-      table.for_each_of_hash(hash, [&](Candidate candidate) {
-        for (std::size_t i = 0; i < candidate.example_count; ++i) {
-          candidate.examples[i] = local_stats.global_key(candidate.examples[i]);
-        }
-        std::size_t at = out.size();
-        out.resize(at + wire_size(candidate));
-        write_wire(out.data() + at, candidate);
+      table.for_each_of_hash(hash, send_candidate);
+      table.for_each_lite_of_hash(hash, [&](std::uint32_t ordinal) {
+        const auto& where = table.lite_record(ordinal);
+        lite_wanted.push_back({where.key, hash, where.offset, false});
       });
+    }
+    if (!lite_wanted.empty()) {
+      // Candidates seen once on this rank have no text here: read their records again.
+      auto by_key = [](const LiteWanted& a, const LiteWanted& b) { return a.key < b.key; };
+      std::sort(lite_wanted.begin(), lite_wanted.end(), by_key);
+      std::vector<corpus::LineAt> lines;
+      for (std::size_t i = 0; i < lite_wanted.size(); ++i) {
+        if (i == 0 || lite_wanted[i].key != lite_wanted[i - 1].key) lines.push_back({lite_wanted[i].key, lite_wanted[i].offset});
+      }
+      std::size_t found = 0;
+      corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
+        auto range = std::equal_range(lite_wanted.begin(), lite_wanted.end(), LiteWanted{record.key, 0, 0, false}, by_key);
+        exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
+          for (auto it = range.first; it != range.second; ++it) {
+            if (it->sent || it->hash != hash) continue;
+            it->sent = true;  // a repeat of the sentence in this record is not counted again
+            Candidate candidate;
+            candidate.hash = hash;
+            candidate.text = sentence.data();
+            candidate.length = static_cast<std::uint32_t>(sentence.size());
+            candidate.support = 1;
+            candidate.kinds = kKindSentence;
+            candidate.example_count = 1;
+            candidate.examples[0] = record.key;
+            send_candidate(candidate);
+            ++found;
+            break;
+          }
+        });
+      });
+      if (found != lite_wanted.size()) {
+        throw InputError("exact mode: a record read again no longer holds the sentence it held (a corpus file changed while it was read)");
+      }
     }
     exchange_buffers(communicator, outgoing, received);
     std::size_t arriving = 0;

@@ -39,6 +39,7 @@ inline std::uint64_t record_key_line(RecordKey key) { return key & ((std::uint64
 // One good record. The views are valid only during the visit callback.
 struct Record {
   RecordKey key = 0;
+  std::uint64_t offset = 0;  // of the line's first byte in its file (for read_lines_at)
   std::string_view question;
   std::string_view reasoning;
   std::string_view solution;
@@ -108,6 +109,18 @@ LineRange rank_line_range(std::string_view file_bytes, int rank, int world_size)
 // counts; reduce_stats() turns them into the job's.
 CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions& options,
                         Communicator& communicator, const std::function<void(const Record&)>& visit);
+
+// Reads again single lines that read_corpus visited as good records: for each
+// of `lines` (the key and offset of a visited Record), parses the line at
+// that offset and calls `visit` with a Record whose key is the one given, in
+// file and offset order. Not collective. Throws InputError naming the file and
+// byte if such a line is no longer a good record (the file changed meanwhile).
+struct LineAt {
+  RecordKey key = 0;
+  std::uint64_t offset = 0;
+};
+void read_lines_at(const std::vector<std::string>& files, std::vector<LineAt> lines, const ReadOptions& options,
+                   const std::function<void(const Record&)>& visit);
 
 // Sums the counts over ranks (collective).
 CorpusStats reduce_stats(const CorpusStats& local, Communicator& communicator);

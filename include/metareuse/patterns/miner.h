@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "metareuse/corpus/corpus.h"
@@ -41,6 +42,9 @@ struct MiningOptions {
   // beyond them are mined one by one and matched in a second read. 0: no groups.
   std::size_t group_bytes = std::size_t{48} << 20;
   std::size_t examples = 3;            // example record ids per pattern
+  // Tests only: exact mode keeps just these bits of each sentence's hash, so
+  // that different sentences share hashes and the collision handling runs.
+  std::uint64_t test_hash_mask = ~std::uint64_t{0};
   corpus::ReadOptions read;
 };
 
@@ -53,12 +57,18 @@ struct MiningResult {
   std::uint64_t pruned_candidates = 0; // dropped by the cap, over all ranks
   double seconds_count = 0;            // local counting (read + parse + count), this rank
   double seconds_reduce = 0;           // reduction and selection
+  // Exact mode: two sentences shared a hash where the table kept one text for
+  // both, so the corpus was counted again with every text kept (any rank).
+  bool recounted = false;
 };
 
 // Collective: every rank calls it with the same files and options; every rank
 // gets the same result.
 MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOptions& options,
                            Communicator& communicator);
+
+// The 64-bit hash exact mode gives a sentence (tests build collisions with it).
+std::uint64_t sentence_hash(std::string_view sentence);
 
 const char* mining_mode_name(MiningMode mode);
 MiningMode parse_mining_mode(const std::string& name);
