@@ -260,6 +260,16 @@ class CandidateTable {
     }
   }
 
+  // Makes the keys of records read with ReadOptions::number_lines_after
+  // global: the examples of every entry, and the lite slots' records.
+  void globalize_keys(const corpus::CorpusStats& stats) {
+    for (std::size_t i = 0; i < entries_.size(); ++i) {
+      Entry& entry = entries_[i];
+      for (std::size_t k = 0; k < entry.example_count; ++k) entry.examples[k] = stats.global_key(entry.examples[k]);
+    }
+    for (LiteRecord& record : lite_records_) record.key = stats.global_key(record.key);
+  }
+
   bool collision() const { return collision_; }
   const std::vector<Unverified>& unverified() const { return unverified_; }
   const LiteRecord& lite_record(std::uint32_t ordinal) const { return lite_records_[ordinal]; }

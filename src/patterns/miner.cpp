@@ -445,6 +445,13 @@ class RecordGroups {
   std::size_t size() const { return groups_.size(); }
   const Group& operator[](std::size_t index) const { return groups_[index]; }
   static std::string_view text(const Group& group) { return {group.text, group.length}; }
+
+  // Makes the keys of records read with ReadOptions::number_lines_after global.
+  void globalize_keys(const corpus::CorpusStats& stats) {
+    for (Group& group : groups_) {
+      for (std::size_t i = 0; i < group.key_count; ++i) group.keys[i] = stats.global_key(group.keys[i]);
+    }
+  }
   // Every record of this rank is in a group.
   bool complete() const { return complete_; }
 
@@ -802,6 +809,7 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
   if (incomplete[0] != 0) {
     corpus::ReadOptions quiet = options.read;
     quiet.max_reported_per_rank = 0;  // the first pass reported them
+    quiet.number_lines_after = true;  // the keys are not used here
     std::string normalized;
     corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
       normalize_lines(record.reasoning, normalized);
@@ -953,12 +961,11 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     table.count_record(record_candidates, record.key);
     cap_table();
   };
-  // Exact mode numbers the lines after the read (the keys in the table are
-  // then local to this rank, made global as they leave it in round 2): no
-  // rank waits for a lower one to count its lines first. Normalized mode
-  // keeps global keys throughout (its groups and coverage pass use them).
+  // The lines are numbered after the read: the keys counted during it are
+  // local to this rank and made global once it is over (globalize_keys), so
+  // no rank waits for a lower one to count its lines first.
   corpus::ReadOptions read = options.read;
-  read.number_lines_after = exact;
+  read.number_lines_after = true;
   corpus::CorpusStats local_stats = corpus::read_corpus(files, read, communicator, visit);
   if (lazy) {
     // The first occurrence of each candidate seen twice or more was counted
@@ -1003,6 +1010,12 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       local_stats = corpus::read_corpus(files, read, communicator, visit);
       result.recounted = true;
     }
+  }
+  const bool lower_ranks_have_lines =
+      std::any_of(local_stats.line_base.begin(), local_stats.line_base.end(), [](std::uint64_t base) { return base != 0; });
+  if (lower_ranks_have_lines) {
+    table.globalize_keys(local_stats);
+    groups.globalize_keys(local_stats);
   }
   // Normalized mode at several ranks: the ranks often hold the same texts (the
   // same shapes of reasoning), so the groups of two records or more go to an
@@ -1138,11 +1151,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
 
     // Round 2: the local candidates of the qualifying hashes, to their owners.
     std::vector<std::vector<char>> outgoing(world_size);
-    auto send_candidate = [&](Candidate candidate) {
+    auto send_candidate = [&](const Candidate& candidate) {
       std::vector<char>& out = outgoing[owner_of_hash(candidate.hash)];
-      for (std::size_t i = 0; i < candidate.example_count; ++i) {
-        candidate.examples[i] = local_stats.global_key(candidate.examples[i]);
-      }
       std::size_t at = out.size();
       out.resize(at + wire_size(candidate));
       write_wire(out.data() + at, candidate);
