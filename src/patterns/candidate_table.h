@@ -211,8 +211,10 @@ class CandidateTable {
   };
 
   // count_record() in lazy mode; the record's key and line offset are kept
-  // (16 bytes a record) for the lite slots that name it.
+  // (16 bytes a record with candidates, so never more than one a distinct
+  // candidate) for the lite slots that name it.
   void count_record_lazy(const RecordCandidates& record, corpus::RecordKey key, std::uint64_t offset) {
+    if (record.items().empty()) return;
     if (lite_records_.size() >= kLiteOrdinalLimit) throw std::length_error("candidate table: more than 2^29 - 1 records on one rank");
     const auto ordinal = static_cast<std::uint32_t>(lite_records_.size());
     lite_records_.push_back({key, offset});
