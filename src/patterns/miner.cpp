@@ -873,6 +873,38 @@ std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, c
   return chosen;
 }
 
+// Lazy exact mode: reads again the first record of each candidate that was
+// seen twice or more, and checks that it holds the candidate's text (the
+// table only compared hashes there). `candidates(reasoning, visit)` gives the
+// sentences of a reasoning text and their hashes, as when counting.
+template <typename Candidates>
+bool first_occurrences_match(const CandidateTable& table, const std::vector<std::string>& files,
+                             const corpus::ReadOptions& read, Candidates&& candidates) {
+  if (table.unverified().empty()) return true;
+  std::vector<CandidateTable::Unverified> pending = table.unverified();
+  std::sort(pending.begin(), pending.end(), [](const auto& a, const auto& b) { return a.ordinal < b.ordinal; });
+  std::vector<corpus::LineAt> lines;
+  std::unordered_map<corpus::RecordKey, std::size_t> first_of_record;  // key -> its first index in pending
+  for (std::size_t i = 0; i < pending.size(); ++i) {
+    if (i > 0 && pending[i].ordinal == pending[i - 1].ordinal) continue;
+    const auto& where = table.lite_record(pending[i].ordinal);
+    lines.push_back({where.key, where.offset});
+    first_of_record.emplace(where.key, i);
+  }
+  bool match = true;
+  std::vector<std::string_view> sentences;
+  corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
+    sentences.clear();
+    candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t) { sentences.push_back(sentence); });
+    const std::size_t first = first_of_record.at(record.key);
+    for (std::size_t i = first; i < pending.size() && pending[i].ordinal == pending[first].ordinal; ++i) {
+      std::string_view text = table.entry_text(pending[i].entry);
+      match = match && std::find(sentences.begin(), sentences.end(), text) != sentences.end();
+    }
+  });
+  return match;
+}
+
 }  // namespace
 
 std::uint64_t sentence_hash(std::string_view sentence) { return hash_text(sentence); }
@@ -973,35 +1005,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     // sentences with one 64-bit hash are not expected in practice, but exact
     // mode promises the reference's counts, so then every rank counts again
     // with all texts kept.
-    bool collided = table.collision();
-    if (!collided && !table.unverified().empty()) {
-      std::vector<CandidateTable::Unverified> pending = table.unverified();
-      std::sort(pending.begin(), pending.end(),
-                [](const auto& a, const auto& b) { return a.ordinal < b.ordinal; });
-      std::vector<corpus::LineAt> lines;
-      std::unordered_map<corpus::RecordKey, std::size_t> first_of_record;  // key -> first index in pending
-      for (std::size_t i = 0; i < pending.size(); ++i) {
-        if (i > 0 && pending[i].ordinal == pending[i - 1].ordinal) continue;
-        const auto& where = table.lite_record(pending[i].ordinal);
-        lines.push_back({where.key, where.offset});
-        first_of_record.emplace(where.key, i);
-      }
-      std::vector<std::pair<std::uint64_t, std::string_view>> sentences;
-      corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
-        sentences.clear();
-        exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
-          sentences.emplace_back(hash, sentence);
-        });
-        const std::size_t first = first_of_record.at(record.key);
-        for (std::size_t i = first; i < pending.size() && pending[i].ordinal == pending[first].ordinal; ++i) {
-          std::string_view text = table.entry_text(pending[i].entry);
-          const std::uint64_t hash = hash_text(text) & options.test_hash_mask;
-          bool same = std::any_of(sentences.begin(), sentences.end(),
-                                  [&](const auto& sentence) { return sentence.first == hash && sentence.second == text; });
-          if (!same) collided = true;
-        }
-      });
-    }
+    bool collided = table.collision() || !first_occurrences_match(table, files, read, exact_candidates);
     if (communicator.allreduce_value<std::uint64_t>(collided ? 1 : 0, ReduceOp::kMax) != 0) {
       log::warn("exact mode: two different sentences share a 64-bit hash on some rank; counting again with every text kept");
       table.clear();
