@@ -26,9 +26,8 @@ TIME = "/usr/bin/time"
 MARK = "@@time"
 
 
-def timed(command, ranks=1, mpi=False, pin=False):
-    """Runs command (under mpiexec when ranks > 1 or mpi, pinned to CPU 0 with taskset when pin,
-    /usr/bin/time around each rank);
+def timed(command, ranks=1, mpi=False):
+    """Runs command (under mpiexec when ranks > 1 or mpi, /usr/bin/time around each rank);
     returns (wall seconds of the slowest rank, max RSS MB over ranks, output, CPU seconds
     (user + system) summed over ranks)."""
     # Each rank's /usr/bin/time writes its own file: on a shared stderr the ranks' lines can interleave
@@ -37,8 +36,6 @@ def timed(command, ranks=1, mpi=False, pin=False):
         timed_rank = ["sh", "-c", 'f="$1"; d="$2"; shift 2; exec "$0" -f "$f" -o "$d/time.${OMPI_COMM_WORLD_RANK:-0}" "$@"',
                       TIME, MARK + " %e %M %U %S", folder]
         wrapped = timed_rank + command
-        if pin:
-            wrapped = ["taskset", "-c", "0"] + wrapped
         if ranks > 1 or mpi:
             wrapped = ["mpiexec", "-n", str(ranks), "--oversubscribe"] + wrapped
         run = subprocess.run(wrapped, env=ENV, capture_output=True, text=True)
@@ -56,8 +53,8 @@ def timed(command, ranks=1, mpi=False, pin=False):
     return wall, rss, run.stdout + run.stderr, cpu
 
 
-def best_of(repeats, command, ranks=1, mpi=False, pin=False):
-    results = [timed(command, ranks, mpi, pin) for _ in range(repeats)]
+def best_of(repeats, command, ranks=1, mpi=False):
+    results = [timed(command, ranks, mpi) for _ in range(repeats)]
     return min(results, key=lambda r: r[0])
 
 
@@ -90,10 +87,6 @@ def main():
     wall, rss, _, cpu = best_of(a.repeats, ["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"])
     python_wall, python_rss = wall, rss
     rows.append(("python seed_patterns.py (exact)", 1, wall, rss, float("nan"), cpu))
-    # Both routes again, each pinned to one CPU (as mpiexec binds each rank to a core by default): the
-    # scheduler no longer moves them between the CPUs, which costs a memory-bound process its caches.
-    pinned_python, _, _, cpu = best_of(a.repeats, ["sh", "-c", f"python3 '{reference}' '{a.corpus}' > /dev/null"], pin=True)
-    rows.append(("python seed_patterns.py (exact, pinned)", 1, pinned_python, rss, float("nan"), cpu))
 
     start_wall, start_rss, _, cpu = best_of(a.repeats, [binary, "--help"])
     rows.append(("metareuse --help (start-up only)", 1, start_wall, start_rss, float("nan"), cpu))
@@ -108,18 +101,16 @@ def main():
 
     results = {}
     # (mode, ranks, extra options, under mpiexec even at 1 rank)
-    for mode, ranks, extra, mpi, pin in [("exact", 1, [], False, False), ("exact", 1, [], False, True),
-                                         ("exact", 1, [], True, False), ("exact", 2, [], False, False),
-                                         ("normalized", 1, [], False, False), ("normalized", 2, [], False, False),
-                                         ("normalized", 1, ["--set", "patterns.group_memory_mb=0"], False, False)]:
-        out = os.path.join(out_dir, f"{mode}{ranks}{'-alone' if extra else ''}{'-mpi' if mpi else ''}"
-                                    f"{'-pinned' if pin else ''}.json")
+    for mode, ranks, extra, mpi in [("exact", 1, [], False), ("exact", 1, [], True), ("exact", 2, [], False),
+                                    ("normalized", 1, [], False), ("normalized", 2, [], False),
+                                    ("normalized", 1, ["--set", "patterns.group_memory_mb=0"], False)]:
+        out = os.path.join(out_dir, f"{mode}{ranks}{'-alone' if extra else ''}{'-mpi' if mpi else ''}.json")
         wall, rss, output, cpu = best_of(a.repeats, [binary, "patterns", "--mode", mode, "--corpus", a.corpus,
-                                                     "--out", out] + extra, ranks, mpi, pin)
+                                                     "--out", out] + extra, ranks, mpi)
         name = f"metareuse patterns --mode {mode}" + (" (records mined one by one)" if extra else "") + \
-            (" (mpiexec -n 1)" if mpi else "") + (" (pinned)" if pin else "")
+            (" (mpiexec -n 1)" if mpi else "")
         if not extra:
-            results[(mode, ranks, mpi, pin)] = wall
+            results[(mode, ranks, mpi)] = wall
         rows.append((name, ranks, wall, rss, stage_seconds(output), cpu))
 
     expected = json.load(open(python_out))
@@ -139,13 +130,11 @@ def main():
         stage_rate = megabytes / stage if stage == stage and stage > 0 else float("nan")
         print(f"{name:<40} {ranks:>5} {wall:>7.2f} {megabytes / wall:>7.1f} {python_wall / wall:>8.2f} "
               f"{rss:>11.0f} {stage:>8.2f} {stage_rate:>10.1f} {cpu:>6.2f}")
-    exact1, exact1_mpi, exact2 = (results[("exact", 1, False, False)], results[("exact", 1, True, False)],
-                                  results[("exact", 2, False, False)])
-    exact1_pinned = results[("exact", 1, False, True)]
+    exact1, exact1_mpi, exact2 = results[("exact", 1, False)], results[("exact", 1, True)], results[("exact", 2, False)]
     print(f"\nratios (whole process, same run): exact 1 rank = {python_wall / exact1:.2f}x python "
-          f"(goal 15x), {pinned_python / exact1_pinned:.2f}x with both pinned to one CPU; 2 ranks = {exact1 / exact2:.2f}x 1 rank (goal 1.7x), "
+          f"(goal 15x); 2 ranks = {exact1 / exact2:.2f}x 1 rank (goal 1.7x), "
           f"{exact1_mpi / exact2:.2f}x 1 rank when both start under mpiexec; "
-          f"normalized 1 rank = {python_wall / results[('normalized', 1, False, False)]:.2f}x python exact (goal 5x)")
+          f"normalized 1 rank = {python_wall / results[('normalized', 1, False)]:.2f}x python exact (goal 5x)")
     stages = {(name.split()[3], ranks): stage for name, ranks, _, _, stage, _ in rows
               if name.startswith("metareuse patterns") and "(" not in name}
     print(f"stage only (no process or mpiexec start-up): 2 ranks = {stages[('exact', 1)] / stages[('exact', 2)]:.2f}x "
