@@ -4,6 +4,9 @@
 RSS per process, checks that exact mode's output equals the reference's, and
 separates the binary's start-up (`metareuse --help`; the front binary links no
 torch) from the stage's own time (its "counting ... reduction ..." log line).
+The routes run round robin (--repeats rounds, every route once a round, each
+keeping its fastest run), so the machine's drift between minutes falls on every
+route alike instead of on whichever ran in a slow minute.
 
   bench/patterns/bench_patterns.py [--build build] [--corpus FILE] [--megabytes 200] [--repeats 1]
 
@@ -53,11 +56,6 @@ def timed(command, ranks=1, mpi=False):
     return wall, rss, run.stdout + run.stderr, cpu
 
 
-def best_of(repeats, command, ranks=1, mpi=False):
-    results = [timed(command, ranks, mpi) for _ in range(repeats)]
-    return min(results, key=lambda r: r[0])
-
-
 def stage_seconds(output):
     match = re.search(r"counting ([0-9.]+) s, reduction ([0-9.]+) s", output)
     return float(match.group(1)) + float(match.group(2)) if match else float("nan")
@@ -82,36 +80,50 @@ def main():
     print(f"corpus: {a.corpus}, {megabytes:.1f} MB; {os.cpu_count()} CPU(s); best of {a.repeats}; "
           f"load average {os.getloadavg()[0]:.1f}")
 
-    rows = []
-    python_out = os.path.join(out_dir, "python.json")
-    wall, rss, _, cpu = best_of(a.repeats, ["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"])
-    python_wall, python_rss = wall, rss
-    rows.append(("python seed_patterns.py (exact)", 1, wall, rss, float("nan"), cpu))
-
-    start_wall, start_rss, _, cpu = best_of(a.repeats, [binary, "--help"])
-    rows.append(("metareuse --help (start-up only)", 1, start_wall, start_rss, float("nan"), cpu))
-
     # The fixed cost of a 2-rank job: mpiexec, MPI_Init and MPI_Finalize around a one-record corpus.
     tiny = os.path.join(out_dir, "one-record.jsonl")
     with open(tiny, "w") as f:
         f.write(json.dumps({"question": "q", "reasoning": "One short step of reasoning here.", "solution": "1"}) + "\n")
-    mpi_start, mpi_start_rss, _, cpu = best_of(a.repeats, [binary, "patterns", "--mode", "exact", "--corpus", tiny,
-                                                           "--out", os.path.join(out_dir, "tiny.json")], 2)
-    rows.append(("mpiexec -n 2 start-up (1-record corpus)", 2, mpi_start, mpi_start_rss, float("nan"), cpu))
+    python_out = os.path.join(out_dir, "python.json")
 
-    results = {}
-    # (mode, ranks, extra options, under mpiexec even at 1 rank)
-    for mode, ranks, extra, mpi in [("exact", 1, [], False), ("exact", 1, [], True), ("exact", 2, [], False),
-                                    ("normalized", 1, [], False), ("normalized", 2, [], False),
-                                    ("normalized", 1, ["--set", "patterns.group_memory_mb=0"], False)]:
+    def patterns(mode, ranks, extra=(), mpi=False):
         out = os.path.join(out_dir, f"{mode}{ranks}{'-alone' if extra else ''}{'-mpi' if mpi else ''}.json")
-        wall, rss, output, cpu = best_of(a.repeats, [binary, "patterns", "--mode", mode, "--corpus", a.corpus,
-                                                     "--out", out] + extra, ranks, mpi)
-        name = f"metareuse patterns --mode {mode}" + (" (records mined one by one)" if extra else "") + \
-            (" (mpiexec -n 1)" if mpi else "")
-        if not extra:
-            results[(mode, ranks, mpi)] = wall
-        rows.append((name, ranks, wall, rss, stage_seconds(output), cpu))
+        return [binary, "patterns", "--mode", mode, "--corpus", a.corpus, "--out", out] + list(extra), ranks, mpi
+
+    # (key, row name, (command, ranks, under mpiexec even at 1 rank), whether it runs the stage)
+    routes = [
+        ("python", "python seed_patterns.py (exact)",
+         (["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"], 1, False), False),
+        ("help", "metareuse --help (start-up only)", ([binary, "--help"], 1, False), False),
+        ("mpi-start", "mpiexec -n 2 start-up (1-record corpus)",
+         ([binary, "patterns", "--mode", "exact", "--corpus", tiny, "--out", os.path.join(out_dir, "tiny.json")], 2,
+          False), False),
+        ("exact1", "metareuse patterns --mode exact", patterns("exact", 1), True),
+        ("exact1-mpi", "metareuse patterns --mode exact (mpiexec -n 1)", patterns("exact", 1, mpi=True), True),
+        ("exact2", "metareuse patterns --mode exact", patterns("exact", 2), True),
+        ("normalized1", "metareuse patterns --mode normalized", patterns("normalized", 1), True),
+        ("normalized2", "metareuse patterns --mode normalized", patterns("normalized", 2), True),
+        ("alone1", "metareuse patterns --mode normalized (records mined one by one)",
+         patterns("normalized", 1, ["--set", "patterns.group_memory_mb=0"]), True),
+    ]
+    # Round robin: repeat r runs every route once before repeat r + 1 starts, so the machine's drift
+    # between minutes falls on every route alike; each route keeps its fastest run.
+    best = {}
+    for _ in range(a.repeats):
+        for key, _, (command, ranks, mpi), _ in routes:
+            run = timed(command, ranks, mpi)
+            if key not in best or run[0] < best[key][0]:
+                best[key] = run
+    rows = []
+    for key, name, (_, ranks, _), stage in routes:
+        wall, rss, output, cpu = best[key]
+        rows.append((name, ranks, wall, rss, stage_seconds(output) if stage else float("nan"), cpu))
+    python_wall, python_rss = best["python"][0], best["python"][1]
+    start_wall, start_rss = best["help"][0], best["help"][1]
+    mpi_start = best["mpi-start"][0]
+    results = {("exact", 1, False): best["exact1"][0], ("exact", 1, True): best["exact1-mpi"][0],
+               ("exact", 2, False): best["exact2"][0], ("normalized", 1, False): best["normalized1"][0]}
+    stages = {key: stage_seconds(best[key][2]) for key in ("exact1", "exact2", "normalized1", "normalized2")}
 
     expected = json.load(open(python_out))
     for ranks in (1, 2):
@@ -135,10 +147,8 @@ def main():
           f"(goal 15x); 2 ranks = {exact1 / exact2:.2f}x 1 rank (goal 1.7x), "
           f"{exact1_mpi / exact2:.2f}x 1 rank when both start under mpiexec; "
           f"normalized 1 rank = {python_wall / results[('normalized', 1, False)]:.2f}x python exact (goal 5x)")
-    stages = {(name.split()[3], ranks): stage for name, ranks, _, _, stage, _ in rows
-              if name.startswith("metareuse patterns") and "(" not in name}
-    print(f"stage only (no process or mpiexec start-up): 2 ranks = {stages[('exact', 1)] / stages[('exact', 2)]:.2f}x "
-          f"1 rank (exact), {stages[('normalized', 1)] / stages[('normalized', 2)]:.2f}x (normalized)")
+    print(f"stage only (no process or mpiexec start-up): 2 ranks = {stages['exact1'] / stages['exact2']:.2f}x "
+          f"1 rank (exact), {stages['normalized1'] / stages['normalized2']:.2f}x (normalized)")
     one = exact1
     print(f"2-rank start-up alone {mpi_start:.2f} s = {100 * mpi_start / one:.0f}% of the 1-rank job ({one:.2f} s); "
           f"1.7x at 2 ranks needs the 2-rank job done in {one / 1.7:.2f} s, start-up included")
