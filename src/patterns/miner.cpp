@@ -8,7 +8,6 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <unordered_map>
 #include <unordered_set>
 
 #include "candidate_table.h"
@@ -873,6 +872,26 @@ std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, c
   return chosen;
 }
 
+// Reads again the records that `wanted` names (items with .key and .offset of
+// a visited record, several items per record allowed) and calls
+// visit(record, first, last) with the items of that record. Sorts `wanted` by key.
+template <typename Item, typename Visit>
+void read_records_again(const std::vector<std::string>& files, const corpus::ReadOptions& read,
+                        std::vector<Item>& wanted, Visit&& visit) {
+  auto by_key = [](const Item& a, const Item& b) { return a.key < b.key; };
+  std::sort(wanted.begin(), wanted.end(), by_key);
+  std::vector<corpus::LineAt> lines;
+  for (std::size_t i = 0; i < wanted.size(); ++i) {
+    if (i == 0 || wanted[i].key != wanted[i - 1].key) lines.push_back({wanted[i].key, wanted[i].offset});
+  }
+  corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
+    Item probe{};
+    probe.key = record.key;
+    auto range = std::equal_range(wanted.begin(), wanted.end(), probe, by_key);
+    visit(record, range.first, range.second);
+  });
+}
+
 // Lazy exact mode: reads again the first record of each candidate that was
 // seen twice or more, and checks that it holds the candidate's text (the
 // table only compared hashes there). `candidates(reasoning, visit)` gives the
@@ -880,26 +899,23 @@ std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, c
 template <typename Candidates>
 bool first_occurrences_match(const CandidateTable& table, const std::vector<std::string>& files,
                              const corpus::ReadOptions& read, Candidates&& candidates) {
-  if (table.unverified().empty()) return true;
-  std::vector<CandidateTable::Unverified> pending = table.unverified();
-  std::sort(pending.begin(), pending.end(), [](const auto& a, const auto& b) { return a.ordinal < b.ordinal; });
-  std::vector<corpus::LineAt> lines;
-  std::unordered_map<corpus::RecordKey, std::size_t> first_of_record;  // key -> its first index in pending
-  for (std::size_t i = 0; i < pending.size(); ++i) {
-    if (i > 0 && pending[i].ordinal == pending[i - 1].ordinal) continue;
-    const auto& where = table.lite_record(pending[i].ordinal);
-    lines.push_back({where.key, where.offset});
-    first_of_record.emplace(where.key, i);
+  struct FirstOccurrence {
+    corpus::RecordKey key;   // the first record
+    std::uint64_t offset;    // of its line
+    std::uint32_t entry;     // the candidate's entry
+  };
+  std::vector<FirstOccurrence> wanted;
+  for (const CandidateTable::Unverified& unverified : table.unverified()) {
+    const auto& where = table.lite_record(unverified.ordinal);
+    wanted.push_back({where.key, where.offset, unverified.entry});
   }
   bool match = true;
   std::vector<std::string_view> sentences;
-  corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
+  read_records_again(files, read, wanted, [&](const corpus::Record& record, auto first, auto last) {
     sentences.clear();
     candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t) { sentences.push_back(sentence); });
-    const std::size_t first = first_of_record.at(record.key);
-    for (std::size_t i = first; i < pending.size() && pending[i].ordinal == pending[first].ordinal; ++i) {
-      std::string_view text = table.entry_text(pending[i].entry);
-      match = match && std::find(sentences.begin(), sentences.end(), text) != sentences.end();
+    for (auto it = first; it != last; ++it) {
+      match = match && std::find(sentences.begin(), sentences.end(), table.entry_text(it->entry)) != sentences.end();
     }
   });
   return match;
@@ -1163,8 +1179,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     };
     struct LiteWanted {
       corpus::RecordKey key;  // the record that holds the candidate
-      std::uint64_t hash;
       std::uint64_t offset;   // of the record's line
+      std::uint64_t hash;
       bool sent;
     };
     std::vector<LiteWanted> lite_wanted;
@@ -1172,22 +1188,15 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
       table.for_each_of_hash(hash, send_candidate);
       table.for_each_lite_of_hash(hash, [&](std::uint32_t ordinal) {
         const auto& where = table.lite_record(ordinal);
-        lite_wanted.push_back({where.key, hash, where.offset, false});
+        lite_wanted.push_back({where.key, where.offset, hash, false});
       });
     }
     if (!lite_wanted.empty()) {
       // Candidates seen once on this rank have no text here: read their records again.
-      auto by_key = [](const LiteWanted& a, const LiteWanted& b) { return a.key < b.key; };
-      std::sort(lite_wanted.begin(), lite_wanted.end(), by_key);
-      std::vector<corpus::LineAt> lines;
-      for (std::size_t i = 0; i < lite_wanted.size(); ++i) {
-        if (i == 0 || lite_wanted[i].key != lite_wanted[i - 1].key) lines.push_back({lite_wanted[i].key, lite_wanted[i].offset});
-      }
       std::size_t found = 0;
-      corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
-        auto range = std::equal_range(lite_wanted.begin(), lite_wanted.end(), LiteWanted{record.key, 0, 0, false}, by_key);
+      read_records_again(files, read, lite_wanted, [&](const corpus::Record& record, auto first, auto last) {
         exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
-          for (auto it = range.first; it != range.second; ++it) {
+          for (auto it = first; it != last; ++it) {
             if (it->sent || it->hash != hash) continue;
             it->sent = true;  // a repeat of the sentence in this record is not counted again
             Candidate candidate;
