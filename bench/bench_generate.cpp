@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
   model.init_weights(1);
   torch::NoGradGuard no_grad;
   fmt::print("bench_generate: preset {} ({} parameters), fp32 CPU, {} torch thread(s), attention: {}\n", preset,
-             model.parameter_count(), torch::get_num_threads(), attention_implementation());
+             model.parameter_count(), torch::get_num_threads(), attention_name(model.config().attention));
   (void)cached_seconds_per_token(model, 16, 4);  // warm-up
 
   fmt::print("{:>8} {:>16} {:>18} {:>10}\n", "length", "KV cache ms/tok", "recompute ms/tok", "ratio");

@@ -19,14 +19,91 @@ metareuse_find_package(CLI11 libcli11-dev)
 metareuse_find_package(MPI "libopenmpi-dev openmpi-bin" COMPONENTS C)
 metareuse_find_package(HDF5 libhdf5-dev COMPONENTS C)
 
-# libtorch. On a CUDA machine pass -DCMAKE_PREFIX_PATH=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)').
-metareuse_find_package(Torch libtorch-dev)
+# libtorch: the one inside the PyPI torch wheel (launch/requirements.txt), found
+# through CMAKE_PREFIX_PATH=$(python -c 'import torch;print(torch.utils.cmake_prefix_path)');
+# launch/setup.sh passes it. Another libtorch >= 2.4 works through Torch_DIR.
+# A CUDA libtorch's config needs the CUDA toolkit (nvcc) to configure, not a GPU.
+set(METAREUSE_CUDA_ARCHITECTURES "" CACHE STRING
+    "CUDA architectures for metareuse's own CUDA code, as TORCH_CUDA_ARCH_LIST (e.g. \"6.0\" for P100, \"9.0\" for H100); empty: libtorch's default")
+if(METAREUSE_CUDA_ARCHITECTURES AND NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  set(ENV{TORCH_CUDA_ARCH_LIST} "${METAREUSE_CUDA_ARCHITECTURES}")
+elseif(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST})
+  # Without a GPU torch's config guesses a list (with a warning); metareuse has no
+  # .cu sources yet, so the list only matters once it has.
+  set(ENV{TORCH_CUDA_ARCH_LIST} "7.5;8.0;9.0")
+endif()
+find_package(Torch QUIET)
+if(NOT Torch_FOUND)
+  message(FATAL_ERROR
+    "metareuse: could not find libtorch. Run launch/setup.sh (it installs the pinned PyPI torch into .venv/ and "
+    "passes its CMake folder), or pass -DCMAKE_PREFIX_PATH=$(python -c 'import torch;print(torch.utils.cmake_prefix_path)') "
+    "or -DTorch_DIR=<libtorch>/share/cmake/Torch.")
+endif()
+if(Torch_VERSION VERSION_LESS 2.4)
+  message(FATAL_ERROR "metareuse: libtorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX} is older than 2.4; "
+                      "launch/setup.sh installs torch 2.11.0 (launch/requirements.txt)")
+endif()
+
+# Since 2.10 libtorch's include/ carries its own fmt (12.x). metareuse builds every
+# target against Debian's fmt 9 (spdlog is compiled against it), so torch targets
+# see torch's headers through a folder of links to every include/ entry but fmt.
+# The torch headers metareuse includes do not use fmt.
+get_filename_component(_torch_include "${TORCH_INSTALL_PREFIX}/include" REALPATH)
+set(_torch_overlay "${CMAKE_BINARY_DIR}/torch-include")
+file(REMOVE_RECURSE "${_torch_overlay}")
+file(MAKE_DIRECTORY "${_torch_overlay}")
+file(GLOB _torch_entries RELATIVE "${_torch_include}" "${_torch_include}/*")
+foreach(entry IN LISTS _torch_entries)
+  if(NOT entry STREQUAL "fmt")
+    file(CREATE_LINK "${_torch_include}/${entry}" "${_torch_overlay}/${entry}" SYMBOLIC)
+  endif()
+endforeach()
+foreach(target torch torch_cpu torch_cuda c10 c10_cuda)
+  if(TARGET ${target})
+    get_target_property(_dirs ${target} INTERFACE_INCLUDE_DIRECTORIES)
+    set(_new_dirs "")
+    foreach(dir IN LISTS _dirs)
+      get_filename_component(_real "${dir}" REALPATH)
+      string(FIND "${_real}" "${_torch_include}" _at)
+      if(_at EQUAL 0)
+        string(REPLACE "${_torch_include}" "${_torch_overlay}" _real "${_real}")
+        list(APPEND _new_dirs "${_real}")
+      else()
+        list(APPEND _new_dirs "${dir}")
+      endif()
+    endforeach()
+    set_target_properties(${target} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_new_dirs}")
+  endif()
+endforeach()
+
 # Torch's config exports flags (ABI, defines) through TORCH_CXX_FLAGS; they are
 # applied only to targets that link torch, via this interface target.
 add_library(metareuse_torch INTERFACE)
 target_link_libraries(metareuse_torch INTERFACE ${TORCH_LIBRARIES})
 separate_arguments(_metareuse_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
 target_compile_options(metareuse_torch INTERFACE ${_metareuse_torch_flags})
+# A CUDA libtorch (the PyPI wheel is one): torch code may use c10/cuda and ATen/cuda.
+if(TORCH_CUDA_LIBRARIES)
+  set(METAREUSE_TORCH_HAS_CUDA ON)
+  target_compile_definitions(metareuse_torch INTERFACE METAREUSE_WITH_CUDA=1)
+else()
+  set(METAREUSE_TORCH_HAS_CUDA OFF)
+endif()
+# The CUDA architectures libtorch was built for, shown by `metareuse info` and
+# checked against each GPU before training. Read from the torch Python package
+# when there is one (a C++-only libtorch has no query for it); the check at run
+# time also tries a kernel on each GPU, so an empty list only loses the preview.
+set(METAREUSE_TORCH_ARCH_LIST "" CACHE STRING "CUDA architectures of the linked libtorch (read from METAREUSE_PYTHON's torch when empty)")
+set(METAREUSE_PYTHON "" CACHE FILEPATH "The Python with the pinned packages (launch/setup.sh: .venv/bin/python)")
+if(NOT METAREUSE_TORCH_ARCH_LIST AND METAREUSE_PYTHON AND METAREUSE_TORCH_HAS_CUDA)
+  execute_process(COMMAND "${METAREUSE_PYTHON}" -c "import torch;print(torch._C._cuda_getArchFlags())"
+                  OUTPUT_VARIABLE _arch RESULT_VARIABLE _status OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_status EQUAL 0)
+    set(METAREUSE_TORCH_ARCH_LIST "${_arch}" CACHE STRING "" FORCE)
+  endif()
+endif()
+message(STATUS "metareuse: libtorch ${Torch_VERSION} at ${TORCH_INSTALL_PREFIX}, CUDA ${METAREUSE_TORCH_HAS_CUDA}, "
+               "kernels for: ${METAREUSE_TORCH_ARCH_LIST}")
 
 find_package(PkgConfig REQUIRED)
 pkg_check_modules(SENTENCEPIECE IMPORTED_TARGET sentencepiece)

@@ -14,6 +14,8 @@
 #include "metareuse/core/error.h"
 #include "metareuse/dist/device_communicator.h"
 #include "metareuse/dist/tensor_comm.h"
+#include "metareuse/model/cuda_support.h"
+#include "metareuse/model/llama.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
@@ -24,7 +26,7 @@ using namespace metareuse;
 
 #define METAREUSE_SKIP_UNLESS_CUDA()                                          \
   if (!torch::cuda::is_available()) {                                         \
-    WARN("SKIPPED: libtorch sees no CUDA device (CPU build or no GPU)");      \
+    METAREUSE_SKIP("libtorch sees no CUDA device (CPU build or no GPU)");      \
     return;                                                                   \
   }
 
@@ -113,7 +115,7 @@ TEST_CASE("one-rank collectives on CUDA tensors are exact", "[gpu]") {
 
 TEST_CASE("without NCCL in the build, asking for a device communicator says how to get one", "[gpu]") {
   if (device_communicator_available()) {
-    WARN("SKIPPED: this build has the NCCL backend");
+    METAREUSE_SKIP("this build has the NCCL backend");
     return;
   }
   auto comm = make_self_communicator();
@@ -164,4 +166,32 @@ TEST_CASE("an fp16 trajectory on CUDA stays within 2e-2 of fp32 over 20 steps", 
     CHECK(std::abs(fp16.losses[s] - fp32.losses[s]) <= 2e-2 * std::abs(fp32.losses[s]));
   }
   release_device_communicators();
+}
+
+TEST_CASE("on CUDA, SDPA picks flash on sm_80+ in fp16 and the memory-efficient kernel on sm_60", "[gpu][attention]") {
+  METAREUSE_SKIP_UNLESS_CUDA();
+  const CudaBuild build = cuda_build();
+  REQUIRE_FALSE(build.gpus.empty());
+  const GpuInfo& gpu = build.gpus[0];
+  const torch::Device cuda(torch::kCUDA, 0);
+  // The 3B shape's heads: H 24, KvH 8, D 128.
+  for (auto dtype : {torch::kFloat16, torch::kFloat32}) {
+    auto options = torch::TensorOptions().dtype(dtype).device(cuda);
+    torch::Tensor query = torch::randn({1, 24, 256, 128}, options);
+    torch::Tensor keys = torch::randn({1, 8, 256, 128}, options);
+    torch::Tensor values = torch::randn({1, 8, 256, 128}, options);
+    const std::string backend = sdpa_backend(query, keys, values);
+    std::printf("SDPA on %s (sm_%d%d), %s: %s\n", gpu.name.c_str(), gpu.major, gpu.minor,
+                dtype == torch::kFloat16 ? "fp16" : "fp32", backend.c_str());
+    if (dtype == torch::kFloat16 && gpu.major >= 8) CHECK(backend == "flash");
+    if (gpu.major == 6) CHECK(backend == "efficient");
+    // And it computes what the eager path computes.
+    torch::Tensor sdpa = causal_attention(query, keys, values, 0, AttentionKind::kSdpa).to(torch::kFloat32);
+    torch::Tensor eager = causal_attention(query, keys, values, 0, AttentionKind::kEager).to(torch::kFloat32);
+    const double error = (sdpa - eager).abs().max().item<double>() / eager.abs().max().item<double>();
+    INFO("SDPA vs eager relative error " << error);
+    CHECK(error <= (dtype == torch::kFloat16 ? 1e-2 : 1e-5));
+  }
+  // The GPU is covered by this libtorch's kernels (it is running them).
+  CHECK_NOTHROW(check_gpu_supported(0));
 }

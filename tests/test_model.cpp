@@ -16,6 +16,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/model/config.h"
+#include "metareuse/model/cuda_support.h"
 #include "metareuse/model/generate.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/model/safetensors.h"
@@ -139,8 +140,11 @@ TEST_CASE("logits, loss, every gradient and inv_freq match transformers", "[mode
 
   CHECK(relative_error(model.inv_freq(), reference.tensor("inv_freq")) <= 1e-6);
 
-  for (bool checkpointing : {false, true}) {
-    INFO("activation checkpointing " << checkpointing);
+  // Both attention kernels, each with and without recompute.
+  for (auto [attention, checkpointing] : {std::pair{AttentionKind::kSdpa, false}, std::pair{AttentionKind::kSdpa, true},
+                                          std::pair{AttentionKind::kEager, false}, std::pair{AttentionKind::kEager, true}}) {
+    INFO("attention " << attention_name(attention) << ", activation checkpointing " << checkpointing);
+    model.set_attention(attention);
     model.zero_grad();
     model.set_activation_checkpointing(checkpointing);
     torch::Tensor logits = model.forward(ids);  // (2, 24, 512)
@@ -275,9 +279,46 @@ TEST_CASE("greedy generation with the KV cache gives transformers' tokens", "[mo
   options.max_new_tokens = 16;
   const auto prompt = to_vector(reference.tensor("gen_prompt"));
   const auto expected = to_vector(reference.tensor("gen_greedy"));
-  CHECK(generate(model, prompt, options) == expected);
-  options.use_cache = false;
-  CHECK(generate(model, prompt, options) == expected);
+  for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
+    INFO("attention " << attention_name(attention));
+    model.set_attention(attention);
+    options.use_cache = true;
+    CHECK(generate(model, prompt, options) == expected);
+    options.use_cache = false;
+    CHECK(generate(model, prompt, options) == expected);
+  }
+}
+
+TEST_CASE("scaled_dot_product_attention equals the eager path, with and without a past", "[model][attention]") {
+  torch::manual_seed(17);
+  // GQA 4:2, odd lengths; a prefill (no past), a chunk after a past, and one decoded token.
+  const std::int64_t B = 2, H = 4, KvH = 2, D = 16;
+  for (auto [T, past] : {std::pair<std::int64_t, std::int64_t>{13, 0}, {5, 8}, {1, 12}}) {
+    INFO("T " << T << ", past " << past);
+    torch::Tensor query = torch::randn({B, H, T, D}, torch::kFloat32);
+    torch::Tensor keys = torch::randn({B, KvH, past + T, D}, torch::kFloat32);
+    torch::Tensor values = torch::randn({B, KvH, past + T, D}, torch::kFloat32);
+    torch::Tensor sdpa = causal_attention(query, keys, values, past, AttentionKind::kSdpa);
+    torch::Tensor eager = causal_attention(query, keys, values, past, AttentionKind::kEager);
+    CHECK(sdpa.sizes() == eager.sizes());
+    CHECK(relative_error(sdpa, eager) <= 1e-6);
+  }
+  // The gradients through both agree too.
+  torch::Tensor query = torch::randn({B, H, 9, D}, torch::kFloat32).requires_grad_(true);
+  torch::Tensor keys = torch::randn({B, KvH, 9, D}, torch::kFloat32).requires_grad_(true);
+  torch::Tensor values = torch::randn({B, KvH, 9, D}, torch::kFloat32).requires_grad_(true);
+  torch::Tensor weights = torch::randn({B, H, 9, D}, torch::kFloat32);
+  std::vector<torch::Tensor> grads[2];
+  for (int which = 0; which < 2; ++which) {
+    torch::Tensor out = causal_attention(query, keys, values, 0, which == 0 ? AttentionKind::kSdpa : AttentionKind::kEager);
+    grads[which] = torch::autograd::grad({(out * weights).sum()}, {query, keys, values});
+  }
+  for (int i = 0; i < 3; ++i) CHECK(relative_error(grads[0][i], grads[1][i]) <= 1e-5);
+  // On CPU, SDPA runs a fused kernel or the math path; either way it is named.
+  const std::string backend = sdpa_backend(query.detach(), keys.detach(), values.detach());
+  INFO("SDPA backend on CPU: " << backend);
+  CHECK((backend == "flash" || backend == "math"));
+  CHECK_THROWS_WITH(attention_from_name("flash"), Contains("sdpa") && Contains("eager"));
 }
 
 TEST_CASE("the KV cache gives the logits of a full forward", "[model][generate]") {
@@ -503,4 +544,27 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK_THAT(bad_ids.output, Contains("'x'"));
   auto conflicting = test::run_metareuse("generate " + model + prompt_flag + " --greedy --temperature 0.5");
   CHECK(conflicting.status == 64);
+}
+
+TEST_CASE("a build's CUDA architecture list decides which GPUs it runs on", "[model][cuda]") {
+  // torch 2.11+cu130's list, and a cu126 build's.
+  const std::vector<std::string> cu130 = {"sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"};
+  const std::vector<std::string> cu126 = {"sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"};
+  CHECK_FALSE(arch_list_runs_on(cu130, 6, 0));  // P100
+  CHECK(arch_list_runs_on(cu126, 6, 0));
+  CHECK(arch_list_runs_on(cu130, 9, 0));        // H100 / H200
+  CHECK(arch_list_runs_on(cu126, 9, 0));
+  CHECK(arch_list_runs_on(cu130, 8, 9));        // L40: the sm_86 cubin runs on 8.9
+  CHECK_FALSE(arch_list_runs_on({"sm_86"}, 8, 0));  // a cubin never runs on a lower minor
+  CHECK_FALSE(arch_list_runs_on({"sm_90"}, 10, 0)); // nor on another major
+  CHECK(arch_list_runs_on({"compute_90"}, 10, 0));  // PTX is compiled for newer GPUs at load
+  CHECK_FALSE(arch_list_runs_on({"compute_90"}, 8, 0));
+  CHECK_FALSE(arch_list_runs_on({}, 9, 0));
+  // The linked libtorch's own list is known without a GPU (the PyPI wheel is a CUDA build).
+  CudaBuild build = cuda_build();
+  INFO("libtorch CUDA " << build.cuda_version << ", kernels for " << build.arch_list.size() << " architectures");
+  if (build.torch_has_cuda) {
+    CHECK_FALSE(build.cuda_version.empty());
+    CHECK_FALSE(build.arch_list.empty());
+  }
 }

@@ -88,7 +88,7 @@ TEST_CASE("exact mode equals the Python reference on the tricky corpus, at any r
   for (auto [min_support, top_k] : {std::pair{1, 1000}, std::pair{2, 32}, std::pair{2, 3}}) {
     json reference = reference_on_every_rank(corpus, min_support, top_k);
     if (reference.empty()) {
-      WARN("SKIPPED: python3 or ../shared/reference/seed_patterns.py not available");
+      METAREUSE_SKIP("python3 or ../shared/reference/seed_patterns.py not available");
       return;
     }
     INFO("min_support " << min_support << ", top_k " << top_k << ", ranks " << world.size());
@@ -103,7 +103,7 @@ TEST_CASE("exact mode equals the Python reference on GSM8K train, at any rank co
   const std::string corpus = shared + "/datasets/gsm8k/train.jsonl";
   json reference = reference_on_every_rank(corpus, 2, 32);
   if (reference.empty()) {
-    WARN("SKIPPED: python3 not available");
+    METAREUSE_SKIP("python3 not available");
     return;
   }
   auto result = patterns::mine_patterns({corpus}, exact_options(2, 32), world);

@@ -39,7 +39,7 @@ TEST_CASE("patterns --mode exact equals the Python reference at 1 to 4 ranks", "
   test::write_file(corpus, test::tricky_corpus());
   json reference = test::run_reference(corpus, 1, 1000);
   if (reference.empty()) {
-    WARN("SKIPPED: python3 or ../shared/reference/seed_patterns.py not available");
+    METAREUSE_SKIP("python3 or ../shared/reference/seed_patterns.py not available");
     return;
   }
   for (int ranks = 1; ranks <= 4; ++ranks) {

@@ -1,5 +1,4 @@
-// The NCCL backend's link-and-run probe, torch-free (bench/gpu/compile_check.sh
-// builds it against NCCL and the CUDA runtime only).
+// The NCCL backend's link-and-run probe, torch-free (ctest `nccl_probe`).
 //   - Without a usable GPU: creating the communicator must fail with the check
 //     macro's message (call, file, line, rank), not crash. Exit 0.
 //   - With a GPU: a one-rank NCCL communicator on device 0 runs barrier(),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CPU training benchmark: metareuse's sharded trainer at 1 and 2 ranks and the
-# plain PyTorch loop (Debian's python3-torch) on the same shape, in one run.
+# plain PyTorch loop (the project venv's torch, the libtorch metareuse links) on
+# the same shape, in one run.
 # Prints tokens/s, the ratio to the PyTorch loop, and peak RSS per rank.
 #   bench/train/run.sh [steps]     (default 10; build first with launch/setup.sh)
 set -euo pipefail
@@ -8,9 +9,9 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${METAREUSE_BUILD_DIR:-$repo_root/build}/bin/bench_train"
 steps="${1:-10}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-# Debian's python3-torch lives in the system interpreter, not in a pyenv/venv python3.
-python="${PYTHON:-/usr/bin/python3}"
-"$python" -c "import torch" 2>/dev/null || { echo "needs Debian's python3-torch (apt-get install python3-torch)" >&2; exit 1; }
+# The project's venv (launch/setup.sh): the same torch version as the libtorch linked.
+python="${PYTHON:-${METAREUSE_VENV:-$repo_root/.venv}/bin/python}"
+"$python" -c "import torch" 2>/dev/null || { echo "needs the project venv's torch: run launch/setup.sh" >&2; exit 1; }
 results=()
 results+=("$("$python" "$repo_root/bench/train/torch_loop.py" "$steps")")
 results+=("$("$bin" "$steps")")

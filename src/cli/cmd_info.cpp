@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>   // torch::cuda, torch::mm
 #include <torch/version.h> // TORCH_VERSION
+#include <ATen/Version.h>   // at::show_config: libtorch's build settings
 
 #include <fstream>
 #include <iostream>
@@ -11,12 +12,14 @@
 #include "commands.h"
 #include "metareuse/core/error.h"
 #include "metareuse/dist/communicator.h"
+#include "metareuse/model/cuda_support.h"
 
 namespace metareuse::cli {
 namespace {
 
 // Which BLAS library libtorch resolved to, read from the process's mappings
-// after a small matmul (reference BLAS is ~20x slower than OpenBLAS).
+// after a small matmul (reference BLAS is ~20x slower than OpenBLAS), or from
+// libtorch's build settings when it carries its BLAS inside.
 std::string loaded_blas() {
   auto a = torch::ones({64, 64});
   (void)torch::mm(a, a);
@@ -30,6 +33,14 @@ std::string loaded_blas() {
         std::string path = line.substr(line.find('/'));
         if (found == "unknown" || std::string(name) != "libblas.so") found = path;
       }
+    }
+  }
+  if (found == "unknown") {
+    // The PyPI libtorch links MKL statically: no library of its own in the maps.
+    const std::string config = at::show_config();
+    const auto at = config.find("BLAS_INFO=");
+    if (at != std::string::npos) {
+      found = config.substr(at + 10, config.find_first_of(", \n", at + 10) - at - 10) + " (linked into libtorch)";
     }
   }
   return found;
@@ -61,9 +72,23 @@ int info_run(CommandContext& context) {
 #endif
   std::cout << fmt::format("metareuse {}\n", METAREUSE_VERSION);
   std::cout << fmt::format("  libtorch     {}\n", TORCH_VERSION);
-  std::cout << fmt::format("  CUDA         {}\n",
-                           torch::cuda::is_available() ? fmt::format("yes, {} device(s)", torch::cuda::device_count())
-                                                       : std::string("no"));
+  const CudaBuild cuda = cuda_build();
+  std::cout << fmt::format("  CUDA         {}\n", cuda.torch_has_cuda ? fmt::format("libtorch built with CUDA {}", cuda.cuda_version)
+                                                                    : std::string("no (a CPU-only libtorch)"));
+  if (cuda.torch_has_cuda) {
+    std::cout << fmt::format("  kernels for  {}\n", cuda.arch_list.empty() ? std::string("unknown")
+                                                                          : fmt::format("{}", fmt::join(cuda.arch_list, " ")));
+    std::cout << fmt::format("  GPUs         {}\n", cuda.gpus.empty() ? std::string("none visible") : std::to_string(cuda.gpus.size()));
+    for (const GpuInfo& gpu : cuda.gpus) {
+      std::string verdict = "supported";
+      try {
+        check_gpu_supported(gpu.index);
+      } catch (const Error& e) {
+        verdict = fmt::format("NOT SUPPORTED: {}", e.what());
+      }
+      std::cout << fmt::format("    cuda:{}  {}  sm_{}{}  {}\n", gpu.index, gpu.name, gpu.major, gpu.minor, verdict);
+    }
+  }
   std::cout << fmt::format("  NCCL         {}\n", nccl);
   std::cout << fmt::format("  BLAS         {}\n", loaded_blas());
   std::cout << fmt::format("  MPI          {}\n", runtime.mpi_library_version());

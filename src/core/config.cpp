@@ -143,6 +143,10 @@ std::vector<ConfigKey> build_schema() {
                  "debug-small (weights start random)."),
       key_string("model.path", "",
                  "Hugging Face folder (config.json + safetensors) to fine-tune; empty: model.preset from scratch."),
+      key_string("model.attention", "sdpa",
+                 "Attention kernel: sdpa (scaled_dot_product_attention: flash on sm_80+, memory-efficient on sm_60 "
+                 "and fp32) or eager (transformers' explicit softmax path, the reference).",
+                 {"sdpa", "eager"}),
       key_int("model.vocab_size", 0,
               "Vocabulary rows of a from-scratch model; 0: the preset's (set it to a trained tokenizer's size).", 0,
               4000000),

@@ -1,7 +1,6 @@
 // The NCCL backend of Communicator (CUDA device memory). Needs only NCCL and
-// the CUDA runtime, not a CUDA libtorch, so it compiles on a machine with the
-// CUDA toolkit and no GPU (bench/gpu/compile_check.sh). Built only with
-// METAREUSE_WITH_NCCL.
+// the CUDA runtime, not a CUDA libtorch. Built only with METAREUSE_WITH_NCCL
+// (launch/setup.sh turns it on wherever the CUDA toolkit is, CI included).
 #include <cuda_runtime.h>  // streams, events, device selection
 #include <fmt/format.h>
 #include <mpi.h>   // the rank for error messages when the job runs under MPI

@@ -10,6 +10,15 @@
 #include "metareuse/core/error.h"
 
 namespace metareuse {
+
+const char* attention_name(AttentionKind kind) { return kind == AttentionKind::kSdpa ? "sdpa" : "eager"; }
+
+AttentionKind attention_from_name(const std::string& name) {
+  if (name == "sdpa") return AttentionKind::kSdpa;
+  if (name == "eager") return AttentionKind::kEager;
+  throw InputError(fmt::format("attention '{}' is not one of: sdpa, eager", name));
+}
+
 namespace {
 
 using json = nlohmann::json;

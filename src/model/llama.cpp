@@ -6,17 +6,11 @@
 #include <ATen/CPUGeneratorImpl.h>  // at::detail::createCPUGenerator, seeded init
 #include <fmt/format.h>             // messages
 #include <torch/torch.h>            // tensor ops, autograd
-#include <torch/version.h>          // TORCH_VERSION_MAJOR, picks the attention path
 
 #include <cmath>
+#include <mutex>
 
 #include "metareuse/core/error.h"
-
-#if TORCH_VERSION_MAJOR >= 2
-#define METAREUSE_HAVE_SDPA 1
-#else
-#define METAREUSE_HAVE_SDPA 0
-#endif
 
 namespace metareuse {
 
@@ -141,28 +135,53 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary) {
   return x * rotary.cos + rotate_half(x) * rotary.sin;
 }
 
-const char* attention_implementation() { return METAREUSE_HAVE_SDPA ? "scaled_dot_product_attention" : "math"; }
+namespace {
+
+// On CUDA, SDPA tries flash, then memory-efficient, then math, with cuDNN's
+// fused attention among them in some releases. metareuse wants the same
+// kernels on every cluster: flash where it runs (sm_80+, fp16/bf16), the
+// memory-efficient kernel on sm_60 (P100) and for fp32, so cuDNN's is off.
+void choose_cuda_attention_kernels() {
+  static std::once_flag once;
+  std::call_once(once, [] { at::globalContext().setSDPUseCuDNN(false); });
+}
+
+}  // namespace
+
+std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values) {
+  if (query.is_cuda()) choose_cuda_attention_kernels();
+  torch::Tensor k = repeat_kv(keys, query.size(1) / keys.size(1));
+  torch::Tensor v = repeat_kv(values, query.size(1) / values.size(1));
+  // sdp::SDPBackend (ATen/native/transformers/sdp_utils_cpp.h).
+  switch (at::_fused_sdp_choice(query, k, v, {}, 0.0, /*is_causal=*/true)) {
+    case 0: return "math";
+    case 1: return "flash";
+    case 2: return "efficient";
+    case 3: return "cudnn";
+    case 4: return "overrideable";
+    default: return "none";
+  }
+}
 
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                               std::int64_t past) {
-  const std::int64_t H = query.size(1), T = query.size(2);
-  [[maybe_unused]] const std::int64_t D = query.size(3), S = keys.size(2);  // D: math path only
+                               std::int64_t past, AttentionKind kind) {
+  const std::int64_t H = query.size(1), T = query.size(2), D = query.size(3), S = keys.size(2);
   torch::Tensor k = repeat_kv(keys, H / keys.size(1));    // (B, H, S, D)
   torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
-#if METAREUSE_HAVE_SDPA
-  // SDPA's is_causal aligns the mask top-left, which is right only without a
-  // past; a single query sees everything; otherwise pass the mask.
-  if (past == 0) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/true);
-  if (T == 1) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/false);
-  return at::scaled_dot_product_attention(query, k, v, causal_allowed(T, S, past, query.device()), 0.0, false);
-#else
+  if (kind == AttentionKind::kSdpa) {
+    if (query.is_cuda()) choose_cuda_attention_kernels();
+    // SDPA's is_causal aligns the mask top-left, which is right only without a
+    // past; a single query sees everything; otherwise pass the mask.
+    if (past == 0) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/true);
+    if (T == 1) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/false);
+    return at::scaled_dot_product_attention(query, k, v, causal_allowed(T, S, past, query.device()), 0.0, false);
+  }
   // eager_attention_forward: scores scaled after the matmul, softmax in fp32.
   const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
   torch::Tensor scores = torch::matmul(query, k.transpose(2, 3)) * scaling;  // (B, H, T, S)
   if (T > 1) scores = scores.masked_fill(causal_allowed(T, S, past, query.device()).logical_not(), -INFINITY);
   torch::Tensor probabilities = torch::softmax(scores, -1, torch::kFloat32).to(query.scalar_type());
   return torch::matmul(probabilities, v);  // (B, H, T, D)
-#endif
 }
 
 // --------------------------------------------- functional unit forwards ----
@@ -222,7 +241,7 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
     past = cache->length();
     std::tie(keys, values) = cache->append(layout.layer, keys, values);  // (B, KvH, S, D)
   }
-  torch::Tensor attended = causal_attention(query, keys, values, past);  // (B, H, T, D)
+  torch::Tensor attended = causal_attention(query, keys, values, past, config.attention);  // (B, H, T, D)
   attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
   torch::Tensor residual = hidden + project(attended, o_proj);     // (B, T, C)
 

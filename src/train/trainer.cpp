@@ -15,6 +15,7 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/dataset/dataset.h"
 #include "metareuse/dataset/sampler.h"
+#include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/sharded_llama.h"
@@ -170,10 +171,13 @@ LlamaConfig model_config_from(const Config& config) {
     if (config.get_int("model.vocab_size") != 0) {
       throw ConfigError("model.vocab_size applies to a from-scratch model.preset, not to model.path");
     }
-    return open_model_source(path)->config();
+    LlamaConfig model = open_model_source(path)->config();
+    model.attention = attention_from_name(config.get_string("model.attention"));
+    return model;
   }
   LlamaConfig model = LlamaConfig::preset(config.get_string("model.preset"));
   if (config.get_int("model.vocab_size") > 0) model.vocab_size = config.get_int("model.vocab_size");
+  model.attention = attention_from_name(config.get_string("model.attention"));
   model.validate("model");
   return model;
 }
@@ -195,6 +199,9 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   // --- what to train, checked before anything large is allocated
   const std::string precision = config.get_string("train.precision");
   const torch::Device device = training_device(config.get_string("train.device"), runtime.layout().local_rank);
+  // Before anything is allocated: a GPU this libtorch has no kernels for (a P100
+  // under a cu128+ build) fails here with the build to use, not at its first kernel.
+  if (device.is_cuda()) check_gpu_supported(device.index());
   if (precision == "fp16" && !device.is_cuda()) {
     throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
   }

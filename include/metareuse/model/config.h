@@ -28,6 +28,17 @@ struct RopeConfig {
   std::int64_t original_max_position_embeddings = 8192;
 };
 
+// How attention is computed. Not part of config.json: a run setting
+// (`model.attention`), like transformers' attn_implementation.
+//   kSdpa:  scaled_dot_product_attention (the default; libtorch picks its
+//           kernel: flash on sm_80+ in fp16/bf16, memory-efficient on sm_60
+//           and in fp32 on CUDA, a fused CPU kernel on CPU)
+//   kEager: transformers' eager_attention_forward, op by op (the reference)
+enum class AttentionKind { kSdpa, kEager };
+// "sdpa" / "eager"; the parser throws InputError listing both.
+const char* attention_name(AttentionKind kind);
+AttentionKind attention_from_name(const std::string& name);
+
 struct LlamaConfig {
   std::int64_t vocab_size = 0;               // V
   std::int64_t hidden_size = 0;              // C
@@ -43,6 +54,7 @@ struct LlamaConfig {
   bool tie_word_embeddings = false;          // lm_head.weight is model.embed_tokens.weight
   std::int64_t bos_token_id = -1;            // -1: none
   std::vector<std::int64_t> eos_token_ids;   // empty: none
+  AttentionKind attention = AttentionKind::kSdpa;  // a run setting, not read from or written to config.json
 
   // Reads a Hugging Face config.json. Both rope key styles are accepted:
   //   hub / transformers 4: "rope_theta" + "rope_scaling": {"rope_type": "llama3", ...} (or null)

@@ -93,12 +93,13 @@ torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight);
 torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary);
 // Causal grouped-query attention. query (B, H, T, D); keys/values
 // (B, KvH, S, D) with S = past + T; query position i sees keys 0 .. past + i.
-// Uses scaled_dot_product_attention on libtorch >= 2.0 and an explicit
-// softmax(QK^T / sqrt(D)) V otherwise (libtorch 1.13 has no public SDPA).
+// `kind` picks scaled_dot_product_attention or the explicit
+// softmax(QK^T / sqrt(D)) V of transformers' eager path.
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                               std::int64_t past);
-// Which attention path this build uses: "scaled_dot_product_attention" or "math".
-const char* attention_implementation();
+                               std::int64_t past, AttentionKind kind = AttentionKind::kSdpa);
+// The kernel scaled_dot_product_attention picks for these inputs (causal, no
+// past): "flash", "efficient", "cudnn", "math" or "overrideable".
+std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values);
 
 // ------------------------------------------------- functional unit forwards ----
 
@@ -160,6 +161,9 @@ class LlamaModel {
   bool activation_checkpointing() const { return checkpointing_; }
 
   const torch::Tensor& inv_freq() const { return inv_freq_; }  // (D/2,) fp32
+
+  // Which attention kernel the next forward uses (the weights do not change).
+  void set_attention(AttentionKind kind) { config_.attention = kind; }
 
   // input_ids (B, T) int64 -> logits (B, T, V). With a cache, the tokens
   // continue the cached sequence and the cache advances by T.

@@ -1,10 +1,4 @@
-// SentencePiece through the shim library (libmetareuse_sentencepiece_shim.so).
-//
-// Debian's libsentencepiece exports its own copies of protobuf internals, and a
-// process that links it next to libtorch segfaults before main (FACTS.md).
-// So nothing in metareuse links sentencepiece: the shim does, and it is opened
-// with dlopen(RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND), which keeps its protobuf
-// symbols out of the global namespace.
+// SentencePiece models: training, and loading one as a Tokenizer (load.cpp).
 #pragma once
 
 #include <cstdint>
@@ -24,9 +18,5 @@ struct SentencePieceTrainOptions {
 
 // Trains a model; throws Error with sentencepiece's message on failure.
 void train_sentencepiece(const SentencePieceTrainOptions& options);
-
-// The shim's path: $METAREUSE_SENTENCEPIECE_SHIM, else next to the running
-// binary (<bin>/../lib), else the build tree's copy.
-std::string sentencepiece_shim_path();
 
 }  // namespace metareuse

@@ -1,0 +1,41 @@
+// Which GPUs this build's libtorch can run on. torch's cu128/cu130 builds carry
+// kernels for sm_75 and newer only, cu126 builds sm_50 to sm_90 (README, GPU),
+// and a GPU outside the list fails at its first kernel with "no kernel image is
+// available". `metareuse info` shows the list, and training checks each rank's
+// GPU against it before anything is allocated.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace metareuse {
+
+struct GpuInfo {
+  int index = 0;
+  std::string name;
+  int major = 0;  // compute capability
+  int minor = 0;
+};
+
+struct CudaBuild {
+  bool torch_has_cuda = false;           // a CUDA libtorch
+  std::string cuda_version;              // the CUDA runtime libtorch was built with, "13.0"; "" without CUDA
+  std::vector<std::string> arch_list;    // "sm_75", "compute_90", ...; empty: unknown
+  std::vector<GpuInfo> gpus;             // visible GPUs; empty without a driver or a GPU
+};
+
+// What the linked libtorch reports (no GPU needed, except for `gpus`).
+CudaBuild cuda_build();
+
+// True when code built for `arch_list` runs on compute capability major.minor:
+// a cubin sm_XY runs on the same major with a minor >= Y, PTX compute_XY on any
+// capability >= X.Y (JIT). Torch-free and pure.
+bool arch_list_runs_on(const std::vector<std::string>& arch_list, int major, int minor);
+
+// Throws Error naming the GPU, its sm_XY, the build's list and the libtorch to
+// use instead, when GPU `index` is not covered by the build's kernels. With an
+// unknown list it runs one small kernel on the GPU instead and reports a
+// failure the same way.
+void check_gpu_supported(int index);
+
+}  // namespace metareuse
