@@ -82,6 +82,13 @@ add_library(metareuse_torch INTERFACE)
 target_link_libraries(metareuse_torch INTERFACE ${TORCH_LIBRARIES})
 separate_arguments(_metareuse_torch_flags UNIX_COMMAND "${TORCH_CXX_FLAGS}")
 target_compile_options(metareuse_torch INTERFACE ${_metareuse_torch_flags})
+# The PyPI libtorch.so is built with a newer GCC's toolset, which links parts of
+# its libstdc++ statically and exports them (std::filesystem among 182 std::
+# symbols). Listed before libstdc++.so.6, it wins symbol lookup for the whole
+# process, and its std::filesystem::remove_all crashed (a null call) in our
+# tests. libstdc++ first in every torch binary's DT_NEEDED list keeps the
+# system's copy in charge.
+target_link_options(metareuse_torch INTERFACE "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
 # A CUDA libtorch (the PyPI wheel is one): torch code may use c10/cuda and ATen/cuda.
 if(TORCH_CUDA_LIBRARIES)
   set(METAREUSE_TORCH_HAS_CUDA ON)
