@@ -4,7 +4,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "test_support.h"
 
 namespace metareuse::test {

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "test_support.h"
 
 namespace metareuse::test {

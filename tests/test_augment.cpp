@@ -6,7 +6,7 @@
 
 #include "metareuse/augment/augment.h"
 #include "metareuse/core/error.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "patterns_fixtures.h"
 
 namespace metareuse {

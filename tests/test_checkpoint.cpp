@@ -15,7 +15,7 @@
 
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "metareuse/train/optimizer.h"
 #include "test_support.h"
 #include "toy_model.h"

@@ -10,7 +10,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/corpus/corpus.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "patterns_fixtures.h"
 
 namespace metareuse {

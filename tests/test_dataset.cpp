@@ -11,8 +11,8 @@
 #include "metareuse/core/error.h"
 #include "metareuse/dataset/dataset.h"
 #include "metareuse/dataset/sampler.h"
-#include "metareuse/dist/communicator.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/runtime.h"
 #include "test_support.h"
 #include "tokenizer_support.h"
 

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "metareuse/dist/fsdp.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/parallel/fsdp.h"
+#include "metareuse/distributed/runtime.h"
 #include "metareuse/train/optimizer.h"
 #include "test_support.h"
 #include "toy_model.h"

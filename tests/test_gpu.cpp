@@ -12,14 +12,14 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/device_communicator.h"
-#include "metareuse/dist/tensor_comm.h"
+#include "metareuse/distributed/device_communicator.h"
+#include "metareuse/distributed/tensor_comm.h"
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/sharded_llama.h"
+#include "metareuse/parallel/sharded_llama.h"
 #include "test_support.h"
 
 using namespace metareuse;

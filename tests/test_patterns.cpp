@@ -9,7 +9,7 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "metareuse/patterns/handbook.h"
 #include "metareuse/patterns/miner.h"
 #include "metareuse/patterns/text.h"

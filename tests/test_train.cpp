@@ -7,11 +7,11 @@
 
 #include <fstream>
 
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/sharded_llama.h"
+#include "metareuse/parallel/sharded_llama.h"
 #include "test_support.h"
 
 using namespace metareuse;

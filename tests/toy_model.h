@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "metareuse/dist/fsdp.h"
+#include "metareuse/parallel/fsdp.h"
 
 namespace metareuse::test {
 namespace F = torch::nn::functional;

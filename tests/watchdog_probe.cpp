@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <thread>
 
-#include "metareuse/dist/communicator.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/runtime.h"
 
 int main(int argc, char** argv) {
   metareuse::Runtime runtime("auto");

@@ -29,11 +29,11 @@
 #include <vector>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/communicator.h"
-#include "metareuse/dist/device_communicator.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/device_communicator.h"
 #include "metareuse/model/config.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/sharded_llama.h"
+#include "metareuse/parallel/sharded_llama.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 #include <cstring>
 #include <exception>
 
-#include "metareuse/dist/device_communicator.h"  // make_nccl_communicator
+#include "metareuse/distributed/device_communicator.h"  // make_nccl_communicator
 
 int main() {
   auto host = metareuse::make_self_communicator();

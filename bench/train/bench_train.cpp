@@ -10,10 +10,10 @@
 #include <cstdlib>
 
 #include "metareuse/core/timing.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/sharded_llama.h"
+#include "metareuse/parallel/sharded_llama.h"
 
 int main(int argc, char** argv) {
   using namespace metareuse;

@@ -11,7 +11,7 @@
 #include <unordered_map>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
 namespace metareuse::augment {

@@ -11,7 +11,7 @@
 
 #include "commands.h"
 #include "metareuse/core/error.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/model/cuda_support.h"
 
 namespace metareuse::cli {

@@ -9,7 +9,7 @@
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/corpus/corpus.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/miner.h"
 
 namespace metareuse::cli {

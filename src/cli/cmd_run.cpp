@@ -28,7 +28,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/eval/report.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/trainer.h"
@@ -104,7 +104,7 @@ int train_stage(CommandContext& context, const std::string& folder) {
   config.set("dataset.output", folder + "/dataset.h5");
   // A train stage that stopped early (time limit, signal) resumes from its checkpoint.
   if (config.get_string("train.resume").empty()) config.set("train.resume", "auto");
-  return run_training(config, context.runtime, folder);
+  return run_training(TrainOptions::from_config(config, folder), context.runtime, folder);
 }
 
 // Verifies that the final checkpoint is complete and loadable.

@@ -46,7 +46,7 @@ void train_options(CLI::App& app, std::vector<std::string>& overrides) {
 int train_run(CommandContext& context) {
   const std::string folder = run_folder(context.config);
   if (context.runtime.rank() == 0) context.config.write(folder + "/config.resolved.json");
-  return run_training(context.config, context.runtime, folder);
+  return run_training(TrainOptions::from_config(context.config, folder), context.runtime, folder);
 }
 
 void plan_options(CLI::App& app, std::vector<std::string>& overrides) {

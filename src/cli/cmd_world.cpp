@@ -7,7 +7,7 @@
 #include "flags.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/world/world.h"
 
 namespace metareuse::cli {

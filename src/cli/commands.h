@@ -12,7 +12,7 @@
 
 #include "metareuse/core/config.h"
 #include "metareuse/corpus/corpus.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 
 namespace metareuse {
 class Tokenizer;

@@ -26,7 +26,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/text.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 
 namespace {
 

@@ -133,8 +133,9 @@ std::vector<ConfigKey> build_schema() {
       key_string("dataset.input", "", "Augmented JSON Lines ({\"prompt\", \"target\"} records) that prepare tokenizes."),
       key_string("dataset.output", "", "The tokenized HDF5 file; empty means <run folder>/dataset.h5."),
       key_int("dataset.sequence_length", 1024, "Tokens per packed training sequence.", 8, 1048576),
-      key_bool("dataset.pack", true,
-               "Pack several documents per sequence (boundaries kept); false gives one padded document per sequence."),
+      key_bool("dataset.pack", false,
+               "Pack several documents per sequence (boundaries kept); false gives one padded document per sequence. "
+               "Training refuses packed data until its attention masks documents apart."),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
 
       // model (#5, #6)

@@ -15,7 +15,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 
 namespace metareuse::corpus {
 namespace {

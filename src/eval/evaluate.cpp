@@ -11,7 +11,7 @@
 #include "metareuse/core/log.h"
 #include "metareuse/core/text.h"
 #include "metareuse/core/timing.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/model/generate.h"
 
 namespace metareuse::eval {

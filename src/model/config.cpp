@@ -307,7 +307,7 @@ const std::map<std::string, LlamaConfig>& presets() {
     tiny.eos_token_ids = {2};
     out["debug-tiny"] = tiny;
 
-    // The CPU training baseline's shape (FACTS.md): vocab 8192, C 256, 4 layers, 8 heads, 4 KV heads, FFN 688.
+    // The CPU training baseline's shape (bench/train/torch_loop.py): vocab 8192, C 256, 4 layers, 8 heads, 4 KV heads, FFN 688.
     LlamaConfig small;
     small.vocab_size = 8192;
     small.hidden_size = 256;

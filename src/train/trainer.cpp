@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -18,7 +19,7 @@
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/sharded_llama.h"
+#include "metareuse/parallel/sharded_llama.h"
 
 namespace metareuse {
 namespace fs = std::filesystem;
@@ -187,7 +188,69 @@ std::string checkpoint_folder(const Config& config, const std::string& run_folde
   return dir.empty() ? run_folder + "/checkpoints" : dir;
 }
 
-int run_training(const Config& config, Runtime& runtime, const std::string& run_folder) {
+TrainOptions TrainOptions::from_config(const Config& config, const std::string& run_folder) {
+  TrainOptions options;
+  options.model = model_config_from(config);
+  options.model_path = config.get_string("model.path");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  options.dataset_path = config.get_string("dataset.output");
+  if (options.dataset_path.empty()) options.dataset_path = run_folder + "/dataset.h5";
+  options.precision = config.get_string("train.precision");
+  options.device = config.get_string("train.device");
+  options.device_bytes = parse_bytes(config.get_string("train.device_memory"));
+  options.global_batch = config.get_int("train.global_batch");
+  options.micro_batch = config.get_int("train.micro_batch");
+  options.epoch_policy = {config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
+                          config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
+  options.epochs = config.get_int("train.epochs");
+  options.max_steps = config.get_int("train.max_steps");
+  options.weight_decay_policy = config.get_string("train.weight_decay_policy");
+  options.adamw = {config.get_number("train.lr"), config.get_number("train.beta1"), config.get_number("train.beta2"),
+                   config.get_number("train.eps"), config.get_number("train.weight_decay")};
+  options.grad_clip = config.get_number("train.grad_clip");
+  options.lr_schedule = config.get_string("train.lr_schedule");
+  options.warmup_steps = config.get_int("train.warmup_steps");
+  options.lr_min = config.get_number("train.lr_min");
+  options.loss_scaling.enabled = options.precision == "fp16";
+  options.loss_scaling.initial_scale = config.get_number("train.loss_scale_initial");
+  options.loss_scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
+  options.loss_scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
+  options.loss_scaling.min_scale = config.get_number("train.loss_scale_min");
+  options.checkpoints.dir = checkpoint_folder(config, run_folder);
+  options.checkpoints.keep_last = config.get_int("checkpoint.keep_last");
+  options.checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
+  options.checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
+  options.resume = config.get_string("train.resume");
+  options.time_limit = config.get_number("train.time_limit");
+  options.checkpoint_every_minutes = config.get_number("checkpoint.every_minutes");
+  options.checkpoint_every_steps = config.get_int("checkpoint.every_steps");
+  options.log_every = config.get_int("train.log_every");
+  options.progress = config.get_string("train.progress");
+  options.resolved_config = config.tree();
+  return options;
+}
+
+void validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
+                       bool packed, int world_size) {
+  if (options.precision == "fp16" && device_type != "cuda") {
+    throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
+  }
+  if (packed) {
+    throw InputError(fmt::format(
+        "{}: sequences hold several documents (packed); attention between documents is not masked in this "
+        "trainer yet, so prepare the dataset unpacked (one document per sequence)",
+        options.dataset_path));
+  }
+  MemoryPlan memory = plan_memory(options.model, world_size, options.micro_batch, sequence_length, options.precision,
+                                  options.device_bytes);
+  if (!memory.fits) {
+    throw ConfigError(fmt::format("the plan does not fit in {} per rank:\n{}Lower train.micro_batch, use more ranks, "
+                                  "or a shorter sequence length",
+                                  format_bytes(memory.device_bytes), format_plan(memory)));
+  }
+}
+
+int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
   g_stop_signal.store(0);
@@ -197,58 +260,36 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   const bool leader = comm.rank() == 0;
 
   // --- what to train, checked before anything large is allocated
-  const std::string precision = config.get_string("train.precision");
-  const torch::Device device = training_device(config.get_string("train.device"), runtime.layout().local_rank);
+  const torch::Device device = training_device(options.device, runtime.layout().local_rank);
   // Before anything is allocated: a GPU this libtorch has no kernels for (a P100
   // under a cu128+ build) fails here with the build to use, not at its first kernel.
   if (device.is_cuda()) check_gpu_supported(device.index());
-  if (precision == "fp16" && !device.is_cuda()) {
-    throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
-  }
-  LlamaConfig model_config = model_config_from(config);
-  std::string dataset_path = config.get_string("dataset.output");
-  if (dataset_path.empty()) dataset_path = run_folder + "/dataset.h5";
+  const LlamaConfig& model_config = options.model;
+  const std::string& dataset_path = options.dataset_path;
   DatasetExpectations expectations;
   expectations.model_vocab_size = model_config.vocab_size;
   PackedDataset data = load_dataset(dataset_path, expectations);
-  for (int32_t segment : data.segment_ids) {
-    if (segment > 0) {
-      throw InputError(fmt::format(
-          "{}: sequences hold several documents (packed); attention between documents is not masked in this "
-          "trainer yet, so prepare the dataset unpacked (one document per sequence)",
-          dataset_path));
-    }
-  }
+  const bool packed = std::any_of(data.segment_ids.begin(), data.segment_ids.end(), [](int32_t s) { return s > 0; });
   const int64_t T = data.metadata.sequence_length;
-  const int64_t global_batch = config.get_int("train.global_batch");
-  const int64_t micro_batch = config.get_int("train.micro_batch");
-  MemoryPlan memory = plan_memory(model_config, comm.size(), micro_batch, T, precision,
-                                  parse_bytes(config.get_string("train.device_memory")));
-  if (!memory.fits) {
-    throw ConfigError(fmt::format("the plan does not fit in {} per rank:\n{}Lower train.micro_batch, use more ranks, "
-                                  "or a shorter sequence length",
-                                  format_bytes(memory.device_bytes), format_plan(memory)));
-  }
+  validate_training(options, device.is_cuda() ? "cuda" : "cpu", T, packed, comm.size());
+  const int64_t global_batch = options.global_batch;
+  const int64_t micro_batch = options.micro_batch;
   log::info("dataset {}: {} sequences of {} tokens (tokenizer {})", dataset_path, data.sequences, T,
             data.metadata.tokenizer_identity());
 
-  EpochPolicy policy{config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
-                     config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
-  EpochPlan epochs = plan_epochs(data.sequences, global_batch, policy, config.get_int("train.epochs"),
-                                 config.get_int("train.max_steps"));
+  EpochPlan epochs = plan_epochs(data.sequences, global_batch, options.epoch_policy, options.epochs, options.max_steps);
   log::info("plan: {} examples, {} epoch(s) x {} steps/epoch -> {} steps ({})", epochs.examples, epochs.epochs,
             epochs.steps_per_epoch, epochs.total_steps, epochs.reason);
 
   // --- the sharded model
   log::info("training on {}", device.str());
-  ShardedLlama model(model_config, comm, device, compute_dtype(precision),
-                     config.get_string("train.weight_decay_policy"));
+  ShardedLlama model(model_config, comm, device, compute_dtype(options.precision), options.weight_decay_policy);
   {
     LlamaModel full(model_config);
-    if (config.get_string("model.path").empty()) {
-      full.init_weights(static_cast<uint64_t>(config.get_int("run.seed")));
+    if (options.model_path.empty()) {
+      full.init_weights(options.seed);
     } else {
-      open_model_source(config.get_string("model.path"))->load_into(full);
+      open_model_source(options.model_path)->load_into(full);
     }
     std::map<std::string, torch::Tensor> parameters;
     for (const auto& [name, value] : full.named_parameters()) parameters.emplace(name, value.detach());
@@ -257,24 +298,12 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   log::info("model: {} parameters, {} units; {} per rank persistent", parameter_count(model_config),
             model.sharded().size(), format_bytes(static_cast<double>(model.sharded().persistent_bytes())));
 
-  AdamWConfig adamw{config.get_number("train.lr"), config.get_number("train.beta1"), config.get_number("train.beta2"),
-                    config.get_number("train.eps"), config.get_number("train.weight_decay")};
-  LrScheduleConfig schedule{config.get_string("train.lr_schedule"), config.get_int("train.warmup_steps"),
-                            epochs.total_steps, config.get_number("train.lr"), config.get_number("train.lr_min")};
-  LossScalerConfig scaling;
-  scaling.enabled = precision == "fp16";
-  scaling.initial_scale = config.get_number("train.loss_scale_initial");
-  scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
-  scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
-  scaling.min_scale = config.get_number("train.loss_scale_min");
-  LossScaler scaler(scaling);
-  DistributedSampler order(data.sequences, 0, 1, static_cast<uint64_t>(config.get_int("run.seed")));
-
-  CheckpointOptions checkpoints;
-  checkpoints.dir = checkpoint_folder(config, run_folder);
-  checkpoints.keep_last = config.get_int("checkpoint.keep_last");
-  checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
-  checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
+  const AdamWConfig& adamw = options.adamw;
+  LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
+                            options.lr_min};
+  LossScaler scaler(options.loss_scaling);
+  DistributedSampler order(data.sequences, 0, 1, options.seed);
+  const CheckpointOptions& checkpoints = options.checkpoints;
 
   json identity = {{"model", model_config.to_hf_json()},
                    {"tokenizer", data.metadata.tokenizer_identity()},
@@ -286,7 +315,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
 
   int64_t iteration = 0;   // optimizer steps attempted (the schedule's position)
   int64_t adam_steps = 0;  // steps taken (AdamW's bias correction)
-  const std::string resume = config.get_string("train.resume");
+  const std::string& resume = options.resume;
   if (!resume.empty()) {
     std::string path = resolve_checkpoint(resume, checkpoints.dir);
     if (path.empty()) {
@@ -325,7 +354,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
     meta["loss_scale"] = scaler.state().scale;
     meta["loss_scale_good_steps"] = scaler.state().good_steps;
     meta["loss_scale_hysteresis_left"] = scaler.state().hysteresis_left;
-    meta["config"] = config.tree();
+    meta["config"] = options.resolved_config;
     torch::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
     std::vector<uint8_t> rng(state.data_ptr<uint8_t>(), state.data_ptr<uint8_t>() + state.numel());
     SaveResult result = save_checkpoint(model.sharded(), meta, rng, checkpoints);
@@ -338,11 +367,11 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
     return result;
   };
 
-  const double time_limit = config.get_number("train.time_limit");
-  const double every_minutes = config.get_number("checkpoint.every_minutes");
-  const int64_t every_steps = config.get_int("checkpoint.every_steps");
-  const int64_t log_every = config.get_int("train.log_every");
-  const std::string progress = config.get_string("train.progress");
+  const double time_limit = options.time_limit;
+  const double every_minutes = options.checkpoint_every_minutes;
+  const int64_t every_steps = options.checkpoint_every_steps;
+  const int64_t log_every = options.log_every;
+  const std::string& progress = options.progress;
   const bool tty = leader && (progress == "bar" || (progress == "auto" && isatty(STDOUT_FILENO)));
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
@@ -374,8 +403,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
     TrainBatch batch = next_global_batch(order, data, global_batch);
     double lr = lr_at(schedule, iteration);
     double loss = model.forward_backward(batch, micro_batch, scaler.scale());
-    StepOutcome outcome = optimizer_step(model.sharded(), adamw, lr, config.get_number("train.grad_clip"), scaler,
-                                         adam_steps);
+    StepOutcome outcome = optimizer_step(model.sharded(), adamw, lr, options.grad_clip, scaler, adam_steps);
     ++iteration;
     double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;

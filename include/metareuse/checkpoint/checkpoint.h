@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "metareuse/dist/fsdp.h"
+#include "metareuse/parallel/fsdp.h"
 
 namespace metareuse {
 

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "metareuse/dist/fsdp.h"
+#include "metareuse/parallel/fsdp.h"
 
 namespace metareuse {
 

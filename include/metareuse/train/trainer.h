@@ -7,9 +7,11 @@
 #include <cstdint>
 #include <string>
 
+#include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/config.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "metareuse/model/config.h"
+#include "metareuse/train/optimizer.h"
 
 namespace metareuse {
 
@@ -39,7 +41,48 @@ LlamaConfig model_config_from(const Config& config);
 // The run's checkpoint folder: checkpoint.dir, or <run folder>/checkpoints.
 std::string checkpoint_folder(const Config& config, const std::string& run_folder);
 
+// Everything training reads from the config, typed, read once. Built by
+// TrainOptions::from_config; run_training reads no config key after that.
+struct TrainOptions {
+  LlamaConfig model;                // model_config_from(config)
+  std::string model_path;           // model.path: weights to start from; "" = init_weights(seed)
+  std::uint64_t seed = 0;           // run.seed: initialisation and the sampler's order
+  std::string dataset_path;         // dataset.output, or <run folder>/dataset.h5
+  std::string precision = "fp32";   // fp32 | bf16 | fp16
+  std::string device = "auto";      // auto | cpu | cuda
+  std::int64_t device_bytes = 0;    // train.device_memory; 0: unknown
+  std::int64_t global_batch = 8;
+  std::int64_t micro_batch = 2;
+  EpochPolicy epoch_policy;
+  std::int64_t epochs = 0;          // > 0 overrides the policy
+  std::int64_t max_steps = 0;       // > 0 caps the plan
+  std::string weight_decay_policy;
+  AdamWConfig adamw;
+  double grad_clip = 1.0;
+  std::string lr_schedule = "cosine";
+  std::int64_t warmup_steps = 0;
+  double lr_min = 0.0;
+  LossScalerConfig loss_scaling;    // enabled for fp16
+  CheckpointOptions checkpoints;
+  std::string resume;               // "", "auto", a folder or a file
+  double time_limit = 0.0;          // seconds per rank; 0: none
+  double checkpoint_every_minutes = 0.0;
+  std::int64_t checkpoint_every_steps = 0;
+  std::int64_t log_every = 10;
+  std::string progress = "auto";    // auto | bar | lines
+  nlohmann::json resolved_config;   // saved in every checkpoint
+
+  static TrainOptions from_config(const Config& config, const std::string& run_folder);
+};
+
+// The checks that need the dataset and the rank count, in one place, before
+// anything large is allocated: precision against the device, packed data, the
+// batch sizes, and the memory plan. Throws ConfigError or InputError naming the
+// key or the file.
+void validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
+                       bool packed, int world_size);
+
 // Runs training on every rank; returns the exit status (0, or kExitTimeLimit).
-int run_training(const Config& config, Runtime& runtime, const std::string& run_folder);
+int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder);
 
 }  // namespace metareuse

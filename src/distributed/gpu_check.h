@@ -1,5 +1,5 @@
 // The one check for every CUDA runtime and NCCL call: records the call, file,
-// line and rank, and throws metareuse::Error. Private to src/dist, and only
+// line and rank, and throws metareuse::Error. Private to src/distributed, and only
 // compiled with METAREUSE_WITH_NCCL.
 #pragma once
 

@@ -2,7 +2,7 @@
 // first use, destroyed by release_device_communicators() (the Runtime calls it
 // before MPI_Finalize). Built with or without NCCL; without, it says how to
 // get the backend.
-#include "metareuse/dist/device_communicator.h"
+#include "metareuse/distributed/device_communicator.h"
 
 #include <fmt/format.h>
 

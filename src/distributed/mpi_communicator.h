@@ -1,11 +1,11 @@
-// The MPI backend of Communicator (CPU memory). Private to src/dist.
+// The MPI backend of Communicator (CPU memory). Private to src/distributed.
 #pragma once
 
 #include <mpi.h>
 
 #include <memory>
 
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 
 namespace metareuse {
 

@@ -1,4 +1,4 @@
-#include "metareuse/train/sharded_llama.h"
+#include "metareuse/parallel/sharded_llama.h"
 
 #include "metareuse/core/error.h"
 #include "metareuse/model/llama.h"

@@ -1,4 +1,4 @@
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 
 #include <cstring>
 

@@ -1,5 +1,5 @@
 // The one check for every MPI call: records the call, file, line and rank, and
-// throws metareuse::Error. Private to src/dist.
+// throws metareuse::Error. Private to src/distributed.
 #pragma once
 
 #include <mpi.h>

@@ -1,9 +1,9 @@
-#include "metareuse/dist/fsdp.h"
+#include "metareuse/parallel/fsdp.h"
 
 #include <fmt/format.h>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/tensor_comm.h"
+#include "metareuse/distributed/tensor_comm.h"
 
 namespace metareuse {
 

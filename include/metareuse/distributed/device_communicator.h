@@ -1,7 +1,7 @@
 // Collectives on CUDA device memory (the NCCL backend), behind the same
 // Communicator interface as the MPI backend. This header is torch-free and
 // NCCL-free: CUDA streams travel as void* (a cudaStream_t), so code outside
-// src/dist never includes nccl.h or cuda_runtime.h.
+// src/distributed never includes nccl.h or cuda_runtime.h.
 //
 // Ordering: every collective runs on the communicator's own stream. It first
 // waits (with an event) for the work already queued on the compute stream, and
@@ -12,7 +12,7 @@
 
 #include <memory>
 
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 
 namespace metareuse {
 

@@ -1,4 +1,4 @@
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -12,8 +12,8 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/dist/communicator.h"
-#include "metareuse/dist/device_communicator.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/device_communicator.h"
 #include "mpi_check.h"
 #include "mpi_communicator.h"
 

@@ -13,7 +13,7 @@
 
 #include "gpu_check.h"
 #include "metareuse/core/error.h"
-#include "metareuse/dist/device_communicator.h"
+#include "metareuse/distributed/device_communicator.h"
 
 namespace metareuse {
 namespace detail {

@@ -1,4 +1,4 @@
-#include "metareuse/dist/tensor_comm.h"
+#include "metareuse/distributed/tensor_comm.h"
 
 #include <torch/torch.h>
 
@@ -7,7 +7,7 @@
 #endif
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/device_communicator.h"
+#include "metareuse/distributed/device_communicator.h"
 
 namespace metareuse {
 namespace {

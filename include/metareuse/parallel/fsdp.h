@@ -1,5 +1,6 @@
-// FSDP / ZeRO-3 style parameter sharding (hand-written: libtorch 1.13 has no
-// C++ FSDP, and its c10d has no MPI process group here).
+// FSDP / ZeRO-3 style parameter sharding, hand-written: libtorch (2.11) has no
+// C++ FSDP (FSDP2 is Python-only), and the PyPI build's c10d has no MPI
+// process group.
 //
 // A model is cut into units (the embeddings + head, each decoder layer, the
 // final norm). Each unit's parameters live in one flat buffer, padded to a
@@ -15,8 +16,9 @@
 //                       reduce-scatter the flat gradient into the fp32 shard
 //                       -> free everything but the shard
 //
-// This is activation checkpointing and ZeRO-3 in one mechanism (see FACTS.md:
-// it gave bit-identical gradients to plain autograd on a 2-unit test).
+// This is activation checkpointing and ZeRO-3 in one mechanism; on a 2-unit
+// MLP it gave bit-identical gradients to plain autograd (test_fsdp compares
+// the sharded gradients with plain autograd on the full model).
 #pragma once
 
 #include <torch/torch.h>  // torch::Tensor, autograd
@@ -27,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 
 namespace metareuse {
 
@@ -38,7 +40,7 @@ struct ParamSpec {
 };
 
 struct UnitDef {
-  std::string name;            // "embed_head", "layer.3", "final_norm"
+  std::string name;            // the model's unit names: "embeddings", "layers.3", "norm"
   std::vector<ParamSpec> params;
 };
 
@@ -116,11 +118,6 @@ class ShardedModel {
 
   // Loads full parameters (by name) into every unit's master shard.
   void load_full(const std::map<std::string, torch::Tensor>& full);
-  // The same into any shard-shaped fp32 tensor (e.g. the AdamW moments).
-  void load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const;
-  // All-gathers any shard-shaped tensor of this unit into its full flat
-  // buffer [padded_numel] (a collective); for checkpoints of the moments.
-  torch::Tensor gather_shard(const torch::Tensor& shard) const;
   // Gathers every parameter in fp32 (a collective); for checkpoints and export.
   std::map<std::string, torch::Tensor> gather_full();
   void zero_grad();

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "metareuse/dist/fsdp.h"
+#include "metareuse/parallel/fsdp.h"
 #include "metareuse/model/config.h"
 
 namespace metareuse {

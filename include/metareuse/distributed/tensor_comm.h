@@ -7,7 +7,7 @@
 
 #include <torch/types.h>  // torch::Tensor
 
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 
 namespace metareuse {
 

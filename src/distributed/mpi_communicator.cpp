@@ -7,7 +7,7 @@
 #include <numeric>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/runtime.h"
+#include "metareuse/distributed/runtime.h"
 #include "mpi_check.h"
 
 namespace metareuse {

@@ -5,9 +5,9 @@
 #include <numeric>
 
 #include "metareuse/core/error.h"
-#include "metareuse/dist/communicator.h"
-#include "metareuse/dist/runtime.h"
-#include "metareuse/dist/tensor_comm.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/runtime.h"
+#include "metareuse/distributed/tensor_comm.h"
 #include "test_support.h"
 
 using namespace metareuse;
