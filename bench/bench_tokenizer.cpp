@@ -15,7 +15,7 @@
 
 #include "metareuse/core/timing.h"
 #include "metareuse/tokenizer/tokenizer.h"
-#include "tokenizer/byte_level_bpe.h"
+#include "byte_level_bpe.h"  // src/tokenizer: the BPE core it times
 
 using namespace metareuse;
 using tokenizer_detail::ByteLevelBpeTokenizer;

@@ -12,7 +12,7 @@
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "test_support.h"
-#include "tokenizer/pre_tokenizer.h"
+#include "pre_tokenizer.h"  // src/tokenizer: the module's private pre-tokenizer
 #include "tokenizer_support.h"
 
 #include <random>

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <regex>
 
-#include "h5/h5.h"
+#include "h5.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"

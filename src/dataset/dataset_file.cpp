@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 
-#include "h5/h5.h"
+#include "h5.h"
 #include "metareuse/core/error.h"
 #include "metareuse/dataset/dataset.h"
 

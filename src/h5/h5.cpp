@@ -1,4 +1,4 @@
-#include "h5/h5.h"
+#include "h5.h"
 
 #include <fmt/format.h>
 
