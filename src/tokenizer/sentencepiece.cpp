@@ -3,7 +3,8 @@
 // went through a dlopen'ed shim. The PyPI libtorch 2.11 keeps its protobuf
 // internal (libtorch_cpu exports 34 protobuf template instances, none of them
 // shared with libsentencepiece but three byteswap<N> helpers), and a probe
-// linking both in either order trained, loaded and encoded (README, libtorch).
+// linking both in either order trained, loaded and encoded (docs/gpu.md, the
+// build stack).
 #include "metareuse/tokenizer/sentencepiece.h"
 
 #include <fmt/format.h>
