@@ -1,6 +1,23 @@
 # Finds every dependency the standard way. A failure names the Debian package
 # to install (launch/setup.sh installs all of them).
 
+# Fallback copies of the dependencies (bench/gpu/pack.sh packs them for the GPU
+# machine, which has no network): searched after the system's own, so a
+# library the system has is always taken from the system.
+set(METAREUSE_DEPS_FALLBACK "" CACHE PATH
+    "A .../usr folder of fallback copies of the dependencies, searched after the system's (bench/gpu/pack.sh)")
+if(METAREUSE_DEPS_FALLBACK)
+  list(APPEND CMAKE_SYSTEM_PREFIX_PATH "${METAREUSE_DEPS_FALLBACK}")
+  # pkg-config: the default search path first, then the fallback's folders.
+  execute_process(COMMAND pkg-config --variable pc_path pkg-config OUTPUT_VARIABLE _pc_default
+                  OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  file(GLOB _pc_fallback LIST_DIRECTORIES true "${METAREUSE_DEPS_FALLBACK}/lib/*/pkgconfig"
+       "${METAREUSE_DEPS_FALLBACK}/lib/pkgconfig" "${METAREUSE_DEPS_FALLBACK}/share/pkgconfig")
+  string(REPLACE ";" ":" _pc_fallback "${_pc_fallback}")
+  set(ENV{PKG_CONFIG_LIBDIR} "${_pc_default}:${_pc_fallback}")
+  message(STATUS "metareuse: fallback dependencies in ${METAREUSE_DEPS_FALLBACK}")
+endif()
+
 macro(metareuse_find_package name debian_package)
   find_package(${name} ${ARGN} QUIET)
   if(NOT ${name}_FOUND)

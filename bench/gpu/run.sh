@@ -13,8 +13,9 @@
 #      each Python route) and one JSON file in bench/results/.
 #
 #   bench/gpu/run.sh
+# Before the lease: bench/gpu/pack.sh, then run this with carry [".gpu"].
 # Environment: BUILD_DIR (default build-gpu), JOBS (12), SHARED_DIR (default the
-# first of ../shared, ./shared holding hf_baseline.py), BATCHES (4,2,1),
+# first of ../shared, .gpu/shared, ./shared holding hf_baseline.py), BATCHES (4,2,1),
 # PREFLIGHT_ONLY=1 (list what the machine has and exit: 0 all found, 1 something
 # missing; a few seconds), SKIP_HF=1 (ours only), SKIP_COMPILE=1 (no torch.compile baseline),
 # PEAK_TFLOPS (the card's measured fp16 GEMM peak for MFU; 755 on an H200).
@@ -33,7 +34,7 @@ say() { echo "[run.sh $(elapsed)s] $*"; }
 
 shared="${SHARED_DIR:-}"
 if [[ -z "$shared" ]]; then
-  for candidate in "$root/../shared" "$root/shared"; do
+  for candidate in "$root/../shared" "$root/.gpu/shared" "$root/shared"; do
     if [[ -f "$candidate/hf_baseline.py" ]]; then shared="$(cd "$candidate" && pwd)"; break; fi
   done
 fi
@@ -53,12 +54,16 @@ for header in CLI/CLI.hpp spdlog/spdlog.h fmt/format.h xxhash.h catch2/catch.hpp
   if [[ -f "/usr/include/$header" || -f "/usr/local/include/$header" ||
         -f "/usr/lib/x86_64-linux-gnu/openmpi/include/$header" ]]; then
     say "found header $header"
+  elif [[ -f "$root/.gpu/deps/usr/include/$header" ]]; then
+    say "header $header: from .gpu/deps (bench/gpu/pack.sh)"
   else
     say "MISSING dependency header: $header"; missing=1
   fi
 done
 for library in libfmt libspdlog libxxhash libsentencepiece libhdf5_serial libmpi; do
-  if ldconfig -p | grep "$library\.so" > /dev/null; then say "found library $library"; else say "MISSING library $library"; missing=1; fi
+  if ldconfig -p | grep "$library\.so" > /dev/null; then say "found library $library"
+  elif compgen -G "$root/.gpu/deps/usr/lib/*/$library.so*" > /dev/null; then say "library $library: from .gpu/deps"
+  else say "MISSING library $library"; missing=1; fi
 done
 [[ -n "$nccl_root" && -f "$nccl_root/include/nccl.h" ]] && say "found $nccl_root/include/nccl.h" || say "no pip NCCL headers"
 if [[ "${PREFLIGHT_ONLY:-0}" == 1 ]]; then say "preflight only (missing: $missing)"; exit $missing; fi
@@ -69,8 +74,10 @@ tests=ON
 cmake_args=(-S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$torch_prefix"
             -DMETAREUSE_WITH_NCCL=ON -DMETAREUSE_BUILD_TESTS=$tests)
 [[ -n "$nccl_root" ]] && cmake_args+=(-DNCCL_ROOT="$nccl_root")
+# What bench/gpu/pack.sh carried (taken only where the image lacks a library).
+[[ -d "$root/.gpu/deps/usr" ]] && cmake_args+=(-DMETAREUSE_DEPS_FALLBACK="$root/.gpu/deps/usr")
 [[ -n "$shared" ]] && cmake_args+=(-DMETAREUSE_SHARED_DIR="$shared")
-[[ -d /usr/local/cuda ]] && cmake_args+=(-DCUDAToolkit_ROOT=/usr/local/cuda -DMETAREUSE_CUDA_HOME=/usr/local/cuda)
+[[ -d /usr/local/cuda ]] && cmake_args+=(-DCUDAToolkit_ROOT=/usr/local/cuda)
 if ! cmake "${cmake_args[@]}" > "$work/configure.log" 2>&1; then
   tail -30 "$work/configure.log"; say "configure FAILED (log: $work/configure.log)"; exit 1
 fi
