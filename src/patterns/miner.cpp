@@ -16,47 +16,37 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/dist/communicator.h"
 #include "metareuse/patterns/text.h"
+#include "wire.h"
 
 namespace metareuse::patterns {
 namespace {
 
-// Candidates travel between ranks as: u32 length, u32 support, u8 kinds,
-// u8 example count, the example keys (u64 each), then the text bytes.
-constexpr std::size_t kWireHeader = 4 + 4 + 1 + 1;
-
-std::size_t wire_size(const Candidate& candidate) {
-  return kWireHeader + candidate.example_count * sizeof(corpus::RecordKey) + candidate.length;
+// A candidate on the wire: u32 length, u32 support, u8 kinds, u8 example
+// count, the example keys, then the text (not the hash: the receiver hashes
+// the text again where it needs one).
+void write_candidate(WireWriter& out, const Candidate& candidate) {
+  out.put<std::uint32_t>(candidate.length);
+  out.put<std::uint32_t>(candidate.support);
+  out.put<std::uint8_t>(candidate.kinds);
+  out.put<std::uint8_t>(candidate.example_count);
+  out.put_array<corpus::RecordKey>(candidate.examples, candidate.example_count);
+  out.put_bytes(candidate.text, candidate.length);
 }
 
-char* write_wire(char* out, const Candidate& candidate) {
-  std::memcpy(out, &candidate.length, 4);
-  std::memcpy(out + 4, &candidate.support, 4);
-  out[8] = static_cast<char>(candidate.kinds);
-  out[9] = static_cast<char>(candidate.example_count);
-  out += kWireHeader;
-  std::memcpy(out, candidate.examples, candidate.example_count * sizeof(corpus::RecordKey));
-  out += candidate.example_count * sizeof(corpus::RecordKey);
-  std::memcpy(out, candidate.text, candidate.length);
-  return out + candidate.length;
-}
-
-// Calls visit(text, support, kinds, examples, example_count) for each candidate in `bytes`.
+// Calls visit(const Candidate&) for each candidate write_candidate() put in
+// `bytes`: its text points into them, its hash is 0.
 template <typename Visit>
-void read_wire(const std::vector<char>& bytes, Visit&& visit) {
-  const char* position = bytes.data();
-  const char* end = bytes.data() + bytes.size();
-  corpus::RecordKey examples[kMaxExamples];
-  while (position < end) {
-    std::uint32_t length, support;
-    std::memcpy(&length, position, 4);
-    std::memcpy(&support, position + 4, 4);
-    auto kinds = static_cast<std::uint8_t>(position[8]);
-    auto example_count = static_cast<std::uint8_t>(position[9]);
-    position += kWireHeader;
-    std::memcpy(examples, position, example_count * sizeof(corpus::RecordKey));
-    position += example_count * sizeof(corpus::RecordKey);
-    visit(std::string_view(position, length), support, kinds, examples, example_count);
-    position += length;
+void read_candidates(std::string_view bytes, Visit&& visit) {
+  WireReader in(bytes);
+  while (!in.done()) {
+    Candidate candidate;
+    candidate.length = in.get<std::uint32_t>();
+    candidate.support = in.get<std::uint32_t>();
+    candidate.kinds = in.get<std::uint8_t>();
+    candidate.example_count = in.get<std::uint8_t>();
+    in.get_array<corpus::RecordKey>(candidate.examples, candidate.example_count);
+    candidate.text = in.get_bytes(candidate.length).data();
+    visit(candidate);
   }
 }
 
@@ -439,6 +429,32 @@ class RecordGroups {
     const std::size_t merged_count = std::min<std::size_t>(kMaxExamples, group.key_count + key_count);
     std::copy(merged, merged + merged_count, group.keys);
     group.key_count = static_cast<std::uint8_t>(merged_count);
+  }
+
+  // A group on the wire: u64 hash, u32 count, u32 length, u8 key count, the
+  // keys, then the text.
+  static void write_group(WireWriter& out, const Group& group) {
+    out.put<std::uint64_t>(group.hash);
+    out.put<std::uint32_t>(group.count);
+    out.put<std::uint32_t>(group.length);
+    out.put<std::uint8_t>(group.key_count);
+    out.put_array<corpus::RecordKey>(group.keys, group.key_count);
+    out.put_bytes(group.text, group.length);
+  }
+
+  // merge()s each group write_group() put in `bytes`, whose texts are
+  // borrowed: the bytes must outlive this object.
+  void merge_written(std::string_view bytes) {
+    WireReader in(bytes);
+    while (!in.done()) {
+      const auto hash = in.get<std::uint64_t>();
+      const auto count = in.get<std::uint32_t>();
+      const auto length = in.get<std::uint32_t>();
+      const auto key_count = in.get<std::uint8_t>();
+      corpus::RecordKey keys[kMaxExamples];
+      in.get_array<corpus::RecordKey>(keys, key_count);
+      merge(in.get_bytes(length), hash, count, keys, key_count);
+    }
   }
 
   std::size_t size() const { return groups_.size(); }
@@ -1054,31 +1070,11 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
         owned_groups.merge(RecordGroups::text(group), group.hash, group.count, group.keys, group.key_count);
         continue;
       }
-      // u64 hash, u32 count, u32 length, u8 key count, the keys (u64 each), the text
-      std::vector<char>& out = outgoing[static_cast<std::size_t>((group.hash >> 17) % static_cast<std::uint64_t>(world_size))];
-      std::size_t at = out.size();
-      out.resize(at + 17 + 8 * group.key_count + group.length);
-      char* write = out.data() + at;
-      std::memcpy(write, &group.hash, 8);
-      std::memcpy(write + 8, &group.count, 4);
-      std::memcpy(write + 12, &group.length, 4);
-      write[16] = static_cast<char>(group.key_count);
-      std::memcpy(write + 17, group.keys, 8 * group.key_count);
-      std::memcpy(write + 17 + 8 * group.key_count, group.text, group.length);
+      WireWriter out(outgoing[static_cast<std::size_t>((group.hash >> 17) % static_cast<std::uint64_t>(world_size))]);
+      RecordGroups::write_group(out, group);
     }
     exchange_buffers(communicator, outgoing, arriving);
-    for (std::size_t at = 0; at < arriving.size();) {
-      std::uint64_t hash = 0;
-      std::uint32_t count = 0, length = 0;
-      std::memcpy(&hash, arriving.data() + at, 8);
-      std::memcpy(&count, arriving.data() + at + 8, 4);
-      std::memcpy(&length, arriving.data() + at + 12, 4);
-      const std::size_t key_count = static_cast<unsigned char>(arriving[at + 16]);
-      corpus::RecordKey keys[kMaxExamples];
-      std::memcpy(keys, arriving.data() + at + 17, 8 * key_count);
-      owned_groups.merge({arriving.data() + at + 17 + 8 * key_count, length}, hash, count, keys, key_count);
-      at += 17 + 8 * key_count + length;
-    }
+    owned_groups.merge_written({arriving.data(), arriving.size()});
   }
   const RecordGroups& mined_groups = exchange_groups ? owned_groups : groups;
   // Normalized mode: each group of records with one normalised text, mined
@@ -1172,10 +1168,8 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     // Round 2: the local candidates of the qualifying hashes, to their owners.
     std::vector<std::vector<char>> outgoing(world_size);
     auto send_candidate = [&](const Candidate& candidate) {
-      std::vector<char>& out = outgoing[owner_of_hash(candidate.hash)];
-      std::size_t at = out.size();
-      out.resize(at + wire_size(candidate));
-      write_wire(out.data() + at, candidate);
+      WireWriter out(outgoing[owner_of_hash(candidate.hash)]);
+      write_candidate(out, candidate);
     };
     struct LiteWanted {
       corpus::RecordKey key;  // the record that holds the candidate
@@ -1219,13 +1213,10 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     }
     exchange_buffers(communicator, outgoing, received);
     std::size_t arriving = 0;
-    read_wire(received, [&](std::string_view, std::uint32_t, std::uint8_t, const corpus::RecordKey*, std::size_t) {
-      ++arriving;
-    });
+    read_candidates({received.data(), received.size()}, [&](const Candidate&) { ++arriving; });
     owned.reserve(arriving);  // an upper bound: the same text may come from several ranks
-    read_wire(received, [&](std::string_view text, std::uint32_t support, std::uint8_t kinds,
-                            const corpus::RecordKey* examples, std::size_t example_count) {
-      owned.merge(text, support, kinds, examples, example_count);
+    read_candidates({received.data(), received.size()}, [&](const Candidate& candidate) {
+      owned.merge(candidate.view(), candidate.support, candidate.kinds, candidate.examples, candidate.example_count);
     });
     owner_table = &owned;
     log::debug("reduction: merged {} candidates at {:.2f} s", owned.size(), watch.seconds());
@@ -1251,24 +1242,12 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   cut_to_pool(qualified);
 
   // 4. Allgather the owners' selections; every rank orders them the same way.
-  std::size_t bytes = 0;
-  for (const Candidate& candidate : qualified) bytes += wire_size(candidate);
-  std::vector<char> selection(bytes);
-  char* out = selection.data();
-  for (const Candidate& candidate : qualified) out = write_wire(out, candidate);
+  std::vector<char> selection;
+  WireWriter out(selection);
+  for (const Candidate& candidate : qualified) write_candidate(out, candidate);
   std::vector<char> gathered = communicator.allgatherv(selection);
   std::vector<Candidate> pool;
-  read_wire(gathered, [&](std::string_view text, std::uint32_t support, std::uint8_t kinds,
-                          const corpus::RecordKey* examples, std::size_t example_count) {
-    Candidate candidate;
-    candidate.text = text.data();
-    candidate.length = static_cast<std::uint32_t>(text.size());
-    candidate.support = support;
-    candidate.kinds = kinds;
-    candidate.example_count = static_cast<std::uint8_t>(example_count);
-    std::copy(examples, examples + example_count, candidate.examples);
-    pool.push_back(candidate);
-  });
+  read_candidates({gathered.data(), gathered.size()}, [&](const Candidate& candidate) { pool.push_back(candidate); });
   cut_to_pool(pool);
   log::debug("reduction: pool of {} at {:.2f} s", pool.size(), watch.seconds());
 
