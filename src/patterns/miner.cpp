@@ -11,6 +11,7 @@
 #include <unordered_set>
 
 #include "candidate_table.h"
+#include "candidates.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
@@ -23,260 +24,6 @@
 
 namespace metareuse::patterns {
 namespace {
-
-// A candidate on the wire: u32 length, u32 support, u8 kinds, u8 example
-// count, the example keys, then the text (not the hash: the receiver hashes
-// the text again where it needs one).
-void write_candidate(WireWriter& out, const Candidate& candidate) {
-  out.put<std::uint32_t>(candidate.length);
-  out.put<std::uint32_t>(candidate.support);
-  out.put<std::uint8_t>(candidate.kinds);
-  out.put<std::uint8_t>(candidate.example_count);
-  out.put_array<corpus::RecordKey>(candidate.examples, candidate.example_count);
-  out.put_bytes(candidate.text, candidate.length);
-}
-
-// Calls visit(const Candidate&) for each candidate write_candidate() put in
-// `bytes`: its text points into them, its hash is 0.
-template <typename Visit>
-void read_candidates(std::string_view bytes, Visit&& visit) {
-  WireReader in(bytes);
-  while (!in.done()) {
-    Candidate candidate;
-    candidate.length = in.get<std::uint32_t>();
-    candidate.support = in.get<std::uint32_t>();
-    candidate.kinds = in.get<std::uint8_t>();
-    candidate.example_count = in.get<std::uint8_t>();
-    in.get_array<corpus::RecordKey>(candidate.examples, candidate.example_count);
-    candidate.text = in.get_bytes(candidate.length).data();
-    visit(candidate);
-  }
-}
-
-// The pattern order: support descending, then the text's UTF-8 bytes.
-bool pattern_before(const Candidate& a, const Candidate& b) {
-  if (a.support != b.support) return a.support > b.support;
-  return a.view() < b.view();
-}
-
-bool is_abbreviation(std::string_view word) {
-  static const char* const kAbbreviations[] = {"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "vs.",
-                                               "etc.", "e.g.", "i.e.", "approx.", "prof.", "mt.", "ft.", "lb.", "oz."};
-  for (const char* abbreviation : kAbbreviations) {
-    if (word == abbreviation) return true;
-  }
-  return false;
-}
-
-bool ends_sentence(std::string_view word) {
-  char last = word.back();
-  return (last == '.' || last == '!' || last == '?') && !is_abbreviation(word);
-}
-
-bool ends_clause(std::string_view word) {
-  char last = word.back();
-  return last == ',' || last == ';' || last == ':';
-}
-
-std::string_view trim_trailing_punctuation(std::string_view word) {
-  while (word.size() > 1 && std::strchr(".,;:!?", word.back()) != nullptr) word.remove_suffix(1);
-  return word;
-}
-
-// An arithmetic operator alone: a phrase that ends with one is a cut equation.
-bool is_operator(std::string_view word) {
-  return word == "=" || word == "+" || word == "-" || word == "*" || word == "/" || word == "x" || word == "\u00d7" ||
-         word == "\u2013";
-}
-
-// Bytes of leading punctuation before a letter, a digit or "<num>" ("$" of
-// "$<num>", "(" of "(the"); 0 when there are none or nothing follows them.
-std::size_t leading_punctuation(std::string_view word) {
-  std::size_t i = 0;
-  auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-  while (i < word.size() && !alnum(word[i]) && word.compare(i, 5, "<num>") != 0) ++i;
-  return i == word.size() ? 0 : i;
-}
-
-// Normalized mode's candidates of one record: its sentences and the word
-// n-grams of each clause, each with a content word (a word with a letter that
-// is not a stop word), so that runs of numbers, operators and function words
-// ("<num> x <num> =", "so he has <num>") are filtered out as filler.
-// A phrase whose first word starts with punctuation ("$<num> = $<num> left")
-// also counts without it ("<num> = $<num> left"): a word-aligned match of the
-// shorter text is found wherever the longer one is, and after "<num>" too.
-constexpr std::uint32_t kMinContentWords = 1;
-class NormalizedMiner {
- public:
-  explicit NormalizedMiner(const MiningOptions& options) : options_(options) {}
-
-  // sink(text, hash_words(text), kind) for each candidate of a record's
-  // reasoning, already normalised by normalize_lines() (lines cut at '\n'),
-  // repeats included; `all` must outlive the sink's use of the texts it is given.
-  template <typename Sink>
-  void mine_normalized(std::string_view all, Sink&& sink) {
-    std::size_t line_start = 0;
-    while (line_start < all.size()) {
-      std::size_t line_end = all.find('\n', line_start);
-      if (line_end == std::string_view::npos) line_end = all.size();
-      mine_line(all.substr(line_start, line_end - line_start), sink);
-      line_start = line_end + 1;
-    }
-  }
-
- private:
-  template <typename Sink>
-  void mine_line(std::string_view line, Sink& sink) {
-    words_.clear();
-    std::size_t start = 0;
-    while (start < line.size()) {
-      std::size_t end = line.find(' ', start);
-      if (end == std::string_view::npos) end = line.size();
-      words_.push_back(line.substr(start, end - start));
-      start = end + 1;
-    }
-    // content_prefix_[i] = content words among words_[0, i); each word's
-    // facts (WordFacts) from the cache of the words seen before.
-    content_prefix_.assign(words_.size() + 1, 0);
-    facts_.resize(words_.size());
-    for (std::size_t i = 0; i < words_.size(); ++i) {
-      facts_[i] = word_facts(words_[i]);
-      content_prefix_[i + 1] = content_prefix_[i] + facts_[i].content;
-    }
-    std::size_t sentence_begin = 0;
-    for (std::size_t i = 0; i < words_.size(); ++i) {
-      if (i + 1 == words_.size() || (facts_[i].flags & kEndsSentence) != 0) {
-        mine_sentence(sentence_begin, i + 1, sink);
-        sentence_begin = i + 1;
-      }
-    }
-  }
-
-  std::string_view span(std::size_t begin, std::size_t end, bool trim_last, std::size_t lead = 0) const {
-    std::string_view last = words_[end - 1];
-    if (trim_last) last = last.substr(0, facts_[end - 1].trimmed_length);
-    const char* first = words_[begin].data() + lead;
-    return {first, static_cast<std::size_t>(last.data() + last.size() - first)};
-  }
-
-  bool enough_content(std::size_t begin, std::size_t end) const {
-    return content_prefix_[end] - content_prefix_[begin] >= kMinContentWords;
-  }
-
-  template <typename Sink>
-  void mine_sentence(std::size_t begin, std::size_t end, Sink& sink) {
-    const std::size_t min_words = options_.min_words;
-    if (end - begin >= min_words && enough_content(begin, end)) {
-      std::uint64_t chain = kChainSeed;
-      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, facts_[i].hash);
-      sink(span(begin, end, false), chain, kKindSentence);
-    }
-    std::size_t clause_begin = begin;
-    for (std::size_t i = begin; i < end; ++i) {
-      if (i + 1 != end && (facts_[i].flags & kEndsClause) == 0) continue;
-      std::size_t clause_end = i + 1;
-      for (std::size_t first = clause_begin; first + min_words <= clause_end; ++first) {
-        if (!enough_content(first, std::min(first + options_.max_phrase_words, clause_end))) continue;
-        std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
-        for (bool stripped : {false, true}) {
-          if (stripped && (facts_[first].lead == 0 || longest < 2)) break;
-          // (the stripped form starts with the second word's hash, so one-word phrases are left out)
-          std::uint64_t chain = stripped ? hash_chain(kChainSeed, facts_[first].lead_hash) : kChainSeed;
-          for (std::size_t count = stripped ? 2 : 1; count <= longest; ++count) {
-            std::size_t last = first + count - 1;
-            bool at_clause_end = last + 1 == clause_end;
-            std::uint64_t hash = hash_chain(chain, at_clause_end ? facts_[last].trimmed_hash : facts_[last].hash);
-            chain = hash_chain(chain, facts_[last].hash);
-            if (count < min_words || !enough_content(first, first + count) || (facts_[last].flags & kOperator) != 0) {
-              continue;
-            }
-            sink(span(first, first + count, at_clause_end, stripped ? facts_[first].lead : 0), hash, kKindPhrase);
-          }
-        }
-      }
-      clause_begin = clause_end;
-    }
-  }
-
-  // What the miner needs to know of a word, worked out once per distinct word:
-  // the corpus repeats a small vocabulary, and these tests ran for every word.
-  static constexpr std::uint8_t kEndsSentence = 1;
-  static constexpr std::uint8_t kEndsClause = 2;
-  static constexpr std::uint8_t kOperator = 4;
-  struct WordFacts {
-    std::uint64_t hash = 0;          // hash_word() of the word
-    std::uint64_t trimmed_hash = 0;  // ... without trailing punctuation (a phrase's last word)
-    std::uint64_t lead_hash = 0;     // ... without leading punctuation (a stripped phrase's first word)
-    std::uint32_t trimmed_length = 0;
-    std::uint32_t lead = 0;  // leading_punctuation()
-    std::uint8_t content = 0;  // is_content_word()
-    std::uint8_t flags = 0;  // kEndsSentence, kEndsClause, kOperator
-  };
-
-  static WordFacts work_out(std::string_view word, std::uint64_t hash) {
-    WordFacts facts;
-    facts.hash = hash;
-    std::string_view trimmed = trim_trailing_punctuation(word);
-    facts.trimmed_length = static_cast<std::uint32_t>(trimmed.size());
-    facts.trimmed_hash = trimmed.size() == word.size() ? hash : hash_word(trimmed);
-    facts.lead = static_cast<std::uint32_t>(leading_punctuation(word));
-    facts.lead_hash = facts.lead == 0 ? hash : hash_word(word.substr(facts.lead));
-    facts.content = is_content_word(word) ? 1 : 0;
-    facts.flags = static_cast<std::uint8_t>((ends_sentence(word) ? kEndsSentence : 0) |
-                                            (ends_clause(word) ? kEndsClause : 0) | (is_operator(word) ? kOperator : 0));
-    return facts;
-  }
-
-  // The facts of `word`, from the cache (open addressing on the word's hash,
-  // the facts in the slot, the texts compared) or worked out and cached, up to
-  // kMaxCachedWords words.
-  static constexpr std::size_t kMaxCachedWords = std::size_t{1} << 20;
-  WordFacts word_facts(std::string_view word) {
-    const std::uint64_t hash = hash_word(word);
-    if (cache_.empty()) cache_.resize(std::size_t{1} << 12);
-    std::size_t mask = cache_.size() - 1;
-    std::size_t position = hash & mask;
-    for (; cache_[position].length != kNoWord; position = (position + 1) & mask) {
-      const CachedWord& cached = cache_[position];
-      if (cached.facts.hash == hash && cached.length == word.size() &&
-          std::memcmp(cached_text_.data() + cached.offset, word.data(), word.size()) == 0) {
-        return cached.facts;
-      }
-    }
-    WordFacts facts = work_out(word, hash);
-    if (cached_words_ < kMaxCachedWords && word.size() < kNoWord && cached_text_.size() + word.size() < kNoWord) {
-      cache_[position] = {facts, static_cast<std::uint32_t>(cached_text_.size()), static_cast<std::uint32_t>(word.size())};
-      cached_text_.append(word);
-      if (++cached_words_ * 2 > cache_.size()) {  // keep it at most half full
-        std::vector<CachedWord> old = std::move(cache_);
-        cache_.assign(old.size() * 2, CachedWord{});
-        mask = cache_.size() - 1;
-        for (const CachedWord& cached : old) {
-          if (cached.length == kNoWord) continue;
-          std::size_t at = cached.facts.hash & mask;
-          while (cache_[at].length != kNoWord) at = (at + 1) & mask;
-          cache_[at] = cached;
-        }
-      }
-    }
-    return facts;
-  }
-
-  static constexpr std::uint32_t kNoWord = ~std::uint32_t{0};
-  struct CachedWord {
-    WordFacts facts;
-    std::uint32_t offset = 0;  // into cached_text_
-    std::uint32_t length = kNoWord;  // kNoWord: an empty slot
-  };
-
-  const MiningOptions& options_;
-  std::vector<std::string_view> words_;
-  std::vector<std::uint32_t> content_prefix_;
-  std::vector<WordFacts> facts_;  // of words_[i]
-  std::vector<CachedWord> cache_;
-  std::size_t cached_words_ = 0;
-  std::string cached_text_;
-};
 
 // Sends out[offsets of out_counts[r]] to rank r and receives every rank's
 // bytes for this one into `in`, in rank order (an alltoallv whose receive
@@ -372,55 +119,6 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   return pattern;
 }
 
-// Reads again the records that `wanted` names (items with .key and .offset of
-// a visited record, several items per record allowed) and calls
-// visit(record, first, last) with the items of that record. Sorts `wanted` by key.
-template <typename Item, typename Visit>
-void read_records_again(const std::vector<std::string>& files, const corpus::ReadOptions& read,
-                        std::vector<Item>& wanted, Visit&& visit) {
-  auto by_key = [](const Item& a, const Item& b) { return a.key < b.key; };
-  std::sort(wanted.begin(), wanted.end(), by_key);
-  std::vector<corpus::LineAt> lines;
-  for (std::size_t i = 0; i < wanted.size(); ++i) {
-    if (i == 0 || wanted[i].key != wanted[i - 1].key) lines.push_back({wanted[i].key, wanted[i].offset});
-  }
-  corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
-    Item probe{};
-    probe.key = record.key;
-    auto range = std::equal_range(wanted.begin(), wanted.end(), probe, by_key);
-    visit(record, range.first, range.second);
-  });
-}
-
-// Lazy exact mode: reads again the first record of each candidate that was
-// seen twice or more, and checks that it holds the candidate's text (the
-// table only compared hashes there). `candidates(reasoning, visit)` gives the
-// sentences of a reasoning text and their hashes, as when counting.
-template <typename Candidates>
-bool first_occurrences_match(const CandidateTable& table, const std::vector<std::string>& files,
-                             const corpus::ReadOptions& read, Candidates&& candidates) {
-  struct FirstOccurrence {
-    corpus::RecordKey key;   // the first record
-    std::uint64_t offset;    // of its line
-    std::uint32_t entry;     // the candidate's entry
-  };
-  std::vector<FirstOccurrence> wanted;
-  for (const CandidateTable::Unverified& unverified : table.unverified()) {
-    const auto& where = table.lite_record(unverified.ordinal);
-    wanted.push_back({where.key, where.offset, unverified.entry});
-  }
-  bool match = true;
-  std::vector<std::string_view> sentences;
-  read_records_again(files, read, wanted, [&](const corpus::Record& record, auto first, auto last) {
-    sentences.clear();
-    candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t) { sentences.push_back(sentence); });
-    for (auto it = first; it != last; ++it) {
-      match = match && std::find(sentences.begin(), sentences.end(), table.entry_text(it->entry)) != sentences.end();
-    }
-  });
-  return match;
-}
-
 }  // namespace
 
 std::uint64_t sentence_hash(std::string_view sentence) { return hash_text(sentence); }
@@ -462,14 +160,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     exact_reserve = static_cast<std::size_t>(std::min<std::uint64_t>(bytes / static_cast<std::uint64_t>(world_size) / 192, 1400000));
     table.reserve(exact_reserve);
   }
-  // The seed's candidates of one reasoning text: visit(sentence, hash).
-  auto exact_candidates = [&](std::string_view reasoning, auto&& visit_sentence) {
-    split_seed_sentences(reasoning, [&](std::string_view sentence) {
-      // "longer than 15 characters" in code points; bytes >= code points.
-      if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
-      visit_sentence(sentence, hash_text(sentence) & options.test_hash_mask);
-    });
-  };
+  const ExactSentences exact_candidates{options.test_hash_mask};
   NormalizedMiner normalized_miner(options);
   std::uint64_t pruned = 0;
   std::uint64_t prune_rounds = 0;
@@ -478,9 +169,6 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   RecordCandidates record_candidates(/*by_words=*/!exact);
   RecordGroups groups(options.group_bytes);  // normalized mode
   std::string normalized_text;
-  auto add_candidate = [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
-    record_candidates.add(text, hash, kind);
-  };
   auto cap_table = [&]() {
     if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
       // Graceful degradation: drop the rarest local candidates until a quarter is free.
@@ -504,7 +192,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
     } else {
       normalize_lines(record.reasoning, normalized_text);
       if (groups.add(normalized_text, hash_text(normalized_text), record.key)) return;  // mined after the read
-      normalized_miner.mine_normalized(normalized_text, add_candidate);
+      normalized_miner.mine(normalized_text, record_candidates);
     }
     table.count_record(record_candidates, record.key);
     cap_table();
@@ -567,7 +255,7 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   for (std::size_t index = 0; index < mined_groups.size(); ++index) {
     const RecordGroups::Group& group = mined_groups[index];
     record_candidates.clear();
-    normalized_miner.mine_normalized(RecordGroups::text(group), add_candidate);
+    normalized_miner.mine(RecordGroups::text(group), record_candidates);
     table.count_records(record_candidates, group.count, group.keys, group.key_count);
     cap_table();
   }
