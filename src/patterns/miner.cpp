@@ -44,7 +44,8 @@ std::size_t exact_reserve(const std::vector<std::string>& files, int world_size)
     const auto size = std::filesystem::file_size(file, error);
     if (!error) bytes += size;
   }
-  return static_cast<std::size_t>(std::min<std::uint64_t>(bytes / static_cast<std::uint64_t>(world_size) / 192, 1400000));
+  const std::uint64_t share = bytes / static_cast<std::uint64_t>(world_size);
+  return static_cast<std::size_t>(std::min<std::uint64_t>(share / 192, 1400000));
 }
 
 // Step 1: the candidates of this rank's share of the corpus.
@@ -127,7 +128,8 @@ void LocalCount::count(MiningResult& result) {
   auto visit = [this](const corpus::Record& record) { count_record(record); };
   stats_ = corpus::read_corpus(files_, read_, communicator_, visit);
   if (lazy_ && any_rank_collided()) {
-    log::warn("exact mode: two different sentences share a 64-bit hash on some rank; counting again with every text kept");
+    log::warn("exact mode: two different sentences share a 64-bit hash on some rank; "
+              "counting again with every text kept");
     table_.clear();
     table_.set_lazy(false);
     table_.reserve(exact_reserve_);
@@ -217,7 +219,9 @@ void fill_handbook(const std::vector<const Candidate*>& chosen, const std::vecto
   std::unordered_set<std::string> names;
   for (Pattern& pattern : handbook.patterns) {
     std::string base = pattern.behavior;
-    for (int suffix = 2; !names.insert(pattern.behavior).second; ++suffix) pattern.behavior = fmt::format("{}_{}", base, suffix);
+    for (int suffix = 2; !names.insert(pattern.behavior).second; ++suffix) {
+      pattern.behavior = fmt::format("{}_{}", base, suffix);
+    }
   }
   handbook.stats = {{"records", result.corpus.records},
                     {"bad_lines", result.corpus.bad_lines},

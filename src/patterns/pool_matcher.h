@@ -66,7 +66,8 @@ class PoolMatcher {
   int symbols_ = 0;
   std::size_t width_ = 1;
   std::vector<std::uint32_t> next_;         // state * width_ + column -> state
-  std::vector<std::uint16_t, LargeAllocator<std::uint16_t>> next16_;  // next_ in 16 bits, when every state number fits (next_ is then empty)
+  // next_ in 16 bits, when every state number fits (next_ is then empty)
+  std::vector<std::uint16_t, LargeAllocator<std::uint16_t>> next16_;
   std::vector<std::uint64_t> has_output_;   // bit s: state s ends a pattern or has a suffix state that does
   std::vector<std::uint32_t> output_;       // the pool index ending at a state, or kNone
   std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone

@@ -207,7 +207,9 @@ void send_once_seen(std::vector<OnceSeen>& wanted, const std::vector<std::string
     });
   });
   if (found != wanted.size()) {
-    throw InputError("exact mode: a record read again no longer holds the sentence it held (a corpus file changed while it was read)");
+    throw InputError(
+        "exact mode: a record read again no longer holds the sentence it held "
+        "(a corpus file changed while it was read)");
   }
 }
 
