@@ -1,3 +1,8 @@
+// mine_patterns, stage by stage: 1. this rank's count (LocalCount, with the
+// candidates of candidates.h and normalized mode's groups of record_groups.h);
+// 2. the reduction to the owner ranks and 3.-4. the pool every rank holds
+// (reduction.h); normalized mode's choice from the pool (selection.h, which
+// matches with pool_matcher.h); 5. the job's counts and the handbook.
 #include "metareuse/patterns/miner.h"
 
 #include <fmt/format.h>
