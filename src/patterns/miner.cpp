@@ -1,510 +1,29 @@
+// mine_patterns, stage by stage: 1. this rank's count (LocalCount, with the
+// candidates of candidates.h and normalized mode's groups of record_groups.h);
+// 2. the reduction to the owner ranks and 3.-4. the pool every rank holds
+// (reduction.h); normalized mode's choice from the pool (selection.h, which
+// matches with pool_matcher.h); 5. the job's counts and the handbook.
 #include "metareuse/patterns/miner.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
-#include <cstring>
 #include <filesystem>
-#include <functional>
-#include <memory>
 #include <unordered_set>
 
-#include "candidate_table.h"
+#include "candidate_table.h"  // CandidateTable, RecordCandidates
+#include "candidates.h"       // ExactSentences, NormalizedMiner, first_occurrences_match
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
+#include "record_groups.h"
+#include "reduction.h"        // exchange_groups, reduce_to_owners, gather_pool
+#include "selection.h"        // choose_by_coverage, choose_by_support
 
 namespace metareuse::patterns {
 namespace {
-
-// Candidates travel between ranks as: u32 length, u32 support, u8 kinds,
-// u8 example count, the example keys (u64 each), then the text bytes.
-constexpr std::size_t kWireHeader = 4 + 4 + 1 + 1;
-
-std::size_t wire_size(const Candidate& candidate) {
-  return kWireHeader + candidate.example_count * sizeof(corpus::RecordKey) + candidate.length;
-}
-
-char* write_wire(char* out, const Candidate& candidate) {
-  std::memcpy(out, &candidate.length, 4);
-  std::memcpy(out + 4, &candidate.support, 4);
-  out[8] = static_cast<char>(candidate.kinds);
-  out[9] = static_cast<char>(candidate.example_count);
-  out += kWireHeader;
-  std::memcpy(out, candidate.examples, candidate.example_count * sizeof(corpus::RecordKey));
-  out += candidate.example_count * sizeof(corpus::RecordKey);
-  std::memcpy(out, candidate.text, candidate.length);
-  return out + candidate.length;
-}
-
-// Calls visit(text, support, kinds, examples, example_count) for each candidate in `bytes`.
-template <typename Visit>
-void read_wire(const std::vector<char>& bytes, Visit&& visit) {
-  const char* position = bytes.data();
-  const char* end = bytes.data() + bytes.size();
-  corpus::RecordKey examples[kMaxExamples];
-  while (position < end) {
-    std::uint32_t length, support;
-    std::memcpy(&length, position, 4);
-    std::memcpy(&support, position + 4, 4);
-    auto kinds = static_cast<std::uint8_t>(position[8]);
-    auto example_count = static_cast<std::uint8_t>(position[9]);
-    position += kWireHeader;
-    std::memcpy(examples, position, example_count * sizeof(corpus::RecordKey));
-    position += example_count * sizeof(corpus::RecordKey);
-    visit(std::string_view(position, length), support, kinds, examples, example_count);
-    position += length;
-  }
-}
-
-// The pattern order: support descending, then the text's UTF-8 bytes.
-bool pattern_before(const Candidate& a, const Candidate& b) {
-  if (a.support != b.support) return a.support > b.support;
-  return a.view() < b.view();
-}
-
-bool is_abbreviation(std::string_view word) {
-  static const char* const kAbbreviations[] = {"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "vs.",
-                                               "etc.", "e.g.", "i.e.", "approx.", "prof.", "mt.", "ft.", "lb.", "oz."};
-  for (const char* abbreviation : kAbbreviations) {
-    if (word == abbreviation) return true;
-  }
-  return false;
-}
-
-bool ends_sentence(std::string_view word) {
-  char last = word.back();
-  return (last == '.' || last == '!' || last == '?') && !is_abbreviation(word);
-}
-
-bool ends_clause(std::string_view word) {
-  char last = word.back();
-  return last == ',' || last == ';' || last == ':';
-}
-
-std::string_view trim_trailing_punctuation(std::string_view word) {
-  while (word.size() > 1 && std::strchr(".,;:!?", word.back()) != nullptr) word.remove_suffix(1);
-  return word;
-}
-
-// An arithmetic operator alone: a phrase that ends with one is a cut equation.
-bool is_operator(std::string_view word) {
-  return word == "=" || word == "+" || word == "-" || word == "*" || word == "/" || word == "x" || word == "\u00d7" ||
-         word == "\u2013";
-}
-
-// Bytes of leading punctuation before a letter, a digit or "<num>" ("$" of
-// "$<num>", "(" of "(the"); 0 when there are none or nothing follows them.
-std::size_t leading_punctuation(std::string_view word) {
-  std::size_t i = 0;
-  auto alnum = [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-  while (i < word.size() && !alnum(word[i]) && word.compare(i, 5, "<num>") != 0) ++i;
-  return i == word.size() ? 0 : i;
-}
-
-// Normalized mode's candidates of one record: its sentences and the word
-// n-grams of each clause, each with a content word (a word with a letter that
-// is not a stop word), so that runs of numbers, operators and function words
-// ("<num> x <num> =", "so he has <num>") are filtered out as filler.
-// A phrase whose first word starts with punctuation ("$<num> = $<num> left")
-// also counts without it ("<num> = $<num> left"): a word-aligned match of the
-// shorter text is found wherever the longer one is, and after "<num>" too.
-constexpr std::uint32_t kMinContentWords = 1;
-class NormalizedMiner {
- public:
-  explicit NormalizedMiner(const MiningOptions& options) : options_(options) {}
-
-  // sink(text, hash_words(text), kind) for each candidate of a record's
-  // reasoning, already normalised by normalize_lines() (lines cut at '\n'),
-  // repeats included; `all` must outlive the sink's use of the texts it is given.
-  template <typename Sink>
-  void mine_normalized(std::string_view all, Sink&& sink) {
-    std::size_t line_start = 0;
-    while (line_start < all.size()) {
-      std::size_t line_end = all.find('\n', line_start);
-      if (line_end == std::string_view::npos) line_end = all.size();
-      mine_line(all.substr(line_start, line_end - line_start), sink);
-      line_start = line_end + 1;
-    }
-  }
-
- private:
-  template <typename Sink>
-  void mine_line(std::string_view line, Sink& sink) {
-    words_.clear();
-    std::size_t start = 0;
-    while (start < line.size()) {
-      std::size_t end = line.find(' ', start);
-      if (end == std::string_view::npos) end = line.size();
-      words_.push_back(line.substr(start, end - start));
-      start = end + 1;
-    }
-    // content_prefix_[i] = content words among words_[0, i); each word's
-    // facts (WordFacts) from the cache of the words seen before.
-    content_prefix_.assign(words_.size() + 1, 0);
-    facts_.resize(words_.size());
-    for (std::size_t i = 0; i < words_.size(); ++i) {
-      facts_[i] = word_facts(words_[i]);
-      content_prefix_[i + 1] = content_prefix_[i] + facts_[i].content;
-    }
-    std::size_t sentence_begin = 0;
-    for (std::size_t i = 0; i < words_.size(); ++i) {
-      if (i + 1 == words_.size() || (facts_[i].flags & kEndsSentence) != 0) {
-        mine_sentence(sentence_begin, i + 1, sink);
-        sentence_begin = i + 1;
-      }
-    }
-  }
-
-  std::string_view span(std::size_t begin, std::size_t end, bool trim_last, std::size_t lead = 0) const {
-    std::string_view last = words_[end - 1];
-    if (trim_last) last = last.substr(0, facts_[end - 1].trimmed_length);
-    const char* first = words_[begin].data() + lead;
-    return {first, static_cast<std::size_t>(last.data() + last.size() - first)};
-  }
-
-  bool enough_content(std::size_t begin, std::size_t end) const {
-    return content_prefix_[end] - content_prefix_[begin] >= kMinContentWords;
-  }
-
-  template <typename Sink>
-  void mine_sentence(std::size_t begin, std::size_t end, Sink& sink) {
-    const std::size_t min_words = options_.min_words;
-    if (end - begin >= min_words && enough_content(begin, end)) {
-      std::uint64_t chain = kChainSeed;
-      for (std::size_t i = begin; i < end; ++i) chain = hash_chain(chain, facts_[i].hash);
-      sink(span(begin, end, false), chain, kKindSentence);
-    }
-    std::size_t clause_begin = begin;
-    for (std::size_t i = begin; i < end; ++i) {
-      if (i + 1 != end && (facts_[i].flags & kEndsClause) == 0) continue;
-      std::size_t clause_end = i + 1;
-      for (std::size_t first = clause_begin; first + min_words <= clause_end; ++first) {
-        if (!enough_content(first, std::min(first + options_.max_phrase_words, clause_end))) continue;
-        std::size_t longest = std::min(options_.max_phrase_words, clause_end - first);
-        for (bool stripped : {false, true}) {
-          if (stripped && (facts_[first].lead == 0 || longest < 2)) break;
-          // (the stripped form starts with the second word's hash, so one-word phrases are left out)
-          std::uint64_t chain = stripped ? hash_chain(kChainSeed, facts_[first].lead_hash) : kChainSeed;
-          for (std::size_t count = stripped ? 2 : 1; count <= longest; ++count) {
-            std::size_t last = first + count - 1;
-            bool at_clause_end = last + 1 == clause_end;
-            std::uint64_t hash = hash_chain(chain, at_clause_end ? facts_[last].trimmed_hash : facts_[last].hash);
-            chain = hash_chain(chain, facts_[last].hash);
-            if (count < min_words || !enough_content(first, first + count) || (facts_[last].flags & kOperator) != 0) {
-              continue;
-            }
-            sink(span(first, first + count, at_clause_end, stripped ? facts_[first].lead : 0), hash, kKindPhrase);
-          }
-        }
-      }
-      clause_begin = clause_end;
-    }
-  }
-
-  // What the miner needs to know of a word, worked out once per distinct word:
-  // the corpus repeats a small vocabulary, and these tests ran for every word.
-  static constexpr std::uint8_t kEndsSentence = 1;
-  static constexpr std::uint8_t kEndsClause = 2;
-  static constexpr std::uint8_t kOperator = 4;
-  struct WordFacts {
-    std::uint64_t hash = 0;          // hash_word() of the word
-    std::uint64_t trimmed_hash = 0;  // ... without trailing punctuation (a phrase's last word)
-    std::uint64_t lead_hash = 0;     // ... without leading punctuation (a stripped phrase's first word)
-    std::uint32_t trimmed_length = 0;
-    std::uint32_t lead = 0;  // leading_punctuation()
-    std::uint8_t content = 0;  // is_content_word()
-    std::uint8_t flags = 0;  // kEndsSentence, kEndsClause, kOperator
-  };
-
-  static WordFacts work_out(std::string_view word, std::uint64_t hash) {
-    WordFacts facts;
-    facts.hash = hash;
-    std::string_view trimmed = trim_trailing_punctuation(word);
-    facts.trimmed_length = static_cast<std::uint32_t>(trimmed.size());
-    facts.trimmed_hash = trimmed.size() == word.size() ? hash : hash_word(trimmed);
-    facts.lead = static_cast<std::uint32_t>(leading_punctuation(word));
-    facts.lead_hash = facts.lead == 0 ? hash : hash_word(word.substr(facts.lead));
-    facts.content = is_content_word(word) ? 1 : 0;
-    facts.flags = static_cast<std::uint8_t>((ends_sentence(word) ? kEndsSentence : 0) |
-                                            (ends_clause(word) ? kEndsClause : 0) | (is_operator(word) ? kOperator : 0));
-    return facts;
-  }
-
-  // The facts of `word`, from the cache (open addressing on the word's hash,
-  // the facts in the slot, the texts compared) or worked out and cached, up to
-  // kMaxCachedWords words.
-  static constexpr std::size_t kMaxCachedWords = std::size_t{1} << 20;
-  WordFacts word_facts(std::string_view word) {
-    const std::uint64_t hash = hash_word(word);
-    if (cache_.empty()) cache_.resize(std::size_t{1} << 12);
-    std::size_t mask = cache_.size() - 1;
-    std::size_t position = hash & mask;
-    for (; cache_[position].length != kNoWord; position = (position + 1) & mask) {
-      const CachedWord& cached = cache_[position];
-      if (cached.facts.hash == hash && cached.length == word.size() &&
-          std::memcmp(cached_text_.data() + cached.offset, word.data(), word.size()) == 0) {
-        return cached.facts;
-      }
-    }
-    WordFacts facts = work_out(word, hash);
-    if (cached_words_ < kMaxCachedWords && word.size() < kNoWord && cached_text_.size() + word.size() < kNoWord) {
-      cache_[position] = {facts, static_cast<std::uint32_t>(cached_text_.size()), static_cast<std::uint32_t>(word.size())};
-      cached_text_.append(word);
-      if (++cached_words_ * 2 > cache_.size()) {  // keep it at most half full
-        std::vector<CachedWord> old = std::move(cache_);
-        cache_.assign(old.size() * 2, CachedWord{});
-        mask = cache_.size() - 1;
-        for (const CachedWord& cached : old) {
-          if (cached.length == kNoWord) continue;
-          std::size_t at = cached.facts.hash & mask;
-          while (cache_[at].length != kNoWord) at = (at + 1) & mask;
-          cache_[at] = cached;
-        }
-      }
-    }
-    return facts;
-  }
-
-  static constexpr std::uint32_t kNoWord = ~std::uint32_t{0};
-  struct CachedWord {
-    WordFacts facts;
-    std::uint32_t offset = 0;  // into cached_text_
-    std::uint32_t length = kNoWord;  // kNoWord: an empty slot
-  };
-
-  const MiningOptions& options_;
-  std::vector<std::string_view> words_;
-  std::vector<std::uint32_t> content_prefix_;
-  std::vector<WordFacts> facts_;  // of words_[i]
-  std::vector<CachedWord> cache_;
-  std::size_t cached_words_ = 0;
-  std::string cached_text_;
-};
-
-// Sends out[offsets of out_counts[r]] to rank r and receives every rank's
-// bytes for this one into `in`, in rank order (an alltoallv whose receive
-// counts come from an allgather of the send counts).
-void exchange_bytes(Communicator& communicator, const char* out, const std::vector<std::size_t>& out_counts,
-                    std::vector<char>& in) {
-  const int world_size = communicator.size();
-  const int rank = communicator.rank();
-  std::vector<std::uint64_t> my_counts(out_counts.begin(), out_counts.end());
-  std::vector<std::uint64_t> matrix(static_cast<std::size_t>(world_size) * world_size);
-  communicator.allgather(my_counts.data(), matrix.data(), world_size, DType::kUInt64);
-  std::vector<std::size_t> in_counts(world_size);
-  std::size_t total = 0;
-  for (int r = 0; r < world_size; ++r) {
-    in_counts[r] = matrix[static_cast<std::size_t>(r) * world_size + rank];
-    total += in_counts[r];
-  }
-  in.resize(total);
-  communicator.alltoallv(out, out_counts, in.data(), in_counts, DType::kUInt8);
-}
-
-// exchange_bytes() for one buffer per destination rank (emptied on the way).
-void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>& outgoing, std::vector<char>& in) {
-  std::vector<std::size_t> out_counts(outgoing.size());
-  std::vector<char> packed;
-  for (std::size_t r = 0; r < outgoing.size(); ++r) {
-    out_counts[r] = outgoing[r].size();
-    packed.insert(packed.end(), outgoing[r].begin(), outgoing[r].end());
-  }
-  outgoing = {};
-  exchange_bytes(communicator, packed.data(), out_counts, in);
-}
-
-// Round 1 of the reduction: a candidate's hash and its support on one rank.
-struct HashCount {
-  std::uint64_t hash;
-  std::uint64_t support;
-};
-
-// Calls visit(hash, total support) once for each distinct hash among `count`
-// HashCount records at `bytes` (any order, any alignment, supports >= 1).
-// The records are first spread into 256 buckets by the top byte of the hash,
-// then each bucket is summed in a small open-addressing table that stays in
-// cache: a few passes over the records, where sorting them took three times
-// as long (measured on 1.2 M records: sort 94 ms, this 29 ms). The hashes are
-// uniform (XXH3), within an owner rank too (the owner comes from bits 32 and
-// up, modulo the rank count).
-template <typename Visit>
-void sum_by_hash(const char* bytes, std::size_t count, Visit&& visit) {
-  constexpr std::size_t kBuckets = 256;
-  auto record = [bytes](std::size_t i) {
-    HashCount entry;
-    std::memcpy(&entry, bytes + i * sizeof(HashCount), sizeof(HashCount));
-    return entry;
-  };
-  std::vector<std::size_t> starts(kBuckets + 1, 0);
-  for (std::size_t i = 0; i < count; ++i) ++starts[(record(i).hash >> 56) + 1];
-  for (std::size_t b = 1; b <= kBuckets; ++b) starts[b] += starts[b - 1];
-  std::vector<HashCount> bucketed(count);
-  std::vector<std::size_t> next(starts.begin(), starts.end() - 1);
-  for (std::size_t i = 0; i < count; ++i) {
-    HashCount entry = record(i);
-    bucketed[next[entry.hash >> 56]++] = entry;
-  }
-  std::vector<HashCount> slots;  // support 0: empty
-  for (std::size_t b = 0; b < kBuckets; ++b) {
-    std::size_t capacity = 16;
-    while (capacity < 2 * (starts[b + 1] - starts[b])) capacity *= 2;
-    slots.assign(capacity, HashCount{0, 0});
-    const std::size_t mask = capacity - 1;
-    for (std::size_t i = starts[b]; i < starts[b + 1]; ++i) {
-      const HashCount& entry = bucketed[i];
-      std::size_t position = entry.hash & mask;
-      while (slots[position].support != 0 && slots[position].hash != entry.hash) position = (position + 1) & mask;
-      slots[position].hash = entry.hash;
-      slots[position].support += entry.support;
-    }
-    for (const HashCount& slot : slots) {
-      if (slot.support != 0) visit(slot.hash, slot.support);
-    }
-  }
-}
-
-// Normalized mode's records grouped by their normalised reasoning: records
-// whose reasoning normalises to the same text (the same steps with other
-// numbers, a common shape in generated and templated corpora) are mined and
-// matched once, with their count as the weight, instead of once each. The
-// result is the same as mining every record: a candidate's support is the
-// number of records that hold it, and its examples are the smallest keys among
-// them. The texts are kept up to `max_bytes` per rank (patterns.group_memory_mb);
-// a record whose text does not fit is mined on its own at once (`complete()`
-// turns false, and the coverage pass reads the corpus again for those records).
-// Hand-written rather than a std::unordered_map<std::string, Group>: the texts
-// sit in a few large blocks (no allocation per text) and a slot is a 4-byte index.
-class RecordGroups {
- public:
-  explicit RecordGroups(std::size_t max_bytes) : max_bytes_(max_bytes) {}
-  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
-
-  struct Group {
-    std::uint64_t hash = 0;
-    const char* text = nullptr;  // in blocks_ (add), or borrowed (merge)
-    std::uint32_t length = 0;
-    std::uint32_t count = 0;  // records with this text on this rank
-    std::uint8_t key_count = 0;
-    corpus::RecordKey keys[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // the first records, ascending
-  };
-
-  // The group of `text` (normalised, hashed with hash_text), or kNone.
-  std::uint32_t find(std::string_view text, std::uint64_t hash) const {
-    if (slots_.empty()) return kNone;
-    const std::size_t mask = slots_.size() - 1;
-    for (std::size_t position = hash & mask; slots_[position] != kNone; position = (position + 1) & mask) {
-      const Group& group = groups_[slots_[position]];
-      if (group.hash == hash && group.length == text.size() && std::memcmp(group.text, text.data(), text.size()) == 0) {
-        return slots_[position];
-      }
-    }
-    return kNone;
-  }
-
-  // Counts a record with `text` (key `key`, keys ascending in reading order)
-  // in its group, opening the group if needed. False when the text is new and
-  // does not fit: the caller mines that record alone.
-  bool add(std::string_view text, std::uint64_t hash, corpus::RecordKey key) {
-    std::uint32_t index = find(text, hash);
-    if (index == kNone) {
-      if (bytes_ + text.size() > max_bytes_ || text.size() > UINT32_MAX) {
-        complete_ = false;
-        return false;
-      }
-      index = open(store(text), text.size(), hash);
-    }
-    Group& group = groups_[index];
-    ++group.count;
-    if (group.key_count < kMaxExamples) group.keys[group.key_count++] = key;
-    return true;
-  }
-
-  // Adds `count` records with `text` whose smallest keys are keys[0,
-  // key_count) (another rank's group, or one of this rank's), past the memory
-  // cap: a rank receives about its share of every rank's groups. The text is
-  // borrowed, not copied: it must outlive this object.
-  void merge(std::string_view text, std::uint64_t hash, std::uint32_t count, const corpus::RecordKey* keys,
-             std::size_t key_count) {
-    std::uint32_t index = find(text, hash);
-    if (index == kNone) index = open(text.data(), text.size(), hash);
-    Group& group = groups_[index];
-    group.count += count;
-    // The smallest keys of both, ascending.
-    corpus::RecordKey merged[2 * kMaxExamples];
-    std::merge(group.keys, group.keys + group.key_count, keys, keys + key_count, merged);
-    const std::size_t merged_count = std::min<std::size_t>(kMaxExamples, group.key_count + key_count);
-    std::copy(merged, merged + merged_count, group.keys);
-    group.key_count = static_cast<std::uint8_t>(merged_count);
-  }
-
-  std::size_t size() const { return groups_.size(); }
-  const Group& operator[](std::size_t index) const { return groups_[index]; }
-  static std::string_view text(const Group& group) { return {group.text, group.length}; }
-
-  // Makes the keys of records read with ReadOptions::number_lines_after global.
-  void globalize_keys(const corpus::CorpusStats& stats) {
-    for (Group& group : groups_) {
-      for (std::size_t i = 0; i < group.key_count; ++i) group.keys[i] = stats.global_key(group.keys[i]);
-    }
-  }
-  // Every record of this rank is in a group.
-  bool complete() const { return complete_; }
-
- private:
-  // A new group for `text` (stored or borrowed), with no records yet.
-  std::uint32_t open(const char* text, std::size_t length, std::uint64_t hash) {
-    if ((groups_.size() + 1) * 2 > slots_.size()) grow();
-    const auto index = static_cast<std::uint32_t>(groups_.size());
-    Group group;
-    group.hash = hash;
-    group.text = text;
-    group.length = static_cast<std::uint32_t>(length);
-    groups_.push_back(group);
-    place(index);
-    return index;
-  }
-
-  void place(std::uint32_t index) {
-    const std::size_t mask = slots_.size() - 1;
-    std::size_t position = groups_[index].hash & mask;
-    while (slots_[position] != kNone) position = (position + 1) & mask;
-    slots_[position] = index;
-  }
-
-  void grow() {
-    slots_.assign(std::max<std::size_t>(1024, slots_.size() * 2), kNone);
-    for (std::uint32_t index = 0; index < groups_.size(); ++index) place(index);
-  }
-
-  // The texts, in blocks that never move (a growing string would copy them
-  // and, for a moment, hold them twice).
-  const char* store(std::string_view text) {
-    static constexpr std::size_t kBlockBytes = std::size_t{1} << 20;
-    if (blocks_.empty() || block_used_ + text.size() > block_size_) {
-      block_size_ = std::max(kBlockBytes, text.size());
-      blocks_.emplace_back(new char[block_size_]);
-      block_used_ = 0;
-    }
-    char* destination = blocks_.back().get() + block_used_;
-    if (!text.empty()) std::memcpy(destination, text.data(), text.size());
-    block_used_ += text.size();
-    bytes_ += text.size();
-    return destination;
-  }
-
-  std::size_t max_bytes_;
-  std::vector<std::unique_ptr<char[]>> blocks_;
-  std::size_t block_used_ = 0;
-  std::size_t block_size_ = 0;
-  std::size_t bytes_ = 0;  // text bytes stored
-  std::vector<Group> groups_;
-  std::vector<std::uint32_t> slots_;  // open addressing on Group::hash; kNone: empty
-  bool complete_ = true;
-};
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
   Pattern pattern;
@@ -518,784 +37,184 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   return pattern;
 }
 
-// Finds which pool patterns occur in a normalised text under the rule that
-// --holdout and the quality target use: a word-aligned substring, so a
-// pattern may start or end inside a text word ("<num> = <num> hours" occurs in
-// "$<num> = <num> hours."). One pass per text with an Aho-Corasick automaton
-// over the pool (hand-written: Debian has no C++ multi-pattern matcher),
-// whose transitions are a dense table over the bytes the pool uses; every
-// other byte is symbol 0 and leads back to the root.
-class PoolMatcher {
+// Exact mode's table size for this rank's share of the bytes (GSM8K-like text
+// has about one distinct sentence per 190 bytes of JSON), capped at 32 MB of
+// slots: the table then skips most of its doublings, each of which re-hashed
+// every candidate into freshly zeroed memory. A smaller corpus of sentences
+// only leaves slots empty; a larger one still grows.
+std::size_t exact_reserve(const std::vector<std::string>& files, int world_size) {
+  std::uint64_t bytes = 0;
+  for (const std::string& file : files) {
+    std::error_code error;
+    const auto size = std::filesystem::file_size(file, error);
+    if (!error) bytes += size;
+  }
+  const std::uint64_t share = bytes / static_cast<std::uint64_t>(world_size);
+  return static_cast<std::size_t>(std::min<std::uint64_t>(share / 192, 1400000));
+}
+
+// Step 1: the candidates of this rank's share of the corpus.
+class LocalCount {
  public:
-  explicit PoolMatcher(const std::vector<Candidate>& pool) {
-    symbol_.fill(0);
-    for (const Candidate& candidate : pool) {
-      for (char c : candidate.view()) {
-        auto byte = static_cast<unsigned char>(c);
-        if (symbol_[byte] == 0) symbol_[byte] = static_cast<std::uint8_t>(++symbols_ & 0xFF);
-        if (symbols_ > 255) break;
-      }
-    }
-    if (symbols_ > 255) {  // (more than 255 distinct bytes: one column per byte)
-      for (int byte = 0; byte < 256; ++byte) symbol_[byte] = static_cast<std::uint8_t>(byte);
-      symbols_ = 255;
-    }
-    width_ = static_cast<std::size_t>(symbols_) + 1;
-    for (const Candidate& candidate : pool) shape_.push_back(shape_of(candidate.view()));
-    // The trie; kNone marks a missing edge until the links fill it.
-    add_state();
-    for (std::uint32_t index = 0; index < pool.size(); ++index) {
-      std::uint32_t state = 0;
-      for (char c : pool[index].view()) {
-        std::uint32_t& edge = next_[state * width_ + symbol_[static_cast<unsigned char>(c)]];
-        if (edge == kNone) {
-          std::uint32_t created = add_state();
-          next_[state * width_ + symbol_[static_cast<unsigned char>(c)]] = created;
-          state = created;
-        } else {
-          state = edge;
-        }
-      }
-      output_[state] = index;
-    }
-    // Breadth first: failure links, the nearest suffix state with an output,
-    // and every missing edge filled from the failure state (a DFA).
-    std::vector<std::uint32_t> failure(output_.size(), 0);
-    std::vector<std::uint32_t> queue;
-    for (std::size_t symbol = 0; symbol < width_; ++symbol) {
-      std::uint32_t& edge = next_[symbol];
-      if (edge == kNone) {
-        edge = 0;
-      } else {
-        queue.push_back(edge);
-      }
-    }
-    for (std::size_t head = 0; head < queue.size(); ++head) {
-      std::uint32_t state = queue[head];
-      std::uint32_t fail = failure[state];
-      output_link_[state] = output_[fail] != kNone ? fail : output_link_[fail];
-      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
-        std::uint32_t& edge = next_[state * width_ + symbol];
-        if (edge == kNone) {
-          edge = next_[fail * width_ + symbol];
-        } else {
-          failure[edge] = next_[fail * width_ + symbol];
-          queue.push_back(edge);
-        }
-      }
-    }
-    renumber_breadth_first(queue);
-  }
+  LocalCount(const std::vector<std::string>& files, const MiningOptions& options, Communicator& communicator);
 
-  // Appends the indices of the pool patterns in `text` to `found` (repeats included).
-  void match(std::string_view text, std::vector<std::uint32_t>& found) const { match_many(&text, &found, 1); }
+  // Reads and counts this rank's share (again, with every text kept, after an
+  // exact-mode hash collision: then result.recounted), then mines normalized
+  // mode's groups. Collective.
+  void count(MiningResult& result);
 
-  // match() for texts[0, count) at once, count <= kLanes, a byte of each in
-  // turn: the table does not fit the caches, and the walks of different texts
-  // do not wait for each other's misses.
-  static constexpr std::size_t kLanes = 8;
-  void match_many(const std::string_view* texts, std::vector<std::uint32_t>* found, std::size_t count) const {
-    if (!next16_.empty()) {
-      walk(next16_.data(), texts, found, count);
-    } else {
-      walk(next_.data(), texts, found, count);
-    }
-  }
+  const CandidateTable& table() const { return table_; }
+  // Normalized mode: the groups of the records read here, and the groups mined
+  // here (those or, at several ranks, the ones this rank owns after the exchange).
+  const RecordGroups& groups() const { return groups_; }
+  const RecordGroups& mined_groups() const { return exchange_groups_ ? owned_groups_.groups : groups_; }
+  const corpus::CorpusStats& stats() const { return stats_; }
+  const corpus::ReadOptions& read() const { return read_; }
+  const ExactSentences& sentences() const { return sentences_; }
+  std::uint64_t pruned() const { return pruned_; }
+  std::uint64_t prune_rounds() const { return prune_rounds_; }
 
  private:
-  static constexpr std::uint32_t kNone = ~std::uint32_t{0};
+  void count_record(const corpus::Record& record);
+  void cap_table();
+  bool any_rank_collided();
+  void mine_groups();
 
-  // One table read per byte and lane; a state with an output (its own or a
-  // suffix state's) is marked in has_output_, a bitset small enough for L1.
-  template <typename State>
-  void walk(const State* next, const std::string_view* texts, std::vector<std::uint32_t>* found,
-            std::size_t count) const {
-    std::uint32_t states[kLanes] = {};
-    std::size_t longest = 0;
-    for (std::size_t lane = 0; lane < count; ++lane) longest = std::max(longest, texts[lane].size());
-    const std::uint64_t* has_output = has_output_.data();
-    for (std::size_t i = 0; i < longest; ++i) {
-      for (std::size_t lane = 0; lane < count; ++lane) {
-        std::string_view text = texts[lane];
-        if (i >= text.size()) continue;
-        std::uint32_t state = next[states[lane] * width_ + symbol_[static_cast<unsigned char>(text[i])]];
-        states[lane] = state;
-        if ((has_output[state >> 6] >> (state & 63)) & 1) report(text, i, state, found[lane]);
-      }
-    }
-  }
-
-  // The patterns ending at text[i] (the automaton in `state`), word-aligned ones into `found`.
-  void report(std::string_view text, std::size_t i, std::uint32_t state, std::vector<std::uint32_t>& found) const {
-    for (std::uint32_t hit = output_[state] != kNone ? state : output_link_[state]; hit != kNone;
-         hit = output_link_[hit]) {
-      std::uint32_t index = output_[hit];
-      if (aligned_at(text, shape_[index], i + 1)) found.push_back(index);
-    }
-  }
-
-  // Numbers the states in breadth-first order (`order`: every state but the
-  // root, as the links were built), so the shallow states, where the text
-  // keeps the automaton most of the time, share cache lines; marks the states
-  // with an output; and keeps the table in 16-bit state numbers when they fit
-  // (half the memory, so more of it stays in the caches).
-  void renumber_breadth_first(const std::vector<std::uint32_t>& order) {
-    std::vector<std::uint32_t> number(output_.size(), 0);
-    for (std::size_t i = 0; i < order.size(); ++i) number[order[i]] = static_cast<std::uint32_t>(i + 1);
-    std::vector<std::uint32_t> old_next = std::move(next_);
-    std::vector<std::uint32_t> old_output = std::move(output_);
-    std::vector<std::uint32_t> old_link = std::move(output_link_);
-    const std::size_t states = old_output.size();
-    next_.assign(states * width_, 0);
-    output_.assign(states, kNone);
-    output_link_.assign(states, kNone);
-    has_output_.assign((states + 63) / 64, 0);
-    for (std::size_t old_state = 0; old_state < states; ++old_state) {
-      std::uint32_t state = number[old_state];
-      output_[state] = old_output[old_state];
-      output_link_[state] = old_link[old_state] == kNone ? kNone : number[old_link[old_state]];
-      if (old_output[old_state] != kNone || old_link[old_state] != kNone) {
-        has_output_[state >> 6] |= std::uint64_t{1} << (state & 63);
-      }
-      for (std::size_t symbol = 0; symbol < width_; ++symbol) {
-        next_[state * width_ + symbol] = number[old_next[old_state * width_ + symbol]];
-      }
-    }
-    if (states <= 65536) {
-      next16_.assign(next_.begin(), next_.end());
-      next_ = {};
-    }
-  }
-
-  std::uint32_t add_state() {
-    next_.resize(next_.size() + width_, kNone);
-    output_.push_back(kNone);
-    output_link_.push_back(kNone);
-    return static_cast<std::uint32_t>(output_.size() - 1);
-  }
-
-  // contains_word_aligned's test at one position (the bytes are known to match).
-  static bool alnum(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-  static constexpr std::uint64_t kFrontAlnum = 2;
-  static constexpr std::uint64_t kBackAlnum = 1;
-  // A pattern's length and whether its first and last bytes are ASCII letters
-  // or digits, packed (length << 2 | kFrontAlnum | kBackAlnum): all that the
-  // test below reads of it, in a small array instead of the pool's entries.
-  static std::uint64_t shape_of(std::string_view pattern) {
-    return static_cast<std::uint64_t>(pattern.size()) << 2 | (alnum(pattern.front()) ? kFrontAlnum : 0) |
-           (alnum(pattern.back()) ? kBackAlnum : 0);
-  }
-  // The test at one position, for the pattern of `shape` ending before text[end]
-  // (the bytes are known to match).
-  static bool aligned_at(std::string_view text, std::uint64_t shape, std::size_t end) {
-    std::size_t start = end - static_cast<std::size_t>(shape >> 2);
-    bool before_ok = (shape & kFrontAlnum) == 0 || start == 0 || !alnum(text[start - 1]);
-    bool after_ok = (shape & kBackAlnum) == 0 || end == text.size() || !alnum(text[end]);
-    return before_ok && after_ok;
-  }
-
-  std::vector<std::uint64_t> shape_;  // shape_of() of each pool pattern
-  std::array<std::uint8_t, 256> symbol_{};  // byte -> column; 0: a byte no pattern has
-  int symbols_ = 0;
-  std::size_t width_ = 1;
-  std::vector<std::uint32_t> next_;         // state * width_ + column -> state
-  std::vector<std::uint16_t, LargeAllocator<std::uint16_t>> next16_;  // next_ in 16 bits, when every state number fits (next_ is then empty)
-  std::vector<std::uint64_t> has_output_;   // bit s: state s ends a pattern or has a suffix state that does
-  std::vector<std::uint32_t> output_;       // the pool index ending at a state, or kNone
-  std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
-};
-
-// contained[p]: the pool patterns that occur word-aligned in pool[p]'s text
-// (contains_word_aligned's rule; p itself included), ascending. One matcher
-// run per pattern instead of a search for every pair.
-using Containment = std::vector<std::vector<std::uint32_t>>;
-Containment pool_containment(const std::vector<Candidate>& pool, const PoolMatcher& matcher) {
-  Containment contained(pool.size());
-  for (std::size_t p = 0; p < pool.size(); ++p) {
-    matcher.match(pool[p].view(), contained[p]);
-    std::sort(contained[p].begin(), contained[p].end());
-    contained[p].erase(std::unique(contained[p].begin(), contained[p].end()), contained[p].end());
-  }
-  return contained;
-}
-
-bool contains(const Containment& contained, std::size_t longer, std::size_t shorter) {
-  return std::binary_search(contained[longer].begin(), contained[longer].end(), static_cast<std::uint32_t>(shorter));
-}
-
-// Normalized mode, step 1: marks each pool pattern inside a longer one found
-// in nearly as many records (`records[i]` for pool[i]): the longer says the
-// same and more.
-std::vector<bool> absorbed_patterns(const std::vector<Candidate>& pool, const Containment& contained,
-                                    const std::vector<std::uint64_t>& records, double ratio) {
-  std::vector<bool> absorbed(pool.size(), false);
-  for (std::size_t longer = 0; longer < pool.size(); ++longer) {
-    for (std::uint32_t shorter : contained[longer]) {
-      if (pool[longer].length <= pool[shorter].length) continue;
-      if (static_cast<double>(records[longer]) < ratio * static_cast<double>(records[shorter])) continue;
-      absorbed[shorter] = true;
-    }
-  }
-  return absorbed;
-}
-
-bool overlaps_any(std::size_t candidate, const std::vector<std::size_t>& chosen, const Containment& contained) {
-  return std::any_of(chosen.begin(), chosen.end(), [&](std::size_t kept) {
-    return contains(contained, kept, candidate) || contains(contained, candidate, kept);
-  });
-}
-
-// Normalized mode, coverage selection: greedy maximum coverage. Absorbed
-// patterns (step 1, by the records each pattern is found in) are left out.
-// Each round takes the pool pattern found in the most records not yet covered (summed over ranks, so the
-// choice is the same at any rank count; ties go to the pattern order), never
-// one that contains or is contained in a chosen pattern. A second pass over
-// this rank's share finds which pool patterns each record holds, by the rule
-// coverage is measured with (PoolMatcher): a pattern that starts or ends with
-// "<num>" or "=" also occurs after "$" or before "." or "/", which counting the
-// phrase candidates alone would miss.
-std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& files, const MiningOptions& options,
-                                            const std::vector<Candidate>& pool, const RecordGroups& groups,
-                                            const RecordGroups& mined_groups, Communicator& communicator) {
-  PoolMatcher matcher(pool);
-  const Containment contained = pool_containment(pool, matcher);
-  // A unit is a group of records with one normalised text (weight: its
-  // record count) or a record outside the groups (weight 1).
-  // unit_patterns[unit_offsets[u] .. unit_offsets[u + 1]): pool indices in unit u.
-  std::vector<std::uint32_t> unit_patterns;
-  std::vector<std::uint64_t> unit_offsets = {0};
-  std::vector<std::uint32_t> unit_weights;
-  // Units are matched kLanes at a time (PoolMatcher::match_many), in order.
-  constexpr std::size_t kLanes = PoolMatcher::kLanes;
-  std::vector<std::uint32_t> found[kLanes];
-  std::string texts[kLanes];
-  std::string_view views[kLanes];
-  std::uint32_t weights[kLanes];
-  std::size_t waiting = 0;
-  auto flush = [&]() {
-    for (std::size_t lane = 0; lane < waiting; ++lane) {
-      found[lane].clear();
-      views[lane] = texts[lane];
-    }
-    matcher.match_many(views, found, waiting);
-    for (std::size_t lane = 0; lane < waiting; ++lane) {
-      std::sort(found[lane].begin(), found[lane].end());
-      found[lane].erase(std::unique(found[lane].begin(), found[lane].end()), found[lane].end());
-      unit_patterns.insert(unit_patterns.end(), found[lane].begin(), found[lane].end());
-      unit_offsets.push_back(unit_patterns.size());
-      unit_weights.push_back(weights[lane]);
-    }
-    waiting = 0;
-  };
-  // Coverage is measured on normalize()'s form, whose line breaks are spaces.
-  auto queue = [&](std::string_view normalized_lines, std::uint32_t weight) {
-    std::string& text = texts[waiting];
-    text.assign(normalized_lines.data(), normalized_lines.size());
-    std::replace(text.begin(), text.end(), '\n', ' ');
-    weights[waiting] = weight;
-    if (++waiting == kLanes) flush();
-  };
-  // `mined_groups`: the groups this rank mined (its own, or those it owns
-  // after the exchange); `groups`: the ones it read, which tell the records
-  // it mined one by one.
-  for (std::size_t index = 0; index < mined_groups.size(); ++index) {
-    queue(RecordGroups::text(mined_groups[index]), mined_groups[index].count);
-  }
-  // A second pass over each rank's share when some rank mined records one by
-  // one (read_corpus is collective: every rank takes part or none).
-  std::vector<std::uint64_t> incomplete = {groups.complete() ? 0u : 1u};
-  communicator.allreduce(incomplete, ReduceOp::kMax);
-  if (incomplete[0] != 0) {
-    corpus::ReadOptions quiet = options.read;
-    quiet.max_reported_per_rank = 0;  // the first pass reported them
-    quiet.number_lines_after = true;  // the keys are not used here
-    std::string normalized;
-    corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
-      normalize_lines(record.reasoning, normalized);
-      if (groups.find(normalized, hash_text(normalized)) == RecordGroups::kNone) queue(normalized, 1);
-    });
-  }
-  flush();
-  const std::size_t units = unit_weights.size();
-  std::vector<std::uint64_t> pattern_records(pool.size(), 0);
-  for (std::size_t u = 0; u < units; ++u) {
-    for (std::uint64_t i = unit_offsets[u]; i < unit_offsets[u + 1]; ++i) pattern_records[unit_patterns[i]] += unit_weights[u];
-  }
-  communicator.allreduce(pattern_records, ReduceOp::kSum);
-  const std::vector<bool> absorbed = absorbed_patterns(pool, contained, pattern_records, options.containment_ratio);
-  std::vector<bool> covered(units, false);
-  std::vector<std::size_t> chosen;
-  std::vector<std::uint64_t> gains(pool.size());
-  while (options.top_k == 0 || chosen.size() < options.top_k) {
-    std::fill(gains.begin(), gains.end(), 0);
-    for (std::size_t u = 0; u < units; ++u) {
-      if (covered[u]) continue;
-      for (std::uint64_t i = unit_offsets[u]; i < unit_offsets[u + 1]; ++i) gains[unit_patterns[i]] += unit_weights[u];
-    }
-    communicator.allreduce(gains, ReduceOp::kSum);
-    std::size_t best = pool.size();
-    for (std::size_t i = 0; i < pool.size(); ++i) {
-      if (absorbed[i] || gains[i] == 0 || (best != pool.size() && gains[i] <= gains[best])) continue;
-      if (std::find(chosen.begin(), chosen.end(), i) != chosen.end() || overlaps_any(i, chosen, contained)) continue;
-      best = i;
-    }
-    if (best == pool.size()) break;  // nothing left adds coverage
-    chosen.push_back(best);
-    for (std::size_t u = 0; u < units; ++u) {
-      if (covered[u]) continue;
-      for (std::uint64_t i = unit_offsets[u]; i < unit_offsets[u + 1]; ++i) {
-        if (unit_patterns[i] == best) covered[u] = true;
-      }
-    }
-  }
-  // Fill up in pattern order when coverage alone runs out.
-  for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
-    if (!absorbed[i] && std::find(chosen.begin(), chosen.end(), i) == chosen.end() &&
-        !overlaps_any(i, chosen, contained)) {
-      chosen.push_back(i);
-    }
-  }
-  return chosen;
-}
-
-// Normalized mode, support selection: the first top_k in pattern order that
-// are not absorbed (step 1, by support) and of which none contains another.
-std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, const MiningOptions& options) {
-  std::vector<std::uint64_t> supports;
-  for (const Candidate& candidate : pool) supports.push_back(candidate.support);
-  const Containment contained = pool_containment(pool, PoolMatcher(pool));
-  const std::vector<bool> absorbed = absorbed_patterns(pool, contained, supports, options.containment_ratio);
-  std::vector<std::size_t> chosen;
-  for (std::size_t i = 0; i < pool.size() && (options.top_k == 0 || chosen.size() < options.top_k); ++i) {
-    if (!absorbed[i] && !overlaps_any(i, chosen, contained)) chosen.push_back(i);
-  }
-  return chosen;
-}
-
-// Reads again the records that `wanted` names (items with .key and .offset of
-// a visited record, several items per record allowed) and calls
-// visit(record, first, last) with the items of that record. Sorts `wanted` by key.
-template <typename Item, typename Visit>
-void read_records_again(const std::vector<std::string>& files, const corpus::ReadOptions& read,
-                        std::vector<Item>& wanted, Visit&& visit) {
-  auto by_key = [](const Item& a, const Item& b) { return a.key < b.key; };
-  std::sort(wanted.begin(), wanted.end(), by_key);
-  std::vector<corpus::LineAt> lines;
-  for (std::size_t i = 0; i < wanted.size(); ++i) {
-    if (i == 0 || wanted[i].key != wanted[i - 1].key) lines.push_back({wanted[i].key, wanted[i].offset});
-  }
-  corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
-    Item probe{};
-    probe.key = record.key;
-    auto range = std::equal_range(wanted.begin(), wanted.end(), probe, by_key);
-    visit(record, range.first, range.second);
-  });
-}
-
-// Lazy exact mode: reads again the first record of each candidate that was
-// seen twice or more, and checks that it holds the candidate's text (the
-// table only compared hashes there). `candidates(reasoning, visit)` gives the
-// sentences of a reasoning text and their hashes, as when counting.
-template <typename Candidates>
-bool first_occurrences_match(const CandidateTable& table, const std::vector<std::string>& files,
-                             const corpus::ReadOptions& read, Candidates&& candidates) {
-  struct FirstOccurrence {
-    corpus::RecordKey key;   // the first record
-    std::uint64_t offset;    // of its line
-    std::uint32_t entry;     // the candidate's entry
-  };
-  std::vector<FirstOccurrence> wanted;
-  for (const CandidateTable::Unverified& unverified : table.unverified()) {
-    const auto& where = table.lite_record(unverified.ordinal);
-    wanted.push_back({where.key, where.offset, unverified.entry});
-  }
-  bool match = true;
-  std::vector<std::string_view> sentences;
-  read_records_again(files, read, wanted, [&](const corpus::Record& record, auto first, auto last) {
-    sentences.clear();
-    candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t) { sentences.push_back(sentence); });
-    for (auto it = first; it != last; ++it) {
-      match = match && std::find(sentences.begin(), sentences.end(), table.entry_text(it->entry)) != sentences.end();
-    }
-  });
-  return match;
-}
-
-}  // namespace
-
-std::uint64_t sentence_hash(std::string_view sentence) { return hash_text(sentence); }
-
-const char* mining_mode_name(MiningMode mode) { return mode == MiningMode::kExact ? "exact" : "normalized"; }
-
-MiningMode parse_mining_mode(const std::string& name) {
-  if (name == "exact") return MiningMode::kExact;
-  if (name == "normalized" || name == "normalised") return MiningMode::kNormalized;
-  throw ConfigError(fmt::format("pattern mode must be exact or normalized, got '{}'", name));
-}
-
-MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOptions& options,
-                           Communicator& communicator) {
-  const int world_size = communicator.size();
-  MiningResult result;
-  Stopwatch watch;
-
-  const bool exact = options.mode == MiningMode::kExact;
-  // 1. Local counting over this rank's share.
-  CandidateTable table(/*by_words=*/!exact);
+  const std::vector<std::string>& files_;
+  const MiningOptions& options_;
+  Communicator& communicator_;
+  const bool exact_;
   // Exact mode keeps no text for a sentence seen once (CandidateTable's lazy
   // mode) unless every candidate qualifies anyway or the cap may prune.
-  const bool lazy = exact && options.min_support >= 2 && options.max_candidates == 0;
-  table.set_lazy(lazy);
-  std::size_t exact_reserve = 0;
-  if (exact) {
-    // Sized from this rank's share of the bytes (GSM8K-like text has about one
-    // distinct sentence per 190 bytes of JSON), capped at 32 MB of slots: the
-    // table then skips most of its doublings, each of which re-hashed every
-    // candidate into freshly zeroed memory. A smaller corpus of sentences
-    // only leaves slots empty; a larger one still grows.
-    std::uint64_t bytes = 0;
-    for (const std::string& file : files) {
-      std::error_code error;
-      const auto size = std::filesystem::file_size(file, error);
-      if (!error) bytes += size;
-    }
-    exact_reserve = static_cast<std::size_t>(std::min<std::uint64_t>(bytes / static_cast<std::uint64_t>(world_size) / 192, 1400000));
-    table.reserve(exact_reserve);
-  }
-  // The seed's candidates of one reasoning text: visit(sentence, hash).
-  auto exact_candidates = [&](std::string_view reasoning, auto&& visit_sentence) {
-    split_seed_sentences(reasoning, [&](std::string_view sentence) {
-      // "longer than 15 characters" in code points; bytes >= code points.
-      if (sentence.size() <= 15 || (sentence.size() <= 60 && code_point_count(sentence) <= 15)) return;
-      visit_sentence(sentence, hash_text(sentence) & options.test_hash_mask);
-    });
-  };
-  NormalizedMiner normalized_miner(options);
-  std::uint64_t pruned = 0;
-  std::uint64_t prune_rounds = 0;
+  const bool lazy_;
+  const bool exchange_groups_;
+  std::size_t exact_reserve_ = 0;
+  const ExactSentences sentences_;
+  corpus::ReadOptions read_;
+  CandidateTable table_;
   // A record's distinct candidates are gathered first, then counted with
   // their slots prefetched together: the misses overlap instead of queueing.
-  RecordCandidates record_candidates(/*by_words=*/!exact);
-  RecordGroups groups(options.group_bytes);  // normalized mode
-  std::string normalized_text;
-  auto add_candidate = [&](std::string_view text, std::uint64_t hash, std::uint8_t kind) {
-    record_candidates.add(text, hash, kind);
-  };
-  auto cap_table = [&]() {
-    if (options.max_candidates != 0 && table.size() >= options.max_candidates) {
-      // Graceful degradation: drop the rarest local candidates until a quarter is free.
-      std::uint32_t threshold = 1;
-      while (table.size() > options.max_candidates * 3 / 4) {
-        pruned += table.prune(threshold++);
-      }
-      ++prune_rounds;
-    }
-  };
-  auto visit = [&](const corpus::Record& record) {
-    record_candidates.clear();
-    if (exact) {
-      exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
-        record_candidates.add(sentence, hash, kKindSentence);
-      });
-      if (table.lazy()) {
-        table.count_record_lazy(record_candidates, record.key, record.offset);
-        return;
-      }
-    } else {
-      normalize_lines(record.reasoning, normalized_text);
-      if (groups.add(normalized_text, hash_text(normalized_text), record.key)) return;  // mined after the read
-      normalized_miner.mine_normalized(normalized_text, add_candidate);
-    }
-    table.count_record(record_candidates, record.key);
-    cap_table();
-  };
+  RecordCandidates record_candidates_;
+  RecordGroups groups_;
+  OwnedGroups owned_groups_;
+  NormalizedMiner normalized_miner_;
+  std::string normalized_text_;
+  corpus::CorpusStats stats_;
+  std::uint64_t pruned_ = 0;
+  std::uint64_t prune_rounds_ = 0;
+};
+
+LocalCount::LocalCount(const std::vector<std::string>& files, const MiningOptions& options,
+                       Communicator& communicator)
+    : files_(files),
+      options_(options),
+      communicator_(communicator),
+      exact_(options.mode == MiningMode::kExact),
+      lazy_(exact_ && options.min_support >= 2 && options.max_candidates == 0),
+      exchange_groups_(!exact_ && communicator.size() > 1),
+      sentences_{options.test_hash_mask},
+      read_(options.read),
+      table_(/*by_words=*/!exact_),
+      record_candidates_(/*by_words=*/!exact_),
+      groups_(options.group_bytes),
+      normalized_miner_(options) {
+  table_.set_lazy(lazy_);
+  if (exact_) {
+    exact_reserve_ = exact_reserve(files, communicator.size());
+    table_.reserve(exact_reserve_);
+  }
   // The lines are numbered after the read: the keys counted during it are
   // local to this rank and made global once it is over (globalize_keys), so
   // no rank waits for a lower one to count its lines first.
-  corpus::ReadOptions read = options.read;
-  read.number_lines_after = true;
-  corpus::CorpusStats local_stats = corpus::read_corpus(files, read, communicator, visit);
-  if (lazy) {
-    // The first occurrence of each candidate seen twice or more was counted
-    // by its hash alone: read those records again and compare the texts. Two
-    // sentences with one 64-bit hash are not expected in practice, but exact
-    // mode promises the reference's counts, so then every rank counts again
-    // with all texts kept.
-    bool collided = table.collision() || !first_occurrences_match(table, files, read, exact_candidates);
-    if (communicator.allreduce_value<std::uint64_t>(collided ? 1 : 0, ReduceOp::kMax) != 0) {
-      log::warn("exact mode: two different sentences share a 64-bit hash on some rank; counting again with every text kept");
-      table.clear();
-      table.set_lazy(false);
-      table.reserve(exact_reserve);
-      local_stats = corpus::read_corpus(files, read, communicator, visit);
-      result.recounted = true;
-    }
+  read_.number_lines_after = true;
+}
+
+void LocalCount::count(MiningResult& result) {
+  auto visit = [this](const corpus::Record& record) { count_record(record); };
+  stats_ = corpus::read_corpus(files_, read_, communicator_, visit);
+  if (lazy_ && any_rank_collided()) {
+    log::warn("exact mode: two different sentences share a 64-bit hash on some rank; "
+              "counting again with every text kept");
+    table_.clear();
+    table_.set_lazy(false);
+    table_.reserve(exact_reserve_);
+    stats_ = corpus::read_corpus(files_, read_, communicator_, visit);
+    result.recounted = true;
   }
   const bool lower_ranks_have_lines =
-      std::any_of(local_stats.line_base.begin(), local_stats.line_base.end(), [](std::uint64_t base) { return base != 0; });
+      std::any_of(stats_.line_base.begin(), stats_.line_base.end(), [](std::uint64_t base) { return base != 0; });
   if (lower_ranks_have_lines) {
-    table.globalize_keys(local_stats);
-    groups.globalize_keys(local_stats);
+    table_.globalize_keys(stats_);
+    groups_.globalize_keys(stats_);
   }
-  // Normalized mode at several ranks: the ranks often hold the same texts (the
-  // same shapes of reasoning), so the groups of two records or more go to an
-  // owner rank by their hash, which merges them; every text is then mined by
-  // one rank instead of by each. Groups of one record stay where they are
-  // (a corpus without repeats moves nothing). Mining a text on two ranks would
-  // give the same counts, only twice the work: this split is for speed.
-  std::vector<char> arriving;
-  RecordGroups owned_groups(0);  // its texts are borrowed from `groups` and `arriving`
-  const bool exchange_groups = !exact && world_size > 1;
-  if (exchange_groups) {
-    std::vector<std::vector<char>> outgoing(world_size);
-    for (std::size_t index = 0; index < groups.size(); ++index) {
-      const RecordGroups::Group& group = groups[index];
-      if (group.count < 2) {
-        owned_groups.merge(RecordGroups::text(group), group.hash, group.count, group.keys, group.key_count);
-        continue;
-      }
-      // u64 hash, u32 count, u32 length, u8 key count, the keys (u64 each), the text
-      std::vector<char>& out = outgoing[static_cast<std::size_t>((group.hash >> 17) % static_cast<std::uint64_t>(world_size))];
-      std::size_t at = out.size();
-      out.resize(at + 17 + 8 * group.key_count + group.length);
-      char* write = out.data() + at;
-      std::memcpy(write, &group.hash, 8);
-      std::memcpy(write + 8, &group.count, 4);
-      std::memcpy(write + 12, &group.length, 4);
-      write[16] = static_cast<char>(group.key_count);
-      std::memcpy(write + 17, group.keys, 8 * group.key_count);
-      std::memcpy(write + 17 + 8 * group.key_count, group.text, group.length);
-    }
-    exchange_buffers(communicator, outgoing, arriving);
-    for (std::size_t at = 0; at < arriving.size();) {
-      std::uint64_t hash = 0;
-      std::uint32_t count = 0, length = 0;
-      std::memcpy(&hash, arriving.data() + at, 8);
-      std::memcpy(&count, arriving.data() + at + 8, 4);
-      std::memcpy(&length, arriving.data() + at + 12, 4);
-      const std::size_t key_count = static_cast<unsigned char>(arriving[at + 16]);
-      corpus::RecordKey keys[kMaxExamples];
-      std::memcpy(keys, arriving.data() + at + 17, 8 * key_count);
-      owned_groups.merge({arriving.data() + at + 17 + 8 * key_count, length}, hash, count, keys, key_count);
-      at += 17 + 8 * key_count + length;
-    }
+  if (exchange_groups_) exchange_groups(groups_, communicator_, owned_groups_);
+  mine_groups();
+  if (!exact_) {
+    log::debug("normalized: {} local records in {} groups of equal normalised reasoning{}; {} groups mined here",
+               stats_.records, groups_.size(),
+               groups_.complete() ? "" : " (the rest mined one by one: the group texts filled their memory)",
+               mined_groups().size());
   }
-  const RecordGroups& mined_groups = exchange_groups ? owned_groups : groups;
-  // Normalized mode: each group of records with one normalised text, mined
-  // once and counted for all of them. After the read, so the records mined
-  // alone were counted in key order (count_record's examples rely on it).
-  for (std::size_t index = 0; index < mined_groups.size(); ++index) {
-    const RecordGroups::Group& group = mined_groups[index];
-    record_candidates.clear();
-    normalized_miner.mine_normalized(RecordGroups::text(group), add_candidate);
-    table.count_records(record_candidates, group.count, group.keys, group.key_count);
+}
+
+void LocalCount::count_record(const corpus::Record& record) {
+  record_candidates_.clear();
+  if (exact_) {
+    sentences_(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
+      record_candidates_.add(sentence, hash, kKindSentence);
+    });
+    if (table_.lazy()) {
+      table_.count_record_lazy(record_candidates_, record.key, record.offset);
+      return;
+    }
+  } else {
+    normalize_lines(record.reasoning, normalized_text_);
+    if (groups_.add(normalized_text_, hash_text(normalized_text_), record.key)) return;  // mined after the read
+    normalized_miner_.mine(normalized_text_, record_candidates_);
+  }
+  table_.count_record(record_candidates_, record.key);
+  cap_table();
+}
+
+void LocalCount::cap_table() {
+  if (options_.max_candidates != 0 && table_.size() >= options_.max_candidates) {
+    // Graceful degradation: drop the rarest local candidates until a quarter is free.
+    std::uint32_t threshold = 1;
+    while (table_.size() > options_.max_candidates * 3 / 4) {
+      pruned_ += table_.prune(threshold++);
+    }
+    ++prune_rounds_;
+  }
+}
+
+// The first occurrence of each candidate seen twice or more was counted by its
+// hash alone: reads those records again and compares the texts. Two sentences
+// with one 64-bit hash are not expected in practice, but exact mode promises
+// the reference's counts, so then every rank counts again with all texts kept.
+bool LocalCount::any_rank_collided() {
+  bool collided = table_.collision() || !first_occurrences_match(table_, files_, read_, sentences_);
+  return communicator_.allreduce_value<std::uint64_t>(collided ? 1 : 0, ReduceOp::kMax) != 0;
+}
+
+// Normalized mode: each group of records with one normalised text, mined once
+// and counted for all of them. After the read, so the records mined alone were
+// counted in key order (count_record's examples rely on it).
+void LocalCount::mine_groups() {
+  const RecordGroups& mined = mined_groups();
+  for (std::size_t index = 0; index < mined.size(); ++index) {
+    const RecordGroups::Group& group = mined[index];
+    record_candidates_.clear();
+    normalized_miner_.mine(RecordGroups::text(group), record_candidates_);
+    table_.count_records(record_candidates_, group.count, group.keys, group.key_count);
     cap_table();
   }
-  if (!exact) {
-    log::debug("normalized: {} local records in {} groups of equal normalised reasoning{}; {} groups mined here",
-               local_stats.records, groups.size(),
-               groups.complete() ? "" : " (the rest mined one by one: the group texts filled their memory)",
-               mined_groups.size());
-  }
-  result.local_candidates = table.size();
-  result.seconds_count = watch.seconds();
-  watch.reset();
+}
 
-  // 2. Exact reduction, in two rounds. Round 1 sends each candidate's hash and
-  // support to the hash's owner rank, which sums them; the hashes whose sum
-  // reaches min_support are shared with every rank. Round 2 sends the whole
-  // candidates (text, kinds, examples) of those hashes only, and the owner
-  // merges them by text (exact mode) or by hash (normalized mode). Most
-  // candidates occur once, so round 1 moves 16 bytes for each of them instead
-  // of its text. A hash collision can only add counts in round 1: it may let a
-  // hash through, never hold a qualifying one back, and round 2 separates the
-  // texts again, so the result stays exact.
-  CandidateTable owned(/*by_words=*/!exact);
-  CandidateTable* owner_table = &table;
-  std::uint64_t owner_distinct = table.size();
-  std::uint64_t owner_qualified = 0;  // round 1: owned hashes with support >= min_support
-  std::vector<char> received;
-  if (world_size > 1) {
-    auto owner_of_hash = [&](std::uint64_t hash) { return static_cast<int>((hash >> 32) % static_cast<std::uint64_t>(world_size)); };
-    // Round 1.
-    std::vector<std::size_t> send_counts(world_size, 0);
-    table.for_each_slot([&](std::uint64_t hash, std::uint32_t) { send_counts[owner_of_hash(hash)] += sizeof(HashCount); });
-    std::vector<std::size_t> offsets(world_size, 0);
-    for (int r = 1; r < world_size; ++r) offsets[r] = offsets[r - 1] + send_counts[r - 1];
-    std::vector<HashCount> send((offsets.back() + send_counts.back()) / sizeof(HashCount));
-    table.for_each_slot([&](std::uint64_t hash, std::uint32_t support) {
-      int owner = owner_of_hash(hash);
-      send[offsets[owner] / sizeof(HashCount)] = {hash, support};
-      offsets[owner] += sizeof(HashCount);
-    });
-    exchange_bytes(communicator, reinterpret_cast<const char*>(send.data()), send_counts, received);
-    send = {};
-    log::debug("reduction: round 1 exchanged at {:.3f} s", watch.seconds());
-    std::vector<HashCount> qualifying;  // (hash, global support)
-    owner_distinct = 0;
-    sum_by_hash(received.data(), received.size() / sizeof(HashCount), [&](std::uint64_t hash, std::uint64_t support) {
-      ++owner_distinct;
-      if (support >= options.min_support) qualifying.push_back({hash, support});
-    });
-    received = {};
-    log::debug("reduction: round 1 summed at {:.3f} s", watch.seconds());
-    owner_qualified = qualifying.size();
-    // Normalized mode identifies a candidate by its hash, so round 1's sums are
-    // its global supports, and only the pool (the pool_size best, in pattern
-    // order) goes on: round 2 needs the candidates whose support reaches the
-    // pool_size-th best support (ties included, to be ordered by text). On a
-    // corpus where most candidates recur, this sends thousands of texts instead
-    // of every candidate. (Exact mode keeps every qualifying hash: there a
-    // collision sums two texts' supports, which could push a text out of a cut.)
-    if (!exact && options.pool_size != 0) {
-      std::vector<std::uint64_t> best;
-      for (const HashCount& entry : qualifying) best.push_back(entry.support);
-      if (best.size() > options.pool_size) {
-        std::nth_element(best.begin(), best.begin() + (options.pool_size - 1), best.end(), std::greater<>());
-        best.resize(options.pool_size);
-      }
-      std::vector<std::uint64_t> all_best = communicator.allgatherv(best);
-      if (all_best.size() >= options.pool_size) {
-        std::nth_element(all_best.begin(), all_best.begin() + (options.pool_size - 1), all_best.end(), std::greater<>());
-        const std::uint64_t threshold = all_best[options.pool_size - 1];
-        qualifying.erase(std::remove_if(qualifying.begin(), qualifying.end(),
-                                        [&](const HashCount& entry) { return entry.support < threshold; }),
-                         qualifying.end());
-      }
-    }
-    std::vector<std::uint64_t> qualifying_hashes;
-    for (const HashCount& entry : qualifying) qualifying_hashes.push_back(entry.hash);
-    qualifying = {};
-    std::vector<std::uint64_t> all_qualifying = communicator.allgatherv(qualifying_hashes);
-    log::debug("reduction: round 1 done, {} hashes qualify, at {:.3f} s", all_qualifying.size(), watch.seconds());
-
-    // Round 2: the local candidates of the qualifying hashes, to their owners.
-    std::vector<std::vector<char>> outgoing(world_size);
-    auto send_candidate = [&](const Candidate& candidate) {
-      std::vector<char>& out = outgoing[owner_of_hash(candidate.hash)];
-      std::size_t at = out.size();
-      out.resize(at + wire_size(candidate));
-      write_wire(out.data() + at, candidate);
-    };
-    struct LiteWanted {
-      corpus::RecordKey key;  // the record that holds the candidate
-      std::uint64_t offset;   // of the record's line
-      std::uint64_t hash;
-      bool sent;
-    };
-    std::vector<LiteWanted> lite_wanted;
-    for (std::uint64_t hash : all_qualifying) {
-      table.for_each_of_hash(hash, send_candidate);
-      table.for_each_lite_of_hash(hash, [&](std::uint32_t ordinal) {
-        const auto& where = table.lite_record(ordinal);
-        lite_wanted.push_back({where.key, where.offset, hash, false});
-      });
-    }
-    if (!lite_wanted.empty()) {
-      // Candidates seen once on this rank have no text here: read their records again.
-      std::size_t found = 0;
-      read_records_again(files, read, lite_wanted, [&](const corpus::Record& record, auto first, auto last) {
-        exact_candidates(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
-          for (auto it = first; it != last; ++it) {
-            if (it->sent || it->hash != hash) continue;
-            it->sent = true;  // a repeat of the sentence in this record is not counted again
-            Candidate candidate;
-            candidate.hash = hash;
-            candidate.text = sentence.data();
-            candidate.length = static_cast<std::uint32_t>(sentence.size());
-            candidate.support = 1;
-            candidate.kinds = kKindSentence;
-            candidate.example_count = 1;
-            candidate.examples[0] = record.key;
-            send_candidate(candidate);
-            ++found;
-            break;
-          }
-        });
-      });
-      if (found != lite_wanted.size()) {
-        throw InputError("exact mode: a record read again no longer holds the sentence it held (a corpus file changed while it was read)");
-      }
-    }
-    exchange_buffers(communicator, outgoing, received);
-    std::size_t arriving = 0;
-    read_wire(received, [&](std::string_view, std::uint32_t, std::uint8_t, const corpus::RecordKey*, std::size_t) {
-      ++arriving;
-    });
-    owned.reserve(arriving);  // an upper bound: the same text may come from several ranks
-    read_wire(received, [&](std::string_view text, std::uint32_t support, std::uint8_t kinds,
-                            const corpus::RecordKey* examples, std::size_t example_count) {
-      owned.merge(text, support, kinds, examples, example_count);
-    });
-    owner_table = &owned;
-    log::debug("reduction: merged {} candidates at {:.2f} s", owned.size(), watch.seconds());
-  }
-
-  // 3. Select at the owner: enough support (and, normalized, enough words),
-  // in pattern order, at most the pool size.
-  std::vector<Candidate> qualified;
-  // (normalized candidates have at least min_words words by construction)
-  const auto min_support = static_cast<std::uint32_t>(std::min<std::uint64_t>(options.min_support, UINT32_MAX));
-  owner_table->for_each([&](const Candidate& candidate) { qualified.push_back(candidate); }, min_support);
-  // (normalized mode at several ranks: counted in round 1, before the cut to the pool)
-  std::uint64_t local_qualified = !exact && world_size > 1 ? owner_qualified : qualified.size();
-  std::size_t pool_size = exact ? options.top_k : options.pool_size;
-  auto cut_to_pool = [&](std::vector<Candidate>& candidates) {
-    if (pool_size != 0 && candidates.size() > pool_size) {
-      std::partial_sort(candidates.begin(), candidates.begin() + pool_size, candidates.end(), pattern_before);
-      candidates.resize(pool_size);
-    } else {
-      std::sort(candidates.begin(), candidates.end(), pattern_before);
-    }
-  };
-  cut_to_pool(qualified);
-
-  // 4. Allgather the owners' selections; every rank orders them the same way.
-  std::size_t bytes = 0;
-  for (const Candidate& candidate : qualified) bytes += wire_size(candidate);
-  std::vector<char> selection(bytes);
-  char* out = selection.data();
-  for (const Candidate& candidate : qualified) out = write_wire(out, candidate);
-  std::vector<char> gathered = communicator.allgatherv(selection);
-  std::vector<Candidate> pool;
-  read_wire(gathered, [&](std::string_view text, std::uint32_t support, std::uint8_t kinds,
-                          const corpus::RecordKey* examples, std::size_t example_count) {
-    Candidate candidate;
-    candidate.text = text.data();
-    candidate.length = static_cast<std::uint32_t>(text.size());
-    candidate.support = support;
-    candidate.kinds = kinds;
-    candidate.example_count = static_cast<std::uint8_t>(example_count);
-    std::copy(examples, examples + example_count, candidate.examples);
-    pool.push_back(candidate);
-  });
-  cut_to_pool(pool);
-  log::debug("reduction: pool of {} at {:.2f} s", pool.size(), watch.seconds());
-
-  std::vector<const Candidate*> chosen;
-  if (exact) {
-    for (const Candidate& candidate : pool) chosen.push_back(&candidate);
-  } else {
-    std::vector<std::size_t> picks = options.selection == Selection::kCoverage
-                                         ? choose_by_coverage(files, options, pool, groups, mined_groups, communicator)
-                                         : choose_by_support(pool, options);
-    for (std::size_t i : picks) chosen.push_back(&pool[i]);
-  }
-
-  // 5. Counts over the job.
-  std::vector<std::uint64_t> counts = {owner_distinct, local_qualified, pruned, prune_rounds};
-  communicator.allreduce(counts, ReduceOp::kSum);
-  result.global_candidates = counts[0];
-  result.qualified = counts[1];
-  result.pruned_candidates = counts[2];
-  result.corpus = corpus::reduce_stats(local_stats, communicator);
-  result.seconds_reduce = watch.seconds();
-  if (counts[3] > 0) {
-    log::warn("candidate cap ({} per rank) reached: {} rare candidates dropped in {} round(s) over all ranks; "
-              "supports are lower bounds and rare patterns may be missing",
-              options.max_candidates, counts[2], counts[3]);
-  }
-
+// The handbook of the chosen patterns, with the job's counts (counts: distinct
+// candidates, qualified, pruned, prune rounds) and the config that made it.
+void fill_handbook(const std::vector<const Candidate*>& chosen, const std::vector<std::uint64_t>& counts,
+                   const std::vector<std::string>& files, const MiningOptions& options, int world_size,
+                   MiningResult& result) {
   Handbook& handbook = result.handbook;
   handbook.records = result.corpus.records;
   handbook.mode = mining_mode_name(options.mode);
@@ -1305,7 +224,9 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   std::unordered_set<std::string> names;
   for (Pattern& pattern : handbook.patterns) {
     std::string base = pattern.behavior;
-    for (int suffix = 2; !names.insert(pattern.behavior).second; ++suffix) pattern.behavior = fmt::format("{}_{}", base, suffix);
+    for (int suffix = 2; !names.insert(pattern.behavior).second; ++suffix) {
+      pattern.behavior = fmt::format("{}_{}", base, suffix);
+    }
   }
   handbook.stats = {{"records", result.corpus.records},
                     {"bad_lines", result.corpus.bad_lines},
@@ -1329,6 +250,73 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
                       {{"question", options.read.fields.question},
                        {"reasoning", options.read.fields.reasoning},
                        {"solution", options.read.fields.solution}}}};
+}
+
+}  // namespace
+
+std::uint64_t sentence_hash(std::string_view sentence) { return hash_text(sentence); }
+
+const char* mining_mode_name(MiningMode mode) { return mode == MiningMode::kExact ? "exact" : "normalized"; }
+
+MiningMode parse_mining_mode(const std::string& name) {
+  if (name == "exact") return MiningMode::kExact;
+  if (name == "normalized" || name == "normalised") return MiningMode::kNormalized;
+  throw ConfigError(fmt::format("pattern mode must be exact or normalized, got '{}'", name));
+}
+
+MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOptions& options,
+                           Communicator& communicator) {
+  const int world_size = communicator.size();
+  const bool exact = options.mode == MiningMode::kExact;
+  MiningResult result;
+  Stopwatch watch;
+
+  // 1. Local counting over this rank's share.
+  LocalCount local(files, options, communicator);
+  local.count(result);
+  result.local_candidates = local.table().size();
+  result.seconds_count = watch.seconds();
+  watch.reset();
+
+  // 2. The exact reduction to the owner ranks (reduction.h).
+  OwnedCandidates owned(/*by_words=*/!exact);
+  const CandidateTable* owner_table = &local.table();
+  std::uint64_t owner_distinct = local.table().size();
+  if (world_size > 1) {
+    reduce_to_owners(local.table(), files, local.read(), local.sentences(), options, communicator, watch, owned);
+    owner_table = &owned.table;
+    owner_distinct = owned.distinct;
+  }
+
+  // 3. Select at the owner, and 4. allgather the owners' selections.
+  const Pool pool = gather_pool(*owner_table, options, communicator, watch);
+  // (normalized mode at several ranks: counted in round 1, before the cut to the pool)
+  const std::uint64_t local_qualified = !exact && world_size > 1 ? owned.qualified : pool.owner_qualified;
+  std::vector<const Candidate*> chosen;
+  if (exact) {
+    for (const Candidate& candidate : pool.candidates) chosen.push_back(&candidate);
+  } else {
+    std::vector<std::size_t> picks =
+        options.selection == Selection::kCoverage
+            ? choose_by_coverage(files, options, pool.candidates, local.groups(), local.mined_groups(), communicator)
+            : choose_by_support(pool.candidates, options);
+    for (std::size_t i : picks) chosen.push_back(&pool.candidates[i]);
+  }
+
+  // 5. Counts over the job.
+  std::vector<std::uint64_t> counts = {owner_distinct, local_qualified, local.pruned(), local.prune_rounds()};
+  communicator.allreduce(counts, ReduceOp::kSum);
+  result.global_candidates = counts[0];
+  result.qualified = counts[1];
+  result.pruned_candidates = counts[2];
+  result.corpus = corpus::reduce_stats(local.stats(), communicator);
+  result.seconds_reduce = watch.seconds();
+  if (counts[3] > 0) {
+    log::warn("candidate cap ({} per rank) reached: {} rare candidates dropped in {} round(s) over all ranks; "
+              "supports are lower bounds and rare patterns may be missing",
+              options.max_candidates, counts[2], counts[3]);
+  }
+  fill_handbook(chosen, counts, files, options, world_size, result);
   return result;
 }
 
