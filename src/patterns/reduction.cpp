@@ -7,7 +7,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "wire.h"
 
 namespace metareuse::patterns {

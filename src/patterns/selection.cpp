@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string_view>
 
-#include "metareuse/dist/communicator.h"
+#include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 #include "pool_matcher.h"
 
