@@ -17,6 +17,8 @@
 #include "metareuse/dataset/sampler.h"
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
+#include "metareuse/run/layout.h"
+#include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/sharded_llama.h"
 
@@ -182,11 +184,6 @@ LlamaConfig model_config_from(const Config& config) {
   return model;
 }
 
-std::string checkpoint_folder(const Config& config, const std::string& run_folder) {
-  std::string dir = config.get_string("checkpoint.dir");
-  return dir.empty() ? run_folder + "/checkpoints" : dir;
-}
-
 int run_training(const Config& config, Runtime& runtime, const std::string& run_folder) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
@@ -207,7 +204,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   }
   LlamaConfig model_config = model_config_from(config);
   std::string dataset_path = config.get_string("dataset.output");
-  if (dataset_path.empty()) dataset_path = run_folder + "/dataset.h5";
+  if (dataset_path.empty()) dataset_path = run::RunLayout(run_folder).dataset();
   DatasetExpectations expectations;
   expectations.model_vocab_size = model_config.vocab_size;
   PackedDataset data = load_dataset(dataset_path, expectations);
@@ -271,7 +268,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   DistributedSampler order(data.sequences, 0, 1, static_cast<uint64_t>(config.get_int("run.seed")));
 
   CheckpointOptions checkpoints;
-  checkpoints.dir = checkpoint_folder(config, run_folder);
+  checkpoints.dir = run::RunLayout(run_folder).checkpoint_folder(config);
   checkpoints.keep_last = config.get_int("checkpoint.keep_last");
   checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
   checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
@@ -313,7 +310,7 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
   std::ofstream metrics;
   if (leader) {
     fs::create_directories(run_folder);
-    metrics.open(run_folder + "/metrics.jsonl", iteration == 0 ? std::ios::trunc : std::ios::app);
+    metrics.open(run::RunLayout(run_folder).metrics(), iteration == 0 ? std::ios::trunc : std::ios::app);
   }
 
   auto save = [&](const char* why) {
@@ -381,17 +378,17 @@ int run_training(const Config& config, Runtime& runtime, const std::string& run_
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
 
     if (leader) {
-      json line = {{"step", iteration},
-                   {"epoch", order.epoch()},
-                   {"loss", loss},
-                   {"lr", lr},
-                   {"grad_norm", outcome.skipped ? json(nullptr) : json(outcome.grad_norm)},
-                   {"loss_scale", outcome.loss_scale},
-                   {"skipped", outcome.skipped},
-                   {"tokens_per_s", tokens_per_step / seconds},
-                   {"mfu", nullptr},  // no known peak for this device
-                   {"seconds", seconds}};
-      metrics << line.dump() << "\n";
+      MetricsLine line;
+      line.step = iteration;
+      line.epoch = order.epoch();
+      line.loss = loss;
+      line.lr = lr;
+      if (!outcome.skipped) line.grad_norm = outcome.grad_norm;
+      line.loss_scale = outcome.loss_scale;
+      line.skipped = outcome.skipped;
+      line.tokens_per_s = tokens_per_step / seconds;
+      line.seconds = seconds;
+      metrics << line.to_json().dump() << "\n";
       metrics.flush();
       double eta = step_seconds * static_cast<double>(epochs.total_steps - iteration);
       if (tty) {

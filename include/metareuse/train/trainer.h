@@ -36,9 +36,6 @@ std::string format_plan(const MemoryPlan& plan);
 // (with model.vocab_size when set).
 LlamaConfig model_config_from(const Config& config);
 
-// The run's checkpoint folder: checkpoint.dir, or <run folder>/checkpoints.
-std::string checkpoint_folder(const Config& config, const std::string& run_folder);
-
 // Runs training on every rank; returns the exit status (0, or kExitTimeLimit).
 int run_training(const Config& config, Runtime& runtime, const std::string& run_folder);
 
