@@ -1,5 +1,5 @@
 // Reading tokenizer files: kind detection, Hugging Face tokenizer.json, and
-// Meta's tiktoken tokenizer.model. Sentencepiece models are read by the shim
+// Meta's tiktoken tokenizer.model. Sentencepiece models are read in
 // (sentencepiece.cpp).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>  // tokenizer.json

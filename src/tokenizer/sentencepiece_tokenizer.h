@@ -1,4 +1,4 @@
-// A Tokenizer over a sentencepiece model, reached through the shim library.
+// A Tokenizer over a sentencepiece model (sentencepiece.cpp).
 #pragma once
 
 #include <memory>
@@ -8,7 +8,7 @@
 
 namespace metareuse::tokenizer_detail {
 
-// Throws InputError when the shim cannot be opened or rejects the model.
+// Throws InputError when sentencepiece rejects the model.
 std::unique_ptr<Tokenizer> load_sentencepiece(const std::string& path, std::string file_hash);
 
 }  // namespace metareuse::tokenizer_detail
