@@ -7,4 +7,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${METAREUSE_BUILD_DIR:-$repo_root/build}"
 "$repo_root/launch/setup.sh"
 cd "$build_dir"
+# One torch (OpenMP) thread per test process: ctest already runs nproc tests at
+# once, and more OpenMP threads than cores wait on each other. On the 2-core
+# machine loaded with builds, a pipeline test took over 300 s (30 s when idle).
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 ctest --output-on-failure -j "$(nproc)" "$@"

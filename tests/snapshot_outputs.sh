@@ -9,12 +9,17 @@
 #     has no timestamps, so equal contents mean equal bytes);
 #   - every step's loss from metrics.jsonl;
 #   - every number in eval.json except durations and throughputs.
+# The run folder is always the same path (SNAPSHOT_WORK, default
+# /tmp/metareuse-snapshot): dataset.h5 stores the resolved config, paths included.
+# One torch thread, so that the figures do not depend on the machine's cores.
 # Needs jq and sha256sum. Not a ctest: it takes a few minutes.
 set -euo pipefail
 bin="$(cd "${1:?usage: snapshot_outputs.sh BUILD_BIN_DIR}" && pwd)"
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-work="$(mktemp -d -t metareuse-snapshot.XXXXXX)"
+work="${SNAPSHOT_WORK:-/tmp/metareuse-snapshot}"
+rm -rf "$work" && mkdir -p "$work"
 trap 'rm -rf "$work"' EXIT
+export OMP_NUM_THREADS=1
 cd "$repo_root"
 
 snapshot() {
