@@ -7,6 +7,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/json_lines.h"
+#include "metareuse/eval/answer.h"  // relative_change
 
 namespace metareuse::eval {
 using json = nlohmann::json;
@@ -27,61 +28,74 @@ std::string read_string(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
 }
 
+// Summary's figures after "questions" and "correct", in eval.json's order.
+struct SummaryFigure {
+  const char* name;
+  double Summary::*figure;
+};
+const SummaryFigure kSummaryFigures[] = {
+    {"accuracy", &Summary::accuracy},
+    {"answered_rate", &Summary::answered_rate},
+    {"mean_generated_tokens", &Summary::mean_generated_tokens},
+    {"median_generated_tokens", &Summary::median_generated_tokens},
+    {"mean_reasoning_tokens", &Summary::mean_reasoning_tokens},
+    {"median_reasoning_tokens", &Summary::median_reasoning_tokens},
+    {"mean_reasoning_steps", &Summary::mean_reasoning_steps},
+    {"median_reasoning_steps", &Summary::median_reasoning_steps},
+    {"pattern_use_rate", &Summary::pattern_use_rate},
+    {"mean_patterns_per_answer", &Summary::mean_patterns_per_answer},
+    {"stopped_rate", &Summary::stopped_rate},
+    {"seconds", &Summary::seconds},
+    {"tokens_per_s", &Summary::tokens_per_s},
+};
+
+// The figures compared with the baseline, in eval.json's order (accuracy_points follows them).
+struct ComparedFigure {
+  const char* name;
+  double Summary::*figure;
+  std::optional<double> SummaryChange::*change;
+};
+const ComparedFigure kComparedFigures[] = {
+    {"accuracy", &Summary::accuracy, &SummaryChange::accuracy},
+    {"mean_generated_tokens", &Summary::mean_generated_tokens, &SummaryChange::mean_generated_tokens},
+    {"median_generated_tokens", &Summary::median_generated_tokens, &SummaryChange::median_generated_tokens},
+    {"mean_reasoning_tokens", &Summary::mean_reasoning_tokens, &SummaryChange::mean_reasoning_tokens},
+    {"median_reasoning_tokens", &Summary::median_reasoning_tokens, &SummaryChange::median_reasoning_tokens},
+    {"mean_reasoning_steps", &Summary::mean_reasoning_steps, &SummaryChange::mean_reasoning_steps},
+    {"median_reasoning_steps", &Summary::median_reasoning_steps, &SummaryChange::median_reasoning_steps},
+    {"pattern_use_rate", &Summary::pattern_use_rate, &SummaryChange::pattern_use_rate},
+    {"mean_patterns_per_answer", &Summary::mean_patterns_per_answer, &SummaryChange::mean_patterns_per_answer},
+};
+
 }  // namespace
 
 ordered Summary::to_json() const {
   ordered j;
   j["questions"] = questions;
   j["correct"] = correct;
-  j["accuracy"] = accuracy;
-  j["answered_rate"] = answered_rate;
-  j["mean_generated_tokens"] = mean_generated_tokens;
-  j["median_generated_tokens"] = median_generated_tokens;
-  j["mean_reasoning_tokens"] = mean_reasoning_tokens;
-  j["median_reasoning_tokens"] = median_reasoning_tokens;
-  j["mean_reasoning_steps"] = mean_reasoning_steps;
-  j["median_reasoning_steps"] = median_reasoning_steps;
-  j["pattern_use_rate"] = pattern_use_rate;
-  j["mean_patterns_per_answer"] = mean_patterns_per_answer;
-  j["stopped_rate"] = stopped_rate;
-  j["seconds"] = seconds;
-  j["tokens_per_s"] = tokens_per_s;
+  for (const SummaryFigure& f : kSummaryFigures) j[f.name] = this->*f.figure;
   return j;
 }
 
 Summary Summary::from_json(const json& j) {
   Summary s;
   if (!j.is_object()) return s;
-  auto number = [&](const char* key) { return read_optional(j, key).value_or(0.0); };
-  s.questions = static_cast<std::int64_t>(number("questions"));
-  s.correct = static_cast<std::int64_t>(number("correct"));
-  s.accuracy = number("accuracy");
-  s.answered_rate = number("answered_rate");
-  s.mean_generated_tokens = number("mean_generated_tokens");
-  s.median_generated_tokens = number("median_generated_tokens");
-  s.mean_reasoning_tokens = number("mean_reasoning_tokens");
-  s.median_reasoning_tokens = number("median_reasoning_tokens");
-  s.mean_reasoning_steps = number("mean_reasoning_steps");
-  s.median_reasoning_steps = number("median_reasoning_steps");
-  s.pattern_use_rate = number("pattern_use_rate");
-  s.mean_patterns_per_answer = number("mean_patterns_per_answer");
-  s.stopped_rate = number("stopped_rate");
-  s.seconds = number("seconds");
-  s.tokens_per_s = number("tokens_per_s");
+  s.questions = static_cast<std::int64_t>(read_optional(j, "questions").value_or(0.0));
+  s.correct = static_cast<std::int64_t>(read_optional(j, "correct").value_or(0.0));
+  for (const SummaryFigure& f : kSummaryFigures) s.*f.figure = read_optional(j, f.name).value_or(0.0);
   return s;
+}
+
+SummaryChange SummaryChange::between(const Summary& model, const Summary& baseline) {
+  SummaryChange c;
+  for (const ComparedFigure& f : kComparedFigures) c.*f.change = relative_change(model.*f.figure, baseline.*f.figure);
+  c.accuracy_points = 100.0 * (model.accuracy - baseline.accuracy);
+  return c;
 }
 
 ordered SummaryChange::to_json() const {
   ordered j;
-  j["accuracy"] = optional_number(accuracy);
-  j["mean_generated_tokens"] = optional_number(mean_generated_tokens);
-  j["median_generated_tokens"] = optional_number(median_generated_tokens);
-  j["mean_reasoning_tokens"] = optional_number(mean_reasoning_tokens);
-  j["median_reasoning_tokens"] = optional_number(median_reasoning_tokens);
-  j["mean_reasoning_steps"] = optional_number(mean_reasoning_steps);
-  j["median_reasoning_steps"] = optional_number(median_reasoning_steps);
-  j["pattern_use_rate"] = optional_number(pattern_use_rate);
-  j["mean_patterns_per_answer"] = optional_number(mean_patterns_per_answer);
+  for (const ComparedFigure& f : kComparedFigures) j[f.name] = optional_number(this->*f.change);
   j["accuracy_points"] = optional_number(accuracy_points);
   return j;
 }
@@ -89,15 +103,7 @@ ordered SummaryChange::to_json() const {
 SummaryChange SummaryChange::from_json(const json& j) {
   SummaryChange c;
   if (!j.is_object()) return c;
-  c.accuracy = read_optional(j, "accuracy");
-  c.mean_generated_tokens = read_optional(j, "mean_generated_tokens");
-  c.median_generated_tokens = read_optional(j, "median_generated_tokens");
-  c.mean_reasoning_tokens = read_optional(j, "mean_reasoning_tokens");
-  c.median_reasoning_tokens = read_optional(j, "median_reasoning_tokens");
-  c.mean_reasoning_steps = read_optional(j, "mean_reasoning_steps");
-  c.median_reasoning_steps = read_optional(j, "median_reasoning_steps");
-  c.pattern_use_rate = read_optional(j, "pattern_use_rate");
-  c.mean_patterns_per_answer = read_optional(j, "mean_patterns_per_answer");
+  for (const ComparedFigure& f : kComparedFigures) c.*f.change = read_optional(j, f.name);
   c.accuracy_points = read_optional(j, "accuracy_points");
   return c;
 }

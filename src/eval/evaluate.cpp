@@ -233,19 +233,4 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   return summary;
 }
 
-SummaryChange compare_summaries(const Summary& model, const Summary& baseline) {
-  SummaryChange change;
-  change.accuracy = relative_change(model.accuracy, baseline.accuracy);
-  change.mean_generated_tokens = relative_change(model.mean_generated_tokens, baseline.mean_generated_tokens);
-  change.median_generated_tokens = relative_change(model.median_generated_tokens, baseline.median_generated_tokens);
-  change.mean_reasoning_tokens = relative_change(model.mean_reasoning_tokens, baseline.mean_reasoning_tokens);
-  change.median_reasoning_tokens = relative_change(model.median_reasoning_tokens, baseline.median_reasoning_tokens);
-  change.mean_reasoning_steps = relative_change(model.mean_reasoning_steps, baseline.mean_reasoning_steps);
-  change.median_reasoning_steps = relative_change(model.median_reasoning_steps, baseline.median_reasoning_steps);
-  change.pattern_use_rate = relative_change(model.pattern_use_rate, baseline.pattern_use_rate);
-  change.mean_patterns_per_answer = relative_change(model.mean_patterns_per_answer, baseline.mean_patterns_per_answer);
-  change.accuracy_points = 100.0 * (model.accuracy - baseline.accuracy);
-  return change;
-}
-
 }  // namespace metareuse::eval

@@ -231,7 +231,7 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
     for (const EntryRun& run : runs) {
       file.models.push_back(run.entry);
       if (baseline == nullptr || &run == baseline) continue;
-      file.models.back().change_vs_baseline = compare_summaries(run.entry.summary, baseline->entry.summary);
+      file.models.back().change_vs_baseline = SummaryChange::between(run.entry.summary, baseline->entry.summary);
       // The first other entry against the baseline (the report's "relative change" row).
       if (!file.relative_change) {
         file.relative_change = file.models.back().change_vs_baseline;

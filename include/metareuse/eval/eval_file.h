@@ -63,6 +63,7 @@ struct SummaryChange {
   std::optional<double> mean_patterns_per_answer;
   std::optional<double> accuracy_points;
 
+  static SummaryChange between(const Summary& model, const Summary& baseline);
   nlohmann::ordered_json to_json() const;
   static SummaryChange from_json(const nlohmann::json& j);
 };

@@ -79,11 +79,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
                                                const PatternMatcher& matcher, const EvalOptions& options,
                                                Communicator& communicator);
 
-// The figures of eval.json's "summary" (eval_file.h).
+// The figures of eval.json's "summary" (eval_file.h; SummaryChange::between compares two).
 Summary summarize(const std::vector<QuestionResult>& results);
-
-// Relative change (model - baseline) / baseline of each summary figure
-// (none where the baseline is 0), and the accuracy difference in points.
-SummaryChange compare_summaries(const Summary& model, const Summary& baseline);
 
 }  // namespace metareuse::eval
