@@ -15,7 +15,7 @@
 #include <sstream>
 #include <vector>
 
-#include "eval/report_svg.h"
+#include "report_svg.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/eval/eval_file.h"

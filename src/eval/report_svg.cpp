@@ -1,7 +1,7 @@
 // The report's inline SVG charts, hand-written because Debian has no C++
 // charting library that emits standalone SVG; the page is small (a few
 // polylines and rectangles) and must work without network or script.
-#include "eval/report_svg.h"
+#include "report_svg.h"
 
 #include <fmt/format.h>
 
