@@ -1,10 +1,12 @@
-// Augmentation: the seed's global prefix, BM25 retrieval per question, and the
-// output examples (prompt and target parts, the patterns each was given).
+// Augmentation: the seed's global prefix, BM25 retrieval per question, the
+// output examples (prompt and target parts, the patterns each was given), and
+// the prompt rule eval shares with augment (PromptPolicy).
 #include <catch2/catch.hpp>
 
 #include <fstream>
 
 #include "metareuse/augment/augment.h"
+#include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/communicator.h"
 #include "patterns_fixtures.h"
@@ -174,6 +176,45 @@ TEST_CASE("context retrieval ranks the pattern used by this kind of question abo
   test::write_file(dir / "bad.jsonl", "{\"question\": \"q\"}\n");
   CHECK_THROWS_WITH(augment::read_pattern_contexts((dir / "bad.jsonl").string(), handbook),
                     Catch::Contains("bad.jsonl:1"));
+}
+
+// #17: eval builds a test prompt with the rule augment builds training
+// prompts with, so a training question asked at test time gets its training
+// prompt. In used mode the test prompt cannot see the reasoning: it retrieves
+// patterns from the question by their contexts, which gives the training
+// prompt's pattern here because each kind of question uses one pattern.
+TEST_CASE("the test prompt of a training question is its training prompt, in every augment mode") {
+  auto self = make_self_communicator();
+  Communicator& world = *self;
+  auto dir = test::temp_dir("augment-prompt-policy");
+  patterns::Handbook handbook;
+  handbook.records = 4;
+  handbook.patterns = {
+      make_pattern("multiply the count by the price", "behavior_multiply_count_price", 2),
+      make_pattern("divide the total by the number of friends", "behavior_divide_total_friends", 2),
+  };
+  test::write_file(dir / "corpus.jsonl",
+                   R"({"question": "Ava buys 3 apples for $2 each. How much does Ava spend?", "reasoning": "Multiply the count by the price: 3 * 2 = 6.", "solution": "6"})" "\n"
+                   R"({"question": "Ben shares 6 cards equally among 3 friends. How many cards does each friend get?", "reasoning": "Divide the total by the number of friends: 6 / 3 = 2.", "solution": "2"})" "\n"
+                   R"({"question": "Ava buys 4 pens for $3 each. How much does Ava spend?", "reasoning": "Multiply the count by the price: 4 * 3 = 12.", "solution": "12"})" "\n"
+                   R"({"question": "Ben shares 8 cards equally among 2 friends. How many cards does each friend get?", "reasoning": "Divide the total by the number of friends: 8 / 2 = 4.", "solution": "4"})" "\n");
+  for (augment::AugmentMode mode : {augment::AugmentMode::kGlobal, augment::AugmentMode::kRetrieval,
+                                    augment::AugmentMode::kUsed, augment::AugmentMode::kNone}) {
+    INFO("augment mode " << augment::augment_mode_name(mode));
+    augment::AugmentOptions options;
+    options.mode = mode;
+    options.top_k = 1;
+    const std::string augmented = (dir / (std::string(augment::augment_mode_name(mode)) + ".jsonl")).string();
+    augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options, augmented, world);
+    // What eval reads in used mode: the contexts of the training examples.
+    const augment::PatternContexts contexts = augment::read_pattern_contexts(augmented, handbook);
+    const augment::PromptPolicy policy(&handbook, mode, options.top_k, options.bm25_k1, options.bm25_b, &contexts);
+    const auto examples = read_lines(augmented);
+    REQUIRE(examples.size() == 4);
+    for (const auto& example : examples) {
+      CHECK(policy.test_prompt(example["question"].get<std::string>()) == example["prompt"].get<std::string>());
+    }
+  }
 }
 
 }  // namespace metareuse

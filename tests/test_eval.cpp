@@ -1,6 +1,6 @@
 // eval: answer extraction and normalisation, reasoning steps, pattern use,
-// question files (GSM8K and seed records, bad lines), summaries, and the
-// report page's structure. Cases are written by hand from GSM8K's answer
+// question files (GSM8K and seed records, bad lines), summaries, eval.json's
+// struct, and the report page's structure. Cases are written by hand from GSM8K's answer
 // format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
 #include <catch2/catch.hpp>
 
@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "metareuse/eval/answer.h"
+#include "metareuse/eval/eval_file.h"
 #include "metareuse/eval/report.h"
 #include "test_support.h"
 
@@ -95,6 +96,43 @@ TEST_CASE("mean, median and relative change", "[eval][unit]") {
   CHECK_FALSE(relative_change(1, 0).has_value());
 }
 
+TEST_CASE("eval.json is written from its struct and read back into it", "[eval][unit]") {
+  EvalFile file;
+  file.questions_file = "q.jsonl";
+  file.questions = 2;
+  file.augment_mode = "global";
+  file.definitions = metric_definitions();
+  EvalModelEntry model;
+  model.role = "model";
+  model.path = "m";
+  model.summary.accuracy = 0.5;
+  model.summary.correct = 1;
+  model.change_vs_baseline = SummaryChange{};
+  model.change_vs_baseline->accuracy_points = 50.0;
+  EvalModelEntry baseline;
+  baseline.role = "baseline";
+  file.models = {model, baseline};
+  file.relative_change = model.change_vs_baseline;
+  file.relative_change_of = "model";
+  file.answers = "answers.jsonl";
+  const nlohmann::ordered_json written = file.to_json();
+  CHECK(written["format"] == kEvalFormat);
+  CHECK(written["generation"]["temperature"].is_null());  // greedy
+  CHECK(written["models"].begin().key() == "model");     // evaluation order
+  CHECK(written["models"]["model"]["change_vs_baseline"]["accuracy"].is_null());
+  CHECK_FALSE(written["models"]["baseline"].contains("change_vs_baseline"));
+  const EvalFile read = EvalFile::from_json(nlohmann::json::parse(written.dump()), "eval.json");
+  REQUIRE(read.find("model") != nullptr);
+  CHECK(read.find("model")->summary.accuracy == 0.5);
+  CHECK(read.find("model")->change_vs_baseline->accuracy_points == 50.0);
+  CHECK_FALSE(read.find("model")->change_vs_baseline->accuracy.has_value());
+  CHECK(read.relative_change_of == "model");
+  CHECK(read.definition("accuracy", "?") == file.definition("accuracy", "!"));
+  CHECK(read.to_json()["models"]["model"] == written["models"]["model"]);
+  CHECK_THROWS_WITH(EvalFile::from_json(nlohmann::json::parse(R"({"questions": 1})"), "x.json"),
+                    Catch::Contains("x.json"));
+}
+
 TEST_CASE("the report is one self-contained page with charts and tables", "[eval][unit]") {
   fs::path run = metareuse::test::temp_dir("eval-report");
   {
@@ -107,7 +145,7 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
     }
     metrics << "{broken\n";
     std::ofstream handbook(run / "handbook.json");
-    handbook << R"({"format": "metareuse.handbook", "records": 10, "mode": "normalized",
+    handbook << R"({"format": "metareuse.handbook", "version": 1, "records": 10, "mode": "normalized",
                   "patterns": [{"text": "divide both sides by <num>", "support": 7, "kind": "phrase"}]})";
     fs::create_directories(run / "eval");
     std::ofstream eval(run / "eval" / "eval.json");
@@ -152,7 +190,8 @@ TEST_CASE("the report names the run, keeps legends off the bars, and explains it
     }
     std::ofstream(run / "config.resolved.json") << R"({"run": {"name": "gsm8k-tiny"}, "train": {"lr": 0.001}})";
     std::ofstream(run / "handbook.json")
-        << R"({"records": 10, "mode": "normalized", "config": {"selection": "coverage"},
+        << R"({"format": "metareuse.handbook", "version": 1, "records": 10, "mode": "normalized",
+              "config": {"selection": "coverage"},
               "patterns": [{"text": "a", "support": 3, "kind": "phrase"}, {"text": "b", "support": 7, "kind": "phrase"}]})";
     std::ofstream(run / "eval" / "eval.json")
         << R"({"questions": 3, "models": {"model": {"path": "m", "summary": {"accuracy": 0.5, "correct": 1,

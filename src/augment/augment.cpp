@@ -10,6 +10,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
@@ -116,42 +117,21 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   communicator.barrier();
   const std::string part_path = fmt::format("{}.part-{}", out_path, rank);
 
-  std::vector<const patterns::Pattern*> global;
-  for (std::size_t i = 0; i < handbook.patterns.size() && i < options.top_k; ++i) global.push_back(&handbook.patterns[i]);
-  const std::string global_prefix = pattern_prefix(global);
-  PatternIndex index(handbook.patterns, options.bm25_k1, options.bm25_b);
-  UsedPatterns used(handbook.patterns);
+  const PromptPolicy policy(&handbook, options.mode, options.top_k, options.bm25_k1, options.bm25_b);
 
   std::uint64_t examples = 0;
   std::uint64_t retrieved = 0;
   std::ofstream out(part_path, std::ios::trunc | std::ios::binary);
   if (!out) throw Error(fmt::format("{}: cannot write", part_path));
   corpus::CorpusStats local = corpus::read_corpus(files, options.read, communicator, [&](const corpus::Record& record) {
-    std::vector<const patterns::Pattern*> chosen = global;
-    std::string prefix = global_prefix;
-    if (options.mode == AugmentMode::kRetrieval) {
-      std::vector<std::size_t> best = index.retrieve(std::string(record.question), options.top_k);
-      if (!best.empty()) {
-        ++retrieved;
-        chosen.clear();
-        for (std::size_t i : best) chosen.push_back(&handbook.patterns[i]);
-        prefix = pattern_prefix(chosen);
-      }
-    } else if (options.mode == AugmentMode::kUsed) {
-      chosen.clear();
-      for (std::size_t i : used.find(record.reasoning, options.top_k)) chosen.push_back(&handbook.patterns[i]);
-      retrieved += chosen.empty() ? 0 : 1;
-      prefix = pattern_prefix(chosen);
-    } else if (options.mode == AugmentMode::kNone) {
-      chosen.clear();
-      prefix.clear();
-    }
+    const PromptChoice choice = policy.for_training(record.question, record.reasoning);
+    retrieved += choice.retrieved ? 1 : 0;
     nlohmann::ordered_json example;
     example["id"] = corpus::record_key_name(record.key, files);
-    example["prompt"] = prefix + std::string(record.question) + "\n";
+    example["prompt"] = PromptPolicy::prompt(choice, record.question);
     example["target"] = std::string(record.reasoning) + "\n#### " + std::string(record.solution);
     std::vector<std::string> texts, behaviors;
-    for (const patterns::Pattern* pattern : chosen) {
+    for (const patterns::Pattern* pattern : choice.patterns) {
       texts.push_back(pattern->text);
       behaviors.push_back(pattern->behavior);
     }

@@ -1,13 +1,8 @@
 // metareuse augment: training examples with handbook patterns in the prompt.
-#include <fmt/format.h>
-
 #include "commands.h"
 #include "flags.h"
-#include "metareuse/augment/augment.h"
-#include "metareuse/core/error.h"
-#include "metareuse/core/log.h"
-#include "metareuse/core/timing.h"
-#include "metareuse/distributed/communicator.h"
+#include "metareuse/run/data_stages.h"
+#include "metareuse/run/layout.h"
 
 namespace metareuse::cli {
 
@@ -21,40 +16,13 @@ void augment_options(CLI::App& app, std::vector<std::string>& overrides) {
                         "Exit with status 4 when any record is bad");
 }
 
-int augment_execute(CommandContext& context, const std::string& handbook_path, const std::string& out_path) {
-  const Config& config = context.config;
-  Communicator& world = context.runtime.world();
-  Stopwatch watch;
-  patterns::Handbook handbook = patterns::read_handbook(handbook_path);
-  augment::AugmentOptions options;
-  options.mode = augment::parse_augment_mode(config.get_string("augment.mode"));
-  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
-  options.bm25_k1 = config.get_number("augment.bm25_k1");
-  options.bm25_b = config.get_number("augment.bm25_b");
-  options.read = corpus_read_options(config);
-  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
-  augment::AugmentStats stats = augment::augment_corpus(files, handbook, options, out_path, world);
-  log::info("corpus: {}", corpus::describe_stats(stats.corpus));
-  log::info("augment ({} mode, top {} of {} patterns): {} examples to {}{} in {:.2f} s",
-            augment::augment_mode_name(options.mode), options.top_k, handbook.patterns.size(), stats.examples, out_path,
-            options.mode == augment::AugmentMode::kRetrieval
-                ? fmt::format(" ({} with retrieved patterns, the rest with the global top)", stats.retrieved)
-                : std::string(),
-            watch.seconds());
-  if (stats.corpus.bad_lines > 0 && config.get_bool("corpus.strict")) {
-    log::error("--strict: {} bad line(s) in the corpus", stats.corpus.bad_lines);
-    return kExitBadRecords;
-  }
-  return kExitOk;
-}
-
 int augment_run(CommandContext& context) {
-  const std::string folder = run_folder(context.config);
+  const run::RunLayout layout = run::RunLayout::for_config(context.config);
   std::string handbook = context.config.get_string("augment.handbook");
-  if (handbook.empty()) handbook = folder + "/handbook.json";
+  if (handbook.empty()) handbook = layout.handbook();
   std::string out = context.config.get_string("augment.out");
-  if (out.empty()) out = folder + "/augmented.jsonl";
-  return augment_execute(context, handbook, out);
+  if (out.empty()) out = layout.augmented();
+  return run::augment_stage(context.config, context.runtime, handbook, out);
 }
 
 }  // namespace metareuse::cli

@@ -2,17 +2,15 @@
 // or (--train) a sentencepiece tokenizer trained on a corpus. Runs on rank 0;
 // `prepare` is the stage that tokenizes in parallel.
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>  // ordered_json keeps each record's key order
+#include <nlohmann/json.hpp>  // the ids of --text
 
-#include <filesystem>
-#include <fstream>
 #include <iostream>
 
 #include "commands.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/core/timing.h"
 #include "metareuse/tokenizer/sentencepiece.h"
+#include "metareuse/tokenizer/tokenize_file.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
 namespace metareuse::cli {
@@ -30,114 +28,16 @@ struct TokenizeFlags {
 TokenizeFlags flags;
 CLI::Option* text_option = nullptr;  // --text "" is a text, so its presence is counted
 
-constexpr int kMaxReportedBadRecords = 10;
-
-std::vector<TokenId> encode(const Tokenizer& tokenizer, const std::string& text) {
-  return flags.special ? tokenizer.encode_with_special(text) : tokenizer.encode(text);
-}
-
-int tokenize_file(const Tokenizer& tokenizer) {
-  std::ifstream in(flags.input, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open input", flags.input));
-  if (auto parent = std::filesystem::path(flags.out).parent_path(); !parent.empty()) {
-    std::filesystem::create_directories(parent);
-  }
-  std::ofstream out(flags.out, std::ios::binary);
-  if (!out) throw InputError(fmt::format("{}: cannot open output", flags.out));
-  Stopwatch watch;
-  std::string line;
-  std::int64_t line_number = 0, good = 0, bad = 0, tokens = 0, bytes = 0;
-  while (std::getline(in, line)) {
-    ++line_number;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    try {
-      auto record = nlohmann::ordered_json::parse(line);
-      if (!record.is_object()) throw InputError("the line is not a JSON object");
-      auto text = record.find("text");
-      if (text == record.end() || !text->is_string()) throw InputError("no string field \"text\"");
-      const std::string& content = text->get_ref<const std::string&>();
-      auto ids = encode(tokenizer, content);
-      tokens += static_cast<std::int64_t>(ids.size());
-      bytes += static_cast<std::int64_t>(content.size());
-      record["ids"] = std::move(ids);
-      out << record.dump() << '\n';
-      ++good;
-    } catch (const std::exception& e) {
-      // Bad records are reported and skipped; the good ones are still written.
-      if (++bad <= kMaxReportedBadRecords) log::warn("{}:{}: skipped: {}", flags.input, line_number, e.what());
-    }
-  }
-  out.close();
-  if (!out) throw Error(fmt::format("{}: write failed", flags.out));
-  double seconds = watch.seconds();
-  log::info("tokenized {} record(s) ({} bytes, {} tokens) in {:.2f} s ({:.1f} MB/s) into {}; {} bad record(s)", good,
-            bytes, tokens, seconds, seconds > 0 ? bytes / seconds / 1e6 : 0.0, flags.out, bad);
-  if (bad > 0 && flags.strict) return kExitBadRecords;
-  return kExitOk;
-}
-
-// Writes the training text of a corpus: each string field of each JSON Lines
-// record (or, for any other file, the file as it is) as lines of text.
-std::string write_training_text(const std::string& corpus, const std::filesystem::path& text_file) {
-  std::ifstream in(corpus, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open corpus", corpus));
-  std::ofstream out(text_file, std::ios::binary);
-  bool json_lines = std::filesystem::path(corpus).extension() == ".jsonl";
-  std::string line;
-  std::int64_t line_number = 0, records = 0;
-  while (std::getline(in, line)) {
-    ++line_number;
-    if (!json_lines) {
-      out << line << '\n';
-      continue;
-    }
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json record;
-    try {
-      record = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      log::warn("{}:{}: skipped: {}", corpus, line_number, e.what());
-      continue;
-    }
-    if (!record.is_object()) continue;
-    for (const auto& [key, value] : record.items()) {
-      if (value.is_string()) out << value.get<std::string>() << '\n';
-    }
-    ++records;
-  }
-  if (json_lines && records == 0) throw InputError(fmt::format("{}: no JSON records to train on", corpus));
-  return text_file.string();
-}
-
 int train(CommandContext& context) {
-  std::string model = context.config.get_string("tokenizer.path");
-  auto tokenizer = train_tokenizer(context, flags.train, model);
+  const Config& config = context.config;
+  auto tokenizer = train_sentencepiece_on_corpus(flags.train, config.get_string("tokenizer.path"),
+                                                 config.get_int("tokenizer.train_vocab_size"),
+                                                 config.get_string("tokenizer.train_model_type"));
   std::cout << tokenizer->identity() << '\n';
   return kExitOk;
 }
 
 }  // namespace
-
-std::unique_ptr<Tokenizer> train_tokenizer(CommandContext& context, const std::string& corpus, const std::string& model) {
-  if (model.size() < 7 || model.substr(model.size() - 6) != ".model") {
-    throw UsageError(fmt::format("--train writes the model to --tokenizer, which must end in .model (got '{}')", model));
-  }
-  std::filesystem::path prefix = model.substr(0, model.size() - 6);
-  if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
-  std::filesystem::path text_file = prefix.string() + ".train.txt";
-  SentencePieceTrainOptions options;
-  options.input_file = write_training_text(corpus, text_file);
-  options.model_prefix = prefix.string();
-  options.vocab_size = context.config.get_int("tokenizer.train_vocab_size");
-  options.model_type = context.config.get_string("tokenizer.train_model_type");
-  Stopwatch watch;
-  train_sentencepiece(options);
-  std::filesystem::remove(text_file);
-  auto tokenizer = load_tokenizer(model);
-  log::info("trained a sentencepiece {} tokenizer ({} pieces) on {} in {:.1f} s: {}", options.model_type,
-            tokenizer->vocab_size(), corpus, watch.seconds(), model);
-  return tokenizer;
-}
 
 void tokenize_options(CLI::App& app, std::vector<std::string>& overrides) {
   app.add_option_function<std::string>(
@@ -176,10 +76,12 @@ int tokenize_run(CommandContext& context) {
   auto tokenizer = load_tokenizer(context.config.get_string("tokenizer.path"));
   if (!flags.input.empty()) {
     log::info("tokenizer {} ({})", context.config.get_string("tokenizer.path"), tokenizer->identity());
-    return tokenize_file(*tokenizer);
+    TokenizeFileStats stats = tokenize_json_lines(*tokenizer, flags.input, flags.out, flags.special);
+    return stats.bad > 0 && flags.strict ? kExitBadRecords : kExitOk;
   }
   // stdout carries only the ids.
-  std::cout << nlohmann::json(encode(*tokenizer, flags.text)).dump() << '\n';
+  auto ids = flags.special ? tokenizer->encode_with_special(flags.text) : tokenizer->encode(flags.text);
+  std::cout << nlohmann::json(ids).dump() << '\n';
   return kExitOk;
 }
 

@@ -2,19 +2,16 @@
 // checkpoints written out as Hugging Face folders.
 #include <fmt/format.h>
 
-#include <filesystem>
 #include <iostream>
 
 #include "commands.h"
-#include "metareuse/checkpoint/checkpoint.h"
+#include "metareuse/checkpoint/export.h"
 #include "metareuse/core/error.h"
-#include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
-#include "metareuse/model/source.h"
+#include "metareuse/run/pipeline.h"
 #include "metareuse/train/trainer.h"
 
 namespace metareuse::cli {
-namespace fs = std::filesystem;
 
 namespace {
 struct PlanFlags {
@@ -43,11 +40,7 @@ void train_options(CLI::App& app, std::vector<std::string>& overrides) {
       "Tokenized HDF5 dataset (metareuse prepare; dataset.output)");
 }
 
-int train_run(CommandContext& context) {
-  const std::string folder = run_folder(context.config);
-  if (context.runtime.rank() == 0) context.config.write(folder + "/config.resolved.json");
-  return run_training(TrainOptions::from_config(context.config, folder), context.runtime, folder);
-}
+int train_run(CommandContext& context) { return run::train_in_run_folder(context.config, context.runtime); }
 
 void plan_options(CLI::App& app, std::vector<std::string>& overrides) {
   app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")->check(CLI::PositiveNumber);
@@ -82,37 +75,12 @@ void export_options(CLI::App& app, std::vector<std::string>&) {
 
 int export_run(CommandContext& context) {
   if (context.runtime.rank() != 0) return kExitOk;  // one writer; nothing is sharded here
-  return export_execute(g_export.checkpoint, g_export.out, g_export.dtype, g_export.max_shard);
-}
-
-int export_execute(const std::string& checkpoint, const std::string& out, const std::string& dtype_name,
-                   const std::string& max_shard) {
-  std::string path = resolve_checkpoint(checkpoint, "");
-  nlohmann::json meta = read_checkpoint_meta(path);
-  LlamaConfig model_config = LlamaConfig::from_hf_json(meta.at("model"), path + ": meta.model");
-  LlamaModel model(model_config);
-  auto parameters = read_checkpoint_params(path);
-  {
-    torch::NoGradGuard no_grad;
-    for (const auto& [name, value] : model.named_parameters()) {
-      auto found = parameters.find(name);
-      if (found == parameters.end()) throw InputError(fmt::format("{}: parameter '{}' is missing", path, name));
-      const_cast<torch::Tensor&>(value).copy_(found->second);
-    }
-  }
-  torch::ScalarType dtype = dtype_name == "fp32" ? torch::kFloat32
-                            : dtype_name == "fp16" ? torch::kFloat16
-                                                   : torch::kBFloat16;
-  save_hf_model(model, out, parse_bytes(max_shard), dtype);
-  // The tokenizer the run used travels with the weights.
-  if (meta.contains("config")) {
-    std::string tokenizer = meta["config"].value("tokenizer", nlohmann::json::object()).value("path", "");
-    if (!tokenizer.empty() && fs::exists(tokenizer)) {
-      fs::copy_file(tokenizer, fs::path(out) / fs::path(tokenizer).filename(),
-                    fs::copy_options::overwrite_existing);
-    }
-  }
-  log::info("exported {} (step {}) to {} as {}", path, meta.value("step", 0), out, dtype_name);
+  ExportOptions options;
+  options.checkpoint = g_export.checkpoint;
+  options.out = g_export.out;
+  options.dtype = parse_export_dtype(g_export.dtype);
+  options.max_shard_bytes = parse_bytes(g_export.max_shard);
+  export_checkpoint(options);
   return kExitOk;
 }
 

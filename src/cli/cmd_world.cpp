@@ -1,5 +1,5 @@
 // metareuse world: writes the reasoning world's training corpus and held-out
-// test problems (issue #10) into world.out_dir/{train,test}.jsonl. Torch-free
+// test problems (issue #10) into world.out_dir (world::write_world). Torch-free
 // work; rank 0 writes.
 #include <fmt/format.h>
 
@@ -32,14 +32,12 @@ int world_run(CommandContext& context) {
   const std::string out_dir = config.get_string("world.out_dir");
   world::World generated = world::generate_world(options);
   if (context.runtime.rank() == 0) {
-    world::write_problems(generated.train, out_dir + "/train.jsonl");
-    world::write_problems(generated.test, out_dir + "/test.jsonl");
+    world::write_world(generated, out_dir);
     std::size_t shorts = 0;
     for (const auto& problem : generated.train) shorts += problem.style == world::Style::kShort ? 1 : 0;
-    log::info("world (seed {}): {} training problems ({} short, {} long) to {}/train.jsonl, {} test problems to "
-              "{}/test.jsonl",
+    log::info("world (seed {}): {} training problems ({} short, {} long) to {}/{}, {} test problems to {}/{}",
               options.seed, generated.train.size(), shorts, generated.train.size() - shorts, out_dir,
-              generated.test.size(), out_dir);
+              world::kTrainFile, generated.test.size(), out_dir, world::kTestFile);
   }
   context.runtime.world().barrier();
   return kExitOk;

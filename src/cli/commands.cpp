@@ -33,9 +33,4 @@ const std::vector<CommandSpec>& command_table() {
   return table;
 }
 
-std::string run_folder(const Config& config) {
-  std::string out_dir = config.get_string("run.out_dir");
-  return out_dir.empty() ? "runs/" + config.get_string("run.name") : out_dir;
-}
-
 }  // namespace metareuse::cli

@@ -16,46 +16,6 @@
 
 namespace metareuse::eval {
 
-PromptBuilder::PromptBuilder(const patterns::Handbook* handbook, bool use_patterns, augment::AugmentMode mode,
-                             std::size_t top_k, double bm25_k1, double bm25_b,
-                             const augment::PatternContexts* contexts)
-    : handbook_(handbook),
-      use_patterns_(use_patterns && handbook != nullptr && mode != augment::AugmentMode::kNone),
-      mode_(mode),
-      top_k_(top_k) {
-  if (!use_patterns_) return;
-  if (mode == augment::AugmentMode::kUsed) {
-    if (contexts == nullptr) throw InputError("augment mode used: eval needs the pattern contexts (augmented examples)");
-    context_index_.emplace(handbook->patterns, *contexts, bm25_k1, bm25_b);
-    return;
-  }
-  // The same choice as augment_corpus: the top k patterns, or BM25's best k.
-  std::vector<const patterns::Pattern*> global;
-  for (std::size_t i = 0; i < handbook->patterns.size() && i < top_k; ++i) global.push_back(&handbook->patterns[i]);
-  global_prefix_ = augment::pattern_prefix(global);
-  if (mode == augment::AugmentMode::kRetrieval) index_.emplace(handbook->patterns, bm25_k1, bm25_b);
-}
-
-std::string PromptBuilder::prompt_text(const std::string& question) const {
-  std::string prefix = use_patterns_ ? global_prefix_ : std::string();
-  if (use_patterns_ && context_index_) {
-    std::vector<std::size_t> best = context_index_->retrieve(question, top_k_);
-    std::sort(best.begin(), best.end());  // handbook order, as augment lists an example's patterns
-    std::vector<const patterns::Pattern*> chosen;
-    for (std::size_t i : best) chosen.push_back(&handbook_->patterns[i]);
-    return augment::pattern_prefix(chosen) + question + "\n";
-  }
-  if (use_patterns_ && index_) {
-    std::vector<std::size_t> best = index_->retrieve(question, top_k_);
-    if (!best.empty()) {
-      std::vector<const patterns::Pattern*> chosen;
-      for (std::size_t i : best) chosen.push_back(&handbook_->patterns[i]);
-      prefix = augment::pattern_prefix(chosen);
-    }
-  }
-  return prefix + question + "\n";
-}
-
 std::vector<TokenId> prompt_ids(const Tokenizer& tokenizer, const std::string& template_name,
                                 const std::string& prompt_text) {
   if (template_name == "chat") {
@@ -156,34 +116,33 @@ QuestionResult from_wire(const nlohmann::json& j) {
 
 }  // namespace
 
-nlohmann::ordered_json QuestionResult::to_json(const std::string& role, const patterns::Handbook* handbook) const {
-  nlohmann::ordered_json j;
-  j["model"] = role;
-  j["index"] = index;
-  j["line"] = line;
-  j["question"] = question;
-  j["reference"] = reference;
-  j["answer"] = answer ? nlohmann::ordered_json(*answer) : nlohmann::ordered_json(nullptr);
-  j["correct"] = correct;
-  j["prompt_tokens"] = prompt_tokens;
-  j["generated_tokens"] = generated_tokens;
-  j["reasoning_tokens"] = reasoning_tokens;
-  j["stopped"] = stopped ? "stop_token" : "max_new_tokens";
-  j["reasoning_steps"] = reasoning_steps;
-  std::vector<std::string> texts;
+AnswerLine QuestionResult::answer_line(const std::string& role, const patterns::Handbook* handbook) const {
+  AnswerLine line_out;
+  line_out.model = role;
+  line_out.index = index;
+  line_out.line = line;
+  line_out.question = question;
+  line_out.reference = reference;
+  line_out.answer = answer;
+  line_out.correct = correct;
+  line_out.prompt_tokens = prompt_tokens;
+  line_out.generated_tokens = generated_tokens;
+  line_out.reasoning_tokens = reasoning_tokens;
+  line_out.stopped = stopped;
+  line_out.reasoning_steps = reasoning_steps;
   for (std::size_t i : patterns_used) {
-    texts.push_back(handbook != nullptr && i < handbook->patterns.size() ? handbook->patterns[i].text
-                                                                          : std::to_string(i));
+    line_out.patterns_used.push_back(handbook != nullptr && i < handbook->patterns.size() ? handbook->patterns[i].text
+                                                                                           : std::to_string(i));
   }
-  j["patterns_used"] = texts;
-  j["seconds"] = seconds;
-  j["prompt"] = prompt;
-  j["output"] = output;
-  return j;
+  line_out.seconds = seconds;
+  line_out.prompt = prompt;
+  line_out.output = output;
+  return line_out;
 }
 
 std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
-                                               const std::vector<Question>& questions, const PromptBuilder& prompts,
+                                               const std::vector<Question>& questions,
+                                               const augment::PromptPolicy& prompts,
                                                const PatternMatcher& matcher, const EvalOptions& options,
                                                Communicator& communicator) {
   const int rank = communicator.rank();
@@ -200,7 +159,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     result.line = question.line;
     result.question = question.question;
     result.reference = question.reference;
-    result.prompt = prompts.prompt_text(question.question);
+    result.prompt = prompts.test_prompt(question.question);
     std::vector<TokenId> prompt = prompt_ids(tokenizer, options.template_name, result.prompt);
     result.prompt_tokens = static_cast<std::int64_t>(prompt.size());
     Generation generation = generate_answer(model, prompt, stops, options, result.index);
@@ -237,7 +196,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
   return results;
 }
 
-nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results) {
+Summary summarize(const std::vector<QuestionResult>& results) {
   std::vector<double> tokens, reasoning_tokens, steps, patterns_per_answer;
   double correct = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
@@ -255,35 +214,23 @@ nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results) {
   auto rate = [n](double count) { return n == 0 ? 0.0 : count / n; };
   double total_tokens = 0;
   for (double t : tokens) total_tokens += t;
-  nlohmann::ordered_json summary;
-  summary["questions"] = results.size();
-  summary["correct"] = static_cast<std::int64_t>(correct);
-  summary["accuracy"] = rate(correct);
-  summary["answered_rate"] = rate(answered);
-  summary["mean_generated_tokens"] = mean_of(tokens);
-  summary["median_generated_tokens"] = median_of(tokens);
-  summary["mean_reasoning_tokens"] = mean_of(reasoning_tokens);
-  summary["median_reasoning_tokens"] = median_of(reasoning_tokens);
-  summary["mean_reasoning_steps"] = mean_of(steps);
-  summary["median_reasoning_steps"] = median_of(steps);
-  summary["pattern_use_rate"] = rate(with_pattern);
-  summary["mean_patterns_per_answer"] = mean_of(patterns_per_answer);
-  summary["stopped_rate"] = rate(stopped);
-  summary["seconds"] = seconds;  // summed over questions (all ranks)
-  summary["tokens_per_s"] = seconds > 0 ? total_tokens / seconds : 0.0;
+  Summary summary;
+  summary.questions = static_cast<std::int64_t>(results.size());
+  summary.correct = static_cast<std::int64_t>(correct);
+  summary.accuracy = rate(correct);
+  summary.answered_rate = rate(answered);
+  summary.mean_generated_tokens = mean_of(tokens);
+  summary.median_generated_tokens = median_of(tokens);
+  summary.mean_reasoning_tokens = mean_of(reasoning_tokens);
+  summary.median_reasoning_tokens = median_of(reasoning_tokens);
+  summary.mean_reasoning_steps = mean_of(steps);
+  summary.median_reasoning_steps = median_of(steps);
+  summary.pattern_use_rate = rate(with_pattern);
+  summary.mean_patterns_per_answer = mean_of(patterns_per_answer);
+  summary.stopped_rate = rate(stopped);
+  summary.seconds = seconds;
+  summary.tokens_per_s = seconds > 0 ? total_tokens / seconds : 0.0;
   return summary;
-}
-
-nlohmann::ordered_json compare_summaries(const nlohmann::json& model, const nlohmann::json& baseline) {
-  nlohmann::ordered_json change;
-  for (const char* key : {"accuracy", "mean_generated_tokens", "median_generated_tokens", "mean_reasoning_tokens",
-                          "median_reasoning_tokens", "mean_reasoning_steps",
-                          "median_reasoning_steps", "pattern_use_rate", "mean_patterns_per_answer"}) {
-    auto value = relative_change(model.at(key).get<double>(), baseline.at(key).get<double>());
-    change[key] = value ? nlohmann::ordered_json(*value) : nlohmann::ordered_json(nullptr);
-  }
-  change["accuracy_points"] = 100.0 * (model.at("accuracy").get<double>() - baseline.at("accuracy").get<double>());
-  return change;
 }
 
 }  // namespace metareuse::eval

@@ -18,6 +18,8 @@
 #include "metareuse/dataset/sampler.h"
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
+#include "metareuse/run/layout.h"
+#include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/parallel/sharded_llama.h"
 
@@ -183,18 +185,13 @@ LlamaConfig model_config_from(const Config& config) {
   return model;
 }
 
-std::string checkpoint_folder(const Config& config, const std::string& run_folder) {
-  std::string dir = config.get_string("checkpoint.dir");
-  return dir.empty() ? run_folder + "/checkpoints" : dir;
-}
-
 TrainOptions TrainOptions::from_config(const Config& config, const std::string& run_folder) {
   TrainOptions options;
   options.model = model_config_from(config);
   options.model_path = config.get_string("model.path");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   options.dataset_path = config.get_string("dataset.output");
-  if (options.dataset_path.empty()) options.dataset_path = run_folder + "/dataset.h5";
+  if (options.dataset_path.empty()) options.dataset_path = run::RunLayout(run_folder).dataset();
   options.precision = config.get_string("train.precision");
   options.device = config.get_string("train.device");
   options.device_bytes = parse_bytes(config.get_string("train.device_memory"));
@@ -216,7 +213,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   options.loss_scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
   options.loss_scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
   options.loss_scaling.min_scale = config.get_number("train.loss_scale_min");
-  options.checkpoints.dir = checkpoint_folder(config, run_folder);
+  options.checkpoints.dir = run::RunLayout(run_folder).checkpoint_folder(config);
   options.checkpoints.keep_last = config.get_int("checkpoint.keep_last");
   options.checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
   options.checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
@@ -342,7 +339,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   std::ofstream metrics;
   if (leader) {
     fs::create_directories(run_folder);
-    metrics.open(run_folder + "/metrics.jsonl", iteration == 0 ? std::ios::trunc : std::ios::app);
+    metrics.open(run::RunLayout(run_folder).metrics(), iteration == 0 ? std::ios::trunc : std::ios::app);
   }
 
   auto save = [&](const char* why) {
@@ -409,17 +406,17 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
 
     if (leader) {
-      json line = {{"step", iteration},
-                   {"epoch", order.epoch()},
-                   {"loss", loss},
-                   {"lr", lr},
-                   {"grad_norm", outcome.skipped ? json(nullptr) : json(outcome.grad_norm)},
-                   {"loss_scale", outcome.loss_scale},
-                   {"skipped", outcome.skipped},
-                   {"tokens_per_s", tokens_per_step / seconds},
-                   {"mfu", nullptr},  // no known peak for this device
-                   {"seconds", seconds}};
-      metrics << line.dump() << "\n";
+      MetricsLine line;
+      line.step = iteration;
+      line.epoch = order.epoch();
+      line.loss = loss;
+      line.lr = lr;
+      if (!outcome.skipped) line.grad_norm = outcome.grad_norm;
+      line.loss_scale = outcome.loss_scale;
+      line.skipped = outcome.skipped;
+      line.tokens_per_s = tokens_per_step / seconds;
+      line.seconds = seconds;
+      metrics << line.to_json().dump() << "\n";
       metrics.flush();
       double eta = step_seconds * static_cast<double>(epochs.total_steps - iteration);
       if (tty) {

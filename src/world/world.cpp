@@ -220,4 +220,9 @@ void write_problems(const std::vector<Problem>& problems, const std::string& pat
   std::filesystem::rename(temporary, path);
 }
 
+void write_world(const World& world, const std::string& out_dir) {
+  write_problems(world.train, out_dir + "/" + kTrainFile);
+  write_problems(world.test, out_dir + "/" + kTestFile);
+}
+
 }  // namespace metareuse::world

@@ -1,7 +1,8 @@
-// Evaluation on held-out questions: prompts built as the augment and prepare
-// stages build training prompts, answers generated with a KV cache (greedy or
-// seeded sampling, a token budget), each answer scored (eval/answer.h), and
-// per-model summaries with the relative change against a baseline.
+// Evaluation on held-out questions: prompts built by the augment stage's rule
+// (augment::PromptPolicy) and tokenized as prepare tokenizes training prompts,
+// answers generated with a KV cache (greedy or seeded sampling, a token
+// budget), each answer scored (eval/answer.h), and per-model summaries with
+// the relative change against a baseline.
 //
 // Distribution: every rank loads the whole model (inference needs no
 // sharding at the sizes evaluated on CPU) and answers questions i with
@@ -17,8 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "metareuse/augment/augment.h"
+#include "metareuse/augment/prompt.h"
 #include "metareuse/eval/answer.h"
+#include "metareuse/eval/eval_file.h"
+#include "metareuse/eval/eval_options.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/patterns/handbook.h"
 #include "metareuse/tokenizer/tokenizer.h"
@@ -28,27 +31,6 @@ class Communicator;
 }
 
 namespace metareuse::eval {
-
-// The prompt text of a question, as the augment stage writes "prompt":
-// pattern prefix + question + "\n". Without a handbook (or with
-// use_patterns = false, or augment mode none) the prefix is empty. In used
-// mode the k patterns come from a ContextIndex built on `contexts` (required
-// then) and are listed in handbook order, as augment lists an example's.
-class PromptBuilder {
- public:
-  PromptBuilder(const patterns::Handbook* handbook, bool use_patterns, augment::AugmentMode mode, std::size_t top_k,
-                double bm25_k1, double bm25_b, const augment::PatternContexts* contexts = nullptr);
-  std::string prompt_text(const std::string& question) const;
-
- private:
-  const patterns::Handbook* handbook_;
-  bool use_patterns_;
-  augment::AugmentMode mode_;
-  std::size_t top_k_;
-  std::string global_prefix_;
-  std::optional<augment::PatternIndex> index_;
-  std::optional<augment::ContextIndex> context_index_;
-};
 
 // The prompt's token ids, as prepare tokenizes a training record up to the
 // target: chat = <|begin_of_text|> user turn, then the open assistant header
@@ -60,21 +42,12 @@ std::vector<TokenId> prompt_ids(const Tokenizer& tokenizer, const std::string& t
 // (<|eot_id|> for chat, the tokenizer's eos for plain), plus the eos.
 std::vector<TokenId> stop_ids(const Tokenizer& tokenizer, const std::string& template_name);
 
-struct EvalOptions {
-  std::string template_name = "chat";
-  std::int64_t max_new_tokens = 256;
-  bool greedy = true;
-  double temperature = 1.0;
-  double top_p = 1.0;
-  std::uint64_t seed = 0;
-};
-
 struct QuestionResult {
   std::int64_t index = 0;             // in the questions file (bad lines skipped)
   std::int64_t line = 0;
   std::string question;
   std::string reference;
-  std::string prompt;                 // the prompt text (pattern prefix + question)
+  std::string prompt;                 // the prompt text (PromptPolicy::test_prompt)
   std::string output;                 // decoded, without the stop token
   std::optional<std::string> answer;  // extracted final answer
   bool correct = false;
@@ -86,7 +59,8 @@ struct QuestionResult {
   std::vector<std::size_t> patterns_used;  // handbook indices
   double seconds = 0.0;
 
-  nlohmann::ordered_json to_json(const std::string& role, const patterns::Handbook* handbook) const;
+  // Its line in answers.jsonl, for the entry `role`; pattern indices become their texts.
+  AnswerLine answer_line(const std::string& role, const patterns::Handbook* handbook) const;
 };
 
 // The answer to one prompt: tokens until a stop token or the budget.
@@ -100,18 +74,12 @@ Generation generate_answer(const LlamaModel& model, const std::vector<TokenId>& 
 // Collective. Returns every result, in question order, on rank 0; an empty
 // list on the other ranks.
 std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
-                                               const std::vector<Question>& questions, const PromptBuilder& prompts,
+                                               const std::vector<Question>& questions,
+                                               const augment::PromptPolicy& prompts,
                                                const PatternMatcher& matcher, const EvalOptions& options,
                                                Communicator& communicator);
 
-// accuracy, correct, questions, answered_rate, mean/median_generated_tokens,
-// mean/median_reasoning_tokens,
-// mean_reasoning_steps, median_reasoning_steps, pattern_use_rate,
-// mean_patterns_per_answer, stopped_rate, seconds, tokens_per_s.
-nlohmann::ordered_json summarize(const std::vector<QuestionResult>& results);
-
-// Relative change (model - baseline) / baseline of each summary figure
-// above (null where the baseline is 0), and the accuracy difference in points.
-nlohmann::ordered_json compare_summaries(const nlohmann::json& model, const nlohmann::json& baseline);
+// The figures of eval.json's "summary" (eval_file.h; SummaryChange::between compares two).
+Summary summarize(const std::vector<QuestionResult>& results);
 
 }  // namespace metareuse::eval

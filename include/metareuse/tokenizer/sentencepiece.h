@@ -2,9 +2,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace metareuse {
+
+class Tokenizer;
 
 struct SentencePieceTrainOptions {
   std::string input_file;    // plain text, one sentence (example) per line
@@ -18,5 +21,12 @@ struct SentencePieceTrainOptions {
 
 // Trains a model; throws Error with sentencepiece's message on failure.
 void train_sentencepiece(const SentencePieceTrainOptions& options);
+
+// Trains a sentencepiece tokenizer on a corpus into `model` (which must end in
+// .model) and loads it. The training text is each string field of each JSON
+// Lines record (.jsonl), or the file's lines as they are; it is written next
+// to the model as <model>.train.txt and removed afterwards. Not collective.
+std::unique_ptr<Tokenizer> train_sentencepiece_on_corpus(const std::string& corpus, const std::string& model,
+                                                         std::int64_t vocab_size, const std::string& model_type);
 
 }  // namespace metareuse

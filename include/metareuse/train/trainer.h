@@ -38,9 +38,6 @@ std::string format_plan(const MemoryPlan& plan);
 // (with model.vocab_size when set).
 LlamaConfig model_config_from(const Config& config);
 
-// The run's checkpoint folder: checkpoint.dir, or <run folder>/checkpoints.
-std::string checkpoint_folder(const Config& config, const std::string& run_folder);
-
 // Everything training reads from the config, typed, read once. Built by
 // TrainOptions::from_config; run_training reads no config key after that.
 struct TrainOptions {

@@ -74,4 +74,10 @@ std::string problem_json(const Problem& problem);
 // Writes problems to `path` (tmp + rename); throws Error on failure.
 void write_problems(const std::vector<Problem>& problems, const std::string& path);
 
+// A world folder: the training corpus and the held-out test problems.
+inline constexpr const char* kTrainFile = "train.jsonl";
+inline constexpr const char* kTestFile = "test.jsonl";
+// Writes world.train to <out_dir>/train.jsonl and world.test to <out_dir>/test.jsonl.
+void write_world(const World& world, const std::string& out_dir);
+
 }  // namespace metareuse::world

@@ -1,0 +1,154 @@
+// What eval writes: eval.json (one EvalFile) and answers.jsonl (one
+// AnswerLine per question and model), owned here; report.html and the tests
+// read them through these structs. Torch-free.
+//
+// eval.json, in key order:
+//   format "metareuse.eval", version 1, questions_file, questions, bad_records,
+//   generation {greedy, temperature, top_p, seed, max_new_tokens} (temperature
+//   and top_p null when greedy), prompt {patterns, augment_mode, top_k, contexts},
+//   handbook, handbook_patterns, definitions {name: text},
+//   models {role: {path, source, prompt_patterns, tokenizer, template, summary,
+//   change_vs_baseline (not for the baseline)}}, relative_change and
+//   relative_change_of (the first entry against the baseline, when there is
+//   one), answers, ranks, wall_seconds.
+#pragma once
+
+#include <nlohmann/json.hpp>  // the file formats
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace metareuse::eval {
+
+inline constexpr const char* kEvalFormat = "metareuse.eval";
+inline constexpr int kEvalVersion = 1;
+
+// One model's figures over the questions (summarize() in evaluate.h).
+struct Summary {
+  std::int64_t questions = 0;
+  std::int64_t correct = 0;
+  double accuracy = 0;
+  double answered_rate = 0;  // answers with a final answer to compare
+  double mean_generated_tokens = 0;
+  double median_generated_tokens = 0;
+  double mean_reasoning_tokens = 0;
+  double median_reasoning_tokens = 0;
+  double mean_reasoning_steps = 0;
+  double median_reasoning_steps = 0;
+  double pattern_use_rate = 0;
+  double mean_patterns_per_answer = 0;
+  double stopped_rate = 0;  // answers that ended with the stop token
+  double seconds = 0;       // summed over questions (all ranks)
+  double tokens_per_s = 0;
+
+  nlohmann::ordered_json to_json() const;
+  // A missing figure reads as 0.
+  static Summary from_json(const nlohmann::json& j);
+};
+
+// (model - baseline) / baseline of each figure; nullopt where the baseline is 0
+// (null in the file). accuracy_points is the accuracy difference in points.
+struct SummaryChange {
+  std::optional<double> accuracy;
+  std::optional<double> mean_generated_tokens;
+  std::optional<double> median_generated_tokens;
+  std::optional<double> mean_reasoning_tokens;
+  std::optional<double> median_reasoning_tokens;
+  std::optional<double> mean_reasoning_steps;
+  std::optional<double> median_reasoning_steps;
+  std::optional<double> pattern_use_rate;
+  std::optional<double> mean_patterns_per_answer;
+  std::optional<double> accuracy_points;
+
+  static SummaryChange between(const Summary& model, const Summary& baseline);
+  nlohmann::ordered_json to_json() const;
+  static SummaryChange from_json(const nlohmann::json& j);
+};
+
+struct EvalModelEntry {
+  std::string role;  // "model", "baseline", "control", or an experiment's names
+  std::string path;
+  std::string source;  // the model source's description
+  bool prompt_patterns = false;
+  std::string tokenizer;
+  std::string template_name;
+  Summary summary;
+  std::optional<SummaryChange> change_vs_baseline;
+};
+
+struct EvalFile {
+  std::string questions_file;
+  std::int64_t questions = 0;
+  std::int64_t bad_records = 0;
+  bool greedy = true;
+  double temperature = 1.0;  // null in the file when greedy
+  double top_p = 1.0;        // null in the file when greedy
+  std::uint64_t seed = 0;
+  std::int64_t max_new_tokens = 0;
+  bool prompt_patterns = false;  // some entry's prompts carry patterns
+  std::string augment_mode;
+  std::int64_t top_k = 0;
+  std::string contexts;  // used mode's augmented examples; "" (null) otherwise
+  std::string handbook;  // "" (null): none
+  std::int64_t handbook_patterns = 0;
+  std::vector<std::pair<std::string, std::string>> definitions;  // metric name, what it means
+  std::vector<EvalModelEntry> models;                            // in evaluation order
+  std::optional<SummaryChange> relative_change;
+  std::string relative_change_of;
+  std::string answers;  // the answers file, relative to eval.json's folder
+  std::int64_t ranks = 1;
+  double wall_seconds = 0;
+
+  const EvalModelEntry* find(const std::string& role) const;
+  // The definition of `name`, or `fallback` when the file has none.
+  std::string definition(const std::string& name, const std::string& fallback) const;
+
+  nlohmann::ordered_json to_json() const;
+  // Lenient, for files written by older builds or by hand: a missing field
+  // keeps its default. Throws InputError naming `source` when "models" is not an object.
+  static EvalFile from_json(const nlohmann::json& document, const std::string& source);
+};
+
+// What each eval.json figure means (written into every file's "definitions").
+std::vector<std::pair<std::string, std::string>> metric_definitions();
+
+void write_eval_file(const EvalFile& file, const std::string& path);
+// nullopt when `path` is missing or unreadable, or not an eval file.
+std::optional<EvalFile> read_eval_file(const std::string& path);
+
+// One line of answers.jsonl.
+struct AnswerLine {
+  std::string model = "model";  // the entry's role
+  std::int64_t index = 0;
+  std::int64_t line = 0;
+  std::string question;
+  std::string reference;
+  std::optional<std::string> answer;
+  bool correct = false;
+  std::int64_t prompt_tokens = 0;
+  std::int64_t generated_tokens = 0;
+  std::int64_t reasoning_tokens = 0;
+  bool stopped = false;  // "stop_token" (true) or "max_new_tokens" in the file
+  std::int64_t reasoning_steps = 0;
+  std::vector<std::string> patterns_used;  // pattern texts
+  double seconds = 0;
+  std::string prompt;
+  std::string output;
+
+  nlohmann::ordered_json to_json() const;
+  // Lenient like EvalFile::from_json.
+  static AnswerLine from_json(const nlohmann::json& j);
+};
+
+// An answers file; bad lines are counted, not fatal.
+struct AnswerLines {
+  std::vector<AnswerLine> lines;
+  std::int64_t bad = 0;
+  bool found = false;
+};
+AnswerLines read_answer_lines(const std::string& path);
+
+}  // namespace metareuse::eval

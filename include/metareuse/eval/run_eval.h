@@ -1,0 +1,64 @@
+// The eval stage: models answer held-out questions, and their results go to
+// eval.json (EvalFile) and answers.jsonl in an output folder. `metareuse
+// eval` and the pipeline's eval stage both run it, with options read from the
+// config by eval_run_options().
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "metareuse/eval/eval_file.h"
+#include "metareuse/eval/eval_options.h"
+
+namespace metareuse {
+class Communicator;
+class Config;
+}  // namespace metareuse
+
+namespace metareuse::run {
+class RunLayout;
+}
+
+namespace metareuse::eval {
+
+// One model to evaluate: its name in eval.json, its path (a Hugging Face
+// folder, a checkpoint file or folder), and whether its prompts carry
+// handbook patterns (#10: baseline, reuse, control).
+struct EvalModel {
+  std::string role;
+  std::string path;
+  bool patterns = true;
+};
+
+struct EvalRunOptions {
+  std::vector<EvalModel> models;
+  std::string questions;       // JSON Lines of held-out questions
+  std::int64_t limit = 0;      // the first N questions (0: all)
+  std::string out_dir;         // where eval.json and answers.jsonl go
+  std::string handbook;        // for prompts and pattern use ("" : none)
+  std::string contexts;        // used mode: the augmented examples (pattern contexts)
+  std::string augment_mode = "global";  // the prompts' augment mode, as the config names it
+  std::size_t top_k = 8;
+  double bm25_k1 = 1.2;
+  double bm25_b = 0.75;
+  std::string tokenizer;       // "" : the checkpoint's training tokenizer, else one in the model folder
+  EvalOptions generation;      // its template is tokenizer.template for every model
+};
+
+// The options of a config: eval.*, augment.*, tokenizer.*, run.seed. The
+// models: eval.model (default: the run's checkpoints, which must exist),
+// control when eval.control, baseline when eval.baseline.
+// The handbook defaults to the run's, when it exists; the contexts to the
+// run's augmented examples; the output folder to the run's eval/.
+EvalRunOptions eval_run_options(const Config& config, const run::RunLayout& layout);
+
+// Collective: every model answers every question (questions spread over the
+// ranks); rank 0 writes answers.jsonl and eval.json into out_dir, prints the
+// table, and gets the file back (the other ranks an empty one).
+EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicator);
+
+// The table people read: one row per model, and each change against the baseline.
+std::string format_eval_table(const EvalFile& file);
+
+}  // namespace metareuse::eval

@@ -1,0 +1,35 @@
+// The pipeline's torch-free stages, each from the config to its output file:
+// patterns (handbook.json), augment (augmented.jsonl) and prepare
+// (dataset.h5). `metareuse run` and the single-stage commands (`metareuse
+// patterns`, `augment`, `prepare`) both call these. Collective.
+#pragma once
+
+#include <string>
+
+#include "metareuse/corpus/corpus.h"
+
+namespace metareuse {
+class Config;
+class Runtime;
+}  // namespace metareuse
+
+namespace metareuse::run {
+
+// corpus.fields and corpus.max_depth as read options.
+corpus::ReadOptions corpus_read_options(const Config& config);
+
+// Mines corpus.files per patterns.* (or imports patterns.import), reports the
+// coverage of patterns.holdout, and writes the handbook (rank 0). Returns
+// kExitBadRecords when corpus.strict is set and the corpus has bad lines.
+int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path);
+
+// Writes the training examples of corpus.files with the handbook's patterns
+// (augment.*). Returns kExitBadRecords like patterns_stage.
+int augment_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
+                  const std::string& out_path);
+
+// Tokenizes the examples `input` into the HDF5 dataset `output` with
+// tokenizer.path (dataset.*, tokenizer.template).
+int prepare_stage(const Config& config, Runtime& runtime, const std::string& input, const std::string& output);
+
+}  // namespace metareuse::run

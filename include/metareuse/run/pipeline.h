@@ -1,0 +1,38 @@
+// `metareuse run`: the pipeline, stage by stage, in one run folder (layout.h):
+//   patterns -> augment -> prepare (a sentencepiece tokenizer is trained on the
+//   augmented examples when tokenizer.path is empty) -> train -> checkpoint
+//   (the final checkpoint is verified) -> eval -> export.
+// Each finished stage records a fingerprint of its config sections and input
+// files in <run>/stages.json; a later run skips a stage whose fingerprint and
+// outputs are unchanged, so re-running after a stop resumes the pipeline.
+// With experiment.baseline (#10) the run also trains a baseline from scratch
+// on the unaugmented corpus (augment mode none, the run's tokenizer, the same
+// model, steps, batch and seed) in <run>/baseline, and eval writes three
+// entries: baseline, reuse (the run's model prompted with patterns) and
+// control (the same model prompted without them).
+#pragma once
+
+#include <string>
+
+namespace metareuse {
+class Config;
+class Runtime;
+}  // namespace metareuse
+
+namespace metareuse::run {
+
+struct PipelineOptions {
+  std::string from;  // run from this stage on, even if its outputs are up to date
+  std::string only;  // run only this stage
+};
+
+// Collective. Returns an exit status: kExitOk, a stage's status (kExitTimeLimit
+// when training stopped early or SIGUSR1 arrived between stages; the next run
+// resumes), or kExitNotBuilt when some stage is not built yet. Throws
+// UsageError for an unknown --from/--only stage.
+int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& options);
+
+// `metareuse train`: the resolved config into the run folder, then training.
+int train_in_run_folder(const Config& config, Runtime& runtime);
+
+}  // namespace metareuse::run

@@ -1,0 +1,41 @@
+// <run>/metrics.jsonl: one MetricsLine per optimizer step, written by the
+// trainer (rank 0, flushed each step) and read by report.html. Torch-free.
+#pragma once
+
+#include <nlohmann/json.hpp>  // the line format
+
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace metareuse {
+
+struct MetricsLine {
+  std::int64_t step = 0;   // optimizer steps attempted so far, this one included
+  std::int64_t epoch = 0;
+  double loss = NAN;
+  double lr = 0;
+  std::optional<double> grad_norm;  // none (null) when the step was skipped
+  double loss_scale = NAN;
+  bool skipped = false;             // an fp16 overflow: no update
+  double tokens_per_s = 0;
+  std::optional<double> mfu;        // none (null): no known peak for this device
+  double seconds = 0;               // of this step
+
+  // Keys in nlohmann::json's (sorted) order.
+  nlohmann::json to_json() const;
+  // nullopt for a line that is not a metrics line (no numeric "step"); a
+  // missing loss or loss scale reads as NaN.
+  static std::optional<MetricsLine> from_json(const nlohmann::json& j);
+};
+
+struct MetricsFile {
+  std::vector<MetricsLine> lines;
+  std::int64_t bad = 0;  // lines that are not JSON
+  bool found = false;
+};
+MetricsFile read_metrics(const std::string& path);
+
+}  // namespace metareuse

@@ -1,0 +1,44 @@
+#include "metareuse/checkpoint/export.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>  // dtypes
+
+#include <filesystem>
+
+#include "metareuse/checkpoint/model_source.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+
+namespace metareuse {
+namespace fs = std::filesystem;
+
+ExportDtype parse_export_dtype(const std::string& name) {
+  if (name == "fp32") return ExportDtype::kFloat32;
+  if (name == "fp16") return ExportDtype::kFloat16;
+  if (name == "bf16") return ExportDtype::kBFloat16;
+  throw ConfigError(fmt::format("export dtype must be fp32, fp16 or bf16, got '{}'", name));
+}
+
+void export_checkpoint(const ExportOptions& options) {
+  const CheckpointModelSource source(options.checkpoint);
+  LlamaModel model = load_model(source);
+  const torch::ScalarType dtype = options.dtype == ExportDtype::kFloat32   ? torch::kFloat32
+                                  : options.dtype == ExportDtype::kFloat16 ? torch::kFloat16
+                                                                           : torch::kBFloat16;
+  save_hf_model(model, options.out, options.max_shard_bytes, dtype);
+  // The tokenizer the run used travels with the weights.
+  const nlohmann::json& meta = source.meta();
+  if (meta.contains("config")) {
+    std::string tokenizer = meta["config"].value("tokenizer", nlohmann::json::object()).value("path", "");
+    if (!tokenizer.empty() && fs::exists(tokenizer)) {
+      fs::copy_file(tokenizer, fs::path(options.out) / fs::path(tokenizer).filename(),
+                    fs::copy_options::overwrite_existing);
+    }
+  }
+  const char* dtype_name = options.dtype == ExportDtype::kFloat32   ? "fp32"
+                           : options.dtype == ExportDtype::kFloat16 ? "fp16"
+                                                                    : "bf16";
+  log::info("exported {} (step {}) to {} as {}", source.path(), meta.value("step", 0), options.out, dtype_name);
+}
+
+}  // namespace metareuse

@@ -1,0 +1,276 @@
+// The eval stage: options from the config, models loaded and checked against
+// their tokenizers, the answers, and eval.json / answers.jsonl.
+#include "metareuse/eval/run_eval.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>  // TensorOptions
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+
+#include "metareuse/augment/prompt.h"
+#include "metareuse/checkpoint/model_source.h"
+#include "metareuse/core/config.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/core/timing.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/eval/evaluate.h"
+#include "metareuse/run/layout.h"
+
+namespace metareuse::eval {
+namespace fs = std::filesystem;
+
+namespace {
+
+// The tokenizer for a model: tokenizer.path when set; else the one the
+// checkpoint's training config names; else a tokenizer file in the model
+// folder (export copies it there).
+std::string tokenizer_for(const std::string& configured, const std::string& model_path, const ModelSource& source) {
+  if (!configured.empty()) return configured;
+  if (const auto* checkpoint = dynamic_cast<const CheckpointModelSource*>(&source)) {
+    const nlohmann::json& meta = checkpoint->meta();
+    if (meta.contains("config") && meta["config"].contains("tokenizer")) {
+      std::string path = meta["config"]["tokenizer"].value("path", std::string());
+      if (!path.empty()) return path;
+    }
+  }
+  std::error_code error;
+  if (fs::is_directory(model_path, error)) {
+    for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
+      if (fs::exists(fs::path(model_path) / name)) return (fs::path(model_path) / name).string();
+    }
+  }
+  throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path)", model_path));
+}
+
+// The prompt template is tokenizer.template: checkpoints do not record the
+// dataset's template, so a differing value in the checkpoint's training
+// config is only warned about.
+std::string template_for(const std::string& configured, const ModelSource& source) {
+  if (const auto* checkpoint = dynamic_cast<const CheckpointModelSource*>(&source)) {
+    const nlohmann::json& meta = checkpoint->meta();
+    if (meta.contains("config") && meta["config"].contains("tokenizer")) {
+      std::string trained = meta["config"]["tokenizer"].value("template", configured);
+      if (trained != configured) {
+        log::warn("{}: its training config says tokenizer.template={}, prompts use {}", checkpoint->path(), trained,
+                  configured);
+      }
+    }
+  }
+  return configured;
+}
+
+// A checkpoint records the identity of the tokenizer its dataset was made with.
+void check_tokenizer(const Tokenizer& tokenizer, const std::string& tokenizer_path, const ModelSource& source) {
+  const auto* checkpoint = dynamic_cast<const CheckpointModelSource*>(&source);
+  if (checkpoint == nullptr || !checkpoint->meta().contains("tokenizer") || !checkpoint->meta()["tokenizer"].is_string()) {
+    return;
+  }
+  const std::string trained = checkpoint->meta()["tokenizer"].get<std::string>();
+  if (trained != tokenizer.identity()) {
+    throw InputError(fmt::format("{} was trained with tokenizer {}, but {} is {}", checkpoint->path(), trained,
+                                 tokenizer_path, tokenizer.identity()));
+  }
+}
+
+// One entry's model, loaded and checked against its tokenizer, answering every question.
+struct EntryRun {
+  EvalModelEntry entry;
+  std::vector<QuestionResult> results;  // rank 0
+};
+
+EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options,
+                        const std::vector<Question>& questions, const augment::PromptPolicy& prompts,
+                        const PatternMatcher& matcher, Communicator& communicator) {
+  EntryRun run;
+  run.entry.role = model_entry.role;
+  run.entry.path = model_entry.path;
+  run.entry.prompt_patterns = patterns;
+  auto source = open_model_or_checkpoint(model_entry.path);
+  run.entry.source = source->description();
+  run.entry.tokenizer = tokenizer_for(options.tokenizer, model_entry.path, *source);
+  run.entry.template_name = template_for(options.generation.template_name, *source);
+  auto tokenizer = load_tokenizer(run.entry.tokenizer);
+  check_tokenizer(*tokenizer, run.entry.tokenizer, *source);
+  if (tokenizer->vocab_size() > source->config().vocab_size) {
+    throw InputError(fmt::format("tokenizer {} has {} tokens but model {} has {} embedding rows", run.entry.tokenizer,
+                                 tokenizer->vocab_size(), model_entry.path, source->config().vocab_size));
+  }
+  LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
+  EvalOptions generation = options.generation;
+  generation.template_name = run.entry.template_name;
+  log::info("eval {}: {} on {} questions ({} ranks)", run.entry.role, run.entry.source, questions.size(),
+            communicator.size());
+  Stopwatch watch;
+  run.results = evaluate_questions(model, *tokenizer, questions, prompts, matcher, generation, communicator);
+  if (communicator.rank() == 0) {
+    const Summary& s = run.entry.summary = summarize(run.results);
+    log::info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
+              "in {:.1f} s",
+              run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
+              s.mean_reasoning_steps, 100.0 * s.pattern_use_rate, watch.seconds());
+  }
+  return run;
+}
+
+void write_answers(const std::vector<EntryRun>& runs, const patterns::Handbook* handbook, const std::string& path) {
+  std::ofstream answers(path, std::ios::binary | std::ios::trunc);
+  if (!answers) throw Error(fmt::format("{}: cannot write", path));
+  for (const EntryRun& run : runs) {
+    for (const auto& result : run.results) {
+      answers << result.answer_line(run.entry.role, handbook)
+                     .to_json()
+                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+              << '\n';
+    }
+  }
+  if (!answers.flush()) throw Error(fmt::format("{}: failed writing", path));
+}
+
+}  // namespace
+
+EvalRunOptions eval_run_options(const Config& config, const run::RunLayout& layout) {
+  EvalRunOptions options;
+  std::string model = config.get_string("eval.model");
+  if (model.empty()) {
+    // The run's own checkpoints.
+    model = layout.checkpoint_folder(config);
+    if (!is_checkpoint_path(model)) {
+      throw UsageError(fmt::format("give the model with --model (eval.model); '{}' has no checkpoint", model));
+    }
+  }
+  const bool patterns = config.get_bool("eval.prompt_patterns");
+  options.models = {{"model", model, patterns}};
+  if (config.get_bool("eval.control")) options.models.push_back({"control", model, false});
+  const std::string baseline = config.get_string("eval.baseline");
+  if (!baseline.empty()) options.models.push_back({"baseline", baseline, patterns});
+  options.questions = config.get_string("eval.questions");
+  options.limit = config.get_int("eval.limit");
+  options.out_dir = config.get_string("eval.out");
+  if (options.out_dir.empty()) options.out_dir = layout.eval_folder();
+  options.handbook = config.get_string("eval.handbook");
+  if (options.handbook.empty() && fs::exists(layout.handbook())) options.handbook = layout.handbook();
+  options.contexts = config.get_string("eval.contexts");
+  if (options.contexts.empty()) options.contexts = layout.augmented();
+  options.augment_mode = config.get_string("augment.mode");
+  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
+  options.bm25_k1 = config.get_number("augment.bm25_k1");
+  options.bm25_b = config.get_number("augment.bm25_b");
+  options.tokenizer = config.get_string("tokenizer.path");
+  options.generation.template_name = config.get_string("tokenizer.template");
+  options.generation.max_new_tokens = config.get_int("eval.max_new_tokens");
+  options.generation.greedy = config.get_bool("eval.greedy");
+  options.generation.temperature = config.get_number("eval.temperature");
+  options.generation.top_p = config.get_number("eval.top_p");
+  options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
+EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicator) {
+  const bool leader = communicator.rank() == 0;
+  Stopwatch wall;
+  if (options.questions.empty()) throw UsageError("give the held-out questions with --questions (eval.questions)");
+  if (options.models.empty()) throw UsageError("give the model with --model (eval.model)");
+
+  QuestionSet questions = read_questions(options.questions, options.limit);
+  if (questions.questions.empty()) throw InputError(fmt::format("{}: no usable questions", options.questions));
+
+  // The handbook: for prompts (as augment built them) and for pattern use.
+  std::optional<patterns::Handbook> handbook;
+  if (!options.handbook.empty()) handbook = patterns::read_handbook(options.handbook);
+  const patterns::Handbook* handbook_pointer = handbook ? &*handbook : nullptr;
+  const augment::AugmentMode mode = augment::parse_augment_mode(options.augment_mode);
+  const bool any_patterns =
+      std::any_of(options.models.begin(), options.models.end(), [](const EvalModel& m) { return m.patterns; });
+  // Used mode retrieves with each pattern's context: the training examples that use it.
+  std::optional<augment::PatternContexts> contexts;
+  if (mode == augment::AugmentMode::kUsed && handbook && any_patterns) {
+    contexts = augment::read_pattern_contexts(options.contexts, *handbook);
+  }
+  const augment::PromptPolicy with_patterns(handbook_pointer, mode, options.top_k, options.bm25_k1, options.bm25_b,
+                                            contexts ? &*contexts : nullptr);
+  const augment::PromptPolicy without_patterns(nullptr, augment::AugmentMode::kNone, 0, options.bm25_k1,
+                                               options.bm25_b);
+  PatternMatcher matcher(handbook ? handbook->patterns : std::vector<patterns::Pattern>{});
+
+  std::vector<EntryRun> runs;
+  for (const EvalModel& model : options.models) {
+    const bool patterns = model.patterns && with_patterns.carries_patterns();
+    runs.push_back(evaluate_entry(model, patterns, options, questions.questions,
+                                  patterns ? with_patterns : without_patterns, matcher, communicator));
+  }
+
+  EvalFile file;
+  if (leader) {
+    fs::create_directories(options.out_dir);
+    const std::string answers_path = run::RunLayout::answers_in(options.out_dir);
+    write_answers(runs, handbook_pointer, answers_path);
+    file.questions_file = options.questions;
+    file.questions = static_cast<std::int64_t>(questions.questions.size());
+    file.bad_records = questions.bad_records;
+    file.greedy = options.generation.greedy;
+    file.temperature = options.generation.temperature;
+    file.top_p = options.generation.top_p;
+    file.seed = options.generation.seed;
+    file.max_new_tokens = options.generation.max_new_tokens;
+    file.prompt_patterns = any_patterns && handbook_pointer != nullptr;
+    file.augment_mode = options.augment_mode;
+    file.top_k = static_cast<std::int64_t>(options.top_k);
+    if (contexts) file.contexts = options.contexts;
+    file.handbook = options.handbook;
+    file.handbook_patterns = handbook ? static_cast<std::int64_t>(handbook->patterns.size()) : 0;
+    file.definitions = metric_definitions();
+    const EntryRun* baseline = nullptr;
+    for (const EntryRun& run : runs) {
+      if (run.entry.role == "baseline") baseline = &run;
+    }
+    for (const EntryRun& run : runs) {
+      file.models.push_back(run.entry);
+      if (baseline == nullptr || &run == baseline) continue;
+      file.models.back().change_vs_baseline = SummaryChange::between(run.entry.summary, baseline->entry.summary);
+      // The first other entry against the baseline (the report's "relative change" row).
+      if (!file.relative_change) {
+        file.relative_change = file.models.back().change_vs_baseline;
+        file.relative_change_of = run.entry.role;
+      }
+    }
+    file.answers = run::file::kAnswers;
+    file.ranks = communicator.size();
+    file.wall_seconds = wall.seconds();
+    const std::string eval_path = run::RunLayout::eval_file_in(options.out_dir);
+    write_eval_file(file, eval_path);
+    std::cout << format_eval_table(file);
+    log::info("wrote {} and {}", eval_path, answers_path);
+  }
+  communicator.barrier();
+  return file;
+}
+
+std::string format_eval_table(const EvalFile& file) {
+  std::string table = fmt::format("{:<10} {:>9} {:>12} {:>13} {:>16} {:>11} {:>12}\n", "model", "accuracy",
+                                  "mean tokens", "median tokens", "reasoning tokens", "mean steps", "pattern use");
+  for (const EvalModelEntry& entry : file.models) {
+    const Summary& s = entry.summary;
+    table += fmt::format("{:<10} {:>8.1f}% {:>12.1f} {:>13.1f} {:>16.1f} {:>11.2f} {:>11.1f}%\n", entry.role,
+                         100.0 * s.accuracy, s.mean_generated_tokens, s.median_generated_tokens,
+                         s.mean_reasoning_tokens, s.mean_reasoning_steps, 100.0 * s.pattern_use_rate);
+  }
+  auto percent = [](const std::optional<double>& value) {
+    return value ? fmt::format("{:+.1f}%", 100.0 * *value) : std::string("n/a");
+  };
+  for (const EvalModelEntry& entry : file.models) {
+    if (!entry.change_vs_baseline) continue;
+    const SummaryChange& change = *entry.change_vs_baseline;
+    table += fmt::format("change vs baseline ({}): accuracy {:+.1f} points, reasoning tokens {}, mean tokens {}, mean "
+                         "steps {}\n",
+                         entry.role, change.accuracy_points.value_or(0.0), percent(change.mean_reasoning_tokens),
+                         percent(change.mean_generated_tokens), percent(change.mean_reasoning_steps));
+  }
+  return table;
+}
+
+}  // namespace metareuse::eval

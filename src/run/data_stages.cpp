@@ -1,0 +1,165 @@
+// The torch-free stages: the config's keys become each stage's typed options.
+#include "metareuse/run/data_stages.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>  // corpus.fields, the handbook's stats
+
+#include "metareuse/augment/augment.h"
+#include "metareuse/core/config.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
+#include "metareuse/core/timing.h"
+#include "metareuse/dataset/dataset.h"
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/runtime.h"
+#include "metareuse/patterns/miner.h"
+#include "metareuse/tokenizer/tokenizer.h"
+
+namespace metareuse::run {
+
+namespace {
+
+patterns::MiningOptions mining_options(const Config& config) {
+  patterns::MiningOptions options;
+  options.mode = patterns::parse_mining_mode(config.get_string("patterns.mode"));
+  options.min_support = static_cast<std::uint64_t>(config.get_int("patterns.min_support"));
+  options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
+  options.min_words = static_cast<std::size_t>(config.get_int("patterns.min_words"));
+  options.max_phrase_words = static_cast<std::size_t>(config.get_int("patterns.max_phrase_words"));
+  options.max_candidates = static_cast<std::size_t>(config.get_int("patterns.max_candidates"));
+  options.containment_ratio = config.get_number("patterns.containment_ratio");
+  options.selection = config.get_string("patterns.selection") == "support" ? patterns::Selection::kSupport
+                                                                           : patterns::Selection::kCoverage;
+  options.pool_size = static_cast<std::size_t>(config.get_int("patterns.pool_size"));
+  options.group_bytes = static_cast<std::size_t>(config.get_int("patterns.group_memory_mb")) << 20;
+  options.read = corpus_read_options(config);
+  if (options.max_phrase_words < options.min_words) {
+    throw ConfigError("patterns.max_phrase_words must be >= patterns.min_words");
+  }
+  return options;
+}
+
+// Mines the corpus into `handbook`; returns the corpus's bad lines.
+std::uint64_t mine_handbook(const Config& config, Communicator& world, patterns::Handbook& handbook) {
+  const patterns::MiningOptions options = mining_options(config);
+  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
+  patterns::MiningResult result = patterns::mine_patterns(files, options, world);
+  handbook = std::move(result.handbook);
+  log::info("corpus: {} in {} file(s), {:.1f} MB", corpus::describe_stats(result.corpus), files.size(),
+            static_cast<double>(result.corpus.bytes) / 1e6);
+  log::info("patterns ({} mode, {} rank(s)): {} distinct candidates, {} with support >= {}, {} kept; "
+            "counting {:.2f} s, reduction {:.2f} s",
+            handbook.mode, world.size(), result.global_candidates, result.qualified, options.min_support,
+            handbook.patterns.size(), result.seconds_count, result.seconds_reduce);
+  for (std::size_t i = 0; i < handbook.patterns.size() && i < 5; ++i) {
+    log::info("  {:>7}  {}", handbook.patterns[i].support, handbook.patterns[i].text);
+  }
+  return result.corpus.bad_lines;
+}
+
+// kExitBadRecords when --strict (corpus.strict) and the corpus had bad lines.
+int strict_status(const Config& config, std::uint64_t bad_lines) {
+  if (bad_lines > 0 && config.get_bool("corpus.strict")) {
+    log::error("--strict: {} bad line(s) in the corpus", bad_lines);
+    return kExitBadRecords;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+corpus::ReadOptions corpus_read_options(const Config& config) {
+  corpus::ReadOptions read;
+  const nlohmann::json& fields = config.get_json("corpus.fields");
+  for (auto it = fields.begin(); it != fields.end(); ++it) {
+    std::string value = it.value().get<std::string>();
+    if (it.key() == "question") read.fields.question = value;
+    else if (it.key() == "reasoning") read.fields.reasoning = value;
+    else if (it.key() == "solution") read.fields.solution = value;
+    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution)", it.key()));
+  }
+  read.max_depth = static_cast<int>(config.get_int("corpus.max_depth"));
+  return read;
+}
+
+int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path) {
+  Communicator& world = runtime.world();
+  Stopwatch watch;
+  patterns::Handbook handbook;
+  std::uint64_t bad_lines = 0;
+  const std::string import_path = config.get_string("patterns.import");
+  if (!import_path.empty()) {
+    handbook = patterns::import_behavior_handbook(import_path);
+    log::info("imported {} behaviors from {}", handbook.patterns.size(), import_path);
+  } else {
+    bad_lines = mine_handbook(config, world, handbook);
+  }
+  std::vector<std::string> holdout = config.get_string_list("patterns.holdout");
+  if (!holdout.empty()) {
+    std::vector<std::string> holdout_files = corpus::expand_corpus_files(holdout);
+    patterns::Coverage coverage =
+        patterns::holdout_coverage(handbook.patterns, holdout_files, corpus_read_options(config), world);
+    log::info("holdout coverage: {} of {} records ({:.2f}%) contain at least one of the {} patterns", coverage.covered,
+              coverage.records, 100.0 * coverage.share(), handbook.patterns.size());
+    handbook.stats["holdout"] = {{"files", holdout_files},
+                                 {"records", coverage.records},
+                                 {"covered", coverage.covered},
+                                 {"coverage", coverage.share()}};
+  }
+  if (runtime.rank() == 0) patterns::write_handbook(handbook, handbook_path);
+  world.barrier();
+  log::info("handbook: {} ({} patterns) in {:.2f} s", handbook_path, handbook.patterns.size(), watch.seconds());
+  return strict_status(config, bad_lines);
+}
+
+int augment_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
+                  const std::string& out_path) {
+  Stopwatch watch;
+  patterns::Handbook handbook = patterns::read_handbook(handbook_path);
+  augment::AugmentOptions options;
+  options.mode = augment::parse_augment_mode(config.get_string("augment.mode"));
+  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
+  options.bm25_k1 = config.get_number("augment.bm25_k1");
+  options.bm25_b = config.get_number("augment.bm25_b");
+  options.read = corpus_read_options(config);
+  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
+  augment::AugmentStats stats = augment::augment_corpus(files, handbook, options, out_path, runtime.world());
+  log::info("corpus: {}", corpus::describe_stats(stats.corpus));
+  log::info("augment ({} mode, top {} of {} patterns): {} examples to {}{} in {:.2f} s",
+            augment::augment_mode_name(options.mode), options.top_k, handbook.patterns.size(), stats.examples, out_path,
+            options.mode == augment::AugmentMode::kRetrieval
+                ? fmt::format(" ({} with retrieved patterns, the rest with the global top)", stats.retrieved)
+                : std::string(),
+            watch.seconds());
+  return strict_status(config, stats.corpus.bad_lines);
+}
+
+int prepare_stage(const Config& config, Runtime& runtime, const std::string& input, const std::string& output) {
+  PrepareOptions options;
+  options.input = input;
+  options.output = output;
+  options.template_name = config.get_string("tokenizer.template");
+  options.sequence_length = config.get_int("dataset.sequence_length");
+  options.pack = config.get_bool("dataset.pack");
+  options.patterns_file = config.get_string("dataset.patterns_file");
+  options.config_json = config.dump();
+  if (options.input.empty()) throw UsageError("give the augmented examples with --input (dataset.input)");
+  if (config.get_string("tokenizer.path").empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
+
+  Stopwatch watch;
+  auto tokenizer = load_tokenizer(config.get_string("tokenizer.path"));
+  PrepareReport report = prepare_dataset(options, *tokenizer, runtime.world());
+  const DatasetMetadata& metadata = report.metadata;
+  log::info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped), {} tokens in {} "
+            "sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s)",
+            options.output, report.records, report.bad_records, metadata.documents, metadata.dropped_documents,
+            options.sequence_length, metadata.real_tokens, report.sequences, 100.0 * metadata.packing_efficiency,
+            watch.seconds(), runtime.world_size());
+  if (report.records == report.bad_records) {
+    throw InputError(fmt::format("{}: no usable records (each needs string fields \"prompt\" and \"target\")",
+                                 options.input));
+  }
+  return kExitOk;
+}
+
+}  // namespace metareuse::run

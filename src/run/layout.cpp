@@ -1,0 +1,28 @@
+#include "metareuse/run/layout.h"
+
+#include <filesystem>
+
+#include "metareuse/core/config.h"
+
+namespace metareuse::run {
+
+RunLayout RunLayout::for_config(const Config& config) {
+  std::string out_dir = config.get_string("run.out_dir");
+  return RunLayout(out_dir.empty() ? "runs/" + config.get_string("run.name") : out_dir);
+}
+
+std::string RunLayout::checkpoint_folder(const Config& config) const {
+  std::string dir = config.get_string("checkpoint.dir");
+  return dir.empty() ? checkpoints() : dir;
+}
+
+// fs::path joins, as eval wrote these before: an --out with a trailing slash keeps one slash.
+std::string RunLayout::eval_file_in(const std::string& eval_folder) {
+  return (std::filesystem::path(eval_folder) / file::kEvalFile).string();
+}
+
+std::string RunLayout::answers_in(const std::string& eval_folder) {
+  return (std::filesystem::path(eval_folder) / file::kAnswers).string();
+}
+
+}  // namespace metareuse::run

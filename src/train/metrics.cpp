@@ -1,0 +1,51 @@
+#include "metareuse/train/metrics.h"
+
+#include "metareuse/core/json_lines.h"
+
+namespace metareuse {
+using json = nlohmann::json;
+
+json MetricsLine::to_json() const {
+  return {{"step", step},
+          {"epoch", epoch},
+          {"loss", loss},
+          {"lr", lr},
+          {"grad_norm", grad_norm ? json(*grad_norm) : json(nullptr)},
+          {"loss_scale", loss_scale},
+          {"skipped", skipped},
+          {"tokens_per_s", tokens_per_s},
+          {"mfu", mfu ? json(*mfu) : json(nullptr)},
+          {"seconds", seconds}};
+}
+
+std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
+  if (!j.is_object() || !j.contains("step") || !j["step"].is_number()) return std::nullopt;
+  auto number = [&](const char* key) -> std::optional<double> {
+    if (!j.contains(key) || !j[key].is_number()) return std::nullopt;
+    return j[key].get<double>();
+  };
+  MetricsLine line;
+  line.step = static_cast<std::int64_t>(j["step"].get<double>());
+  line.epoch = static_cast<std::int64_t>(number("epoch").value_or(0));
+  line.loss = number("loss").value_or(NAN);
+  line.lr = number("lr").value_or(0);
+  line.grad_norm = number("grad_norm");
+  line.loss_scale = number("loss_scale").value_or(NAN);
+  line.skipped = j.contains("skipped") && j["skipped"].is_boolean() && j["skipped"].get<bool>();
+  line.tokens_per_s = number("tokens_per_s").value_or(0);
+  line.mfu = number("mfu");
+  line.seconds = number("seconds").value_or(0);
+  return line;
+}
+
+MetricsFile read_metrics(const std::string& path) {
+  MetricsFile file;
+  const JsonLinesRead read = read_json_lines(path, [&](const json& record) {
+    if (auto line = MetricsLine::from_json(record)) file.lines.push_back(*line);
+  });
+  file.found = read.found;
+  file.bad = read.bad;
+  return file;
+}
+
+}  // namespace metareuse

@@ -1,0 +1,56 @@
+// run: the run folder's layout (the names every stage writes) and timings.json
+// (stage times in the order they finished, across runs).
+#include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "metareuse/core/config.h"
+#include "metareuse/run/layout.h"
+#include "metareuse/run/timings.h"
+#include "test_support.h"
+
+namespace metareuse {
+
+TEST_CASE("the run folder names its files in one place", "[run][unit]") {
+  Config config;
+  config.set("run.name", "demo");
+  CHECK(run::RunLayout::for_config(config).folder() == "runs/demo");
+  config.set("run.out_dir", "/tmp/out");
+  const run::RunLayout layout = run::RunLayout::for_config(config);
+  CHECK(layout.handbook() == "/tmp/out/handbook.json");
+  CHECK(layout.augmented() == "/tmp/out/augmented.jsonl");
+  CHECK(layout.dataset() == "/tmp/out/dataset.h5");
+  CHECK(layout.metrics() == "/tmp/out/metrics.jsonl");
+  CHECK(layout.eval_file() == "/tmp/out/eval/eval.json");
+  CHECK(layout.answers() == "/tmp/out/eval/answers.jsonl");
+  CHECK(layout.path(run::file::kLatestCheckpoint) == "/tmp/out/checkpoints/latest");
+  CHECK(layout.baseline().dataset() == layout.path(run::file::kBaselineDataset));
+  CHECK(layout.baseline().path(run::file::kLatestCheckpoint) == layout.path(run::file::kBaselineLatestCheckpoint));
+  CHECK(layout.baseline_examples() == "/tmp/out/baseline/examples.jsonl");
+  CHECK(layout.checkpoint_folder(config) == "/tmp/out/checkpoints");
+  config.set("checkpoint.dir", "/scratch/ckpt");
+  CHECK(layout.checkpoint_folder(config) == "/scratch/ckpt");
+}
+
+TEST_CASE("timings.json keeps each stage's last time and the order stages finished in", "[run][unit]") {
+  auto dir = test::temp_dir("run-timings");
+  const std::string path = (dir / "timings.json").string();
+  CHECK_FALSE(run::read_timings(path).found);
+  run::Timings timings;
+  timings.record("patterns", 1.5, "2025-01-01T00:00:00Z");
+  timings.record("augment", 2.0, "2025-01-01T00:00:02Z");
+  run::write_timings(timings, path);
+  run::TimingsFile read = run::read_timings(path);
+  REQUIRE(read.found);
+  CHECK(read.timings.stages.at("patterns").sequence == 1);
+  CHECK(read.timings.stages.at("augment").seconds == 2.0);
+  // Run again: the stage's entry is replaced and comes after every other one.
+  read.timings.record("patterns", 3.0, "2025-01-02T00:00:00Z");
+  CHECK(read.timings.stages.at("patterns").sequence == 3);
+  CHECK(read.timings.stages.at("patterns").finished == "2025-01-02T00:00:00Z");
+  std::ofstream(dir / "bad.json") << R"({"stages": [1, 2]})";
+  CHECK_FALSE(run::read_timings((dir / "bad.json").string()).found);
+}
+
+}  // namespace metareuse
