@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <string>
 
+#include "test_paths.h"  // METAREUSE_SOURCE_DIR, METAREUSE_BINARY
+
 namespace metareuse::test {
 
 struct CommandResult {

@@ -79,8 +79,8 @@ inline std::string tricky_corpus() {
 // ../shared is missing. Run it on rank 0 only and broadcast.
 inline nlohmann::json run_reference(const std::string& corpus, int min_support, int top_k) {
   std::string shared = shared_dir();
-  if (shared.empty() || run_shell("command -v '" METAREUSE_PYTHON "' >/dev/null").status != 0) return nlohmann::json::object();
-  CommandResult result = run_shell("'" METAREUSE_PYTHON "' '" + shared + "/reference/seed_patterns.py' '" + corpus +
+  if (shared.empty() || run_shell(std::string("command -v '") + METAREUSE_PYTHON + "' >/dev/null").status != 0) return nlohmann::json::object();
+  CommandResult result = run_shell(std::string("'") + METAREUSE_PYTHON + "' '" + shared + "/reference/seed_patterns.py' '" + corpus +
                                    "' --min-support " + std::to_string(min_support) + " --top-k " +
                                    std::to_string(top_k) + " 2>/dev/null");
   if (result.status != 0) return nlohmann::json{{"error", result.output}};

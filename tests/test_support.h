@@ -9,6 +9,8 @@
 
 #include <unistd.h>
 
+#include "test_paths.h"  // METAREUSE_SHARED_DIR and the other paths
+
 namespace metareuse {
 class Runtime;
 }
@@ -59,6 +61,6 @@ inline void skip_case(const std::string& message) {
 #define METAREUSE_SKIP_UNLESS_SHARED(dir_var)                                                  \
   const std::string dir_var = ::metareuse::test::shared_dir();                                 \
   if (dir_var.empty()) {                                                                       \
-    METAREUSE_SKIP("../shared reference data not found at " METAREUSE_SHARED_DIR);             \
+    METAREUSE_SKIP(std::string("../shared reference data not found at ") + METAREUSE_SHARED_DIR); \
     return;                                                                                    \
   }

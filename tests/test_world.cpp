@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "test_paths.h"  // METAREUSE_SOURCE_DIR
 #include "metareuse/core/error.h"
 #include "metareuse/world/world.h"
 

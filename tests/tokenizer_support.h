@@ -21,6 +21,6 @@ inline std::string llama3_tokenizer_json() {
 #define METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path_var)                                   \
   const std::string path_var = ::metareuse::test::llama3_tokenizer_json();                  \
   if (path_var.empty()) {                                                                  \
-    METAREUSE_SKIP("Llama 3 tokenizer.json not found at " METAREUSE_LLAMA3_TOKENIZER_DIR); \
+    METAREUSE_SKIP(std::string("Llama 3 tokenizer.json not found at ") + METAREUSE_LLAMA3_TOKENIZER_DIR); \
     return;                                                                                \
   }
