@@ -99,9 +99,10 @@ else
   exit 1
 fi
 if command -v ccache >/dev/null 2>&1; then
-  cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
-  # Paths relative to the checkout, so clones in other folders share the cache.
-  export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$repo_root}"
+  # Paths relative to the checkout, so clones in other folders share the cache;
+  # set in the launcher itself, so a plain `cmake --build` uses it too.
+  launcher="env;CCACHE_BASEDIR=${CCACHE_BASEDIR:-$repo_root};ccache"
+  cmake_args+=(-DCMAKE_CXX_COMPILER_LAUNCHER="$launcher" -DCMAKE_C_COMPILER_LAUNCHER="$launcher")
 fi
 if [[ ! -f "$build_dir/CMakeCache.txt" ]] || ! grep -q "^CMAKE_PREFIX_PATH:.*=$torch_prefix\$" "$build_dir/CMakeCache.txt"; then
   cmake "${cmake_args[@]}"

@@ -10,6 +10,7 @@
 #include <regex>
 
 #include "h5.h"
+#include "metareuse/checkpoint/names.h"  // kLatestPointer
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
@@ -256,7 +257,7 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
       MR_THROW("cannot rename '{}' to '{}': {}", tmp_path, final_path, std::strerror(errno));
     }
     fsync_path(options.dir, true);
-    write_file_atomic((fs::path(options.dir) / "latest").string(), fs::path(final_path).filename().string() + "\n");
+    write_file_atomic((fs::path(options.dir) / kLatestPointer).string(), fs::path(final_path).filename().string() + "\n");
   });
   if (writer && !failure.empty()) {
     groups.clear();
@@ -280,9 +281,9 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
 std::string resolve_checkpoint(const std::string& spec, const std::string& dir) {
   std::error_code ec;
   auto from_latest = [](const std::string& folder, bool required) -> std::string {
-    fs::path pointer = fs::path(folder) / "latest";
+    fs::path pointer = fs::path(folder) / kLatestPointer;
     if (!fs::exists(pointer)) {
-      if (required) throw InputError(fmt::format("checkpoint folder '{}' has no 'latest' pointer", folder));
+      if (required) throw InputError(fmt::format("checkpoint folder '{}' has no '{}' pointer", folder, kLatestPointer));
       return "";
     }
     std::ifstream in(pointer);

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "metareuse/checkpoint/checkpoint.h"
+#include "metareuse/checkpoint/names.h"  // kLatestPointer
 #include "metareuse/core/error.h"
 
 namespace metareuse {
@@ -61,7 +62,7 @@ torch::Tensor CheckpointModelSource::read(const std::string& name, torch::Scalar
 
 bool is_checkpoint_path(const std::string& path) {
   std::error_code error;
-  if (fs::is_directory(path, error)) return fs::exists(fs::path(path) / "latest", error);
+  if (fs::is_directory(path, error)) return fs::exists(fs::path(path) / kLatestPointer, error);
   std::ifstream in(path, std::ios::binary);
   std::array<char, 8> signature{};
   if (!in.read(signature.data(), signature.size())) return false;

@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <torch/torch.h>   // torch::cuda, torch::mm
 #include <torch/version.h> // TORCH_VERSION
-#include <ATen/Version.h>   // at::show_config: libtorch's build settings
 
 #include <fstream>
 #include <iostream>
@@ -37,11 +36,8 @@ std::string loaded_blas() {
   }
   if (found == "unknown") {
     // The PyPI libtorch links MKL statically: no library of its own in the maps.
-    const std::string config = at::show_config();
-    const auto at = config.find("BLAS_INFO=");
-    if (at != std::string::npos) {
-      found = config.substr(at + 10, config.find_first_of(", \n", at + 10) - at - 10) + " (linked into libtorch)";
-    }
+    const std::string& blas = cuda_build().blas_info;
+    if (!blas.empty()) found = blas + " (linked into libtorch)";
   }
   return found;
 }
@@ -72,7 +68,7 @@ int info_run(CommandContext& context) {
 #endif
   std::cout << fmt::format("metareuse {}\n", METAREUSE_VERSION);
   std::cout << fmt::format("  libtorch     {}\n", TORCH_VERSION);
-  const CudaBuild cuda = cuda_build();
+  const CudaBuild& cuda = cuda_build();
   std::cout << fmt::format("  CUDA         {}\n", cuda.torch_has_cuda ? fmt::format("libtorch built with CUDA {}", cuda.cuda_version)
                                                                     : std::string("no (a CPU-only libtorch)"));
   if (cuda.torch_has_cuda) {

@@ -13,22 +13,22 @@
 namespace metareuse::cli {
 
 const std::vector<CommandSpec>& command_table() {
-  // In pipeline order. A command with no run function is planned, not built.
+  // In pipeline order.
   static const std::vector<CommandSpec> table = {
-      {"world", "Write the reasoning world: training corpus and held-out test problems", 10, world_options, world_run},
-      {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", 3, patterns_options, patterns_run},
-      {"augment", "Add the handbook's patterns to each training example", 3, augment_options, augment_run},
-      {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", 4, tokenize_options, tokenize_run},
-      {"prepare", "Build the tokenized, packed HDF5 training set", 4, prepare_options, prepare_run},
-      {"train", "Fine-tune with FSDP-style sharding across ranks", 6, TORCH_COMMAND(train_options, train_run)},
-      {"forward", "Run the model on token ids and write logits and loss", 5, TORCH_COMMAND(forward_options, forward_run)},
-      {"generate", "Generate text with a KV cache, greedy or seeded sampling", 5, TORCH_COMMAND(generate_options, generate_run)},
-      {"eval", "Measure accuracy and reasoning length on held-out questions", 8, TORCH_COMMAND(eval_options, eval_run)},
-      {"report", "Write a run's report.html: curves, patterns, eval table, config", 8, TORCH_COMMAND(report_options, report_run)},
-      {"export", "Write a checkpoint as Hugging Face safetensors + config.json", 7, TORCH_COMMAND(export_options, export_run)},
-      {"plan", "Print the per-rank memory plan for a config and rank count", 6, TORCH_COMMAND(plan_options, plan_run)},
-      {"run", "Run the whole pipeline, skipping stages that are up to date", 8, TORCH_COMMAND(run_options, run_run)},
-      {"info", "Print the build (libtorch, CUDA, NCCL, MPI) and the rank layout", 2, TORCH_COMMAND(info_options, info_run)},
+      {"world", "Write the reasoning world: training corpus and held-out test problems", world_options, world_run},
+      {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", patterns_options, patterns_run},
+      {"augment", "Add the handbook's patterns to each training example", augment_options, augment_run},
+      {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", tokenize_options, tokenize_run},
+      {"prepare", "Build the tokenized, packed HDF5 training set", prepare_options, prepare_run},
+      {"train", "Fine-tune with FSDP-style sharding across ranks", TORCH_COMMAND(train_options, train_run)},
+      {"forward", "Run the model on token ids and write logits and loss", TORCH_COMMAND(forward_options, forward_run)},
+      {"generate", "Generate text with a KV cache, greedy or seeded sampling", TORCH_COMMAND(generate_options, generate_run)},
+      {"eval", "Measure accuracy and reasoning length on held-out questions", TORCH_COMMAND(eval_options, eval_run)},
+      {"report", "Write a run's report.html: curves, patterns, eval table, config", TORCH_COMMAND(report_options, report_run)},
+      {"export", "Write a checkpoint as Hugging Face safetensors + config.json", TORCH_COMMAND(export_options, export_run)},
+      {"plan", "Print the per-rank memory plan for a config and rank count", TORCH_COMMAND(plan_options, plan_run)},
+      {"run", "Run the whole pipeline, skipping stages that are up to date", TORCH_COMMAND(run_options, run_run)},
+      {"info", "Print the build (libtorch, CUDA, NCCL, MPI) and the rank layout", TORCH_COMMAND(info_options, info_run)},
   };
   return table;
 }

@@ -1,6 +1,5 @@
 // The subcommand table of the metareuse binary. Each command declares its
-// options and its run function; commands that are planned but not built yet
-// say so and exit with kExitNotBuilt.
+// options and its run function.
 #pragma once
 
 #include <CLI/CLI.hpp>  // CLI::App
@@ -25,7 +24,6 @@ struct CommandContext {
 struct CommandSpec {
   std::string name;
   std::string summary;
-  int issue = 0;  // the issue that builds it, while it is not built
   // Adds the command's own flags. Flags that set config keys append
   // "key=value" strings to `overrides`.
   std::function<void(CLI::App& app, std::vector<std::string>& overrides)> add_options;
@@ -34,8 +32,6 @@ struct CommandSpec {
   // Runs in metareuse-torch: the torch-free front binary (metareuse) lists the
   // command and execs metareuse-torch for it (see main.cpp).
   bool needs_torch = false;
-
-  bool built() const { return static_cast<bool>(run) || needs_torch; }
 };
 
 const std::vector<CommandSpec>& command_table();

@@ -102,8 +102,7 @@ int main(int argc, char** argv) {
   const CommandSpec* chosen_spec = nullptr;
 
   for (const auto& spec : cli::command_table()) {
-    std::string summary = spec.built() ? spec.summary : fmt::format("{} [not built yet: issue #{}]", spec.summary, spec.issue);
-    CLI::App* sub = app.add_subcommand(spec.name, summary);
+    CLI::App* sub = app.add_subcommand(spec.name, spec.summary);
     sub->add_option("--config", config_file, "JSON config file (defaults apply to every key not in it)")
         ->check(CLI::ExistingFile);
     sub->add_option("--set", overrides, "Override a config key: --set section.key=value (repeatable)");
@@ -126,12 +125,6 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   if (chosen_spec == nullptr) return kExitUsage;
-
-  if (!chosen_spec->built()) {
-    std::fprintf(stderr, "metareuse %s: not built yet (planned in issue #%d); nothing was done\n",
-                 chosen_spec->name.c_str(), chosen_spec->issue);
-    return kExitNotBuilt;
-  }
 
   // The whole config is resolved and validated before any rank starts work.
   Config config;

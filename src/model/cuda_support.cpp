@@ -61,10 +61,13 @@ bool arch_list_runs_on(const std::vector<std::string>& arch_list, int major, int
   return false;
 }
 
-CudaBuild cuda_build() {
+namespace {
+
+CudaBuild read_cuda_build() {
   CudaBuild build;
   const std::string config = at::show_config();
   build.cuda_version = config_value(config, "CUDA_VERSION");
+  build.blas_info = config_value(config, "BLAS_INFO");
   build.torch_has_cuda = config_value(config, "USE_CUDA") == "ON";
   const bool gpu_visible = build.torch_has_cuda && torch::cuda::is_available();
 #if defined(METAREUSE_WITH_CUDA)
@@ -93,8 +96,15 @@ CudaBuild cuda_build() {
   return build;
 }
 
+}  // namespace
+
+const CudaBuild& cuda_build() {
+  static const CudaBuild build = read_cuda_build();
+  return build;
+}
+
 void check_gpu_supported(int index) {
-  CudaBuild build = cuda_build();
+  const CudaBuild& build = cuda_build();
   if (index < 0 || index >= static_cast<int>(build.gpus.size())) {
     throw Error(fmt::format("CUDA device {} is not visible ({} visible)", index, build.gpus.size()));
   }

@@ -48,11 +48,10 @@ using StageFunction = std::function<int(Config& config, Runtime& runtime, const 
 
 struct Stage {
   const char* name;
-  int issue;                          // the issue that builds it
   std::vector<std::string> sections;  // config sections its output depends on
   std::vector<std::string> inputs;    // files (relative to the run folder) it reads
   std::vector<std::string> outputs;   // files it writes
-  StageFunction run;                  // returns an exit status; empty: not built
+  StageFunction run;                  // returns an exit status
   bool reads_corpus = false;          // corpus.files are inputs too
 };
 
@@ -170,21 +169,21 @@ int export_step(Config& config, Runtime& runtime, const RunLayout& layout) {
 
 std::vector<Stage> pipeline_stages(const Config& config) {
   std::vector<Stage> stages = {
-      {"patterns", 3, {"corpus", "patterns"}, {}, {file::kHandbook}, patterns_step, true},
-      {"augment", 3, {"corpus", "augment"}, {file::kHandbook}, {file::kAugmented}, augment_step, true},
-      {"prepare", 4, {"tokenizer", "dataset"}, {file::kAugmented}, {file::kDataset}, prepare_step},
-      {"train", 6, {"model", "train", "checkpoint", "run"}, {file::kDataset}, {file::kLatestCheckpoint}, train_step},
-      {"checkpoint", 7, {}, {file::kLatestCheckpoint}, {}, checkpoint_step},
-      {"eval", 8, {"eval", "augment", "experiment"}, {file::kLatestCheckpoint}, {file::kReport}, eval_step},
-      {"export", 7, {}, {file::kLatestCheckpoint}, {file::kExportConfig}, export_step},
+      {"patterns", {"corpus", "patterns"}, {}, {file::kHandbook}, patterns_step, true},
+      {"augment", {"corpus", "augment"}, {file::kHandbook}, {file::kAugmented}, augment_step, true},
+      {"prepare", {"tokenizer", "dataset"}, {file::kAugmented}, {file::kDataset}, prepare_step},
+      {"train", {"model", "train", "checkpoint", "run"}, {file::kDataset}, {file::kLatestCheckpoint}, train_step},
+      {"checkpoint", {}, {file::kLatestCheckpoint}, {}, checkpoint_step},
+      {"eval", {"eval", "augment", "experiment"}, {file::kLatestCheckpoint}, {file::kReport}, eval_step},
+      {"export", {}, {file::kLatestCheckpoint}, {file::kExportConfig}, export_step},
   };
   if (config.get_bool("experiment.baseline")) {
     // After the run's own model, before eval, which compares the two.
     auto eval = std::find_if(stages.begin(), stages.end(), [](const Stage& s) { return std::string(s.name) == "eval"; });
     eval->inputs.push_back(file::kBaselineLatestCheckpoint);
-    stages.insert(eval, {{"baseline-data", 10, {"corpus", "tokenizer", "dataset", "experiment"},
+    stages.insert(eval, {{"baseline-data", {"corpus", "tokenizer", "dataset", "experiment"},
                           {file::kHandbook, file::kDataset}, {file::kBaselineDataset}, baseline_data_step, true},
-                         {"baseline-train", 10, {"model", "train", "checkpoint", "run", "experiment"},
+                         {"baseline-train", {"model", "train", "checkpoint", "run", "experiment"},
                           {file::kBaselineDataset}, {file::kBaselineLatestCheckpoint}, baseline_train_step}});
   }
   return stages;
@@ -261,7 +260,6 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   // ones (tokenizer.path, model.vocab_size, train.resume), which must not make
   // a later stage look changed on the next run, when the filling stage is skipped.
   const Config given = config;
-  std::vector<std::string> not_built;
   bool forced = false;
   bool ran_any = false;
   for (const auto& stage : stages) {
@@ -275,11 +273,6 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
       return kExitTimeLimit;
     }
     if (options.from == stage.name) forced = true;
-    if (!stage.run) {
-      log::info("stage {:<10} not built yet (issue #{})", stage.name, stage.issue);
-      not_built.push_back(stage.name);
-      continue;
-    }
     std::string print = fingerprint(stage, given, layout);
     bool may_skip = !forced && options.only.empty();
     if (stage_up_to_date(stage, print, record, layout, runtime) && may_skip) {
@@ -309,10 +302,6 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   // shows the times of the eval and export stages.
   if (runtime.rank() == 0 && fs::exists(layout.report()) && ran_any) {
     eval::write_report(eval::report_inputs_for_run(layout.folder()), layout.report());
-  }
-  if (!not_built.empty()) {
-    log::warn("pipeline incomplete: {} stage(s) not built yet: {}", not_built.size(), fmt::join(not_built, ", "));
-    return kExitNotBuilt;
   }
   return kExitOk;
 }

@@ -13,7 +13,6 @@ namespace metareuse {
 enum ExitStatus : int {
   kExitOk = 0,
   kExitFailure = 1,        // any error: bad input, I/O, a failed collective
-  kExitNotBuilt = 2,       // the subcommand exists in the plan but is not implemented yet
   kExitTimeLimit = 3,      // stopped at the time limit or on SIGTERM/SIGUSR1; resumable
   kExitBadRecords = 4,     // --strict and the input had bad records
   kExitUsage = 64,         // bad command line (EX_USAGE)

@@ -22,10 +22,12 @@ struct CudaBuild {
   std::string cuda_version;              // the CUDA runtime libtorch was built with, "13.0"; "" without CUDA
   std::vector<std::string> arch_list;    // "sm_75", "compute_90", ...; empty: unknown
   std::vector<GpuInfo> gpus;             // visible GPUs; empty without a driver or a GPU
+  std::string blas_info;                 // libtorch's BLAS_INFO ("mkl"); "" when it does not say
 };
 
-// What the linked libtorch reports (no GPU needed, except for `gpus`).
-CudaBuild cuda_build();
+// What the linked libtorch reports (no GPU needed, except for `gpus`). Read
+// once per process (at::show_config and the device queries), then cached.
+const CudaBuild& cuda_build();
 
 // True when code built for `arch_list` runs on compute capability major.minor:
 // a cubin sm_XY runs on the same major with a minor >= Y, PTX compute_XY on any

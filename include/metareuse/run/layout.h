@@ -20,6 +20,8 @@
 
 #include <string>
 
+#include "metareuse/checkpoint/names.h"  // kLatestPointer (torch-free)
+
 namespace metareuse {
 class Config;
 }
@@ -53,6 +55,9 @@ inline constexpr const char* kBaselineLatestCheckpoint = "baseline/checkpoints/l
 // Inside an eval output folder (eval/ of a run, or `metareuse eval --out`).
 inline constexpr const char* kEvalFile = "eval.json";
 inline constexpr const char* kAnswers = "answers.jsonl";
+static_assert(names_latest_pointer(kLatestCheckpoint, kCheckpoints), "the checkpoint library names its pointer");
+static_assert(names_latest_pointer(kBaselineLatestCheckpoint, "baseline/checkpoints"),
+              "the checkpoint library names its pointer");
 }  // namespace file
 
 class RunLayout {

@@ -28,8 +28,7 @@ struct PipelineOptions {
 
 // Collective. Returns an exit status: kExitOk, a stage's status (kExitTimeLimit
 // when training stopped early or SIGUSR1 arrived between stages; the next run
-// resumes), or kExitNotBuilt when some stage is not built yet. Throws
-// UsageError for an unknown --from/--only stage.
+// resumes). Throws UsageError for an unknown --from/--only stage.
 int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& options);
 
 // `metareuse train`: the resolved config into the run folder, then training.
