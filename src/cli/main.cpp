@@ -24,6 +24,7 @@
 #include "commands.h"      // the subcommand table
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/text.h"
 #include "metareuse/distributed/runtime.h"
@@ -72,6 +73,9 @@ int exec_torch_binary(char** argv) {
 
 int main(int argc, char** argv) {
   using namespace metareuse;
+  // A file-size limit fails a write with EFBIG, reported naming the file,
+  // instead of killing the process with SIGXFSZ (before the exec: it is inherited).
+  ignore_file_size_signal();
 
   // An unknown subcommand is caught before CLI11, to name the valid ones.
   if (argc > 1 && argv[1][0] != '-') {

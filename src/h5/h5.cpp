@@ -42,6 +42,22 @@ void Handle::reset() {
   id_ = H5I_INVALID_HID;
 }
 
+namespace {
+herr_t find_checksum_error(unsigned, const H5E_error2_t* error, void* data) {
+  if (error->desc != nullptr && std::string(error->desc).find("Fletcher32") != std::string::npos) {
+    *static_cast<bool*>(data) = true;
+  }
+  return 0;
+}
+}  // namespace
+
+bool checksum_failed() {
+  bool found = false;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_checksum_error, &found);
+  H5Eclear2(H5E_DEFAULT);
+  return found;
+}
+
 void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
 }  // namespace metareuse::h5

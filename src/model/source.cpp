@@ -9,6 +9,7 @@
 #include <set>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/model/safetensors.h"
 
@@ -133,9 +134,7 @@ void save_hf_model(const LlamaModel& model, const std::string& folder, std::int6
   for (const auto& [name, tensor] : model.named_parameters()) tensors.emplace_back(name, tensor.detach().to(dtype));
   write_safetensors_checkpoint(folder, tensors, max_shard_bytes);
   const char* dtype_name = dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
-  std::ofstream out(fs::path(folder) / "config.json");
-  out << model.config().to_hf_json(dtype_name).dump(2) << "\n";
-  if (!out) throw Error(fmt::format("cannot write config.json in '{}'", folder));
+  write_file_atomic((fs::path(folder) / "config.json").string(), model.config().to_hf_json(dtype_name).dump(2) + "\n");
 }
 
 }  // namespace metareuse

@@ -17,6 +17,7 @@
 #include "metareuse/checkpoint/export.h"
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
@@ -105,9 +106,14 @@ int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
 int checkpoint_step(Config& config, Runtime&, const RunLayout& layout) {
   std::string latest = resolve_checkpoint(layout.checkpoint_folder(config), "");
   json meta = read_checkpoint_meta(latest);
-  read_checkpoint_params(latest);
-  log::info("checkpoint {} verified: step {}, saved at {} rank(s)", latest, meta.value("step", 0),
-            meta.value("world_size", 0));
+  CheckpointVerification check = verify_checkpoint(latest);
+  if (check.verified()) {
+    log::info("checkpoint {} verified: {} tensors read, every Fletcher32 checksum matches; step {}, saved at {} rank(s)",
+              latest, check.tensors, meta.value("step", 0), meta.value("world_size", 0));
+  } else {
+    log::warn("checkpoint {}: {} tensors read, but only {} carry a checksum (written by an older build), so it is "
+              "NOT verified; step {}", latest, check.tensors, check.checksummed, meta.value("step", 0));
+  }
   return kExitOk;
 }
 
@@ -297,7 +303,7 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
     log::info("stage {:<10} done in {:.2f} s", stage.name, seconds);
     if (runtime.rank() == 0) {
       record[stage.name] = print;
-      std::ofstream(layout.stages(), std::ios::trunc) << record.dump(2) << "\n";
+      write_file_atomic(layout.stages(), record.dump(2) + "\n");
       Timings timings = read_timings(layout.timings()).timings;
       timings.record(stage.name, seconds, utc_now("%Y-%m-%dT%H:%M:%SZ"));
       write_timings(timings, layout.timings());

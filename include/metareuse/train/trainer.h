@@ -53,6 +53,7 @@ struct TrainOptions {
   EpochPolicy epoch_policy;
   std::int64_t epochs = 0;          // > 0 overrides the policy
   std::int64_t max_steps = 0;       // > 0 caps the plan
+  std::int64_t max_bad_steps = 3;   // consecutive non-finite steps (no loss scaling) before training stops
   std::string weight_decay_policy;
   AdamWConfig adamw;
   double grad_clip = 1.0;
