@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "cli_runner.h"
@@ -128,6 +129,74 @@ TEST_CASE("SIGUSR1 (Slurm's pre-timeout signal) checkpoints and exits 3", "[trai
   CHECK(result.status == 3);
   CHECK_THAT(result.output, Contains("signal 10"));
   CHECK(fs::exists(run / "checkpoints" / "latest"));
+}
+
+TEST_CASE("Ctrl-C (SIGINT) checkpoints and exits 3 like SIGTERM; a second Ctrl-C aborts at once", "[train][e2e]") {
+  for (int interrupts : {1, 2}) {
+    fs::path run = metareuse::test::temp_dir("sigint-" + std::to_string(interrupts));
+    std::string kills = interrupts == 1 ? "kill -INT $pid" : "kill -INT $pid; kill -INT $pid";
+    std::string command = std::string("cd '") + METAREUSE_SOURCE_DIR + "' && ('" + METAREUSE_BINARY + "' " +
+                          train_args(run, "--set train.max_steps=100000 --set train.time_limit=0") +
+                          " & pid=$!; for i in $(seq 240); do [ -s '" + (run / "metrics.jsonl").string() +
+                          "' ] && break; sleep 0.5; done; " + kills + "; wait $pid)";
+    auto result = run_shell(command);
+    INFO(interrupts << " SIGINT(s): " << result.output);
+    if (interrupts == 1) {
+      CHECK(result.status == 3);
+      CHECK_THAT(result.output, Contains("signal 2 received"));
+      CHECK(fs::exists(run / "checkpoints" / "latest"));
+    } else {
+      CHECK(result.status == 128 + 2);  // ended by the second SIGINT's default action
+    }
+  }
+}
+
+TEST_CASE("non-finite weights: forward fails naming the tensor; fp32 training stops after train.max_bad_steps",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("nonfinite");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  fs::path model = run / "hf";
+  REQUIRE(run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + model.string() +
+                        " --dtype fp32").status == 0);
+  // A NaN into model.norm.weight, located through the safetensors header.
+  {
+    std::fstream file(model / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header_size = 0;
+    file.read(reinterpret_cast<char*>(&header_size), 8);
+    std::string header(header_size, '\0');
+    file.read(header.data(), static_cast<std::streamsize>(header_size));
+    auto entry = nlohmann::json::parse(header).at("model.norm.weight");
+    REQUIRE(entry.at("dtype") == "F32");
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    file.seekp(static_cast<std::streamoff>(8 + header_size + entry.at("data_offsets")[0].get<uint64_t>() + 4));
+    file.write(reinterpret_cast<const char*>(&nan), 4);
+  }
+  {
+    std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,4],"data_offsets":[0,32]}})";
+    while (header.size() % 8 != 0) header += ' ';
+    std::ofstream ids(run / "ids.safetensors", std::ios::binary);
+    uint64_t length = header.size();
+    ids.write(reinterpret_cast<const char*>(&length), 8);
+    ids << header;
+    for (int64_t id : {1, 17, 42, 99}) ids.write(reinterpret_cast<const char*>(&id), 8);
+  }
+  auto forward = run_metareuse("forward --model " + model.string() + " --ids " + (run / "ids.safetensors").string() +
+                               " --out " + (run / "logits.safetensors").string());
+  INFO(forward.output);
+  CHECK(forward.status == 1);
+  CHECK_THAT(forward.output, Contains("model.norm.weight") && Contains("non-finite"));
+  CHECK_FALSE(Catch::contains(forward.output, "\"loss\": null"));
+  CHECK_FALSE(fs::exists(run / "logits.safetensors"));
+
+  fs::path bad_run = run / "bad-run";
+  auto train = run_metareuse("train --dataset " + (fixture_dir() / "dataset.h5").string() + " --set run.out_dir=" +
+                             bad_run.string() + " --set model.path=" + model.string() +
+                             " --set train.global_batch=6 --set train.micro_batch=1 --set train.max_steps=20"
+                             " --set train.max_bad_steps=2 --set train.log_every=100");
+  INFO(train.output);
+  CHECK(train.status == 1);
+  CHECK_THAT(train.output, Contains("training stopped at step 2") && Contains("model.norm.weight") &&
+                               Contains("train.max_bad_steps=2"));
 }
 
 TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>  // the generate output line
 #include <torch/torch.h>      // tensors
 
+#include <cmath>
 #include <iostream>
 #include <sstream>
 
@@ -105,6 +106,10 @@ int forward_run(CommandContext& context) {
   torch::NoGradGuard no_grad;
   torch::Tensor logits = model.forward(input_ids).to(torch::kFloat32);  // (B, T, V)
   torch::Tensor loss = next_token_loss(logits, input_ids).reshape({1});
+  if (!std::isfinite(loss.item<double>())) {
+    throw InputError(fmt::format("{}: the forward pass gave a non-finite loss ({}) on {}; nothing was written to {}",
+                                 arguments.model, loss.item<double>(), arguments.ids, arguments.out));
+  }
   write_safetensors(arguments.out, {{"logits", logits}, {"loss", loss}});
   nlohmann::json summary = {{"loss", loss.item<double>()},
                             {"logits_shape", logits.sizes().vec()},

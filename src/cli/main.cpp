@@ -27,6 +27,7 @@
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/text.h"
+#include "metareuse/distributed/agreement.h"
 #include "metareuse/distributed/runtime.h"
 
 namespace {
@@ -166,6 +167,8 @@ int main(int argc, char** argv) {
 
   int status = kExitOk;
   try {
+    // Before any other collective: ranks with different configs or binaries stop here, named.
+    require_same_config(config.dump(), runtime->world());
     cli::CommandContext context{config, *runtime};
     status = chosen_spec->run(context);
   } catch (const std::exception& e) {

@@ -172,12 +172,11 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
     // or a file-size limit is reported here rather than leaving a cut-off file.
     MR_H5_CHECK(H5Fflush(root, H5F_SCOPE_GLOBAL), temporary);
     if (H5Fclose(file.release()) < 0) {
-      throw Error(fmt::format("cannot write {}: HDF5 could not complete the file (disk full or a file-size limit?)",
-                              temporary));
+      throw Error(fmt::format("HDF5 could not complete {} (disk full or a file-size limit?)", temporary));
     }
   } catch (const std::exception& e) {
     remove_quietly(temporary);  // the previous dataset, if any, stays as it was
-    throw Error(fmt::format("{}: {}", path, e.what()));
+    throw Error(fmt::format("cannot write {}: {}", path, e.what()));
   }
   commit_temporary(temporary, path);
 }

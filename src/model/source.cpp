@@ -124,6 +124,18 @@ std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
 LlamaModel load_model(const ModelSource& source, torch::TensorOptions options) {
   LlamaModel model(source.config(), options);
   source.load_into(model);
+  // NaN or infinite weights give NaN logits and a "loss" of null: an error
+  // naming the tensor, before anything is computed with them.
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, value] : model.named_parameters()) {
+      if (!torch::isfinite(value).all().item<bool>()) {
+        throw InputError(fmt::format("{}: tensor '{}' holds {} non-finite value(s) (NaN or infinity) of {}",
+                                     source.description(), name, (~torch::isfinite(value)).sum().item<int64_t>(),
+                                     value.numel()));
+      }
+    }
+  }
   log::debug("loaded {} parameters from {}", model.parameter_count(), source.description());
   return model;
 }

@@ -26,6 +26,7 @@
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/run/lock.h"
 #include "metareuse/run/timings.h"
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
@@ -254,8 +255,9 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   const RunLayout layout = RunLayout::for_config(config);
   const std::vector<Stage> stages = pipeline_stages(config);
   check_stage_names(stages, options);
+  RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
   if (runtime.rank() == 0) {
-    fs::create_directories(layout.folder());
+    lock = RunFolderLock(layout.lock());
     config.write(layout.resolved_config());
   }
   runtime.world().barrier();
@@ -325,7 +327,11 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
 
 int train_in_run_folder(const Config& config, Runtime& runtime) {
   const RunLayout layout = RunLayout::for_config(config);
-  if (runtime.rank() == 0) config.write(layout.resolved_config());
+  RunFolderLock lock;  // one job per run folder
+  if (runtime.rank() == 0) {
+    lock = RunFolderLock(layout.lock());
+    config.write(layout.resolved_config());
+  }
   return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
 }
 
