@@ -10,11 +10,13 @@
 #include <sstream>
 
 #include "commands.h"
+#include "flags.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/model/generate.h"
+#include "metareuse/model/generation_limits.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/checkpoint/model_source.h"
 #include "metareuse/model/source.h"
@@ -126,10 +128,11 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   auto* text = app.add_option("--prompt", arguments.prompt, "Prompt text (needs --tokenizer)");
   ids->excludes(text);
   app.add_option("--tokenizer", arguments.tokenizer, "Tokenizer file, to encode --prompt and decode the output");
-  app.add_option("--max-new-tokens", arguments.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-new-tokens", arguments.max_new_tokens, "Tokens to generate (prompt + new <= the model's positions)")
+      ->check(whole_number(0, int64_t{1} << 24));
   auto* greedy = app.add_flag("--greedy", arguments.greedy, "Pick the most likely token (the default)");
   auto* temperature = app.add_option("--temperature", arguments.temperature, "Sample with this temperature (> 0)")
-                          ->check(CLI::PositiveNumber);
+                          ->check(positive_number());
   auto* top_p = app.add_option("--top-p", arguments.top_p, "Sample from the smallest set of tokens with this much "
                                                            "probability, in (0, 1]")
                     ->check(CLI::Range(0.0, 1.0));
@@ -178,6 +181,8 @@ int generate_run(CommandContext& context) {
   } else {
     prompt = parse_id_list(arguments.prompt_ids);
   }
+  // Bounds before any memory is touched: positions, and the prefill's scores.
+  validate_generation_request(model.config(), static_cast<std::int64_t>(prompt.size()), options.max_new_tokens);
   std::vector<std::int64_t> ids = generate(model, prompt, options);
   log::debug("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
             options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache");

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "flags.h"
 #include "metareuse/checkpoint/export.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/timing.h"
@@ -43,8 +44,10 @@ void train_options(CLI::App& app, std::vector<std::string>& overrides) {
 int train_run(CommandContext& context) { return run::train_in_run_folder(context.config, context.runtime); }
 
 void plan_options(CLI::App& app, std::vector<std::string>& overrides) {
-  app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")->check(CLI::PositiveNumber);
-  app.add_option("--seq", g_plan.sequence_length, "Sequence length")->check(CLI::PositiveNumber);
+  app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")
+      ->check(whole_number(1, int64_t{1} << 20));
+  app.add_option("--seq", g_plan.sequence_length, "Sequence length (at most the model's positions)")
+      ->check(whole_number(1, int64_t{1} << 24));
   app.add_option("--device-memory", g_plan.device_memory, "Memory per device, e.g. 16GiB");
 }
 

@@ -22,6 +22,7 @@
 #include <iostream>
 
 #include "commands.h"      // the subcommand table
+#include "flags.h"         // which flag sets which config key
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
@@ -141,9 +142,16 @@ int main(int argc, char** argv) {
   // The whole config is resolved and validated before any rank starts work.
   Config config;
   try {
-    std::vector<std::string> all_overrides = flag_overrides;
-    all_overrides.insert(all_overrides.end(), overrides.begin(), overrides.end());
-    config = Config::load(config_file, all_overrides);
+    config = Config::load(config_file, {});
+    // Flags first, then --set; an error in a flag's value names the flag.
+    for (const auto& assignment : flag_overrides) {
+      try {
+        config.apply_override(assignment);
+      } catch (const ConfigError& e) {
+        throw ConfigError(cli::name_the_flag(assignment, e.what()));
+      }
+    }
+    for (const auto& assignment : overrides) config.apply_override(assignment);
   } catch (const Error& e) {
     std::fprintf(stderr, "metareuse %s: %s\n", chosen_spec->name.c_str(), e.what());
     return kExitFailure;

@@ -318,8 +318,10 @@ const char* config_type_name(ConfigType type) {
 void validate_config_value(const ConfigKey& key, const json& value, const std::string& where) {
   std::string prefix = where.empty() ? "" : where + ": ";
   auto bad_type = [&]() {
-    return ConfigError(fmt::format("{}config key '{}' must be a {}, got {} ({})", prefix, key.path,
-                                   config_type_name(key.type), value.type_name(), value.dump()));
+    const std::string type = config_type_name(key.type);
+    const bool vowel = std::string("aeiou").find(type.front()) != std::string::npos;
+    return ConfigError(fmt::format("{}config key '{}' must be {} {}, got {} ({})", prefix, key.path, vowel ? "an" : "a",
+                                   type, value.type_name(), value.dump()));
   };
   switch (key.type) {
     case ConfigType::kInt:

@@ -121,6 +121,15 @@ std::string progress_bar(int64_t done, int64_t total, double eta_seconds) {
 
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
                        const std::string& precision, int64_t device_bytes) {
+  // Bounds first: beyond them the byte counts below would overflow int64.
+  if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
+    throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
+                                  sequence_length, model.max_position_embeddings));
+  }
+  if (ranks <= 0 || ranks > (int64_t{1} << 20)) {
+    throw ConfigError(fmt::format("ranks {} must be > 0 and at most {}", ranks, int64_t{1} << 20));
+  }
+  if (micro_batch <= 0) throw ConfigError(fmt::format("train.micro_batch {} must be > 0", micro_batch));
   MemoryPlan plan;
   const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
   const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
@@ -230,6 +239,11 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
 
 void validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
                        bool packed, int world_size) {
+  if (options.micro_batch > options.global_batch) {
+    throw ConfigError(fmt::format("train.micro_batch {} is larger than train.global_batch {}: a micro batch is part of "
+                                  "one rank's share of the global batch; lower train.micro_batch",
+                                  options.micro_batch, options.global_batch));
+  }
   if (options.precision == "fp16" && device_type != "cuda") {
     throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
   }
