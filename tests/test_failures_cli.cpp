@@ -244,3 +244,58 @@ TEST_CASE("ranks started with different configs stop at once, naming the key and
   INFO(same.output);
   CHECK(same.status == 0);
 }
+
+// ---- 5. Sizes are bounds-checked before memory is touched.
+
+TEST_CASE("plan's sizes are bounded with readable messages", "[e2e][bounds]") {
+  const std::string plan = "plan --set model.preset=llama3.2-3b --set train.precision=fp16 --set train.micro_batch=1 ";
+  auto huge_seq = run_metareuse(plan + "--ranks 8 --seq 100000000000");
+  INFO(huge_seq.output);
+  CHECK(huge_seq.status == 64);
+  CHECK_THAT(huge_seq.output, Contains("--seq") && Contains("must be at most 16777216"));
+  CHECK_FALSE(Catch::contains(huge_seq.output, "TiB"));
+  auto long_seq = run_metareuse(plan + "--ranks 8 --seq 200000");
+  INFO(long_seq.output);
+  CHECK(long_seq.status == 1);
+  CHECK_THAT(long_seq.output, Contains("sequence length 200000") && Contains("max_position_embeddings (131072)"));
+  auto float_ranks = run_metareuse(plan + "--ranks 1e20 --seq 2048");
+  INFO(float_ranks.output);
+  CHECK(float_ranks.status == 64);
+  CHECK_THAT(float_ranks.output, Contains("--ranks") && Contains("'1e20' is not a whole number"));
+  auto zero_ranks = run_metareuse(plan + "--ranks 0 --seq 2048");
+  CHECK(zero_ranks.status == 64);
+  CHECK_THAT(zero_ranks.output, Contains("must be > 0"));
+  CHECK_FALSE(Catch::contains(zero_ranks.output, "179769313486"));  // no 309-digit bound
+}
+
+// ---- 10. Messages name what the user typed.
+
+TEST_CASE("messages name the flag the user typed", "[e2e][messages]") {
+  fs::path dir = metareuse::test::temp_dir("messages");
+  auto mode = run_metareuse("augment --mode fancy --corpus datasets/sample_reasoning.jsonl --out " +
+                            (dir / "out.jsonl").string());
+  INFO(mode.output);
+  CHECK(mode.status == 1);
+  CHECK_THAT(mode.output, Contains("--mode: config key 'augment.mode' must be one of") && Contains("fancy"));
+  CHECK_FALSE(Catch::contains(mode.output, "--set"));
+  auto length = run_metareuse(prepare_args(fixture_dir() / "augmented.jsonl", dir / "d.h5", "--sequence-length abc"));
+  INFO(length.output);
+  CHECK(length.status == 1);
+  CHECK_THAT(length.output, Contains("--sequence-length: config key 'dataset.sequence_length' must be an integer"));
+  auto typed_set = run_metareuse("augment --set augment.mode=fancy --out " + (dir / "out.jsonl").string());
+  CHECK_THAT(typed_set.output, Contains("--set: config key 'augment.mode'"));  // what was typed
+  auto both = run_metareuse("run --from patterns --only augment");
+  INFO(both.output);
+  CHECK(both.status == 64);
+  CHECK_THAT(both.output, Contains("--from") && Contains("--only") && Contains("excludes"));
+  auto folder = run_metareuse("tokenize --tokenizer " + dir.string() + " --text hello");
+  INFO(folder.output);
+  CHECK(folder.status == 1);
+  CHECK_THAT(folder.output, Contains("is a directory"));
+  CHECK_FALSE(Catch::contains(folder.output, "is empty"));
+  std::ofstream(dir / "file.txt") << "x";
+  auto report = run_metareuse("report --run " + (dir / "file.txt").string());
+  INFO(report.output);
+  CHECK(report.status == 64);
+  CHECK_THAT(report.output, Contains("is a file"));
+}

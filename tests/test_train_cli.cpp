@@ -249,6 +249,24 @@ TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[
   CHECK(bytes(run / "a.safetensors").size() > 6 * 400 * 4);
   CHECK(bytes(run / "a.safetensors") == bytes(run / "b.safetensors"));  // identical logits and loss
 
+  // Bounds before memory is touched: the model's positions (class 5 of issue #18).
+  const int64_t positions = nlohmann::json::parse(std::ifstream(out / "config.json")).at("max_position_embeddings");
+  auto too_many = run_metareuse("generate --model " + out.string() + " --prompt-ids 1,5,7 --max-new-tokens 100000");
+  INFO(too_many.output);
+  CHECK(too_many.status == 64);
+  CHECK_THAT(too_many.output, Contains("--max-new-tokens 100000") && Contains(std::to_string(positions) + " positions"));
+  std::string long_prompt = "1";
+  for (int64_t i = 0; i < positions; ++i) long_prompt += ",1";
+  auto too_long = run_metareuse("generate --model " + out.string() + " --prompt-ids " + long_prompt +
+                                " --max-new-tokens 1");
+  CHECK(too_long.status == 64);
+  CHECK_THAT(too_long.output, Contains("the prompt is " + std::to_string(positions + 1) + " tokens"));
+  auto micro = run_metareuse(train_args(run / "micro", "--set train.max_steps=1 --set train.global_batch=2 "
+                                                       "--set train.micro_batch=4"));
+  INFO(micro.output);
+  CHECK(micro.status == 1);
+  CHECK_THAT(micro.output, Contains("train.micro_batch 4 is larger than train.global_batch 2"));
+
   auto text = run_metareuse("generate --model " + out.string() + " --prompt 'Ava buys 3 apples' --tokenizer " +
                             (fixture_dir() / "spm.model").string() + " --max-new-tokens 8 --greedy");
   INFO(text.output);

@@ -100,6 +100,9 @@ int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
   config.set("dataset.output", layout.dataset());
   // A train stage that stopped early (time limit, signal) resumes from its checkpoint.
   if (config.get_string("train.resume").empty()) config.set("train.resume", "auto");
+  // The resolved config records what the run derived (tokenizer, vocabulary,
+  // dataset), so `metareuse train --config <run>/config.resolved.json` works as is.
+  if (runtime.rank() == 0) config.write(layout.resolved_config());
   return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
 }
 
