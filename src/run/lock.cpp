@@ -61,15 +61,17 @@ RunFolderLock::RunFolderLock(const std::string& lock_file) : path_(lock_file) {
   }
 }
 
-RunFolderLock::~RunFolderLock() {
+RunFolderLock::~RunFolderLock() { release(); }
+
+void RunFolderLock::release() {
   if (fd_ < 0) return;
-  // Emptied before the unlock: a lock file with a holder then always means a
-  // process that did not end cleanly.
-  if (::ftruncate(fd_, 0) != 0) {
-    // nothing to do: the flock is released below either way
-  }
+  // Emptied before the unlock: a lock file that names a holder then always
+  // means a process that did not end cleanly. A failed truncate only costs a
+  // warning at the next start; the flock is released either way.
+  [[maybe_unused]] int ignored = ::ftruncate(fd_, 0);
   ::flock(fd_, LOCK_UN);
   ::close(fd_);
+  fd_ = -1;
 }
 
 RunFolderLock::RunFolderLock(RunFolderLock&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) {
@@ -78,7 +80,7 @@ RunFolderLock::RunFolderLock(RunFolderLock&& other) noexcept : path_(std::move(o
 
 RunFolderLock& RunFolderLock::operator=(RunFolderLock&& other) noexcept {
   if (this != &other) {
-    this->~RunFolderLock();
+    release();
     path_ = std::move(other.path_);
     fd_ = other.fd_;
     other.fd_ = -1;

@@ -24,6 +24,7 @@ class RunFolderLock {
   bool held() const { return fd_ >= 0; }
 
  private:
+  void release();
   std::string path_;
   int fd_ = -1;
 };
