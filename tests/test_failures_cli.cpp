@@ -299,3 +299,21 @@ TEST_CASE("messages name the flag the user typed", "[e2e][messages]") {
   CHECK(report.status == 64);
   CHECK_THAT(report.output, Contains("is a file"));
 }
+
+// ---- 9. Stages hand over without hand-editing.
+
+TEST_CASE("plan works before the weights are downloaded: the folder's config.json, else a named preset",
+          "[e2e][handover]") {
+  fs::path dir = metareuse::test::temp_dir("plan-before-download");
+  const std::string missing = (dir / "Llama-3.2-3B").string();
+  auto unnamed = run_metareuse("plan --set model.path=" + missing + " --ranks 8 --seq 2048");
+  INFO(unnamed.output);
+  CHECK(unnamed.status == 1);
+  CHECK_THAT(unnamed.output, Contains(missing) && Contains("no config.json yet") && Contains("model.preset"));
+  auto named = run_metareuse("plan --set model.path=" + missing + " --set model.preset=llama3.2-3b "
+                             "--set train.precision=fp16 --set train.micro_batch=1 --ranks 8 --seq 2048 "
+                             "--device-memory 16GiB");
+  INFO(named.output);
+  CHECK(named.status == 0);
+  CHECK_THAT(named.output, Contains("3212749824 parameters"));
+}

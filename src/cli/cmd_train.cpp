@@ -53,7 +53,7 @@ void plan_options(CLI::App& app, std::vector<std::string>& overrides) {
 
 int plan_run(CommandContext& context) {
   const Config& config = context.config;
-  LlamaConfig model = model_config_from(config);
+  LlamaConfig model = plan_model_config(config);
   int64_t ranks = g_plan.ranks > 0 ? g_plan.ranks : context.runtime.world_size();
   std::string memory = g_plan.device_memory.empty() ? config.get_string("train.device_memory") : g_plan.device_memory;
   MemoryPlan plan = plan_memory(model, ranks, config.get_int("train.micro_batch"), g_plan.sequence_length,

@@ -194,6 +194,30 @@ LlamaConfig model_config_from(const Config& config) {
   return model;
 }
 
+LlamaConfig plan_model_config(const Config& config) {
+  const std::string path = config.get_string("model.path");
+  if (path.empty()) return model_config_from(config);
+  // A user plans before downloading: the shape comes from the folder's
+  // config.json when it is there, else from the preset the config names.
+  const fs::path hf_config = fs::path(path) / "config.json";
+  std::error_code error;
+  if (fs::exists(hf_config, error)) {
+    LlamaConfig model = LlamaConfig::from_hf_file(hf_config.string());
+    model.attention = attention_from_name(config.get_string("model.attention"));
+    return model;
+  }
+  const std::string preset = config.get_string("model.preset");
+  if (preset != find_config_key("model.preset")->default_value.get<std::string>()) {
+    log::info("model.path {} has no config.json yet: planning with model.preset={}", path, preset);
+    LlamaConfig model = LlamaConfig::preset(preset);
+    model.attention = attention_from_name(config.get_string("model.attention"));
+    return model;
+  }
+  throw ConfigError(fmt::format("plan: model.path '{}' has no config.json yet (download the weights there), and the "
+                                "config names no model.preset to plan with; add --set model.preset=<name> (one of {})",
+                                path, fmt::join(LlamaConfig::preset_names(), ", ")));
+}
+
 TrainOptions TrainOptions::from_config(const Config& config, const std::string& run_folder) {
   TrainOptions options;
   options.model = model_config_from(config);

@@ -37,6 +37,9 @@ std::string format_plan(const MemoryPlan& plan);
 // The model the config names: model.path's config.json, or model.preset
 // (with model.vocab_size when set).
 LlamaConfig model_config_from(const Config& config);
+// The model `plan` sizes: model.path's config.json when it is there (weights
+// need not be), else the model.preset the config names, else an error saying how.
+LlamaConfig plan_model_config(const Config& config);
 
 // Everything training reads from the config, typed, read once. Built by
 // TrainOptions::from_config; run_training reads no config key after that.
