@@ -316,4 +316,11 @@ TEST_CASE("plan works before the weights are downloaded: the folder's config.jso
   INFO(named.output);
   CHECK(named.status == 0);
   CHECK_THAT(named.output, Contains("3212749824 parameters"));
+  // The shipped 3B config plans from a fresh checkout (models/ not downloaded).
+  if (!fs::exists(fs::path(METAREUSE_SOURCE_DIR) / "models" / "Llama-3.2-3B" / "config.json")) {
+    auto shipped = run_metareuse("plan --config configs/llama3.2-3b-p100x8.json --ranks 8");
+    INFO(shipped.output);
+    CHECK(shipped.status == 0);
+    CHECK_THAT(shipped.output, Contains("3212749824 parameters") && Contains("verdict: fits"));
+  }
 }
