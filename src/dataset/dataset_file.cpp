@@ -18,8 +18,10 @@
   [&]() {                                                                                             \
     auto mr_h5_result = (call);                                                                       \
     if (mr_h5_result < 0) {                                                                           \
-      throw ::metareuse::InputError(::fmt::format("{}: HDF5 call {} failed ({}:{})", (what), #call,   \
-                                                  __FILE__, __LINE__));                               \
+      const std::string mr_h5_detail = ::metareuse::h5::error_detail();                              \
+      throw ::metareuse::InputError(::fmt::format("{}: HDF5 call {} failed ({}:{}){}{}", (what), #call, \
+                                                  __FILE__, __LINE__, mr_h5_detail.empty() ? "" : ": ", \
+                                                  mr_h5_detail));                                     \
     }                                                                                                 \
     return mr_h5_result;                                                                              \
   }()

@@ -46,6 +46,11 @@ class Handle {
 // Silences HDF5's own stderr error printing (errors are reported by exceptions).
 void quiet_errors();
 
+// What went wrong at the bottom of HDF5's error stack (from the call that
+// just failed): the system's message ("File too large") when a write or read
+// failed, else the innermost description. Empty when the stack is empty.
+std::string error_detail();
+
 // True when the error on HDF5's stack (from the call that just failed) came
 // from the Fletcher32 filter, i.e. stored data no longer matches its checksum.
 // Clears the stack.
