@@ -189,7 +189,7 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
     try {
       work();
     } catch (const std::exception& e) {
-      failure = e.what();
+      failure = fmt::format("cannot write {}: {}", tmp_path, e.what());  // the file, then HDF5's or the system's reason
     }
   };
 
