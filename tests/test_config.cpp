@@ -109,7 +109,7 @@ TEST_CASE("sizes parse with binary and decimal units", "[config]") {
 }
 
 // core/file_io.h: the checked, atomic writer every stage uses.
-TEST_CASE("AtomicFile replaces a file only when complete; a failed write keeps the old one", "[file_io]") {
+TEST_CASE("AtomicFile replaces a file only when complete, and a failed write keeps the old one", "[file_io]") {
   auto dir = metareuse::test::temp_dir("file-io");
   const std::string path = (dir / "out.txt").string();
   metareuse::write_file_atomic(path, "previous\n");

@@ -62,7 +62,7 @@ TEST_CASE("timings.json keeps each stage's last time and the order stages finish
   CHECK_FALSE(run::read_timings((dir / "bad.json").string()).found);
 }
 
-TEST_CASE("one run folder, one job: a second process is refused naming host and pid; a dead one's lock is taken over",
+TEST_CASE("one run folder, one job: a second process is refused naming host and pid, a dead one's lock is taken over",
           "[run][unit]") {
   auto dir = test::temp_dir("run-lock");
   const std::string lock_file = run::RunLayout(dir.string()).lock();

@@ -131,7 +131,7 @@ TEST_CASE("SIGUSR1 (Slurm's pre-timeout signal) checkpoints and exits 3", "[trai
   CHECK(fs::exists(run / "checkpoints" / "latest"));
 }
 
-TEST_CASE("Ctrl-C (SIGINT) checkpoints and exits 3 like SIGTERM; a second Ctrl-C aborts at once", "[train][e2e]") {
+TEST_CASE("Ctrl-C (SIGINT) checkpoints and exits 3 like SIGTERM, and a second Ctrl-C aborts at once", "[train][e2e]") {
   for (int interrupts : {1, 2}) {
     fs::path run = metareuse::test::temp_dir("sigint-" + std::to_string(interrupts));
     std::string kills = interrupts == 1 ? "kill -INT $pid" : "kill -INT $pid; kill -INT $pid";
@@ -151,7 +151,7 @@ TEST_CASE("Ctrl-C (SIGINT) checkpoints and exits 3 like SIGTERM; a second Ctrl-C
   }
 }
 
-TEST_CASE("non-finite weights: forward fails naming the tensor; fp32 training stops after train.max_bad_steps",
+TEST_CASE("non-finite weights: forward fails naming the tensor, and fp32 training stops after train.max_bad_steps",
           "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("nonfinite");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
