@@ -42,7 +42,6 @@ std::string read_file(const std::string& path) {
                                  "tokenizer.model or a sentencepiece .model)",
                                  path));
   }
-  if (!std::filesystem::exists(path, error)) throw InputError(fmt::format("tokenizer file '{}' does not exist", path));
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open tokenizer file", path));
   std::ostringstream buffer;
