@@ -1,10 +1,17 @@
-// Config: defaults, files, overrides, and every way a key can be wrong.
+// core: the config (defaults, files, overrides, and every way a key can be
+// wrong) and the checked, atomic file writer.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>  // a file-size limit for the checked-write tests
+
+#include <csignal>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/timing.h"
 #include "test_support.h"
 
@@ -99,4 +106,61 @@ TEST_CASE("sizes parse with binary and decimal units", "[config]") {
   CHECK(metareuse::parse_bytes("1024") == 1024);
   CHECK_THROWS_WITH(metareuse::parse_bytes("12 parsecs"), Contains("parsecs"));
   CHECK_THROWS_AS(metareuse::parse_bytes("GiB"), ConfigError);
+}
+
+// core/file_io.h: the checked, atomic writer every stage uses.
+TEST_CASE("AtomicFile replaces a file only when complete, and a failed write keeps the old one", "[file_io]") {
+  auto dir = metareuse::test::temp_dir("file-io");
+  const std::string path = (dir / "out.txt").string();
+  metareuse::write_file_atomic(path, "previous\n");
+  auto read = [&]() {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  {
+    // An exception before commit(): the temporary goes, the old content stays.
+    metareuse::AtomicFile file(path);
+    file.write("half of the new content");
+    CHECK(std::filesystem::exists(path + ".tmp"));
+  }
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+  CHECK(read() == "previous\n");
+
+  // A file-size limit (SIGXFSZ ignored, as the CLI does): EFBIG, named.
+  rlimit saved{};
+  getrlimit(RLIMIT_FSIZE, &saved);
+  metareuse::ignore_file_size_signal();
+  rlimit limit = saved;
+  limit.rlim_cur = 4096;
+  setrlimit(RLIMIT_FSIZE, &limit);
+  std::string message;
+  try {
+    metareuse::write_file_atomic(path, std::string(3 << 20, 'x'));
+  } catch (const metareuse::Error& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &saved);
+  std::signal(SIGXFSZ, SIG_DFL);
+  CHECK_THAT(message, Contains("cannot write " + path + ".tmp") && Contains("File too large"));
+  CHECK_FALSE(std::filesystem::exists(path + ".tmp"));
+  CHECK(read() == "previous\n");
+
+  metareuse::write_file_atomic(path, "new\n");
+  CHECK(read() == "new\n");
+}
+
+TEST_CASE("an output that is a directory, or under a file, is 'cannot create X: reason'", "[file_io]") {
+  auto dir = metareuse::test::temp_dir("file-io-create");
+  CHECK_THROWS_WITH(metareuse::write_file_atomic(dir.string(), "x"),
+                    Contains("cannot create " + dir.string()) && Contains("is a directory"));
+  std::ofstream(dir / "plain") << "a file";
+  const std::string under_file = (dir / "plain" / "sub" / "out.txt").string();
+  CHECK_THROWS_WITH(metareuse::write_file_atomic(under_file, "x"), Contains("cannot create " + under_file));
+  // Appending (metrics.jsonl) goes through the same checks.
+  CHECK_THROWS_WITH(metareuse::AppendFile(dir.string(), false), Contains("cannot create " + dir.string()));
+  metareuse::AppendFile append((dir / "log.jsonl").string(), true);
+  append.write("a\n");
+  append.write("b\n");
+  std::ifstream in(dir / "log.jsonl");
+  CHECK(std::string(std::istreambuf_iterator<char>(in), {}) == "a\nb\n");
 }

@@ -4,6 +4,10 @@
 // exact resume.
 #include <catch2/catch.hpp>
 
+#include <hdf5.h>            // to locate a chunk and flip its bytes
+#include <signal.h>
+#include <sys/resource.h>      // a file-size limit
+
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -222,6 +226,96 @@ TEST_CASE("loading refuses wrong versions, tokenizers and truncated files", "[da
   std::ofstream(dir / "text.h5") << "not hdf5";
   CHECK_THAT(refusal((dir / "text.h5").string()), Contains("not a readable HDF5 file"));
   CHECK_THAT(refusal((dir / "missing.h5").string()), Contains("not found"));
+}
+
+TEST_CASE("flipped bytes in a dataset's tokens fail the load naming the dataset (Fletcher32)", "[dataset]") {
+  if (world().rank() != 0) return;
+  auto dir = test::temp_dir("dataset-flipped");
+  std::vector<DocumentTokens> documents;
+  for (std::int64_t record = 0; record < 100; ++record) {
+    std::vector<TokenId> ids;
+    std::vector<std::uint8_t> mask;
+    for (std::int64_t t = 0; t < 40; ++t) {
+      ids.push_back(static_cast<TokenId>((record * 37 + t * 11) % 500));
+      mask.push_back(t > 10 ? 1 : 0);
+    }
+    documents.push_back(document(record, ids, mask));
+  }
+  auto packed = pack_documents(documents, 48, false, 0);
+  packed.metadata.tokenizer_kind = "tiktoken";
+  packed.metadata.tokenizer_vocab_size = 512;
+  packed.metadata.tokenizer_hash = "0123456789abcdef";
+  const std::string path = (dir / "flipped.h5").string();
+  write_dataset(path, packed);
+  REQUIRE(load_dataset(path).tokens == packed.tokens);
+  haddr_t address = 0;
+  hsize_t size = 0;
+  {
+    hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t dataset = H5Dopen2(file, "tokens", H5P_DEFAULT);
+    hsize_t offset[2] = {};
+    unsigned mask = 0;
+    hid_t space = H5Dget_space(dataset);
+    REQUIRE(H5Dget_chunk_info(dataset, space, 0, offset, &mask, &address, &size) >= 0);
+    H5Sclose(space);
+    H5Dclose(dataset);
+    H5Fclose(file);
+  }
+  REQUIRE(size > 8);
+  {
+    std::fstream bytes(path, std::ios::in | std::ios::out | std::ios::binary);
+    for (hsize_t i = 0; i < std::min<hsize_t>(200, size / 2); ++i) {
+      bytes.seekg(static_cast<std::streamoff>(address + size / 4 + i));
+      char c = 0;
+      bytes.get(c);
+      bytes.seekp(static_cast<std::streamoff>(address + size / 4 + i));
+      bytes.put(static_cast<char>(c ^ 0x5a));
+    }
+  }
+  CHECK_THROWS_WITH(load_dataset(path), Contains("dataset 'tokens'") && Contains("Fletcher32"));
+}
+
+TEST_CASE("a dataset write that fails (file-size limit) names the file and keeps the previous one", "[dataset]") {
+  if (world().rank() != 0) return;
+  auto dir = test::temp_dir("dataset-full");
+  std::vector<DocumentTokens> documents;
+  for (std::int64_t record = 0; record < 400; ++record) {
+    std::vector<TokenId> ids;
+    for (std::int64_t t = 0; t < 60; ++t) ids.push_back(static_cast<TokenId>((record * 7919 + t * 104729) % 509));
+    documents.push_back(document(record, ids, std::vector<std::uint8_t>(ids.size(), 1)));
+  }
+  auto small = pack_documents({document(0, {1, 2, 3}, {0, 1, 1})}, 8, false, 0);
+  auto large = pack_documents(documents, 64, false, 0);
+  for (auto* dataset : {&small, &large}) {
+    dataset->metadata.tokenizer_kind = "tiktoken";
+    dataset->metadata.tokenizer_vocab_size = 512;
+    dataset->metadata.tokenizer_hash = "0123456789abcdef";
+  }
+  const std::string path = (dir / "dataset.h5").string();
+  write_dataset(path, small);
+  const auto previous_size = std::filesystem::file_size(path);
+
+  rlimit saved_limit{};
+  getrlimit(RLIMIT_FSIZE, &saved_limit);
+  auto saved_handler = signal(SIGXFSZ, SIG_IGN);
+  rlimit limit = saved_limit;
+  limit.rlim_cur = 16 * 1024;  // the large dataset needs far more (checked below)
+  setrlimit(RLIMIT_FSIZE, &limit);
+  std::string message;
+  try {
+    write_dataset(path, large);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &saved_limit);
+  signal(SIGXFSZ, saved_handler);
+  CHECK_THAT(message, Contains(path) && Contains("cannot write"));
+  CHECK_FALSE(std::filesystem::exists(path + ".partial"));
+  CHECK(std::filesystem::file_size(path) == previous_size);
+  CHECK(load_dataset(path).tokens == small.tokens);
+  // Without the limit the same write succeeds and is larger than the limit.
+  write_dataset(path, large);
+  CHECK(std::filesystem::file_size(path) > 16 * 1024);
 }
 
 TEST_CASE("the sampler covers every sample once per epoch, disjoint across ranks, and resumes exactly",

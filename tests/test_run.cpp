@@ -1,12 +1,21 @@
-// run: the run folder's layout (the names every stage writes) and timings.json
-// (stage times in the order they finished, across runs).
+// run: the run folder's layout (the names every stage writes), timings.json
+// (stage times in the order they finished, across runs) and the run folder's
+// lock (a second process refused naming host and pid; a killed holder's lock
+// taken over).
 #include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "metareuse/core/config.h"
+#include "metareuse/core/error.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/run/lock.h"
 #include "metareuse/run/timings.h"
 #include "test_support.h"
 
@@ -51,6 +60,61 @@ TEST_CASE("timings.json keeps each stage's last time and the order stages finish
   CHECK(read.timings.stages.at("patterns").finished == "2025-01-02T00:00:00Z");
   std::ofstream(dir / "bad.json") << R"({"stages": [1, 2]})";
   CHECK_FALSE(run::read_timings((dir / "bad.json").string()).found);
+}
+
+TEST_CASE("one run folder, one job: a second process is refused naming host and pid, a dead one's lock is taken over",
+          "[run][unit]") {
+  auto dir = test::temp_dir("run-lock");
+  const std::string lock_file = run::RunLayout(dir.string()).lock();
+  // A second process (forked) holds the lock, as a second `metareuse run` would.
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    {
+      run::RunFolderLock held(lock_file);
+      char one = 1;
+      if (::write(ready[1], &one, 1) != 1) std::_Exit(2);
+      ::pause();  // until killed
+    }
+    std::_Exit(0);
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  REQUIRE(::read(ready[0], &byte, 1) == 1);
+  ::close(ready[0]);
+  std::string message;
+  try {
+    run::RunFolderLock second(lock_file);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof(host) - 1);
+  CHECK_THAT(message, Catch::Matchers::Contains("in use") &&
+                          Catch::Matchers::Contains(fmt::format("host {} pid {}", host, child)));
+
+  // Killed with SIGKILL: its flock is gone, the file still names it.
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  {
+    std::ifstream in(lock_file);
+    CHECK_THAT(std::string(std::istreambuf_iterator<char>(in), {}),
+               Catch::Matchers::Contains(fmt::format("pid {}", child)));
+  }
+  {
+    run::RunFolderLock taken(lock_file);
+    CHECK(taken.held());
+    std::ifstream in(lock_file);
+    CHECK_THAT(std::string(std::istreambuf_iterator<char>(in), {}),
+               Catch::Matchers::Contains(fmt::format("pid {}", ::getpid())));
+  }
+  // Released cleanly: the file is emptied and the next job takes it silently.
+  CHECK(std::filesystem::file_size(lock_file) == 0);
+  run::RunFolderLock again(lock_file);
+  CHECK(again.held());
 }
 
 }  // namespace metareuse

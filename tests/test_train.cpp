@@ -2,8 +2,14 @@
 //   1. the Hugging Face AdamW trajectory of ../shared/fixtures/hf_tiny_llama32
 //      (losses, pre-clip grad norms, final parameters), at 1, 2 and 3 ranks;
 //   2. rank-count invariance: the same 20 steps at N ranks and at 1 rank give
-//      the same losses to 1e-5 relative.
+//      the same losses to 1e-5 relative;
+//   3. the stop signals: a first SIGINT is a stop request like SIGTERM, a
+//      second one ends the process.
 #include "torch_catch.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -11,6 +17,7 @@
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
+#include "metareuse/train/stop_signals.h"
 #include "metareuse/parallel/sharded_llama.h"
 #include "test_support.h"
 
@@ -104,4 +111,32 @@ TEST_CASE("the same run gives the same losses at N ranks and at 1 rank", "[train
     CHECK(sharded.back() < sharded.front());  // it learns something
   }
   comm.barrier();
+}
+
+TEST_CASE("a first SIGINT is a stop request like SIGTERM, and a second one ends the process", "[train]") {
+  if (test::runtime().world().size() != 1) return;  // fork() is for the single-process run only
+  pid_t child = ::fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // Exit codes say how far the child got: 10 = the first SIGINT was only recorded.
+    StopSignals signals;
+    if (signals.received() != 0) std::_Exit(1);
+    ::raise(SIGINT);
+    if (signals.received() != SIGINT) std::_Exit(2);
+    ::raise(SIGTERM);  // a later signal does not replace the first
+    if (signals.received() != SIGINT) std::_Exit(3);
+    ::raise(SIGINT);   // the second Ctrl-C: the default action, now
+    std::_Exit(10);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(child, &status, 0) == child);
+  INFO("exit status " << (WIFEXITED(status) ? WEXITSTATUS(status) : -1));
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGINT);
+
+  // Outside a StopSignals' lifetime the default actions are back.
+  { StopSignals scoped; }
+  struct sigaction action {};
+  sigaction(SIGINT, nullptr, &action);
+  CHECK(action.sa_handler == SIG_DFL);
 }

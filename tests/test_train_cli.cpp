@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "cli_runner.h"
@@ -130,6 +131,69 @@ TEST_CASE("SIGUSR1 (Slurm's pre-timeout signal) checkpoints and exits 3", "[trai
   CHECK(fs::exists(run / "checkpoints" / "latest"));
 }
 
+// The second Ctrl-C (abort at once) is tested in test_train.cpp, in-process:
+// two SIGINTs sent from outside can merge into one while the first is pending.
+TEST_CASE("Ctrl-C (SIGINT) checkpoints and exits 3 like SIGTERM", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("sigint");
+  std::string command = std::string("cd '") + METAREUSE_SOURCE_DIR + "' && ('" + METAREUSE_BINARY + "' " +
+                        train_args(run, "--set train.max_steps=100000 --set train.time_limit=0") +
+                        " & pid=$!; for i in $(seq 240); do [ -s '" + (run / "metrics.jsonl").string() +
+                        "' ] && break; sleep 0.5; done; kill -INT $pid; wait $pid)";
+  auto result = run_shell(command);
+  INFO(result.output);
+  CHECK(result.status == 3);
+  CHECK_THAT(result.output, Contains("signal 2 received"));
+  CHECK(fs::exists(run / "checkpoints" / "latest"));
+}
+
+TEST_CASE("non-finite weights: forward fails naming the tensor, and fp32 training stops after train.max_bad_steps",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("nonfinite");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  fs::path model = run / "hf";
+  REQUIRE(run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + model.string() +
+                        " --dtype fp32").status == 0);
+  // A NaN into model.norm.weight, located through the safetensors header.
+  {
+    std::fstream file(model / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    uint64_t header_size = 0;
+    file.read(reinterpret_cast<char*>(&header_size), 8);
+    std::string header(header_size, '\0');
+    file.read(header.data(), static_cast<std::streamsize>(header_size));
+    auto entry = nlohmann::json::parse(header).at("model.norm.weight");
+    REQUIRE(entry.at("dtype") == "F32");
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    file.seekp(static_cast<std::streamoff>(8 + header_size + entry.at("data_offsets")[0].get<uint64_t>() + 4));
+    file.write(reinterpret_cast<const char*>(&nan), 4);
+  }
+  {
+    std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,4],"data_offsets":[0,32]}})";
+    while (header.size() % 8 != 0) header += ' ';
+    std::ofstream ids(run / "ids.safetensors", std::ios::binary);
+    uint64_t length = header.size();
+    ids.write(reinterpret_cast<const char*>(&length), 8);
+    ids << header;
+    for (int64_t id : {1, 17, 42, 99}) ids.write(reinterpret_cast<const char*>(&id), 8);
+  }
+  auto forward = run_metareuse("forward --model " + model.string() + " --ids " + (run / "ids.safetensors").string() +
+                               " --out " + (run / "logits.safetensors").string());
+  INFO(forward.output);
+  CHECK(forward.status == 1);
+  CHECK_THAT(forward.output, Contains("model.norm.weight") && Contains("non-finite"));
+  CHECK_FALSE(Catch::contains(forward.output, "\"loss\": null"));
+  CHECK_FALSE(fs::exists(run / "logits.safetensors"));
+
+  fs::path bad_run = run / "bad-run";
+  auto train = run_metareuse("train --dataset " + (fixture_dir() / "dataset.h5").string() + " --set run.out_dir=" +
+                             bad_run.string() + " --set model.path=" + model.string() +
+                             " --set train.global_batch=6 --set train.micro_batch=1 --set train.max_steps=20"
+                             " --set train.max_bad_steps=2 --set train.log_every=100");
+  INFO(train.output);
+  CHECK(train.status == 1);
+  CHECK_THAT(train.output, Contains("training stopped at step 2") && Contains("model.norm.weight") &&
+                               Contains("train.max_bad_steps=2"));
+}
+
 TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("refuse");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
@@ -179,6 +243,24 @@ TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[
   };
   CHECK(bytes(run / "a.safetensors").size() > 6 * 400 * 4);
   CHECK(bytes(run / "a.safetensors") == bytes(run / "b.safetensors"));  // identical logits and loss
+
+  // Bounds before memory is touched: the model's positions (class 5 of issue #18).
+  const int64_t positions = nlohmann::json::parse(std::ifstream(out / "config.json")).at("max_position_embeddings");
+  auto too_many = run_metareuse("generate --model " + out.string() + " --prompt-ids 1,5,7 --max-new-tokens 100000");
+  INFO(too_many.output);
+  CHECK(too_many.status == 64);
+  CHECK_THAT(too_many.output, Contains("--max-new-tokens 100000") && Contains(std::to_string(positions) + " positions"));
+  std::string long_prompt = "1";
+  for (int64_t i = 0; i < positions; ++i) long_prompt += ",1";
+  auto too_long = run_metareuse("generate --model " + out.string() + " --prompt-ids " + long_prompt +
+                                " --max-new-tokens 1");
+  CHECK(too_long.status == 64);
+  CHECK_THAT(too_long.output, Contains("the prompt is " + std::to_string(positions + 1) + " tokens"));
+  auto micro = run_metareuse(train_args(run / "micro", "--set train.max_steps=1 --set train.global_batch=2 "
+                                                       "--set train.micro_batch=4"));
+  INFO(micro.output);
+  CHECK(micro.status == 1);
+  CHECK_THAT(micro.output, Contains("train.micro_batch 4 is larger than train.global_batch 2"));
 
   auto text = run_metareuse("generate --model " + out.string() + " --prompt 'Ava buys 3 apples' --tokenizer " +
                             (fixture_dir() / "spm.model").string() + " --max-new-tokens 8 --greedy");

@@ -12,6 +12,7 @@
 
 #include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
@@ -112,17 +113,15 @@ std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen) 
 AugmentStats augment_corpus(const std::vector<std::string>& files, const patterns::Handbook& handbook,
                             const AugmentOptions& options, const std::string& out_path, Communicator& communicator) {
   const int rank = communicator.rank();
-  std::filesystem::path target(out_path);
-  if (rank == 0 && target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  if (rank == 0) prepare_output_file(out_path);  // "cannot create <out>: reason" before any work
   communicator.barrier();
-  const std::string part_path = fmt::format("{}.part-{}", out_path, rank);
 
   const PromptPolicy policy(&handbook, options.mode, options.top_k, options.bm25_k1, options.bm25_b);
 
   std::uint64_t examples = 0;
   std::uint64_t retrieved = 0;
-  std::ofstream out(part_path, std::ios::trunc | std::ios::binary);
-  if (!out) throw Error(fmt::format("{}: cannot write", part_path));
+  // This rank's part, <out>.part-<rank>: every write checked, removed on failure.
+  AtomicFile out(out_path, fmt::format(".part-{}", rank));
   corpus::CorpusStats local = corpus::read_corpus(files, options.read, communicator, [&](const corpus::Record& record) {
     const PromptChoice choice = policy.for_training(record.question, record.reasoning);
     retrieved += choice.retrieved ? 1 : 0;
@@ -139,11 +138,10 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
     example["behaviors"] = behaviors;
     example["question"] = std::string(record.question);
     example["solution"] = std::string(record.solution);
-    out << example.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
+    out.write(example.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + '\n');
     ++examples;
   });
-  out.close();
-  if (!out) throw Error(fmt::format("{}: failed writing", part_path));
+  out.close_keep();
 
   std::vector<std::uint64_t> counts = {examples, retrieved};
   communicator.allreduce(counts, ReduceOp::kSum);
@@ -151,23 +149,35 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   stats.corpus = corpus::reduce_stats(local, communicator);
   stats.examples = counts[0];
   stats.retrieved = counts[1];
+  if (stats.examples == 0) {
+    // Every rank sees the same counts and throws alike; the parts are removed.
+    throw InputError(fmt::format("corpus {}: no example to write: {}", fmt::join(files, ", "),
+                                 corpus::describe_stats(stats.corpus)));
+  }
 
   communicator.barrier();  // every part is complete
   if (rank == 0) {
-    std::string temporary = out_path + ".tmp";
-    {
-      std::ofstream joined(temporary, std::ios::trunc | std::ios::binary);
+    // On any failure every rank's part goes too (the other ranks are ended by the CLI's abort).
+    auto remove_parts = [&]() {
+      for (int r = 0; r < communicator.size(); ++r) remove_quietly(fmt::format("{}.part-{}", out_path, r));
+    };
+    try {
+      AtomicFile joined(out_path);
       for (int r = 0; r < communicator.size(); ++r) {
         std::string part = fmt::format("{}.part-{}", out_path, r);
         std::ifstream in(part, std::ios::binary);
         if (!in) throw Error(fmt::format("{}: missing part file of rank {}", part, r));
-        // An empty part would set failbit on `joined` through operator<<(streambuf*).
-        if (in.peek() != std::char_traits<char>::eof()) joined << in.rdbuf();
+        std::string chunk(1 << 20, '\0');
+        while (in.read(chunk.data(), static_cast<std::streamsize>(chunk.size())) || in.gcount() > 0) {
+          joined.write(std::string_view(chunk.data(), static_cast<std::size_t>(in.gcount())));
+        }
       }
-      if (!joined.flush()) throw Error(fmt::format("{}: failed writing", temporary));
+      joined.commit();
+    } catch (...) {
+      remove_parts();
+      throw;
     }
-    std::filesystem::rename(temporary, out_path);
-    for (int r = 0; r < communicator.size(); ++r) std::filesystem::remove(fmt::format("{}.part-{}", out_path, r));
+    remove_parts();
   }
   communicator.barrier();
   return stats;

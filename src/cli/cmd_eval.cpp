@@ -66,7 +66,9 @@ int report_run(CommandContext& context) {
   const run::RunLayout layout =
       g_report_run.empty() ? run::RunLayout::for_config(context.config) : run::RunLayout(g_report_run);
   if (!fs::is_directory(layout.folder())) {
-    throw UsageError(fmt::format("run folder '{}' does not exist", layout.folder()));
+    throw UsageError(fmt::format(fs::exists(layout.folder()) ? "--run '{}' is a file; give the run folder (run.out_dir)"
+                                                             : "run folder '{}' does not exist",
+                                 layout.folder()));
   }
   if (context.runtime.rank() != 0) return kExitOk;
   const std::string out = g_report_out.empty() ? layout.report() : g_report_out;

@@ -5,15 +5,18 @@
 #include <nlohmann/json.hpp>  // the generate output line
 #include <torch/torch.h>      // tensors
 
+#include <cmath>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
+#include "flags.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/model/generate.h"
+#include "metareuse/model/generation_limits.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/checkpoint/model_source.h"
 #include "metareuse/model/source.h"
@@ -105,6 +108,10 @@ int forward_run(CommandContext& context) {
   torch::NoGradGuard no_grad;
   torch::Tensor logits = model.forward(input_ids).to(torch::kFloat32);  // (B, T, V)
   torch::Tensor loss = next_token_loss(logits, input_ids).reshape({1});
+  if (!std::isfinite(loss.item<double>())) {
+    throw InputError(fmt::format("{}: the forward pass gave a non-finite loss ({}) on {}; nothing was written to {}",
+                                 arguments.model, loss.item<double>(), arguments.ids, arguments.out));
+  }
   write_safetensors(arguments.out, {{"logits", logits}, {"loss", loss}});
   nlohmann::json summary = {{"loss", loss.item<double>()},
                             {"logits_shape", logits.sizes().vec()},
@@ -121,10 +128,11 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   auto* text = app.add_option("--prompt", arguments.prompt, "Prompt text (needs --tokenizer)");
   ids->excludes(text);
   app.add_option("--tokenizer", arguments.tokenizer, "Tokenizer file, to encode --prompt and decode the output");
-  app.add_option("--max-new-tokens", arguments.max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  app.add_option("--max-new-tokens", arguments.max_new_tokens, "Tokens to generate (prompt + new <= the model's positions)")
+      ->check(whole_number(0, int64_t{1} << 24));
   auto* greedy = app.add_flag("--greedy", arguments.greedy, "Pick the most likely token (the default)");
   auto* temperature = app.add_option("--temperature", arguments.temperature, "Sample with this temperature (> 0)")
-                          ->check(CLI::PositiveNumber);
+                          ->check(positive_number());
   auto* top_p = app.add_option("--top-p", arguments.top_p, "Sample from the smallest set of tokens with this much "
                                                            "probability, in (0, 1]")
                     ->check(CLI::Range(0.0, 1.0));
@@ -173,6 +181,8 @@ int generate_run(CommandContext& context) {
   } else {
     prompt = parse_id_list(arguments.prompt_ids);
   }
+  // Bounds before any memory is touched: positions, and the prefill's scores.
+  validate_generation_request(model.config(), static_cast<std::int64_t>(prompt.size()), options.max_new_tokens);
   std::vector<std::int64_t> ids = generate(model, prompt, options);
   log::debug("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
             options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache");

@@ -2,24 +2,18 @@
 #include <fmt/format.h>
 
 #include "commands.h"
+#include "flags.h"
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
 
 namespace metareuse::cli {
 
 void prepare_options(CLI::App& app, std::vector<std::string>& overrides) {
-  auto set = [&overrides](const char* key) {
-    return [&overrides, key](const std::string& value) { overrides.push_back(fmt::format("{}={}", key, value)); };
-  };
-  app.add_option_function<std::string>("--input", set("dataset.input"), "Augmented JSON Lines (dataset.input)")
-      ->type_name("PATH");
-  app.add_option_function<std::string>("--out", set("dataset.output"), "The HDF5 file to write (dataset.output)")
-      ->type_name("PATH");
-  app.add_option_function<std::string>("--tokenizer", set("tokenizer.path"), "Tokenizer file (tokenizer.path)")
-      ->type_name("PATH");
-  app.add_option_function<std::string>("--sequence-length", set("dataset.sequence_length"),
-                                       "Tokens per sequence (dataset.sequence_length)")
-      ->type_name("N");
+  add_value_flag(app, "--input", "dataset.input", "Augmented JSON Lines (dataset.input)", overrides);
+  add_value_flag(app, "--out", "dataset.output", "The HDF5 file to write (dataset.output)", overrides);
+  add_value_flag(app, "--tokenizer", "tokenizer.path", "Tokenizer file (tokenizer.path)", overrides);
+  add_value_flag(app, "--sequence-length", "dataset.sequence_length", "Tokens per sequence (dataset.sequence_length)",
+                 overrides);
 }
 
 int prepare_run(CommandContext& context) {

@@ -10,8 +10,9 @@ run::PipelineOptions g_run;
 }  // namespace
 
 void run_options(CLI::App& app, std::vector<std::string>&) {
-  app.add_option("--from", g_run.from, "Run from this stage on, even if its outputs are up to date");
-  app.add_option("--only", g_run.only, "Run only this stage");
+  auto* from = app.add_option("--from", g_run.from, "Run from this stage on, even if its outputs are up to date");
+  auto* only = app.add_option("--only", g_run.only, "Run only this stage");
+  from->excludes(only);  // together, one would win without a word
 }
 
 int run_run(CommandContext& context) { return run::run_pipeline(context.config, context.runtime, g_run); }

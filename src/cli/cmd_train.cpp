@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "flags.h"
 #include "metareuse/checkpoint/export.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/timing.h"
@@ -43,14 +44,16 @@ void train_options(CLI::App& app, std::vector<std::string>& overrides) {
 int train_run(CommandContext& context) { return run::train_in_run_folder(context.config, context.runtime); }
 
 void plan_options(CLI::App& app, std::vector<std::string>& overrides) {
-  app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")->check(CLI::PositiveNumber);
-  app.add_option("--seq", g_plan.sequence_length, "Sequence length")->check(CLI::PositiveNumber);
+  app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")
+      ->check(whole_number(1, int64_t{1} << 20));
+  app.add_option("--seq", g_plan.sequence_length, "Sequence length (at most the model's positions)")
+      ->check(whole_number(1, int64_t{1} << 24));
   app.add_option("--device-memory", g_plan.device_memory, "Memory per device, e.g. 16GiB");
 }
 
 int plan_run(CommandContext& context) {
   const Config& config = context.config;
-  LlamaConfig model = model_config_from(config);
+  LlamaConfig model = plan_model_config(config);
   int64_t ranks = g_plan.ranks > 0 ? g_plan.ranks : context.runtime.world_size();
   std::string memory = g_plan.device_memory.empty() ? config.get_string("train.device_memory") : g_plan.device_memory;
   MemoryPlan plan = plan_memory(model, ranks, config.get_int("train.micro_batch"), g_plan.sequence_length,

@@ -22,10 +22,13 @@
 #include <iostream>
 
 #include "commands.h"      // the subcommand table
+#include "flags.h"         // which flag sets which config key
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/text.h"
+#include "metareuse/distributed/agreement.h"
 #include "metareuse/distributed/runtime.h"
 
 namespace {
@@ -72,6 +75,9 @@ int exec_torch_binary(char** argv) {
 
 int main(int argc, char** argv) {
   using namespace metareuse;
+  // A file-size limit fails a write with EFBIG, reported naming the file,
+  // instead of killing the process with SIGXFSZ (before the exec: it is inherited).
+  ignore_file_size_signal();
 
   // An unknown subcommand is caught before CLI11, to name the valid ones.
   if (argc > 1 && argv[1][0] != '-') {
@@ -129,9 +135,16 @@ int main(int argc, char** argv) {
   // The whole config is resolved and validated before any rank starts work.
   Config config;
   try {
-    std::vector<std::string> all_overrides = flag_overrides;
-    all_overrides.insert(all_overrides.end(), overrides.begin(), overrides.end());
-    config = Config::load(config_file, all_overrides);
+    config = Config::load(config_file, {});
+    // Flags first, then --set; an error in a flag's value names the flag.
+    for (const auto& assignment : flag_overrides) {
+      try {
+        config.apply_override(assignment);
+      } catch (const ConfigError& e) {
+        throw ConfigError(cli::name_the_flag(assignment, e.what()));
+      }
+    }
+    for (const auto& assignment : overrides) config.apply_override(assignment);
   } catch (const Error& e) {
     std::fprintf(stderr, "metareuse %s: %s\n", chosen_spec->name.c_str(), e.what());
     return kExitFailure;
@@ -155,6 +168,8 @@ int main(int argc, char** argv) {
 
   int status = kExitOk;
   try {
+    // Before any other collective: ranks with different configs or binaries stop here, named.
+    require_same_config(config.dump(), runtime->world());
     cli::CommandContext context{config, *runtime};
     status = chosen_spec->run(context);
   } catch (const std::exception& e) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/text.h"
 
 namespace metareuse {
@@ -170,6 +171,8 @@ std::vector<ConfigKey> build_schema() {
       key_string("train.weight_decay_policy", "matrices", "Which parameters decay: matrices only, or all.",
                  {"matrices", "all"}),
       key_number("train.grad_clip", 1.0, "Global grad-norm clip; 0 disables.", 0.0, 1e9),
+      key_int("train.max_bad_steps", 3, "Without fp16 loss scaling: consecutive steps with a non-finite loss or "
+              "gradient (each skipped) before training stops with an error naming the step and the tensor.", 1, 1 << 20),
       key_int("train.epochs", 0, "Epochs; 0: the adaptive rule (train.policy_*).", 0, 1 << 20),
       key_int("train.max_steps", 0, "Optimizer steps; 0: from the epochs. Overrides the adaptive rule.", 0, 1LL << 40),
       key_int("train.policy_small_examples", 5, "Adaptive rule: datasets with fewer sequences than this are small.", 0,
@@ -315,8 +318,10 @@ const char* config_type_name(ConfigType type) {
 void validate_config_value(const ConfigKey& key, const json& value, const std::string& where) {
   std::string prefix = where.empty() ? "" : where + ": ";
   auto bad_type = [&]() {
-    return ConfigError(fmt::format("{}config key '{}' must be a {}, got {} ({})", prefix, key.path,
-                                   config_type_name(key.type), value.type_name(), value.dump()));
+    const std::string type = config_type_name(key.type);
+    const bool vowel = std::string("aeiou").find(type.front()) != std::string::npos;
+    return ConfigError(fmt::format("{}config key '{}' must be {} {}, got {} ({})", prefix, key.path, vowel ? "an" : "a",
+                                   type, value.type_name(), value.dump()));
   };
   switch (key.type) {
     case ConfigType::kInt:
@@ -454,12 +459,7 @@ std::string Config::describe() const {
 }
 
 void Config::write(const std::string& file) const {
-  std::filesystem::path target(file);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  std::ofstream out(file, std::ios::trunc);
-  if (!out) throw Error(fmt::format("cannot write config to '{}'", file));
-  out << dump();
-  if (!out.flush()) throw Error(fmt::format("failed writing config to '{}'", file));
+  write_file_atomic(file, dump());
 }
 
 }  // namespace metareuse

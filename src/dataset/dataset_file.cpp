@@ -7,6 +7,7 @@
 
 #include "h5.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/dataset/dataset.h"
 
 // Runs an HDF5 call; a negative result throws InputError naming the call,
@@ -17,8 +18,10 @@
   [&]() {                                                                                             \
     auto mr_h5_result = (call);                                                                       \
     if (mr_h5_result < 0) {                                                                           \
-      throw ::metareuse::InputError(::fmt::format("{}: HDF5 call {} failed ({}:{})", (what), #call,   \
-                                                  __FILE__, __LINE__));                               \
+      const std::string mr_h5_detail = ::metareuse::h5::error_detail();                              \
+      throw ::metareuse::InputError(::fmt::format("{}: HDF5 call {} failed ({}:{}){}{}", (what), #call, \
+                                                  __FILE__, __LINE__, mr_h5_detail.empty() ? "" : ": ", \
+                                                  mr_h5_detail));                                     \
     }                                                                                                 \
     return mr_h5_result;                                                                              \
   }()
@@ -67,6 +70,9 @@ void write_array(hid_t file, const std::string& path, const char* name, const st
     hsize_t chunk[2] = {std::min<hsize_t>(rows, 64), columns};
     MR_H5_CHECK(H5Pset_chunk(properties.get(), 2, chunk), what);
     MR_H5_CHECK(H5Pset_deflate(properties.get(), 1), what);
+    // A Fletcher32 checksum per chunk: HDF5 verifies it on every read, so
+    // flipped bytes are an error naming the dataset, not silently wrong tokens.
+    MR_H5_CHECK(H5Pset_fletcher32(properties.get()), what);
   }
   Handle dataset(
       MR_H5_CHECK(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, properties.get(), H5P_DEFAULT), what));
@@ -117,7 +123,10 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
   std::vector<T> data(static_cast<std::size_t>(rows * columns));
   if (!data.empty()) {
     if (H5Dread(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0) {
-      throw InputError(fmt::format("{} cannot be read (the file is truncated or damaged)", what));
+      const bool checksum = h5::checksum_failed();
+      throw InputError(fmt::format("{} cannot be read: {}; rebuild it with `metareuse prepare`", what,
+                                   checksum ? "its Fletcher32 checksum does not match (the data is corrupted)"
+                                            : "the file is truncated or damaged"));
     }
   }
   return data;
@@ -128,12 +137,10 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
 void write_dataset(const std::string& path, const PackedDataset& dataset) {
   h5::quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   const DatasetMetadata& metadata = dataset.metadata;
-  if (auto parent = std::filesystem::path(path).parent_path(); !parent.empty()) {
-    std::filesystem::create_directories(parent);
-  }
+  prepare_output_file(path);  // "cannot create <path>: reason", not an HDF5 call trace
   // Written under a temporary name and renamed, so a reader never sees half a file.
   const std::string temporary = path + ".partial";
-  {
+  try {
     Handle creation(MR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), temporary));
     MR_H5_CHECK(H5Pset_obj_track_times(creation.get(), false), temporary);  // the root group's times too
     Handle file(
@@ -163,8 +170,17 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
     write_array(root, path, "positions", dataset.positions, rows, columns, H5T_NATIVE_INT32);
     write_array(root, path, "documents", dataset.documents, static_cast<hsize_t>(metadata.documents), 4,
                 H5T_NATIVE_INT64);
+    // The close writes the last chunks and metadata: checked, so a full disk
+    // or a file-size limit is reported here rather than leaving a cut-off file.
+    MR_H5_CHECK(H5Fflush(root, H5F_SCOPE_GLOBAL), temporary);
+    if (H5Fclose(file.release()) < 0) {
+      throw Error(fmt::format("HDF5 could not complete {} (disk full or a file-size limit?)", temporary));
+    }
+  } catch (const std::exception& e) {
+    remove_quietly(temporary);  // the previous dataset, if any, stays as it was
+    throw Error(fmt::format("cannot write {}: {}", path, e.what()));
   }
-  std::filesystem::rename(temporary, path);
+  commit_temporary(temporary, path);
 }
 
 PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
@@ -227,6 +243,10 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
     }
     MR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), tokens_what);
     dataset.sequences = static_cast<std::int64_t>(dims[0]);
+  }
+  if (dataset.sequences == 0) {
+    throw InputError(fmt::format("{}: the dataset holds no sequences (no document fitted its sequence length {}); {}",
+                                 path, metadata.sequence_length, hint));
   }
   const auto rows = static_cast<hsize_t>(dataset.sequences);
   const auto columns = static_cast<hsize_t>(metadata.sequence_length);

@@ -91,6 +91,31 @@ TokenizedExample tokenize_record(const Tokenizer& tokenizer, const std::string& 
   return apply_plain_template(tokenizer, prompt, target);
 }
 
+// An empty dataset is an error, with the reason: no usable record, or no
+// document that fits the sequence length (the shortest and longest named).
+void require_sequences(const PrepareOptions& options, const std::vector<std::int64_t>& lengths, std::int64_t records,
+                       std::int64_t bad) {
+  if (records == 0) {
+    throw InputError(fmt::format("{}: no records (the file is empty or holds only blank lines); nothing to prepare",
+                                 options.input));
+  }
+  if (lengths.empty()) {
+    throw InputError(fmt::format("{}: no usable records: all {} record(s) are bad (each needs string fields "
+                                 "\"prompt\" and \"target\"; the first are listed above)",
+                                 options.input, bad));
+  }
+  const auto [shortest, longest] = std::minmax_element(lengths.begin(), lengths.end());
+  const bool fits = std::any_of(lengths.begin(), lengths.end(),
+                                [&](std::int64_t size) { return size > 0 && size <= options.sequence_length; });
+  if (!fits) {
+    throw InputError(fmt::format(
+        "{}: 0 sequences: none of the {} document(s) fits dataset.sequence_length {} (the shortest has {} tokens, "
+        "the longest {}){}; raise --sequence-length (dataset.sequence_length) to at least {}",
+        options.input, lengths.size(), options.sequence_length, *shortest, *longest,
+        bad > 0 ? fmt::format("; {} bad record(s) skipped", bad) : std::string(), std::max<std::int64_t>(*shortest, 1)));
+  }
+}
+
 }  // namespace
 
 PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& tokenizer, Communicator& communicator) {
@@ -138,6 +163,8 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
   PrepareReport report;
   report.records = counts[0];
   report.bad_records = counts[1];
+  // Every rank holds the gathered lengths, so every rank decides alike.
+  require_sequences(options, all_lengths, report.records, report.bad_records);
   if (rank == 0) {
     std::vector<DocumentTokens> documents(all_records.size());
     std::size_t offset = 0;

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/json_lines.h"
 #include "metareuse/eval/answer.h"  // relative_change
 
@@ -231,9 +232,7 @@ EvalFile EvalFile::from_json(const json& document, const std::string& source) {
 }
 
 void write_eval_file(const EvalFile& file, const std::string& path) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << file.to_json().dump(2) << '\n';
-  if (!out.flush()) throw Error(fmt::format("{}: failed writing", path));
+  write_file_atomic(path, file.to_json().dump(2) + '\n');
 }
 
 std::optional<EvalFile> read_eval_file(const std::string& path) {

@@ -17,6 +17,7 @@
 
 #include "report_svg.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/patterns/handbook.h"
@@ -425,16 +426,7 @@ std::string render_report_html(const ReportInputs& inputs) {
 
 void write_report(const ReportInputs& inputs, const std::string& path) {
   const std::string html = render_report_html(inputs);
-  fs::path target(path);
-  if (target.has_parent_path()) fs::create_directories(target.parent_path());
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(fmt::format("{}: cannot write the report", temporary));
-    out << html;
-    if (!out.flush()) throw Error(fmt::format("{}: failed writing the report", temporary));
-  }
-  fs::rename(temporary, path);
+  write_file_atomic(path, html);
 }
 
 }  // namespace metareuse::eval

@@ -15,6 +15,7 @@
 #include "metareuse/checkpoint/model_source.h"
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
@@ -118,17 +119,16 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
 }
 
 void write_answers(const std::vector<EntryRun>& runs, const patterns::Handbook* handbook, const std::string& path) {
-  std::ofstream answers(path, std::ios::binary | std::ios::trunc);
-  if (!answers) throw Error(fmt::format("{}: cannot write", path));
+  AtomicFile answers(path);  // every write checked
   for (const EntryRun& run : runs) {
     for (const auto& result : run.results) {
-      answers << result.answer_line(run.entry.role, handbook)
-                     .to_json()
-                     .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-              << '\n';
+      answers.write(result.answer_line(run.entry.role, handbook)
+                        .to_json()
+                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                    '\n');
     }
   }
-  if (!answers.flush()) throw Error(fmt::format("{}: failed writing", path));
+  answers.commit();
 }
 
 }  // namespace

@@ -23,6 +23,7 @@ herr_t collect_message(unsigned depth, const H5E_error2_t* error, void* data) {
 void throw_error(const char* call, const char* file, int line) {
   std::string detail;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_message, &detail);
+  if (std::string system = error_detail(); !system.empty() && system != detail) detail += ": " + system;
   H5Eclear2(H5E_DEFAULT);
   throw Error(fmt::format("HDF5 call {} failed at {}:{}{}{}", call, file, line, detail.empty() ? "" : ": ", detail));
 }
@@ -40,6 +41,40 @@ void Handle::reset() {
     default: break;
   }
   id_ = H5I_INVALID_HID;
+}
+
+namespace {
+herr_t find_checksum_error(unsigned, const H5E_error2_t* error, void* data) {
+  if (error->desc != nullptr && std::string(error->desc).find("Fletcher32") != std::string::npos) {
+    *static_cast<bool*>(data) = true;
+  }
+  return 0;
+}
+}  // namespace
+
+static herr_t keep_innermost(unsigned, const H5E_error2_t* error, void* data) {
+  if (error->desc != nullptr && *error->desc != '\0') *static_cast<std::string*>(data) = error->desc;
+  return 0;
+}
+
+std::string error_detail() {
+  std::string innermost;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_innermost, &innermost);
+  // The sec2 driver writes "..., errno = 27, error message = 'File too large', ...".
+  const std::string marker = "error message = '";
+  auto start = innermost.find(marker);
+  if (start != std::string::npos) {
+    start += marker.size();
+    return innermost.substr(start, innermost.find('\'', start) - start);
+  }
+  return innermost;
+}
+
+bool checksum_failed() {
+  bool found = false;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_checksum_error, &found);
+  H5Eclear2(H5E_DEFAULT);
+  return found;
 }
 
 void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }

@@ -32,6 +32,12 @@ class Handle {
   hid_t get() const { return id_; }
   operator hid_t() const { return id_; }
   void reset();
+  // Gives up ownership (for a close whose result the caller checks).
+  hid_t release() {
+    hid_t id = id_;
+    id_ = H5I_INVALID_HID;
+    return id;
+  }
 
  private:
   hid_t id_ = H5I_INVALID_HID;
@@ -39,6 +45,16 @@ class Handle {
 
 // Silences HDF5's own stderr error printing (errors are reported by exceptions).
 void quiet_errors();
+
+// What went wrong at the bottom of HDF5's error stack (from the call that
+// just failed): the system's message ("File too large") when a write or read
+// failed, else the innermost description. Empty when the stack is empty.
+std::string error_detail();
+
+// True when the error on HDF5's stack (from the call that just failed) came
+// from the Fletcher32 filter, i.e. stored data no longer matches its checksum.
+// Clears the stack.
+bool checksum_failed();
 
 }  // namespace metareuse::h5
 

@@ -20,6 +20,7 @@
 #include <set>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; this reader copies bytes as they are");
@@ -397,27 +398,23 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the reference writer aligns the data section to 8 bytes
 
-  // Written beside the target and renamed, so a reader never sees half a file.
-  const std::string temporary = path + ".partial";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(fmt::format("cannot write '{}': {}", temporary, std::strerror(errno)));
-    const std::uint64_t header_bytes = text.size();
-    out.write(reinterpret_cast<const char*>(&header_bytes), 8);
-    out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& data : contiguous) {
-      out.write(static_cast<const char*>(data.data_ptr()), static_cast<std::streamsize>(data.numel() * data.element_size()));
-    }
-    out.flush();
-    if (!out) throw Error(fmt::format("writing '{}' failed (disk full?)", temporary));
+  // Written beside the target and renamed, every write checked (core/file_io.h),
+  // so a reader never sees half a file and a failed write keeps the old one.
+  AtomicFile out(path, ".partial");
+  const std::uint64_t header_bytes = text.size();
+  out.write(std::string_view(reinterpret_cast<const char*>(&header_bytes), 8));
+  out.write(text);
+  for (const auto& data : contiguous) {
+    out.write(std::string_view(static_cast<const char*>(data.data_ptr()),
+                               static_cast<std::size_t>(data.numel() * data.element_size())));
   }
-  fs::rename(temporary, path);
+  out.commit();
 }
 
 std::vector<std::string> write_safetensors_checkpoint(const std::string& folder,
                                                       const std::vector<std::pair<std::string, torch::Tensor>>& tensors,
                                                       std::int64_t max_shard_bytes) {
-  fs::create_directories(folder);
+  prepare_output_file((fs::path(folder) / "model.safetensors").string());  // "cannot create ...: reason"
   // Greedy split in the given order, as save_pretrained does.
   std::vector<std::vector<std::pair<std::string, torch::Tensor>>> shards(1);
   std::int64_t shard_bytes = 0;
@@ -458,9 +455,7 @@ std::vector<std::string> write_safetensors_checkpoint(const std::string& folder,
   }
   json index = {{"metadata", {{"total_size", total_bytes}, {"total_parameters", total_parameters}}},
                 {"weight_map", weight_map}};
-  std::ofstream out(fs::path(folder) / "model.safetensors.index.json");
-  out << index.dump(2) << "\n";
-  if (!out) throw Error(fmt::format("cannot write the index in '{}'", folder));
+  write_file_atomic((fs::path(folder) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
   written.push_back("model.safetensors.index.json");
   return written;
 }

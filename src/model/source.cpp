@@ -9,6 +9,7 @@
 #include <set>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/model/safetensors.h"
 
@@ -123,6 +124,18 @@ std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
 LlamaModel load_model(const ModelSource& source, torch::TensorOptions options) {
   LlamaModel model(source.config(), options);
   source.load_into(model);
+  // NaN or infinite weights give NaN logits and a "loss" of null: an error
+  // naming the tensor, before anything is computed with them.
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& [name, value] : model.named_parameters()) {
+      if (!torch::isfinite(value).all().item<bool>()) {
+        throw InputError(fmt::format("{}: tensor '{}' holds {} non-finite value(s) (NaN or infinity) of {}",
+                                     source.description(), name, (~torch::isfinite(value)).sum().item<int64_t>(),
+                                     value.numel()));
+      }
+    }
+  }
   log::debug("loaded {} parameters from {}", model.parameter_count(), source.description());
   return model;
 }
@@ -133,9 +146,7 @@ void save_hf_model(const LlamaModel& model, const std::string& folder, std::int6
   for (const auto& [name, tensor] : model.named_parameters()) tensors.emplace_back(name, tensor.detach().to(dtype));
   write_safetensors_checkpoint(folder, tensors, max_shard_bytes);
   const char* dtype_name = dtype == torch::kBFloat16 ? "bfloat16" : dtype == torch::kFloat16 ? "float16" : "float32";
-  std::ofstream out(fs::path(folder) / "config.json");
-  out << model.config().to_hf_json(dtype_name).dump(2) << "\n";
-  if (!out) throw Error(fmt::format("cannot write config.json in '{}'", folder));
+  write_file_atomic((fs::path(folder) / "config.json").string(), model.config().to_hf_json(dtype_name).dump(2) + "\n");
 }
 
 }  // namespace metareuse

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/patterns/text.h"
 
 namespace metareuse::patterns {
@@ -83,16 +84,9 @@ json parse_file(const std::string& path) {
 }  // namespace
 
 void write_handbook(const Handbook& handbook, const std::string& path) {
-  std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::trunc);
-    if (!out) throw Error(fmt::format("{}: cannot write the handbook", path));
-    out << handbook_to_json(handbook).dump(1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
-    if (!out.flush()) throw Error(fmt::format("{}: failed writing the handbook", path));
-  }
-  std::filesystem::rename(temporary, path);  // readers never see half a file
+  // Checked and atomic: readers never see half a file, a failed write keeps the old one.
+  write_file_atomic(path, handbook_to_json(handbook).dump(1, ' ', false,
+                                                          nlohmann::ordered_json::error_handler_t::replace) + "\n");
 }
 
 Handbook read_handbook(const std::string& path) { return handbook_from_json(parse_file(path), path); }

@@ -39,8 +39,9 @@ patterns::MiningOptions mining_options(const Config& config) {
   return options;
 }
 
-// Mines the corpus into `handbook`; returns the corpus's bad lines.
-std::uint64_t mine_handbook(const Config& config, Communicator& world, patterns::Handbook& handbook) {
+// Mines the corpus into `handbook`; returns the corpus's counts. No pattern
+// is an error naming the corpus and why (no good record, or none frequent enough).
+corpus::CorpusStats mine_handbook(const Config& config, Communicator& world, patterns::Handbook& handbook) {
   const patterns::MiningOptions options = mining_options(config);
   std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
   patterns::MiningResult result = patterns::mine_patterns(files, options, world);
@@ -54,7 +55,18 @@ std::uint64_t mine_handbook(const Config& config, Communicator& world, patterns:
   for (std::size_t i = 0; i < handbook.patterns.size() && i < 5; ++i) {
     log::info("  {:>7}  {}", handbook.patterns[i].support, handbook.patterns[i].text);
   }
-  return result.corpus.bad_lines;
+  const std::string where = fmt::format("{}", fmt::join(files, ", "));
+  if (result.corpus.records == 0) {
+    throw InputError(fmt::format("corpus {}: no usable record ({}); each line must be a JSON object with string "
+                                 "fields for corpus.fields (the first bad lines are listed above)",
+                                 where, corpus::describe_stats(result.corpus)));
+  }
+  if (handbook.patterns.empty()) {
+    throw InputError(fmt::format("corpus {}: 0 patterns ({} mode): no candidate occurs in at least "
+                                 "patterns.min_support={} records ({}); lower patterns.min_support or add records",
+                                 where, handbook.mode, options.min_support, corpus::describe_stats(result.corpus)));
+  }
+  return result.corpus;
 }
 
 // kExitBadRecords when --strict (corpus.strict) and the corpus had bad lines.
@@ -91,8 +103,9 @@ int patterns_stage(const Config& config, Runtime& runtime, const std::string& ha
   if (!import_path.empty()) {
     handbook = patterns::import_behavior_handbook(import_path);
     log::info("imported {} behaviors from {}", handbook.patterns.size(), import_path);
+    if (handbook.patterns.empty()) throw InputError(fmt::format("{}: the handbook holds no behavior", import_path));
   } else {
-    bad_lines = mine_handbook(config, world, handbook);
+    bad_lines = mine_handbook(config, world, handbook).bad_lines;
   }
   std::vector<std::string> holdout = config.get_string_list("patterns.holdout");
   if (!holdout.empty()) {
@@ -155,10 +168,6 @@ int prepare_stage(const Config& config, Runtime& runtime, const std::string& inp
             options.output, report.records, report.bad_records, metadata.documents, metadata.dropped_documents,
             options.sequence_length, metadata.real_tokens, report.sequences, 100.0 * metadata.packing_efficiency,
             watch.seconds(), runtime.world_size());
-  if (report.records == report.bad_records) {
-    throw InputError(fmt::format("{}: no usable records (each needs string fields \"prompt\" and \"target\")",
-                                 options.input));
-  }
   return kExitOk;
 }
 

@@ -17,6 +17,7 @@
 #include "metareuse/checkpoint/export.h"
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
@@ -25,6 +26,7 @@
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/run/lock.h"
 #include "metareuse/run/timings.h"
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
@@ -97,6 +99,9 @@ int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
   config.set("dataset.output", layout.dataset());
   // A train stage that stopped early (time limit, signal) resumes from its checkpoint.
   if (config.get_string("train.resume").empty()) config.set("train.resume", "auto");
+  // The resolved config records what the run derived (tokenizer, vocabulary,
+  // dataset), so `metareuse train --config <run>/config.resolved.json` works as is.
+  if (runtime.rank() == 0) config.write(layout.resolved_config());
   return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
 }
 
@@ -104,9 +109,14 @@ int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
 int checkpoint_step(Config& config, Runtime&, const RunLayout& layout) {
   std::string latest = resolve_checkpoint(layout.checkpoint_folder(config), "");
   json meta = read_checkpoint_meta(latest);
-  read_checkpoint_params(latest);
-  log::info("checkpoint {} verified: step {}, saved at {} rank(s)", latest, meta.value("step", 0),
-            meta.value("world_size", 0));
+  CheckpointVerification check = verify_checkpoint(latest);
+  if (check.verified()) {
+    log::info("checkpoint {} verified: {} tensors read, every Fletcher32 checksum matches; step {}, saved at {} rank(s)",
+              latest, check.tensors, meta.value("step", 0), meta.value("world_size", 0));
+  } else {
+    log::warn("checkpoint {}: {} tensors read, but only {} carry a checksum (written by an older build), so it is "
+              "NOT verified; step {}", latest, check.tensors, check.checksummed, meta.value("step", 0));
+  }
   return kExitOk;
 }
 
@@ -247,8 +257,9 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   const RunLayout layout = RunLayout::for_config(config);
   const std::vector<Stage> stages = pipeline_stages(config);
   check_stage_names(stages, options);
+  RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
   if (runtime.rank() == 0) {
-    fs::create_directories(layout.folder());
+    lock = RunFolderLock(layout.lock());
     config.write(layout.resolved_config());
   }
   runtime.world().barrier();
@@ -290,7 +301,7 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
     log::info("stage {:<10} done in {:.2f} s", stage.name, seconds);
     if (runtime.rank() == 0) {
       record[stage.name] = print;
-      std::ofstream(layout.stages(), std::ios::trunc) << record.dump(2) << "\n";
+      write_file_atomic(layout.stages(), record.dump(2) + "\n");
       Timings timings = read_timings(layout.timings()).timings;
       timings.record(stage.name, seconds, utc_now("%Y-%m-%dT%H:%M:%SZ"));
       write_timings(timings, layout.timings());
@@ -308,7 +319,11 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
 
 int train_in_run_folder(const Config& config, Runtime& runtime) {
   const RunLayout layout = RunLayout::for_config(config);
-  if (runtime.rank() == 0) config.write(layout.resolved_config());
+  RunFolderLock lock;  // one job per run folder
+  if (runtime.rank() == 0) {
+    lock = RunFolderLock(layout.lock());
+    config.write(layout.resolved_config());
+  }
   return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
 }
 

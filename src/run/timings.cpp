@@ -1,4 +1,5 @@
 #include "metareuse/run/timings.h"
+#include "metareuse/core/file_io.h"
 
 #include <algorithm>
 #include <fstream>
@@ -46,7 +47,7 @@ TimingsFile read_timings(const std::string& path) {
 }
 
 void write_timings(const Timings& timings, const std::string& path) {
-  std::ofstream(path, std::ios::trunc) << timings.to_json().dump(2) << "\n";
+  write_file_atomic(path, timings.to_json().dump(2) + "\n");
 }
 
 }  // namespace metareuse::run

@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/tokenizer/sentencepiece.h"
@@ -16,17 +17,16 @@ namespace {
 
 // Writes the training text of a corpus: each string field of each JSON Lines
 // record (or, for any other file, the file as it is) as lines of text.
-std::string write_training_text(const std::string& corpus, const std::filesystem::path& text_file) {
+void write_training_text(const std::string& corpus, AtomicFile& out) {
   std::ifstream in(corpus, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open corpus", corpus));
-  std::ofstream out(text_file, std::ios::binary);
   bool json_lines = std::filesystem::path(corpus).extension() == ".jsonl";
   std::string line;
   std::int64_t line_number = 0, records = 0;
   while (std::getline(in, line)) {
     ++line_number;
     if (!json_lines) {
-      out << line << '\n';
+      out.write(line + '\n');
       continue;
     }
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
@@ -39,12 +39,12 @@ std::string write_training_text(const std::string& corpus, const std::filesystem
     }
     if (!record.is_object()) continue;
     for (const auto& [key, value] : record.items()) {
-      if (value.is_string()) out << value.get<std::string>() << '\n';
+      if (value.is_string()) out.write(value.get<std::string>() + '\n');
     }
     ++records;
   }
   if (json_lines && records == 0) throw InputError(fmt::format("{}: no JSON records to train on", corpus));
-  return text_file.string();
+  out.close_keep();
 }
 
 }  // namespace
@@ -55,16 +55,17 @@ std::unique_ptr<Tokenizer> train_sentencepiece_on_corpus(const std::string& corp
     throw UsageError(fmt::format("--train writes the model to --tokenizer, which must end in .model (got '{}')", model));
   }
   std::filesystem::path prefix = model.substr(0, model.size() - 6);
-  if (prefix.has_parent_path()) std::filesystem::create_directories(prefix.parent_path());
-  std::filesystem::path text_file = prefix.string() + ".train.txt";
+  // The training text, <prefix>.train.txt: every write checked; removed
+  // when this function leaves, whether training succeeded or not.
+  AtomicFile text_file(prefix.string(), ".train.txt");
+  write_training_text(corpus, text_file);
   SentencePieceTrainOptions options;
-  options.input_file = write_training_text(corpus, text_file);
+  options.input_file = text_file.temporary();
   options.model_prefix = prefix.string();
   options.vocab_size = vocab_size;
   options.model_type = model_type;
   Stopwatch watch;
   train_sentencepiece(options);
-  std::filesystem::remove(text_file);
   auto tokenizer = load_tokenizer(model);
   log::info("trained a sentencepiece {} tokenizer ({} pieces) on {} in {:.1f} s: {}", options.model_type,
             tokenizer->vocab_size(), corpus, watch.seconds(), model);

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>  // tokenizer.json
 #include <xxhash.h>           // XXH3_64bits, the file hash
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -35,6 +36,12 @@ std::string Tokenizer::identity() const {
 namespace {
 
 std::string read_file(const std::string& path) {
+  std::error_code error;
+  if (std::filesystem::is_directory(path, error)) {
+    throw InputError(fmt::format("tokenizer '{}' is a directory; give the tokenizer file in it (tokenizer.json, "
+                                 "tokenizer.model or a sentencepiece .model)",
+                                 path));
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open tokenizer file", path));
   std::ostringstream buffer;

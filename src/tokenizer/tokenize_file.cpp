@@ -7,6 +7,7 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/tokenizer/tokenizer.h"
@@ -20,11 +21,7 @@ TokenizeFileStats tokenize_json_lines(const Tokenizer& tokenizer, const std::str
                                       bool special) {
   std::ifstream in(input, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open input", input));
-  if (auto parent = std::filesystem::path(output).parent_path(); !parent.empty()) {
-    std::filesystem::create_directories(parent);
-  }
-  std::ofstream out(output, std::ios::binary);
-  if (!out) throw InputError(fmt::format("{}: cannot open output", output));
+  AtomicFile out(output);  // every write checked; nothing replaces the output unless complete
   Stopwatch watch;
   TokenizeFileStats stats;
   std::string line;
@@ -42,15 +39,20 @@ TokenizeFileStats tokenize_json_lines(const Tokenizer& tokenizer, const std::str
       stats.tokens += static_cast<std::int64_t>(ids.size());
       stats.bytes += static_cast<std::int64_t>(content.size());
       record["ids"] = std::move(ids);
-      out << record.dump() << '\n';
+      out.write(record.dump() + '\n');
       ++stats.records;
     } catch (const std::exception& e) {
       // Bad records are reported and skipped; the good ones are still written.
       if (++stats.bad <= kMaxReportedBadRecords) log::warn("{}:{}: skipped: {}", input, line_number, e.what());
     }
   }
-  out.close();
-  if (!out) throw Error(fmt::format("{}: write failed", output));
+  if (stats.records == 0) {
+    // An empty result is an error: nothing is written and the reason is given.
+    throw InputError(fmt::format("{}: no record to tokenize: {} line(s) read, {} bad (each record needs a string "
+                                 "field \"text\"; the first bad lines are listed above)",
+                                 input, line_number, stats.bad));
+  }
+  out.commit();
   double seconds = watch.seconds();
   log::info("tokenized {} record(s) ({} bytes, {} tokens) in {:.2f} s ({:.1f} MB/s) into {}; {} bad record(s)",
             stats.records, stats.bytes, stats.tokens, seconds, seconds > 0 ? stats.bytes / seconds / 1e6 : 0.0, output,

@@ -12,6 +12,7 @@
 
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/dataset/dataset.h"
@@ -19,8 +20,10 @@
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
+#include "metareuse/train/stop_signals.h"
 #include "metareuse/parallel/sharded_llama.h"
 
 namespace metareuse {
@@ -28,9 +31,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-std::atomic<int> g_stop_signal{0};
-extern "C" void on_stop_signal(int signal_number) { g_stop_signal.store(signal_number); }
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -121,6 +121,15 @@ std::string progress_bar(int64_t done, int64_t total, double eta_seconds) {
 
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
                        const std::string& precision, int64_t device_bytes) {
+  // Bounds first: beyond them the byte counts below would overflow int64.
+  if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
+    throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
+                                  sequence_length, model.max_position_embeddings));
+  }
+  if (ranks <= 0 || ranks > (int64_t{1} << 20)) {
+    throw ConfigError(fmt::format("ranks {} must be > 0 and at most {}", ranks, int64_t{1} << 20));
+  }
+  if (micro_batch <= 0) throw ConfigError(fmt::format("train.micro_batch {} must be > 0", micro_batch));
   MemoryPlan plan;
   const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
   const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
@@ -185,6 +194,30 @@ LlamaConfig model_config_from(const Config& config) {
   return model;
 }
 
+LlamaConfig plan_model_config(const Config& config) {
+  const std::string path = config.get_string("model.path");
+  if (path.empty()) return model_config_from(config);
+  // A user plans before downloading: the shape comes from the folder's
+  // config.json when it is there, else from the preset the config names.
+  const fs::path hf_config = fs::path(path) / "config.json";
+  std::error_code error;
+  if (fs::exists(hf_config, error)) {
+    LlamaConfig model = LlamaConfig::from_hf_file(hf_config.string());
+    model.attention = attention_from_name(config.get_string("model.attention"));
+    return model;
+  }
+  const std::string preset = config.get_string("model.preset");
+  if (preset != find_config_key("model.preset")->default_value.get<std::string>()) {
+    log::info("model.path {} has no config.json yet: planning with model.preset={}", path, preset);
+    LlamaConfig model = LlamaConfig::preset(preset);
+    model.attention = attention_from_name(config.get_string("model.attention"));
+    return model;
+  }
+  throw ConfigError(fmt::format("plan: model.path '{}' has no config.json yet (download the weights there), and the "
+                                "config names no model.preset to plan with; add --set model.preset=<name> (one of {})",
+                                path, fmt::join(LlamaConfig::preset_names(), ", ")));
+}
+
 TrainOptions TrainOptions::from_config(const Config& config, const std::string& run_folder) {
   TrainOptions options;
   options.model = model_config_from(config);
@@ -201,6 +234,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
                           config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
   options.epochs = config.get_int("train.epochs");
   options.max_steps = config.get_int("train.max_steps");
+  options.max_bad_steps = config.get_int("train.max_bad_steps");
   options.weight_decay_policy = config.get_string("train.weight_decay_policy");
   options.adamw = {config.get_number("train.lr"), config.get_number("train.beta1"), config.get_number("train.beta2"),
                    config.get_number("train.eps"), config.get_number("train.weight_decay")};
@@ -229,6 +263,11 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
 
 void validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
                        bool packed, int world_size) {
+  if (options.micro_batch > options.global_batch) {
+    throw ConfigError(fmt::format("train.micro_batch {} is larger than train.global_batch {}: a micro batch is part of "
+                                  "one rank's share of the global batch; lower train.micro_batch",
+                                  options.micro_batch, options.global_batch));
+  }
   if (options.precision == "fp16" && device_type != "cuda") {
     throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
   }
@@ -250,9 +289,7 @@ void validate_training(const TrainOptions& options, const std::string& device_ty
 int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
-  g_stop_signal.store(0);
-  std::signal(SIGTERM, on_stop_signal);
-  std::signal(SIGUSR1, on_stop_signal);
+  StopSignals stop_signals;  // SIGTERM, SIGUSR1, a first Ctrl-C: stop at the next step
   Communicator& comm = runtime.world();
   const bool leader = comm.rank() == 0;
 
@@ -299,6 +336,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
                             options.lr_min};
   LossScaler scaler(options.loss_scaling);
+  BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling.enabled);
   DistributedSampler order(data.sequences, 0, 1, options.seed);
   const CheckpointOptions& checkpoints = options.checkpoints;
 
@@ -336,11 +374,8 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     }
   }
 
-  std::ofstream metrics;
-  if (leader) {
-    fs::create_directories(run_folder);
-    metrics.open(run::RunLayout(run_folder).metrics(), iteration == 0 ? std::ios::trunc : std::ios::app);
-  }
+  AppendFile metrics;  // every line checked: a full disk stops training with the file named
+  if (leader) metrics.open(run::RunLayout(run_folder).metrics(), iteration == 0);
 
   auto save = [&](const char* why) {
     json meta = identity;
@@ -384,13 +419,13 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
     if (time_limit > 0 && wall.seconds() + reserve > time_limit) votes[0] = 1.0;
-    if (g_stop_signal.load() != 0) votes[0] = 1.0;
+    if (stop_signals.received() != 0) votes[0] = 1.0;
     if (every_minutes > 0 && since_checkpoint.seconds() >= every_minutes * 60.0) votes[1] = 1.0;
     comm.allreduce(votes, 2, DType::kFloat64, ReduceOp::kMax);
     if (votes[0] > 0) {
       stopped = true;
       log::warn("stopping at step {}: {}", iteration,
-                g_stop_signal.load() != 0 ? fmt::format("signal {} received", g_stop_signal.load())
+                stop_signals.received() != 0 ? fmt::format("signal {} received", stop_signals.received())
                                           : fmt::format("time limit {:.0f} s reached", time_limit));
       break;
     }
@@ -402,6 +437,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     double loss = model.forward_backward(batch, micro_batch, scaler.scale());
     StepOutcome outcome = optimizer_step(model.sharded(), adamw, lr, options.grad_clip, scaler, adam_steps);
     ++iteration;
+    bad_steps.after_step(iteration, loss, outcome.skipped, model.sharded());
     double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
 
@@ -416,8 +452,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
       line.skipped = outcome.skipped;
       line.tokens_per_s = tokens_per_step / seconds;
       line.seconds = seconds;
-      metrics << line.to_json().dump() << "\n";
-      metrics.flush();
+      metrics.write(line.to_json().dump() + "\n");
       double eta = step_seconds * static_cast<double>(epochs.total_steps - iteration);
       if (tty) {
         std::printf("\r%s loss %.4f lr %.2e %.0f tok/s   ", progress_bar(iteration, epochs.total_steps, eta).c_str(),
@@ -441,8 +476,6 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
 
   set_progress_label(fmt::format("the final checkpoint after step {}", iteration));
   SaveResult final_save = save(stopped ? "stop" : "final");
-  std::signal(SIGTERM, SIG_DFL);
-  std::signal(SIGUSR1, SIG_DFL);
   log::info("trained {} steps in {:.1f} s; peak RSS {}", iteration, wall.seconds(),
             format_bytes(static_cast<double>(peak_rss_bytes())));
   if (stopped) {

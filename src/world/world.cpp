@@ -11,6 +11,7 @@
 #include <random>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
 
 namespace metareuse::world {
 namespace {
@@ -208,16 +209,9 @@ std::string problem_json(const Problem& problem) {
 }
 
 void write_problems(const std::vector<Problem>& problems, const std::string& path) {
-  std::filesystem::path target(path);
-  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(fmt::format("{}: cannot write", temporary));
-    for (const Problem& problem : problems) out << problem_json(problem) << '\n';
-    if (!out.flush()) throw Error(fmt::format("{}: failed writing", temporary));
-  }
-  std::filesystem::rename(temporary, path);
+  AtomicFile out(path);  // every write checked; the old file stays until the new one is complete
+  for (const Problem& problem : problems) out.write(problem_json(problem) + '\n');
+  out.commit();
 }
 
 void write_world(const World& world, const std::string& out_dir) {

@@ -65,4 +65,16 @@ nlohmann::json load_checkpoint(const std::string& path, ShardedModel& model, std
 // Reads the fp32 parameters only (no sharding), for export and evaluation.
 std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& path);
 
+// Reads every tensor of the checkpoint (parameters, optimizer state, RNG
+// states); HDF5 checks each chunk's Fletcher32 checksum as it reads, and a
+// mismatch throws naming the tensor. `checksummed` counts the tensors that
+// carry a checksum (older checkpoints have none): only when it equals
+// `tensors` has the file been verified.
+struct CheckpointVerification {
+  std::int64_t tensors = 0;
+  std::int64_t checksummed = 0;
+  bool verified() const { return tensors > 0 && checksummed == tensors; }
+};
+CheckpointVerification verify_checkpoint(const std::string& path);
+
 }  // namespace metareuse

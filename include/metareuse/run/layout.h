@@ -14,6 +14,7 @@
 //   export/                export (Hugging Face folder)
 //   stages.json            `metareuse run`: each finished stage's fingerprint
 //   timings.json           `metareuse run`: run::Timings
+//   run.lock               `metareuse run`, `train`: the job writing here (run::RunFolderLock)
 //   baseline/              experiment.baseline: the baseline's own run folder
 //                          (its examples in baseline/examples.jsonl)
 #pragma once
@@ -47,6 +48,7 @@ inline constexpr const char* kExport = "export";
 inline constexpr const char* kExportConfig = "export/config.json";
 inline constexpr const char* kStages = "stages.json";
 inline constexpr const char* kTimings = "timings.json";
+inline constexpr const char* kLock = "run.lock";
 inline constexpr const char* kBaseline = "baseline";
 inline constexpr const char* kBaselineExamples = "examples.jsonl";  // inside baseline/
 // The baseline's dataset and checkpoint pointer, as stage inputs and outputs.
@@ -77,6 +79,7 @@ class RunLayout {
   std::string tokenizer() const { return path(file::kTokenizer); }
   std::string dataset() const { return path(file::kDataset); }
   std::string metrics() const { return path(file::kMetrics); }
+  std::string lock() const { return path(file::kLock); }
   std::string checkpoints() const { return path(file::kCheckpoints); }
   // The checkpoint folder a config trains into: checkpoint.dir, or checkpoints().
   std::string checkpoint_folder(const Config& config) const;

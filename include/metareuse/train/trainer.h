@@ -37,6 +37,9 @@ std::string format_plan(const MemoryPlan& plan);
 // The model the config names: model.path's config.json, or model.preset
 // (with model.vocab_size when set).
 LlamaConfig model_config_from(const Config& config);
+// The model `plan` sizes: model.path's config.json when it is there (weights
+// need not be), else the model.preset the config names, else an error saying how.
+LlamaConfig plan_model_config(const Config& config);
 
 // Everything training reads from the config, typed, read once. Built by
 // TrainOptions::from_config; run_training reads no config key after that.
@@ -53,6 +56,7 @@ struct TrainOptions {
   EpochPolicy epoch_policy;
   std::int64_t epochs = 0;          // > 0 overrides the policy
   std::int64_t max_steps = 0;       // > 0 caps the plan
+  std::int64_t max_bad_steps = 3;   // consecutive non-finite steps (no loss scaling) before training stops
   std::string weight_decay_policy;
   AdamWConfig adamw;
   double grad_clip = 1.0;

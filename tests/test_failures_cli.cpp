@@ -1,0 +1,326 @@
+// Issue #18 from the outside: the bad inputs a new user hits, by class. An
+// empty result is an error with its reason (1); every write is checked, under
+// a file-size limit with SIGXFSZ ignored or not, and leaves no temporary and
+// the previous output intact (2); an output that cannot be created says so (2);
+// ranks started with different configs stop before they compute, naming the
+// key and a rank on each side (7).
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include "cli_runner.h"
+#include "test_support.h"
+
+using metareuse::test::run_metareuse;
+using metareuse::test::run_shell;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// A tokenizer and augmented examples from datasets/sample_reasoning.jsonl, made once.
+const fs::path& fixture_dir() {
+  static const fs::path dir = [] {
+    fs::path d = metareuse::test::temp_dir("failures-cli");
+    std::ofstream augmented(d / "augmented.jsonl");
+    std::ifstream corpus(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl");
+    std::string line;
+    while (std::getline(corpus, line)) {
+      auto record = nlohmann::json::parse(line);
+      augmented << nlohmann::json{{"prompt", record["question"]},
+                                  {"target", record["reasoning"].get<std::string>() + "\n#### " +
+                                                 record["solution"].get<std::string>()}}
+                       .dump()
+                << "\n";
+    }
+    augmented.close();
+    auto tokenizer = run_metareuse("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 400 --tokenizer " +
+                                   (d / "spm.model").string());
+    INFO(tokenizer.output);
+    REQUIRE(tokenizer.status == 0);
+    return d;
+  }();
+  return dir;
+}
+
+std::string prepare_args(const fs::path& input, const fs::path& out, const std::string& extra = "") {
+  return "prepare --input " + input.string() + " --out " + out.string() + " --tokenizer " +
+         (fixture_dir() / "spm.model").string() + " --set tokenizer.template=plain " + extra;
+}
+
+// `metareuse <args>` under a file-size limit of `kilobytes`, with SIGXFSZ ignored by the shell or left alone.
+metareuse::test::CommandResult run_limited(const std::string& args, int kilobytes, bool ignore_signal) {
+  // dash counts ulimit -f in 512-byte blocks.
+  return run_shell(std::string("cd '") + METAREUSE_SOURCE_DIR + "' && (" + (ignore_signal ? "trap '' XFSZ; " : "") +
+                   "ulimit -f " + std::to_string(kilobytes * 2) + "; exec '" + METAREUSE_BINARY + "' " + args + ")");
+}
+
+bool any_with_suffix(const fs::path& dir, const std::string& suffix) {
+  for (const auto& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+// ---- 1. An empty result is an error, with the reason.
+
+TEST_CASE("prepare that would make 0 sequences fails with the document lengths and writes nothing", "[e2e][empty]") {
+  fs::path dir = metareuse::test::temp_dir("empty-prepare");
+  auto result = run_metareuse(prepare_args(fixture_dir() / "augmented.jsonl", dir / "dataset.h5",
+                                           "--sequence-length 8 --set dataset.pack=false"));
+  INFO(result.output);
+  CHECK(result.status == 1);
+  CHECK_THAT(result.output, Contains("0 sequences") && Contains("shortest") && Contains("longest") &&
+                                Contains("sequence_length 8"));
+  CHECK_FALSE(fs::exists(dir / "dataset.h5"));
+  CHECK_FALSE(any_with_suffix(dir, ".partial"));
+
+  // Records without the fields: every one bad, the reason given.
+  std::ofstream(dir / "bad.jsonl") << "{\"question\": \"no prompt\"}\n{\"prompt\": 3, \"target\": \"x\"}\n";
+  auto bad = run_metareuse(prepare_args(dir / "bad.jsonl", dir / "dataset.h5"));
+  INFO(bad.output);
+  CHECK(bad.status == 1);
+  CHECK_THAT(bad.output, Contains("no usable records") && Contains("all 2 record(s) are bad"));
+  std::ofstream(dir / "blank.jsonl") << "\n\n";
+  auto blank = run_metareuse(prepare_args(dir / "blank.jsonl", dir / "dataset.h5"));
+  CHECK(blank.status == 1);
+  CHECK_THAT(blank.output, Contains("no records"));
+  CHECK_FALSE(fs::exists(dir / "dataset.h5"));
+}
+
+TEST_CASE("patterns on an empty, all-bad or binary corpus fails naming the corpus and its bad lines", "[e2e][empty]") {
+  fs::path dir = metareuse::test::temp_dir("empty-patterns");
+  std::ofstream(dir / "empty.jsonl").close();
+  std::ofstream(dir / "bad.jsonl") << "{\"question\": 1}\nnot json\n[1, 2]\n";
+  {
+    std::ofstream binary(dir / "binary.jsonl", std::ios::binary);
+    for (int i = 0; i < 4096; ++i) binary.put(static_cast<char>((i * 131) % 256));
+  }
+  for (const char* name : {"empty.jsonl", "bad.jsonl", "binary.jsonl"}) {
+    auto result = run_metareuse(std::string("patterns --corpus ") + (dir / name).string() + " --out " +
+                                (dir / "handbook.json").string());
+    INFO(name << ": " << result.output);
+    CHECK(result.status == 1);
+    CHECK_THAT(result.output, Contains((dir / name).string()) && Contains("no usable record"));
+    CHECK_FALSE(fs::exists(dir / "handbook.json"));
+  }
+  auto bad = run_metareuse("patterns --corpus " + (dir / "bad.jsonl").string() + " --out " +
+                           (dir / "handbook.json").string());
+  CHECK_THAT(bad.output, Contains("3 bad lines") && Contains("malformed JSON"));
+  // Good records, but no pattern frequent enough.
+  auto rare = run_metareuse("patterns --corpus datasets/sample_reasoning.jsonl --min-support 100000 --out " +
+                            (dir / "handbook.json").string());
+  INFO(rare.output);
+  CHECK(rare.status == 1);
+  CHECK_THAT(rare.output, Contains("0 patterns") && Contains("min_support=100000") && Contains("400 records"));
+  CHECK_FALSE(fs::exists(dir / "handbook.json"));
+}
+
+TEST_CASE("tokenize of records without the field fails and writes no file", "[e2e][empty]") {
+  fs::path dir = metareuse::test::temp_dir("empty-tokenize");
+  std::ofstream(dir / "in.jsonl") << "{\"question\": \"no text field\"}\n{\"text\": 5}\n";
+  auto result = run_metareuse("tokenize --tokenizer " + (fixture_dir() / "spm.model").string() + " --input " +
+                              (dir / "in.jsonl").string() + " --out " + (dir / "out.jsonl").string());
+  INFO(result.output);
+  CHECK(result.status == 1);
+  CHECK_THAT(result.output, Contains("no record to tokenize") && Contains("2 bad"));
+  CHECK_FALSE(fs::exists(dir / "out.jsonl"));
+  CHECK_FALSE(fs::exists(dir / "out.jsonl.tmp"));
+}
+
+// ---- 2. Every write is checked.
+
+TEST_CASE("under a file-size limit every stage reports the file, leaves no temporary and keeps the old output",
+          "[e2e][writes]") {
+  fs::path dir = metareuse::test::temp_dir("writes-limit");
+  const fs::path augmented = fixture_dir() / "augmented.jsonl";
+  struct Stage {
+    const char* name;
+    std::string args;
+    fs::path out;
+  };
+  const std::vector<Stage> stages = {
+      {"prepare", prepare_args(augmented, dir / "dataset.h5", "--sequence-length 256 --set dataset.pack=false"),
+       dir / "dataset.h5"},
+      {"tokenize", "tokenize --tokenizer " + (fixture_dir() / "spm.model").string() + " --input " +
+                       (dir / "text.jsonl").string() + " --out " + (dir / "tokens.jsonl").string(),
+       dir / "tokens.jsonl"},
+      {"patterns", "patterns --corpus datasets/sample_reasoning.jsonl --min-support 2 --top-k 0 --out " +
+                       (dir / "handbook.json").string(),
+       dir / "handbook.json"},
+  };
+  {
+    std::ofstream text(dir / "text.jsonl");
+    for (int i = 0; i < 400; ++i) text << nlohmann::json{{"text", "record number " + std::to_string(i) + " of many"}}.dump() << "\n";
+  }
+  for (const Stage& stage : stages) {
+    // Unlimited, the output is larger than the limit (so the limit does bite).
+    auto full = run_metareuse(stage.args);
+    INFO(stage.name << ": " << full.output);
+    REQUIRE(full.status == 0);
+    REQUIRE(fs::file_size(stage.out) > 8 * 1024);
+    std::ofstream(stage.out, std::ios::trunc) << "previous output";
+    for (bool ignore_signal : {true, false}) {
+      auto limited = run_limited(stage.args, 8, ignore_signal);
+      INFO(stage.name << (ignore_signal ? " (SIGXFSZ ignored)" : " (plain ulimit -f)") << ": " << limited.output);
+      CHECK(limited.status == 1);  // not 153 (SIGXFSZ), not 0
+      CHECK_THAT(limited.output, Contains("cannot write " + stage.out.string()) && Contains("File too large"));
+      CHECK(read_file(stage.out) == "previous output");
+      CHECK_FALSE(any_with_suffix(dir, ".tmp"));
+      CHECK_FALSE(any_with_suffix(dir, ".partial"));
+    }
+  }
+  // augment: its per-rank parts and the joined file.
+  auto handbook = run_metareuse("patterns --corpus datasets/sample_reasoning.jsonl --out " +
+                                (dir / "handbook.json").string());
+  REQUIRE(handbook.status == 0);
+  const std::string augment_args = "augment --corpus datasets/sample_reasoning.jsonl --handbook " +
+                                   (dir / "handbook.json").string() + " --out " + (dir / "augmented.jsonl").string();
+  auto full = run_metareuse(augment_args);
+  INFO(full.output);
+  REQUIRE(full.status == 0);
+  REQUIRE(fs::file_size(dir / "augmented.jsonl") > 8 * 1024);
+  std::ofstream(dir / "augmented.jsonl", std::ios::trunc) << "previous output";
+  auto limited = run_limited(augment_args, 8, false);
+  INFO(limited.output);
+  CHECK(limited.status == 1);
+  CHECK_THAT(limited.output, Contains("cannot write " + (dir / "augmented.jsonl").string()) && Contains("File too large"));
+  CHECK(read_file(dir / "augmented.jsonl") == "previous output");
+  CHECK_FALSE(any_with_suffix(dir, ".tmp"));
+  CHECK_FALSE(any_with_suffix(dir, ".part-0"));
+}
+
+TEST_CASE("an output that is a directory or under a file is 'cannot create X: reason', not a raw error",
+          "[e2e][writes]") {
+  fs::path dir = metareuse::test::temp_dir("writes-create");
+  fs::create_directories(dir / "folder");
+  std::ofstream(dir / "plain") << "a file";
+  for (const fs::path& out : {dir / "folder", dir / "plain" / "sub" / "out.h5"}) {
+    auto prepare = run_metareuse(prepare_args(fixture_dir() / "augmented.jsonl", out, "--set dataset.pack=false"));
+    INFO(prepare.output);
+    CHECK(prepare.status == 1);
+    CHECK_THAT(prepare.output, Contains("cannot create " + out.string()));
+    CHECK_FALSE(Catch::contains(prepare.output, "filesystem error"));
+    CHECK_FALSE(Catch::contains(prepare.output, "HDF5 call"));
+    auto patterns = run_metareuse("patterns --corpus datasets/sample_reasoning.jsonl --out " + out.string());
+    INFO(patterns.output);
+    CHECK(patterns.status == 1);
+    CHECK_THAT(patterns.output, Contains("cannot create " + out.string()));
+    CHECK_FALSE(Catch::contains(patterns.output, "filesystem error"));
+  }
+}
+
+// ---- 7. Ranks agree before they compute.
+
+TEST_CASE("ranks started with different configs stop at once, naming the key and a rank on each side", "[e2e][mpi]") {
+  fs::path dir = metareuse::test::temp_dir("agree");
+  const std::string common = std::string("patterns --corpus datasets/sample_reasoning.jsonl --out ") +
+                             (dir / "handbook.json").string() + " --set dist.collective_timeout=60";
+  auto result = run_shell(std::string("cd '") + METAREUSE_SOURCE_DIR +
+                          "' && OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpiexec "
+                          "--oversubscribe -n 1 '" + METAREUSE_BINARY + "' " + common + " --top-k 5 : -n 1 '" +
+                          METAREUSE_BINARY + "' " + common + " --top-k 6");
+  INFO(result.output);
+  CHECK(result.status != 0);
+  CHECK(result.status != 124);  // no hang
+  CHECK_THAT(result.output, Contains("patterns.top_k is 5 on rank 0 but 6 on rank 1"));
+  CHECK_FALSE(fs::exists(dir / "handbook.json"));
+  // The same config on both ranks runs.
+  auto same = metareuse::test::run_metareuse_mpi(2, common + " --top-k 5");
+  INFO(same.output);
+  CHECK(same.status == 0);
+}
+
+// ---- 5. Sizes are bounds-checked before memory is touched.
+
+TEST_CASE("plan's sizes are bounded with readable messages", "[e2e][bounds]") {
+  const std::string plan = "plan --set model.preset=llama3.2-3b --set train.precision=fp16 --set train.micro_batch=1 ";
+  auto huge_seq = run_metareuse(plan + "--ranks 8 --seq 100000000000");
+  INFO(huge_seq.output);
+  CHECK(huge_seq.status == 64);
+  CHECK_THAT(huge_seq.output, Contains("--seq") && Contains("must be at most 16777216"));
+  CHECK_FALSE(Catch::contains(huge_seq.output, "TiB"));
+  auto long_seq = run_metareuse(plan + "--ranks 8 --seq 200000");
+  INFO(long_seq.output);
+  CHECK(long_seq.status == 1);
+  CHECK_THAT(long_seq.output, Contains("sequence length 200000") && Contains("max_position_embeddings (131072)"));
+  auto float_ranks = run_metareuse(plan + "--ranks 1e20 --seq 2048");
+  INFO(float_ranks.output);
+  CHECK(float_ranks.status == 64);
+  CHECK_THAT(float_ranks.output, Contains("--ranks") && Contains("'1e20' is not a whole number"));
+  auto zero_ranks = run_metareuse(plan + "--ranks 0 --seq 2048");
+  CHECK(zero_ranks.status == 64);
+  CHECK_THAT(zero_ranks.output, Contains("must be > 0"));
+  CHECK_FALSE(Catch::contains(zero_ranks.output, "179769313486"));  // no 309-digit bound
+}
+
+// ---- 10. Messages name what the user typed.
+
+TEST_CASE("messages name the flag the user typed", "[e2e][messages]") {
+  fs::path dir = metareuse::test::temp_dir("messages");
+  auto mode = run_metareuse("augment --mode fancy --corpus datasets/sample_reasoning.jsonl --out " +
+                            (dir / "out.jsonl").string());
+  INFO(mode.output);
+  CHECK(mode.status == 1);
+  CHECK_THAT(mode.output, Contains("--mode: config key 'augment.mode' must be one of") && Contains("fancy"));
+  CHECK_FALSE(Catch::contains(mode.output, "--set"));
+  auto length = run_metareuse(prepare_args(fixture_dir() / "augmented.jsonl", dir / "d.h5", "--sequence-length abc"));
+  INFO(length.output);
+  CHECK(length.status == 1);
+  CHECK_THAT(length.output, Contains("--sequence-length: config key 'dataset.sequence_length' must be an integer"));
+  auto typed_set = run_metareuse("augment --set augment.mode=fancy --out " + (dir / "out.jsonl").string());
+  CHECK_THAT(typed_set.output, Contains("--set: config key 'augment.mode'"));  // what was typed
+  auto both = run_metareuse("run --from patterns --only augment");
+  INFO(both.output);
+  CHECK(both.status == 64);
+  CHECK_THAT(both.output, Contains("--from") && Contains("--only") && Contains("excludes"));
+  auto folder = run_metareuse("tokenize --tokenizer " + dir.string() + " --text hello");
+  INFO(folder.output);
+  CHECK(folder.status == 1);
+  CHECK_THAT(folder.output, Contains("is a directory"));
+  CHECK_FALSE(Catch::contains(folder.output, "is empty"));
+  std::ofstream(dir / "file.txt") << "x";
+  auto report = run_metareuse("report --run " + (dir / "file.txt").string());
+  INFO(report.output);
+  CHECK(report.status == 64);
+  CHECK_THAT(report.output, Contains("is a file"));
+}
+
+// ---- 9. Stages hand over without hand-editing.
+
+TEST_CASE("plan works before the weights are downloaded: the folder's config.json, else a named preset",
+          "[e2e][handover]") {
+  fs::path dir = metareuse::test::temp_dir("plan-before-download");
+  const std::string missing = (dir / "Llama-3.2-3B").string();
+  auto unnamed = run_metareuse("plan --set model.path=" + missing + " --ranks 8 --seq 2048");
+  INFO(unnamed.output);
+  CHECK(unnamed.status == 1);
+  CHECK_THAT(unnamed.output, Contains(missing) && Contains("no config.json yet") && Contains("model.preset"));
+  auto named = run_metareuse("plan --set model.path=" + missing + " --set model.preset=llama3.2-3b "
+                             "--set train.precision=fp16 --set train.micro_batch=1 --ranks 8 --seq 2048 "
+                             "--device-memory 16GiB");
+  INFO(named.output);
+  CHECK(named.status == 0);
+  CHECK_THAT(named.output, Contains("3212749824 parameters"));
+  // The shipped 3B config plans from a fresh checkout (models/ not downloaded).
+  if (!fs::exists(fs::path(METAREUSE_SOURCE_DIR) / "models" / "Llama-3.2-3B" / "config.json")) {
+    auto shipped = run_metareuse("plan --config configs/llama3.2-3b-p100x8.json --ranks 8");
+    INFO(shipped.output);
+    CHECK(shipped.status == 0);
+    CHECK_THAT(shipped.output, Contains("3212749824 parameters") && Contains("verdict: fits"));
+  }
+}
