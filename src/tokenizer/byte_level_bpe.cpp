@@ -36,8 +36,8 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(TokenizerKind kind, BpeModel model,
     auto found = special_ids_.find(text);
     return found == special_ids_.end() ? -1 : found->second;
   };
-  bos_id_ = find_special("<|begin_of_text|>");
-  eos_id_ = find_special("<|end_of_text|>");
+  bos_id_ = find_special(model_.bos_token.c_str());
+  eos_id_ = find_special(model_.eos_token.c_str());
 }
 
 TokenId ByteLevelBpeTokenizer::token_id(std::string_view bytes) const {
@@ -96,7 +96,7 @@ void ByteLevelBpeTokenizer::encode_piece(const char* data, std::size_t length, s
   std::string piece(data, length);
   // A piece that is a whole token is that token, whatever the merges would
   // make of it (tiktoken's rule; "ignore_merges": true in tokenizer.json).
-  auto whole = token_ids_.find(piece);
+  auto whole = model_.ignore_merges ? token_ids_.find(piece) : token_ids_.end();
   if (whole != token_ids_.end()) {
     out.push_back(whole->second);
     return;
