@@ -900,6 +900,11 @@ ChatTemplate ChatTemplate::load(const std::string& folder) {
                std::move(specials));
 }
 
+std::string model_tokenizer_path(const std::string& folder) {
+  const auto path = std::filesystem::path(folder) / "tokenizer.json";
+  return std::filesystem::is_regular_file(path) ? path.string() : std::string();
+}
+
 RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   List message_values;
   for (std::size_t i = 0; i < messages.size(); ++i) {

@@ -69,4 +69,7 @@ class ChatTemplate {
   std::unique_ptr<Program> program_;
 };
 
+// A model folder's own tokenizer: `folder`/tokenizer.json when it is there, else "".
+std::string model_tokenizer_path(const std::string& folder);
+
 }  // namespace metareuse
