@@ -34,6 +34,11 @@ struct BpeModel {
   // true (Llama 3, tiktoken): a piece that is a whole vocabulary token is that
   // token. false (GPT-2 style, SmolLM2): every piece is merged from its bytes.
   bool ignore_merges = true;
+  // false (Llama 3, tiktoken): every byte must have a token. true (a
+  // tokenizer.json without unk_token or byte_fallback, such as SmolLM2's, which
+  // lacks 21 bytes that never occur in its training text): a byte without a
+  // token is dropped, as Hugging Face's BPE drops it.
+  bool drop_unknown_bytes = false;
   // The texts of the sequence start and end tokens (tokenizer_config.json's
   // bos_token / eos_token, else Llama 3's); absent ones give id -1.
   std::string bos_token = "<|begin_of_text|>";

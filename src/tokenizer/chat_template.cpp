@@ -256,7 +256,7 @@ class ExpressionParser {
         for (const char* candidate : two) {
           if (s.compare(i, 2, candidate) == 0) op = candidate;
         }
-        if (std::string("()[].,|+-*/%~<>=:").find(c) == std::string::npos) {
+        if (op.size() == 1 && std::string("()[].,|+-*/%~<>=:").find(c) == std::string::npos) {
           throw InputError(fmt::format("{}: chat template: unexpected character '{}'", where_, c));
         }
         tokens_.push_back({Token::Kind::kOperator, op});

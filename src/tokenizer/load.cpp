@@ -207,6 +207,7 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
   // Llama 3 sets it (whole-token pieces are not merged up); GPT-2-style files
   // (SmolLM2) leave it false.
   bpe.ignore_merges = model.value("ignore_merges", false);
+  bpe.drop_unknown_bytes = model.value("unk_token", nlohmann::json()).is_null() && !model.value("byte_fallback", false);
   bpe.pattern = read_pre_tokenizer_pattern(path, root);
   read_sequence_tokens(path, bpe);
   const std::vector<int> table = unicode_to_byte_table();
