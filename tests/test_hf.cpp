@@ -7,9 +7,8 @@
 // each folder and compares; a failure prints the case's config and seed (rerun
 // with METAREUSE_HF_SEED=<seed> to draw the same configs).
 // Tolerances as test_model.cpp's against the fp64 fixture: fp32 against fp64,
-// 1e-5 of the largest |logit|, 1e-4 on gradients, losses and parameters after
-// AdamW (which normalises each step, so a rounding difference in a gradient
-// near zero moves a weight by up to ~lr = 3e-3).
+// 1e-5 of the largest |logit|, 1e-4 on gradients and the AdamW losses; the
+// parameters after AdamW as explained at the check.
 #include "torch_catch.h"  // libtorch, then Catch2 (its CHECK, not glog's)
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -96,11 +95,20 @@ void check_case(const fs::path& folder) {
     INFO("AdamW step " << s);
     CHECK(std::abs(step_loss - expected) <= 1e-4 * std::abs(expected));
   }
+  // Adam divides each gradient element by its own magnitude, so an element whose
+  // gradient is at rounding level (fp32 here, fp64 there) may step by +lr on one
+  // side and -lr on the other: a few elements can differ by up to 2 lr per step
+  // (seen: 3.7e-3 after 3 steps at lr 3e-3). So: every element within that
+  // bound, and all but 0.1% of them within 1e-4.
   auto trained = sharded.sharded().gather_full();
   for (const auto& [name, value] : trained) {
     INFO("after 3 AdamW steps: " << name);
     REQUIRE(reference.contains("final." + name));
-    CHECK((value.to(torch::kFloat64) - reference.tensor("final." + name)).abs().max().item<double>() <= 1e-4);
+    torch::Tensor difference = (value.to(torch::kFloat64) - reference.tensor("final." + name)).abs();
+    CHECK(difference.max().item<double>() <= 3 * 2 * 3e-3);
+    const double far = (difference > 1e-4).to(torch::kFloat64).mean().item<double>();
+    INFO("fraction of elements more than 1e-4 away: " << far);
+    CHECK(far <= 1e-3);
   }
 }
 
