@@ -99,16 +99,18 @@ void check_case(const fs::path& folder) {
   // gradient is at rounding level (fp32 here, fp64 there) may step by +lr on one
   // side and -lr on the other: a few elements can differ by up to 2 lr per step
   // (seen: 3.7e-3 after 3 steps at lr 3e-3). So: every element within that
-  // bound, and all but 0.1% of them within 1e-4.
+  // bound, and all but 0.1% of them (at least 2 allowed) within 1e-4. Seen:
+  // 5 of 2146 checks over 1e-4 at seed 591081, one element of 768 at 736191.
   auto trained = sharded.sharded().gather_full();
   for (const auto& [name, value] : trained) {
     INFO("after 3 AdamW steps: " << name);
     REQUIRE(reference.contains("final." + name));
     torch::Tensor difference = (value.to(torch::kFloat64) - reference.tensor("final." + name)).abs();
     CHECK(difference.max().item<double>() <= 3 * 2 * 3e-3);
-    const double far = (difference > 1e-4).to(torch::kFloat64).mean().item<double>();
-    INFO("fraction of elements more than 1e-4 away: " << far);
-    CHECK(far <= 1e-3);
+    const std::int64_t far = (difference > 1e-4).sum().item<std::int64_t>();
+    INFO(far << " of " << difference.numel() << " elements more than 1e-4 away");
+    // A flip can hit any tensor, a 24-element norm too: 2 elements, or 0.1% of a large one.
+    CHECK(far <= std::max<std::int64_t>(2, difference.numel() / 1000));
   }
 }
 
@@ -121,7 +123,7 @@ TEST_CASE("20 random Llama configs match transformers: logits, loss, gradients, 
                              ? std::atoll(pinned)
                              : std::chrono::system_clock::now().time_since_epoch().count() % 1000000;
   auto work = test::temp_dir("hf-generator");
-  auto result = test::run_shell(fmt::format("'{}' '{}/tests/hf_generator.py' --seed {} --count 20 --out '{}'",
+  auto result = test::run_shell(fmt::format("TQDM_DISABLE=1 '{}' '{}/tests/hf_generator.py' --seed {} --count 20 --out '{}'",
                                             METAREUSE_PYTHON, METAREUSE_SOURCE_DIR, seed, work.string()));
   if (result.status == 3) {
     METAREUSE_SKIP("transformers is not importable by " + std::string(METAREUSE_PYTHON) + ": " + result.output);
