@@ -42,7 +42,7 @@ std::vector<std::int64_t> to_vector(const torch::Tensor& tensor) {
   return std::vector<std::int64_t>(flat.data_ptr<std::int64_t>(), flat.data_ptr<std::int64_t>() + flat.numel());
 }
 
-void check_case(const fs::path& folder) {
+void check_case(const fs::path& folder, std::int64_t& far_elements, std::int64_t& all_elements) {
   std::ifstream case_file(folder / "case.json");
   const auto drawn = nlohmann::json::parse(case_file);
   INFO("hf_generator.py case " << folder.string() << ": " << drawn.dump());
@@ -99,18 +99,17 @@ void check_case(const fs::path& folder) {
   // gradient is at rounding level (fp32 here, fp64 there) may step by +lr on one
   // side and -lr on the other: a few elements can differ by up to 2 lr per step
   // (seen: 3.7e-3 after 3 steps at lr 3e-3). So: every element within that
-  // bound, and all but 0.1% of them (at least 2 allowed) within 1e-4. Seen:
-  // 5 of 2146 checks over 1e-4 at seed 591081, one element of 768 at 736191.
+  // bound, and all but 0.1% of the elements of all 20 cases within 1e-4. Seen:
+  // 5 tensors with elements over 1e-4 at seed 591081, one element of 768 at 736191.
   auto trained = sharded.sharded().gather_full();
   for (const auto& [name, value] : trained) {
     INFO("after 3 AdamW steps: " << name);
     REQUIRE(reference.contains("final." + name));
     torch::Tensor difference = (value.to(torch::kFloat64) - reference.tensor("final." + name)).abs();
     CHECK(difference.max().item<double>() <= 3 * 2 * 3e-3);
-    const std::int64_t far = (difference > 1e-4).sum().item<std::int64_t>();
-    INFO(far << " of " << difference.numel() << " elements more than 1e-4 away");
-    // A flip can hit any tensor, a 24-element norm too: 2 elements, or 0.1% of a large one.
-    CHECK(far <= std::max<std::int64_t>(2, difference.numel() / 1000));
+    // Counted over all 20 cases (a flip can hit a 24-element norm too); checked by the caller.
+    far_elements += (difference > 1e-4).sum().item<std::int64_t>();
+    all_elements += difference.numel();
   }
 }
 
@@ -131,5 +130,8 @@ TEST_CASE("20 random Llama configs match transformers: logits, loss, gradients, 
   }
   INFO("seed " << seed << " (METAREUSE_HF_SEED=" << seed << " replays it)\n" << result.output);
   REQUIRE(result.status == 0);
-  for (int i = 0; i < 20; ++i) check_case(work / std::to_string(i));
+  std::int64_t far_elements = 0, all_elements = 0;
+  for (int i = 0; i < 20; ++i) check_case(work / std::to_string(i), far_elements, all_elements);
+  INFO(far_elements << " of " << all_elements << " parameters more than 1e-4 from torch's AdamW after 3 steps");
+  CHECK(far_elements <= all_elements / 1000);
 }

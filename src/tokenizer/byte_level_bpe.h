@@ -39,8 +39,9 @@ struct BpeModel {
   // lacks 21 bytes that never occur in its training text): a byte without a
   // token is dropped, as Hugging Face's BPE drops it.
   bool drop_unknown_bytes = false;
-  // The texts of the sequence start and end tokens (tokenizer_config.json's
-  // bos_token / eos_token, else Llama 3's); absent ones give id -1.
+  // The texts of the sequence start and end tokens (Llama 3's, or, for a
+  // tokenizer.json without them, tokenizer_config.json's bos_token /
+  // eos_token); absent ones give id -1.
   std::string bos_token = "<|begin_of_text|>";
   std::string eos_token = "<|end_of_text|>";
 };

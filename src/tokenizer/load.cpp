@@ -209,7 +209,6 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
   bpe.ignore_merges = model.value("ignore_merges", false);
   bpe.drop_unknown_bytes = model.value("unk_token", nlohmann::json()).is_null() && !model.value("byte_fallback", false);
   bpe.pattern = read_pre_tokenizer_pattern(path, root);
-  read_sequence_tokens(path, bpe);
   const std::vector<int> table = unicode_to_byte_table();
   std::string bytes;
   std::unordered_map<std::string, TokenId> spelled_ids;  // the vocab's own spelling -> id
@@ -271,6 +270,12 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
       bpe.special_tokens.emplace_back(added["content"].get<std::string>(), added["id"].get<TokenId>());
     }
   }
+  // Llama 3's <|begin_of_text|> / <|end_of_text|> stay where the file has them
+  // (its tokenizer_config.json names the chat model's <|eot_id|> as eos);
+  // other tokenizers (SmolLM2) name theirs in tokenizer_config.json.
+  bool has_llama3_names = false;
+  for (const auto& [text, id] : bpe.special_tokens) has_llama3_names |= text == "<|begin_of_text|>";
+  if (!has_llama3_names) read_sequence_tokens(path, bpe);
   return std::make_unique<ByteLevelBpeTokenizer>(TokenizerKind::kHuggingFaceJson, std::move(bpe), hash_hex(content));
 }
 
