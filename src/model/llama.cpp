@@ -22,6 +22,8 @@ torch::Tensor rope_inv_freq(const LlamaConfig& config) {
   torch::Tensor exponents = torch::arange(0, D, 2, torch::kInt64).to(torch::kFloat32) / static_cast<double>(D);
   torch::Tensor inv_freq = 1.0 / torch::pow(config.rope.theta, exponents);  // (D/2,)
   if (config.rope.type == RopeConfig::Type::kDefault) return inv_freq;
+  // _compute_linear_scaling_rope_parameters: every frequency divided by the factor.
+  if (config.rope.type == RopeConfig::Type::kLinear) return inv_freq / config.rope.factor;
 
   // _compute_llama3_parameters: long wavelengths are slowed down by `factor`,
   // short ones kept, and the band between interpolated smoothly.

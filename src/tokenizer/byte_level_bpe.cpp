@@ -22,6 +22,10 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(TokenizerKind kind, BpeModel model,
   for (int byte = 0; byte < 256; ++byte) {
     auto found = token_ids_.find(std::string(1, static_cast<char>(byte)));
     if (found == token_ids_.end()) {
+      if (model_.drop_unknown_bytes) {
+        byte_ids_[byte] = -1;
+        continue;
+      }
       throw InputError(fmt::format("the vocabulary has no token for byte 0x{:02x}; byte-level BPE needs all 256", byte));
     }
     byte_ids_[byte] = found->second;
@@ -36,8 +40,8 @@ ByteLevelBpeTokenizer::ByteLevelBpeTokenizer(TokenizerKind kind, BpeModel model,
     auto found = special_ids_.find(text);
     return found == special_ids_.end() ? -1 : found->second;
   };
-  bos_id_ = find_special("<|begin_of_text|>");
-  eos_id_ = find_special("<|end_of_text|>");
+  bos_id_ = find_special(model_.bos_token.c_str());
+  eos_id_ = find_special(model_.eos_token.c_str());
 }
 
 TokenId ByteLevelBpeTokenizer::token_id(std::string_view bytes) const {
@@ -58,9 +62,14 @@ std::int32_t ByteLevelBpeTokenizer::merge_rank(TokenId left, TokenId right, Toke
 // so a piece of n bytes costs O(n^2) array work but O(n) hash lookups.
 void ByteLevelBpeTokenizer::merge_bytes(const char* data, std::size_t length, std::vector<TokenId>& out) const {
   constexpr std::int32_t kNoMerge = std::numeric_limits<std::int32_t>::max();
-  std::vector<TokenId> parts(length);
-  for (std::size_t i = 0; i < length; ++i) parts[i] = byte_ids_[static_cast<unsigned char>(data[i])];
-  std::vector<std::int32_t> ranks(length > 0 ? length - 1 : 0);
+  std::vector<TokenId> parts;
+  parts.reserve(length);
+  for (std::size_t i = 0; i < length; ++i) {
+    // A byte without a token is left out; its neighbours may then merge (Hugging Face's BPE).
+    TokenId id = byte_ids_[static_cast<unsigned char>(data[i])];
+    if (id >= 0) parts.push_back(id);
+  }
+  std::vector<std::int32_t> ranks(parts.size() > 0 ? parts.size() - 1 : 0);
   std::vector<TokenId> results(ranks.size());
   auto look_up = [&](std::size_t i) {
     auto found = model_.merges.find(pair_key(parts[i], parts[i + 1]));
@@ -90,13 +99,14 @@ void ByteLevelBpeTokenizer::merge_bytes(const char* data, std::size_t length, st
 
 void ByteLevelBpeTokenizer::encode_piece(const char* data, std::size_t length, std::vector<TokenId>& out) const {
   if (length == 1) {
-    out.push_back(byte_ids_[static_cast<unsigned char>(data[0])]);
+    TokenId id = byte_ids_[static_cast<unsigned char>(data[0])];
+    if (id >= 0) out.push_back(id);
     return;
   }
   std::string piece(data, length);
   // A piece that is a whole token is that token, whatever the merges would
   // make of it (tiktoken's rule; "ignore_merges": true in tokenizer.json).
-  auto whole = token_ids_.find(piece);
+  auto whole = model_.ignore_merges ? token_ids_.find(piece) : token_ids_.end();
   if (whole != token_ids_.end()) {
     out.push_back(whole->second);
     return;

@@ -1,6 +1,7 @@
 // Byte-level BPE as Llama 3 uses it (tiktoken / Hugging Face "BPE" with
 // ignore_merges): regex pre-tokenization, then each piece is either a whole
 // vocabulary token or merged up from its bytes, lowest merge rank first.
+// Without ignore_merges (GPT-2 style: SmolLM2) every piece is merged up.
 //
 // Hand-written because no Debian package provides a tiktoken-compatible BPE
 // for C++ (Debian ships neither tiktoken nor Hugging Face tokenizers).
@@ -30,6 +31,19 @@ struct BpeModel {
   std::unordered_map<std::uint64_t, Merge> merges;
   std::vector<std::pair<std::string, TokenId>> special_tokens;  // text -> id, ids above the base vocabulary
   std::string pattern = kLlama3Pattern;
+  // true (Llama 3, tiktoken): a piece that is a whole vocabulary token is that
+  // token. false (GPT-2 style, SmolLM2): every piece is merged from its bytes.
+  bool ignore_merges = true;
+  // false (Llama 3, tiktoken): every byte must have a token. true (a
+  // tokenizer.json without unk_token or byte_fallback, such as SmolLM2's, which
+  // lacks 21 bytes that never occur in its training text): a byte without a
+  // token is dropped, as Hugging Face's BPE drops it.
+  bool drop_unknown_bytes = false;
+  // The texts of the sequence start and end tokens (Llama 3's, or, for a
+  // tokenizer.json without them, tokenizer_config.json's bos_token /
+  // eos_token); absent ones give id -1.
+  std::string bos_token = "<|begin_of_text|>";
+  std::string eos_token = "<|end_of_text|>";
 };
 
 inline std::uint64_t pair_key(TokenId left, TokenId right) {

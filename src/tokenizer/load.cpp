@@ -99,11 +99,14 @@ bool byte_level_to_bytes(const std::string& token, const std::vector<int>& table
 }
 
 [[noreturn]] void bad_json(const std::string& path, const std::string& what) {
-  throw InputError(fmt::format("{}: not a usable Llama 3 tokenizer.json: {}", path, what));
+  throw InputError(fmt::format("{}: not a usable byte-level BPE tokenizer.json: {}", path, what));
 }
 
-// The Split regex of the pre-tokenizer: Llama 3 has Sequence[Split(Regex,
-// Isolated), ByteLevel(use_regex=false)]; other layouts are refused by name.
+// The regex of the pre-tokenizer. Two layouts are understood:
+//   Llama 3: Sequence[Split(Regex, Isolated), ByteLevel(use_regex=false)];
+//   GPT-2 style (SmolLM2): ByteLevel(use_regex=true, add_prefix_space=false),
+//   whose built-in regex is kGpt2Pattern.
+// Anything else is refused by name.
 std::string read_pre_tokenizer_pattern(const std::string& path, const nlohmann::json& root) {
   auto found = root.find("pre_tokenizer");
   if (found == root.end() || found->is_null()) bad_json(path, "key 'pre_tokenizer' is missing");
@@ -115,6 +118,7 @@ std::string read_pre_tokenizer_pattern(const std::string& path, const nlohmann::
   }
   std::string pattern;
   bool byte_level = false;
+  bool byte_level_regex = false;
   for (std::size_t i = 0; i < steps.size(); ++i) {
     const auto& step = steps[i];
     std::string type = step.value("type", "");
@@ -129,18 +133,53 @@ std::string read_pre_tokenizer_pattern(const std::string& path, const nlohmann::
       if (!pattern.empty()) bad_json(path, "pre_tokenizer has more than one Split step");
       pattern = step["pattern"]["Regex"].get<std::string>();
     } else if (type == "ByteLevel") {
-      if (step.value("use_regex", true)) {
-        bad_json(path, fmt::format("pre_tokenizer step {} (ByteLevel) uses GPT-2's regex; only Llama 3's Split regex "
-                                   "with use_regex=false is supported", i));
+      if (step.value("add_prefix_space", false)) {
+        bad_json(path, fmt::format("pre_tokenizer step {} (ByteLevel): add_prefix_space=true is not supported", i));
       }
+      byte_level_regex = step.value("use_regex", true);
       byte_level = true;
     } else {
       bad_json(path, fmt::format("pre_tokenizer step {} has unsupported type '{}'", i, type));
     }
   }
-  if (pattern.empty()) bad_json(path, "pre_tokenizer has no Split regex");
   if (!byte_level) bad_json(path, "pre_tokenizer has no ByteLevel step");
+  if (byte_level_regex) {
+    if (!pattern.empty()) {
+      bad_json(path, "pre_tokenizer has both a Split regex and ByteLevel's own regex (use_regex=true)");
+    }
+    return tokenizer_detail::kGpt2Pattern;
+  }
+  if (pattern.empty()) bad_json(path, "pre_tokenizer has no Split regex and ByteLevel has use_regex=false");
   return pattern;
+}
+
+// tokenizer_config.json next to tokenizer.json names the sequence start and end
+// tokens ("bos_token": "<|im_start|>", or {"content": ...}); without it, or
+// without the key, Llama 3's names stay.
+void read_sequence_tokens(const std::string& path, BpeModel& bpe) {
+  std::filesystem::path config_path = std::filesystem::path(path).parent_path() / "tokenizer_config.json";
+  std::ifstream in(config_path);
+  if (!in) return;
+  nlohmann::json config;
+  try {
+    config = nlohmann::json::parse(in);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InputError(fmt::format("{}: not valid JSON: {}", config_path.string(), e.what()));
+  }
+  auto read = [&](const char* key, std::string& out) {
+    auto it = config.find(key);
+    if (it == config.end() || it->is_null()) return;
+    if (it->is_string()) {
+      out = it->get<std::string>();
+    } else if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+      out = (*it)["content"].get<std::string>();
+    } else {
+      throw InputError(fmt::format("{}: key '{}' must be a string or an object with 'content'", config_path.string(),
+                                   key));
+    }
+  };
+  read("bos_token", bpe.bos_token);
+  read("eos_token", bpe.eos_token);
 }
 
 std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const std::string& content) {
@@ -163,13 +202,18 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
   }
   if (!model.contains("vocab") || !model["vocab"].is_object()) bad_json(path, "key 'model.vocab' is missing");
   if (!model.contains("merges") || !model["merges"].is_array()) bad_json(path, "key 'model.merges' is missing");
-  if (!model.value("ignore_merges", false)) {
-    // Llama 3 sets it; a BPE without it would merge whole-token pieces too,
-    // which this encoder (tiktoken's rule) does not do.
-    bad_json(path, "key 'model.ignore_merges' is not true (Llama 3 byte-level BPE needs it)");
+  for (const char* unsupported : {"dropout", "continuing_subword_prefix", "end_of_word_suffix"}) {
+    // null or "" (what save_pretrained writes for a byte-level BPE) mean none.
+    if (model.contains(unsupported) && !model[unsupported].is_null() && model[unsupported] != "") {
+      bad_json(path, fmt::format("key 'model.{}' is set; it is not supported", unsupported));
+    }
   }
 
   BpeModel bpe;
+  // Llama 3 sets it (whole-token pieces are not merged up); GPT-2-style files
+  // (SmolLM2) leave it false.
+  bpe.ignore_merges = model.value("ignore_merges", false);
+  bpe.drop_unknown_bytes = model.value("unk_token", nlohmann::json()).is_null() && !model.value("byte_fallback", false);
   bpe.pattern = read_pre_tokenizer_pattern(path, root);
   const std::vector<int> table = unicode_to_byte_table();
   std::string bytes;
@@ -232,6 +276,12 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
       bpe.special_tokens.emplace_back(added["content"].get<std::string>(), added["id"].get<TokenId>());
     }
   }
+  // Llama 3's <|begin_of_text|> / <|end_of_text|> stay where the file has them
+  // (its tokenizer_config.json names the chat model's <|eot_id|> as eos);
+  // other tokenizers (SmolLM2) name theirs in tokenizer_config.json.
+  bool has_llama3_names = false;
+  for (const auto& [text, id] : bpe.special_tokens) has_llama3_names |= text == "<|begin_of_text|>";
+  if (!has_llama3_names) read_sequence_tokens(path, bpe);
   return std::make_unique<ByteLevelBpeTokenizer>(TokenizerKind::kHuggingFaceJson, std::move(bpe), hash_hex(content));
 }
 

@@ -18,6 +18,11 @@ namespace metareuse::tokenizer_detail {
 inline constexpr const char* kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
+// GPT-2's pattern: what Hugging Face's ByteLevel pre-tokenizer applies when
+// "use_regex" is true (tokenizers' byte_level.rs), as in SmolLM2's tokenizer.json.
+inline constexpr const char* kGpt2Pattern =
+    R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
+
 class PreTokenizer {
  public:
   // Throws InputError naming the pattern and the offset of a syntax error.

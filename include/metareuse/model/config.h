@@ -16,12 +16,13 @@
 namespace metareuse {
 
 // Rotary position embedding: inv_freq[i] = 1 / theta^(2i / head_dim), and
-// optionally Llama 3's frequency-dependent rescaling for long contexts.
+// optionally Llama 3's frequency-dependent rescaling for long contexts, or
+// linear scaling (transformers' "linear": inv_freq / factor).
 struct RopeConfig {
-  enum class Type { kDefault, kLlama3 };
+  enum class Type { kDefault, kLlama3, kLinear };
   Type type = Type::kDefault;
   double theta = 10000.0;
-  // Llama 3 scaling (used only when type == kLlama3).
+  // Llama 3 and linear scaling (factor), Llama 3 only (the rest).
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
@@ -65,6 +66,10 @@ struct LlamaConfig {
   static LlamaConfig from_hf_file(const std::string& path);
   // `where` names the source in error messages.
   static LlamaConfig from_hf_json(const nlohmann::json& json, const std::string& where);
+  // The top-level keys of a config.json that from_hf_json neither reads nor
+  // knows to be irrelevant to the computation (from_hf_json logs a warning
+  // naming each; a typo such as "rope_thetta" would otherwise pass silently).
+  static std::vector<std::string> unknown_hf_keys(const nlohmann::json& json);
 
   // A config.json that Hugging Face transformers (4.x and 5.x) loads, in the
   // hub's key style. `dtype_name` is "float32", "bfloat16" or "float16".
