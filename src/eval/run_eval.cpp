@@ -163,6 +163,7 @@ EvalRunOptions eval_run_options(const Config& config, const run::RunLayout& layo
   options.tokenizer = config.get_string("tokenizer.path");
   options.generation.template_name = config.get_string("tokenizer.template");
   options.generation.max_new_tokens = config.get_int("eval.max_new_tokens");
+  options.generation.batch_size = config.get_int("eval.batch_size");
   options.generation.greedy = config.get_bool("eval.greedy");
   options.generation.temperature = config.get_number("eval.temperature");
   options.generation.top_p = config.get_number("eval.top_p");

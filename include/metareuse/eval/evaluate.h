@@ -68,8 +68,12 @@ struct Generation {
   std::vector<TokenId> ids;  // without the stop token
   bool stopped = false;
 };
-Generation generate_answer(const LlamaModel& model, const std::vector<TokenId>& prompt,
-                           const std::vector<TokenId>& stops, const EvalOptions& options, std::int64_t question_index);
+// The answers to prompts generated together (generate_batch). Sampling is
+// seeded by (options.seed, question index), so an answer does not depend on
+// which questions share its batch or which rank draws it.
+std::vector<Generation> generate_answers(const LlamaModel& model, const std::vector<std::vector<TokenId>>& prompts,
+                                         const std::vector<TokenId>& stops, const EvalOptions& options,
+                                         const std::vector<std::int64_t>& question_indices);
 
 // Collective. Returns every result, in question order, on rank 0; an empty
 // list on the other ranks.
