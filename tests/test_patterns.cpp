@@ -361,7 +361,7 @@ TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior 
   patterns::Handbook handbook;
   handbook.records = 12;
   handbook.mode = "normalized";
-  handbook.patterns.push_back({"the total number of", 7, "phrase", {"a.jsonl:3"}, "behavior_total_number"});
+  handbook.patterns.push_back({"the total number of", 7, "phrase", {"a.jsonl:3"}, "behavior_total_number", ""});
   if (world.rank() == 0) {
     patterns::write_handbook(handbook, (dir / "h.json").string());
     test::write_file(dir / "behaviors.json",
@@ -377,13 +377,20 @@ TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior 
   CHECK(loaded.patterns[0].support == 7);
   CHECK(loaded.patterns[0].kind == "phrase");
   CHECK(loaded.patterns[0].examples == std::vector<std::string>{"a.jsonl:3"});
-  CHECK(loaded.patterns[0].behavior == "behavior_total_number");
+  CHECK(loaded.patterns[0].name == "behavior_total_number");
+  CHECK(loaded.patterns[0].instruction.empty());  // as written
+  // A version 1 handbook (name under "behavior", no instruction) still reads; the instruction comes from the text.
+  auto old = patterns::handbook_from_json(nlohmann::json::parse(R"({"format": "metareuse.handbook", "version": 1,
+      "records": 3, "patterns": [{"text": "a total of <num>", "support": 2, "behavior": "behavior_total"}]})"), "v1.json");
+  CHECK(old.patterns[0].name == "behavior_total");
+  CHECK(old.patterns[0].instruction == "A total of <num>");
   CHECK_THROWS_WITH(patterns::read_handbook((dir / "v9.json").string()), Catch::Contains("version 9"));
   CHECK_THROWS_WITH(patterns::read_handbook((dir / "behaviors.json").string()), Catch::Contains("--import"));
 
   auto imported = patterns::import_behavior_handbook((dir / "behaviors.json").string());
   REQUIRE(imported.patterns.size() == 2);
-  CHECK(imported.patterns[0].behavior == "behavior_zeta");  // file order
+  CHECK(imported.patterns[0].name == "behavior_zeta");  // file order
+  CHECK(imported.patterns[0].instruction == "Check units.");
   CHECK(imported.patterns[0].text == "Check units.");
   CHECK(imported.patterns[1].kind == "imported");
   CHECK_THROWS_WITH(patterns::import_behavior_handbook((dir / "bad_behaviors.json").string()),

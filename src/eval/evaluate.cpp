@@ -5,6 +5,7 @@
 #include <torch/torch.h>  // NoGradGuard, tensors
 
 #include <algorithm>
+#include <array>
 #include <random>
 
 #include "metareuse/core/error.h"
@@ -83,7 +84,7 @@ nlohmann::json to_wire(const QuestionResult& r) {
           {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
           {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
           {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
-          {"steps", r.reasoning_steps}, {"patterns", r.patterns_used},
+          {"steps", r.reasoning_steps}, {"patterns", r.patterns_used}, {"retrieved", r.patterns_retrieved},
           {"seconds", r.seconds}};
 }
 
@@ -103,6 +104,7 @@ QuestionResult from_wire(const nlohmann::json& j) {
   r.stopped = j.at("stopped");
   r.reasoning_steps = j.at("steps");
   r.patterns_used = j.at("patterns").get<std::vector<std::size_t>>();
+  r.patterns_retrieved = j.at("retrieved").get<std::vector<std::size_t>>();
   r.seconds = j.at("seconds");
   return r;
 }
@@ -158,7 +160,9 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
       result.line = question.line;
       result.question = question.question;
       result.reference = question.reference;
-      result.prompt = prompts.test_prompt(question.question);
+      const augment::PromptChoice choice = prompts.for_test(question.question);
+      result.prompt = augment::PromptPolicy::prompt(choice, question.question);
+      result.patterns_retrieved = prompts.indices(choice);
       batch_prompts.push_back(prompt_ids(tokenizer, options.template_name, result.prompt));
       result.prompt_tokens = static_cast<std::int64_t>(batch_prompts.back().size());
       batch_indices.push_back(result.index);
@@ -238,6 +242,40 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   summary.seconds = seconds;
   summary.tokens_per_s = seconds > 0 ? total_tokens / seconds : 0.0;
   return summary;
+}
+
+std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const patterns::Handbook& handbook) {
+  const std::size_t P = handbook.patterns.size();
+  std::vector<BehaviorUse> uses(P);
+  // Per pattern and side (0: not applied, 1: applied): answers, correct ones, reasoning tokens.
+  std::vector<std::array<double, 2>> answers(P, {0, 0}), correct(P, {0, 0}), tokens(P, {0, 0});
+  for (const QuestionResult& r : results) {
+    std::vector<bool> applied(P, false);
+    for (std::size_t i : r.patterns_used) {
+      if (i < P) applied[i] = true;
+    }
+    for (std::size_t i : r.patterns_retrieved) {
+      if (i < P) ++uses[i].retrieved;
+    }
+    for (std::size_t i = 0; i < P; ++i) {
+      const int side = applied[i] ? 1 : 0;
+      answers[i][side] += 1;
+      correct[i][side] += r.correct ? 1 : 0;
+      tokens[i][side] += static_cast<double>(r.reasoning_tokens);
+    }
+  }
+  auto share = [](double part, double whole) { return whole > 0 ? std::optional<double>(part / whole) : std::nullopt; };
+  for (std::size_t i = 0; i < P; ++i) {
+    BehaviorUse& use = uses[i];
+    use.name = handbook.patterns[i].name;
+    use.instruction = handbook.patterns[i].instruction;
+    use.applied = static_cast<std::int64_t>(answers[i][1]);
+    use.accuracy_applied = share(correct[i][1], answers[i][1]);
+    use.accuracy_not_applied = share(correct[i][0], answers[i][0]);
+    use.mean_reasoning_tokens_applied = share(tokens[i][1], answers[i][1]);
+    use.mean_reasoning_tokens_not_applied = share(tokens[i][0], answers[i][0]);
+  }
+  return uses;
 }
 
 }  // namespace metareuse::eval

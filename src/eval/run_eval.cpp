@@ -85,7 +85,7 @@ struct EntryRun {
 
 EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options,
                         const std::vector<Question>& questions, const augment::PromptPolicy& prompts,
-                        const PatternMatcher& matcher, Communicator& communicator) {
+                        const PatternMatcher& matcher, const patterns::Handbook* handbook, Communicator& communicator) {
   EntryRun run;
   run.entry.role = model_entry.role;
   run.entry.path = model_entry.path;
@@ -109,6 +109,7 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   run.results = evaluate_questions(model, *tokenizer, questions, prompts, matcher, generation, communicator);
   if (communicator.rank() == 0) {
     const Summary& s = run.entry.summary = summarize(run.results);
+    if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);
     log::info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
               "in {:.1f} s",
               run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
@@ -202,7 +203,8 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   for (const EvalModel& model : options.models) {
     const bool patterns = model.patterns && with_patterns.carries_patterns();
     runs.push_back(evaluate_entry(model, patterns, options, questions.questions,
-                                  patterns ? with_patterns : without_patterns, matcher, communicator));
+                                  patterns ? with_patterns : without_patterns, matcher, handbook_pointer,
+                                  communicator));
   }
 
   EvalFile file;
