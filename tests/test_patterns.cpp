@@ -239,6 +239,11 @@ TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, 
     CHECK(patterns::normalize(found[i].text) == found[i].text);
     CHECK(found[i].support >= 2);
     CHECK_FALSE(found[i].examples.empty());
+    // The instruction is a whole sentence that contains the pattern, capitalised, numbers as slots.
+    INFO(found[i].text << " -> " << found[i].instruction);
+    CHECK(patterns::contains_word_aligned(patterns::normalize(found[i].instruction), found[i].text));
+    CHECK(found[i].instruction.size() >= found[i].text.size());
+    CHECK_FALSE((found[i].instruction[0] >= 'a' && found[i].instruction[0] <= 'z'));
     for (std::size_t j = 0; j < found.size(); ++j) {
       if (i != j) {
         INFO(found[i].text << " / " << found[j].text);
