@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/runtime.h"
@@ -497,6 +498,18 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
   // min_support and top_k cut as in the other modes.
   options.min_support = 4;
   CHECK(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).patterns.size() == 1);
+  // The shipped prompt fills every slot.
+  std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt");
+  REQUIRE(shipped);
+  const std::string shipped_text((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
+  corpus::Record record;
+  record.question = "Q?";
+  record.reasoning = "R.";
+  record.solution = "S";
+  const std::string filled = patterns::reflection_prompt(shipped_text, record);
+  CHECK(filled.find("Problem: Q?") != std::string::npos);
+  CHECK(filled.find("Solution: R.") != std::string::npos);
+  CHECK(filled.find('{') == std::string::npos);
   options.prompt_template = "Question: {question}\n";
   CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
                     Catch::Contains("{reasoning}"));
