@@ -168,7 +168,7 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
   corpus::CorpusStats local = corpus::read_corpus(files, options.read, communicator, [&](const corpus::Record& record) {
     // Record keys are global (file index, line): the order is the same at any rank count.
     const std::uint64_t order = record.key;
-    if (options.max_lines > 0 && (record_key_file(record.key) > 0 || record_key_line(record.key) > options.max_lines)) {
+    if (options.max_lines > 0 && (corpus::record_key_file(record.key) > 0 || corpus::record_key_line(record.key) > options.max_lines)) {
       return;
     }
     prompts.push_back(reflection_prompt(options.prompt_template, record));
