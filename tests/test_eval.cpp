@@ -2,7 +2,7 @@
 // question files (GSM8K and seed records, bad lines), summaries, eval.json's
 // struct, and the report page's structure. Cases are written by hand from GSM8K's answer
 // format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
-#include <catch2/catch.hpp>
+#include "torch_catch.h"  // libtorch (evaluate.h), then Catch2
 
 #include <nlohmann/json.hpp>
 

@@ -488,7 +488,7 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
   CHECK(handbook.patterns[1].support == 3);
   CHECK(handbook.patterns[2].name == "behavior_rate");
   CHECK(handbook.patterns[2].support == 3);
-  CHECK(handbook.patterns[2].examples == std::vector<std::string>{"corpus.jsonl:2", "corpus.jsonl:5", "corpus.jsonl:8"});
+  CHECK(handbook.patterns[2].examples == std::vector<std::string>{"corpus.jsonl:2", "corpus.jsonl:5", "corpus.jsonl:9"});
   CHECK(handbook.stats["malformed_lines"] == 9);  // one noise line per reply
   CHECK(handbook.stats["bad_lines"] == 1);
   // The handbook round-trips through the file format.
