@@ -15,7 +15,7 @@ namespace metareuse {
 namespace {
 
 patterns::Pattern make_pattern(std::string text, std::string behavior, std::uint64_t support) {
-  return {std::move(text), support, "phrase", {}, std::move(behavior)};
+  return {std::move(text), support, "phrase", {}, std::move(behavior), ""};
 }
 
 patterns::Handbook small_handbook() {
@@ -40,10 +40,15 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
 
 }  // namespace
 
-TEST_CASE("the global prefix is the seed's Consider patterns like") {
+TEST_CASE("the prefix lists behaviors with their instructions") {
   auto handbook = small_handbook();
   CHECK(augment::pattern_prefix({&handbook.patterns[0], &handbook.patterns[1]}) ==
-        "Consider patterns like: the total number of; dividing both sides by. ");
+        "Consider these behaviors: behavior_total_number: the total number of; behavior_dividing_both_sides: "
+        "dividing both sides by. ");
+  // The instruction is shown when there is one, without its final period.
+  handbook.patterns[0].instruction = "Add the parts to get the total number of items.";
+  CHECK(augment::pattern_prefix({&handbook.patterns[0]}) ==
+        "Consider these behaviors: behavior_total_number: Add the parts to get the total number of items. ");
   CHECK(augment::pattern_prefix({}) == "");
 }
 
@@ -79,8 +84,8 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
   REQUIRE(global.size() == 2);
   CHECK(global[0]["id"] == "corpus.jsonl:1");
   CHECK(global[0]["prompt"] ==
-        "Consider patterns like: the total number of; dividing both sides by. How fast is a car that goes 100 miles "
-        "in 2 hours, in miles per hour?\n");
+        "Consider these behaviors: behavior_total_number: the total number of; behavior_dividing_both_sides: dividing both sides by. How fast is a car "
+        "that goes 100 miles in 2 hours, in miles per hour?\n");
   CHECK(global[0]["target"] == "100/2 = 50.\n#### 50");
   CHECK(global[1]["target"] == "3*4 = <<3*4=12>>12 apples.\n\n#### 12");
   CHECK(global[1]["patterns"] == nlohmann::json({"the total number of", "dividing both sides by"}));
@@ -93,7 +98,8 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
   auto retrieval = read_lines((dir / "retrieval.jsonl").string());
   REQUIRE(retrieval.size() == 2);
   CHECK(retrieval[0]["patterns"] == nlohmann::json({"the speed in miles per hour"}));
-  CHECK(retrieval[0]["prompt"].get<std::string>().rfind("Consider patterns like: the speed in miles per hour. ", 0) == 0);
+  CHECK(retrieval[0]["prompt"].get<std::string>().rfind(
+            "Consider these behaviors: behavior_speed_miles_hour: the speed in miles per hour. ", 0) == 0);
   CHECK(retrieval[1]["patterns"] == global[1]["patterns"]);  // falls back to the global top
 }
 
@@ -125,7 +131,7 @@ TEST_CASE("used mode gives each example the patterns its own reasoning uses, non
   auto examples = read_lines((dir / "used.jsonl").string());
   REQUIRE(examples.size() == 2);
   CHECK(examples[0]["patterns"] == nlohmann::json({"the total number of", "dividing both sides by"}));
-  CHECK(examples[0]["prompt"] == "Consider patterns like: the total number of; dividing both sides by. Solve 3x = 12.\n");
+  CHECK(examples[0]["prompt"] == "Consider these behaviors: behavior_total_number: the total number of; behavior_dividing_both_sides: dividing both sides by. Solve 3x = 12.\n");
   CHECK(examples[1]["patterns"] == nlohmann::json::array());
   CHECK(examples[1]["prompt"] == "Tom has 3 bags of 4 apples.\n");
 

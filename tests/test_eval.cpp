@@ -2,7 +2,7 @@
 // question files (GSM8K and seed records, bad lines), summaries, eval.json's
 // struct, and the report page's structure. Cases are written by hand from GSM8K's answer
 // format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
-#include <catch2/catch.hpp>
+#include "torch_catch.h"  // libtorch (evaluate.h), then Catch2
 
 #include <nlohmann/json.hpp>
 
@@ -11,6 +11,7 @@
 
 #include "metareuse/eval/answer.h"
 #include "metareuse/eval/eval_file.h"
+#include "metareuse/eval/evaluate.h"  // behavior_use
 #include "metareuse/eval/report.h"
 #include "test_support.h"
 
@@ -131,6 +132,53 @@ TEST_CASE("eval.json is written from its struct and read back into it", "[eval][
   CHECK(read.to_json()["models"]["model"] == written["models"]["model"]);
   CHECK_THROWS_WITH(EvalFile::from_json(nlohmann::json::parse(R"({"questions": 1})"), "x.json"),
                     Catch::Contains("x.json"));
+}
+
+TEST_CASE("behavior use: retrieved, applied, accuracy and reasoning tokens applied vs not", "[eval][unit]") {
+  metareuse::patterns::Handbook handbook;
+  handbook.patterns.resize(3);
+  handbook.patterns[0].name = "behavior_total";
+  handbook.patterns[0].instruction = "A total of <num>";
+  handbook.patterns[1].name = "behavior_rate";
+  handbook.patterns[2].name = "behavior_never";
+  auto result = [](bool correct, std::int64_t tokens, std::vector<std::size_t> used, std::vector<std::size_t> carried) {
+    QuestionResult r;
+    r.correct = correct;
+    r.reasoning_tokens = tokens;
+    r.patterns_used = std::move(used);
+    r.patterns_retrieved = std::move(carried);
+    return r;
+  };
+  // Pattern 0: applied by answers 0 and 1 (one correct; 10 and 30 tokens), not by 2 and 3 (both correct; 50, 70).
+  const std::vector<QuestionResult> results = {result(true, 10, {0}, {0, 1}), result(false, 30, {0, 1}, {0}),
+                                               result(true, 50, {}, {1}), result(true, 70, {1}, {})};
+  auto uses = behavior_use(results, handbook);
+  REQUIRE(uses.size() == 3);
+  CHECK(uses[0].name == "behavior_total");
+  CHECK(uses[0].instruction == "A total of <num>");
+  CHECK(uses[0].retrieved == 2);
+  CHECK(uses[0].applied == 2);
+  CHECK(*uses[0].accuracy_applied == 0.5);
+  CHECK(*uses[0].accuracy_not_applied == 1.0);
+  CHECK(*uses[0].mean_reasoning_tokens_applied == 20.0);
+  CHECK(*uses[0].mean_reasoning_tokens_not_applied == 60.0);
+  CHECK(uses[1].retrieved == 2);
+  CHECK(uses[1].applied == 2);
+  CHECK(*uses[1].mean_reasoning_tokens_applied == 50.0);
+  CHECK(uses[2].applied == 0);
+  CHECK_FALSE(uses[2].accuracy_applied.has_value());  // no answer applied it: null, not 0
+  CHECK(*uses[2].accuracy_not_applied == 0.75);
+  // Into eval.json and back.
+  EvalFile file;
+  EvalModelEntry entry;
+  entry.role = "model";
+  entry.behaviors = uses;
+  file.models = {entry};
+  auto written = file.to_json();
+  CHECK(written["models"]["model"]["behaviors"][2]["accuracy_applied"].is_null());
+  auto read = EvalFile::from_json(nlohmann::json::parse(written.dump()), "eval.json");
+  CHECK(read.models[0].behaviors[0].mean_reasoning_tokens_not_applied == 60.0);
+  CHECK_FALSE(read.models[0].behaviors[2].accuracy_applied.has_value());
 }
 
 TEST_CASE("the report is one self-contained page with charts and tables", "[eval][unit]") {

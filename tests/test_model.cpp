@@ -289,6 +289,38 @@ TEST_CASE("greedy generation with the KV cache gives transformers' tokens", "[mo
   }
 }
 
+TEST_CASE("batched generation gives transformers' logits and greedy tokens beside other prompts",
+          "[model][parity][generate]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = fixture_dir(shared);
+  SafetensorsFile reference((dir / "reference.safetensors").string());
+  LlamaModel model = load_fixture(dir);
+  const auto prompt = to_vector(reference.tensor("gen_prompt"));
+  const auto expected = to_vector(reference.tensor("gen_greedy"));
+  GenerationOptions options;
+  options.max_new_tokens = 16;
+  // The fixture's prompt between a longer and a shorter one, so it is padded.
+  auto input_ids = reference.tensor("input_ids");  // (2, 24)
+  std::vector<std::int64_t> longer = to_vector(input_ids[0]);
+  auto batched = generate_batch(model, {longer, prompt, {prompt[0], prompt[1]}}, options);
+  CHECK(batched[1].ids == expected);
+
+  // Logits of both reference rows, the second cut to 17 tokens and left-padded by 7.
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = input_ids.clone();
+  ids[1].narrow(0, 7, 17).copy_(input_ids[1].narrow(0, 0, 17));
+  ids[1].narrow(0, 0, 7).fill_(0);
+  torch::Tensor positions = torch::arange(24, torch::kInt64).repeat({2, 1});
+  positions[1] = (positions[1] - 7).clamp_min(0);
+  torch::Tensor valid = torch::ones({2, 24}, torch::kBool);
+  valid[1].narrow(0, 0, 7).fill_(false);
+  KvCache cache = model.make_cache(2, 24);
+  torch::Tensor logits = padded_forward(model, ids, positions, valid, cache);  // (2, 24, V)
+  torch::Tensor expected_logits = reference.tensor("logits");                 // (2, 24, V)
+  CHECK(relative_error(logits[0], expected_logits[0]) <= 1e-5);
+  CHECK(relative_error(logits[1].narrow(0, 7, 17), expected_logits[1].narrow(0, 0, 17)) <= 1e-5);
+}
+
 TEST_CASE("scaled_dot_product_attention equals the eager path, with and without a past", "[model][attention]") {
   torch::manual_seed(17);
   // GQA 4:2, odd lengths; a prefill (no past), a chunk after a past, and one decoded token.
@@ -369,6 +401,102 @@ TEST_CASE("sampling is seeded, reproducible and respects top-p", "[model][genera
   greedy.stop_on_eos = true;
   CHECK(generate(copy, {1, 2, 3}, greedy) == std::vector<std::int64_t>{greedy_tokens[0]});
   CHECK_THROWS_WITH(generate(model, {1, 600}, greedy), Contains("600"));
+}
+
+namespace {
+
+// Greedy tokens of one prompt through LlamaModel::forward and a one-row
+// cache: the unpadded path the batched generator must agree with.
+std::vector<std::int64_t> forward_greedy(const LlamaModel& model, const std::vector<std::int64_t>& prompt,
+                                         std::int64_t count) {
+  torch::NoGradGuard no_grad;
+  KvCache cache = model.make_cache(1, static_cast<std::int64_t>(prompt.size()) + count);
+  torch::Tensor logits = model.forward(torch::tensor(prompt, torch::kInt64).view({1, -1}), &cache);  // (1, T, V)
+  std::vector<std::int64_t> tokens;
+  for (std::int64_t step = 0; step < count; ++step) {
+    tokens.push_back(logits[0][logits.size(1) - 1].argmax().item<std::int64_t>());
+    logits = model.forward(torch::tensor(std::vector<std::int64_t>{tokens.back()}, torch::kInt64).view({1, 1}), &cache);
+  }
+  return tokens;
+}
+
+}  // namespace
+
+TEST_CASE("batched generation gives every prompt its single-sequence greedy tokens", "[model][generate]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(11);
+  // Different lengths (the longest sets the padding of the others), one of a single token.
+  const std::vector<std::vector<std::int64_t>> prompts = {
+      {5, 17, 300}, {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {42}, {7, 7, 7, 7, 100, 200}, {511, 0, 256, 9}};
+  GenerationOptions options;
+  options.max_new_tokens = 12;
+  std::vector<std::vector<std::int64_t>> expected;
+  for (const auto& prompt : prompts) expected.push_back(forward_greedy(model, prompt, options.max_new_tokens));
+  for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
+    for (bool use_cache : {true, false}) {
+      INFO("attention " << attention_name(attention) << ", cache " << use_cache);
+      model.set_attention(attention);
+      options.use_cache = use_cache;
+      auto batched = generate_batch(model, prompts, options);
+      REQUIRE(batched.size() == prompts.size());
+      for (std::size_t i = 0; i < prompts.size(); ++i) {
+        INFO("prompt " << i);
+        CHECK(batched[i].ids == expected[i]);
+        CHECK(batched[i].stop == -1);
+      }
+    }
+  }
+  model.set_attention(AttentionKind::kSdpa);
+  options.use_cache = true;
+
+  // A stop per sequence: stop on prompt 1's 4th token; each row ends at its
+  // own first occurrence of it (or runs to the budget), and leaves the batch.
+  const std::int64_t stop = expected[1][3];
+  options.stop_ids = {stop};
+  auto stopped = generate_batch(model, prompts, options);
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    auto at = std::find(expected[i].begin(), expected[i].end(), stop);
+    CHECK(stopped[i].ids == std::vector<std::int64_t>(expected[i].begin(), at));
+    CHECK(stopped[i].stop == (at == expected[i].end() ? -1 : stop));
+  }
+  CHECK(stopped[1].ids.size() <= 3);
+  // generate() is a batch of one, with the stop token last.
+  auto single = generate(model, prompts[1], options);
+  CHECK(single == std::vector<std::int64_t>(expected[1].begin(), std::find(expected[1].begin(), expected[1].end(), stop) + 1));
+
+  // The padded forward's logits for a left-padded row equal the row's own forward.
+  torch::NoGradGuard no_grad;
+  torch::Tensor ids = torch::tensor(std::vector<std::int64_t>{0, 0, 0, 5, 17, 300, 8}, torch::kInt64).view({1, -1});
+  torch::Tensor positions = torch::tensor(std::vector<std::int64_t>{0, 0, 0, 0, 1, 2, 3}, torch::kInt64).view({1, -1});
+  torch::Tensor valid = (torch::arange(7) >= 3).view({1, -1});
+  KvCache cache = model.make_cache(1, 7);
+  torch::Tensor padded = padded_forward(model, ids, positions, valid, cache).narrow(1, 3, 4);  // (1, 4, V)
+  torch::Tensor alone = model.forward(ids.narrow(1, 3, 4));
+  CHECK(relative_error(padded, alone) <= 1e-5);
+  CHECK(cache.length() == 7);
+  CHECK_THROWS_WITH(generate_batch(model, {{1, 2}, {}}, options), Contains("prompt 1"));
+  CHECK_THROWS_WITH(generate_batch(model, {{1, 2}}, options, {1, 2}), Contains("2 sequence ids for 1 prompts"));
+}
+
+TEST_CASE("sampled tokens do not depend on the batch a sequence runs in", "[model][generate]") {
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(13);
+  GenerationOptions options;
+  options.greedy = false;
+  options.temperature = 1.5;
+  options.max_new_tokens = 16;
+  options.seed = 7;
+  const std::vector<std::vector<std::int64_t>> prompts = {{3, 4, 5}, {9, 8, 7, 6, 5, 4, 3, 2}, {100}};
+  auto together = generate_batch(model, prompts, options, {10, 11, 12});
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    INFO("prompt " << i);
+    // Alone, or with another neighbour, under the same sequence id: the same draws.
+    CHECK(generate_batch(model, {prompts[i]}, options, {10 + i}).front().ids == together[i].ids);
+    CHECK(generate_batch(model, {prompts[(i + 1) % 3], prompts[i]}, options, {99, 10 + i})[1].ids == together[i].ids);
+  }
+  // Another sequence id is another stream.
+  CHECK(generate_batch(model, {prompts[0]}, options, {11}).front().ids != together[0].ids);
 }
 
 // ------------------------------------------------------- loading and saving ----

@@ -7,11 +7,13 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <iterator>
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/patterns/handbook.h"
 #include "metareuse/patterns/miner.h"
+#include "metareuse/patterns/reflect.h"
 #include "metareuse/patterns/text.h"
 #include "patterns_fixtures.h"
 
@@ -239,6 +241,11 @@ TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, 
     CHECK(patterns::normalize(found[i].text) == found[i].text);
     CHECK(found[i].support >= 2);
     CHECK_FALSE(found[i].examples.empty());
+    // The instruction is a whole sentence that contains the pattern, capitalised, numbers as slots.
+    INFO(found[i].text << " -> " << found[i].instruction);
+    CHECK(patterns::contains_word_aligned(patterns::normalize(found[i].instruction), found[i].text));
+    CHECK(found[i].instruction.size() >= found[i].text.size());
+    CHECK_FALSE((found[i].instruction[0] >= 'a' && found[i].instruction[0] <= 'z'));
     for (std::size_t j = 0; j < found.size(); ++j) {
       if (i != j) {
         INFO(found[i].text << " / " << found[j].text);
@@ -361,7 +368,7 @@ TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior 
   patterns::Handbook handbook;
   handbook.records = 12;
   handbook.mode = "normalized";
-  handbook.patterns.push_back({"the total number of", 7, "phrase", {"a.jsonl:3"}, "behavior_total_number"});
+  handbook.patterns.push_back({"the total number of", 7, "phrase", {"a.jsonl:3"}, "behavior_total_number", ""});
   if (world.rank() == 0) {
     patterns::write_handbook(handbook, (dir / "h.json").string());
     test::write_file(dir / "behaviors.json",
@@ -377,17 +384,135 @@ TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior 
   CHECK(loaded.patterns[0].support == 7);
   CHECK(loaded.patterns[0].kind == "phrase");
   CHECK(loaded.patterns[0].examples == std::vector<std::string>{"a.jsonl:3"});
-  CHECK(loaded.patterns[0].behavior == "behavior_total_number");
+  CHECK(loaded.patterns[0].name == "behavior_total_number");
+  CHECK(loaded.patterns[0].instruction.empty());  // as written
+  // A version 1 handbook (name under "behavior", no instruction) still reads; the instruction comes from the text.
+  auto old = patterns::handbook_from_json(nlohmann::json::parse(R"({"format": "metareuse.handbook", "version": 1,
+      "records": 3, "patterns": [{"text": "a total of <num>", "support": 2, "behavior": "behavior_total"}]})"), "v1.json");
+  CHECK(old.patterns[0].name == "behavior_total");
+  CHECK(old.patterns[0].instruction == "A total of <num>");
   CHECK_THROWS_WITH(patterns::read_handbook((dir / "v9.json").string()), Catch::Contains("version 9"));
   CHECK_THROWS_WITH(patterns::read_handbook((dir / "behaviors.json").string()), Catch::Contains("--import"));
 
   auto imported = patterns::import_behavior_handbook((dir / "behaviors.json").string());
   REQUIRE(imported.patterns.size() == 2);
-  CHECK(imported.patterns[0].behavior == "behavior_zeta");  // file order
+  CHECK(imported.patterns[0].name == "behavior_zeta");  // file order
+  CHECK(imported.patterns[0].instruction == "Check units.");
   CHECK(imported.patterns[0].text == "Check units.");
   CHECK(imported.patterns[1].kind == "imported");
   CHECK_THROWS_WITH(patterns::import_behavior_handbook((dir / "bad_behaviors.json").string()),
                     Catch::Contains("behavior_x"));
+}
+
+}  // namespace metareuse
+
+namespace metareuse {
+
+// ---------------------------------------------------------------- reflect ----
+
+TEST_CASE("reflect: behavior lines parse, malformed lines are counted") {
+  // Replies written by hand in the shapes small instruct models give.
+  auto parsed = patterns::parse_reflection(
+      "Here are the behaviors:\n"
+      "1. **Unit rate**: Divide the total by the count to get one.\n"
+      "- behavior_check_answer: Substitute the answer back into the question.\n"
+      "  * `Work-backwards`: Start from the final amount and undo each step.\n"
+      "\n"
+      "behavior_too_short: Add.\n"
+      ": no name here at all\n"
+      "behavior with a name that is far too long to be a name: It has words enough though.\n"
+      "just a sentence without any colon\n"
+      "behavior_x$y: Weird characters are not a name.\n");
+  REQUIRE(parsed.behaviors.size() == 3);
+  CHECK(parsed.behaviors[0].name == "behavior_unit_rate");
+  CHECK(parsed.behaviors[0].instruction == "Divide the total by the count to get one.");
+  CHECK(parsed.behaviors[1].name == "behavior_check_answer");
+  CHECK(parsed.behaviors[2].name == "behavior_work_backwards");
+  // "Here are the behaviors:" (no instruction), too short, no name, too long, no colon, bad characters.
+  CHECK(parsed.malformed == 6);
+  CHECK(patterns::parse_reflection("").behaviors.empty());
+  // The key ignores case, numbers, spacing and the final period.
+  CHECK(patterns::behavior_key({"behavior_unit_rate", "Divide 12 by  3."}) ==
+        patterns::behavior_key({"unit_rate", "divide 7 by 2"}));
+  CHECK(patterns::behavior_key({"behavior_unit_rate", "Divide by 3."}) !=
+        patterns::behavior_key({"behavior_other", "Divide by 3."}));
+}
+
+TEST_CASE("reflect: the handbook is the same at any rank count, support counted per record") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "patterns-reflect");
+  if (world.rank() == 0) {
+    std::string corpus;
+    for (int i = 0; i < 9; ++i) {
+      const std::string topic = i % 3 == 0 ? "apples" : (i % 3 == 1 ? "trains" : "coins");
+      corpus += fmt::format(R"({{"question": "Q{} about {}", "reasoning": "Step {} with {}.", "solution": "{}"}})", i,
+                            topic, i, topic, i) + "\n";
+      if (i == 4) corpus += "not json\n";
+    }
+    test::write_file(dir / "corpus.jsonl", corpus);
+    test::write_file(dir / "bad_prompt.txt", "Question: {question}\n");
+  }
+  world.barrier();
+  // A stand-in strategist whose reply depends only on the prompt, as greedy decoding does.
+  std::uint64_t calls = 0;
+  patterns::Strategist strategist = [&calls](const std::vector<std::string>& prompts,
+                                             const std::vector<std::uint64_t>& ids) {
+    ++calls;
+    REQUIRE(ids.size() == prompts.size());
+    std::vector<std::string> replies;
+    for (const std::string& prompt : prompts) {
+      std::string reply = "behavior_check_answer: Substitute the answer back into the question.\n";
+      if (prompt.find("apples") != std::string::npos) reply += "- **Count items**: Count the apples in 3 groups.\n";
+      if (prompt.find("trains") != std::string::npos) {
+        reply += "behavior_rate: Divide the distance by the time.\nbehavior_rate: Divide the distance by the time.\n";
+      }
+      reply += "noise line\n";
+      replies.push_back(reply);
+    }
+    return replies;
+  };
+  patterns::ReflectOptions options;
+  options.prompt_template = "Solve: {question}\nSolution: {reasoning}\nAnswer: {solution}\nBehaviors:";
+  options.batch_size = 2;
+  auto handbook = patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
+  CHECK(handbook.mode == "reflect");
+  CHECK(handbook.records == 9);
+  REQUIRE(handbook.patterns.size() == 3);
+  CHECK(handbook.patterns[0].name == "behavior_check_answer");
+  CHECK(handbook.patterns[0].support == 9);
+  CHECK(handbook.patterns[0].examples ==
+        std::vector<std::string>{"corpus.jsonl:1", "corpus.jsonl:2", "corpus.jsonl:3"});
+  // Equal support: by key, "count_items|..." before "rate|..."; a record naming a behavior twice counts once.
+  CHECK(handbook.patterns[1].name == "behavior_count_items");
+  CHECK(handbook.patterns[1].instruction == "Count the apples in 3 groups.");
+  CHECK(handbook.patterns[1].support == 3);
+  CHECK(handbook.patterns[2].name == "behavior_rate");
+  CHECK(handbook.patterns[2].support == 3);
+  CHECK(handbook.patterns[2].examples == std::vector<std::string>{"corpus.jsonl:2", "corpus.jsonl:5", "corpus.jsonl:9"});
+  CHECK(handbook.stats["malformed_lines"] == 9);  // one noise line per reply
+  CHECK(handbook.stats["bad_lines"] == 1);
+  // The handbook round-trips through the file format.
+  auto json_text = patterns::handbook_to_json(handbook).dump();
+  auto read = patterns::handbook_from_json(nlohmann::json::parse(json_text), "h.json");
+  CHECK(read.patterns[1].instruction == "Count the apples in 3 groups.");
+  // min_support and top_k cut as in the other modes.
+  options.min_support = 4;
+  CHECK(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).patterns.size() == 1);
+  // The shipped prompt fills every slot.
+  std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt");
+  REQUIRE(shipped);
+  const std::string shipped_text((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
+  corpus::Record record;
+  record.question = "Q?";
+  record.reasoning = "R.";
+  record.solution = "S";
+  const std::string filled = patterns::reflection_prompt(shipped_text, record);
+  CHECK(filled.find("Problem: Q?") != std::string::npos);
+  CHECK(filled.find("Solution: R.") != std::string::npos);
+  CHECK(filled.find('{') == std::string::npos);
+  options.prompt_template = "Question: {question}\n";
+  CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
+                    Catch::Contains("{reasoning}"));
 }
 
 }  // namespace metareuse

@@ -56,7 +56,7 @@ TEST_CASE("patterns --mode exact equals the Python reference at 1 to 4 ranks", "
       CHECK(handbook["patterns"][i]["support"] == reference["patterns"][i]["support"]);
     }
     CHECK(handbook["format"] == "metareuse.handbook");
-    CHECK(handbook["version"] == 1);
+    CHECK(handbook["version"] == 2);  // 2: name and instruction (issue #21)
   }
 }
 
@@ -77,7 +77,8 @@ TEST_CASE("patterns in normalized mode writes the same handbook at 1 to 4 ranks"
       first = handbook;
       REQUIRE(first["patterns"].size() == 32);
       CHECK(first["patterns"][0].contains("kind"));
-      CHECK(first["patterns"][0]["behavior"].get<std::string>().rfind("behavior_", 0) == 0);
+      CHECK(first["patterns"][0]["name"].get<std::string>().rfind("behavior_", 0) == 0);
+      CHECK(!first["patterns"][0]["instruction"].get<std::string>().empty());
       CHECK(first["patterns"][0]["examples"].size() == 3);
     } else {
       CHECK(handbook == first);
@@ -146,15 +147,16 @@ TEST_CASE("patterns --holdout reports coverage and --import reads a behavior han
   auto imported = run_metareuse("patterns --import " + (dir / "behaviors.json").string() + " --out " + handbook);
   INFO(imported.output);
   REQUIRE(imported.status == 0);
-  CHECK(read_json(handbook)["patterns"][0]["behavior"] == "behavior_unit_rate");
+  CHECK(read_json(handbook)["patterns"][0]["name"] == "behavior_unit_rate");
+  CHECK(read_json(handbook)["patterns"][0]["instruction"] == "Divide the total by the count to get the amount for one.");
   auto out = dir / "imported.jsonl";
   auto augmented = run_metareuse("augment --corpus " + sample + " --handbook " + handbook + " --out " + out.string());
   REQUIRE(augmented.status == 0);
   std::ifstream in(out);
   std::getline(in, line);
   CHECK_THAT(json::parse(line)["prompt"].get<std::string>(),
-             Contains("Consider patterns like: Divide the total by the count to get the amount for one.; "
-                      "Substitute the answer back into the question.. "));
+             Contains("Consider these behaviors: behavior_unit_rate: Divide the total by the count to get the amount "
+                      "for one; behavior_check_answer: Substitute the answer back into the question. "));
 }
 
 TEST_CASE("run writes handbook.json and augmented.jsonl into the run folder", "[e2e]") {

@@ -79,7 +79,7 @@ TEST_CASE("the reuse-world experiment writes baseline, reuse and control entries
     prompt_tokens[answer["model"]][answer["index"]] = answer["prompt_tokens"];
     const std::string prompt = answer["prompt"];
     if (answer["model"] == "reuse") {
-      CHECK(prompt.rfind("Consider patterns like: ", 0) == 0);
+      CHECK(prompt.rfind("Consider these behaviors: ", 0) == 0);
     } else {
       CHECK(prompt == answer["question"].get<std::string>() + "\n");
     }

@@ -61,7 +61,7 @@ PatternIndex::PatternIndex(const std::vector<patterns::Pattern>& patterns, doubl
   double total = 0;
   for (const patterns::Pattern& pattern : patterns) {
     std::vector<std::string> terms = terms_of(pattern.text);
-    std::vector<std::string> name_terms = terms_of(pattern.behavior);
+    std::vector<std::string> name_terms = terms_of(pattern.name);
     terms.insert(terms.end(), name_terms.begin(), name_terms.end());
     total += static_cast<double>(terms.size());
     documents_.push_back(std::move(terms));
@@ -102,10 +102,12 @@ std::vector<std::size_t> PatternIndex::retrieve(const std::string& query, std::s
 
 std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen) {
   if (chosen.empty()) return "";
-  std::string prefix = "Consider patterns like: ";
+  std::string prefix = "Consider these behaviors: ";
   for (std::size_t i = 0; i < chosen.size(); ++i) {
     if (i > 0) prefix += "; ";
-    prefix += chosen[i]->text;
+    std::string_view instruction = chosen[i]->instruction.empty() ? chosen[i]->text : chosen[i]->instruction;
+    while (!instruction.empty() && (instruction.back() == '.' || instruction.back() == ' ')) instruction.remove_suffix(1);
+    prefix += fmt::format("{}: {}", chosen[i]->name, instruction);
   }
   return prefix + ". ";
 }
@@ -132,7 +134,7 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
     std::vector<std::string> texts, behaviors;
     for (const patterns::Pattern* pattern : choice.patterns) {
       texts.push_back(pattern->text);
-      behaviors.push_back(pattern->behavior);
+      behaviors.push_back(pattern->name);
     }
     example["patterns"] = texts;
     example["behaviors"] = behaviors;
@@ -244,7 +246,7 @@ ContextIndex::ContextIndex(const std::vector<patterns::Pattern>& patterns, const
   for (std::size_t i = 0; i < patterns.size(); ++i) {
     std::map<std::string, double> weights;
     for (const std::string& term : terms_of(patterns[i].text)) weights[term] += 1.0;
-    for (const std::string& term : terms_of(patterns[i].behavior)) weights[term] += 1.0;
+    for (const std::string& term : terms_of(patterns[i].name)) weights[term] += 1.0;
     if (i < contexts.term_shares.size()) {
       for (const auto& [term, share] : contexts.term_shares[i]) weights[term] += share;
     }

@@ -31,6 +31,8 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides) {
                  overrides);
   add_value_flag(app, "--max-new-tokens", "eval.max_new_tokens", "Token budget per answer (eval.max_new_tokens)",
                  overrides);
+  add_value_flag(app, "--batch-size", "eval.batch_size", "Answers generated together per rank (eval.batch_size)",
+                 overrides);
   auto* greedy = app.add_flag_callback(
       "--greedy", [&overrides] { overrides.push_back("eval.greedy=true"); }, "Greedy decoding (the default)");
   auto* temperature = app.add_option_function<std::string>(

@@ -36,6 +36,8 @@ ForwardArguments forward_arguments;
 struct GenerateArguments {
   std::string model;
   std::string prompt_ids;
+  std::string prompts_file;
+  std::int64_t batch_size = 8;
   std::string prompt;
   std::string tokenizer;
   std::int64_t max_new_tokens = 32;
@@ -128,7 +130,12 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   app.add_option("--model", arguments.model, "Model: a Hugging Face folder (config.json + safetensors)")->required();
   auto* ids = app.add_option("--prompt-ids", arguments.prompt_ids, "Prompt as comma-separated token ids: 1,2,3");
   auto* text = app.add_option("--prompt", arguments.prompt, "Prompt text (needs --tokenizer)");
-  ids->excludes(text);
+  auto* file = app.add_option("--prompts", arguments.prompts_file,
+                              "Prompts file: JSON Lines, one array of token ids per line; one output line each");
+  ids->excludes(text)->excludes(file);
+  text->excludes(file);
+  app.add_option("--batch-size", arguments.batch_size, "Prompts generated together (with --prompts)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--tokenizer", arguments.tokenizer,
                  "Tokenizer file, to encode --prompt and decode the output (default: the model folder's tokenizer.json)");
   app.add_flag("--chat", arguments.chat,
@@ -161,8 +168,8 @@ int generate_run(CommandContext& context) {
     throw UsageError("--prompt needs --tokenizer (the model folder has no tokenizer.json)");
   }
   if (arguments.chat && arguments.prompt.empty()) throw UsageError("--chat needs --prompt");
-  if (arguments.prompt_ids.empty() && arguments.prompt.empty()) {
-    throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer)");
+  if (arguments.prompt_ids.empty() && arguments.prompt.empty() && arguments.prompts_file.empty()) {
+    throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer, or --prompts FILE)");
   }
   std::unique_ptr<Tokenizer> tokenizer;
   if (!tokenizer_path.empty()) tokenizer = load_tokenizer(tokenizer_path);
@@ -175,38 +182,54 @@ int generate_run(CommandContext& context) {
   options.seed = static_cast<std::uint64_t>(context.config.get_int("run.seed"));
   options.stop_on_eos = arguments.stop_on_eos;
   options.use_cache = !arguments.no_cache;
+  options.batch_size = arguments.batch_size;
   if (options.greedy && (arguments.top_p != 1.0 || arguments.seed_given)) {
     throw UsageError("--top-p and --seed apply to sampling: give --temperature too");
   }
 
   auto source = open_model_or_checkpoint(arguments.model);
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
-  Stopwatch watch;
-  std::vector<std::int64_t> prompt;
-  if (arguments.chat) {
+  std::vector<std::vector<std::int64_t>> prompts;
+  if (!arguments.prompts_file.empty()) {
+    prompts = read_prompt_ids_file(arguments.prompts_file);
+  } else if (arguments.chat) {
     auto example = ChatTemplate::load(arguments.model).tokenize(*tokenizer, {{"user", arguments.prompt, false}}, true);
-    prompt.assign(example.ids.begin(), example.ids.end());
+    prompts.emplace_back(example.ids.begin(), example.ids.end());
   } else if (!arguments.prompt.empty()) {
     // The prompt is ordinary text (special-token text stays text); bos first, as the templates do.
-    if (tokenizer->bos_id() >= 0) prompt.push_back(tokenizer->bos_id());
-    for (TokenId id : tokenizer->encode(arguments.prompt)) prompt.push_back(id);
+    prompts.emplace_back();
+    if (tokenizer->bos_id() >= 0) prompts.back().push_back(tokenizer->bos_id());
+    for (TokenId id : tokenizer->encode(arguments.prompt)) prompts.back().push_back(id);
   } else {
-    prompt = parse_id_list(arguments.prompt_ids);
+    prompts.push_back(parse_id_list(arguments.prompt_ids));
   }
   // Bounds before any memory is touched: positions, and the prefill's scores.
-  validate_generation_request(model.config(), static_cast<std::int64_t>(prompt.size()), options.max_new_tokens);
-  std::vector<std::int64_t> ids = generate(model, prompt, options);
-  log::debug("generated {} tokens in {:.3f} s ({}, {})", ids.size(), watch.seconds(),
-            options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache");
-  nlohmann::json line = {{"ids", ids}};
-  if (tokenizer) {
-    std::vector<TokenId> text_ids;
-    for (auto id : ids) {
-      if (id >= 0 && id < tokenizer->vocab_size()) text_ids.push_back(static_cast<TokenId>(id));
-    }
-    line["text"] = tokenizer->decode(text_ids);
+  for (const auto& prompt : prompts) {
+    validate_generation_request(model.config(), static_cast<std::int64_t>(prompt.size()), options.max_new_tokens);
   }
-  std::cout << line.dump() << std::endl;
+  Stopwatch watch;
+  // Each line's index seeds its sampling (the default sequence ids).
+  std::vector<Generated> outputs = generate_batch(model, prompts, options);
+  const double seconds = watch.seconds();
+  std::int64_t total = 0;
+  for (const auto& generated : outputs) total += static_cast<std::int64_t>(generated.ids.size());
+  log::info("generated {} tokens for {} prompts in {:.3f} s ({:.1f} tokens/s; {}, {}, batch {})", total,
+            outputs.size(), seconds, seconds > 0 ? static_cast<double>(total) / seconds : 0.0,
+            options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache", options.batch_size);
+  for (auto& generated : outputs) {
+    // With --stop-on-eos the eos that ended the sequence is printed last, as before.
+    std::vector<std::int64_t> ids = generated.ids;
+    if (generated.stop >= 0) ids.push_back(generated.stop);
+    nlohmann::json line = {{"ids", ids}};
+    if (tokenizer) {
+      std::vector<TokenId> text_ids;
+      for (auto id : ids) {
+        if (id >= 0 && id < tokenizer->vocab_size()) text_ids.push_back(static_cast<TokenId>(id));
+      }
+      line["text"] = tokenizer->decode(text_ids);
+    }
+    std::cout << line.dump() << std::endl;
+  }
   return kExitOk;
 }
 

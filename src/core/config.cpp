@@ -223,6 +223,8 @@ std::vector<ConfigKey> build_schema() {
                  "folder (its latest); empty: the run's checkpoints."),
       key_string("eval.baseline", "", "Model to compare against (same kinds as eval.model); empty: none."),
       key_int("eval.max_new_tokens", 256, "Most tokens generated per answer.", 1, 1 << 20),
+      key_int("eval.batch_size", 8, "Answers generated together on each rank (one batched KV-cache decode).", 1,
+              1 << 16),
       key_bool("eval.greedy", true, "Greedy decoding; false samples with eval.temperature, eval.top_p and run.seed."),
       key_number("eval.temperature", 0.7, "Sampling temperature (eval.greedy = false).", 1e-6, 100.0),
       key_number("eval.top_p", 0.95, "Sampling nucleus (eval.greedy = false).", 1e-6, 1.0),

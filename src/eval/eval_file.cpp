@@ -87,6 +87,32 @@ Summary Summary::from_json(const json& j) {
   return s;
 }
 
+ordered BehaviorUse::to_json() const {
+  auto number = [](const std::optional<double>& value) { return value ? ordered(*value) : ordered(nullptr); };
+  return {{"name", name},
+          {"instruction", instruction},
+          {"retrieved", retrieved},
+          {"applied", applied},
+          {"accuracy_applied", number(accuracy_applied)},
+          {"accuracy_not_applied", number(accuracy_not_applied)},
+          {"mean_reasoning_tokens_applied", number(mean_reasoning_tokens_applied)},
+          {"mean_reasoning_tokens_not_applied", number(mean_reasoning_tokens_not_applied)}};
+}
+
+BehaviorUse BehaviorUse::from_json(const json& j) {
+  BehaviorUse use;
+  if (!j.is_object()) return use;
+  use.name = j.value("name", std::string());
+  use.instruction = j.value("instruction", std::string());
+  use.retrieved = j.value("retrieved", std::int64_t{0});
+  use.applied = j.value("applied", std::int64_t{0});
+  use.accuracy_applied = read_optional(j, "accuracy_applied");
+  use.accuracy_not_applied = read_optional(j, "accuracy_not_applied");
+  use.mean_reasoning_tokens_applied = read_optional(j, "mean_reasoning_tokens_applied");
+  use.mean_reasoning_tokens_not_applied = read_optional(j, "mean_reasoning_tokens_not_applied");
+  return use;
+}
+
 SummaryChange SummaryChange::between(const Summary& model, const Summary& baseline) {
   SummaryChange c;
   for (const ComparedFigure& f : kComparedFigures) c.*f.change = relative_change(model.*f.figure, baseline.*f.figure);
@@ -166,6 +192,9 @@ ordered EvalFile::to_json() const {
          {"template", entry.template_name},
          {"summary", entry.summary.to_json()}};
     if (entry.change_vs_baseline) j["change_vs_baseline"] = entry.change_vs_baseline->to_json();
+    ordered behaviors = ordered::array();
+    for (const BehaviorUse& use : entry.behaviors) behaviors.push_back(use.to_json());
+    j["behaviors"] = behaviors;
   }
   document["models"] = entries;
   if (relative_change) {
@@ -219,6 +248,7 @@ EvalFile EvalFile::from_json(const json& document, const std::string& source) {
     entry.template_name = read_string(*it, "template");
     entry.summary = Summary::from_json(it->value("summary", json::object()));
     if (it->contains("change_vs_baseline")) entry.change_vs_baseline = SummaryChange::from_json((*it)["change_vs_baseline"]);
+    for (const json& use : it->value("behaviors", json::array())) entry.behaviors.push_back(BehaviorUse::from_json(use));
     file.models.push_back(std::move(entry));
   }
   if (document.contains("relative_change") && document["relative_change"].is_object()) {

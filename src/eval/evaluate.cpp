@@ -5,6 +5,7 @@
 #include <torch/torch.h>  // NoGradGuard, tensors
 
 #include <algorithm>
+#include <array>
 #include <random>
 
 #include "metareuse/core/error.h"
@@ -39,46 +40,39 @@ std::vector<TokenId> stop_ids(const Tokenizer& tokenizer, const std::string& tem
   return stops;
 }
 
-Generation generate_answer(const LlamaModel& model, const std::vector<TokenId>& prompt,
-                           const std::vector<TokenId>& stops, const EvalOptions& options, std::int64_t question_index) {
+std::vector<Generation> generate_answers(const LlamaModel& model, const std::vector<std::vector<TokenId>>& prompts,
+                                         const std::vector<TokenId>& stops, const EvalOptions& options,
+                                         const std::vector<std::int64_t>& question_indices) {
   const std::int64_t vocab = model.config().vocab_size;
-  if (prompt.empty()) throw InputError("an empty prompt");
-  for (TokenId id : prompt) {
-    if (id < 0 || id >= vocab) {
-      throw InputError(fmt::format("prompt token {} is outside the model's vocabulary [0, {}): is the tokenizer the "
-                                   "one the model was trained with?",
-                                   id, vocab));
+  std::vector<std::vector<std::int64_t>> prompts64;
+  for (const auto& prompt : prompts) {
+    if (prompt.empty()) throw InputError("an empty prompt");
+    for (TokenId id : prompt) {
+      if (id < 0 || id >= vocab) {
+        throw InputError(fmt::format("prompt token {} is outside the model's vocabulary [0, {}): is the tokenizer the "
+                                     "one the model was trained with?",
+                                     id, vocab));
+      }
     }
+    prompts64.emplace_back(prompt.begin(), prompt.end());
   }
-  GenerationOptions pick;
-  pick.greedy = options.greedy;
-  pick.temperature = options.temperature;
-  pick.top_p = options.top_p;
-  // One generator per question, so an answer does not depend on which rank draws it.
-  std::seed_seq seeds{static_cast<std::uint32_t>(options.seed), static_cast<std::uint32_t>(options.seed >> 32),
-                      static_cast<std::uint32_t>(question_index)};
-  std::mt19937_64 engine(seeds);
-  auto uniform = [&engine] { return static_cast<double>(engine() >> 11) * 0x1.0p-53; };  // [0, 1)
-
-  torch::NoGradGuard no_grad;
-  Generation result;
-  if (options.max_new_tokens <= 0) return result;
-  std::vector<std::int64_t> prompt64(prompt.begin(), prompt.end());
-  KvCache cache = model.make_cache(1, static_cast<std::int64_t>(prompt.size()) + options.max_new_tokens);
-  torch::Tensor logits = model.forward(torch::tensor(prompt64, torch::kInt64).view({1, -1}), &cache);  // (1, T, V)
-  for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
-    torch::Tensor last = logits[0][logits.size(1) - 1];  // (V,)
-    const std::int64_t next = pick_token(last, pick, options.greedy ? 0.0 : uniform());
-    if (std::find(stops.begin(), stops.end(), static_cast<TokenId>(next)) != stops.end()) {
-      result.stopped = true;
-      break;
-    }
-    result.ids.push_back(static_cast<TokenId>(next));
-    if (step + 1 < options.max_new_tokens) {
-      logits = model.forward(torch::tensor(std::vector<std::int64_t>{next}, torch::kInt64).view({1, 1}), &cache);
-    }
+  GenerationOptions generation;
+  generation.max_new_tokens = options.max_new_tokens;
+  generation.greedy = options.greedy;
+  generation.temperature = options.temperature;
+  generation.top_p = options.top_p;
+  generation.seed = options.seed;
+  generation.stop_ids.assign(stops.begin(), stops.end());
+  // The question index seeds each answer's sampling, so an answer does not depend on its batch or rank.
+  std::vector<std::uint64_t> sequence_ids(question_indices.begin(), question_indices.end());
+  std::vector<Generation> answers;
+  for (const Generated& generated : generate_batch(model, prompts64, generation, sequence_ids)) {
+    Generation answer;
+    answer.ids.assign(generated.ids.begin(), generated.ids.end());
+    answer.stopped = generated.stop >= 0;
+    answers.push_back(std::move(answer));
   }
-  return result;
+  return answers;
 }
 
 namespace {
@@ -90,7 +84,7 @@ nlohmann::json to_wire(const QuestionResult& r) {
           {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
           {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
           {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
-          {"steps", r.reasoning_steps}, {"patterns", r.patterns_used},
+          {"steps", r.reasoning_steps}, {"patterns", r.patterns_used}, {"retrieved", r.patterns_retrieved},
           {"seconds", r.seconds}};
 }
 
@@ -110,6 +104,7 @@ QuestionResult from_wire(const nlohmann::json& j) {
   r.stopped = j.at("stopped");
   r.reasoning_steps = j.at("steps");
   r.patterns_used = j.at("patterns").get<std::vector<std::size_t>>();
+  r.patterns_retrieved = j.at("retrieved").get<std::vector<std::size_t>>();
   r.seconds = j.at("seconds");
   return r;
 }
@@ -149,35 +144,51 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
   const int ranks = communicator.size();
   const std::vector<TokenId> stops = stop_ids(tokenizer, options.template_name);
   std::string wire;  // this rank's results, one JSON object per line
-  std::int64_t done = 0, mine = 0;
-  for (std::size_t i = rank; i < questions.size(); i += ranks) ++mine;
-  for (std::size_t i = rank; i < questions.size(); i += static_cast<std::size_t>(ranks)) {
-    const Question& question = questions[i];
+  std::vector<std::size_t> shard;  // this rank's questions
+  for (std::size_t i = rank; i < questions.size(); i += static_cast<std::size_t>(ranks)) shard.push_back(i);
+  const std::size_t batch_size = static_cast<std::size_t>(std::max<std::int64_t>(options.batch_size, 1));
+  for (std::size_t first = 0; first < shard.size(); first += batch_size) {
+    const std::size_t count = std::min(batch_size, shard.size() - first);
     Stopwatch watch;
-    QuestionResult result;
-    result.index = static_cast<std::int64_t>(i);
-    result.line = question.line;
-    result.question = question.question;
-    result.reference = question.reference;
-    result.prompt = prompts.test_prompt(question.question);
-    std::vector<TokenId> prompt = prompt_ids(tokenizer, options.template_name, result.prompt);
-    result.prompt_tokens = static_cast<std::int64_t>(prompt.size());
-    Generation generation = generate_answer(model, prompt, stops, options, result.index);
-    result.output = tokenizer.decode(generation.ids);
-    result.generated_tokens = static_cast<std::int64_t>(generation.ids.size());
-    result.stopped = generation.stopped;
-    result.answer = extract_final_answer(result.output);
-    result.correct = result.answer && answers_match(*result.answer, question.reference);
-    result.reasoning_steps = count_reasoning_steps(result.output);
-    result.reasoning_tokens =
-        static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
-    result.patterns_used = matcher.find(result.output);
-    result.seconds = watch.seconds();
-    wire += to_wire(result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    wire += '\n';
-    ++done;
-    log::debug("question {} ({}/{} on this rank): {} tokens, {}", i, done, mine, result.generated_tokens,
-               result.correct ? "correct" : "wrong");
+    std::vector<QuestionResult> batch(count);
+    std::vector<std::vector<TokenId>> batch_prompts;
+    std::vector<std::int64_t> batch_indices;
+    for (std::size_t b = 0; b < count; ++b) {
+      const Question& question = questions[shard[first + b]];
+      QuestionResult& result = batch[b];
+      result.index = static_cast<std::int64_t>(shard[first + b]);
+      result.line = question.line;
+      result.question = question.question;
+      result.reference = question.reference;
+      const augment::PromptChoice choice = prompts.for_test(question.question);
+      result.prompt = augment::PromptPolicy::prompt(choice, question.question);
+      result.patterns_retrieved = prompts.indices(choice);
+      batch_prompts.push_back(prompt_ids(tokenizer, options.template_name, result.prompt));
+      result.prompt_tokens = static_cast<std::int64_t>(batch_prompts.back().size());
+      batch_indices.push_back(result.index);
+    }
+    std::vector<Generation> generations = generate_answers(model, batch_prompts, stops, options, batch_indices);
+    // The batch's time, shared evenly: its answers were generated together.
+    const double seconds = watch.seconds() / static_cast<double>(count);
+    for (std::size_t b = 0; b < count; ++b) {
+      QuestionResult& result = batch[b];
+      const Question& question = questions[shard[first + b]];
+      const Generation& generation = generations[b];
+      result.output = tokenizer.decode(generation.ids);
+      result.generated_tokens = static_cast<std::int64_t>(generation.ids.size());
+      result.stopped = generation.stopped;
+      result.answer = extract_final_answer(result.output);
+      result.correct = result.answer && answers_match(*result.answer, question.reference);
+      result.reasoning_steps = count_reasoning_steps(result.output);
+      result.reasoning_tokens =
+          static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
+      result.patterns_used = matcher.find(result.output);
+      result.seconds = seconds;
+      wire += to_wire(result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      wire += '\n';
+    }
+    log::debug("questions {}/{} on this rank: a batch of {} in {:.2f} s", first + count, shard.size(), count,
+               seconds * static_cast<double>(count));
   }
   std::vector<char> local(wire.begin(), wire.end());
   std::vector<char> all = communicator.allgatherv(local);
@@ -231,6 +242,40 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   summary.seconds = seconds;
   summary.tokens_per_s = seconds > 0 ? total_tokens / seconds : 0.0;
   return summary;
+}
+
+std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const patterns::Handbook& handbook) {
+  const std::size_t P = handbook.patterns.size();
+  std::vector<BehaviorUse> uses(P);
+  // Per pattern and side (0: not applied, 1: applied): answers, correct ones, reasoning tokens.
+  std::vector<std::array<double, 2>> answers(P, {0, 0}), correct(P, {0, 0}), tokens(P, {0, 0});
+  for (const QuestionResult& r : results) {
+    std::vector<bool> applied(P, false);
+    for (std::size_t i : r.patterns_used) {
+      if (i < P) applied[i] = true;
+    }
+    for (std::size_t i : r.patterns_retrieved) {
+      if (i < P) ++uses[i].retrieved;
+    }
+    for (std::size_t i = 0; i < P; ++i) {
+      const int side = applied[i] ? 1 : 0;
+      answers[i][side] += 1;
+      correct[i][side] += r.correct ? 1 : 0;
+      tokens[i][side] += static_cast<double>(r.reasoning_tokens);
+    }
+  }
+  auto share = [](double part, double whole) { return whole > 0 ? std::optional<double>(part / whole) : std::nullopt; };
+  for (std::size_t i = 0; i < P; ++i) {
+    BehaviorUse& use = uses[i];
+    use.name = handbook.patterns[i].name;
+    use.instruction = handbook.patterns[i].instruction;
+    use.applied = static_cast<std::int64_t>(answers[i][1]);
+    use.accuracy_applied = share(correct[i][1], answers[i][1]);
+    use.accuracy_not_applied = share(correct[i][0], answers[i][0]);
+    use.mean_reasoning_tokens_applied = share(tokens[i][1], answers[i][1]);
+    use.mean_reasoning_tokens_not_applied = share(tokens[i][0], answers[i][0]);
+  }
+  return uses;
 }
 
 }  // namespace metareuse::eval

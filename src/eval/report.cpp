@@ -229,6 +229,25 @@ void render_patterns(std::ostringstream& page, const std::string& path) {
   page << "</table>";
 }
 
+// Per entry, which behaviors its prompts carried and its answers applied (eval.json's "behaviors").
+void render_behavior_tables(std::ostringstream& page, const EvalFile& eval) {
+  for (const EvalModelEntry& entry : eval.models) {
+    if (entry.behaviors.empty()) continue;
+    page << "<h3>Behaviors: " << escape(entry.role == "model" ? std::string("tuned") : entry.role) << "</h3>"
+         << "<table><tr><th>behavior</th><th>instruction</th><th>retrieved</th><th>applied</th>"
+         << "<th>accuracy, applied</th><th>accuracy, not applied</th><th>reasoning tokens, applied</th>"
+         << "<th>reasoning tokens, not applied</th></tr>";
+    for (const BehaviorUse& use : entry.behaviors) {
+      page << "<tr><td>" << escape(use.name) << "</td><td>" << escape(use.instruction) << "</td><td class=\"n\">"
+           << use.retrieved << "</td><td class=\"n\">" << use.applied << "</td><td class=\"n\">"
+           << cell(use.accuracy_applied, true) << "</td><td class=\"n\">" << cell(use.accuracy_not_applied, true)
+           << "</td><td class=\"n\">" << cell(use.mean_reasoning_tokens_applied) << "</td><td class=\"n\">"
+           << cell(use.mean_reasoning_tokens_not_applied) << "</td></tr>";
+    }
+    page << "</table>";
+  }
+}
+
 void render_eval_table(std::ostringstream& page, const EvalFile& eval) {
   page << fmt::format("<p class=\"note\">{} questions from {}; {} decoding, at most {} new tokens.</p>",
                       eval.questions, escape(eval.questions_file), eval.greedy ? "greedy" : "sampled",
@@ -268,6 +287,7 @@ void render_eval(std::ostringstream& page, const std::optional<EvalFile>& eval, 
     return;
   }
   render_eval_table(page, *eval);
+  render_behavior_tables(page, *eval);
   // What the columns mean (eval.json's own definitions, then the rest).
   auto definition = [&](const char* key, const char* fallback) { return escape(eval->definition(key, fallback)); };
   page << "<dl><dt>accuracy</dt><dd>" << definition("accuracy", "the final answer equals the reference")

@@ -86,7 +86,7 @@ struct EntryRun {
 
 EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options,
                         const std::vector<Question>& questions, const augment::PromptPolicy& prompts,
-                        const PatternMatcher& matcher, Communicator& communicator) {
+                        const PatternMatcher& matcher, const patterns::Handbook* handbook, Communicator& communicator) {
   EntryRun run;
   run.entry.role = model_entry.role;
   run.entry.path = model_entry.path;
@@ -110,6 +110,7 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   run.results = evaluate_questions(model, *tokenizer, questions, prompts, matcher, generation, communicator);
   if (communicator.rank() == 0) {
     const Summary& s = run.entry.summary = summarize(run.results);
+    if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);
     log::info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
               "in {:.1f} s",
               run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
@@ -163,6 +164,7 @@ EvalRunOptions eval_run_options(const Config& config, const run::RunLayout& layo
   options.tokenizer = config.get_string("tokenizer.path");
   options.generation.template_name = config.get_string("tokenizer.template");
   options.generation.max_new_tokens = config.get_int("eval.max_new_tokens");
+  options.generation.batch_size = config.get_int("eval.batch_size");
   options.generation.greedy = config.get_bool("eval.greedy");
   options.generation.temperature = config.get_number("eval.temperature");
   options.generation.top_p = config.get_number("eval.top_p");
@@ -201,7 +203,8 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   for (const EvalModel& model : options.models) {
     const bool patterns = model.patterns && with_patterns.carries_patterns();
     runs.push_back(evaluate_entry(model, patterns, options, questions.questions,
-                                  patterns ? with_patterns : without_patterns, matcher, communicator));
+                                  patterns ? with_patterns : without_patterns, matcher, handbook_pointer,
+                                  communicator));
   }
 
   EvalFile file;

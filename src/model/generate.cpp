@@ -1,12 +1,17 @@
-// Autoregressive generation with a KV cache: the prompt is run once, then
-// each new token costs one single-position forward over the cached keys and
-// values.
+// Batched autoregressive generation with a KV cache. Prompts of different
+// lengths are left-padded so that every row appends at the same cache column
+// (KvCache stays one rectangular buffer); each token's rotary position is its
+// position in its own sequence and a mask hides the padding, so a row
+// computes what it would compute alone (to rounding). Rows that stop leave
+// the batch, so the cost follows the sequences still running.
 #include "metareuse/model/generate.h"
 
 #include <fmt/format.h>   // messages
+#include <nlohmann/json.hpp>  // the prompts file
 #include <torch/torch.h>  // softmax, sort
 
 #include <algorithm>
+#include <fstream>
 #include <random>
 
 #include "metareuse/core/error.h"
@@ -34,46 +39,191 @@ std::int64_t pick_token(const torch::Tensor& logits, const GenerationOptions& op
   return token[kept - 1];
 }
 
-std::vector<std::int64_t> generate(const LlamaModel& model, const std::vector<std::int64_t>& prompt,
-                                   const GenerationOptions& options) {
+torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input_ids, const torch::Tensor& positions,
+                             const torch::Tensor& key_valid, KvCache& cache) {
   const LlamaConfig& config = model.config();
-  if (prompt.empty()) throw InputError("generation needs a prompt of at least one token");
-  for (auto id : prompt) {
-    if (id < 0 || id >= config.vocab_size) {
-      throw InputError(fmt::format("prompt token {} is outside the vocabulary [0, {})", id, config.vocab_size));
+  const std::int64_t B = input_ids.size(0), T = input_ids.size(1), past = cache.length(), S = past + T;
+  MR_CHECK(positions.sizes() == input_ids.sizes() && key_valid.dim() == 2 && key_valid.size(0) == B &&
+               key_valid.size(1) == S,
+           "padded_forward: input_ids [{}], positions [{}], key_valid [{}] with {} cached columns",
+           fmt::join(input_ids.sizes(), ", "), fmt::join(positions.sizes(), ", "), fmt::join(key_valid.sizes(), ", "),
+           past);
+  const torch::Device device = model.device();
+  // LlamaRotaryEmbedding.forward with per-row position_ids, as rope_tables computes them: fp32 angles.
+  torch::Tensor frequencies = positions.to(torch::kFloat32).unsqueeze(-1) *
+                              model.inv_freq().to(torch::kFloat32).cpu();  // (B, T, D/2)
+  torch::Tensor angles = torch::cat({frequencies, frequencies}, -1).unsqueeze(1);  // (B, 1, T, D)
+  RotaryTables rotary{angles.cos().to(device, model.dtype()), angles.sin().to(device, model.dtype())};
+  // Query i (column past + i) sees the valid columns up to its own, and always
+  // its own: a padding query has no valid key, and must not get an all-masked row.
+  torch::Tensor columns = torch::arange(S, torch::kInt64);
+  torch::Tensor query_columns = columns.narrow(0, past, T).unsqueeze(1);                      // (T, 1)
+  torch::Tensor causal = columns.unsqueeze(0) <= query_columns;                                // (T, S)
+  torch::Tensor allowed = causal.unsqueeze(0).logical_and(key_valid.to(torch::kBool).cpu().unsqueeze(1))
+                              .logical_or((columns.unsqueeze(0) == query_columns).unsqueeze(0));  // (B, T, S)
+  cache.set_allowed(allowed.unsqueeze(1).to(device));                                             // (B, 1, T, S)
+
+  torch::Tensor hidden = embedding_forward(model.units().front(), model.flat_parameters().front(),
+                                           input_ids.to(device));  // (B, T, C)
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    const std::size_t u = static_cast<std::size_t>(layer) + 1;
+    hidden = decoder_layer_forward(config, model.units()[u], model.flat_parameters()[u], hidden, rotary, &cache);
+  }
+  hidden = final_norm_forward(config, model.units().back(), model.flat_parameters().back(), hidden);
+  torch::Tensor logits = head_forward(model.units().front(), model.flat_parameters().front(), hidden);  // (B, T, V)
+  cache.advance(T);
+  cache.set_allowed(torch::Tensor());
+  return logits;
+}
+
+std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector<std::vector<std::int64_t>>& prompts,
+                                      const GenerationOptions& options,
+                                      const std::vector<std::uint64_t>& sequence_ids) {
+  const LlamaConfig& config = model.config();
+  for (std::size_t i = 0; i < prompts.size(); ++i) {
+    if (prompts[i].empty()) throw InputError(fmt::format("generation needs a prompt of at least one token (prompt {})", i));
+    for (auto id : prompts[i]) {
+      if (id < 0 || id >= config.vocab_size) {
+        throw InputError(fmt::format("prompt {}: token {} is outside the vocabulary [0, {})", i, id, config.vocab_size));
+      }
     }
   }
   if (options.max_new_tokens < 0) throw InputError("max_new_tokens must be >= 0");
   if (!options.greedy && !(options.temperature > 0)) throw InputError("temperature must be > 0");
   if (!options.greedy && !(options.top_p > 0 && options.top_p <= 1)) throw InputError("top_p must lie in (0, 1]");
+  if (!sequence_ids.empty() && sequence_ids.size() != prompts.size()) {
+    throw InputError(fmt::format("{} sequence ids for {} prompts", sequence_ids.size(), prompts.size()));
+  }
+  if (options.batch_size < 0) throw InputError("batch_size must be >= 0");
+  const std::size_t batch_size = static_cast<std::size_t>(options.batch_size);
+  if (batch_size > 0 && prompts.size() > batch_size) {
+    std::vector<Generated> results;
+    for (std::size_t first = 0; first < prompts.size(); first += batch_size) {
+      const std::size_t end = std::min(prompts.size(), first + batch_size);
+      std::vector<std::vector<std::int64_t>> batch(prompts.begin() + static_cast<std::ptrdiff_t>(first),
+                                                   prompts.begin() + static_cast<std::ptrdiff_t>(end));
+      std::vector<std::uint64_t> ids;
+      for (std::size_t i = first; i < end; ++i) ids.push_back(sequence_ids.empty() ? i : sequence_ids[i]);
+      for (auto& generated : generate_batch(model, batch, options, ids)) results.push_back(std::move(generated));
+    }
+    return results;
+  }
+  std::vector<Generated> results(prompts.size());
+  if (prompts.empty() || options.max_new_tokens == 0) return results;
+
+  std::vector<std::int64_t> stops = options.stop_ids;
+  if (options.stop_on_eos) stops.insert(stops.end(), config.eos_token_ids.begin(), config.eos_token_ids.end());
+  // One generator per sequence, seeded by (seed, sequence id): its draws do not depend on its batch or rank.
+  std::vector<std::mt19937_64> engines;
+  if (!options.greedy) {
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      const std::uint64_t id = sequence_ids.empty() ? i : sequence_ids[i];
+      std::seed_seq seeds{static_cast<std::uint32_t>(options.seed), static_cast<std::uint32_t>(options.seed >> 32),
+                          static_cast<std::uint32_t>(id), static_cast<std::uint32_t>(id >> 32)};
+      engines.emplace_back(seeds);
+    }
+  }
 
   torch::NoGradGuard no_grad;
-  std::mt19937_64 engine(options.seed);
-  // 53 random bits -> [0, 1), the same on every platform.
-  auto uniform = [&engine] { return static_cast<double>(engine() >> 11) * 0x1.0p-53; };
-  auto as_tensor = [](const std::vector<std::int64_t>& ids) {
-    return torch::tensor(ids, torch::kInt64).view({1, -1});  // (1, T)
-  };
-
-  std::vector<std::int64_t> sequence = prompt;
-  std::vector<std::int64_t> generated;
-  const std::int64_t total = static_cast<std::int64_t>(prompt.size()) + options.max_new_tokens;
-  KvCache cache = model.make_cache(1, options.use_cache ? total : 1);
-  torch::Tensor logits;  // (1, T, V)
-  if (options.use_cache && options.max_new_tokens > 0) logits = model.forward(as_tensor(prompt), &cache);
-  for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
-    if (!options.use_cache) logits = model.forward(as_tensor(sequence));
-    torch::Tensor last = logits[0][logits.size(1) - 1];  // (V,)
-    const std::int64_t next = pick_token(last, options, options.greedy ? 0.0 : uniform());
-    generated.push_back(next);
-    sequence.push_back(next);
-    if (options.stop_on_eos &&
-        std::find(config.eos_token_ids.begin(), config.eos_token_ids.end(), next) != config.eos_token_ids.end()) {
-      break;
-    }
-    if (options.use_cache && step + 1 < options.max_new_tokens) logits = model.forward(as_tensor({next}), &cache);
+  std::int64_t longest = 0;
+  for (const auto& prompt : prompts) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(prompt.size()));
+  const std::int64_t N = static_cast<std::int64_t>(prompts.size());
+  const std::int64_t width = longest + options.max_new_tokens;  // columns a row can fill
+  // Left padding: row i's prompt ends at column longest - 1. Token 0 pads (masked, never attended).
+  torch::Tensor tokens = torch::zeros({N, width}, torch::kInt64);     // (B, W)
+  torch::Tensor positions = torch::zeros({N, width}, torch::kInt64);  // (B, W): position in its own sequence
+  torch::Tensor valid = torch::ones({N, width}, torch::kBool);        // (B, W): column holds a real token
+  for (std::int64_t i = 0; i < N; ++i) {
+    const auto& prompt = prompts[static_cast<std::size_t>(i)];
+    const std::int64_t pad = longest - static_cast<std::int64_t>(prompt.size());
+    tokens[i].narrow(0, pad, static_cast<std::int64_t>(prompt.size()))
+        .copy_(torch::tensor(prompt, torch::kInt64));
+    positions[i].narrow(0, pad, width - pad).copy_(torch::arange(width - pad, torch::kInt64));
+    if (pad > 0) valid[i].narrow(0, 0, pad).fill_(false);
   }
-  return generated;
+  std::vector<std::size_t> rows(prompts.size());  // batch row -> prompt index
+  for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = i;
+
+  KvCache cache = model.make_cache(N, options.use_cache ? width : longest);
+  std::int64_t filled = longest;  // columns holding tokens
+  torch::Tensor last;             // (B, V) logits of each row's last token
+  auto run = [&] {
+    // With the cache only the new column is computed; without, every column again.
+    const std::int64_t from = options.use_cache ? cache.length() : 0;
+    if (!options.use_cache) cache.clear();
+    torch::Tensor logits = padded_forward(model, tokens.narrow(1, from, filled - from),
+                                          positions.narrow(1, from, filled - from), valid.narrow(1, 0, filled),
+                                          cache);  // (B, T, V)
+    last = logits.select(1, logits.size(1) - 1);
+  };
+  run();
+  for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
+    torch::Tensor greedy_picks;
+    if (options.greedy) greedy_picks = last.argmax(-1).cpu();  // (B,) first maximum, as pick_token
+    torch::Tensor cpu_last = options.greedy ? torch::Tensor() : last.cpu();
+    std::vector<std::int64_t> keep;
+    std::vector<std::int64_t> next(rows.size());
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      Generated& out = results[rows[r]];
+      const std::int64_t token =
+          options.greedy ? greedy_picks[static_cast<std::int64_t>(r)].item<std::int64_t>()
+                         : pick_token(cpu_last[static_cast<std::int64_t>(r)], options,
+                                      static_cast<double>(engines[rows[r]]() >> 11) * 0x1.0p-53);  // [0, 1)
+      if (std::find(stops.begin(), stops.end(), token) != stops.end()) {
+        out.stop = token;
+        continue;
+      }
+      out.ids.push_back(token);
+      if (static_cast<std::int64_t>(out.ids.size()) < options.max_new_tokens) {
+        keep.push_back(static_cast<std::int64_t>(r));
+        next[r] = token;
+      }
+    }
+    if (keep.empty()) break;
+    if (keep.size() < rows.size()) {
+      torch::Tensor kept = torch::tensor(keep, torch::kInt64);
+      tokens = tokens.index_select(0, kept);
+      positions = positions.index_select(0, kept);
+      valid = valid.index_select(0, kept);
+      cache.keep_rows(kept);
+      std::vector<std::size_t> kept_rows;
+      std::vector<std::int64_t> kept_next;
+      for (auto r : keep) {
+        kept_rows.push_back(rows[static_cast<std::size_t>(r)]);
+        kept_next.push_back(next[static_cast<std::size_t>(r)]);
+      }
+      rows = std::move(kept_rows);
+      next = std::move(kept_next);
+    }
+    tokens.select(1, filled).copy_(torch::tensor(next, torch::kInt64));
+    ++filled;
+    run();
+  }
+  return results;
+}
+
+std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open the prompts file", path));
+  std::vector<std::vector<std::int64_t>> prompts;
+  std::string text;
+  for (std::int64_t line = 1; std::getline(in, text); ++line) {
+    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+    nlohmann::json item = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    bool ok = item.is_array() && !item.empty();
+    for (const auto& id : item) ok = ok && id.is_number_integer();
+    if (!ok) throw InputError(fmt::format("{}:{}: expected a non-empty JSON array of token ids, as [1, 2, 3]", path, line));
+    prompts.push_back(item.get<std::vector<std::int64_t>>());
+  }
+  if (prompts.empty()) throw InputError(fmt::format("{}: no prompts", path));
+  return prompts;
+}
+
+std::vector<std::int64_t> generate(const LlamaModel& model, const std::vector<std::int64_t>& prompt,
+                                   const GenerationOptions& options) {
+  Generated result = generate_batch(model, {prompt}, options).front();
+  if (result.stop >= 0) result.ids.push_back(result.stop);
+  return result.ids;
 }
 
 }  // namespace metareuse

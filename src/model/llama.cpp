@@ -85,6 +85,13 @@ std::pair<torch::Tensor, torch::Tensor> KvCache::append(std::int64_t layer, cons
   return {keys_[layer].narrow(2, 0, length_ + T), values_[layer].narrow(2, 0, length_ + T)};
 }
 
+void KvCache::keep_rows(const torch::Tensor& rows) {
+  for (auto* buffers : {&keys_, &values_}) {
+    for (auto& buffer : *buffers) buffer = buffer.index_select(0, rows.to(buffer.device()));
+  }
+  allowed_ = torch::Tensor();
+}
+
 // ------------------------------------------------------- building blocks ----
 
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
@@ -186,6 +193,23 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
   return torch::matmul(probabilities, v);  // (B, H, T, D)
 }
 
+torch::Tensor masked_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
+                               const torch::Tensor& allowed, AttentionKind kind) {
+  const std::int64_t H = query.size(1), D = query.size(3);
+  torch::Tensor k = repeat_kv(keys, H / keys.size(1));      // (B, H, S, D)
+  torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
+  if (kind == AttentionKind::kSdpa) {
+    if (query.is_cuda()) choose_cuda_attention_kernels();
+    return at::scaled_dot_product_attention(query, k, v, allowed, 0.0, /*is_causal=*/false);
+  }
+  // eager_attention_forward with transformers' padding mask.
+  const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
+  torch::Tensor scores = torch::matmul(query, k.transpose(2, 3)) * scaling;  // (B, H, T, S)
+  scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
+  torch::Tensor probabilities = torch::softmax(scores, -1, torch::kFloat32).to(query.scalar_type());
+  return torch::matmul(probabilities, v);  // (B, H, T, D)
+}
+
 // --------------------------------------------- functional unit forwards ----
 
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat) {
@@ -243,7 +267,10 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
     past = cache->length();
     std::tie(keys, values) = cache->append(layout.layer, keys, values);  // (B, KvH, S, D)
   }
-  torch::Tensor attended = causal_attention(query, keys, values, past, config.attention);  // (B, H, T, D)
+  torch::Tensor attended =  // (B, H, T, D)
+      cache != nullptr && cache->allowed().defined()
+          ? masked_attention(query, keys, values, cache->allowed(), config.attention)
+          : causal_attention(query, keys, values, past, config.attention);
   attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
   torch::Tensor residual = hidden + project(attended, o_proj);     // (B, T, C)
 

@@ -17,11 +17,12 @@ nlohmann::ordered_json handbook_to_json(const Handbook& handbook) {
   using ordered = nlohmann::ordered_json;
   ordered patterns = ordered::array();
   for (const Pattern& pattern : handbook.patterns) {
-    patterns.push_back({{"text", pattern.text},
+    patterns.push_back({{"name", pattern.name},
+                        {"instruction", pattern.instruction},
                         {"support", pattern.support},
-                        {"kind", pattern.kind},
                         {"examples", pattern.examples},
-                        {"behavior", pattern.behavior}});
+                        {"text", pattern.text},
+                        {"kind", pattern.kind}});
   }
   ordered document = ordered::object();
   document["format"] = kHandbookFormat;
@@ -44,7 +45,7 @@ Handbook handbook_from_json(const json& document, const std::string& source) {
                            kHandbookFormat));
   }
   int version = document.value("version", 0);
-  if (version != kHandbookVersion) {
+  if (version != kHandbookVersion && version != 1) {
     throw fail(fmt::format("handbook version {} is not supported (this build reads version {}); "
                            "regenerate it with `metareuse patterns`",
                            version, kHandbookVersion));
@@ -62,7 +63,10 @@ Handbook handbook_from_json(const json& document, const std::string& source) {
       pattern.support = item.value("support", std::uint64_t{0});
       pattern.kind = item.value("kind", std::string("sentence"));
       pattern.examples = item.value("examples", std::vector<std::string>{});
-      pattern.behavior = item.value("behavior", behavior_name(pattern.text));
+      // Version 1 called the name "behavior" and had no instruction.
+      pattern.name = item.value("name", item.value("behavior", behavior_name(pattern.text)));
+      pattern.instruction = item.value(
+          "instruction", pattern.kind == "imported" ? pattern.text : behavior_instruction(pattern.text));
       handbook.patterns.push_back(std::move(pattern));
     }
   } catch (const json::exception& e) {
@@ -112,7 +116,8 @@ Handbook import_behavior_handbook(const std::string& path) {
     Pattern pattern;
     pattern.text = item.value().get<std::string>();
     pattern.kind = "imported";
-    pattern.behavior = item.key();
+    pattern.name = item.key();
+    pattern.instruction = pattern.text;
     handbook.patterns.push_back(std::move(pattern));
   }
   handbook.config = {{"mode", "imported"}, {"import", path}};

@@ -33,7 +33,8 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   for (std::size_t i = 0; i < candidate.example_count; ++i) {
     pattern.examples.push_back(corpus::record_key_name(candidate.examples[i], files));
   }
-  pattern.behavior = behavior_name(pattern.text);
+  pattern.name = behavior_name(pattern.text);
+  pattern.instruction = behavior_instruction(pattern.text);
   return pattern;
 }
 
@@ -223,9 +224,9 @@ void fill_handbook(const std::vector<const Candidate*>& chosen, const std::vecto
   // Behavior names must be unique to be usable as keys.
   std::unordered_set<std::string> names;
   for (Pattern& pattern : handbook.patterns) {
-    std::string base = pattern.behavior;
-    for (int suffix = 2; !names.insert(pattern.behavior).second; ++suffix) {
-      pattern.behavior = fmt::format("{}_{}", base, suffix);
+    std::string base = pattern.name;
+    for (int suffix = 2; !names.insert(pattern.name).second; ++suffix) {
+      pattern.name = fmt::format("{}_{}", base, suffix);
     }
   }
   handbook.stats = {{"records", result.corpus.records},
@@ -317,6 +318,24 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
               options.max_candidates, counts[2], counts[3]);
   }
   fill_handbook(chosen, counts, files, options, world_size, result);
+  if (!exact) {
+    // A phrase reads as an instruction through the most frequent full sentence
+    // containing it. The pool is the same on every rank (allgathered), so the
+    // choice is too: highest support, then the smaller text.
+    for (std::size_t i = 0; i < chosen.size(); ++i) {
+      const Candidate* best = nullptr;
+      for (const Candidate& candidate : pool.candidates) {
+        if ((candidate.kinds & kKindSentence) == 0 || !contains_word_aligned(candidate.view(), chosen[i]->view())) {
+          continue;
+        }
+        if (best == nullptr || candidate.support > best->support ||
+            (candidate.support == best->support && candidate.view() < best->view())) {
+          best = &candidate;
+        }
+      }
+      if (best != nullptr) result.handbook.patterns[i].instruction = behavior_instruction(best->view());
+    }
+  }
   return result;
 }
 

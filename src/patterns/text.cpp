@@ -185,4 +185,12 @@ std::string behavior_name(std::string_view text) {
   return taken == 0 ? "behavior_pattern" : name;
 }
 
+std::string behavior_instruction(std::string_view sentence) {
+  std::string instruction = normalize(sentence);
+  if (!instruction.empty() && instruction[0] >= 'a' && instruction[0] <= 'z') {
+    instruction[0] = static_cast<char>(instruction[0] - 'a' + 'A');
+  }
+  return instruction;
+}
+
 }  // namespace metareuse::patterns

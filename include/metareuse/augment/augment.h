@@ -1,7 +1,7 @@
 // The augment stage: each corpus record becomes a training example with a
 // prompt part and a target part (the loss goes on the target only), the prompt
 // carrying handbook patterns.
-//   global      the seed's prefix, "Consider patterns like: p1; p2; …. ", with the top k patterns;
+//   global      the prefix "Consider these behaviors: name: instruction; …. " with the top k patterns;
 //   retrieval   the k patterns most relevant to the question (BM25 over each
 //               pattern's words and behavior name), the paper's behavior-conditioned idea.
 //   used        (#10) the patterns the example's own reasoning uses (at most k,
@@ -104,7 +104,9 @@ class ContextIndex {
   double k1_, b_;
 };
 
-// The prompt prefix for these patterns: "Consider patterns like: a; b. ".
+// The prompt prefix for these patterns, as behavior-conditioned inference
+// lists them: "Consider these behaviors: name_a: instruction a; name_b: instruction b. "
+// (each instruction without its final period).
 std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen);
 
 struct AugmentStats {

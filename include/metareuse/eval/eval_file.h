@@ -8,7 +8,7 @@
 //   and top_p null when greedy), prompt {patterns, augment_mode, top_k, contexts},
 //   handbook, handbook_patterns, definitions {name: text},
 //   models {role: {path, source, prompt_patterns, tokenizer, template, summary,
-//   change_vs_baseline (not for the baseline)}}, relative_change and
+//   change_vs_baseline (not for the baseline), behaviors [BehaviorUse]}}, relative_change and
 //   relative_change_of (the first entry against the baseline, when there is
 //   one), answers, ranks, wall_seconds.
 #pragma once
@@ -68,6 +68,24 @@ struct SummaryChange {
   static SummaryChange from_json(const nlohmann::json& j);
 };
 
+// One handbook behavior in one entry's answers (behavior_use() in evaluate.h).
+// "Applied": the answer contains the behavior's pattern (the matcher's rule).
+// The means are over the answers that applied it and those that did not;
+// null in the file (nullopt) when there are none.
+struct BehaviorUse {
+  std::string name;
+  std::string instruction;
+  std::int64_t retrieved = 0;  // prompts that carried it
+  std::int64_t applied = 0;    // answers that applied it
+  std::optional<double> accuracy_applied;
+  std::optional<double> accuracy_not_applied;
+  std::optional<double> mean_reasoning_tokens_applied;
+  std::optional<double> mean_reasoning_tokens_not_applied;
+
+  nlohmann::ordered_json to_json() const;
+  static BehaviorUse from_json(const nlohmann::json& j);
+};
+
 struct EvalModelEntry {
   std::string role;  // "model", "baseline", "control", or an experiment's names
   std::string path;
@@ -77,6 +95,7 @@ struct EvalModelEntry {
   std::string template_name;
   Summary summary;
   std::optional<SummaryChange> change_vs_baseline;
+  std::vector<BehaviorUse> behaviors;  // handbook order; empty without a handbook
 };
 
 struct EvalFile {

@@ -14,6 +14,7 @@ struct EvalOptions {
   double temperature = 1.0;
   double top_p = 1.0;
   std::uint64_t seed = 0;
+  std::int64_t batch_size = 8;  // answers generated together (greedy answers do not depend on it)
 };
 
 }  // namespace metareuse::eval

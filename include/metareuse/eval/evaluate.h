@@ -57,6 +57,7 @@ struct QuestionResult {
   bool stopped = false;               // ended with a stop token (false: hit max_new_tokens)
   std::int64_t reasoning_steps = 0;
   std::vector<std::size_t> patterns_used;  // handbook indices
+  std::vector<std::size_t> patterns_retrieved;  // handbook indices the prompt carried
   double seconds = 0.0;
 
   // Its line in answers.jsonl, for the entry `role`; pattern indices become their texts.
@@ -68,8 +69,12 @@ struct Generation {
   std::vector<TokenId> ids;  // without the stop token
   bool stopped = false;
 };
-Generation generate_answer(const LlamaModel& model, const std::vector<TokenId>& prompt,
-                           const std::vector<TokenId>& stops, const EvalOptions& options, std::int64_t question_index);
+// The answers to prompts generated together (generate_batch). Sampling is
+// seeded by (options.seed, question index), so an answer does not depend on
+// which questions share its batch or which rank draws it.
+std::vector<Generation> generate_answers(const LlamaModel& model, const std::vector<std::vector<TokenId>>& prompts,
+                                         const std::vector<TokenId>& stops, const EvalOptions& options,
+                                         const std::vector<std::int64_t>& question_indices);
 
 // Collective. Returns every result, in question order, on rank 0; an empty
 // list on the other ranks.
@@ -81,5 +86,9 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
 
 // The figures of eval.json's "summary" (eval_file.h; SummaryChange::between compares two).
 Summary summarize(const std::vector<QuestionResult>& results);
+// Per handbook pattern (handbook order): how many prompts carried it, how many
+// answers applied it, and accuracy and mean reasoning tokens of the answers
+// that applied it against those that did not.
+std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const patterns::Handbook& handbook);
 
 }  // namespace metareuse::eval

@@ -1,8 +1,10 @@
 // Text generation from a LlamaModel: greedy or seeded temperature / top-p
-// sampling, with the KV cache (or, for comparison, recomputing the prefix).
+// sampling, batched over prompts of different lengths with one KV cache
+// (or, for comparison, recomputing the prefix).
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "metareuse/model/llama.h"
@@ -16,7 +18,9 @@ struct GenerationOptions {
   double top_p = 1.0;          // sampling only; in (0, 1]: smallest set of tokens with this much probability
   std::uint64_t seed = 0;      // sampling only: the same seed gives the same tokens
   bool stop_on_eos = false;    // stop after emitting one of the config's eos ids
+  std::vector<std::int64_t> stop_ids;  // stop when one of these is picked (it ends `stop`, not `ids`)
   bool use_cache = true;       // false: run the whole sequence again for every token (benchmark baseline)
+  std::int64_t batch_size = 0; // generate_batch: prompts decoded together, in file order; 0: all at once
 };
 
 // Picks the next token from one row of logits (V,). Greedy takes the first
@@ -24,9 +28,40 @@ struct GenerationOptions {
 // restricted to the top-p nucleus, with `random` a uniform draw in [0, 1).
 std::int64_t pick_token(const torch::Tensor& logits, const GenerationOptions& options, double random);
 
-// The new tokens that follow `prompt` (not including it). Throws InputError
-// for an empty prompt, tokens outside the vocabulary, or bad options.
+// What one prompt produced.
+struct Generated {
+  std::vector<std::int64_t> ids;  // the new tokens, without a stop token
+  std::int64_t stop = -1;         // the stop token (stop_ids or, with stop_on_eos, an eos id) that ended it; -1: none
+};
+
+// The continuations of `prompts`, generated together (options.batch_size at
+// a time): the prompts of a batch are left-padded, prefilled in one forward, then decoded one token per
+// step for every row still running; a row that stops leaves the batch.
+// Sampling draws from one generator per sequence, seeded by (options.seed,
+// sequence_ids[i]) (default: i), so a sequence's tokens do not depend on
+// which other prompts share its batch, nor on which rank runs it.
+// Throws InputError for an empty prompt, tokens outside the vocabulary, bad
+// options, or sequence_ids of the wrong size.
+std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector<std::vector<std::int64_t>>& prompts,
+                                      const GenerationOptions& options,
+                                      const std::vector<std::uint64_t>& sequence_ids = {});
+
+// One prompt (generate_batch of one, sequence id 0): the new tokens, with the
+// stop token last when one ended the generation.
 std::vector<std::int64_t> generate(const LlamaModel& model, const std::vector<std::int64_t>& prompt,
                                    const GenerationOptions& options);
+
+// A prompts file for batched generation: JSON Lines, one JSON array of token
+// ids per line (blank lines skipped). Throws InputError naming the file and line.
+std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& path);
+
+// The forward that batched decoding runs: left-padded rows that share the
+// cache's columns. input_ids (B, T); positions (B, T), each token's position
+// in its own sequence; key_valid (B, cache.length() + T) bool, true where a
+// column holds a real token of that row. Returns logits (B, T, V) and
+// advances the cache by T. A padding column attends only to itself.
+// (Separate from LlamaModel::forward, whose rows all start at position 0.)
+torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input_ids, const torch::Tensor& positions,
+                             const torch::Tensor& key_valid, KvCache& cache);
 
 }  // namespace metareuse

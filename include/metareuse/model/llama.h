@@ -72,12 +72,21 @@ class KvCache {
   // Commits the T positions every layer has appended.
   void advance(std::int64_t count) { length_ += count; }
   void clear() { length_ = 0; }
+  // Keeps only these rows (int64 indices, in this order), e.g. once the other
+  // sequences of a batch have stopped.
+  void keep_rows(const torch::Tensor& rows);
+  // Left-padded batches (padded_forward in generate.h): the attention mask of
+  // the next forward, (B, 1, T, length + T) bool, true where query i of row b
+  // may attend key j. Undefined (the default, and after keep_rows): causal.
+  void set_allowed(torch::Tensor allowed) { allowed_ = std::move(allowed); }
+  const torch::Tensor& allowed() const { return allowed_; }
 
  private:
   void grow(std::int64_t needed);
 
   std::vector<torch::Tensor> keys_;    // per layer (B, KvH, capacity, D)
   std::vector<torch::Tensor> values_;  // per layer (B, KvH, capacity, D)
+  torch::Tensor allowed_;              // (B, 1, T, S) bool or undefined
   std::int64_t length_ = 0;
   std::int64_t capacity_ = 0;
 };
@@ -97,6 +106,12 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary);
 // softmax(QK^T / sqrt(D)) V of transformers' eager path.
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
                                std::int64_t past, AttentionKind kind = AttentionKind::kSdpa);
+// The same attention where each row sees only some keys: `allowed`
+// (B, 1, T, S) bool, true where query i of row b may attend key j (the
+// caller builds it from causality and padding; every query must see at
+// least one key).
+torch::Tensor masked_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
+                               const torch::Tensor& allowed, AttentionKind kind = AttentionKind::kSdpa);
 // The kernel scaled_dot_product_attention picks for these inputs (causal, no
 // past): "flash", "efficient", "cudnn", "math" or "overrideable".
 std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values);
@@ -111,7 +126,8 @@ torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& f
 // hidden (B, T, C) -> logits (B, T, V). Uses lm_head.weight, or the embedding when tied.
 torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden);
 // One decoder layer: hidden (B, T, C) -> (B, T, C). With a cache, this
-// layer's keys and values are appended to it (the caller advances it).
+// layer's keys and values are appended to it (the caller advances it), and
+// attention uses the cache's mask when it has one (KvCache::allowed).
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
                                     const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache);
 // The final RMSNorm: hidden (B, T, C) -> (B, T, C).

@@ -11,14 +11,18 @@
 namespace metareuse::patterns {
 
 constexpr const char* kHandbookFormat = "metareuse.handbook";
-constexpr int kHandbookVersion = 1;
+constexpr int kHandbookVersion = 2;  // 2 added name and instruction; version 1 still reads
 
 struct Pattern {
   std::string text;                   // exact sentence, or normalised form in normalized mode
   std::uint64_t support = 0;          // records containing it (0 for imported behaviors)
   std::string kind;                   // "sentence", "phrase" or "imported"
   std::vector<std::string> examples;  // a few record ids, "file.jsonl:line"
-  std::string behavior;               // "behavior_find_total_number"
+  std::string name;                   // "behavior_find_total_number" (unique in a handbook)
+  // What a prompt shows (behavior_instruction in text.h): exact mode, the
+  // sentence; normalized mode, the most frequent full sentence containing the
+  // pattern; numbers as <num> slots. Imported: the behavior's instruction.
+  std::string instruction;
 };
 
 struct Handbook {
@@ -31,6 +35,7 @@ struct Handbook {
 };
 
 // Key order: format, version, records, mode, exact_counts, patterns, stats, config.
+// Each pattern: name, instruction, support, examples, text, kind.
 nlohmann::ordered_json handbook_to_json(const Handbook& handbook);
 // Throws InputError naming the file on a bad or foreign file.
 Handbook handbook_from_json(const nlohmann::json& document, const std::string& source);

@@ -103,4 +103,8 @@ bool is_content_word(std::string_view word);
 // "behavior_find_total_number": up to four content words of the text.
 std::string behavior_name(std::string_view text);
 
+// A sentence as a handbook instruction: its normalised form (numbers as
+// <num> slots), first letter capitalised: "A total of <num> + <num> = <num> apples."
+std::string behavior_instruction(std::string_view sentence);
+
 }  // namespace metareuse::patterns
