@@ -199,9 +199,10 @@ TEST_CASE("recompute never and always give the same losses", "[train][recompute]
     LossScaler scaler(LossScalerConfig{});
     int64_t step = 0;
     std::vector<double> losses;
+    // One batch, trained on repeatedly: the loss must fall (memorisation).
     torch::Generator generator = at::detail::createCPUGenerator(21);
+    torch::Tensor ids = torch::randint(0, config.vocab_size, {4, 16}, generator, torch::kInt64);
     for (int s = 0; s < 8; ++s) {
-      torch::Tensor ids = torch::randint(0, config.vocab_size, {4, 16}, generator, torch::kInt64);
       losses.push_back(model.forward_backward(TrainBatch{ids, next_token_targets(ids)}, 2, 1.0));
       optimizer_step(model.sharded(), AdamWConfig{}, 2e-3, 1.0, scaler, step);
     }

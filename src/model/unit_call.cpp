@@ -11,7 +11,7 @@ class UnitFunction : public torch::autograd::Function<UnitFunction> {
   static torch::Tensor forward(torch::autograd::AutogradContext* context, const torch::Tensor& input,
                                const torch::Tensor& anchor, c10::intrusive_ptr<UnitCall> call) {
     // Function::apply runs this with grad mode off.
-    context->saved_data["call"] = c10::IValue(c10::intrusive_ptr<torch::CustomClassHolder>(call));
+    context->saved_data["call"] = c10::IValue::make_capsule(call);
     if (call->recompute) {
       context->save_for_backward({input});
       torch::Tensor flat = call->gather();  // (numel,), freed on return
