@@ -696,3 +696,65 @@ TEST_CASE("a build's CUDA architecture list decides which GPUs it runs on", "[mo
     CHECK_FALSE(build.arch_list.empty());
   }
 }
+
+// --------------------------------------------------------- packed documents ----
+
+// Reference: tests/reference/packed_reference.py runs transformers
+// (DataCollatorWithFlattening + LlamaForCausalLM with position_ids, which
+// masks attention per document) on the fixture, live, in the shared venv.
+TEST_CASE("packed rows match transformers' padding-free packing (position_ids)", "[model][parity][packing]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  if (test::run_shell(std::string("'") + METAREUSE_PYTHON + "' -c 'import transformers, safetensors' 2>/dev/null").status !=
+      0) {
+    METAREUSE_SKIP(std::string("transformers is not importable by ") + METAREUSE_PYTHON);
+    return;
+  }
+  auto dir = fixture_dir(shared);
+  LlamaModel model = load_fixture(dir);
+  for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
+    INFO("attention " << attention_name(attention));
+    const fs::path out = test::temp_dir("packed-reference") / "packed.safetensors";
+    test::CommandResult made = test::run_shell(std::string("'") + METAREUSE_PYTHON + "' '" + METAREUSE_SOURCE_DIR +
+                                               "/tests/reference/packed_reference.py' '" + dir.string() + "' '" +
+                                               out.string() + "' " + attention_name(attention) + " 2>&1");
+    INFO(made.output);
+    REQUIRE(made.status == 0);
+    SafetensorsFile reference(out.string());
+    torch::Tensor ids = reference.tensor("input_ids");          // (1, T)
+    torch::Tensor positions = reference.tensor("position_ids");  // (1, T)
+    // A new document wherever the position restarts at 0.
+    torch::Tensor segments = positions.eq(0).to(torch::kInt64).cumsum(1) - 1;  // (1, T)
+    REQUIRE(segments.max().item<int64_t>() == 3);
+
+    model.set_attention(attention);
+    torch::NoGradGuard no_grad;
+    torch::Tensor logits = model.forward(ids, DocumentLayout{positions, segments});  // (1, T, V)
+    const double error = relative_error(logits, reference.tensor("logits"));
+    INFO("logits relative error " << error);
+    CHECK(error <= 1e-5);
+    torch::Tensor targets = next_token_targets(ids, {}, segments);
+    const double loss = (token_loss_sum(logits, targets) / targets.ne(-100).sum()).item<double>();
+    const double reference_loss = reference.tensor("loss").item<double>();
+    CHECK(std::abs(loss - reference_loss) <= 1e-5 * reference_loss);
+    // Without the document layout the same row gives other logits: the test can tell.
+    CHECK(relative_error(model.forward(ids), reference.tensor("logits")) > 1e-3);
+  }
+}
+
+TEST_CASE("the document mask is block-diagonal causal and padding attends only itself", "[model][packing]") {
+  torch::Tensor segments = torch::tensor({0, 0, 1, 1, 1, -1}, torch::kInt64).unsqueeze(0);  // (1, 6)
+  torch::Tensor mask = document_attention_mask(segments)[0][0];                             // (6, 6)
+  torch::Tensor expected = torch::tensor({1, 0, 0, 0, 0, 0,  //
+                                          1, 1, 0, 0, 0, 0,  //
+                                          0, 0, 1, 0, 0, 0,  //
+                                          0, 0, 1, 1, 0, 0,  //
+                                          0, 0, 1, 1, 1, 0,  //
+                                          0, 0, 0, 0, 0, 1},
+                                         torch::kBool)
+                               .view({6, 6});
+  CHECK(torch::equal(mask, expected));
+  // Targets never cross into the next document or into padding.
+  torch::Tensor ids = torch::arange(10, 16, torch::kInt64).unsqueeze(0);
+  torch::Tensor targets = next_token_targets(ids, {}, segments);
+  CHECK(torch::equal(targets[0], torch::tensor({11, -100, 13, 14, -100, -100}, torch::kInt64)));
+}

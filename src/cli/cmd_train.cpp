@@ -57,7 +57,8 @@ int plan_run(CommandContext& context) {
   int64_t ranks = g_plan.ranks > 0 ? g_plan.ranks : context.runtime.world_size();
   std::string memory = g_plan.device_memory.empty() ? config.get_string("train.device_memory") : g_plan.device_memory;
   MemoryPlan plan = plan_memory(model, ranks, config.get_int("train.micro_batch"), g_plan.sequence_length,
-                                config.get_string("train.precision"), parse_bytes(memory));
+                                config.get_string("train.precision"), parse_bytes(memory),
+                                config.get_string("train.recompute"));
   if (context.runtime.rank() == 0) {
     std::cout << fmt::format("model {} ({} layers, hidden {}), {}, micro batch {}, sequence {}\n",
                              config.get_string("model.path").empty() ? config.get_string("model.preset")

@@ -134,9 +134,9 @@ std::vector<ConfigKey> build_schema() {
       key_string("dataset.input", "", "Augmented JSON Lines ({\"prompt\", \"target\"} records) that prepare tokenizes."),
       key_string("dataset.output", "", "The tokenized HDF5 file; empty means <run folder>/dataset.h5."),
       key_int("dataset.sequence_length", 1024, "Tokens per packed training sequence.", 8, 1048576),
-      key_bool("dataset.pack", false,
-               "Pack several documents per sequence (boundaries kept); false gives one padded document per sequence. "
-               "Training refuses packed data until its attention masks documents apart."),
+      key_bool("dataset.pack", true,
+               "Pack several documents per sequence (boundaries kept; training masks attention between them and "
+               "restarts positions per document); false gives one padded document per sequence."),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
 
       // model (#5, #6)
@@ -160,6 +160,11 @@ std::vector<ConfigKey> build_schema() {
       key_int("train.global_batch", 8, "Sequences per optimizer step, over all ranks (fixed: the result does not "
               "depend on the rank count).", 1, 1 << 20),
       key_int("train.micro_batch", 2, "Sequences per forward/backward on one rank (gradient accumulation).", 1, 1 << 16),
+      key_string("train.recompute", "auto",
+                 "Recompute each unit in backward instead of keeping its activations and gathered parameters: "
+                 "always, never, or auto (only when the memory plan says keeping them does not fit "
+                 "train.device_memory; never when no device memory is given).",
+                 {"auto", "always", "never"}),
       key_number("train.lr", 3e-4, "Peak learning rate.", 0.0, 10.0),
       key_number("train.lr_min", 3e-5, "Learning rate at the end of the decay.", 0.0, 10.0),
       key_string("train.lr_schedule", "cosine", "Decay after warmup.", {"cosine", "linear", "constant"}),

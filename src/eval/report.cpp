@@ -94,6 +94,7 @@ std::string format_seconds(double seconds) {
 struct Curves {
   std::vector<double> steps, losses, scales;
   double train_seconds = 0;
+  double padding_sum = 0;  // of padding_fraction, over the lines
 };
 
 Curves curves_of(const MetricsFile& metrics) {
@@ -103,6 +104,7 @@ Curves curves_of(const MetricsFile& metrics) {
     curves.losses.push_back(line.loss);
     curves.scales.push_back(line.loss_scale);
     curves.train_seconds += line.seconds;
+    curves.padding_sum += line.padding_fraction;
   }
   return curves;
 }
@@ -186,6 +188,11 @@ void render_training(std::ostringstream& page, const Curves& curves, const Metri
        << line_chart("Loss scale (log scale)", curves.steps, curves.scales, "optimizer step", true) << "</div>";
   page << fmt::format("<p class=\"note\">{} steps from {}{}.", curves.steps.size(), escape(path),
                       metrics.bad > 0 ? fmt::format(" ({} unreadable lines skipped)", metrics.bad) : "");
+  if (!curves.steps.empty()) {
+    page << fmt::format(" Padding waste: {:.1f}% of the sequence slots held padding (mean over steps; dynamic "
+                        "padding does not compute the trailing part, packing leaves little).",
+                        100.0 * curves.padding_sum / static_cast<double>(curves.steps.size()));
+  }
   const std::vector<double>& scales = curves.scales;
   bool constant_scale = !scales.empty() && std::all_of(scales.begin(), scales.end(), [&](double scale) {
     return scale == scales.front();

@@ -49,6 +49,26 @@ RotaryTables rope_tables(const torch::Tensor& inv_freq, std::int64_t start, std:
   return {angles.cos().to(device, dtype), angles.sin().to(device, dtype)};
 }
 
+RotaryTables rope_tables_at(const torch::Tensor& inv_freq, const torch::Tensor& positions, torch::ScalarType dtype,
+                            torch::Device device) {
+  // As rope_tables, with transformers' position_ids: fp32 positions times fp32 inv_freq.
+  torch::Tensor frequencies = positions.to(torch::kCPU, torch::kFloat32).unsqueeze(-1) *
+                              inv_freq.to(torch::kFloat32).cpu();  // (B, T, D/2)
+  torch::Tensor angles = torch::cat({frequencies, frequencies}, -1).unsqueeze(1);  // (B, 1, T, D)
+  return {angles.cos().to(device, dtype), angles.sin().to(device, dtype)};
+}
+
+torch::Tensor document_attention_mask(const torch::Tensor& segment_ids) {
+  MR_CHECK(segment_ids.dim() == 2, "segment_ids must be (B, T), got {} dimensions", segment_ids.dim());
+  const std::int64_t T = segment_ids.size(1);
+  torch::Tensor query = segment_ids.unsqueeze(2);  // (B, T, 1)
+  torch::Tensor key = segment_ids.unsqueeze(1);    // (B, 1, T)
+  torch::Tensor causal = torch::ones({T, T}, segment_ids.options().dtype(torch::kBool)).tril();  // (T, T)
+  torch::Tensor same = query.eq(key).logical_and(query.ge(0)).logical_and(causal);             // (B, T, T)
+  torch::Tensor self = torch::eye(T, segment_ids.options().dtype(torch::kBool));               // (T, T)
+  return same.logical_or(self).unsqueeze(1);  // (B, 1, T, T)
+}
+
 // -------------------------------------------------------------- KV cache ----
 
 KvCache::KvCache(const LlamaConfig& config, std::int64_t batch, std::int64_t capacity, torch::TensorOptions options)
@@ -173,12 +193,20 @@ std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, 
 }
 
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                               std::int64_t past, AttentionKind kind) {
+                               std::int64_t past, AttentionKind kind, const torch::Tensor& allowed) {
   const std::int64_t H = query.size(1), T = query.size(2), D = query.size(3), S = keys.size(2);
   torch::Tensor k = repeat_kv(keys, H / keys.size(1));    // (B, H, S, D)
   torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
+  if (allowed.defined()) {
+    MR_CHECK(allowed.dim() == 4 && allowed.size(2) == T && allowed.size(3) == S,
+             "attention mask must be (B, 1, {}, {}), got [{}]", T, S, fmt::join(allowed.sizes(), ", "));
+  }
   if (kind == AttentionKind::kSdpa) {
     if (query.is_cuda()) choose_cuda_attention_kernels();
+    // A document mask: SDPA with attn_mask (CPU's fused kernel, CUDA's
+    // memory-efficient one; flash takes no mask). libtorch 2.11 exposes no
+    // public variable-length kernel, so packed rows go through the mask.
+    if (allowed.defined()) return at::scaled_dot_product_attention(query, k, v, allowed, 0.0, /*is_causal=*/false);
     // SDPA's is_causal aligns the mask top-left, which is right only without a
     // past; a single query sees everything; otherwise pass the mask.
     if (past == 0) return at::scaled_dot_product_attention(query, k, v, {}, 0.0, /*is_causal=*/true);
@@ -188,24 +216,11 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
   // eager_attention_forward: scores scaled after the matmul, softmax in fp32.
   const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
   torch::Tensor scores = torch::matmul(query, k.transpose(2, 3)) * scaling;  // (B, H, T, S)
-  if (T > 1) scores = scores.masked_fill(causal_allowed(T, S, past, query.device()).logical_not(), -INFINITY);
-  torch::Tensor probabilities = torch::softmax(scores, -1, torch::kFloat32).to(query.scalar_type());
-  return torch::matmul(probabilities, v);  // (B, H, T, D)
-}
-
-torch::Tensor masked_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                               const torch::Tensor& allowed, AttentionKind kind) {
-  const std::int64_t H = query.size(1), D = query.size(3);
-  torch::Tensor k = repeat_kv(keys, H / keys.size(1));      // (B, H, S, D)
-  torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
-  if (kind == AttentionKind::kSdpa) {
-    if (query.is_cuda()) choose_cuda_attention_kernels();
-    return at::scaled_dot_product_attention(query, k, v, allowed, 0.0, /*is_causal=*/false);
+  if (allowed.defined()) {
+    scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
+  } else if (T > 1) {
+    scores = scores.masked_fill(causal_allowed(T, S, past, query.device()).logical_not(), -INFINITY);
   }
-  // eager_attention_forward with transformers' padding mask.
-  const double scaling = 1.0 / std::sqrt(static_cast<double>(D));
-  torch::Tensor scores = torch::matmul(query, k.transpose(2, 3)) * scaling;  // (B, H, T, S)
-  scores = scores.masked_fill(allowed.logical_not(), -INFINITY);
   torch::Tensor probabilities = torch::softmax(scores, -1, torch::kFloat32).to(query.scalar_type());
   return torch::matmul(probabilities, v);  // (B, H, T, D)
 }
@@ -239,7 +254,8 @@ torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, 
 }
 
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
-                                    const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache) {
+                                    const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache,
+                                    const torch::Tensor& allowed) {
   MR_CHECK(layout.kind == UnitKind::kDecoderLayer, "unit '{}' is not a decoder layer", layout.name);
   auto views = unit_views(layout, flat);  // layout order (config.cpp)
   const torch::Tensor& q_proj = views[0];
@@ -267,10 +283,9 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
     past = cache->length();
     std::tie(keys, values) = cache->append(layout.layer, keys, values);  // (B, KvH, S, D)
   }
-  torch::Tensor attended =  // (B, H, T, D)
-      cache != nullptr && cache->allowed().defined()
-          ? masked_attention(query, keys, values, cache->allowed(), config.attention)
-          : causal_attention(query, keys, values, past, config.attention);
+  // The caller's mask (packed documents), else the cache's (padded generation rows).
+  const torch::Tensor& mask = allowed.defined() || cache == nullptr ? allowed : cache->allowed();
+  torch::Tensor attended = causal_attention(query, keys, values, past, config.attention, mask);  // (B, H, T, D)
   attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
   torch::Tensor residual = hidden + project(attended, o_proj);     // (B, T, C)
 
@@ -286,52 +301,76 @@ torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& la
   return rms_norm(hidden, unit_views(layout, flat)[0], config.rms_norm_eps);
 }
 
-torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids) {
-  const std::int64_t V = logits.size(-1);
-  const std::int64_t T = logits.size(1);
-  MR_CHECK(T >= 2, "next-token loss needs at least 2 tokens per sequence, got {}", T);
-  torch::Tensor predictions = logits.narrow(1, 0, T - 1).to(torch::kFloat32).reshape({-1, V});  // (B*(T-1), V)
-  torch::Tensor labels = input_ids.narrow(1, 1, T - 1).reshape({-1});                             // (B*(T-1),)
-  return torch::nn::functional::cross_entropy(
-      predictions, labels, torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100));
+// ------------------------------------------------------- the forward order ----
+
+torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
+                                  const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
+                                  const DocumentLayout& documents, torch::ScalarType dtype, KvCache* cache) {
+  const std::int64_t T = input_ids.size(1);
+  const torch::Device device = input_ids.device();
+  MR_CHECK(!(documents.defined() && cache != nullptr), "packed documents cannot continue a KV cache");
+  RotaryTables rotary;
+  torch::Tensor allowed;  // (B, 1, T, T) bool, or undefined: plain causal
+  if (documents.defined()) {
+    MR_CHECK(documents.segment_ids.sizes() == input_ids.sizes() && documents.positions.sizes() == input_ids.sizes(),
+             "segment_ids [{}] and positions [{}] must have the shape of input_ids [{}]",
+             fmt::join(documents.segment_ids.sizes(), ", "), fmt::join(documents.positions.sizes(), ", "),
+             fmt::join(input_ids.sizes(), ", "));
+    rotary = rope_tables_at(inv_freq, documents.positions, dtype, device);
+    allowed = document_attention_mask(documents.segment_ids.to(device));
+  } else {
+    rotary = rope_tables(inv_freq, cache != nullptr ? cache->length() : 0, T, dtype, device);
+  }
+  const UnitLayout& embeddings = units.front();
+  torch::Tensor hidden = run(0, input_ids, [&embeddings](const torch::Tensor& ids, const torch::Tensor& flat) {
+    return embedding_forward(embeddings, flat, ids);  // (B, T, C)
+  });
+  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
+    const std::size_t u = static_cast<std::size_t>(layer) + 1;
+    const UnitLayout& unit = units[u];
+    // Captured by value: a recomputing call runs this again in backward.
+    hidden = run(u, hidden, [&config, &unit, rotary, cache, allowed](const torch::Tensor& x, const torch::Tensor& flat) {
+      return decoder_layer_forward(config, unit, flat, x, rotary, cache, allowed);  // (B, T, C)
+    });
+  }
+  const UnitLayout& norm = units.back();
+  return run(units.size() - 1, hidden, [&config, &norm](const torch::Tensor& x, const torch::Tensor& flat) {
+    return final_norm_forward(config, norm, flat, x);  // (B, T, C)
+  });
 }
 
-// ------------------------------------------------ activation checkpointing ----
+// ------------------------------------------------------------------ loss ----
 
-namespace {
-
-// One decoder layer that keeps only its input and recomputes its forward in
-// backward (torch.utils.checkpoint). Inputs: hidden, the unit's flat buffer,
-// the rotary tables; the config and layout travel as pointers.
-struct LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
-  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* context, torch::Tensor hidden,
-                                                torch::Tensor flat, torch::Tensor cos, torch::Tensor sin,
-                                                const LlamaConfig* config, const UnitLayout* layout) {
-    // Function::apply runs this with grad mode off: no graph is kept.
-    context->save_for_backward({hidden, flat, cos, sin});
-    context->saved_data["config"] = reinterpret_cast<std::int64_t>(config);
-    context->saved_data["layout"] = reinterpret_cast<std::int64_t>(layout);
-    return {decoder_layer_forward(*config, *layout, flat, hidden, {cos, sin}, nullptr)};
+torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Tensor& loss_mask,
+                                 const torch::Tensor& segment_ids) {
+  torch::Tensor targets = torch::full_like(input_ids, -100);  // (B, T)
+  const std::int64_t T = input_ids.size(1);
+  targets.slice(1, 0, T - 1).copy_(input_ids.slice(1, 1));
+  if (loss_mask.defined()) {
+    torch::Tensor next_masked = loss_mask.slice(1, 1).eq(0);  // (B, T-1)
+    targets.slice(1, 0, T - 1).masked_fill_(next_masked, -100);
   }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* context,
-                                                 torch::autograd::variable_list grad_outputs) {
-    auto saved = context->get_saved_variables();
-    const auto* config = reinterpret_cast<const LlamaConfig*>(context->saved_data["config"].toInt());
-    const auto* layout = reinterpret_cast<const UnitLayout*>(context->saved_data["layout"].toInt());
-    torch::Tensor hidden = saved[0].detach().requires_grad_(true);
-    torch::Tensor flat = saved[1].detach().requires_grad_(true);
-    torch::Tensor output;
-    {
-      torch::AutoGradMode enable(true);
-      output = decoder_layer_forward(*config, *layout, flat, hidden, {saved[2], saved[3]}, nullptr);
-    }
-    auto grads = torch::autograd::grad({output}, {hidden, flat}, {grad_outputs[0]});
-    return {grads[0], grads[1], torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  if (segment_ids.defined()) {
+    // The next token belongs to another document, or is padding.
+    torch::Tensor next = segment_ids.slice(1, 1);  // (B, T-1)
+    torch::Tensor crosses = next.ne(segment_ids.slice(1, 0, T - 1)).logical_or(next.lt(0));
+    targets.slice(1, 0, T - 1).masked_fill_(crosses, -100);
   }
-};
+  return targets;
+}
 
-}  // namespace
+torch::Tensor token_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets) {
+  const std::int64_t V = logits.size(-1);
+  return torch::nn::functional::cross_entropy(
+      logits.to(torch::kFloat32).reshape({-1, V}), targets.reshape({-1}),
+      torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids) {
+  MR_CHECK(logits.size(1) >= 2, "next-token loss needs at least 2 tokens per sequence, got {}", logits.size(1));
+  torch::Tensor targets = next_token_targets(input_ids);                   // (B, T)
+  return token_loss_sum(logits, targets) / targets.ne(-100).sum().to(torch::kFloat32);
+}
 
 // ------------------------------------------------------------------ model ----
 
@@ -414,6 +453,15 @@ KvCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity) const 
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, KvCache* cache) const {
+  return forward_with(input_ids, {}, cache);
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, const DocumentLayout& documents) const {
+  return forward_with(input_ids, documents, nullptr);
+}
+
+torch::Tensor LlamaModel::forward_with(const torch::Tensor& input_ids, const DocumentLayout& documents,
+                                       KvCache* cache) const {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     throw InputError(fmt::format("input_ids must be int64 (B, T); got {} [{}]", c10::toString(input_ids.scalar_type()),
                                  fmt::join(input_ids.sizes(), ", ")));
@@ -427,21 +475,20 @@ torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, KvCache* cache
     }
   }
   const std::int64_t T = input_ids.size(1);
-  const std::int64_t past = cache != nullptr ? cache->length() : 0;
   const torch::Tensor ids = input_ids.to(device());
-  RotaryTables rotary = rope_tables(inv_freq_, past, T, dtype(), device());
-
-  torch::Tensor hidden = embedding_forward(units_.front(), flat_.front(), ids);  // (B, T, C)
   const bool recompute = checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
-  for (std::int64_t layer = 0; layer < config_.num_hidden_layers; ++layer) {
-    const std::size_t u = static_cast<std::size_t>(layer) + 1;
-    if (recompute) {
-      hidden = LayerCheckpoint::apply(hidden, flat_[u], rotary.cos, rotary.sin, &config_, &units_[u])[0];
-    } else {
-      hidden = decoder_layer_forward(config_, units_[u], flat_[u], hidden, rotary, cache);
-    }
-  }
-  hidden = final_norm_forward(config_, units_.back(), flat_.back(), hidden);
+  // Unit u runs on its own leaf buffer; decoder layers go through the
+  // recompute Function when checkpointing (the flat gradient returns to the leaf).
+  UnitRunner run = [this, recompute](std::size_t u, const torch::Tensor& input, UnitFn fn) {
+    const torch::Tensor& flat = flat_[u];
+    if (!recompute || units_[u].kind != UnitKind::kDecoderLayer) return fn(input, flat);
+    auto call = c10::make_intrusive<UnitCall>();
+    call->gather = [flat] { return flat.detach(); };
+    call->fn = std::move(fn);
+    call->deliver_grad = [](const torch::Tensor& flat_grad) { return flat_grad; };
+    return run_unit_call(input, flat, call);
+  };
+  torch::Tensor hidden = llama_trunk_forward(config_, units_, inv_freq_, run, ids, documents, dtype(), cache);
   torch::Tensor logits = head_forward(units_.front(), flat_.front(), hidden);  // (B, T, V)
   if (cache != nullptr) cache->advance(T);
   return logits;

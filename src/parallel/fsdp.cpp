@@ -7,12 +7,6 @@
 
 namespace metareuse {
 
-struct UnitCall {
-  ShardedUnit* unit;
-  UnitFn fn;
-  torch::ScalarType dtype;
-};
-
 namespace {
 
 int64_t numel_of(const std::vector<int64_t>& shape) {
@@ -20,46 +14,6 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
   for (auto d : shape) n *= d;
   return n;
 }
-
-// The recomputing unit function. Inputs: the unit's input and an anchor that
-// requires grad (so the node is in the graph even when the input is token
-// ids). Backward gathers the unit again, recomputes with grad, and
-// reduce-scatters the flat parameter gradient into the unit's fp32 shard.
-class RecomputeUnit : public torch::autograd::Function<RecomputeUnit> {
- public:
-  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
-                               const torch::Tensor& anchor, UnitCall* call) {
-    ctx->saved_data["call"] = reinterpret_cast<int64_t>(call);
-    ctx->save_for_backward({input});
-    torch::Tensor flat = call->unit->gather(call->dtype);  // (padded_numel,)
-    torch::Tensor output = call->fn(input, flat);
-    return output;  // `flat` is freed on return
-  }
-
-  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grad_outputs) {
-    auto* call = reinterpret_cast<UnitCall*>(ctx->saved_data["call"].toInt());
-    torch::Tensor saved_input = ctx->get_saved_variables()[0];
-    bool input_differentiable = saved_input.is_floating_point();
-    torch::Tensor input = saved_input.detach();
-    if (input_differentiable) input.requires_grad_(true);
-
-    torch::Tensor flat = call->unit->gather(call->dtype).requires_grad_(true);
-    torch::Tensor output;
-    {
-      torch::AutoGradMode enable(true);
-      output = call->fn(input, flat);
-    }
-    std::vector<torch::Tensor> wrt = {flat};
-    if (input_differentiable) wrt.push_back(input);
-    auto grads = torch::autograd::grad({output}, wrt, {grad_outputs[0]}, /*retain_graph=*/false,
-                                       /*create_graph=*/false, /*allow_unused=*/true);
-    torch::Tensor flat_grad = grads[0].defined() ? grads[0] : torch::zeros_like(flat);
-    call->unit->accumulate_grad(flat_grad);
-    torch::Tensor input_grad = input_differentiable ? grads[1] : torch::Tensor();
-    return {input_grad, torch::Tensor(), torch::Tensor()};
-  }
-};
 
 }  // namespace
 
@@ -176,8 +130,17 @@ torch::Tensor ShardedModel::run(std::size_t index, const torch::Tensor& input, U
     torch::Tensor flat = target.gather(compute_dtype_);
     return fn(input, flat);
   }
-  live_calls_.push_back(std::make_unique<UnitCall>(UnitCall{&target, std::move(fn), compute_dtype_}));
-  return RecomputeUnit::apply(input, anchor_, live_calls_.back().get());
+  auto call = c10::make_intrusive<UnitCall>();
+  const torch::ScalarType dtype = compute_dtype_;
+  call->gather = [&target, dtype] { return target.gather(dtype); };  // (padded_numel,)
+  call->fn = std::move(fn);
+  call->deliver_grad = [&target](const torch::Tensor& flat_grad) {
+    target.accumulate_grad(flat_grad);  // reduce-scatter into the fp32 shard
+    return torch::Tensor();
+  };
+  call->recompute = recompute_;
+  live_calls_.push_back(call);
+  return run_unit_call(input, anchor_, std::move(call));
 }
 
 void ShardedModel::load_full(const std::map<std::string, torch::Tensor>& full) {

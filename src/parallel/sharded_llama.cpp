@@ -5,17 +5,6 @@
 
 namespace metareuse {
 
-torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Tensor& loss_mask) {
-  torch::Tensor targets = torch::full_like(input_ids, -100);  // (B, T)
-  const int64_t T = input_ids.size(1);
-  targets.slice(1, 0, T - 1).copy_(input_ids.slice(1, 1));
-  if (loss_mask.defined()) {
-    torch::Tensor next_masked = loss_mask.slice(1, 1).eq(0);  // (B, T-1)
-    targets.slice(1, 0, T - 1).masked_fill_(next_masked, -100);
-  }
-  return targets;
-}
-
 std::vector<UnitDef> llama_unit_defs(const LlamaConfig& config, const std::string& decay_policy) {
   if (decay_policy != "matrices" && decay_policy != "all") {
     MR_THROW("weight-decay policy must be 'matrices' or 'all', got '{}'", decay_policy);
@@ -44,37 +33,47 @@ ShardedLlama::ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device
   }
 }
 
+namespace {
+
+// Rows of a micro-batch cut to its longest row (the columns after it are
+// padding everywhere), with the document layout kept only where a row holds
+// several documents; a single right-padded document per row needs only the
+// causal mask, which gives its tokens the same result.
+struct MicroBatch {
+  torch::Tensor input_ids, targets;  // (b, T')
+  DocumentLayout documents;          // (b, T') each, or undefined
+};
+
+MicroBatch cut_micro_batch(const torch::Tensor& input_ids, const torch::Tensor& targets, const DocumentLayout& documents) {
+  if (!documents.defined()) return {input_ids, targets, {}};
+  const torch::Tensor& segments = documents.segment_ids;  // (b, T)
+  const int64_t T = segments.size(1);
+  torch::Tensor real = segments.ge(0);                     // (b, T)
+  torch::Tensor columns = torch::arange(1, T + 1, torch::kInt64).unsqueeze(0).expand_as(segments);
+  const int64_t longest = std::max<int64_t>(2, (columns * real).max().item<int64_t>());
+  auto cut = [longest](const torch::Tensor& x) { return x.narrow(1, 0, longest); };
+  MicroBatch out{cut(input_ids), cut(targets), {}};
+  if (segments.max().item<int64_t>() > 0) out.documents = {cut(documents.positions), cut(segments)};
+  return out;
+}
+
+}  // namespace
+
 torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
-                                       double normalizer) {
-  const int64_t T = input_ids.size(1);
-  const std::size_t L = static_cast<std::size_t>(config_.num_hidden_layers);
+                                       const DocumentLayout& documents, double normalizer) {
   // Flat buffers are padded to a multiple of the world size; the model's
   // functional forwards take exactly the unit's elements.
-  auto real = [](const UnitLayout& layout, const torch::Tensor& flat) { return flat.narrow(0, 0, layout.numel); };
-  RotaryTables rotary = rope_tables(inv_freq_, 0, T, model_.compute_dtype(), input_ids.device());
-
-  const UnitLayout& embeddings = layouts_[0];
-  torch::Tensor hidden = model_.run(0, input_ids, [&embeddings, real](const torch::Tensor& ids, const torch::Tensor& flat) {
-    return embedding_forward(embeddings, real(embeddings, flat), ids);  // (b, T, C)
-  });
-  for (std::size_t l = 0; l < L; ++l) {
-    const UnitLayout& layer = layouts_[1 + l];
-    const LlamaConfig& config = config_;
-    hidden = model_.run(1 + l, hidden, [&config, &layer, rotary, real](const torch::Tensor& x, const torch::Tensor& flat) {
-      return decoder_layer_forward(config, layer, real(layer, flat), x, rotary, nullptr);  // (b, T, C)
+  UnitRunner run = [this](std::size_t u, const torch::Tensor& input, UnitFn fn) {
+    const int64_t numel = layouts_[u].numel;
+    return model_.run(u, input, [numel, fn](const torch::Tensor& x, const torch::Tensor& flat) {
+      return fn(x, flat.narrow(0, 0, numel));
     });
-  }
-  const UnitLayout& norm = layouts_[L + 1];
-  const LlamaConfig& config = config_;
-  hidden = model_.run(L + 1, hidden, [&config, &norm, real](const torch::Tensor& x, const torch::Tensor& flat) {
-    return final_norm_forward(config, norm, real(norm, flat), x);
-  });
-  return model_.run(0, hidden, [&embeddings, real, targets, normalizer](const torch::Tensor& x, const torch::Tensor& flat) {
-    torch::Tensor logits = head_forward(embeddings, real(embeddings, flat), x).to(torch::kFloat32);  // (b, T, V)
-    torch::Tensor summed = torch::nn::functional::cross_entropy(
-        logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}),
-        torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
-    return summed / normalizer;
+  };
+  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents,
+                                             model_.compute_dtype(), nullptr);  // (b, T, C)
+  const UnitLayout& embeddings = layouts_[0];
+  return run(0, hidden, [&embeddings, targets, normalizer](const torch::Tensor& x, const torch::Tensor& flat) {
+    return token_loss_sum(head_forward(embeddings, flat, x), targets) / normalizer;
   });
 }
 
@@ -93,19 +92,16 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
   for (int64_t m = 0; m < micro_steps; ++m) {
     int64_t begin = m * micro_batch;
     int64_t count = std::max<int64_t>(0, std::min(micro_batch, mine.size(0) - begin));
-    torch::Tensor ids, targets;
-    if (count > 0) {
-      torch::Tensor index = mine.slice(0, begin, begin + count);
-      ids = batch.input_ids.index_select(0, index);
-      targets = batch.targets.index_select(0, index);
-    } else {
-      // No rows left here: a zero-weight row keeps this rank in step.
-      ids = batch.input_ids.slice(0, 0, 1);
-      targets = torch::full_like(ids, -100);
-    }
+    torch::Tensor index = count > 0 ? mine.slice(0, begin, begin + count) : torch::zeros({1}, torch::kInt64);
+    auto rows_of = [&index](const torch::Tensor& x) { return x.defined() ? x.index_select(0, index) : x; };
+    torch::Tensor targets = rows_of(batch.targets);
+    // No rows left here: a zero-weight row keeps this rank in step.
+    if (count == 0) targets.fill_(-100);
+    MicroBatch micro = cut_micro_batch(rows_of(batch.input_ids), targets,
+                                       {rows_of(batch.documents.positions), rows_of(batch.documents.segment_ids)});
     // The batch lives on the host; the model's units on their device.
     const torch::Device device = inv_freq_.device();
-    torch::Tensor loss = micro_loss(ids.to(device), targets.to(device), normalizer);
+    torch::Tensor loss = micro_loss(micro.input_ids.to(device), micro.targets.to(device), micro.documents, normalizer);
     if (count > 0) local_loss += loss.item<double>();
     (loss * loss_scale).backward();
     model_.end_micro_step();
@@ -117,7 +113,8 @@ double ShardedLlama::evaluate(const TrainBatch& batch) {
   torch::NoGradGuard no_grad;
   const double normalizer = static_cast<double>(batch.targets.ne(-100).sum().item<int64_t>());
   const torch::Device device = inv_freq_.device();
-  return micro_loss(batch.input_ids.to(device), batch.targets.to(device), normalizer).item<double>();
+  MicroBatch micro = cut_micro_batch(batch.input_ids, batch.targets, batch.documents);
+  return micro_loss(micro.input_ids.to(device), micro.targets.to(device), micro.documents, normalizer).item<double>();
 }
 
 }  // namespace metareuse

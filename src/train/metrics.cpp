@@ -14,6 +14,8 @@ json MetricsLine::to_json() const {
           {"loss_scale", loss_scale},
           {"skipped", skipped},
           {"tokens_per_s", tokens_per_s},
+          {"useful_tokens_per_s", useful_tokens_per_s},
+          {"padding_fraction", padding_fraction},
           {"mfu", mfu ? json(*mfu) : json(nullptr)},
           {"seconds", seconds}};
 }
@@ -33,6 +35,8 @@ std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
   line.loss_scale = number("loss_scale").value_or(NAN);
   line.skipped = j.contains("skipped") && j["skipped"].is_boolean() && j["skipped"].get<bool>();
   line.tokens_per_s = number("tokens_per_s").value_or(0);
+  line.useful_tokens_per_s = number("useful_tokens_per_s").value_or(0);
+  line.padding_fraction = number("padding_fraction").value_or(0);
   line.mfu = number("mfu");
   line.seconds = number("seconds").value_or(0);
   return line;

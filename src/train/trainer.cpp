@@ -56,22 +56,16 @@ torch::Device training_device(const std::string& choice, int local_rank) {
 // draws the same; ShardedLlama takes this rank's rows). Crosses into the next
 // epoch when one ends.
 TrainBatch next_global_batch(DistributedSampler& order, const PackedDataset& data, int64_t rows) {
-  const int64_t T = data.metadata.sequence_length;
-  torch::Tensor ids = torch::empty({rows, T}, torch::kInt64);   // (B, T)
-  torch::Tensor mask = torch::empty({rows, T}, torch::kUInt8);  // (B, T)
+  std::vector<int64_t> sequences;
   for (int64_t r = 0; r < rows; ++r) {
     std::optional<int64_t> index = order.next();
     if (!index) {
       order.set_epoch(order.epoch() + 1);
       index = order.next();
     }
-    const TokenId* tokens = data.row(data.tokens, *index);
-    const uint8_t* loss = data.row(data.loss_mask, *index);
-    int64_t* ids_row = ids.data_ptr<int64_t>() + r * T;
-    for (int64_t t = 0; t < T; ++t) ids_row[t] = tokens[t];
-    std::memcpy(mask.data_ptr<uint8_t>() + r * T, loss, static_cast<std::size_t>(T));
+    sequences.push_back(*index);
   }
-  return {ids, next_token_targets(ids, mask)};
+  return train_batch_of(data, sequences);
 }
 
 json sampler_json(const SamplerState& state) {
@@ -119,8 +113,34 @@ std::string progress_bar(int64_t done, int64_t total, double eta_seconds) {
 
 }  // namespace
 
+TrainBatch train_batch_of(const PackedDataset& data, const std::vector<int64_t>& sequences) {
+  const int64_t rows = static_cast<int64_t>(sequences.size());
+  const int64_t T = data.metadata.sequence_length;
+  torch::Tensor ids = torch::empty({rows, T}, torch::kInt64);        // (B, T)
+  torch::Tensor mask = torch::empty({rows, T}, torch::kUInt8);       // (B, T)
+  torch::Tensor segments = torch::empty({rows, T}, torch::kInt64);   // (B, T)
+  torch::Tensor positions = torch::empty({rows, T}, torch::kInt64);  // (B, T)
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t index = sequences[static_cast<std::size_t>(r)];
+    MR_CHECK(index >= 0 && index < data.sequences, "sequence {} is outside the dataset's {}", index, data.sequences);
+    const TokenId* tokens = data.row(data.tokens, index);
+    const int32_t* segment = data.row(data.segment_ids, index);
+    const int32_t* position = data.row(data.positions, index);
+    int64_t* ids_row = ids.data_ptr<int64_t>() + r * T;
+    int64_t* segments_row = segments.data_ptr<int64_t>() + r * T;
+    int64_t* positions_row = positions.data_ptr<int64_t>() + r * T;
+    for (int64_t t = 0; t < T; ++t) {
+      ids_row[t] = tokens[t];
+      segments_row[t] = segment[t];
+      positions_row[t] = position[t];
+    }
+    std::memcpy(mask.data_ptr<uint8_t>() + r * T, data.row(data.loss_mask, index), static_cast<std::size_t>(T));
+  }
+  return {ids, next_token_targets(ids, mask, segments), {positions, segments}};
+}
+
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
-                       const std::string& precision, int64_t device_bytes) {
+                       const std::string& precision, int64_t device_bytes, const std::string& recompute) {
   // Bounds first: beyond them the byte counts below would overflow int64.
   if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
     throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
@@ -151,23 +171,39 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   plan.logits_bytes = b * T * V * (compute_bytes + 4 + 4);
   plan.total_bytes = plan.sharded_state_bytes + plan.gathered_units_bytes + plan.activations_checkpointed_bytes +
                      plan.logits_bytes;
+  plan.kept_units_bytes = plan.parameters * compute_bytes + largest_unit * (compute_bytes + 4);
+  plan.total_kept_bytes = plan.sharded_state_bytes + plan.kept_units_bytes + plan.activations_full_bytes +
+                          plan.logits_bytes;
   plan.device_bytes = device_bytes;
   // 10% headroom for the allocator's fragmentation and the runtime's own memory.
-  plan.fits = device_bytes <= 0 || plan.total_bytes <= device_bytes * 9 / 10;
+  auto fits = [device_bytes](int64_t bytes) { return device_bytes <= 0 || bytes <= device_bytes * 9 / 10; };
+  if (recompute != "auto" && recompute != "always" && recompute != "never") {
+    throw ConfigError(fmt::format("train.recompute must be auto, always or never, got '{}'", recompute));
+  }
+  plan.recompute_choice = recompute;
+  plan.recompute = recompute == "always" || (recompute == "auto" && !fits(plan.total_kept_bytes));
+  plan.fits = fits(plan.recompute ? plan.total_bytes : plan.total_kept_bytes);
   return plan;
 }
 
 std::string format_plan(const MemoryPlan& plan) {
   std::string out;
-  out += fmt::format("memory plan per rank ({} parameters over {} ranks, units recomputed in backward)\n",
-                     plan.parameters, plan.ranks);
+  out += fmt::format("memory plan per rank ({} parameters over {} ranks)\n", plan.parameters, plan.ranks);
   out += fmt::format("  sharded state (16 B/param / N)          {:>12}\n", format_bytes(plan.sharded_state_bytes));
   out += fmt::format("  gathered units in flight                {:>12}\n", format_bytes(plan.gathered_units_bytes));
   out += fmt::format("  activations, checkpointed               {:>12}\n",
                      format_bytes(plan.activations_checkpointed_bytes));
   out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));
   out += fmt::format("  logits buffer                           {:>12}\n", format_bytes(plan.logits_bytes));
-  out += fmt::format("  total                                   {:>12}\n", format_bytes(plan.total_bytes));
+  out += fmt::format("  total, units recomputed in backward     {:>12}\n", format_bytes(plan.total_bytes));
+  out += fmt::format("  total, units and activations kept       {:>12} (all units gathered: {})\n",
+                     format_bytes(plan.total_kept_bytes), format_bytes(plan.kept_units_bytes));
+  const char* why = plan.recompute_choice != "auto" ? "as set"
+                    : plan.device_bytes <= 0        ? "auto: no device memory given, nothing limits"
+                    : plan.recompute                ? "auto: keeping everything does not fit"
+                                                    : "auto: keeping everything fits";
+  out += fmt::format("  recompute: {} (train.recompute={}; {})\n", plan.recompute ? "yes" : "no",
+                     plan.recompute_choice, why);
   if (plan.device_bytes > 0) {
     out += fmt::format("  device memory                           {:>12} (90% usable)\n", format_bytes(plan.device_bytes));
     out += fmt::format("  verdict: {}\n", plan.fits ? "fits" : "DOES NOT FIT");
@@ -230,6 +266,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   options.device_bytes = parse_bytes(config.get_string("train.device_memory"));
   options.global_batch = config.get_int("train.global_batch");
   options.micro_batch = config.get_int("train.micro_batch");
+  options.recompute = config.get_string("train.recompute");
   options.epoch_policy = {config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
                           config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
   options.epochs = config.get_int("train.epochs");
@@ -261,8 +298,8 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   return options;
 }
 
-void validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
-                       bool packed, int world_size) {
+MemoryPlan validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
+                             int world_size) {
   if (options.micro_batch > options.global_batch) {
     throw ConfigError(fmt::format("train.micro_batch {} is larger than train.global_batch {}: a micro batch is part of "
                                   "one rank's share of the global batch; lower train.micro_batch",
@@ -271,19 +308,14 @@ void validate_training(const TrainOptions& options, const std::string& device_ty
   if (options.precision == "fp16" && device_type != "cuda") {
     throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
   }
-  if (packed) {
-    throw InputError(fmt::format(
-        "{}: sequences hold several documents (packed); attention between documents is not masked in this "
-        "trainer yet, so prepare the dataset unpacked (one document per sequence)",
-        options.dataset_path));
-  }
   MemoryPlan memory = plan_memory(options.model, world_size, options.micro_batch, sequence_length, options.precision,
-                                  options.device_bytes);
+                                  options.device_bytes, options.recompute);
   if (!memory.fits) {
     throw ConfigError(fmt::format("the plan does not fit in {} per rank:\n{}Lower train.micro_batch, use more ranks, "
                                   "or a shorter sequence length",
                                   format_bytes(memory.device_bytes), format_plan(memory)));
   }
+  return memory;
 }
 
 int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder) {
@@ -305,10 +337,11 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   PackedDataset data = load_dataset(dataset_path, expectations);
   const bool packed = std::any_of(data.segment_ids.begin(), data.segment_ids.end(), [](int32_t s) { return s > 0; });
   const int64_t T = data.metadata.sequence_length;
-  validate_training(options, device.is_cuda() ? "cuda" : "cpu", T, packed, comm.size());
+  const MemoryPlan memory = validate_training(options, device.is_cuda() ? "cuda" : "cpu", T, comm.size());
   const int64_t global_batch = options.global_batch;
   const int64_t micro_batch = options.micro_batch;
-  log::info("dataset {}: {} sequences of {} tokens (tokenizer {})", dataset_path, data.sequences, T,
+  log::info("dataset {}: {} sequences of {} tokens ({}; tokenizer {})", dataset_path, data.sequences, T,
+            packed ? "packed: documents masked apart" : "one document per sequence, padded per micro-batch",
             data.metadata.tokenizer_identity());
 
   EpochPlan epochs = plan_epochs(data.sequences, global_batch, options.epoch_policy, options.epochs, options.max_steps);
@@ -318,6 +351,9 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   // --- the sharded model
   log::info("training on {}", device.str());
   ShardedLlama model(model_config, comm, device, compute_dtype(options.precision), options.weight_decay_policy);
+  model.sharded().set_recompute(memory.recompute);
+  log::info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
+            memory.recompute_choice);
   {
     LlamaModel full(model_config);
     if (options.model_path.empty()) {
@@ -433,6 +469,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     set_progress_label(fmt::format("step {}", iteration + 1));
     Stopwatch step_watch;
     TrainBatch batch = next_global_batch(order, data, global_batch);
+    const double useful_tokens = static_cast<double>(batch.documents.segment_ids.ge(0).sum().item<int64_t>());
     double lr = lr_at(schedule, iteration);
     double loss = model.forward_backward(batch, micro_batch, scaler.scale());
     StepOutcome outcome = optimizer_step(model.sharded(), adamw, lr, options.grad_clip, scaler, adam_steps);
@@ -451,17 +488,21 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
       line.loss_scale = outcome.loss_scale;
       line.skipped = outcome.skipped;
       line.tokens_per_s = tokens_per_step / seconds;
+      line.useful_tokens_per_s = useful_tokens / seconds;
+      line.padding_fraction = 1.0 - useful_tokens / tokens_per_step;
       line.seconds = seconds;
       metrics.write(line.to_json().dump() + "\n");
       double eta = step_seconds * static_cast<double>(epochs.total_steps - iteration);
       if (tty) {
-        std::printf("\r%s loss %.4f lr %.2e %.0f tok/s   ", progress_bar(iteration, epochs.total_steps, eta).c_str(),
-                    loss, lr, tokens_per_step / seconds);
+        std::printf("\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
+                    progress_bar(iteration, epochs.total_steps, eta).c_str(), loss, lr, useful_tokens / seconds,
+                    tokens_per_step / seconds);
         std::fflush(stdout);
       } else if (iteration % log_every == 0 || iteration == epochs.total_steps) {
-        log::info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} tok/s ETA {:.0f}s", iteration,
-                  epochs.total_steps, order.epoch(), loss, lr, outcome.grad_norm, outcome.skipped ? " (skipped)" : "",
-                  tokens_per_step / seconds, eta);
+        log::info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
+                  "{:.0f}s",
+                  iteration, epochs.total_steps, order.epoch(), loss, lr, outcome.grad_norm,
+                  outcome.skipped ? " (skipped)" : "", useful_tokens / seconds, tokens_per_step / seconds, eta);
       }
     }
 

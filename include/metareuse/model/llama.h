@@ -18,9 +18,9 @@
 //   hidden = decoder_layer_forward(config, layout[u], flat, hidden, rotary, nullptr);
 //   free(flat);
 //
-// and wrap each call in its own torch::autograd::Function that gathers again
-// and recomputes in backward (LayerCheckpoint in llama.cpp is the single-
-// process version of exactly that). The order of calls is:
+// and wrap each call in the one torch::autograd::Function that gathers again
+// and recomputes in backward (model/unit_call.h; LlamaModel's checkpointing
+// and the sharding engine both use it). The order of calls (llama_trunk_forward) is:
 //   embedding_forward(units[0]) -> decoder_layer_forward(units[1..L]) ->
 //   final_norm_forward(units[L+1]) -> head_forward(units[0]).
 // Gradients w.r.t. a flat buffer come back as one flat tensor of the same
@@ -30,11 +30,13 @@
 #include <torch/types.h>  // torch::Tensor
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "metareuse/model/config.h"
+#include "metareuse/model/unit_call.h"  // UnitFn, the recompute Function
 
 namespace metareuse {
 
@@ -52,6 +54,26 @@ struct RotaryTables {
 };
 RotaryTables rope_tables(const torch::Tensor& inv_freq, std::int64_t start, std::int64_t length,
                          torch::ScalarType dtype, torch::Device device);
+// The same for per-token positions (B, T) int64: tables (B, 1, T, D), which
+// broadcast over the heads. Packed sequences restart positions per document.
+RotaryTables rope_tables_at(const torch::Tensor& inv_freq, const torch::Tensor& positions, torch::ScalarType dtype,
+                            torch::Device device);
+
+// ------------------------------------------------------- packed documents ----
+
+// Several documents in one row (packing), as transformers'
+// DataCollatorWithFlattening passes them: positions restart at 0 for each
+// document, and attention does not cross a document boundary.
+struct DocumentLayout {
+  torch::Tensor positions;    // (B, T) int64: position within the document, 0 on padding
+  torch::Tensor segment_ids;  // (B, T) int64: document index within the row, -1 on padding
+  bool defined() const { return segment_ids.defined(); }
+};
+
+// (B, 1, T, T) bool, true where query i may attend key j: the same document
+// and j <= i (block-diagonal causal). A padding token attends only itself, so
+// no row of the softmax is empty (its output carries no loss).
+torch::Tensor document_attention_mask(const torch::Tensor& segment_ids);
 
 // ------------------------------------------------------------- KV cache ----
 
@@ -104,14 +126,11 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary);
 // (B, KvH, S, D) with S = past + T; query position i sees keys 0 .. past + i.
 // `kind` picks scaled_dot_product_attention or the explicit
 // softmax(QK^T / sqrt(D)) V of transformers' eager path.
+// With `allowed` (B or 1, 1, T, S) bool, that mask replaces the causal rule
+// (document_attention_mask; SDPA takes it as attn_mask on CPU and CUDA).
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                               std::int64_t past, AttentionKind kind = AttentionKind::kSdpa);
-// The same attention where each row sees only some keys: `allowed`
-// (B, 1, T, S) bool, true where query i of row b may attend key j (the
-// caller builds it from causality and padding; every query must see at
-// least one key).
-torch::Tensor masked_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
-                               const torch::Tensor& allowed, AttentionKind kind = AttentionKind::kSdpa);
+                               std::int64_t past, AttentionKind kind = AttentionKind::kSdpa,
+                               const torch::Tensor& allowed = {});
 // The kernel scaled_dot_product_attention picks for these inputs (causal, no
 // past): "flash", "efficient", "cudnn", "math" or "overrideable".
 std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values);
@@ -126,17 +145,48 @@ torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& f
 // hidden (B, T, C) -> logits (B, T, V). Uses lm_head.weight, or the embedding when tied.
 torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden);
 // One decoder layer: hidden (B, T, C) -> (B, T, C). With a cache, this
-// layer's keys and values are appended to it (the caller advances it), and
-// attention uses the cache's mask when it has one (KvCache::allowed).
+// layer's keys and values are appended to it (the caller advances it). With
+// `allowed` (document_attention_mask), attention follows that mask; else with
+// a cache that has one (KvCache::allowed: generation's padding), that mask.
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
-                                    const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache);
+                                    const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache,
+                                    const torch::Tensor& allowed = {});
 // The final RMSNorm: hidden (B, T, C) -> (B, T, C).
 torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
                                  const torch::Tensor& hidden);
 
-// Mean next-token cross-entropy, computed in fp32: labels are input_ids
-// shifted by one, so position t predicts input_ids[t + 1] (B * (T - 1) terms),
-// as transformers' loss for labels = input_ids. Label -100 is ignored.
+// ------------------------------------------------------- the forward order ----
+
+// Runs unit `unit` (an index into unit_layouts) on `input` with fn(input,
+// flat): the caller decides where the unit's flat buffer comes from (the
+// model's own buffers, or an all-gather of shards) and whether it recomputes.
+using UnitRunner = std::function<torch::Tensor(std::size_t unit, const torch::Tensor& input, UnitFn fn)>;
+
+// THE forward order, shared by LlamaModel::forward and the sharded trainer
+// (parallel/sharded_llama.h): embeddings -> layers.0 .. L-1 -> norm.
+// input_ids (B, T) -> normalised hidden (B, T, C); the caller runs the head
+// (head_forward on unit 0). With `documents`, positions and the attention
+// mask follow the packed documents; with a cache, positions continue it.
+torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
+                                  const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
+                                  const DocumentLayout& documents, torch::ScalarType dtype, KvCache* cache);
+
+// ------------------------------------------------------------------ loss ----
+
+// targets[t] = input_ids[t + 1]; the last position has none (-100). With a
+// loss mask (B, T) of 0/1, positions whose next token is masked get -100 too;
+// with segment ids (B, T), so do positions whose next token starts another
+// document or is padding.
+torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Tensor& loss_mask = {},
+                                 const torch::Tensor& segment_ids = {});
+
+// THE loss: the sum of the fp32 cross-entropy over targets (B, T) that are not
+// -100 (logits (B, T, V)). Callers divide by the target count they choose.
+torch::Tensor token_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets);
+
+// Mean next-token cross-entropy: token_loss_sum with next_token_targets,
+// divided by the number of targets (B * (T - 1) without -100 labels), as
+// transformers' loss for labels = input_ids. Label -100 is ignored.
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids);
 
 // ---------------------------------------------------------------- model ----
@@ -184,10 +234,13 @@ class LlamaModel {
   // input_ids (B, T) int64 -> logits (B, T, V). With a cache, the tokens
   // continue the cached sequence and the cache advances by T.
   torch::Tensor forward(const torch::Tensor& input_ids, KvCache* cache = nullptr) const;
+  // Packed rows: positions and attention follow `documents` (no cache).
+  torch::Tensor forward(const torch::Tensor& input_ids, const DocumentLayout& documents) const;
   KvCache make_cache(std::int64_t batch, std::int64_t capacity) const;
 
  private:
   std::pair<std::size_t, int> locate(const std::string& name) const;  // (unit, parameter index); throws
+  torch::Tensor forward_with(const torch::Tensor& input_ids, const DocumentLayout& documents, KvCache* cache) const;
 
   LlamaConfig config_;
   std::vector<UnitLayout> units_;

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/model/unit_call.h"  // UnitFn, UnitCall: the one recompute Function
 
 namespace metareuse {
 
@@ -46,10 +47,10 @@ struct UnitDef {
 
 // Full (gathered) parameters of one unit, by name; views into one flat buffer.
 using ParamViews = std::map<std::string, torch::Tensor>;
-// What a unit computes: output = fn(input, flat), where `flat` is the unit's
-// gathered flat buffer [padded_numel] (ShardedUnit::views() gives shaped views
-// by name). Extra inputs (labels, positions, masks) are captured by the closure.
-using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
+// What a unit computes is a UnitFn (model/unit_call.h): output = fn(input,
+// flat), where `flat` is the unit's gathered flat buffer [padded_numel]
+// (ShardedUnit::views() gives shaped views by name). Extra inputs (labels,
+// positions, masks) are captured by the closure.
 
 class ShardedUnit {
  public:
@@ -96,8 +97,6 @@ class ShardedUnit {
   std::vector<std::pair<int64_t, int64_t>> decay_ranges_;
 };
 
-struct UnitCall;  // one call of a unit, kept until its backward has run
-
 class ShardedModel {
  public:
   ShardedModel(std::vector<UnitDef> units, Communicator& comm, torch::Device device,
@@ -111,17 +110,24 @@ class ShardedModel {
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
 
   // Runs unit `index` on `input`. With grad mode on, the call joins the
-  // autograd graph through a recomputing function whose backward gathers,
-  // recomputes and reduce-scatters; with it off (eval), it just gathers, runs
-  // and frees. A unit may run several times per step (tied embeddings + head).
+  // autograd graph through run_unit_call (model/unit_call.h), whose backward
+  // reduce-scatters the unit's gradient; with recompute on (the default) it
+  // gathers again and recomputes in backward, with it off it keeps the
+  // gathered buffer and the unit's graph until backward. With grad mode off
+  // (eval), it just gathers, runs and frees. A unit may run several times per
+  // step (tied embeddings + head).
   torch::Tensor run(std::size_t index, const torch::Tensor& input, UnitFn fn);
+  // train.recompute, as decided by the trainer (train/trainer.h: recompute_units).
+  void set_recompute(bool enabled) { recompute_ = enabled; }
+  bool recompute() const { return recompute_; }
 
   // Loads full parameters (by name) into every unit's master shard.
   void load_full(const std::map<std::string, torch::Tensor>& full);
   // Gathers every parameter in fp32 (a collective); for checkpoints and export.
   std::map<std::string, torch::Tensor> gather_full();
   void zero_grad();
-  // Drops the bookkeeping of the last forward/backward (call after backward).
+  // Drops the calls of the last forward (after backward; also frees what a
+  // forward with grad kept when its backward never ran).
   void end_micro_step();
   int64_t numel() const;
   int64_t persistent_bytes() const;
@@ -131,9 +137,10 @@ class ShardedModel {
   Communicator& comm_;
   torch::Device device_;
   torch::ScalarType compute_dtype_;
-  // Closures of the calls made this micro-step; backward reads them.
-  std::vector<std::unique_ptr<UnitCall>> live_calls_;
+  // The calls made this micro-step (the graph holds them too).
+  std::vector<c10::intrusive_ptr<UnitCall>> live_calls_;
   torch::Tensor anchor_;  // requires grad, so every unit call joins the graph
+  bool recompute_ = true;
 };
 
 }  // namespace metareuse

@@ -12,6 +12,7 @@
 
 #include "metareuse/parallel/fsdp.h"
 #include "metareuse/model/config.h"
+#include "metareuse/model/llama.h"  // DocumentLayout, next_token_targets, the forward order
 
 namespace metareuse {
 
@@ -19,11 +20,12 @@ namespace metareuse {
 struct TrainBatch {
   torch::Tensor input_ids;  // (B, T) int64
   torch::Tensor targets;    // (B, T) int64: the token position t predicts, or -100 (no loss)
+  // Optional: where each row's documents are. Given, each micro-batch is cut
+  // to its longest row (dynamic padding: trailing padding is never computed),
+  // and a micro-batch with several documents in a row runs with the
+  // block-diagonal causal mask and per-document positions.
+  DocumentLayout documents;
 };
-
-// targets[t] = input_ids[t + 1]; the last position has none (-100). With a
-// loss mask (B, T) of 0/1, positions whose next token is masked get -100 too.
-torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Tensor& loss_mask = {});
 
 // Weight decay on matrices only ("matrices", the default) or on everything ("all").
 std::vector<UnitDef> llama_unit_defs(const LlamaConfig& config, const std::string& decay_policy);
@@ -52,7 +54,8 @@ class ShardedLlama {
   double evaluate(const TrainBatch& batch);
 
  private:
-  torch::Tensor micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets, double normalizer);
+  torch::Tensor micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
+                           const DocumentLayout& documents, double normalizer);
 
   LlamaConfig config_;
   std::vector<UnitLayout> layouts_;

@@ -20,7 +20,11 @@ struct MetricsLine {
   std::optional<double> grad_norm;  // none (null) when the step was skipped
   double loss_scale = NAN;
   bool skipped = false;             // an fp16 overflow: no update
-  double tokens_per_s = 0;
+  double tokens_per_s = 0;          // raw: every slot of the global batch (B * T), padding included
+  // Useful: only non-pad tokens (every document token, which carries loss or
+  // context); absent (0) in lines written before it existed.
+  double useful_tokens_per_s = 0;
+  double padding_fraction = 0;      // of the B * T slots, the share that was padding
   std::optional<double> mfu;        // none (null): no known peak for this device
   double seconds = 0;               // of this step
 

@@ -12,11 +12,12 @@
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/model/config.h"
 #include "metareuse/train/optimizer.h"
+#include "metareuse/parallel/sharded_llama.h"  // TrainBatch
 
 namespace metareuse {
 
-// Per-rank memory of a training configuration (ZeRO-3 sharding, units
-// recomputed in backward).
+// Per-rank memory of a training configuration (ZeRO-3 sharding), with units
+// recomputed in backward or kept, and the train.recompute choice it implies.
 struct MemoryPlan {
   int64_t parameters = 0;
   int64_t ranks = 1;
@@ -25,13 +26,29 @@ struct MemoryPlan {
   int64_t activations_checkpointed_bytes = 0;  // unit inputs kept + one layer's recompute
   int64_t activations_full_bytes = 0;          // what keeping every activation would cost instead
   int64_t logits_bytes = 0;          // (micro batch, T, V) logits and their gradient in fp32
-  int64_t total_bytes = 0;           // with checkpointed activations
+  int64_t total_bytes = 0;           // with checkpointed activations (recompute)
+  // Without recompute: every unit's gathered parameters and every activation
+  // stay until backward (FSDP's reshard_after_forward=false).
+  int64_t kept_units_bytes = 0;      // all units gathered in compute precision + one unit's fp32 gradient
+  int64_t total_kept_bytes = 0;
   int64_t device_bytes = 0;          // 0: unknown
-  bool fits = true;
+  std::string recompute_choice = "auto";  // train.recompute
+  bool recompute = false;            // the decision: always -> true, never -> false, auto -> !(kept fits)
+  bool fits = true;                  // the chosen mode's total fits in 90% of device_bytes (or unknown)
 };
 
+// `recompute`: train.recompute (auto | always | never); auto recomputes only
+// when the kept total does not fit in 90% of `device_bytes` (never when that is 0).
+struct PackedDataset;
+
+// The rows `sequences` of a tokenized dataset as a training batch: ids,
+// next-token targets (loss mask, never across a document boundary), and each
+// row's document layout (positions, segment ids), which ShardedLlama uses to
+// mask packed documents apart and to cut padding per micro-batch.
+TrainBatch train_batch_of(const PackedDataset& data, const std::vector<int64_t>& sequences);
+
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
-                       const std::string& precision, int64_t device_bytes);
+                       const std::string& precision, int64_t device_bytes, const std::string& recompute = "auto");
 std::string format_plan(const MemoryPlan& plan);
 
 // The model the config names: model.path's config.json, or model.preset
@@ -53,6 +70,7 @@ struct TrainOptions {
   std::int64_t device_bytes = 0;    // train.device_memory; 0: unknown
   std::int64_t global_batch = 8;
   std::int64_t micro_batch = 2;
+  std::string recompute = "auto";   // train.recompute: auto | always | never (decided by plan_memory)
   EpochPolicy epoch_policy;
   std::int64_t epochs = 0;          // > 0 overrides the policy
   std::int64_t max_steps = 0;       // > 0 caps the plan
@@ -77,11 +95,11 @@ struct TrainOptions {
 };
 
 // The checks that need the dataset and the rank count, in one place, before
-// anything large is allocated: precision against the device, packed data, the
-// batch sizes, and the memory plan. Throws ConfigError or InputError naming the
-// key or the file.
-void validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
-                       bool packed, int world_size);
+// anything large is allocated: precision against the device, the batch sizes,
+// and the memory plan (which also decides train.recompute). Throws
+// ConfigError or InputError naming the key or the file; returns the plan.
+MemoryPlan validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
+                             int world_size);
 
 // Runs training on every rank; returns the exit status (0, or kExitTimeLimit).
 int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder);
