@@ -105,7 +105,7 @@ TEST_CASE("every line is read by exactly one rank, in order, for any cut") {
   }
 }
 
-TEST_CASE("bad input: each case is reported as file:line: reason and skipped; good records count") {
+TEST_CASE("bad input: each case is reported as file:line: reason and skipped, good records count") {
   Communicator& world = test::runtime().world();
   auto dir = test::shared_temp_dir(world, "corpus-bad");
   std::string deep = std::string(200, '[') + std::string(200, ']');
@@ -183,7 +183,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped; go
   CHECK(result.reasonings[4] == "step 17.|17");
 }
 
-TEST_CASE("an empty file has no records and no error; several files and globs keep their order") {
+TEST_CASE("an empty file has no records and no error, several files and globs keep their order") {
   Communicator& world = test::runtime().world();
   auto dir = test::shared_temp_dir(world, "corpus-files");
   if (world.rank() == 0) {

@@ -66,7 +66,7 @@ TEST_CASE("seed sentence split: newlines, white space after . ! ?, ASCII strip o
   CHECK(patterns::code_point_count("\u00e9\u4e2d\U0001F600a") == 4);
 }
 
-TEST_CASE("normalised form: lowercase, no annotations, <num>, single spaces; word-aligned search") {
+TEST_CASE("normalised form: lowercase, no annotations, <num>, single spaces, word-aligned search") {
   CHECK(patterns::normalize("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe  sold 1,250.50 $3.50!") ==
         "natalia sold <num>/<num> = <num> clips in may. she sold <num> $<num>!");
   CHECK(patterns::normalize("  \t ") == "");

@@ -26,7 +26,7 @@ std::string read_text(const std::filesystem::path& path) {
 
 }  // namespace
 
-TEST_CASE("tokenize --text prints Llama 3 ids; special text stays text unless --special", "[cli][tokenize]") {
+TEST_CASE("tokenize --text prints Llama 3 ids, special text stays text unless --special", "[cli][tokenize]") {
   METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path);
   auto plain = run_metareuse("tokenize --tokenizer '" + path + "' --text 'Hello world<|eot_id|>'");
   REQUIRE(plain.status == 0);
