@@ -105,8 +105,10 @@ def make_case(settings, seed, folder):
     fresh = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32)
     prompt = torch.randint(0, vocab, (1, 5), generator=generator)
     with torch.no_grad():
-        greedy = fresh.generate(prompt, max_new_tokens=8, min_new_tokens=8, do_sample=False, eos_token_id=None,
-                                pad_token_id=0)
+        # An explicit all-ones mask: given only pad_token_id, generate() masks every
+        # prompt token equal to it (a random prompt holds id 0 now and then).
+        greedy = fresh.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=8, min_new_tokens=8,
+                                do_sample=False, eos_token_id=None, pad_token_id=0)
     tensors["gen_prompt"] = prompt
     tensors["gen_greedy"] = greedy[0, prompt.shape[1]:].clone()
     save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(folder, "reference.safetensors"))

@@ -17,6 +17,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/train/optimizer.h"
+#include "hdf5_faults.h"  // flip_chunk_bytes
 #include "test_support.h"
 #include "toy_model.h"
 
@@ -227,38 +228,8 @@ TEST_CASE("bad checkpoints give clear errors naming the file", "[checkpoint]") {
     // The first parameter tensor's first chunk, located through HDF5 itself.
     fs::path flipped = dir / "flipped.h5";
     fs::copy_file(good.path, flipped);
-    std::string name;
-    haddr_t address = 0;
-    hsize_t size = 0;
-    {
-      hid_t file = H5Fopen(flipped.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-      hid_t group = H5Gopen2(file, "params", H5P_DEFAULT);
-      ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, 0, nullptr, 0, H5P_DEFAULT);
-      name.resize(static_cast<std::size_t>(length));
-      H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, 0, name.data(), name.size() + 1, H5P_DEFAULT);
-      hid_t dataset = H5Dopen2(group, name.c_str(), H5P_DEFAULT);
-      hsize_t offset[4] = {};
-      unsigned mask = 0;
-      hid_t space = H5Dget_space(dataset);
-      REQUIRE(H5Dget_chunk_info(dataset, space, 0, offset, &mask, &address, &size) >= 0);
-      H5Sclose(space);
-      H5Dclose(dataset);
-      H5Gclose(group);
-      H5Fclose(file);
-    }
-    REQUIRE(size > 8);
-    {
-      std::fstream bytes(flipped, std::ios::in | std::ios::out | std::ios::binary);
-      const hsize_t count = std::min<hsize_t>(200, size / 2);
-      for (hsize_t i = 0; i < count; ++i) {
-        bytes.seekg(static_cast<std::streamoff>(address + size / 4 + i));
-        char c = 0;
-        bytes.get(c);
-        bytes.seekp(static_cast<std::streamoff>(address + size / 4 + i));
-        bytes.put(static_cast<char>(c ^ 0x5a));
-      }
-    }
-    const std::string tensor = "params/" + name;
+    const std::string tensor = "params/" + test::first_member(flipped, "params");
+    REQUIRE(test::flip_chunk_bytes(flipped, tensor) > 8);
     CHECK_THROWS_WITH(load_checkpoint(flipped.string(), model, nullptr),
                       Contains(flipped.string()) && Contains(tensor) && Contains("Fletcher32"));
     CHECK_THROWS_WITH(verify_checkpoint(flipped.string()), Contains(tensor) && Contains("Fletcher32"));

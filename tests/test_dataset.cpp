@@ -17,6 +17,7 @@
 #include "metareuse/dataset/sampler.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
+#include "hdf5_faults.h"  // flip_chunk_bytes
 #include "test_support.h"
 #include "tokenizer_support.h"
 
@@ -248,30 +249,7 @@ TEST_CASE("flipped bytes in a dataset's tokens fail the load naming the dataset 
   const std::string path = (dir / "flipped.h5").string();
   write_dataset(path, packed);
   REQUIRE(load_dataset(path).tokens == packed.tokens);
-  haddr_t address = 0;
-  hsize_t size = 0;
-  {
-    hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    hid_t dataset = H5Dopen2(file, "tokens", H5P_DEFAULT);
-    hsize_t offset[2] = {};
-    unsigned mask = 0;
-    hid_t space = H5Dget_space(dataset);
-    REQUIRE(H5Dget_chunk_info(dataset, space, 0, offset, &mask, &address, &size) >= 0);
-    H5Sclose(space);
-    H5Dclose(dataset);
-    H5Fclose(file);
-  }
-  REQUIRE(size > 8);
-  {
-    std::fstream bytes(path, std::ios::in | std::ios::out | std::ios::binary);
-    for (hsize_t i = 0; i < std::min<hsize_t>(200, size / 2); ++i) {
-      bytes.seekg(static_cast<std::streamoff>(address + size / 4 + i));
-      char c = 0;
-      bytes.get(c);
-      bytes.seekp(static_cast<std::streamoff>(address + size / 4 + i));
-      bytes.put(static_cast<char>(c ^ 0x5a));
-    }
-  }
+  REQUIRE(test::flip_chunk_bytes(path, "tokens") > 8);
   CHECK_THROWS_WITH(load_dataset(path), Contains("dataset 'tokens'") && Contains("Fletcher32"));
 }
 

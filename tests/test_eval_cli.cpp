@@ -12,6 +12,7 @@
 #include <map>
 
 #include "cli_runner.h"
+#include "sample_examples.h"  // write_sample_augmented
 #include "test_support.h"
 
 using metareuse::test::run_metareuse;
@@ -26,18 +27,7 @@ namespace {
 const fs::path& trained_run() {
   static const fs::path dir = [] {
     fs::path d = metareuse::test::temp_dir("eval-cli");
-    std::ofstream augmented(d / "augmented.jsonl");
-    std::ifstream corpus(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl");
-    std::string line;
-    while (std::getline(corpus, line)) {
-      auto record = json::parse(line);
-      augmented << json{{"prompt", record["question"].get<std::string>() + "\n"},
-                        {"target", record["reasoning"].get<std::string>() + "\n#### " +
-                                       record["solution"].get<std::string>()}}
-                       .dump()
-                << "\n";
-    }
-    augmented.close();
+    metareuse::test::write_sample_augmented(d / "augmented.jsonl", "\n");
     auto step = [](const std::string& args) {
       auto result = run_metareuse(args);
       INFO(args << "\n" << result.output);

@@ -13,6 +13,7 @@
 #include <iterator>
 
 #include "cli_runner.h"
+#include "sample_examples.h"  // write_sample_augmented
 #include "test_support.h"
 
 using metareuse::test::run_metareuse;
@@ -31,18 +32,7 @@ std::string read_file(const fs::path& path) {
 const fs::path& fixture_dir() {
   static const fs::path dir = [] {
     fs::path d = metareuse::test::temp_dir("failures-cli");
-    std::ofstream augmented(d / "augmented.jsonl");
-    std::ifstream corpus(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl");
-    std::string line;
-    while (std::getline(corpus, line)) {
-      auto record = nlohmann::json::parse(line);
-      augmented << nlohmann::json{{"prompt", record["question"]},
-                                  {"target", record["reasoning"].get<std::string>() + "\n#### " +
-                                                 record["solution"].get<std::string>()}}
-                       .dump()
-                << "\n";
-    }
-    augmented.close();
+    metareuse::test::write_sample_augmented(d / "augmented.jsonl");
     auto tokenizer = run_metareuse("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 400 --tokenizer " +
                                    (d / "spm.model").string());
     INFO(tokenizer.output);

@@ -25,6 +25,7 @@
 #include "metareuse/model/source.h"
 #include "metareuse/parallel/sharded_llama.h"
 #include "metareuse/train/optimizer.h"
+#include "tensor_compare.h"  // relative_error, to_vector
 #include "test_support.h"
 
 using namespace metareuse;
@@ -32,15 +33,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double relative_error(const torch::Tensor& actual, const torch::Tensor& reference) {
-  return (actual.to(torch::kFloat64) - reference.to(torch::kFloat64)).abs().max().item<double>() /
-         reference.to(torch::kFloat64).abs().max().item<double>();
-}
-
-std::vector<std::int64_t> to_vector(const torch::Tensor& tensor) {
-  torch::Tensor flat = tensor.to(torch::kInt64).contiguous().view({-1});
-  return std::vector<std::int64_t>(flat.data_ptr<std::int64_t>(), flat.data_ptr<std::int64_t>() + flat.numel());
-}
+using test::relative_error;
+using test::to_vector;
 
 void check_case(const fs::path& folder, std::int64_t& far_elements, std::int64_t& all_elements) {
   std::ifstream case_file(folder / "case.json");
@@ -72,8 +66,25 @@ void check_case(const fs::path& folder, std::int64_t& far_elements, std::int64_t
     torch::NoGradGuard no_grad;
     GenerationOptions options;
     options.max_new_tokens = 8;
-    CHECK(generate(model, to_vector(reference.tensor("gen_prompt")), options) ==
-          to_vector(reference.tensor("gen_greedy")));
+    const std::vector<std::int64_t> prompt = to_vector(reference.tensor("gen_prompt"));
+    const std::vector<std::int64_t> expected = to_vector(reference.tensor("gen_greedy"));
+    const std::vector<std::int64_t> ours = generate(model, prompt, options);
+    REQUIRE(ours.size() == expected.size());
+    // Identical, except that a random tiny model can meet a near-tie: the two
+    // picks' logits equal within the logits' tolerance. Past such a step the
+    // sequences may part legitimately; before it every token must agree.
+    std::size_t step = 0;
+    while (step < ours.size() && ours[step] == expected[step]) ++step;
+    if (step < ours.size()) {
+      std::vector<std::int64_t> prefix = prompt;
+      prefix.insert(prefix.end(), expected.begin(), expected.begin() + static_cast<std::ptrdiff_t>(step));
+      torch::Tensor last = model.forward(torch::tensor(prefix).unsqueeze(0))[0][-1];  // (V,)
+      const double scale = last.abs().max().item<double>();
+      const double gap = std::abs(last[ours[step]].item<double>() - last[expected[step]].item<double>()) / scale;
+      INFO("greedy tokens part at step " << step << ": ours " << ours[step] << ", transformers' " << expected[step]
+                                         << ", their logits differ by " << gap << " of the largest");
+      CHECK(gap <= 1e-5);
+    }
   }
 
   // 3 AdamW steps on the sharding engine (one rank), weight decay on every parameter.

@@ -21,6 +21,7 @@
 #include "metareuse/model/llama.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
+#include "tensor_compare.h"  // relative_error, to_vector
 #include "test_support.h"
 
 using Catch::Matchers::Contains;
@@ -31,16 +32,8 @@ namespace {
 
 fs::path fixture_dir(const std::string& shared) { return fs::path(shared) / "fixtures" / "hf_tiny_llama32"; }
 
-// max |a - b| / max |b|: the error relative to the reference's scale.
-double relative_error(const torch::Tensor& actual, const torch::Tensor& reference) {
-  return (actual.to(torch::kFloat64) - reference.to(torch::kFloat64)).abs().max().item<double>() /
-         reference.to(torch::kFloat64).abs().max().item<double>();
-}
-
-std::vector<std::int64_t> to_vector(const torch::Tensor& tensor) {
-  torch::Tensor flat = tensor.to(torch::kInt64).contiguous().view({-1});
-  return std::vector<std::int64_t>(flat.data_ptr<std::int64_t>(), flat.data_ptr<std::int64_t>() + flat.numel());
-}
+using test::relative_error;
+using test::to_vector;
 
 LlamaModel load_fixture(const fs::path& dir) { return load_model(*open_model_source(dir.string())); }
 

@@ -25,6 +25,7 @@
 #include "metareuse/tokenizer/chat_template.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "real_model.h"
+#include "tensor_compare.h"  // relative_error, to_vector
 #include "test_support.h"
 
 using Catch::Matchers::Contains;
@@ -66,10 +67,7 @@ std::string gsm8k_test_file() {
   return shared + "/datasets/gsm8k/test.jsonl";
 }
 
-double relative_error(const torch::Tensor& actual, const torch::Tensor& reference) {
-  return (actual.to(torch::kFloat64) - reference.to(torch::kFloat64)).abs().max().item<double>() /
-         reference.to(torch::kFloat64).abs().max().item<double>();
-}
+using test::relative_error;
 
 }  // namespace
 
