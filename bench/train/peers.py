@@ -6,7 +6,8 @@ the last step agree across routes (packing with a document mask computes what
 padding computes).
 
     peers.py init OUT_DIR                       shared initial weights (HF folder)
-    peers.py docs OUT.json WORKLOAD STEPS DOCS  the documents of every step
+    peers.py docs OUT.json WORKLOAD STEPS DOCS [AUGMENTED.jsonl]
+                                                the documents of every step
     peers.py run ROUTE INIT_DIR DOCS.json       one route; prints one JSON line
 
 Model: vocab 8192, hidden 256, 4 layers, 8 heads, 4 KV heads, FFN 688, tied
@@ -15,9 +16,13 @@ embeddings (the bench shape, preset debug-small), fp32, AdamW (lr 3e-4, betas
 
 Workloads:
   a  random full sequences: DOCS x 256 tokens per step;
-  b  GSM8K train (../shared/datasets/gsm8k, question + answer, in order) tokenized
-     with the Llama 3 tokenizer, ids folded into the 8192-row vocabulary (id %
-     8192, so the shape stays small), DOCS documents per step, at most 1024 tokens.
+  b  augmented GSM8K train: run.sh mines a handbook from the first records of
+     ../shared/datasets/gsm8k/train.jsonl (first 2000 records) and augments them (`metareuse patterns`,
+     `metareuse augment`, default modes); each document is an example's prompt
+     ("Consider these behaviors: ... question") + target (the worked answer),
+     in order, tokenized with the Llama 3 tokenizer, ids folded into the
+     8192-row vocabulary (id % 8192, so the shape stays small), DOCS documents
+     per step, at most 1024 tokens.
 
 Routes (ROUTE):
   eager       a plain PyTorch loop: rows padded to the step's longest document
@@ -61,7 +66,7 @@ def make_init(out_dir):
     LlamaForCausalLM(hf_config()).save_pretrained(out_dir)
 
 
-def make_docs(out, workload, steps, per_step):
+def make_docs(out, workload, steps, per_step, augmented=None):
     if workload == "a":
         g = torch.Generator().manual_seed(5)
         batches = [[torch.randint(0, V, (A_T,), generator=g).tolist() for _ in range(per_step)] for _ in range(steps)]
@@ -72,10 +77,10 @@ def make_docs(out, workload, steps, per_step):
         shared = os.environ.get("METAREUSE_SHARED", os.path.join(here, "..", "..", "..", "shared"))
         tok = Tokenizer.from_file(os.path.join(shared, "tokenizers", "llama3", "tokenizer.json"))
         docs = []
-        with open(os.path.join(shared, "datasets", "gsm8k", "train.jsonl")) as f:
+        with open(augmented) as f:
             for line in f:
-                record = json.loads(line)
-                ids = tok.encode(record["question"] + "\n" + record["answer"]).ids  # bos first
+                example = json.loads(line)
+                ids = tok.encode(example["prompt"] + example["target"]).ids  # bos first
                 docs.append([i % V for i in ids][:SEQ_B])
                 if len(docs) == steps * per_step:
                     break
@@ -247,7 +252,7 @@ def main():
         make_init(sys.argv[2])
         return
     if command == "docs":
-        make_docs(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        make_docs(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), *sys.argv[6:7])
         return
     route, init_dir, docs_path = sys.argv[2], sys.argv[3], sys.argv[4]
     with open(docs_path) as f:

@@ -5,7 +5,7 @@
 # with padding-free packing), all on the project venv's torch (the version of
 # the libtorch metareuse links), from the same initial weights, on the same
 # documents in the same order. Two workloads (peers.py describes them):
-#   (a) random full sequences of 256 tokens;  (b) GSM8K train at sequence length 1024.
+#   (a) random full sequences of 256 tokens;  (b) augmented GSM8K train at sequence length 1024.
 # Routes run round robin (every route once per round, ROUNDS rounds); each
 # row shows its best round. Prints useful tokens/s, metareuse (1 rank) over
 # each route, peak RSS per rank, and the loss after the last step with its
@@ -15,13 +15,18 @@
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${METAREUSE_BUILD_DIR:-$repo_root/build}/bin/bench_train"
+front="${METAREUSE_BUILD_DIR:-$repo_root/build}/bin/metareuse"
 steps="${1:-3}"
 per_step="${2:-4}"
 rounds="${3:-1}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 python="${PYTHON:-${METAREUSE_VENV:-$repo_root/.venv}/bin/python}"
 "$python" -c "import torch, transformers" 2>/dev/null || { echo "needs the project venv (torch, transformers): run launch/setup.sh" >&2; exit 1; }
-[[ -x "$bin" ]] || { echo "needs $bin: cmake --build build --target bench_train" >&2; exit 1; }
+[[ -x "$bin" && -x "$front" ]] || { echo "needs $bin and $front: cmake --build build --target bench_train metareuse" >&2; exit 1; }
+shared="${METAREUSE_SHARED:-$repo_root/../shared}"
+[[ -f "$shared/datasets/gsm8k/train.jsonl" && -f "$shared/tokenizers/llama3/tokenizer.json" ]] ||
+  { echo "needs ../shared (datasets/gsm8k/train.jsonl, tokenizers/llama3/tokenizer.json); set METAREUSE_SHARED" >&2; exit 1; }
+export METAREUSE_SHARED="$shared"
 peers="$repo_root/bench/train/peers.py"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -30,10 +35,15 @@ export TMPDIR="$work"
 echo "machine: $(uname -srm); $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC'); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "torch $("$python" -c 'import torch; print(torch.__version__)'), transformers $("$python" -c 'import transformers; print(transformers.__version__)')"
-echo "sizes: $steps steps per route (the first untimed); (a) 4 x 256 tokens per step; (b) $per_step GSM8K documents per step"
+echo "sizes: $steps steps per route (the first untimed); (a) 4 x 256 tokens per step; (b) $per_step augmented GSM8K examples per step"
 "$python" "$peers" init "$work/init" >/dev/null 2>&1
 "$python" "$peers" docs "$work/a.json" a "$steps" 4
-"$python" "$peers" docs "$work/b.json" b "$steps" "$per_step"
+# Workload (b): the handbook is mined from GSM8K train's first 2000 records and
+# they are augmented the way `metareuse run` does; the steps take them in order.
+head -n 2000 "$shared/datasets/gsm8k/train.jsonl" >"$work/train.jsonl"
+"$front" patterns --corpus "$work/train.jsonl" --out "$work/handbook.json" >/dev/null 2>&1
+"$front" augment --corpus "$work/train.jsonl" --handbook "$work/handbook.json" --out "$work/augmented.jsonl" >/dev/null 2>&1
+"$python" "$peers" docs "$work/b.json" b "$steps" "$per_step" "$work/augmented.jsonl"
 
 results="$work/results.jsonl"
 for ((round = 1; round <= rounds; ++round)); do
