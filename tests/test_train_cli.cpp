@@ -269,6 +269,12 @@ TEST_CASE("plan prints the 3B figure on 8 P100s and refuses what cannot fit", "[
                                "train.micro_batch=8 --ranks 1 --seq 2048 --device-memory 16GiB");
   CHECK(too_big.status == 1);
   CHECK_THAT(too_big.output, Contains("DOES NOT FIT"));
+  // Without --seq the plan is for the config's own sequence length (the demo's 192, not a fixed 2048
+  // that the demo's 256 positions cannot hold).
+  auto demo = run_metareuse("plan --config configs/demo.json --ranks 1");
+  INFO(demo.output);
+  CHECK(demo.status == 0);
+  CHECK_THAT(demo.output, Contains("sequence 192"));
 }
 
 TEST_CASE("a rank killed with SIGKILL ends the job and the last checkpoint still loads", "[train][e2e]") {

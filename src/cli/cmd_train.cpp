@@ -17,7 +17,7 @@ namespace metareuse::cli {
 namespace {
 struct PlanFlags {
   int64_t ranks = 0;
-  int64_t sequence_length = 2048;
+  int64_t sequence_length = 0;  // 0: the config's dataset.sequence_length
   std::string device_memory;
 };
 PlanFlags g_plan;
@@ -46,7 +46,7 @@ int train_run(CommandContext& context) { return run::train_in_run_folder(context
 void plan_options(CLI::App& app, std::vector<std::string>& overrides) {
   app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")
       ->check(whole_number(1, int64_t{1} << 20));
-  app.add_option("--seq", g_plan.sequence_length, "Sequence length (at most the model's positions)")
+  app.add_option("--seq", g_plan.sequence_length, "Sequence length (at most the model's positions); default: dataset.sequence_length")
       ->check(whole_number(1, int64_t{1} << 24));
   app.add_option("--device-memory", g_plan.device_memory, "Memory per device, e.g. 16GiB");
 }
@@ -56,7 +56,9 @@ int plan_run(CommandContext& context) {
   LlamaConfig model = plan_model_config(config);
   int64_t ranks = g_plan.ranks > 0 ? g_plan.ranks : context.runtime.world_size();
   std::string memory = g_plan.device_memory.empty() ? config.get_string("train.device_memory") : g_plan.device_memory;
-  MemoryPlan plan = plan_memory(model, ranks, config.get_int("train.micro_batch"), g_plan.sequence_length,
+  const int64_t sequence_length =
+      g_plan.sequence_length > 0 ? g_plan.sequence_length : config.get_int("dataset.sequence_length");
+  MemoryPlan plan = plan_memory(model, ranks, config.get_int("train.micro_batch"), sequence_length,
                                 config.get_string("train.precision"), parse_bytes(memory),
                                 config.get_string("train.recompute"));
   if (context.runtime.rank() == 0) {
@@ -64,7 +66,7 @@ int plan_run(CommandContext& context) {
                              config.get_string("model.path").empty() ? config.get_string("model.preset")
                                                                      : config.get_string("model.path"),
                              model.num_hidden_layers, model.hidden_size, config.get_string("train.precision"),
-                             config.get_int("train.micro_batch"), g_plan.sequence_length);
+                             config.get_int("train.micro_batch"), sequence_length);
     std::cout << format_plan(plan);
   }
   return plan.fits ? kExitOk : kExitFailure;
