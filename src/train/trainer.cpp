@@ -24,6 +24,7 @@
 #include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/stop_signals.h"
+#include "metareuse/train/train_state.h"
 #include "metareuse/parallel/sharded_llama.h"
 
 namespace metareuse {
@@ -68,48 +69,139 @@ TrainBatch next_global_batch(DistributedSampler& order, const PackedDataset& dat
   return train_batch_of(data, sequences);
 }
 
-json sampler_json(const SamplerState& state) {
-  return {{"seed", state.seed}, {"epoch", state.epoch}, {"position", state.position}, {"samples", state.samples},
-          {"ranks", state.ranks}};
-}
-
-SamplerState sampler_from_json(const json& j) {
-  SamplerState state;
-  state.seed = j.at("seed").get<uint64_t>();
-  state.epoch = j.at("epoch").get<int64_t>();
-  state.position = j.at("position").get<int64_t>();
-  state.samples = j.at("samples").get<int64_t>();
-  state.ranks = j.at("ranks").get<int64_t>();
-  return state;
-}
-
-// Refuses a checkpoint made for another model, tokenizer or dataset, naming the field.
-void check_resume_identity(const json& saved, const json& current, const std::string& path) {
-  for (const char* part : {"model", "tokenizer", "dataset"}) {
-    if (!saved.contains(part)) throw InputError(fmt::format("{}: checkpoint has no '{}' identity", path, part));
-    const json& a = saved.at(part);
-    const json& b = current.at(part);
-    if (a == b) continue;
-    if (a.is_object() && b.is_object()) {
-      for (auto it = b.begin(); it != b.end(); ++it) {
-        if (!a.contains(it.key()) || a.at(it.key()) != it.value()) {
-          throw InputError(fmt::format("{}: cannot resume: {}.{} is {} in the checkpoint but {} in this run", path,
-                                       part, it.key(), a.contains(it.key()) ? a.at(it.key()).dump() : "absent",
-                                       it.value().dump()));
-        }
-      }
-    }
-    throw InputError(fmt::format("{}: cannot resume: {} is {} in the checkpoint but {} in this run", path, part,
-                                 a.dump(), b.dump()));
-  }
-}
-
 std::string progress_bar(int64_t done, int64_t total, double eta_seconds) {
   const int width = 30;
   int filled = total > 0 ? static_cast<int>(width * done / total) : width;
   return fmt::format("[{}{}] {}/{} ETA {:.0f}s", std::string(filled, '#'), std::string(width - filled, '.'), done,
                      total, eta_seconds);
 }
+
+
+// The weights training starts from: model.path's, or a fresh initialisation from run.seed.
+void load_initial_weights(const TrainOptions& options, ShardedLlama& model) {
+  LlamaModel full(options.model);
+  if (options.model_path.empty()) {
+    full.init_weights(options.seed);
+  } else {
+    open_model_source(options.model_path)->load_into(full);
+  }
+  std::map<std::string, torch::Tensor> parameters;
+  for (const auto& [name, value] : full.named_parameters()) parameters.emplace(name, value.detach());
+  model.load_full(parameters);
+}
+
+TrainIdentity identity_of(const LlamaConfig& model, const PackedDataset& data) {
+  TrainIdentity identity;
+  identity.model = model.to_hf_json();
+  identity.tokenizer = data.metadata.tokenizer_identity();
+  identity.sequences = data.sequences;
+  identity.sequence_length = data.metadata.sequence_length;
+  identity.patterns_hash = data.metadata.patterns_hash;
+  return identity;
+}
+
+// train.resume: restores the weights, the moments, the data order, the loss
+// scaler, this rank's generator and `state`'s counters from a checkpoint of
+// the same identity. Leaves everything as it is when there is none to resume.
+void resume_training(const TrainOptions& options, Communicator& comm, TrainState& state, ShardedLlama& model,
+                     DistributedSampler& order, LossScaler& scaler) {
+  if (options.resume.empty()) return;
+  std::string path = resolve_checkpoint(options.resume, options.checkpoints.dir);
+  if (path.empty()) {
+    log::info("resume auto: no checkpoint in {}, starting fresh", options.checkpoints.dir);
+    return;
+  }
+  json meta = read_checkpoint_meta(path);
+  check_resume_identity(meta, state.identity, path);
+  const TrainState saved = TrainState::from_json(meta, path);
+  std::vector<uint8_t> rng;
+  load_checkpoint(path, model.sharded(), &rng);
+  state.step = saved.step;
+  state.adam_steps = saved.adam_steps;
+  scaler.set_state({saved.loss_scale, saved.loss_scale_good_steps, saved.loss_scale_hysteresis_left});
+  order.restore(saved.sampler);
+  if (!rng.empty()) {
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    generator.set_state(torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8).clone());
+  }
+  log::info("resumed from {} at step {} (saved at {} ranks, now {})", path, state.step, saved.world_size, comm.size());
+}
+
+// Collective: every rank saves its shards and rank 0 writes the file (see checkpoint.h).
+SaveResult save_training(ShardedLlama& model, TrainState& state, const DistributedSampler& order,
+                         const LossScaler& scaler, const CheckpointOptions& checkpoints, const char* why) {
+  state.epoch = order.epoch();
+  state.sampler = order.state();
+  state.loss_scale = scaler.state().scale;
+  state.loss_scale_good_steps = scaler.state().good_steps;
+  state.loss_scale_hysteresis_left = scaler.state().hysteresis_left;
+  torch::Tensor generator = at::detail::getDefaultCPUGenerator().get_state();
+  std::vector<uint8_t> rng(generator.data_ptr<uint8_t>(), generator.data_ptr<uint8_t>() + generator.numel());
+  SaveResult result = save_checkpoint(model.sharded(), state.to_json(), rng, checkpoints);
+  if (result.ok) {
+    log::info("checkpoint ({}) step {} -> {} in {:.2f} s", why, state.step, result.path, result.seconds);
+  } else {
+    log::warn("checkpoint ({}) at step {} FAILED, training goes on and the last good checkpoint is kept: {}", why,
+              state.step, result.message);
+  }
+  return result;
+}
+
+// Rank 0's account of each step: a metrics.jsonl line, and the progress bar
+// (a terminal) or a log line every train.log_every steps.
+class StepReporter {
+ public:
+  StepReporter(const TrainOptions& options, bool leader, const std::string& metrics_path, bool fresh,
+               int64_t total_steps, double slots_per_step)
+      : leader_(leader),
+        tty_(leader && (options.progress == "bar" || (options.progress == "auto" && isatty(STDOUT_FILENO)))),
+        log_every_(options.log_every),
+        total_steps_(total_steps),
+        slots_per_step_(slots_per_step) {
+    if (leader_) metrics_.open(metrics_path, fresh);  // every line checked: a full disk stops training, file named
+  }
+  // Ends the progress bar's line, before the final checkpoint's log lines.
+  void finish() {
+    if (tty_) std::printf("\n");
+  }
+
+  void report(int64_t step, int64_t epoch, double loss, double lr, const StepOutcome& outcome, double useful_tokens,
+              double seconds, double eta) {
+    if (!leader_) return;
+    MetricsLine line;
+    line.step = step;
+    line.epoch = epoch;
+    line.loss = loss;
+    line.lr = lr;
+    if (!outcome.skipped) line.grad_norm = outcome.grad_norm;
+    line.loss_scale = outcome.loss_scale;
+    line.skipped = outcome.skipped;
+    line.tokens_per_s = slots_per_step_ / seconds;
+    line.useful_tokens_per_s = useful_tokens / seconds;
+    line.padding_fraction = 1.0 - useful_tokens / slots_per_step_;
+    line.seconds = seconds;
+    metrics_.write(line.to_json().dump() + "\n");
+    if (tty_) {
+      std::printf("\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
+                  progress_bar(step, total_steps_, eta).c_str(), loss, lr, line.useful_tokens_per_s,
+                  line.tokens_per_s);
+      std::fflush(stdout);
+    } else if (step % log_every_ == 0 || step == total_steps_) {
+      log::info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
+                "{:.0f}s",
+                step, total_steps_, epoch, loss, lr, outcome.grad_norm, outcome.skipped ? " (skipped)" : "",
+                line.useful_tokens_per_s, line.tokens_per_s, eta);
+    }
+  }
+
+ private:
+  bool leader_;
+  bool tty_;
+  int64_t log_every_;
+  int64_t total_steps_;
+  double slots_per_step_;
+  AppendFile metrics_;
+};
 
 }  // namespace
 
@@ -323,201 +415,103 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   // From the start: a preemption signal during loading still ends in a clean stop.
   StopSignals stop_signals;  // SIGTERM, SIGUSR1, a first Ctrl-C: stop at the next step
   Communicator& comm = runtime.world();
-  const bool leader = comm.rank() == 0;
 
   // --- what to train, checked before anything large is allocated
   const torch::Device device = training_device(options.device, runtime.layout().local_rank);
   // Before anything is allocated: a GPU this libtorch has no kernels for (a P100
   // under a cu128+ build) fails here with the build to use, not at its first kernel.
   if (device.is_cuda()) check_gpu_supported(device.index());
-  const LlamaConfig& model_config = options.model;
-  const std::string& dataset_path = options.dataset_path;
   DatasetExpectations expectations;
-  expectations.model_vocab_size = model_config.vocab_size;
-  PackedDataset data = load_dataset(dataset_path, expectations);
+  expectations.model_vocab_size = options.model.vocab_size;
+  PackedDataset data = load_dataset(options.dataset_path, expectations);
   const bool packed = std::any_of(data.segment_ids.begin(), data.segment_ids.end(), [](int32_t s) { return s > 0; });
   const int64_t T = data.metadata.sequence_length;
   const MemoryPlan memory = validate_training(options, device.is_cuda() ? "cuda" : "cpu", T, comm.size());
-  const int64_t global_batch = options.global_batch;
-  const int64_t micro_batch = options.micro_batch;
-  log::info("dataset {}: {} sequences of {} tokens ({}; tokenizer {})", dataset_path, data.sequences, T,
+  log::info("dataset {}: {} sequences of {} tokens ({}; tokenizer {})", options.dataset_path, data.sequences, T,
             packed ? "packed: documents masked apart" : "one document per sequence, padded per micro-batch",
             data.metadata.tokenizer_identity());
-
-  EpochPlan epochs = plan_epochs(data.sequences, global_batch, options.epoch_policy, options.epochs, options.max_steps);
+  EpochPlan epochs =
+      plan_epochs(data.sequences, options.global_batch, options.epoch_policy, options.epochs, options.max_steps);
   log::info("plan: {} examples, {} epoch(s) x {} steps/epoch -> {} steps ({})", epochs.examples, epochs.epochs,
             epochs.steps_per_epoch, epochs.total_steps, epochs.reason);
 
-  // --- the sharded model
+  // --- the sharded model, its optimizer state and the data order
   log::info("training on {}", device.str());
-  ShardedLlama model(model_config, comm, device, compute_dtype(options.precision), options.weight_decay_policy);
+  ShardedLlama model(options.model, comm, device, compute_dtype(options.precision), options.weight_decay_policy);
   model.sharded().set_recompute(memory.recompute);
   log::info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
             memory.recompute_choice);
-  {
-    LlamaModel full(model_config);
-    if (options.model_path.empty()) {
-      full.init_weights(options.seed);
-    } else {
-      open_model_source(options.model_path)->load_into(full);
-    }
-    std::map<std::string, torch::Tensor> parameters;
-    for (const auto& [name, value] : full.named_parameters()) parameters.emplace(name, value.detach());
-    model.load_full(parameters);
-  }
-  log::info("model: {} parameters, {} units; {} per rank persistent", parameter_count(model_config),
+  load_initial_weights(options, model);
+  log::info("model: {} parameters, {} units; {} per rank persistent", parameter_count(options.model),
             model.sharded().size(), format_bytes(static_cast<double>(model.sharded().persistent_bytes())));
-
-  const AdamWConfig& adamw = options.adamw;
-  LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
-                            options.lr_min};
+  const LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
+                                  options.lr_min};
   LossScaler scaler(options.loss_scaling);
   BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling.enabled);
+  // One global order on every rank (rank 0 of 1): each step every rank draws the
+  // same global batch and ShardedLlama takes its own rows of it, so the batches do
+  // not depend on the rank count.
   DistributedSampler order(data.sequences, 0, 1, options.seed);
-  const CheckpointOptions& checkpoints = options.checkpoints;
+  TrainState state;
+  state.identity = identity_of(options.model, data);
+  state.config = options.resolved_config;
+  resume_training(options, comm, state, model, order, scaler);
 
-  json identity = {{"model", model_config.to_hf_json()},
-                   {"tokenizer", data.metadata.tokenizer_identity()},
-                   {"dataset",
-                    {{"sequences", data.sequences},
-                     {"sequence_length", T},
-                     {"patterns_hash", data.metadata.patterns_hash},
-                     {"tokenizer", data.metadata.tokenizer_identity()}}}};
-
-  int64_t iteration = 0;   // optimizer steps attempted (the schedule's position)
-  int64_t adam_steps = 0;  // steps taken (AdamW's bias correction)
-  const std::string& resume = options.resume;
-  if (!resume.empty()) {
-    std::string path = resolve_checkpoint(resume, checkpoints.dir);
-    if (path.empty()) {
-      log::info("resume auto: no checkpoint in {}, starting fresh", checkpoints.dir);
-    } else {
-      json meta = read_checkpoint_meta(path);
-      check_resume_identity(meta, identity, path);
-      std::vector<uint8_t> rng;
-      load_checkpoint(path, model.sharded(), &rng);
-      iteration = meta.at("step").get<int64_t>();
-      adam_steps = meta.at("adam_steps").get<int64_t>();
-      scaler.set_state({meta.at("loss_scale").get<double>(), meta.at("loss_scale_good_steps").get<int64_t>(),
-                        meta.at("loss_scale_hysteresis_left").get<int64_t>()});
-      order.restore(sampler_from_json(meta.at("sampler")));
-      if (!rng.empty()) {
-        at::Generator generator = at::detail::getDefaultCPUGenerator();
-        generator.set_state(torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8).clone());
-      }
-      log::info("resumed from {} at step {} (saved at {} ranks, now {})", path, iteration,
-                meta.value("world_size", 0), comm.size());
-    }
-  }
-
-  AppendFile metrics;  // every line checked: a full disk stops training with the file named
-  if (leader) metrics.open(run::RunLayout(run_folder).metrics(), iteration == 0);
-
-  auto save = [&](const char* why) {
-    json meta = identity;
-    meta["step"] = iteration;
-    meta["adam_steps"] = adam_steps;
-    meta["epoch"] = order.epoch();
-    meta["sampler"] = sampler_json(order.state());
-    meta["loss_scale"] = scaler.state().scale;
-    meta["loss_scale_good_steps"] = scaler.state().good_steps;
-    meta["loss_scale_hysteresis_left"] = scaler.state().hysteresis_left;
-    meta["config"] = options.resolved_config;
-    torch::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
-    std::vector<uint8_t> rng(state.data_ptr<uint8_t>(), state.data_ptr<uint8_t>() + state.numel());
-    SaveResult result = save_checkpoint(model.sharded(), meta, rng, checkpoints);
-    if (result.ok) {
-      log::info("checkpoint ({}) step {} -> {} in {:.2f} s", why, iteration, result.path, result.seconds);
-    } else {
-      log::warn("checkpoint ({}) at step {} FAILED, training goes on and the last good checkpoint is kept: {}", why,
-                iteration, result.message);
-    }
-    return result;
-  };
-
-  const double time_limit = options.time_limit;
-  const double every_minutes = options.checkpoint_every_minutes;
-  const int64_t every_steps = options.checkpoint_every_steps;
-  const int64_t log_every = options.log_every;
-  const std::string& progress = options.progress;
-  const bool tty = leader && (progress == "bar" || (progress == "auto" && isatty(STDOUT_FILENO)));
+  const double slots_per_step = static_cast<double>(options.global_batch * T);
+  StepReporter reporter(options, comm.rank() == 0, run::RunLayout(run_folder).metrics(), state.step == 0,
+                        epochs.total_steps, slots_per_step);
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
   Stopwatch since_checkpoint;
   bool stopped = false;
-  const double tokens_per_step = static_cast<double>(global_batch * T);
-
-  while (iteration < epochs.total_steps) {
+  while (state.step < epochs.total_steps) {
     // Every rank votes; one allreduce(MAX) makes the decision collective, so
     // all ranks stop (or checkpoint) at the same step. The budget leaves room
     // for one more step and the final checkpoint.
     double votes[2] = {0.0, 0.0};
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
-    if (time_limit > 0 && wall.seconds() + reserve > time_limit) votes[0] = 1.0;
+    if (options.time_limit > 0 && wall.seconds() + reserve > options.time_limit) votes[0] = 1.0;
     if (stop_signals.received() != 0) votes[0] = 1.0;
-    if (every_minutes > 0 && since_checkpoint.seconds() >= every_minutes * 60.0) votes[1] = 1.0;
+    if (options.checkpoint_every_minutes > 0 && since_checkpoint.seconds() >= options.checkpoint_every_minutes * 60.0) {
+      votes[1] = 1.0;
+    }
     comm.allreduce(votes, 2, DType::kFloat64, ReduceOp::kMax);
     if (votes[0] > 0) {
       stopped = true;
-      log::warn("stopping at step {}: {}", iteration,
+      log::warn("stopping at step {}: {}", state.step,
                 stop_signals.received() != 0 ? fmt::format("signal {} received", stop_signals.received())
-                                          : fmt::format("time limit {:.0f} s reached", time_limit));
+                                             : fmt::format("time limit {:.0f} s reached", options.time_limit));
       break;
     }
 
-    set_progress_label(fmt::format("step {}", iteration + 1));
+    set_progress_label(fmt::format("step {}", state.step + 1));
     Stopwatch step_watch;
-    TrainBatch batch = next_global_batch(order, data, global_batch);
+    TrainBatch batch = next_global_batch(order, data, options.global_batch);
     const double useful_tokens = static_cast<double>(batch.documents.segment_ids.ge(0).sum().item<int64_t>());
-    double lr = lr_at(schedule, iteration);
-    double loss = model.forward_backward(batch, micro_batch, scaler.scale());
-    StepOutcome outcome = optimizer_step(model.sharded(), adamw, lr, options.grad_clip, scaler, adam_steps);
-    ++iteration;
-    bad_steps.after_step(iteration, loss, outcome.skipped, model.sharded());
-    double seconds = step_watch.seconds();
+    const double lr = lr_at(schedule, state.step);
+    const double loss = model.forward_backward(batch, options.micro_batch, scaler.scale());
+    StepOutcome outcome = optimizer_step(model.sharded(), options.adamw, lr, options.grad_clip, scaler, state.adam_steps);
+    ++state.step;
+    bad_steps.after_step(state.step, loss, outcome.skipped, model.sharded());
+    const double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
+    reporter.report(state.step, order.epoch(), loss, lr, outcome, useful_tokens, seconds,
+                    step_seconds * static_cast<double>(epochs.total_steps - state.step));
 
-    if (leader) {
-      MetricsLine line;
-      line.step = iteration;
-      line.epoch = order.epoch();
-      line.loss = loss;
-      line.lr = lr;
-      if (!outcome.skipped) line.grad_norm = outcome.grad_norm;
-      line.loss_scale = outcome.loss_scale;
-      line.skipped = outcome.skipped;
-      line.tokens_per_s = tokens_per_step / seconds;
-      line.useful_tokens_per_s = useful_tokens / seconds;
-      line.padding_fraction = 1.0 - useful_tokens / tokens_per_step;
-      line.seconds = seconds;
-      metrics.write(line.to_json().dump() + "\n");
-      double eta = step_seconds * static_cast<double>(epochs.total_steps - iteration);
-      if (tty) {
-        std::printf("\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
-                    progress_bar(iteration, epochs.total_steps, eta).c_str(), loss, lr, useful_tokens / seconds,
-                    tokens_per_step / seconds);
-        std::fflush(stdout);
-      } else if (iteration % log_every == 0 || iteration == epochs.total_steps) {
-        log::info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
-                  "{:.0f}s",
-                  iteration, epochs.total_steps, order.epoch(), loss, lr, outcome.grad_norm,
-                  outcome.skipped ? " (skipped)" : "", useful_tokens / seconds, tokens_per_step / seconds, eta);
-      }
-    }
-
-    bool due = (every_steps > 0 && iteration % every_steps == 0) || votes[1] > 0;
-    if (due && iteration < epochs.total_steps) {
-      SaveResult result = save("periodic");
+    const bool due = (options.checkpoint_every_steps > 0 && state.step % options.checkpoint_every_steps == 0) ||
+                     votes[1] > 0;
+    if (due && state.step < epochs.total_steps) {
+      SaveResult result = save_training(model, state, order, scaler, options.checkpoints, "periodic");
       checkpoint_seconds = std::max(checkpoint_seconds, result.seconds);
       since_checkpoint.reset();
     }
   }
-  if (tty) std::printf("\n");
 
-  set_progress_label(fmt::format("the final checkpoint after step {}", iteration));
-  SaveResult final_save = save(stopped ? "stop" : "final");
-  log::info("trained {} steps in {:.1f} s; peak RSS {}", iteration, wall.seconds(),
+  reporter.finish();
+  set_progress_label(fmt::format("the final checkpoint after step {}", state.step));
+  SaveResult final_save = save_training(model, state, order, scaler, options.checkpoints, stopped ? "stop" : "final");
+  log::info("trained {} steps in {:.1f} s; peak RSS {}", state.step, wall.seconds(),
             format_bytes(static_cast<double>(peak_rss_bytes())));
   if (stopped) {
     log::warn("stopped before the end of the plan; resume with --resume auto (exit status {})", kExitTimeLimit);

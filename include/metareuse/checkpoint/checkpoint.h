@@ -3,8 +3,9 @@
 //
 // File layout (format "metareuse-checkpoint", version 1):
 //   /                       attributes "magic", "format_version", "meta" (JSON:
-//                           step, epoch, sampler, loss scaler, config, model
-//                           config, tokenizer identity, patterns hash, world size)
+//                           the trainer's TrainState, metareuse/train/train_state.h,
+//                           which defines its keys; save_checkpoint adds
+//                           "world_size")
 //   /params/<HF name>       fp32 master weights, full shape
 //   /exp_avg/<HF name>      AdamW first moment
 //   /exp_avg_sq/<HF name>   AdamW second moment

@@ -1,0 +1,62 @@
+// TrainState: what a checkpoint says about the run it came from, written by
+// the trainer into the checkpoint's "meta" attribute (checkpoint.h stores it
+// as JSON and adds "world_size") and read back on resume, by export and by
+// eval. The one definition of those keys. Torch-free.
+//
+//   identity (a checkpoint of another identity does not resume):
+//     model      the model's config.json (LlamaConfig::to_hf_json)
+//     tokenizer  the tokenizer identity ("sentencepiece:<vocab>:<hash>", ...)
+//     dataset    {sequences, sequence_length, patterns_hash, tokenizer}
+//   where training stands:
+//     step                    optimizer steps attempted (the LR schedule's position)
+//     adam_steps              steps taken (AdamW's bias correction; fp16 skips do not count)
+//     epoch, sampler          the data order (SamplerState)
+//     loss_scale, loss_scale_good_steps, loss_scale_hysteresis_left   fp16 loss scaling
+//     config                  the resolved config of the run
+//     world_size              ranks at save time (written by save_checkpoint)
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "metareuse/dataset/sampler.h"
+
+namespace metareuse {
+
+struct TrainIdentity {
+  nlohmann::json model;  // config.json form
+  std::string tokenizer;
+  std::int64_t sequences = 0;
+  std::int64_t sequence_length = 0;
+  std::string patterns_hash = "none";
+
+  // The three identity keys of the checkpoint's meta: model, tokenizer, dataset.
+  nlohmann::json to_json() const;
+};
+
+struct TrainState {
+  TrainIdentity identity;
+  std::int64_t step = 0;
+  std::int64_t adam_steps = 0;
+  std::int64_t epoch = 0;
+  SamplerState sampler;
+  double loss_scale = 1.0;
+  std::int64_t loss_scale_good_steps = 0;
+  std::int64_t loss_scale_hysteresis_left = 1;
+  nlohmann::json config = nlohmann::json::object();
+  std::int64_t world_size = 0;  // 0: not recorded (the trainer does not set it; save_checkpoint does)
+
+  nlohmann::json to_json() const;
+  // Reads a checkpoint's meta; a missing or mistyped key throws InputError
+  // naming `source` (the checkpoint file) and the key.
+  static TrainState from_json(const nlohmann::json& meta, const std::string& source);
+};
+
+// Refuses to resume from `saved` (the checkpoint's meta, as stored) into a run
+// of identity `current`: InputError naming `path` and the first field that
+// differs ("model.hidden_size is 64 in the checkpoint but 128 in this run").
+void check_resume_identity(const nlohmann::json& saved, const TrainIdentity& current, const std::string& path);
+
+}  // namespace metareuse
