@@ -18,6 +18,7 @@
 #include "metareuse/model/source.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/stop_signals.h"
+#include "metareuse/train/train_state.h"
 #include "metareuse/parallel/sharded_llama.h"
 #include "test_support.h"
 
@@ -249,4 +250,45 @@ TEST_CASE("recompute never and always give the same losses", "[train][recompute]
     CHECK(std::abs(always[s] - never[s]) <= 1e-5 * std::abs(always[s]));
   }
   CHECK(always.back() < always.front());
+}
+
+TEST_CASE("TrainState round-trips the checkpoint metadata and names a missing key and a changed identity",
+          "[train][checkpoint]") {
+  TrainState state;
+  state.identity.model = LlamaConfig::preset("debug-tiny").to_hf_json();
+  state.identity.tokenizer = "sentencepiece:1000:abc";
+  state.identity.sequences = 40;
+  state.identity.sequence_length = 192;
+  state.identity.patterns_hash = "f00d";
+  state.step = 7;
+  state.adam_steps = 6;
+  state.epoch = 1;
+  state.sampler = SamplerState{1234, 1, 3, 40, 1};
+  state.loss_scale = 32768.0;
+  state.loss_scale_good_steps = 5;
+  state.loss_scale_hysteresis_left = 1;
+  state.config = {{"train", {{"lr", 0.003}}}};
+  nlohmann::json meta = state.to_json();
+  CHECK(meta.at("dataset").at("tokenizer") == "sentencepiece:1000:abc");
+  CHECK_FALSE(meta.contains("world_size"));  // save_checkpoint writes it, not the trainer
+  meta["world_size"] = 2;
+  TrainState back = TrainState::from_json(meta, "ckpt.h5");
+  CHECK(back.to_json() == meta);
+  CHECK(back.world_size == 2);
+  CHECK(back.sampler.position == 3);
+
+  nlohmann::json broken = meta;
+  broken["sampler"].erase("position");
+  CHECK_THROWS_WITH(TrainState::from_json(broken, "ckpt.h5"),
+                    Catch::Matchers::Contains("ckpt.h5") &&
+                        Catch::Matchers::Contains("'sampler.position'"));
+  broken = meta;
+  broken["step"] = "seven";
+  CHECK_THROWS_WITH(TrainState::from_json(broken, "ckpt.h5"), Catch::Matchers::Contains("'step'"));
+
+  TrainIdentity other = state.identity;
+  CHECK_NOTHROW(check_resume_identity(meta, other, "ckpt.h5"));
+  other.sequence_length = 256;
+  CHECK_THROWS_WITH(check_resume_identity(meta, other, "ckpt.h5"),
+                    Catch::Matchers::Contains("dataset.sequence_length is 192 in the checkpoint but 256"));
 }
