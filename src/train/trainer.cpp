@@ -373,7 +373,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
                             options.lr_min};
   LossScaler scaler(options.loss_scaling);
   BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling.enabled);
-  DistributedSampler order(data.sequences, 0, 1, options.seed);
+  DistributedSampler order = DistributedSampler::global_order(data.sequences, options.seed);
   const CheckpointOptions& checkpoints = options.checkpoints;
 
   json identity = {{"model", model_config.to_hf_json()},
@@ -451,18 +451,23 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     // Every rank votes; one allreduce(MAX) makes the decision collective, so
     // all ranks stop (or checkpoint) at the same step. The budget leaves room
     // for one more step and the final checkpoint.
-    double votes[2] = {0.0, 0.0};
+    // votes: {stop, checkpoint now, the signal number}; the signal travels with
+    // the vote so that every rank names it, not only the rank that got it.
+    double votes[3] = {0.0, 0.0, static_cast<double>(stop_signals.received())};
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
     if (time_limit > 0 && wall.seconds() + reserve > time_limit) votes[0] = 1.0;
     if (stop_signals.received() != 0) votes[0] = 1.0;
     if (every_minutes > 0 && since_checkpoint.seconds() >= every_minutes * 60.0) votes[1] = 1.0;
-    comm.allreduce(votes, 2, DType::kFloat64, ReduceOp::kMax);
+    comm.allreduce(votes, 3, DType::kFloat64, ReduceOp::kMax);
     if (votes[0] > 0) {
       stopped = true;
+      const int signal_number = static_cast<int>(votes[2]);
       log::warn("stopping at step {}: {}", iteration,
-                stop_signals.received() != 0 ? fmt::format("signal {} received", stop_signals.received())
-                                          : fmt::format("time limit {:.0f} s reached", time_limit));
+                signal_number == 0 ? fmt::format("time limit {:.0f} s reached", time_limit)
+                : signal_number == stop_signals.received()
+                    ? fmt::format("signal {} received", signal_number)
+                    : fmt::format("signal {} received by another rank", signal_number));
       break;
     }
 
