@@ -87,4 +87,34 @@ if ((dry_run)); then
   exit 0
 fi
 cd "$repo_root"
-exec "${command[@]}"
+# mpirun handles SIGINT and SIGTERM itself by ending the job: SIGTERM to every
+# rank, SIGKILL one second later (odls_base_sigkill_timeout) and status 1, so a
+# checkpoint that takes longer is cut off. Instead the first Ctrl-C or SIGTERM
+# reaches mpirun as SIGUSR1, which it forwards to every rank: they stop at the
+# same step with a checkpoint and the status is 3. A second Ctrl-C or SIGTERM
+# is passed on as it is (the job ends at once). `set -m` gives mpirun a process
+# group of its own, so a terminal's Ctrl-C reaches only this script.
+set +e  # the statuses below are read, not fatal
+stops=0
+forward_stop() {
+  stops=$((stops + 1))
+  if ((stops == 1)); then
+    echo "mpirun.sh: SIG$1: the ranks stop at the next step with a checkpoint (again: end at once)" >&2
+    kill -USR1 "$child" 2>/dev/null || true
+  else
+    kill -s "$1" "$child" 2>/dev/null || true
+  fi
+}
+trap 'forward_stop INT' INT
+trap 'forward_stop TERM' TERM
+set -m
+"${command[@]}" &
+child=$!
+set +m
+# A trapped signal interrupts `wait`; wait again until mpirun itself has ended.
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || break
+done
+exit "$status"

@@ -18,9 +18,9 @@
 #     the template again and `--set train.resume=auto` continues from
 #     <run>/checkpoints/latest (finished pipeline stages are skipped).
 #   - SIGTERM means Slurm itself is ending the job (scancel, the time limit,
-#     a requeue in progress). It is forwarded too, so the ranks checkpoint if
-#     they have time, but the job is not requeued: a cancelled job stays
-#     cancelled.
+#     a requeue in progress). It is forwarded too (as SIGUSR1, see forward()),
+#     so the ranks checkpoint if they have time, but the job is not requeued: a
+#     cancelled job stays cancelled.
 # Any other status ends the job with that status.
 set -uo pipefail
 if (($# == 0)); then
@@ -36,7 +36,10 @@ forward() {
   interrupted=1
   if [[ "$signal_name" == TERM ]]; then terminating=1; fi
   echo "requeue_on_stop: SIG$signal_name at $(date -u +%FT%TZ), forwarding it to the ranks"
-  if ((child > 0)); then kill -s "$signal_name" "$child" 2>/dev/null || true; fi
+  # Passed on as SIGUSR1 either way: mpirun answers a SIGTERM of its own by
+  # killing the ranks one second later (odls_base_sigkill_timeout), which cuts
+  # off their checkpoint; SIGUSR1 it forwards, and the ranks stop with one.
+  if ((child > 0)); then kill -s USR1 "$child" 2>/dev/null || true; fi
 }
 trap 'forward USR1' USR1
 trap 'forward TERM' TERM

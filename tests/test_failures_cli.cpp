@@ -8,6 +8,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/mount.h>
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -194,6 +199,114 @@ TEST_CASE("under a file-size limit every stage reports the file, leaves no tempo
   CHECK_FALSE(any_with_suffix(dir, ".part-0"));
 }
 
+// A small tmpfs mounted for one test (as root; CI runs as root on these
+// machines), unmounted at the end. `error` says why when it cannot be mounted.
+struct SmallFileSystem {
+  explicit SmallFileSystem(const fs::path& where, std::size_t bytes) : path(where) {
+    fs::create_directories(path);
+    const std::string options = "size=" + std::to_string(bytes);
+    if (::mount("tmpfs", path.c_str(), "tmpfs", 0, options.c_str()) != 0) {
+      error = std::string("cannot mount a tmpfs at ") + path.string() + ": " + std::strerror(errno) +
+              " (needs root or CAP_SYS_ADMIN)";
+    }
+  }
+  ~SmallFileSystem() {
+    if (error.empty()) ::umount2(path.c_str(), MNT_DETACH);
+  }
+  // Fills the file system with `filler` until `leave` bytes are free.
+  void fill(std::size_t leave) const {
+    struct statvfs info {};
+    REQUIRE(::statvfs(path.c_str(), &info) == 0);
+    const std::size_t available = static_cast<std::size_t>(info.f_bavail) * info.f_frsize;
+    REQUIRE(available > leave);
+    std::ofstream out(path / "filler", std::ios::binary | std::ios::app);
+    out << std::string(available - leave, 'x');
+  }
+  void empty_filler() const { fs::remove(path / "filler"); }
+  fs::path path;
+  std::string error;
+};
+
+// A real ENOSPC, not a file-size limit: each writer meets a full file system.
+TEST_CASE("a full disk (ENOSPC) fails every stage naming the file, keeps the old output and leaves no temporary",
+          "[e2e][writes]") {
+  fs::path dir = metareuse::test::temp_dir("enospc");
+  SmallFileSystem disk(dir / "disk", 8 << 20);
+  if (!disk.error.empty()) {
+    METAREUSE_SKIP(disk.error);
+    return;
+  }
+  const fs::path out = disk.path;
+  std::ofstream text(dir / "text.jsonl");
+  for (int i = 0; i < 400; ++i) text << nlohmann::json{{"text", "record number " + std::to_string(i) + " of many"}}.dump() << "\n";
+  text.close();
+  struct Stage {
+    const char* name;
+    std::string args;
+    fs::path out;
+  };
+  const std::vector<Stage> stages = {
+      {"prepare", prepare_args(fixture_dir() / "augmented.jsonl", out / "dataset.h5",
+                               "--sequence-length 256 --set dataset.pack=false"),
+       out / "dataset.h5"},
+      {"tokenize", "tokenize --tokenizer " + (fixture_dir() / "spm.model").string() + " --input " +
+                       (dir / "text.jsonl").string() + " --out " + (out / "tokens.jsonl").string(),
+       out / "tokens.jsonl"},
+      {"patterns", "patterns --corpus datasets/sample_reasoning.jsonl --min-support 2 --top-k 0 --out " +
+                       (out / "handbook.json").string(),
+       out / "handbook.json"},
+  };
+  auto no_temporaries = [&] {
+    for (const char* suffix : {".tmp", ".partial", ".part-0", ".train.txt"}) {
+      INFO("suffix " << suffix);
+      CHECK_FALSE(any_with_suffix(out, suffix));
+      CHECK_FALSE(any_with_suffix(out / "checkpoints", suffix));
+    }
+  };
+  fs::create_directories(out / "checkpoints");
+  for (const Stage& stage : stages) {
+    std::ofstream(stage.out, std::ios::trunc) << "previous output";
+    disk.fill(4096);
+    auto full = run_metareuse(stage.args);
+    INFO(stage.name << ": " << full.output);
+    CHECK(full.status == 1);
+    CHECK_THAT(full.output, Contains("cannot write " + stage.out.string()) && Contains("No space left on device"));
+    CHECK(read_file(stage.out) == "previous output");
+    no_temporaries();
+    disk.empty_filler();
+  }
+
+  // Checkpoints: the one at step 2 is written; on a full disk the one at step 4
+  // fails naming its file, `latest` still names step 2, and that one resumes.
+  const fs::path dataset = dir / "dataset.h5";
+  auto prepared = run_metareuse(prepare_args(fixture_dir() / "augmented.jsonl", dataset,
+                                             "--sequence-length 192 --set dataset.pack=false"));
+  REQUIRE(prepared.status == 0);
+  auto train = [&](int steps, const std::string& extra) {
+    return run_metareuse("train --dataset " + dataset.string() + " --set run.out_dir=" + (dir / "run").string() +
+                         " --set checkpoint.dir=" + (out / "checkpoints").string() +
+                         " --set model.vocab_size=400 --set train.global_batch=6 --set train.micro_batch=1 "
+                         "--set train.time_limit=0 --set train.max_steps=" + std::to_string(steps) + " " + extra);
+  };
+  auto first = train(2, "");
+  INFO(first.output);
+  REQUIRE(first.status == 0);
+  REQUIRE(read_file(out / "checkpoints" / "latest").rfind("ckpt-00000002.h5", 0) == 0);
+  disk.fill(4096);
+  auto second = train(4, "--resume auto");
+  INFO(second.output);
+  CHECK(second.status == 1);
+  CHECK_THAT(second.output, Contains("cannot write " + (out / "checkpoints" / "ckpt-00000004.h5").string()) &&
+                                Contains("No space left on device"));
+  CHECK(read_file(out / "checkpoints" / "latest").rfind("ckpt-00000002.h5", 0) == 0);
+  no_temporaries();
+  disk.empty_filler();
+  auto resumed = train(3, "--resume auto");
+  INFO(resumed.output);
+  CHECK(resumed.status == 0);
+  CHECK_THAT(resumed.output, Contains("resumed from") && Contains("ckpt-00000002.h5"));
+}
+
 TEST_CASE("an output that is a directory or under a file is 'cannot create X: reason', not a raw error",
           "[e2e][writes]") {
   fs::path dir = metareuse::test::temp_dir("writes-create");
@@ -313,4 +426,56 @@ TEST_CASE("plan works before the weights are downloaded: the folder's config.jso
     CHECK(shipped.status == 0);
     CHECK_THAT(shipped.output, Contains("3212749824 parameters") && Contains("verdict: fits"));
   }
+}
+
+// ---- Not-found messages say where they looked (relative paths are read from
+// the current folder, README part 5: the message gives the absolute path).
+
+TEST_CASE("every input that is not found is named with the path looked for", "[e2e][not-found]") {
+  fs::path dir = metareuse::test::temp_dir("not-found");
+  const std::string source = METAREUSE_SOURCE_DIR;
+  const std::string missing = "no/such/";  // relative: run_metareuse runs from the source folder
+  fs::create_directories(dir / "empty-folder");
+  const std::string empty_folder = (dir / "empty-folder").string();
+  struct Case {
+    const char* input;
+    std::string args;
+    std::string named;  // the path the message must name
+  };
+  const std::vector<Case> cases = {
+      {"config", "patterns --config " + missing + "config.json", source + "/no/such/config.json"},
+      {"corpus", "patterns --corpus " + missing + "corpus.jsonl --out " + (dir / "h.json").string(),
+       source + "/no/such/corpus.jsonl"},
+      {"tokenizer", "tokenize --tokenizer " + missing + "spm.model --text hello", source + "/no/such/spm.model"},
+      {"handbook", "augment --corpus datasets/sample_reasoning.jsonl --handbook " + missing + "handbook.json --out " +
+                       (dir / "a.jsonl").string(),
+       source + "/no/such/handbook.json"},
+      {"augmented examples", prepare_args(missing + "augmented.jsonl", dir / "d.h5"), source + "/no/such/augmented.jsonl"},
+      {"model folder", "generate --model " + missing + "model --prompt-ids 1,2", source + "/no/such/model"},
+      {"model config.json", "generate --model " + empty_folder + " --prompt-ids 1,2", empty_folder + "/config.json"},
+      {"dataset", "train --dataset " + missing + "dataset.h5 --set run.out_dir=" + (dir / "run").string(),
+       source + "/no/such/dataset.h5"},
+      {"checkpoint", "export --checkpoint " + missing + "ckpt-1.h5 --out " + (dir / "export").string(),
+       source + "/no/such/ckpt-1.h5"},
+      {"checkpoint folder's latest", "export --checkpoint " + empty_folder + " --out " + (dir / "export").string(),
+       empty_folder + "/latest"},
+      {"report's run folder", "report --run " + missing + "run", source + "/no/such/run"},
+  };
+  for (const Case& c : cases) {
+    auto result = run_metareuse(c.args);
+    INFO(c.input << ": " << result.output);
+    CHECK((result.status == 1 || result.status == 64));
+    CHECK_THAT(result.output, Contains(c.named));
+    CHECK_FALSE(Catch::contains(result.output, "filesystem error"));
+  }
+  // A model folder without weights: the message names both files it looked for.
+  const fs::path no_weights = dir / "no-weights";
+  fs::create_directories(no_weights);
+  std::ofstream(no_weights / "config.json") << R"({"vocab_size": 32, "hidden_size": 8, "intermediate_size": 16,
+    "num_hidden_layers": 1, "num_attention_heads": 2})";
+  auto weights = run_metareuse("generate --model " + no_weights.string() + " --prompt-ids 1,2");
+  INFO(weights.output);
+  CHECK(weights.status == 1);
+  CHECK_THAT(weights.output, Contains("looked for: " + (no_weights / "model.safetensors.index.json").string() + ", " +
+                                      (no_weights / "model.safetensors").string()));
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <regex>
 #include <thread>
 
 #include "cli_runner.h"
@@ -60,6 +61,34 @@ std::vector<double> losses_of(const fs::path& run) {
     losses.push_back(record.at("loss").get<double>());
   }
   return losses;
+}
+
+const std::string kMpiEnv = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ";
+
+// `mpiexec -n 2 metareuse <args>` as a command line, for signal_job.sh.
+std::string mpi_job(const std::string& args) {
+  return "mpiexec -n 2 --oversubscribe '" + std::string(METAREUSE_BINARY) + "' " + args;
+}
+
+// tests/signal_job.sh: `job` in its own process group; once `run`'s
+// metrics.jsonl has a line (or `wait_for` exists), `during` runs, then
+// `signal` goes to `target` (launcher, mpirun, rank0, rank1); every wait is
+// bounded (a hang is 124).
+metareuse::test::CommandResult signal_job(const fs::path& run, const std::string& target, const std::string& signal,
+                                          const std::string& job, const std::string& during = "",
+                                          const fs::path& wait_for = {}) {
+  std::string command = std::string("cd '") + METAREUSE_SOURCE_DIR + "' && " + kMpiEnv +
+                        "METAREUSE_BINARY='" + METAREUSE_BINARY + "' tests/signal_job.sh '" +
+                        (wait_for.empty() ? run / "metrics.jsonl" : wait_for).string() + "' " + target + " " + signal;
+  if (!during.empty()) command += " --during \"" + during + "\"";
+  return run_shell(command + " -- " + job);
+}
+
+// The step at which rank `rank` of 2 logged its stop, or -1.
+long stop_step(const std::string& output, int rank) {
+  std::smatch match;
+  const std::regex line("\\[rank " + std::to_string(rank) + "/2\\] \\[warning\\] stopping at step ([0-9]+): ([^\\n]*)");
+  return std::regex_search(output, match, line) ? std::stol(match[1]) : -1;
 }
 
 }  // namespace
@@ -295,5 +324,106 @@ TEST_CASE("a rank killed with SIGKILL ends the job and the last checkpoint still
   REQUIRE(fs::exists(run / "checkpoints" / "latest"));
   auto resumed = run_metareuse(train_args(run, "--set train.max_steps=1 --resume auto"));
   INFO(resumed.output);
+  CHECK_THAT(resumed.output, Contains("resumed from"));
+}
+
+// ---- Ranks matter (#18): the run-folder lock and the stop signals at 2 ranks.
+
+TEST_CASE("at 2 ranks a second job on the run folder fails at once naming host and pid, the first goes on",
+          "[train][e2e][mpi]") {
+  fs::path run = metareuse::test::temp_dir("lock-2ranks");
+  const std::string args = train_args(run, "--set train.max_steps=100000 --set train.time_limit=0 "
+                                           "--set train.progress=lines");
+  const fs::path holder = run.parent_path() / (run.filename().string() + "-holder.txt");
+  const fs::path second = run.parent_path() / (run.filename().string() + "-second.txt");
+  // The second job runs while the first trains; then SIGTERM to the first's rank 0.
+  auto first = signal_job(run, "rank0", "TERM", mpi_job(args),
+                          "cat '" + (run / "run.lock").string() + "' > '" + holder.string() + "'; timeout 120 " +
+                              mpi_job(args) + " > '" + second.string() + "' 2>&1");
+  INFO(first.output);
+  std::ifstream second_in(second);
+  const std::string second_output(std::istreambuf_iterator<char>(second_in), {});
+  std::ifstream holder_in(holder);
+  std::string held_by;
+  std::getline(holder_in, held_by);
+  INFO("second job: " << second_output);
+  REQUIRE_THAT(held_by, Contains("host ") && Contains(" pid "));
+  CHECK_THAT(first.output, Contains("during_status=1 "));  // not 0, not 124 (timeout)
+  CHECK_THAT(first.output, Contains("job_alive_after_during=1"));
+  CHECK_THAT(second_output, Contains("the run folder is in use") && Contains("is held by " + held_by));
+  CHECK_FALSE(Catch::contains(second_output, "training on"));  // refused before it trained
+  // The first job stopped both ranks at one step, with a checkpoint and status 3;
+  // its metrics hold each step once (losses_of requires steps 1, 2, ...).
+  CHECK(first.status == 3);
+  CHECK(stop_step(first.output, 0) > 0);
+  CHECK(stop_step(first.output, 0) == stop_step(first.output, 1));
+  const size_t done = losses_of(run).size();
+  CHECK(static_cast<long>(done) == stop_step(first.output, 0));
+  REQUIRE(fs::exists(run / "checkpoints" / "latest"));
+  auto resumed = run_metareuse_mpi(2, train_args(run, "--set train.max_steps=" + std::to_string(done + 2) +
+                                                          " --set train.time_limit=0 --resume auto"));
+  INFO(resumed.output);
+  CHECK(resumed.status == 0);
+  CHECK(losses_of(run).size() == done + 2);
+}
+
+TEST_CASE("at 2 ranks SIGINT or SIGTERM to one rank or to the launcher stops both ranks with a checkpoint",
+          "[train][e2e][mpi]") {
+  struct Case {
+    const char* name;
+    const char* target;
+    const char* signal;
+    bool launcher;  // launch/mpirun.sh rather than a bare mpiexec
+    const char* reason_on_rank0;
+  };
+  const std::vector<Case> cases = {
+      {"SIGINT to rank 1", "rank1", "INT", false, "signal 2 received by another rank"},
+      {"SIGTERM to rank 1", "rank1", "TERM", false, "signal 15 received by another rank"},
+      {"Ctrl-C to launch/mpirun.sh", "launcher", "INT", true, "signal 10 received"},
+      {"SIGTERM to launch/mpirun.sh", "launcher", "TERM", true, "signal 10 received"},
+  };
+  fs::path hosts = metareuse::test::temp_dir("stop-2ranks-hosts") / "hosts";
+  std::ofstream(hosts) << "localhost slots=2\n";
+  for (const Case& c : cases) {
+    fs::path run = metareuse::test::temp_dir(std::string("stop-2ranks-") + c.target + c.signal + (c.launcher ? "-l" : ""));
+    const std::string args = train_args(run, "--set train.max_steps=100000 --set train.time_limit=0 "
+                                             "--set train.progress=lines");
+    const std::string job = c.launcher ? "launch/mpirun.sh --hostfile " + hosts.string() + " --gpus-per-node 2 -- " + args
+                                       : mpi_job(args);
+    auto result = signal_job(run, c.target, c.signal, job);
+    INFO(c.name << ": " << result.output);
+    CHECK(result.status == 3);
+    CHECK(stop_step(result.output, 0) > 0);
+    CHECK(stop_step(result.output, 0) == stop_step(result.output, 1));
+    CHECK_THAT(result.output, Contains(std::string("stopping at step ") + std::to_string(stop_step(result.output, 0)) +
+                                       ": " + c.reason_on_rank0));
+    CHECK(static_cast<long>(losses_of(run).size()) == stop_step(result.output, 0));
+    CHECK(fs::exists(run / "checkpoints" / "latest"));
+  }
+}
+
+// A bare mpirun answers SIGINT/SIGTERM itself: SIGTERM to the ranks, SIGKILL a
+// second later (Open MPI's odls_base_sigkill_timeout) and status 1; README part
+// 8 says so and points to launch/mpirun.sh. What holds: no hang, and whatever
+// `latest` names is a complete checkpoint that resumes (the signal goes once
+// the first periodic checkpoint exists: the stop's own may be cut off).
+TEST_CASE("at 2 ranks Ctrl-C to a bare mpirun ends the job without a hang and leaves a loadable checkpoint",
+          "[train][e2e][mpi]") {
+  fs::path run = metareuse::test::temp_dir("stop-2ranks-mpirun");
+  const std::string args = train_args(run, "--set train.max_steps=100000 --set train.time_limit=0 "
+                                           "--set train.progress=lines --set checkpoint.every_steps=2");
+  auto result = signal_job(run, "mpirun", "INT", mpi_job(args), "", run / "checkpoints" / "latest");
+  INFO(result.output);
+  CHECK(result.status != 0);
+  CHECK(result.status != 124);
+  REQUIRE(fs::exists(run / "checkpoints" / "latest"));
+  std::ifstream latest(run / "checkpoints" / "latest");
+  std::string name;
+  std::getline(latest, name);  // ckpt-<step>.h5
+  const long step = std::stol(name.substr(name.find('-') + 1));
+  auto resumed = run_metareuse_mpi(2, train_args(run, "--set train.max_steps=" + std::to_string(step + 1) +
+                                                          " --set train.time_limit=0 --resume auto"));
+  INFO(resumed.output);
+  CHECK(resumed.status == 0);
   CHECK_THAT(resumed.output, Contains("resumed from"));
 }

@@ -13,6 +13,7 @@
 #include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
@@ -206,7 +207,8 @@ PatternContexts read_pattern_contexts(const std::string& augmented_path, const p
   PatternContexts contexts;
   contexts.examples.assign(count, 0);
   std::ifstream in(augmented_path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot read the augmented examples for pattern contexts", augmented_path));
+  if (!in) throw InputError(fmt::format("{}: cannot read the augmented examples for pattern contexts: {}", augmented_path,
+                                        why_unreadable(augmented_path)));
   std::string line;
   std::int64_t number = 0;
   while (std::getline(in, line)) {

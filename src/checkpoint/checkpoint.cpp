@@ -14,6 +14,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 
 namespace metareuse {
@@ -119,7 +120,7 @@ torch::Tensor read_tensor(hid_t file, const std::string& path, const std::vector
 h5::Handle open_checkpoint_file(const std::string& path) {
   h5::quiet_errors();
   std::error_code ec;
-  if (!fs::exists(path, ec)) throw InputError(fmt::format("checkpoint '{}' does not exist", path));
+  if (!fs::exists(path, ec)) throw InputError(fmt::format("checkpoint '{}' does not exist{}", path, looked_for(path)));
   if (fs::is_directory(path, ec)) {
     throw InputError(fmt::format("checkpoint '{}' is a directory; pass a checkpoint file, or the folder through "
                                  "--resume auto with checkpoint.dir",
@@ -265,7 +266,8 @@ std::string resolve_checkpoint(const std::string& spec, const std::string& dir) 
   auto from_latest = [](const std::string& folder, bool required) -> std::string {
     fs::path pointer = fs::path(folder) / kLatestPointer;
     if (!fs::exists(pointer)) {
-      if (required) throw InputError(fmt::format("checkpoint folder '{}' has no '{}' pointer", folder, kLatestPointer));
+      if (required) throw InputError(fmt::format("checkpoint folder '{}' has no '{}' pointer (looked for {})", folder,
+                                                   kLatestPointer, absolute_text(pointer.string())));
       return "";
     }
     std::ifstream in(pointer);
@@ -274,7 +276,8 @@ std::string resolve_checkpoint(const std::string& spec, const std::string& dir) 
     if (name.empty()) throw InputError(fmt::format("'{}' is empty", pointer.string()));
     fs::path target = fs::path(folder) / name;
     if (!fs::exists(target)) {
-      throw InputError(fmt::format("'{}' names '{}', which does not exist", pointer.string(), target.string()));
+      throw InputError(fmt::format("'{}' names '{}', which does not exist (looked for {})", pointer.string(),
+                                    target.string(), absolute_text(target.string())));
     }
     return target.string();
   };

@@ -8,6 +8,7 @@
 #include "flags.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
@@ -69,8 +70,8 @@ int report_run(CommandContext& context) {
       g_report_run.empty() ? run::RunLayout::for_config(context.config) : run::RunLayout(g_report_run);
   if (!fs::is_directory(layout.folder())) {
     throw UsageError(fmt::format(fs::exists(layout.folder()) ? "--run '{}' is a file; give the run folder (run.out_dir)"
-                                                             : "run folder '{}' does not exist",
-                                 layout.folder()));
+                                                             : "run folder '{}' does not exist{}",
+                                 layout.folder(), looked_for(layout.folder())));
   }
   if (context.runtime.rank() != 0) return kExitOk;
   const std::string out = g_report_out.empty() ? layout.report() : g_report_out;

@@ -6,6 +6,7 @@
 #include <torch/torch.h>      // tensors
 
 #include <cmath>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -15,6 +16,7 @@
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/model/generate.h"
 #include "metareuse/model/generation_limits.h"
@@ -165,7 +167,8 @@ int generate_run(CommandContext& context) {
   const GenerateArguments& arguments = generate_arguments;
   std::string tokenizer_path = arguments.tokenizer.empty() ? model_tokenizer_path(arguments.model) : arguments.tokenizer;
   if (!arguments.prompt.empty() && tokenizer_path.empty()) {
-    throw UsageError("--prompt needs --tokenizer (the model folder has no tokenizer.json)");
+    throw UsageError(fmt::format("--prompt needs --tokenizer (the model folder has no tokenizer.json; looked for {})",
+                                 absolute_text((std::filesystem::path(arguments.model) / "tokenizer.json").string())));
   }
   if (arguments.chat && arguments.prompt.empty()) throw UsageError("--chat needs --prompt");
   if (arguments.prompt_ids.empty() && arguments.prompt.empty() && arguments.prompts_file.empty()) {

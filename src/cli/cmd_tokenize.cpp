@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "commands.h"
+#include "readable_file.h"  // the check of --input and --train
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/tokenizer/sentencepiece.h"
@@ -47,12 +48,12 @@ void tokenize_options(CLI::App& app, std::vector<std::string>& overrides) {
       ->type_name("PATH");
   auto* text = text_option = app.add_option("--text", flags.text, "Tokenize this text and print its ids as a JSON array");
   auto* input = app.add_option("--input", flags.input, "JSON Lines with a \"text\" field per record")
-                    ->check(CLI::ExistingFile);
+                    ->check(readable_file());
   app.add_option("--out", flags.out, "Where --input's records go, each with \"ids\" added");
   auto* train_option = app.add_option("--train", flags.train,
                                       "Train a sentencepiece tokenizer on this corpus (.jsonl: every string field; "
                                       "otherwise plain text lines)")
-                           ->check(CLI::ExistingFile);
+                           ->check(readable_file());
   app.add_option_function<std::int64_t>(
       "--vocab-size",
       [&overrides](std::int64_t size) { overrides.push_back(fmt::format("tokenizer.train_vocab_size={}", size)); },

@@ -23,6 +23,7 @@
 
 #include "commands.h"      // the subcommand table
 #include "flags.h"         // which flag sets which config key
+#include "readable_file.h" // the check of --config
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
@@ -110,7 +111,7 @@ int main(int argc, char** argv) {
   for (const auto& spec : cli::command_table()) {
     CLI::App* sub = app.add_subcommand(spec.name, spec.summary);
     sub->add_option("--config", config_file, "JSON config file (defaults apply to every key not in it)")
-        ->check(CLI::ExistingFile);
+        ->check(cli::readable_file());
     sub->add_option("--set", overrides, "Override a config key: --set section.key=value (repeatable)");
     sub->add_flag("--print-config", print_config, "Print the resolved config with each key's description, then exit");
     if (spec.add_options) spec.add_options(*sub, flag_overrides);

@@ -1,4 +1,5 @@
 #include "metareuse/core/config.h"
+#include "metareuse/core/looked_for.h"
 
 #include <fmt/format.h>
 
@@ -381,7 +382,7 @@ Config Config::from_file(const std::string& path) {
     throw ConfigError(fmt::format("config file '{}' is a directory", path));
   }
   std::ifstream in(path);
-  if (!in) throw ConfigError(fmt::format("cannot open config file '{}'", path));
+  if (!in) throw ConfigError(fmt::format("cannot open config file '{}': {}", path, why_unreadable(path)));
   json parsed;
   try {
     parsed = json::parse(in);

@@ -15,6 +15,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/distributed/communicator.h"
 
 namespace metareuse::corpus {
@@ -26,7 +27,7 @@ class MappedFile {
  public:
   explicit MappedFile(const std::string& path) {
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw InputError(fmt::format("{}: cannot open corpus file: {}", path, std::strerror(errno)));
+    if (fd < 0) throw InputError(fmt::format("{}: cannot open corpus file: {}", path, why_unreadable(path)));
     struct stat info {};
     if (::fstat(fd, &info) != 0) {
       ::close(fd);
@@ -89,7 +90,7 @@ constexpr std::uint64_t kReleaseBytes = std::uint64_t{4} << 20;
 std::uint64_t count_lines(const std::string& path, std::string_view bytes, LineRange range) {
   if (range.end <= range.begin) return 0;
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw InputError(fmt::format("{}: cannot open corpus file: {}", path, std::strerror(errno)));
+  if (fd < 0) throw InputError(fmt::format("{}: cannot open corpus file: {}", path, why_unreadable(path)));
   ::posix_fadvise(fd, static_cast<off_t>(range.begin), static_cast<off_t>(range.end - range.begin),
                   POSIX_FADV_SEQUENTIAL);
   std::vector<char> buffer(std::size_t{4} << 20);
@@ -261,7 +262,7 @@ std::vector<std::string> expand_corpus_files(const std::vector<std::string>& pat
     bool is_glob = pattern.find_first_of("*?[") != std::string::npos;
     if (!is_glob) {
       std::error_code error;
-      if (!std::filesystem::exists(pattern, error)) throw InputError(fmt::format("{}: corpus file not found", pattern));
+      if (!std::filesystem::exists(pattern, error)) throw InputError(fmt::format("{}: corpus file not found{}", pattern, looked_for(pattern)));
       if (std::filesystem::is_directory(pattern, error)) throw InputError(fmt::format("{}: corpus path is a directory", pattern));
       files.push_back(pattern);
       continue;
@@ -275,7 +276,7 @@ std::vector<std::string> expand_corpus_files(const std::vector<std::string>& pat
       }
     }
     ::globfree(&matches);
-    if (found.empty()) throw InputError(fmt::format("{}: corpus glob matches no file", pattern));
+    if (found.empty()) throw InputError(fmt::format("{}: corpus glob matches no file{}", pattern, looked_for(pattern)));
     std::sort(found.begin(), found.end());
     files.insert(files.end(), found.begin(), found.end());
   }

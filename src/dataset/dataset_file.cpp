@@ -8,6 +8,7 @@
 #include "h5.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/dataset/dataset.h"
 
 // Runs an HDF5 call; a negative result throws InputError naming the call,
@@ -185,7 +186,7 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
 
 PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
   h5::quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
-  if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: dataset file not found", path));
+  if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: dataset file not found{}", path, looked_for(path)));
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     throw InputError(fmt::format("{}: not a readable HDF5 file (truncated, or not made by `metareuse prepare`)", path));
   }

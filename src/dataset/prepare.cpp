@@ -9,6 +9,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/dataset/dataset.h"
 #include "metareuse/distributed/communicator.h"
 
@@ -67,7 +68,7 @@ namespace {
 
 std::string file_hash(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open the patterns file", path));
+  if (!in) throw InputError(fmt::format("{}: cannot open the patterns file: {}", path, why_unreadable(path)));
   std::ostringstream buffer;
   buffer << in.rdbuf();
   const std::string content = buffer.str();
@@ -122,7 +123,7 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
   const int rank = communicator.rank();
   const int ranks = communicator.size();
   std::ifstream in(options.input, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open the augmented examples", options.input));
+  if (!in) throw InputError(fmt::format("{}: cannot open the augmented examples: {}", options.input, why_unreadable(options.input)));
 
   // This rank's records: i % ranks == rank. Every rank reads the lines but
   // parses and tokenizes only its own.

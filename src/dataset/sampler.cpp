@@ -29,6 +29,10 @@ DistributedSampler::DistributedSampler(std::int64_t samples, int rank, int ranks
   set_epoch(0);
 }
 
+DistributedSampler DistributedSampler::global_order(std::int64_t samples, std::uint64_t seed) {
+  return DistributedSampler(samples, 0, 1, seed);  // "rank 0 of 1": every rank draws the whole stream
+}
+
 void DistributedSampler::set_epoch(std::int64_t epoch) {
   epoch_ = epoch;
   position_ = 0;

@@ -11,6 +11,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/patterns/text.h"
 #include "metareuse/core/text.h"
 
@@ -107,7 +108,7 @@ std::vector<std::size_t> PatternMatcher::find(std::string_view text) const {
 
 QuestionSet read_questions(const std::string& path, std::int64_t limit) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open the questions file", path));
+  if (!in) throw InputError(fmt::format("{}: cannot open the questions file: {}", path, why_unreadable(path)));
   QuestionSet set;
   std::string line;
   std::int64_t number = 0;

@@ -17,6 +17,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/eval/evaluate.h"
@@ -40,12 +41,15 @@ std::string tokenizer_for(const std::string& configured, const std::string& mode
     }
   }
   std::error_code error;
+  std::vector<std::string> tried;
   if (fs::is_directory(model_path, error)) {
     for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
-      if (fs::exists(fs::path(model_path) / name)) return (fs::path(model_path) / name).string();
+      tried.push_back((fs::path(model_path) / name).string());
+      if (fs::exists(tried.back())) return tried.back();
     }
   }
-  throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path)", model_path));
+  throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", model_path,
+                               tried.empty() ? looked_for(model_path) : " (" + not_found_among("a tokenizer", tried) + ")"));
 }
 
 // The prompt template is tokenizer.template: checkpoints do not record the

@@ -10,6 +10,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"  // unknown config keys
+#include "metareuse/core/looked_for.h"
 
 namespace metareuse {
 
@@ -143,7 +144,7 @@ std::vector<std::string> LlamaConfig::unknown_hf_keys(const json& tree) {
 
 LlamaConfig LlamaConfig::from_hf_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("cannot open model config '{}'", path));
+  if (!in) throw InputError(fmt::format("cannot open model config '{}': {}", path, why_unreadable(path)));
   json tree;
   try {
     tree = json::parse(in);

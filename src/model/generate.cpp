@@ -15,6 +15,7 @@
 #include <random>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/looked_for.h"
 
 namespace metareuse {
 
@@ -204,7 +205,7 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
 
 std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("{}: cannot open the prompts file", path));
+  if (!in) throw InputError(fmt::format("{}: cannot open the prompts file: {}", path, why_unreadable(path)));
   std::vector<std::vector<std::int64_t>> prompts;
   std::string text;
   for (std::int64_t line = 1; std::getline(in, text); ++line) {

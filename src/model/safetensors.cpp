@@ -21,6 +21,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
+#include "metareuse/core/looked_for.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors data is little-endian; this reader copies bytes as they are");
@@ -74,7 +75,7 @@ bool is_floating(torch::ScalarType type) {
 // ---------------------------------------------------------------------------
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw InputError(fmt::format("cannot open '{}': {}", path, std::strerror(errno)));
+  if (fd < 0) throw InputError(fmt::format("cannot open '{}': {}", path, why_unreadable(path)));
   struct stat info {};
   if (::fstat(fd, &info) != 0) {
     int saved = errno;
@@ -251,7 +252,9 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
     } else if (fs::exists(location / "model.safetensors")) {
       single = location / "model.safetensors";
     } else {
-      throw InputError(fmt::format("'{}' holds neither model.safetensors nor model.safetensors.index.json", path));
+      throw InputError(fmt::format("'{}' holds neither model.safetensors nor model.safetensors.index.json ({})", path,
+                                   not_found_among("weights", {(location / "model.safetensors.index.json").string(),
+                                                               (location / "model.safetensors").string()})));
     }
   } else if (location.extension() == ".json") {
     index = location;
@@ -267,7 +270,7 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
   }
 
   std::ifstream in(index);
-  if (!in) throw InputError(fmt::format("cannot open safetensors index '{}'", index.string()));
+  if (!in) throw InputError(fmt::format("cannot open safetensors index '{}': {}", index.string(), why_unreadable(index.string())));
   json tree;
   try {
     tree = json::parse(in);
@@ -287,8 +290,9 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
     if (found == file_index.end()) {
       fs::path shard_path = index.parent_path() / shard;
       if (!fs::exists(shard_path)) {
-        throw InputError(fmt::format("safetensors index '{}': tensor '{}' is mapped to '{}', which does not exist",
-                                     index.string(), it.key(), shard_path.string()));
+        throw InputError(fmt::format("safetensors index '{}': tensor '{}' is mapped to '{}', which does not exist "
+                                     "(looked for {})",
+                                     index.string(), it.key(), shard_path.string(), absolute_text(shard_path.string())));
       }
       files_.push_back(std::make_unique<SafetensorsFile>(shard_path.string()));
       found = file_index.emplace(shard, files_.size() - 1).first;

@@ -11,6 +11,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/model/safetensors.h"
 
 namespace metareuse {
@@ -34,7 +35,8 @@ struct HfSafetensorsSource::Checkpoint {
 HfSafetensorsSource::HfSafetensorsSource(const std::string& folder) : folder_(folder) {
   const fs::path config_path = fs::path(folder) / "config.json";
   if (!fs::exists(config_path)) {
-    throw InputError(fmt::format("model folder '{}' has no config.json", folder));
+    throw InputError(fmt::format("model folder '{}' has no config.json (looked for {})", folder,
+                                 absolute_text(config_path.string())));
   }
   config_ = LlamaConfig::from_hf_file(config_path.string());
   checkpoint_ = std::make_unique<Checkpoint>(folder);
@@ -115,7 +117,7 @@ std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
                                  "(for now --model takes a Hugging Face folder: config.json + safetensors)",
                                  path));
   }
-  if (!fs::exists(location)) throw InputError(fmt::format("model '{}' does not exist", path));
+  if (!fs::exists(location)) throw InputError(fmt::format("model '{}' does not exist{}", path, looked_for(path)));
   throw InputError(fmt::format("model '{}' is not a folder; --model takes a Hugging Face folder "
                                "(config.json + model.safetensors or model.safetensors.index.json)",
                                path));

@@ -7,6 +7,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/patterns/text.h"
 
 namespace metareuse::patterns {
@@ -78,7 +79,7 @@ Handbook handbook_from_json(const json& document, const std::string& source) {
 namespace {
 json parse_file(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("{}: cannot open", path));
+  if (!in) throw InputError(fmt::format("{}: cannot open the handbook: {}", path, why_unreadable(path)));
   try {
     return json::parse(in);
   } catch (const json::parse_error& e) {
@@ -98,7 +99,7 @@ Handbook read_handbook(const std::string& path) { return handbook_from_json(pars
 Handbook import_behavior_handbook(const std::string& path) {
   // ordered_json keeps the file's order of behaviors.
   std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("{}: cannot open", path));
+  if (!in) throw InputError(fmt::format("{}: cannot open the behavior handbook: {}", path, why_unreadable(path)));
   nlohmann::ordered_json document;
   try {
     document = nlohmann::ordered_json::parse(in);

@@ -319,11 +319,14 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
 
 int train_in_run_folder(const Config& config, Runtime& runtime) {
   const RunLayout layout = RunLayout::for_config(config);
-  RunFolderLock lock;  // one job per run folder
+  RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
   if (runtime.rank() == 0) {
     lock = RunFolderLock(layout.lock());
     config.write(layout.resolved_config());
   }
+  // No rank touches the folder before rank 0 holds the lock: when it is held
+  // elsewhere, rank 0's error ends the job while the others wait here.
+  runtime.world().barrier();
   return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
 }
 

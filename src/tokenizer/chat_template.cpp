@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/looked_for.h"
 
 namespace metareuse {
 
@@ -807,7 +808,7 @@ class Renderer {
 
 std::string read_text(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("cannot open '{}'", path.string()));
+  if (!in) throw InputError(fmt::format("cannot open '{}': {}", path.string(), why_unreadable(path.string())));
   std::ostringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();
@@ -867,7 +868,8 @@ ChatTemplate ChatTemplate::parse(const std::string& source, const std::string& w
 ChatTemplate ChatTemplate::load(const std::string& folder) {
   namespace fs = std::filesystem;
   const fs::path config_path = fs::path(folder) / "tokenizer_config.json";
-  if (!fs::exists(config_path)) throw InputError(fmt::format("{}: no tokenizer_config.json (the chat template's home)", folder));
+  if (!fs::exists(config_path)) throw InputError(fmt::format("{}: no tokenizer_config.json (the chat template's home; looked for {})",
+                                                            folder, absolute_text(config_path.string())));
   nlohmann::json config = read_json(config_path);
   std::string source;
   std::string where = config_path.string();

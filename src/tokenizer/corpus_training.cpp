@@ -8,6 +8,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
@@ -19,7 +20,7 @@ namespace {
 // record (or, for any other file, the file as it is) as lines of text.
 void write_training_text(const std::string& corpus, AtomicFile& out) {
   std::ifstream in(corpus, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open corpus", corpus));
+  if (!in) throw InputError(fmt::format("{}: cannot open corpus: {}", corpus, why_unreadable(corpus)));
   bool json_lines = std::filesystem::path(corpus).extension() == ".jsonl";
   std::string line;
   std::int64_t line_number = 0, records = 0;

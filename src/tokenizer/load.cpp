@@ -11,6 +11,7 @@
 
 #include "byte_level_bpe.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "sentencepiece_tokenizer.h"
 
@@ -43,7 +44,7 @@ std::string read_file(const std::string& path) {
                                  path));
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open tokenizer file", path));
+  if (!in) throw InputError(fmt::format("{}: cannot open tokenizer file: {}", path, why_unreadable(path)));
   std::ostringstream buffer;
   buffer << in.rdbuf();
   return buffer.str();

@@ -9,6 +9,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
@@ -20,7 +21,7 @@ constexpr int kMaxReportedBadRecords = 10;
 TokenizeFileStats tokenize_json_lines(const Tokenizer& tokenizer, const std::string& input, const std::string& output,
                                       bool special) {
   std::ifstream in(input, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open input", input));
+  if (!in) throw InputError(fmt::format("{}: cannot open input: {}", input, why_unreadable(input)));
   AtomicFile out(output);  // every write checked; nothing replaces the output unless complete
   Stopwatch watch;
   TokenizeFileStats stats;

@@ -448,10 +448,10 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
                                   options.lr_min};
   LossScaler scaler(options.loss_scaling);
   BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling.enabled);
-  // One global order on every rank (rank 0 of 1): each step every rank draws the
-  // same global batch and ShardedLlama takes its own rows of it, so the batches do
-  // not depend on the rank count.
-  DistributedSampler order(data.sequences, 0, 1, options.seed);
+  // One global order on every rank: each step every rank draws the same global
+  // batch and ShardedLlama takes its own rows of it, so the batches do not depend
+  // on the rank count (sampler.h).
+  DistributedSampler order = DistributedSampler::global_order(data.sequences, options.seed);
   TrainState state;
   state.identity = identity_of(options.model, data);
   state.config = options.resolved_config;
@@ -468,7 +468,9 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     // Every rank votes; one allreduce(MAX) makes the decision collective, so
     // all ranks stop (or checkpoint) at the same step. The budget leaves room
     // for one more step and the final checkpoint.
-    double votes[2] = {0.0, 0.0};
+    // votes: {stop, checkpoint now, the signal number}; the signal travels with
+    // the vote so that every rank names it, not only the rank that got it.
+    double votes[3] = {0.0, 0.0, static_cast<double>(stop_signals.received())};
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
     if (options.time_limit > 0 && wall.seconds() + reserve > options.time_limit) votes[0] = 1.0;
@@ -476,12 +478,15 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     if (options.checkpoint_every_minutes > 0 && since_checkpoint.seconds() >= options.checkpoint_every_minutes * 60.0) {
       votes[1] = 1.0;
     }
-    comm.allreduce(votes, 2, DType::kFloat64, ReduceOp::kMax);
+    comm.allreduce(votes, 3, DType::kFloat64, ReduceOp::kMax);
     if (votes[0] > 0) {
       stopped = true;
+      const int signal_number = static_cast<int>(votes[2]);
       log::warn("stopping at step {}: {}", state.step,
-                stop_signals.received() != 0 ? fmt::format("signal {} received", stop_signals.received())
-                                             : fmt::format("time limit {:.0f} s reached", options.time_limit));
+                signal_number == 0 ? fmt::format("time limit {:.0f} s reached", options.time_limit)
+                : signal_number == stop_signals.received()
+                    ? fmt::format("signal {} received", signal_number)
+                    : fmt::format("signal {} received by another rank", signal_number));
       break;
     }
 

@@ -6,6 +6,15 @@
 // counts differ by at most one; min_samples_per_rank() is the number every
 // rank has). The state (seed, epoch, position) goes into checkpoints and
 // restores the exact stream.
+//
+// Two ways to use it:
+//   - per rank, DistributedSampler(samples, rank, ranks, seed): each rank
+//     draws its own disjoint samples;
+//   - global_order(samples, seed): one stream, the same on every rank. The
+//     trainer uses this: it draws each global batch from it and every rank
+//     takes its rows of the batch (parallel/sharded_llama.cpp), so the order
+//     of the data does not depend on the rank count, and a checkpoint resumes
+//     on another rank count with the same stream.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +34,9 @@ struct SamplerState {
 class DistributedSampler {
  public:
   DistributedSampler(std::int64_t samples, int rank, int ranks, std::uint64_t seed, bool shuffle = true);
+  // The global order: one stream for the whole job, drawn identically on every
+  // rank, which then takes its part of each batch (see above).
+  static DistributedSampler global_order(std::int64_t samples, std::uint64_t seed);
 
   // Starts `epoch` from its beginning.
   void set_epoch(std::int64_t epoch);
