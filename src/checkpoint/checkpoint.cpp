@@ -23,7 +23,14 @@ using json = nlohmann::json;
 
 namespace {
 
-const char* kKinds[] = {"params", "exp_avg", "exp_avg_sq"};
+// The unit state a checkpoint holds, one HDF5 group each, every one a flat fp32
+// shard of the unit's layout: the master weights and AdamW's two moments.
+struct StateGroup {
+  const char* name;
+  torch::Tensor& (ShardedUnit::*shard)();
+};
+const StateGroup kStateGroups[] = {
+    {"params", &ShardedUnit::master}, {"exp_avg", &ShardedUnit::exp_avg}, {"exp_avg_sq", &ShardedUnit::exp_avg_sq}};
 
 void write_string_attribute(hid_t location, const char* name, const std::string& value) {
   h5::Handle type = MR_H5_ID(H5Tcopy(H5T_C_S1));
@@ -204,21 +211,19 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
     json full_meta = meta;
     full_meta["world_size"] = comm.size();
     write_string_attribute(file, "meta", full_meta.dump());
-    for (const char* kind : kKinds) {
-      groups.push_back(MR_H5_ID(H5Gcreate2(file, kind, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+    for (const StateGroup& group : kStateGroups) {
+      groups.push_back(MR_H5_ID(H5Gcreate2(file, group.name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
     }
     groups.push_back(MR_H5_ID(H5Gcreate2(file, "rng", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
   });
 
   for (std::size_t u = 0; u < model.size(); ++u) {
     ShardedUnit& unit = model.unit(u);
-    for (int kind = 0; kind < 3; ++kind) {
-      torch::Tensor full = kind == 0   ? unit.gather(torch::kFloat32)
-                           : kind == 1 ? unit.gather_shard(unit.exp_avg())
-                                       : unit.gather_shard(unit.exp_avg_sq());  // (padded_numel,)
+    for (std::size_t g = 0; g < std::size(kStateGroups); ++g) {
+      torch::Tensor full = unit.gather_shard((unit.*kStateGroups[g].shard)());  // (padded_numel,)
       attempt([&]() {
         for (const auto& [name, view] : unit.views(full)) {
-          write_tensor(groups[kind], name, view, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, options.compression);
+          write_tensor(groups[g], name, view, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, options.compression);
         }
       });
     }
@@ -309,14 +314,13 @@ json load_checkpoint(const std::string& path, ShardedModel& model, std::vector<u
   h5::Handle file = open_checkpoint_file(path);
   for (std::size_t u = 0; u < model.size(); ++u) {
     ShardedUnit& unit = model.unit(u);
-    for (int kind = 0; kind < 3; ++kind) {
+    for (const StateGroup& group : kStateGroups) {
       std::map<std::string, torch::Tensor> full;
       for (const auto& spec : unit.def().params) {
-        full[spec.name] = read_tensor(file, std::string(kKinds[kind]) + "/" + spec.name, spec.shape, torch::kFloat32,
+        full[spec.name] = read_tensor(file, std::string(group.name) + "/" + spec.name, spec.shape, torch::kFloat32,
                                       H5T_NATIVE_FLOAT, path);
       }
-      torch::Tensor& target = kind == 0 ? unit.master() : kind == 1 ? unit.exp_avg() : unit.exp_avg_sq();
-      unit.load_full_into(full, target);
+      unit.load_full_into(full, (unit.*group.shard)());
     }
   }
   if (rng_state != nullptr) {
@@ -350,7 +354,10 @@ CheckpointVerification verify_checkpoint(const std::string& path) {
   read_checkpoint_meta(path);
   h5::Handle file = open_checkpoint_file(path);
   CheckpointVerification result;
-  for (const char* group_name : {"params", "exp_avg", "exp_avg_sq", "rng"}) {
+  std::vector<const char*> group_names;
+  for (const StateGroup& group : kStateGroups) group_names.push_back(group.name);
+  group_names.push_back("rng");
+  for (const char* group_name : group_names) {
     if (H5Lexists(file, group_name, H5P_DEFAULT) <= 0) {
       throw InputError(fmt::format("{}: group '{}' is missing", path, group_name));
     }
