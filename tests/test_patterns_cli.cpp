@@ -169,7 +169,7 @@ TEST_CASE("run writes handbook.json and augmented.jsonl into the run folder", "[
   CHECK(read_json(dir / "handbook.json")["records"] == 400);
 }
 
-TEST_CASE("patterns --mode reflect: no model, a bad model path or a prompt without {reasoning} exit 1, no handbook",
+TEST_CASE("patterns --mode reflect: no model (64), a bad model path or a prompt without {reasoning} (1), no handbook",
           "[e2e][mpi]") {
   auto dir = test::temp_dir("patterns-cli-reflect-errors");
   const std::string sample = "datasets/sample_reasoning.jsonl";
@@ -180,7 +180,7 @@ TEST_CASE("patterns --mode reflect: no model, a bad model path or a prompt witho
     const std::string base = "patterns --mode reflect --corpus " + sample + " --out " + out.string();
     auto no_model = run_at(ranks, base);
     INFO(no_model.output);
-    CHECK(no_model.status == 1);
+    CHECK(no_model.status == 64);  // a usage error
     CHECK_THAT(no_model.output, Contains("needs --model (patterns.model)"));
     CHECK_FALSE(std::filesystem::exists(out));
 

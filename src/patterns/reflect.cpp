@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
@@ -165,6 +166,7 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
       throw Error(fmt::format("reflect: the strategist answered {} of {} prompts", answers.size(), prompts.size()));
     }
     for (std::size_t i = 0; i < answers.size(); ++i) {
+      log::debug("reflect: {} replied: {}", record_ids[i], answers[i]);
       ParsedReflection parsed = parse_reflection(answers[i]);
       ++replies;
       malformed += parsed.malformed;
