@@ -9,7 +9,6 @@
 
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 
 #include "patterns_fixtures.h"
 #include "real_model.h"
@@ -48,23 +47,11 @@ TEST_CASE("patterns --mode reflect on SmolLM2 writes the same handbook at 1, 2 a
   const std::string model = smollm2();
   if (model.empty()) return;
   auto dir = test::temp_dir("patterns-real-reflect");
-  // The shipped prompt with an example line: SmolLM2 then writes `name: text`
-  // lines for most records (with the shipped prompt alone, mostly numbered
-  // steps), so the handbooks compared hold several behaviors.
-  std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt", std::ios::binary);
-  std::string prompt((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
-  const std::string last = "Write at most 5 lines and nothing else.";
-  REQUIRE(prompt.find(last) != std::string::npos);
-  prompt.replace(prompt.find(last), last.size(),
-                 "For example:\nbehavior_name_the_unknown: Call the quantity you are asked for x and write the facts "
-                 "as an equation.\n" + last);
-  test::write_file(dir / "prompt.txt", prompt);
   // 5 records of the repository's sample corpus, 2 prompts per batch: the
   // batches differ at each rank count (1: {0,1} {2,3} {4}; 2: {0,2} {4} and {1,3}; 3: ...).
   const std::string args = "patterns --mode reflect --model " + model +
                            " --corpus datasets/sample_reasoning.jsonl --max-records 5 --batch-size 2 "
-                           "--max-new-tokens 40 --min-support 1 --top-k 0 --reflect-prompt " +
-                           (dir / "prompt.txt").string();
+                           "--max-new-tokens 40 --min-support 1 --top-k 0";
   json first;
   for (int ranks = 1; ranks <= 3; ++ranks) {
     const fs::path out = dir / fmt::format("handbook{}.json", ranks);
