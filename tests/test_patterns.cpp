@@ -516,3 +516,78 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
 }
 
 }  // namespace metareuse
+
+namespace metareuse {
+
+TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, no behavior is an error") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "patterns-reflect-share");
+  if (world.rank() == 0) {
+    std::string corpus;
+    for (int i = 0; i < 10; ++i) {
+      corpus += fmt::format(R"({{"question": "Q{}", "reasoning": "Record {} reasoning.", "solution": "{}"}})", i, i, i) +
+                "\n";
+    }
+    test::write_file(dir / "corpus.jsonl", corpus);
+    test::write_file(dir / "no_slot.txt", "Question: {question}\nAnswer: {solution}\n");
+  }
+  world.barrier();
+  // Each prompt's record number, as this rank saw them.
+  std::vector<int> seen;
+  bool garbage = false;
+  patterns::Strategist strategist = [&](const std::vector<std::string>& prompts, const std::vector<std::uint64_t>&) {
+    std::vector<std::string> replies;
+    for (const std::string& prompt : prompts) {
+      const auto at = prompt.find("Record ");
+      REQUIRE(at != std::string::npos);
+      seen.push_back(std::stoi(prompt.substr(at + 7)));
+      replies.push_back(garbage ? "I think the answer is right.\n: nothing\n"
+                                : "behavior_restate: Restate what the question asks for.\n");
+    }
+    return replies;
+  };
+  patterns::ReflectOptions options;
+  options.prompt_template = "{reasoning}";
+  options.batch_size = 3;
+  options.max_records = 7;
+  auto handbook = patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
+  // Record i is rank i % size's: every rank has a share of the first 7.
+  std::vector<int> expected;
+  for (int i = 0; i < 7; ++i) {
+    if (i % world.size() == world.rank()) expected.push_back(i);
+  }
+  CHECK(seen == expected);
+  REQUIRE(handbook.patterns.size() == 1);
+  CHECK(handbook.patterns[0].support == 7);
+  CHECK(handbook.records == 10);
+  CHECK(handbook.stats["records_reflected"] == 7);
+  CHECK(handbook.stats["replies"] == 7);
+  CHECK(handbook.config["max_records"] == 7);
+
+  // Replies with no behavior line: an error with the counts, on every rank.
+  garbage = true;
+  CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
+                    Catch::Contains("0 behaviors with support >= 1") && Catch::Contains("7 replies") &&
+                        Catch::Contains("0 behavior lines") && Catch::Contains("14 malformed lines"));
+  // Behaviors below min_support: the same error.
+  garbage = false;
+  options.min_support = 8;
+  CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
+                    Catch::Contains("0 behaviors with support >= 8") && Catch::Contains("7 behavior lines (1 distinct)"));
+
+  // The built-in prompt is configs/reflect_prompt.txt, byte for byte; a user's file is checked, naming it.
+  std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt", std::ios::binary);
+  REQUIRE(shipped);
+  const std::string shipped_text((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
+  CHECK(patterns::default_reflection_prompt() == shipped_text);
+  CHECK(patterns::load_reflection_prompt("") == shipped_text);
+  CHECK(patterns::load_reflection_prompt(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt") ==
+        shipped_text);
+  const std::string no_slot = (dir / "no_slot.txt").string();
+  CHECK_THROWS_WITH(patterns::load_reflection_prompt(no_slot),
+                    Catch::Contains(no_slot) && Catch::Contains("no {reasoning} placeholder"));
+  const std::string absent = (dir / "absent.txt").string();
+  CHECK_THROWS_WITH(patterns::load_reflection_prompt(absent), Catch::Contains(absent) && Catch::Contains("cannot read"));
+}
+
+}  // namespace metareuse

@@ -169,4 +169,39 @@ TEST_CASE("run writes handbook.json and augmented.jsonl into the run folder", "[
   CHECK(read_json(dir / "handbook.json")["records"] == 400);
 }
 
+TEST_CASE("patterns --mode reflect: no model (64), a bad model path or a prompt without {reasoning} (1), no handbook",
+          "[e2e][mpi]") {
+  auto dir = test::temp_dir("patterns-cli-reflect-errors");
+  const std::string sample = "datasets/sample_reasoning.jsonl";
+  const auto out = dir / "handbook.json";
+  test::write_file(dir / "no_slot.txt", "Problem: {question}\nWrite behaviors.\n");
+  for (int ranks : {1, 2}) {
+    INFO("ranks " << ranks);
+    const std::string base = "patterns --mode reflect --corpus " + sample + " --out " + out.string();
+    auto no_model = run_at(ranks, base);
+    INFO(no_model.output);
+    CHECK(no_model.status == 64);  // a usage error
+    CHECK_THAT(no_model.output, Contains("needs --model (patterns.model)"));
+    CHECK_FALSE(std::filesystem::exists(out));
+
+    const std::string absent = (dir / "no-such-model").string();
+    auto bad_model = run_at(ranks, base + " --model " + absent);
+    INFO(bad_model.output);
+    CHECK(bad_model.status == 1);
+    CHECK_THAT(bad_model.output, Contains(absent));
+    CHECK_FALSE(std::filesystem::exists(out));
+
+    // The prompt is checked before any model is opened.
+    auto no_slot = run_at(ranks, base + " --model " + absent + " --reflect-prompt " + (dir / "no_slot.txt").string());
+    INFO(no_slot.output);
+    CHECK(no_slot.status == 1);
+    CHECK_THAT(no_slot.output, Contains((dir / "no_slot.txt").string()) && Contains("no {reasoning} placeholder"));
+    CHECK_FALSE(std::filesystem::exists(out));
+  }
+  // The torch-free modes do not take the model path: mining ignores it.
+  auto mined = run_metareuse("patterns --corpus " + sample + " --model /nonexistent --out " + out.string());
+  INFO(mined.output);
+  CHECK(mined.status == 0);
+}
+
 }  // namespace metareuse

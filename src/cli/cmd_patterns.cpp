@@ -10,7 +10,19 @@ namespace metareuse::cli {
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_list_flag(app, "--corpus", "corpus.files", "JSON Lines corpus file or glob (repeatable)", overrides);
   add_value_flag(app, "--out", "patterns.out", "Handbook JSON to write", overrides);
-  add_value_flag(app, "--mode", "patterns.mode", "exact | normalized (default)", overrides);
+  add_value_flag(app, "--mode", "patterns.mode", "exact | normalized (default) | reflect (needs --model)", overrides);
+  add_value_flag(app, "--model", "patterns.model",
+                 "reflect mode: the strategist, a Hugging Face folder or a metareuse checkpoint", overrides);
+  add_value_flag(app, "--reflect-prompt", "patterns.reflect_prompt",
+                 "reflect mode: prompt template file with {reasoning} (default: configs/reflect_prompt.txt)", overrides);
+  add_value_flag(app, "--max-new-tokens", "patterns.max_new_tokens", "reflect mode: most tokens per reply", overrides);
+  add_value_flag(app, "--batch-size", "patterns.batch_size", "reflect mode: records answered together", overrides);
+  add_value_flag(app, "--max-records", "patterns.max_records", "reflect mode: only the first N records (0: all)",
+                 overrides);
+  add_value_flag(app, "--temperature", "patterns.temperature", "reflect mode: 0 greedy (default), > 0 sampled",
+                 overrides);
+  add_value_flag(app, "--tokenizer", "tokenizer.path",
+                 "reflect mode: tokenizer file (default: the model folder's tokenizer.json)", overrides);
   add_value_flag(app, "--min-support", "patterns.min_support", "Fewest records per pattern", overrides);
   add_value_flag(app, "--top-k", "patterns.top_k", "Patterns kept (0: all)", overrides);
   add_value_flag(app, "--max-candidates", "patterns.max_candidates", "Per-rank candidate cap (0: none)", overrides);
@@ -22,10 +34,14 @@ void patterns_options(CLI::App& app, std::vector<std::string>& overrides) {
                         "Exit with status 4 when any record is bad");
 }
 
-int patterns_run(CommandContext& context) {
+bool patterns_needs_torch(const Config& config) { return config.get_string("patterns.mode") == "reflect"; }
+
+int patterns_run_with(CommandContext& context, const patterns::StrategistFactory& make_strategist) {
   std::string out = context.config.get_string("patterns.out");
   if (out.empty()) out = run::RunLayout::for_config(context.config).handbook();
-  return run::patterns_stage(context.config, context.runtime, out);
+  return run::patterns_stage(context.config, context.runtime, out, make_strategist);
 }
+
+int patterns_run(CommandContext& context) { return patterns_run_with(context, {}); }
 
 }  // namespace metareuse::cli

@@ -8,15 +8,28 @@
 #define TORCH_COMMAND(options, run) nullptr, nullptr, true
 #else
 #define TORCH_COMMAND(options, run) options, run, true
+#include "metareuse/patterns/strategist.h"  // the model strategist of reflect mode
 #endif
 
 namespace metareuse::cli {
+namespace {
+// patterns runs in the front binary, except in reflect mode (patterns_needs_torch),
+// which the torch binary runs with the model strategist.
+int patterns_command(CommandContext& context) {
+#ifdef METAREUSE_FRONT
+  return patterns_run(context);
+#else
+  return patterns_run_with(context, patterns::make_model_strategist);
+#endif
+}
+}  // namespace
 
 const std::vector<CommandSpec>& command_table() {
   // In pipeline order.
   static const std::vector<CommandSpec> table = {
       {"world", "Write the reasoning world: training corpus and held-out test problems", world_options, world_run},
-      {"patterns", "Mine recurring reasoning patterns from a corpus into a handbook", patterns_options, patterns_run},
+      {"patterns", "Mine recurring reasoning patterns (or a model's behaviors) from a corpus into a handbook",
+       patterns_options, patterns_command, false, patterns_needs_torch},
       {"augment", "Add the handbook's patterns to each training example", augment_options, augment_run},
       {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", tokenize_options, tokenize_run},
       {"prepare", "Build the tokenized, packed HDF5 training set", prepare_options, prepare_run},

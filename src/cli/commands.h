@@ -10,6 +10,7 @@
 
 #include "metareuse/core/config.h"
 #include "metareuse/distributed/runtime.h"
+#include "metareuse/patterns/reflect.h"  // StrategistFactory
 
 namespace metareuse::cli {
 
@@ -32,6 +33,9 @@ struct CommandSpec {
   // Runs in metareuse-torch: the torch-free front binary (metareuse) lists the
   // command and execs metareuse-torch for it (see main.cpp).
   bool needs_torch = false;
+  // A torch-free command that needs torch for some configs (patterns in reflect
+  // mode): the front binary execs metareuse-torch when this says so.
+  std::function<bool(const Config& config)> needs_torch_for = nullptr;
 };
 
 const std::vector<CommandSpec>& command_table();
@@ -57,7 +61,9 @@ int world_run(CommandContext& context);
 
 // patterns and augment (issue #3)
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides);
-int patterns_run(CommandContext& context);
+int patterns_run(CommandContext& context);  // no model: reflect mode is a UsageError
+int patterns_run_with(CommandContext& context, const patterns::StrategistFactory& make_strategist);
+bool patterns_needs_torch(const Config& config);  // reflect mode
 void augment_options(CLI::App& app, std::vector<std::string>& overrides);
 int augment_run(CommandContext& context);
 

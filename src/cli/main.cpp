@@ -151,6 +151,11 @@ int main(int argc, char** argv) {
     return kExitFailure;
   }
 
+#ifdef METAREUSE_FRONT
+  // Some configs of a torch-free command need the model (patterns --mode reflect).
+  if (chosen_spec->needs_torch_for && chosen_spec->needs_torch_for(config)) return exec_torch_binary(argv);
+#endif
+
   std::unique_ptr<Runtime> runtime;
   try {
     runtime = std::make_unique<Runtime>(config.get_string("dist.backend"));

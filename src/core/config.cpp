@@ -81,8 +81,8 @@ std::vector<ConfigKey> build_schema() {
       // patterns: mining the handbook (issue #3)
       key_string("patterns.mode", "normalized",
                  "exact: the seed's sentences, identical to reference/seed_patterns.py; normalized: phrases and "
-                 "sentences in the normalised form.",
-                 {"exact", "normalized"}),
+                 "sentences in the normalised form; reflect: patterns.model writes behaviors from each record.",
+                 {"exact", "normalized", "reflect"}),
       key_int("patterns.min_support", 2, "Fewest records a pattern must occur in.", 1, 4294967295.0),
       key_int("patterns.top_k", 32, "Patterns kept in the handbook; 0 keeps every one with enough support.", 0,
               1e9),
@@ -102,6 +102,20 @@ std::vector<ConfigKey> build_schema() {
               "normalized mode: MB per rank for the normalised reasoning texts that group equal records (each group "
               "is mined once); records beyond it are mined one by one. 0: no groups.",
               0, 1e6),
+      key_string("patterns.model", "",
+                 "reflect mode: the strategist model, a Hugging Face folder or a metareuse checkpoint (its tokenizer: "
+                 "tokenizer.path, else the folder's tokenizer.json)."),
+      key_string("patterns.reflect_prompt", "",
+                 "reflect mode: prompt template file with {reasoning} (and optionally {question}, {solution}); empty: "
+                 "the shipped configs/reflect_prompt.txt, built into the binary."),
+      key_int("patterns.max_new_tokens", 128, "reflect mode: most tokens the model writes per record.", 1, 1 << 20),
+      key_int("patterns.batch_size", 8, "reflect mode: records the model answers together.", 1, 4096),
+      key_int("patterns.max_records", 0, "reflect mode: only the first N good records of the corpus (0: all).", 0,
+              1e12),
+      key_number("patterns.temperature", 0.0,
+                 "reflect mode: 0 decodes greedily (the handbook is the same at any rank count); > 0 samples, seeded "
+                 "by run.seed and the record.",
+                 0.0, 100.0),
       key_string("patterns.out", "", "Handbook file; empty means <run folder>/handbook.json."),
       key_string_list("patterns.holdout", {}, "JSON Lines files whose coverage by the patterns is reported."),
       key_string("patterns.import", "",

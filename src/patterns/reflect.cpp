@@ -7,9 +7,15 @@
 #include <nlohmann/json.hpp>  // records on the wire
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iterator>
 #include <map>
+#include <memory>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
@@ -106,17 +112,26 @@ std::string behavior_key(const Behavior& behavior) {
   return fmt::format("{}|{}", name, instruction);
 }
 
-namespace {
-void check_template(std::string_view prompt_template) {
+void check_reflection_prompt(std::string_view prompt_template, std::string_view where) {
   if (prompt_template.find("{reasoning}") == std::string_view::npos) {
-    throw InputError("the reflection prompt has no {reasoning} placeholder (it may use {question}, {reasoning} and "
-                     "{solution})");
+    throw InputError(fmt::format("{}: the reflection prompt has no {{reasoning}} placeholder (it may use {{question}}, "
+                                 "{{reasoning}} and {{solution}})",
+                                 where));
   }
 }
-}  // namespace
+
+std::string load_reflection_prompt(const std::string& path) {
+  if (path.empty()) return std::string(default_reflection_prompt());
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError(fmt::format("{}: cannot read the reflection prompt: {}", path, std::strerror(errno)));
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (in.bad()) throw InputError(fmt::format("{}: reading the reflection prompt failed", path));
+  check_reflection_prompt(text, path);
+  return text;
+}
 
 std::string reflection_prompt(std::string_view prompt_template, const corpus::Record& record) {
-  check_template(prompt_template);
+  check_reflection_prompt(prompt_template, "the reflection prompt");
   std::string out;
   std::size_t i = 0;
   while (i < prompt_template.size()) {
@@ -139,7 +154,7 @@ std::string reflection_prompt(std::string_view prompt_template, const corpus::Re
 Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOptions& options,
                           const Strategist& strategist, Communicator& communicator) {
   if (options.batch_size == 0) throw InputError("reflect: batch_size must be >= 1");
-  check_template(options.prompt_template);  // before any collective, on every rank
+  check_reflection_prompt(options.prompt_template, options.prompt_source);  // before any collective, on every rank
   std::string wire;  // this rank's behaviors: one JSON array [order, record id, name, instruction] per line
   std::uint64_t replies = 0, parsed_behaviors = 0, malformed = 0;
   std::vector<std::string> prompts, record_ids;
@@ -151,6 +166,7 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
       throw Error(fmt::format("reflect: the strategist answered {} of {} prompts", answers.size(), prompts.size()));
     }
     for (std::size_t i = 0; i < answers.size(); ++i) {
+      log::debug("reflect: {} replied: {}", record_ids[i], answers[i]);
       ParsedReflection parsed = parse_reflection(answers[i]);
       ++replies;
       malformed += parsed.malformed;
@@ -165,22 +181,24 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
     record_ids.clear();
     orders.clear();
   };
-  corpus::CorpusStats local = corpus::read_corpus(files, options.read, communicator, [&](const corpus::Record& record) {
+  // Every rank reads every record (a self communicator), then keeps its share:
+  // good record i goes to rank i % size.
+  std::unique_ptr<Communicator> alone = make_self_communicator();
+  std::uint64_t index = 0;
+  const corpus::CorpusStats stats = corpus::read_corpus(files, options.read, *alone, [&](const corpus::Record& record) {
+    const std::uint64_t i = index++;
+    if (options.max_records > 0 && i >= options.max_records) return;
+    if (i % static_cast<std::uint64_t>(communicator.size()) != static_cast<std::uint64_t>(communicator.rank())) return;
     // Record keys are global (file index, line): the order is the same at any rank count.
-    const std::uint64_t order = record.key;
-    if (options.max_lines > 0 && (corpus::record_key_file(record.key) > 0 || corpus::record_key_line(record.key) > options.max_lines)) {
-      return;
-    }
     prompts.push_back(reflection_prompt(options.prompt_template, record));
     record_ids.push_back(corpus::record_key_name(record.key, files));
-    orders.push_back(order);
+    orders.push_back(record.key);
     if (prompts.size() == options.batch_size) flush();
   });
   flush();
   std::vector<char> all = communicator.allgatherv(std::vector<char>(wire.begin(), wire.end()));
   std::vector<std::uint64_t> counts = {replies, parsed_behaviors, malformed};
   communicator.allreduce(counts, ReduceOp::kSum);
-  const corpus::CorpusStats stats = corpus::reduce_stats(local, communicator);
 
   // Merge by key: records in corpus order (the gather's order is rank order, so sort first).
   struct Entry {
@@ -223,6 +241,13 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
   std::stable_sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
     return a.second.support != b.second.support ? a.second.support > b.second.support : a.first < b.first;
   });
+  if (ranked.empty()) {
+    throw InputError(fmt::format(
+        "reflect: 0 behaviors with support >= {}: the model's {} replies gave {} behavior lines ({} distinct) and {} "
+        "malformed lines; a behavior line is `behavior_name: instruction` (see the prompt template; a larger model, "
+        "more records or a lower patterns.min_support help)",
+        options.min_support, counts[0], counts[1], merged.size(), counts[2]));
+  }
   Handbook handbook;
   handbook.records = stats.records;
   handbook.mode = "reflect";
@@ -237,13 +262,15 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
     if (count > 1) pattern.name = fmt::format("{}_{}", pattern.name, count);
   }
   handbook.stats = {{"records", stats.records},       {"bad_lines", stats.bad_lines},
+                    {"records_reflected", options.max_records > 0 ? std::min(options.max_records, stats.records)
+                                                                  : stats.records},
                     {"replies", counts[0]},            {"behaviors_parsed", counts[1]},
                     {"malformed_lines", counts[2]},    {"distinct_behaviors", merged.size()},
                     {"patterns", handbook.patterns.size()}, {"ranks", communicator.size()}};
   handbook.config = {{"mode", "reflect"},
                      {"min_support", options.min_support},
                      {"top_k", options.top_k},
-                     {"max_lines", options.max_lines},
+                     {"max_records", options.max_records},
                      {"files", files}};
   return handbook;
 }

@@ -69,6 +69,51 @@ corpus::CorpusStats mine_handbook(const Config& config, Communicator& world, pat
   return result.corpus;
 }
 
+// Reflect mode: the model writes behaviors for each record (patterns/reflect.h).
+// The prompt is checked before the model is loaded.
+// Returns the corpus's bad lines.
+std::uint64_t reflect_handbook(const Config& config, Communicator& world,
+                               const patterns::StrategistFactory& make_strategist, patterns::Handbook& handbook) {
+  if (!make_strategist) {
+    throw UsageError("patterns.mode=reflect needs a model, and this binary has no model code: run it with "
+                     "metareuse (which starts metareuse-torch for it) or metareuse-torch");
+  }
+  patterns::ReflectOptions options;
+  options.prompt_source = config.get_string("patterns.reflect_prompt");
+  options.prompt_template = patterns::load_reflection_prompt(options.prompt_source);
+  if (options.prompt_source.empty()) options.prompt_source = "configs/reflect_prompt.txt (built in)";
+  options.batch_size = static_cast<std::size_t>(config.get_int("patterns.batch_size"));
+  options.min_support = static_cast<std::uint64_t>(config.get_int("patterns.min_support"));
+  options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
+  options.max_records = static_cast<std::uint64_t>(config.get_int("patterns.max_records"));
+  options.read = corpus_read_options(config);
+  patterns::StrategistOptions model;
+  model.model = config.get_string("patterns.model");
+  if (model.model.empty()) throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
+  model.tokenizer = config.get_string("tokenizer.path");
+  model.template_name = config.get_string("tokenizer.template");
+  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
+  model.batch_size = config.get_int("patterns.batch_size");
+  model.temperature = config.get_number("patterns.temperature");
+  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
+  const patterns::Strategist strategist = make_strategist(model);
+  Stopwatch watch;
+  handbook = patterns::reflect_patterns(files, options, strategist, world);
+  log::info("patterns (reflect mode, {} rank(s)): {} replies for {} records, {} behavior lines ({} malformed lines), "
+            "{} distinct, {} kept in {:.1f} s",
+            world.size(), handbook.stats["replies"].get<std::uint64_t>(),
+            handbook.stats["records_reflected"].get<std::uint64_t>(),
+            handbook.stats["behaviors_parsed"].get<std::uint64_t>(),
+            handbook.stats["malformed_lines"].get<std::uint64_t>(),
+            handbook.stats["distinct_behaviors"].get<std::uint64_t>(), handbook.patterns.size(), watch.seconds());
+  for (std::size_t i = 0; i < handbook.patterns.size() && i < 5; ++i) {
+    log::info("  {:>7}  {}: {}", handbook.patterns[i].support, handbook.patterns[i].name,
+              handbook.patterns[i].instruction);
+  }
+  return handbook.stats["bad_lines"].get<std::uint64_t>();
+}
+
 // kExitBadRecords when --strict (corpus.strict) and the corpus had bad lines.
 int strict_status(const Config& config, std::uint64_t bad_lines) {
   if (bad_lines > 0 && config.get_bool("corpus.strict")) {
@@ -94,7 +139,8 @@ corpus::ReadOptions corpus_read_options(const Config& config) {
   return read;
 }
 
-int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path) {
+int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
+                   const patterns::StrategistFactory& make_strategist) {
   Communicator& world = runtime.world();
   Stopwatch watch;
   patterns::Handbook handbook;
@@ -104,6 +150,8 @@ int patterns_stage(const Config& config, Runtime& runtime, const std::string& ha
     handbook = patterns::import_behavior_handbook(import_path);
     log::info("imported {} behaviors from {}", handbook.patterns.size(), import_path);
     if (handbook.patterns.empty()) throw InputError(fmt::format("{}: the handbook holds no behavior", import_path));
+  } else if (config.get_string("patterns.mode") == "reflect") {
+    bad_lines = reflect_handbook(config, world, make_strategist, handbook);
   } else {
     bad_lines = mine_handbook(config, world, handbook).bad_lines;
   }

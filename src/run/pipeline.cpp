@@ -24,6 +24,7 @@
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
+#include "metareuse/patterns/strategist.h"  // reflect mode's model
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
 #include "metareuse/run/lock.h"
@@ -58,7 +59,7 @@ struct Stage {
 };
 
 int patterns_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (patterns_stage(config, runtime, layout.handbook()) != kExitOk) {
+  if (patterns_stage(config, runtime, layout.handbook(), patterns::make_model_strategist) != kExitOk) {
     throw InputError("patterns: corpus.strict is set and the corpus has bad lines");
   }
   return kExitOk;

@@ -902,6 +902,13 @@ ChatTemplate ChatTemplate::load(const std::string& folder) {
                std::move(specials));
 }
 
+bool has_chat_template(const std::string& folder) {
+  namespace fs = std::filesystem;
+  const fs::path config_path = fs::path(folder) / "tokenizer_config.json";
+  if (!fs::is_regular_file(config_path)) return false;
+  return read_json(config_path).contains("chat_template") || fs::exists(fs::path(folder) / "chat_template.jinja");
+}
+
 std::string model_tokenizer_path(const std::string& folder) {
   const auto path = std::filesystem::path(folder) / "tokenizer.json";
   return std::filesystem::is_regular_file(path) ? path.string() : std::string();

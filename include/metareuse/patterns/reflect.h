@@ -1,8 +1,8 @@
 // Reflect mode, the strategist of Didolkar et al. 2025 ("Metacognitive Reuse"):
 // a model reads solved records and writes behaviors, `behavior_name:
 // instruction` lines. This module is torch-free: the model is a Strategist
-// callback (the CLI supplies one built on generate_batch), so the parse, the
-// merge and the reduction are tested without a model.
+// callback (patterns/strategist.h builds one on generate_batch, in the torch
+// binary), so the parse, the merge and the reduction are tested without a model.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +41,10 @@ ParsedReflection parse_reflection(std::string_view reply);
 // instruction's normalised form (text.h), "unit_rate|divide the total by ...".
 std::string behavior_key(const Behavior& behavior);
 
+// Throws InputError, naming `where` (the template's file), when the template
+// has no {reasoning} placeholder.
+void check_reflection_prompt(std::string_view prompt_template, std::string_view where);
+
 // The prompt for one record: `prompt_template` with {question}, {reasoning}
 // and {solution} replaced. Throws InputError when it has no {reasoning}.
 std::string reflection_prompt(std::string_view prompt_template, const corpus::Record& record);
@@ -51,24 +55,52 @@ using Strategist =
     std::function<std::vector<std::string>(const std::vector<std::string>& prompts,
                                            const std::vector<std::uint64_t>& sequence_ids)>;
 
+// The shipped prompt, configs/reflect_prompt.txt, built into the binary (so an
+// installed binary has it without the source tree).
+std::string_view default_reflection_prompt();
+
+// The template in `path`, checked (check_reflection_prompt); "" gives
+// default_reflection_prompt(). An unreadable file is an InputError naming it.
+std::string load_reflection_prompt(const std::string& path);
+
 struct ReflectOptions {
-  std::string prompt_template;  // configs/reflect_prompt.txt, or the user's
+  std::string prompt_template;  // default_reflection_prompt(), or the user's
+  std::string prompt_source = "the reflection prompt";  // its file, for errors
   std::size_t batch_size = 8;   // prompts per Strategist call
   std::uint64_t min_support = 1;
   std::size_t top_k = 32;       // 0: all
   std::size_t examples = 3;     // record ids per behavior
-  std::uint64_t max_lines = 0;  // only the records in the first N lines of the first file; 0: all
+  std::uint64_t max_records = 0;  // only the first N good records of the corpus, in corpus order; 0: all
   corpus::ReadOptions read;
 };
 
-// Collective. Each rank prompts the strategist with its share of the records,
-// parses the replies, and the behaviors of every rank are gathered and merged
+// Collective. Every rank reads the corpus (parsing is cheap next to a model's
+// reply), and the good records, in corpus order, are dealt round robin: record
+// i goes to rank i % size, so every rank has a share even when max_records
+// keeps only the start of one file. Each rank prompts the strategist with its
+// share, parses the replies, and the behaviors of every rank are gathered and merged
 // by behavior_key: support is the number of records that produced one, the
 // name and instruction are those of its first record (in corpus order), the
 // examples its first records. Sorted by support, then key. Every rank gets
 // the same handbook, and it does not depend on the rank count when the
-// strategist's replies do not (greedy decoding).
+// strategist's replies do not (greedy decoding). Throws InputError when no
+// behavior is left (none parsed, or none with min_support), naming the counts.
 Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOptions& options,
                           const Strategist& strategist, Communicator& communicator);
+
+// What builds the strategist from a model (patterns.model and friends).
+struct StrategistOptions {
+  std::string model;            // a Hugging Face folder or a metareuse checkpoint
+  std::string tokenizer;        // "": the model folder's tokenizer.json
+  std::string template_name = "chat";  // without the folder's own chat template: chat (Llama 3 headers) or plain
+  std::int64_t max_new_tokens = 128;
+  std::int64_t batch_size = 8;  // prompts generated together
+  double temperature = 0;       // 0: greedy; > 0: sampled, seeded by (seed, record)
+  std::uint64_t seed = 0;
+};
+
+// Supplied by the torch binary (make_model_strategist in patterns/strategist.h);
+// the torch-free front execs that binary for reflect mode.
+using StrategistFactory = std::function<Strategist(const StrategistOptions&)>;
 
 }  // namespace metareuse::patterns

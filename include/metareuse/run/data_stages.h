@@ -7,6 +7,7 @@
 #include <string>
 
 #include "metareuse/corpus/corpus.h"
+#include "metareuse/patterns/reflect.h"  // StrategistFactory
 
 namespace metareuse {
 class Config;
@@ -21,7 +22,10 @@ corpus::ReadOptions corpus_read_options(const Config& config);
 // Mines corpus.files per patterns.* (or imports patterns.import), reports the
 // coverage of patterns.holdout, and writes the handbook (rank 0). Returns
 // kExitBadRecords when corpus.strict is set and the corpus has bad lines.
-int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path);
+// patterns.mode=reflect asks `make_strategist` (the torch binary's
+// patterns::make_model_strategist) for the model; without one it is a UsageError.
+int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
+                   const patterns::StrategistFactory& make_strategist = {});
 
 // Writes the training examples of corpus.files with the handbook's patterns
 // (augment.*). Returns kExitBadRecords like patterns_stage.

@@ -69,6 +69,10 @@ class ChatTemplate {
   std::unique_ptr<Program> program_;
 };
 
+// True when `folder` holds a chat template for ChatTemplate::load: a
+// tokenizer_config.json with "chat_template", or chat_template.jinja beside it.
+bool has_chat_template(const std::string& folder);
+
 // A model folder's own tokenizer: `folder`/tokenizer.json when it is there, else "".
 std::string model_tokenizer_path(const std::string& folder);
 

@@ -1,0 +1,18 @@
+// Reflect mode's strategist on a real model: a Strategist (reflect.h) that
+// puts each prompt through the model folder's own chat template (or
+// tokenizer.template without one), decodes with generate_batch and returns
+// the decoded replies. The declaration is torch-free; the definition links
+// the model, and only the torch binary (metareuse-torch) has it.
+#pragma once
+
+#include "metareuse/patterns/reflect.h"
+
+namespace metareuse::patterns {
+
+// Loads options.model (a Hugging Face folder or a metareuse checkpoint) and
+// its tokenizer once; the returned strategist answers each call's prompts in
+// batches of options.batch_size. A bad model path, a missing tokenizer or a
+// tokenizer larger than the model's vocabulary throws, naming the path.
+Strategist make_model_strategist(const StrategistOptions& options);
+
+}  // namespace metareuse::patterns
