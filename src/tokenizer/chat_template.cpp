@@ -901,8 +901,15 @@ ChatTemplate ChatTemplate::load(const std::string& folder) {
 }
 
 std::string model_tokenizer_path(const std::string& folder) {
-  const auto path = std::filesystem::path(folder) / "tokenizer.json";
-  return std::filesystem::is_regular_file(path) ? path.string() : std::string();
+  // tokenizer.json (Hugging Face), tokenizer.model (Meta's tiktoken, or the
+  // sentencepiece a from-scratch run trains), spm.model: export copies the
+  // tokenizer under its own name.
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
+    const auto path = std::filesystem::path(folder) / name;
+    std::error_code error;
+    if (std::filesystem::is_regular_file(path, error)) return path.string();
+  }
+  return std::string();
 }
 
 RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {

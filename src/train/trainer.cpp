@@ -20,6 +20,7 @@
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
@@ -258,6 +259,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   TrainOptions options;
   options.model = model_config_from(config);
   options.model_path = config.get_string("model.path");
+  options.tokenizer_path = config.get_string("tokenizer.path");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   options.dataset_path = config.get_string("dataset.output");
   if (options.dataset_path.empty()) options.dataset_path = run::RunLayout(run_folder).dataset();
@@ -376,6 +378,17 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   DistributedSampler order(data.sequences, 0, 1, options.seed);
   const CheckpointOptions& checkpoints = options.checkpoints;
 
+  // The tokenizer and the template the dataset was made with, recorded in
+  // every checkpoint: eval's and export's default for it. The tokenizer is
+  // tokenizer.path, else the one the dataset's own config names (`prepare --tokenizer`).
+  TextFormat text{options.tokenizer_path, data.metadata.template_name};
+  if (text.tokenizer.empty()) {
+    const json made_with = json::parse(data.metadata.config_json, nullptr, /*allow_exceptions=*/false);
+    if (made_with.is_object() && made_with.contains("tokenizer") && made_with["tokenizer"].is_object()) {
+      text.tokenizer = made_with["tokenizer"].value("path", "");
+    }
+  }
+
   json identity = {{"model", model_config.to_hf_json()},
                    {"tokenizer", data.metadata.tokenizer_identity()},
                    {"dataset",
@@ -423,6 +436,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     meta["loss_scale_good_steps"] = scaler.state().good_steps;
     meta["loss_scale_hysteresis_left"] = scaler.state().hysteresis_left;
     meta["config"] = options.resolved_config;
+    meta["text"] = text.to_json();
     torch::Tensor state = at::detail::getDefaultCPUGenerator().get_state();
     std::vector<uint8_t> rng(state.data_ptr<uint8_t>(), state.data_ptr<uint8_t>() + state.numel());
     SaveResult result = save_checkpoint(model.sharded(), meta, rng, checkpoints);

@@ -69,7 +69,8 @@ class ChatTemplate {
   std::unique_ptr<Program> program_;
 };
 
-// A model folder's own tokenizer: `folder`/tokenizer.json when it is there, else "".
+// A model folder's own tokenizer: the first of `folder`/tokenizer.json,
+// tokenizer.model and spm.model that is there, else "".
 std::string model_tokenizer_path(const std::string& folder);
 
 }  // namespace metareuse
