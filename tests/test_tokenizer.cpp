@@ -417,11 +417,14 @@ TEST_CASE("a test prompt is its training example up to the target, in every temp
     const TokenizedExample example = format.training_example(prompt, target);
     const std::vector<TokenId> test_prompt = format.test_prompt(prompt);
     REQUIRE(starts_with(example.ids, test_prompt));
-    // No loss on the prompt; loss on every token after it (the target and its end token).
-    for (std::size_t i = 0; i < example.ids.size(); ++i) {
+    // No loss on the prompt, and the target starts right after it: the model
+    // answers where training taught it to.
+    for (std::size_t i = 0; i < test_prompt.size(); ++i) {
       INFO("token " << i);
-      if (i < test_prompt.size()) CHECK(example.loss_mask[i] == 0);
+      CHECK(example.loss_mask[i] == 0);
     }
+    REQUIRE(example.ids.size() > test_prompt.size());
+    CHECK(example.loss_mask[test_prompt.size()] == 1);
     const bool ends_trained = example.loss_mask.back() == 1;
     const bool ends_on_stop = std::find(format.stop_ids().begin(), format.stop_ids().end(), example.ids.back()) !=
                               format.stop_ids().end();
@@ -453,8 +456,7 @@ TEST_CASE("a test prompt is its training example up to the target, in every temp
     METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(llama3);
     auto llama = load_tokenizer(llama3);
     const PromptFormat format(*llama, "chat", llama3);
-    const TokenizedExample example = format.training_example(prompt, target);
-    REQUIRE(starts_with(example.ids, format.test_prompt(prompt)));
+    check_prefix(format);
     CHECK(std::find(format.stop_ids().begin(), format.stop_ids().end(), *llama->special_id("<|eot_id|>")) !=
           format.stop_ids().end());
   }
