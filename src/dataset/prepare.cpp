@@ -83,7 +83,9 @@ TokenizedExample tokenize_record(const PromptFormat& format, const nlohmann::jso
     }
     return found->get_ref<const std::string&>();
   };
-  return format.training_example(field("prompt"), field("target"));
+  const std::string& prompt = field("prompt");  // named in this order in the error of a record that has neither
+  const std::string& target = field("target");
+  return format.training_example(prompt, target);
 }
 
 // An empty dataset is an error, with the reason: no usable record, or no
