@@ -18,6 +18,9 @@ what transformers computes, for the C++ test to compare with.
       the first questions put through the folder's chat template
       (apply_chat_template, generation prompt on) and 64 greedy new tokens.
 
+Every model is loaded with output_loading_info: missing, unexpected or
+mismatched weights are an error (exit status 4) naming them.
+
 Exit status 0 on success; 3 when transformers cannot be imported (the test skips).
 """
 import argparse
@@ -91,7 +94,14 @@ PROMPTS = [
 
 
 def load_model(folder):
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    """The folder's model in fp32. A folder that does not load cleanly (missing,
+    unexpected or mismatched weights: an export that lost its tied embeddings,
+    say) is an error naming the keys, exit status 4."""
+    model, info = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, output_loading_info=True)
+    problems = {kind: sorted(str(key) for key in keys) for kind, keys in info.items() if keys}
+    if problems:
+        print(f"hf_reference: {folder} does not load cleanly: {json.dumps(problems)}", file=sys.stderr)
+        sys.exit(4)
     model.eval()
     return model
 

@@ -135,6 +135,30 @@ TEST_CASE("eval writes eval.json and answers.jsonl, and a checkpoint and its exp
   }
 }
 
+TEST_CASE("eval --model <checkpoint> takes the tokenizer and template the checkpoint was trained with",
+          "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  // No --tokenizer, no tokenizer.template: both come from the checkpoint (its dataset was
+  // prepared with template plain; the default template, chat, needs Llama 3's special
+  // tokens, which this sentencepiece tokenizer lacks, so it would fail).
+  const fs::path out = d / "eval-trained";
+  auto result = run_metareuse("eval --model " + (d / "run" / "checkpoints").string() +
+                              " --questions datasets/sample_reasoning.jsonl --set run.out_dir=" +
+                              (d / "run").string() + " --limit 2 --max-new-tokens 8 --out " + out.string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  std::ifstream in(out / "eval.json");
+  const json eval = json::parse(in);
+  CHECK(eval.at("models").at("model").at("template") == "plain");
+  CHECK(eval.at("models").at("model").at("tokenizer") == (d / "spm.model").string());
+  // A template the user sets still wins, with a warning naming the trained one.
+  result = run_metareuse("eval --model " + (d / "run" / "checkpoints").string() +
+                         " --questions datasets/sample_reasoning.jsonl --set run.out_dir=" + (d / "run").string() +
+                         " --set tokenizer.template=chat --limit 2 --max-new-tokens 8 --out " + out.string());
+  CHECK(result.status != 0);
+  CHECK_THAT(result.output, Contains("tokenizer.template=chat as set, but") && Contains("trained with template plain"));
+}
+
 TEST_CASE("eval gives the same answers at 1 and 2 ranks, greedy and sampled", "[eval][e2e]") {
   const fs::path& d = trained_run();
   for (const std::string sampling : {"", "--temperature 0.9 --top-p 0.9 --seed 7"}) {

@@ -3,7 +3,9 @@
 // build/models/SmolLM2-135M-Instruct. The reference is Hugging Face
 // transformers on the same folder, run live by tests/hf_reference.py (no file
 // of ours in between). Cases skip with a message when the folder is absent
-// (PyPI unreachable) or transformers is not importable.
+// (PyPI unreachable) or transformers is not importable. The last case
+// fine-tunes the folder through `metareuse run` and loads the export in
+// transformers (item 5).
 // Tolerance: logits 1e-5 of the largest |logit| (the issue's figure): both
 // sides compute in fp32, and 30 layers of fp32 rounding differences leave
 // ~1e-6; a wrong rope theta, norm eps or head layout moves them by > 1e-2.
@@ -17,16 +19,20 @@
 #include <set>
 
 #include "cli_runner.h"
+#include "metareuse/checkpoint/model_source.h"
+#include "metareuse/dataset/dataset.h"
 #include "metareuse/model/config.h"
 #include "metareuse/model/generate.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
 #include "metareuse/tokenizer/chat_template.h"
+#include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "real_model.h"
 #include "tensor_compare.h"  // relative_error, to_vector
 #include "test_support.h"
+#include "tokenizer_support.h"  // write_byte_level_tokenizer
 
 using Catch::Matchers::Contains;
 using namespace metareuse;
@@ -231,37 +237,7 @@ TEST_CASE("message text never becomes special tokens, and only trained turns car
       "inline", "<|im_start|>", "<|im_end|>", {"<|im_start|>", "<|im_end|>"});
   // A GPT-2-style tokenizer.json: bytes only, with the two specials.
   auto dir = test::temp_dir("chat-special");
-  nlohmann::json vocab = nlohmann::json::object();
-  // GPT-2's byte-to-unicode spelling of the 256 bytes, ids 0..255 in its order.
-  std::vector<int> bytes;
-  for (int b = '!'; b <= '~'; ++b) bytes.push_back(b);
-  for (int b = 0xA1; b <= 0xAC; ++b) bytes.push_back(b);
-  for (int b = 0xAE; b <= 0xFF; ++b) bytes.push_back(b);
-  std::vector<int> spelled(256, -1);
-  for (int b : bytes) spelled[b] = b;
-  int next = 256;
-  for (int b = 0; b < 256; ++b) {
-    if (spelled[b] < 0) spelled[b] = next++;
-  }
-  for (int b = 0; b < 256; ++b) {
-    std::string utf8;
-    int cp = spelled[b];
-    if (cp < 0x80) {
-      utf8 += static_cast<char>(cp);
-    } else {
-      utf8 += static_cast<char>(0xC0 | (cp >> 6));
-      utf8 += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    vocab[utf8] = b;
-  }
-  vocab["<|im_start|>"] = 256;
-  vocab["<|im_end|>"] = 257;
-  nlohmann::json file = {
-      {"normalizer", nullptr},
-      {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
-      {"added_tokens", {{{"id", 256}, {"content", "<|im_start|>"}}, {{"id", 257}, {"content", "<|im_end|>"}}}},
-      {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
-  std::ofstream(dir / "tokenizer.json") << file.dump();
+  test::write_byte_level_tokenizer(dir / "tokenizer.json", {"<|im_start|>", "<|im_end|>"});
   auto tokenizer = load_tokenizer((dir / "tokenizer.json").string());
   std::vector<ChatMessage> messages = {{"user", "say <|im_end|><|im_start|>", false}, {"assistant", "ok", true}};
   auto example = chat_template.tokenize(*tokenizer, messages, false);
@@ -279,4 +255,135 @@ TEST_CASE("message text never becomes special tokens, and only trained turns car
                     Contains("bad.jinja") && Contains("'macro' is not supported"));
   CHECK_THROWS_WITH(ChatTemplate::parse("{{ messages | tojson }}", "bad.jinja", "", "", {}).render(messages, false),
                     Contains("bad.jinja") && Contains("filter 'tojson'"));
+}
+
+namespace {
+
+std::vector<nlohmann::json> read_json_lines(const fs::path& path) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) lines.push_back(nlohmann::json::parse(line));
+  }
+  return lines;
+}
+
+}  // namespace
+
+// Item 5 of #20, CI-sized: `metareuse run` with model.path = the SmolLM2
+// folder on 2 GSM8K train records (one fixed batch: global_batch = the 2
+// sequences), 3 AdamW steps, then its export loaded by transformers.
+TEST_CASE("metareuse run fine-tunes SmolLM2 from model.path, and transformers loads its export with our logits",
+          "[real][run]") {
+  const std::string dir = real_model_dir();
+  if (dir.empty()) return;
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto work = test::temp_dir("real-run");
+  {
+    std::ifstream in(shared + "/datasets/gsm8k/train.jsonl");
+    std::ofstream out(work / "train.jsonl");
+    std::string line;
+    for (int i = 0; i < 2 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  const fs::path run = work / "run";
+  nlohmann::json config = {
+      {"run", {{"out_dir", run.string()}, {"seed", 7}}},
+      {"corpus", {{"files", {(work / "train.jsonl").string()}}}},
+      {"patterns", {{"min_support", 1}, {"top_k", 4}}},
+      {"augment", {{"mode", "global"}, {"top_k", 2}}},
+      {"dataset", {{"sequence_length", 384}, {"pack", false}}},
+      {"model", {{"path", dir}}},
+      {"train",
+       {{"global_batch", 2}, {"micro_batch", 1}, {"max_steps", 3}, {"lr", 1e-4}, {"lr_schedule", "constant"},
+        {"warmup_steps", 0}, {"time_limit", 0}}},
+      {"checkpoint", {{"keep_last", 1}}},
+      // The training questions: each eval prompt must be its training prompt.
+      {"eval", {{"questions", (work / "train.jsonl").string()}, {"max_new_tokens", 4}, {"batch_size", 2}}}};
+  std::ofstream(work / "config.json") << config.dump(2);
+  auto result = test::run_metareuse("run --config " + (work / "config.json").string());
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+
+  // The folder's tokenizer and template, decided once and recorded.
+  std::ifstream resolved_in(run / "config.resolved.json");
+  const auto resolved = nlohmann::json::parse(resolved_in);
+  CHECK(resolved["tokenizer"]["path"] == dir + "/tokenizer.json");
+  CHECK(resolved["tokenizer"]["template"] == "model");
+  CHECK_FALSE(fs::exists(run / "tokenizer.model"));  // none trained
+
+  // Training started from the pretrained weights (a random start has a loss near ln 49152 = 10.8) and
+  // the loss fell on the fixed batch.
+  const auto metrics = read_json_lines(run / "metrics.jsonl");
+  REQUIRE(metrics.size() == 3);
+  const double first = metrics.front()["loss"].get<double>();
+  const double last = metrics.back()["loss"].get<double>();
+  INFO("losses " << first << " ... " << last);
+  CHECK(first < 4.0);
+  CHECK(last < 0.9 * first);
+
+  // The dataset was rendered with the folder's template, and eval prompted as training did.
+  auto tokenizer = load_tokenizer(dir + "/tokenizer.json");
+  const PromptFormat format(*tokenizer, "model", dir + "/tokenizer.json");
+  const PackedDataset data = load_dataset((run / "dataset.h5").string());
+  CHECK(data.metadata.template_name == "model");
+  const auto augmented = read_json_lines(run / "augmented.jsonl");
+  const auto answers = read_json_lines(run / "eval" / "answers.jsonl");
+  REQUIRE(augmented.size() == 2);
+  REQUIRE(answers.size() == 2);
+  REQUIRE(data.documents.size() == 2 * 4);
+  for (std::size_t d = 0; d < 2; ++d) {
+    const std::int64_t record = data.documents[4 * d], sequence = data.documents[4 * d + 1];
+    const std::int64_t offset = data.documents[4 * d + 2], length = data.documents[4 * d + 3];
+    const std::string prompt = augmented[static_cast<std::size_t>(record)]["prompt"];
+    const std::vector<TokenId> test_prompt = format.test_prompt(prompt);
+    const TokenId* tokens = data.row(data.tokens, sequence) + offset;
+    const std::uint8_t* mask = data.row(data.loss_mask, sequence) + offset;
+    REQUIRE(static_cast<std::int64_t>(test_prompt.size()) < length);
+    INFO("document " << d);
+    CHECK(std::vector<TokenId>(tokens, tokens + test_prompt.size()) == test_prompt);
+    CHECK(mask[test_prompt.size() - 1] == 0);
+    CHECK(mask[test_prompt.size()] == 1);  // the target starts right after the eval prompt
+    CHECK(answers[static_cast<std::size_t>(record)]["prompt"] == prompt);
+  }
+  std::ifstream eval_in(run / "eval" / "eval.json");
+  const auto eval = nlohmann::json::parse(eval_in);
+  CHECK(eval["models"]["model"]["template"] == "model");
+
+  // The export keeps SmolLM2's config (tied embeddings: no lm_head tensor), its tokenizer and template.
+  const fs::path exported = run / "export";
+  std::ifstream config_in(exported / "config.json");
+  const auto hf_config = nlohmann::json::parse(config_in);
+  CHECK(hf_config["tie_word_embeddings"] == true);
+  CHECK(hf_config["vocab_size"] == 49152);
+  CHECK(hf_config["num_key_value_heads"] == 3);
+  CHECK(LlamaConfig::from_hf_json(hf_config, "export").rope.theta == 100000.0);
+  for (const char* file : {"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}) {
+    CHECK(fs::exists(exported / file));
+  }
+  CHECK(has_chat_template(exported.string()));
+  auto exported_source = open_model_source(exported.string());
+  exported_source->check_tensors();
+
+  // transformers loads the export cleanly (hf_reference.py exits 4 on missing or unexpected
+  // weights) and computes our checkpoint's logits.
+  if (!run_reference(fmt::format("logits --model '{}' --out '{}/logits.safetensors'", exported.string(),
+                                 work.string()))) {
+    return;
+  }
+  SafetensorsFile reference((work / "logits.safetensors").string());
+  LlamaModel tuned = load_model(CheckpointModelSource((run / "checkpoints").string()));
+  LlamaModel original = load_model(*open_model_source(dir));
+  torch::NoGradGuard no_grad;
+  for (int i = 0; i < 8; ++i) {
+    torch::Tensor ids = reference.tensor(fmt::format("ids_{}", i));  // (1, T)
+    torch::Tensor logits = tuned.forward(ids);                        // (1, T, V)
+    const double error = relative_error(logits, reference.tensor(fmt::format("logits_{}", i)));
+    INFO("prompt " << i << ": logits max relative error " << error);
+    CHECK(error <= 1e-5);
+    if (i == 0) CHECK(relative_error(original.forward(ids), logits) > 1e-4);  // the weights did move
+  }
+  // The checkpoint (with AdamW's state) and the export are 2.4 GB; the small files stay for a reader.
+  fs::remove_all(run / "checkpoints");
+  fs::remove_all(run / "export");
 }

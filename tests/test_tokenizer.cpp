@@ -5,10 +5,13 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/tokenizer/chat_template.h"
+#include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "test_support.h"
@@ -334,4 +337,136 @@ TEST_CASE("the ASCII fast path splits exactly as PCRE2 does", "[tokenizer][pre_t
     }
   }
   CHECK(mismatches == 0);
+}
+
+// ---- The tokenizer and template rule, and the prompt format (prompt_format.h, #20) ----
+
+namespace {
+
+// A Hugging Face folder as SmolLM2's: a byte-level tokenizer.json and a
+// tokenizer_config.json with its ChatML template; `with_template` false leaves the template out.
+std::filesystem::path write_model_folder(const std::string& name, bool with_template) {
+  auto dir = test::temp_dir(name);
+  test::write_byte_level_tokenizer(dir / "tokenizer.json", {"<|endoftext|>", "<|im_start|>", "<|im_end|>"});
+  nlohmann::json config = {{"bos_token", "<|im_start|>"}, {"eos_token", "<|im_end|>"}};
+  if (with_template) config["chat_template"] = test::smollm2_chat_template();
+  std::ofstream(dir / "tokenizer_config.json") << config.dump();
+  return dir;
+}
+
+bool starts_with(const std::vector<TokenId>& ids, const std::vector<TokenId>& prefix) {
+  return prefix.size() <= ids.size() && std::equal(prefix.begin(), prefix.end(), ids.begin());
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer and template: the user's setting wins, else the model's own, else chat", "[tokenizer][unit]") {
+  const auto model = write_model_folder("text-rule-model", true);
+  const auto bare = write_model_folder("text-rule-bare", false);
+  const std::string own = (model / "tokenizer.json").string();
+  auto resolve = [](TextFormat configured, ModelText text) { return resolve_text_format(configured, text); };
+  // A folder with its tokenizer and chat template brings both.
+  TextFormat text = resolve({"", "auto"}, {model.string(), std::nullopt, ""});
+  CHECK(text.tokenizer == own);
+  CHECK(text.template_name == "model");
+  // The same tokenizer named by the user: still the folder's template.
+  CHECK(resolve({own, "auto"}, {model.string(), std::nullopt, ""}).template_name == "model");
+  // The user's template wins.
+  text = resolve({"", "plain"}, {model.string(), std::nullopt, ""});
+  CHECK(text.tokenizer == own);
+  CHECK(text.template_name == "plain");
+  // Another tokenizer: the folder's template is not its own.
+  text = resolve({"/elsewhere/tokenizer.json", "auto"}, {model.string(), std::nullopt, ""});
+  CHECK(text.tokenizer == "/elsewhere/tokenizer.json");
+  CHECK(text.template_name == "chat");
+  // A folder without a chat template: its tokenizer, the default template.
+  CHECK_FALSE(has_chat_template(bare.string()));
+  CHECK(has_chat_template(model.string()));
+  text = resolve({"", "auto"}, {bare.string(), std::nullopt, ""});
+  CHECK(text.tokenizer == (bare / "tokenizer.json").string());
+  CHECK(text.template_name == "chat");
+  // A checkpoint brings what it was trained with; the user's values still win.
+  const TextFormat trained{"/runs/a/tokenizer.model", "plain"};
+  text = resolve({"", "auto"}, {"", trained, "ckpt"});
+  CHECK(text.tokenizer == trained.tokenizer);
+  CHECK(text.template_name == "plain");
+  text = resolve({"/mine.model", "chat"}, {"", trained, "ckpt"});
+  CHECK(text.tokenizer == "/mine.model");
+  CHECK(text.template_name == "chat");
+  // Nothing brought: no tokenizer (the caller trains one or asks), template chat.
+  text = resolve({"", "auto"}, {"", std::nullopt, ""});
+  CHECK(text.tokenizer.empty());
+  CHECK(text.template_name == "chat");
+  // What checkpoints record reads back.
+  const TextFormat again = TextFormat::from_json(TextFormat{"t.json", "model"}.to_json());
+  CHECK(again.tokenizer == "t.json");
+  CHECK(again.template_name == "model");
+  // Export copies the tokenizer with its config and template.
+  CHECK(tokenizer_files(own) ==
+        std::vector<std::string>{own, (model / "tokenizer_config.json").string()});
+}
+
+TEST_CASE("a test prompt is its training example up to the target, in every template", "[tokenizer][unit]") {
+  const auto model = write_model_folder("prompt-format", true);
+  const std::string path = (model / "tokenizer.json").string();
+  auto tokenizer = load_tokenizer(path);
+  const TokenId im_end = *tokenizer->special_id("<|im_end|>");
+  const std::string prompt = "Q: What is 2 + 3?\n";
+  const std::string target = "2 + 3 = 5.\n#### 5";
+  auto check_prefix = [&](const PromptFormat& format) {
+    INFO("template " << format.template_name());
+    const TokenizedExample example = format.training_example(prompt, target);
+    const std::vector<TokenId> test_prompt = format.test_prompt(prompt);
+    REQUIRE(starts_with(example.ids, test_prompt));
+    // No loss on the prompt, and the target starts right after it: the model
+    // answers where training taught it to.
+    for (std::size_t i = 0; i < test_prompt.size(); ++i) {
+      INFO("token " << i);
+      CHECK(example.loss_mask[i] == 0);
+    }
+    REQUIRE(example.ids.size() > test_prompt.size());
+    CHECK(example.loss_mask[test_prompt.size()] == 1);
+    const bool ends_trained = example.loss_mask.back() == 1;
+    const bool ends_on_stop = std::find(format.stop_ids().begin(), format.stop_ids().end(), example.ids.back()) !=
+                              format.stop_ids().end();
+    CHECK((ends_on_stop || !ends_trained));
+    return example;
+  };
+
+  SECTION("model: the folder's own ChatML template") {
+    const PromptFormat format(*tokenizer, "model", path);
+    const TokenizedExample example = check_prefix(format);
+    CHECK(tokenizer->decode(example.ids) ==
+          "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+          "<|im_start|>user\n" + prompt + "<|im_end|>\n<|im_start|>assistant\n" + target + "<|im_end|>\n");
+    // Loss on the target's bytes and the <|im_end|> after it: not on the newline the template adds.
+    const auto trained = std::count(example.loss_mask.begin(), example.loss_mask.end(), 1);
+    CHECK(trained == static_cast<std::ptrdiff_t>(target.size()) + 1);
+    CHECK(example.ids[example.ids.size() - 2] == im_end);
+    CHECK(example.loss_mask[example.ids.size() - 2] == 1);
+    // The answer ends where training ended it: the template's end of turn.
+    CHECK(format.stop_ids() == std::vector<TokenId>{im_end});
+  }
+  SECTION("plain: bos + prompt + target + eos") {
+    const PromptFormat format(*tokenizer, "plain", path);
+    const TokenizedExample example = check_prefix(format);
+    CHECK(example.ids.back() == tokenizer->eos_id());
+    CHECK(format.stop_ids() == std::vector<TokenId>{tokenizer->eos_id()});
+  }
+  SECTION("chat: Llama 3's headers (needs ../shared's Llama 3 tokenizer)") {
+    METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(llama3);
+    auto llama = load_tokenizer(llama3);
+    const PromptFormat format(*llama, "chat", llama3);
+    check_prefix(format);
+    CHECK(std::find(format.stop_ids().begin(), format.stop_ids().end(), *llama->special_id("<|eot_id|>")) !=
+          format.stop_ids().end());
+  }
+  SECTION("auto is resolved before use; an unknown name is refused") {
+    CHECK_THROWS_WITH(PromptFormat(*tokenizer, "auto", path), Contains("unknown template 'auto'"));
+    // model needs a template beside the tokenizer.
+    const auto bare = write_model_folder("prompt-format-bare", false);
+    auto bare_tokenizer = load_tokenizer((bare / "tokenizer.json").string());
+    CHECK_THROWS_WITH(PromptFormat(*bare_tokenizer, "model", (bare / "tokenizer.json").string()),
+                      Contains("tokenizer_config.json") && Contains("chat_template"));
+  }
 }

@@ -8,6 +8,7 @@
 #include "metareuse/checkpoint/model_source.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/tokenizer/prompt_format.h"  // TextFormat, tokenizer_files
 
 namespace metareuse {
 namespace fs = std::filesystem;
@@ -26,13 +27,17 @@ void export_checkpoint(const ExportOptions& options) {
                                   : options.dtype == ExportDtype::kFloat16 ? torch::kFloat16
                                                                            : torch::kBFloat16;
   save_hf_model(model, options.out, options.max_shard_bytes, dtype);
-  // The tokenizer the run used travels with the weights.
+  // The tokenizer the run used travels with the weights, with its
+  // tokenizer_config.json and chat template: the export is then a model folder
+  // whose own template is the one trained with (and transformers loads its tokenizer).
   const nlohmann::json& meta = source.meta();
-  if (meta.contains("config")) {
-    std::string tokenizer = meta["config"].value("tokenizer", nlohmann::json::object()).value("path", "");
-    if (!tokenizer.empty() && fs::exists(tokenizer)) {
-      fs::copy_file(tokenizer, fs::path(options.out) / fs::path(tokenizer).filename(),
-                    fs::copy_options::overwrite_existing);
+  std::string tokenizer = TextFormat::from_json(meta.value("text", nlohmann::json::object())).tokenizer;
+  if (tokenizer.empty() && meta.contains("config")) {
+    tokenizer = meta["config"].value("tokenizer", nlohmann::json::object()).value("path", "");
+  }
+  if (!tokenizer.empty() && fs::exists(tokenizer)) {
+    for (const std::string& file : tokenizer_files(tokenizer)) {
+      fs::copy_file(file, fs::path(options.out) / fs::path(file).filename(), fs::copy_options::overwrite_existing);
     }
   }
   const char* dtype_name = options.dtype == ExportDtype::kFloat32   ? "fp32"

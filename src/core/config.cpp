@@ -136,11 +136,14 @@ std::vector<ConfigKey> build_schema() {
       // tokenizer (#4)
       key_string("tokenizer.path", "",
                  "Tokenizer file: Hugging Face tokenizer.json, Meta tiktoken tokenizer.model or sentencepiece .model "
-                 "(the kind is read from the file)."),
-      key_string("tokenizer.template", "chat",
-                 "How prompt and target become one sequence: chat (Llama 3 instruct headers) or plain "
-                 "(bos + prompt + target + eos, for base models and sentencepiece).",
-                 {"chat", "plain"}),
+                 "(the kind is read from the file); empty: the model's own (model.path's tokenizer.json, or the one a "
+                 "checkpoint was trained with), else one trained on the run's examples."),
+      key_string("tokenizer.template", "auto",
+                 "How prompt and target become one sequence: chat (Llama 3 instruct headers), plain (bos + prompt + "
+                 "target + eos, for base models and sentencepiece), model (the chat template in tokenizer.path's "
+                 "folder, a Hugging Face model's own), or auto (the model's own: model for a model.path folder with "
+                 "its tokenizer and chat template, what a checkpoint was trained with; else chat).",
+                 {"auto", "chat", "plain", "model"}),
       key_int("tokenizer.train_vocab_size", 8000, "Vocabulary size when training a sentencepiece tokenizer.", 16, 1000000),
       key_string("tokenizer.train_model_type", "bpe", "Sentencepiece model type when training.",
                  {"bpe", "unigram", "char", "word"}),

@@ -12,6 +12,7 @@
 #include "metareuse/core/looked_for.h"
 #include "metareuse/dataset/dataset.h"
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/tokenizer/prompt_format.h"
 
 namespace metareuse {
 
@@ -75,8 +76,7 @@ std::string file_hash(const std::string& path) {
   return fmt::format("{:016x}", static_cast<unsigned long long>(XXH3_64bits(content.data(), content.size())));
 }
 
-TokenizedExample tokenize_record(const Tokenizer& tokenizer, const std::string& template_name,
-                                 const nlohmann::json& record) {
+TokenizedExample tokenize_record(const PromptFormat& format, const nlohmann::json& record) {
   auto field = [&](const char* name) -> const std::string& {
     auto found = record.find(name);
     if (found == record.end() || !found->is_string()) {
@@ -84,12 +84,9 @@ TokenizedExample tokenize_record(const Tokenizer& tokenizer, const std::string& 
     }
     return found->get_ref<const std::string&>();
   };
-  const std::string& prompt = field("prompt");
+  const std::string& prompt = field("prompt");  // named in this order in the error of a record that has neither
   const std::string& target = field("target");
-  if (template_name == "chat") {
-    return apply_chat_template(tokenizer, {{"user", prompt, false}, {"assistant", target, true}});
-  }
-  return apply_plain_template(tokenizer, prompt, target);
+  return format.training_example(prompt, target);
 }
 
 // An empty dataset is an error, with the reason: no usable record, or no
@@ -122,6 +119,8 @@ void require_sequences(const PrepareOptions& options, const std::vector<std::int
 PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& tokenizer, Communicator& communicator) {
   const int rank = communicator.rank();
   const int ranks = communicator.size();
+  // Before any collective: a bad template fails on every rank alike.
+  const PromptFormat format(tokenizer, options.template_name, options.tokenizer_path);
   std::ifstream in(options.input, std::ios::binary);
   if (!in) throw InputError(fmt::format("{}: cannot open the augmented examples: {}", options.input, why_unreadable(options.input)));
 
@@ -140,7 +139,7 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
     try {
       auto json = nlohmann::json::parse(line);
       if (!json.is_object()) throw InputError("the line is not a JSON object");
-      TokenizedExample example = tokenize_record(tokenizer, options.template_name, json);
+      TokenizedExample example = tokenize_record(format, json);
       records.push_back(record);
       lengths.push_back(static_cast<std::int64_t>(example.ids.size()));
       ids.insert(ids.end(), example.ids.begin(), example.ids.end());

@@ -14,31 +14,9 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/model/generate.h"
+#include "metareuse/tokenizer/prompt_format.h"
 
 namespace metareuse::eval {
-
-std::vector<TokenId> prompt_ids(const Tokenizer& tokenizer, const std::string& template_name,
-                                const std::string& prompt_text) {
-  if (template_name == "chat") {
-    return apply_chat_template(tokenizer, {{"user", prompt_text, false}}, /*add_generation_prompt=*/true).ids;
-  }
-  if (template_name != "plain") throw InputError(fmt::format("unknown template '{}' (chat or plain)", template_name));
-  // apply_plain_template without the target: bos + prompt (the target follows at the same token boundary).
-  std::vector<TokenId> ids;
-  if (tokenizer.bos_id() >= 0) ids.push_back(tokenizer.bos_id());
-  std::vector<TokenId> prompt = tokenizer.encode(prompt_text);
-  ids.insert(ids.end(), prompt.begin(), prompt.end());
-  return ids;
-}
-
-std::vector<TokenId> stop_ids(const Tokenizer& tokenizer, const std::string& template_name) {
-  std::vector<TokenId> stops;
-  if (template_name == "chat") {
-    if (auto end_of_turn = tokenizer.special_id("<|eot_id|>")) stops.push_back(*end_of_turn);
-  }
-  if (tokenizer.eos_id() >= 0) stops.push_back(tokenizer.eos_id());
-  return stops;
-}
 
 std::vector<Generation> generate_answers(const LlamaModel& model, const std::vector<std::vector<TokenId>>& prompts,
                                          const std::vector<TokenId>& stops, const EvalOptions& options,
@@ -142,7 +120,8 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
                                                Communicator& communicator) {
   const int rank = communicator.rank();
   const int ranks = communicator.size();
-  const std::vector<TokenId> stops = stop_ids(tokenizer, options.template_name);
+  const PromptFormat format(tokenizer, options.template_name, options.tokenizer_path);
+  const std::vector<TokenId>& stops = format.stop_ids();
   std::string wire;  // this rank's results, one JSON object per line
   std::vector<std::size_t> shard;  // this rank's questions
   for (std::size_t i = rank; i < questions.size(); i += static_cast<std::size_t>(ranks)) shard.push_back(i);
@@ -163,7 +142,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
       const augment::PromptChoice choice = prompts.for_test(question.question);
       result.prompt = augment::PromptPolicy::prompt(choice, question.question);
       result.patterns_retrieved = prompts.indices(choice);
-      batch_prompts.push_back(prompt_ids(tokenizer, options.template_name, result.prompt));
+      batch_prompts.push_back(format.test_prompt(result.prompt));
       result.prompt_tokens = static_cast<std::int64_t>(batch_prompts.back().size());
       batch_indices.push_back(result.index);
     }

@@ -22,51 +22,32 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/eval/evaluate.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/tokenizer/prompt_format.h"
 
 namespace metareuse::eval {
 namespace fs = std::filesystem;
 
 namespace {
 
-// The tokenizer for a model: tokenizer.path when set; else the one the
-// checkpoint's training config names; else a tokenizer file in the model
-// folder (export copies it there).
-std::string tokenizer_for(const std::string& configured, const std::string& model_path, const ModelSource& source) {
-  if (!configured.empty()) return configured;
+// What a model brings to resolve_text_format (prompt_format.h): a checkpoint
+// the tokenizer and template it was trained with (its "text"; for checkpoints
+// older than that, its training config's tokenizer keys), a Hugging Face
+// folder its own files.
+ModelText model_text(const std::string& model_path, const ModelSource& source) {
+  ModelText text;
+  text.name = model_path;
   if (const auto* checkpoint = dynamic_cast<const CheckpointModelSource*>(&source)) {
     const nlohmann::json& meta = checkpoint->meta();
-    if (meta.contains("config") && meta["config"].contains("tokenizer")) {
-      std::string path = meta["config"]["tokenizer"].value("path", std::string());
-      if (!path.empty()) return path;
+    if (meta.contains("text")) {
+      text.trained = TextFormat::from_json(meta["text"]);
+    } else if (meta.contains("config") && meta["config"].contains("tokenizer")) {
+      text.trained = TextFormat::from_json({{"tokenizer", meta["config"]["tokenizer"].value("path", "")},
+                                            {"template", meta["config"]["tokenizer"].value("template", "")}});
     }
+    return text;
   }
-  std::error_code error;
-  std::vector<std::string> tried;
-  if (fs::is_directory(model_path, error)) {
-    for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
-      tried.push_back((fs::path(model_path) / name).string());
-      if (fs::exists(tried.back())) return tried.back();
-    }
-  }
-  throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", model_path,
-                               tried.empty() ? looked_for(model_path) : " (" + not_found_among("a tokenizer", tried) + ")"));
-}
-
-// The prompt template is tokenizer.template: checkpoints do not record the
-// dataset's template, so a differing value in the checkpoint's training
-// config is only warned about.
-std::string template_for(const std::string& configured, const ModelSource& source) {
-  if (const auto* checkpoint = dynamic_cast<const CheckpointModelSource*>(&source)) {
-    const nlohmann::json& meta = checkpoint->meta();
-    if (meta.contains("config") && meta["config"].contains("tokenizer")) {
-      std::string trained = meta["config"]["tokenizer"].value("template", configured);
-      if (trained != configured) {
-        log::warn("{}: its training config says tokenizer.template={}, prompts use {}", checkpoint->path(), trained,
-                  configured);
-      }
-    }
-  }
-  return configured;
+  text.folder = model_path;
+  return text;
 }
 
 // A checkpoint records the identity of the tokenizer its dataset was made with.
@@ -97,8 +78,22 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   run.entry.prompt_patterns = patterns;
   auto source = open_model_or_checkpoint(model_entry.path);
   run.entry.source = source->description();
-  run.entry.tokenizer = tokenizer_for(options.tokenizer, model_entry.path, *source);
-  run.entry.template_name = template_for(options.generation.template_name, *source);
+  const TextFormat text =
+      resolve_text_format({options.tokenizer, options.generation.template_name}, model_text(model_entry.path, *source));
+  if (text.tokenizer.empty()) {
+    // Where model_tokenizer_path looks in a model folder (chat_template.h).
+    std::vector<std::string> tried;
+    std::error_code error;
+    if (fs::is_directory(model_entry.path, error)) {
+      for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
+        tried.push_back((fs::path(model_entry.path) / name).string());
+      }
+    }
+    throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", model_entry.path,
+                                 tried.empty() ? std::string() : " (" + not_found_among("a tokenizer", tried) + ")"));
+  }
+  run.entry.tokenizer = text.tokenizer;
+  run.entry.template_name = text.template_name;
   auto tokenizer = load_tokenizer(run.entry.tokenizer);
   check_tokenizer(*tokenizer, run.entry.tokenizer, *source);
   if (tokenizer->vocab_size() > source->config().vocab_size) {
@@ -108,8 +103,9 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
   EvalOptions generation = options.generation;
   generation.template_name = run.entry.template_name;
-  log::info("eval {}: {} on {} questions ({} ranks)", run.entry.role, run.entry.source, questions.size(),
-            communicator.size());
+  generation.tokenizer_path = run.entry.tokenizer;
+  log::info("eval {}: {} on {} questions ({} ranks); tokenizer {}, template {}", run.entry.role, run.entry.source,
+            questions.size(), communicator.size(), run.entry.tokenizer, run.entry.template_name);
   Stopwatch watch;
   run.results = evaluate_questions(model, *tokenizer, questions, prompts, matcher, generation, communicator);
   if (communicator.rank() == 0) {

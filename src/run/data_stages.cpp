@@ -13,6 +13,7 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/patterns/miner.h"
+#include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
 namespace metareuse::run {
@@ -195,27 +196,35 @@ int augment_stage(const Config& config, Runtime& runtime, const std::string& han
   return strict_status(config, stats.corpus.bad_lines);
 }
 
+TextFormat training_text_format(const Config& config) {
+  const std::string model_path = config.get_string("model.path");
+  return resolve_text_format({config.get_string("tokenizer.path"), config.get_string("tokenizer.template")},
+                             {model_path, std::nullopt, model_path.empty() ? "" : "model.path " + model_path});
+}
+
 int prepare_stage(const Config& config, Runtime& runtime, const std::string& input, const std::string& output) {
+  const TextFormat text = training_text_format(config);
   PrepareOptions options;
   options.input = input;
   options.output = output;
-  options.template_name = config.get_string("tokenizer.template");
+  options.template_name = text.template_name;
+  options.tokenizer_path = text.tokenizer;
   options.sequence_length = config.get_int("dataset.sequence_length");
   options.pack = config.get_bool("dataset.pack");
   options.patterns_file = config.get_string("dataset.patterns_file");
   options.config_json = config.dump();
   if (options.input.empty()) throw UsageError("give the augmented examples with --input (dataset.input)");
-  if (config.get_string("tokenizer.path").empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
+  if (text.tokenizer.empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
 
   Stopwatch watch;
-  auto tokenizer = load_tokenizer(config.get_string("tokenizer.path"));
+  auto tokenizer = load_tokenizer(text.tokenizer);
   PrepareReport report = prepare_dataset(options, *tokenizer, runtime.world());
   const DatasetMetadata& metadata = report.metadata;
   log::info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped), {} tokens in {} "
-            "sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s)",
+            "sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s); tokenizer {}, template {}",
             options.output, report.records, report.bad_records, metadata.documents, metadata.dropped_documents,
             options.sequence_length, metadata.real_tokens, report.sequences, 100.0 * metadata.packing_efficiency,
-            watch.seconds(), runtime.world_size());
+            watch.seconds(), runtime.world_size(), text.tokenizer, text.template_name);
   return kExitOk;
 }
 

@@ -29,6 +29,7 @@
 #include "metareuse/run/layout.h"
 #include "metareuse/run/lock.h"
 #include "metareuse/run/timings.h"
+#include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/trainer.h"
@@ -72,27 +73,34 @@ int augment_step(Config& config, Runtime& runtime, const RunLayout& layout) {
   return kExitOk;
 }
 
-// The run's tokenizer: tokenizer.path, or one trained here on the augmented
-// examples (for from-scratch models).
-std::string ensure_tokenizer(const Config& config, Runtime& runtime, const RunLayout& layout) {
-  std::string path = config.get_string("tokenizer.path");
-  if (!path.empty()) return path;
-  path = layout.tokenizer();
+// The run's tokenizer and template, decided once for every stage
+// (training_text_format: the user's, else model.path's own); a run without
+// either tokenizer uses one trained here on the augmented examples
+// (tokenizer.model). Written into the config, so the resolved config and every
+// later stage see them.
+void resolve_run_text(Config& config, const RunLayout& layout) {
+  TextFormat text = training_text_format(config);
+  if (text.tokenizer.empty()) text.tokenizer = layout.tokenizer();
+  config.set("tokenizer.path", text.tokenizer);
+  config.set("tokenizer.template", text.template_name);
+}
+
+// Trains the run's own tokenizer when the run uses it (no tokenizer.path, no model.path tokenizer).
+void ensure_tokenizer(const Config& config, Runtime& runtime, const RunLayout& layout) {
+  if (config.get_string("tokenizer.path") != layout.tokenizer()) return;
   if (runtime.rank() == 0) {
-    train_sentencepiece_on_corpus(layout.augmented(), path, config.get_int("tokenizer.train_vocab_size"),
+    train_sentencepiece_on_corpus(layout.augmented(), layout.tokenizer(), config.get_int("tokenizer.train_vocab_size"),
                                   config.get_string("tokenizer.train_model_type"));
   }
   runtime.world().barrier();
-  return path;
 }
 
 int prepare_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  config.set("tokenizer.path", ensure_tokenizer(config, runtime, layout));
+  ensure_tokenizer(config, runtime, layout);
   return prepare_stage(config, runtime, layout.augmented(), layout.dataset());
 }
 
 int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (config.get_string("tokenizer.path").empty()) config.set("tokenizer.path", layout.tokenizer());
   if (config.get_string("model.path").empty() && config.get_int("model.vocab_size") == 0) {
     // A from-scratch model gets exactly the tokenizer's vocabulary.
     config.set("model.vocab_size", load_tokenizer(config.get_string("tokenizer.path"))->vocab_size());
@@ -128,7 +136,6 @@ Config baseline_config(const Config& config, const RunLayout& layout) {
   baseline.set("augment.mode", "none");
   baseline.set("dataset.output", layout.baseline().dataset());
   baseline.set("checkpoint.dir", layout.baseline().checkpoints());
-  if (baseline.get_string("tokenizer.path").empty()) baseline.set("tokenizer.path", layout.tokenizer());
   return baseline;
 }
 
@@ -150,7 +157,6 @@ int baseline_train_step(Config& config, Runtime& runtime, const RunLayout& layou
 // Evaluates the trained model (and eval.baseline, when set) on eval.questions,
 // then writes <run>/report.html. With experiment.baseline: the three entries.
 int eval_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (config.get_string("tokenizer.path").empty()) config.set("tokenizer.path", layout.tokenizer());
   if (config.get_string("eval.questions").empty()) {
     log::warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
   } else {
@@ -258,6 +264,12 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   const RunLayout layout = RunLayout::for_config(config);
   const std::vector<Stage> stages = pipeline_stages(config);
   check_stage_names(stages, options);
+  // Fingerprints come from the config as given: stages fill in keys for later
+  // ones (tokenizer.path and .template, model.vocab_size, train.resume), which
+  // must not make a later stage look changed on the next run, when the filling
+  // stage is skipped.
+  const Config given = config;
+  resolve_run_text(config, layout);
   RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
   if (runtime.rank() == 0) {
     lock = RunFolderLock(layout.lock());
@@ -268,10 +280,6 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
             runtime.world_size());
   json record = read_stage_record(layout.stages());
 
-  // Fingerprints come from the config as given: stages fill in keys for later
-  // ones (tokenizer.path, model.vocab_size, train.resume), which must not make
-  // a later stage look changed on the next run, when the filling stage is skipped.
-  const Config given = config;
   bool forced = false;
   bool ran_any = false;
   for (const auto& stage : stages) {
@@ -318,8 +326,13 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   return kExitOk;
 }
 
-int train_in_run_folder(const Config& config, Runtime& runtime) {
-  const RunLayout layout = RunLayout::for_config(config);
+int train_in_run_folder(const Config& given, Runtime& runtime) {
+  const RunLayout layout = RunLayout::for_config(given);
+  // The resolved config records the tokenizer and template (the checkpoints record them too).
+  Config config = given;
+  const TextFormat text = training_text_format(config);
+  config.set("tokenizer.path", text.tokenizer);
+  config.set("tokenizer.template", text.template_name);
   RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
   if (runtime.rank() == 0) {
     lock = RunFolderLock(layout.lock());

@@ -904,14 +904,27 @@ ChatTemplate ChatTemplate::load(const std::string& folder) {
 
 bool has_chat_template(const std::string& folder) {
   namespace fs = std::filesystem;
-  const fs::path config_path = fs::path(folder) / "tokenizer_config.json";
-  if (!fs::is_regular_file(config_path)) return false;
-  return read_json(config_path).contains("chat_template") || fs::exists(fs::path(folder) / "chat_template.jinja");
+  if (folder.empty()) return false;
+  std::error_code error;
+  if (fs::is_regular_file(fs::path(folder) / "chat_template.jinja", error)) return true;
+  std::ifstream in(fs::path(folder) / "tokenizer_config.json");
+  if (!in) return false;
+  // Not read_json: a folder whose tokenizer_config.json does not parse simply has no template here;
+  // ChatTemplate::load reports the file when it is asked to load one.
+  const nlohmann::json config = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  return config.is_object() && config.contains("chat_template") && !config["chat_template"].is_null();
 }
 
 std::string model_tokenizer_path(const std::string& folder) {
-  const auto path = std::filesystem::path(folder) / "tokenizer.json";
-  return std::filesystem::is_regular_file(path) ? path.string() : std::string();
+  // tokenizer.json (Hugging Face), tokenizer.model (Meta's tiktoken, or the
+  // sentencepiece a from-scratch run trains), spm.model: export copies the
+  // tokenizer under its own name.
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
+    const auto path = std::filesystem::path(folder) / name;
+    std::error_code error;
+    if (std::filesystem::is_regular_file(path, error)) return path.string();
+  }
+  return std::string();
 }
 
 RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {

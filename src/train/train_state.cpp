@@ -50,6 +50,7 @@ json TrainState::to_json() const {
   meta["loss_scale_good_steps"] = loss_scale_good_steps;
   meta["loss_scale_hysteresis_left"] = loss_scale_hysteresis_left;
   meta["config"] = config;
+  if (!text.is_null()) meta["text"] = text;
   if (world_size > 0) meta["world_size"] = world_size;
   return meta;
 }
@@ -75,6 +76,7 @@ TrainState TrainState::from_json(const json& meta, const std::string& source) {
   state.loss_scale_good_steps = field<std::int64_t>(meta, "loss_scale_good_steps", source);
   state.loss_scale_hysteresis_left = field<std::int64_t>(meta, "loss_scale_hysteresis_left", source);
   state.config = meta.value("config", json::object());
+  if (meta.contains("text")) state.text = meta.at("text");
   state.world_size = meta.value("world_size", std::int64_t{0});
   return state;
 }

@@ -20,6 +20,7 @@
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
@@ -350,6 +351,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   TrainOptions options;
   options.model = model_config_from(config);
   options.model_path = config.get_string("model.path");
+  options.tokenizer_path = config.get_string("tokenizer.path");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   options.dataset_path = config.get_string("dataset.output");
   if (options.dataset_path.empty()) options.dataset_path = run::RunLayout(run_folder).dataset();
@@ -455,6 +457,17 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   TrainState state;
   state.identity = identity_of(options.model, data);
   state.config = options.resolved_config;
+  // The tokenizer and the template the dataset was made with: eval's and
+  // export's default for this checkpoint. The tokenizer is tokenizer.path, else
+  // the one the dataset's own config names (`prepare --tokenizer`).
+  TextFormat text{options.tokenizer_path, data.metadata.template_name};
+  if (text.tokenizer.empty()) {
+    const json made_with = json::parse(data.metadata.config_json, nullptr, /*allow_exceptions=*/false);
+    if (made_with.is_object() && made_with.contains("tokenizer") && made_with["tokenizer"].is_object()) {
+      text.tokenizer = made_with["tokenizer"].value("path", "");
+    }
+  }
+  state.text = text.to_json();
   resume_training(options, comm, state, model, order, scaler);
 
   const double slots_per_step = static_cast<double>(options.global_batch * T);

@@ -33,7 +33,7 @@ struct DatasetMetadata {
   std::int64_t tokenizer_vocab_size = 0;
   std::string tokenizer_hash;
   std::string patterns_hash = "none";  // xxh3 of the pattern handbook, when one was given
-  std::string template_name;           // "chat" or "plain"
+  std::string template_name;           // "chat", "plain" or "model" (prompt_format.h)
   std::int64_t sequence_length = 0;
   TokenId pad_id = 0;
   std::string config_json;             // the resolved config that made the file
@@ -79,7 +79,8 @@ PackedDataset pack_documents(std::vector<DocumentTokens> documents, std::int64_t
 struct PrepareOptions {
   std::string input;            // augmented JSON Lines: {"prompt": ..., "target": ...}
   std::string output;           // the .h5 file (written by rank 0)
-  std::string template_name = "chat";
+  std::string template_name = "chat";  // chat, plain or model (resolved: never auto)
+  std::string tokenizer_path;           // the tokenizer's file: template model is read beside it
   std::int64_t sequence_length = 1024;
   bool pack = true;
   std::string patterns_file;    // hashed into the metadata when not empty

@@ -8,7 +8,8 @@
 namespace metareuse::eval {
 
 struct EvalOptions {
-  std::string template_name = "chat";
+  std::string template_name = "chat";  // chat, plain or model (PromptFormat; resolved, never auto)
+  std::string tokenizer_path;           // the tokenizer's file: template model is read beside it
   std::int64_t max_new_tokens = 256;
   bool greedy = true;
   double temperature = 1.0;

@@ -1,5 +1,6 @@
 // Evaluation on held-out questions: prompts built by the augment stage's rule
-// (augment::PromptPolicy) and tokenized as prepare tokenizes training prompts,
+// (augment::PromptPolicy) and tokenized as prepare tokenizes training prompts
+// (PromptFormat, tokenizer/prompt_format.h: the same template, the same stop tokens),
 // answers generated with a KV cache (greedy or seeded sampling, a token
 // budget), each answer scored (eval/answer.h), and per-model summaries with
 // the relative change against a baseline.
@@ -31,16 +32,6 @@ class Communicator;
 }
 
 namespace metareuse::eval {
-
-// The prompt's token ids, as prepare tokenizes a training record up to the
-// target: chat = <|begin_of_text|> user turn, then the open assistant header
-// (apply_chat_template with add_generation_prompt); plain = bos + prompt.
-std::vector<TokenId> prompt_ids(const Tokenizer& tokenizer, const std::string& template_name,
-                                const std::string& prompt_text);
-
-// Tokens that end an answer: what training put after the target
-// (<|eot_id|> for chat, the tokenizer's eos for plain), plus the eos.
-std::vector<TokenId> stop_ids(const Tokenizer& tokenizer, const std::string& template_name);
 
 struct QuestionResult {
   std::int64_t index = 0;             // in the questions file (bad lines skipped)

@@ -42,8 +42,8 @@ struct EvalRunOptions {
   std::size_t top_k = 8;
   double bm25_k1 = 1.2;
   double bm25_b = 0.75;
-  std::string tokenizer;       // "" : the checkpoint's training tokenizer, else one in the model folder
-  EvalOptions generation;      // its template is tokenizer.template for every model
+  std::string tokenizer;       // tokenizer.path; "" : each model's own (resolve_text_format)
+  EvalOptions generation;      // its template is tokenizer.template (auto: each model's own)
 };
 
 // The options of a config: eval.*, augment.*, tokenizer.*, run.seed. The

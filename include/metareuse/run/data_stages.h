@@ -8,6 +8,7 @@
 
 #include "metareuse/corpus/corpus.h"
 #include "metareuse/patterns/reflect.h"  // StrategistFactory
+#include "metareuse/tokenizer/prompt_format.h"  // TextFormat
 
 namespace metareuse {
 class Config;
@@ -32,8 +33,13 @@ int patterns_stage(const Config& config, Runtime& runtime, const std::string& ha
 int augment_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
                   const std::string& out_path);
 
+// The tokenizer and template training uses: tokenizer.path and
+// tokenizer.template resolved against model.path (prompt_format.h's rule).
+// The tokenizer is "" for a from-scratch model without tokenizer.path.
+TextFormat training_text_format(const Config& config);
+
 // Tokenizes the examples `input` into the HDF5 dataset `output` with
-// tokenizer.path (dataset.*, tokenizer.template).
+// training_text_format(config) (dataset.*).
 int prepare_stage(const Config& config, Runtime& runtime, const std::string& input, const std::string& output);
 
 }  // namespace metareuse::run

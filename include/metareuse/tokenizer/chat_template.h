@@ -73,7 +73,8 @@ class ChatTemplate {
 // tokenizer_config.json with "chat_template", or chat_template.jinja beside it.
 bool has_chat_template(const std::string& folder);
 
-// A model folder's own tokenizer: `folder`/tokenizer.json when it is there, else "".
+// A model folder's own tokenizer: the first of `folder`/tokenizer.json,
+// tokenizer.model and spm.model that is there, else "".
 std::string model_tokenizer_path(const std::string& folder);
 
 }  // namespace metareuse

@@ -13,6 +13,9 @@
 //     epoch, sampler          the data order (SamplerState)
 //     loss_scale, loss_scale_good_steps, loss_scale_hysteresis_left   fp16 loss scaling
 //     config                  the resolved config of the run
+//     text                    {tokenizer, template}: what the dataset was made with
+//                             (tokenizer/prompt_format.h's TextFormat), eval's and
+//                             export's default; absent in older checkpoints
 //     world_size              ranks at save time (written by save_checkpoint)
 #pragma once
 
@@ -46,6 +49,7 @@ struct TrainState {
   std::int64_t loss_scale_good_steps = 0;
   std::int64_t loss_scale_hysteresis_left = 1;
   nlohmann::json config = nlohmann::json::object();
+  nlohmann::json text;          // TextFormat::to_json(); null: not recorded
   std::int64_t world_size = 0;  // 0: not recorded (the trainer does not set it; save_checkpoint does)
 
   nlohmann::json to_json() const;

@@ -63,6 +63,8 @@ LlamaConfig plan_model_config(const Config& config);
 struct TrainOptions {
   LlamaConfig model;                // model_config_from(config)
   std::string model_path;           // model.path: weights to start from; "" = init_weights(seed)
+  std::string tokenizer_path;       // tokenizer.path, recorded with the dataset's template in every
+                                    // checkpoint ("text": eval and export read it, prompt_format.h)
   std::uint64_t seed = 0;           // run.seed: initialisation and the sampler's order
   std::string dataset_path;         // dataset.output, or <run folder>/dataset.h5
   std::string precision = "fp32";   // fp32 | bf16 | fp16
