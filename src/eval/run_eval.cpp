@@ -22,6 +22,7 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/eval/evaluate.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/tokenizer/chat_template.h"  // model_tokenizer_candidates
 #include "metareuse/tokenizer/prompt_format.h"
 
 namespace metareuse::eval {
@@ -81,14 +82,9 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   const TextFormat text =
       resolve_text_format({options.tokenizer, options.generation.template_name}, model_text(model_entry.path, *source));
   if (text.tokenizer.empty()) {
-    // Where model_tokenizer_path looks in a model folder (chat_template.h).
-    std::vector<std::string> tried;
     std::error_code error;
-    if (fs::is_directory(model_entry.path, error)) {
-      for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
-        tried.push_back((fs::path(model_entry.path) / name).string());
-      }
-    }
+    const std::vector<std::string> tried =
+        fs::is_directory(model_entry.path, error) ? model_tokenizer_candidates(model_entry.path) : std::vector<std::string>{};
     throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", model_entry.path,
                                  tried.empty() ? std::string() : " (" + not_found_among("a tokenizer", tried) + ")"));
   }

@@ -915,14 +915,21 @@ bool has_chat_template(const std::string& folder) {
   return config.is_object() && config.contains("chat_template") && !config["chat_template"].is_null();
 }
 
-std::string model_tokenizer_path(const std::string& folder) {
+std::vector<std::string> model_tokenizer_candidates(const std::string& folder) {
   // tokenizer.json (Hugging Face), tokenizer.model (Meta's tiktoken, or the
   // sentencepiece a from-scratch run trains), spm.model: export copies the
   // tokenizer under its own name.
+  std::vector<std::string> candidates;
   for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) {
-    const auto path = std::filesystem::path(folder) / name;
+    candidates.push_back((std::filesystem::path(folder) / name).string());
+  }
+  return candidates;
+}
+
+std::string model_tokenizer_path(const std::string& folder) {
+  for (const std::string& path : model_tokenizer_candidates(folder)) {
     std::error_code error;
-    if (std::filesystem::is_regular_file(path, error)) return path.string();
+    if (std::filesystem::is_regular_file(path, error)) return path;
   }
   return std::string();
 }

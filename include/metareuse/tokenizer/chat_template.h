@@ -73,8 +73,10 @@ class ChatTemplate {
 // tokenizer_config.json with "chat_template", or chat_template.jinja beside it.
 bool has_chat_template(const std::string& folder);
 
-// A model folder's own tokenizer: the first of `folder`/tokenizer.json,
-// tokenizer.model and spm.model that is there, else "".
+// Where a model folder's own tokenizer may be, in the order they are tried:
+// `folder`/tokenizer.json, tokenizer.model, spm.model.
+std::vector<std::string> model_tokenizer_candidates(const std::string& folder);
+// A model folder's own tokenizer: the first of model_tokenizer_candidates that is there, else "".
 std::string model_tokenizer_path(const std::string& folder);
 
 }  // namespace metareuse
