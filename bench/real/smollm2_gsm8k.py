@@ -3,6 +3,7 @@
 augmented GSM8K train (issue #20, item 6), through `metareuse run`.
 
   bench/real/smollm2_gsm8k.py [--steps 8] [--questions 200] [--max-new-tokens 256]
+                              [--batch-size N]
                               [--config configs/smollm2-gsm8k.json] [--out runs/smollm2-gsm8k]
                               [--binary build/bin/metareuse]
 
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--questions", type=int, default=200)
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=0, help="eval.batch_size (0: the config's)")
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "smollm2-gsm8k.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "smollm2-gsm8k"))
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bin", "metareuse"))
@@ -56,6 +58,8 @@ def main():
     command = [a.binary, "run", "--config", a.config, "--set", f"run.out_dir={a.out}",
                "--set", f"train.max_steps={a.steps}", "--set", f"eval.limit={a.questions}",
                "--set", f"eval.max_new_tokens={a.max_new_tokens}"]
+    if a.batch_size > 0:
+        command += ["--set", f"eval.batch_size={a.batch_size}"]
     print("+", " ".join(command), flush=True)
     wall = time.time()
     done = subprocess.run(command, cwd=ROOT)

@@ -41,7 +41,7 @@ std::int64_t pick_token(const torch::Tensor& logits, const GenerationOptions& op
 }
 
 torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input_ids, const torch::Tensor& positions,
-                             const torch::Tensor& key_valid, KvCache& cache) {
+                             const torch::Tensor& key_valid, KvCache& cache, bool last_only) {
   const LlamaConfig& config = model.config();
   const std::int64_t B = input_ids.size(0), T = input_ids.size(1), past = cache.length(), S = past + T;
   MR_CHECK(positions.sizes() == input_ids.sizes() && key_valid.dim() == 2 && key_valid.size(0) == B &&
@@ -71,7 +71,10 @@ torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input
     hidden = decoder_layer_forward(config, model.units()[u], model.flat_parameters()[u], hidden, rotary, &cache);
   }
   hidden = final_norm_forward(config, model.units().back(), model.flat_parameters().back(), hidden);
-  torch::Tensor logits = head_forward(model.units().front(), model.flat_parameters().front(), hidden);  // (B, T, V)
+  // Decoding needs only each row's last column: the head's (B, T, V) logits of a
+  // long prompt batch would be the largest tensor of the run (32 x 400 x 49152 fp32: 2.5 GB).
+  if (last_only) hidden = hidden.narrow(1, T - 1, 1);
+  torch::Tensor logits = head_forward(model.units().front(), model.flat_parameters().front(), hidden);  // (B, T|1, V)
   cache.advance(T);
   cache.set_allowed(torch::Tensor());
   return logits;
@@ -154,7 +157,7 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
     if (!options.use_cache) cache.clear();
     torch::Tensor logits = padded_forward(model, tokens.narrow(1, from, filled - from),
                                           positions.narrow(1, from, filled - from), valid.narrow(1, 0, filled),
-                                          cache);  // (B, T, V)
+                                          cache, /*last_only=*/true);  // (B, 1, V)
     last = logits.select(1, logits.size(1) - 1);
   };
   run();

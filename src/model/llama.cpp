@@ -194,13 +194,28 @@ std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, 
 
 torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values,
                                std::int64_t past, AttentionKind kind, const torch::Tensor& allowed) {
-  const std::int64_t H = query.size(1), T = query.size(2), D = query.size(3), S = keys.size(2);
-  torch::Tensor k = repeat_kv(keys, H / keys.size(1));    // (B, H, S, D)
-  torch::Tensor v = repeat_kv(values, H / values.size(1));  // (B, H, S, D)
+  const std::int64_t B = query.size(0), H = query.size(1), T = query.size(2), D = query.size(3), S = keys.size(2);
+  const std::int64_t KvH = keys.size(1), groups = H / KvH;
   if (allowed.defined()) {
     MR_CHECK(allowed.dim() == 4 && allowed.size(2) == T && allowed.size(3) == S,
              "attention mask must be (B, 1, {}, {}), got [{}]", T, S, fmt::join(allowed.sizes(), ", "));
   }
+  if (kind == AttentionKind::kSdpa && T == 1 && groups > 1) {
+    // Decoding one token with grouped-query attention: the `groups` query
+    // heads of a KV head (heads kv * groups + g, repeat_kv's order) become
+    // that head's `groups` queries, so the cache is read in place instead of
+    // copied groups times per layer and step. A single query sees every key;
+    // a padding mask (B, 1, 1, S) broadcasts over the groups.
+    if (query.is_cuda()) choose_cuda_attention_kernels();
+    torch::Tensor grouped = query.reshape({B, KvH, groups, D});  // (B, KvH, G, D)
+    torch::Tensor attended =
+        allowed.defined() ? at::scaled_dot_product_attention(grouped, keys, values, allowed, 0.0, /*is_causal=*/false)
+                          : at::scaled_dot_product_attention(grouped, keys, values, {}, 0.0, /*is_causal=*/false);
+    // attended: (B, KvH, G, D)
+    return attended.reshape({B, H, 1, D});
+  }
+  torch::Tensor k = repeat_kv(keys, groups);    // (B, H, S, D)
+  torch::Tensor v = repeat_kv(values, groups);  // (B, H, S, D)
   if (kind == AttentionKind::kSdpa) {
     if (query.is_cuda()) choose_cuda_attention_kernels();
     // A document mask: SDPA with attn_mask (CPU's fused kernel, CUDA's
