@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/text.h"
 #include "metareuse/tokenizer/chat_template.h"
 #include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/sentencepiece.h"
@@ -144,7 +145,7 @@ TEST_CASE("Llama 3 tokenizer.json gives Hugging Face's ids for every reference t
   SECTION("the same vocabulary as a tiktoken tokenizer.model gives the same ids") {
     // Written from the json's vocabulary (the form Meta ships: base64 bytes and rank).
     std::string content;
-    for (TokenId id = 0; id < 128000; ++id) content += base64_encode(tokenizer->decode({id})) + " " + std::to_string(id) + "\n";
+    for (TokenId id = 0; id < 128000; ++id) content += base64_encode(tokenizer->decode_bytes({id})) + " " + std::to_string(id) + "\n";
     auto dir = test::temp_dir("tiktoken");
     write_file(dir / "tokenizer.model", content);
     auto tiktoken = load_tokenizer((dir / "tokenizer.model").string());
@@ -221,6 +222,36 @@ TEST_CASE("bad text and bad ids are errors that say where", "[tokenizer]") {
   auto tokenizer = load_tokenizer((dir / "tokenizer.model").string());
   CHECK_THROWS_WITH(tokenizer->encode(std::string("ok \xff\xfe", 5)), Contains("not valid UTF-8 at byte 3"));
   CHECK_THROWS_WITH(tokenizer->decode({1, 999999}), Contains("token id 999999 at position 1"));
+}
+
+TEST_CASE("decoding substitutes U+FFFD for bytes that are not UTF-8, as Python and tokenizers do", "[tokenizer]") {
+  // Expected values: Python 3.11's bytes.decode("utf-8", errors="replace") of each input.
+  const std::string R = "\xEF\xBF\xBD";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"ok", "ok"}, {"\xC3", R}, {"a\xC3", "a" + R}, {"\xC3\xA9", "\xC3\xA9"}, {"\xE2\x82", R},
+      {"\xE2\x82\xAC", "\xE2\x82\xAC"}, {"\xE2\x82" "a", R + "a"}, {"\xF0\x9F\x98", R},
+      {"\xF0\x9F\x98\x80", "\xF0\x9F\x98\x80"}, {"\xED\xA0\x80", R + R + R}, {"\xC0\xAF", R + R},
+      {"\xF4\x90\x80\x80", R + R + R + R}, {"\x80\xBF", R + R}, {"\xFF", R}, {"\xE0\x80\xAF", R + R + R},
+      {"\xF0\x9F" "x\x80", R + "x" + R}};
+  for (const auto& [bytes, expected] : cases) {
+    INFO("input bytes of length " << bytes.size());
+    CHECK(utf8_lossy(bytes) == expected);
+  }
+  // Every single token of a byte-level vocabulary decodes to text that encodes
+  // again (valid UTF-8); its lone bytes >= 0x80 decode to U+FFFD.
+  auto dir = test::temp_dir("lossy-decode");
+  write_file(dir / "tokenizer.model", tiny_tiktoken());
+  auto tokenizer = load_tokenizer((dir / "tokenizer.model").string());
+  std::size_t replaced = 0;
+  for (TokenId id = 0; id < 256; ++id) {
+    const std::string text = tokenizer->decode({id});
+    CHECK_NOTHROW(tokenizer->encode(text));
+    if (text == R) ++replaced;
+  }
+  CHECK(replaced > 0);
+  // A character cut by the end of a generation, then completed: the same bytes as the text.
+  const std::vector<TokenId> ids = tokenizer->encode("caf\xC3\xA9");
+  CHECK(tokenizer->decode(ids) == "caf\xC3\xA9");
 }
 
 TEST_CASE("bad tokenizer files are refused with the reason", "[tokenizer]") {

@@ -31,10 +31,8 @@ void export_checkpoint(const ExportOptions& options) {
   // tokenizer_config.json and chat template: the export is then a model folder
   // whose own template is the one trained with (and transformers loads its tokenizer).
   const nlohmann::json& meta = source.meta();
-  std::string tokenizer = TextFormat::from_json(meta.value("text", nlohmann::json::object())).tokenizer;
-  if (tokenizer.empty() && meta.contains("config")) {
-    tokenizer = meta["config"].value("tokenizer", nlohmann::json::object()).value("path", "");
-  }
+  const std::optional<TextFormat> trained = source.trained_text();
+  const std::string tokenizer = trained ? trained->tokenizer : "";
   if (!tokenizer.empty() && fs::exists(tokenizer)) {
     for (const std::string& file : tokenizer_files(tokenizer)) {
       fs::copy_file(file, fs::path(options.out) / fs::path(file).filename(), fs::copy_options::overwrite_existing);

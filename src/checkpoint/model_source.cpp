@@ -60,6 +60,16 @@ torch::Tensor CheckpointModelSource::read(const std::string& name, torch::Scalar
   return found->second.to(dtype);
 }
 
+std::optional<TextFormat> CheckpointModelSource::trained_text() const {
+  if (meta_.contains("text") && meta_.at("text").is_object()) return TextFormat::from_json(meta_.at("text"));
+  if (meta_.contains("config") && meta_.at("config").is_object() && meta_.at("config").contains("tokenizer") &&
+      meta_.at("config").at("tokenizer").is_object()) {
+    const nlohmann::json& tokenizer = meta_.at("config").at("tokenizer");
+    return TextFormat::from_json({{"tokenizer", tokenizer.value("path", "")}, {"template", tokenizer.value("template", "")}});
+  }
+  return std::nullopt;
+}
+
 bool is_checkpoint_path(const std::string& path) {
   std::error_code error;
   if (fs::is_directory(path, error)) return fs::exists(fs::path(path) / kLatestPointer, error);

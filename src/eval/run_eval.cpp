@@ -38,13 +38,7 @@ ModelText model_text(const std::string& model_path, const ModelSource& source) {
   ModelText text;
   text.name = model_path;
   if (const auto* checkpoint = dynamic_cast<const CheckpointModelSource*>(&source)) {
-    const nlohmann::json& meta = checkpoint->meta();
-    if (meta.contains("text")) {
-      text.trained = TextFormat::from_json(meta["text"]);
-    } else if (meta.contains("config") && meta["config"].contains("tokenizer")) {
-      text.trained = TextFormat::from_json({{"tokenizer", meta["config"]["tokenizer"].value("path", "")},
-                                            {"template", meta["config"]["tokenizer"].value("template", "")}});
-    }
+    if (std::optional<TextFormat> trained = checkpoint->trained_text()) text.trained = *trained;
     return text;
   }
   text.folder = model_path;

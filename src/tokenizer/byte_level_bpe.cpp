@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/text.h"  // utf8_lossy
 
 namespace metareuse::tokenizer_detail {
 
@@ -169,7 +170,7 @@ std::vector<TokenId> ByteLevelBpeTokenizer::encode_with_special(std::string_view
   return out;
 }
 
-std::string ByteLevelBpeTokenizer::decode(const std::vector<TokenId>& ids) const {
+std::string ByteLevelBpeTokenizer::decode_bytes(const std::vector<TokenId>& ids) const {
   std::string text;
   text.reserve(ids.size() * 4);
   for (std::size_t i = 0; i < ids.size(); ++i) {
@@ -186,6 +187,10 @@ std::string ByteLevelBpeTokenizer::decode(const std::vector<TokenId>& ids) const
   }
   return text;
 }
+
+// Byte-level tokens are bytes: a cut inside a character (a generation's
+// token budget, a lone byte token) is not UTF-8 until substituted.
+std::string ByteLevelBpeTokenizer::decode(const std::vector<TokenId>& ids) const { return utf8_lossy(decode_bytes(ids)); }
 
 std::optional<TokenId> ByteLevelBpeTokenizer::special_id(std::string_view text) const {
   auto found = special_ids_.find(std::string(text));

@@ -61,6 +61,7 @@ class ByteLevelBpeTokenizer final : public Tokenizer {
   std::vector<TokenId> encode(std::string_view text) const override;
   std::vector<TokenId> encode_with_special(std::string_view text) const override;
   std::string decode(const std::vector<TokenId>& ids) const override;
+  std::string decode_bytes(const std::vector<TokenId>& ids) const override;
   std::optional<TokenId> special_id(std::string_view text) const override;
   TokenId bos_id() const override { return bos_id_; }
   TokenId eos_id() const override { return eos_id_; }

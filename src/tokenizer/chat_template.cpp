@@ -962,7 +962,7 @@ TokenizedExample ChatTemplate::tokenize(const Tokenizer& tokenizer, const std::v
     std::vector<TokenId> ids = tokenizer.encode(std::string_view(chat.text).substr(begin, end - begin));
     std::size_t offset = begin;
     for (TokenId id : ids) {
-      const std::size_t length = tokenizer.decode({id}).size();
+      const std::size_t length = tokenizer.decode_bytes({id}).size();
       bool train = false;
       for (std::size_t k = offset; k < std::min(offset + length, end); ++k) {
         if (trained(chat.origin[k])) train = true;

@@ -8,9 +8,11 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "metareuse/model/source.h"
+#include "metareuse/tokenizer/prompt_format.h"  // TextFormat
 
 namespace metareuse {
 
@@ -26,6 +28,11 @@ class CheckpointModelSource : public ModelSource {
   torch::Tensor read(const std::string& name, torch::ScalarType dtype) const override;
   const nlohmann::json& meta() const { return meta_; }
   const std::string& path() const { return path_; }
+  // The tokenizer and template the checkpoint was trained with: its meta's
+  // "text" (train/train_state.h), or for checkpoints older than that key its
+  // config's tokenizer.path and tokenizer.template; nullopt with neither.
+  // Eval's and export's one rule for it.
+  std::optional<TextFormat> trained_text() const;
 
  private:
   std::string path_;

@@ -37,8 +37,14 @@ class Tokenizer {
   virtual std::vector<TokenId> encode(std::string_view text) const = 0;
   // As encode(), but special-token strings ("<|eot_id|>") become their ids.
   virtual std::vector<TokenId> encode_with_special(std::string_view text) const = 0;
-  // Throws InputError on an id outside the vocabulary.
+  // Text, always valid UTF-8: where the tokens' bytes are not (a byte-level
+  // token can be one byte of a character, a generation can stop inside one),
+  // U+FFFD, as transformers' decode (core/text.h's utf8_lossy). Throws
+  // InputError on an id outside the vocabulary.
   virtual std::string decode(const std::vector<TokenId>& ids) const = 0;
+  // The tokens' bytes as the vocabulary holds them, not always UTF-8: what
+  // byte offsets into encoded text are counted in. Default: decode().
+  virtual std::string decode_bytes(const std::vector<TokenId>& ids) const { return decode(ids); }
 
   // The id of a special token by its text ("<|eot_id|>", "<s>"), if any.
   virtual std::optional<TokenId> special_id(std::string_view text) const = 0;
