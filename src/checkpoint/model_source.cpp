@@ -64,8 +64,12 @@ std::optional<TextFormat> CheckpointModelSource::trained_text() const {
   if (meta_.contains("text") && meta_.at("text").is_object()) return TextFormat::from_json(meta_.at("text"));
   if (meta_.contains("config") && meta_.at("config").is_object() && meta_.at("config").contains("tokenizer") &&
       meta_.at("config").at("tokenizer").is_object()) {
+    // A checkpoint older than the meta's "text": its config's tokenizer keys.
     const nlohmann::json& tokenizer = meta_.at("config").at("tokenizer");
-    return TextFormat::from_json({{"tokenizer", tokenizer.value("path", "")}, {"template", tokenizer.value("template", "")}});
+    TextFormat format;
+    format.tokenizer = tokenizer.value("path", "");
+    format.template_name = tokenizer.value("template", "");
+    return format;
   }
   return std::nullopt;
 }

@@ -200,13 +200,13 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
     MR_CHECK(allowed.dim() == 4 && allowed.size(2) == T && allowed.size(3) == S,
              "attention mask must be (B, 1, {}, {}), got [{}]", T, S, fmt::join(allowed.sizes(), ", "));
   }
+  if (kind == AttentionKind::kSdpa && query.is_cuda()) choose_cuda_attention_kernels();
   if (kind == AttentionKind::kSdpa && T == 1 && groups > 1) {
     // Decoding one token with grouped-query attention: the `groups` query
     // heads of a KV head (heads kv * groups + g, repeat_kv's order) become
     // that head's `groups` queries, so the cache is read in place instead of
     // copied groups times per layer and step. A single query sees every key;
     // a padding mask (B, 1, 1, S) broadcasts over the groups.
-    if (query.is_cuda()) choose_cuda_attention_kernels();
     torch::Tensor grouped = query.reshape({B, KvH, groups, D});  // (B, KvH, G, D)
     torch::Tensor attended =
         allowed.defined() ? at::scaled_dot_product_attention(grouped, keys, values, allowed, 0.0, /*is_causal=*/false)
@@ -217,7 +217,6 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
   torch::Tensor k = repeat_kv(keys, groups);    // (B, H, S, D)
   torch::Tensor v = repeat_kv(values, groups);  // (B, H, S, D)
   if (kind == AttentionKind::kSdpa) {
-    if (query.is_cuda()) choose_cuda_attention_kernels();
     // A document mask: SDPA with attn_mask (CPU's fused kernel, CUDA's
     // memory-efficient one; flash takes no mask). libtorch 2.11 exposes no
     // public variable-length kernel, so packed rows go through the mask.

@@ -32,6 +32,7 @@
 #include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/sentencepiece.h"
 #include "metareuse/tokenizer/tokenizer.h"
+#include "metareuse/train/train_state.h"
 #include "metareuse/train/trainer.h"
 
 namespace metareuse::run {
@@ -117,14 +118,14 @@ int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
 // Verifies that the final checkpoint is complete and loadable.
 int checkpoint_step(Config& config, Runtime&, const RunLayout& layout) {
   std::string latest = resolve_checkpoint(layout.checkpoint_folder(config), "");
-  json meta = read_checkpoint_meta(latest);
+  const TrainState state = TrainState::from_json(read_checkpoint_meta(latest), latest);
   CheckpointVerification check = verify_checkpoint(latest);
   if (check.verified()) {
     log::info("checkpoint {} verified: {} tensors read, every Fletcher32 checksum matches; step {}, saved at {} rank(s)",
-              latest, check.tensors, meta.value("step", 0), meta.value("world_size", 0));
+              latest, check.tensors, state.step, state.world_size);
   } else {
     log::warn("checkpoint {}: {} tensors read, but only {} carry a checksum (written by an older build), so it is "
-              "NOT verified; step {}", latest, check.tensors, check.checksummed, meta.value("step", 0));
+              "NOT verified; step {}", latest, check.tensors, check.checksummed, state.step);
   }
   return kExitOk;
 }

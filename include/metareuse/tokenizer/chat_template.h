@@ -5,7 +5,7 @@
 //
 // Jinja is a language, and no C++ implementation is packaged for Debian 12
 // (apt-cache search jinja lists only Python, Rust and R ones), so
-// src/tokenizer/chat_template.cpp interprets by hand the subset chat templates
+// src/tokenizer/jinja.cpp interprets by hand the subset chat templates
 // use: text, {{ }}, {% set / if / elif / else / for %}, comments, whitespace
 // control and transformers' trim_blocks + lstrip_blocks; expressions with
 // literals, names, ['key'] and .attribute, loop.*, + ~ == != < > <= >= in,
