@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <initializer_list>
 #include <sstream>
 
 #include "jinja_syntax.h"
@@ -67,6 +68,14 @@ class ExpressionParser {
       return true;
     }
     return false;
+  }
+  // The first of `ops` (longest first where one is a prefix of another) that
+  // comes next, consumed; "" when none does.
+  std::string accept_one_of(std::initializer_list<const char*> ops) {
+    for (const char* op : ops) {
+      if (accept_operator(op)) return op;
+    }
+    return std::string();
   }
 
   void lex(const std::string& s) {
@@ -144,13 +153,7 @@ class ExpressionParser {
   ExprPtr parse_compare() {
     ExprPtr left = parse_add();
     while (true) {
-      std::string op;
-      for (const char* candidate : {"==", "!=", "<=", ">=", "<", ">"}) {
-        if (accept_operator(candidate)) {
-          op = candidate;
-          break;
-        }
-      }
+      std::string op = accept_one_of({"==", "!=", "<=", ">=", "<", ">"});
       if (op.empty() && accept_name("in")) op = "in";
       if (op.empty() && peek().kind == Token::Kind::kName && peek().text == "not" &&
           tokens_[position_ + 1].kind == Token::Kind::kName && tokens_[position_ + 1].text == "in") {
@@ -164,13 +167,7 @@ class ExpressionParser {
   ExprPtr parse_add() {
     ExprPtr left = parse_multiply();
     while (true) {
-      std::string op;
-      for (const char* candidate : {"+", "-", "~"}) {
-        if (accept_operator(candidate)) {
-          op = candidate;
-          break;
-        }
-      }
+      std::string op = accept_one_of({"+", "-", "~"});
       if (op.empty()) return left;
       left = make(Expr::Kind::kBinary, op, {left, parse_multiply()});
     }
@@ -178,13 +175,7 @@ class ExpressionParser {
   ExprPtr parse_multiply() {
     ExprPtr left = parse_unary();
     while (true) {
-      std::string op;
-      for (const char* candidate : {"*", "//", "%"}) {
-        if (accept_operator(candidate)) {
-          op = candidate;
-          break;
-        }
-      }
+      std::string op = accept_one_of({"*", "//", "%"});
       if (op.empty()) {
         if (peek().kind == Token::Kind::kOperator && peek().text == "/") {
           throw InputError(fmt::format("{}: chat template: '/' (float division) is not supported", where_));
