@@ -37,14 +37,16 @@ std::string shared_temp_dir(const std::string& name) {
 }
 
 // A model that has taken two optimizer steps, so the moments are non-trivial.
-void train_two_steps(ShardedModel& model) {
+void train_two_steps(ShardedModel& model, AdamW& optimizer) {
   LossScaler scaler(LossScalerConfig{});
   int64_t step = 0;
   for (int s = 0; s < 2; ++s) {
     sharded_loss(model, toy_batch(s));
-    optimizer_step(model, AdamWConfig{1e-2, 0.9, 0.95, 1e-8, 0.1}, 1e-2, 1.0, scaler, step);
+    optimizer.step(1e-2, 1.0, scaler, step);
   }
 }
+
+AdamWConfig two_step_adamw() { return AdamWConfig{1e-2, 0.9, 0.95, 1e-8, 0.1}; }
 
 std::vector<uint8_t> rng_bytes(int rank) { return std::vector<uint8_t>(16, static_cast<uint8_t>(rank + 1)); }
 
@@ -56,26 +58,28 @@ TEST_CASE("a checkpoint round-trips shards, moments, metadata and RNG state", "[
   options.dir = shared_temp_dir("ckpt-rt");
   ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
   model.load_full(toy_params());
-  train_two_steps(model);
+  AdamW optimizer(model, two_step_adamw());
+  train_two_steps(model, optimizer);
 
   nlohmann::json meta = {{"step", 2}, {"epoch", 0}, {"sampler", {{"position", 10}}}};
-  SaveResult saved = save_checkpoint(model, meta, rng_bytes(comm.rank()), options);
+  SaveResult saved = save_checkpoint(model, optimizer.state(), meta, rng_bytes(comm.rank()), options);
   REQUIRE(saved.ok);
   CHECK(fs::exists(saved.path));
   CHECK(resolve_checkpoint("auto", options.dir) == saved.path);
   CHECK(resolve_checkpoint(options.dir, "") == saved.path);
 
   ShardedModel restored(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  AdamW restored_optimizer(restored, two_step_adamw());
   std::vector<uint8_t> rng;
-  nlohmann::json back = load_checkpoint(saved.path, restored, &rng);
+  nlohmann::json back = load_checkpoint(saved.path, restored, restored_optimizer.state(), &rng);
   CHECK(back["step"] == 2);
   CHECK(back["sampler"]["position"] == 10);
   CHECK(back["world_size"] == comm.size());
   CHECK(rng == rng_bytes(comm.rank()));
   for (std::size_t u = 0; u < model.size(); ++u) {
     CHECK(torch::equal(model.unit(u).master(), restored.unit(u).master()));
-    CHECK(torch::equal(model.unit(u).exp_avg(), restored.unit(u).exp_avg()));
-    CHECK(torch::equal(model.unit(u).exp_avg_sq(), restored.unit(u).exp_avg_sq()));
+    CHECK(torch::equal(optimizer.exp_avg(u), restored_optimizer.exp_avg(u)));
+    CHECK(torch::equal(optimizer.exp_avg_sq(u), restored_optimizer.exp_avg_sq(u)));
   }
   if (comm.rank() == 0) {
     auto params = read_checkpoint_params(saved.path);
@@ -90,16 +94,18 @@ TEST_CASE("a checkpoint saved at N ranks loads onto one rank (re-sharding)", "[c
   options.dir = shared_temp_dir("ckpt-reshard");
   ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
   model.load_full(toy_params());
-  train_two_steps(model);
-  SaveResult saved = save_checkpoint(model, {{"step", 2}}, rng_bytes(comm.rank()), options);
+  AdamW optimizer(model, two_step_adamw());
+  train_two_steps(model, optimizer);
+  SaveResult saved = save_checkpoint(model, optimizer.state(), {{"step", 2}}, rng_bytes(comm.rank()), options);
   REQUIRE(saved.ok);
   auto full = model.gather_full();
 
   if (comm.rank() == 0) {
     auto self = make_self_communicator();
     ShardedModel single(toy_units(), *self, torch::kCPU, torch::kFloat32);
+    AdamW single_optimizer(single, two_step_adamw());
     std::vector<uint8_t> rng;
-    load_checkpoint(saved.path, single, &rng);
+    load_checkpoint(saved.path, single, single_optimizer.state(), &rng);
     CHECK(rng.empty() == (comm.size() != 1));  // RNG states only restore at the same world size
     auto single_full = single.gather_full();
     for (auto& [name, value] : full) CHECK(torch::equal(single_full.at(name), value));
@@ -114,9 +120,10 @@ TEST_CASE("retention keeps the newest checkpoints and the latest pointer", "[che
   options.keep_last = 2;
   ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
   model.load_full(toy_params());
+  AdamW optimizer(model, AdamWConfig{});
   std::string last;
   for (int step = 1; step <= 4; ++step) {
-    SaveResult saved = save_checkpoint(model, {{"step", step}}, {}, options);
+    SaveResult saved = save_checkpoint(model, optimizer.state(), {{"step", step}}, {}, options);
     REQUIRE(saved.ok);
     last = saved.path;
   }
@@ -132,7 +139,7 @@ TEST_CASE("retention keeps the newest checkpoints and the latest pointer", "[che
   comm.barrier();
   options.max_total_bytes = static_cast<int64_t>(comm.allreduce_value<std::int64_t>(options.max_total_bytes, ReduceOp::kMax));
   options.keep_last = 0;
-  SaveResult saved = save_checkpoint(model, {{"step", 5}}, {}, options);
+  SaveResult saved = save_checkpoint(model, optimizer.state(), {{"step", 5}}, {}, options);
   REQUIRE(saved.ok);
   if (comm.rank() == 0) {
     int count = 0;
@@ -148,7 +155,8 @@ TEST_CASE("a write that fails midway (file-size limit, like a full disk) keeps t
   options.dir = shared_temp_dir("ckpt-full");
   ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
   model.load_full(toy_params());
-  SaveResult first = save_checkpoint(model, {{"step", 1}}, {}, options);
+  AdamW optimizer(model, AdamWConfig{});
+  SaveResult first = save_checkpoint(model, optimizer.state(), {{"step", 1}}, {}, options);
   REQUIRE(first.ok);
 
   // Rank 0 may write at most 8 KiB per file from here on: the HDF5 writes fail
@@ -161,7 +169,7 @@ TEST_CASE("a write that fails midway (file-size limit, like a full disk) keeps t
     small.rlim_cur = 8 * 1024;
     setrlimit(RLIMIT_FSIZE, &small);
   }
-  SaveResult second = save_checkpoint(model, {{"step", 2}}, {}, options);
+  SaveResult second = save_checkpoint(model, optimizer.state(), {{"step", 2}}, {}, options);
   if (comm.rank() == 0) setrlimit(RLIMIT_FSIZE, &saved_limit);
   signal(SIGXFSZ, saved_handler);
 
@@ -181,21 +189,22 @@ TEST_CASE("a writer killed midway leaves the previous checkpoint complete and lo
   if (comm.size() != 1) return;  // fork() is for the single-process run only
   std::string dir = test::temp_dir("ckpt-kill").string();
   // A bigger model so a save takes long enough to be interrupted.
-  std::vector<UnitDef> units = {{"big", {{"big.weight", {2048, 1024}, true}}}};
+  std::vector<UnitLayout> units = {UnitLayout::of("big", {{"big.weight", {2048, 1024}}})};
   std::map<std::string, torch::Tensor> params = {{"big.weight", torch::randn({2048, 1024})}};
   auto self = make_self_communicator();
   ShardedModel model(units, *self, torch::kCPU, torch::kFloat32);
   model.load_full(params);
+  AdamW optimizer(model, AdamWConfig{});
   CheckpointOptions options;
   options.dir = dir;
   options.keep_last = 0;
-  REQUIRE(save_checkpoint(model, {{"step", 0}}, {}, options).ok);
+  REQUIRE(save_checkpoint(model, optimizer.state(), {{"step", 0}}, {}, options).ok);
 
   for (int attempt = 0; attempt < 4; ++attempt) {
     pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
-      for (int step = 1;; ++step) save_checkpoint(model, {{"step", step}}, {}, options);
+      for (int step = 1;; ++step) save_checkpoint(model, optimizer.state(), {{"step", step}}, {}, options);
     }
     usleep(150000 + 70000 * attempt);
     kill(child, SIGKILL);
@@ -204,7 +213,8 @@ TEST_CASE("a writer killed midway leaves the previous checkpoint complete and lo
     std::string latest = resolve_checkpoint("auto", dir);
     INFO("attempt " << attempt << ", latest " << latest);
     ShardedModel restored(units, *self, torch::kCPU, torch::kFloat32);
-    CHECK_NOTHROW(load_checkpoint(latest, restored, nullptr));
+    AdamW restored_optimizer(restored, AdamWConfig{});
+    CHECK_NOTHROW(load_checkpoint(latest, restored, restored_optimizer.state(), nullptr));
     CHECK(torch::equal(restored.unit(0).master(), model.unit(0).master()));
   }
 }
@@ -216,9 +226,10 @@ TEST_CASE("bad checkpoints give clear errors naming the file", "[checkpoint]") {
   fs::path dir = test::temp_dir("ckpt-bad");
   ShardedModel model(toy_units(), *self, torch::kCPU, torch::kFloat32);
   model.load_full(toy_params());
+  AdamW optimizer(model, AdamWConfig{});
   CheckpointOptions options;
   options.dir = dir.string();
-  SaveResult good = save_checkpoint(model, {{"step", 1}}, {}, options);
+  SaveResult good = save_checkpoint(model, optimizer.state(), {{"step", 1}}, {}, options);
   REQUIRE(good.ok);
 
   SECTION("flipped bytes in a tensor's data fail the load naming the tensor (Fletcher32)") {
@@ -230,7 +241,7 @@ TEST_CASE("bad checkpoints give clear errors naming the file", "[checkpoint]") {
     fs::copy_file(good.path, flipped);
     const std::string tensor = "params/" + test::first_member(flipped, "params");
     REQUIRE(test::flip_chunk_bytes(flipped, tensor) > 8);
-    CHECK_THROWS_WITH(load_checkpoint(flipped.string(), model, nullptr),
+    CHECK_THROWS_WITH(load_checkpoint(flipped.string(), model, optimizer.state(), nullptr),
                       Contains(flipped.string()) && Contains(tensor) && Contains("Fletcher32"));
     CHECK_THROWS_WITH(verify_checkpoint(flipped.string()), Contains(tensor) && Contains("Fletcher32"));
     CHECK_THROWS_WITH(read_checkpoint_params(flipped.string()), Contains(tensor) && Contains("Fletcher32"));
@@ -239,7 +250,7 @@ TEST_CASE("bad checkpoints give clear errors naming the file", "[checkpoint]") {
     fs::path truncated = dir / "truncated.h5";
     fs::copy_file(good.path, truncated);
     fs::resize_file(truncated, fs::file_size(truncated) / 2);
-    CHECK_THROWS_WITH(load_checkpoint(truncated.string(), model, nullptr), Contains(truncated.string()));
+    CHECK_THROWS_WITH(load_checkpoint(truncated.string(), model, optimizer.state(), nullptr), Contains(truncated.string()));
   }
   SECTION("not HDF5 at all") {
     fs::path junk = dir / "junk.h5";
@@ -276,7 +287,7 @@ TEST_CASE("bad checkpoints give clear errors naming the file", "[checkpoint]") {
     hid_t file = H5Fopen(missing.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
     H5Ldelete(file, "exp_avg/block.0.w2", H5P_DEFAULT);
     H5Fclose(file);
-    CHECK_THROWS_WITH(load_checkpoint(missing.string(), model, nullptr),
+    CHECK_THROWS_WITH(load_checkpoint(missing.string(), model, optimizer.state(), nullptr),
                       Contains(missing.string()) && Contains("exp_avg/block.0.w2"));
   }
   SECTION("a folder without latest, and a folder where a file is expected") {
@@ -287,11 +298,12 @@ TEST_CASE("bad checkpoints give clear errors naming the file", "[checkpoint]") {
     CHECK_THROWS_WITH(read_checkpoint_meta(empty.string()), Contains("is a directory"));
   }
   SECTION("a model of another shape") {
-    std::vector<UnitDef> wider = toy_units();
-    wider[0].params[0].shape = {V + 1, C};
+    std::vector<UnitLayout> wider = toy_units();
+    wider[0] = UnitLayout::of("embed_head", {{"wte", {V + 1, C}}});
     ShardedModel other(wider, *self, torch::kCPU, torch::kFloat32);
-    CHECK_THROWS_WITH(load_checkpoint(good.path, other, nullptr), Contains("params/wte") && Contains("shape"));
+    AdamW other_optimizer(other, AdamWConfig{});
+    CHECK_THROWS_WITH(load_checkpoint(good.path, other, other_optimizer.state(), nullptr), Contains("params/wte") && Contains("shape"));
   }
   // Whatever happened above, the good checkpoint is untouched and loads.
-  CHECK_NOTHROW(load_checkpoint(good.path, model, nullptr));
+  CHECK_NOTHROW(load_checkpoint(good.path, model, optimizer.state(), nullptr));
 }

@@ -38,11 +38,11 @@ TEST_CASE("sharded gradients equal plain autograd on the full model", "[fsdp]") 
   for (std::size_t u = 0; u < model.size(); ++u) {
     ShardedUnit& unit = model.unit(u);
     std::vector<torch::Tensor> pieces;
-    for (const auto& spec : unit.def().params) pieces.push_back(plain.params[spec.name].grad().reshape({-1}));
+    for (const auto& spec : unit.layout().parameters) pieces.push_back(plain.params[spec.name].grad().reshape({-1}));
     torch::Tensor flat = torch::cat(pieces);
     flat = torch::cat({flat, torch::zeros({unit.padded_numel() - unit.numel()})});
     torch::Tensor expected = flat.narrow(0, unit.shard_offset(), unit.shard_numel());
-    INFO("unit " << unit.def().name);
+    INFO("unit " << unit.layout().name);
     CHECK(torch::allclose(unit.grad(), expected, /*rtol=*/1e-5, /*atol=*/1e-7));
   }
 }
@@ -51,7 +51,7 @@ TEST_CASE("sharded AdamW with clipping follows torch::optim::AdamW on the full m
   Communicator& comm = test::runtime().world();
   ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
   model.load_full(toy_params());
-  AdamWConfig adamw{3e-2, 0.9, 0.95, 1e-8, 0.1};
+  AdamW optimizer(model, AdamWConfig{3e-2, 0.9, 0.95, 1e-8, 0.1});
   LossScaler scaler(LossScalerConfig{});
   int64_t step = 0;
 
@@ -82,7 +82,7 @@ TEST_CASE("sharded AdamW with clipping follows torch::optim::AdamW on the full m
     reference.step();
 
     torch::Tensor loss = sharded_loss(model, batch);
-    StepOutcome outcome = optimizer_step(model, adamw, 3e-2, 0.5, scaler, step);
+    StepOutcome outcome = optimizer.step(3e-2, 0.5, scaler, step);
     INFO("step " << s);
     CHECK_FALSE(outcome.skipped);
     CHECK(loss.item<double>() == Approx(reference_loss.item<double>()).epsilon(1e-5));
@@ -98,13 +98,16 @@ TEST_CASE("sharded AdamW with clipping follows torch::optim::AdamW on the full m
 TEST_CASE("each rank holds about 1/N of the persistent state", "[fsdp]") {
   Communicator& comm = test::runtime().world();
   ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  AdamW optimizer(model, AdamWConfig{});
+  // The model holds master and grad, the optimizer exp_avg and exp_avg_sq.
+  const int64_t persistent_bytes = model.persistent_bytes() + optimizer.persistent_bytes();
   const int64_t n = comm.size();
   // 16 bytes per parameter (master, exp_avg, exp_avg_sq, grad in fp32), split N
   // ways; padding adds at most one element per unit.
   int64_t expected_max = 16 * (model.numel() / n + static_cast<int64_t>(model.size()));
-  CHECK(model.persistent_bytes() <= expected_max);
-  CHECK(model.persistent_bytes() >= 16 * model.numel() / n);
-  int64_t total = comm.allreduce_value<std::int64_t>(model.persistent_bytes(), ReduceOp::kSum);
+  CHECK(persistent_bytes <= expected_max);
+  CHECK(persistent_bytes >= 16 * model.numel() / n);
+  int64_t total = comm.allreduce_value<std::int64_t>(persistent_bytes, ReduceOp::kSum);
   CHECK(total >= 16 * model.numel());
   CHECK(total <= 16 * (model.numel() + n * static_cast<int64_t>(model.size())));
 }
@@ -116,12 +119,13 @@ TEST_CASE("an overflow on one rank's shard makes every rank skip and halve the s
   LossScalerConfig scaling;
   scaling.enabled = true;
   LossScaler scaler(scaling);
+  AdamW optimizer(model, AdamWConfig{});
   int64_t step = 0;
   auto before = model.unit(1).master().clone();
 
   sharded_loss(model, toy_batch(0));
   if (comm.rank() == comm.size() - 1) model.unit(1).grad()[0] = std::numeric_limits<float>::infinity();
-  StepOutcome outcome = optimizer_step(model, AdamWConfig{}, 1e-3, 1.0, scaler, step);
+  StepOutcome outcome = optimizer.step(1e-3, 1.0, scaler, step);
   CHECK(outcome.skipped);
   CHECK(step == 0);
   CHECK(scaler.scale() == 32768.0);
@@ -129,7 +133,7 @@ TEST_CASE("an overflow on one rank's shard makes every rank skip and halve the s
   CHECK(model.unit(1).grad().abs().sum().item<double>() == 0.0);  // gradients dropped
 
   sharded_loss(model, toy_batch(1));
-  outcome = optimizer_step(model, AdamWConfig{}, 1e-3, 1.0, scaler, step);
+  outcome = optimizer.step(1e-3, 1.0, scaler, step);
   CHECK_FALSE(outcome.skipped);
   CHECK(step == 1);
   int64_t skipped_everywhere = comm.allreduce_value<std::int64_t>(outcome.skipped ? 1 : 0, ReduceOp::kSum);

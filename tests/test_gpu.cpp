@@ -51,10 +51,10 @@ Trajectory train_fixture(const std::string& fixture, Communicator& comm, torch::
                          torch::ScalarType dtype, int steps) {
   auto source = open_model_source(fixture);
   LlamaModel reference = load_model(*source);
-  ShardedLlama model(source->config(), comm, device, dtype, "all");
+  ShardedLlama model(source->config(), comm, device, dtype);
   model.load_full(named_parameters(reference));
   SafetensorsFile batches(fixture + "/train_batches.safetensors");
-  AdamWConfig adamw{3e-3, 0.9, 0.95, 1e-8, 0.1};
+  AdamW optimizer(model.sharded(), AdamWConfig{3e-3, 0.9, 0.95, 1e-8, 0.1, "all"});
   LossScalerConfig scaling;
   scaling.enabled = dtype == torch::kFloat16;
   // 2^10: the tiny model's gradients overflow fp16 at the default 2^16, and a
@@ -67,7 +67,7 @@ Trajectory train_fixture(const std::string& fixture, Communicator& comm, torch::
     torch::Tensor ids = batches.tensor("batch" + std::to_string(s % 6));  // (4, 32)
     TrainBatch batch{ids, next_token_targets(ids)};
     out.losses.push_back(model.forward_backward(batch, 1, scaler.scale()));
-    StepOutcome outcome = optimizer_step(model.sharded(), adamw, 3e-3, 1.0, scaler, adam_steps);
+    StepOutcome outcome = optimizer.step(3e-3, 1.0, scaler, adam_steps);
     out.grad_norms.push_back(outcome.grad_norm);
     if (outcome.skipped) ++out.skipped;
   }

@@ -89,19 +89,19 @@ void check_case(const fs::path& folder, std::int64_t& far_elements, std::int64_t
 
   // 3 AdamW steps on the sharding engine (one rank), weight decay on every parameter.
   Communicator& comm = test::runtime().world();
-  ShardedLlama sharded(source->config(), comm, torch::kCPU, torch::kFloat32, "all");
+  ShardedLlama sharded(source->config(), comm, torch::kCPU, torch::kFloat32);
   std::map<std::string, torch::Tensor> weights;
   LlamaModel fresh = load_model(*source);
   for (const auto& [name, value] : fresh.named_parameters()) weights.emplace(name, value.detach());
   sharded.load_full(weights);
-  AdamWConfig adamw{3e-3, 0.9, 0.95, 1e-8, 0.1};
+  AdamW optimizer(sharded.sharded(), AdamWConfig{3e-3, 0.9, 0.95, 1e-8, 0.1, "all"});
   LossScaler scaler(LossScalerConfig{});
   std::int64_t step = 0;
   for (int s = 0; s < 3; ++s) {
     torch::Tensor batch_ids = reference.tensor(fmt::format("batch{}", s));  // (2, 12)
     TrainBatch batch{batch_ids, next_token_targets(batch_ids)};
     const double step_loss = sharded.forward_backward(batch, batch_ids.size(0), 1.0);
-    optimizer_step(sharded.sharded(), adamw, 3e-3, 0.0, scaler, step);
+    optimizer.step(3e-3, 0.0, scaler, step);
     const double expected = reference.tensor(fmt::format("loss{}", s)).item<double>();
     INFO("AdamW step " << s);
     CHECK(std::abs(step_loss - expected) <= 1e-4 * std::abs(expected));

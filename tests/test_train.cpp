@@ -42,13 +42,13 @@ TEST_CASE("sharded training follows the Hugging Face AdamW trajectory", "[train]
   auto source = open_model_source(fixture);
   LlamaModel reference = load_model(*source);
   // train.json: weight decay 0.1 on every parameter.
-  ShardedLlama model(source->config(), comm, torch::kCPU, torch::kFloat32, "all");
+  ShardedLlama model(source->config(), comm, torch::kCPU, torch::kFloat32);
   model.load_full(named_parameters(reference));
 
   nlohmann::json expected;
   std::ifstream(fixture + "/train.json") >> expected;
   SafetensorsFile batches(fixture + "/train_batches.safetensors");
-  AdamWConfig adamw{3e-3, 0.9, 0.95, 1e-8, 0.1};
+  AdamW optimizer(model.sharded(), AdamWConfig{3e-3, 0.9, 0.95, 1e-8, 0.1, "all"});
   LossScaler scaler(LossScalerConfig{});
   int64_t step = 0;
   for (int s = 0; s < 6; ++s) {
@@ -56,7 +56,7 @@ TEST_CASE("sharded training follows the Hugging Face AdamW trajectory", "[train]
     TrainBatch batch{ids, next_token_targets(ids)};
     // Micro-batches of one row: gradient accumulation is exercised at every rank count.
     double loss = model.forward_backward(batch, 1, 1.0);
-    StepOutcome outcome = optimizer_step(model.sharded(), adamw, 3e-3, 1.0, scaler, step);
+    StepOutcome outcome = optimizer.step(3e-3, 1.0, scaler, step);
     INFO("step " << s << " at " << comm.size() << " ranks");
     double expected_loss = expected["losses"][s].get<double>();
     CHECK(std::abs(loss - expected_loss) <= 1e-4 * std::abs(expected_loss));
@@ -85,8 +85,9 @@ TEST_CASE("the same run gives the same losses at N ranks and at 1 rank", "[train
   auto parameters = named_parameters(initial);
 
   auto run = [&](Communicator& world) {
-    ShardedLlama model(config, world, torch::kCPU, torch::kFloat32, "matrices");
+    ShardedLlama model(config, world, torch::kCPU, torch::kFloat32);
     model.load_full(parameters);
+    AdamW optimizer(model.sharded(), AdamWConfig{});
     LossScaler scaler(LossScalerConfig{});
     LrScheduleConfig schedule{"cosine", 3, 20, 2e-3, 2e-4};
     int64_t step = 0;
@@ -96,7 +97,7 @@ TEST_CASE("the same run gives the same losses at N ranks and at 1 rank", "[train
       torch::Tensor ids = torch::randint(0, config.vocab_size, {6, 24}, generator, torch::kInt64);
       TrainBatch batch{ids, next_token_targets(ids)};
       losses.push_back(model.forward_backward(batch, 1, 1.0));
-      optimizer_step(model.sharded(), AdamWConfig{}, lr_at(schedule, s), 1.0, scaler, step);
+      optimizer.step(lr_at(schedule, s), 1.0, scaler, step);
     }
     return losses;
   };
@@ -196,7 +197,7 @@ TEST_CASE("a packed batch gives the loss and every gradient of its documents run
   REQUIRE(packed.targets.ne(-100).sum().item<int64_t>() == separate.targets.ne(-100).sum().item<int64_t>());
 
   auto run = [&](Communicator& world, const TrainBatch& batch, int64_t micro_batch, bool recompute) {
-    ShardedLlama model(config, world, torch::kCPU, torch::kFloat32, "matrices");
+    ShardedLlama model(config, world, torch::kCPU, torch::kFloat32);
     model.sharded().set_recompute(recompute);
     model.load_full(parameters);
     double loss = model.forward_backward(batch, micro_batch, 1.0);
@@ -229,9 +230,10 @@ TEST_CASE("recompute never and always give the same losses", "[train][recompute]
   initial.init_weights(3);
   auto parameters = named_parameters(initial);
   auto run = [&](bool recompute) {
-    ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32, "matrices");
+    ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
     model.sharded().set_recompute(recompute);
     model.load_full(parameters);
+    AdamW optimizer(model.sharded(), AdamWConfig{});
     LossScaler scaler(LossScalerConfig{});
     int64_t step = 0;
     std::vector<double> losses;
@@ -240,7 +242,7 @@ TEST_CASE("recompute never and always give the same losses", "[train][recompute]
     torch::Tensor ids = torch::randint(0, config.vocab_size, {4, 16}, generator, torch::kInt64);
     for (int s = 0; s < 8; ++s) {
       losses.push_back(model.forward_backward(TrainBatch{ids, next_token_targets(ids)}, 2, 1.0));
-      optimizer_step(model.sharded(), AdamWConfig{}, 2e-3, 1.0, scaler, step);
+      optimizer.step(2e-3, 1.0, scaler, step);
     }
     return losses;
   };

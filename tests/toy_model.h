@@ -20,12 +20,13 @@ namespace F = torch::nn::functional;
 using ViewFn = std::function<torch::Tensor(const torch::Tensor&, const ParamViews&)>;
 inline constexpr int64_t V = 37, C = 12, T = 9, B = 5;  // vocab, width, sequence, global batch
 
-inline std::vector<UnitDef> toy_units() {
+// Weight decay applies to the matrices (AdamW's default policy), not to norm.weight.
+inline std::vector<UnitLayout> toy_units() {
   return {
-      {"embed_head", {{"wte", {V, C}, true}}},
-      {"block.0", {{"block.0.w1", {2 * C, C}, true}, {"block.0.w2", {C, 2 * C}, true}}},
-      {"block.1", {{"block.1.w1", {2 * C, C}, true}, {"block.1.w2", {C, 2 * C}, true}}},
-      {"norm", {{"norm.weight", {C}, false}}},
+      UnitLayout::of("embed_head", {{"wte", {V, C}}}),
+      UnitLayout::of("block.0", {{"block.0.w1", {2 * C, C}}, {"block.0.w2", {C, 2 * C}}}),
+      UnitLayout::of("block.1", {{"block.1.w1", {2 * C, C}}, {"block.1.w2", {C, 2 * C}}}),
+      UnitLayout::of("norm", {{"norm.weight", {C}}}),
   };
 }
 

@@ -108,7 +108,7 @@ void init_on_device(metareuse::ShardedLlama& model, const LlamaConfig& config, t
   auto& sharded = model.sharded();
   for (std::size_t u = 0; u < sharded.size(); ++u) {
     std::map<std::string, torch::Tensor> full;
-    for (const auto& spec : sharded.unit(u).def().params) {
+    for (const auto& spec : sharded.unit(u).layout().parameters) {
       auto options = torch::TensorOptions().dtype(torch::kFloat32).device(device);
       full[spec.name] = spec.shape.size() == 1 ? torch::ones(spec.shape, options)
                                                : torch::randn(spec.shape, options) * config.initializer_range;
@@ -127,9 +127,9 @@ struct Measured {
 
 Measured measure(const LlamaConfig& config, metareuse::Communicator& comm, torch::Device device,
                  torch::ScalarType dtype, int64_t T, int64_t batch, int steps, int warmup) {
-  metareuse::ShardedLlama model(config, comm, device, dtype, "matrices");
+  metareuse::ShardedLlama model(config, comm, device, dtype);
   init_on_device(model, config, device);
-  metareuse::AdamWConfig adamw{1e-5, 0.9, 0.95, 1e-8, 0.1};
+  metareuse::AdamW optimizer(model.sharded(), metareuse::AdamWConfig{1e-5, 0.9, 0.95, 1e-8, 0.1});
   metareuse::LossScalerConfig scaling;
   scaling.enabled = dtype == torch::kFloat16;
   metareuse::LossScaler scaler(scaling);
@@ -143,7 +143,7 @@ Measured measure(const LlamaConfig& config, metareuse::Communicator& comm, torch
   out.batch = batch;
   auto step = [&]() {
     out.loss = model.forward_backward(data, batch, scaler.scale());
-    auto outcome = metareuse::optimizer_step(model.sharded(), adamw, 1e-5, 1.0, scaler, adam_steps);
+    auto outcome = optimizer.step(1e-5, 1.0, scaler, adam_steps);
     if (outcome.skipped) ++out.skipped;
   };
   for (int i = 0; i < warmup; ++i) step();

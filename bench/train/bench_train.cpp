@@ -57,7 +57,7 @@ int main(int argc, char** argv) {
   std::map<std::string, torch::Tensor> parameters;
   for (const auto& [name, value] : initial.named_parameters()) parameters.emplace(name, value.detach());
   const LlamaConfig& config = source->config();
-  ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32, "matrices");
+  ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
   model.load_full(parameters);
   // The trainer's rule: the memory plan decides (no device memory on CPU: auto keeps everything).
   MemoryPlan plan = plan_memory(config, comm.size(), micro_batch, T, "fp32", 0, recompute);
@@ -87,13 +87,14 @@ int main(int argc, char** argv) {
   LossScaler scaler(LossScalerConfig{});
   int64_t adam_steps = 0;
   AdamWConfig adamw{3e-4, 0.9, 0.95, 1e-8, 0.1};
+  AdamW optimizer(model.sharded(), adamw);
   double seconds = 0.0, last_loss = 0.0;
   int64_t timed_tokens = 0;
   for (std::size_t s = 0; s < batches.size(); ++s) {
     comm.barrier();
     Stopwatch watch;
     last_loss = model.forward_backward(batches[s], micro_batch, 1.0);
-    optimizer_step(model.sharded(), adamw, adamw.lr, 1.0, scaler, adam_steps);
+    optimizer.step(adamw.lr, 1.0, scaler, adam_steps);
     comm.barrier();
     if (s > 0) {
       seconds += watch.seconds();

@@ -23,14 +23,26 @@ using json = nlohmann::json;
 
 namespace {
 
-// The unit state a checkpoint holds, one HDF5 group each, every one a flat fp32
-// shard of the unit's layout: the master weights and AdamW's two moments.
-struct StateGroup {
-  const char* name;
-  torch::Tensor& (ShardedUnit::*shard)();
-};
-const StateGroup kStateGroups[] = {
-    {"params", &ShardedUnit::master}, {"exp_avg", &ShardedUnit::exp_avg}, {"exp_avg_sq", &ShardedUnit::exp_avg_sq}};
+// The group of the master weights; the optimizer's state groups follow it
+// under the names the optimizer gives them (ShardState::name).
+constexpr const char* kParamsGroup = "params";
+constexpr const char* kRngGroup = "rng";
+
+// Every shard-shaped state a checkpoint holds, one HDF5 group each: the
+// master weights first, then the optimizer's. Each names one tensor per unit.
+std::vector<ShardState> state_groups(ShardedModel& model, const std::vector<ShardState>& optimizer) {
+  ShardState params{kParamsGroup, {}};
+  for (std::size_t u = 0; u < model.size(); ++u) params.per_unit.push_back(model.unit(u).master());
+  std::vector<ShardState> groups{std::move(params)};
+  for (const ShardState& state : optimizer) {
+    MR_CHECK(state.per_unit.size() == model.size(), "optimizer state '{}' has {} units, the model {}", state.name,
+             state.per_unit.size(), model.size());
+    MR_CHECK(state.name != kParamsGroup && state.name != kRngGroup, "optimizer state may not be named '{}'",
+             state.name);
+    groups.push_back(state);
+  }
+  return groups;
+}
 
 void write_string_attribute(hid_t location, const char* name, const std::string& value) {
   h5::Handle type = MR_H5_ID(H5Tcopy(H5T_C_S1));
@@ -179,8 +191,8 @@ void apply_retention(const CheckpointOptions& options, const std::string& newest
 
 }  // namespace
 
-SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vector<uint8_t>& rng_state,
-                           const CheckpointOptions& options) {
+SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& optimizer, const json& meta,
+                           const std::vector<uint8_t>& rng_state, const CheckpointOptions& options) {
   Stopwatch watch;
   Communicator& comm = model.comm();
   const bool writer = comm.rank() == 0;
@@ -189,7 +201,8 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
   const std::string tmp_path = final_path + ".tmp";
   std::string failure;
   h5::Handle file;
-  std::vector<h5::Handle> groups;
+  const std::vector<ShardState> states = state_groups(model, optimizer);
+  std::vector<h5::Handle> groups;  // one per state, then the RNG states
 
   // Every rank takes part in every gather even after rank 0 failed to write,
   // so a full disk never leaves a rank waiting.
@@ -211,16 +224,16 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
     json full_meta = meta;
     full_meta["world_size"] = comm.size();
     write_string_attribute(file, "meta", full_meta.dump());
-    for (const StateGroup& group : kStateGroups) {
-      groups.push_back(MR_H5_ID(H5Gcreate2(file, group.name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+    for (const ShardState& state : states) {
+      groups.push_back(MR_H5_ID(H5Gcreate2(file, state.name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
     }
-    groups.push_back(MR_H5_ID(H5Gcreate2(file, "rng", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
+    groups.push_back(MR_H5_ID(H5Gcreate2(file, kRngGroup, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)));
   });
 
   for (std::size_t u = 0; u < model.size(); ++u) {
     ShardedUnit& unit = model.unit(u);
-    for (std::size_t g = 0; g < std::size(kStateGroups); ++g) {
-      torch::Tensor full = unit.gather_shard((unit.*kStateGroups[g].shard)());  // (padded_numel,)
+    for (std::size_t g = 0; g < states.size(); ++g) {
+      torch::Tensor full = unit.gather_shard(states[g].per_unit[u]);  // (padded_numel,)
       attempt([&]() {
         for (const auto& [name, view] : unit.views(full)) {
           write_tensor(groups[g], name, view, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, options.compression);
@@ -236,7 +249,7 @@ SaveResult save_checkpoint(ShardedModel& model, const json& meta, const std::vec
     std::size_t offset = 0;
     for (std::size_t r = 0; r < lengths.size(); ++r) {
       auto state = torch::from_blob(all_states.data() + offset, {static_cast<int64_t>(lengths[r])}, torch::kUInt8);
-      write_tensor(groups[3], fmt::format("rank_{}", r), state, H5T_STD_U8LE, H5T_NATIVE_UINT8, 0);
+      write_tensor(groups.back(), fmt::format("rank_{}", r), state, H5T_STD_U8LE, H5T_NATIVE_UINT8, 0);
       offset += lengths[r];
     }
     groups.clear();
@@ -309,24 +322,27 @@ json read_checkpoint_meta(const std::string& path) {
   return meta;
 }
 
-json load_checkpoint(const std::string& path, ShardedModel& model, std::vector<uint8_t>* rng_state) {
+json load_checkpoint(const std::string& path, ShardedModel& model, const std::vector<ShardState>& optimizer,
+                     std::vector<uint8_t>* rng_state) {
   json meta = read_checkpoint_meta(path);
   h5::Handle file = open_checkpoint_file(path);
+  const std::vector<ShardState> states = state_groups(model, optimizer);
   for (std::size_t u = 0; u < model.size(); ++u) {
     ShardedUnit& unit = model.unit(u);
-    for (const StateGroup& group : kStateGroups) {
+    for (const ShardState& state : states) {
       std::map<std::string, torch::Tensor> full;
-      for (const auto& spec : unit.def().params) {
-        full[spec.name] = read_tensor(file, std::string(group.name) + "/" + spec.name, spec.shape, torch::kFloat32,
+      for (const auto& spec : unit.layout().parameters) {
+        full[spec.name] = read_tensor(file, state.name + "/" + spec.name, spec.shape, torch::kFloat32,
                                       H5T_NATIVE_FLOAT, path);
       }
-      unit.load_full_into(full, (unit.*group.shard)());
+      torch::Tensor shard = state.per_unit[u];  // a handle: fills the owner's tensor
+      unit.load_full_into(full, shard);
     }
   }
   if (rng_state != nullptr) {
     rng_state->clear();
     if (meta.value("world_size", 0) == model.comm().size()) {
-      torch::Tensor state = read_tensor(file, fmt::format("rng/rank_{}", model.comm().rank()), {}, torch::kUInt8,
+      torch::Tensor state = read_tensor(file, fmt::format("{}/rank_{}", kRngGroup, model.comm().rank()), {}, torch::kUInt8,
                                         H5T_NATIVE_UINT8, path);
       rng_state->assign(state.data_ptr<uint8_t>(), state.data_ptr<uint8_t>() + state.numel());
     }
@@ -338,14 +354,14 @@ std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& p
   read_checkpoint_meta(path);
   h5::Handle file = open_checkpoint_file(path);
   std::map<std::string, torch::Tensor> out;
-  h5::Handle group = MR_H5_ID(H5Gopen2(file, "params", H5P_DEFAULT));
+  h5::Handle group = MR_H5_ID(H5Gopen2(file, kParamsGroup, H5P_DEFAULT));
   H5G_info_t info{};
   MR_CHECK_H5(H5Gget_info(group, &info));
   for (hsize_t i = 0; i < info.nlinks; ++i) {
     ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
     std::string name(static_cast<std::size_t>(length), '\0');
     H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
-    out[name] = read_tensor(file, "params/" + name, {}, torch::kFloat32, H5T_NATIVE_FLOAT, path);
+    out[name] = read_tensor(file, std::string(kParamsGroup) + "/" + name, {}, torch::kFloat32, H5T_NATIVE_FLOAT, path);
   }
   return out;
 }
@@ -354,21 +370,31 @@ CheckpointVerification verify_checkpoint(const std::string& path) {
   read_checkpoint_meta(path);
   h5::Handle file = open_checkpoint_file(path);
   CheckpointVerification result;
-  std::vector<const char*> group_names;
-  for (const StateGroup& group : kStateGroups) group_names.push_back(group.name);
-  group_names.push_back("rng");
-  for (const char* group_name : group_names) {
-    if (H5Lexists(file, group_name, H5P_DEFAULT) <= 0) {
-      throw InputError(fmt::format("{}: group '{}' is missing", path, group_name));
+  for (const char* required : {kParamsGroup, kRngGroup}) {
+    if (H5Lexists(file, required, H5P_DEFAULT) <= 0) {
+      throw InputError(fmt::format("{}: group '{}' is missing", path, required));
     }
-    h5::Handle group = MR_H5_ID(H5Gopen2(file, group_name, H5P_DEFAULT));
+  }
+  // Every group: the master weights, the optimizer's state (whatever names it
+  // saved them under) and the RNG states.
+  std::vector<std::string> group_names;
+  H5G_info_t root{};
+  MR_CHECK_H5(H5Gget_info(file, &root));
+  for (hsize_t i = 0; i < root.nlinks; ++i) {
+    ssize_t length = H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    std::string name(static_cast<std::size_t>(std::max<ssize_t>(length, 0)), '\0');
+    H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
+    group_names.push_back(name);
+  }
+  for (const std::string& group_name : group_names) {
+    h5::Handle group = MR_H5_ID(H5Gopen2(file, group_name.c_str(), H5P_DEFAULT));
     H5G_info_t info{};
     MR_CHECK_H5(H5Gget_info(group, &info));
     for (hsize_t i = 0; i < info.nlinks; ++i) {
       ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
       std::string name(static_cast<std::size_t>(std::max<ssize_t>(length, 0)), '\0');
       H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
-      const std::string tensor = std::string(group_name) + "/" + name;
+      const std::string tensor = group_name + "/" + name;
       {
         h5::Handle dataset = MR_H5_ID(H5Dopen2(file, tensor.c_str(), H5P_DEFAULT));
         h5::Handle creation = MR_H5_ID(H5Dget_create_plist(dataset));
@@ -382,7 +408,7 @@ CheckpointVerification verify_checkpoint(const std::string& path) {
         }
         H5Eclear2(H5E_DEFAULT);
       }
-      const bool bytes = std::string(group_name) == "rng";
+      const bool bytes = group_name == kRngGroup;
       read_tensor(file, tensor, {}, bytes ? torch::kUInt8 : torch::kFloat32, bytes ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT,
                   path);
       ++result.tensors;

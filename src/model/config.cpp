@@ -400,6 +400,25 @@ int UnitLayout::find(const std::string& parameter_name) const {
   return -1;
 }
 
+void UnitLayout::add(std::string parameter_name, std::vector<std::int64_t> shape) {
+  UnitParameter parameter;
+  parameter.name = std::move(parameter_name);
+  parameter.shape = std::move(shape);
+  parameter.numel = 1;
+  for (auto d : parameter.shape) parameter.numel *= d;
+  parameter.offset = numel;
+  numel += parameter.numel;
+  parameters.push_back(std::move(parameter));
+}
+
+UnitLayout UnitLayout::of(std::string name,
+                          const std::vector<std::pair<std::string, std::vector<std::int64_t>>>& parameters) {
+  UnitLayout unit;
+  unit.name = std::move(name);
+  for (const auto& [parameter_name, shape] : parameters) unit.add(parameter_name, shape);
+  return unit;
+}
+
 std::vector<UnitLayout> unit_layouts(const LlamaConfig& config) {
   const std::int64_t C = config.hidden_size;
   const std::int64_t V = config.vocab_size;
@@ -407,23 +426,12 @@ std::vector<UnitLayout> unit_layouts(const LlamaConfig& config) {
   const std::int64_t q_width = config.num_attention_heads * config.head_dim;
   const std::int64_t kv_width = config.num_key_value_heads * config.head_dim;
 
-  auto add = [](UnitLayout& unit, std::string name, std::vector<std::int64_t> shape) {
-    UnitParameter parameter;
-    parameter.name = std::move(name);
-    parameter.shape = std::move(shape);
-    parameter.numel = 1;
-    for (auto d : parameter.shape) parameter.numel *= d;
-    parameter.offset = unit.numel;
-    unit.numel += parameter.numel;
-    unit.parameters.push_back(std::move(parameter));
-  };
-
   std::vector<UnitLayout> units;
   UnitLayout embeddings;
   embeddings.kind = UnitKind::kEmbeddings;
   embeddings.name = "embeddings";
-  add(embeddings, "model.embed_tokens.weight", {V, C});
-  if (!config.tie_word_embeddings) add(embeddings, "lm_head.weight", {V, C});
+  embeddings.add("model.embed_tokens.weight", {V, C});
+  if (!config.tie_word_embeddings) embeddings.add("lm_head.weight", {V, C});
   units.push_back(std::move(embeddings));
 
   for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
@@ -433,22 +441,22 @@ std::vector<UnitLayout> unit_layouts(const LlamaConfig& config) {
     unit.name = fmt::format("layers.{}", layer);
     const std::string prefix = fmt::format("model.layers.{}.", layer);
     // Hugging Face's named_parameters() order.
-    add(unit, prefix + "self_attn.q_proj.weight", {q_width, C});
-    add(unit, prefix + "self_attn.k_proj.weight", {kv_width, C});
-    add(unit, prefix + "self_attn.v_proj.weight", {kv_width, C});
-    add(unit, prefix + "self_attn.o_proj.weight", {C, q_width});
-    add(unit, prefix + "mlp.gate_proj.weight", {F, C});
-    add(unit, prefix + "mlp.up_proj.weight", {F, C});
-    add(unit, prefix + "mlp.down_proj.weight", {C, F});
-    add(unit, prefix + "input_layernorm.weight", {C});
-    add(unit, prefix + "post_attention_layernorm.weight", {C});
+    unit.add(prefix + "self_attn.q_proj.weight", {q_width, C});
+    unit.add(prefix + "self_attn.k_proj.weight", {kv_width, C});
+    unit.add(prefix + "self_attn.v_proj.weight", {kv_width, C});
+    unit.add(prefix + "self_attn.o_proj.weight", {C, q_width});
+    unit.add(prefix + "mlp.gate_proj.weight", {F, C});
+    unit.add(prefix + "mlp.up_proj.weight", {F, C});
+    unit.add(prefix + "mlp.down_proj.weight", {C, F});
+    unit.add(prefix + "input_layernorm.weight", {C});
+    unit.add(prefix + "post_attention_layernorm.weight", {C});
     units.push_back(std::move(unit));
   }
 
   UnitLayout norm;
   norm.kind = UnitKind::kFinalNorm;
   norm.name = "norm";
-  add(norm, "model.norm.weight", {C});
+  norm.add("model.norm.weight", {C});
   units.push_back(std::move(norm));
   return units;
 }

@@ -80,10 +80,11 @@ torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input
   return logits;
 }
 
-std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector<std::vector<std::int64_t>>& prompts,
-                                      const GenerationOptions& options,
-                                      const std::vector<std::uint64_t>& sequence_ids) {
-  const LlamaConfig& config = model.config();
+namespace {
+
+// Every rule a generation request must meet, checked before anything runs.
+void check_generation_request(const LlamaConfig& config, const std::vector<std::vector<std::int64_t>>& prompts,
+                              const GenerationOptions& options, const std::vector<std::uint64_t>& sequence_ids) {
   for (std::size_t i = 0; i < prompts.size(); ++i) {
     if (prompts[i].empty()) throw InputError(fmt::format("generation needs a prompt of at least one token (prompt {})", i));
     for (auto id : prompts[i]) {
@@ -99,65 +100,87 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
     throw InputError(fmt::format("{} sequence ids for {} prompts", sequence_ids.size(), prompts.size()));
   }
   if (options.batch_size < 0) throw InputError("batch_size must be >= 0");
-  const std::size_t batch_size = static_cast<std::size_t>(options.batch_size);
-  if (batch_size > 0 && prompts.size() > batch_size) {
-    std::vector<Generated> results;
-    for (std::size_t first = 0; first < prompts.size(); first += batch_size) {
-      const std::size_t end = std::min(prompts.size(), first + batch_size);
-      std::vector<std::vector<std::int64_t>> batch(prompts.begin() + static_cast<std::ptrdiff_t>(first),
-                                                   prompts.begin() + static_cast<std::ptrdiff_t>(end));
-      std::vector<std::uint64_t> ids;
-      for (std::size_t i = first; i < end; ++i) ids.push_back(sequence_ids.empty() ? i : sequence_ids[i]);
-      for (auto& generated : generate_batch(model, batch, options, ids)) results.push_back(std::move(generated));
-    }
-    return results;
+}
+
+// One generator per sequence, seeded by (seed, sequence id): its draws do not
+// depend on its batch or rank. None when decoding greedily.
+std::vector<std::mt19937_64> sequence_engines(std::size_t count, const GenerationOptions& options,
+                                              const std::vector<std::uint64_t>& sequence_ids) {
+  std::vector<std::mt19937_64> engines;
+  if (options.greedy) return engines;
+  for (std::size_t i = 0; i < count; ++i) {
+    const std::uint64_t id = sequence_ids.empty() ? i : sequence_ids[i];
+    std::seed_seq seeds{static_cast<std::uint32_t>(options.seed), static_cast<std::uint32_t>(options.seed >> 32),
+                        static_cast<std::uint32_t>(id), static_cast<std::uint32_t>(id >> 32)};
+    engines.emplace_back(seeds);
   }
+  return engines;
+}
+
+// The running rows of a batch, left-padded so that every row appends at the
+// same column: row i's prompt ends at column `longest` - 1. Token 0 pads
+// (masked, never attended).
+struct PaddedRows {
+  torch::Tensor tokens;     // (B, W) int64
+  torch::Tensor positions;  // (B, W) int64: position in its own sequence
+  torch::Tensor valid;      // (B, W) bool: the column holds a real token
+  std::vector<std::size_t> prompt_of;  // batch row -> prompt index
+
+  PaddedRows(const std::vector<std::vector<std::int64_t>>& prompts, std::int64_t longest, std::int64_t width) {
+    const std::int64_t N = static_cast<std::int64_t>(prompts.size());
+    tokens = torch::zeros({N, width}, torch::kInt64);
+    positions = torch::zeros({N, width}, torch::kInt64);
+    valid = torch::ones({N, width}, torch::kBool);
+    for (std::int64_t i = 0; i < N; ++i) {
+      const auto& prompt = prompts[static_cast<std::size_t>(i)];
+      const std::int64_t pad = longest - static_cast<std::int64_t>(prompt.size());
+      tokens[i].narrow(0, pad, static_cast<std::int64_t>(prompt.size())).copy_(torch::tensor(prompt, torch::kInt64));
+      positions[i].narrow(0, pad, width - pad).copy_(torch::arange(width - pad, torch::kInt64));
+      if (pad > 0) valid[i].narrow(0, 0, pad).fill_(false);
+      prompt_of.push_back(static_cast<std::size_t>(i));
+    }
+  }
+
+  // Keeps only the batch rows `keep` (ascending), here and in the cache.
+  void keep_rows(const std::vector<std::int64_t>& keep, KvCache& cache) {
+    torch::Tensor kept = torch::tensor(keep, torch::kInt64);
+    tokens = tokens.index_select(0, kept);
+    positions = positions.index_select(0, kept);
+    valid = valid.index_select(0, kept);
+    cache.keep_rows(kept);
+    std::vector<std::size_t> kept_prompts;
+    for (auto r : keep) kept_prompts.push_back(prompt_of[static_cast<std::size_t>(r)]);
+    prompt_of = std::move(kept_prompts);
+  }
+};
+
+// One batch, generated to the end (no batch_size split).
+std::vector<Generated> generate_one_batch(const LlamaModel& model, const std::vector<std::vector<std::int64_t>>& prompts,
+                                          const GenerationOptions& options,
+                                          const std::vector<std::uint64_t>& sequence_ids) {
   std::vector<Generated> results(prompts.size());
   if (prompts.empty() || options.max_new_tokens == 0) return results;
-
+  const LlamaConfig& config = model.config();
   std::vector<std::int64_t> stops = options.stop_ids;
   if (options.stop_on_eos) stops.insert(stops.end(), config.eos_token_ids.begin(), config.eos_token_ids.end());
-  // One generator per sequence, seeded by (seed, sequence id): its draws do not depend on its batch or rank.
-  std::vector<std::mt19937_64> engines;
-  if (!options.greedy) {
-    for (std::size_t i = 0; i < prompts.size(); ++i) {
-      const std::uint64_t id = sequence_ids.empty() ? i : sequence_ids[i];
-      std::seed_seq seeds{static_cast<std::uint32_t>(options.seed), static_cast<std::uint32_t>(options.seed >> 32),
-                          static_cast<std::uint32_t>(id), static_cast<std::uint32_t>(id >> 32)};
-      engines.emplace_back(seeds);
-    }
-  }
+  std::vector<std::mt19937_64> engines = sequence_engines(prompts.size(), options, sequence_ids);
 
   torch::NoGradGuard no_grad;
   std::int64_t longest = 0;
   for (const auto& prompt : prompts) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(prompt.size()));
-  const std::int64_t N = static_cast<std::int64_t>(prompts.size());
   const std::int64_t width = longest + options.max_new_tokens;  // columns a row can fill
-  // Left padding: row i's prompt ends at column longest - 1. Token 0 pads (masked, never attended).
-  torch::Tensor tokens = torch::zeros({N, width}, torch::kInt64);     // (B, W)
-  torch::Tensor positions = torch::zeros({N, width}, torch::kInt64);  // (B, W): position in its own sequence
-  torch::Tensor valid = torch::ones({N, width}, torch::kBool);        // (B, W): column holds a real token
-  for (std::int64_t i = 0; i < N; ++i) {
-    const auto& prompt = prompts[static_cast<std::size_t>(i)];
-    const std::int64_t pad = longest - static_cast<std::int64_t>(prompt.size());
-    tokens[i].narrow(0, pad, static_cast<std::int64_t>(prompt.size()))
-        .copy_(torch::tensor(prompt, torch::kInt64));
-    positions[i].narrow(0, pad, width - pad).copy_(torch::arange(width - pad, torch::kInt64));
-    if (pad > 0) valid[i].narrow(0, 0, pad).fill_(false);
-  }
-  std::vector<std::size_t> rows(prompts.size());  // batch row -> prompt index
-  for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = i;
+  PaddedRows rows(prompts, longest, width);
 
-  KvCache cache = model.make_cache(N, options.use_cache ? width : longest);
+  KvCache cache = model.make_cache(static_cast<std::int64_t>(prompts.size()), options.use_cache ? width : longest);
   std::int64_t filled = longest;  // columns holding tokens
   torch::Tensor last;             // (B, V) logits of each row's last token
   auto run = [&] {
     // With the cache only the new column is computed; without, every column again.
     const std::int64_t from = options.use_cache ? cache.length() : 0;
     if (!options.use_cache) cache.clear();
-    torch::Tensor logits = padded_forward(model, tokens.narrow(1, from, filled - from),
-                                          positions.narrow(1, from, filled - from), valid.narrow(1, 0, filled),
-                                          cache, /*last_only=*/true);  // (B, 1, V)
+    torch::Tensor logits = padded_forward(model, rows.tokens.narrow(1, from, filled - from),
+                                          rows.positions.narrow(1, from, filled - from),
+                                          rows.valid.narrow(1, 0, filled), cache, /*last_only=*/true);  // (B, 1, V)
     last = logits.select(1, logits.size(1) - 1);
   };
   run();
@@ -166,13 +189,14 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
     if (options.greedy) greedy_picks = last.argmax(-1).cpu();  // (B,) first maximum, as pick_token
     torch::Tensor cpu_last = options.greedy ? torch::Tensor() : last.cpu();
     std::vector<std::int64_t> keep;
-    std::vector<std::int64_t> next(rows.size());
-    for (std::size_t r = 0; r < rows.size(); ++r) {
-      Generated& out = results[rows[r]];
+    std::vector<std::int64_t> next;  // the next token of each kept row
+    for (std::size_t r = 0; r < rows.prompt_of.size(); ++r) {
+      const std::size_t prompt = rows.prompt_of[r];
+      Generated& out = results[prompt];
       const std::int64_t token =
           options.greedy ? greedy_picks[static_cast<std::int64_t>(r)].item<std::int64_t>()
                          : pick_token(cpu_last[static_cast<std::int64_t>(r)], options,
-                                      static_cast<double>(engines[rows[r]]() >> 11) * 0x1.0p-53);  // [0, 1)
+                                      static_cast<double>(engines[prompt]() >> 11) * 0x1.0p-53);  // [0, 1)
       if (std::find(stops.begin(), stops.end(), token) != stops.end()) {
         out.stop = token;
         continue;
@@ -180,28 +204,34 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
       out.ids.push_back(token);
       if (static_cast<std::int64_t>(out.ids.size()) < options.max_new_tokens) {
         keep.push_back(static_cast<std::int64_t>(r));
-        next[r] = token;
+        next.push_back(token);
       }
     }
     if (keep.empty()) break;
-    if (keep.size() < rows.size()) {
-      torch::Tensor kept = torch::tensor(keep, torch::kInt64);
-      tokens = tokens.index_select(0, kept);
-      positions = positions.index_select(0, kept);
-      valid = valid.index_select(0, kept);
-      cache.keep_rows(kept);
-      std::vector<std::size_t> kept_rows;
-      std::vector<std::int64_t> kept_next;
-      for (auto r : keep) {
-        kept_rows.push_back(rows[static_cast<std::size_t>(r)]);
-        kept_next.push_back(next[static_cast<std::size_t>(r)]);
-      }
-      rows = std::move(kept_rows);
-      next = std::move(kept_next);
-    }
-    tokens.select(1, filled).copy_(torch::tensor(next, torch::kInt64));
+    if (keep.size() < rows.prompt_of.size()) rows.keep_rows(keep, cache);
+    rows.tokens.select(1, filled).copy_(torch::tensor(next, torch::kInt64));
     ++filled;
     run();
+  }
+  return results;
+}
+
+}  // namespace
+
+std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector<std::vector<std::int64_t>>& prompts,
+                                      const GenerationOptions& options,
+                                      const std::vector<std::uint64_t>& sequence_ids) {
+  check_generation_request(model.config(), prompts, options, sequence_ids);
+  const std::size_t batch_size = static_cast<std::size_t>(options.batch_size);
+  if (batch_size == 0 || prompts.size() <= batch_size) return generate_one_batch(model, prompts, options, sequence_ids);
+  std::vector<Generated> results;
+  for (std::size_t first = 0; first < prompts.size(); first += batch_size) {
+    const std::size_t end = std::min(prompts.size(), first + batch_size);
+    std::vector<std::vector<std::int64_t>> batch(prompts.begin() + static_cast<std::ptrdiff_t>(first),
+                                                 prompts.begin() + static_cast<std::ptrdiff_t>(end));
+    std::vector<std::uint64_t> ids;
+    for (std::size_t i = first; i < end; ++i) ids.push_back(sequence_ids.empty() ? i : sequence_ids[i]);
+    for (auto& generated : generate_one_batch(model, batch, options, ids)) results.push_back(std::move(generated));
   }
   return results;
 }

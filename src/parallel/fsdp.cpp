@@ -7,22 +7,8 @@
 
 namespace metareuse {
 
-namespace {
-
-int64_t numel_of(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (auto d : shape) n *= d;
-  return n;
-}
-
-}  // namespace
-
-ShardedUnit::ShardedUnit(UnitDef def, Communicator& comm, torch::Device device)
-    : def_(std::move(def)), comm_(comm) {
-  for (const auto& param : def_.params) {
-    offsets_.push_back(numel_);
-    numel_ += numel_of(param.shape);
-  }
+ShardedUnit::ShardedUnit(UnitLayout layout, Communicator& comm, torch::Device device)
+    : layout_(std::move(layout)), comm_(comm), numel_(layout_.numel) {
   const int64_t world = comm_.size();
   shard_numel_ = (numel_ + world - 1) / world;
   padded_numel_ = shard_numel_ * world;
@@ -30,48 +16,34 @@ ShardedUnit::ShardedUnit(UnitDef def, Communicator& comm, torch::Device device)
 
   auto fp32 = torch::TensorOptions().dtype(torch::kFloat32).device(device);
   master_ = torch::zeros({shard_numel_}, fp32);
-  exp_avg_ = torch::zeros({shard_numel_}, fp32);
-  exp_avg_sq_ = torch::zeros({shard_numel_}, fp32);
   grad_ = torch::zeros({shard_numel_}, fp32);
-  for (std::size_t i = 0; i < def_.params.size(); ++i) {
-    int64_t begin = std::max(offsets_[i], shard_offset_);
-    int64_t end = std::min(offsets_[i] + numel_of(def_.params[i].shape), shard_offset_ + shard_numel_);
-    if (begin >= end || !def_.params[i].decay) continue;
-    // Adjacent decayed parameters merge into one range.
-    if (!decay_ranges_.empty() && decay_ranges_.back().second == begin - shard_offset_) {
-      decay_ranges_.back().second = end - shard_offset_;
-    } else {
-      decay_ranges_.emplace_back(begin - shard_offset_, end - shard_offset_);
-    }
-  }
 }
 
 void ShardedUnit::load_full(const std::map<std::string, torch::Tensor>& full) { load_full_into(full, master_); }
 
 torch::Tensor ShardedUnit::gather_shard(const torch::Tensor& shard) const {
   torch::NoGradGuard no_grad;
-  MR_CHECK(shard.numel() == shard_numel_, "unit {}: shard has {} elements, expected {}", def_.name, shard.numel(),
+  MR_CHECK(shard.numel() == shard_numel_, "unit {}: shard has {} elements, expected {}", layout_.name, shard.numel(),
            shard_numel_);
   return allgather(comm_, shard.contiguous());  // (padded_numel,)
 }
 
 void ShardedUnit::load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const {
   torch::NoGradGuard no_grad;
-  for (std::size_t i = 0; i < def_.params.size(); ++i) {
-    const auto& spec = def_.params[i];
+  for (const UnitParameter& spec : layout_.parameters) {
     auto found = full.find(spec.name);
-    if (found == full.end()) MR_THROW("unit {}: missing parameter '{}'", def_.name, spec.name);
+    if (found == full.end()) MR_THROW("unit {}: missing parameter '{}'", layout_.name, spec.name);
     const torch::Tensor& value = found->second;
     if (value.sizes().vec() != spec.shape) {
-      MR_THROW("unit {}: parameter '{}' has shape {}, expected {}", def_.name, spec.name, c10::str(value.sizes()),
+      MR_THROW("unit {}: parameter '{}' has shape {}, expected {}", layout_.name, spec.name, c10::str(value.sizes()),
                c10::str(c10::IntArrayRef(spec.shape)));
     }
-    int64_t begin = std::max(offsets_[i], shard_offset_);
-    int64_t end = std::min(offsets_[i] + value.numel(), shard_offset_ + shard_numel_);
+    int64_t begin = std::max(spec.offset, shard_offset_);
+    int64_t end = std::min(spec.offset + spec.numel, shard_offset_ + shard_numel_);
     if (begin >= end) continue;
     torch::Tensor flat = value.reshape({-1});  // (numel,)
     shard.narrow(0, begin - shard_offset_, end - begin)
-        .copy_(flat.narrow(0, begin - offsets_[i], end - begin).to(torch::kFloat32));
+        .copy_(flat.narrow(0, begin - spec.offset, end - begin).to(torch::kFloat32));
   }
 }
 
@@ -83,16 +55,15 @@ torch::Tensor ShardedUnit::gather(torch::ScalarType dtype) const {
 
 ParamViews ShardedUnit::views(const torch::Tensor& flat) const {
   ParamViews out;
-  for (std::size_t i = 0; i < def_.params.size(); ++i) {
-    const auto& spec = def_.params[i];
-    out.emplace(spec.name, flat.narrow(0, offsets_[i], numel_of(spec.shape)).view(spec.shape));
+  for (const UnitParameter& spec : layout_.parameters) {
+    out.emplace(spec.name, flat.narrow(0, spec.offset, spec.numel).view(spec.shape));
   }
   return out;
 }
 
 void ShardedUnit::accumulate_grad(const torch::Tensor& flat_grad) {
   torch::NoGradGuard no_grad;
-  MR_CHECK(flat_grad.numel() == padded_numel_, "unit {}: gradient has {} elements, expected {}", def_.name,
+  MR_CHECK(flat_grad.numel() == padded_numel_, "unit {}: gradient has {} elements, expected {}", layout_.name,
            flat_grad.numel(), padded_numel_);
   torch::Tensor shard = reduce_scatter(comm_, flat_grad.to(torch::kFloat32).contiguous(), ReduceOp::kSum);
   grad_.add_(shard);
@@ -100,16 +71,16 @@ void ShardedUnit::accumulate_grad(const torch::Tensor& flat_grad) {
 
 int64_t ShardedUnit::persistent_bytes() const {
   int64_t bytes = 0;
-  for (const auto* t : {&master_, &exp_avg_, &exp_avg_sq_, &grad_}) {
+  for (const auto* t : {&master_, &grad_}) {
     bytes += t->numel() * static_cast<int64_t>(t->element_size());
   }
   return bytes;
 }
 
-ShardedModel::ShardedModel(std::vector<UnitDef> units, Communicator& comm, torch::Device device,
+ShardedModel::ShardedModel(std::vector<UnitLayout> units, Communicator& comm, torch::Device device,
                            torch::ScalarType compute_dtype)
     : comm_(comm), device_(device), compute_dtype_(compute_dtype) {
-  for (auto& def : units) units_.push_back(std::make_unique<ShardedUnit>(std::move(def), comm, device));
+  for (auto& layout : units) units_.push_back(std::make_unique<ShardedUnit>(std::move(layout), comm, device));
   anchor_ = torch::zeros({1}, torch::TensorOptions().device(device)).requires_grad_(true);
 }
 
@@ -119,7 +90,7 @@ void ShardedModel::end_micro_step() { live_calls_.clear(); }
 
 ShardedUnit& ShardedModel::unit(const std::string& name) {
   for (auto& unit : units_) {
-    if (unit->def().name == name) return *unit;
+    if (unit->layout().name == name) return *unit;
   }
   MR_THROW("no unit named '{}'", name);
 }

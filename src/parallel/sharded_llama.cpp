@@ -5,33 +5,12 @@
 
 namespace metareuse {
 
-std::vector<UnitDef> llama_unit_defs(const LlamaConfig& config, const std::string& decay_policy) {
-  if (decay_policy != "matrices" && decay_policy != "all") {
-    MR_THROW("weight-decay policy must be 'matrices' or 'all', got '{}'", decay_policy);
-  }
-  std::vector<UnitDef> defs;
-  for (const auto& layout : unit_layouts(config)) {
-    UnitDef def{layout.name, {}};
-    for (const auto& parameter : layout.parameters) {
-      bool decay = decay_policy == "all" || parameter.shape.size() >= 2;
-      def.params.push_back({parameter.name, parameter.shape, decay});
-    }
-    defs.push_back(std::move(def));
-  }
-  return defs;
-}
-
 ShardedLlama::ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device device,
-                           torch::ScalarType compute_dtype, const std::string& decay_policy)
+                           torch::ScalarType compute_dtype)
     : config_(std::move(config)),
       layouts_(unit_layouts(config_)),
-      model_(llama_unit_defs(config_, decay_policy), comm, device, compute_dtype),
-      inv_freq_(rope_inv_freq(config_).to(device)) {
-  // The sharded units must lay parameters out exactly as the model's units do.
-  for (std::size_t u = 0; u < layouts_.size(); ++u) {
-    MR_CHECK(model_.unit(u).numel() == layouts_[u].numel, "unit {} layout mismatch", layouts_[u].name);
-  }
-}
+      model_(layouts_, comm, device, compute_dtype),
+      inv_freq_(rope_inv_freq(config_).to(device)) {}
 
 namespace {
 

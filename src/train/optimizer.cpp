@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "metareuse/core/error.h"
 
@@ -45,30 +47,76 @@ double lr_at(const LrScheduleConfig& schedule, int64_t step) {
   MR_THROW("unknown learning-rate schedule '{}' (cosine|linear|constant)", schedule.kind);
 }
 
-StepOutcome optimizer_step(ShardedModel& model, const AdamWConfig& adamw, double lr, double max_grad_norm,
-                           LossScaler& scaler, int64_t& step) {
+namespace {
+
+// This rank's [begin, end) ranges of `unit`'s shard where weight decay applies:
+// the policy's parameters, adjacent ones merged.
+std::vector<std::pair<int64_t, int64_t>> decay_ranges_of(const ShardedUnit& unit, const std::string& policy) {
+  if (policy != "matrices" && policy != "all") {
+    MR_THROW("weight-decay policy must be 'matrices' or 'all', got '{}' (train.weight_decay_policy)", policy);
+  }
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  const int64_t shard_begin = unit.shard_offset();
+  const int64_t shard_end = shard_begin + unit.shard_numel();
+  for (const UnitParameter& parameter : unit.layout().parameters) {
+    const bool decays = policy == "all" || parameter.shape.size() >= 2;
+    int64_t begin = std::max(parameter.offset, shard_begin);
+    int64_t end = std::min(parameter.offset + parameter.numel, shard_end);
+    if (begin >= end || !decays) continue;
+    if (!ranges.empty() && ranges.back().second == begin - shard_begin) {
+      ranges.back().second = end - shard_begin;
+    } else {
+      ranges.emplace_back(begin - shard_begin, end - shard_begin);
+    }
+  }
+  return ranges;
+}
+
+}  // namespace
+
+AdamW::AdamW(ShardedModel& model, AdamWConfig config) : model_(model), config_(std::move(config)) {
+  for (std::size_t u = 0; u < model_.size(); ++u) {
+    ShardedUnit& unit = model_.unit(u);
+    exp_avg_.push_back(torch::zeros_like(unit.master()));
+    exp_avg_sq_.push_back(torch::zeros_like(unit.master()));
+    decay_ranges_.push_back(decay_ranges_of(unit, config_.decay_policy));
+  }
+}
+
+std::vector<ShardState> AdamW::state() const { return {{"exp_avg", exp_avg_}, {"exp_avg_sq", exp_avg_sq_}}; }
+
+int64_t AdamW::persistent_bytes() const {
+  int64_t bytes = 0;
+  for (const auto* moments : {&exp_avg_, &exp_avg_sq_}) {
+    for (const torch::Tensor& t : *moments) bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return bytes;
+}
+
+StepOutcome AdamW::step(double lr, double max_grad_norm, LossScaler& scaler, int64_t& step) {
   torch::NoGradGuard no_grad;
   StepOutcome outcome;
   outcome.loss_scale = scaler.scale();
+  const AdamWConfig& adamw = config_;
 
   // 1 + 2: one allreduce carries both the overflow flag and the squared norm.
   double local_sq = 0.0;
   double local_inf = 0.0;
-  for (std::size_t u = 0; u < model.size(); ++u) {
-    torch::Tensor& grad = model.unit(u).grad();
+  for (std::size_t u = 0; u < model_.size(); ++u) {
+    torch::Tensor& grad = model_.unit(u).grad();
     double sq = grad.to(torch::kFloat64).square().sum().item<double>();
     if (!std::isfinite(sq)) local_inf = 1.0;
     else local_sq += sq;
   }
   double inf_and_sq[2] = {local_inf, local_sq};
-  model.comm().allreduce(&inf_and_sq[0], 1, DType::kFloat64, ReduceOp::kMax);
-  model.comm().allreduce(&inf_and_sq[1], 1, DType::kFloat64, ReduceOp::kSum);
+  model_.comm().allreduce(&inf_and_sq[0], 1, DType::kFloat64, ReduceOp::kMax);
+  model_.comm().allreduce(&inf_and_sq[1], 1, DType::kFloat64, ReduceOp::kSum);
   bool found_inf = inf_and_sq[0] > 0.0;
 
   if (scaler.update(found_inf)) {
     outcome.skipped = true;
     outcome.grad_norm = std::numeric_limits<double>::quiet_NaN();
-    model.zero_grad();
+    model_.zero_grad();
     return outcome;
   }
 
@@ -85,23 +133,25 @@ StepOutcome optimizer_step(ShardedModel& model, const AdamWConfig& adamw, double
   const double step_size = lr / bias_correction1;
   const double bias_correction2_sqrt = std::sqrt(bias_correction2);
 
-  for (std::size_t u = 0; u < model.size(); ++u) {
-    ShardedUnit& unit = model.unit(u);
+  for (std::size_t u = 0; u < model_.size(); ++u) {
+    ShardedUnit& unit = model_.unit(u);
     torch::Tensor& param = unit.master();  // (shard,) fp32
     torch::Tensor& grad = unit.grad();
+    torch::Tensor& exp_avg = exp_avg_[u];
+    torch::Tensor& exp_avg_sq = exp_avg_sq_[u];
     if (grad_factor != 1.0) grad.mul_(grad_factor);
     // Decoupled weight decay, only where the policy applies it.
     if (adamw.weight_decay != 0.0) {
-      for (const auto& [begin, end] : unit.decay_ranges()) {
+      for (const auto& [begin, end] : decay_ranges_[u]) {
         param.narrow(0, begin, end - begin).mul_(1.0 - lr * adamw.weight_decay);
       }
     }
-    unit.exp_avg().lerp_(grad, 1.0 - adamw.beta1);
-    unit.exp_avg_sq().mul_(adamw.beta2).addcmul_(grad, grad, 1.0 - adamw.beta2);
-    torch::Tensor denom = (unit.exp_avg_sq().sqrt() / bias_correction2_sqrt).add_(adamw.eps);
-    param.addcdiv_(unit.exp_avg(), denom, -step_size);
+    exp_avg.lerp_(grad, 1.0 - adamw.beta1);
+    exp_avg_sq.mul_(adamw.beta2).addcmul_(grad, grad, 1.0 - adamw.beta2);
+    torch::Tensor denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(adamw.eps);
+    param.addcdiv_(exp_avg, denom, -step_size);
   }
-  model.zero_grad();
+  model_.zero_grad();
   return outcome;
 }
 

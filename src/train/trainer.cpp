@@ -105,7 +105,7 @@ TrainIdentity identity_of(const LlamaConfig& model, const PackedDataset& data) {
 // scaler, this rank's generator and `state`'s counters from a checkpoint of
 // the same identity. Leaves everything as it is when there is none to resume.
 void resume_training(const TrainOptions& options, Communicator& comm, TrainState& state, ShardedLlama& model,
-                     DistributedSampler& order, LossScaler& scaler) {
+                     AdamW& optimizer, DistributedSampler& order, LossScaler& scaler) {
   if (options.resume.empty()) return;
   std::string path = resolve_checkpoint(options.resume, options.checkpoints.dir);
   if (path.empty()) {
@@ -116,7 +116,7 @@ void resume_training(const TrainOptions& options, Communicator& comm, TrainState
   check_resume_identity(meta, state.identity, path);
   const TrainState saved = TrainState::from_json(meta, path);
   std::vector<uint8_t> rng;
-  load_checkpoint(path, model.sharded(), &rng);
+  load_checkpoint(path, model.sharded(), optimizer.state(), &rng);
   state.step = saved.step;
   state.adam_steps = saved.adam_steps;
   scaler.set_state({saved.loss_scale, saved.loss_scale_good_steps, saved.loss_scale_hysteresis_left});
@@ -129,7 +129,7 @@ void resume_training(const TrainOptions& options, Communicator& comm, TrainState
 }
 
 // Collective: every rank saves its shards and rank 0 writes the file (see checkpoint.h).
-SaveResult save_training(ShardedLlama& model, TrainState& state, const DistributedSampler& order,
+SaveResult save_training(ShardedLlama& model, const AdamW& optimizer, TrainState& state, const DistributedSampler& order,
                          const LossScaler& scaler, const CheckpointOptions& checkpoints, const char* why) {
   state.epoch = order.epoch();
   state.sampler = order.state();
@@ -138,7 +138,7 @@ SaveResult save_training(ShardedLlama& model, TrainState& state, const Distribut
   state.loss_scale_hysteresis_left = scaler.state().hysteresis_left;
   torch::Tensor generator = at::detail::getDefaultCPUGenerator().get_state();
   std::vector<uint8_t> rng(generator.data_ptr<uint8_t>(), generator.data_ptr<uint8_t>() + generator.numel());
-  SaveResult result = save_checkpoint(model.sharded(), state.to_json(), rng, checkpoints);
+  SaveResult result = save_checkpoint(model.sharded(), optimizer.state(), state.to_json(), rng, checkpoints);
   if (result.ok) {
     log::info("checkpoint ({}) step {} -> {} in {:.2f} s", why, state.step, result.path, result.seconds);
   } else {
@@ -366,9 +366,9 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   options.epochs = config.get_int("train.epochs");
   options.max_steps = config.get_int("train.max_steps");
   options.max_bad_steps = config.get_int("train.max_bad_steps");
-  options.weight_decay_policy = config.get_string("train.weight_decay_policy");
-  options.adamw = {config.get_number("train.lr"), config.get_number("train.beta1"), config.get_number("train.beta2"),
-                   config.get_number("train.eps"), config.get_number("train.weight_decay")};
+  options.adamw = {config.get_number("train.lr"),           config.get_number("train.beta1"),
+                   config.get_number("train.beta2"),        config.get_number("train.eps"),
+                   config.get_number("train.weight_decay"), config.get_string("train.weight_decay_policy")};
   options.grad_clip = config.get_number("train.grad_clip");
   options.lr_schedule = config.get_string("train.lr_schedule");
   options.warmup_steps = config.get_int("train.warmup_steps");
@@ -412,6 +412,34 @@ MemoryPlan validate_training(const TrainOptions& options, const std::string& dev
   return memory;
 }
 
+namespace {
+
+// What the ranks decide together before each step.
+struct StepVote {
+  bool stop = false;        // the time budget is spent, or some rank got a stop signal
+  bool checkpoint = false;  // train.checkpoint_every_minutes has passed on some rank
+  int signal = 0;           // the stop signal, named on every rank (0: none)
+};
+
+// Every rank votes; one allreduce(MAX) makes the decision collective, so all
+// ranks stop (or checkpoint) at the same step. `finish_seconds` is when this
+// rank would be done with one more step and the final checkpoint.
+StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const StopSignals& stop_signals,
+                          double finish_seconds, double seconds_since_checkpoint) {
+  // {stop, checkpoint now, the signal number}: the signal travels with the
+  // vote so that every rank names it, not only the rank that got it.
+  double votes[3] = {0.0, 0.0, static_cast<double>(stop_signals.received())};
+  if (options.time_limit > 0 && finish_seconds > options.time_limit) votes[0] = 1.0;
+  if (stop_signals.received() != 0) votes[0] = 1.0;
+  if (options.checkpoint_every_minutes > 0 && seconds_since_checkpoint >= options.checkpoint_every_minutes * 60.0) {
+    votes[1] = 1.0;
+  }
+  comm.allreduce(votes, 3, DType::kFloat64, ReduceOp::kMax);
+  return StepVote{votes[0] > 0, votes[1] > 0, static_cast<int>(votes[2])};
+}
+
+}  // namespace
+
 int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
@@ -439,13 +467,15 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
 
   // --- the sharded model, its optimizer state and the data order
   log::info("training on {}", device.str());
-  ShardedLlama model(options.model, comm, device, compute_dtype(options.precision), options.weight_decay_policy);
+  ShardedLlama model(options.model, comm, device, compute_dtype(options.precision));
   model.sharded().set_recompute(memory.recompute);
   log::info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
             memory.recompute_choice);
   load_initial_weights(options, model);
+  AdamW optimizer(model.sharded(), options.adamw);
+  const int64_t persistent = model.sharded().persistent_bytes() + optimizer.persistent_bytes();
   log::info("model: {} parameters, {} units; {} per rank persistent", parameter_count(options.model),
-            model.sharded().size(), format_bytes(static_cast<double>(model.sharded().persistent_bytes())));
+            model.sharded().size(), format_bytes(static_cast<double>(persistent)));
   const LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
                                   options.lr_min};
   LossScaler scaler(options.loss_scaling);
@@ -468,7 +498,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     }
   }
   state.text = text.to_json();
-  resume_training(options, comm, state, model, order, scaler);
+  resume_training(options, comm, state, model, optimizer, order, scaler);
 
   const double slots_per_step = static_cast<double>(options.global_batch * T);
   StepReporter reporter(options, comm.rank() == 0, run::RunLayout(run_folder).metrics(), state.step == 0,
@@ -478,28 +508,17 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   Stopwatch since_checkpoint;
   bool stopped = false;
   while (state.step < epochs.total_steps) {
-    // Every rank votes; one allreduce(MAX) makes the decision collective, so
-    // all ranks stop (or checkpoint) at the same step. The budget leaves room
-    // for one more step and the final checkpoint.
-    // votes: {stop, checkpoint now, the signal number}; the signal travels with
-    // the vote so that every rank names it, not only the rank that got it.
-    double votes[3] = {0.0, 0.0, static_cast<double>(stop_signals.received())};
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
-    if (options.time_limit > 0 && wall.seconds() + reserve > options.time_limit) votes[0] = 1.0;
-    if (stop_signals.received() != 0) votes[0] = 1.0;
-    if (options.checkpoint_every_minutes > 0 && since_checkpoint.seconds() >= options.checkpoint_every_minutes * 60.0) {
-      votes[1] = 1.0;
-    }
-    comm.allreduce(votes, 3, DType::kFloat64, ReduceOp::kMax);
-    if (votes[0] > 0) {
+    const StepVote vote =
+        vote_before_step(comm, options, stop_signals, wall.seconds() + reserve, since_checkpoint.seconds());
+    if (vote.stop) {
       stopped = true;
-      const int signal_number = static_cast<int>(votes[2]);
       log::warn("stopping at step {}: {}", state.step,
-                signal_number == 0 ? fmt::format("time limit {:.0f} s reached", options.time_limit)
-                : signal_number == stop_signals.received()
-                    ? fmt::format("signal {} received", signal_number)
-                    : fmt::format("signal {} received by another rank", signal_number));
+                vote.signal == 0 ? fmt::format("time limit {:.0f} s reached", options.time_limit)
+                : vote.signal == stop_signals.received()
+                    ? fmt::format("signal {} received", vote.signal)
+                    : fmt::format("signal {} received by another rank", vote.signal));
       break;
     }
 
@@ -509,7 +528,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     const double useful_tokens = static_cast<double>(batch.documents.segment_ids.ge(0).sum().item<int64_t>());
     const double lr = lr_at(schedule, state.step);
     const double loss = model.forward_backward(batch, options.micro_batch, scaler.scale());
-    StepOutcome outcome = optimizer_step(model.sharded(), options.adamw, lr, options.grad_clip, scaler, state.adam_steps);
+    StepOutcome outcome = optimizer.step(lr, options.grad_clip, scaler, state.adam_steps);
     ++state.step;
     bad_steps.after_step(state.step, loss, outcome.skipped, model.sharded());
     const double seconds = step_watch.seconds();
@@ -518,9 +537,9 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
                     step_seconds * static_cast<double>(epochs.total_steps - state.step));
 
     const bool due = (options.checkpoint_every_steps > 0 && state.step % options.checkpoint_every_steps == 0) ||
-                     votes[1] > 0;
+                     vote.checkpoint;
     if (due && state.step < epochs.total_steps) {
-      SaveResult result = save_training(model, state, order, scaler, options.checkpoints, "periodic");
+      SaveResult result = save_training(model, optimizer, state, order, scaler, options.checkpoints, "periodic");
       checkpoint_seconds = std::max(checkpoint_seconds, result.seconds);
       since_checkpoint.reset();
     }
@@ -528,7 +547,8 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
 
   reporter.finish();
   set_progress_label(fmt::format("the final checkpoint after step {}", state.step));
-  SaveResult final_save = save_training(model, state, order, scaler, options.checkpoints, stopped ? "stop" : "final");
+  SaveResult final_save =
+      save_training(model, optimizer, state, order, scaler, options.checkpoints, stopped ? "stop" : "final");
   log::info("trained {} steps in {:.1f} s; peak RSS {}", state.step, wall.seconds(),
             format_bytes(static_cast<double>(peak_rss_bytes())));
   if (stopped) {

@@ -7,8 +7,9 @@
 //                           which defines its keys; save_checkpoint adds
 //                           "world_size")
 //   /params/<HF name>       fp32 master weights, full shape
-//   /exp_avg/<HF name>      AdamW first moment
-//   /exp_avg_sq/<HF name>   AdamW second moment
+//   /<state>/<HF name>      the optimizer's state, one group per ShardState it
+//                           hands over, under its name (AdamW, train/optimizer.h:
+//                           /exp_avg and /exp_avg_sq), full shape
 //   /rng/rank_<r>           uint8, rank r's torch generator state
 //
 // Writing is atomic: rank 0 writes `<name>.tmp`, fsyncs, renames it to
@@ -43,13 +44,14 @@ struct SaveResult {
   double seconds = 0.0;
 };
 
-// Collective: every rank calls it with its shards. Units are gathered one at a
-// time (streaming), so rank 0 never holds more than one unit beyond its own
-// shard. `meta` is stored as JSON; `rng_state` is this rank's generator
-// state. On a write failure (disk full, permissions) nothing is renamed, the
-// temporary file is removed, and every rank gets ok = false.
-SaveResult save_checkpoint(ShardedModel& model, const nlohmann::json& meta, const std::vector<uint8_t>& rng_state,
-                           const CheckpointOptions& options);
+// Collective: every rank calls it with its shards: the model's master weights
+// and the optimizer's `optimizer` state (e.g. AdamW::state()). Units are
+// gathered one at a time (streaming), so rank 0 never holds more than one unit
+// beyond its own shard. `meta` is stored as JSON; `rng_state` is this rank's
+// generator state. On a write failure (disk full, permissions) nothing is
+// renamed, the temporary file is removed, and every rank gets ok = false.
+SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& optimizer, const nlohmann::json& meta,
+                           const std::vector<uint8_t>& rng_state, const CheckpointOptions& options);
 
 // Resolves "auto" (the folder's `latest`; "" when there is none), a folder
 // (its `latest`; an error when missing), or a file path.
@@ -58,10 +60,12 @@ std::string resolve_checkpoint(const std::string& spec, const std::string& dir);
 // Reads and checks magic, version and metadata. Errors name the file.
 nlohmann::json read_checkpoint_meta(const std::string& path);
 
-// Collective: loads master weights and moments into every unit's shards (any
-// world size), and returns the metadata. `rng_state` receives this rank's
+// Collective: loads master weights into every unit's shards and each
+// `optimizer` state from its group (any world size; a missing tensor is an
+// error naming it), and returns the metadata. `rng_state` receives this rank's
 // saved generator state when the world size matches (else it is cleared).
-nlohmann::json load_checkpoint(const std::string& path, ShardedModel& model, std::vector<uint8_t>* rng_state);
+nlohmann::json load_checkpoint(const std::string& path, ShardedModel& model, const std::vector<ShardState>& optimizer,
+                               std::vector<uint8_t>* rng_state);
 
 // Reads the fp32 parameters only (no sharding), for export and evaluation.
 std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& path);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace metareuse {
@@ -121,6 +122,13 @@ struct UnitLayout {
   std::vector<UnitParameter> parameters;
   std::int64_t numel = 0;          // size of the flat buffer
 
+  // A unit of the given parameters, laid out in the order given (for models
+  // other than Llama: the tests' toy model).
+  static UnitLayout of(std::string name,
+                       const std::vector<std::pair<std::string, std::vector<std::int64_t>>>& parameters);
+  // Appends a parameter at the end of the flat buffer: the one place that
+  // computes offsets.
+  void add(std::string parameter_name, std::vector<std::int64_t> shape);
   // Index of the parameter called `name` (Hugging Face name), or -1.
   int find(const std::string& name) const;
 };

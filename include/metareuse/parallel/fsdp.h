@@ -2,11 +2,12 @@
 // C++ FSDP (FSDP2 is Python-only), and the PyPI build's c10d has no MPI
 // process group.
 //
-// A model is cut into units (the embeddings + head, each decoder layer, the
-// final norm). Each unit's parameters live in one flat buffer, padded to a
-// multiple of the world size; rank r persistently holds only elements
-// [r * shard_numel, (r + 1) * shard_numel) of it, as fp32 master weights plus
-// the AdamW moments and an fp32 gradient shard.
+// A model is cut into units (model/config.h: UnitLayout, the one description
+// of a unit's flat buffer). Each unit's parameters live in one flat buffer,
+// padded to a multiple of the world size; rank r persistently holds only
+// elements [r * shard_numel, (r + 1) * shard_numel) of it, as fp32 master
+// weights and an fp32 gradient shard. The optimizer (train/optimizer.h) keeps
+// its own state in tensors of the same shard shape (ShardState).
 //
 //   forward of a unit:  all-gather the flat buffer in compute precision -> run
 //                       the unit with views into it (no autograd graph kept)
@@ -30,19 +31,18 @@
 #include <vector>
 
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/model/config.h"     // UnitLayout
 #include "metareuse/model/unit_call.h"  // UnitFn, UnitCall: the one recompute Function
 
 namespace metareuse {
 
-struct ParamSpec {
-  std::string name;            // Hugging Face name, e.g. "model.layers.0.mlp.up_proj.weight"
-  std::vector<int64_t> shape;
-  bool decay = true;           // weight decay applies (policy decided by the caller)
-};
-
-struct UnitDef {
-  std::string name;            // the model's unit names: "embeddings", "layers.3", "norm"
-  std::vector<ParamSpec> params;
+// State kept per unit in the shape of that unit's shard, beside the master
+// weights: one fp32 tensor (shard_numel,) per unit, saved in checkpoints under
+// `name` (e.g. AdamW's "exp_avg"). Tensors are handles: a copy of this struct
+// shares the storage, so loading into it fills the owner's tensors.
+struct ShardState {
+  std::string name;
+  std::vector<torch::Tensor> per_unit;
 };
 
 // Full (gathered) parameters of one unit, by name; views into one flat buffer.
@@ -54,9 +54,9 @@ using ParamViews = std::map<std::string, torch::Tensor>;
 
 class ShardedUnit {
  public:
-  ShardedUnit(UnitDef def, Communicator& comm, torch::Device device);
+  ShardedUnit(UnitLayout layout, Communicator& comm, torch::Device device);
 
-  const UnitDef& def() const { return def_; }
+  const UnitLayout& layout() const { return layout_; }
   int64_t numel() const { return numel_; }               // real parameters
   int64_t padded_numel() const { return padded_numel_; } // multiple of world size
   int64_t shard_numel() const { return shard_numel_; }
@@ -65,10 +65,10 @@ class ShardedUnit {
   // Copies this rank's slice of each full parameter into the master shard.
   // Every parameter of the unit must be present with its shape.
   void load_full(const std::map<std::string, torch::Tensor>& full);
-  // The same into any shard-shaped fp32 tensor (e.g. the AdamW moments).
+  // The same into any shard-shaped fp32 tensor (e.g. the optimizer's state).
   void load_full_into(const std::map<std::string, torch::Tensor>& full, torch::Tensor& shard) const;
   // All-gathers any shard-shaped tensor of this unit into its full flat
-  // buffer [padded_numel] (a collective); for checkpoints of the moments.
+  // buffer [padded_numel] (a collective); for checkpoints of optimizer state.
   torch::Tensor gather_shard(const torch::Tensor& shard) const;
   // The gathered flat buffer [padded_numel] in `dtype` (a collective).
   torch::Tensor gather(torch::ScalarType dtype) const;
@@ -79,27 +79,22 @@ class ShardedUnit {
   void accumulate_grad(const torch::Tensor& flat_grad);
 
   torch::Tensor& master() { return master_; }        // fp32 [shard]
-  torch::Tensor& exp_avg() { return exp_avg_; }      // fp32 [shard]
-  torch::Tensor& exp_avg_sq() { return exp_avg_sq_; }// fp32 [shard]
   torch::Tensor& grad() { return grad_; }            // fp32 [shard]
-  // [begin, end) ranges of the shard where weight decay applies.
-  const std::vector<std::pair<int64_t, int64_t>>& decay_ranges() const { return decay_ranges_; }
 
-  // Bytes this rank holds persistently for this unit.
+  // Bytes this rank holds persistently for this unit: master and gradient
+  // (the optimizer counts its own state).
   int64_t persistent_bytes() const;
 
  private:
-  UnitDef def_;
+  UnitLayout layout_;
   Communicator& comm_;
-  std::vector<int64_t> offsets_;  // per param, into the flat buffer
   int64_t numel_ = 0, padded_numel_ = 0, shard_numel_ = 0, shard_offset_ = 0;
-  torch::Tensor master_, exp_avg_, exp_avg_sq_, grad_;
-  std::vector<std::pair<int64_t, int64_t>> decay_ranges_;
+  torch::Tensor master_, grad_;
 };
 
 class ShardedModel {
  public:
-  ShardedModel(std::vector<UnitDef> units, Communicator& comm, torch::Device device,
+  ShardedModel(std::vector<UnitLayout> units, Communicator& comm, torch::Device device,
                torch::ScalarType compute_dtype);
   ~ShardedModel();
 

@@ -1,5 +1,5 @@
 // Llama on the sharding engine: the model's units (model/config.h) become
-// sharded units (dist/fsdp.h), and one training micro-step runs the model's
+// sharded units (parallel/fsdp.h), and one training micro-step runs the model's
 // functional unit forwards through ShardedModel::run, so each unit is gathered
 // just before it runs and its gradient is reduce-scattered in backward.
 #pragma once
@@ -27,13 +27,9 @@ struct TrainBatch {
   DocumentLayout documents;
 };
 
-// Weight decay on matrices only ("matrices", the default) or on everything ("all").
-std::vector<UnitDef> llama_unit_defs(const LlamaConfig& config, const std::string& decay_policy);
-
 class ShardedLlama {
  public:
-  ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device device, torch::ScalarType compute_dtype,
-               const std::string& decay_policy);
+  ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device device, torch::ScalarType compute_dtype);
 
   const LlamaConfig& config() const { return config_; }
   ShardedModel& sharded() { return model_; }

@@ -1,10 +1,13 @@
 // The optimizer side of training on sharded units: dynamic loss scaling, the
 // learning-rate schedule, global grad-norm clipping and AdamW on the flat fp32
-// shards (torch.optim.AdamW semantics, a few large tensor ops per unit).
+// shards (torch.optim.AdamW semantics, a few large tensor ops per unit). AdamW
+// owns its moments, sharded like the model (ZeRO: each rank keeps its slice).
 #pragma once
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "metareuse/parallel/fsdp.h"
 
@@ -16,6 +19,9 @@ struct AdamWConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double weight_decay = 0.1;
+  // Which parameters decay: "matrices" (2-D and up, the default) or "all"
+  // (train.weight_decay_policy).
+  std::string decay_policy = "matrices";
 };
 
 struct LossScalerConfig {
@@ -67,15 +73,38 @@ struct StepOutcome {
   double loss_scale = 1.0;  // the scale the step's gradients carried
 };
 
-// One optimizer step over every unit of `model`:
-//  1. every rank checks its gradient shards for inf/NaN; allreduce(MAX) so all
-//     ranks skip together, and the scaler backs off;
-//  2. the global grad norm: per-rank sums of squares, allreduce(SUM);
-//  3. gradients are unscaled and clipped to max_grad_norm (<= 0: no clip);
-//  4. AdamW on each unit's shards; `step` counts taken steps (bias correction).
-// Gradients are zeroed afterwards.
-StepOutcome optimizer_step(ShardedModel& model, const AdamWConfig& adamw, double lr, double max_grad_norm,
-                           LossScaler& scaler, int64_t& step);
+// AdamW over every unit of a sharded model. Its state is the two moments, one
+// fp32 tensor per unit shaped like that unit's shard, and the ranges of each
+// shard where weight decay applies (from decay_policy and the unit layouts).
+class AdamW {
+ public:
+  AdamW(ShardedModel& model, AdamWConfig config);
+
+  // One optimizer step:
+  //  1. every rank checks its gradient shards for inf/NaN; allreduce(MAX) so
+  //     all ranks skip together, and the scaler backs off;
+  //  2. the global grad norm: per-rank sums of squares, allreduce(SUM);
+  //  3. gradients are unscaled and clipped to max_grad_norm (<= 0: no clip);
+  //  4. AdamW on each unit's shards at learning rate `lr`; `step` counts taken
+  //     steps (bias correction).
+  // Gradients are zeroed afterwards.
+  StepOutcome step(double lr, double max_grad_norm, LossScaler& scaler, int64_t& step);
+
+  const AdamWConfig& config() const { return config_; }
+  torch::Tensor& exp_avg(std::size_t unit) { return exp_avg_.at(unit); }        // fp32 (shard,)
+  torch::Tensor& exp_avg_sq(std::size_t unit) { return exp_avg_sq_.at(unit); }  // fp32 (shard,)
+  // The moments as checkpoints save and load them ("exp_avg", "exp_avg_sq").
+  std::vector<ShardState> state() const;
+  // Bytes this rank holds for the moments.
+  int64_t persistent_bytes() const;
+
+ private:
+  ShardedModel& model_;
+  AdamWConfig config_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
+  // Per unit: [begin, end) ranges of this rank's shard where weight decay applies.
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> decay_ranges_;
+};
 
 struct EpochPolicy {
   int64_t small_dataset_examples = 5;  // fewer examples than this: the small-data rule

@@ -77,8 +77,7 @@ struct TrainOptions {
   std::int64_t epochs = 0;          // > 0 overrides the policy
   std::int64_t max_steps = 0;       // > 0 caps the plan
   std::int64_t max_bad_steps = 3;   // consecutive non-finite steps (no loss scaling) before training stops
-  std::string weight_decay_policy;
-  AdamWConfig adamw;
+  AdamWConfig adamw;                // decay_policy: train.weight_decay_policy
   double grad_clip = 1.0;
   std::string lr_schedule = "cosine";
   std::int64_t warmup_steps = 0;
