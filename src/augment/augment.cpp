@@ -17,18 +17,18 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
-namespace metareuse::augment {
+namespace metareuse {
 namespace {
 
 // Content words of a text, punctuation trimmed, in the normalised form.
 std::vector<std::string> terms_of(const std::string& text) {
-  std::string normalized = patterns::normalize(text);
+  std::string normalized = normalize(text);
   for (char& c : normalized) {
     if (c == '_') c = ' ';  // behavior names
   }
   std::vector<std::string> terms;
-  for (std::string_view word : patterns::split_words(normalized)) {
-    if (!patterns::is_content_word(word)) continue;
+  for (std::string_view word : split_words(normalized)) {
+    if (!is_content_word(word)) continue;
     std::string term;
     for (char c : word) {
       if ((c >= 'a' && c <= 'z') || static_cast<unsigned char>(c) >= 0x80) term.push_back(c);
@@ -58,9 +58,9 @@ const char* augment_mode_name(AugmentMode mode) {
   return "?";
 }
 
-PatternIndex::PatternIndex(const std::vector<patterns::Pattern>& patterns, double k1, double b) : k1_(k1), b_(b) {
+PatternIndex::PatternIndex(const std::vector<Pattern>& patterns, double k1, double b) : k1_(k1), b_(b) {
   double total = 0;
-  for (const patterns::Pattern& pattern : patterns) {
+  for (const Pattern& pattern : patterns) {
     std::vector<std::string> terms = terms_of(pattern.text);
     std::vector<std::string> name_terms = terms_of(pattern.name);
     terms.insert(terms.end(), name_terms.begin(), name_terms.end());
@@ -101,7 +101,7 @@ std::vector<std::size_t> PatternIndex::retrieve(const std::string& query, std::s
   return best;
 }
 
-std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen) {
+std::string pattern_prefix(const std::vector<const Pattern*>& chosen) {
   if (chosen.empty()) return "";
   std::string prefix = "Consider these behaviors: ";
   for (std::size_t i = 0; i < chosen.size(); ++i) {
@@ -113,7 +113,7 @@ std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen) 
   return prefix + ". ";
 }
 
-AugmentStats augment_corpus(const std::vector<std::string>& files, const patterns::Handbook& handbook,
+AugmentStats augment_corpus(const std::vector<std::string>& files, const Handbook& handbook,
                             const AugmentOptions& options, const std::string& out_path, Communicator& communicator) {
   const int rank = communicator.rank();
   if (rank == 0) prepare_output_file(out_path);  // "cannot create <out>: reason" before any work
@@ -125,15 +125,15 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   std::uint64_t retrieved = 0;
   // This rank's part, <out>.part-<rank>: every write checked, removed on failure.
   AtomicFile out(out_path, fmt::format(".part-{}", rank));
-  corpus::CorpusStats local = corpus::read_corpus(files, options.read, communicator, [&](const corpus::Record& record) {
+  CorpusStats local = read_corpus(files, options.read, communicator, [&](const Record& record) {
     const PromptChoice choice = policy.for_training(record.question, record.reasoning);
     retrieved += choice.retrieved ? 1 : 0;
     nlohmann::ordered_json example;
-    example["id"] = corpus::record_key_name(record.key, files);
+    example["id"] = record_key_name(record.key, files);
     example["prompt"] = PromptPolicy::prompt(choice, record.question);
     example["target"] = std::string(record.reasoning) + "\n#### " + std::string(record.solution);
     std::vector<std::string> texts, behaviors;
-    for (const patterns::Pattern* pattern : choice.patterns) {
+    for (const Pattern* pattern : choice.patterns) {
       texts.push_back(pattern->text);
       behaviors.push_back(pattern->name);
     }
@@ -149,13 +149,13 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   std::vector<std::uint64_t> counts = {examples, retrieved};
   communicator.allreduce(counts, ReduceOp::kSum);
   AugmentStats stats;
-  stats.corpus = corpus::reduce_stats(local, communicator);
+  stats.corpus = reduce_stats(local, communicator);
   stats.examples = counts[0];
   stats.retrieved = counts[1];
   if (stats.examples == 0) {
     // Every rank sees the same counts and throws alike; the parts are removed.
     throw InputError(fmt::format("corpus {}: no example to write: {}", fmt::join(files, ", "),
-                                 corpus::describe_stats(stats.corpus)));
+                                 describe_stats(stats.corpus)));
   }
 
   communicator.barrier();  // every part is complete
@@ -186,20 +186,20 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   return stats;
 }
 
-UsedPatterns::UsedPatterns(const std::vector<patterns::Pattern>& patterns) {
-  for (const patterns::Pattern& pattern : patterns) normalized_.push_back(patterns::normalize(pattern.text));
+UsedPatterns::UsedPatterns(const std::vector<Pattern>& patterns) {
+  for (const Pattern& pattern : patterns) normalized_.push_back(normalize(pattern.text));
 }
 
 std::vector<std::size_t> UsedPatterns::find(std::string_view text, std::size_t limit) const {
-  const std::string normalized = patterns::normalize(text);
+  const std::string normalized = normalize(text);
   std::vector<std::size_t> found;
   for (std::size_t i = 0; i < normalized_.size() && (limit == 0 || found.size() < limit); ++i) {
-    if (!normalized_[i].empty() && patterns::contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
+    if (!normalized_[i].empty() && contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
   }
   return found;
 }
 
-PatternContexts read_pattern_contexts(const std::string& augmented_path, const patterns::Handbook& handbook) {
+PatternContexts read_pattern_contexts(const std::string& augmented_path, const Handbook& handbook) {
   std::unordered_map<std::string, std::size_t> index_of;
   for (std::size_t i = 0; i < handbook.patterns.size(); ++i) index_of.emplace(handbook.patterns[i].text, i);
   const std::size_t count = handbook.patterns.size();
@@ -241,7 +241,7 @@ PatternContexts read_pattern_contexts(const std::string& augmented_path, const p
   return contexts;
 }
 
-ContextIndex::ContextIndex(const std::vector<patterns::Pattern>& patterns, const PatternContexts& contexts, double k1,
+ContextIndex::ContextIndex(const std::vector<Pattern>& patterns, const PatternContexts& contexts, double k1,
                            double b)
     : k1_(k1), b_(b) {
   double total = 0;
@@ -294,4 +294,4 @@ std::vector<std::size_t> ContextIndex::retrieve(const std::string& query, std::s
   return best;
 }
 
-}  // namespace metareuse::augment
+}  // namespace metareuse

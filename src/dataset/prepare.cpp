@@ -145,7 +145,7 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
       ids.insert(ids.end(), example.ids.begin(), example.ids.end());
       masks.insert(masks.end(), example.loss_mask.begin(), example.loss_mask.end());
     } catch (const std::exception& e) {
-      if (++bad <= 10) log::warn("{}:{}: skipped: {}", options.input, record + 1, e.what());
+      if (++bad <= 10) log_warn("{}:{}: skipped: {}", options.input, record + 1, e.what());
     }
   }
 
