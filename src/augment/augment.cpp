@@ -1,7 +1,7 @@
 #include "metareuse/augment/augment.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>  // output records
+#include <nlohmann/json.hpp>  // the augmented lines, parsed and dumped
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "metareuse/augment/augmented_example.h"
 #include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
@@ -128,20 +129,17 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const Handboo
   CorpusStats local = read_corpus(files, options.read, communicator, [&](const Record& record) {
     const PromptChoice choice = policy.for_training(record.question, record.reasoning);
     retrieved += choice.retrieved ? 1 : 0;
-    nlohmann::ordered_json example;
-    example["id"] = record_key_name(record.key, files);
-    example["prompt"] = PromptPolicy::prompt(choice, record.question);
-    example["target"] = std::string(record.reasoning) + "\n#### " + std::string(record.solution);
-    std::vector<std::string> texts, behaviors;
+    AugmentedExample example;
+    example.id = record_key_name(record.key, files);
+    example.prompt = PromptPolicy::prompt(choice, record.question);
+    example.target = std::string(record.reasoning) + "\n#### " + std::string(record.solution);
     for (const Pattern* pattern : choice.patterns) {
-      texts.push_back(pattern->text);
-      behaviors.push_back(pattern->name);
+      example.patterns.push_back(pattern->text);
+      example.behaviors.push_back(pattern->name);
     }
-    example["patterns"] = texts;
-    example["behaviors"] = behaviors;
-    example["question"] = std::string(record.question);
-    example["solution"] = std::string(record.solution);
-    out.write(example.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + '\n');
+    example.question = std::string(record.question);
+    example.solution = std::string(record.solution);
+    out.write(example.to_json().dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + '\n');
     ++examples;
   });
   out.close_keep();
@@ -214,18 +212,20 @@ PatternContexts read_pattern_contexts(const std::string& augmented_path, const H
   while (std::getline(in, line)) {
     ++number;
     if (line.empty()) continue;
-    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
-    if (record.is_discarded() || !record.is_object() || !record.contains("question") ||
-        !record["question"].is_string() || !record.contains("patterns") || !record["patterns"].is_array()) {
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    AugmentedExample example;
+    try {
+      if (record.is_discarded()) throw InputError("not JSON");
+      example = AugmentedExample::from_json(record, {AugmentedExample::kQuestion, AugmentedExample::kPatterns});
+    } catch (const InputError&) {
       throw InputError(fmt::format("{}:{}: not an augmented example with \"question\" and \"patterns\"",
                                    augmented_path, number));
     }
-    std::vector<std::string> terms = terms_of(record["question"].get<std::string>());
+    std::vector<std::string> terms = terms_of(example.question);
     std::sort(terms.begin(), terms.end());
     terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
-    for (const auto& text : record["patterns"]) {
-      if (!text.is_string()) continue;
-      auto found = index_of.find(text.get<std::string>());
+    for (const std::string& text : example.patterns) {
+      auto found = index_of.find(text);
       if (found == index_of.end()) continue;
       ++contexts.examples[found->second];
       for (const std::string& term : terms) holding[found->second][term] += 1.0;

@@ -11,7 +11,7 @@
 //               pattern's words and the questions of the training examples
 //               that use it) and lists them in handbook order too.
 //   none        no patterns (an unaugmented corpus, e.g. for a baseline).
-// Output, one JSON object per line:
+// Output, one AugmentedExample per line (augmented_example.h):
 //   {"id", "prompt", "target", "patterns": [text...], "behaviors": [name...], "question", "solution"}
 // prompt = prefix + question + "\n", target = reasoning + "\n#### " + solution.
 #pragma once
