@@ -14,12 +14,12 @@
 namespace metareuse {
 namespace {
 
-patterns::Pattern make_pattern(std::string text, std::string behavior, std::uint64_t support) {
+Pattern make_pattern(std::string text, std::string behavior, std::uint64_t support) {
   return {std::move(text), support, "phrase", {}, std::move(behavior), ""};
 }
 
-patterns::Handbook small_handbook() {
-  patterns::Handbook handbook;
+Handbook small_handbook() {
+  Handbook handbook;
   handbook.records = 100;
   handbook.mode = "normalized";
   handbook.patterns = {
@@ -42,19 +42,19 @@ std::vector<nlohmann::json> read_lines(const std::string& path) {
 
 TEST_CASE("the prefix lists behaviors with their instructions") {
   auto handbook = small_handbook();
-  CHECK(augment::pattern_prefix({&handbook.patterns[0], &handbook.patterns[1]}) ==
+  CHECK(pattern_prefix({&handbook.patterns[0], &handbook.patterns[1]}) ==
         "Consider these behaviors: behavior_total_number: the total number of; behavior_dividing_both_sides: "
         "dividing both sides by. ");
   // The instruction is shown when there is one, without its final period.
   handbook.patterns[0].instruction = "Add the parts to get the total number of items.";
-  CHECK(augment::pattern_prefix({&handbook.patterns[0]}) ==
+  CHECK(pattern_prefix({&handbook.patterns[0]}) ==
         "Consider these behaviors: behavior_total_number: Add the parts to get the total number of items. ");
-  CHECK(augment::pattern_prefix({}) == "");
+  CHECK(pattern_prefix({}) == "");
 }
 
 TEST_CASE("BM25 retrieval ranks the patterns that share the question's words") {
   auto handbook = small_handbook();
-  augment::PatternIndex index(handbook.patterns, 1.2, 0.75);
+  PatternIndex index(handbook.patterns, 1.2, 0.75);
   auto best = index.retrieve("A train goes 60 miles in 2 hours. What is its speed per hour?", 2);
   REQUIRE_FALSE(best.empty());
   CHECK(best[0] == 2);
@@ -73,10 +73,10 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
                    R"({"question": "Tom has 3 bags of 4 apples.", "answer": "3*4 = <<3*4=12>>12 apples.\n#### 12"})" "\n"
                    "not json\n");
   auto handbook = small_handbook();
-  augment::AugmentOptions options;
+  AugmentOptions options;
   options.top_k = 2;
 
-  auto stats = augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
+  auto stats = augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
                                        (dir / "global.jsonl").string(), world);
   CHECK(stats.examples == 2);
   CHECK(stats.corpus.bad_lines == 1);
@@ -91,8 +91,8 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
   CHECK(global[1]["patterns"] == nlohmann::json({"the total number of", "dividing both sides by"}));
   CHECK(global[1]["behaviors"] == nlohmann::json({"behavior_total_number", "behavior_dividing_both_sides"}));
 
-  options.mode = augment::AugmentMode::kRetrieval;
-  stats = augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
+  options.mode = AugmentMode::kRetrieval;
+  stats = augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
                                   (dir / "retrieval.jsonl").string(), world);
   CHECK(stats.retrieved == 1);  // the apples question shares no word with any pattern
   auto retrieval = read_lines((dir / "retrieval.jsonl").string());
@@ -106,9 +106,9 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
 // #10: used mode (each example gets the patterns its reasoning uses), none, and
 // retrieval by context (the questions of the examples that use a pattern).
 TEST_CASE("used mode gives each example the patterns its own reasoning uses, none gives none") {
-  CHECK(augment::parse_augment_mode("used") == augment::AugmentMode::kUsed);
-  CHECK(augment::parse_augment_mode("none") == augment::AugmentMode::kNone);
-  CHECK_THROWS_AS(augment::parse_augment_mode("usd"), ConfigError);
+  CHECK(parse_augment_mode("used") == AugmentMode::kUsed);
+  CHECK(parse_augment_mode("none") == AugmentMode::kNone);
+  CHECK_THROWS_AS(parse_augment_mode("usd"), ConfigError);
   auto self = make_self_communicator();
   Communicator& world = *self;
   auto dir = test::temp_dir("augment-used");
@@ -116,16 +116,16 @@ TEST_CASE("used mode gives each example the patterns its own reasoning uses, non
                    R"({"question": "Solve 3x = 12.", "reasoning": "Dividing both sides by 3 gives x = 4. The total number of steps is 1.", "solution": "4"})" "\n"
                    R"({"question": "Tom has 3 bags of 4 apples.", "reasoning": "3*4 = 12.", "solution": "12"})" "\n");
   auto handbook = small_handbook();
-  augment::UsedPatterns used(handbook.patterns);
+  UsedPatterns used(handbook.patterns);
   // Handbook order, whatever the order in the text; the limit keeps the first.
   CHECK(used.find("Dividing both sides by 3. The total number of apples.") == std::vector<std::size_t>{0, 1});
   CHECK(used.find("Dividing both sides by 3. The total number of apples.", 1) == std::vector<std::size_t>{0});
   CHECK(used.find("the total numbers of").empty());  // word-aligned only
 
-  augment::AugmentOptions options;
+  AugmentOptions options;
   options.top_k = 2;
-  options.mode = augment::AugmentMode::kUsed;
-  auto stats = augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
+  options.mode = AugmentMode::kUsed;
+  auto stats = augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options,
                                        (dir / "used.jsonl").string(), world);
   CHECK(stats.retrieved == 1);
   auto examples = read_lines((dir / "used.jsonl").string());
@@ -135,8 +135,8 @@ TEST_CASE("used mode gives each example the patterns its own reasoning uses, non
   CHECK(examples[1]["patterns"] == nlohmann::json::array());
   CHECK(examples[1]["prompt"] == "Tom has 3 bags of 4 apples.\n");
 
-  options.mode = augment::AugmentMode::kNone;
-  augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options, (dir / "none.jsonl").string(), world);
+  options.mode = AugmentMode::kNone;
+  augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options, (dir / "none.jsonl").string(), world);
   auto plain = read_lines((dir / "none.jsonl").string());
   REQUIRE(plain.size() == 2);
   CHECK(plain[0]["prompt"] == "Solve 3x = 12.\n");
@@ -144,7 +144,7 @@ TEST_CASE("used mode gives each example the patterns its own reasoning uses, non
 }
 
 TEST_CASE("context retrieval ranks the pattern used by this kind of question above one used by every kind") {
-  patterns::Handbook handbook;
+  Handbook handbook;
   handbook.patterns = {
       make_pattern("one step at a time", "behavior_one_step_time", 30),       // used by every kind
       make_pattern("multiply the count by the price", "behavior_multiply_count_price", 10),  // shop questions
@@ -159,7 +159,7 @@ TEST_CASE("context retrieval ranks the pattern used by this kind of question abo
     lines += R"({"question": "Ben shares 8 cards equally among 2 friends. How many cards does each friend get?", "patterns": ["divide the total by the number of friends"]})" "\n";
   }
   test::write_file(dir / "augmented.jsonl", lines);
-  auto contexts = augment::read_pattern_contexts((dir / "augmented.jsonl").string(), handbook);
+  auto contexts = read_pattern_contexts((dir / "augmented.jsonl").string(), handbook);
   CHECK(contexts.examples == std::vector<std::uint64_t>{20, 10, 10});
   // "buys" is in half of the first pattern's questions and all of the second's.
   auto share_of = [&](std::size_t pattern, const std::string& term) {
@@ -172,7 +172,7 @@ TEST_CASE("context retrieval ranks the pattern used by this kind of question abo
   CHECK(share_of(1, "buys") == Approx(1.0));
   CHECK(share_of(2, "buys") == 0.0);
 
-  augment::ContextIndex index(handbook.patterns, contexts, 1.2, 0.75);
+  ContextIndex index(handbook.patterns, contexts, 1.2, 0.75);
   // New names and numbers: only the kind of question matters.
   CHECK(index.retrieve("Uma buys 7 shells for $5 each. How much does Uma spend?", 1) == std::vector<std::size_t>{1});
   CHECK(index.retrieve("Zane shares 9 books equally among 3 friends. How many books does each friend get?", 2) ==
@@ -180,7 +180,7 @@ TEST_CASE("context retrieval ranks the pattern used by this kind of question abo
   CHECK(index.retrieve("Zebra quokka?", 3).empty());
 
   test::write_file(dir / "bad.jsonl", "{\"question\": \"q\"}\n");
-  CHECK_THROWS_WITH(augment::read_pattern_contexts((dir / "bad.jsonl").string(), handbook),
+  CHECK_THROWS_WITH(read_pattern_contexts((dir / "bad.jsonl").string(), handbook),
                     Catch::Contains("bad.jsonl:1"));
 }
 
@@ -193,7 +193,7 @@ TEST_CASE("the test prompt of a training question is its training prompt, in eve
   auto self = make_self_communicator();
   Communicator& world = *self;
   auto dir = test::temp_dir("augment-prompt-policy");
-  patterns::Handbook handbook;
+  Handbook handbook;
   handbook.records = 4;
   handbook.patterns = {
       make_pattern("multiply the count by the price", "behavior_multiply_count_price", 2),
@@ -204,17 +204,17 @@ TEST_CASE("the test prompt of a training question is its training prompt, in eve
                    R"({"question": "Ben shares 6 cards equally among 3 friends. How many cards does each friend get?", "reasoning": "Divide the total by the number of friends: 6 / 3 = 2.", "solution": "2"})" "\n"
                    R"({"question": "Ava buys 4 pens for $3 each. How much does Ava spend?", "reasoning": "Multiply the count by the price: 4 * 3 = 12.", "solution": "12"})" "\n"
                    R"({"question": "Ben shares 8 cards equally among 2 friends. How many cards does each friend get?", "reasoning": "Divide the total by the number of friends: 8 / 2 = 4.", "solution": "4"})" "\n");
-  for (augment::AugmentMode mode : {augment::AugmentMode::kGlobal, augment::AugmentMode::kRetrieval,
-                                    augment::AugmentMode::kUsed, augment::AugmentMode::kNone}) {
-    INFO("augment mode " << augment::augment_mode_name(mode));
-    augment::AugmentOptions options;
+  for (AugmentMode mode : {AugmentMode::kGlobal, AugmentMode::kRetrieval,
+                                    AugmentMode::kUsed, AugmentMode::kNone}) {
+    INFO("augment mode " << augment_mode_name(mode));
+    AugmentOptions options;
     options.mode = mode;
     options.top_k = 1;
-    const std::string augmented = (dir / (std::string(augment::augment_mode_name(mode)) + ".jsonl")).string();
-    augment::augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options, augmented, world);
+    const std::string augmented = (dir / (std::string(augment_mode_name(mode)) + ".jsonl")).string();
+    augment_corpus({(dir / "corpus.jsonl").string()}, handbook, options, augmented, world);
     // What eval reads in used mode: the contexts of the training examples.
-    const augment::PatternContexts contexts = augment::read_pattern_contexts(augmented, handbook);
-    const augment::PromptPolicy policy(&handbook, mode, options.top_k, options.bm25_k1, options.bm25_b, &contexts);
+    const PatternContexts contexts = read_pattern_contexts(augmented, handbook);
+    const PromptPolicy policy(&handbook, mode, options.top_k, options.bm25_k1, options.bm25_b, &contexts);
     const auto examples = read_lines(augmented);
     REQUIRE(examples.size() == 4);
     for (const auto& example : examples) {

@@ -16,23 +16,21 @@
 namespace metareuse {
 namespace {
 
-using corpus::BadReason;
-
 struct ReadResult {
-  corpus::CorpusStats stats;            // global
+  CorpusStats stats;                    // global
   std::vector<std::string> reports;     // every rank's, sorted
   std::vector<std::string> reasonings;  // every rank's, in key order
-  std::vector<corpus::RecordKey> keys;
+  std::vector<RecordKey> keys;
 };
 
-ReadResult read_all(const std::vector<std::string>& files, corpus::ReadOptions options = {}) {
+ReadResult read_all(const std::vector<std::string>& files, ReadOptions options = {}) {
   Communicator& world = test::runtime().world();
   ReadResult result;
-  std::vector<std::pair<corpus::RecordKey, std::string>> local;
-  corpus::CorpusStats stats = corpus::read_corpus(files, options, world, [&](const corpus::Record& record) {
+  std::vector<std::pair<RecordKey, std::string>> local;
+  CorpusStats stats = read_corpus(files, options, world, [&](const Record& record) {
     local.emplace_back(record.key, std::string(record.reasoning) + "|" + std::string(record.solution));
   });
-  result.stats = corpus::reduce_stats(stats, world);
+  result.stats = reduce_stats(stats, world);
   // Gather reports and records to every rank as one '\0'-separated string.
   auto gather = [&](const std::vector<std::string>& items) {
     std::string joined;
@@ -81,7 +79,7 @@ TEST_CASE("every line is read by exactly one rank, in order, for any cut") {
   }
   if (world.rank() == 0) test::write_file(dir / "ranges.jsonl", bytes);
   world.barrier();
-  corpus::ReadOptions options;
+  ReadOptions options;
   options.number_lines_after = GENERATE(false, true);  // lines counted before the read, or numbered after it
   INFO("number_lines_after " << options.number_lines_after);
   ReadResult result = read_all({(dir / "ranges.jsonl").string()}, options);
@@ -89,14 +87,14 @@ TEST_CASE("every line is read by exactly one rank, in order, for any cut") {
   REQUIRE(result.stats.bad_lines == 0);
   REQUIRE(result.keys.size() == 57);
   for (std::size_t i = 0; i < result.keys.size(); ++i) {
-    CHECK(corpus::record_key_line(result.keys[i]) == i + 1);  // gathered in rank order = line order
+    CHECK(record_key_line(result.keys[i]) == i + 1);  // gathered in rank order = line order
     CHECK(result.reasonings[i] == std::string(i * 7 % 50, 'x') + "|" + std::to_string(i));
   }
   // The ranges tile the file for every rank count, whatever this job's size.
   for (int ranks = 1; ranks <= 9; ++ranks) {
     std::uint64_t previous_end = 0;
     for (int r = 0; r < ranks; ++r) {
-      corpus::LineRange range = corpus::rank_line_range(bytes, r, ranks);
+      LineRange range = rank_line_range(bytes, r, ranks);
       CHECK(range.begin == previous_end);
       CHECK((range.begin == 0 || bytes[range.begin - 1] == '\n'));
       previous_end = range.end;
@@ -136,7 +134,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
   if (world.rank() == 0) test::write_file(path, bytes);
   world.barrier();
 
-  corpus::ReadOptions options;
+  ReadOptions options;
   options.number_lines_after = GENERATE(false, true);  // same reports and line numbers either way
   INFO("number_lines_after " << options.number_lines_after);
   ReadResult result = read_all({path}, options);
@@ -174,7 +172,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
   }
   // The good records, with their line numbers, whatever the rank count.
   std::vector<std::uint64_t> lines_read;
-  for (auto key : result.keys) lines_read.push_back(corpus::record_key_line(key));
+  for (auto key : result.keys) lines_read.push_back(record_key_line(key));
   CHECK(lines_read == std::vector<std::uint64_t>{1, 9, 13, 16, 17});
   CHECK(result.reasonings[0] == "step 1.|1");
   CHECK(result.reasonings[1] == "step 9.|9");
@@ -196,18 +194,18 @@ TEST_CASE("an empty file has no records and no error, several files and globs ke
   CHECK(empty.stats.records == 0);
   CHECK(empty.stats.bad_lines == 0);
 
-  auto files = corpus::expand_corpus_files({(dir / "empty.jsonl").string(), (dir / "*_part.jsonl").string()});
+  auto files = expand_corpus_files({(dir / "empty.jsonl").string(), (dir / "*_part.jsonl").string()});
   REQUIRE(files.size() == 3);
   CHECK(files[1] == (dir / "a_part.jsonl").string());
-  corpus::ReadOptions options;
+  ReadOptions options;
   options.number_lines_after = GENERATE(false, true);
   INFO("number_lines_after " << options.number_lines_after);
   ReadResult all = read_all(files, options);
   CHECK(all.stats.records == 3);
   REQUIRE(all.keys.size() == 3);
-  CHECK(corpus::record_key_file(all.keys[0]) == 1);
-  CHECK(corpus::record_key_file(all.keys[2]) == 2);
-  CHECK(corpus::record_key_name(all.keys[2], files) == "b_part.jsonl:2");
+  CHECK(record_key_file(all.keys[0]) == 1);
+  CHECK(record_key_file(all.keys[2]) == 2);
+  CHECK(record_key_name(all.keys[2], files) == "b_part.jsonl:2");
 }
 
 TEST_CASE("read_lines_at reads visited records again by offset, and names the file when one changed") {
@@ -216,32 +214,32 @@ TEST_CASE("read_lines_at reads visited records again by offset, and names the fi
   auto dir = test::shared_temp_dir(world, "corpus-lines-at");
   const std::string path = (dir / "again.jsonl").string() + std::to_string(world.rank());
   test::write_file(path, "\xEF\xBB\xBF" + good(1) + "\n\n" + good(3) + "\n" + good(4));  // BOM, blank line, no final newline
-  std::vector<corpus::LineAt> lines;
+  std::vector<LineAt> lines;
   std::vector<std::string> first;
-  corpus::read_corpus({path}, {}, *self, [&](const corpus::Record& record) {
+  read_corpus({path}, {}, *self, [&](const Record& record) {
     lines.push_back({record.key, record.offset});
     first.push_back(std::string(record.reasoning) + "|" + std::string(record.solution));
   });
   REQUIRE(lines.size() == 3);
   std::reverse(lines.begin(), lines.end());  // any order in, file order out
   std::vector<std::string> again;
-  std::vector<corpus::RecordKey> keys;
-  corpus::read_lines_at({path}, lines, {}, [&](const corpus::Record& record) {
+  std::vector<RecordKey> keys;
+  read_lines_at({path}, lines, {}, [&](const Record& record) {
     again.push_back(std::string(record.reasoning) + "|" + std::string(record.solution));
     keys.push_back(record.key);
   });
   CHECK(again == first);
-  CHECK(keys == std::vector<corpus::RecordKey>{lines[2].key, lines[1].key, lines[0].key});
+  CHECK(keys == std::vector<RecordKey>{lines[2].key, lines[1].key, lines[0].key});
   test::write_file(path, std::string(lines[0].offset, ' ') + "{not json");
-  CHECK_THROWS_WITH(corpus::read_lines_at({path}, {lines[0]}, {}, [](const corpus::Record&) {}),
+  CHECK_THROWS_WITH(read_lines_at({path}, {lines[0]}, {}, [](const Record&) {}),
                     Catch::Contains(path) && Catch::Contains("changed"));
 }
 
 TEST_CASE("a missing file or an empty glob is an error naming it") {
   auto dir = test::shared_temp_dir(test::runtime().world(), "corpus-missing");
   std::string missing = (dir / "nope.jsonl").string();
-  CHECK_THROWS_WITH(corpus::expand_corpus_files({missing}), Catch::Contains(missing) && Catch::Contains("not found"));
-  CHECK_THROWS_WITH(corpus::expand_corpus_files({(dir / "*.none").string()}), Catch::Contains("matches no file"));
+  CHECK_THROWS_WITH(expand_corpus_files({missing}), Catch::Contains(missing) && Catch::Contains("not found"));
+  CHECK_THROWS_WITH(expand_corpus_files({(dir / "*.none").string()}), Catch::Contains("matches no file"));
 }
 
 TEST_CASE("mapped field names: AQuA-style rationale as the reasoning") {
@@ -251,7 +249,7 @@ TEST_CASE("mapped field names: AQuA-style rationale as the reasoning") {
     test::write_file(dir / "aqua.jsonl", R"({"question": "q", "rationale": "Because.", "correct": "A"})" "\n");
   }
   world.barrier();
-  corpus::ReadOptions options;
+  ReadOptions options;
   options.fields.reasoning = "rationale";
   options.fields.solution = "correct";
   ReadResult result = read_all({(dir / "aqua.jsonl").string()}, options);

@@ -15,7 +15,7 @@
 #include "metareuse/eval/report.h"
 #include "test_support.h"
 
-using namespace metareuse::eval;
+using namespace metareuse;
 namespace fs = std::filesystem;
 
 TEST_CASE("the final answer is the text after the last ####, else the last boxed answer", "[eval][unit]") {
@@ -53,7 +53,7 @@ TEST_CASE("reasoning steps are the seed's sentences before the final answer", "[
 }
 
 TEST_CASE("pattern use matches normalised forms word-aligned", "[eval][unit]") {
-  std::vector<metareuse::patterns::Pattern> handbook(3);
+  std::vector<metareuse::Pattern> handbook(3);
   handbook[0].text = "divide both sides by <num>";
   handbook[1].text = "So each friend gets 3 cards.";  // an exact-mode sentence is normalised too
   handbook[2].text = "the total";
@@ -135,7 +135,7 @@ TEST_CASE("eval.json is written from its struct and read back into it", "[eval][
 }
 
 TEST_CASE("behavior use: retrieved, applied, accuracy and reasoning tokens applied vs not", "[eval][unit]") {
-  metareuse::patterns::Handbook handbook;
+  metareuse::Handbook handbook;
   handbook.patterns.resize(3);
   handbook.patterns[0].name = "behavior_total";
   handbook.patterns[0].instruction = "A total of <num>";

@@ -21,11 +21,10 @@ namespace metareuse {
 namespace {
 
 using nlohmann::json;
-using patterns::MiningMode;
 
 std::vector<std::string> seed_sentences(std::string_view text) {
   std::vector<std::string> out;
-  patterns::split_seed_sentences(text, [&](std::string_view s) { out.emplace_back(s); });
+  split_seed_sentences(text, [&](std::string_view s) { out.emplace_back(s); });
   return out;
 }
 
@@ -37,7 +36,7 @@ json reference_on_every_rank(const std::string& corpus, int min_support, int top
   return json::parse(world.broadcast_string(text, 0));
 }
 
-void require_same_as_reference(const patterns::MiningResult& result, const json& reference) {
+void require_same_as_reference(const MiningResult& result, const json& reference) {
   REQUIRE_FALSE(reference.contains("error"));
   CHECK(result.handbook.records == reference.at("records").get<std::uint64_t>());
   const json& expected = reference.at("patterns");
@@ -49,8 +48,8 @@ void require_same_as_reference(const patterns::MiningResult& result, const json&
   }
 }
 
-patterns::MiningOptions exact_options(std::uint64_t min_support, std::size_t top_k) {
-  patterns::MiningOptions options;
+MiningOptions exact_options(std::uint64_t min_support, std::size_t top_k) {
+  MiningOptions options;
   options.mode = MiningMode::kExact;
   options.min_support = min_support;
   options.top_k = top_k;
@@ -63,22 +62,22 @@ TEST_CASE("seed sentence split: newlines, white space after . ! ?, ASCII strip o
   CHECK(seed_sentences("A b. C d!\tE f?\fG\vH.\r\nI") == std::vector<std::string>{"A b.", "C d!", "E f?", "G\vH.", "", "I"});
   CHECK(seed_sentences("x.y z") == std::vector<std::string>{"x.y z"});
   CHECK(seed_sentences("\u00a0a.\u00a0b") == std::vector<std::string>{"\u00a0a.\u00a0b"});
-  CHECK(patterns::code_point_count("\u00e9\u4e2d\U0001F600a") == 4);
+  CHECK(code_point_count("\u00e9\u4e2d\U0001F600a") == 4);
 }
 
 TEST_CASE("normalised form: lowercase, no annotations, <num>, single spaces, word-aligned search") {
-  CHECK(patterns::normalize("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe  sold 1,250.50 $3.50!") ==
+  CHECK(normalize("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nShe  sold 1,250.50 $3.50!") ==
         "natalia sold <num>/<num> = <num> clips in may. she sold <num> $<num>!");
-  CHECK(patterns::normalize("  \t ") == "");
-  CHECK(patterns::normalize("Mr. X has 3.") == "mr. x has <num>.");
-  CHECK(patterns::contains_word_aligned("the total number of apples.", "the total number of"));
-  CHECK_FALSE(patterns::contains_word_aligned("other total number of", "the total number of"));
-  CHECK_FALSE(patterns::contains_word_aligned("the total number often", "the total number of"));
-  CHECK(patterns::contains_word_aligned("costs $<num> each", "$<num> each"));
-  CHECK(patterns::is_content_word("apples."));
-  CHECK_FALSE(patterns::is_content_word("$<num>"));
-  CHECK_FALSE(patterns::is_content_word("the"));
-  CHECK(patterns::behavior_name("first find the total number of") == "behavior_first_find_total_number");
+  CHECK(normalize("  \t ") == "");
+  CHECK(normalize("Mr. X has 3.") == "mr. x has <num>.");
+  CHECK(contains_word_aligned("the total number of apples.", "the total number of"));
+  CHECK_FALSE(contains_word_aligned("other total number of", "the total number of"));
+  CHECK_FALSE(contains_word_aligned("the total number often", "the total number of"));
+  CHECK(contains_word_aligned("costs $<num> each", "$<num> each"));
+  CHECK(is_content_word("apples."));
+  CHECK_FALSE(is_content_word("$<num>"));
+  CHECK_FALSE(is_content_word("the"));
+  CHECK(behavior_name("first find the total number of") == "behavior_first_find_total_number");
 }
 
 TEST_CASE("exact mode equals the Python reference on the tricky corpus, at any rank count") {
@@ -94,7 +93,7 @@ TEST_CASE("exact mode equals the Python reference on the tricky corpus, at any r
       return;
     }
     INFO("min_support " << min_support << ", top_k " << top_k << ", ranks " << world.size());
-    auto result = patterns::mine_patterns({corpus}, exact_options(min_support, top_k), world);
+    auto result = mine_patterns({corpus}, exact_options(min_support, top_k), world);
     require_same_as_reference(result, reference);
   }
 }
@@ -108,13 +107,13 @@ TEST_CASE("exact mode equals the Python reference on GSM8K train, at any rank co
     METAREUSE_SKIP("python3 not available");
     return;
   }
-  auto result = patterns::mine_patterns({corpus}, exact_options(2, 32), world);
+  auto result = mine_patterns({corpus}, exact_options(2, 32), world);
   require_same_as_reference(result, reference);
   CHECK(result.corpus.records == 7473);
   CHECK(result.handbook.exact_counts);
   CHECK_FALSE(result.recounted);
   // Every rank holds the same result.
-  std::string mine = patterns::handbook_to_json(result.handbook)["patterns"].dump();
+  std::string mine = handbook_to_json(result.handbook)["patterns"].dump();
   CHECK(world.broadcast_string(mine, 0) == mine);
 
   // Exact mode keeps no text for a sentence seen once and takes a second
@@ -123,7 +122,7 @@ TEST_CASE("exact mode equals the Python reference on GSM8K train, at any rank co
   // check must find it, and the counts and examples must not change.
   auto options = exact_options(2, 32);
   options.test_hash_mask = 0xFFF;
-  auto weak = patterns::mine_patterns({corpus}, options, world);
+  auto weak = mine_patterns({corpus}, options, world);
   CHECK(weak.recounted);
   require_same_as_reference(weak, reference);
   REQUIRE(weak.handbook.patterns.size() == result.handbook.patterns.size());
@@ -144,8 +143,8 @@ TEST_CASE("exact mode: example record ids are the same at any rank count (lines 
   world.barrier();
   const std::vector<std::string> files = {tricky, std::string(METAREUSE_SOURCE_DIR) + "/datasets/world/train.jsonl"};
   auto options = exact_options(2, 0);
-  auto alone = patterns::mine_patterns(files, options, *self);
-  auto shared = patterns::mine_patterns(files, options, world);
+  auto alone = mine_patterns(files, options, *self);
+  auto shared = mine_patterns(files, options, world);
   REQUIRE(alone.handbook.patterns.size() >= 20);
   REQUIRE(shared.handbook.patterns.size() == alone.handbook.patterns.size());
   bool second_file = false;
@@ -172,7 +171,7 @@ TEST_CASE("exact mode: a collision found only by reading a first occurrence agai
   std::vector<std::string> zero, one;
   for (int i = 0; zero.size() < 2 || one.size() < 2; ++i) {
     std::string sentence = fmt::format("this is sentence number {} of the test.", i);
-    (patterns::sentence_hash(sentence) & 1 ? one : zero).push_back(sentence);
+    (sentence_hash(sentence) & 1 ? one : zero).push_back(sentence);
   }
   auto line = [](const std::string& reasoning) {
     return fmt::format(R"({{"question": "q", "reasoning": "{}", "solution": "1"}})", reasoning) + "\n";
@@ -183,16 +182,16 @@ TEST_CASE("exact mode: a collision found only by reading a first occurrence agai
   if (world.rank() == 0) test::write_file(corpus, bytes);
   world.barrier();
   auto options = exact_options(2, 0);
-  auto exact = patterns::mine_patterns({corpus}, options, *self);
+  auto exact = mine_patterns({corpus}, options, *self);
   REQUIRE(exact.handbook.patterns.size() == 2);
   CHECK_FALSE(exact.recounted);
   options.test_hash_mask = 1;
   // One rank sees A, B, B: only reading record 1 again shows that A is not B.
-  auto weak_alone = patterns::mine_patterns({corpus}, options, *self);
+  auto weak_alone = mine_patterns({corpus}, options, *self);
   CHECK(weak_alone.recounted);
   // Split over the job's ranks the collision may be found, or A and B may meet
   // only at their owner, which merges by text: the counts are right either way.
-  auto weak_shared = patterns::mine_patterns({corpus}, options, world);
+  auto weak_shared = mine_patterns({corpus}, options, world);
   for (const auto* weak : {&weak_alone, &weak_shared}) {
     REQUIRE(weak->handbook.patterns.size() == 2);
     for (std::size_t i = 0; i < 2; ++i) {
@@ -209,9 +208,9 @@ TEST_CASE("the candidate cap degrades gracefully and says so") {
   const std::string corpus = shared + "/datasets/gsm8k/train.jsonl";
   auto options = exact_options(2, 32);
   options.mode = MiningMode::kNormalized;
-  auto full = patterns::mine_patterns({corpus}, options, world);
+  auto full = mine_patterns({corpus}, options, world);
   options.max_candidates = 20000;  // far below the ~400k distinct candidates
-  auto capped = patterns::mine_patterns({corpus}, options, world);
+  auto capped = mine_patterns({corpus}, options, world);
   CHECK(full.pruned_candidates == 0);
   CHECK(full.handbook.exact_counts);
   CHECK(capped.pruned_candidates > 0);
@@ -230,36 +229,36 @@ TEST_CASE("the candidate cap degrades gracefully and says so") {
 TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, cover >= 50% of GSM8K test") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);
   Communicator& world = test::runtime().world();
-  patterns::MiningOptions options;  // the defaults: normalized, top 32, >= 4 words
-  auto result = patterns::mine_patterns({shared + "/datasets/gsm8k/train.jsonl"}, options, world);
+  MiningOptions options;  // the defaults: normalized, top 32, >= 4 words
+  auto result = mine_patterns({shared + "/datasets/gsm8k/train.jsonl"}, options, world);
   const auto& found = result.handbook.patterns;
   REQUIRE(found.size() == 32);
   for (std::size_t i = 0; i < found.size(); ++i) {
-    auto words = patterns::split_words(found[i].text);
+    auto words = split_words(found[i].text);
     CHECK(words.size() >= 4);
     CHECK_FALSE((words.back() == "=" || words.back() == "+" || words.back() == "-" || words.back() == "x"));
-    CHECK(patterns::normalize(found[i].text) == found[i].text);
+    CHECK(normalize(found[i].text) == found[i].text);
     CHECK(found[i].support >= 2);
     CHECK_FALSE(found[i].examples.empty());
     // The instruction is a whole sentence that contains the pattern, capitalised, numbers as slots.
     INFO(found[i].text << " -> " << found[i].instruction);
-    CHECK(patterns::contains_word_aligned(patterns::normalize(found[i].instruction), found[i].text));
+    CHECK(contains_word_aligned(normalize(found[i].instruction), found[i].text));
     CHECK(found[i].instruction.size() >= found[i].text.size());
     CHECK_FALSE((found[i].instruction[0] >= 'a' && found[i].instruction[0] <= 'z'));
     for (std::size_t j = 0; j < found.size(); ++j) {
       if (i != j) {
         INFO(found[i].text << " / " << found[j].text);
-        CHECK_FALSE(patterns::contains_word_aligned(found[i].text, found[j].text));
+        CHECK_FALSE(contains_word_aligned(found[i].text, found[j].text));
       }
     }
   }
-  auto coverage = patterns::holdout_coverage(found, {shared + "/datasets/gsm8k/test.jsonl"}, {}, world);
+  auto coverage = holdout_coverage(found, {shared + "/datasets/gsm8k/test.jsonl"}, {}, world);
   CHECK(coverage.records == 1319);
   INFO("coverage " << coverage.covered << " / " << coverage.records);
   CHECK(coverage.share() >= 0.50);
   // Exact mode's patterns are near-duplicate problems: they cover almost nothing.
-  auto exact = patterns::mine_patterns({shared + "/datasets/gsm8k/train.jsonl"}, exact_options(2, 32), world);
-  auto exact_coverage = patterns::holdout_coverage(exact.handbook.patterns, {shared + "/datasets/gsm8k/test.jsonl"}, {}, world);
+  auto exact = mine_patterns({shared + "/datasets/gsm8k/train.jsonl"}, exact_options(2, 32), world);
+  auto exact_coverage = holdout_coverage(exact.handbook.patterns, {shared + "/datasets/gsm8k/test.jsonl"}, {}, world);
   CHECK(exact_coverage.share() < 0.05);
 }
 
@@ -271,20 +270,20 @@ TEST_CASE("normalized mode: top 32 patterns of >= 4 words, none inside another, 
 TEST_CASE("normalized mode: grouping equal normalised records changes nothing in the handbook") {
   Communicator& world = test::runtime().world();
   const std::string corpus = std::string(METAREUSE_SOURCE_DIR) + "/datasets/world/train.jsonl";
-  auto mine = [&](std::size_t group_bytes, patterns::Selection selection) {
-    patterns::MiningOptions options;
+  auto mine = [&](std::size_t group_bytes, Selection selection) {
+    MiningOptions options;
     options.top_k = 12;
     options.min_support = 3;
     options.selection = selection;
     options.group_bytes = group_bytes;
-    return patterns::mine_patterns({corpus}, options, world);
+    return mine_patterns({corpus}, options, world);
   };
-  for (auto selection : {patterns::Selection::kCoverage, patterns::Selection::kSupport}) {
+  for (auto selection : {Selection::kCoverage, Selection::kSupport}) {
     auto alone = mine(0, selection);
     REQUIRE(alone.handbook.records == 4000);
     REQUIRE(alone.handbook.patterns.size() == 12);
     for (std::size_t group_bytes : {std::size_t{3000}, std::size_t{48} << 20}) {
-      INFO("group bytes " << group_bytes << ", selection " << (selection == patterns::Selection::kCoverage ? "coverage" : "support"));
+      INFO("group bytes " << group_bytes << ", selection " << (selection == Selection::kCoverage ? "coverage" : "support"));
       auto grouped = mine(group_bytes, selection);
       CHECK(grouped.handbook.records == alone.handbook.records);
       CHECK(grouped.global_candidates == alone.global_candidates);
@@ -312,13 +311,13 @@ TEST_CASE("normalized mode: the pool cut after round 1 gives the handbook of one
   auto self = make_self_communicator();
   const std::string corpus = std::string(METAREUSE_SOURCE_DIR) + "/datasets/world/train.jsonl";
   for (std::size_t pool_size : {10, 40}) {
-  for (auto selection : {patterns::Selection::kCoverage, patterns::Selection::kSupport}) {
-    patterns::MiningOptions options;
+  for (auto selection : {Selection::kCoverage, Selection::kSupport}) {
+    MiningOptions options;
     options.top_k = 6;
     options.pool_size = pool_size;
     options.selection = selection;
-    auto alone = patterns::mine_patterns({corpus}, options, *self);
-    auto shared = patterns::mine_patterns({corpus}, options, world);
+    auto alone = mine_patterns({corpus}, options, *self);
+    auto shared = mine_patterns({corpus}, options, world);
     // (absorption and overlap leave 3 of a pool of 10 and 6 of 40)
     REQUIRE(alone.handbook.patterns.size() >= 3);
     CHECK(shared.qualified == alone.qualified);
@@ -350,34 +349,34 @@ TEST_CASE("normalized mode: a phrase without its leading '$' counts the records 
     }
   }
   world.barrier();
-  for (auto selection : {patterns::Selection::kCoverage, patterns::Selection::kSupport}) {
-    patterns::MiningOptions options;
+  for (auto selection : {Selection::kCoverage, Selection::kSupport}) {
+    MiningOptions options;
     options.top_k = 1;
     options.selection = selection;
-    auto result = patterns::mine_patterns({corpus}, options, world);
+    auto result = mine_patterns({corpus}, options, world);
     REQUIRE(result.handbook.patterns.size() == 1);
     CHECK(result.handbook.patterns[0].text == "<num> per kilo today");
     CHECK(result.handbook.patterns[0].support == 6);
-    CHECK(patterns::holdout_coverage(result.handbook.patterns, {corpus}, {}, world).covered == 6);
+    CHECK(holdout_coverage(result.handbook.patterns, {corpus}, {}, world).covered == 6);
   }
 }
 
 TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior handbooks imported") {
   Communicator& world = test::runtime().world();
   auto dir = test::shared_temp_dir(world, "patterns-handbook");
-  patterns::Handbook handbook;
+  Handbook handbook;
   handbook.records = 12;
   handbook.mode = "normalized";
   handbook.patterns.push_back({"the total number of", 7, "phrase", {"a.jsonl:3"}, "behavior_total_number", ""});
   if (world.rank() == 0) {
-    patterns::write_handbook(handbook, (dir / "h.json").string());
+    write_handbook(handbook, (dir / "h.json").string());
     test::write_file(dir / "behaviors.json",
                      R"({"behavior_zeta": "Check units.", "behavior_alpha": "Write the equation first."})");
     test::write_file(dir / "bad_behaviors.json", R"({"behavior_x": 3})");
     test::write_file(dir / "v9.json", R"({"format": "metareuse.handbook", "version": 9, "records": 1, "patterns": []})");
   }
   world.barrier();
-  auto loaded = patterns::read_handbook((dir / "h.json").string());
+  auto loaded = read_handbook((dir / "h.json").string());
   CHECK(loaded.records == 12);
   REQUIRE(loaded.patterns.size() == 1);
   CHECK(loaded.patterns[0].text == "the total number of");
@@ -387,32 +386,28 @@ TEST_CASE("handbook: versioned JSON round trip, foreign files refused, behavior 
   CHECK(loaded.patterns[0].name == "behavior_total_number");
   CHECK(loaded.patterns[0].instruction.empty());  // as written
   // A version 1 handbook (name under "behavior", no instruction) still reads; the instruction comes from the text.
-  auto old = patterns::handbook_from_json(nlohmann::json::parse(R"({"format": "metareuse.handbook", "version": 1,
+  auto old = handbook_from_json(nlohmann::json::parse(R"({"format": "metareuse.handbook", "version": 1,
       "records": 3, "patterns": [{"text": "a total of <num>", "support": 2, "behavior": "behavior_total"}]})"), "v1.json");
   CHECK(old.patterns[0].name == "behavior_total");
   CHECK(old.patterns[0].instruction == "A total of <num>");
-  CHECK_THROWS_WITH(patterns::read_handbook((dir / "v9.json").string()), Catch::Contains("version 9"));
-  CHECK_THROWS_WITH(patterns::read_handbook((dir / "behaviors.json").string()), Catch::Contains("--import"));
+  CHECK_THROWS_WITH(read_handbook((dir / "v9.json").string()), Catch::Contains("version 9"));
+  CHECK_THROWS_WITH(read_handbook((dir / "behaviors.json").string()), Catch::Contains("--import"));
 
-  auto imported = patterns::import_behavior_handbook((dir / "behaviors.json").string());
+  auto imported = import_behavior_handbook((dir / "behaviors.json").string());
   REQUIRE(imported.patterns.size() == 2);
   CHECK(imported.patterns[0].name == "behavior_zeta");  // file order
   CHECK(imported.patterns[0].instruction == "Check units.");
   CHECK(imported.patterns[0].text == "Check units.");
   CHECK(imported.patterns[1].kind == "imported");
-  CHECK_THROWS_WITH(patterns::import_behavior_handbook((dir / "bad_behaviors.json").string()),
+  CHECK_THROWS_WITH(import_behavior_handbook((dir / "bad_behaviors.json").string()),
                     Catch::Contains("behavior_x"));
 }
-
-}  // namespace metareuse
-
-namespace metareuse {
 
 // ---------------------------------------------------------------- reflect ----
 
 TEST_CASE("reflect: behavior lines parse, malformed lines are counted") {
   // Replies written by hand in the shapes small instruct models give.
-  auto parsed = patterns::parse_reflection(
+  auto parsed = parse_reflection(
       "Here are the behaviors:\n"
       "1. **Unit rate**: Divide the total by the count to get one.\n"
       "- behavior_check_answer: Substitute the answer back into the question.\n"
@@ -430,12 +425,12 @@ TEST_CASE("reflect: behavior lines parse, malformed lines are counted") {
   CHECK(parsed.behaviors[2].name == "behavior_work_backwards");
   // "Here are the behaviors:" (no instruction), too short, no name, too long, no colon, bad characters.
   CHECK(parsed.malformed == 6);
-  CHECK(patterns::parse_reflection("").behaviors.empty());
+  CHECK(parse_reflection("").behaviors.empty());
   // The key ignores case, numbers, spacing and the final period.
-  CHECK(patterns::behavior_key({"behavior_unit_rate", "Divide 12 by  3."}) ==
-        patterns::behavior_key({"unit_rate", "divide 7 by 2"}));
-  CHECK(patterns::behavior_key({"behavior_unit_rate", "Divide by 3."}) !=
-        patterns::behavior_key({"behavior_other", "Divide by 3."}));
+  CHECK(behavior_key({"behavior_unit_rate", "Divide 12 by  3."}) ==
+        behavior_key({"unit_rate", "divide 7 by 2"}));
+  CHECK(behavior_key({"behavior_unit_rate", "Divide by 3."}) !=
+        behavior_key({"behavior_other", "Divide by 3."}));
 }
 
 TEST_CASE("reflect: the handbook is the same at any rank count, support counted per record") {
@@ -455,7 +450,7 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
   world.barrier();
   // A stand-in strategist whose reply depends only on the prompt, as greedy decoding does.
   std::uint64_t calls = 0;
-  patterns::Strategist strategist = [&calls](const std::vector<std::string>& prompts,
+  Strategist strategist = [&calls](const std::vector<std::string>& prompts,
                                              const std::vector<std::uint64_t>& ids) {
     ++calls;
     REQUIRE(ids.size() == prompts.size());
@@ -471,10 +466,10 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
     }
     return replies;
   };
-  patterns::ReflectOptions options;
+  ReflectOptions options;
   options.prompt_template = "Solve: {question}\nSolution: {reasoning}\nAnswer: {solution}\nBehaviors:";
   options.batch_size = 2;
-  auto handbook = patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
+  auto handbook = reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
   CHECK(handbook.mode == "reflect");
   CHECK(handbook.records == 9);
   REQUIRE(handbook.patterns.size() == 3);
@@ -492,32 +487,28 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
   CHECK(handbook.stats["malformed_lines"] == 9);  // one noise line per reply
   CHECK(handbook.stats["bad_lines"] == 1);
   // The handbook round-trips through the file format.
-  auto json_text = patterns::handbook_to_json(handbook).dump();
-  auto read = patterns::handbook_from_json(nlohmann::json::parse(json_text), "h.json");
+  auto json_text = handbook_to_json(handbook).dump();
+  auto read = handbook_from_json(nlohmann::json::parse(json_text), "h.json");
   CHECK(read.patterns[1].instruction == "Count the apples in 3 groups.");
   // min_support and top_k cut as in the other modes.
   options.min_support = 4;
-  CHECK(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).patterns.size() == 1);
+  CHECK(reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).patterns.size() == 1);
   // The shipped prompt fills every slot.
   std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt");
   REQUIRE(shipped);
   const std::string shipped_text((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
-  corpus::Record record;
+  Record record;
   record.question = "Q?";
   record.reasoning = "R.";
   record.solution = "S";
-  const std::string filled = patterns::reflection_prompt(shipped_text, record);
+  const std::string filled = reflection_prompt(shipped_text, record);
   CHECK(filled.find("Problem: Q?") != std::string::npos);
   CHECK(filled.find("Solution: R.") != std::string::npos);
   CHECK(filled.find('{') == std::string::npos);
   options.prompt_template = "Question: {question}\n";
-  CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
+  CHECK_THROWS_WITH(reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
                     Catch::Contains("{reasoning}"));
 }
-
-}  // namespace metareuse
-
-namespace metareuse {
 
 TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, no behavior is an error") {
   Communicator& world = test::runtime().world();
@@ -535,7 +526,7 @@ TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, 
   // Each prompt's record number, as this rank saw them.
   std::vector<int> seen;
   bool garbage = false;
-  patterns::Strategist strategist = [&](const std::vector<std::string>& prompts, const std::vector<std::uint64_t>&) {
+  Strategist strategist = [&](const std::vector<std::string>& prompts, const std::vector<std::uint64_t>&) {
     std::vector<std::string> replies;
     for (const std::string& prompt : prompts) {
       const auto at = prompt.find("Record ");
@@ -546,11 +537,11 @@ TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, 
     }
     return replies;
   };
-  patterns::ReflectOptions options;
+  ReflectOptions options;
   options.prompt_template = "{reasoning}";
   options.batch_size = 3;
   options.max_records = 7;
-  auto handbook = patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
+  auto handbook = reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
   // Record i is rank i % size's: every rank has a share of the first 7.
   std::vector<int> expected;
   for (int i = 0; i < 7; ++i) {
@@ -566,28 +557,28 @@ TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, 
 
   // Replies with no behavior line: an error with the counts, on every rank.
   garbage = true;
-  CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
+  CHECK_THROWS_WITH(reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
                     Catch::Contains("0 behaviors with support >= 1") && Catch::Contains("7 replies") &&
                         Catch::Contains("0 behavior lines") && Catch::Contains("14 malformed lines"));
   // Behaviors below min_support: the same error.
   garbage = false;
   options.min_support = 8;
-  CHECK_THROWS_WITH(patterns::reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
+  CHECK_THROWS_WITH(reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world),
                     Catch::Contains("0 behaviors with support >= 8") && Catch::Contains("7 behavior lines (1 distinct)"));
 
   // The built-in prompt is configs/reflect_prompt.txt, byte for byte; a user's file is checked, naming it.
   std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt", std::ios::binary);
   REQUIRE(shipped);
   const std::string shipped_text((std::istreambuf_iterator<char>(shipped)), std::istreambuf_iterator<char>());
-  CHECK(patterns::default_reflection_prompt() == shipped_text);
-  CHECK(patterns::load_reflection_prompt("") == shipped_text);
-  CHECK(patterns::load_reflection_prompt(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt") ==
+  CHECK(default_reflection_prompt() == shipped_text);
+  CHECK(load_reflection_prompt("") == shipped_text);
+  CHECK(load_reflection_prompt(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt") ==
         shipped_text);
   const std::string no_slot = (dir / "no_slot.txt").string();
-  CHECK_THROWS_WITH(patterns::load_reflection_prompt(no_slot),
+  CHECK_THROWS_WITH(load_reflection_prompt(no_slot),
                     Catch::Contains(no_slot) && Catch::Contains("no {reasoning} placeholder"));
   const std::string absent = (dir / "absent.txt").string();
-  CHECK_THROWS_WITH(patterns::load_reflection_prompt(absent), Catch::Contains(absent) && Catch::Contains("cannot read"));
+  CHECK_THROWS_WITH(load_reflection_prompt(absent), Catch::Contains(absent) && Catch::Contains("cannot read"));
 }
 
 }  // namespace metareuse

@@ -24,18 +24,18 @@ namespace metareuse {
 TEST_CASE("the run folder names its files in one place", "[run][unit]") {
   Config config;
   config.set("run.name", "demo");
-  CHECK(run::RunLayout::for_config(config).folder() == "runs/demo");
+  CHECK(RunLayout::for_config(config).folder() == "runs/demo");
   config.set("run.out_dir", "/tmp/out");
-  const run::RunLayout layout = run::RunLayout::for_config(config);
+  const RunLayout layout = RunLayout::for_config(config);
   CHECK(layout.handbook() == "/tmp/out/handbook.json");
   CHECK(layout.augmented() == "/tmp/out/augmented.jsonl");
   CHECK(layout.dataset() == "/tmp/out/dataset.h5");
   CHECK(layout.metrics() == "/tmp/out/metrics.jsonl");
   CHECK(layout.eval_file() == "/tmp/out/eval/eval.json");
   CHECK(layout.answers() == "/tmp/out/eval/answers.jsonl");
-  CHECK(layout.path(run::file::kLatestCheckpoint) == "/tmp/out/checkpoints/latest");
-  CHECK(layout.baseline().dataset() == layout.path(run::file::kBaselineDataset));
-  CHECK(layout.baseline().path(run::file::kLatestCheckpoint) == layout.path(run::file::kBaselineLatestCheckpoint));
+  CHECK(layout.path(RunFile::kLatestCheckpoint) == "/tmp/out/checkpoints/latest");
+  CHECK(layout.baseline().dataset() == layout.path(RunFile::kBaselineDataset));
+  CHECK(layout.baseline().path(RunFile::kLatestCheckpoint) == layout.path(RunFile::kBaselineLatestCheckpoint));
   CHECK(layout.baseline_examples() == "/tmp/out/baseline/examples.jsonl");
   CHECK(layout.checkpoint_folder(config) == "/tmp/out/checkpoints");
   config.set("checkpoint.dir", "/scratch/ckpt");
@@ -45,12 +45,12 @@ TEST_CASE("the run folder names its files in one place", "[run][unit]") {
 TEST_CASE("timings.json keeps each stage's last time and the order stages finished in", "[run][unit]") {
   auto dir = test::temp_dir("run-timings");
   const std::string path = (dir / "timings.json").string();
-  CHECK_FALSE(run::read_timings(path).found);
-  run::Timings timings;
+  CHECK_FALSE(read_timings(path).found);
+  Timings timings;
   timings.record("patterns", 1.5, "2025-01-01T00:00:00Z");
   timings.record("augment", 2.0, "2025-01-01T00:00:02Z");
-  run::write_timings(timings, path);
-  run::TimingsFile read = run::read_timings(path);
+  write_timings(timings, path);
+  TimingsFile read = read_timings(path);
   REQUIRE(read.found);
   CHECK(read.timings.stages.at("patterns").sequence == 1);
   CHECK(read.timings.stages.at("augment").seconds == 2.0);
@@ -59,13 +59,13 @@ TEST_CASE("timings.json keeps each stage's last time and the order stages finish
   CHECK(read.timings.stages.at("patterns").sequence == 3);
   CHECK(read.timings.stages.at("patterns").finished == "2025-01-02T00:00:00Z");
   std::ofstream(dir / "bad.json") << R"({"stages": [1, 2]})";
-  CHECK_FALSE(run::read_timings((dir / "bad.json").string()).found);
+  CHECK_FALSE(read_timings((dir / "bad.json").string()).found);
 }
 
 TEST_CASE("one run folder, one job: a second process is refused naming host and pid, a dead one's lock is taken over",
           "[run][unit]") {
   auto dir = test::temp_dir("run-lock");
-  const std::string lock_file = run::RunLayout(dir.string()).lock();
+  const std::string lock_file = RunLayout(dir.string()).lock();
   // A second process (forked) holds the lock, as a second `metareuse run` would.
   int ready[2];
   REQUIRE(::pipe(ready) == 0);
@@ -74,7 +74,7 @@ TEST_CASE("one run folder, one job: a second process is refused naming host and 
   if (child == 0) {
     ::close(ready[0]);
     {
-      run::RunFolderLock held(lock_file);
+      RunFolderLock held(lock_file);
       char one = 1;
       if (::write(ready[1], &one, 1) != 1) std::_Exit(2);
       ::pause();  // until killed
@@ -87,7 +87,7 @@ TEST_CASE("one run folder, one job: a second process is refused naming host and 
   ::close(ready[0]);
   std::string message;
   try {
-    run::RunFolderLock second(lock_file);
+    RunFolderLock second(lock_file);
   } catch (const Error& e) {
     message = e.what();
   }
@@ -105,7 +105,7 @@ TEST_CASE("one run folder, one job: a second process is refused naming host and 
                Catch::Matchers::Contains(fmt::format("pid {}", child)));
   }
   {
-    run::RunFolderLock taken(lock_file);
+    RunFolderLock taken(lock_file);
     CHECK(taken.held());
     std::ifstream in(lock_file);
     CHECK_THAT(std::string(std::istreambuf_iterator<char>(in), {}),
@@ -113,7 +113,7 @@ TEST_CASE("one run folder, one job: a second process is refused naming host and 
   }
   // Released cleanly: the file is emptied and the next job takes it silently.
   CHECK(std::filesystem::file_size(lock_file) == 0);
-  run::RunFolderLock again(lock_file);
+  RunFolderLock again(lock_file);
   CHECK(again.held());
 }
 

@@ -23,14 +23,14 @@ std::string read_file(const std::string& path) {
   return text.str();
 }
 
-std::string as_jsonl(const std::vector<world::Problem>& problems) {
+std::string as_jsonl(const std::vector<Problem>& problems) {
   std::string out;
-  for (const auto& problem : problems) out += world::problem_json(problem) + "\n";
+  for (const auto& problem : problems) out += problem_json(problem) + "\n";
   return out;
 }
 
 // The answer recomputed from the question alone (an independent reading of each family's template).
-int answer_from_question(const world::Problem& problem) {
+int answer_from_question(const Problem& problem) {
   static const std::vector<std::pair<std::string, std::regex>> rules = {
       {"shop", std::regex(R"(buys (\d+) \w+ for \$(\d+) each)")},
       {"travel", std::regex(R"(walks (\d+) km every hour for (\d+) hours)")},
@@ -75,7 +75,7 @@ bool has_word(const std::string& text, const std::string& word) {
 
 TEST_CASE("the committed world regenerates byte for byte") {
   // `metareuse world` with the config defaults (world.seed 7, 4000 train, 100 test, short share 0.25).
-  world::World generated = world::generate_world(world::WorldOptions{});
+  World generated = generate_world(WorldOptions{});
   const std::string folder = std::string(METAREUSE_SOURCE_DIR) + "/datasets/world/";
   const std::string train = read_file(folder + "train.jsonl");
   const std::string test = read_file(folder + "test.jsonl");
@@ -85,17 +85,17 @@ TEST_CASE("the committed world regenerates byte for byte") {
 }
 
 TEST_CASE("the world is deterministic and the seed matters") {
-  world::WorldOptions options;
+  WorldOptions options;
   options.train_records = 300;
   options.test_records = 20;
-  CHECK(as_jsonl(world::generate_world(options).train) == as_jsonl(world::generate_world(options).train));
-  world::WorldOptions other = options;
+  CHECK(as_jsonl(generate_world(options).train) == as_jsonl(generate_world(options).train));
+  WorldOptions other = options;
   other.seed = options.seed + 1;
-  CHECK(as_jsonl(world::generate_world(other).train) != as_jsonl(world::generate_world(options).train));
+  CHECK(as_jsonl(generate_world(other).train) != as_jsonl(generate_world(options).train));
 }
 
 TEST_CASE("every answer is right, in training and test") {
-  world::World generated = world::generate_world(world::WorldOptions{});
+  World generated = generate_world(WorldOptions{});
   for (const auto* split : {&generated.train, &generated.test}) {
     for (const auto& problem : *split) {
       INFO(problem.question << "\n" << problem.reasoning);
@@ -113,36 +113,36 @@ TEST_CASE("every answer is right, in training and test") {
 }
 
 TEST_CASE("test problems have new names and new operand pairs") {
-  world::World generated = world::generate_world(world::WorldOptions{});
-  std::set<std::string> train_names(world::train_names().begin(), world::train_names().end());
-  for (const std::string& name : world::test_names()) CHECK(train_names.count(name) == 0);
+  World generated = generate_world(WorldOptions{});
+  std::set<std::string> train_names(world_train_names().begin(), world_train_names().end());
+  for (const std::string& name : world_test_names()) CHECK(train_names.count(name) == 0);
   std::map<std::string, std::set<std::pair<int, int>>> train_pairs;
   for (const auto& problem : generated.train) {
     train_pairs[problem.family].insert(problem.operands);
-    for (const std::string& name : world::test_names()) CHECK_FALSE(has_word(problem.question, name));
+    for (const std::string& name : world_test_names()) CHECK_FALSE(has_word(problem.question, name));
   }
   std::set<std::string> test_families;
   for (const auto& problem : generated.test) {
     INFO(problem.question);
     test_families.insert(problem.family);
     CHECK(train_pairs[problem.family].count(problem.operands) == 0);
-    CHECK(std::find(world::test_names().begin(), world::test_names().end(), problem.name) != world::test_names().end());
-    for (const std::string& name : world::train_names()) CHECK_FALSE(has_word(problem.question, name));
+    CHECK(std::find(world_test_names().begin(), world_test_names().end(), problem.name) != world_test_names().end());
+    for (const std::string& name : world_train_names()) CHECK_FALSE(has_word(problem.question, name));
   }
-  CHECK(test_families.size() == world::families().size());
+  CHECK(test_families.size() == world_families().size());
 }
 
 TEST_CASE("the style mix: mostly long, a minority short, each short one uses its family's move") {
-  world::World generated = world::generate_world(world::WorldOptions{});
+  World generated = generate_world(WorldOptions{});
   std::map<std::string, std::string> moves;
-  for (const auto& family : world::families()) moves[family.name] = family.move;
+  for (const auto& family : world_families()) moves[family.name] = family.move;
   std::size_t shorts = 0;
   std::map<std::string, std::set<std::string>> styles_per_family;
   double long_length = 0, short_length = 0;
   for (const auto& problem : generated.train) {
     const std::string& move = moves.at(problem.family);
-    styles_per_family[problem.family].insert(world::style_name(problem.style));
-    if (problem.style == world::Style::kShort) {
+    styles_per_family[problem.family].insert(style_name(problem.style));
+    if (problem.style == Style::kShort) {
       ++shorts;
       short_length += static_cast<double>(problem.reasoning.size());
       CHECK(problem.reasoning.rfind(move + "\n", 0) == 0);
@@ -152,19 +152,19 @@ TEST_CASE("the style mix: mostly long, a minority short, each short one uses its
     }
   }
   CHECK(shorts == 1000);  // exactly round(0.25 * 4000)
-  CHECK(styles_per_family.size() == world::families().size());
+  CHECK(styles_per_family.size() == world_families().size());
   for (const auto& [family, styles] : styles_per_family) CHECK(styles.size() == 2);
   // The long way is longer on average (characters), by construction.
   CHECK(long_length / 3000.0 > 1.5 * short_length / 1000.0);
 }
 
 TEST_CASE("bad world options are refused") {
-  world::WorldOptions options;
+  WorldOptions options;
   options.short_share = 1.5;
-  CHECK_THROWS_AS(world::generate_world(options), ConfigError);
+  CHECK_THROWS_AS(generate_world(options), ConfigError);
   options.short_share = 0.25;
   options.heldout_pair_share = 0.0;
-  CHECK_THROWS_AS(world::generate_world(options), ConfigError);
+  CHECK_THROWS_AS(generate_world(options), ConfigError);
 }
 
 }  // namespace metareuse

@@ -1,7 +1,7 @@
 #include "metareuse/augment/augment.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>  // output records
+#include <nlohmann/json.hpp>  // the augmented lines, parsed and dumped
 
 #include <algorithm>
 #include <cmath>
@@ -10,6 +10,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "metareuse/augment/augmented_example.h"
 #include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
@@ -17,18 +18,18 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
-namespace metareuse::augment {
+namespace metareuse {
 namespace {
 
 // Content words of a text, punctuation trimmed, in the normalised form.
 std::vector<std::string> terms_of(const std::string& text) {
-  std::string normalized = patterns::normalize(text);
+  std::string normalized = normalize(text);
   for (char& c : normalized) {
     if (c == '_') c = ' ';  // behavior names
   }
   std::vector<std::string> terms;
-  for (std::string_view word : patterns::split_words(normalized)) {
-    if (!patterns::is_content_word(word)) continue;
+  for (std::string_view word : split_words(normalized)) {
+    if (!is_content_word(word)) continue;
     std::string term;
     for (char c : word) {
       if ((c >= 'a' && c <= 'z') || static_cast<unsigned char>(c) >= 0x80) term.push_back(c);
@@ -58,9 +59,9 @@ const char* augment_mode_name(AugmentMode mode) {
   return "?";
 }
 
-PatternIndex::PatternIndex(const std::vector<patterns::Pattern>& patterns, double k1, double b) : k1_(k1), b_(b) {
+PatternIndex::PatternIndex(const std::vector<Pattern>& patterns, double k1, double b) : k1_(k1), b_(b) {
   double total = 0;
-  for (const patterns::Pattern& pattern : patterns) {
+  for (const Pattern& pattern : patterns) {
     std::vector<std::string> terms = terms_of(pattern.text);
     std::vector<std::string> name_terms = terms_of(pattern.name);
     terms.insert(terms.end(), name_terms.begin(), name_terms.end());
@@ -101,7 +102,7 @@ std::vector<std::size_t> PatternIndex::retrieve(const std::string& query, std::s
   return best;
 }
 
-std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen) {
+std::string pattern_prefix(const std::vector<const Pattern*>& chosen) {
   if (chosen.empty()) return "";
   std::string prefix = "Consider these behaviors: ";
   for (std::size_t i = 0; i < chosen.size(); ++i) {
@@ -113,7 +114,7 @@ std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen) 
   return prefix + ". ";
 }
 
-AugmentStats augment_corpus(const std::vector<std::string>& files, const patterns::Handbook& handbook,
+AugmentStats augment_corpus(const std::vector<std::string>& files, const Handbook& handbook,
                             const AugmentOptions& options, const std::string& out_path, Communicator& communicator) {
   const int rank = communicator.rank();
   if (rank == 0) prepare_output_file(out_path);  // "cannot create <out>: reason" before any work
@@ -125,23 +126,20 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   std::uint64_t retrieved = 0;
   // This rank's part, <out>.part-<rank>: every write checked, removed on failure.
   AtomicFile out(out_path, fmt::format(".part-{}", rank));
-  corpus::CorpusStats local = corpus::read_corpus(files, options.read, communicator, [&](const corpus::Record& record) {
+  CorpusStats local = read_corpus(files, options.read, communicator, [&](const Record& record) {
     const PromptChoice choice = policy.for_training(record.question, record.reasoning);
     retrieved += choice.retrieved ? 1 : 0;
-    nlohmann::ordered_json example;
-    example["id"] = corpus::record_key_name(record.key, files);
-    example["prompt"] = PromptPolicy::prompt(choice, record.question);
-    example["target"] = std::string(record.reasoning) + "\n#### " + std::string(record.solution);
-    std::vector<std::string> texts, behaviors;
-    for (const patterns::Pattern* pattern : choice.patterns) {
-      texts.push_back(pattern->text);
-      behaviors.push_back(pattern->name);
+    AugmentedExample example;
+    example.id = record_key_name(record.key, files);
+    example.prompt = PromptPolicy::prompt(choice, record.question);
+    example.target = std::string(record.reasoning) + "\n#### " + std::string(record.solution);
+    for (const Pattern* pattern : choice.patterns) {
+      example.patterns.push_back(pattern->text);
+      example.behaviors.push_back(pattern->name);
     }
-    example["patterns"] = texts;
-    example["behaviors"] = behaviors;
-    example["question"] = std::string(record.question);
-    example["solution"] = std::string(record.solution);
-    out.write(example.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + '\n');
+    example.question = std::string(record.question);
+    example.solution = std::string(record.solution);
+    out.write(example.to_json().dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + '\n');
     ++examples;
   });
   out.close_keep();
@@ -149,13 +147,13 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   std::vector<std::uint64_t> counts = {examples, retrieved};
   communicator.allreduce(counts, ReduceOp::kSum);
   AugmentStats stats;
-  stats.corpus = corpus::reduce_stats(local, communicator);
+  stats.corpus = reduce_stats(local, communicator);
   stats.examples = counts[0];
   stats.retrieved = counts[1];
   if (stats.examples == 0) {
     // Every rank sees the same counts and throws alike; the parts are removed.
     throw InputError(fmt::format("corpus {}: no example to write: {}", fmt::join(files, ", "),
-                                 corpus::describe_stats(stats.corpus)));
+                                 describe_stats(stats.corpus)));
   }
 
   communicator.barrier();  // every part is complete
@@ -186,20 +184,20 @@ AugmentStats augment_corpus(const std::vector<std::string>& files, const pattern
   return stats;
 }
 
-UsedPatterns::UsedPatterns(const std::vector<patterns::Pattern>& patterns) {
-  for (const patterns::Pattern& pattern : patterns) normalized_.push_back(patterns::normalize(pattern.text));
+UsedPatterns::UsedPatterns(const std::vector<Pattern>& patterns) {
+  for (const Pattern& pattern : patterns) normalized_.push_back(normalize(pattern.text));
 }
 
 std::vector<std::size_t> UsedPatterns::find(std::string_view text, std::size_t limit) const {
-  const std::string normalized = patterns::normalize(text);
+  const std::string normalized = normalize(text);
   std::vector<std::size_t> found;
   for (std::size_t i = 0; i < normalized_.size() && (limit == 0 || found.size() < limit); ++i) {
-    if (!normalized_[i].empty() && patterns::contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
+    if (!normalized_[i].empty() && contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
   }
   return found;
 }
 
-PatternContexts read_pattern_contexts(const std::string& augmented_path, const patterns::Handbook& handbook) {
+PatternContexts read_pattern_contexts(const std::string& augmented_path, const Handbook& handbook) {
   std::unordered_map<std::string, std::size_t> index_of;
   for (std::size_t i = 0; i < handbook.patterns.size(); ++i) index_of.emplace(handbook.patterns[i].text, i);
   const std::size_t count = handbook.patterns.size();
@@ -214,18 +212,20 @@ PatternContexts read_pattern_contexts(const std::string& augmented_path, const p
   while (std::getline(in, line)) {
     ++number;
     if (line.empty()) continue;
-    nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
-    if (record.is_discarded() || !record.is_object() || !record.contains("question") ||
-        !record["question"].is_string() || !record.contains("patterns") || !record["patterns"].is_array()) {
+    const nlohmann::json record = nlohmann::json::parse(line, nullptr, false);
+    AugmentedExample example;
+    try {
+      if (record.is_discarded()) throw InputError("not JSON");
+      example = AugmentedExample::from_json(record, {AugmentedExample::kQuestion, AugmentedExample::kPatterns});
+    } catch (const InputError&) {
       throw InputError(fmt::format("{}:{}: not an augmented example with \"question\" and \"patterns\"",
                                    augmented_path, number));
     }
-    std::vector<std::string> terms = terms_of(record["question"].get<std::string>());
+    std::vector<std::string> terms = terms_of(example.question);
     std::sort(terms.begin(), terms.end());
     terms.erase(std::unique(terms.begin(), terms.end()), terms.end());
-    for (const auto& text : record["patterns"]) {
-      if (!text.is_string()) continue;
-      auto found = index_of.find(text.get<std::string>());
+    for (const std::string& text : example.patterns) {
+      auto found = index_of.find(text);
       if (found == index_of.end()) continue;
       ++contexts.examples[found->second];
       for (const std::string& term : terms) holding[found->second][term] += 1.0;
@@ -241,7 +241,7 @@ PatternContexts read_pattern_contexts(const std::string& augmented_path, const p
   return contexts;
 }
 
-ContextIndex::ContextIndex(const std::vector<patterns::Pattern>& patterns, const PatternContexts& contexts, double k1,
+ContextIndex::ContextIndex(const std::vector<Pattern>& patterns, const PatternContexts& contexts, double k1,
                            double b)
     : k1_(k1), b_(b) {
   double total = 0;
@@ -294,4 +294,4 @@ std::vector<std::size_t> ContextIndex::retrieve(const std::string& query, std::s
   return best;
 }
 
-}  // namespace metareuse::augment
+}  // namespace metareuse

@@ -4,9 +4,9 @@
 
 #include "metareuse/core/error.h"
 
-namespace metareuse::augment {
+namespace metareuse {
 
-PromptPolicy::PromptPolicy(const patterns::Handbook* handbook, AugmentMode mode, std::size_t top_k, double bm25_k1,
+PromptPolicy::PromptPolicy(const Handbook* handbook, AugmentMode mode, std::size_t top_k, double bm25_k1,
                            double bm25_b, const PatternContexts* contexts)
     : handbook_(handbook), mode_(handbook == nullptr ? AugmentMode::kNone : mode), top_k_(top_k) {
   if (mode_ == AugmentMode::kNone) return;
@@ -18,13 +18,13 @@ PromptPolicy::PromptPolicy(const patterns::Handbook* handbook, AugmentMode mode,
   }
 }
 
-std::vector<const patterns::Pattern*> PromptPolicy::by_index(const std::vector<std::size_t>& indices) const {
-  std::vector<const patterns::Pattern*> chosen;
+std::vector<const Pattern*> PromptPolicy::by_index(const std::vector<std::size_t>& indices) const {
+  std::vector<const Pattern*> chosen;
   for (std::size_t i : indices) chosen.push_back(&handbook_->patterns[i]);
   return chosen;
 }
 
-std::vector<const patterns::Pattern*> PromptPolicy::in_handbook_order(std::vector<std::size_t> indices) const {
+std::vector<const Pattern*> PromptPolicy::in_handbook_order(std::vector<std::size_t> indices) const {
   std::sort(indices.begin(), indices.end());
   return by_index(indices);
 }
@@ -65,7 +65,7 @@ PromptChoice PromptPolicy::for_test(std::string_view question) const {
 
 std::vector<std::size_t> PromptPolicy::indices(const PromptChoice& choice) const {
   std::vector<std::size_t> out;
-  for (const patterns::Pattern* pattern : choice.patterns) {
+  for (const Pattern* pattern : choice.patterns) {
     out.push_back(static_cast<std::size_t>(pattern - handbook_->patterns.data()));
   }
   return out;
@@ -75,4 +75,4 @@ std::string PromptPolicy::prompt(const PromptChoice& choice, std::string_view qu
   return pattern_prefix(choice.patterns) + std::string(question) + "\n";
 }
 
-}  // namespace metareuse::augment
+}  // namespace metareuse

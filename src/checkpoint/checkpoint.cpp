@@ -45,22 +45,22 @@ std::vector<ShardState> state_groups(ShardedModel& model, const std::vector<Shar
 }
 
 void write_string_attribute(hid_t location, const char* name, const std::string& value) {
-  h5::Handle type = MR_H5_ID(H5Tcopy(H5T_C_S1));
+  H5Handle type = MR_H5_ID(H5Tcopy(H5T_C_S1));
   MR_CHECK_H5(H5Tset_size(type, std::max<std::size_t>(1, value.size())));
-  h5::Handle space = MR_H5_ID(H5Screate(H5S_SCALAR));
-  h5::Handle attribute = MR_H5_ID(H5Acreate2(location, name, type, space, H5P_DEFAULT, H5P_DEFAULT));
+  H5Handle space = MR_H5_ID(H5Screate(H5S_SCALAR));
+  H5Handle attribute = MR_H5_ID(H5Acreate2(location, name, type, space, H5P_DEFAULT, H5P_DEFAULT));
   std::string padded = value.empty() ? std::string(1, '\0') : value;
   MR_CHECK_H5(H5Awrite(attribute, type, padded.data()));
 }
 
 std::string read_string_attribute(hid_t location, const char* name, const std::string& file) {
   if (H5Aexists(location, name) <= 0) throw InputError(fmt::format("{}: attribute '{}' is missing", file, name));
-  h5::Handle attribute = MR_H5_ID(H5Aopen(location, name, H5P_DEFAULT));
-  h5::Handle type = MR_H5_ID(H5Aget_type(attribute));
+  H5Handle attribute = MR_H5_ID(H5Aopen(location, name, H5P_DEFAULT));
+  H5Handle type = MR_H5_ID(H5Aget_type(attribute));
   if (H5Tget_class(type) != H5T_STRING) throw InputError(fmt::format("{}: attribute '{}' is not a string", file, name));
   std::size_t size = H5Tget_size(type);
   std::string value(size, '\0');
-  h5::Handle memory_type = MR_H5_ID(H5Tcopy(H5T_C_S1));
+  H5Handle memory_type = MR_H5_ID(H5Tcopy(H5T_C_S1));
   MR_CHECK_H5(H5Tset_size(memory_type, size));
   MR_CHECK_H5(H5Aread(attribute, memory_type, value.data()));
   value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
@@ -68,14 +68,14 @@ std::string read_string_attribute(hid_t location, const char* name, const std::s
 }
 
 void write_int_attribute(hid_t location, const char* name, int64_t value) {
-  h5::Handle space = MR_H5_ID(H5Screate(H5S_SCALAR));
-  h5::Handle attribute = MR_H5_ID(H5Acreate2(location, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT));
+  H5Handle space = MR_H5_ID(H5Screate(H5S_SCALAR));
+  H5Handle attribute = MR_H5_ID(H5Acreate2(location, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT));
   MR_CHECK_H5(H5Awrite(attribute, H5T_NATIVE_INT64, &value));
 }
 
 int64_t read_int_attribute(hid_t location, const char* name, const std::string& file) {
   if (H5Aexists(location, name) <= 0) throw InputError(fmt::format("{}: attribute '{}' is missing", file, name));
-  h5::Handle attribute = MR_H5_ID(H5Aopen(location, name, H5P_DEFAULT));
+  H5Handle attribute = MR_H5_ID(H5Aopen(location, name, H5P_DEFAULT));
   int64_t value = 0;
   MR_CHECK_H5(H5Aread(attribute, H5T_NATIVE_INT64, &value));
   return value;
@@ -88,8 +88,8 @@ void write_tensor(hid_t group, const std::string& name, const torch::Tensor& ten
   torch::Tensor data = tensor.to(torch::kCPU).contiguous();  // shards may live on a GPU
   std::vector<hsize_t> dims(data.sizes().begin(), data.sizes().end());
   if (dims.empty()) dims.push_back(1);
-  h5::Handle space = MR_H5_ID(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
-  h5::Handle properties = MR_H5_ID(H5Pcreate(H5P_DATASET_CREATE));
+  H5Handle space = MR_H5_ID(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+  H5Handle properties = MR_H5_ID(H5Pcreate(H5P_DATASET_CREATE));
   std::vector<hsize_t> chunk = dims;
   hsize_t row_elements = 1;
   for (std::size_t i = 1; i < dims.size(); ++i) row_elements *= dims[i];
@@ -102,7 +102,7 @@ void write_tensor(hid_t group, const std::string& name, const torch::Tensor& ten
     // bytes fail the load naming the tensor instead of changing the weights.
     MR_CHECK_H5(H5Pset_fletcher32(properties));
   }
-  h5::Handle dataset =
+  H5Handle dataset =
       MR_H5_ID(H5Dcreate2(group, name.c_str(), file_type, space, H5P_DEFAULT, properties, H5P_DEFAULT));
   if (data.numel() > 0) MR_CHECK_H5(H5Dwrite(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()));
 }
@@ -112,8 +112,8 @@ torch::Tensor read_tensor(hid_t file, const std::string& path, const std::vector
   if (H5Lexists(file, path.c_str(), H5P_DEFAULT) <= 0) {
     throw InputError(fmt::format("{}: dataset '{}' is missing", file_name, path));
   }
-  h5::Handle dataset = MR_H5_ID(H5Dopen2(file, path.c_str(), H5P_DEFAULT));
-  h5::Handle space = MR_H5_ID(H5Dget_space(dataset));
+  H5Handle dataset = MR_H5_ID(H5Dopen2(file, path.c_str(), H5P_DEFAULT));
+  H5Handle space = MR_H5_ID(H5Dget_space(dataset));
   int rank = H5Sget_simple_extent_ndims(space);
   std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(rank, 0)));
   H5Sget_simple_extent_dims(space, dims.data(), nullptr);
@@ -126,7 +126,7 @@ torch::Tensor read_tensor(hid_t file, const std::string& path, const std::vector
   if (out.numel() > 0) {
     herr_t status = H5Dread(dataset, memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.data_ptr());
     if (status < 0) {
-      if (h5::checksum_failed()) {
+      if (h5_checksum_failed()) {
         throw InputError(fmt::format("{}: tensor '{}' fails its Fletcher32 checksum: the stored data is corrupted",
                                      file_name, path));
       }
@@ -136,8 +136,8 @@ torch::Tensor read_tensor(hid_t file, const std::string& path, const std::vector
   return out;
 }
 
-h5::Handle open_checkpoint_file(const std::string& path) {
-  h5::quiet_errors();
+H5Handle open_checkpoint_file(const std::string& path) {
+  h5_quiet_errors();
   std::error_code ec;
   if (!fs::exists(path, ec)) throw InputError(fmt::format("checkpoint '{}' does not exist{}", path, looked_for(path)));
   if (fs::is_directory(path, ec)) {
@@ -154,7 +154,7 @@ h5::Handle open_checkpoint_file(const std::string& path) {
     H5Eclear2(H5E_DEFAULT);
     throw InputError(fmt::format("checkpoint '{}' cannot be opened (truncated or corrupt HDF5 file)", path));
   }
-  return h5::Handle(file);
+  return H5Handle(file);
 }
 
 int64_t step_of(const fs::path& file) {
@@ -183,7 +183,7 @@ void apply_retention(const CheckpointOptions& options, const std::string& newest
     bool too_big = options.max_total_bytes > 0 && total_bytes() > static_cast<std::uintmax_t>(options.max_total_bytes);
     if (!too_many && !too_big) break;
     if (found.front().second.filename() == fs::path(newest).filename()) break;
-    log::info("checkpoint retention: removing {}", found.front().second.string());
+    log_info("checkpoint retention: removing {}", found.front().second.string());
     fs::remove(found.front().second);
     found.erase(found.begin());
   }
@@ -200,9 +200,9 @@ SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& o
   const std::string final_path = (fs::path(options.dir) / fmt::format("ckpt-{:08d}.h5", step)).string();
   const std::string tmp_path = final_path + ".tmp";
   std::string failure;
-  h5::Handle file;
+  H5Handle file;
   const std::vector<ShardState> states = state_groups(model, optimizer);
-  std::vector<h5::Handle> groups;  // one per state, then the RNG states
+  std::vector<H5Handle> groups;  // one per state, then the RNG states
 
   // Every rank takes part in every gather even after rank 0 failed to write,
   // so a full disk never leaves a rank waiting.
@@ -216,7 +216,7 @@ SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& o
   };
 
   attempt([&]() {
-    h5::quiet_errors();
+    h5_quiet_errors();
     prepare_output_file(tmp_path);  // "cannot create <file>: reason" for a missing, read-only or file-named folder
     file = MR_H5_ID(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
     write_string_attribute(file, "magic", kCheckpointMagic);
@@ -305,7 +305,7 @@ std::string resolve_checkpoint(const std::string& spec, const std::string& dir) 
 }
 
 json read_checkpoint_meta(const std::string& path) {
-  h5::Handle file = open_checkpoint_file(path);
+  H5Handle file = open_checkpoint_file(path);
   std::string magic = read_string_attribute(file, "magic", path);
   if (magic != kCheckpointMagic) {
     throw InputError(fmt::format("{}: not a metareuse checkpoint (magic '{}', expected '{}')", path, magic,
@@ -325,7 +325,7 @@ json read_checkpoint_meta(const std::string& path) {
 json load_checkpoint(const std::string& path, ShardedModel& model, const std::vector<ShardState>& optimizer,
                      std::vector<uint8_t>* rng_state) {
   json meta = read_checkpoint_meta(path);
-  h5::Handle file = open_checkpoint_file(path);
+  H5Handle file = open_checkpoint_file(path);
   const std::vector<ShardState> states = state_groups(model, optimizer);
   for (std::size_t u = 0; u < model.size(); ++u) {
     ShardedUnit& unit = model.unit(u);
@@ -352,9 +352,9 @@ json load_checkpoint(const std::string& path, ShardedModel& model, const std::ve
 
 std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& path) {
   read_checkpoint_meta(path);
-  h5::Handle file = open_checkpoint_file(path);
+  H5Handle file = open_checkpoint_file(path);
   std::map<std::string, torch::Tensor> out;
-  h5::Handle group = MR_H5_ID(H5Gopen2(file, kParamsGroup, H5P_DEFAULT));
+  H5Handle group = MR_H5_ID(H5Gopen2(file, kParamsGroup, H5P_DEFAULT));
   H5G_info_t info{};
   MR_CHECK_H5(H5Gget_info(group, &info));
   for (hsize_t i = 0; i < info.nlinks; ++i) {
@@ -368,7 +368,7 @@ std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& p
 
 CheckpointVerification verify_checkpoint(const std::string& path) {
   read_checkpoint_meta(path);
-  h5::Handle file = open_checkpoint_file(path);
+  H5Handle file = open_checkpoint_file(path);
   CheckpointVerification result;
   for (const char* required : {kParamsGroup, kRngGroup}) {
     if (H5Lexists(file, required, H5P_DEFAULT) <= 0) {
@@ -387,7 +387,7 @@ CheckpointVerification verify_checkpoint(const std::string& path) {
     group_names.push_back(name);
   }
   for (const std::string& group_name : group_names) {
-    h5::Handle group = MR_H5_ID(H5Gopen2(file, group_name.c_str(), H5P_DEFAULT));
+    H5Handle group = MR_H5_ID(H5Gopen2(file, group_name.c_str(), H5P_DEFAULT));
     H5G_info_t info{};
     MR_CHECK_H5(H5Gget_info(group, &info));
     for (hsize_t i = 0; i < info.nlinks; ++i) {
@@ -396,9 +396,9 @@ CheckpointVerification verify_checkpoint(const std::string& path) {
       H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
       const std::string tensor = group_name + "/" + name;
       {
-        h5::Handle dataset = MR_H5_ID(H5Dopen2(file, tensor.c_str(), H5P_DEFAULT));
-        h5::Handle creation = MR_H5_ID(H5Dget_create_plist(dataset));
-        h5::Handle space = MR_H5_ID(H5Dget_space(dataset));
+        H5Handle dataset = MR_H5_ID(H5Dopen2(file, tensor.c_str(), H5P_DEFAULT));
+        H5Handle creation = MR_H5_ID(H5Dget_create_plist(dataset));
+        H5Handle space = MR_H5_ID(H5Dget_space(dataset));
         unsigned flags = 0;
         std::size_t values = 0;
         // An empty tensor (no RNG state saved) has no bytes to checksum.

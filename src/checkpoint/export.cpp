@@ -41,7 +41,7 @@ void export_checkpoint(const ExportOptions& options) {
   const char* dtype_name = options.dtype == ExportDtype::kFloat32   ? "fp32"
                            : options.dtype == ExportDtype::kFloat16 ? "fp16"
                                                                     : "bf16";
-  log::info("exported {} (step {}) to {} as {}", source.path(), meta.value("step", 0), options.out, dtype_name);
+  log_info("exported {} (step {}) to {} as {}", source.path(), meta.value("step", 0), options.out, dtype_name);
 }
 
 }  // namespace metareuse

@@ -4,7 +4,7 @@
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 void augment_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_list_flag(app, "--corpus", "corpus.files", "JSON Lines corpus file or glob (repeatable)", overrides);
@@ -17,12 +17,12 @@ void augment_options(CLI::App& app, std::vector<std::string>& overrides) {
 }
 
 int augment_run(CommandContext& context) {
-  const run::RunLayout layout = run::RunLayout::for_config(context.config);
+  const RunLayout layout = RunLayout::for_config(context.config);
   std::string handbook = context.config.get_string("augment.handbook");
   if (handbook.empty()) handbook = layout.handbook();
   std::string out = context.config.get_string("augment.out");
   if (out.empty()) out = layout.augmented();
-  return run::augment_stage(context.config, context.runtime, handbook, out);
+  return augment_stage(context.config, context.runtime, handbook, out);
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

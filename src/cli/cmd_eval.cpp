@@ -13,7 +13,7 @@
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 namespace fs = std::filesystem;
 
 namespace {
@@ -55,8 +55,8 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides) {
 }
 
 int eval_run(CommandContext& context) {
-  const run::RunLayout layout = run::RunLayout::for_config(context.config);
-  eval::run_evaluation(eval::eval_run_options(context.config, layout), context.runtime.world());
+  const RunLayout layout = RunLayout::for_config(context.config);
+  run_evaluation(eval_run_options(context.config, layout), context.runtime.world());
   return kExitOk;
 }
 
@@ -66,8 +66,8 @@ void report_options(CLI::App& app, std::vector<std::string>&) {
 }
 
 int report_run(CommandContext& context) {
-  const run::RunLayout layout =
-      g_report_run.empty() ? run::RunLayout::for_config(context.config) : run::RunLayout(g_report_run);
+  const RunLayout layout =
+      g_report_run.empty() ? RunLayout::for_config(context.config) : RunLayout(g_report_run);
   if (!fs::is_directory(layout.folder())) {
     throw UsageError(fmt::format(fs::exists(layout.folder()) ? "--run '{}' is a file; give the run folder (run.out_dir)"
                                                              : "run folder '{}' does not exist{}",
@@ -75,9 +75,9 @@ int report_run(CommandContext& context) {
   }
   if (context.runtime.rank() != 0) return kExitOk;
   const std::string out = g_report_out.empty() ? layout.report() : g_report_out;
-  eval::write_report(eval::report_inputs_for_run(layout.folder()), out);
-  log::info("wrote {}", out);
+  write_report(report_inputs_for_run(layout.folder()), out);
+  log_info("wrote {}", out);
   return kExitOk;
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -13,7 +13,7 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/model/cuda_support.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 namespace {
 
 // Which BLAS library libtorch resolved to, read from the process's mappings
@@ -100,4 +100,4 @@ int info_run(CommandContext& context) {
   return kExitOk;
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

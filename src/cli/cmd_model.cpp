@@ -24,7 +24,7 @@
 #include "metareuse/checkpoint/model_source.h"
 #include "metareuse/model/source.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 namespace {
 
 struct ForwardArguments {
@@ -216,7 +216,7 @@ int generate_run(CommandContext& context) {
   const double seconds = watch.seconds();
   std::int64_t total = 0;
   for (const auto& generated : outputs) total += static_cast<std::int64_t>(generated.ids.size());
-  log::info("generated {} tokens for {} prompts in {:.3f} s ({:.1f} tokens/s; {}, {}, batch {})", total,
+  log_info("generated {} tokens for {} prompts in {:.3f} s ({:.1f} tokens/s; {}, {}, batch {})", total,
             outputs.size(), seconds, seconds > 0 ? static_cast<double>(total) / seconds : 0.0,
             options.greedy ? "greedy" : "sampled", options.use_cache ? "KV cache" : "no cache", options.batch_size);
   for (auto& generated : outputs) {
@@ -236,4 +236,4 @@ int generate_run(CommandContext& context) {
   return kExitOk;
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

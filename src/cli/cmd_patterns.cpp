@@ -5,7 +5,7 @@
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_list_flag(app, "--corpus", "corpus.files", "JSON Lines corpus file or glob (repeatable)", overrides);
@@ -36,12 +36,12 @@ void patterns_options(CLI::App& app, std::vector<std::string>& overrides) {
 
 bool patterns_needs_torch(const Config& config) { return config.get_string("patterns.mode") == "reflect"; }
 
-int patterns_run_with(CommandContext& context, const patterns::StrategistFactory& make_strategist) {
+int patterns_run_with(CommandContext& context, const StrategistFactory& make_strategist) {
   std::string out = context.config.get_string("patterns.out");
-  if (out.empty()) out = run::RunLayout::for_config(context.config).handbook();
-  return run::patterns_stage(context.config, context.runtime, out, make_strategist);
+  if (out.empty()) out = RunLayout::for_config(context.config).handbook();
+  return patterns_stage(context.config, context.runtime, out, make_strategist);
 }
 
 int patterns_run(CommandContext& context) { return patterns_run_with(context, {}); }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

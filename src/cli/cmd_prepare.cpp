@@ -6,7 +6,7 @@
 #include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 void prepare_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_value_flag(app, "--input", "dataset.input", "Augmented JSON Lines (dataset.input)", overrides);
@@ -18,8 +18,8 @@ void prepare_options(CLI::App& app, std::vector<std::string>& overrides) {
 
 int prepare_run(CommandContext& context) {
   std::string output = context.config.get_string("dataset.output");
-  if (output.empty()) output = run::RunLayout::for_config(context.config).dataset();
-  return run::prepare_stage(context.config, context.runtime, context.config.get_string("dataset.input"), output);
+  if (output.empty()) output = RunLayout::for_config(context.config).dataset();
+  return prepare_stage(context.config, context.runtime, context.config.get_string("dataset.input"), output);
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -3,10 +3,10 @@
 #include "commands.h"
 #include "metareuse/run/pipeline.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 namespace {
-run::PipelineOptions g_run;
+PipelineOptions g_run;
 }  // namespace
 
 void run_options(CLI::App& app, std::vector<std::string>&) {
@@ -15,6 +15,6 @@ void run_options(CLI::App& app, std::vector<std::string>&) {
   from->excludes(only);  // together, one would win without a word
 }
 
-int run_run(CommandContext& context) { return run::run_pipeline(context.config, context.runtime, g_run); }
+int run_run(CommandContext& context) { return run_pipeline(context.config, context.runtime, g_run); }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

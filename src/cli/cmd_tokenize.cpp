@@ -14,7 +14,7 @@
 #include "metareuse/tokenizer/tokenize_file.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 namespace {
 
 // The command's own flags (they are not config keys).
@@ -76,7 +76,7 @@ int tokenize_run(CommandContext& context) {
 
   auto tokenizer = load_tokenizer(context.config.get_string("tokenizer.path"));
   if (!flags.input.empty()) {
-    log::info("tokenizer {} ({})", context.config.get_string("tokenizer.path"), tokenizer->identity());
+    log_info("tokenizer {} ({})", context.config.get_string("tokenizer.path"), tokenizer->identity());
     TokenizeFileStats stats = tokenize_json_lines(*tokenizer, flags.input, flags.out, flags.special);
     return stats.bad > 0 && flags.strict ? kExitBadRecords : kExitOk;
   }
@@ -86,4 +86,4 @@ int tokenize_run(CommandContext& context) {
   return kExitOk;
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -12,7 +12,7 @@
 #include "metareuse/run/pipeline.h"
 #include "metareuse/train/trainer.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 namespace {
 struct PlanFlags {
@@ -41,7 +41,7 @@ void train_options(CLI::App& app, std::vector<std::string>& overrides) {
       "Tokenized HDF5 dataset (metareuse prepare; dataset.output)");
 }
 
-int train_run(CommandContext& context) { return run::train_in_run_folder(context.config, context.runtime); }
+int train_run(CommandContext& context) { return train_in_run_folder(context.config, context.runtime); }
 
 void plan_options(CLI::App& app, std::vector<std::string>& overrides) {
   app.add_option("--ranks", g_plan.ranks, "Ranks (devices) to plan for; default: this job's")
@@ -90,4 +90,4 @@ int export_run(CommandContext& context) {
   return kExitOk;
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -11,7 +11,7 @@
 #include "metareuse/patterns/strategist.h"  // the model strategist of reflect mode
 #endif
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 namespace {
 // patterns runs in the front binary, except in reflect mode (patterns_needs_torch),
 // which the torch binary runs with the model strategist.
@@ -19,7 +19,7 @@ int patterns_command(CommandContext& context) {
 #ifdef METAREUSE_FRONT
   return patterns_run(context);
 #else
-  return patterns_run_with(context, patterns::make_model_strategist);
+  return patterns_run_with(context, make_model_strategist);
 #endif
 }
 }  // namespace
@@ -46,4 +46,4 @@ const std::vector<CommandSpec>& command_table() {
   return table;
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -12,7 +12,7 @@
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/patterns/reflect.h"  // StrategistFactory
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 // Everything a command sees when it runs.
 struct CommandContext {
@@ -62,7 +62,7 @@ int world_run(CommandContext& context);
 // patterns and augment (issue #3)
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides);
 int patterns_run(CommandContext& context);  // no model: reflect mode is a UsageError
-int patterns_run_with(CommandContext& context, const patterns::StrategistFactory& make_strategist);
+int patterns_run_with(CommandContext& context, const StrategistFactory& make_strategist);
 bool patterns_needs_torch(const Config& config);  // reflect mode
 void augment_options(CLI::App& app, std::vector<std::string>& overrides);
 int augment_run(CommandContext& context);
@@ -81,4 +81,4 @@ int eval_run(CommandContext& context);
 void report_options(CLI::App& app, std::vector<std::string>& overrides);
 int report_run(CommandContext& context);
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 // The flag that sets each config key (filled by add_value_flag and
 // add_list_flag), so an error in a flag's value names the flag the user typed.
@@ -91,4 +91,4 @@ inline CLI::Validator positive_number() {
       "NUMBER");
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

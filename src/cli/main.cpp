@@ -34,19 +34,19 @@
 
 namespace {
 
-using metareuse::cli::CommandSpec;
+using metareuse::cli_detail::CommandSpec;
 
 
 std::string command_names() {
   std::vector<std::string> names;
-  for (const auto& spec : metareuse::cli::command_table()) names.push_back(spec.name);
+  for (const auto& spec : metareuse::cli_detail::command_table()) names.push_back(spec.name);
   return fmt::format("{}", fmt::join(names, ", "));
 }
 
 int unknown_command(const std::string& name) {
   std::string closest;
   std::size_t best = std::string::npos;
-  for (const auto& spec : metareuse::cli::command_table()) {
+  for (const auto& spec : metareuse::cli_detail::command_table()) {
     std::size_t distance = metareuse::edit_distance(name, spec.name);
     if (distance < best) {
       best = distance;
@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
 
   // An unknown subcommand is caught before CLI11, to name the valid ones.
   if (argc > 1 && argv[1][0] != '-') {
-    const auto& table = cli::command_table();
+    const auto& table = cli_detail::command_table();
     bool known = std::any_of(table.begin(), table.end(), [&](const CommandSpec& s) { return s.name == argv[1]; });
     if (!known) return unknown_command(argv[1]);
 #ifdef METAREUSE_FRONT
@@ -108,10 +108,10 @@ int main(int argc, char** argv) {
   CLI::App* chosen = nullptr;
   const CommandSpec* chosen_spec = nullptr;
 
-  for (const auto& spec : cli::command_table()) {
+  for (const auto& spec : cli_detail::command_table()) {
     CLI::App* sub = app.add_subcommand(spec.name, spec.summary);
     sub->add_option("--config", config_file, "JSON config file (defaults apply to every key not in it)")
-        ->check(cli::readable_file());
+        ->check(cli_detail::readable_file());
     sub->add_option("--set", overrides, "Override a config key: --set section.key=value (repeatable)");
     sub->add_flag("--print-config", print_config, "Print the resolved config with each key's description, then exit");
     if (spec.add_options) spec.add_options(*sub, flag_overrides);
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
       try {
         config.apply_override(assignment);
       } catch (const ConfigError& e) {
-        throw ConfigError(cli::name_the_flag(assignment, e.what()));
+        throw ConfigError(cli_detail::name_the_flag(assignment, e.what()));
       }
     }
     for (const auto& assignment : overrides) config.apply_override(assignment);
@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "metareuse: could not start the rank runtime: %s\n", e.what());
     return kExitFailure;
   }
-  log::init(runtime->rank(), runtime->world_size(), log::parse_level(config.get_string("log.level")),
+  log_init(runtime->rank(), runtime->world_size(), parse_log_level(config.get_string("log.level")),
             config.get_bool("log.all_ranks"));
   if (runtime->world_size() > 1) runtime->set_collective_timeout(config.get_number("dist.collective_timeout"));
 
@@ -176,12 +176,12 @@ int main(int argc, char** argv) {
   try {
     // Before any other collective: ranks with different configs or binaries stop here, named.
     require_same_config(config.dump(), runtime->world());
-    cli::CommandContext context{config, *runtime};
+    cli_detail::CommandContext context{config, *runtime};
     status = chosen_spec->run(context);
   } catch (const std::exception& e) {
     // Printed once, by the rank that failed; then the whole job ends so that
     // no other rank waits forever in a collective.
-    log::error("{}: {}", chosen_spec->name, e.what());
+    log_error("{}: {}", chosen_spec->name, e.what());
     status = dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitFailure;
     if (runtime->world_size() > 1) runtime->abort(status);
   }

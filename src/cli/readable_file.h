@@ -11,7 +11,7 @@
 
 #include "metareuse/core/looked_for.h"
 
-namespace metareuse::cli {
+namespace metareuse::cli_detail {
 
 inline CLI::Validator readable_file() {
   return CLI::Validator(
@@ -22,4 +22,4 @@ inline CLI::Validator readable_file() {
       "FILE", "readable file");
 }
 
-}  // namespace metareuse::cli
+}  // namespace metareuse::cli_detail

@@ -7,7 +7,7 @@
 
 #include "metareuse/core/error.h"
 
-namespace metareuse::log {
+namespace metareuse {
 namespace {
 
 // Routes info and below to stdout, warnings and errors to stderr.
@@ -26,13 +26,13 @@ class SplitSink final : public spdlog::sinks::base_sink<std::mutex> {
   }
 };
 
-spdlog::level::level_enum to_spdlog(Level level) {
+spdlog::level::level_enum to_spdlog(LogLevel level) {
   switch (level) {
-    case Level::kDebug: return spdlog::level::debug;
-    case Level::kInfo: return spdlog::level::info;
-    case Level::kWarn: return spdlog::level::warn;
-    case Level::kError: return spdlog::level::err;
-    case Level::kOff: return spdlog::level::off;
+    case LogLevel::kDebug: return spdlog::level::debug;
+    case LogLevel::kInfo: return spdlog::level::info;
+    case LogLevel::kWarn: return spdlog::level::warn;
+    case LogLevel::kError: return spdlog::level::err;
+    case LogLevel::kOff: return spdlog::level::off;
   }
   return spdlog::level::info;
 }
@@ -44,20 +44,20 @@ std::shared_ptr<spdlog::logger>& instance() {
 
 }  // namespace
 
-Level parse_level(const std::string& name) {
-  if (name == "debug") return Level::kDebug;
-  if (name == "info") return Level::kInfo;
-  if (name == "warn") return Level::kWarn;
-  if (name == "error") return Level::kError;
-  if (name == "off") return Level::kOff;
+LogLevel parse_log_level(const std::string& name) {
+  if (name == "debug") return LogLevel::kDebug;
+  if (name == "info") return LogLevel::kInfo;
+  if (name == "warn") return LogLevel::kWarn;
+  if (name == "error") return LogLevel::kError;
+  if (name == "off") return LogLevel::kOff;
   throw ConfigError("log level must be debug|info|warn|error|off, got '" + name + "'");
 }
 
-void init(int rank, int world_size, Level level, bool all_ranks) {
+void log_init(int rank, int world_size, LogLevel level, bool all_ranks) {
   auto logger = std::make_shared<spdlog::logger>("metareuse", std::make_shared<SplitSink>());
   logger->set_pattern(fmt::format("[%H:%M:%S] [rank {}/{}] [%l] %v", rank, world_size));
   // Other ranks stay quiet below warn unless asked: N copies of each line help no one.
-  Level effective = (rank == 0 || all_ranks || level > Level::kInfo) ? level : Level::kWarn;
+  LogLevel effective = (rank == 0 || all_ranks || level > LogLevel::kInfo) ? level : LogLevel::kWarn;
   logger->set_level(to_spdlog(effective));
   // Every line is flushed when written: a job log (Slurm's, a redirect) is a
   // file, fully buffered by stdio, and `tail -f` would show lines in 4 KB bursts.
@@ -65,9 +65,9 @@ void init(int rank, int world_size, Level level, bool all_ranks) {
   instance() = std::move(logger);
 }
 
-spdlog::logger& get() {
-  if (!instance()) init(0, 1);
+spdlog::logger& logger() {
+  if (!instance()) log_init(0, 1);
   return *instance();
 }
 
-}  // namespace metareuse::log
+}  // namespace metareuse

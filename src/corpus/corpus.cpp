@@ -18,7 +18,7 @@
 #include "metareuse/core/looked_for.h"
 #include "metareuse/distributed/communicator.h"
 
-namespace metareuse::corpus {
+namespace metareuse {
 namespace {
 
 // A read-only mapping of a whole file, owned. Only the pages a rank touches
@@ -325,7 +325,7 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
       for (int r = 0; r < rank; ++r) line += lines_per_rank[static_cast<std::size_t>(r)];
     }
     const std::uint64_t first_line = line;
-    if (rank == 0 && bytes.empty()) log::warn("{}: the corpus file is empty", path);
+    if (rank == 0 && bytes.empty()) log_warn("{}: the corpus file is empty", path);
 
     std::uint64_t position = range.begin;
     std::uint64_t released = range.begin;
@@ -346,7 +346,7 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
       if (text.substr(0, kByteOrderMark.size()) == kByteOrderMark) {
         if (start == bytes.data()) {
           // A BOM at the start of the file is an encoding marker, not data.
-          log::warn("{}:1: skipped a UTF-8 byte order mark at the start of the file", path);
+          log_warn("{}:1: skipped a UTF-8 byte order mark at the start of the file", path);
           text.remove_prefix(kByteOrderMark.size());
         } else {
           verdict = {false, BadReason::kByteOrderMark, "UTF-8 byte order mark inside the file"};
@@ -371,10 +371,10 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
           pending.push_back({file_index, line, std::move(verdict.detail)});
         } else {
           stats.reports.push_back(fmt::format("{}:{}: {}", path, line, verdict.detail));
-          log::warn("{}", stats.reports.back());
+          log_warn("{}", stats.reports.back());
         }
       } else if (reported == options.max_reported_per_rank && reported > 0 && !options.number_lines_after) {
-        log::warn("further bad lines on this rank are counted but not printed");
+        log_warn("further bad lines on this rank are counted but not printed");
       }
       ++reported;
     }
@@ -393,10 +393,10 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
     for (const PendingReport& report : pending) {
       stats.reports.push_back(
           fmt::format("{}:{}: {}", files[report.file_index], stats.line_base[report.file_index] + report.line, report.detail));
-      log::warn("{}", stats.reports.back());
+      log_warn("{}", stats.reports.back());
     }
     if (reported > options.max_reported_per_rank && options.max_reported_per_rank > 0) {
-      log::warn("further bad lines on this rank are counted but not printed");
+      log_warn("further bad lines on this rank are counted but not printed");
     }
   }
   return stats;
@@ -463,4 +463,4 @@ std::string record_key_name(RecordKey key, const std::vector<std::string>& files
   return fmt::format("{}:{}", name, record_key_line(key));
 }
 
-}  // namespace metareuse::corpus
+}  // namespace metareuse

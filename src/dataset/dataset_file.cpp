@@ -19,7 +19,7 @@
   [&]() {                                                                                             \
     auto mr_h5_result = (call);                                                                       \
     if (mr_h5_result < 0) {                                                                           \
-      const std::string mr_h5_detail = ::metareuse::h5::error_detail();                              \
+      const std::string mr_h5_detail = ::metareuse::h5_error_detail();                              \
       throw ::metareuse::InputError(::fmt::format("{}: HDF5 call {} failed ({}:{}){}{}", (what), #call, \
                                                   __FILE__, __LINE__, mr_h5_detail.empty() ? "" : ": ", \
                                                   mr_h5_detail));                                     \
@@ -29,8 +29,6 @@
 
 namespace metareuse {
 
-using h5::Handle;
-
 std::string DatasetMetadata::tokenizer_identity() const {
   return fmt::format("{}:{}:{}", tokenizer_kind, tokenizer_vocab_size, tokenizer_hash);
 }
@@ -38,11 +36,11 @@ std::string DatasetMetadata::tokenizer_identity() const {
 namespace {
 
 void write_string_attribute(hid_t file, const std::string& path, const char* name, const std::string& value) {
-  Handle type(MR_H5_CHECK(H5Tcopy(H5T_C_S1), path));
+  H5Handle type(MR_H5_CHECK(H5Tcopy(H5T_C_S1), path));
   MR_H5_CHECK(H5Tset_size(type.get(), std::max<std::size_t>(value.size(), 1)), path);
   MR_H5_CHECK(H5Tset_strpad(type.get(), H5T_STR_NULLPAD), path);
-  Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path));
-  Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
+  H5Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path));
+  H5Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT),
                                fmt::format("{} attribute '{}'", path, name)));
   std::string padded = value.empty() ? std::string(1, '\0') : value;
   MR_H5_CHECK(H5Awrite(attribute.get(), type.get(), padded.data()), fmt::format("{} attribute '{}'", path, name));
@@ -50,8 +48,8 @@ void write_string_attribute(hid_t file, const std::string& path, const char* nam
 
 template <typename T>
 void write_number_attribute(hid_t file, const std::string& path, const char* name, T value, hid_t type) {
-  Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path));
-  Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
+  H5Handle space(MR_H5_CHECK(H5Screate(H5S_SCALAR), path));
+  H5Handle attribute(MR_H5_CHECK(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT),
                                fmt::format("{} attribute '{}'", path, name)));
   MR_H5_CHECK(H5Awrite(attribute.get(), type, &value), fmt::format("{} attribute '{}'", path, name));
 }
@@ -61,8 +59,8 @@ void write_array(hid_t file, const std::string& path, const char* name, const st
                  hsize_t columns, hid_t type) {
   const std::string what = fmt::format("{} dataset '{}'", path, name);
   hsize_t dims[2] = {rows, columns};
-  Handle space(MR_H5_CHECK(H5Screate_simple(2, dims, nullptr), what));
-  Handle properties(MR_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what));
+  H5Handle space(MR_H5_CHECK(H5Screate_simple(2, dims, nullptr), what));
+  H5Handle properties(MR_H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), what));
   // No modification times: the same data gives the same bytes, for any rank count.
   MR_H5_CHECK(H5Pset_obj_track_times(properties.get(), false), what);
   if (rows > 0 && columns > 0) {
@@ -75,7 +73,7 @@ void write_array(hid_t file, const std::string& path, const char* name, const st
     // flipped bytes are an error naming the dataset, not silently wrong tokens.
     MR_H5_CHECK(H5Pset_fletcher32(properties.get()), what);
   }
-  Handle dataset(
+  H5Handle dataset(
       MR_H5_CHECK(H5Dcreate2(file, name, type, space.get(), H5P_DEFAULT, properties.get(), H5P_DEFAULT), what));
   if (!data.empty()) MR_H5_CHECK(H5Dwrite(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()), what);
 }
@@ -85,8 +83,8 @@ bool has_attribute(hid_t file, const char* name) { return H5Aexists(file, name) 
 std::string read_string_attribute(hid_t file, const std::string& path, const char* name) {
   const std::string what = fmt::format("{} attribute '{}'", path, name);
   if (!has_attribute(file, name)) throw InputError(fmt::format("{}: attribute '{}' is missing", path, name));
-  Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what));
-  Handle type(MR_H5_CHECK(H5Aget_type(attribute.get()), what));
+  H5Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what));
+  H5Handle type(MR_H5_CHECK(H5Aget_type(attribute.get()), what));
   if (H5Tget_class(type.get()) != H5T_STRING || H5Tis_variable_str(type.get()) > 0) {
     throw InputError(fmt::format("{} is not a fixed-length string", what));
   }
@@ -101,7 +99,7 @@ template <typename T>
 T read_number_attribute(hid_t file, const std::string& path, const char* name, hid_t type) {
   const std::string what = fmt::format("{} attribute '{}'", path, name);
   if (!has_attribute(file, name)) throw InputError(fmt::format("{}: attribute '{}' is missing", path, name));
-  Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what));
+  H5Handle attribute(MR_H5_CHECK(H5Aopen(file, name, H5P_DEFAULT), what));
   T value{};
   MR_H5_CHECK(H5Aread(attribute.get(), type, &value), what);
   return value;
@@ -112,8 +110,8 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
                           hid_t type) {
   const std::string what = fmt::format("{} dataset '{}'", path, name);
   if (H5Lexists(file, name, H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", what));
-  Handle dataset(MR_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT), what));
-  Handle space(MR_H5_CHECK(H5Dget_space(dataset.get()), what));
+  H5Handle dataset(MR_H5_CHECK(H5Dopen2(file, name, H5P_DEFAULT), what));
+  H5Handle space(MR_H5_CHECK(H5Dget_space(dataset.get()), what));
   hsize_t dims[2] = {0, 0};
   int rank = MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), what);
   if (rank != 2) throw InputError(fmt::format("{} has {} dimensions, expected 2", what, rank));
@@ -124,7 +122,7 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
   std::vector<T> data(static_cast<std::size_t>(rows * columns));
   if (!data.empty()) {
     if (H5Dread(dataset.get(), type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data()) < 0) {
-      const bool checksum = h5::checksum_failed();
+      const bool checksum = h5_checksum_failed();
       throw InputError(fmt::format("{} cannot be read: {}; rebuild it with `metareuse prepare`", what,
                                    checksum ? "its Fletcher32 checksum does not match (the data is corrupted)"
                                             : "the file is truncated or damaged"));
@@ -136,15 +134,15 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
 }  // namespace
 
 void write_dataset(const std::string& path, const PackedDataset& dataset) {
-  h5::quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
+  h5_quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   const DatasetMetadata& metadata = dataset.metadata;
   prepare_output_file(path);  // "cannot create <path>: reason", not an HDF5 call trace
   // Written under a temporary name and renamed, so a reader never sees half a file.
   const std::string temporary = path + ".partial";
   try {
-    Handle creation(MR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), temporary));
+    H5Handle creation(MR_H5_CHECK(H5Pcreate(H5P_FILE_CREATE), temporary));
     MR_H5_CHECK(H5Pset_obj_track_times(creation.get(), false), temporary);  // the root group's times too
-    Handle file(
+    H5Handle file(
         MR_H5_CHECK(H5Fcreate(temporary.c_str(), H5F_ACC_TRUNC, creation.get(), H5P_DEFAULT), temporary));
     hid_t root = file.get();
     write_string_attribute(root, path, "magic", kDatasetMagic);
@@ -185,7 +183,7 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
 }
 
 PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
-  h5::quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
+  h5_quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: dataset file not found{}", path, looked_for(path)));
   if (H5Fis_hdf5(path.c_str()) <= 0) {
     throw InputError(fmt::format("{}: not a readable HDF5 file (truncated, or not made by `metareuse prepare`)", path));
@@ -195,7 +193,7 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
     throw InputError(fmt::format("{}: HDF5 cannot open it (truncated or damaged); rebuild it with `metareuse prepare`",
                                  path));
   }
-  Handle file(file_id);
+  H5Handle file(file_id);
   hid_t root = file.get();
   const std::string hint = "rebuild it with `metareuse prepare`";
   if (!has_attribute(root, "magic") || read_string_attribute(root, path, "magic") != kDatasetMagic) {
@@ -236,8 +234,8 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
   const std::string tokens_what = fmt::format("{} dataset 'tokens'", path);
   if (H5Lexists(root, "tokens", H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", tokens_what));
   {
-    Handle tokens(MR_H5_CHECK(H5Dopen2(root, "tokens", H5P_DEFAULT), tokens_what));
-    Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), tokens_what));
+    H5Handle tokens(MR_H5_CHECK(H5Dopen2(root, "tokens", H5P_DEFAULT), tokens_what));
+    H5Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), tokens_what));
     hsize_t dims[2] = {0, 0};
     if (MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), tokens_what) != 2) {
       throw InputError(fmt::format("{} is not two-dimensional", tokens_what));

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "metareuse/augment/augmented_example.h"  // the augment stage's line
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/looked_for.h"
@@ -77,16 +78,10 @@ std::string file_hash(const std::string& path) {
 }
 
 TokenizedExample tokenize_record(const PromptFormat& format, const nlohmann::json& record) {
-  auto field = [&](const char* name) -> const std::string& {
-    auto found = record.find(name);
-    if (found == record.end() || !found->is_string()) {
-      throw InputError(fmt::format("no string field \"{}\"", name));
-    }
-    return found->get_ref<const std::string&>();
-  };
-  const std::string& prompt = field("prompt");  // named in this order in the error of a record that has neither
-  const std::string& target = field("target");
-  return format.training_example(prompt, target);
+  // prompt first: the one named in the error of a record that has neither.
+  const AugmentedExample example =
+      AugmentedExample::from_json(record, {AugmentedExample::kPrompt, AugmentedExample::kTarget});
+  return format.training_example(example.prompt, example.target);
 }
 
 // An empty dataset is an error, with the reason: no usable record, or no
@@ -137,15 +132,13 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
     ++seen;
     try {
-      auto json = nlohmann::json::parse(line);
-      if (!json.is_object()) throw InputError("the line is not a JSON object");
-      TokenizedExample example = tokenize_record(format, json);
+      TokenizedExample example = tokenize_record(format, nlohmann::json::parse(line));
       records.push_back(record);
       lengths.push_back(static_cast<std::int64_t>(example.ids.size()));
       ids.insert(ids.end(), example.ids.begin(), example.ids.end());
       masks.insert(masks.end(), example.loss_mask.begin(), example.loss_mask.end());
     } catch (const std::exception& e) {
-      if (++bad <= 10) log::warn("{}:{}: skipped: {}", options.input, record + 1, e.what());
+      if (++bad <= 10) log_warn("{}:{}: skipped: {}", options.input, record + 1, e.what());
     }
   }
 

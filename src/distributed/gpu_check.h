@@ -6,7 +6,7 @@
 #include <cuda_runtime.h>
 #include <nccl.h>
 
-namespace metareuse::detail {
+namespace metareuse::distributed_detail {
 
 [[noreturn]] void throw_gpu_error(const char* library, int code, const char* text, const char* call, const char* file,
                                   int line);
@@ -19,6 +19,6 @@ inline void check_gpu_status(ncclResult_t status, const char* call, const char* 
   if (status != ncclSuccess) throw_gpu_error("NCCL", status, ncclGetErrorString(status), call, file, line);
 }
 
-}  // namespace metareuse::detail
+}  // namespace metareuse::distributed_detail
 
-#define MR_CHECK_GPU(call) ::metareuse::detail::check_gpu_status((call), #call, __FILE__, __LINE__)
+#define MR_CHECK_GPU(call) ::metareuse::distributed_detail::check_gpu_status((call), #call, __FILE__, __LINE__)

@@ -4,14 +4,14 @@
 
 #include <mpi.h>
 
-namespace metareuse::detail {
+namespace metareuse::distributed_detail {
 [[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line);
-}  // namespace metareuse::detail
+}  // namespace metareuse::distributed_detail
 
 #define MR_CHECK_MPI(call)                                                            \
   do {                                                                                \
     int mr_mpi_status_ = (call);                                                      \
     if (mr_mpi_status_ != MPI_SUCCESS) {                                              \
-      ::metareuse::detail::throw_mpi_error(mr_mpi_status_, #call, __FILE__, __LINE__); \
+      ::metareuse::distributed_detail::throw_mpi_error(mr_mpi_status_, #call, __FILE__, __LINE__); \
     }                                                                                 \
   } while (0)

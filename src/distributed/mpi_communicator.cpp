@@ -11,7 +11,7 @@
 #include "mpi_check.h"
 
 namespace metareuse {
-namespace detail {
+namespace distributed_detail {
 
 [[noreturn]] void throw_mpi_error(int code, const char* call, const char* file, int line) {
   char text[MPI_MAX_ERROR_STRING] = {0};
@@ -24,7 +24,7 @@ namespace detail {
   throw Error(fmt::format("rank {}: MPI call {} failed at {}:{}: {}", rank, call, file, line, text));
 }
 
-}  // namespace detail
+}  // namespace distributed_detail
 
 namespace {
 
@@ -173,7 +173,7 @@ class MpiCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm parent) {
+std::unique_ptr<Communicator> distributed_detail::make_mpi_communicator(MPI_Comm parent) {
   return std::make_unique<MpiCommunicator>(parent);
 }
 

@@ -16,7 +16,7 @@
 #include "metareuse/distributed/device_communicator.h"
 
 namespace metareuse {
-namespace detail {
+namespace distributed_detail {
 
 [[noreturn]] void throw_gpu_error(const char* library, int code, const char* text, const char* call, const char* file,
                                   int line) {
@@ -35,7 +35,7 @@ namespace detail {
                           file, line, text, code, detail));
 }
 
-}  // namespace detail
+}  // namespace distributed_detail
 
 namespace {
 

@@ -95,7 +95,7 @@ Runtime::Runtime(const std::string& backend) {
           "tasks find each other",
           slurm_tasks));
     }
-    world_ = make_mpi_communicator(MPI_COMM_WORLD);
+    world_ = distributed_detail::make_mpi_communicator(MPI_COMM_WORLD);
   } else {
     // No launcher: the single-node fallback. The launchers' variables still
     // give the local rank if someone runs us under a foreign launcher.

@@ -15,7 +15,7 @@
 #include "metareuse/patterns/text.h"
 #include "metareuse/core/text.h"
 
-namespace metareuse::eval {
+namespace metareuse {
 namespace {
 
 constexpr std::string_view kAnswerMarker = "####";
@@ -86,22 +86,22 @@ std::string_view reasoning_part(std::string_view text) {
 
 std::int64_t count_reasoning_steps(std::string_view text) {
   std::int64_t steps = 0;
-  patterns::split_seed_sentences(reasoning_part(text), [&](std::string_view sentence) {
+  split_seed_sentences(reasoning_part(text), [&](std::string_view sentence) {
     if (!sentence.empty()) ++steps;
   });
   return steps;
 }
 
-PatternMatcher::PatternMatcher(const std::vector<patterns::Pattern>& patterns) {
+PatternMatcher::PatternMatcher(const std::vector<Pattern>& patterns) {
   normalized_.reserve(patterns.size());
-  for (const auto& pattern : patterns) normalized_.push_back(patterns::normalize(pattern.text));
+  for (const auto& pattern : patterns) normalized_.push_back(normalize(pattern.text));
 }
 
 std::vector<std::size_t> PatternMatcher::find(std::string_view text) const {
-  const std::string normalized = patterns::normalize(text);
+  const std::string normalized = normalize(text);
   std::vector<std::size_t> found;
   for (std::size_t i = 0; i < normalized_.size(); ++i) {
-    if (!normalized_[i].empty() && patterns::contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
+    if (!normalized_[i].empty() && contains_word_aligned(normalized, normalized_[i])) found.push_back(i);
   }
   return found;
 }
@@ -143,7 +143,7 @@ QuestionSet read_questions(const std::string& path, std::int64_t limit) {
       if (normalize_answer(question.reference).empty()) throw InputError("the reference answer is empty");
       set.questions.push_back(std::move(question));
     } catch (const std::exception& e) {
-      if (++set.bad_records <= 10) log::warn("{}:{}: skipped: {}", path, number, e.what());
+      if (++set.bad_records <= 10) log_warn("{}:{}: skipped: {}", path, number, e.what());
     }
   }
   if (in.bad()) throw InputError(fmt::format("{}: read error", path));
@@ -169,4 +169,4 @@ std::optional<double> relative_change(double value, double baseline) {
   return (value - baseline) / baseline;
 }
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

@@ -10,7 +10,7 @@
 #include "metareuse/core/json_lines.h"
 #include "metareuse/eval/answer.h"  // relative_change
 
-namespace metareuse::eval {
+namespace metareuse {
 using json = nlohmann::json;
 using ordered = nlohmann::ordered_json;
 
@@ -328,4 +328,4 @@ AnswerLines read_answer_lines(const std::string& path) {
   return answers;
 }
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

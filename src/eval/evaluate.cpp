@@ -16,7 +16,7 @@
 #include "metareuse/model/generate.h"
 #include "metareuse/tokenizer/prompt_format.h"
 
-namespace metareuse::eval {
+namespace metareuse {
 
 std::vector<Generation> generate_answers(const LlamaModel& model, const std::vector<std::vector<TokenId>>& prompts,
                                          const std::vector<TokenId>& stops, const EvalOptions& options,
@@ -89,7 +89,7 @@ QuestionResult from_wire(const nlohmann::json& j) {
 
 }  // namespace
 
-AnswerLine QuestionResult::answer_line(const std::string& role, const patterns::Handbook* handbook) const {
+AnswerLine QuestionResult::answer_line(const std::string& role, const Handbook* handbook) const {
   AnswerLine line_out;
   line_out.model = role;
   line_out.index = index;
@@ -115,7 +115,7 @@ AnswerLine QuestionResult::answer_line(const std::string& role, const patterns::
 
 std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
                                                const std::vector<Question>& questions,
-                                               const augment::PromptPolicy& prompts,
+                                               const PromptPolicy& prompts,
                                                const PatternMatcher& matcher, const EvalOptions& options,
                                                Communicator& communicator) {
   const int rank = communicator.rank();
@@ -139,8 +139,8 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
       result.line = question.line;
       result.question = question.question;
       result.reference = question.reference;
-      const augment::PromptChoice choice = prompts.for_test(question.question);
-      result.prompt = augment::PromptPolicy::prompt(choice, question.question);
+      const PromptChoice choice = prompts.for_test(question.question);
+      result.prompt = PromptPolicy::prompt(choice, question.question);
       result.patterns_retrieved = prompts.indices(choice);
       batch_prompts.push_back(format.test_prompt(result.prompt));
       result.prompt_tokens = static_cast<std::int64_t>(batch_prompts.back().size());
@@ -166,7 +166,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
       wire += to_wire(result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       wire += '\n';
     }
-    log::debug("questions {}/{} on this rank: a batch of {} in {:.2f} s", first + count, shard.size(), count,
+    log_debug("questions {}/{} on this rank: a batch of {} in {:.2f} s", first + count, shard.size(), count,
                seconds * static_cast<double>(count));
   }
   std::vector<char> local(wire.begin(), wire.end());
@@ -223,7 +223,7 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   return summary;
 }
 
-std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const patterns::Handbook& handbook) {
+std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const Handbook& handbook) {
   const std::size_t P = handbook.patterns.size();
   std::vector<BehaviorUse> uses(P);
   // Per pattern and side (0: not applied, 1: applied): answers, correct ones, reasoning tokens.
@@ -257,4 +257,4 @@ std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results
   return uses;
 }
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

@@ -25,9 +25,13 @@
 #include "metareuse/run/timings.h"
 #include "metareuse/train/metrics.h"
 
-namespace metareuse::eval {
+namespace metareuse {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using eval_detail::escape;  // report_svg.h
+using eval_detail::format_number;
+using eval_detail::histogram;
+using eval_detail::line_chart;
 
 namespace {
 
@@ -51,10 +55,10 @@ std::optional<json> read_json(const std::string& path) {
   }
 }
 
-std::optional<patterns::Handbook> read_handbook_or_none(const std::string& path) {
+std::optional<Handbook> read_handbook_or_none(const std::string& path) {
   if (path.empty() || !fs::exists(path)) return std::nullopt;
   try {
-    return patterns::read_handbook(path);
+    return read_handbook(path);
   } catch (const std::exception&) {
     return std::nullopt;
   }
@@ -207,7 +211,7 @@ void render_training(std::ostringstream& page, const Curves& curves, const Metri
 
 void render_patterns(std::ostringstream& page, const std::string& path) {
   page << "<h2>Top patterns</h2>";
-  std::optional<patterns::Handbook> handbook = read_handbook_or_none(path);
+  std::optional<Handbook> handbook = read_handbook_or_none(path);
   if (!handbook) {
     page << missing("handbook", path);
     return;
@@ -228,7 +232,7 @@ void render_patterns(std::ostringstream& page, const std::string& path) {
                           : "Listed in the handbook's order.");
   page << "<table><tr><th>#</th><th>pattern</th><th>support</th><th>kind</th></tr>";
   std::size_t shown = 0;
-  for (const patterns::Pattern& pattern : handbook->patterns) {
+  for (const Pattern& pattern : handbook->patterns) {
     if (++shown > 20) break;
     page << "<tr><td class=\"n\">" << shown << "</td><td>" << escape(pattern.text) << "</td><td class=\"n\">"
          << pattern.support << "</td><td>" << escape(pattern.kind) << "</td></tr>";
@@ -337,11 +341,11 @@ void render_answers(std::ostringstream& page, const std::string& path) {
 
 void render_timings(std::ostringstream& page, const ReportInputs& inputs, double train_seconds,
                     const std::optional<EvalFile>& eval) {
-  const run::TimingsFile timings = run::read_timings(inputs.timings);
+  const TimingsFile timings = read_timings(inputs.timings);
   page << "<h2>Timings</h2><table><tr><th>what</th><th>time</th><th>finished</th></tr>";
   if (timings.found) {
     // In the order the stages finished ("sequence" counts up across runs).
-    std::vector<std::pair<std::string, run::StageTime>> stages(timings.timings.stages.begin(),
+    std::vector<std::pair<std::string, StageTime>> stages(timings.timings.stages.begin(),
                                                                timings.timings.stages.end());
     std::stable_sort(stages.begin(), stages.end(),
                      [](const auto& a, const auto& b) { return a.second.sequence < b.second.sequence; });
@@ -394,7 +398,7 @@ void render_config(std::ostringstream& page, const std::string& path) {
 }  // namespace
 
 ReportInputs report_inputs_for_run(const std::string& run_folder) {
-  const run::RunLayout layout(run_folder);
+  const RunLayout layout(run_folder);
   ReportInputs inputs;
   inputs.folder = run_folder;
   inputs.metrics = layout.metrics();
@@ -456,4 +460,4 @@ void write_report(const ReportInputs& inputs, const std::string& path) {
   write_file_atomic(path, html);
 }
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

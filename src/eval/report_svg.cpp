@@ -9,7 +9,7 @@
 #include <cmath>
 #include <sstream>
 
-namespace metareuse::eval {
+namespace metareuse::eval_detail {
 
 std::string escape(const std::string& text) {
   std::string out;
@@ -226,4 +226,4 @@ std::string histogram(const std::string& title, const std::vector<std::pair<std:
 }
 
 
-}  // namespace metareuse::eval
+}  // namespace metareuse::eval_detail

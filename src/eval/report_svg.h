@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-namespace metareuse::eval {
+namespace metareuse::eval_detail {
 
 // &, <, > and " as entities.
 std::string escape(const std::string& text);
@@ -23,4 +23,4 @@ std::string line_chart(const std::string& title, const std::vector<double>& xs, 
 std::string histogram(const std::string& title, const std::vector<std::pair<std::string, std::vector<double>>>& series,
                       const std::string& x_label);
 
-}  // namespace metareuse::eval
+}  // namespace metareuse::eval_detail

@@ -25,7 +25,7 @@
 #include "metareuse/tokenizer/chat_template.h"  // model_tokenizer_candidates
 #include "metareuse/tokenizer/prompt_format.h"
 
-namespace metareuse::eval {
+namespace metareuse {
 namespace fs = std::filesystem;
 
 namespace {
@@ -65,8 +65,8 @@ struct EntryRun {
 };
 
 EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options,
-                        const std::vector<Question>& questions, const augment::PromptPolicy& prompts,
-                        const PatternMatcher& matcher, const patterns::Handbook* handbook, Communicator& communicator) {
+                        const std::vector<Question>& questions, const PromptPolicy& prompts,
+                        const PatternMatcher& matcher, const Handbook* handbook, Communicator& communicator) {
   EntryRun run;
   run.entry.role = model_entry.role;
   run.entry.path = model_entry.path;
@@ -94,14 +94,14 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   EvalOptions generation = options.generation;
   generation.template_name = run.entry.template_name;
   generation.tokenizer_path = run.entry.tokenizer;
-  log::info("eval {}: {} on {} questions ({} ranks); tokenizer {}, template {}", run.entry.role, run.entry.source,
+  log_info("eval {}: {} on {} questions ({} ranks); tokenizer {}, template {}", run.entry.role, run.entry.source,
             questions.size(), communicator.size(), run.entry.tokenizer, run.entry.template_name);
   Stopwatch watch;
   run.results = evaluate_questions(model, *tokenizer, questions, prompts, matcher, generation, communicator);
   if (communicator.rank() == 0) {
     const Summary& s = run.entry.summary = summarize(run.results);
     if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);
-    log::info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
+    log_info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
               "in {:.1f} s",
               run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
               s.mean_reasoning_steps, 100.0 * s.pattern_use_rate, watch.seconds());
@@ -109,7 +109,7 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   return run;
 }
 
-void write_answers(const std::vector<EntryRun>& runs, const patterns::Handbook* handbook, const std::string& path) {
+void write_answers(const std::vector<EntryRun>& runs, const Handbook* handbook, const std::string& path) {
   AtomicFile answers(path);  // every write checked
   for (const EntryRun& run : runs) {
     for (const auto& result : run.results) {
@@ -124,7 +124,7 @@ void write_answers(const std::vector<EntryRun>& runs, const patterns::Handbook* 
 
 }  // namespace
 
-EvalRunOptions eval_run_options(const Config& config, const run::RunLayout& layout) {
+EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   EvalRunOptions options;
   std::string model = config.get_string("eval.model");
   if (model.empty()) {
@@ -172,22 +172,22 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   if (questions.questions.empty()) throw InputError(fmt::format("{}: no usable questions", options.questions));
 
   // The handbook: for prompts (as augment built them) and for pattern use.
-  std::optional<patterns::Handbook> handbook;
-  if (!options.handbook.empty()) handbook = patterns::read_handbook(options.handbook);
-  const patterns::Handbook* handbook_pointer = handbook ? &*handbook : nullptr;
-  const augment::AugmentMode mode = augment::parse_augment_mode(options.augment_mode);
+  std::optional<Handbook> handbook;
+  if (!options.handbook.empty()) handbook = read_handbook(options.handbook);
+  const Handbook* handbook_pointer = handbook ? &*handbook : nullptr;
+  const AugmentMode mode = parse_augment_mode(options.augment_mode);
   const bool any_patterns =
       std::any_of(options.models.begin(), options.models.end(), [](const EvalModel& m) { return m.patterns; });
   // Used mode retrieves with each pattern's context: the training examples that use it.
-  std::optional<augment::PatternContexts> contexts;
-  if (mode == augment::AugmentMode::kUsed && handbook && any_patterns) {
-    contexts = augment::read_pattern_contexts(options.contexts, *handbook);
+  std::optional<PatternContexts> contexts;
+  if (mode == AugmentMode::kUsed && handbook && any_patterns) {
+    contexts = read_pattern_contexts(options.contexts, *handbook);
   }
-  const augment::PromptPolicy with_patterns(handbook_pointer, mode, options.top_k, options.bm25_k1, options.bm25_b,
+  const PromptPolicy with_patterns(handbook_pointer, mode, options.top_k, options.bm25_k1, options.bm25_b,
                                             contexts ? &*contexts : nullptr);
-  const augment::PromptPolicy without_patterns(nullptr, augment::AugmentMode::kNone, 0, options.bm25_k1,
+  const PromptPolicy without_patterns(nullptr, AugmentMode::kNone, 0, options.bm25_k1,
                                                options.bm25_b);
-  PatternMatcher matcher(handbook ? handbook->patterns : std::vector<patterns::Pattern>{});
+  PatternMatcher matcher(handbook ? handbook->patterns : std::vector<Pattern>{});
 
   std::vector<EntryRun> runs;
   for (const EvalModel& model : options.models) {
@@ -200,7 +200,7 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   EvalFile file;
   if (leader) {
     fs::create_directories(options.out_dir);
-    const std::string answers_path = run::RunLayout::answers_in(options.out_dir);
+    const std::string answers_path = RunLayout::answers_in(options.out_dir);
     write_answers(runs, handbook_pointer, answers_path);
     file.questions_file = options.questions;
     file.questions = static_cast<std::int64_t>(questions.questions.size());
@@ -231,13 +231,13 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
         file.relative_change_of = run.entry.role;
       }
     }
-    file.answers = run::file::kAnswers;
+    file.answers = RunFile::kAnswers;
     file.ranks = communicator.size();
     file.wall_seconds = wall.seconds();
-    const std::string eval_path = run::RunLayout::eval_file_in(options.out_dir);
+    const std::string eval_path = RunLayout::eval_file_in(options.out_dir);
     write_eval_file(file, eval_path);
     std::cout << format_eval_table(file);
-    log::info("wrote {} and {}", eval_path, answers_path);
+    log_info("wrote {} and {}", eval_path, answers_path);
   }
   communicator.barrier();
   return file;
@@ -266,4 +266,4 @@ std::string format_eval_table(const EvalFile& file) {
   return table;
 }
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

@@ -4,7 +4,7 @@
 
 #include "metareuse/core/error.h"
 
-namespace metareuse::h5 {
+namespace metareuse {
 namespace {
 
 herr_t collect_message(unsigned depth, const H5E_error2_t* error, void* data) {
@@ -20,15 +20,15 @@ herr_t collect_message(unsigned depth, const H5E_error2_t* error, void* data) {
 
 }  // namespace
 
-void throw_error(const char* call, const char* file, int line) {
+void h5_throw_error(const char* call, const char* file, int line) {
   std::string detail;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, collect_message, &detail);
-  if (std::string system = error_detail(); !system.empty() && system != detail) detail += ": " + system;
+  if (std::string system = h5_error_detail(); !system.empty() && system != detail) detail += ": " + system;
   H5Eclear2(H5E_DEFAULT);
   throw Error(fmt::format("HDF5 call {} failed at {}:{}{}{}", call, file, line, detail.empty() ? "" : ": ", detail));
 }
 
-void Handle::reset() {
+void H5Handle::reset() {
   if (id_ < 0) return;
   switch (H5Iget_type(id_)) {
     case H5I_FILE: H5Fclose(id_); break;
@@ -57,7 +57,7 @@ static herr_t keep_innermost(unsigned, const H5E_error2_t* error, void* data) {
   return 0;
 }
 
-std::string error_detail() {
+std::string h5_error_detail() {
   std::string innermost;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, keep_innermost, &innermost);
   // The sec2 driver writes "..., errno = 27, error message = 'File too large', ...".
@@ -70,13 +70,13 @@ std::string error_detail() {
   return innermost;
 }
 
-bool checksum_failed() {
+bool h5_checksum_failed() {
   bool found = false;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_checksum_error, &found);
   H5Eclear2(H5E_DEFAULT);
   return found;
 }
 
-void quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void h5_quiet_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
 
-}  // namespace metareuse::h5
+}  // namespace metareuse

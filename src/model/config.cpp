@@ -157,7 +157,7 @@ LlamaConfig LlamaConfig::from_hf_file(const std::string& path) {
 LlamaConfig LlamaConfig::from_hf_json(const json& tree, const std::string& where) {
   if (!tree.is_object()) throw InputError(fmt::format("{}: a config.json must be a JSON object", where));
   for (const auto& key : unknown_hf_keys(tree)) {
-    log::warn("{}: key '{}' is not known to metareuse and is ignored", where, key);
+    log_warn("{}: key '{}' is not known to metareuse and is ignored", where, key);
   }
   auto model_type = tree.find("model_type");
   if (model_type != tree.end() && model_type->is_string() && model_type->get<std::string>() != "llama") {

@@ -138,7 +138,7 @@ LlamaModel load_model(const ModelSource& source, torch::TensorOptions options) {
       }
     }
   }
-  log::debug("loaded {} parameters from {}", model.parameter_count(), source.description());
+  log_debug("loaded {} parameters from {}", model.parameter_count(), source.description());
   return model;
 }
 

@@ -22,12 +22,12 @@
 
 #include "metareuse/corpus/corpus.h"
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 constexpr std::uint8_t kKindSentence = 1;
 constexpr std::uint8_t kKindPhrase = 2;
 constexpr std::size_t kMaxExamples = 3;
-constexpr corpus::RecordKey kNoExample = ~corpus::RecordKey{0};
+constexpr RecordKey kNoExample = ~RecordKey{0};
 
 // Exact mode: a candidate is its bytes (hash checked by comparing the texts).
 inline std::uint64_t hash_text(std::string_view text) { return XXH3_64bits(text.data(), text.size()); }
@@ -99,11 +99,11 @@ struct Candidate {
   std::uint32_t support = 0;
   std::uint8_t kinds = 0;
   std::uint8_t example_count = 0;
-  corpus::RecordKey examples[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // ascending
+  RecordKey examples[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // ascending
 
   std::string_view view() const { return {text, length}; }
   // Keeps the smallest keys, so the examples do not depend on the rank count.
-  void add_example(corpus::RecordKey key) {
+  void add_example(RecordKey key) {
     std::size_t count = example_count;
     for (std::size_t i = 0; i < count; ++i) {
       if (examples[i] == key) return;
@@ -202,8 +202,8 @@ class CandidateTable {
   bool lazy() const { return lazy_; }
 
   struct LiteRecord {
-    corpus::RecordKey key;
-    std::uint64_t offset;  // of its line, for corpus::read_lines_at
+    RecordKey key;
+    std::uint64_t offset;  // of its line, for read_lines_at
   };
   struct Unverified {
     std::uint32_t entry;    // the candidate's entry
@@ -213,7 +213,7 @@ class CandidateTable {
   // count_record() in lazy mode; the record's key and line offset are kept
   // (16 bytes a record with candidates, so never more than one a distinct
   // candidate) for the lite slots that name it.
-  void count_record_lazy(const RecordCandidates& record, corpus::RecordKey key, std::uint64_t offset) {
+  void count_record_lazy(const RecordCandidates& record, RecordKey key, std::uint64_t offset) {
     if (record.items().empty()) return;
     if (lite_records_.size() >= kLiteOrdinalLimit) throw std::length_error("candidate table: more than 2^29 - 1 records on one rank");
     const auto ordinal = static_cast<std::uint32_t>(lite_records_.size());
@@ -264,7 +264,7 @@ class CandidateTable {
 
   // Makes the keys of records read with ReadOptions::number_lines_after
   // global: the examples of every entry, and the lite slots' records.
-  void globalize_keys(const corpus::CorpusStats& stats) {
+  void globalize_keys(const CorpusStats& stats) {
     for (std::size_t i = 0; i < entries_.size(); ++i) {
       Entry& entry = entries_[i];
       for (std::size_t k = 0; k < entry.example_count; ++k) entry.examples[k] = stats.global_key(entry.examples[k]);
@@ -291,7 +291,7 @@ class CandidateTable {
   // Counts the distinct candidates of one record (key `key`). A candidate seen
   // before touches one slot, and its entry only while it has fewer than
   // kMaxExamples examples or a new kind.
-  void count_record(const RecordCandidates& record, corpus::RecordKey key) {
+  void count_record(const RecordCandidates& record, RecordKey key) {
     for (const auto& item : record.items()) prefetch(item.hash);  // the misses overlap
     for (const auto& item : record.items()) {
       Slot& slot = find_or_insert(item.text, item.hash, /*copy_text=*/true);
@@ -306,7 +306,7 @@ class CandidateTable {
   // ones (a group of records with one normalised text), whose smallest keys
   // are keys[0, key_count). Unlike count_record, the keys need not be larger
   // than those counted before: every example is compared.
-  void count_records(const RecordCandidates& record, std::uint32_t weight, const corpus::RecordKey* keys,
+  void count_records(const RecordCandidates& record, std::uint32_t weight, const RecordKey* keys,
                      std::size_t key_count) {
     for (const auto& item : record.items()) prefetch(item.hash);
     for (const auto& item : record.items()) {
@@ -334,7 +334,7 @@ class CandidateTable {
   void prefetch(std::uint64_t hash) const { __builtin_prefetch(&slots_[hash & (slots_.size() - 1)]); }
 
   // Adds another rank's partial count; the text stays owned by the caller's buffer.
-  void merge(std::string_view text, std::uint32_t support, std::uint8_t kinds, const corpus::RecordKey* examples,
+  void merge(std::string_view text, std::uint32_t support, std::uint8_t kinds, const RecordKey* examples,
              std::size_t example_count) {
     Slot& slot = find_or_insert(text, by_words_ ? hash_words(text) : hash_text(text), /*copy_text=*/false);
     slot.support += support;
@@ -446,9 +446,9 @@ class CandidateTable {
     const char* text = nullptr;
     std::uint32_t length = 0;
     std::uint8_t example_count = 0;
-    corpus::RecordKey examples[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // ascending
+    RecordKey examples[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // ascending
 
-    void add_example(corpus::RecordKey key) {
+    void add_example(RecordKey key) {
       Candidate ordered;
       ordered.example_count = example_count;
       std::copy(examples, examples + kMaxExamples, ordered.examples);
@@ -592,4 +592,4 @@ class CandidateTable {
   std::size_t block_size_ = 0;
 };
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

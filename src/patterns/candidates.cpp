@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 namespace {
 
 bool is_abbreviation(std::string_view word) {
@@ -68,7 +68,7 @@ void write_candidate(WireWriter& out, const Candidate& candidate) {
   out.put<std::uint32_t>(candidate.support);
   out.put<std::uint8_t>(candidate.kinds);
   out.put<std::uint8_t>(candidate.example_count);
-  out.put_array<corpus::RecordKey>(candidate.examples, candidate.example_count);
+  out.put_array<RecordKey>(candidate.examples, candidate.example_count);
   out.put_bytes(candidate.text, candidate.length);
 }
 
@@ -193,9 +193,9 @@ void NormalizedMiner::mine_clause(std::size_t begin, std::size_t end, RecordCand
 }
 
 bool first_occurrences_match(const CandidateTable& table, const std::vector<std::string>& files,
-                             const corpus::ReadOptions& read, const ExactSentences& sentences) {
+                             const ReadOptions& read, const ExactSentences& sentences) {
   struct FirstOccurrence {
-    corpus::RecordKey key;   // the first record
+    RecordKey key;   // the first record
     std::uint64_t offset;    // of its line
     std::uint32_t entry;     // the candidate's entry
   };
@@ -206,7 +206,7 @@ bool first_occurrences_match(const CandidateTable& table, const std::vector<std:
   }
   bool match = true;
   std::vector<std::string_view> found;
-  read_records_again(files, read, wanted, [&](const corpus::Record& record, auto first, auto last) {
+  read_records_again(files, read, wanted, [&](const Record& record, auto first, auto last) {
     found.clear();
     sentences(record.reasoning, [&](std::string_view sentence, std::uint64_t) { found.push_back(sentence); });
     for (auto it = first; it != last; ++it) {
@@ -216,4 +216,4 @@ bool first_occurrences_match(const CandidateTable& table, const std::vector<std:
   return match;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

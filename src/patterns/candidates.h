@@ -17,7 +17,7 @@
 #include "metareuse/patterns/text.h"  // split_seed_sentences, code_point_count
 #include "wire.h"
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 // The pattern order: support descending, then the text's UTF-8 bytes.
 inline bool pattern_before(const Candidate& a, const Candidate& b) {
@@ -41,7 +41,7 @@ void read_candidates(std::string_view bytes, Visit&& visit) {
     candidate.support = in.get<std::uint32_t>();
     candidate.kinds = in.get<std::uint8_t>();
     candidate.example_count = in.get<std::uint8_t>();
-    in.get_array<corpus::RecordKey>(candidate.examples, candidate.example_count);
+    in.get_array<RecordKey>(candidate.examples, candidate.example_count);
     candidate.text = in.get_bytes(candidate.length).data();
     visit(candidate);
   }
@@ -135,15 +135,15 @@ class NormalizedMiner {
 // a visited record, several items per record allowed) and calls
 // visit(record, first, last) with the items of that record. Sorts `wanted` by key.
 template <typename Item, typename Visit>
-void read_records_again(const std::vector<std::string>& files, const corpus::ReadOptions& read,
+void read_records_again(const std::vector<std::string>& files, const ReadOptions& read,
                         std::vector<Item>& wanted, Visit&& visit) {
   auto by_key = [](const Item& a, const Item& b) { return a.key < b.key; };
   std::sort(wanted.begin(), wanted.end(), by_key);
-  std::vector<corpus::LineAt> lines;
+  std::vector<LineAt> lines;
   for (std::size_t i = 0; i < wanted.size(); ++i) {
     if (i == 0 || wanted[i].key != wanted[i - 1].key) lines.push_back({wanted[i].key, wanted[i].offset});
   }
-  corpus::read_lines_at(files, lines, read, [&](const corpus::Record& record) {
+  read_lines_at(files, lines, read, [&](const Record& record) {
     Item probe{};
     probe.key = record.key;
     auto range = std::equal_range(wanted.begin(), wanted.end(), probe, by_key);
@@ -155,6 +155,6 @@ void read_records_again(const std::vector<std::string>& files, const corpus::Rea
 // seen twice or more, and checks that it holds the candidate's text (the
 // table only compared hashes there). `sentences` are the ones counted.
 bool first_occurrences_match(const CandidateTable& table, const std::vector<std::string>& files,
-                             const corpus::ReadOptions& read, const ExactSentences& sentences);
+                             const ReadOptions& read, const ExactSentences& sentences);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

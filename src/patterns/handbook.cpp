@@ -10,7 +10,7 @@
 #include "metareuse/core/looked_for.h"
 #include "metareuse/patterns/text.h"
 
-namespace metareuse::patterns {
+namespace metareuse {
 
 using json = nlohmann::json;
 
@@ -126,4 +126,4 @@ Handbook import_behavior_handbook(const std::string& path) {
   return handbook;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

@@ -22,7 +22,26 @@
 #include "reduction.h"        // exchange_groups, reduce_to_owners, gather_pool
 #include "selection.h"        // choose_by_coverage, choose_by_support
 
-namespace metareuse::patterns {
+namespace metareuse {
+// The miner's internals (src/patterns/*.h).
+using patterns_detail::Candidate;
+using patterns_detail::CandidateTable;
+using patterns_detail::choose_by_coverage;
+using patterns_detail::choose_by_support;
+using patterns_detail::ExactSentences;
+using patterns_detail::exchange_groups;
+using patterns_detail::first_occurrences_match;
+using patterns_detail::gather_pool;
+using patterns_detail::hash_text;
+using patterns_detail::kKindSentence;
+using patterns_detail::NormalizedMiner;
+using patterns_detail::OwnedCandidates;
+using patterns_detail::OwnedGroups;
+using patterns_detail::Pool;
+using patterns_detail::RecordCandidates;
+using patterns_detail::RecordGroups;
+using patterns_detail::reduce_to_owners;
+
 namespace {
 
 Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& files) {
@@ -31,7 +50,7 @@ Pattern to_pattern(const Candidate& candidate, const std::vector<std::string>& f
   pattern.support = candidate.support;
   pattern.kind = (candidate.kinds & kKindSentence) != 0 ? "sentence" : "phrase";
   for (std::size_t i = 0; i < candidate.example_count; ++i) {
-    pattern.examples.push_back(corpus::record_key_name(candidate.examples[i], files));
+    pattern.examples.push_back(record_key_name(candidate.examples[i], files));
   }
   pattern.name = behavior_name(pattern.text);
   pattern.instruction = behavior_instruction(pattern.text);
@@ -69,14 +88,14 @@ class LocalCount {
   // here (those or, at several ranks, the ones this rank owns after the exchange).
   const RecordGroups& groups() const { return groups_; }
   const RecordGroups& mined_groups() const { return exchange_groups_ ? owned_groups_.groups : groups_; }
-  const corpus::CorpusStats& stats() const { return stats_; }
-  const corpus::ReadOptions& read() const { return read_; }
+  const CorpusStats& stats() const { return stats_; }
+  const ReadOptions& read() const { return read_; }
   const ExactSentences& sentences() const { return sentences_; }
   std::uint64_t pruned() const { return pruned_; }
   std::uint64_t prune_rounds() const { return prune_rounds_; }
 
  private:
-  void count_record(const corpus::Record& record);
+  void count_record(const Record& record);
   void cap_table();
   bool any_rank_collided();
   void mine_groups();
@@ -91,7 +110,7 @@ class LocalCount {
   const bool exchange_groups_;
   std::size_t exact_reserve_ = 0;
   const ExactSentences sentences_;
-  corpus::ReadOptions read_;
+  ReadOptions read_;
   CandidateTable table_;
   // A record's distinct candidates are gathered first, then counted with
   // their slots prefetched together: the misses overlap instead of queueing.
@@ -100,7 +119,7 @@ class LocalCount {
   OwnedGroups owned_groups_;
   NormalizedMiner normalized_miner_;
   std::string normalized_text_;
-  corpus::CorpusStats stats_;
+  CorpusStats stats_;
   std::uint64_t pruned_ = 0;
   std::uint64_t prune_rounds_ = 0;
 };
@@ -131,15 +150,15 @@ LocalCount::LocalCount(const std::vector<std::string>& files, const MiningOption
 }
 
 void LocalCount::count(MiningResult& result) {
-  auto visit = [this](const corpus::Record& record) { count_record(record); };
-  stats_ = corpus::read_corpus(files_, read_, communicator_, visit);
+  auto visit = [this](const Record& record) { count_record(record); };
+  stats_ = read_corpus(files_, read_, communicator_, visit);
   if (lazy_ && any_rank_collided()) {
-    log::warn("exact mode: two different sentences share a 64-bit hash on some rank; "
+    log_warn("exact mode: two different sentences share a 64-bit hash on some rank; "
               "counting again with every text kept");
     table_.clear();
     table_.set_lazy(false);
     table_.reserve(exact_reserve_);
-    stats_ = corpus::read_corpus(files_, read_, communicator_, visit);
+    stats_ = read_corpus(files_, read_, communicator_, visit);
     result.recounted = true;
   }
   const bool lower_ranks_have_lines =
@@ -151,14 +170,14 @@ void LocalCount::count(MiningResult& result) {
   if (exchange_groups_) exchange_groups(groups_, communicator_, owned_groups_);
   mine_groups();
   if (!exact_) {
-    log::debug("normalized: {} local records in {} groups of equal normalised reasoning{}; {} groups mined here",
+    log_debug("normalized: {} local records in {} groups of equal normalised reasoning{}; {} groups mined here",
                stats_.records, groups_.size(),
                groups_.complete() ? "" : " (the rest mined one by one: the group texts filled their memory)",
                mined_groups().size());
   }
 }
 
-void LocalCount::count_record(const corpus::Record& record) {
+void LocalCount::count_record(const Record& record) {
   record_candidates_.clear();
   if (exact_) {
     sentences_(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
@@ -310,10 +329,10 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
   result.global_candidates = counts[0];
   result.qualified = counts[1];
   result.pruned_candidates = counts[2];
-  result.corpus = corpus::reduce_stats(local.stats(), communicator);
+  result.corpus = reduce_stats(local.stats(), communicator);
   result.seconds_reduce = watch.seconds();
   if (counts[3] > 0) {
-    log::warn("candidate cap ({} per rank) reached: {} rare candidates dropped in {} round(s) over all ranks; "
+    log_warn("candidate cap ({} per rank) reached: {} rare candidates dropped in {} round(s) over all ranks; "
               "supports are lower bounds and rare patterns may be missing",
               options.max_candidates, counts[2], counts[3]);
   }
@@ -340,14 +359,14 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
 }
 
 Coverage holdout_coverage(const std::vector<Pattern>& patterns, const std::vector<std::string>& holdout_files,
-                          const corpus::ReadOptions& read, Communicator& communicator) {
+                          const ReadOptions& read, Communicator& communicator) {
   std::vector<std::string> normalized_patterns;
   for (const Pattern& pattern : patterns) {
     std::string text = normalize(pattern.text);
     if (!text.empty()) normalized_patterns.push_back(std::move(text));
   }
   std::vector<std::uint64_t> counts = {0, 0};
-  corpus::read_corpus(holdout_files, read, communicator, [&](const corpus::Record& record) {
+  read_corpus(holdout_files, read, communicator, [&](const Record& record) {
     std::string text = normalize(record.reasoning);
     ++counts[0];
     for (const std::string& pattern : normalized_patterns) {
@@ -361,4 +380,4 @@ Coverage holdout_coverage(const std::vector<Pattern>& patterns, const std::vecto
   return {counts[0], counts[1]};
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

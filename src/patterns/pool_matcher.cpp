@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 PoolMatcher::PoolMatcher(const std::vector<Candidate>& pool) {
   symbol_.fill(0);
@@ -147,4 +147,4 @@ std::uint32_t PoolMatcher::add_state() {
   return static_cast<std::uint32_t>(output_.size() - 1);
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

@@ -15,7 +15,7 @@
 
 #include "candidate_table.h"  // Candidate, LargeAllocator
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 class PoolMatcher {
  public:
@@ -73,4 +73,4 @@ class PoolMatcher {
   std::vector<std::uint32_t> output_link_;  // the nearest proper suffix state with an output, or kNone
 };
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

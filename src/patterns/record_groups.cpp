@@ -4,7 +4,7 @@
 #include <cstring>
 #include <cstdint>
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 std::uint32_t RecordGroups::find(std::string_view text, std::uint64_t hash) const {
   if (slots_.empty()) return kNone;
@@ -18,7 +18,7 @@ std::uint32_t RecordGroups::find(std::string_view text, std::uint64_t hash) cons
   return kNone;
 }
 
-bool RecordGroups::add(std::string_view text, std::uint64_t hash, corpus::RecordKey key) {
+bool RecordGroups::add(std::string_view text, std::uint64_t hash, RecordKey key) {
   std::uint32_t index = find(text, hash);
   if (index == kNone) {
     if (bytes_ + text.size() > max_bytes_ || text.size() > UINT32_MAX) {
@@ -34,13 +34,13 @@ bool RecordGroups::add(std::string_view text, std::uint64_t hash, corpus::Record
 }
 
 void RecordGroups::merge(std::string_view text, std::uint64_t hash, std::uint32_t count,
-                         const corpus::RecordKey* keys, std::size_t key_count) {
+                         const RecordKey* keys, std::size_t key_count) {
   std::uint32_t index = find(text, hash);
   if (index == kNone) index = open(text.data(), text.size(), hash);
   Group& group = groups_[index];
   group.count += count;
   // The smallest keys of both, ascending.
-  corpus::RecordKey merged[2 * kMaxExamples];
+  RecordKey merged[2 * kMaxExamples];
   std::merge(group.keys, group.keys + group.key_count, keys, keys + key_count, merged);
   const std::size_t merged_count = std::min<std::size_t>(kMaxExamples, group.key_count + key_count);
   std::copy(merged, merged + merged_count, group.keys);
@@ -52,7 +52,7 @@ void RecordGroups::write_group(WireWriter& out, const Group& group) {
   out.put<std::uint32_t>(group.count);
   out.put<std::uint32_t>(group.length);
   out.put<std::uint8_t>(group.key_count);
-  out.put_array<corpus::RecordKey>(group.keys, group.key_count);
+  out.put_array<RecordKey>(group.keys, group.key_count);
   out.put_bytes(group.text, group.length);
 }
 
@@ -63,13 +63,13 @@ void RecordGroups::merge_written(std::string_view bytes) {
     const auto count = in.get<std::uint32_t>();
     const auto length = in.get<std::uint32_t>();
     const auto key_count = in.get<std::uint8_t>();
-    corpus::RecordKey keys[kMaxExamples];
-    in.get_array<corpus::RecordKey>(keys, key_count);
+    RecordKey keys[kMaxExamples];
+    in.get_array<RecordKey>(keys, key_count);
     merge(in.get_bytes(length), hash, count, keys, key_count);
   }
 }
 
-void RecordGroups::globalize_keys(const corpus::CorpusStats& stats) {
+void RecordGroups::globalize_keys(const CorpusStats& stats) {
   for (Group& group : groups_) {
     for (std::size_t i = 0; i < group.key_count; ++i) group.keys[i] = stats.global_key(group.keys[i]);
   }
@@ -113,4 +113,4 @@ const char* RecordGroups::store(std::string_view text) {
   return destination;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

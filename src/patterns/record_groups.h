@@ -21,7 +21,7 @@
 #include "metareuse/corpus/corpus.h"
 #include "wire.h"
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 class RecordGroups {
  public:
@@ -34,7 +34,7 @@ class RecordGroups {
     std::uint32_t length = 0;
     std::uint32_t count = 0;  // records with this text on this rank
     std::uint8_t key_count = 0;
-    corpus::RecordKey keys[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // the first records, ascending
+    RecordKey keys[kMaxExamples] = {kNoExample, kNoExample, kNoExample};  // the first records, ascending
   };
 
   // The group of `text` (normalised, hashed with hash_text), or kNone.
@@ -43,13 +43,13 @@ class RecordGroups {
   // Counts a record with `text` (key `key`, keys ascending in reading order)
   // in its group, opening the group if needed. False when the text is new and
   // does not fit: the caller mines that record alone.
-  bool add(std::string_view text, std::uint64_t hash, corpus::RecordKey key);
+  bool add(std::string_view text, std::uint64_t hash, RecordKey key);
 
   // Adds `count` records with `text` whose smallest keys are keys[0,
   // key_count) (another rank's group, or one of this rank's), past the memory
   // cap: a rank receives about its share of every rank's groups. The text is
   // borrowed, not copied: it must outlive this object.
-  void merge(std::string_view text, std::uint64_t hash, std::uint32_t count, const corpus::RecordKey* keys,
+  void merge(std::string_view text, std::uint64_t hash, std::uint32_t count, const RecordKey* keys,
              std::size_t key_count);
 
   // A group on the wire: u64 hash, u32 count, u32 length, u8 key count, the
@@ -64,7 +64,7 @@ class RecordGroups {
   static std::string_view text(const Group& group) { return {group.text, group.length}; }
 
   // Makes the keys of records read with ReadOptions::number_lines_after global.
-  void globalize_keys(const corpus::CorpusStats& stats);
+  void globalize_keys(const CorpusStats& stats);
   // Every record of this rank is in a group.
   bool complete() const { return complete_; }
 
@@ -87,4 +87,4 @@ class RecordGroups {
   bool complete_ = true;
 };
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

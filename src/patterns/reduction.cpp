@@ -10,7 +10,7 @@
 #include "metareuse/distributed/communicator.h"
 #include "wire.h"
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 namespace {
 
 // Sends out[offsets of out_counts[r]] to rank r and receives every rank's
@@ -120,14 +120,14 @@ std::vector<HashCount> sum_at_owners(const CandidateTable& table, const MiningOp
   std::vector<char> received;
   exchange_bytes(communicator, reinterpret_cast<const char*>(send.data()), send_counts, received);
   send = {};
-  log::debug("reduction: round 1 exchanged at {:.3f} s", watch.seconds());
+  log_debug("reduction: round 1 exchanged at {:.3f} s", watch.seconds());
   std::vector<HashCount> qualifying;  // (hash, global support)
   owned.distinct = 0;
   sum_by_hash(received.data(), received.size() / sizeof(HashCount), [&](std::uint64_t hash, std::uint64_t support) {
     ++owned.distinct;
     if (support >= options.min_support) qualifying.push_back({hash, support});
   });
-  log::debug("reduction: round 1 summed at {:.3f} s", watch.seconds());
+  log_debug("reduction: round 1 summed at {:.3f} s", watch.seconds());
   owned.qualified = qualifying.size();
   return qualifying;
 }
@@ -168,14 +168,14 @@ std::vector<std::uint64_t> qualifying_hashes(const CandidateTable& table, const 
   for (const HashCount& entry : qualifying) hashes.push_back(entry.hash);
   qualifying = {};
   std::vector<std::uint64_t> all_hashes = communicator.allgatherv(hashes);
-  log::debug("reduction: round 1 done, {} hashes qualify, at {:.3f} s", all_hashes.size(), watch.seconds());
+  log_debug("reduction: round 1 done, {} hashes qualify, at {:.3f} s", all_hashes.size(), watch.seconds());
   return all_hashes;
 }
 
 // A candidate that exact mode's lazy table saw once on this rank: the record
 // that holds its text.
 struct OnceSeen {
-  corpus::RecordKey key;  // the record that holds the candidate
+  RecordKey key;  // the record that holds the candidate
   std::uint64_t offset;   // of the record's line
   std::uint64_t hash;
   bool sent;
@@ -185,9 +185,9 @@ struct OnceSeen {
 // reads their records again and calls send(candidate) for each.
 template <typename Send>
 void send_once_seen(std::vector<OnceSeen>& wanted, const std::vector<std::string>& files,
-                    const corpus::ReadOptions& read, const ExactSentences& sentences, Send&& send) {
+                    const ReadOptions& read, const ExactSentences& sentences, Send&& send) {
   std::size_t found = 0;
-  read_records_again(files, read, wanted, [&](const corpus::Record& record, auto first, auto last) {
+  read_records_again(files, read, wanted, [&](const Record& record, auto first, auto last) {
     sentences(record.reasoning, [&](std::string_view sentence, std::uint64_t hash) {
       for (auto it = first; it != last; ++it) {
         if (it->sent || it->hash != hash) continue;
@@ -242,7 +242,7 @@ void exchange_groups(const RecordGroups& read_here, Communicator& communicator, 
 }
 
 void reduce_to_owners(const CandidateTable& table, const std::vector<std::string>& files,
-                      const corpus::ReadOptions& read, const ExactSentences& sentences, const MiningOptions& options,
+                      const ReadOptions& read, const ExactSentences& sentences, const MiningOptions& options,
                       Communicator& communicator, const Stopwatch& watch, OwnedCandidates& owned) {
   const int world_size = communicator.size();
   const std::vector<std::uint64_t> all_qualifying = qualifying_hashes(table, options, communicator, watch, owned);
@@ -271,7 +271,7 @@ void reduce_to_owners(const CandidateTable& table, const std::vector<std::string
     owned.table.merge(candidate.view(), candidate.support, candidate.kinds, candidate.examples,
                       candidate.example_count);
   });
-  log::debug("reduction: merged {} candidates at {:.2f} s", owned.table.size(), watch.seconds());
+  log_debug("reduction: merged {} candidates at {:.2f} s", owned.table.size(), watch.seconds());
 }
 
 Pool gather_pool(const CandidateTable& owner_table, const MiningOptions& options, Communicator& communicator,
@@ -292,8 +292,8 @@ Pool gather_pool(const CandidateTable& owner_table, const MiningOptions& options
   read_candidates({pool.bytes.data(), pool.bytes.size()},
                   [&](const Candidate& candidate) { pool.candidates.push_back(candidate); });
   cut_to_pool(pool.candidates, pool_size);
-  log::debug("reduction: pool of {} at {:.2f} s", pool.candidates.size(), watch.seconds());
+  log_debug("reduction: pool of {} at {:.2f} s", pool.candidates.size(), watch.seconds());
   return pool;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

@@ -28,7 +28,7 @@ namespace metareuse {
 class Communicator;
 }
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 // The groups a rank mines in normalized mode at several ranks.
 struct OwnedGroups {
@@ -57,7 +57,7 @@ struct OwnedCandidates {
 // `table`; `read` and `sentences` are the counting's, for the candidates that
 // exact mode's lazy table kept without their text.
 void reduce_to_owners(const CandidateTable& table, const std::vector<std::string>& files,
-                      const corpus::ReadOptions& read, const ExactSentences& sentences, const MiningOptions& options,
+                      const ReadOptions& read, const ExactSentences& sentences, const MiningOptions& options,
                       Communicator& communicator, const Stopwatch& watch, OwnedCandidates& owned);
 
 // Every owner's candidates with enough support, gathered on every rank.
@@ -74,4 +74,4 @@ struct Pool {
 Pool gather_pool(const CandidateTable& owner_table, const MiningOptions& options, Communicator& communicator,
                  const Stopwatch& watch);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

@@ -19,7 +19,7 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/patterns/text.h"
 
-namespace metareuse::patterns {
+namespace metareuse {
 namespace {
 
 std::string_view trim(std::string_view text) {
@@ -130,7 +130,7 @@ std::string load_reflection_prompt(const std::string& path) {
   return text;
 }
 
-std::string reflection_prompt(std::string_view prompt_template, const corpus::Record& record) {
+std::string reflection_prompt(std::string_view prompt_template, const Record& record) {
   check_reflection_prompt(prompt_template, "the reflection prompt");
   std::string out;
   std::size_t i = 0;
@@ -166,7 +166,7 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
       throw Error(fmt::format("reflect: the strategist answered {} of {} prompts", answers.size(), prompts.size()));
     }
     for (std::size_t i = 0; i < answers.size(); ++i) {
-      log::debug("reflect: {} replied: {}", record_ids[i], answers[i]);
+      log_debug("reflect: {} replied: {}", record_ids[i], answers[i]);
       ParsedReflection parsed = parse_reflection(answers[i]);
       ++replies;
       malformed += parsed.malformed;
@@ -185,13 +185,13 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
   // good record i goes to rank i % size.
   std::unique_ptr<Communicator> alone = make_self_communicator();
   std::uint64_t index = 0;
-  const corpus::CorpusStats stats = corpus::read_corpus(files, options.read, *alone, [&](const corpus::Record& record) {
+  const CorpusStats stats = read_corpus(files, options.read, *alone, [&](const Record& record) {
     const std::uint64_t i = index++;
     if (options.max_records > 0 && i >= options.max_records) return;
     if (i % static_cast<std::uint64_t>(communicator.size()) != static_cast<std::uint64_t>(communicator.rank())) return;
     // Record keys are global (file index, line): the order is the same at any rank count.
     prompts.push_back(reflection_prompt(options.prompt_template, record));
-    record_ids.push_back(corpus::record_key_name(record.key, files));
+    record_ids.push_back(record_key_name(record.key, files));
     orders.push_back(record.key);
     if (prompts.size() == options.batch_size) flush();
   });
@@ -275,4 +275,4 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
   return handbook;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

@@ -8,7 +8,7 @@
 #include "metareuse/patterns/text.h"
 #include "pool_matcher.h"
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 namespace {
 
 // contained[p]: the pool patterns that occur word-aligned in pool[p]'s text
@@ -114,11 +114,11 @@ Units match_units(const std::vector<std::string>& files, const MiningOptions& op
   std::vector<std::uint64_t> incomplete = {groups.complete() ? 0u : 1u};
   communicator.allreduce(incomplete, ReduceOp::kMax);
   if (incomplete[0] != 0) {
-    corpus::ReadOptions quiet = options.read;
+    ReadOptions quiet = options.read;
     quiet.max_reported_per_rank = 0;  // the first pass reported them
     quiet.number_lines_after = true;  // the keys are not used here
     std::string normalized;
-    corpus::read_corpus(files, quiet, communicator, [&](const corpus::Record& record) {
+    read_corpus(files, quiet, communicator, [&](const Record& record) {
       normalize_lines(record.reasoning, normalized);
       if (groups.find(normalized, hash_text(normalized)) == RecordGroups::kNone) queue(normalized, 1);
     });
@@ -199,4 +199,4 @@ std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, c
   return chosen;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

@@ -17,7 +17,7 @@ namespace metareuse {
 class Communicator;
 }
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 // Coverage selection (collective): indices into `pool`, in the order chosen.
 // `mined_groups`: the groups this rank mined (its own, or those it owns after
@@ -30,4 +30,4 @@ std::vector<std::size_t> choose_by_coverage(const std::vector<std::string>& file
 // Support selection: indices into `pool`, in pattern order.
 std::vector<std::size_t> choose_by_support(const std::vector<Candidate>& pool, const MiningOptions& options);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

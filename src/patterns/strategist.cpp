@@ -15,7 +15,7 @@
 #include "metareuse/tokenizer/chat_template.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
-namespace metareuse::patterns {
+namespace metareuse {
 
 Strategist make_model_strategist(const StrategistOptions& options) {
   if (options.model.empty()) throw UsageError("reflect mode needs a model: give --model (patterns.model)");
@@ -39,7 +39,7 @@ Strategist make_model_strategist(const StrategistOptions& options) {
     throw UsageError(fmt::format("tokenizer.template must be chat or plain, got '{}'", options.template_name));
   }
   auto model = std::make_shared<LlamaModel>(load_model(*source, torch::TensorOptions().dtype(torch::kFloat32)));
-  log::info("reflect: strategist {} ({}; prompts through {}), {} new tokens at most, {}", source->description(),
+  log_info("reflect: strategist {} ({}; prompts through {}), {} new tokens at most, {}", source->description(),
             tokenizer_path, chat ? chat->where() : "tokenizer.template=" + options.template_name,
             options.max_new_tokens,
             options.temperature > 0 ? fmt::format("sampled at temperature {}", options.temperature) : "greedy");
@@ -82,4 +82,4 @@ Strategist make_model_strategist(const StrategistOptions& options) {
   };
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

@@ -5,7 +5,7 @@
 #include <cstring>
 #include <vector>
 
-namespace metareuse::patterns {
+namespace metareuse {
 namespace {
 
 bool is_ascii_alnum(char c) {
@@ -193,4 +193,4 @@ std::string behavior_instruction(std::string_view sentence) {
   return instruction;
 }
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

@@ -12,7 +12,7 @@
 #include <type_traits>
 #include <vector>
 
-namespace metareuse::patterns {
+namespace metareuse::patterns_detail {
 
 // Appends records to a byte buffer.
 class WireWriter {
@@ -72,4 +72,4 @@ class WireReader {
   const char* end_;
 };
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse::patterns_detail

@@ -16,21 +16,21 @@
 #include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
-namespace metareuse::run {
+namespace metareuse {
 
 namespace {
 
-patterns::MiningOptions mining_options(const Config& config) {
-  patterns::MiningOptions options;
-  options.mode = patterns::parse_mining_mode(config.get_string("patterns.mode"));
+MiningOptions mining_options(const Config& config) {
+  MiningOptions options;
+  options.mode = parse_mining_mode(config.get_string("patterns.mode"));
   options.min_support = static_cast<std::uint64_t>(config.get_int("patterns.min_support"));
   options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
   options.min_words = static_cast<std::size_t>(config.get_int("patterns.min_words"));
   options.max_phrase_words = static_cast<std::size_t>(config.get_int("patterns.max_phrase_words"));
   options.max_candidates = static_cast<std::size_t>(config.get_int("patterns.max_candidates"));
   options.containment_ratio = config.get_number("patterns.containment_ratio");
-  options.selection = config.get_string("patterns.selection") == "support" ? patterns::Selection::kSupport
-                                                                           : patterns::Selection::kCoverage;
+  options.selection = config.get_string("patterns.selection") == "support" ? Selection::kSupport
+                                                                           : Selection::kCoverage;
   options.pool_size = static_cast<std::size_t>(config.get_int("patterns.pool_size"));
   options.group_bytes = static_cast<std::size_t>(config.get_int("patterns.group_memory_mb")) << 20;
   options.read = corpus_read_options(config);
@@ -42,30 +42,30 @@ patterns::MiningOptions mining_options(const Config& config) {
 
 // Mines the corpus into `handbook`; returns the corpus's counts. No pattern
 // is an error naming the corpus and why (no good record, or none frequent enough).
-corpus::CorpusStats mine_handbook(const Config& config, Communicator& world, patterns::Handbook& handbook) {
-  const patterns::MiningOptions options = mining_options(config);
-  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
-  patterns::MiningResult result = patterns::mine_patterns(files, options, world);
+CorpusStats mine_handbook(const Config& config, Communicator& world, Handbook& handbook) {
+  const MiningOptions options = mining_options(config);
+  std::vector<std::string> files = expand_corpus_files(config.get_string_list("corpus.files"));
+  MiningResult result = mine_patterns(files, options, world);
   handbook = std::move(result.handbook);
-  log::info("corpus: {} in {} file(s), {:.1f} MB", corpus::describe_stats(result.corpus), files.size(),
+  log_info("corpus: {} in {} file(s), {:.1f} MB", describe_stats(result.corpus), files.size(),
             static_cast<double>(result.corpus.bytes) / 1e6);
-  log::info("patterns ({} mode, {} rank(s)): {} distinct candidates, {} with support >= {}, {} kept; "
+  log_info("patterns ({} mode, {} rank(s)): {} distinct candidates, {} with support >= {}, {} kept; "
             "counting {:.2f} s, reduction {:.2f} s",
             handbook.mode, world.size(), result.global_candidates, result.qualified, options.min_support,
             handbook.patterns.size(), result.seconds_count, result.seconds_reduce);
   for (std::size_t i = 0; i < handbook.patterns.size() && i < 5; ++i) {
-    log::info("  {:>7}  {}", handbook.patterns[i].support, handbook.patterns[i].text);
+    log_info("  {:>7}  {}", handbook.patterns[i].support, handbook.patterns[i].text);
   }
   const std::string where = fmt::format("{}", fmt::join(files, ", "));
   if (result.corpus.records == 0) {
     throw InputError(fmt::format("corpus {}: no usable record ({}); each line must be a JSON object with string "
                                  "fields for corpus.fields (the first bad lines are listed above)",
-                                 where, corpus::describe_stats(result.corpus)));
+                                 where, describe_stats(result.corpus)));
   }
   if (handbook.patterns.empty()) {
     throw InputError(fmt::format("corpus {}: 0 patterns ({} mode): no candidate occurs in at least "
                                  "patterns.min_support={} records ({}); lower patterns.min_support or add records",
-                                 where, handbook.mode, options.min_support, corpus::describe_stats(result.corpus)));
+                                 where, handbook.mode, options.min_support, describe_stats(result.corpus)));
   }
   return result.corpus;
 }
@@ -74,21 +74,21 @@ corpus::CorpusStats mine_handbook(const Config& config, Communicator& world, pat
 // The prompt is checked before the model is loaded.
 // Returns the corpus's bad lines.
 std::uint64_t reflect_handbook(const Config& config, Communicator& world,
-                               const patterns::StrategistFactory& make_strategist, patterns::Handbook& handbook) {
+                               const StrategistFactory& make_strategist, Handbook& handbook) {
   if (!make_strategist) {
     throw UsageError("patterns.mode=reflect needs a model, and this binary has no model code: run it with "
                      "metareuse (which starts metareuse-torch for it) or metareuse-torch");
   }
-  patterns::ReflectOptions options;
+  ReflectOptions options;
   options.prompt_source = config.get_string("patterns.reflect_prompt");
-  options.prompt_template = patterns::load_reflection_prompt(options.prompt_source);
+  options.prompt_template = load_reflection_prompt(options.prompt_source);
   if (options.prompt_source.empty()) options.prompt_source = "configs/reflect_prompt.txt (built in)";
   options.batch_size = static_cast<std::size_t>(config.get_int("patterns.batch_size"));
   options.min_support = static_cast<std::uint64_t>(config.get_int("patterns.min_support"));
   options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
   options.max_records = static_cast<std::uint64_t>(config.get_int("patterns.max_records"));
   options.read = corpus_read_options(config);
-  patterns::StrategistOptions model;
+  StrategistOptions model;
   model.model = config.get_string("patterns.model");
   if (model.model.empty()) throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
   model.tokenizer = config.get_string("tokenizer.path");
@@ -97,11 +97,11 @@ std::uint64_t reflect_handbook(const Config& config, Communicator& world,
   model.batch_size = config.get_int("patterns.batch_size");
   model.temperature = config.get_number("patterns.temperature");
   model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
-  const patterns::Strategist strategist = make_strategist(model);
+  std::vector<std::string> files = expand_corpus_files(config.get_string_list("corpus.files"));
+  const Strategist strategist = make_strategist(model);
   Stopwatch watch;
-  handbook = patterns::reflect_patterns(files, options, strategist, world);
-  log::info("patterns (reflect mode, {} rank(s)): {} replies for {} records, {} behavior lines ({} malformed lines), "
+  handbook = reflect_patterns(files, options, strategist, world);
+  log_info("patterns (reflect mode, {} rank(s)): {} replies for {} records, {} behavior lines ({} malformed lines), "
             "{} distinct, {} kept in {:.1f} s",
             world.size(), handbook.stats["replies"].get<std::uint64_t>(),
             handbook.stats["records_reflected"].get<std::uint64_t>(),
@@ -109,7 +109,7 @@ std::uint64_t reflect_handbook(const Config& config, Communicator& world,
             handbook.stats["malformed_lines"].get<std::uint64_t>(),
             handbook.stats["distinct_behaviors"].get<std::uint64_t>(), handbook.patterns.size(), watch.seconds());
   for (std::size_t i = 0; i < handbook.patterns.size() && i < 5; ++i) {
-    log::info("  {:>7}  {}: {}", handbook.patterns[i].support, handbook.patterns[i].name,
+    log_info("  {:>7}  {}: {}", handbook.patterns[i].support, handbook.patterns[i].name,
               handbook.patterns[i].instruction);
   }
   return handbook.stats["bad_lines"].get<std::uint64_t>();
@@ -118,7 +118,7 @@ std::uint64_t reflect_handbook(const Config& config, Communicator& world,
 // kExitBadRecords when --strict (corpus.strict) and the corpus had bad lines.
 int strict_status(const Config& config, std::uint64_t bad_lines) {
   if (bad_lines > 0 && config.get_bool("corpus.strict")) {
-    log::error("--strict: {} bad line(s) in the corpus", bad_lines);
+    log_error("--strict: {} bad line(s) in the corpus", bad_lines);
     return kExitBadRecords;
   }
   return kExitOk;
@@ -126,8 +126,8 @@ int strict_status(const Config& config, std::uint64_t bad_lines) {
 
 }  // namespace
 
-corpus::ReadOptions corpus_read_options(const Config& config) {
-  corpus::ReadOptions read;
+ReadOptions corpus_read_options(const Config& config) {
+  ReadOptions read;
   const nlohmann::json& fields = config.get_json("corpus.fields");
   for (auto it = fields.begin(); it != fields.end(); ++it) {
     std::string value = it.value().get<std::string>();
@@ -141,15 +141,15 @@ corpus::ReadOptions corpus_read_options(const Config& config) {
 }
 
 int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
-                   const patterns::StrategistFactory& make_strategist) {
+                   const StrategistFactory& make_strategist) {
   Communicator& world = runtime.world();
   Stopwatch watch;
-  patterns::Handbook handbook;
+  Handbook handbook;
   std::uint64_t bad_lines = 0;
   const std::string import_path = config.get_string("patterns.import");
   if (!import_path.empty()) {
-    handbook = patterns::import_behavior_handbook(import_path);
-    log::info("imported {} behaviors from {}", handbook.patterns.size(), import_path);
+    handbook = import_behavior_handbook(import_path);
+    log_info("imported {} behaviors from {}", handbook.patterns.size(), import_path);
     if (handbook.patterns.empty()) throw InputError(fmt::format("{}: the handbook holds no behavior", import_path));
   } else if (config.get_string("patterns.mode") == "reflect") {
     bad_lines = reflect_handbook(config, world, make_strategist, handbook);
@@ -158,38 +158,38 @@ int patterns_stage(const Config& config, Runtime& runtime, const std::string& ha
   }
   std::vector<std::string> holdout = config.get_string_list("patterns.holdout");
   if (!holdout.empty()) {
-    std::vector<std::string> holdout_files = corpus::expand_corpus_files(holdout);
-    patterns::Coverage coverage =
-        patterns::holdout_coverage(handbook.patterns, holdout_files, corpus_read_options(config), world);
-    log::info("holdout coverage: {} of {} records ({:.2f}%) contain at least one of the {} patterns", coverage.covered,
+    std::vector<std::string> holdout_files = expand_corpus_files(holdout);
+    Coverage coverage =
+        holdout_coverage(handbook.patterns, holdout_files, corpus_read_options(config), world);
+    log_info("holdout coverage: {} of {} records ({:.2f}%) contain at least one of the {} patterns", coverage.covered,
               coverage.records, 100.0 * coverage.share(), handbook.patterns.size());
     handbook.stats["holdout"] = {{"files", holdout_files},
                                  {"records", coverage.records},
                                  {"covered", coverage.covered},
                                  {"coverage", coverage.share()}};
   }
-  if (runtime.rank() == 0) patterns::write_handbook(handbook, handbook_path);
+  if (runtime.rank() == 0) write_handbook(handbook, handbook_path);
   world.barrier();
-  log::info("handbook: {} ({} patterns) in {:.2f} s", handbook_path, handbook.patterns.size(), watch.seconds());
+  log_info("handbook: {} ({} patterns) in {:.2f} s", handbook_path, handbook.patterns.size(), watch.seconds());
   return strict_status(config, bad_lines);
 }
 
 int augment_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
                   const std::string& out_path) {
   Stopwatch watch;
-  patterns::Handbook handbook = patterns::read_handbook(handbook_path);
-  augment::AugmentOptions options;
-  options.mode = augment::parse_augment_mode(config.get_string("augment.mode"));
+  Handbook handbook = read_handbook(handbook_path);
+  AugmentOptions options;
+  options.mode = parse_augment_mode(config.get_string("augment.mode"));
   options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
   options.bm25_k1 = config.get_number("augment.bm25_k1");
   options.bm25_b = config.get_number("augment.bm25_b");
   options.read = corpus_read_options(config);
-  std::vector<std::string> files = corpus::expand_corpus_files(config.get_string_list("corpus.files"));
-  augment::AugmentStats stats = augment::augment_corpus(files, handbook, options, out_path, runtime.world());
-  log::info("corpus: {}", corpus::describe_stats(stats.corpus));
-  log::info("augment ({} mode, top {} of {} patterns): {} examples to {}{} in {:.2f} s",
-            augment::augment_mode_name(options.mode), options.top_k, handbook.patterns.size(), stats.examples, out_path,
-            options.mode == augment::AugmentMode::kRetrieval
+  std::vector<std::string> files = expand_corpus_files(config.get_string_list("corpus.files"));
+  AugmentStats stats = augment_corpus(files, handbook, options, out_path, runtime.world());
+  log_info("corpus: {}", describe_stats(stats.corpus));
+  log_info("augment ({} mode, top {} of {} patterns): {} examples to {}{} in {:.2f} s",
+            augment_mode_name(options.mode), options.top_k, handbook.patterns.size(), stats.examples, out_path,
+            options.mode == AugmentMode::kRetrieval
                 ? fmt::format(" ({} with retrieved patterns, the rest with the global top)", stats.retrieved)
                 : std::string(),
             watch.seconds());
@@ -220,7 +220,7 @@ int prepare_stage(const Config& config, Runtime& runtime, const std::string& inp
   auto tokenizer = load_tokenizer(text.tokenizer);
   PrepareReport report = prepare_dataset(options, *tokenizer, runtime.world());
   const DatasetMetadata& metadata = report.metadata;
-  log::info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped), {} tokens in {} "
+  log_info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped), {} tokens in {} "
             "sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s); tokenizer {}, template {}",
             options.output, report.records, report.bad_records, metadata.documents, metadata.dropped_documents,
             options.sequence_length, metadata.real_tokens, report.sequences, 100.0 * metadata.packing_efficiency,
@@ -228,4 +228,4 @@ int prepare_stage(const Config& config, Runtime& runtime, const std::string& inp
   return kExitOk;
 }
 
-}  // namespace metareuse::run
+}  // namespace metareuse

@@ -4,7 +4,7 @@
 
 #include "metareuse/core/config.h"
 
-namespace metareuse::run {
+namespace metareuse {
 
 RunLayout RunLayout::for_config(const Config& config) {
   std::string out_dir = config.get_string("run.out_dir");
@@ -18,11 +18,11 @@ std::string RunLayout::checkpoint_folder(const Config& config) const {
 
 // fs::path joins, as eval wrote these before: an --out with a trailing slash keeps one slash.
 std::string RunLayout::eval_file_in(const std::string& eval_folder) {
-  return (std::filesystem::path(eval_folder) / file::kEvalFile).string();
+  return (std::filesystem::path(eval_folder) / RunFile::kEvalFile).string();
 }
 
 std::string RunLayout::answers_in(const std::string& eval_folder) {
-  return (std::filesystem::path(eval_folder) / file::kAnswers).string();
+  return (std::filesystem::path(eval_folder) / RunFile::kAnswers).string();
 }
 
-}  // namespace metareuse::run
+}  // namespace metareuse

@@ -14,7 +14,7 @@
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
 
-namespace metareuse::run {
+namespace metareuse {
 namespace {
 
 std::string host_name() {
@@ -52,7 +52,7 @@ RunFolderLock::RunFolderLock(const std::string& lock_file) : path_(lock_file) {
   const std::string previous = read_holder(fd_);
   if (!previous.empty()) {
     // The file outlived its holder (a crash, a SIGKILL): its flock went with it.
-    log::warn("{}: taking over the lock left by {}, which no longer holds it (a job that ended without cleaning up)",
+    log_warn("{}: taking over the lock left by {}, which no longer holds it (a job that ended without cleaning up)",
               path_, previous);
   }
   const std::string me = fmt::format("host {} pid {}\n", host_name(), ::getpid());
@@ -88,4 +88,4 @@ RunFolderLock& RunFolderLock::operator=(RunFolderLock&& other) noexcept {
   return *this;
 }
 
-}  // namespace metareuse::run
+}  // namespace metareuse

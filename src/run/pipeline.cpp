@@ -35,7 +35,7 @@
 #include "metareuse/train/train_state.h"
 #include "metareuse/train/trainer.h"
 
-namespace metareuse::run {
+namespace metareuse {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
@@ -61,7 +61,7 @@ struct Stage {
 };
 
 int patterns_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (patterns_stage(config, runtime, layout.handbook(), patterns::make_model_strategist) != kExitOk) {
+  if (patterns_stage(config, runtime, layout.handbook(), make_model_strategist) != kExitOk) {
     throw InputError("patterns: corpus.strict is set and the corpus has bad lines");
   }
   return kExitOk;
@@ -121,10 +121,10 @@ int checkpoint_step(Config& config, Runtime&, const RunLayout& layout) {
   const TrainState state = TrainState::from_json(read_checkpoint_meta(latest), latest);
   CheckpointVerification check = verify_checkpoint(latest);
   if (check.verified()) {
-    log::info("checkpoint {} verified: {} tensors read, every Fletcher32 checksum matches; step {}, saved at {} rank(s)",
+    log_info("checkpoint {} verified: {} tensors read, every Fletcher32 checksum matches; step {}, saved at {} rank(s)",
               latest, check.tensors, state.step, state.world_size);
   } else {
-    log::warn("checkpoint {}: {} tensors read, but only {} carry a checksum (written by an older build), so it is "
+    log_warn("checkpoint {}: {} tensors read, but only {} carry a checksum (written by an older build), so it is "
               "NOT verified; step {}", latest, check.tensors, check.checksummed, state.step);
   }
   return kExitOk;
@@ -159,19 +159,19 @@ int baseline_train_step(Config& config, Runtime& runtime, const RunLayout& layou
 // then writes <run>/report.html. With experiment.baseline: the three entries.
 int eval_step(Config& config, Runtime& runtime, const RunLayout& layout) {
   if (config.get_string("eval.questions").empty()) {
-    log::warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
+    log_warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
   } else {
-    eval::EvalRunOptions options = eval::eval_run_options(config, layout);
+    EvalRunOptions options = eval_run_options(config, layout);
     if (config.get_bool("experiment.baseline")) {
       const std::string model = options.models.front().path;
       options.models = {{"baseline", layout.baseline().checkpoints(), false}, {"reuse", model, true},
                         {"control", model, false}};
     }
-    eval::run_evaluation(options, runtime.world());
+    run_evaluation(options, runtime.world());
   }
   if (runtime.rank() != 0) return kExitOk;
-  eval::write_report(eval::report_inputs_for_run(layout.folder()), layout.report());
-  log::info("wrote {}", layout.report());
+  write_report(report_inputs_for_run(layout.folder()), layout.report());
+  log_info("wrote {}", layout.report());
   return kExitOk;
 }
 
@@ -187,22 +187,22 @@ int export_step(Config& config, Runtime& runtime, const RunLayout& layout) {
 
 std::vector<Stage> pipeline_stages(const Config& config) {
   std::vector<Stage> stages = {
-      {"patterns", {"corpus", "patterns"}, {}, {file::kHandbook}, patterns_step, true},
-      {"augment", {"corpus", "augment"}, {file::kHandbook}, {file::kAugmented}, augment_step, true},
-      {"prepare", {"tokenizer", "dataset"}, {file::kAugmented}, {file::kDataset}, prepare_step},
-      {"train", {"model", "train", "checkpoint", "run"}, {file::kDataset}, {file::kLatestCheckpoint}, train_step},
-      {"checkpoint", {}, {file::kLatestCheckpoint}, {}, checkpoint_step},
-      {"eval", {"eval", "augment", "experiment"}, {file::kLatestCheckpoint}, {file::kReport}, eval_step},
-      {"export", {}, {file::kLatestCheckpoint}, {file::kExportConfig}, export_step},
+      {"patterns", {"corpus", "patterns"}, {}, {RunFile::kHandbook}, patterns_step, true},
+      {"augment", {"corpus", "augment"}, {RunFile::kHandbook}, {RunFile::kAugmented}, augment_step, true},
+      {"prepare", {"tokenizer", "dataset"}, {RunFile::kAugmented}, {RunFile::kDataset}, prepare_step},
+      {"train", {"model", "train", "checkpoint", "run"}, {RunFile::kDataset}, {RunFile::kLatestCheckpoint}, train_step},
+      {"checkpoint", {}, {RunFile::kLatestCheckpoint}, {}, checkpoint_step},
+      {"eval", {"eval", "augment", "experiment"}, {RunFile::kLatestCheckpoint}, {RunFile::kReport}, eval_step},
+      {"export", {}, {RunFile::kLatestCheckpoint}, {RunFile::kExportConfig}, export_step},
   };
   if (config.get_bool("experiment.baseline")) {
     // After the run's own model, before eval, which compares the two.
     auto eval = std::find_if(stages.begin(), stages.end(), [](const Stage& s) { return std::string(s.name) == "eval"; });
-    eval->inputs.push_back(file::kBaselineLatestCheckpoint);
+    eval->inputs.push_back(RunFile::kBaselineLatestCheckpoint);
     stages.insert(eval, {{"baseline-data", {"corpus", "tokenizer", "dataset", "experiment"},
-                          {file::kHandbook, file::kDataset}, {file::kBaselineDataset}, baseline_data_step, true},
+                          {RunFile::kHandbook, RunFile::kDataset}, {RunFile::kBaselineDataset}, baseline_data_step, true},
                          {"baseline-train", {"model", "train", "checkpoint", "run", "experiment"},
-                          {file::kBaselineDataset}, {file::kBaselineLatestCheckpoint}, baseline_train_step}});
+                          {RunFile::kBaselineDataset}, {RunFile::kBaselineLatestCheckpoint}, baseline_train_step}});
   }
   return stages;
 }
@@ -277,7 +277,7 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
     config.write(layout.resolved_config());
   }
   runtime.world().barrier();
-  log::info("run folder {} (resolved config in {}), {} rank(s)", layout.folder(), file::kResolvedConfig,
+  log_info("run folder {} (resolved config in {}), {} rank(s)", layout.folder(), RunFile::kResolvedConfig,
             runtime.world_size());
   json record = read_stage_record(layout.stages());
 
@@ -289,7 +289,7 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
     std::signal(SIGUSR1, on_pipeline_signal);
     int stop_signal = runtime.world().allreduce_value<std::int32_t>(g_pipeline_signal.load(), ReduceOp::kMax);
     if (stop_signal != 0) {
-      log::warn("signal {} received; stopping before stage {} (exit status {}); `metareuse run` again resumes here",
+      log_warn("signal {} received; stopping before stage {} (exit status {}); `metareuse run` again resumes here",
                 stop_signal, stage.name, static_cast<int>(kExitTimeLimit));
       return kExitTimeLimit;
     }
@@ -297,18 +297,18 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
     std::string print = fingerprint(stage, given, layout);
     bool may_skip = !forced && options.only.empty();
     if (stage_up_to_date(stage, print, record, layout, runtime) && may_skip) {
-      log::info("stage {:<10} up to date, skipped", stage.name);
+      log_info("stage {:<10} up to date, skipped", stage.name);
       continue;
     }
     Stopwatch watch;
-    log::info("stage {:<10} running", stage.name);
+    log_info("stage {:<10} running", stage.name);
     int status = stage.run(config, runtime, layout);
     if (status != kExitOk) {
-      log::warn("stage {} stopped with status {}; `metareuse run` again resumes here", stage.name, status);
+      log_warn("stage {} stopped with status {}; `metareuse run` again resumes here", stage.name, status);
       return status;
     }
     const double seconds = watch.seconds();
-    log::info("stage {:<10} done in {:.2f} s", stage.name, seconds);
+    log_info("stage {:<10} done in {:.2f} s", stage.name, seconds);
     if (runtime.rank() == 0) {
       record[stage.name] = print;
       write_file_atomic(layout.stages(), record.dump(2) + "\n");
@@ -322,7 +322,7 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
   // The report was written inside the eval stage; written again now, it also
   // shows the times of the eval and export stages.
   if (runtime.rank() == 0 && fs::exists(layout.report()) && ran_any) {
-    eval::write_report(eval::report_inputs_for_run(layout.folder()), layout.report());
+    write_report(report_inputs_for_run(layout.folder()), layout.report());
   }
   return kExitOk;
 }
@@ -345,4 +345,4 @@ int train_in_run_folder(const Config& given, Runtime& runtime) {
   return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
 }
 
-}  // namespace metareuse::run
+}  // namespace metareuse

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <fstream>
 
-namespace metareuse::run {
+namespace metareuse {
 using json = nlohmann::json;
 
 void Timings::record(const std::string& stage, double seconds, const std::string& finished) {
@@ -50,4 +50,4 @@ void write_timings(const Timings& timings, const std::string& path) {
   write_file_atomic(path, timings.to_json().dump(2) + "\n");
 }
 
-}  // namespace metareuse::run
+}  // namespace metareuse

@@ -48,7 +48,7 @@ std::string token_text(const nlohmann::json& config, const char* key, const std:
 
 struct ChatTemplate::Program {
   std::string where;
-  jinja::JinjaTemplate body;
+  tokenizer_detail::JinjaTemplate body;
   std::string bos_token;
   std::string eos_token;
   std::vector<std::string> special_texts;  // longest first
@@ -65,7 +65,7 @@ ChatTemplate ChatTemplate::parse(const std::string& source, const std::string& w
                                  std::string eos_token, std::vector<std::string> special_texts) {
   auto program = std::make_unique<Program>();
   program->where = where;
-  program->body = jinja::JinjaTemplate(source, where);
+  program->body = tokenizer_detail::JinjaTemplate(source, where);
   program->bos_token = std::move(bos_token);
   program->eos_token = std::move(eos_token);
   std::sort(special_texts.begin(), special_texts.end(),

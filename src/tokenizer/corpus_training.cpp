@@ -35,7 +35,7 @@ void write_training_text(const std::string& corpus, AtomicFile& out) {
     try {
       record = nlohmann::json::parse(line);
     } catch (const nlohmann::json::parse_error& e) {
-      log::warn("{}:{}: skipped: {}", corpus, line_number, e.what());
+      log_warn("{}:{}: skipped: {}", corpus, line_number, e.what());
       continue;
     }
     if (!record.is_object()) continue;
@@ -68,7 +68,7 @@ std::unique_ptr<Tokenizer> train_sentencepiece_on_corpus(const std::string& corp
   Stopwatch watch;
   train_sentencepiece(options);
   auto tokenizer = load_tokenizer(model);
-  log::info("trained a sentencepiece {} tokenizer ({} pieces) on {} in {:.1f} s: {}", options.model_type,
+  log_info("trained a sentencepiece {} tokenizer ({} pieces) on {} in {:.1f} s: {}", options.model_type,
             tokenizer->vocab_size(), corpus, watch.seconds(), model);
   return tokenizer;
 }

@@ -16,7 +16,7 @@
 #include "jinja_syntax.h"
 #include "metareuse/core/error.h"
 
-namespace metareuse::jinja {
+namespace metareuse::tokenizer_detail {
 
 Value concat(const Value& a, const Value& b) {
   Value out = a;
@@ -376,4 +376,4 @@ RenderedChat JinjaTemplate::render(const std::vector<ChatMessage>& messages, boo
   return {std::move(out.text), std::move(out.origin)};
 }
 
-}  // namespace metareuse::jinja
+}  // namespace metareuse::tokenizer_detail

@@ -10,7 +10,7 @@
 
 #include "metareuse/tokenizer/chat_template.h"  // ChatMessage, RenderedChat
 
-namespace metareuse::jinja {
+namespace metareuse::tokenizer_detail {
 
 class JinjaTemplate {
  public:
@@ -34,4 +34,4 @@ class JinjaTemplate {
   std::unique_ptr<Parsed> parsed_;
 };
 
-}  // namespace metareuse::jinja
+}  // namespace metareuse::tokenizer_detail

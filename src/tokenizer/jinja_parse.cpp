@@ -12,7 +12,7 @@
 #include "jinja_syntax.h"
 #include "metareuse/core/error.h"
 
-namespace metareuse::jinja {
+namespace metareuse::tokenizer_detail {
 
 namespace {
 
@@ -428,4 +428,4 @@ std::vector<Node> parse_template(const std::string& source, const std::string& w
   return parse_nodes(pieces, index, where, {}, terminator, terminator_parser);
 }
 
-}  // namespace metareuse::jinja
+}  // namespace metareuse::tokenizer_detail

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace metareuse::jinja {
+namespace metareuse::tokenizer_detail {
 
 struct Value;
 using List = std::vector<Value>;
@@ -69,4 +69,4 @@ struct Node {
 // InputError naming `where` and the construct.
 std::vector<Node> parse_template(const std::string& source, const std::string& where);
 
-}  // namespace metareuse::jinja
+}  // namespace metareuse::tokenizer_detail

@@ -60,7 +60,7 @@ TextFormat resolve_text_format(const TextFormat& configured, const ModelText& mo
   if (configured.tokenizer.empty()) {
     resolved.tokenizer = own_tokenizer;
   } else if (!own_tokenizer.empty() && configured.tokenizer != own_tokenizer) {
-    log::info("tokenizer.path {} as set ({} brings {})", configured.tokenizer, name, own_tokenizer);
+    log_info("tokenizer.path {} as set ({} brings {})", configured.tokenizer, name, own_tokenizer);
   }
 
   // The template.
@@ -75,10 +75,10 @@ TextFormat resolve_text_format(const TextFormat& configured, const ModelText& mo
     resolved.template_name = own_template.empty() ? "chat" : own_template;
   } else if (!own_template.empty() && configured.template_name != own_template) {
     if (model.trained) {
-      log::warn("tokenizer.template={} as set, but {} was trained with template {}", configured.template_name, name,
+      log_warn("tokenizer.template={} as set, but {} was trained with template {}", configured.template_name, name,
                 own_template);
     } else {
-      log::info("tokenizer.template={} as set ({} has its own chat template, not used)", configured.template_name,
+      log_info("tokenizer.template={} as set ({} has its own chat template, not used)", configured.template_name,
                 name);
     }
   }

@@ -44,7 +44,7 @@ TokenizeFileStats tokenize_json_lines(const Tokenizer& tokenizer, const std::str
       ++stats.records;
     } catch (const std::exception& e) {
       // Bad records are reported and skipped; the good ones are still written.
-      if (++stats.bad <= kMaxReportedBadRecords) log::warn("{}:{}: skipped: {}", input, line_number, e.what());
+      if (++stats.bad <= kMaxReportedBadRecords) log_warn("{}:{}: skipped: {}", input, line_number, e.what());
     }
   }
   if (stats.records == 0) {
@@ -55,7 +55,7 @@ TokenizeFileStats tokenize_json_lines(const Tokenizer& tokenizer, const std::str
   }
   out.commit();
   double seconds = watch.seconds();
-  log::info("tokenized {} record(s) ({} bytes, {} tokens) in {:.2f} s ({:.1f} MB/s) into {}; {} bad record(s)",
+  log_info("tokenized {} record(s) ({} bytes, {} tokens) in {:.2f} s ({:.1f} MB/s) into {}; {} bad record(s)",
             stats.records, stats.bytes, stats.tokens, seconds, seconds > 0 ? stats.bytes / seconds / 1e6 : 0.0, output,
             stats.bad);
   return stats;

@@ -43,7 +43,7 @@ void BadStepGuard::after_step(std::int64_t step, double loss, bool skipped, Shar
     return;
   }
   if (consecutive_++ == 0) first_bad_step_ = step;
-  log::warn("step {}: non-finite {} (loss {}); the update was skipped ({} of train.max_bad_steps={} in a row)", step,
+  log_warn("step {}: non-finite {} (loss {}); the update was skipped ({} of train.max_bad_steps={} in a row)", step,
             std::isfinite(loss) ? "gradient" : "loss", loss, consecutive_, max_bad_steps_);
   if (consecutive_ < max_bad_steps_) return;
   std::string tensor = first_nonfinite_parameter(model);

@@ -109,7 +109,7 @@ void resume_training(const TrainOptions& options, Communicator& comm, TrainState
   if (options.resume.empty()) return;
   std::string path = resolve_checkpoint(options.resume, options.checkpoints.dir);
   if (path.empty()) {
-    log::info("resume auto: no checkpoint in {}, starting fresh", options.checkpoints.dir);
+    log_info("resume auto: no checkpoint in {}, starting fresh", options.checkpoints.dir);
     return;
   }
   json meta = read_checkpoint_meta(path);
@@ -125,7 +125,7 @@ void resume_training(const TrainOptions& options, Communicator& comm, TrainState
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     generator.set_state(torch::from_blob(rng.data(), {static_cast<int64_t>(rng.size())}, torch::kUInt8).clone());
   }
-  log::info("resumed from {} at step {} (saved at {} ranks, now {})", path, state.step, saved.world_size, comm.size());
+  log_info("resumed from {} at step {} (saved at {} ranks, now {})", path, state.step, saved.world_size, comm.size());
 }
 
 // Collective: every rank saves its shards and rank 0 writes the file (see checkpoint.h).
@@ -140,9 +140,9 @@ SaveResult save_training(ShardedLlama& model, const AdamW& optimizer, TrainState
   std::vector<uint8_t> rng(generator.data_ptr<uint8_t>(), generator.data_ptr<uint8_t>() + generator.numel());
   SaveResult result = save_checkpoint(model.sharded(), optimizer.state(), state.to_json(), rng, checkpoints);
   if (result.ok) {
-    log::info("checkpoint ({}) step {} -> {} in {:.2f} s", why, state.step, result.path, result.seconds);
+    log_info("checkpoint ({}) step {} -> {} in {:.2f} s", why, state.step, result.path, result.seconds);
   } else {
-    log::warn("checkpoint ({}) at step {} FAILED, training goes on and the last good checkpoint is kept: {}", why,
+    log_warn("checkpoint ({}) at step {} FAILED, training goes on and the last good checkpoint is kept: {}", why,
               state.step, result.message);
   }
   return result;
@@ -188,7 +188,7 @@ class StepReporter {
                   line.tokens_per_s);
       std::fflush(stdout);
     } else if (step % log_every_ == 0 || step == total_steps_) {
-      log::info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
+      log_info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
                 "{:.0f}s",
                 step, total_steps_, epoch, loss, lr, outcome.grad_norm, outcome.skipped ? " (skipped)" : "",
                 line.useful_tokens_per_s, line.tokens_per_s, eta);
@@ -337,7 +337,7 @@ LlamaConfig plan_model_config(const Config& config) {
   }
   const std::string preset = config.get_string("model.preset");
   if (preset != find_config_key("model.preset")->default_value.get<std::string>()) {
-    log::info("model.path {} has no config.json yet: planning with model.preset={}", path, preset);
+    log_info("model.path {} has no config.json yet: planning with model.preset={}", path, preset);
     LlamaConfig model = LlamaConfig::preset(preset);
     model.attention = attention_from_name(config.get_string("model.attention"));
     return model;
@@ -354,7 +354,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   options.tokenizer_path = config.get_string("tokenizer.path");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   options.dataset_path = config.get_string("dataset.output");
-  if (options.dataset_path.empty()) options.dataset_path = run::RunLayout(run_folder).dataset();
+  if (options.dataset_path.empty()) options.dataset_path = RunLayout(run_folder).dataset();
   options.precision = config.get_string("train.precision");
   options.device = config.get_string("train.device");
   options.device_bytes = parse_bytes(config.get_string("train.device_memory"));
@@ -378,7 +378,7 @@ TrainOptions TrainOptions::from_config(const Config& config, const std::string& 
   options.loss_scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
   options.loss_scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
   options.loss_scaling.min_scale = config.get_number("train.loss_scale_min");
-  options.checkpoints.dir = run::RunLayout(run_folder).checkpoint_folder(config);
+  options.checkpoints.dir = RunLayout(run_folder).checkpoint_folder(config);
   options.checkpoints.keep_last = config.get_int("checkpoint.keep_last");
   options.checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
   options.checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
@@ -457,24 +457,24 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   const bool packed = std::any_of(data.segment_ids.begin(), data.segment_ids.end(), [](int32_t s) { return s > 0; });
   const int64_t T = data.metadata.sequence_length;
   const MemoryPlan memory = validate_training(options, device.is_cuda() ? "cuda" : "cpu", T, comm.size());
-  log::info("dataset {}: {} sequences of {} tokens ({}; tokenizer {})", options.dataset_path, data.sequences, T,
+  log_info("dataset {}: {} sequences of {} tokens ({}; tokenizer {})", options.dataset_path, data.sequences, T,
             packed ? "packed: documents masked apart" : "one document per sequence, padded per micro-batch",
             data.metadata.tokenizer_identity());
   EpochPlan epochs =
       plan_epochs(data.sequences, options.global_batch, options.epoch_policy, options.epochs, options.max_steps);
-  log::info("plan: {} examples, {} epoch(s) x {} steps/epoch -> {} steps ({})", epochs.examples, epochs.epochs,
+  log_info("plan: {} examples, {} epoch(s) x {} steps/epoch -> {} steps ({})", epochs.examples, epochs.epochs,
             epochs.steps_per_epoch, epochs.total_steps, epochs.reason);
 
   // --- the sharded model, its optimizer state and the data order
-  log::info("training on {}", device.str());
+  log_info("training on {}", device.str());
   ShardedLlama model(options.model, comm, device, compute_dtype(options.precision));
   model.sharded().set_recompute(memory.recompute);
-  log::info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
+  log_info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
             memory.recompute_choice);
   load_initial_weights(options, model);
   AdamW optimizer(model.sharded(), options.adamw);
   const int64_t persistent = model.sharded().persistent_bytes() + optimizer.persistent_bytes();
-  log::info("model: {} parameters, {} units; {} per rank persistent", parameter_count(options.model),
+  log_info("model: {} parameters, {} units; {} per rank persistent", parameter_count(options.model),
             model.sharded().size(), format_bytes(static_cast<double>(persistent)));
   const LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
                                   options.lr_min};
@@ -501,7 +501,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   resume_training(options, comm, state, model, optimizer, order, scaler);
 
   const double slots_per_step = static_cast<double>(options.global_batch * T);
-  StepReporter reporter(options, comm.rank() == 0, run::RunLayout(run_folder).metrics(), state.step == 0,
+  StepReporter reporter(options, comm.rank() == 0, RunLayout(run_folder).metrics(), state.step == 0,
                         epochs.total_steps, slots_per_step);
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
@@ -514,7 +514,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
         vote_before_step(comm, options, stop_signals, wall.seconds() + reserve, since_checkpoint.seconds());
     if (vote.stop) {
       stopped = true;
-      log::warn("stopping at step {}: {}", state.step,
+      log_warn("stopping at step {}: {}", state.step,
                 vote.signal == 0 ? fmt::format("time limit {:.0f} s reached", options.time_limit)
                 : vote.signal == stop_signals.received()
                     ? fmt::format("signal {} received", vote.signal)
@@ -549,10 +549,10 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   set_progress_label(fmt::format("the final checkpoint after step {}", state.step));
   SaveResult final_save =
       save_training(model, optimizer, state, order, scaler, options.checkpoints, stopped ? "stop" : "final");
-  log::info("trained {} steps in {:.1f} s; peak RSS {}", state.step, wall.seconds(),
+  log_info("trained {} steps in {:.1f} s; peak RSS {}", state.step, wall.seconds(),
             format_bytes(static_cast<double>(peak_rss_bytes())));
   if (stopped) {
-    log::warn("stopped before the end of the plan; resume with --resume auto (exit status {})", kExitTimeLimit);
+    log_warn("stopped before the end of the plan; resume with --resume auto (exit status {})", kExitTimeLimit);
     return kExitTimeLimit;
   }
   if (!final_save.ok) throw Error("the final checkpoint could not be written: " + final_save.message);

@@ -13,7 +13,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 
-namespace metareuse::world {
+namespace metareuse {
 namespace {
 
 // Seeded draws with a range reduction of our own, so the bytes do not depend on
@@ -82,7 +82,7 @@ std::string addition_chain(int times, int unit) {
 
 Problem make_problem(const std::string& family, std::pair<int, int> operands, Style style, const std::string& name,
                      Draw& draw) {
-  const auto& move = std::find_if(families().begin(), families().end(),
+  const auto& move = std::find_if(world_families().begin(), world_families().end(),
                                   [&](const FamilyInfo& f) { return f.name == family; })->move;
   const Item& item = draw.pick(items());
   const std::string opener = draw.pick(openers());
@@ -134,7 +134,7 @@ Problem make_problem(const std::string& family, std::pair<int, int> operands, St
 
 const char* style_name(Style style) { return style == Style::kShort ? "short" : "long"; }
 
-const std::vector<FamilyInfo>& families() {
+const std::vector<FamilyInfo>& world_families() {
   static const std::vector<FamilyInfo> list = {
       {"shop", "Multiply the count by the price."},
       {"travel", "The distance is the rate times the time."},
@@ -145,14 +145,14 @@ const std::vector<FamilyInfo>& families() {
   return list;
 }
 
-const std::vector<std::string>& train_names() {
+const std::vector<std::string>& world_train_names() {
   static const std::vector<std::string> list = {"Ava",  "Ben",   "Chloe", "Dev",   "Elena", "Farid", "Grace",
                                                 "Hugo", "Iris",  "Jonah", "Kemi",  "Liam",  "Maya",  "Noor",
                                                 "Omar", "Priya", "Quinn", "Rosa",  "Sami",  "Tara"};
   return list;
 }
 
-const std::vector<std::string>& test_names() {
+const std::vector<std::string>& world_test_names() {
   static const std::vector<std::string> list = {"Uma",  "Victor", "Wendy", "Xavier", "Yara",
                                                 "Zane", "Bianca", "Carlos", "Dalia", "Emeka"};
   return list;
@@ -168,7 +168,7 @@ World generate_world(const WorldOptions& options) {
   Draw draw(options.seed);
   // Each family's operand pairs, split once into test and train pairs.
   std::vector<std::vector<std::pair<int, int>>> train_pairs, test_pairs;
-  for (const FamilyInfo& family : families()) {
+  for (const FamilyInfo& family : world_families()) {
     std::vector<std::pair<int, int>> pairs = operand_pairs(family.name);
     draw.shuffle(pairs);
     const auto held = static_cast<std::size_t>(std::ceil(options.heldout_pair_share * static_cast<double>(pairs.size())));
@@ -183,17 +183,17 @@ World generate_world(const WorldOptions& options) {
 
   World world;
   for (std::size_t i = 0; i < options.train_records; ++i) {
-    const std::size_t family = draw.below(families().size());
+    const std::size_t family = draw.below(world_families().size());
     const auto& pair = draw.pick(train_pairs[family]);
-    const std::string& name = draw.pick(train_names());
-    world.train.push_back(make_problem(families()[family].name, pair, styles[i], name, draw));
+    const std::string& name = draw.pick(world_train_names());
+    world.train.push_back(make_problem(world_families()[family].name, pair, styles[i], name, draw));
   }
   // Test: families in turn, so each has the same number of questions (within one).
   for (std::size_t i = 0; i < options.test_records; ++i) {
-    const std::size_t family = i % families().size();
+    const std::size_t family = i % world_families().size();
     const auto& pair = draw.pick(test_pairs[family]);
-    const std::string& name = draw.pick(test_names());
-    world.test.push_back(make_problem(families()[family].name, pair, Style::kShort, name, draw));
+    const std::string& name = draw.pick(world_test_names());
+    world.test.push_back(make_problem(world_families()[family].name, pair, Style::kShort, name, draw));
   }
   return world;
 }
@@ -219,4 +219,4 @@ void write_world(const World& world, const std::string& out_dir) {
   write_problems(world.test, out_dir + "/" + kTestFile);
 }
 
-}  // namespace metareuse::world
+}  // namespace metareuse

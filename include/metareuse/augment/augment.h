@@ -11,7 +11,7 @@
 //               pattern's words and the questions of the training examples
 //               that use it) and lists them in handbook order too.
 //   none        no patterns (an unaugmented corpus, e.g. for a baseline).
-// Output, one JSON object per line:
+// Output, one AugmentedExample per line (augmented_example.h):
 //   {"id", "prompt", "target", "patterns": [text...], "behaviors": [name...], "question", "solution"}
 // prompt = prefix + question + "\n", target = reasoning + "\n#### " + solution.
 #pragma once
@@ -27,9 +27,6 @@
 
 namespace metareuse {
 class Communicator;
-}
-
-namespace metareuse::augment {
 
 enum class AugmentMode { kGlobal, kRetrieval, kUsed, kNone };
 AugmentMode parse_augment_mode(const std::string& name);
@@ -40,7 +37,7 @@ struct AugmentOptions {
   std::size_t top_k = 8;    // patterns per example
   double bm25_k1 = 1.2;
   double bm25_b = 0.75;
-  corpus::ReadOptions read;
+  ReadOptions read;
 };
 
 // Okapi BM25 over the patterns (documents: the content words of the pattern's
@@ -48,7 +45,7 @@ struct AugmentOptions {
 // and no Debian package offers BM25 for C++.
 class PatternIndex {
  public:
-  PatternIndex(const std::vector<patterns::Pattern>& patterns, double k1, double b);
+  PatternIndex(const std::vector<Pattern>& patterns, double k1, double b);
   // Indices of the best-scoring patterns (score > 0), best first, ties by handbook order.
   std::vector<std::size_t> retrieve(const std::string& query, std::size_t k) const;
   double score(const std::vector<std::string>& query_terms, std::size_t document) const;
@@ -66,7 +63,7 @@ class PatternIndex {
 // (patterns/text.h), the rule eval's pattern use follows.
 class UsedPatterns {
  public:
-  explicit UsedPatterns(const std::vector<patterns::Pattern>& patterns);
+  explicit UsedPatterns(const std::vector<Pattern>& patterns);
   // Indices of the patterns in `text`, in handbook order, at most `limit` (0: all).
   std::vector<std::size_t> find(std::string_view text, std::size_t limit = 0) const;
 
@@ -83,7 +80,7 @@ struct PatternContexts {
 // From an augmented JSON Lines file's {"question", "patterns": [text...]}
 // records (pattern texts not in the handbook are ignored). Throws InputError
 // naming file:line on a bad line.
-PatternContexts read_pattern_contexts(const std::string& augmented_path, const patterns::Handbook& handbook);
+PatternContexts read_pattern_contexts(const std::string& augmented_path, const Handbook& handbook);
 
 // Okapi BM25 over documents that join a pattern's words and behavior name
 // (term frequency = count) with its context (term frequency = the share of
@@ -93,7 +90,7 @@ PatternContexts read_pattern_contexts(const std::string& augmented_path, const p
 // ranks first. Hand-written like PatternIndex.
 class ContextIndex {
  public:
-  ContextIndex(const std::vector<patterns::Pattern>& patterns, const PatternContexts& contexts, double k1, double b);
+  ContextIndex(const std::vector<Pattern>& patterns, const PatternContexts& contexts, double k1, double b);
   // The k best patterns (score > 0), best first, ties by handbook order.
   std::vector<std::size_t> retrieve(const std::string& query, std::size_t k) const;
 
@@ -107,17 +104,17 @@ class ContextIndex {
 // The prompt prefix for these patterns, as behavior-conditioned inference
 // lists them: "Consider these behaviors: name_a: instruction a; name_b: instruction b. "
 // (each instruction without its final period).
-std::string pattern_prefix(const std::vector<const patterns::Pattern*>& chosen);
+std::string pattern_prefix(const std::vector<const Pattern*>& chosen);
 
 struct AugmentStats {
-  corpus::CorpusStats corpus;     // global
+  CorpusStats corpus;             // global
   std::uint64_t examples = 0;     // written
   std::uint64_t retrieved = 0;    // retrieval mode: examples given at least one retrieved pattern
 };
 
 // Collective: every rank writes its share to a part file; rank 0 joins them in
 // rank order into `out_path`, so the output is the same at any rank count.
-AugmentStats augment_corpus(const std::vector<std::string>& files, const patterns::Handbook& handbook,
+AugmentStats augment_corpus(const std::vector<std::string>& files, const Handbook& handbook,
                             const AugmentOptions& options, const std::string& out_path, Communicator& communicator);
 
-}  // namespace metareuse::augment
+}  // namespace metareuse

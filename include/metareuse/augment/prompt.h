@@ -17,10 +17,10 @@
 
 #include "metareuse/augment/augment.h"
 
-namespace metareuse::augment {
+namespace metareuse {
 
 struct PromptChoice {
-  std::vector<const patterns::Pattern*> patterns;
+  std::vector<const Pattern*> patterns;
   bool retrieved = false;  // retrieval or used mode found patterns for this question (not the fallback)
 };
 
@@ -29,7 +29,7 @@ class PromptPolicy {
   // No handbook (nullptr) or mode none: prompts carry no patterns. Used mode
   // needs `contexts` (the training examples' pattern contexts) for test-time
   // prompts only. The handbook and contexts must outlive the policy.
-  PromptPolicy(const patterns::Handbook* handbook, AugmentMode mode, std::size_t top_k, double bm25_k1,
+  PromptPolicy(const Handbook* handbook, AugmentMode mode, std::size_t top_k, double bm25_k1,
                double bm25_b, const PatternContexts* contexts = nullptr);
 
   // A training example's patterns, from its question and its reasoning.
@@ -48,16 +48,16 @@ class PromptPolicy {
   bool carries_patterns() const { return mode_ != AugmentMode::kNone; }
 
  private:
-  std::vector<const patterns::Pattern*> in_handbook_order(std::vector<std::size_t> indices) const;
-  std::vector<const patterns::Pattern*> by_index(const std::vector<std::size_t>& indices) const;
+  std::vector<const Pattern*> in_handbook_order(std::vector<std::size_t> indices) const;
+  std::vector<const Pattern*> by_index(const std::vector<std::size_t>& indices) const;
 
-  const patterns::Handbook* handbook_;
+  const Handbook* handbook_;
   AugmentMode mode_;
   std::size_t top_k_;
-  std::vector<const patterns::Pattern*> global_;
+  std::vector<const Pattern*> global_;
   std::optional<PatternIndex> index_;           // retrieval
   std::optional<UsedPatterns> used_;            // used, training
   std::optional<ContextIndex> context_index_;   // used, test (with contexts)
 };
 
-}  // namespace metareuse::augment
+}  // namespace metareuse

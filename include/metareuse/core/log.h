@@ -7,35 +7,35 @@
 #include <memory>
 #include <string>
 
-namespace metareuse::log {
+namespace metareuse {
 
-enum class Level { kDebug, kInfo, kWarn, kError, kOff };
+enum class LogLevel { kDebug, kInfo, kWarn, kError, kOff };
 
 // Parses "debug" | "info" | "warn" | "error" | "off"; throws ConfigError otherwise.
-Level parse_level(const std::string& name);
+LogLevel parse_log_level(const std::string& name);
 
 // Installs the process-wide logger. Safe to call again (e.g. once the rank is
 // known, or once the config has been read).
-void init(int rank, int world_size, Level level = Level::kInfo, bool all_ranks = false);
+void log_init(int rank, int world_size, LogLevel level = LogLevel::kInfo, bool all_ranks = false);
 
 // The logger; usable before init() (then it is "rank 0/1" at info level).
-spdlog::logger& get();
+spdlog::logger& logger();
 
 template <typename... Args>
-void debug(fmt::format_string<Args...> format, Args&&... args) {
-  get().debug(format, std::forward<Args>(args)...);
+void log_debug(fmt::format_string<Args...> format, Args&&... args) {
+  logger().debug(format, std::forward<Args>(args)...);
 }
 template <typename... Args>
-void info(fmt::format_string<Args...> format, Args&&... args) {
-  get().info(format, std::forward<Args>(args)...);
+void log_info(fmt::format_string<Args...> format, Args&&... args) {
+  logger().info(format, std::forward<Args>(args)...);
 }
 template <typename... Args>
-void warn(fmt::format_string<Args...> format, Args&&... args) {
-  get().warn(format, std::forward<Args>(args)...);
+void log_warn(fmt::format_string<Args...> format, Args&&... args) {
+  logger().warn(format, std::forward<Args>(args)...);
 }
 template <typename... Args>
-void error(fmt::format_string<Args...> format, Args&&... args) {
-  get().error(format, std::forward<Args>(args)...);
+void log_error(fmt::format_string<Args...> format, Args&&... args) {
+  logger().error(format, std::forward<Args>(args)...);
 }
 
-}  // namespace metareuse::log
+}  // namespace metareuse

@@ -14,9 +14,6 @@
 
 namespace metareuse {
 class Communicator;
-}
-
-namespace metareuse::corpus {
 
 // Where question, reasoning and solution live in a record. A record without the
 // reasoning field but with GSM8K's "answer" is read the GSM8K way: reasoning is
@@ -131,4 +128,4 @@ std::string describe_stats(const CorpusStats& stats);
 // "train.jsonl:17" for a record key.
 std::string record_key_name(RecordKey key, const std::vector<std::string>& files);
 
-}  // namespace metareuse::corpus
+}  // namespace metareuse

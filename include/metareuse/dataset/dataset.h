@@ -77,7 +77,7 @@ PackedDataset pack_documents(std::vector<DocumentTokens> documents, std::int64_t
                              TokenId pad_id);
 
 struct PrepareOptions {
-  std::string input;            // augmented JSON Lines: {"prompt": ..., "target": ...}
+  std::string input;            // augmented JSON Lines: AugmentedExample lines; prompt and target are read
   std::string output;           // the .h5 file (written by rank 0)
   std::string template_name = "chat";  // chat, plain or model (resolved: never auto)
   std::string tokenizer_path;           // the tokenizer's file: template model is read beside it

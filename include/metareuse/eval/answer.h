@@ -27,7 +27,7 @@
 
 #include "metareuse/patterns/handbook.h"
 
-namespace metareuse::eval {
+namespace metareuse {
 
 // The final answer stated in `text`, before normalisation; nullopt when it states none.
 std::optional<std::string> extract_final_answer(std::string_view text);
@@ -47,7 +47,7 @@ std::int64_t count_reasoning_steps(std::string_view text);
 // Finds handbook patterns in texts (normalised once, at construction).
 class PatternMatcher {
  public:
-  explicit PatternMatcher(const std::vector<patterns::Pattern>& patterns);
+  explicit PatternMatcher(const std::vector<Pattern>& patterns);
   // Indices of the patterns that occur in `text`, in handbook order.
   std::vector<std::size_t> find(std::string_view text) const;
   std::size_t size() const { return normalized_.size(); }
@@ -82,4 +82,4 @@ double median_of(std::vector<double> values);
 // (value - baseline) / baseline; nullopt when the baseline is 0.
 std::optional<double> relative_change(double value, double baseline);
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

@@ -21,7 +21,7 @@
 #include <utility>
 #include <vector>
 
-namespace metareuse::eval {
+namespace metareuse {
 
 inline constexpr const char* kEvalFormat = "metareuse.eval";
 inline constexpr int kEvalVersion = 1;
@@ -170,4 +170,4 @@ struct AnswerLines {
 };
 AnswerLines read_answer_lines(const std::string& path);
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

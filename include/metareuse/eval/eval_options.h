@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-namespace metareuse::eval {
+namespace metareuse {
 
 struct EvalOptions {
   std::string template_name = "chat";  // chat, plain or model (PromptFormat; resolved, never auto)
@@ -18,4 +18,4 @@ struct EvalOptions {
   std::int64_t batch_size = 8;  // answers generated together (greedy answers do not depend on it)
 };
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

@@ -1,5 +1,5 @@
 // Evaluation on held-out questions: prompts built by the augment stage's rule
-// (augment::PromptPolicy) and tokenized as prepare tokenizes training prompts
+// (PromptPolicy) and tokenized as prepare tokenizes training prompts
 // (PromptFormat, tokenizer/prompt_format.h: the same template, the same stop tokens),
 // answers generated with a KV cache (greedy or seeded sampling, a token
 // budget), each answer scored (eval/answer.h), and per-model summaries with
@@ -29,9 +29,6 @@
 
 namespace metareuse {
 class Communicator;
-}
-
-namespace metareuse::eval {
 
 struct QuestionResult {
   std::int64_t index = 0;             // in the questions file (bad lines skipped)
@@ -52,7 +49,7 @@ struct QuestionResult {
   double seconds = 0.0;
 
   // Its line in answers.jsonl, for the entry `role`; pattern indices become their texts.
-  AnswerLine answer_line(const std::string& role, const patterns::Handbook* handbook) const;
+  AnswerLine answer_line(const std::string& role, const Handbook* handbook) const;
 };
 
 // The answer to one prompt: tokens until a stop token or the budget.
@@ -71,7 +68,7 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
 // list on the other ranks.
 std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
                                                const std::vector<Question>& questions,
-                                               const augment::PromptPolicy& prompts,
+                                               const PromptPolicy& prompts,
                                                const PatternMatcher& matcher, const EvalOptions& options,
                                                Communicator& communicator);
 
@@ -80,6 +77,6 @@ Summary summarize(const std::vector<QuestionResult>& results);
 // Per handbook pattern (handbook order): how many prompts carried it, how many
 // answers applied it, and accuracy and mean reasoning tokens of the answers
 // that applied it against those that did not.
-std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const patterns::Handbook& handbook);
+std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const Handbook& handbook);
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

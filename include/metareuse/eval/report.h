@@ -14,7 +14,7 @@
 
 #include <string>
 
-namespace metareuse::eval {
+namespace metareuse {
 
 struct ReportInputs {
   std::string metrics;   // metrics.jsonl
@@ -38,4 +38,4 @@ std::string render_report_html(const ReportInputs& inputs);
 // Writes the page to `path` (atomically: a temporary file, then a rename).
 void write_report(const ReportInputs& inputs, const std::string& path);
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

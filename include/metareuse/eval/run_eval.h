@@ -14,13 +14,7 @@
 namespace metareuse {
 class Communicator;
 class Config;
-}  // namespace metareuse
-
-namespace metareuse::run {
 class RunLayout;
-}
-
-namespace metareuse::eval {
 
 // One model to evaluate: its name in eval.json, its path (a Hugging Face
 // folder, a checkpoint file or folder), and whether its prompts carry
@@ -51,7 +45,7 @@ struct EvalRunOptions {
 // control when eval.control, baseline when eval.baseline.
 // The handbook defaults to the run's, when it exists; the contexts to the
 // run's augmented examples; the output folder to the run's eval/.
-EvalRunOptions eval_run_options(const Config& config, const run::RunLayout& layout);
+EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
 
 // Collective: every model answers every question (questions spread over the
 // ranks); rank 0 writes answers.jsonl and eval.json into out_dir, prints the
@@ -61,4 +55,4 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
 // The table people read: one row per model, and each change against the baseline.
 std::string format_eval_table(const EvalFile& file);
 
-}  // namespace metareuse::eval
+}  // namespace metareuse

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace metareuse::patterns {
+namespace metareuse {
 
 constexpr const char* kHandbookFormat = "metareuse.handbook";
 constexpr int kHandbookVersion = 2;  // 2 added name and instruction; version 1 still reads
@@ -46,4 +46,4 @@ Handbook read_handbook(const std::string& path);
 // handbook whose patterns are the instructions (kind "imported"), in file order.
 Handbook import_behavior_handbook(const std::string& path);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

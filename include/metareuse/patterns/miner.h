@@ -14,9 +14,6 @@
 
 namespace metareuse {
 class Communicator;
-}
-
-namespace metareuse::patterns {
 
 enum class MiningMode { kExact, kNormalized };
 // How normalized mode picks its top_k from the pool of frequent candidates:
@@ -45,12 +42,12 @@ struct MiningOptions {
   // Tests only: exact mode keeps just these bits of each sentence's hash, so
   // that different sentences share hashes and the collision handling runs.
   std::uint64_t test_hash_mask = ~std::uint64_t{0};
-  corpus::ReadOptions read;
+  ReadOptions read;
 };
 
 struct MiningResult {
   Handbook handbook;
-  corpus::CorpusStats corpus;          // global
+  CorpusStats corpus;                  // global
   std::uint64_t local_candidates = 0;  // distinct on this rank before the reduction
   std::uint64_t global_candidates = 0; // distinct over the job
   std::uint64_t qualified = 0;         // with support >= min_support (and past the filters)
@@ -81,6 +78,6 @@ struct Coverage {
   double share() const { return records == 0 ? 0.0 : static_cast<double>(covered) / static_cast<double>(records); }
 };
 Coverage holdout_coverage(const std::vector<Pattern>& patterns, const std::vector<std::string>& holdout_files,
-                          const corpus::ReadOptions& read, Communicator& communicator);
+                          const ReadOptions& read, Communicator& communicator);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

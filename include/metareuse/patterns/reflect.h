@@ -16,9 +16,6 @@
 
 namespace metareuse {
 class Communicator;
-}
-
-namespace metareuse::patterns {
 
 struct Behavior {
   std::string name;         // "behavior_unit_rate"
@@ -47,7 +44,7 @@ void check_reflection_prompt(std::string_view prompt_template, std::string_view 
 
 // The prompt for one record: `prompt_template` with {question}, {reasoning}
 // and {solution} replaced. Throws InputError when it has no {reasoning}.
-std::string reflection_prompt(std::string_view prompt_template, const corpus::Record& record);
+std::string reflection_prompt(std::string_view prompt_template, const Record& record);
 
 // Replies to prompts, in order. `sequence_ids` (global record order) seed any
 // sampling, so a reply does not depend on the batch or rank.
@@ -71,7 +68,7 @@ struct ReflectOptions {
   std::size_t top_k = 32;       // 0: all
   std::size_t examples = 3;     // record ids per behavior
   std::uint64_t max_records = 0;  // only the first N good records of the corpus, in corpus order; 0: all
-  corpus::ReadOptions read;
+  ReadOptions read;
 };
 
 // Collective. Every rank reads the corpus (parsing is cheap next to a model's
@@ -103,4 +100,4 @@ struct StrategistOptions {
 // the torch-free front execs that binary for reflect mode.
 using StrategistFactory = std::function<Strategist(const StrategistOptions&)>;
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

@@ -7,7 +7,7 @@
 
 #include "metareuse/patterns/reflect.h"
 
-namespace metareuse::patterns {
+namespace metareuse {
 
 // Loads options.model (a Hugging Face folder or a metareuse checkpoint) and
 // its tokenizer once; the returned strategist answers each call's prompts in
@@ -15,4 +15,4 @@ namespace metareuse::patterns {
 // tokenizer larger than the model's vocabulary throws, naming the path.
 Strategist make_model_strategist(const StrategistOptions& options);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

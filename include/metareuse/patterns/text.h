@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-namespace metareuse::patterns {
+namespace metareuse {
 
 // ASCII white space as Python's str.strip(" \t\n\r\f\v") sees it.
 inline bool is_seed_space(char c) {
@@ -107,4 +107,4 @@ std::string behavior_name(std::string_view text);
 // <num> slots), first letter capitalised: "A total of <num> + <num> = <num> apples."
 std::string behavior_instruction(std::string_view sentence);
 
-}  // namespace metareuse::patterns
+}  // namespace metareuse

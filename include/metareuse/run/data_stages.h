@@ -13,20 +13,17 @@
 namespace metareuse {
 class Config;
 class Runtime;
-}  // namespace metareuse
-
-namespace metareuse::run {
 
 // corpus.fields and corpus.max_depth as read options.
-corpus::ReadOptions corpus_read_options(const Config& config);
+ReadOptions corpus_read_options(const Config& config);
 
 // Mines corpus.files per patterns.* (or imports patterns.import), reports the
 // coverage of patterns.holdout, and writes the handbook (rank 0). Returns
 // kExitBadRecords when corpus.strict is set and the corpus has bad lines.
 // patterns.mode=reflect asks `make_strategist` (the torch binary's
-// patterns::make_model_strategist) for the model; without one it is a UsageError.
+// make_model_strategist) for the model; without one it is a UsageError.
 int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
-                   const patterns::StrategistFactory& make_strategist = {});
+                   const StrategistFactory& make_strategist = {});
 
 // Writes the training examples of corpus.files with the handbook's patterns
 // (augment.*). Returns kExitBadRecords like patterns_stage.
@@ -42,4 +39,4 @@ TextFormat training_text_format(const Config& config);
 // training_text_format(config) (dataset.*).
 int prepare_stage(const Config& config, Runtime& runtime, const std::string& input, const std::string& output);
 
-}  // namespace metareuse::run
+}  // namespace metareuse

@@ -7,7 +7,7 @@
 
 #include <string>
 
-namespace metareuse::run {
+namespace metareuse {
 
 class RunFolderLock {
  public:
@@ -29,4 +29,4 @@ class RunFolderLock {
   int fd_ = -1;
 };
 
-}  // namespace metareuse::run
+}  // namespace metareuse

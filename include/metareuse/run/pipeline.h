@@ -17,9 +17,6 @@
 namespace metareuse {
 class Config;
 class Runtime;
-}  // namespace metareuse
-
-namespace metareuse::run {
 
 struct PipelineOptions {
   std::string from;  // run from this stage on, even if its outputs are up to date
@@ -34,4 +31,4 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
 // `metareuse train`: the resolved config into the run folder, then training.
 int train_in_run_folder(const Config& config, Runtime& runtime);
 
-}  // namespace metareuse::run
+}  // namespace metareuse

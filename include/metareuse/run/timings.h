@@ -10,7 +10,7 @@
 #include <map>
 #include <string>
 
-namespace metareuse::run {
+namespace metareuse {
 
 struct StageTime {
   double seconds = 0.0;
@@ -37,4 +37,4 @@ struct TimingsFile {
 TimingsFile read_timings(const std::string& path);
 void write_timings(const Timings& timings, const std::string& path);
 
-}  // namespace metareuse::run
+}  // namespace metareuse

@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-namespace metareuse::world {
+namespace metareuse {
 
 enum class Style { kLong, kShort };
 const char* style_name(Style style);
@@ -64,9 +64,9 @@ struct FamilyInfo {
   std::string name;
   std::string move;
 };
-const std::vector<FamilyInfo>& families();
-const std::vector<std::string>& train_names();
-const std::vector<std::string>& test_names();
+const std::vector<FamilyInfo>& world_families();
+const std::vector<std::string>& world_train_names();
+const std::vector<std::string>& world_test_names();
 
 // One record per line: {"question", "reasoning", "solution", "family", "style"}
 // (the seed's corpus format, plus two fields the pipeline ignores).
@@ -80,4 +80,4 @@ inline constexpr const char* kTestFile = "test.jsonl";
 // Writes world.train to <out_dir>/train.jsonl and world.test to <out_dir>/test.jsonl.
 void write_world(const World& world, const std::string& out_dir);
 
-}  // namespace metareuse::world
+}  // namespace metareuse
