@@ -44,6 +44,20 @@ std::vector<ShardState> state_groups(ShardedModel& model, const std::vector<Shar
   return groups;
 }
 
+// The names of the links in an HDF5 group (or the file's root), in name order.
+std::vector<std::string> member_names(hid_t group) {
+  H5G_info_t info{};
+  MR_CHECK_H5(H5Gget_info(group, &info));
+  std::vector<std::string> names;
+  for (hsize_t i = 0; i < info.nlinks; ++i) {
+    ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
+    std::string name(static_cast<std::size_t>(std::max<ssize_t>(length, 0)), '\0');
+    H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
+    names.push_back(std::move(name));
+  }
+  return names;
+}
+
 void write_string_attribute(hid_t location, const char* name, const std::string& value) {
   H5Handle type = MR_H5_ID(H5Tcopy(H5T_C_S1));
   MR_CHECK_H5(H5Tset_size(type, std::max<std::size_t>(1, value.size())));
@@ -355,12 +369,7 @@ std::map<std::string, torch::Tensor> read_checkpoint_params(const std::string& p
   H5Handle file = open_checkpoint_file(path);
   std::map<std::string, torch::Tensor> out;
   H5Handle group = MR_H5_ID(H5Gopen2(file, kParamsGroup, H5P_DEFAULT));
-  H5G_info_t info{};
-  MR_CHECK_H5(H5Gget_info(group, &info));
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-    std::string name(static_cast<std::size_t>(length), '\0');
-    H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
+  for (const std::string& name : member_names(group)) {
     out[name] = read_tensor(file, std::string(kParamsGroup) + "/" + name, {}, torch::kFloat32, H5T_NATIVE_FLOAT, path);
   }
   return out;
@@ -377,23 +386,9 @@ CheckpointVerification verify_checkpoint(const std::string& path) {
   }
   // Every group: the master weights, the optimizer's state (whatever names it
   // saved them under) and the RNG states.
-  std::vector<std::string> group_names;
-  H5G_info_t root{};
-  MR_CHECK_H5(H5Gget_info(file, &root));
-  for (hsize_t i = 0; i < root.nlinks; ++i) {
-    ssize_t length = H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-    std::string name(static_cast<std::size_t>(std::max<ssize_t>(length, 0)), '\0');
-    H5Lget_name_by_idx(file, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
-    group_names.push_back(name);
-  }
-  for (const std::string& group_name : group_names) {
+  for (const std::string& group_name : member_names(file)) {
     H5Handle group = MR_H5_ID(H5Gopen2(file, group_name.c_str(), H5P_DEFAULT));
-    H5G_info_t info{};
-    MR_CHECK_H5(H5Gget_info(group, &info));
-    for (hsize_t i = 0; i < info.nlinks; ++i) {
-      ssize_t length = H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT);
-      std::string name(static_cast<std::size_t>(std::max<ssize_t>(length, 0)), '\0');
-      H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(), name.size() + 1, H5P_DEFAULT);
+    for (const std::string& name : member_names(group)) {
       const std::string tensor = group_name + "/" + name;
       {
         H5Handle dataset = MR_H5_ID(H5Dopen2(file, tensor.c_str(), H5P_DEFAULT));
