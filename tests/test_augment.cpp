@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "metareuse/augment/augment.h"
+#include "metareuse/augment/augmented_example.h"
 #include "metareuse/augment/prompt.h"
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/communicator.h"
@@ -221,6 +222,41 @@ TEST_CASE("the test prompt of a training question is its training prompt, in eve
       CHECK(policy.test_prompt(example["question"].get<std::string>()) == example["prompt"].get<std::string>());
     }
   }
+}
+
+// augmented.jsonl has one writer and one struct: a line goes out in the
+// writer's key order and comes back as the same example; a reader that needs
+// a key the line lacks is told which.
+TEST_CASE("an augmented example round-trips through its line, and a missing key is named") {
+  AugmentedExample example;
+  example.id = "corpus.jsonl:3";
+  example.prompt = "Consider patterns like: x\nQ?\n";
+  example.target = "so 2 + 2 = 4\n#### 4";
+  example.patterns = {"x", "y"};
+  example.behaviors = {"behavior_x", "behavior_y"};
+  example.question = "Q?";
+  example.solution = "4";
+  const std::string line = example.to_json().dump();
+  CHECK(line.rfind(R"({"id":"corpus.jsonl:3","prompt":)", 0) == 0);
+  CHECK(line.find(R"("question":"Q?","solution":"4"})") != std::string::npos);
+
+  AugmentedExample back = AugmentedExample::from_json(
+      nlohmann::json::parse(line), {AugmentedExample::kPrompt, AugmentedExample::kTarget, AugmentedExample::kPatterns});
+  CHECK(back.id == example.id);
+  CHECK(back.prompt == example.prompt);
+  CHECK(back.target == example.target);
+  CHECK(back.patterns == example.patterns);
+  CHECK(back.behaviors == example.behaviors);
+  CHECK(back.question == example.question);
+  CHECK(back.solution == example.solution);
+
+  CHECK_THROWS_WITH(AugmentedExample::from_json(nlohmann::json{{"prompt", "p"}}, {AugmentedExample::kPrompt,
+                                                                                    AugmentedExample::kTarget}),
+                    Catch::Contains("no string field \"target\""));
+  CHECK_THROWS_WITH(AugmentedExample::from_json(nlohmann::json{{"question", "q"}, {"patterns", "not an array"}},
+                                                {AugmentedExample::kQuestion, AugmentedExample::kPatterns}),
+                    Catch::Contains("no array field \"patterns\""));
+  CHECK_THROWS_WITH(AugmentedExample::from_json(nlohmann::json::array(), {}), Catch::Contains("not a JSON object"));
 }
 
 }  // namespace metareuse
