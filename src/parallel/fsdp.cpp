@@ -8,9 +8,9 @@
 namespace metareuse {
 
 ShardedUnit::ShardedUnit(UnitLayout layout, Communicator& comm, torch::Device device)
-    : layout_(std::move(layout)), comm_(comm), numel_(layout_.numel) {
+    : layout_(std::move(layout)), comm_(comm) {
   const int64_t world = comm_.size();
-  shard_numel_ = (numel_ + world - 1) / world;
+  shard_numel_ = (layout_.numel + world - 1) / world;
   padded_numel_ = shard_numel_ * world;
   shard_offset_ = shard_numel_ * comm_.rank();
 

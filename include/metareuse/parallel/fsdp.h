@@ -57,7 +57,7 @@ class ShardedUnit {
   ShardedUnit(UnitLayout layout, Communicator& comm, torch::Device device);
 
   const UnitLayout& layout() const { return layout_; }
-  int64_t numel() const { return numel_; }               // real parameters
+  int64_t numel() const { return layout_.numel; }        // real parameters
   int64_t padded_numel() const { return padded_numel_; } // multiple of world size
   int64_t shard_numel() const { return shard_numel_; }
   int64_t shard_offset() const { return shard_offset_; } // this rank's first element
@@ -88,7 +88,7 @@ class ShardedUnit {
  private:
   UnitLayout layout_;
   Communicator& comm_;
-  int64_t numel_ = 0, padded_numel_ = 0, shard_numel_ = 0, shard_offset_ = 0;
+  int64_t padded_numel_ = 0, shard_numel_ = 0, shard_offset_ = 0;
   torch::Tensor master_, grad_;
 };
 

@@ -90,7 +90,6 @@ class AdamW {
   // Gradients are zeroed afterwards.
   StepOutcome step(double lr, double max_grad_norm, LossScaler& scaler, int64_t& step);
 
-  const AdamWConfig& config() const { return config_; }
   torch::Tensor& exp_avg(std::size_t unit) { return exp_avg_.at(unit); }        // fp32 (shard,)
   torch::Tensor& exp_avg_sq(std::size_t unit) { return exp_avg_sq_.at(unit); }  // fp32 (shard,)
   // The moments as checkpoints save and load them ("exp_avg", "exp_avg_sq").
