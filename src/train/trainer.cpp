@@ -258,7 +258,9 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   // One layer's activations: norms, q/k/v/o, the SwiGLU's three F-wide
   // tensors, and the (b, H, T, T) attention scores and fp32 softmax.
   const int64_t layer = b * T * (6 * C + 3 * F) * compute_bytes + b * H * T * T * (compute_bytes + 4);
-  const int64_t unit_inputs = (L + 2) * b * T * C * compute_bytes;
+  // The hidden stream between units is fp32 in every precision (mixed
+  // precision keeps the residual stream wide), and recompute keeps each unit's input.
+  const int64_t unit_inputs = (L + 2) * b * T * C * 4;
   plan.activations_checkpointed_bytes = unit_inputs + layer;
   plan.activations_full_bytes = unit_inputs + L * layer;
   plan.logits_bytes = b * T * V * (compute_bytes + 4 + 4);
@@ -400,7 +402,10 @@ MemoryPlan validate_training(const TrainOptions& options, const std::string& dev
                                   options.micro_batch, options.global_batch));
   }
   if (options.precision == "fp16" && device_type != "cuda") {
-    throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
+    // libtorch 2.x runs fp16 matmuls on CPU, through the same code as CUDA, but
+    // without fp16 units they run at about 1 GFLOP/s: right for tests, not for work.
+    log_warn("train.precision=fp16 on the CPU: the same mixed-precision path as on a GPU, but fp16 matmuls are "
+             "slow on most CPUs (use fp32 or bf16 for real CPU training)");
   }
   MemoryPlan memory = plan_memory(options.model, world_size, options.micro_batch, sequence_length, options.precision,
                                   options.device_bytes, options.recompute);
@@ -479,7 +484,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   const LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
                                   options.lr_min};
   LossScaler scaler(options.loss_scaling);
-  BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling.enabled);
+  BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling);
   // One global order on every rank: each step every rank draws the same global
   // batch and ShardedLlama takes its own rows of it, so the batches do not depend
   // on the rank count (sampler.h).
@@ -530,7 +535,20 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
     const double loss = model.forward_backward(batch, options.micro_batch, scaler.scale());
     StepOutcome outcome = optimizer.step(lr, options.grad_clip, scaler, state.adam_steps);
     ++state.step;
-    bad_steps.after_step(state.step, loss, outcome.skipped, model.sharded());
+    const BadStepVerdict verdict = bad_steps.after_step(state.step, loss, outcome, model.sharded());
+    if (verdict.stop) {
+      reporter.finish();
+      // Skipped steps changed no weight: the model is still that of the last
+      // good step, worth keeping unless the weights themselves went bad.
+      if (verdict.parameters_finite) {
+        SaveResult saved = save_training(model, optimizer, state, order, scaler, options.checkpoints, "bad steps");
+        if (saved.ok) {
+          throw Error(fmt::format("{}; the weights of step {}, the last good one, are saved in {}", verdict.message,
+                                  verdict.last_good_step, saved.path));
+        }
+      }
+      throw Error(verdict.message);
+    }
     const double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
     reporter.report(state.step, order.epoch(), loss, lr, outcome, useful_tokens, seconds,
