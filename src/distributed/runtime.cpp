@@ -165,7 +165,8 @@ void Runtime::watch_collectives() {
     // NCCL collectives run on the GPU while the host goes on (or blocks in a
     // later device-to-host copy, outside any CollectiveScope): each device
     // communicator says whether its oldest unfinished collective is late.
-    const std::string device_late = check_device_communicators(collective_timeout_);
+    const double timeout = collective_timeout_.load();
+    const std::string device_late = check_device_communicators(timeout);
     if (!device_late.empty()) {
       const std::string label = progress_label();
       std::fprintf(stderr, "[rank %d/%d] [error] %s at %s; ending this rank so the launcher ends the job\n",
@@ -174,14 +175,15 @@ void Runtime::watch_collectives() {
       std::_Exit(kExitFailure);
     }
     double start = g_operation_start.load();
-    if (start <= 0.0 || steady_seconds() - start <= collective_timeout_) continue;
+    // 0 turns the bound off, also after the thread has started.
+    if (timeout <= 0.0 || start <= 0.0 || steady_seconds() - start <= timeout) continue;
     const std::string label = progress_label();
     // stdio from this thread: the main thread is blocked inside MPI.
     std::fprintf(stderr,
                  "[rank %d/%d] [error] collective %s did not complete within %.0f s (dist.collective_timeout) at %s; "
                  "ending this rank so the launcher ends the job\n",
                  layout_.rank, layout_.world_size, g_operation.load() ? g_operation.load() : "?",
-                 collective_timeout_, label.c_str());
+                 timeout, label.c_str());
     std::fflush(stderr);
     std::_Exit(kExitFailure);
   }

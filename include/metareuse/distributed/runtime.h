@@ -64,7 +64,7 @@ class Runtime {
   bool using_mpi_ = false;
   bool owns_mpi_ = false;  // we called MPI_Init, so we call MPI_Finalize
   std::unique_ptr<Communicator> world_;
-  double collective_timeout_ = 0.0;
+  std::atomic<double> collective_timeout_{0.0};  // written by the main thread, read by the watchdog
   // The destructor sets stop_watchdog_ under watchdog_mutex_ and wakes the thread,
   // so that ending a run does not wait out the watchdog's poll interval.
   std::mutex watchdog_mutex_;
