@@ -667,6 +667,14 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK(conflicting.status == 64);
 }
 
+TEST_CASE("bf16 is refused below sm_80", "[model][cuda]") {
+  CHECK_FALSE(compute_capability_has_bf16(6, 0));  // P100: train in fp16 there
+  CHECK_FALSE(compute_capability_has_bf16(7, 0));  // V100
+  CHECK_FALSE(compute_capability_has_bf16(7, 5));  // T4
+  CHECK(compute_capability_has_bf16(8, 0));        // A100
+  CHECK(compute_capability_has_bf16(9, 0));        // H100 / H200
+}
+
 TEST_CASE("a build's CUDA architecture list decides which GPUs it runs on", "[model][cuda]") {
   // torch 2.11+cu130's list, and a cu126 build's.
   const std::vector<std::string> cu130 = {"sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"};
