@@ -213,11 +213,15 @@ std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& p
   return prompts;
 }
 
+std::vector<std::int64_t> Generated::ids_with_stop() const {
+  std::vector<std::int64_t> out = ids;
+  if (stop >= 0) out.push_back(stop);
+  return out;
+}
+
 std::vector<std::int64_t> generate(const LlamaModel& model, const std::vector<std::int64_t>& prompt,
                                    const GenerationOptions& options) {
-  Generated result = generate_batch(model, {prompt}, options).front();
-  if (result.stop >= 0) result.ids.push_back(result.stop);
-  return result.ids;
+  return generate_batch(model, {prompt}, options).front().ids_with_stop();
 }
 
 }  // namespace metareuse

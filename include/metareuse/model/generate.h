@@ -32,6 +32,10 @@ std::int64_t pick_token(const torch::Tensor& logits, const GenerationOptions& op
 struct Generated {
   std::vector<std::int64_t> ids;  // the new tokens, without a stop token
   std::int64_t stop = -1;         // the stop token (stop_ids or, with stop_on_eos, an eos id) that ended it; -1: none
+
+  // The tokens as transformers' generate returns them: `ids`, then the stop
+  // token when one ended the generation. The one place that appends it.
+  std::vector<std::int64_t> ids_with_stop() const;
 };
 
 // The continuations of `prompts`, generated together (options.batch_size at
