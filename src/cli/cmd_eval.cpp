@@ -12,6 +12,8 @@
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/run/resolve.h"     // eval_run_options
+#include "metareuse/run/run_report.h"  // report_inputs_for_run
 
 namespace metareuse::cli_detail {
 namespace fs = std::filesystem;

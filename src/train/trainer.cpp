@@ -4,11 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <csignal>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
+#include <cstdio>   // the progress bar
+#include <cstring>  // std::memcpy
 
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
@@ -19,7 +16,6 @@
 #include "metareuse/dataset/sampler.h"
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
-#include "metareuse/run/layout.h"
 #include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
@@ -29,7 +25,6 @@
 #include "metareuse/parallel/sharded_llama.h"
 
 namespace metareuse {
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
@@ -306,92 +301,6 @@ std::string format_plan(const MemoryPlan& plan) {
   return out;
 }
 
-LlamaConfig model_config_from(const Config& config) {
-  const std::string path = config.get_string("model.path");
-  if (!path.empty()) {
-    if (config.get_int("model.vocab_size") != 0) {
-      throw ConfigError("model.vocab_size applies to a from-scratch model.preset, not to model.path");
-    }
-    LlamaConfig model = open_model_source(path)->config();
-    model.attention = attention_from_name(config.get_string("model.attention"));
-    return model;
-  }
-  LlamaConfig model = LlamaConfig::preset(config.get_string("model.preset"));
-  if (config.get_int("model.vocab_size") > 0) model.vocab_size = config.get_int("model.vocab_size");
-  model.attention = attention_from_name(config.get_string("model.attention"));
-  model.validate("model");
-  return model;
-}
-
-LlamaConfig plan_model_config(const Config& config) {
-  const std::string path = config.get_string("model.path");
-  if (path.empty()) return model_config_from(config);
-  // A user plans before downloading: the shape comes from the folder's
-  // config.json when it is there, else from the preset the config names.
-  const fs::path hf_config = fs::path(path) / "config.json";
-  std::error_code error;
-  if (fs::exists(hf_config, error)) {
-    LlamaConfig model = LlamaConfig::from_hf_file(hf_config.string());
-    model.attention = attention_from_name(config.get_string("model.attention"));
-    return model;
-  }
-  const std::string preset = config.get_string("model.preset");
-  if (preset != find_config_key("model.preset")->default_value.get<std::string>()) {
-    log_info("model.path {} has no config.json yet: planning with model.preset={}", path, preset);
-    LlamaConfig model = LlamaConfig::preset(preset);
-    model.attention = attention_from_name(config.get_string("model.attention"));
-    return model;
-  }
-  throw ConfigError(fmt::format("plan: model.path '{}' has no config.json yet (download the weights there), and the "
-                                "config names no model.preset to plan with; add --set model.preset=<name> (one of {})",
-                                path, fmt::join(LlamaConfig::preset_names(), ", ")));
-}
-
-TrainOptions TrainOptions::from_config(const Config& config, const std::string& run_folder) {
-  TrainOptions options;
-  options.model = model_config_from(config);
-  options.model_path = config.get_string("model.path");
-  options.tokenizer_path = config.get_string("tokenizer.path");
-  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  options.dataset_path = config.get_string("dataset.output");
-  if (options.dataset_path.empty()) options.dataset_path = RunLayout(run_folder).dataset();
-  options.precision = config.get_string("train.precision");
-  options.device = config.get_string("train.device");
-  options.device_bytes = parse_bytes(config.get_string("train.device_memory"));
-  options.global_batch = config.get_int("train.global_batch");
-  options.micro_batch = config.get_int("train.micro_batch");
-  options.recompute = config.get_string("train.recompute");
-  options.epoch_policy = {config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
-                          config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
-  options.epochs = config.get_int("train.epochs");
-  options.max_steps = config.get_int("train.max_steps");
-  options.max_bad_steps = config.get_int("train.max_bad_steps");
-  options.adamw = {config.get_number("train.lr"),           config.get_number("train.beta1"),
-                   config.get_number("train.beta2"),        config.get_number("train.eps"),
-                   config.get_number("train.weight_decay"), config.get_string("train.weight_decay_policy")};
-  options.grad_clip = config.get_number("train.grad_clip");
-  options.lr_schedule = config.get_string("train.lr_schedule");
-  options.warmup_steps = config.get_int("train.warmup_steps");
-  options.lr_min = config.get_number("train.lr_min");
-  options.loss_scaling.enabled = options.precision == "fp16";
-  options.loss_scaling.initial_scale = config.get_number("train.loss_scale_initial");
-  options.loss_scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
-  options.loss_scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
-  options.loss_scaling.min_scale = config.get_number("train.loss_scale_min");
-  options.checkpoints.dir = RunLayout(run_folder).checkpoint_folder(config);
-  options.checkpoints.keep_last = config.get_int("checkpoint.keep_last");
-  options.checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
-  options.checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
-  options.resume = config.get_string("train.resume");
-  options.time_limit = config.get_number("train.time_limit");
-  options.checkpoint_every_minutes = config.get_number("checkpoint.every_minutes");
-  options.checkpoint_every_steps = config.get_int("checkpoint.every_steps");
-  options.log_every = config.get_int("train.log_every");
-  options.progress = config.get_string("train.progress");
-  options.resolved_config = config.tree();
-  return options;
-}
-
 MemoryPlan validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
                              int world_size) {
   if (options.micro_batch > options.global_batch) {
@@ -440,7 +349,7 @@ StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const
 
 }  // namespace
 
-int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder) {
+int run_training(const TrainOptions& options, Runtime& runtime) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
   StopSignals stop_signals;  // SIGTERM, SIGUSR1, a first Ctrl-C: stop at the next step
@@ -501,7 +410,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   resume_training(options, comm, state, model, optimizer, order, scaler);
 
   const double slots_per_step = static_cast<double>(options.global_batch * T);
-  StepReporter reporter(options, comm.rank() == 0, RunLayout(run_folder).metrics(), state.step == 0,
+  StepReporter reporter(options, comm.rank() == 0, options.metrics_path, state.step == 0,
                         epochs.total_steps, slots_per_step);
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
