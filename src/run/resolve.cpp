@@ -181,6 +181,28 @@ ExportOptions export_stage_options(const Config& config, const RunLayout& layout
   return options;
 }
 
+GenerateTextOptions generate_text_options(const Config& config) {
+  GenerateTextOptions options;
+  options.model = config.get_string("generate.model");
+  options.tokenizer = config.get_string("tokenizer.path");
+  options.prompt_ids = config.get_string("generate.prompt_ids");
+  options.prompt = config.get_string("generate.prompt");
+  options.prompts_file = config.get_string("generate.prompts");
+  options.chat = config.get_bool("generate.chat");
+  GenerationOptions& generation = options.generation;
+  generation.max_new_tokens = config.get_int("generate.max_new_tokens");
+  const double temperature = config.get_number("generate.temperature");
+  generation.greedy = temperature == 0.0;
+  generation.temperature = generation.greedy ? 1.0 : temperature;
+  generation.top_p = config.get_number("generate.top_p");
+  generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  generation.stop_on_eos = config.get_bool("generate.stop_on_eos");
+  generation.use_cache = config.get_bool("generate.use_cache");
+  generation.batch_size = config.get_int("generate.batch_size");
+  check_generate_text_options(options);
+  return options;
+}
+
 ResolvedRun resolve_run(const Config& given) {
   ResolvedRun run(RunLayout::for_config(given));
   const RunLayout& layout = run.layout;
