@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -211,6 +212,95 @@ TEST_CASE("non-finite weights: forward fails naming the tensor, and fp32 trainin
   CHECK(train.status == 1);
   CHECK_THAT(train.output, Contains("training stopped at step 2") && Contains("model.norm.weight") &&
                                Contains("train.max_bad_steps=2"));
+}
+
+namespace {
+
+// Sets every value of one F32 tensor of a safetensors file, located through its header.
+void fill_safetensors_tensor(const fs::path& file_path, const std::string& name, float value) {
+  std::fstream file(file_path, std::ios::in | std::ios::out | std::ios::binary);
+  uint64_t header_size = 0;
+  file.read(reinterpret_cast<char*>(&header_size), 8);
+  std::string header(header_size, '\0');
+  file.read(header.data(), static_cast<std::streamsize>(header_size));
+  auto entry = nlohmann::json::parse(header).at(name);
+  REQUIRE(entry.at("dtype") == "F32");
+  const uint64_t begin = entry.at("data_offsets")[0].get<uint64_t>();
+  const uint64_t end = entry.at("data_offsets")[1].get<uint64_t>();
+  file.seekp(static_cast<std::streamoff>(8 + header_size + begin));
+  for (uint64_t offset = begin; offset < end; offset += 4) file.write(reinterpret_cast<const char*>(&value), 4);
+}
+
+}  // namespace
+
+TEST_CASE("fp16 on the CPU trains at 1 and 2 ranks: fp32 master weights, the loss scale in metrics", "[train][e2e][fp16]") {
+  for (int ranks : {1, 2}) {
+    INFO("ranks " << ranks);
+    fs::path run = metareuse::test::temp_dir("fp16-" + std::to_string(ranks));
+    const std::string args = train_args(run, "--set train.precision=fp16 --set train.max_steps=4");
+    auto result = ranks == 1 ? run_metareuse(args) : run_metareuse_mpi(ranks, args);
+    INFO(result.output);
+    REQUIRE(result.status == 0);
+    CHECK_THAT(result.output, Contains("train.precision=fp16 on the CPU"));
+    std::vector<double> losses = losses_of(run);
+    REQUIRE(losses.size() == 4);
+    for (double loss : losses) CHECK(std::isfinite(loss));
+    std::ifstream in(run / "metrics.jsonl");
+    std::string line;
+    std::getline(in, line);
+    CHECK(nlohmann::json::parse(line).at("loss_scale").get<double>() == 65536.0);
+    CHECK(fs::exists(run / "checkpoints" / "latest"));
+  }
+}
+
+TEST_CASE("the demo cut to a few steps runs end to end in fp16 on the CPU at 1 and 2 ranks", "[train][e2e][fp16]") {
+  for (int ranks : {1, 2}) {
+    INFO("ranks " << ranks);
+    fs::path run = metareuse::test::temp_dir("fp16-demo-" + std::to_string(ranks));
+    const std::string args = "run --config configs/demo.json --set run.out_dir=" + run.string() +
+                             " --set train.precision=fp16 --set train.max_steps=3 --set eval.limit=2"
+                             " --set eval.max_new_tokens=8";
+    auto result = ranks == 1 ? run_metareuse(args) : run_metareuse_mpi(ranks, args);
+    INFO(result.output);
+    CHECK(result.status == 0);
+    CHECK(losses_of(run).size() == 3);
+  }
+}
+
+TEST_CASE("an fp16 forward that overflows at the minimum loss scale stops, keeping the last good weights",
+          "[train][e2e][fp16]") {
+  fs::path run = metareuse::test::temp_dir("fp16-overflow");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  fs::path model = run / "hf";
+  REQUIRE(run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + model.string() +
+                        " --dtype fp32").status == 0);
+  // Finite weights whose final-norm output (|x| > 65504) overflows fp16 in the
+  // head's matmul: every fp16 loss is NaN, while fp32 trains on.
+  fill_safetensors_tensor(model / "model.safetensors", "model.norm.weight", 60000.0f);
+  const std::string base = "train --dataset " + (fixture_dir() / "dataset.h5").string() +
+                           " --set model.path=" + model.string() +
+                           " --set train.global_batch=6 --set train.micro_batch=1 --set train.log_every=100";
+  fs::path wide = run / "fp32-run";
+  auto fp32 = run_metareuse(base + " --set run.out_dir=" + wide.string() + " --set train.max_steps=2");
+  INFO(fp32.output);
+  CHECK(fp32.status == 0);
+
+  fs::path bad = run / "fp16-run";
+  auto fp16 = run_metareuse(base + " --set run.out_dir=" + bad.string() +
+                            " --set train.precision=fp16 --set train.loss_scale_initial=4 --set train.max_steps=20"
+                            " --set train.max_bad_steps=2");
+  INFO(fp16.output);
+  CHECK(fp16.status == 1);
+  // 4 -> 2 -> 1 (two skips the scaler handles), then two bad steps at the minimum.
+  CHECK_THAT(fp16.output, Contains("training stopped at step 4") && Contains("train.loss_scale_min") &&
+                              Contains("the weights of step 0, the last good one, are saved in"));
+  REQUIRE(fs::exists(bad / "checkpoints" / "latest"));
+  // The checkpoint loads, and holds the weights training started from.
+  fs::path kept = run / "kept";
+  auto exported = run_metareuse("export --checkpoint " + (bad / "checkpoints").string() + " --out " + kept.string() +
+                                " --dtype fp32");
+  INFO(exported.output);
+  CHECK(exported.status == 0);
 }
 
 TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {

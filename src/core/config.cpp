@@ -196,7 +196,7 @@ std::vector<ConfigKey> build_schema() {
 
       // train: the sharded training loop
       key_string("train.precision", "fp32",
-                 "Compute precision: fp32, bf16, or fp16 (CUDA only; fp32 master weights and a loss scaler).",
+                 "Compute precision: fp32, bf16, or fp16 (mixed: fp32 master weights and residual stream, a loss scaler; on CPU fp16 is slow).",
                  {"fp32", "bf16", "fp16"}),
       key_int("train.global_batch", 8, "Sequences per optimizer step, over all ranks (fixed: the result does not "
               "depend on the rank count).", 1, 1 << 20),
@@ -217,8 +217,8 @@ std::vector<ConfigKey> build_schema() {
       key_string("train.weight_decay_policy", "matrices", "Which parameters decay: matrices only, or all.",
                  {"matrices", "all"}),
       key_number("train.grad_clip", 1.0, "Global grad-norm clip; 0 disables.", 0.0, 1e9),
-      key_int("train.max_bad_steps", 3, "Without fp16 loss scaling: consecutive steps with a non-finite loss or "
-              "gradient (each skipped) before training stops with an error naming the step and the tensor.", 1, 1 << 20),
+      key_int("train.max_bad_steps", 3, "Consecutive bad steps (a non-finite loss or gradient, each skipped; with fp16, "
+              "only at train.loss_scale_min) before training stops with an error naming the step and the tensor.", 1, 1 << 20),
       key_int("train.epochs", 0, "Epochs; 0: the adaptive rule (train.policy_*).", 0, 1 << 20),
       key_int("train.max_steps", 0, "Optimizer steps; 0: from the epochs. Overrides the adaptive rule.", 0, 1LL << 40),
       key_int("train.policy_small_examples", 5, "Adaptive rule: datasets with fewer sequences than this are small.", 0,

@@ -1,5 +1,6 @@
 #include "metareuse/distributed/communicator.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "metareuse/core/error.h"
@@ -90,8 +91,64 @@ class SelfCommunicator final : public Communicator {
   }
 };
 
+// Rank r of N with no peers: every buffer has the size it has in a real
+// N-rank job, and this rank's own block is where it would be, but nothing
+// arrives from elsewhere (the other ranks' blocks repeat this rank's). For
+// measuring one rank's memory and work in one process, never for results.
+class LoopbackCommunicator final : public Communicator {
+ public:
+  LoopbackCommunicator(int rank, int size) : rank_(rank), size_(size) {
+    MR_CHECK(size >= 1 && rank >= 0 && rank < size, "loopback communicator: rank {} of {} is not a rank", rank, size);
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+  std::string backend_name() const override { return "loopback"; }
+
+  void allreduce(void*, std::size_t, DType, ReduceOp) override {}
+  void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+    const std::size_t bytes = count * dtype_size(dtype);
+    for (int r = 0; r < size_; ++r) std::memmove(static_cast<char*>(recv) + r * bytes, send, bytes);
+  }
+  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                  DType dtype) override {
+    MR_CHECK(recv_counts.size() == static_cast<std::size_t>(size_) && recv_counts[rank_] == send_count,
+             "allgatherv: recv_counts must have {} entries, this rank's equal to {}", size_, send_count);
+    std::size_t offset = 0;
+    for (int r = 0; r < rank_; ++r) offset += recv_counts[r];
+    std::memmove(static_cast<char*>(recv) + offset * dtype_size(dtype), send, send_count * dtype_size(dtype));
+  }
+  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp) override {
+    const std::size_t bytes = recv_count * dtype_size(dtype);
+    std::memmove(recv, static_cast<const char*>(send) + rank_ * bytes, bytes);
+  }
+  void broadcast(void*, std::size_t, DType, int root) override {
+    MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
+  }
+  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                 const std::vector<std::size_t>& recv_counts, DType dtype) override {
+    MR_CHECK(send_counts.size() == static_cast<std::size_t>(size_) && recv_counts.size() == send_counts.size(),
+             "alltoallv: counts must have {} entries", size_);
+    std::size_t send_offset = 0, recv_offset = 0;
+    for (int r = 0; r < rank_; ++r) {
+      send_offset += send_counts[r];
+      recv_offset += recv_counts[r];
+    }
+    const std::size_t count = std::min(send_counts[rank_], recv_counts[rank_]);
+    std::memmove(static_cast<char*>(recv) + recv_offset * dtype_size(dtype),
+                 static_cast<const char*>(send) + send_offset * dtype_size(dtype), count * dtype_size(dtype));
+  }
+  void barrier() override {}
+
+ private:
+  int rank_, size_;
+};
+
 }  // namespace
 
 std::unique_ptr<Communicator> make_self_communicator() { return std::make_unique<SelfCommunicator>(); }
+
+std::unique_ptr<Communicator> make_loopback_communicator(int rank, int size) {
+  return std::make_unique<LoopbackCommunicator>(rank, size);
+}
 
 }  // namespace metareuse

@@ -154,9 +154,11 @@ torch::Tensor project(const torch::Tensor& x, const torch::Tensor& weight) {
     // linear 1.73 ms vs mv 0.24 ms.
     std::vector<std::int64_t> shape = x.sizes().vec();
     shape.back() = weight.size(0);
-    return torch::mv(weight, x.reshape({-1})).view(shape);
+    return torch::mv(weight, x.to(weight.scalar_type()).reshape({-1})).view(shape);
   }
-  return torch::linear(x, weight);
+  // Mixed precision: an fp32 residual stream meets fp16/bf16 weights here, and
+  // the product runs in the weights' precision, as under autocast.
+  return torch::linear(x.to(weight.scalar_type()), weight);
 }
 
 torch::Tensor apply_rotary(const torch::Tensor& x, const RotaryTables& rotary) {
@@ -284,14 +286,18 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
 
   const std::int64_t B = hidden.size(0), T = hidden.size(1);
   const std::int64_t H = config.num_attention_heads, KvH = config.num_key_value_heads, D = config.head_dim;
+  const torch::ScalarType compute = flat.scalar_type();
 
-  // LlamaAttention.forward
-  torch::Tensor normed = rms_norm(hidden, input_layernorm, config.rms_norm_eps);           // (B, T, C)
+  // LlamaAttention.forward; the norm's output is cast to the weights'
+  // precision once for the three projections.
+  torch::Tensor normed = rms_norm(hidden, input_layernorm, config.rms_norm_eps).to(compute);  // (B, T, C)
   torch::Tensor query = project(normed, q_proj).view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
   torch::Tensor keys = project(normed, k_proj).view({B, T, KvH, D}).transpose(1, 2);     // (B, KvH, T, D)
   torch::Tensor values = project(normed, v_proj).view({B, T, KvH, D}).transpose(1, 2);   // (B, KvH, T, D)
-  query = apply_rotary(query, rotary);
-  keys = apply_rotary(keys, rotary);
+  // With an fp32 residual stream the rotary tables are fp32 (autocast's
+  // rotation runs in fp32); attention and the cache run in the weights' precision.
+  query = apply_rotary(query, rotary).to(compute);
+  keys = apply_rotary(keys, rotary).to(compute);
   std::int64_t past = 0;
   if (cache != nullptr) {
     past = cache->length();
@@ -301,12 +307,13 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
   const torch::Tensor& mask = allowed.defined() || cache == nullptr ? allowed : cache->allowed();
   torch::Tensor attended = causal_attention(query, keys, values, past, config.attention, mask);  // (B, H, T, D)
   attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
-  torch::Tensor residual = hidden + project(attended, o_proj);     // (B, T, C)
+  // The residual adds keep the stream's dtype (fp32 under mixed precision).
+  torch::Tensor residual = hidden + project(attended, o_proj).to(hidden.scalar_type());  // (B, T, C)
 
   // LlamaMLP.forward: down(silu(gate(x)) * up(x))
-  normed = rms_norm(residual, post_attention_layernorm, config.rms_norm_eps);
+  normed = rms_norm(residual, post_attention_layernorm, config.rms_norm_eps).to(compute);
   torch::Tensor gated = torch::silu(project(normed, gate_proj)) * project(normed, up_proj);  // (B, T, F)
-  return residual + project(gated, down_proj);                                                    // (B, T, C)
+  return residual + project(gated, down_proj).to(residual.scalar_type());  // (B, T, C)
 }
 
 torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
@@ -319,7 +326,8 @@ torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& la
 
 torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
                                   const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
-                                  const DocumentLayout& documents, torch::ScalarType dtype, KvCache* cache) {
+                                  const DocumentLayout& documents, torch::ScalarType residual_dtype,
+                                  KvCache* cache) {
   const std::int64_t T = input_ids.size(1);
   const torch::Device device = input_ids.device();
   MR_CHECK(!(documents.defined() && cache != nullptr), "packed documents cannot continue a KV cache");
@@ -330,14 +338,14 @@ torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<U
              "segment_ids [{}] and positions [{}] must have the shape of input_ids [{}]",
              fmt::join(documents.segment_ids.sizes(), ", "), fmt::join(documents.positions.sizes(), ", "),
              fmt::join(input_ids.sizes(), ", "));
-    rotary = rope_tables_at(inv_freq, documents.positions, dtype, device);
+    rotary = rope_tables_at(inv_freq, documents.positions, residual_dtype, device);
     allowed = document_attention_mask(documents.segment_ids.to(device));
   } else {
-    rotary = rope_tables(inv_freq, cache != nullptr ? cache->length() : 0, T, dtype, device);
+    rotary = rope_tables(inv_freq, cache != nullptr ? cache->length() : 0, T, residual_dtype, device);
   }
   const UnitLayout& embeddings = units.front();
-  torch::Tensor hidden = run(0, input_ids, [&embeddings](const torch::Tensor& ids, const torch::Tensor& flat) {
-    return embedding_forward(embeddings, flat, ids);  // (B, T, C)
+  torch::Tensor hidden = run(0, input_ids, [&embeddings, residual_dtype](const torch::Tensor& ids, const torch::Tensor& flat) {
+    return embedding_forward(embeddings, flat, ids).to(residual_dtype);  // (B, T, C)
   });
   for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     const std::size_t u = static_cast<std::size_t>(layer) + 1;

@@ -79,7 +79,7 @@ int64_t ShardedUnit::persistent_bytes() const {
 
 ShardedModel::ShardedModel(std::vector<UnitLayout> units, Communicator& comm, torch::Device device,
                            torch::ScalarType compute_dtype)
-    : comm_(comm), device_(device), compute_dtype_(compute_dtype) {
+    : comm_(comm), compute_dtype_(compute_dtype) {
   for (auto& layout : units) units_.push_back(std::make_unique<ShardedUnit>(std::move(layout), comm, device));
   anchor_ = torch::zeros({1}, torch::TensorOptions().device(device)).requires_grad_(true);
 }

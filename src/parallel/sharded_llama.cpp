@@ -1,6 +1,7 @@
 #include "metareuse/parallel/sharded_llama.h"
 
 #include "metareuse/core/error.h"
+#include "metareuse/distributed/runtime.h"  // CollectiveScope: the step's one host sync is watched
 #include "metareuse/model/llama.h"
 
 namespace metareuse {
@@ -10,7 +11,8 @@ ShardedLlama::ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device
     : config_(std::move(config)),
       layouts_(unit_layouts(config_)),
       model_(layouts_, comm, device, compute_dtype),
-      inv_freq_(rope_inv_freq(config_).to(device)) {}
+      device_(device),
+      inv_freq_(rope_inv_freq(config_)) {}
 
 namespace {
 
@@ -23,33 +25,54 @@ struct MicroBatch {
   DocumentLayout documents;          // (b, T') each, or undefined
 };
 
+// The batch lives on the host, and its bookkeeping is read there directly:
+// no tensor op ends in a scalar read (a device sync where tensors are on a GPU,
+// and a count the sync-budget test holds).
 MicroBatch cut_micro_batch(const torch::Tensor& input_ids, const torch::Tensor& targets, const DocumentLayout& documents) {
   if (!documents.defined()) return {input_ids, targets, {}};
-  const torch::Tensor& segments = documents.segment_ids;  // (b, T)
+  const torch::Tensor segments = documents.segment_ids.to(torch::kCPU, torch::kInt64).contiguous();  // (b, T)
   const int64_t T = segments.size(1);
-  torch::Tensor real = segments.ge(0);                     // (b, T)
-  torch::Tensor columns = torch::arange(1, T + 1, torch::kInt64).unsqueeze(0).expand_as(segments);
-  const int64_t longest = std::max<int64_t>(2, (columns * real).max().item<int64_t>());
+  const int64_t* segment = segments.data_ptr<int64_t>();
+  int64_t longest = 2;
+  int64_t most_documents = -1;  // the largest segment id: > 0 means several documents in a row
+  for (int64_t i = 0; i < segments.numel(); ++i) {
+    if (segment[i] >= 0) longest = std::max(longest, i % T + 1);
+    most_documents = std::max(most_documents, segment[i]);
+  }
+  longest = std::min(longest, T);
   auto cut = [longest](const torch::Tensor& x) { return x.narrow(1, 0, longest); };
   MicroBatch out{cut(input_ids), cut(targets), {}};
-  if (segments.max().item<int64_t>() > 0) out.documents = {cut(documents.positions), cut(segments)};
+  if (most_documents > 0) out.documents = {cut(documents.positions), cut(documents.segment_ids)};
   return out;
+}
+
+// Target tokens of a host batch (targets != -100), counted on the host.
+int64_t target_count(const torch::Tensor& targets) {
+  const torch::Tensor host = targets.to(torch::kCPU, torch::kInt64).contiguous();
+  const int64_t* value = host.data_ptr<int64_t>();
+  return std::count_if(value, value + host.numel(), [](int64_t t) { return t != -100; });
 }
 
 }  // namespace
 
-torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
-                                       const DocumentLayout& documents, double normalizer) {
+UnitRunner ShardedLlama::runner() {
   // Flat buffers are padded to a multiple of the world size; the model's
   // functional forwards take exactly the unit's elements.
-  UnitRunner run = [this](std::size_t u, const torch::Tensor& input, UnitFn fn) {
+  return [this](std::size_t u, const torch::Tensor& input, UnitFn fn) {
     const int64_t numel = layouts_[u].numel;
     return model_.run(u, input, [numel, fn](const torch::Tensor& x, const torch::Tensor& flat) {
       return fn(x, flat.narrow(0, 0, numel));
     });
   };
+}
+
+torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
+                                       const DocumentLayout& documents, double normalizer) {
+  const UnitRunner run = runner();
+  // Mixed precision: the hidden stream between units is fp32 and each unit
+  // computes in the model's compute dtype (llama_trunk_forward).
   torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents,
-                                             model_.compute_dtype(), nullptr);  // (b, T, C)
+                                             torch::kFloat32, nullptr);  // (b, T, C)
   const UnitLayout& embeddings = layouts_[0];
   return run(0, hidden, [&embeddings, targets, normalizer](const torch::Tensor& x, const torch::Tensor& flat) {
     return token_loss_sum(head_forward(embeddings, flat, x), targets) / normalizer;
@@ -60,14 +83,16 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
   Communicator& comm = model_.comm();
   const int64_t rows = batch.input_ids.size(0);
   const int64_t world = comm.size();
-  const double normalizer = static_cast<double>(batch.targets.ne(-100).sum().item<int64_t>());
+  const double normalizer = static_cast<double>(target_count(batch.targets));
   MR_CHECK(normalizer > 0, "the global batch has no target tokens");
   MR_CHECK(micro_batch > 0, "micro batch must be positive");
 
   torch::Tensor mine = torch::arange(comm.rank(), rows, world, torch::kInt64);  // this rank's rows
   const int64_t most_rows = (rows + world - 1) / world;
   const int64_t micro_steps = (most_rows + micro_batch - 1) / micro_batch;
-  double local_loss = 0.0;
+  // Summed on the device and read once per step: a read per micro-step would
+  // make the host wait for every micro-step's kernels.
+  torch::Tensor local_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat32).device(device_));
   for (int64_t m = 0; m < micro_steps; ++m) {
     int64_t begin = m * micro_batch;
     int64_t count = std::max<int64_t>(0, std::min(micro_batch, mine.size(0) - begin));
@@ -79,21 +104,38 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
     MicroBatch micro = cut_micro_batch(rows_of(batch.input_ids), targets,
                                        {rows_of(batch.documents.positions), rows_of(batch.documents.segment_ids)});
     // The batch lives on the host; the model's units on their device.
-    const torch::Device device = inv_freq_.device();
-    torch::Tensor loss = micro_loss(micro.input_ids.to(device), micro.targets.to(device), micro.documents, normalizer);
-    if (count > 0) local_loss += loss.item<double>();
+    torch::Tensor loss = micro_loss(micro.input_ids.to(device_), micro.targets.to(device_), micro.documents, normalizer);
+    if (count > 0) local_loss += loss.detach();
     (loss * loss_scale).backward();
     model_.end_micro_step();
   }
-  return comm.allreduce_value<double>(local_loss, ReduceOp::kSum);
+  double local = 0.0;
+  {
+    // The step's one wait for the device: under NCCL it also waits for every
+    // collective queued on the stream, so a hung peer is caught here by the
+    // watchdog (dist.collective_timeout) instead of blocking for ever.
+    CollectiveScope watch("the step's loss (waits for the step's kernels and collectives)");
+    local = local_loss.item<double>();
+  }
+  return comm.allreduce_value<double>(local, ReduceOp::kSum);
+}
+
+torch::Tensor ShardedLlama::logits(const torch::Tensor& input_ids) {
+  torch::NoGradGuard no_grad;
+  const UnitRunner run = runner();
+  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids.to(device_), {},
+                                             torch::kFloat32, nullptr);  // (B, T, C)
+  const UnitLayout& embeddings = layouts_[0];
+  return run(0, hidden, [&embeddings](const torch::Tensor& x, const torch::Tensor& flat) {
+    return head_forward(embeddings, flat, x);  // (B, T, V)
+  });
 }
 
 double ShardedLlama::evaluate(const TrainBatch& batch) {
   torch::NoGradGuard no_grad;
-  const double normalizer = static_cast<double>(batch.targets.ne(-100).sum().item<int64_t>());
-  const torch::Device device = inv_freq_.device();
+  const double normalizer = static_cast<double>(target_count(batch.targets));
   MicroBatch micro = cut_micro_batch(batch.input_ids, batch.targets, batch.documents);
-  return micro_loss(micro.input_ids.to(device), micro.targets.to(device), micro.documents, normalizer).item<double>();
+  return micro_loss(micro.input_ids.to(device_), micro.targets.to(device_), micro.documents, normalizer).item<double>();
 }
 
 }  // namespace metareuse

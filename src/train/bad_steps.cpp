@@ -35,26 +35,44 @@ std::string first_nonfinite_parameter(ShardedModel& model) {
 
 }  // namespace
 
-void BadStepGuard::after_step(std::int64_t step, double loss, bool skipped, ShardedModel& model) {
-  // With fp16 loss scaling an overflow is the scaler's to handle (skip, lower the scale).
-  const bool bad = !loss_scaling_ && (!std::isfinite(loss) || skipped);
-  if (!bad) {
+bool BadStepGuard::is_bad(double loss, const StepOutcome& outcome) const {
+  const bool nonfinite = !std::isfinite(loss) || outcome.skipped;
+  if (!loss_scaling_.enabled) return nonfinite;
+  // Above the minimum scale an overflow is the scaler's to handle.
+  return nonfinite && outcome.loss_scale <= loss_scaling_.min_scale;
+}
+
+BadStepVerdict BadStepGuard::after_step(std::int64_t step, double loss, const StepOutcome& outcome,
+                                        ShardedModel& model) {
+  BadStepVerdict verdict;
+  if (!outcome.skipped) last_good_step_ = step;
+  verdict.last_good_step = last_good_step_;
+  if (!is_bad(loss, outcome)) {
     consecutive_ = 0;
-    return;
+    return verdict;
   }
   if (consecutive_++ == 0) first_bad_step_ = step;
-  log_warn("step {}: non-finite {} (loss {}); the update was skipped ({} of train.max_bad_steps={} in a row)", step,
-            std::isfinite(loss) ? "gradient" : "loss", loss, consecutive_, max_bad_steps_);
-  if (consecutive_ < max_bad_steps_) return;
+  const std::string where =
+      loss_scaling_.enabled ? fmt::format(" at the minimum loss scale {} (train.loss_scale_min)", outcome.loss_scale)
+                            : std::string();
+  log_warn("step {}: non-finite {} (loss {}){}; the update was skipped ({} of train.max_bad_steps={} in a row)", step,
+           std::isfinite(loss) ? "gradient" : "loss", loss, where, consecutive_, max_bad_steps_);
+  if (consecutive_ < max_bad_steps_) return verdict;
   std::string tensor = first_nonfinite_parameter(model);
+  verdict.parameters_finite = tensor.empty();
   if (tensor.empty()) {
     tensor = std::isfinite(loss) ? "a gradient (the parameters are finite)"
                                  : "the loss (the parameters are finite: the input or the forward overflows)";
   }
-  throw Error(fmt::format("training stopped at step {}: {} consecutive non-finite steps since step {} "
-                          "(train.max_bad_steps={}); first non-finite tensor: {}. Lower train.lr, check the model's "
-                          "weights, or resume from an earlier checkpoint",
-                          step, consecutive_, first_bad_step_, max_bad_steps_, tensor));
+  verdict.stop = true;
+  verdict.message = fmt::format(
+      "training stopped at step {}: {} consecutive non-finite steps{} since step {} (train.max_bad_steps={}); first "
+      "non-finite tensor: {}. {}",
+      step, consecutive_, where, first_bad_step_, max_bad_steps_, tensor,
+      loss_scaling_.enabled ? "fp16 overflows even unscaled: train in bf16 or fp32, lower train.lr, or check the "
+                              "model's weights and the data"
+                            : "Lower train.lr, check the model's weights, or resume from an earlier checkpoint");
+  return verdict;
 }
 
 }  // namespace metareuse

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "metareuse/core/error.h"
+#include "metareuse/distributed/runtime.h"  // CollectiveScope: the step's host read is watched
 
 namespace metareuse {
 
@@ -99,16 +100,21 @@ StepOutcome AdamW::step(double lr, double max_grad_norm, LossScaler& scaler, int
   outcome.loss_scale = scaler.scale();
   const AdamWConfig& adamw = config_;
 
-  // 1 + 2: one allreduce carries both the overflow flag and the squared norm.
+  // 1 + 2: every shard's norm in one fused pass, their squares summed on the
+  // device, and one read on the host: an inf or NaN in any shard makes the sum
+  // non-finite, so one number carries both the overflow flag and the norm.
+  std::vector<torch::Tensor> grads;
+  grads.reserve(model_.size());
+  for (std::size_t u = 0; u < model_.size(); ++u) grads.push_back(model_.unit(u).grad());
+  const torch::Tensor norms = torch::stack(torch::_foreach_norm(grads, 2));  // (units,) fp32
+  const torch::Tensor squares = norms.to(torch::kFloat64).square().sum();
   double local_sq = 0.0;
-  double local_inf = 0.0;
-  for (std::size_t u = 0; u < model_.size(); ++u) {
-    torch::Tensor& grad = model_.unit(u).grad();
-    double sq = grad.to(torch::kFloat64).square().sum().item<double>();
-    if (!std::isfinite(sq)) local_inf = 1.0;
-    else local_sq += sq;
+  {
+    CollectiveScope watch("the gradient norm (waits for the step's kernels and collectives)");
+    local_sq = squares.item<double>();
   }
-  double inf_and_sq[2] = {local_inf, local_sq};
+  const bool local_inf = !std::isfinite(local_sq);
+  double inf_and_sq[2] = {local_inf ? 1.0 : 0.0, local_inf ? 0.0 : local_sq};
   model_.comm().allreduce(&inf_and_sq[0], 1, DType::kFloat64, ReduceOp::kMax);
   model_.comm().allreduce(&inf_and_sq[1], 1, DType::kFloat64, ReduceOp::kSum);
   bool found_inf = inf_and_sq[0] > 0.0;

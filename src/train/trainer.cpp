@@ -242,26 +242,41 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
   const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
   const int64_t H = model.num_attention_heads, L = model.num_hidden_layers, V = model.vocab_size;
+  const std::vector<UnitLayout> units = unit_layouts(model);
   plan.parameters = parameter_count(model);
   plan.ranks = ranks;
   int64_t largest_unit = 0;
-  for (const auto& layout : unit_layouts(model)) largest_unit = std::max(largest_unit, layout.numel);
+  for (const auto& layout : units) largest_unit = std::max(largest_unit, layout.numel);
+  const int64_t embeddings = units.front().numel;  // the head's weights live in this unit
   plan.sharded_state_bytes = 16 * ceil_div(plan.parameters, ranks);
-  // The unit running and the next one prefetched, in compute precision; in
-  // backward also the unit's full gradient (compute precision + fp32 for the reduce-scatter).
-  plan.gathered_units_bytes = largest_unit * (2 * compute_bytes + compute_bytes + 4);
+  // Units are gathered just before they run (nothing is prefetched). The peak
+  // of a unit's backward: its gathered buffer and its full gradient in
+  // compute precision, and one fp32 buffer of its size (the gradient's fp32
+  // copy for the reduce-scatter, or, in fp32, a parameter view's gradient
+  // while the flat one is assembled).
+  plan.gathered_units_bytes = largest_unit * (2 * compute_bytes + 4);
+  // The head's backward: the gathered embeddings and three fp32 (b, T, V)
+  // tensors at once (the log-softmax, the loss's gradient, the logits' gradient).
+  plan.logits_bytes = embeddings * compute_bytes + b * T * V * 12;
   // One layer's activations: norms, q/k/v/o, the SwiGLU's three F-wide
   // tensors, and the (b, H, T, T) attention scores and fp32 softmax.
   const int64_t layer = b * T * (6 * C + 3 * F) * compute_bytes + b * H * T * T * (compute_bytes + 4);
-  const int64_t unit_inputs = (L + 2) * b * T * C * compute_bytes;
+  // The hidden stream between units is fp32 in every precision (mixed
+  // precision keeps the residual stream wide), and recompute keeps each unit's input.
+  const int64_t unit_inputs = (L + 2) * b * T * C * 4;
   plan.activations_checkpointed_bytes = unit_inputs + layer;
   plan.activations_full_bytes = unit_inputs + L * layer;
-  plan.logits_bytes = b * T * V * (compute_bytes + 4 + 4);
-  plan.total_bytes = plan.sharded_state_bytes + plan.gathered_units_bytes + plan.activations_checkpointed_bytes +
-                     plan.logits_bytes;
+  // A decoder layer's backward: its recomputed activations beside its own
+  // gathered buffer, gradient and fp32 copy.
+  const int64_t layer_unit = L > 0 ? units[1].numel : 0;
+  const int64_t layer_backward = layer + layer_unit * (2 * compute_bytes + 4);
+  // These backwards run one after another: the unit inputs stay throughout,
+  // and the peak is the largest backward.
+  const int64_t transient = std::max({plan.gathered_units_bytes, plan.logits_bytes, layer_backward});
+  plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient;
   plan.kept_units_bytes = plan.parameters * compute_bytes + largest_unit * (compute_bytes + 4);
-  plan.total_kept_bytes = plan.sharded_state_bytes + plan.kept_units_bytes + plan.activations_full_bytes +
-                          plan.logits_bytes;
+  plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
+                          plan.activations_full_bytes;
   plan.device_bytes = device_bytes;
   // 10% headroom for the allocator's fragmentation and the runtime's own memory.
   auto fits = [device_bytes](int64_t bytes) { return device_bytes <= 0 || bytes <= device_bytes * 9 / 10; };
@@ -278,12 +293,13 @@ std::string format_plan(const MemoryPlan& plan) {
   std::string out;
   out += fmt::format("memory plan per rank ({} parameters over {} ranks)\n", plan.parameters, plan.ranks);
   out += fmt::format("  sharded state (16 B/param / N)          {:>12}\n", format_bytes(plan.sharded_state_bytes));
-  out += fmt::format("  gathered units in flight                {:>12}\n", format_bytes(plan.gathered_units_bytes));
+  out += fmt::format("  largest unit's backward                 {:>12}\n", format_bytes(plan.gathered_units_bytes));
+  out += fmt::format("  the head's backward (fp32 logits)       {:>12}\n", format_bytes(plan.logits_bytes));
   out += fmt::format("  activations, checkpointed               {:>12}\n",
                      format_bytes(plan.activations_checkpointed_bytes));
   out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));
-  out += fmt::format("  logits buffer                           {:>12}\n", format_bytes(plan.logits_bytes));
-  out += fmt::format("  total, units recomputed in backward     {:>12}\n", format_bytes(plan.total_bytes));
+  out += fmt::format("  total, units recomputed in backward     {:>12} (state, unit inputs, the largest backward)\n",
+                     format_bytes(plan.total_bytes));
   out += fmt::format("  total, units and activations kept       {:>12} (all units gathered: {})\n",
                      format_bytes(plan.total_kept_bytes), format_bytes(plan.kept_units_bytes));
   const char* why = plan.recompute_choice != "auto" ? "as set"
@@ -309,7 +325,10 @@ MemoryPlan validate_training(const TrainOptions& options, const std::string& dev
                                   options.micro_batch, options.global_batch));
   }
   if (options.precision == "fp16" && device_type != "cuda") {
-    throw ConfigError("train.precision=fp16 needs CUDA (libtorch has no fp16 matmul on CPU); use fp32 or bf16");
+    // libtorch 2.x runs fp16 matmuls on CPU, through the same code as CUDA, but
+    // without fp16 units they run at about 1 GFLOP/s: right for tests, not for work.
+    log_warn("train.precision=fp16 on the CPU: the same mixed-precision path as on a GPU, but fp16 matmuls are "
+             "slow on most CPUs (use fp32 or bf16 for real CPU training)");
   }
   MemoryPlan memory = plan_memory(options.model, world_size, options.micro_batch, sequence_length, options.precision,
                                   options.device_bytes, options.recompute);
@@ -388,7 +407,7 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   const LrScheduleConfig schedule{options.lr_schedule, options.warmup_steps, epochs.total_steps, options.adamw.lr,
                                   options.lr_min};
   LossScaler scaler(options.loss_scaling);
-  BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling.enabled);
+  BadStepGuard bad_steps(options.max_bad_steps, options.loss_scaling);
   // One global order on every rank: each step every rank draws the same global
   // batch and ShardedLlama takes its own rows of it, so the batches do not depend
   // on the rank count (sampler.h).
@@ -439,7 +458,20 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
     const double loss = model.forward_backward(batch, options.micro_batch, scaler.scale());
     StepOutcome outcome = optimizer.step(lr, options.grad_clip, scaler, state.adam_steps);
     ++state.step;
-    bad_steps.after_step(state.step, loss, outcome.skipped, model.sharded());
+    const BadStepVerdict verdict = bad_steps.after_step(state.step, loss, outcome, model.sharded());
+    if (verdict.stop) {
+      reporter.finish();
+      // Skipped steps changed no weight: the model is still that of the last
+      // good step, worth keeping unless the weights themselves went bad.
+      if (verdict.parameters_finite) {
+        SaveResult saved = save_training(model, optimizer, state, order, scaler, options.checkpoints, "bad steps");
+        if (saved.ok) {
+          throw Error(fmt::format("{}; the weights of step {}, the last good one, are saved in {}", verdict.message,
+                                  verdict.last_good_step, saved.path));
+        }
+      }
+      throw Error(verdict.message);
+    }
     const double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
     reporter.report(state.step, order.epoch(), loss, lr, outcome, useful_tokens, seconds,

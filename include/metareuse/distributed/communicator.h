@@ -92,4 +92,11 @@ class Communicator {
 // A one-rank communicator: every collective is the identity (or a copy).
 std::unique_ptr<Communicator> make_self_communicator();
 
+// Rank `rank` of `size` with no peers: collectives keep the shapes of a real
+// `size`-rank job (gathers return every block, reduce-scatters this rank's),
+// with this rank's data standing in for the others'. One process then holds
+// and computes exactly one rank's share, for measuring a rank's memory
+// (bench/memory) without the other ranks. Its results are not a real job's.
+std::unique_ptr<Communicator> make_loopback_communicator(int rank, int size);
+
 }  // namespace metareuse

@@ -167,9 +167,14 @@ using UnitRunner = std::function<torch::Tensor(std::size_t unit, const torch::Te
 // input_ids (B, T) -> normalised hidden (B, T, C); the caller runs the head
 // (head_forward on unit 0). With `documents`, positions and the attention
 // mask follow the packed documents; with a cache, positions continue it.
+// `residual_dtype` is the hidden stream's between units: the weights' own dtype
+// for a model run in one precision (as transformers' model.half()), fp32 for
+// mixed-precision training, where each unit casts to its weights' precision for
+// the matmuls and attention, and RMSNorm, the residual adds and the rotary
+// tables stay fp32 (what torch.autocast does).
 torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
                                   const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
-                                  const DocumentLayout& documents, torch::ScalarType dtype, KvCache* cache);
+                                  const DocumentLayout& documents, torch::ScalarType residual_dtype, KvCache* cache);
 
 // ------------------------------------------------------------------ loss ----
 

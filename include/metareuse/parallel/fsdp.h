@@ -112,7 +112,7 @@ class ShardedModel {
   // (eval), it just gathers, runs and frees. A unit may run several times per
   // step (tied embeddings + head).
   torch::Tensor run(std::size_t index, const torch::Tensor& input, UnitFn fn);
-  // train.recompute, as decided by the trainer (train/trainer.h: recompute_units).
+  // train.recompute, as the memory plan decided it (train/trainer.h: plan_memory).
   void set_recompute(bool enabled) { recompute_ = enabled; }
   bool recompute() const { return recompute_; }
 
@@ -130,7 +130,6 @@ class ShardedModel {
  private:
   std::vector<std::unique_ptr<ShardedUnit>> units_;
   Communicator& comm_;
-  torch::Device device_;
   torch::ScalarType compute_dtype_;
   // The calls made this micro-step (the graph holds them too).
   std::vector<c10::intrusive_ptr<UnitCall>> live_calls_;

@@ -49,14 +49,22 @@ class ShardedLlama {
   // Loss of a batch without gradients (all rows on every rank).
   double evaluate(const TrainBatch& batch);
 
+  // The training forward's logits (B, T, V) in the compute dtype, without
+  // gradients, for every row on every rank: what precision does to the
+  // training forward can be compared with a reference (bench/fp16).
+  torch::Tensor logits(const torch::Tensor& input_ids);
+
  private:
+  // Runs a unit through the sharding engine on its real (unpadded) elements.
+  UnitRunner runner();
   torch::Tensor micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
                            const DocumentLayout& documents, double normalizer);
 
   LlamaConfig config_;
   std::vector<UnitLayout> layouts_;
   ShardedModel model_;
-  torch::Tensor inv_freq_;
+  torch::Device device_;
+  torch::Tensor inv_freq_;  // (D/2,) fp32, kept on the host: the rotary tables are built there
 };
 
 }  // namespace metareuse

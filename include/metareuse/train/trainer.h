@@ -23,11 +23,11 @@ struct MemoryPlan {
   int64_t parameters = 0;
   int64_t ranks = 1;
   int64_t sharded_state_bytes = 0;   // fp32 master + AdamW moments + fp32 grad shard: 16 B / param / N
-  int64_t gathered_units_bytes = 0;  // two units in flight in compute precision, plus one unit's full fp32 gradient
+  int64_t gathered_units_bytes = 0;  // the largest unit's backward: gathered + full gradient (compute) + an fp32 copy
   int64_t activations_checkpointed_bytes = 0;  // unit inputs kept + one layer's recompute
   int64_t activations_full_bytes = 0;          // what keeping every activation would cost instead
-  int64_t logits_bytes = 0;          // (micro batch, T, V) logits and their gradient in fp32
-  int64_t total_bytes = 0;           // with checkpointed activations (recompute)
+  int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V)
+  int64_t total_bytes = 0;           // state + the larger of the two backwards + checkpointed activations
   // Without recompute: every unit's gathered parameters and every activation
   // stay until backward (FSDP's reshard_after_forward=false).
   int64_t kept_units_bytes = 0;      // all units gathered in compute precision + one unit's fp32 gradient

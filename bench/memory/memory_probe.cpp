@@ -1,0 +1,175 @@
+// One rank's memory in a training step, measured against `metareuse plan`.
+//
+// Runs one rank's exact share of an N-rank job in one process: the loopback
+// communicator (distributed/communicator.h) acts as rank r of N with no peers,
+// so the shards, the gathered units and the reduce-scatter buffers have the
+// sizes they have in the real job. Two optimizer steps of one micro-batch,
+// then the peak of allocated bytes beside plan_memory's per-rank total.
+//   CPU:  allocations reported by libtorch's CPU allocator (a memory-reporting
+//         hook, the one torch.profiler's profile_memory uses);
+//   CUDA: the caching allocator's peak allocated bytes; --memory-fraction caps
+//         the allocator (16/80: a 16 GB P100 on an 80 GB card), so an out of
+//         memory there is the real answer to "does it fit".
+//
+//   memory_probe --preset llama3.2-3b --layers 2 --ranks 8 --seq 1024 --precision bf16
+//   memory_probe ... --json out.json
+// Prints one table and exits 0 when measured, 2 when CUDA is asked for and absent.
+#include <CLI/CLI.hpp>
+#include <c10/core/CPUAllocator.h>       // memory reporting of CPU allocations
+#include <c10/util/ThreadLocalDebugInfo.h>  // DebugInfoGuard: installs the reporter
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+#if defined(METAREUSE_WITH_NCCL)
+#include <c10/cuda/CUDACachingAllocator.h>  // the CUDA allocator's peak and memory fraction
+#endif
+
+#include <algorithm>
+#include <atomic>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "metareuse/core/timing.h"  // peak_rss_bytes, format_bytes
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/model/config.h"
+#include "metareuse/parallel/sharded_llama.h"
+#include "metareuse/train/optimizer.h"
+#include "metareuse/train/trainer.h"  // plan_memory
+
+namespace {
+
+using metareuse::format_bytes;
+
+// The peak of bytes allocated on the CPU since it was installed. The CPU
+// allocator reports each allocation's running total while a reporter that
+// asks for it is installed on the thread (and the threads autograd and
+// at::parallel_for run work on, which inherit the thread's debug info).
+class CpuPeak final : public c10::MemoryReportingInfoBase {
+ public:
+  bool memoryProfilingEnabled() const override { return true; }
+  void reportMemoryUsage(void*, int64_t, size_t total_allocated, size_t, c10::Device device) override {
+    if (!device.is_cpu()) return;
+    const int64_t now = static_cast<int64_t>(total_allocated);
+    int64_t seen = peak_.load();
+    while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
+    }
+  }
+  void reportOutOfMemory(int64_t, size_t, size_t, c10::Device) override {}
+  int64_t peak() const { return peak_.load(); }
+
+ private:
+  std::atomic<int64_t> peak_{0};
+};
+
+torch::ScalarType dtype_of(const std::string& precision) {
+  if (precision == "fp16") return torch::kFloat16;
+  if (precision == "bf16") return torch::kBFloat16;
+  return torch::kFloat32;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"One rank's training-step memory, measured beside metareuse plan's figure"};
+  std::string preset = "llama3.2-3b", precision = "bf16", device_name = "cpu", recompute = "always", json_path;
+  int64_t layers = 2, ranks = 8, rank = 0, seq = 1024, micro_batch = 1;
+  double memory_fraction = 0.0;
+  app.add_option("--preset", preset, "model.preset to take the shape from");
+  app.add_option("--layers", layers, "Decoder layers (the rest of the shape is the preset's)");
+  app.add_option("--ranks", ranks, "Ranks of the job this process is one rank of");
+  app.add_option("--rank", rank, "Which rank this process is");
+  app.add_option("--seq", seq, "Sequence length");
+  app.add_option("--micro-batch", micro_batch, "Rows per micro-batch (one micro-step per step)");
+  app.add_option("--precision", precision, "fp32, bf16 or fp16")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
+  app.add_option("--recompute", recompute, "always or never")->check(CLI::IsMember({"always", "never"}));
+  app.add_option("--device", device_name, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--memory-fraction", memory_fraction, "CUDA: cap the allocator at this fraction of the card");
+  app.add_option("--json", json_path, "Also write the figures here");
+  CLI11_PARSE(app, argc, argv);
+
+  const bool cuda = device_name == "cuda";
+  if (cuda && !torch::cuda::is_available()) {
+    std::fprintf(stderr, "memory_probe: --device cuda, but libtorch sees no CUDA device\n");
+    return 2;
+  }
+  torch::manual_seed(0);
+  metareuse::LlamaConfig config = metareuse::LlamaConfig::preset(preset);
+  config.num_hidden_layers = layers;
+  const metareuse::MemoryPlan plan =
+      metareuse::plan_memory(config, ranks, micro_batch, seq, precision, 0, recompute);
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+
+  auto cpu_peak = std::make_shared<CpuPeak>();
+  std::unique_ptr<c10::DebugInfoGuard> reporting;
+  int64_t cuda_baseline = 0;
+#if defined(METAREUSE_WITH_NCCL)
+  if (cuda) {
+    if (memory_fraction > 0) c10::cuda::CUDACachingAllocator::setMemoryFraction(memory_fraction, 0);
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+    cuda_baseline = c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].current;
+  }
+#endif
+  if (!cuda) reporting = std::make_unique<c10::DebugInfoGuard>(c10::DebugInfoKind::PROFILER_STATE, cpu_peak);
+
+  std::string outcome = "measured";
+  double seconds = 0.0;
+  try {
+    auto comm = metareuse::make_loopback_communicator(static_cast<int>(rank), static_cast<int>(ranks));
+    metareuse::ShardedLlama model(config, *comm, device, dtype_of(precision));
+    model.sharded().set_recompute(recompute == "always");
+    {
+      torch::NoGradGuard no_grad;
+      for (std::size_t u = 0; u < model.sharded().size(); ++u) model.sharded().unit(u).master().normal_(0.0, 0.02);
+    }
+    metareuse::AdamW optimizer(model.sharded(), metareuse::AdamWConfig{});
+    metareuse::LossScalerConfig scaling;
+    scaling.enabled = precision == "fp16";
+    metareuse::LossScaler scaler(scaling);
+    // The global batch holds one micro-batch per rank: this rank runs one micro-step.
+    torch::Tensor ids = torch::randint(0, config.vocab_size, {micro_batch * ranks, seq}, torch::kInt64);
+    const metareuse::TrainBatch batch{ids, metareuse::next_token_targets(ids)};
+    int64_t adam_steps = 0;
+    metareuse::Stopwatch watch;
+    for (int step = 0; step < 2; ++step) {
+      model.forward_backward(batch, micro_batch, scaler.scale());
+      optimizer.step(1e-4, 1.0, scaler, adam_steps);
+    }
+    seconds = watch.seconds() / 2.0;
+  } catch (const std::exception& error) {
+    const std::string message = error.what();
+    if (message.find("out of memory") == std::string::npos) throw;
+    outcome = "out of memory";
+  }
+  reporting.reset();
+
+  int64_t peak = cpu_peak->peak();
+#if defined(METAREUSE_WITH_NCCL)
+  if (cuda) peak = c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak - cuda_baseline;
+#endif
+  const int64_t planned = recompute == "always" ? plan.total_bytes : plan.total_kept_bytes;
+  const double ratio = planned > 0 ? static_cast<double>(peak) / static_cast<double>(planned) : 0.0;
+  std::printf("%s", metareuse::format_plan(plan).c_str());
+  std::printf("memory probe: %s, %lld layers, rank %lld of %lld, seq %lld, micro-batch %lld, %s, recompute %s, %s\n",
+              preset.c_str(), static_cast<long long>(layers), static_cast<long long>(rank),
+              static_cast<long long>(ranks), static_cast<long long>(seq), static_cast<long long>(micro_batch),
+              precision.c_str(), recompute.c_str(), device.str().c_str());
+  std::printf("  %-34s %14s\n", "planned per rank", format_bytes(static_cast<double>(planned)).c_str());
+  std::printf("  %-34s %14s  (%s)\n", "measured peak allocated", format_bytes(static_cast<double>(peak)).c_str(),
+              outcome.c_str());
+  std::printf("  %-34s %14.3f\n", "measured / planned", ratio);
+  std::printf("  %-34s %14.1f\n", "seconds per step", seconds);
+  std::printf("  %-34s %14s\n", "peak RSS of the process",
+              format_bytes(static_cast<double>(metareuse::peak_rss_bytes())).c_str());
+  if (!json_path.empty()) {
+    nlohmann::json out = {{"preset", preset},       {"layers", layers},         {"ranks", ranks},
+                          {"rank", rank},           {"seq", seq},               {"micro_batch", micro_batch},
+                          {"precision", precision}, {"recompute", recompute},   {"device", device.str()},
+                          {"outcome", outcome},     {"planned_bytes", planned}, {"measured_peak_bytes", peak},
+                          {"ratio", ratio},         {"seconds_per_step", seconds},
+                          {"memory_fraction", memory_fraction}};
+    std::ofstream(json_path) << out.dump(2) << "\n";
+  }
+  return 0;
+}
