@@ -3,16 +3,11 @@
 
 #include <fmt/format.h>
 
-#include <filesystem>
-#include <utility>
-
-#include "metareuse/core/error.h"
 #include "metareuse/core/timing.h"  // parse_bytes
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
 
 namespace metareuse {
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
