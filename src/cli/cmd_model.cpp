@@ -1,40 +1,20 @@
 // metareuse forward / generate: run a Llama model from a model source on
 // token ids. Both run on rank 0 only (one process is enough for inference);
 // other ranks return at once. Every flag is a config key (forward.*,
-// generate.*); generate's work is the library's (eval/generate_text.h).
-#include <fmt/format.h>       // messages
+// generate.*); the work is the library's (eval/forward_file.h, eval/generate_text.h).
+#include <fmt/format.h>       // run.seed's override
 #include <nlohmann/json.hpp>  // the output lines
-#include <torch/torch.h>      // tensors
 
-#include <cmath>
 #include <iostream>
 
 #include "commands.h"
 #include "flags.h"
-#include "metareuse/checkpoint/model_source.h"
 #include "metareuse/core/error.h"
-#include "metareuse/core/timing.h"
+#include "metareuse/eval/forward_file.h"
 #include "metareuse/eval/generate_text.h"
-#include "metareuse/model/safetensors.h"
-#include "metareuse/model/source.h"
-#include "metareuse/run/resolve.h"  // generate_text_options
+#include "metareuse/run/resolve.h"  // forward_file_options, generate_text_options
 
 namespace metareuse::cli_detail {
-namespace {
-
-torch::ScalarType parse_dtype(const std::string& name) {
-  if (name == "float32") return torch::kFloat32;
-  if (name == "bfloat16") return torch::kBFloat16;
-  throw UsageError(fmt::format("--dtype must be float32 or bfloat16, got '{}'", name));
-}
-
-std::string required(const Config& config, const std::string& key, const char* flag) {
-  std::string value = config.get_string(key);
-  if (value.empty()) throw UsageError(fmt::format("give {} ({})", flag, key));
-  return value;
-}
-
-}  // namespace
 
 void forward_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_value_flag(app, "--model", "forward.model", "Model: a Hugging Face folder or a checkpoint (forward.model)",
@@ -50,37 +30,7 @@ void forward_options(CLI::App& app, std::vector<std::string>& overrides) {
 
 int forward_run(CommandContext& context) {
   if (context.runtime.rank() != 0) return kExitOk;
-  const Config& config = context.config;
-  const std::string model_path = required(config, "forward.model", "the model with --model");
-  const std::string ids_path = required(config, "forward.ids", "the input ids with --ids");
-  const std::string out_path = required(config, "forward.out", "the output file with --out");
-  Stopwatch watch;
-  auto source = open_model_or_checkpoint(model_path);
-  LlamaModel model = load_model(*source, torch::TensorOptions().dtype(parse_dtype(config.get_string("forward.dtype"))));
-  SafetensorsFile ids_file(ids_path);
-  if (!ids_file.contains("input_ids")) {
-    throw InputError(fmt::format("'{}' has no tensor 'input_ids' (it holds: {})", ids_path,
-                                 fmt::join(ids_file.names(), ", ")));
-  }
-  torch::Tensor input_ids = ids_file.tensor("input_ids");
-  if (input_ids.scalar_type() == torch::kInt32) input_ids = input_ids.to(torch::kInt64);
-  if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
-    throw InputError(fmt::format("'{}': input_ids must be int64 [B, T], got {} [{}]", ids_path,
-                                 c10::toString(input_ids.scalar_type()), fmt::join(input_ids.sizes(), ", ")));
-  }
-  torch::NoGradGuard no_grad;
-  torch::Tensor logits = model.forward(input_ids).to(torch::kFloat32);  // (B, T, V)
-  torch::Tensor loss = next_token_loss(logits, input_ids).reshape({1});
-  if (!std::isfinite(loss.item<double>())) {
-    throw InputError(fmt::format("{}: the forward pass gave a non-finite loss ({}) on {}; nothing was written to {}",
-                                 model_path, loss.item<double>(), ids_path, out_path));
-  }
-  write_safetensors(out_path, {{"logits", logits}, {"loss", loss}});
-  nlohmann::json summary = {{"loss", loss.item<double>()},
-                            {"logits_shape", logits.sizes().vec()},
-                            {"out", out_path},
-                            {"seconds", watch.seconds()}};
-  std::cout << summary.dump() << std::endl;
+  std::cout << forward_file(forward_file_options(context.config)).dump() << std::endl;
   return kExitOk;
 }
 

@@ -292,6 +292,8 @@ std::vector<ConfigKey> build_schema() {
                "(same tokenizer, model, steps, batch, seed) in <run>/baseline; eval then reports baseline, reuse "
                "(prompted with patterns) and control (the same model prompted without)."),
 
+      key_string("report.out", "", "report: the HTML file to write; empty: <run folder>/report.html."),
+
       // export: a checkpoint as a Hugging Face folder (`metareuse export`, the run's export stage)
       key_string("export.checkpoint", "", "Checkpoint file, or a folder with `latest`; empty: the run's checkpoint folder."),
       key_string("export.out", "", "Output folder (config.json + safetensors); empty: <run folder>/export."),

@@ -176,6 +176,16 @@ ExportOptions export_stage_options(const Config& config, const RunLayout& layout
   return options;
 }
 
+ForwardFileOptions forward_file_options(const Config& config) {
+  ForwardFileOptions options;
+  options.model = config.get_string("forward.model");
+  options.ids = config.get_string("forward.ids");
+  options.out = config.get_string("forward.out");
+  options.dtype = config.get_string("forward.dtype");
+  check_forward_file_options(options);
+  return options;
+}
+
 GenerateTextOptions generate_text_options(const Config& config) {
   GenerateTextOptions options;
   options.model = config.get_string("generate.model");

@@ -1,11 +1,14 @@
 // The report's inputs in a run folder (run_report.h).
 #include "metareuse/run/run_report.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>  // the resolved config's run.name
 
 #include <filesystem>
 #include <fstream>
 
+#include "metareuse/core/error.h"
+#include "metareuse/core/looked_for.h"
 #include "metareuse/run/layout.h"
 
 namespace metareuse {
@@ -35,6 +38,13 @@ ReportInputs report_inputs_for_run(const std::string& run_folder) {
   if (name.empty()) name = folder.parent_path().filename().string();
   inputs.title = "metareuse report: " + name;
   return inputs;
+}
+
+void require_run_folder(const std::string& run_folder) {
+  if (fs::is_directory(run_folder)) return;
+  throw UsageError(fmt::format(fs::exists(run_folder) ? "--run '{}' is a file; give the run folder (run.out_dir)"
+                                                      : "run folder '{}' does not exist{}",
+                               run_folder, looked_for(run_folder)));
 }
 
 }  // namespace metareuse

@@ -24,6 +24,7 @@
 
 #include "metareuse/checkpoint/export.h"  // ExportOptions
 #include "metareuse/core/config.h"
+#include "metareuse/eval/forward_file.h"   // ForwardFileOptions
 #include "metareuse/eval/generate_text.h"  // GenerateTextOptions
 #include "metareuse/eval/run_eval.h"      // EvalRunOptions
 #include "metareuse/run/data_stages.h"    // the data stages' options
@@ -97,6 +98,9 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
 // `metareuse export`: export.checkpoint, export.out (each: the run's when
 // empty), export.dtype and export.max_shard.
 ExportOptions export_stage_options(const Config& config, const RunLayout& layout);
+
+// `metareuse forward`: forward.*, checked (check_forward_file_options).
+ForwardFileOptions forward_file_options(const Config& config);
 
 // `metareuse generate`: generate.*, tokenizer.path and run.seed (a
 // temperature of 0 decodes greedily), checked (check_generate_text_options).
