@@ -159,6 +159,41 @@ if(METAREUSE_WITH_NCCL)
   target_compile_definitions(metareuse_nccl INTERFACE METAREUSE_WITH_NCCL=1)
 endif()
 
+# One CUDA major per build: the toolkit (cudart, nvcc), libtorch and NCCL agree
+# (cmake/MetareuseCudaCheck.cmake says why).
+include(MetareuseCudaCheck)
+set(METAREUSE_TORCH_CUDA_VERSION "" CACHE STRING
+    "The CUDA version libtorch was built with, e.g. 12.6 (read from its install when empty)")
+set(METAREUSE_NCCL_CUDA_MAJOR "" CACHE STRING
+    "The CUDA major NCCL was built for, e.g. 12 (read from its wheel or toolkit folder when empty)")
+if(METAREUSE_TORCH_HAS_CUDA)
+  set(_torch_cuda "${METAREUSE_TORCH_CUDA_VERSION}")
+  if(NOT _torch_cuda)
+    metareuse_torch_cuda_version("${TORCH_INSTALL_PREFIX}" _torch_cuda)
+  endif()
+  set(_nccl_major "")
+  set(_nccl_source "")
+  if(METAREUSE_WITH_NCCL)
+    if(METAREUSE_NCCL_CUDA_MAJOR)
+      set(_nccl_major "${METAREUSE_NCCL_CUDA_MAJOR}")
+      set(_nccl_source "METAREUSE_NCCL_CUDA_MAJOR")
+    else()
+      metareuse_nccl_cuda_major("${NCCL_INCLUDE_DIR}" _nccl_major _nccl_source)
+    endif()
+  endif()
+  message(STATUS "metareuse: CUDA toolkit ${CUDAToolkit_VERSION} at ${CUDAToolkit_BIN_DIR}, libtorch built with "
+                 "CUDA ${_torch_cuda}, NCCL for CUDA ${_nccl_major} (${_nccl_source})")
+  if(NOT _torch_cuda)
+    message(WARNING "metareuse: could not read libtorch's CUDA version under ${TORCH_INSTALL_PREFIX}; pass "
+                    "-DMETAREUSE_TORCH_CUDA_VERSION=<12.6|13.0|...> so configure can check the CUDA majors")
+  endif()
+  if(METAREUSE_WITH_NCCL AND NOT _nccl_major)
+    message(WARNING "metareuse: could not tell which CUDA major ${NCCL_LIBRARY} is built for; pass "
+                    "-DMETAREUSE_NCCL_CUDA_MAJOR=<12|13> so configure can check it")
+  endif()
+  metareuse_check_cuda_majors("${CUDAToolkit_VERSION}" "${_torch_cuda}" "${_nccl_major}" "${_nccl_source}")
+endif()
+
 if(METAREUSE_BUILD_TESTS)
   metareuse_find_package(Catch2 catch2)
   include(Catch)

@@ -16,11 +16,13 @@
 #                                  left to NCCL unless METAREUSE_IFNAME is set (e.g. ib0, eth0)
 #   NCCL_IB_DISABLE=0              use InfiniBand when present (1 forces TCP sockets)
 #   NCCL_P2P_LEVEL                 not set: NCCL picks NVLink or PCIe peer-to-peer (set NVL to forbid PCIe P2P)
-#   NCCL_ASYNC_ERROR_HANDLING=1    a rank whose collective fails aborts instead of hanging
 #   METAREUSE_GPUS_PER_NODE        read by launch/gpu_bind.sh to map local rank -> GPU
 # and these Open MPI MCA parameters (mpirun --mca):
 #   btl_tcp_if_include / oob_tcp_if_include = METAREUSE_IFNAME, when set: the interface for MPI traffic
 #   pml ob1, btl ^openib           plain TCP/shared-memory transports; NCCL carries the tensor traffic
+# A hung or failed NCCL collective is bounded by metareuse itself (dist.collective_timeout: it polls
+# each collective and ncclCommGetAsyncError, and inits NCCL non-blocking; docs/gpu.md), not by an
+# environment variable: NCCL_ASYNC_ERROR_HANDLING is read only by PyTorch's ProcessGroupNCCL.
 # mpirun flags: --map-by ppr:G:node fills each node with G ranks in order, so
 # rank = node * G + local rank; --bind-to none leaves CPU placement to the OS.
 set -euo pipefail
@@ -65,10 +67,8 @@ fi
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"
 export NCCL_IB_DISABLE="${NCCL_IB_DISABLE:-0}"
-export NCCL_ASYNC_ERROR_HANDLING="${NCCL_ASYNC_ERROR_HANDLING:-1}"
 export METAREUSE_GPUS_PER_NODE="$gpus_per_node"
-env_flags=(-x OMP_NUM_THREADS -x NCCL_DEBUG -x NCCL_IB_DISABLE -x NCCL_ASYNC_ERROR_HANDLING
-           -x METAREUSE_GPUS_PER_NODE -x PATH)
+env_flags=(-x OMP_NUM_THREADS -x NCCL_DEBUG -x NCCL_IB_DISABLE -x METAREUSE_GPUS_PER_NODE -x PATH)
 if [[ -n "${LD_LIBRARY_PATH:-}" ]]; then env_flags+=(-x LD_LIBRARY_PATH); fi
 mca_flags=(--mca pml ob1 --mca btl '^openib')
 if [[ -n "${NCCL_P2P_LEVEL:-}" ]]; then env_flags+=(-x NCCL_P2P_LEVEL); fi

@@ -2,12 +2,15 @@
 // count this binary was started with (ctest runs it at 1, 2 and 3 ranks).
 #include "torch_catch.h"
 
+#include <chrono>
 #include <numeric>
+#include <thread>
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/distributed/tensor_comm.h"
+#include "poll.h"  // src/distributed: the bounded poll
 #include "test_support.h"
 
 using namespace metareuse;
@@ -165,4 +168,33 @@ TEST_CASE("half-precision reductions are refused with a clear message on MPI", "
   std::vector<std::uint16_t> gathered(4 * world().size());
   world().allgather(halves.data(), gathered.data(), 4, DType::kFloat16);
   for (auto v : gathered) CHECK(v == 0x3c00);
+}
+
+// The bounded poll behind every NCCL wait (init, calls left in progress, a
+// collective's done event), which cannot run here without a GPU: its bound and
+// its outcomes, with fake states.
+TEST_CASE("the NCCL poll loop returns on done, on failure and at its bound", "[dist]") {
+  using distributed_detail::Poll;
+  using distributed_detail::poll_until;
+  int calls = 0;
+  CHECK(poll_until([&]() { return ++calls < 5 ? Poll::kPending : Poll::kDone; }, 10.0) == Poll::kDone);
+  CHECK(calls == 5);
+  calls = 0;
+  CHECK(poll_until([&]() { return ++calls < 3 ? Poll::kPending : Poll::kFailed; }, 10.0) == Poll::kFailed);
+  CHECK(calls == 3);
+  const auto start = std::chrono::steady_clock::now();
+  CHECK(poll_until([]() { return Poll::kPending; }, 0.3) == Poll::kPending);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(waited >= 0.3);
+  CHECK(waited < 2.0);  // the backoff tops out at 10 ms, so it stops soon after the bound
+}
+
+// The writer-aware wait: rank 0 works 1.5 s alone while the others wait
+// outside the collective watchdog; all leave together.
+TEST_CASE("wait_for_rank waits for the root's slow local work", "[dist]") {
+  const auto start = std::chrono::steady_clock::now();
+  if (world().rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  world().wait_for_rank(0, 60.0, "the test's slow root");
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(waited >= 1.5);
 }

@@ -9,7 +9,9 @@
 //      over 20 steps on the same fixture.
 #include "torch_catch.h"
 
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/device_communicator.h"
@@ -68,6 +70,40 @@ TEST_CASE("one-rank collectives on CUDA tensors are exact", "[gpu]") {
   } else {
     WARN("this build has no NCCL backend; the CUDA collectives above ran as one-rank identities");
   }
+}
+
+// The NCCL watchdog path on one GPU: a collective queued behind about a
+// second of matmuls on the compute stream is unfinished after 0.2 s, so the
+// progress check (what the watchdog thread calls) must report it late, naming
+// it, and abort the communicator; a check while it is younger than the bound,
+// and one after a finished barrier, must stay quiet. (A real hung peer needs
+// two GPUs; the CPU tests cover the same bound through poll_until.)
+TEST_CASE("the NCCL progress check reports a late collective and aborts", "[gpu]") {
+  METAREUSE_SKIP_UNLESS_CUDA();
+  if (!device_communicator_available()) {
+    METAREUSE_SKIP("this build has no NCCL backend");
+    return;
+  }
+  auto comm = make_self_communicator();
+  DeviceCommunicator& device = device_communicator(*comm, 0);
+  device.barrier();
+  CHECK(device.check_progress(0.1).empty());  // everything finished
+
+  // About 1 s of fp32 work on an H100 without TF32 (8 x 8.8 TFLOP), ahead of the collective.
+  at::globalContext().setAllowTF32CuBLAS(false);
+  const auto options = torch::TensorOptions().device(torch::kCUDA, 0).dtype(torch::kFloat32);
+  torch::Tensor a = torch::randn({16384, 16384}, options);  // (N, N)
+  torch::Tensor work = a;
+  for (int i = 0; i < 8; ++i) work = torch::matmul(a, work) * 1e-3;
+  torch::Tensor value = torch::ones({1024}, options);
+  allreduce(*comm, value, ReduceOp::kSum);  // queued behind the matmuls
+  CHECK(device.check_progress(10.0).empty());  // younger than the bound
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  const std::string late = device.check_progress(0.1);
+  CHECK_THAT(late, Catch::Contains("NCCL allreduce on device 0 did not finish within") &&
+                       Catch::Contains("the NCCL communicator was aborted"));
+  // The communicator is gone: the next collective says so instead of hanging.
+  CHECK_THROWS_WITH(allreduce(*comm, value, ReduceOp::kSum), Catch::Contains("aborted earlier"));
 }
 
 TEST_CASE("without NCCL in the build, asking for a device communicator says how to get one", "[gpu]") {

@@ -308,7 +308,7 @@ TEST_CASE("batched generation gives transformers' logits and greedy tokens besid
   torch::Tensor valid = torch::ones({2, 24}, torch::kBool);
   valid[1].narrow(0, 0, 7).fill_(false);
   KvCache cache = model.make_cache(2, 24);
-  torch::Tensor logits = padded_forward(model, ids, positions, valid, cache);  // (2, 24, V)
+  torch::Tensor logits = model.forward(ids, LeftPadding{positions, valid}, cache);  // (2, 24, V)
   torch::Tensor expected_logits = reference.tensor("logits");                 // (2, 24, V)
   CHECK(relative_error(logits[0], expected_logits[0]) <= 1e-5);
   CHECK(relative_error(logits[1].narrow(0, 7, 17), expected_logits[1].narrow(0, 0, 17)) <= 1e-5);
@@ -464,7 +464,7 @@ TEST_CASE("batched generation gives every prompt its single-sequence greedy toke
   torch::Tensor positions = torch::tensor(std::vector<std::int64_t>{0, 0, 0, 0, 1, 2, 3}, torch::kInt64).view({1, -1});
   torch::Tensor valid = (torch::arange(7) >= 3).view({1, -1});
   KvCache cache = model.make_cache(1, 7);
-  torch::Tensor padded = padded_forward(model, ids, positions, valid, cache).narrow(1, 3, 4);  // (1, 4, V)
+  torch::Tensor padded = model.forward(ids, LeftPadding{positions, valid}, cache).narrow(1, 3, 4);  // (1, 4, V)
   torch::Tensor alone = model.forward(ids.narrow(1, 3, 4));
   CHECK(relative_error(padded, alone) <= 1e-5);
   CHECK(cache.length() == 7);
@@ -665,6 +665,14 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK_THAT(bad_ids.output, Contains("'x'"));
   auto conflicting = test::run_metareuse("generate " + model + prompt_flag + " --greedy --temperature 0.5");
   CHECK(conflicting.status == 64);
+}
+
+TEST_CASE("bf16 is refused below sm_80", "[model][cuda]") {
+  CHECK_FALSE(compute_capability_has_bf16(6, 0));  // P100: train in fp16 there
+  CHECK_FALSE(compute_capability_has_bf16(7, 0));  // V100
+  CHECK_FALSE(compute_capability_has_bf16(7, 5));  // T4
+  CHECK(compute_capability_has_bf16(8, 0));        // A100
+  CHECK(compute_capability_has_bf16(9, 0));        // H100 / H200
 }
 
 TEST_CASE("a build's CUDA architecture list decides which GPUs it runs on", "[model][cuda]") {

@@ -7,7 +7,8 @@
 //
 //   fp16_forward MODEL_DIR IDS.safetensors OUT.safetensors
 // IDS holds input_ids int64 (B, T); OUT gets fp32 (B, T, V) logits named
-// fp32, mixed_fp16, mixed_bf16 and pure_fp16.
+// fp32, mixed_fp16, mixed_bf16 and pure_fp16 (SDPA), and the same with
+// eager attention (suffix _eager).
 #include <fmt/format.h>
 #include <torch/torch.h>
 
@@ -36,16 +37,22 @@ int main(int argc, char** argv) {
     auto comm = make_self_communicator();
 
     std::vector<std::pair<std::string, torch::Tensor>> out;
-    for (auto [name, dtype] : {std::pair{"fp32", torch::kFloat32}, std::pair{"mixed_fp16", torch::kFloat16},
-                               std::pair{"mixed_bf16", torch::kBFloat16}}) {
-      ShardedLlama model(source->config(), *comm, torch::kCPU, dtype);
-      model.load_full(parameters);
-      out.emplace_back(name, model.logits(ids).to(torch::kFloat32).contiguous());
-    }
-    LlamaModel half = load_model(*source, torch::TensorOptions().dtype(torch::kFloat16));
-    {
+    // Each with SDPA (the default kernel) and with the eager attention
+    // transformers' reference runs, to tell the kernel's rounding from the rest.
+    for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
+      const std::string suffix = attention == AttentionKind::kEager ? "_eager" : "";
+      LlamaConfig config = source->config();
+      config.attention = attention;
+      for (auto [name, dtype] : {std::pair{"fp32", torch::kFloat32}, std::pair{"mixed_fp16", torch::kFloat16},
+                                 std::pair{"mixed_bf16", torch::kBFloat16}}) {
+        ShardedLlama model(config, *comm, torch::kCPU, dtype);
+        model.load_full(parameters);
+        out.emplace_back(name + suffix, model.logits(ids).to(torch::kFloat32).contiguous());
+      }
+      LlamaModel half = load_model(*source, torch::TensorOptions().dtype(torch::kFloat16));
+      half.set_attention(attention);
       torch::NoGradGuard no_grad;
-      out.emplace_back("pure_fp16", half.forward(ids).to(torch::kFloat32).contiguous());
+      out.emplace_back("pure_fp16" + suffix, half.forward(ids).to(torch::kFloat32).contiguous());
     }
     write_safetensors(argv[3], out);
   } catch (const std::exception& error) {

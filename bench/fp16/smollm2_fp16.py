@@ -113,18 +113,19 @@ def main():
         return {"max_relative": difference.max().item() / scale, "mean_abs": difference.mean().item(),
                 "finite": finite}
 
-    routes = {"transformers autocast fp16": error(autocast_logits),
-              "metareuse fp32": error(ours["fp32"]),
-              "metareuse mixed fp16 (training forward)": error(ours["mixed_fp16"]),
-              "metareuse mixed bf16 (training forward)": error(ours["mixed_bf16"]),
-              "metareuse pure fp16 (model.half())": error(ours["pure_fp16"])}
+    routes = {"transformers autocast fp16 (eager attention)": error(autocast_logits)}
+    for kernel, suffix in (("sdpa", ""), ("eager", "_eager")):
+        routes[f"metareuse fp32, {kernel}"] = error(ours["fp32" + suffix])
+        routes[f"metareuse mixed fp16 (training), {kernel}"] = error(ours["mixed_fp16" + suffix])
+        routes[f"metareuse mixed bf16 (training), {kernel}"] = error(ours["mixed_bf16" + suffix])
+        routes[f"metareuse pure fp16 (model.half()), {kernel}"] = error(ours["pure_fp16" + suffix])
     print(f"SmolLM2-135M-Instruct, {len(questions)} GSM8K questions ({int(real.sum())} tokens), "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}")
     print(f"logits against transformers fp32 (max |logit| {scale:.2f}):")
-    print(f"  {'route':44s} {'max |err| / max |logit|':>24s} {'mean |err|':>12s}")
+    print(f"  {'route':48s} {'max |err| / max |logit|':>24s} {'mean |err|':>12s}")
     for name, figures in routes.items():
         note = "" if figures["finite"] else "  (non-finite logits)"
-        print(f"  {name:44s} {figures['max_relative']:24.2e} {figures['mean_abs']:12.2e}{note}")
+        print(f"  {name:48s} {figures['max_relative']:24.2e} {figures['mean_abs']:12.2e}{note}")
     print(f"per layer, max |x| (fp16's largest finite value is {FP16_MAX:,.0f}):")
     print(f"  {'layer':>5s} {'residual fp32':>14s} {'% of max':>9s} {'residual autocast':>18s} "
           f"{'SwiGLU fp32':>12s} {'% of max':>9s}")
@@ -135,7 +136,7 @@ def main():
         layers.append(row)
         print(f"  {layer:5d} {residual[layer]:14.1f} {100 * residual[layer] / FP16_MAX:8.1f}% "
               f"{residual_autocast[layer]:18.1f} {swiglu[layer]:12.1f} {100 * swiglu[layer] / FP16_MAX:8.1f}%")
-    print(f"seconds: transformers autocast forward {autocast_seconds:.1f}; fp16_forward (four forwards and "
+    print(f"seconds: transformers autocast forward {autocast_seconds:.1f}; fp16_forward (eight forwards and "
           f"loading) {ours_seconds:.1f}")
     if args.json:
         with open(args.json, "w") as out_file:

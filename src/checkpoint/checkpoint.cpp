@@ -5,9 +5,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <regex>
+#include <thread>
 
 #include "h5.h"
 #include "metareuse/checkpoint/names.h"  // kLatestPointer
@@ -228,8 +230,22 @@ SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& o
       failure = fmt::format("cannot write {}: {}", tmp_path, e.what());  // the file, then HDF5's or the system's reason
     }
   };
+  // One step of rank 0's file work. The other ranks wait for it in
+  // wait_for_rank, outside the collective watchdog, so no watched collective
+  // spans a write: each gather starts with every rank present, and a slow
+  // filesystem (tens of GB, then fsync) cannot end the job through
+  // dist.collective_timeout.
+  auto writer_step = [&](const char* what, const std::function<void()>& work) {
+    attempt([&]() {
+      if (options.test_write_delay_seconds > 0) {
+        std::this_thread::sleep_for(std::chrono::duration<double>(options.test_write_delay_seconds));
+      }
+      work();
+    });
+    comm.wait_for_rank(0, kCheckpointWriterWaitSeconds, what);
+  };
 
-  attempt([&]() {
+  writer_step("rank 0 creating the checkpoint file", [&]() {
     h5_quiet_errors();
     prepare_output_file(tmp_path);  // "cannot create <file>: reason" for a missing, read-only or file-named folder
     file = MR_H5_ID(H5Fcreate(tmp_path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
@@ -248,7 +264,7 @@ SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& o
     ShardedUnit& unit = model.unit(u);
     for (std::size_t g = 0; g < states.size(); ++g) {
       torch::Tensor full = unit.gather_shard(states[g].per_unit[u]);  // (padded_numel,)
-      attempt([&]() {
+      writer_step("rank 0 writing a unit to the checkpoint", [&]() {
         for (const auto& [name, view] : unit.views(full)) {
           write_tensor(groups[g], name, view, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, options.compression);
         }
@@ -259,7 +275,7 @@ SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& o
   // Every rank's generator state, gathered to rank 0.
   std::vector<uint8_t> all_states = comm.allgatherv(rng_state);
   auto lengths = comm.allgather_value<std::uint64_t>(rng_state.size());
-  attempt([&]() {
+  writer_step("rank 0 completing the checkpoint file (flush, fsync, rename)", [&]() {
     std::size_t offset = 0;
     for (std::size_t r = 0; r < lengths.size(); ++r) {
       auto state = torch::from_blob(all_states.data() + offset, {static_cast<int64_t>(lengths[r])}, torch::kUInt8);
@@ -281,14 +297,16 @@ SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& o
     fs::remove(tmp_path, ignored);
   }
 
+  // Every rank has waited for the writer, so this agreement is quick.
   SaveResult result;
   result.message = comm.broadcast_string(failure, 0);
   result.ok = result.message.empty();
   if (result.ok) {
     result.path = final_path;
+    // Retention removes files on rank 0: more filesystem work to wait for.
     if (writer) apply_retention(options, final_path);
   }
-  comm.barrier();
+  comm.wait_for_rank(0, kCheckpointWriterWaitSeconds, "rank 0 removing old checkpoints");
   result.seconds = watch.seconds();
   return result;
 }

@@ -6,6 +6,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -23,6 +24,8 @@ struct Entry {
 
 std::mutex g_mutex;
 std::vector<Entry> g_entries;
+// dist.collective_timeout, for communicators made from now on.
+std::atomic<double> g_timeout{600.0};
 
 }  // namespace
 
@@ -50,7 +53,7 @@ DeviceCommunicator& device_communicator(Communicator& host, int device) {
     return *it->device;
   }
 #if defined(METAREUSE_WITH_NCCL)
-  g_entries.push_back({&host, host.rank(), host.size(), make_nccl_communicator(host, device)});
+  g_entries.push_back({&host, host.rank(), host.size(), make_nccl_communicator(host, device, g_timeout.load())});
   return *g_entries.back().device;
 #else
   (void)device;
@@ -59,6 +62,18 @@ DeviceCommunicator& device_communicator(Communicator& host, int device) {
       "-DMETAREUSE_WITH_NCCL=ON against a CUDA libtorch (see README, GPU)",
       host.rank()));
 #endif
+}
+
+void set_device_collective_timeout(double seconds) { g_timeout.store(seconds); }
+
+std::string check_device_communicators(double timeout_seconds) {
+  std::unique_lock<std::mutex> lock(g_mutex, std::try_to_lock);
+  if (!lock.owns_lock()) return "";
+  for (const Entry& entry : g_entries) {
+    std::string message = entry.device->check_progress(timeout_seconds);
+    if (!message.empty()) return message;
+  }
+  return "";
 }
 
 void release_device_communicators() {

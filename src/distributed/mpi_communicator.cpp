@@ -9,6 +9,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/runtime.h"
 #include "mpi_check.h"
+#include "poll.h"
 
 namespace metareuse {
 namespace distributed_detail {
@@ -163,6 +164,26 @@ class MpiCommunicator final : public Communicator {
   void barrier() override {
     CollectiveScope watch("barrier");
     MR_CHECK_MPI(MPI_Barrier(comm_));
+  }
+
+  // No CollectiveScope: a non-blocking barrier polled until the root joins.
+  void wait_for_rank(int root, double bound_seconds, const char* what) override {
+    MR_CHECK(root >= 0 && root < size_, "wait_for_rank: root {} is not a rank of {}", root, size_);
+    MPI_Request request = MPI_REQUEST_NULL;
+    MR_CHECK_MPI(MPI_Ibarrier(comm_, &request));
+    const distributed_detail::Poll outcome = distributed_detail::poll_until(
+        [&]() {
+          int done = 0;
+          MR_CHECK_MPI(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+          return done ? distributed_detail::Poll::kDone : distributed_detail::Poll::kPending;
+        },
+        bound_seconds);
+    if (outcome != distributed_detail::Poll::kDone) {
+      // The request stays active (freeing a non-blocking collective's request
+      // is erroneous in MPI); the caller ends the job.
+      throw Error(fmt::format("rank {}: waited {:.0f} s for rank {} ({}) without it finishing; ending the job", rank_,
+                              bound_seconds, root, what));
+    }
   }
 
  private:

@@ -7,15 +7,26 @@
 #include <nccl.h>  // the collectives
 
 #include <chrono>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <type_traits>
+#include <vector>
 
 #include "gpu_check.h"
+#include "poll.h"
+
+// The non-blocking communicator (ncclConfig_t.blocking) came with NCCL 2.14.
+#if NCCL_VERSION_CODE < NCCL_VERSION(2, 14, 0)
+#error "metareuse's NCCL backend needs NCCL 2.14 or newer (non-blocking communicator init)"
+#endif
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/device_communicator.h"
 
 namespace metareuse {
+using distributed_detail::Poll;
+using distributed_detail::poll_until;
 namespace distributed_detail {
 
 [[noreturn]] void throw_gpu_error(const char* library, int code, const char* text, const char* call, const char* file,
@@ -25,12 +36,10 @@ namespace distributed_detail {
   MPI_Initialized(&initialized);
   if (initialized) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   std::string detail;
-#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 13, 0)
   if (std::string(library) == "NCCL") {
     const char* last = ncclGetLastError(nullptr);
     if (last != nullptr && *last != '\0') detail = fmt::format(" ({})", last);
   }
-#endif
   throw Error(fmt::format("rank {}: {} call {} failed at {}:{}: {} (code {}){}", rank < 0 ? 0 : rank, library, call,
                           file, line, text, code, detail));
 }
@@ -39,20 +48,34 @@ namespace distributed_detail {
 
 namespace {
 
-// Makes `device` current for a scope and restores the previous one.
+// Makes `device` current for a scope and, only if it had to switch, restores
+// the previous one. When the rank already runs on `device` (the trainer sets it
+// once, early: use_cuda_device) it never calls cudaSetDevice at all: setting
+// device 0 back in a process that drives device 3 would create a CUDA context
+// (hundreds of MB) on GPU 0 for every rank of the node.
 class DeviceGuard {
  public:
   explicit DeviceGuard(int device) {
     MR_CHECK_GPU(cudaGetDevice(&previous_));
-    if (previous_ != device) MR_CHECK_GPU(cudaSetDevice(device));
+    if (previous_ != device) {
+      MR_CHECK_GPU(cudaSetDevice(device));
+      switched_ = true;
+    }
   }
-  ~DeviceGuard() { cudaSetDevice(previous_); }
+  ~DeviceGuard() {
+    if (switched_) cudaSetDevice(previous_);
+  }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
 
  private:
   int previous_ = 0;
+  bool switched_ = false;
 };
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 // Owners of the C handles. Destruction errors are ignored: a destructor must
 // not throw, and the handles are going away anyway.
@@ -120,9 +143,7 @@ class NcclCommunicator final : public DeviceCommunicator {
     ncclUniqueId id;
     if (rank_ == 0) MR_CHECK_GPU(ncclGetUniqueId(&id));
     bootstrap.broadcast(&id, sizeof(id), DType::kUInt8, 0);
-    ncclComm_t comm = nullptr;
-    MR_CHECK_GPU(ncclCommInitRank(&comm, size_, id, rank_));
-    comm_.reset(comm);
+    init_communicator(id);
 
     cudaStream_t stream = nullptr;
     // Non-blocking: the collective stream never syncs implicitly with the
@@ -130,24 +151,25 @@ class NcclCommunicator final : public DeviceCommunicator {
     MR_CHECK_GPU(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
     stream_.reset(stream);
     ready_ = make_event();
-    done_ = make_event();
     void* scratch = nullptr;
     MR_CHECK_GPU(cudaMalloc(&scratch, sizeof(float)));
     barrier_scratch_.reset(scratch);
   }
 
   ~NcclCommunicator() override {
-    int previous = 0;
-    if (cudaGetDevice(&previous) == cudaSuccess) cudaSetDevice(device_);
+    DeviceGuardNoThrow guard(device_);
     // Everything queued must finish before the handles go (a hung peer was
-    // already handled by wait(), which aborts the communicator).
-    if (stream_) cudaStreamSynchronize(stream_.get());
+    // already handled by wait() or the watchdog, which abort the communicator).
+    if (stream_ && comm_) cudaStreamSynchronize(stream_.get());
     barrier_scratch_.reset();
-    done_.reset();
+    {
+      std::lock_guard<std::mutex> lock(pending_mutex_);
+      pending_.clear();
+      free_events_.clear();
+    }
     ready_.reset();
     stream_.reset();
     comm_.reset();
-    cudaSetDevice(previous);
   }
 
   int rank() const override { return rank_; }
@@ -159,13 +181,14 @@ class NcclCommunicator final : public DeviceCommunicator {
   void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
     if (count == 0) return;
     Collective collective(*this, "allreduce", buffer);
-    MR_CHECK_GPU(ncclAllReduce(buffer, buffer, count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()));
+    enqueue(ncclAllReduce(buffer, buffer, count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()),
+            "ncclAllReduce");
   }
 
   void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
     if (count == 0) return;
     Collective collective(*this, "allgather", recv, send);
-    MR_CHECK_GPU(ncclAllGather(send, recv, count, nccl_type(dtype), comm(), stream_.get()));
+    enqueue(ncclAllGather(send, recv, count, nccl_type(dtype), comm(), stream_.get()), "ncclAllGather");
   }
 
   void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
@@ -185,24 +208,26 @@ class NcclCommunicator final : public DeviceCommunicator {
       const std::size_t n = recv_counts[static_cast<std::size_t>(r)];
       if (n > 0) {
         const void* source = r == rank_ ? send : out + offset * element;
-        MR_CHECK_GPU(ncclBroadcast(source, out + offset * element, n, nccl_type(dtype), r, comm(), stream_.get()));
+        enqueue(ncclBroadcast(source, out + offset * element, n, nccl_type(dtype), r, comm(), stream_.get()),
+                "ncclBroadcast");
       }
       offset += n;
     }
-    MR_CHECK_GPU(ncclGroupEnd());
+    enqueue(ncclGroupEnd(), "ncclGroupEnd");
   }
 
   void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
     if (recv_count == 0) return;
     Collective collective(*this, "reduce_scatter", recv, send);
-    MR_CHECK_GPU(ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()));
+    enqueue(ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()),
+            "ncclReduceScatter");
   }
 
   void broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
     MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
     if (count == 0) return;
     Collective collective(*this, "broadcast", buffer);
-    MR_CHECK_GPU(ncclBroadcast(buffer, buffer, count, nccl_type(dtype), root, comm(), stream_.get()));
+    enqueue(ncclBroadcast(buffer, buffer, count, nccl_type(dtype), root, comm(), stream_.get()), "ncclBroadcast");
   }
 
   void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
@@ -219,17 +244,17 @@ class NcclCommunicator final : public DeviceCommunicator {
     for (int r = 0; r < size_; ++r) {
       const auto index = static_cast<std::size_t>(r);
       if (send_counts[index] > 0) {
-        MR_CHECK_GPU(ncclSend(in + send_offset * element, send_counts[index], nccl_type(dtype), r, comm(),
-                              stream_.get()));
+        enqueue(ncclSend(in + send_offset * element, send_counts[index], nccl_type(dtype), r, comm(), stream_.get()),
+                "ncclSend");
       }
       if (recv_counts[index] > 0) {
-        MR_CHECK_GPU(ncclRecv(out + recv_offset * element, recv_counts[index], nccl_type(dtype), r, comm(),
-                              stream_.get()));
+        enqueue(ncclRecv(out + recv_offset * element, recv_counts[index], nccl_type(dtype), r, comm(), stream_.get()),
+                "ncclRecv");
       }
       send_offset += send_counts[index];
       recv_offset += recv_counts[index];
     }
-    MR_CHECK_GPU(ncclGroupEnd());
+    enqueue(ncclGroupEnd(), "ncclGroupEnd");
   }
 
   // A one-element allreduce on device scratch, then a bounded wait: returns
@@ -239,51 +264,115 @@ class NcclCommunicator final : public DeviceCommunicator {
     wait(timeout_);
   }
 
+  // A barrier bounded by `bound_seconds` instead of the collective timeout.
+  void wait_for_rank(int root, double bound_seconds, const char* what) override {
+    MR_CHECK(root >= 0 && root < size_, "wait_for_rank: root {} is not a rank of {}", root, size_);
+    (void)what;
+    allreduce(barrier_scratch_.get(), 1, DType::kFloat32, ReduceOp::kSum);
+    wait(bound_seconds);
+  }
+
+  // Waits on the newest collective (the stream runs them in order, so every
+  // older one has finished with it).
   void wait(double timeout_seconds) override {
-    if (!comm_) throw Error(fmt::format("rank {}: the NCCL communicator was aborted earlier", rank_));
-    const auto start = std::chrono::steady_clock::now();
-    auto pause = std::chrono::microseconds(20);
-    for (;;) {
-      cudaError_t state = cudaEventQuery(done_.get());
-      if (state == cudaSuccess) return;
-      if (state != cudaErrorNotReady) MR_CHECK_GPU(state);
-      ncclResult_t async_error = ncclSuccess;
-      MR_CHECK_GPU(ncclCommGetAsyncError(comm_.get(), &async_error));
-      if (async_error != ncclSuccess) {
-        abort_communicator();
-        throw Error(fmt::format("rank {}: NCCL reported an asynchronous error during {} on device {}: {}", rank_,
-                                last_collective_, device_, ncclGetErrorString(async_error)));
-      }
-      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (waited > timeout_seconds) {
-        abort_communicator();
-        throw Error(fmt::format("rank {}: NCCL {} on device {} did not finish within {:.0f} s (a peer rank is "
-                                "missing or hung); the NCCL communicator was aborted",
-                                rank_, last_collective_, device_, timeout_seconds));
-      }
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::microseconds(10000));
+    comm();  // throws when aborted earlier
+    cudaEvent_t newest = nullptr;
+    const char* name = "no collective";
+    {
+      std::lock_guard<std::mutex> lock(pending_mutex_);
+      if (pending_.empty()) return;
+      newest = pending_.back().done.get();
+      name = pending_.back().name;
     }
+    std::string error;
+    const Poll outcome = poll_until(
+        [&]() {
+          const cudaError_t state = cudaEventQuery(newest);
+          if (state == cudaSuccess) return Poll::kDone;
+          if (state != cudaErrorNotReady) MR_CHECK_GPU(state);
+          error = async_error(name);
+          return error.empty() ? Poll::kPending : Poll::kFailed;
+        },
+        timeout_seconds);
+    if (outcome == Poll::kFailed) throw Error(error);
+    if (outcome == Poll::kPending) {
+      abort_communicator();
+      throw Error(timeout_message(name, timeout_seconds));
+    }
+    retire_finished();
+  }
+
+  std::string check_progress(double timeout_seconds) override {
+    // This runs on the watchdog's thread, whose current device starts as 0:
+    // make it this rank's device (its context exists already) so that no call
+    // below touches GPU 0.
+    if (cudaSetDevice(device_) != cudaSuccess) return "";
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    if (!comm_) return "";
+    retire_finished_locked();
+    if (pending_.empty()) return "";
+    const Pending& oldest = pending_.front();
+    ncclResult_t state = ncclSuccess;
+    if (ncclCommGetAsyncError(comm_.get(), &state) == ncclSuccess && state != ncclSuccess && state != ncclInProgress) {
+      std::string message = async_message(oldest.name, state);
+      ncclCommAbort(comm_.release());
+      return message;
+    }
+    if (timeout_seconds > 0 && seconds_since(oldest.started) > timeout_seconds) {
+      std::string message = timeout_message(oldest.name, timeout_seconds);
+      ncclCommAbort(comm_.release());
+      return message;
+    }
+    return "";
   }
 
  private:
+  // A device guard for the destructor, which must not throw.
+  class DeviceGuardNoThrow {
+   public:
+    explicit DeviceGuardNoThrow(int device) {
+      if (cudaGetDevice(&previous_) == cudaSuccess && previous_ != device) switched_ = cudaSetDevice(device) == cudaSuccess;
+    }
+    ~DeviceGuardNoThrow() {
+      if (switched_) cudaSetDevice(previous_);
+    }
+
+   private:
+    int previous_ = 0;
+    bool switched_ = false;
+  };
+
+  // One collective queued on the stream and not yet seen finished: its done
+  // event, its name, and when it became the oldest unfinished one (the clock
+  // the watchdog reads; it does not count the collectives queued before it).
+  struct Pending {
+    EventHandle done;
+    const char* name;
+    std::chrono::steady_clock::time_point started;
+  };
+
   // One collective's fences: the collective stream waits for the compute
   // stream's queued work, and the compute stream waits for the collective.
   class Collective {
    public:
     Collective(NcclCommunicator& owner, const char* name, const void* output, const void* input = nullptr)
-        : owner_(owner), guard_(owner.device_) {
+        : owner_(owner), guard_(owner.device_), name_(name) {
       owner_.require_device_memory(output, name);
       if (input != nullptr) owner_.require_device_memory(input, name);
-      owner_.last_collective_ = name;
+      owner_.retire_finished();
+      owner_.current_ = name;
       MR_CHECK_GPU(cudaEventRecord(owner_.ready_.get(), owner_.compute_stream_));
       MR_CHECK_GPU(cudaStreamWaitEvent(owner_.stream_.get(), owner_.ready_.get(), 0));
     }
     ~Collective() noexcept(false) {
       // Skip the closing fence while an exception is already unwinding.
       if (std::uncaught_exceptions() > 0) return;
-      MR_CHECK_GPU(cudaEventRecord(owner_.done_.get(), owner_.stream_.get()));
-      MR_CHECK_GPU(cudaStreamWaitEvent(owner_.compute_stream_, owner_.done_.get(), 0));
+      EventHandle done = owner_.take_event();
+      MR_CHECK_GPU(cudaEventRecord(done.get(), owner_.stream_.get()));
+      MR_CHECK_GPU(cudaStreamWaitEvent(owner_.compute_stream_, done.get(), 0));
+      std::lock_guard<std::mutex> lock(owner_.pending_mutex_);
+      const auto now = std::chrono::steady_clock::now();
+      owner_.pending_.push_back({std::move(done), name_, now});
     }
     Collective(const Collective&) = delete;
     Collective& operator=(const Collective&) = delete;
@@ -291,7 +380,115 @@ class NcclCommunicator final : public DeviceCommunicator {
    private:
     NcclCommunicator& owner_;
     DeviceGuard guard_;
+    const char* name_;
   };
+
+  // Non-blocking init (blocking = 0): ncclCommInitRankConfig returns at once
+  // and the communicator's state reads ncclInProgress until every rank has
+  // joined. Polled against dist.collective_timeout, so a rank that never
+  // joins (or a network NCCL cannot use) ends the job with this message
+  // instead of hanging it in ncclCommInitRank.
+  void init_communicator(const ncclUniqueId& id) {
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclComm_t comm = nullptr;
+    current_ = "communicator init (ncclCommInitRankConfig)";
+    const ncclResult_t started = ncclCommInitRankConfig(&comm, size_, id, rank_, &config);
+    if (started != ncclSuccess && started != ncclInProgress) {
+      if (comm != nullptr) ncclCommAbort(comm);
+      MR_CHECK_GPU(started);
+    }
+    comm_.reset(comm);
+    settle(current_);
+    current_ = "no collective";
+  }
+
+  // On a non-blocking communicator any NCCL call may return ncclInProgress:
+  // the call is still being set up, and the next call must wait until the
+  // communicator's state leaves ncclInProgress.
+  void enqueue(ncclResult_t result, const char* call) {
+    if (result == ncclInProgress) {
+      settle(call);
+      return;
+    }
+    if (result != ncclSuccess) {
+      std::string message = async_message(fmt::format("{} ({})", current_, call).c_str(), result);
+      abort_communicator();
+      throw Error(message);
+    }
+  }
+
+  // Waits (bounded) while the communicator's state is ncclInProgress; throws
+  // naming `what` on an error or the timeout, after aborting the communicator.
+  void settle(const char* what) {
+    ncclResult_t state = ncclSuccess;
+    const Poll outcome = poll_until(
+        [&]() {
+          MR_CHECK_GPU(ncclCommGetAsyncError(comm(), &state));
+          if (state == ncclSuccess) return Poll::kDone;
+          return state == ncclInProgress ? Poll::kPending : Poll::kFailed;
+        },
+        timeout_);
+    if (outcome == Poll::kDone) return;
+    std::string message = outcome == Poll::kFailed ? async_message(what, state) : timeout_message(what, timeout_);
+    abort_communicator();
+    throw Error(message);
+  }
+
+  // "" while the communicator is healthy (or busy); else the message, after
+  // aborting the communicator.
+  std::string async_error(const char* what) {
+    ncclResult_t state = ncclSuccess;
+    MR_CHECK_GPU(ncclCommGetAsyncError(comm(), &state));
+    if (state == ncclSuccess || state == ncclInProgress) return "";
+    std::string message = async_message(what, state);
+    abort_communicator();
+    return message;
+  }
+
+  std::string async_message(const char* what, ncclResult_t state) const {
+    const char* last = ncclGetLastError(nullptr);
+    return fmt::format("rank {}: NCCL reported an error during {} on device {}: {}{}; the NCCL communicator was "
+                       "aborted",
+                       rank_, what, device_, ncclGetErrorString(state),
+                       last != nullptr && *last != '\0' ? fmt::format(" ({})", last) : std::string());
+  }
+
+  std::string timeout_message(const char* what, double timeout_seconds) const {
+    return fmt::format("rank {}/{}: NCCL {} on device {} did not finish within {:.0f} s (dist.collective_timeout; a "
+                       "peer rank is missing or hung); the NCCL communicator was aborted",
+                       rank_, size_, what, device_, timeout_seconds);
+  }
+
+  // An event for the next collective's done fence, reused once retired.
+  EventHandle take_event() {
+    {
+      std::lock_guard<std::mutex> lock(pending_mutex_);
+      if (!free_events_.empty()) {
+        EventHandle event = std::move(free_events_.back());
+        free_events_.pop_back();
+        return event;
+      }
+    }
+    return make_event();
+  }
+
+  void retire_finished() {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
+    retire_finished_locked();
+  }
+
+  // Drops the finished collectives from the front; the next one's clock
+  // starts now (it could not run before the one ahead of it finished).
+  void retire_finished_locked() {
+    bool retired = false;
+    while (!pending_.empty() && cudaEventQuery(pending_.front().done.get()) == cudaSuccess) {
+      free_events_.push_back(std::move(pending_.front().done));
+      pending_.pop_front();
+      retired = true;
+    }
+    if (retired && !pending_.empty()) pending_.front().started = std::chrono::steady_clock::now();
+  }
 
   ncclComm_t comm() const {
     if (!comm_) throw Error(fmt::format("rank {}: the NCCL communicator was aborted earlier", rank_));
@@ -316,8 +513,9 @@ class NcclCommunicator final : public DeviceCommunicator {
   }
 
   void abort_communicator() {
+    std::lock_guard<std::mutex> lock(pending_mutex_);
     // ncclCommAbort frees the communicator; the handle must not free it again.
-    ncclCommAbort(comm_.release());
+    if (comm_) ncclCommAbort(comm_.release());
   }
 
   int rank_ = 0;
@@ -325,10 +523,16 @@ class NcclCommunicator final : public DeviceCommunicator {
   int device_ = 0;
   double timeout_ = 600.0;
   cudaStream_t compute_stream_ = nullptr;  // the legacy default stream until told otherwise
-  const char* last_collective_ = "no collective";
+  const char* current_ = "no collective";  // the collective being enqueued, for error messages
   NcclCommHandle comm_;
   StreamHandle stream_;
-  EventHandle ready_, done_;
+  EventHandle ready_;
+  // The collectives queued and not yet seen finished, oldest first. The
+  // watchdog's thread reads them (check_progress), hence the mutex; it also
+  // guards comm_'s release by an abort.
+  std::mutex pending_mutex_;
+  std::deque<Pending> pending_;
+  std::vector<EventHandle> free_events_;
   DeviceMemory barrier_scratch_;
 };
 

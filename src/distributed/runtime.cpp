@@ -146,28 +146,44 @@ std::string Runtime::mpi_library_version() const {
 
 void Runtime::set_collective_timeout(double seconds) {
   collective_timeout_ = seconds;
+  // The NCCL communicators made from now on bound their init and any call
+  // NCCL leaves in progress by the same figure.
+  set_device_collective_timeout(seconds);
   if (seconds > 0 && !watchdog_.joinable()) watchdog_ = std::thread([this] { watch_collectives(); });
 }
 
 void Runtime::watch_collectives() {
+  auto progress_label = []() {
+    std::lock_guard<std::mutex> lock(g_label_mutex);
+    return g_label;
+  };
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(watchdog_mutex_);
       if (watchdog_wake_.wait_for(lock, std::chrono::milliseconds(200), [this] { return stop_watchdog_; })) return;
     }
-    double start = g_operation_start.load();
-    if (start <= 0.0 || steady_seconds() - start <= collective_timeout_) continue;
-    std::string label;
-    {
-      std::lock_guard<std::mutex> lock(g_label_mutex);
-      label = g_label;
+    // NCCL collectives run on the GPU while the host goes on (or blocks in a
+    // later device-to-host copy, outside any CollectiveScope): each device
+    // communicator says whether its oldest unfinished collective is late.
+    const double timeout = collective_timeout_.load();
+    const std::string device_late = check_device_communicators(timeout);
+    if (!device_late.empty()) {
+      const std::string label = progress_label();
+      std::fprintf(stderr, "[rank %d/%d] [error] %s at %s; ending this rank so the launcher ends the job\n",
+                   layout_.rank, layout_.world_size, device_late.c_str(), label.c_str());
+      std::fflush(stderr);
+      std::_Exit(kExitFailure);
     }
+    double start = g_operation_start.load();
+    // 0 turns the bound off, also after the thread has started.
+    if (timeout <= 0.0 || start <= 0.0 || steady_seconds() - start <= timeout) continue;
+    const std::string label = progress_label();
     // stdio from this thread: the main thread is blocked inside MPI.
     std::fprintf(stderr,
                  "[rank %d/%d] [error] collective %s did not complete within %.0f s (dist.collective_timeout) at %s; "
                  "ending this rank so the launcher ends the job\n",
                  layout_.rank, layout_.world_size, g_operation.load() ? g_operation.load() : "?",
-                 collective_timeout_, label.c_str());
+                 timeout, label.c_str());
     std::fflush(stderr);
     std::_Exit(kExitFailure);
   }

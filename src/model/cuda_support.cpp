@@ -7,6 +7,7 @@
 
 #if defined(METAREUSE_WITH_CUDA)
 #include <ATen/cuda/CUDAContext.h>  // at::cuda::getDeviceProperties
+#include <c10/cuda/CUDAFunctions.h>  // c10::cuda::set_device
 #include <ATen/detail/CUDAHooksInterface.h>  // the CUDA hooks' showConfig (arch flags)
 #endif
 
@@ -103,7 +104,24 @@ const CudaBuild& cuda_build() {
   return build;
 }
 
-void check_gpu_supported(int index) {
+bool compute_capability_has_bf16(int major, int minor) {
+  (void)minor;
+  return major >= 8;
+}
+
+void use_cuda_device(int index) {
+#if defined(METAREUSE_WITH_CUDA)
+  try {
+    c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+  } catch (const std::exception& e) {
+    throw Error(fmt::format("cannot make CUDA device {} current: {}", index, e.what()));
+  }
+#else
+  throw Error(fmt::format("CUDA device {} asked for, but this libtorch has no CUDA", index));
+#endif
+}
+
+void check_gpu_supported(int index, bool bf16) {
   const CudaBuild& build = cuda_build();
   if (index < 0 || index >= static_cast<int>(build.gpus.size())) {
     throw Error(fmt::format("CUDA device {} is not visible ({} visible)", index, build.gpus.size()));
@@ -113,6 +131,11 @@ void check_gpu_supported(int index) {
       gpu.major < 7 || (gpu.major == 7 && gpu.minor < 5)
           ? "use a cu126 build of libtorch (torch <= 2.14 covers sm_50 to sm_90; README, GPU)"
           : "use a libtorch built for it (README, GPU)";
+  if (bf16 && !compute_capability_has_bf16(gpu.major, gpu.minor)) {
+    throw Error(fmt::format("GPU {} ({}) is sm_{}{}, and bf16 needs sm_80 or newer (Ampere); use "
+                            "train.precision=fp16 (fp32 master weights with loss scaling) or fp32 on it",
+                            gpu.index, gpu.name, gpu.major, gpu.minor));
+  }
   if (!build.arch_list.empty()) {
     if (!arch_list_runs_on(build.arch_list, gpu.major, gpu.minor)) {
       throw Error(fmt::format("GPU {} ({}) is sm_{}{}, and this libtorch has no kernels for it (it has: {}); {}",

@@ -40,46 +40,6 @@ std::int64_t pick_token(const torch::Tensor& logits, const GenerationOptions& op
   return token[kept - 1];
 }
 
-torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input_ids, const torch::Tensor& positions,
-                             const torch::Tensor& key_valid, KvCache& cache, bool last_only) {
-  const LlamaConfig& config = model.config();
-  const std::int64_t B = input_ids.size(0), T = input_ids.size(1), past = cache.length(), S = past + T;
-  MR_CHECK(positions.sizes() == input_ids.sizes() && key_valid.dim() == 2 && key_valid.size(0) == B &&
-               key_valid.size(1) == S,
-           "padded_forward: input_ids [{}], positions [{}], key_valid [{}] with {} cached columns",
-           fmt::join(input_ids.sizes(), ", "), fmt::join(positions.sizes(), ", "), fmt::join(key_valid.sizes(), ", "),
-           past);
-  const torch::Device device = model.device();
-  // LlamaRotaryEmbedding.forward with per-row position_ids, as rope_tables computes them: fp32 angles.
-  torch::Tensor frequencies = positions.to(torch::kFloat32).unsqueeze(-1) *
-                              model.inv_freq().to(torch::kFloat32).cpu();  // (B, T, D/2)
-  torch::Tensor angles = torch::cat({frequencies, frequencies}, -1).unsqueeze(1);  // (B, 1, T, D)
-  RotaryTables rotary{angles.cos().to(device, model.dtype()), angles.sin().to(device, model.dtype())};
-  // Query i (column past + i) sees the valid columns up to its own, and always
-  // its own: a padding query has no valid key, and must not get an all-masked row.
-  torch::Tensor columns = torch::arange(S, torch::kInt64);
-  torch::Tensor query_columns = columns.narrow(0, past, T).unsqueeze(1);                      // (T, 1)
-  torch::Tensor causal = columns.unsqueeze(0) <= query_columns;                                // (T, S)
-  torch::Tensor allowed = causal.unsqueeze(0).logical_and(key_valid.to(torch::kBool).cpu().unsqueeze(1))
-                              .logical_or((columns.unsqueeze(0) == query_columns).unsqueeze(0));  // (B, T, S)
-  cache.set_allowed(allowed.unsqueeze(1).to(device));                                             // (B, 1, T, S)
-
-  torch::Tensor hidden = embedding_forward(model.units().front(), model.flat_parameters().front(),
-                                           input_ids.to(device));  // (B, T, C)
-  for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
-    const std::size_t u = static_cast<std::size_t>(layer) + 1;
-    hidden = decoder_layer_forward(config, model.units()[u], model.flat_parameters()[u], hidden, rotary, &cache);
-  }
-  hidden = final_norm_forward(config, model.units().back(), model.flat_parameters().back(), hidden);
-  // Decoding needs only each row's last column: the head's (B, T, V) logits of a
-  // long prompt batch would be the largest tensor of the run (32 x 400 x 49152 fp32: 2.5 GB).
-  if (last_only) hidden = hidden.narrow(1, T - 1, 1);
-  torch::Tensor logits = head_forward(model.units().front(), model.flat_parameters().front(), hidden);  // (B, T|1, V)
-  cache.advance(T);
-  cache.set_allowed(torch::Tensor());
-  return logits;
-}
-
 namespace {
 
 // Every rule a generation request must meet, checked before anything runs.
@@ -178,9 +138,9 @@ std::vector<Generated> generate_one_batch(const LlamaModel& model, const std::ve
     // With the cache only the new column is computed; without, every column again.
     const std::int64_t from = options.use_cache ? cache.length() : 0;
     if (!options.use_cache) cache.clear();
-    torch::Tensor logits = padded_forward(model, rows.tokens.narrow(1, from, filled - from),
-                                          rows.positions.narrow(1, from, filled - from),
-                                          rows.valid.narrow(1, 0, filled), cache, /*last_only=*/true);  // (B, 1, V)
+    const LeftPadding padding{rows.positions.narrow(1, from, filled - from), rows.valid.narrow(1, 0, filled)};
+    torch::Tensor logits =
+        model.forward(rows.tokens.narrow(1, from, filled - from), padding, cache, /*last_only=*/true);  // (B, 1, V)
     last = logits.select(1, logits.size(1) - 1);
   };
   run();

@@ -109,7 +109,6 @@ void KvCache::keep_rows(const torch::Tensor& rows) {
   for (auto* buffers : {&keys_, &values_}) {
     for (auto& buffer : *buffers) buffer = buffer.index_select(0, rows.to(buffer.device()));
   }
-  allowed_ = torch::Tensor();
 }
 
 // ------------------------------------------------------- building blocks ----
@@ -303,9 +302,7 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
     past = cache->length();
     std::tie(keys, values) = cache->append(layout.layer, keys, values);  // (B, KvH, S, D)
   }
-  // The caller's mask (packed documents), else the cache's (padded generation rows).
-  const torch::Tensor& mask = allowed.defined() || cache == nullptr ? allowed : cache->allowed();
-  torch::Tensor attended = causal_attention(query, keys, values, past, config.attention, mask);  // (B, H, T, D)
+  torch::Tensor attended = causal_attention(query, keys, values, past, config.attention, allowed);  // (B, H, T, D)
   attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
   // The residual adds keep the stream's dtype (fp32 under mixed precision).
   torch::Tensor residual = hidden + project(attended, o_proj).to(hidden.scalar_type());  // (B, T, C)
@@ -324,41 +321,78 @@ torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& la
 
 // ------------------------------------------------------- the forward order ----
 
-torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
-                                  const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
-                                  const DocumentLayout& documents, torch::ScalarType residual_dtype,
-                                  KvCache* cache) {
-  const std::int64_t T = input_ids.size(1);
+TokenPlacement token_placement(const torch::Tensor& inv_freq, const torch::Tensor& input_ids,
+                               const DocumentLayout& documents, const LeftPadding& padding, const KvCache* cache,
+                               torch::ScalarType dtype) {
+  const std::int64_t B = input_ids.size(0), T = input_ids.size(1);
   const torch::Device device = input_ids.device();
   MR_CHECK(!(documents.defined() && cache != nullptr), "packed documents cannot continue a KV cache");
-  RotaryTables rotary;
-  torch::Tensor allowed;  // (B, 1, T, T) bool, or undefined: plain causal
+  MR_CHECK(!(documents.defined() && padding.defined()), "packed documents are not left-padded rows");
+  MR_CHECK(!padding.defined() || cache != nullptr, "left-padded rows continue a KV cache; none was given");
+  TokenPlacement out;
   if (documents.defined()) {
     MR_CHECK(documents.segment_ids.sizes() == input_ids.sizes() && documents.positions.sizes() == input_ids.sizes(),
              "segment_ids [{}] and positions [{}] must have the shape of input_ids [{}]",
              fmt::join(documents.segment_ids.sizes(), ", "), fmt::join(documents.positions.sizes(), ", "),
              fmt::join(input_ids.sizes(), ", "));
-    rotary = rope_tables_at(inv_freq, documents.positions, residual_dtype, device);
-    allowed = document_attention_mask(documents.segment_ids.to(device));
-  } else {
-    rotary = rope_tables(inv_freq, cache != nullptr ? cache->length() : 0, T, residual_dtype, device);
+    out.rotary = rope_tables_at(inv_freq, documents.positions, dtype, device);
+    out.allowed = document_attention_mask(documents.segment_ids.to(device));
+    return out;
   }
+  const std::int64_t past = cache != nullptr ? cache->length() : 0;
+  if (padding.defined()) {
+    const std::int64_t S = past + T;
+    MR_CHECK(padding.positions.sizes() == input_ids.sizes() && padding.key_valid.dim() == 2 &&
+                 padding.key_valid.size(0) == B && padding.key_valid.size(1) == S,
+             "left padding: positions [{}] must be ({}, {}) and key_valid [{}] ({}, {}) with {} cached columns",
+             fmt::join(padding.positions.sizes(), ", "), B, T, fmt::join(padding.key_valid.sizes(), ", "), B, S,
+             past);
+    out.rotary = rope_tables_at(inv_freq, padding.positions, dtype, device);
+    torch::Tensor columns = torch::arange(S, torch::kInt64);
+    torch::Tensor query_columns = columns.narrow(0, past, T).unsqueeze(1);  // (T, 1)
+    torch::Tensor causal = columns.unsqueeze(0) <= query_columns;           // (T, S)
+    torch::Tensor real = padding.key_valid.to(torch::kCPU, torch::kBool).unsqueeze(1);  // (B, 1, S)
+    torch::Tensor allowed = causal.unsqueeze(0).logical_and(real).logical_or(
+        (columns.unsqueeze(0) == query_columns).unsqueeze(0));  // (B, T, S)
+    out.allowed = allowed.unsqueeze(1).to(device);                // (B, 1, T, S)
+    return out;
+  }
+  out.rotary = rope_tables(inv_freq, past, T, dtype, device);
+  return out;
+}
+
+torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
+                                  const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
+                                  const DocumentLayout& documents, const LeftPadding& padding,
+                                  torch::ScalarType residual_dtype, KvCache* cache) {
+  const TokenPlacement placement = token_placement(inv_freq, input_ids, documents, padding, cache, residual_dtype);
+  const RotaryTables& rotary = placement.rotary;
+  const torch::Tensor& allowed = placement.allowed;
   const UnitLayout& embeddings = units.front();
-  torch::Tensor hidden = run(0, input_ids, [&embeddings, residual_dtype](const torch::Tensor& ids, const torch::Tensor& flat) {
-    return embedding_forward(embeddings, flat, ids).to(residual_dtype);  // (B, T, C)
-  });
+  torch::Tensor hidden = run(
+      0, input_ids,
+      [&embeddings, residual_dtype](const torch::Tensor& ids, const torch::Tensor& flat) {
+        return embedding_forward(embeddings, flat, ids).to(residual_dtype);  // (B, T, C)
+      },
+      UnitPrecision::kResidual);
   for (std::int64_t layer = 0; layer < config.num_hidden_layers; ++layer) {
     const std::size_t u = static_cast<std::size_t>(layer) + 1;
     const UnitLayout& unit = units[u];
     // Captured by value: a recomputing call runs this again in backward.
-    hidden = run(u, hidden, [&config, &unit, rotary, cache, allowed](const torch::Tensor& x, const torch::Tensor& flat) {
-      return decoder_layer_forward(config, unit, flat, x, rotary, cache, allowed);  // (B, T, C)
-    });
+    hidden = run(
+        u, hidden,
+        [&config, &unit, rotary, cache, allowed](const torch::Tensor& x, const torch::Tensor& flat) {
+          return decoder_layer_forward(config, unit, flat, x, rotary, cache, allowed);  // (B, T, C)
+        },
+        UnitPrecision::kCompute);
   }
   const UnitLayout& norm = units.back();
-  return run(units.size() - 1, hidden, [&config, &norm](const torch::Tensor& x, const torch::Tensor& flat) {
-    return final_norm_forward(config, norm, flat, x);  // (B, T, C)
-  });
+  return run(
+      units.size() - 1, hidden,
+      [&config, &norm](const torch::Tensor& x, const torch::Tensor& flat) {
+        return final_norm_forward(config, norm, flat, x);  // (B, T, C)
+      },
+      UnitPrecision::kCompute);
 }
 
 // ------------------------------------------------------------------ loss ----
@@ -475,15 +509,20 @@ KvCache LlamaModel::make_cache(std::int64_t batch, std::int64_t capacity) const 
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, KvCache* cache) const {
-  return forward_with(input_ids, {}, cache);
+  return forward_with(input_ids, {}, {}, cache, false);
 }
 
 torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, const DocumentLayout& documents) const {
-  return forward_with(input_ids, documents, nullptr);
+  return forward_with(input_ids, documents, {}, nullptr, false);
+}
+
+torch::Tensor LlamaModel::forward(const torch::Tensor& input_ids, const LeftPadding& padding, KvCache& cache,
+                                  bool last_only) const {
+  return forward_with(input_ids, {}, padding, &cache, last_only);
 }
 
 torch::Tensor LlamaModel::forward_with(const torch::Tensor& input_ids, const DocumentLayout& documents,
-                                       KvCache* cache) const {
+                                       const LeftPadding& padding, KvCache* cache, bool last_only) const {
   if (input_ids.dim() != 2 || input_ids.scalar_type() != torch::kInt64) {
     throw InputError(fmt::format("input_ids must be int64 (B, T); got {} [{}]", c10::toString(input_ids.scalar_type()),
                                  fmt::join(input_ids.sizes(), ", ")));
@@ -501,7 +540,8 @@ torch::Tensor LlamaModel::forward_with(const torch::Tensor& input_ids, const Doc
   const bool recompute = checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
   // Unit u runs on its own leaf buffer; decoder layers go through the
   // recompute Function when checkpointing (the flat gradient returns to the leaf).
-  UnitRunner run = [this, recompute](std::size_t u, const torch::Tensor& input, UnitFn fn) {
+  // One precision throughout (the weights' own), so `precision` changes nothing here.
+  UnitRunner run = [this, recompute](std::size_t u, const torch::Tensor& input, UnitFn fn, UnitPrecision) {
     const torch::Tensor& flat = flat_[u];
     if (!recompute || units_[u].kind != UnitKind::kDecoderLayer) return fn(input, flat);
     auto call = c10::make_intrusive<UnitCall>();
@@ -510,8 +550,10 @@ torch::Tensor LlamaModel::forward_with(const torch::Tensor& input_ids, const Doc
     call->deliver_grad = [](const torch::Tensor& flat_grad) { return flat_grad; };
     return run_unit_call(input, flat, call);
   };
-  torch::Tensor hidden = llama_trunk_forward(config_, units_, inv_freq_, run, ids, documents, dtype(), cache);
-  torch::Tensor logits = head_forward(units_.front(), flat_.front(), hidden);  // (B, T, V)
+  torch::Tensor hidden =
+      llama_trunk_forward(config_, units_, inv_freq_, run, ids, documents, padding, dtype(), cache);  // (B, T, C)
+  if (last_only) hidden = hidden.narrow(1, T - 1, 1);                                             // (B, 1, C)
+  torch::Tensor logits = head_forward(units_.front(), flat_.front(), hidden);                     // (B, T|1, V)
   if (cache != nullptr) cache->advance(T);
   return logits;
 }

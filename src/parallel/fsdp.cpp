@@ -95,14 +95,15 @@ ShardedUnit& ShardedModel::unit(const std::string& name) {
   MR_THROW("no unit named '{}'", name);
 }
 
-torch::Tensor ShardedModel::run(std::size_t index, const torch::Tensor& input, UnitFn fn) {
+torch::Tensor ShardedModel::run(std::size_t index, const torch::Tensor& input, UnitFn fn,
+                                std::optional<torch::ScalarType> gather_dtype) {
   ShardedUnit& target = unit(index);
+  const torch::ScalarType dtype = gather_dtype.value_or(compute_dtype_);
   if (!torch::GradMode::is_enabled()) {
-    torch::Tensor flat = target.gather(compute_dtype_);
+    torch::Tensor flat = target.gather(dtype);
     return fn(input, flat);
   }
   auto call = c10::make_intrusive<UnitCall>();
-  const torch::ScalarType dtype = compute_dtype_;
   call->gather = [&target, dtype] { return target.gather(dtype); };  // (padded_numel,)
   call->fn = std::move(fn);
   call->deliver_grad = [&target](const torch::Tensor& flat_grad) {

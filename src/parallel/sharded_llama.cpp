@@ -58,11 +58,14 @@ int64_t target_count(const torch::Tensor& targets) {
 UnitRunner ShardedLlama::runner() {
   // Flat buffers are padded to a multiple of the world size; the model's
   // functional forwards take exactly the unit's elements.
-  return [this](std::size_t u, const torch::Tensor& input, UnitFn fn) {
+  // The residual stream is fp32 (mixed precision): a unit asked to read its
+  // weights in the residual's precision is gathered in fp32.
+  return [this](std::size_t u, const torch::Tensor& input, UnitFn fn, UnitPrecision precision) {
     const int64_t numel = layouts_[u].numel;
-    return model_.run(u, input, [numel, fn](const torch::Tensor& x, const torch::Tensor& flat) {
-      return fn(x, flat.narrow(0, 0, numel));
-    });
+    const torch::ScalarType dtype = precision == UnitPrecision::kResidual ? torch::kFloat32 : model_.compute_dtype();
+    return model_.run(
+        u, input, [numel, fn](const torch::Tensor& x, const torch::Tensor& flat) { return fn(x, flat.narrow(0, 0, numel)); },
+        dtype);
   };
 }
 
@@ -71,12 +74,15 @@ torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const tor
   const UnitRunner run = runner();
   // Mixed precision: the hidden stream between units is fp32 and each unit
   // computes in the model's compute dtype (llama_trunk_forward).
-  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents,
+  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {},
                                              torch::kFloat32, nullptr);  // (b, T, C)
   const UnitLayout& embeddings = layouts_[0];
-  return run(0, hidden, [&embeddings, targets, normalizer](const torch::Tensor& x, const torch::Tensor& flat) {
-    return token_loss_sum(head_forward(embeddings, flat, x), targets) / normalizer;
-  });
+  return run(
+      0, hidden,
+      [&embeddings, targets, normalizer](const torch::Tensor& x, const torch::Tensor& flat) {
+        return token_loss_sum(head_forward(embeddings, flat, x), targets) / normalizer;
+      },
+      UnitPrecision::kCompute);
 }
 
 double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_batch, double loss_scale) {
@@ -123,12 +129,15 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
 torch::Tensor ShardedLlama::logits(const torch::Tensor& input_ids) {
   torch::NoGradGuard no_grad;
   const UnitRunner run = runner();
-  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids.to(device_), {},
+  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids.to(device_), {}, {},
                                              torch::kFloat32, nullptr);  // (B, T, C)
   const UnitLayout& embeddings = layouts_[0];
-  return run(0, hidden, [&embeddings](const torch::Tensor& x, const torch::Tensor& flat) {
-    return head_forward(embeddings, flat, x);  // (B, T, V)
-  });
+  return run(
+      0, hidden,
+      [&embeddings](const torch::Tensor& x, const torch::Tensor& flat) {
+        return head_forward(embeddings, flat, x);  // (B, T, V)
+      },
+      UnitPrecision::kCompute);
 }
 
 double ShardedLlama::evaluate(const TrainBatch& batch) {

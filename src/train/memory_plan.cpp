@@ -43,7 +43,9 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   // compute precision, and one fp32 buffer of its size (the gradient's fp32
   // copy for the reduce-scatter, or, in fp32, a parameter view's gradient
   // while the flat one is assembled).
-  plan.gathered_units_bytes = largest_unit * (2 * compute_bytes + 4);
+  // The embedding lookup reads its unit in fp32 (the residual stream's
+  // precision), so its backward holds three fp32 buffers of the unit's size.
+  plan.gathered_units_bytes = std::max(largest_unit * (2 * compute_bytes + 4), embeddings * 12);
   // The head's backward: the gathered embeddings and three fp32 (b, T, V)
   // tensors at once (the log-softmax, the loss's gradient, the logits' gradient).
   plan.logits_bytes = embeddings * compute_bytes + b * T * V * 12;
@@ -63,7 +65,7 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   // and the peak is the largest backward.
   const int64_t transient = std::max({plan.gathered_units_bytes, plan.logits_bytes, layer_backward});
   plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient;
-  plan.kept_units_bytes = plan.parameters * compute_bytes + largest_unit * (compute_bytes + 4);
+  plan.kept_units_bytes = plan.parameters * compute_bytes + std::max(largest_unit * (compute_bytes + 4), embeddings * 8);
   plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
                           plan.activations_full_bytes;
   plan.device_bytes = device_bytes;

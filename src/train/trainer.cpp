@@ -44,7 +44,10 @@ torch::Device training_device(const std::string& choice, int local_rank) {
     throw ConfigError("train.device=cuda but libtorch sees no CUDA device (a CPU-only libtorch, or no GPU visible)");
   }
   const int64_t devices = static_cast<int64_t>(torch::cuda::device_count());
-  return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(local_rank % devices));
+  const auto index = static_cast<c10::DeviceIndex>(local_rank % devices);
+  // Current from here on, before any other CUDA work of this rank (cuda_support.h).
+  use_cuda_device(index);
+  return torch::Device(torch::kCUDA, index);
 }
 
 // The B sequences of the next optimizer step, in the global order (every rank
@@ -286,7 +289,7 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   const torch::Device device = training_device(options.device, runtime.layout().local_rank);
   // Before anything is allocated: a GPU this libtorch has no kernels for (a P100
   // under a cu128+ build) fails here with the build to use, not at its first kernel.
-  if (device.is_cuda()) check_gpu_supported(device.index());
+  if (device.is_cuda()) check_gpu_supported(device.index(), options.precision == "bf16");
   DatasetExpectations expectations;
   expectations.model_vocab_size = options.model.vocab_size;
   PackedDataset data = load_dataset(options.dataset_path, expectations);

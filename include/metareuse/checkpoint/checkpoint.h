@@ -35,7 +35,18 @@ struct CheckpointOptions {
   int64_t keep_last = 3;           // complete checkpoints kept (0: all)
   int64_t max_total_bytes = 0;     // cap on the folder's checkpoints (0: none); the newest is always kept
   int compression = 0;             // gzip level 0-9 (0: none)
+  // For tests of a slow filesystem: rank 0 sleeps this long in each of its
+  // write steps. 0 (no delay) in every real run.
+  double test_write_delay_seconds = 0.0;
 };
+
+// How long the other ranks wait for each of rank 0's write steps (creating
+// the file, one unit's tensors, completing it with flush, fsync and rename,
+// retention), outside the collective watchdog. Generous on purpose: a slow or
+// busy shared filesystem is not a hang. A rank 0 that dies ends the job at
+// once (the launcher); this bounds only a rank 0 stuck alive, e.g. in a hung
+// network filesystem, and the scheduler's time limit may come first.
+inline constexpr double kCheckpointWriterWaitSeconds = 6 * 3600.0;
 
 struct SaveResult {
   bool ok = false;
@@ -47,7 +58,9 @@ struct SaveResult {
 // Collective: every rank calls it with its shards: the model's master weights
 // and the optimizer's `optimizer` state (e.g. AdamW::state()). Units are
 // gathered one at a time (streaming), so rank 0 never holds more than one unit
-// beyond its own shard. `meta` is stored as JSON; `rng_state` is this rank's
+// beyond its own shard. While rank 0 writes, the other ranks wait outside the
+// collective watchdog (kCheckpointWriterWaitSeconds), so a slow filesystem
+// does not trip dist.collective_timeout; every gather starts with all ranks. `meta` is stored as JSON; `rng_state` is this rank's
 // generator state. On a write failure (disk full, permissions) nothing is
 // renamed, the temporary file is removed, and every rank gets ok = false.
 SaveResult save_checkpoint(ShardedModel& model, const std::vector<ShardState>& optimizer, const nlohmann::json& meta,

@@ -57,6 +57,19 @@ class Communicator {
   virtual void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
                          const std::vector<std::size_t>& recv_counts, DType dtype) = 0;
   virtual void barrier() = 0;
+  // A barrier that waits for `root` to finish slow local work (rank 0 writing
+  // a checkpoint file), outside the collective watchdog: the waiting ranks
+  // are idle, not hung, however slow the filesystem. A root that dies still
+  // ends the job (the launcher); one that stays stuck is bounded by
+  // `bound_seconds` (0: none), after which this throws naming `what`. The
+  // default is barrier(), for backends that have no watchdog-watched wait;
+  // the MPI backend polls a non-blocking barrier instead.
+  virtual void wait_for_rank(int root, double bound_seconds, const char* what) {
+    (void)root;
+    (void)bound_seconds;
+    (void)what;
+    barrier();
+  }
 
   // Typed conveniences over the raw calls.
   template <typename T>

@@ -28,6 +28,12 @@ class DeviceCommunicator : public Communicator {
   // aborts the NCCL communicator and throws metareuse::Error naming the rank,
   // the device and the last collective, so a hung peer cannot hang this rank.
   virtual void wait(double timeout_seconds) = 0;
+  // For the collective watchdog, from its own thread: "" while every queued
+  // collective has finished or the oldest unfinished one has run for at most
+  // `timeout_seconds` (0: no bound); else, after aborting the NCCL
+  // communicator, a message naming the rank, the device and that collective
+  // (or the asynchronous NCCL error). Never blocks and never throws.
+  virtual std::string check_progress(double timeout_seconds) = 0;
 };
 
 // True when this build has the NCCL backend (METAREUSE_WITH_NCCL).
@@ -36,11 +42,22 @@ bool device_communicator_available();
 // The device communicator over the same ranks as `host`, driving CUDA device
 // `device`. Created on first use: a collective over `host` (rank 0 makes the
 // ncclUniqueId and broadcasts it over `host`, then every rank calls
-// ncclCommInitRank), so every rank must ask at the same point. Later calls
+// a non-blocking ncclCommInitRankConfig bounded by the collective timeout), so
+// every rank must ask at the same point. Later calls
 // return the same one; asking for another device on the same host
 // communicator throws. Without NCCL in the build it throws metareuse::Error
 // saying how to build it.
 DeviceCommunicator& device_communicator(Communicator& host, int device);
+
+// The bound on communicator init and on the collectives, in seconds (0: none):
+// dist.collective_timeout, set by Runtime::set_collective_timeout; 600 until
+// then. Applies to device communicators created afterwards.
+void set_device_collective_timeout(double seconds);
+
+// The watchdog's check of every device communicator (check_progress): the
+// first message, or "" when all are on time. Skips a check rather than wait
+// while a communicator is being created (its init has its own deadline).
+std::string check_device_communicators(double timeout_seconds);
 
 // Destroys every device communicator made so far. The Runtime calls it before
 // MPI_Finalize, so NCCL communicators never outlive the job's MPI.
@@ -48,7 +65,8 @@ void release_device_communicators();
 
 // The NCCL backend itself (defined only with METAREUSE_WITH_NCCL); most code
 // goes through device_communicator() instead. `collective_timeout_seconds`
-// bounds barrier(); see wait().
+// bounds the communicator's init, every call that NCCL leaves in progress,
+// and barrier(); see wait().
 std::unique_ptr<DeviceCommunicator> make_nccl_communicator(Communicator& bootstrap, int device,
                                                            double collective_timeout_seconds = 600.0);
 

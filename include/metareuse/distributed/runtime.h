@@ -50,7 +50,11 @@ class Runtime {
   // The collective watchdog: a collective that has not completed after
   // `seconds` makes this rank log the operation, its rank and the progress
   // label, and exit with kExitFailure, which makes mpirun end the whole job
-  // instead of leaving it hanging. 0 turns it off.
+  // instead of leaving it hanging. 0 turns it off. The same bound applies to
+  // NCCL: the watchdog also checks each device communicator's oldest
+  // unfinished collective (the host does not block in NCCL calls, so a hung
+  // one shows as a stuck loss.item() or copy, outside any CollectiveScope),
+  // and NCCL communicators made afterwards bound their init by it.
   void set_collective_timeout(double seconds);
 
  private:
@@ -60,7 +64,7 @@ class Runtime {
   bool using_mpi_ = false;
   bool owns_mpi_ = false;  // we called MPI_Init, so we call MPI_Finalize
   std::unique_ptr<Communicator> world_;
-  double collective_timeout_ = 0.0;
+  std::atomic<double> collective_timeout_{0.0};  // written by the main thread, read by the watchdog
   // The destructor sets stop_watchdog_ under watchdog_mutex_ and wakes the thread,
   // so that ending a run does not wait out the watchdog's poll interval.
   std::mutex watchdog_mutex_;

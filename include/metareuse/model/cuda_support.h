@@ -38,6 +38,18 @@ bool arch_list_runs_on(const std::vector<std::string>& arch_list, int major, int
 // use instead, when GPU `index` is not covered by the build's kernels. With an
 // unknown list it runs one small kernel on the GPU instead and reports a
 // failure the same way.
-void check_gpu_supported(int index);
+// With `bf16` (train.precision=bf16) it also refuses a GPU below sm_80, which
+// has no bf16 arithmetic (P100 is sm_60: use fp16 there).
+void check_gpu_supported(int index, bool bf16 = false);
+
+// True when compute capability major.minor computes in bf16 (sm_80 and newer).
+bool compute_capability_has_bf16(int major, int minor);
+
+// Makes CUDA device `index` this process's current device, for torch and the
+// CUDA runtime alike. Called once, early (the trainer's device choice), before
+// any other CUDA call: later calls (the NCCL backend's included) then find the
+// device already current and never switch, so no rank creates a context on
+// GPU 0 by accident. Throws naming the device when it cannot be selected.
+void use_cuda_device(int index);
 
 }  // namespace metareuse

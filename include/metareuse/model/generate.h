@@ -55,14 +55,5 @@ std::vector<std::int64_t> generate(const LlamaModel& model, const std::vector<st
 // ids per line (blank lines skipped). Throws InputError naming the file and line.
 std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& path);
 
-// The forward that batched decoding runs: left-padded rows that share the
-// cache's columns. input_ids (B, T); positions (B, T), each token's position
-// in its own sequence; key_valid (B, cache.length() + T) bool, true where a
-// column holds a real token of that row. Returns logits (B, T, V), or with
-// last_only those of the last column, (B, 1, V), and advances the cache by T.
-// A padding column attends only to itself.
-// (Separate from LlamaModel::forward, whose rows all start at position 0.)
-torch::Tensor padded_forward(const LlamaModel& model, const torch::Tensor& input_ids, const torch::Tensor& positions,
-                             const torch::Tensor& key_valid, KvCache& cache, bool last_only = false);
 
 }  // namespace metareuse

@@ -75,6 +75,15 @@ struct DocumentLayout {
 // no row of the softmax is empty (its output carries no loss).
 torch::Tensor document_attention_mask(const torch::Tensor& segment_ids);
 
+// Left-padded rows that share a KV cache's columns (batched generation):
+// every row appends at the same column, each token keeps the position it has
+// in its own sequence, and the padding is hidden.
+struct LeftPadding {
+  torch::Tensor positions;  // (B, T) int64: each new token's position in its own sequence
+  torch::Tensor key_valid;  // (B, cache length + T) bool: the column holds a real token of the row
+  bool defined() const { return positions.defined(); }
+};
+
 // ------------------------------------------------------------- KV cache ----
 
 // Keys and values of every layer for the tokens seen so far, in buffers with
@@ -97,18 +106,12 @@ class KvCache {
   // Keeps only these rows (int64 indices, in this order), e.g. once the other
   // sequences of a batch have stopped.
   void keep_rows(const torch::Tensor& rows);
-  // Left-padded batches (padded_forward in generate.h): the attention mask of
-  // the next forward, (B, 1, T, length + T) bool, true where query i of row b
-  // may attend key j. Undefined (the default, and after keep_rows): causal.
-  void set_allowed(torch::Tensor allowed) { allowed_ = std::move(allowed); }
-  const torch::Tensor& allowed() const { return allowed_; }
 
  private:
   void grow(std::int64_t needed);
 
   std::vector<torch::Tensor> keys_;    // per layer (B, KvH, capacity, D)
   std::vector<torch::Tensor> values_;  // per layer (B, KvH, capacity, D)
-  torch::Tensor allowed_;              // (B, 1, T, S) bool or undefined
   std::int64_t length_ = 0;
   std::int64_t capacity_ = 0;
 };
@@ -146,8 +149,8 @@ torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& f
 torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden);
 // One decoder layer: hidden (B, T, C) -> (B, T, C). With a cache, this
 // layer's keys and values are appended to it (the caller advances it). With
-// `allowed` (document_attention_mask), attention follows that mask; else with
-// a cache that has one (KvCache::allowed: generation's padding), that mask.
+// `allowed` (B, 1, T, S) (token_placement), attention follows that mask; else
+// it is causal.
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
                                     const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache,
                                     const torch::Tensor& allowed = {});
@@ -160,13 +163,38 @@ torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& la
 // Runs unit `unit` (an index into unit_layouts) on `input` with fn(input,
 // flat): the caller decides where the unit's flat buffer comes from (the
 // model's own buffers, or an all-gather of shards) and whether it recomputes.
-using UnitRunner = std::function<torch::Tensor(std::size_t unit, const torch::Tensor& input, UnitFn fn)>;
+// `precision` says in which precision the unit reads its weights: the
+// runner's compute precision, or the residual stream's (the embedding lookup:
+// autocast runs only matmuls in low precision, and a lookup in fp16-rounded
+// rows costs SmolLM2's logits 10x the error of the rest of fp16; docs/training.md).
+enum class UnitPrecision { kCompute, kResidual };
+using UnitRunner =
+    std::function<torch::Tensor(std::size_t unit, const torch::Tensor& input, UnitFn fn, UnitPrecision precision)>;
 
-// THE forward order, shared by LlamaModel::forward and the sharded trainer
-// (parallel/sharded_llama.h): embeddings -> layers.0 .. L-1 -> norm.
-// input_ids (B, T) -> normalised hidden (B, T, C); the caller runs the head
-// (head_forward on unit 0). With `documents`, positions and the attention
-// mask follow the packed documents; with a cache, positions continue it.
+// Where a forward's T tokens sit: the rotary tables of their positions and
+// the attention mask, for the three cases a forward can be (the one place
+// that builds them):
+//   packed documents (no cache): per-document positions, a block-diagonal
+//     causal mask (document_attention_mask);
+//   left padding (with a cache): each row's own positions; a query sees the
+//     real columns up to its own, and always itself (a padding query has no
+//     real key, and must not get an all-masked row);
+//   otherwise: positions continue the cache (or start at 0), plain causal
+//     (`allowed` undefined: the attention kernel's own causal rule).
+struct TokenPlacement {
+  RotaryTables rotary;    // (T, D) or (B, 1, T, D)
+  torch::Tensor allowed;  // (B, 1, T, S) bool on `device`, or undefined
+};
+// input_ids (B, T) gives the shape and the device.
+TokenPlacement token_placement(const torch::Tensor& inv_freq, const torch::Tensor& input_ids,
+                               const DocumentLayout& documents, const LeftPadding& padding, const KvCache* cache,
+                               torch::ScalarType dtype);
+
+// THE forward order, shared by LlamaModel::forward (and so generation) and the
+// sharded trainer (parallel/sharded_llama.h): embeddings -> layers.0 .. L-1 ->
+// norm. input_ids (B, T) -> normalised hidden (B, T, C); the caller runs the
+// head (head_forward on unit 0). Positions and the mask come from
+// token_placement (packed `documents`, left `padding` on a cache, or plain).
 // `residual_dtype` is the hidden stream's between units: the weights' own dtype
 // for a model run in one precision (as transformers' model.half()), fp32 for
 // mixed-precision training, where each unit casts to its weights' precision for
@@ -174,7 +202,8 @@ using UnitRunner = std::function<torch::Tensor(std::size_t unit, const torch::Te
 // tables stay fp32 (what torch.autocast does).
 torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
                                   const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
-                                  const DocumentLayout& documents, torch::ScalarType residual_dtype, KvCache* cache);
+                                  const DocumentLayout& documents, const LeftPadding& padding,
+                                  torch::ScalarType residual_dtype, KvCache* cache);
 
 // ------------------------------------------------------------------ loss ----
 
@@ -241,11 +270,17 @@ class LlamaModel {
   torch::Tensor forward(const torch::Tensor& input_ids, KvCache* cache = nullptr) const;
   // Packed rows: positions and attention follow `documents` (no cache).
   torch::Tensor forward(const torch::Tensor& input_ids, const DocumentLayout& documents) const;
+  // Left-padded rows continuing `cache` (batched generation). With last_only,
+  // only each row's last column reaches the head: logits (B, 1, V) (a long
+  // prompt batch's (B, T, V) logits would be the largest tensor of the run).
+  torch::Tensor forward(const torch::Tensor& input_ids, const LeftPadding& padding, KvCache& cache,
+                        bool last_only = false) const;
   KvCache make_cache(std::int64_t batch, std::int64_t capacity) const;
 
  private:
   std::pair<std::size_t, int> locate(const std::string& name) const;  // (unit, parameter index); throws
-  torch::Tensor forward_with(const torch::Tensor& input_ids, const DocumentLayout& documents, KvCache* cache) const;
+  torch::Tensor forward_with(const torch::Tensor& input_ids, const DocumentLayout& documents,
+                             const LeftPadding& padding, KvCache* cache, bool last_only) const;
 
   LlamaConfig config_;
   std::vector<UnitLayout> units_;

@@ -27,6 +27,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,7 +112,9 @@ class ShardedModel {
   // gathered buffer and the unit's graph until backward. With grad mode off
   // (eval), it just gathers, runs and frees. A unit may run several times per
   // step (tied embeddings + head).
-  torch::Tensor run(std::size_t index, const torch::Tensor& input, UnitFn fn);
+  // `dtype` is the precision the unit is gathered in (default: the compute dtype).
+  torch::Tensor run(std::size_t index, const torch::Tensor& input, UnitFn fn,
+                    std::optional<torch::ScalarType> dtype = std::nullopt);
   // train.recompute, as the memory plan decided it (train/trainer.h: plan_memory).
   void set_recompute(bool enabled) { recompute_ = enabled; }
   bool recompute() const { return recompute_; }
