@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints a snapshot of the pipeline's outputs, for showing that a restructuring
-# changed no result (issue #17): run it on two commits' builds and diff.
+# changed no result: run it on two commits' builds and diff.
 #   tests/snapshot_outputs.sh BUILD_BIN_DIR > snapshot.txt
 # It runs, from the repository root, the demo config and the reuse-world config
 # cut to 50 training steps and 10 eval questions (the same flags on both

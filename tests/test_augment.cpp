@@ -104,7 +104,7 @@ TEST_CASE("augment writes prompt/target examples with the patterns each was give
   CHECK(retrieval[1]["patterns"] == global[1]["patterns"]);  // falls back to the global top
 }
 
-// #10: used mode (each example gets the patterns its reasoning uses), none, and
+// Used mode (each example gets the patterns its reasoning uses), none, and
 // retrieval by context (the questions of the examples that use a pattern).
 TEST_CASE("used mode gives each example the patterns its own reasoning uses, none gives none") {
   CHECK(parse_augment_mode("used") == AugmentMode::kUsed);
@@ -185,7 +185,7 @@ TEST_CASE("context retrieval ranks the pattern used by this kind of question abo
                     Catch::Contains("bad.jsonl:1"));
 }
 
-// #17: eval builds a test prompt with the rule augment builds training
+// Eval builds a test prompt with the rule augment builds training
 // prompts with, so a training question asked at test time gets its training
 // prompt. In used mode the test prompt cannot see the reasoning: it retrieves
 // patterns from the question by their contexts, which gives the training

@@ -1,5 +1,5 @@
-// The corpus stage: byte ranges cut at line starts, and every bad-input case of
-// issue #3 reported as `file:line: reason`, skipped, counted, with the good
+// The corpus stage: byte ranges cut at line starts, and every class of bad
+// input reported as `file:line: reason`, skipped, counted, with the good
 // records still read, at 1 to 4 ranks (this binary runs under mpiexec too).
 #include <catch2/catch.hpp>
 

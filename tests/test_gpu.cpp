@@ -1,4 +1,4 @@
-// The CUDA path (issue #9), label gpu. Every case skips with a message when
+// The CUDA path, label gpu. Every case skips with a message when
 // libtorch sees no CUDA device, so the suite passes on CPU machines.
 //   1. one-rank collectives on CUDA tensors give exact results (through the
 //      NCCL backend when the build has it; a single GPU cannot host two NCCL

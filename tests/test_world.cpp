@@ -1,4 +1,4 @@
-// The reasoning world (#10): the committed datasets regenerate byte for byte,
+// The reasoning world: the committed datasets regenerate byte for byte,
 // every answer is right (recomputed from the question text alone), test names
 // and operand pairs are disjoint from training, and the style mix is as asked.
 #include <catch2/catch.hpp>

@@ -1,4 +1,4 @@
-// The reuse-world experiment end to end, shrunk for CI (#10): `metareuse world`
+// The reuse-world experiment end to end, shrunk for CI: `metareuse world`
 // writes a small world, then `metareuse run` with configs/reuse-world.json
 // trains the reuse model and the baseline a few steps each and evaluates
 // them. Checks that eval.json has the three entries with their fields, that

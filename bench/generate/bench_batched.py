@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Batched greedy generation: `metareuse generate --prompts` against Hugging Face
-transformers' batched `generate` (issue #21), same torch, same weights, same
+transformers' batched `generate`, same torch, same weights, same
 prompts, in the same run, round robin.
 
   bench/generate/bench_batched.py [--build build] [--model DIR] [--shape smollm2-135m|debug-small]
@@ -16,7 +16,7 @@ generation alone (metareuse: its "generated ... in X s" log line; transformers:
 around model.generate), the peak RSS is the process's (os.wait4). Each round
 runs every (route, batch) once; each cell keeps its fastest round. The script
 also counts the prompts whose greedy tokens are the same on both routes.
-Goal (issue #21): metareuse >= 1.5x transformers at every batch size.
+Goal: metareuse >= 1.5x transformers at every batch size.
 """
 import argparse, json, os, platform, random, re, subprocess, sys, tempfile, time
 

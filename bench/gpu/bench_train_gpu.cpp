@@ -1,4 +1,4 @@
-// Training throughput of metareuse's trainer on one GPU (issue #9): Llama 3.2
+// Training throughput of metareuse's trainer on one GPU: Llama 3.2
 // shapes with random initialisation, the ShardedLlama forward/backward and the
 // sharded AdamW step, exactly as `metareuse train` runs them. Prints one JSON
 // line per shape (the fields of ../shared/hf_baseline.py, so bench/gpu/run.sh

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark of `metareuse patterns` against the Python seed route, on the same
-~200 MB corpus in the same run (issue #3). Prints wall time, MB/s, ratios and peak
+~200 MB corpus in the same run. Prints wall time, MB/s, ratios and peak
 RSS per process, checks that exact mode's output equals the reference's, and
 separates the binary's start-up (`metareuse --help`; the front binary links no
 torch) from the stage's own time (its "counting ... reduction ..." log line).
@@ -10,7 +10,7 @@ route alike instead of on whichever ran in a slow minute.
 
   bench/patterns/bench_patterns.py [--build build] [--corpus FILE] [--megabytes 200] [--repeats 1]
 
-Goals (issue #3): exact at 1 rank >= 15x Python; 2 ranks >= 1.7x 1 rank;
+Goals: exact at 1 rank >= 15x Python; 2 ranks >= 1.7x 1 rank;
 normalized >= 5x Python exact; peak RSS per rank <= Python's. Normalized mode
 groups the records whose reasoning normalises to the same text and mines each
 group once; this corpus repeats GSM8K with re-drawn numbers, so it is made of

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """SmolLM2-135M-Instruct on GSM8K test before and after one short fine-tune on
-augmented GSM8K train (issue #20, item 6), through `metareuse run`.
+augmented GSM8K train, through `metareuse run`.
 
   bench/real/smollm2_gsm8k.py [--steps 8] [--questions 200] [--max-new-tokens 256]
                               [--batch-size N]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The reasoning-world experiment (issue #10) at several seeds, and its summary.
+"""The reasoning-world experiment at several seeds, and its summary.
 
 One run of configs/reuse-world.json compares two small models trained once each:
 with 100 test questions and a 156k-parameter model, the accuracy of one run moves

@@ -111,15 +111,12 @@ torch::Tensor ModelSource::read_unit(const UnitLayout& unit, torch::ScalarType d
 std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
   const fs::path location(path);
   if (fs::is_directory(location)) return std::make_unique<HfSafetensorsSource>(path);
-  const std::string extension = location.extension().string();
-  if (extension == ".h5" || extension == ".hdf5") {
-    throw InputError(fmt::format("'{}' is an HDF5 checkpoint; loading those as models comes with issue #7 "
-                                 "(for now --model takes a Hugging Face folder: config.json + safetensors)",
-                                 path));
-  }
   if (!fs::exists(location)) throw InputError(fmt::format("model '{}' does not exist{}", path, looked_for(path)));
-  throw InputError(fmt::format("model '{}' is not a folder; --model takes a Hugging Face folder "
-                               "(config.json + model.safetensors or model.safetensors.index.json)",
+  // Whether a file is a metareuse checkpoint is checkpoint/'s rule
+  // (is_checkpoint_path); the commands that take one open it through there.
+  throw InputError(fmt::format("model '{}' is not a folder; this takes a Hugging Face folder (config.json + "
+                               "model.safetensors or model.safetensors.index.json). A metareuse checkpoint goes to "
+                               "eval --model, export --checkpoint or --resume",
                                path));
 }
 

@@ -4,7 +4,7 @@
 //   global      the prefix "Consider these behaviors: name: instruction; …. " with the top k patterns;
 //   retrieval   the k patterns most relevant to the question (BM25 over each
 //               pattern's words and behavior name), the paper's behavior-conditioned idea.
-//   used        (#10) the patterns the example's own reasoning uses (at most k,
+//   used        the patterns the example's own reasoning uses (at most k,
 //               in handbook order): the prefix tells what the target does. At
 //               test time there is no reasoning yet, so eval retrieves k
 //               patterns from the question with a ContextIndex (BM25 over each
@@ -56,7 +56,7 @@ class PatternIndex {
   double k1_, b_;
 };
 
-// --- used mode (#10) ---------------------------------------------------------
+// --- used mode -------------------------------------------------------------
 
 // Finds handbook patterns in texts: a pattern is used by a text when its
 // normalised form is a word-aligned substring of the text's normalised form

@@ -6,7 +6,7 @@
 //   B batch, T new tokens, S tokens attended to (past + T), C hidden_size,
 //   H attention heads, KvH key/value heads, D head_dim, F intermediate_size, V vocab_size.
 //
-// THE UNIT INTERFACE (for sharded training, issue #6)
+// THE UNIT INTERFACE (what sharded training runs unit by unit)
 // ---------------------------------------------------
 // The model is an ordered list of units (config.h: unit_layouts()):
 //   embeddings (token lookup; later the LM head), layers.0 .. layers.L-1, norm.

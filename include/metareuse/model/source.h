@@ -1,7 +1,7 @@
 // Where a model comes from. `metareuse forward/generate --model PATH` opens a
 // ModelSource and loads from it; today that is a Hugging Face folder
 // (config.json + model.safetensors or a sharded index); a metareuse HDF5
-// checkpoint (issue #7) becomes another ModelSource subclass returned by
+// checkpoint becomes another ModelSource subclass returned by
 // open_model_source, and nothing downstream changes.
 #pragma once
 

@@ -1,4 +1,4 @@
-// How text meets a model (#20): which tokenizer and template a run, a dataset
+// How text meets a model: which tokenizer and template a run, a dataset
 // and an eval use, and the one rule that turns a (prompt, target) pair into a
 // training sequence and a prompt into the ids a model answers.
 //

@@ -1,4 +1,4 @@
-// The reasoning world (issue #10): a seeded generator of small word problems,
+// The reasoning world: a seeded generator of small word problems,
 // each solvable two ways, for an experiment that checks whether reuse shortens
 // reasoning.
 //   long way   enumerate: an opener ("Take it one step at a time."), then one
