@@ -15,15 +15,6 @@
 
 namespace metareuse::test {
 
-// One folder for the whole job: rank 0 makes it and tells the others.
-inline std::filesystem::path shared_temp_dir(Communicator& world, const std::string& name) {
-  std::string path;
-  if (world.rank() == 0) path = temp_dir(name).string();
-  path = world.broadcast_string(path, 0);
-  world.barrier();
-  return path;
-}
-
 inline void write_file(const std::filesystem::path& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << bytes;

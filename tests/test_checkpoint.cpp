@@ -28,12 +28,9 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-// A shared folder for all ranks: rank 0 picks it, everyone learns it.
+// A shared folder for all ranks.
 std::string shared_temp_dir(const std::string& name) {
-  Communicator& comm = test::runtime().world();
-  std::string dir;
-  if (comm.rank() == 0) dir = test::temp_dir(name + "-np" + std::to_string(comm.size())).string();
-  return comm.broadcast_string(dir, 0);
+  return test::shared_temp_dir(test::runtime().world(), name).string();
 }
 
 // A model that has taken two optimizer steps, so the moments are non-trivial.

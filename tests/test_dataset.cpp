@@ -28,13 +28,8 @@ namespace {
 
 Communicator& world() { return test::runtime().world(); }
 
-// A folder every rank agrees on (rank 0 makes it).
-std::filesystem::path shared_temp_dir(const std::string& name) {
-  std::string path;
-  if (world().rank() == 0) path = test::temp_dir(name + "-np" + std::to_string(world().size())).string();
-  path = world().broadcast_string(path, 0);
-  return path;
-}
+// A folder every rank agrees on.
+std::filesystem::path shared_temp_dir(const std::string& name) { return test::shared_temp_dir(world(), name); }
 
 std::string base64(const std::string& bytes) {
   static const char* alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -28,10 +28,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using metareuse::test::read_file;
 
 // A tokenizer and augmented examples from datasets/sample_reasoning.jsonl, made once.
 const fs::path& fixture_dir() {

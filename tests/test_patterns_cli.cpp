@@ -26,10 +26,7 @@ json read_json(const std::filesystem::path& path) {
   return json::parse(in);
 }
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
+using metareuse::test::read_file;
 
 }  // namespace
 
@@ -125,7 +122,7 @@ TEST_CASE("patterns --holdout reports coverage and --import reads a behavior han
                                     " --out " + out.string());
     INFO(result.output);
     REQUIRE(result.status == 0);
-    outputs[ranks == 1 ? 0 : 1] = read_text(out);
+    outputs[ranks == 1 ? 0 : 1] = read_file(out);
     CHECK_FALSE(std::filesystem::exists(out.string() + ".part-0"));
   }
   CHECK(outputs[0] == outputs[1]);  // the same examples, in the same order, at any rank count

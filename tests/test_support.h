@@ -5,11 +5,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include <unistd.h>
 
-#include "test_paths.h"  // METAREUSE_SHARED_DIR and the other paths
+#include "metareuse/distributed/communicator.h"  // shared_temp_dir's broadcast
+#include "test_paths.h"                           // METAREUSE_SHARED_DIR and the other paths
 
 namespace metareuse {
 class Runtime;
@@ -32,6 +35,22 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+// One fresh folder for every rank of the job: rank 0 makes it, the others
+// learn its path. The rank count is in the name (np2 and np3 runs side by side).
+inline std::filesystem::path shared_temp_dir(Communicator& world, const std::string& name) {
+  std::string path;
+  if (world.rank() == 0) path = temp_dir(name + "-np" + std::to_string(world.size())).string();
+  path = world.broadcast_string(path, 0);
+  world.barrier();
+  return path;
+}
+
+// A whole file's bytes ("" when it cannot be read).
+inline std::string read_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 }  // namespace metareuse::test

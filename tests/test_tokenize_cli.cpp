@@ -17,12 +17,7 @@ using Catch::Matchers::Contains;
 
 namespace {
 
-std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  return buffer.str();
-}
+using metareuse::test::read_file;
 
 }  // namespace
 
@@ -51,7 +46,7 @@ TEST_CASE("tokenize --input adds ids to each record and reports bad ones", "[cli
   REQUIRE(result.status == 0);
   CHECK_THAT(result.output, Contains("in.jsonl:2: skipped") && Contains("in.jsonl:3: skipped: no string field \"text\"") &&
                                 Contains("2 bad record(s)"));
-  CHECK(read_text(dir / "out.jsonl") ==
+  CHECK(read_file(dir / "out.jsonl") ==
         "{\"id\":7,\"text\":\"Hello world\",\"ids\":[9906,1917]}\n{\"text\":\"2+2=4\",\"ids\":[17,10,17,28,19]}\n");
   auto strict = run_metareuse("tokenize --strict --tokenizer '" + path + "' --input " + (dir / "in.jsonl").string() +
                               " --out " + (dir / "out2.jsonl").string());
@@ -117,7 +112,7 @@ TEST_CASE("prepare writes the same file at 1 and 3 ranks and rejects bad input",
   INFO(three.output);
   REQUIRE(three.status == 0);
   CHECK_THAT(three.output, Contains("on 3 rank(s)"));
-  const std::string bytes_one = read_text(dir / "one.h5"), bytes_three = read_text(dir / "dataset.h5");
+  const std::string bytes_one = read_file(dir / "one.h5"), bytes_three = read_file(dir / "dataset.h5");
   CHECK(bytes_one.size() == bytes_three.size());
   CHECK((bytes_one == bytes_three));  // byte for byte (no timestamps in the file)
 

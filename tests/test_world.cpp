@@ -10,18 +10,14 @@
 #include <sstream>
 
 #include "test_paths.h"  // METAREUSE_SOURCE_DIR
+#include "test_support.h"  // read_file
 #include "metareuse/core/error.h"
 #include "metareuse/world/world.h"
 
 namespace metareuse {
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using metareuse::test::read_file;
 
 std::string as_jsonl(const std::vector<Problem>& problems) {
   std::string out;
