@@ -13,6 +13,7 @@
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/eval/evaluate.h"  // behavior_use
 #include "metareuse/eval/report.h"
+#include "metareuse/run/run_report.h"  // report_inputs_for_run
 #include "test_support.h"
 
 using namespace metareuse;

@@ -396,6 +396,13 @@ TEST_CASE("plan prints the 3B figure on 8 P100s and refuses what cannot fit", "[
   CHECK_THAT(demo.output, Contains("sequence 192"));
 }
 
+TEST_CASE("plan applies train's rules: a micro batch larger than the global batch is refused", "[train][e2e]") {
+  auto plan = run_metareuse("plan --set train.global_batch=2 --set train.micro_batch=4 --ranks 1");
+  INFO(plan.output);
+  CHECK(plan.status == 1);
+  CHECK_THAT(plan.output, Contains("train.micro_batch 4 is larger than train.global_batch 2"));
+}
+
 TEST_CASE("a rank killed with SIGKILL ends the job and the last checkpoint still loads", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("kill9");
   std::string command =

@@ -22,7 +22,7 @@ int augment_run(CommandContext& context) {
   if (handbook.empty()) handbook = layout.handbook();
   std::string out = context.config.get_string("augment.out");
   if (out.empty()) out = layout.augmented();
-  return augment_stage(context.config, context.runtime, handbook, out);
+  return augment_stage(augment_stage_options(context.config, handbook, out), context.runtime);
 }
 
 }  // namespace metareuse::cli_detail

@@ -1,25 +1,16 @@
 // metareuse eval / report: answer held-out questions with a tuned model and a
 // baseline, write eval.json and answers.jsonl; render a run's report.html.
-#include <fmt/format.h>
-
-#include <filesystem>
-
 #include "commands.h"
 #include "flags.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/core/looked_for.h"
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/run/resolve.h"     // eval_run_options
+#include "metareuse/run/run_report.h"  // report_inputs_for_run
 
 namespace metareuse::cli_detail {
-namespace fs = std::filesystem;
-
-namespace {
-std::string g_report_run;
-std::string g_report_out;
-}  // namespace
 
 void eval_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_value_flag(app, "--model", "eval.model",
@@ -60,21 +51,18 @@ int eval_run(CommandContext& context) {
   return kExitOk;
 }
 
-void report_options(CLI::App& app, std::vector<std::string>&) {
-  app.add_option("--run", g_report_run, "Run folder (default: the config's run folder)");
-  app.add_option("--out", g_report_out, "HTML file to write (default: <run folder>/report.html)");
+void report_options(CLI::App& app, std::vector<std::string>& overrides) {
+  add_value_flag(app, "--run", "run.out_dir", "Run folder (run.out_dir; default: runs/<run.name>)", overrides);
+  add_value_flag(app, "--out", "report.out", "HTML file to write (report.out; default: <run folder>/report.html)",
+                 overrides);
 }
 
 int report_run(CommandContext& context) {
-  const RunLayout layout =
-      g_report_run.empty() ? RunLayout::for_config(context.config) : RunLayout(g_report_run);
-  if (!fs::is_directory(layout.folder())) {
-    throw UsageError(fmt::format(fs::exists(layout.folder()) ? "--run '{}' is a file; give the run folder (run.out_dir)"
-                                                             : "run folder '{}' does not exist{}",
-                                 layout.folder(), looked_for(layout.folder())));
-  }
+  const RunLayout layout = RunLayout::for_config(context.config);
+  require_run_folder(layout.folder());
   if (context.runtime.rank() != 0) return kExitOk;
-  const std::string out = g_report_out.empty() ? layout.report() : g_report_out;
+  const std::string out =
+      context.config.get_string("report.out").empty() ? layout.report() : context.config.get_string("report.out");
   write_report(report_inputs_for_run(layout.folder()), out);
   log_info("wrote {}", out);
   return kExitOk;

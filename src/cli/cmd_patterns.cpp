@@ -39,7 +39,7 @@ bool patterns_needs_torch(const Config& config) { return config.get_string("patt
 int patterns_run_with(CommandContext& context, const StrategistFactory& make_strategist) {
   std::string out = context.config.get_string("patterns.out");
   if (out.empty()) out = RunLayout::for_config(context.config).handbook();
-  return patterns_stage(context.config, context.runtime, out, make_strategist);
+  return patterns_stage(patterns_stage_options(context.config, out), context.runtime, make_strategist);
 }
 
 int patterns_run(CommandContext& context) { return patterns_run_with(context, {}); }

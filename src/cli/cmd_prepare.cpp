@@ -19,7 +19,10 @@ void prepare_options(CLI::App& app, std::vector<std::string>& overrides) {
 int prepare_run(CommandContext& context) {
   std::string output = context.config.get_string("dataset.output");
   if (output.empty()) output = RunLayout::for_config(context.config).dataset();
-  return prepare_stage(context.config, context.runtime, context.config.get_string("dataset.input"), output);
+  const Config& config = context.config;
+  return prepare_stage(
+      prepare_stage_options(config, training_text_format(config), config.get_string("dataset.input"), output),
+      context.runtime);
 }
 
 }  // namespace metareuse::cli_detail

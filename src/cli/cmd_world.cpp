@@ -1,5 +1,5 @@
 // metareuse world: writes the reasoning world's training corpus and held-out
-// test problems (issue #10) into world.out_dir (write_world). Torch-free
+// test problems into world.out_dir (write_world). Torch-free
 // work; rank 0 writes.
 #include <fmt/format.h>
 

@@ -14,12 +14,13 @@
 
 namespace metareuse::cli_detail {
 
-// Everything a command sees when it runs.
+// Everything a command sees when it runs. The config already holds the
+// command's own flags (each one a "section.key=value" override, so a flag and
+// its key never disagree) and is read-only from here on: the library resolves
+// it into the command's options (run/resolve.h).
 struct CommandContext {
-  Config& config;
+  const Config& config;
   Runtime& runtime;
-  // Command-specific flags land here as "section.key=value" overrides, so a
-  // flag and its config key can never disagree.
 };
 
 struct CommandSpec {
@@ -45,7 +46,7 @@ void info_options(CLI::App& app, std::vector<std::string>& overrides);
 int info_run(CommandContext& context);
 void run_options(CLI::App& app, std::vector<std::string>& overrides);
 int run_run(CommandContext& context);
-// model (issue #5): cmd_model.cpp
+// forward and generate: cmd_model.cpp
 void forward_options(CLI::App& app, std::vector<std::string>& overrides);
 int forward_run(CommandContext& context);
 void generate_options(CLI::App& app, std::vector<std::string>& overrides);
@@ -55,11 +56,11 @@ int tokenize_run(CommandContext& context);
 void prepare_options(CLI::App& app, std::vector<std::string>& overrides);
 int prepare_run(CommandContext& context);
 
-// world (issue #10): cmd_world.cpp
+// world: cmd_world.cpp
 void world_options(CLI::App& app, std::vector<std::string>& overrides);
 int world_run(CommandContext& context);
 
-// patterns and augment (issue #3)
+// patterns and augment
 void patterns_options(CLI::App& app, std::vector<std::string>& overrides);
 int patterns_run(CommandContext& context);  // no model: reflect mode is a UsageError
 int patterns_run_with(CommandContext& context, const StrategistFactory& make_strategist);
@@ -67,7 +68,7 @@ bool patterns_needs_torch(const Config& config);  // reflect mode
 void augment_options(CLI::App& app, std::vector<std::string>& overrides);
 int augment_run(CommandContext& context);
 
-// train (#6, #7): cmd_train.cpp
+// train, plan and export: cmd_train.cpp
 void train_options(CLI::App& app, std::vector<std::string>& overrides);
 int train_run(CommandContext& context);
 void plan_options(CLI::App& app, std::vector<std::string>& overrides);
@@ -75,7 +76,7 @@ int plan_run(CommandContext& context);
 void export_options(CLI::App& app, std::vector<std::string>& overrides);
 int export_run(CommandContext& context);
 
-// eval and report (#8): cmd_eval.cpp
+// eval and report: cmd_eval.cpp
 void eval_options(CLI::App& app, std::vector<std::string>& overrides);
 int eval_run(CommandContext& context);
 void report_options(CLI::App& app, std::vector<std::string>& overrides);

@@ -32,13 +32,22 @@ inline std::string name_the_flag(const std::string& assignment, const std::strin
   return found->second + rest;
 }
 
-// `--flag VALUE` sets `key`.
-inline void add_value_flag(CLI::App& app, const std::string& flag, const std::string& key, const std::string& help,
-                           std::vector<std::string>& overrides) {
+// `--flag VALUE` sets `key`. Returns the option, for CLI11's checks on the
+// text as typed and for excludes().
+inline CLI::Option* add_value_flag(CLI::App& app, const std::string& flag, const std::string& key,
+                                   const std::string& help, std::vector<std::string>& overrides) {
   flag_of_key()[key] = flag;
-  app.add_option(flag, help)
+  return app.add_option(flag, help)
       ->type_name("VALUE")
       ->each([key, &overrides](const std::string& value) { overrides.push_back(key + "=" + value); });
+}
+
+// `--flag` (no value) sets `key` to `value`.
+inline CLI::Option* add_switch_flag(CLI::App& app, const std::string& flag, const std::string& key,
+                                    const std::string& value, const std::string& help,
+                                    std::vector<std::string>& overrides) {
+  flag_of_key()[key] = flag;
+  return app.add_flag_callback(flag, [key, value, &overrides]() { overrides.push_back(key + "=" + value); }, help);
 }
 
 // A repeatable `--flag VALUE` that fills the list key `key`: each use rewrites

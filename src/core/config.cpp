@@ -59,7 +59,7 @@ std::vector<ConfigKey> build_schema() {
                  "Seconds a collective may take before the rank logs it and ends the job (a hang watchdog); 0: off.",
                  0.0, 1e9),
 
-      // world (#10): the seeded reasoning-world generator (`metareuse world`)
+      // world: the seeded reasoning-world generator (`metareuse world`)
       key_int("world.seed", 7, "Seed of the reasoning world.", 0, 4294967295.0),
       key_int("world.train_records", 4000, "Training problems written.", 0, 1LL << 32),
       key_int("world.test_records", 100, "Held-out test problems written.", 0, 1LL << 32),
@@ -78,7 +78,7 @@ std::vector<ConfigKey> build_schema() {
       key_bool("corpus.strict", false, "Exit non-zero when any record is bad (bad records are always reported)."),
       key_int("corpus.max_depth", 64, "JSON nesting deeper than this makes a line bad.", 1, 1024),
 
-      // patterns: mining the handbook (issue #3)
+      // patterns: mining the handbook
       key_string("patterns.mode", "normalized",
                  "exact: the seed's sentences, identical to reference/seed_patterns.py; normalized: phrases and "
                  "sentences in the normalised form; reflect: patterns.model writes behaviors from each record.",
@@ -121,7 +121,7 @@ std::vector<ConfigKey> build_schema() {
       key_string("patterns.import", "",
                  "A behavior handbook {\"behavior_name\": \"instruction\"} used in place of mining; empty: mine."),
 
-      // augment: training examples with patterns in the prompt (issue #3)
+      // augment: training examples with patterns in the prompt
       key_string("augment.mode", "global",
                  "global: the top patterns on every example; retrieval: BM25 picks each question's patterns; used: "
                  "the patterns each example's reasoning uses (eval retrieves them from the question, eval.contexts); "
@@ -133,7 +133,7 @@ std::vector<ConfigKey> build_schema() {
       key_number("augment.bm25_k1", 1.2, "BM25 term-frequency saturation.", 0, 100),
       key_number("augment.bm25_b", 0.75, "BM25 length normalisation.", 0, 1),
 
-      // tokenizer (#4)
+      // tokenizer: how examples become token ids
       key_string("tokenizer.path", "",
                  "Tokenizer file: Hugging Face tokenizer.json, Meta tiktoken tokenizer.model or sentencepiece .model "
                  "(the kind is read from the file); empty: the model's own (model.path's tokenizer.json, or the one a "
@@ -148,7 +148,7 @@ std::vector<ConfigKey> build_schema() {
       key_string("tokenizer.train_model_type", "bpe", "Sentencepiece model type when training.",
                  {"bpe", "unigram", "char", "word"}),
 
-      // dataset (#4)
+      // dataset: the tokenized, packed training set
       key_string("dataset.input", "", "Augmented JSON Lines ({\"prompt\", \"target\"} records) that prepare tokenizes."),
       key_string("dataset.output", "", "The tokenized HDF5 file; empty means <run folder>/dataset.h5."),
       key_int("dataset.sequence_length", 1024, "Tokens per packed training sequence.", 8, 1048576),
@@ -157,7 +157,7 @@ std::vector<ConfigKey> build_schema() {
                "restarts positions per document); false gives one padded document per sequence."),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
 
-      // model (#5, #6)
+      // model: the architecture and the weights training starts from
       key_string("model.preset", "debug-tiny",
                  "Named architecture when model.path is empty: llama3.2-1b, llama3.2-3b, llama3.1-8b, debug-tiny, "
                  "debug-small (weights start random)."),
@@ -171,7 +171,30 @@ std::vector<ConfigKey> build_schema() {
               "Vocabulary rows of a from-scratch model; 0: the preset's (set it to a trained tokenizer's size).", 0,
               4000000),
 
-      // train (#6, #7)
+      // forward and generate: one model source run on token ids (`metareuse forward`, `metareuse generate`)
+      key_string("forward.model", "", "forward: the model, a Hugging Face folder or a checkpoint."),
+      key_string("forward.ids", "", "forward: safetensors file holding input_ids, int64 [B, T]."),
+      key_string("forward.out", "", "forward: safetensors file to write, logits f32 [B, T, V] and loss f32 [1]."),
+      key_string("forward.dtype", "float32", "forward: compute dtype.", {"float32", "bfloat16"}),
+      key_string("generate.model", "", "generate: the model, a Hugging Face folder or a checkpoint."),
+      key_string("generate.prompt_ids", "", "generate: the prompt as comma-separated token ids, 1,2,3."),
+      key_string("generate.prompt", "", "generate: the prompt as text (its tokenizer: tokenizer.path, else the model "
+                 "folder's tokenizer.json)."),
+      key_string("generate.prompts", "", "generate: JSON Lines, one array of token ids per line; one output line each."),
+      key_bool("generate.chat", false, "generate: the text prompt as one user turn of the model's own chat template, "
+               "with the generation prompt."),
+      key_int("generate.batch_size", 8, "generate: prompts generated together.", 1, 1 << 20),
+      key_int("generate.max_new_tokens", 32, "generate: tokens to generate (prompt + new <= the model's positions).", 0,
+              1 << 24),
+      key_number("generate.temperature", 0.0, "generate: 0 picks the most likely token; > 0 samples with this "
+                 "temperature, seeded by run.seed.", 0.0, 1e6),
+      key_number("generate.top_p", 1.0, "generate: sample from the smallest set of tokens with this much probability.",
+                 0.0, 1.0),
+      key_bool("generate.stop_on_eos", false, "generate: stop after the model emits an end-of-sequence token."),
+      key_bool("generate.use_cache", true, "generate: decode with a KV cache; false recomputes the whole sequence for "
+               "every token (slow; for comparison)."),
+
+      // train: the sharded training loop
       key_string("train.precision", "fp32",
                  "Compute precision: fp32, bf16, or fp16 (mixed: fp32 master weights and residual stream, a loss scaler; on CPU fp16 is slow).",
                  {"fp32", "bf16", "fp16"}),
@@ -223,13 +246,17 @@ std::vector<ConfigKey> build_schema() {
       key_string("train.device_memory", "0",
                  "Memory per device for the plan check, e.g. 16GiB; 0: do not check (CPU)."),
 
-      // train on GPU (#9)
+      // train: where it runs
       key_string("train.device", "auto",
                  "Where training runs: auto (CUDA when libtorch sees a GPU, else CPU), cpu, or cuda (each rank "
                  "uses GPU local_rank mod the node's GPU count).",
                  {"auto", "cpu", "cuda"}),
 
-      // checkpoint (#7)
+      // plan: `metareuse plan` sizes the train section's run for other hardware
+      key_int("plan.ranks", 0, "Ranks (devices) to plan for; 0: the job's own.", 0, 1 << 20),
+      key_int("plan.sequence_length", 0, "Sequence length to plan for; 0: dataset.sequence_length.", 0, 1 << 24),
+
+      // checkpoint
       key_string("checkpoint.dir", "", "Checkpoint folder; empty: <run folder>/checkpoints."),
       key_int("checkpoint.every_steps", 0, "Checkpoint every N optimizer steps; 0: only at the end and by time.", 0,
               1LL << 40),
@@ -239,7 +266,7 @@ std::vector<ConfigKey> build_schema() {
               "kept); 0: none.", 0, 1LL << 62),
       key_int("checkpoint.compression", 0, "gzip level of checkpoint datasets; 0: none.", 0, 9),
 
-      // eval (#8): held-out questions, tuned model against a baseline
+      // eval: held-out questions, tuned model against a baseline
       key_string("eval.questions", "", "JSON Lines of held-out questions: GSM8K {question, answer} or seed "
                  "{question, reasoning, solution} records."),
       key_string("eval.model", "", "Model to evaluate: a Hugging Face folder, a checkpoint file, or a checkpoint "
@@ -257,13 +284,23 @@ std::vector<ConfigKey> build_schema() {
       key_bool("eval.prompt_patterns", true, "Prefix prompts with handbook patterns as the augment stage did "
                "(augment.mode, augment.top_k), so eval prompts match training prompts."),
       key_string("eval.out", "", "Output folder for eval.json and answers.jsonl; empty: <run folder>/eval."),
-      // eval and experiment (#10): the control entry, used-mode retrieval, the baseline run
+      // eval and experiment: the control entry, used-mode retrieval, the baseline run
       key_bool("eval.control", false, "Also evaluate the model prompted without patterns (entry \"control\")."),
       key_string("eval.contexts", "", "augment.mode used: augmented JSON Lines whose {question, patterns} records give "
                  "each pattern's context for retrieval; empty: <run folder>/augmented.jsonl."),
       key_bool("experiment.baseline", false, "run: also train a baseline from scratch on the corpus without patterns "
                "(same tokenizer, model, steps, batch, seed) in <run>/baseline; eval then reports baseline, reuse "
                "(prompted with patterns) and control (the same model prompted without)."),
+
+      key_string("report.out", "", "report: the HTML file to write; empty: <run folder>/report.html."),
+
+      // export: a checkpoint as a Hugging Face folder (`metareuse export`, the run's export stage)
+      key_string("export.checkpoint", "", "Checkpoint file, or a folder with `latest`; empty: the run's checkpoint folder."),
+      key_string("export.out", "", "Output folder (config.json + safetensors); empty: <run folder>/export."),
+      key_string("export.dtype", "fp32",
+                 "Stored dtype of the weights: fp32 (what training keeps, lossless), or bf16 / fp16 (half the size).",
+                 {"fp32", "fp16", "bf16"}),
+      key_string("export.max_shard", "5GB", "Weights above this size are split into shards, e.g. 5GB."),
   };
 }
 
@@ -449,7 +486,14 @@ void Config::set(const std::string& path, const json& value) {
 
 const json& Config::get_json(const std::string& path) const {
   if (find_config_key(path) == nullptr) throw ConfigError(unknown_key_message(path, "internal lookup"));
+  if (reads_) reads_->insert(path);
   return tree_.at(pointer_of(path));
+}
+
+void Config::record_reads() { reads_ = std::make_shared<std::set<std::string>>(); }
+
+std::vector<std::string> Config::keys_read() const {
+  return reads_ ? std::vector<std::string>(reads_->begin(), reads_->end()) : std::vector<std::string>{};
 }
 
 std::int64_t Config::get_int(const std::string& path) const { return get_json(path).get<std::int64_t>(); }

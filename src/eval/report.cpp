@@ -21,7 +21,6 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/patterns/handbook.h"
-#include "metareuse/run/layout.h"
 #include "metareuse/run/timings.h"
 #include "metareuse/train/metrics.h"
 
@@ -396,28 +395,6 @@ void render_config(std::ostringstream& page, const std::string& path) {
 }
 
 }  // namespace
-
-ReportInputs report_inputs_for_run(const std::string& run_folder) {
-  const RunLayout layout(run_folder);
-  ReportInputs inputs;
-  inputs.folder = run_folder;
-  inputs.metrics = layout.metrics();
-  inputs.handbook = layout.handbook();
-  inputs.eval = layout.eval_file();
-  inputs.answers = layout.answers();
-  inputs.config = layout.resolved_config();
-  inputs.timings = layout.timings();
-  // The run's name from its config; the folder's name when there is none.
-  std::string name;
-  if (auto config = read_json(inputs.config); config && config->contains("run") && (*config)["run"].is_object()) {
-    name = (*config)["run"].value("name", std::string());
-  }
-  const fs::path folder = fs::absolute(fs::path(run_folder)).lexically_normal();
-  if (name.empty()) name = folder.filename().string();
-  if (name.empty()) name = folder.parent_path().filename().string();
-  inputs.title = "metareuse report: " + name;
-  return inputs;
-}
 
 std::string render_report_html(const ReportInputs& inputs) {
   // Read first: the summary at the top needs the metrics and the eval.

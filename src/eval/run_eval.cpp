@@ -1,5 +1,5 @@
-// The eval stage: options from the config, models loaded and checked against
-// their tokenizers, the answers, and eval.json / answers.jsonl.
+// The eval stage: models loaded and checked against their tokenizers, the
+// answers, and eval.json / answers.jsonl.
 #include "metareuse/eval/run_eval.h"
 
 #include <fmt/format.h>
@@ -13,7 +13,6 @@
 
 #include "metareuse/augment/prompt.h"
 #include "metareuse/checkpoint/model_source.h"
-#include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
@@ -21,7 +20,6 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/eval/evaluate.h"
-#include "metareuse/run/layout.h"
 #include "metareuse/tokenizer/chat_template.h"  // model_tokenizer_candidates
 #include "metareuse/tokenizer/prompt_format.h"
 
@@ -124,47 +122,13 @@ void write_answers(const std::vector<EntryRun>& runs, const Handbook* handbook, 
 
 }  // namespace
 
-EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
-  EvalRunOptions options;
-  std::string model = config.get_string("eval.model");
-  if (model.empty()) {
-    // The run's own checkpoints.
-    model = layout.checkpoint_folder(config);
-    if (!is_checkpoint_path(model)) {
-      throw UsageError(fmt::format("give the model with --model (eval.model); '{}' has no checkpoint", model));
-    }
-  }
-  const bool patterns = config.get_bool("eval.prompt_patterns");
-  options.models = {{"model", model, patterns}};
-  if (config.get_bool("eval.control")) options.models.push_back({"control", model, false});
-  const std::string baseline = config.get_string("eval.baseline");
-  if (!baseline.empty()) options.models.push_back({"baseline", baseline, patterns});
-  options.questions = config.get_string("eval.questions");
-  options.limit = config.get_int("eval.limit");
-  options.out_dir = config.get_string("eval.out");
-  if (options.out_dir.empty()) options.out_dir = layout.eval_folder();
-  options.handbook = config.get_string("eval.handbook");
-  if (options.handbook.empty() && fs::exists(layout.handbook())) options.handbook = layout.handbook();
-  options.contexts = config.get_string("eval.contexts");
-  if (options.contexts.empty()) options.contexts = layout.augmented();
-  options.augment_mode = config.get_string("augment.mode");
-  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
-  options.bm25_k1 = config.get_number("augment.bm25_k1");
-  options.bm25_b = config.get_number("augment.bm25_b");
-  options.tokenizer = config.get_string("tokenizer.path");
-  options.generation.template_name = config.get_string("tokenizer.template");
-  options.generation.max_new_tokens = config.get_int("eval.max_new_tokens");
-  options.generation.batch_size = config.get_int("eval.batch_size");
-  options.generation.greedy = config.get_bool("eval.greedy");
-  options.generation.temperature = config.get_number("eval.temperature");
-  options.generation.top_p = config.get_number("eval.top_p");
-  options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  return options;
-}
-
 EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicator) {
   const bool leader = communicator.rank() == 0;
   Stopwatch wall;
+  if (!options.run_checkpoints.empty() && !is_checkpoint_path(options.run_checkpoints)) {
+    throw UsageError(fmt::format("give the model with --model (eval.model); '{}' has no checkpoint",
+                                 options.run_checkpoints));
+  }
   if (options.questions.empty()) throw UsageError("give the held-out questions with --questions (eval.questions)");
   if (options.models.empty()) throw UsageError("give the model with --model (eval.model)");
 
@@ -172,8 +136,10 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   if (questions.questions.empty()) throw InputError(fmt::format("{}: no usable questions", options.questions));
 
   // The handbook: for prompts (as augment built them) and for pattern use.
+  std::string handbook_path = options.handbook;
+  if (options.handbook_if_exists && !fs::exists(handbook_path)) handbook_path.clear();
   std::optional<Handbook> handbook;
-  if (!options.handbook.empty()) handbook = read_handbook(options.handbook);
+  if (!handbook_path.empty()) handbook = read_handbook(handbook_path);
   const Handbook* handbook_pointer = handbook ? &*handbook : nullptr;
   const AugmentMode mode = parse_augment_mode(options.augment_mode);
   const bool any_patterns =
@@ -200,7 +166,7 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   EvalFile file;
   if (leader) {
     fs::create_directories(options.out_dir);
-    const std::string answers_path = RunLayout::answers_in(options.out_dir);
+    const std::string& answers_path = options.answers;
     write_answers(runs, handbook_pointer, answers_path);
     file.questions_file = options.questions;
     file.questions = static_cast<std::int64_t>(questions.questions.size());
@@ -214,7 +180,7 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
     file.augment_mode = options.augment_mode;
     file.top_k = static_cast<std::int64_t>(options.top_k);
     if (contexts) file.contexts = options.contexts;
-    file.handbook = options.handbook;
+    file.handbook = handbook_path;
     file.handbook_patterns = handbook ? static_cast<std::int64_t>(handbook->patterns.size()) : 0;
     file.definitions = metric_definitions();
     const EntryRun* baseline = nullptr;
@@ -231,10 +197,10 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
         file.relative_change_of = run.entry.role;
       }
     }
-    file.answers = RunFile::kAnswers;
+    file.answers = fs::path(options.answers).filename().string();  // beside eval.json
     file.ranks = communicator.size();
     file.wall_seconds = wall.seconds();
-    const std::string eval_path = RunLayout::eval_file_in(options.out_dir);
+    const std::string& eval_path = options.eval_file;
     write_eval_file(file, eval_path);
     std::cout << format_eval_table(file);
     log_info("wrote {} and {}", eval_path, answers_path);

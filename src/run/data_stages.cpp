@@ -1,7 +1,9 @@
-// The torch-free stages: the config's keys become each stage's typed options.
+// The torch-free stages: the config's keys become each stage's typed options
+// (the *_stage_options functions), and each stage runs from its options alone.
 #include "metareuse/run/data_stages.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>       // fmt::join
 #include <nlohmann/json.hpp>  // corpus.fields, the handbook's stats
 
 #include "metareuse/augment/augment.h"
@@ -40,11 +42,34 @@ MiningOptions mining_options(const Config& config) {
   return options;
 }
 
+// Reflect mode's options and its model. The prompt is read and checked here,
+// long before the model is loaded.
+void reflect_options(const Config& config, PatternsStageOptions& stage) {
+  ReflectOptions& options = stage.reflect;
+  options.prompt_source = config.get_string("patterns.reflect_prompt");
+  options.prompt_template = load_reflection_prompt(options.prompt_source);
+  if (options.prompt_source.empty()) options.prompt_source = "configs/reflect_prompt.txt (built in)";
+  options.batch_size = static_cast<std::size_t>(config.get_int("patterns.batch_size"));
+  options.min_support = static_cast<std::uint64_t>(config.get_int("patterns.min_support"));
+  options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
+  options.max_records = static_cast<std::uint64_t>(config.get_int("patterns.max_records"));
+  options.read = corpus_read_options(config);
+  StrategistOptions& model = stage.strategist;
+  model.model = config.get_string("patterns.model");
+  if (model.model.empty()) throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
+  model.tokenizer = config.get_string("tokenizer.path");
+  model.template_name = config.get_string("tokenizer.template");
+  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
+  model.batch_size = config.get_int("patterns.batch_size");
+  model.temperature = config.get_number("patterns.temperature");
+  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+}
+
 // Mines the corpus into `handbook`; returns the corpus's counts. No pattern
 // is an error naming the corpus and why (no good record, or none frequent enough).
-CorpusStats mine_handbook(const Config& config, Communicator& world, Handbook& handbook) {
-  const MiningOptions options = mining_options(config);
-  std::vector<std::string> files = expand_corpus_files(config.get_string_list("corpus.files"));
+CorpusStats mine_handbook(const PatternsStageOptions& stage, Communicator& world, Handbook& handbook) {
+  const MiningOptions& options = stage.mining;
+  std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
   MiningResult result = mine_patterns(files, options, world);
   handbook = std::move(result.handbook);
   log_info("corpus: {} in {} file(s), {:.1f} MB", describe_stats(result.corpus), files.size(),
@@ -71,34 +96,16 @@ CorpusStats mine_handbook(const Config& config, Communicator& world, Handbook& h
 }
 
 // Reflect mode: the model writes behaviors for each record (patterns/reflect.h).
-// The prompt is checked before the model is loaded.
 // Returns the corpus's bad lines.
-std::uint64_t reflect_handbook(const Config& config, Communicator& world,
+std::uint64_t reflect_handbook(const PatternsStageOptions& stage, Communicator& world,
                                const StrategistFactory& make_strategist, Handbook& handbook) {
   if (!make_strategist) {
     throw UsageError("patterns.mode=reflect needs a model, and this binary has no model code: run it with "
                      "metareuse (which starts metareuse-torch for it) or metareuse-torch");
   }
-  ReflectOptions options;
-  options.prompt_source = config.get_string("patterns.reflect_prompt");
-  options.prompt_template = load_reflection_prompt(options.prompt_source);
-  if (options.prompt_source.empty()) options.prompt_source = "configs/reflect_prompt.txt (built in)";
-  options.batch_size = static_cast<std::size_t>(config.get_int("patterns.batch_size"));
-  options.min_support = static_cast<std::uint64_t>(config.get_int("patterns.min_support"));
-  options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
-  options.max_records = static_cast<std::uint64_t>(config.get_int("patterns.max_records"));
-  options.read = corpus_read_options(config);
-  StrategistOptions model;
-  model.model = config.get_string("patterns.model");
-  if (model.model.empty()) throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
-  model.tokenizer = config.get_string("tokenizer.path");
-  model.template_name = config.get_string("tokenizer.template");
-  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
-  model.batch_size = config.get_int("patterns.batch_size");
-  model.temperature = config.get_number("patterns.temperature");
-  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  std::vector<std::string> files = expand_corpus_files(config.get_string_list("corpus.files"));
-  const Strategist strategist = make_strategist(model);
+  const ReflectOptions& options = stage.reflect;
+  std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
+  const Strategist strategist = make_strategist(stage.strategist);
   Stopwatch watch;
   handbook = reflect_patterns(files, options, strategist, world);
   log_info("patterns (reflect mode, {} rank(s)): {} replies for {} records, {} behavior lines ({} malformed lines), "
@@ -116,8 +123,8 @@ std::uint64_t reflect_handbook(const Config& config, Communicator& world,
 }
 
 // kExitBadRecords when --strict (corpus.strict) and the corpus had bad lines.
-int strict_status(const Config& config, std::uint64_t bad_lines) {
-  if (bad_lines > 0 && config.get_bool("corpus.strict")) {
+int strict_status(bool strict, std::uint64_t bad_lines) {
+  if (bad_lines > 0 && strict) {
     log_error("--strict: {} bad line(s) in the corpus", bad_lines);
     return kExitBadRecords;
   }
@@ -140,60 +147,39 @@ ReadOptions corpus_read_options(const Config& config) {
   return read;
 }
 
-int patterns_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
-                   const StrategistFactory& make_strategist) {
-  Communicator& world = runtime.world();
-  Stopwatch watch;
-  Handbook handbook;
-  std::uint64_t bad_lines = 0;
-  const std::string import_path = config.get_string("patterns.import");
-  if (!import_path.empty()) {
-    handbook = import_behavior_handbook(import_path);
-    log_info("imported {} behaviors from {}", handbook.patterns.size(), import_path);
-    if (handbook.patterns.empty()) throw InputError(fmt::format("{}: the handbook holds no behavior", import_path));
+PatternsStageOptions patterns_stage_options(const Config& config, const std::string& handbook_path) {
+  PatternsStageOptions options;
+  options.corpus_files = config.get_string_list("corpus.files");
+  options.import_path = config.get_string("patterns.import");
+  if (!options.import_path.empty()) {
+    options.source = HandbookSource::kImport;
   } else if (config.get_string("patterns.mode") == "reflect") {
-    bad_lines = reflect_handbook(config, world, make_strategist, handbook);
+    options.source = HandbookSource::kReflect;
+    reflect_options(config, options);
   } else {
-    bad_lines = mine_handbook(config, world, handbook).bad_lines;
+    options.source = HandbookSource::kMine;
+    options.mining = mining_options(config);
   }
-  std::vector<std::string> holdout = config.get_string_list("patterns.holdout");
-  if (!holdout.empty()) {
-    std::vector<std::string> holdout_files = expand_corpus_files(holdout);
-    Coverage coverage =
-        holdout_coverage(handbook.patterns, holdout_files, corpus_read_options(config), world);
-    log_info("holdout coverage: {} of {} records ({:.2f}%) contain at least one of the {} patterns", coverage.covered,
-              coverage.records, 100.0 * coverage.share(), handbook.patterns.size());
-    handbook.stats["holdout"] = {{"files", holdout_files},
-                                 {"records", coverage.records},
-                                 {"covered", coverage.covered},
-                                 {"coverage", coverage.share()}};
-  }
-  if (runtime.rank() == 0) write_handbook(handbook, handbook_path);
-  world.barrier();
-  log_info("handbook: {} ({} patterns) in {:.2f} s", handbook_path, handbook.patterns.size(), watch.seconds());
-  return strict_status(config, bad_lines);
+  options.holdout = config.get_string_list("patterns.holdout");
+  options.read = corpus_read_options(config);
+  options.strict = config.get_bool("corpus.strict");
+  options.handbook = handbook_path;
+  return options;
 }
 
-int augment_stage(const Config& config, Runtime& runtime, const std::string& handbook_path,
-                  const std::string& out_path) {
-  Stopwatch watch;
-  Handbook handbook = read_handbook(handbook_path);
-  AugmentOptions options;
-  options.mode = parse_augment_mode(config.get_string("augment.mode"));
-  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
-  options.bm25_k1 = config.get_number("augment.bm25_k1");
-  options.bm25_b = config.get_number("augment.bm25_b");
-  options.read = corpus_read_options(config);
-  std::vector<std::string> files = expand_corpus_files(config.get_string_list("corpus.files"));
-  AugmentStats stats = augment_corpus(files, handbook, options, out_path, runtime.world());
-  log_info("corpus: {}", describe_stats(stats.corpus));
-  log_info("augment ({} mode, top {} of {} patterns): {} examples to {}{} in {:.2f} s",
-            augment_mode_name(options.mode), options.top_k, handbook.patterns.size(), stats.examples, out_path,
-            options.mode == AugmentMode::kRetrieval
-                ? fmt::format(" ({} with retrieved patterns, the rest with the global top)", stats.retrieved)
-                : std::string(),
-            watch.seconds());
-  return strict_status(config, stats.corpus.bad_lines);
+AugmentStageOptions augment_stage_options(const Config& config, const std::string& handbook_path,
+                                          const std::string& out_path) {
+  AugmentStageOptions options;
+  options.corpus_files = config.get_string_list("corpus.files");
+  options.augment.mode = parse_augment_mode(config.get_string("augment.mode"));
+  options.augment.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
+  options.augment.bm25_k1 = config.get_number("augment.bm25_k1");
+  options.augment.bm25_b = config.get_number("augment.bm25_b");
+  options.augment.read = corpus_read_options(config);
+  options.strict = config.get_bool("corpus.strict");
+  options.handbook = handbook_path;
+  options.out = out_path;
+  return options;
 }
 
 TextFormat training_text_format(const Config& config) {
@@ -202,8 +188,8 @@ TextFormat training_text_format(const Config& config) {
                              {model_path, std::nullopt, model_path.empty() ? "" : "model.path " + model_path});
 }
 
-int prepare_stage(const Config& config, Runtime& runtime, const std::string& input, const std::string& output) {
-  const TextFormat text = training_text_format(config);
+PrepareOptions prepare_stage_options(const Config& config, const TextFormat& text, const std::string& input,
+                                     const std::string& output) {
   PrepareOptions options;
   options.input = input;
   options.output = output;
@@ -214,17 +200,72 @@ int prepare_stage(const Config& config, Runtime& runtime, const std::string& inp
   options.patterns_file = config.get_string("dataset.patterns_file");
   options.config_json = config.dump();
   if (options.input.empty()) throw UsageError("give the augmented examples with --input (dataset.input)");
-  if (text.tokenizer.empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
+  if (options.tokenizer_path.empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
+  return options;
+}
 
+int patterns_stage(const PatternsStageOptions& options, Runtime& runtime, const StrategistFactory& make_strategist) {
+  Communicator& world = runtime.world();
   Stopwatch watch;
-  auto tokenizer = load_tokenizer(text.tokenizer);
+  Handbook handbook;
+  std::uint64_t bad_lines = 0;
+  switch (options.source) {
+    case HandbookSource::kImport:
+      handbook = import_behavior_handbook(options.import_path);
+      log_info("imported {} behaviors from {}", handbook.patterns.size(), options.import_path);
+      if (handbook.patterns.empty()) {
+        throw InputError(fmt::format("{}: the handbook holds no behavior", options.import_path));
+      }
+      break;
+    case HandbookSource::kReflect:
+      bad_lines = reflect_handbook(options, world, make_strategist, handbook);
+      break;
+    case HandbookSource::kMine:
+      bad_lines = mine_handbook(options, world, handbook).bad_lines;
+      break;
+  }
+  if (!options.holdout.empty()) {
+    std::vector<std::string> holdout_files = expand_corpus_files(options.holdout);
+    Coverage coverage = holdout_coverage(handbook.patterns, holdout_files, options.read, world);
+    log_info("holdout coverage: {} of {} records ({:.2f}%) contain at least one of the {} patterns", coverage.covered,
+              coverage.records, 100.0 * coverage.share(), handbook.patterns.size());
+    handbook.stats["holdout"] = {{"files", holdout_files},
+                                 {"records", coverage.records},
+                                 {"covered", coverage.covered},
+                                 {"coverage", coverage.share()}};
+  }
+  if (runtime.rank() == 0) write_handbook(handbook, options.handbook);
+  world.barrier();
+  log_info("handbook: {} ({} patterns) in {:.2f} s", options.handbook, handbook.patterns.size(), watch.seconds());
+  return strict_status(options.strict, bad_lines);
+}
+
+int augment_stage(const AugmentStageOptions& stage, Runtime& runtime) {
+  Stopwatch watch;
+  Handbook handbook = read_handbook(stage.handbook);
+  const AugmentOptions& options = stage.augment;
+  std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
+  AugmentStats stats = augment_corpus(files, handbook, options, stage.out, runtime.world());
+  log_info("corpus: {}", describe_stats(stats.corpus));
+  log_info("augment ({} mode, top {} of {} patterns): {} examples to {}{} in {:.2f} s",
+            augment_mode_name(options.mode), options.top_k, handbook.patterns.size(), stats.examples, stage.out,
+            options.mode == AugmentMode::kRetrieval
+                ? fmt::format(" ({} with retrieved patterns, the rest with the global top)", stats.retrieved)
+                : std::string(),
+            watch.seconds());
+  return strict_status(stage.strict, stats.corpus.bad_lines);
+}
+
+int prepare_stage(const PrepareOptions& options, Runtime& runtime) {
+  Stopwatch watch;
+  auto tokenizer = load_tokenizer(options.tokenizer_path);
   PrepareReport report = prepare_dataset(options, *tokenizer, runtime.world());
   const DatasetMetadata& metadata = report.metadata;
   log_info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped), {} tokens in {} "
             "sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s); tokenizer {}, template {}",
             options.output, report.records, report.bad_records, metadata.documents, metadata.dropped_documents,
             options.sequence_length, metadata.real_tokens, report.sequences, 100.0 * metadata.packing_efficiency,
-            watch.seconds(), runtime.world_size(), text.tokenizer, text.template_name);
+            watch.seconds(), runtime.world_size(), options.tokenizer_path, options.template_name);
   return kExitOk;
 }
 

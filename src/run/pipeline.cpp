@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join
 #include <nlohmann/json.hpp>
+#include <xxhash.h>  // XXH3_64bits, the fingerprints
 
 #include <algorithm>
 #include <atomic>
@@ -25,12 +26,12 @@
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/patterns/strategist.h"  // reflect mode's model
-#include "metareuse/run/data_stages.h"
 #include "metareuse/run/layout.h"
 #include "metareuse/run/lock.h"
+#include "metareuse/run/resolve.h"
+#include "metareuse/run/run_report.h"
 #include "metareuse/run/timings.h"
-#include "metareuse/tokenizer/prompt_format.h"
-#include "metareuse/tokenizer/sentencepiece.h"
+#include "metareuse/tokenizer/sentencepiece.h"  // the run's own tokenizer
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/train_state.h"
 #include "metareuse/train/trainer.h"
@@ -49,75 +50,52 @@ namespace {
 std::atomic<int> g_pipeline_signal{0};
 extern "C" void on_pipeline_signal(int signal_number) { g_pipeline_signal.store(signal_number); }
 
-using StageFunction = std::function<int(Config& config, Runtime& runtime, const RunLayout& layout)>;
+using StageFunction = std::function<int(const ResolvedRun& run, Runtime& runtime)>;
 
 struct Stage {
   const char* name;
-  std::vector<std::string> sections;  // config sections its output depends on
   std::vector<std::string> inputs;    // files (relative to the run folder) it reads
   std::vector<std::string> outputs;   // files it writes
   StageFunction run;                  // returns an exit status
   bool reads_corpus = false;          // corpus.files are inputs too
 };
 
-int patterns_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (patterns_stage(config, runtime, layout.handbook(), make_model_strategist) != kExitOk) {
-    throw InputError("patterns: corpus.strict is set and the corpus has bad lines");
-  }
-  return kExitOk;
+int patterns_step(const ResolvedRun& run, Runtime& runtime) {
+  return patterns_stage(run.patterns, runtime, make_model_strategist);
 }
 
-int augment_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (augment_stage(config, runtime, layout.handbook(), layout.augmented()) != kExitOk) {
-    throw InputError("augment: corpus.strict is set and the corpus has bad lines");
-  }
-  return kExitOk;
-}
+int augment_step(const ResolvedRun& run, Runtime& runtime) { return augment_stage(run.augment, runtime); }
 
-// The run's tokenizer and template, decided once for every stage
-// (training_text_format: the user's, else model.path's own); a run without
-// either tokenizer uses one trained here on the augmented examples
-// (tokenizer.model). Written into the config, so the resolved config and every
-// later stage see them.
-void resolve_run_text(Config& config, const RunLayout& layout) {
-  TextFormat text = training_text_format(config);
-  if (text.tokenizer.empty()) text.tokenizer = layout.tokenizer();
-  config.set("tokenizer.path", text.tokenizer);
-  config.set("tokenizer.template", text.template_name);
-}
-
-// Trains the run's own tokenizer when the run uses it (no tokenizer.path, no model.path tokenizer).
-void ensure_tokenizer(const Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (config.get_string("tokenizer.path") != layout.tokenizer()) return;
+// Trains the run's own tokenizer when the run uses it (no tokenizer.path, no
+// model.path tokenizer). Its vocabulary was resolved as train_vocab_size
+// before the tokenizer existed: a tokenizer of another size stops the run here.
+void ensure_tokenizer(const ResolvedRun& run, Runtime& runtime) {
+  if (!run.tokenizer_training) return;
+  const TokenizerTraining& training = *run.tokenizer_training;
   if (runtime.rank() == 0) {
-    train_sentencepiece_on_corpus(layout.augmented(), layout.tokenizer(), config.get_int("tokenizer.train_vocab_size"),
-                                  config.get_string("tokenizer.train_model_type"));
+    auto tokenizer =
+        train_sentencepiece_on_corpus(training.corpus, training.out, training.vocab_size, training.model_type);
+    if (tokenizer->vocab_size() != training.vocab_size) {
+      throw InputError(fmt::format("{}: sentencepiece made {} pieces, not tokenizer.train_vocab_size={}; lower "
+                                   "tokenizer.train_vocab_size or give tokenizer.path",
+                                   training.out, tokenizer->vocab_size(), training.vocab_size));
+    }
   }
   runtime.world().barrier();
 }
 
-int prepare_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  ensure_tokenizer(config, runtime, layout);
-  return prepare_stage(config, runtime, layout.augmented(), layout.dataset());
+int prepare_step(const ResolvedRun& run, Runtime& runtime) {
+  ensure_tokenizer(run, runtime);
+  return prepare_stage(run.prepare, runtime);
 }
 
-int train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (config.get_string("model.path").empty() && config.get_int("model.vocab_size") == 0) {
-    // A from-scratch model gets exactly the tokenizer's vocabulary.
-    config.set("model.vocab_size", load_tokenizer(config.get_string("tokenizer.path"))->vocab_size());
-  }
-  config.set("dataset.output", layout.dataset());
-  // A train stage that stopped early (time limit, signal) resumes from its checkpoint.
-  if (config.get_string("train.resume").empty()) config.set("train.resume", "auto");
-  // The resolved config records what the run derived (tokenizer, vocabulary,
-  // dataset), so `metareuse train --config <run>/config.resolved.json` works as is.
-  if (runtime.rank() == 0) config.write(layout.resolved_config());
-  return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
+int train_step(const ResolvedRun& run, Runtime& runtime) {
+  return run_training(run.train.options, runtime);
 }
 
 // Verifies that the final checkpoint is complete and loadable.
-int checkpoint_step(Config& config, Runtime&, const RunLayout& layout) {
-  std::string latest = resolve_checkpoint(layout.checkpoint_folder(config), "");
+int checkpoint_step(const ResolvedRun& run, Runtime&) {
+  std::string latest = resolve_checkpoint(run.checkpoints, "");
   const TrainState state = TrainState::from_json(read_checkpoint_meta(latest), latest);
   CheckpointVerification check = verify_checkpoint(latest);
   if (check.verified()) {
@@ -130,93 +108,71 @@ int checkpoint_step(Config& config, Runtime&, const RunLayout& layout) {
   return kExitOk;
 }
 
-// The baseline's own config: the run's, with its data and checkpoints in
-// <run>/baseline and no patterns in its examples.
-Config baseline_config(const Config& config, const RunLayout& layout) {
-  Config baseline = config;
-  baseline.set("augment.mode", "none");
-  baseline.set("dataset.output", layout.baseline().dataset());
-  baseline.set("checkpoint.dir", layout.baseline().checkpoints());
-  return baseline;
-}
-
 // The baseline's examples (the corpus without patterns), tokenized with the run's tokenizer.
-int baseline_data_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  Config baseline = baseline_config(config, layout);
-  if (augment_stage(baseline, runtime, layout.handbook(), layout.baseline_examples()) != kExitOk) {
-    throw InputError("baseline: corpus.strict is set and the corpus has bad lines");
-  }
-  return prepare_stage(baseline, runtime, layout.baseline_examples(), layout.baseline().dataset());
+int baseline_data_step(const ResolvedRun& run, Runtime& runtime) {
+  const int status = augment_stage(run.baseline_augment, runtime);
+  if (status != kExitOk) return status;
+  return prepare_stage(run.baseline_prepare, runtime);
 }
 
 // The baseline model: the train stage's settings on the baseline's dataset.
-int baseline_train_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  Config baseline = baseline_config(config, layout);
-  return train_step(baseline, runtime, layout.baseline());
+int baseline_train_step(const ResolvedRun& run, Runtime& runtime) {
+  return run_training(run.baseline_train.options, runtime);
 }
 
 // Evaluates the trained model (and eval.baseline, when set) on eval.questions,
 // then writes <run>/report.html. With experiment.baseline: the three entries.
-int eval_step(Config& config, Runtime& runtime, const RunLayout& layout) {
-  if (config.get_string("eval.questions").empty()) {
+int eval_step(const ResolvedRun& run, Runtime& runtime) {
+  if (run.eval.questions.empty()) {
     log_warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
   } else {
-    EvalRunOptions options = eval_run_options(config, layout);
-    if (config.get_bool("experiment.baseline")) {
-      const std::string model = options.models.front().path;
-      options.models = {{"baseline", layout.baseline().checkpoints(), false}, {"reuse", model, true},
-                        {"control", model, false}};
-    }
-    run_evaluation(options, runtime.world());
+    run_evaluation(run.eval, runtime.world());
   }
   if (runtime.rank() != 0) return kExitOk;
-  write_report(report_inputs_for_run(layout.folder()), layout.report());
-  log_info("wrote {}", layout.report());
+  write_report(report_inputs_for_run(run.layout.folder()), run.layout.report());
+  log_info("wrote {}", run.layout.report());
   return kExitOk;
 }
 
-int export_step(Config& config, Runtime& runtime, const RunLayout& layout) {
+int export_step(const ResolvedRun& run, Runtime& runtime) {
   if (runtime.rank() != 0) return kExitOk;
-  ExportOptions options;
-  options.checkpoint = layout.checkpoint_folder(config);
-  options.out = layout.export_folder();
-  options.dtype = ExportDtype::kFloat32;  // shards of at most ExportOptions' 5 GB
-  export_checkpoint(options);
+  export_checkpoint(run.export_options);
   return kExitOk;
 }
 
-std::vector<Stage> pipeline_stages(const Config& config) {
+std::vector<Stage> pipeline_stages(bool baseline) {
   std::vector<Stage> stages = {
-      {"patterns", {"corpus", "patterns"}, {}, {RunFile::kHandbook}, patterns_step, true},
-      {"augment", {"corpus", "augment"}, {RunFile::kHandbook}, {RunFile::kAugmented}, augment_step, true},
-      {"prepare", {"tokenizer", "dataset"}, {RunFile::kAugmented}, {RunFile::kDataset}, prepare_step},
-      {"train", {"model", "train", "checkpoint", "run"}, {RunFile::kDataset}, {RunFile::kLatestCheckpoint}, train_step},
-      {"checkpoint", {}, {RunFile::kLatestCheckpoint}, {}, checkpoint_step},
-      {"eval", {"eval", "augment", "experiment"}, {RunFile::kLatestCheckpoint}, {RunFile::kReport}, eval_step},
-      {"export", {}, {RunFile::kLatestCheckpoint}, {RunFile::kExportConfig}, export_step},
+      {"patterns", {}, {RunFile::kHandbook}, patterns_step, true},
+      {"augment", {RunFile::kHandbook}, {RunFile::kAugmented}, augment_step, true},
+      {"prepare", {RunFile::kAugmented}, {RunFile::kDataset}, prepare_step},
+      {"train", {RunFile::kDataset}, {RunFile::kLatestCheckpoint}, train_step},
+      {"checkpoint", {RunFile::kLatestCheckpoint}, {}, checkpoint_step},
+      {"eval", {RunFile::kLatestCheckpoint}, {RunFile::kReport}, eval_step},
+      {"export", {RunFile::kLatestCheckpoint}, {RunFile::kExportConfig}, export_step},
   };
-  if (config.get_bool("experiment.baseline")) {
+  if (baseline) {
     // After the run's own model, before eval, which compares the two.
     auto eval = std::find_if(stages.begin(), stages.end(), [](const Stage& s) { return std::string(s.name) == "eval"; });
     eval->inputs.push_back(RunFile::kBaselineLatestCheckpoint);
-    stages.insert(eval, {{"baseline-data", {"corpus", "tokenizer", "dataset", "experiment"},
-                          {RunFile::kHandbook, RunFile::kDataset}, {RunFile::kBaselineDataset}, baseline_data_step, true},
-                         {"baseline-train", {"model", "train", "checkpoint", "run", "experiment"},
-                          {RunFile::kBaselineDataset}, {RunFile::kBaselineLatestCheckpoint}, baseline_train_step}});
+    stages.insert(eval, {{"baseline-data", {RunFile::kHandbook, RunFile::kDataset}, {RunFile::kBaselineDataset},
+                          baseline_data_step, true},
+                         {"baseline-train", {RunFile::kBaselineDataset}, {RunFile::kBaselineLatestCheckpoint},
+                          baseline_train_step}});
   }
   return stages;
 }
 
-// Config sections, the corpus files and the stage's inputs (size and mtime).
-std::string fingerprint(const Stage& stage, const Config& config, const RunLayout& layout) {
+// The xxHash of the config keys the stage's options were built from (with
+// their resolved values), the corpus files and the stage's inputs (size and
+// mtime). XXH3 is the same on every toolchain, so a rebuilt binary still
+// finds the run folder's stages up to date.
+std::string fingerprint(const Stage& stage, const ResolvedRun& run) {
   json parts = json::object();
-  for (const auto& section : stage.sections) {
-    if (config.tree().contains(section)) parts["config"][section] = config.tree().at(section);
-  }
+  if (auto keys = run.stage_keys.find(stage.name); keys != run.stage_keys.end()) parts["config"] = keys->second;
   std::vector<std::string> files;
-  for (const auto& input : stage.inputs) files.push_back(layout.path(input.c_str()));
+  for (const auto& input : stage.inputs) files.push_back(run.layout.path(input.c_str()));
   if (stage.reads_corpus) {
-    for (const auto& corpus_file : config.get_string_list("corpus.files")) files.push_back(corpus_file);
+    for (const auto& corpus_file : run.patterns.corpus_files) files.push_back(corpus_file);
   }
   for (const auto& path : files) {
     std::error_code ec;
@@ -224,7 +180,8 @@ std::string fingerprint(const Stage& stage, const Config& config, const RunLayou
     auto time = fs::last_write_time(path, ec).time_since_epoch().count();
     parts["files"][path] = ec ? json(nullptr) : json::array({size, time});
   }
-  return fmt::format("{:016x}", std::hash<std::string>{}(parts.dump()));
+  const std::string text = parts.dump();
+  return fmt::format("{:016x}", static_cast<unsigned long long>(XXH3_64bits(text.data(), text.size())));
 }
 
 void check_stage_names(const std::vector<Stage>& stages, const PipelineOptions& options) {
@@ -259,22 +216,23 @@ bool stage_up_to_date(const Stage& stage, const std::string& print, const json& 
 
 }  // namespace
 
-int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& options) {
+int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& options) {
   g_pipeline_signal.store(0);
   std::signal(SIGUSR1, on_pipeline_signal);
-  const RunLayout layout = RunLayout::for_config(config);
-  const std::vector<Stage> stages = pipeline_stages(config);
+  const std::vector<Stage> stages = pipeline_stages(given.get_bool("experiment.baseline"));
   check_stage_names(stages, options);
-  // Fingerprints come from the config as given: stages fill in keys for later
-  // ones (tokenizer.path and .template, model.vocab_size, train.resume), which
-  // must not make a later stage look changed on the next run, when the filling
-  // stage is skipped.
-  const Config given = config;
-  resolve_run_text(config, layout);
+  const RunLayout layout = RunLayout::for_config(given);
   RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
+  if (runtime.rank() == 0) lock = RunFolderLock(layout.lock());
+  // No rank reads the folder before rank 0 holds the lock: when it is held
+  // elsewhere, rank 0's error ends the job while the others wait here.
+  runtime.world().barrier();
+  const ResolvedRun run = resolve_run(given);
+  // The resolved config, written once: what the run's training (and the
+  // baseline's) derived, so `metareuse train --config <run>/config.resolved.json` works as is.
   if (runtime.rank() == 0) {
-    lock = RunFolderLock(layout.lock());
-    config.write(layout.resolved_config());
+    run.train.config.write(layout.resolved_config());
+    if (run.baseline) run.baseline_train.config.write(layout.baseline().resolved_config());
   }
   runtime.world().barrier();
   log_info("run folder {} (resolved config in {}), {} rank(s)", layout.folder(), RunFile::kResolvedConfig,
@@ -294,7 +252,7 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
       return kExitTimeLimit;
     }
     if (options.from == stage.name) forced = true;
-    std::string print = fingerprint(stage, given, layout);
+    std::string print = fingerprint(stage, run);
     bool may_skip = !forced && options.only.empty();
     if (stage_up_to_date(stage, print, record, layout, runtime) && may_skip) {
       log_info("stage {:<10} up to date, skipped", stage.name);
@@ -302,7 +260,10 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
     }
     Stopwatch watch;
     log_info("stage {:<10} running", stage.name);
-    int status = stage.run(config, runtime, layout);
+    int status = stage.run(run, runtime);
+    if (status == kExitBadRecords) {
+      throw InputError(fmt::format("{}: corpus.strict is set and the corpus has bad lines", stage.name));
+    }
     if (status != kExitOk) {
       log_warn("stage {} stopped with status {}; `metareuse run` again resumes here", stage.name, status);
       return status;
@@ -328,21 +289,17 @@ int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& option
 }
 
 int train_in_run_folder(const Config& given, Runtime& runtime) {
-  const RunLayout layout = RunLayout::for_config(given);
-  // The resolved config records the tokenizer and template (the checkpoints record them too).
-  Config config = given;
-  const TextFormat text = training_text_format(config);
-  config.set("tokenizer.path", text.tokenizer);
-  config.set("tokenizer.template", text.template_name);
+  const ResolvedTraining training = resolve_training(given);
   RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
   if (runtime.rank() == 0) {
-    lock = RunFolderLock(layout.lock());
-    config.write(layout.resolved_config());
+    lock = RunFolderLock(RunLayout(training.folder).lock());
+    // The resolved config records the tokenizer and template (the checkpoints record them too).
+    training.config.write(RunLayout(training.folder).resolved_config());
   }
   // No rank touches the folder before rank 0 holds the lock: when it is held
   // elsewhere, rank 0's error ends the job while the others wait here.
   runtime.world().barrier();
-  return run_training(TrainOptions::from_config(config, layout.folder()), runtime, layout.folder());
+  return run_training(training.options, runtime);
 }
 
 }  // namespace metareuse

@@ -4,11 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
-#include <csignal>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
+#include <cstdio>   // the progress bar
+#include <cstring>  // std::memcpy
 
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
@@ -19,7 +16,6 @@
 #include "metareuse/dataset/sampler.h"
 #include "metareuse/model/cuda_support.h"
 #include "metareuse/model/source.h"
-#include "metareuse/run/layout.h"
 #include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
@@ -29,12 +25,9 @@
 #include "metareuse/parallel/sharded_llama.h"
 
 namespace metareuse {
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 torch::ScalarType compute_dtype(const std::string& precision) {
   if (precision == "fp16") return torch::kFloat16;
@@ -235,184 +228,6 @@ TrainBatch train_batch_of(const PackedDataset& data, const std::vector<int64_t>&
   return {ids, next_token_targets(ids, mask, segments), {positions, segments}};
 }
 
-MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
-                       const std::string& precision, int64_t device_bytes, const std::string& recompute) {
-  // Bounds first: beyond them the byte counts below would overflow int64.
-  if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
-    throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
-                                  sequence_length, model.max_position_embeddings));
-  }
-  if (ranks <= 0 || ranks > (int64_t{1} << 20)) {
-    throw ConfigError(fmt::format("ranks {} must be > 0 and at most {}", ranks, int64_t{1} << 20));
-  }
-  if (micro_batch <= 0) throw ConfigError(fmt::format("train.micro_batch {} must be > 0", micro_batch));
-  MemoryPlan plan;
-  const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
-  const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
-  const int64_t H = model.num_attention_heads, L = model.num_hidden_layers, V = model.vocab_size;
-  const std::vector<UnitLayout> units = unit_layouts(model);
-  plan.parameters = parameter_count(model);
-  plan.ranks = ranks;
-  int64_t largest_unit = 0;
-  for (const auto& layout : units) largest_unit = std::max(largest_unit, layout.numel);
-  const int64_t embeddings = units.front().numel;  // the head's weights live in this unit
-  plan.sharded_state_bytes = 16 * ceil_div(plan.parameters, ranks);
-  // Units are gathered just before they run (nothing is prefetched). The peak
-  // of a unit's backward: its gathered buffer and its full gradient in
-  // compute precision, and one fp32 buffer of its size (the gradient's fp32
-  // copy for the reduce-scatter, or, in fp32, a parameter view's gradient
-  // while the flat one is assembled).
-  // The embedding lookup reads its unit in fp32 (the residual stream's
-  // precision), so its backward holds three fp32 buffers of the unit's size.
-  plan.gathered_units_bytes = std::max(largest_unit * (2 * compute_bytes + 4), embeddings * 12);
-  // The head's backward: the gathered embeddings and three fp32 (b, T, V)
-  // tensors at once (the log-softmax, the loss's gradient, the logits' gradient).
-  plan.logits_bytes = embeddings * compute_bytes + b * T * V * 12;
-  // One layer's activations: norms, q/k/v/o, the SwiGLU's three F-wide
-  // tensors, and the (b, H, T, T) attention scores and fp32 softmax.
-  const int64_t layer = b * T * (6 * C + 3 * F) * compute_bytes + b * H * T * T * (compute_bytes + 4);
-  // The hidden stream between units is fp32 in every precision (mixed
-  // precision keeps the residual stream wide), and recompute keeps each unit's input.
-  const int64_t unit_inputs = (L + 2) * b * T * C * 4;
-  plan.activations_checkpointed_bytes = unit_inputs + layer;
-  plan.activations_full_bytes = unit_inputs + L * layer;
-  // A decoder layer's backward: its recomputed activations beside its own
-  // gathered buffer, gradient and fp32 copy.
-  const int64_t layer_unit = L > 0 ? units[1].numel : 0;
-  const int64_t layer_backward = layer + layer_unit * (2 * compute_bytes + 4);
-  // These backwards run one after another: the unit inputs stay throughout,
-  // and the peak is the largest backward.
-  const int64_t transient = std::max({plan.gathered_units_bytes, plan.logits_bytes, layer_backward});
-  plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient;
-  plan.kept_units_bytes = plan.parameters * compute_bytes + std::max(largest_unit * (compute_bytes + 4), embeddings * 8);
-  plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
-                          plan.activations_full_bytes;
-  plan.device_bytes = device_bytes;
-  // 10% headroom for the allocator's fragmentation and the runtime's own memory.
-  auto fits = [device_bytes](int64_t bytes) { return device_bytes <= 0 || bytes <= device_bytes * 9 / 10; };
-  if (recompute != "auto" && recompute != "always" && recompute != "never") {
-    throw ConfigError(fmt::format("train.recompute must be auto, always or never, got '{}'", recompute));
-  }
-  plan.recompute_choice = recompute;
-  plan.recompute = recompute == "always" || (recompute == "auto" && !fits(plan.total_kept_bytes));
-  plan.fits = fits(plan.recompute ? plan.total_bytes : plan.total_kept_bytes);
-  return plan;
-}
-
-std::string format_plan(const MemoryPlan& plan) {
-  std::string out;
-  out += fmt::format("memory plan per rank ({} parameters over {} ranks)\n", plan.parameters, plan.ranks);
-  out += fmt::format("  sharded state (16 B/param / N)          {:>12}\n", format_bytes(plan.sharded_state_bytes));
-  out += fmt::format("  largest unit's backward                 {:>12}\n", format_bytes(plan.gathered_units_bytes));
-  out += fmt::format("  the head's backward (fp32 logits)       {:>12}\n", format_bytes(plan.logits_bytes));
-  out += fmt::format("  activations, checkpointed               {:>12}\n",
-                     format_bytes(plan.activations_checkpointed_bytes));
-  out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));
-  out += fmt::format("  total, units recomputed in backward     {:>12} (state, unit inputs, the largest backward)\n",
-                     format_bytes(plan.total_bytes));
-  out += fmt::format("  total, units and activations kept       {:>12} (all units gathered: {})\n",
-                     format_bytes(plan.total_kept_bytes), format_bytes(plan.kept_units_bytes));
-  const char* why = plan.recompute_choice != "auto" ? "as set"
-                    : plan.device_bytes <= 0        ? "auto: no device memory given, nothing limits"
-                    : plan.recompute                ? "auto: keeping everything does not fit"
-                                                    : "auto: keeping everything fits";
-  out += fmt::format("  recompute: {} (train.recompute={}; {})\n", plan.recompute ? "yes" : "no",
-                     plan.recompute_choice, why);
-  if (plan.device_bytes > 0) {
-    out += fmt::format("  device memory                           {:>12} (90% usable)\n", format_bytes(plan.device_bytes));
-    out += fmt::format("  verdict: {}\n", plan.fits ? "fits" : "DOES NOT FIT");
-  } else {
-    out += "  verdict: no device memory given (train.device_memory / --device-memory)\n";
-  }
-  return out;
-}
-
-LlamaConfig model_config_from(const Config& config) {
-  const std::string path = config.get_string("model.path");
-  if (!path.empty()) {
-    if (config.get_int("model.vocab_size") != 0) {
-      throw ConfigError("model.vocab_size applies to a from-scratch model.preset, not to model.path");
-    }
-    LlamaConfig model = open_model_source(path)->config();
-    model.attention = attention_from_name(config.get_string("model.attention"));
-    return model;
-  }
-  LlamaConfig model = LlamaConfig::preset(config.get_string("model.preset"));
-  if (config.get_int("model.vocab_size") > 0) model.vocab_size = config.get_int("model.vocab_size");
-  model.attention = attention_from_name(config.get_string("model.attention"));
-  model.validate("model");
-  return model;
-}
-
-LlamaConfig plan_model_config(const Config& config) {
-  const std::string path = config.get_string("model.path");
-  if (path.empty()) return model_config_from(config);
-  // A user plans before downloading: the shape comes from the folder's
-  // config.json when it is there, else from the preset the config names.
-  const fs::path hf_config = fs::path(path) / "config.json";
-  std::error_code error;
-  if (fs::exists(hf_config, error)) {
-    LlamaConfig model = LlamaConfig::from_hf_file(hf_config.string());
-    model.attention = attention_from_name(config.get_string("model.attention"));
-    return model;
-  }
-  const std::string preset = config.get_string("model.preset");
-  if (preset != find_config_key("model.preset")->default_value.get<std::string>()) {
-    log_info("model.path {} has no config.json yet: planning with model.preset={}", path, preset);
-    LlamaConfig model = LlamaConfig::preset(preset);
-    model.attention = attention_from_name(config.get_string("model.attention"));
-    return model;
-  }
-  throw ConfigError(fmt::format("plan: model.path '{}' has no config.json yet (download the weights there), and the "
-                                "config names no model.preset to plan with; add --set model.preset=<name> (one of {})",
-                                path, fmt::join(LlamaConfig::preset_names(), ", ")));
-}
-
-TrainOptions TrainOptions::from_config(const Config& config, const std::string& run_folder) {
-  TrainOptions options;
-  options.model = model_config_from(config);
-  options.model_path = config.get_string("model.path");
-  options.tokenizer_path = config.get_string("tokenizer.path");
-  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  options.dataset_path = config.get_string("dataset.output");
-  if (options.dataset_path.empty()) options.dataset_path = RunLayout(run_folder).dataset();
-  options.precision = config.get_string("train.precision");
-  options.device = config.get_string("train.device");
-  options.device_bytes = parse_bytes(config.get_string("train.device_memory"));
-  options.global_batch = config.get_int("train.global_batch");
-  options.micro_batch = config.get_int("train.micro_batch");
-  options.recompute = config.get_string("train.recompute");
-  options.epoch_policy = {config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
-                          config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
-  options.epochs = config.get_int("train.epochs");
-  options.max_steps = config.get_int("train.max_steps");
-  options.max_bad_steps = config.get_int("train.max_bad_steps");
-  options.adamw = {config.get_number("train.lr"),           config.get_number("train.beta1"),
-                   config.get_number("train.beta2"),        config.get_number("train.eps"),
-                   config.get_number("train.weight_decay"), config.get_string("train.weight_decay_policy")};
-  options.grad_clip = config.get_number("train.grad_clip");
-  options.lr_schedule = config.get_string("train.lr_schedule");
-  options.warmup_steps = config.get_int("train.warmup_steps");
-  options.lr_min = config.get_number("train.lr_min");
-  options.loss_scaling.enabled = options.precision == "fp16";
-  options.loss_scaling.initial_scale = config.get_number("train.loss_scale_initial");
-  options.loss_scaling.growth_interval = config.get_int("train.loss_scale_growth_interval");
-  options.loss_scaling.hysteresis = config.get_int("train.loss_scale_hysteresis");
-  options.loss_scaling.min_scale = config.get_number("train.loss_scale_min");
-  options.checkpoints.dir = RunLayout(run_folder).checkpoint_folder(config);
-  options.checkpoints.keep_last = config.get_int("checkpoint.keep_last");
-  options.checkpoints.max_total_bytes = config.get_int("checkpoint.max_total_bytes");
-  options.checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
-  options.resume = config.get_string("train.resume");
-  options.time_limit = config.get_number("train.time_limit");
-  options.checkpoint_every_minutes = config.get_number("checkpoint.every_minutes");
-  options.checkpoint_every_steps = config.get_int("checkpoint.every_steps");
-  options.log_every = config.get_int("train.log_every");
-  options.progress = config.get_string("train.progress");
-  options.resolved_config = config.tree();
-  return options;
-}
-
 MemoryPlan validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
                              int world_size) {
   if (options.micro_batch > options.global_batch) {
@@ -464,7 +279,7 @@ StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const
 
 }  // namespace
 
-int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder) {
+int run_training(const TrainOptions& options, Runtime& runtime) {
   Stopwatch wall;
   // From the start: a preemption signal during loading still ends in a clean stop.
   StopSignals stop_signals;  // SIGTERM, SIGUSR1, a first Ctrl-C: stop at the next step
@@ -525,7 +340,7 @@ int run_training(const TrainOptions& options, Runtime& runtime, const std::strin
   resume_training(options, comm, state, model, optimizer, order, scaler);
 
   const double slots_per_step = static_cast<double>(options.global_batch * T);
-  StepReporter reporter(options, comm.rank() == 0, RunLayout(run_folder).metrics(), state.step == 0,
+  StepReporter reporter(options, comm.rank() == 0, options.metrics_path, state.step == 0,
                         epochs.total_steps, slots_per_step);
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint

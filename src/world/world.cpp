@@ -6,8 +6,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <random>
 
 #include "metareuse/core/error.h"
@@ -82,8 +80,10 @@ std::string addition_chain(int times, int unit) {
 
 Problem make_problem(const std::string& family, std::pair<int, int> operands, Style style, const std::string& name,
                      Draw& draw) {
-  const auto& move = std::find_if(world_families().begin(), world_families().end(),
-                                  [&](const FamilyInfo& f) { return f.name == family; })->move;
+  const auto found = std::find_if(world_families().begin(), world_families().end(),
+                                  [&](const FamilyInfo& f) { return f.name == family; });
+  if (found == world_families().end()) throw Error(fmt::format("world: unknown family '{}'", family));
+  const auto& move = found->move;
   const Item& item = draw.pick(items());
   const std::string opener = draw.pick(openers());
   const auto [a, b] = operands;

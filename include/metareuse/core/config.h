@@ -5,7 +5,9 @@
 
 #include <nlohmann/json.hpp>  // nlohmann::json, the config tree
 
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -66,8 +68,16 @@ class Config {
   // Writes dump() to `file`, creating parent folders.
   void write(const std::string& file) const;
 
+  // From here on, this config and the copies made of it list every key read
+  // through get_* in keys_read(). The resolve phase (run/resolve.h) builds
+  // each stage's options from such a copy, so a stage's fingerprint covers
+  // exactly the keys its options came from, with no list kept by hand.
+  void record_reads();
+  std::vector<std::string> keys_read() const;
+
  private:
   nlohmann::json tree_;
+  std::shared_ptr<std::set<std::string>> reads_;  // null: not recording
 };
 
 // Throws ConfigError if `value` does not fit `key` (type, range, choices).

@@ -16,6 +16,7 @@
 
 namespace metareuse {
 
+// Every input by path (a run folder's: run/run_report.h's report_inputs_for_run).
 struct ReportInputs {
   std::string metrics;   // metrics.jsonl
   std::string handbook;  // handbook.json
@@ -26,11 +27,6 @@ struct ReportInputs {
   std::string folder;    // the run folder, shown under the title
   std::string title = "metareuse report";
 };
-
-// The files of a run folder: <run>/metrics.jsonl, <run>/handbook.json,
-// <run>/eval/eval.json, <run>/eval/answers.jsonl, <run>/config.resolved.json,
-// <run>/timings.json; the title names the run (run.name, else the folder).
-ReportInputs report_inputs_for_run(const std::string& run_folder);
 
 // The page. Bad lines in the inputs are skipped (and counted on the page).
 std::string render_report_html(const ReportInputs& inputs);

@@ -1,7 +1,8 @@
 // The eval stage: models answer held-out questions, and their results go to
 // eval.json (EvalFile) and answers.jsonl in an output folder. `metareuse
-// eval` and the pipeline's eval stage both run it, with options read from the
-// config by eval_run_options().
+// eval` and the pipeline's eval stage both run it, with options resolved from
+// the config by run/resolve.h (eval_run_options); every path comes in the
+// options, so eval names no file of a run folder.
 #pragma once
 
 #include <cstdint>
@@ -13,12 +14,10 @@
 
 namespace metareuse {
 class Communicator;
-class Config;
-class RunLayout;
 
 // One model to evaluate: its name in eval.json, its path (a Hugging Face
 // folder, a checkpoint file or folder), and whether its prompts carry
-// handbook patterns (#10: baseline, reuse, control).
+// handbook patterns (a baseline, the reuse model, its control without them).
 struct EvalModel {
   std::string role;
   std::string path;
@@ -29,8 +28,14 @@ struct EvalRunOptions {
   std::vector<EvalModel> models;
   std::string questions;       // JSON Lines of held-out questions
   std::int64_t limit = 0;      // the first N questions (0: all)
-  std::string out_dir;         // where eval.json and answers.jsonl go
+  std::string out_dir;         // created; eval_file and answers go in it
+  std::string eval_file;       // eval.json (EvalFile)
+  std::string answers;         // answers.jsonl (one AnswerLine per question and model)
   std::string handbook;        // for prompts and pattern use ("" : none)
+  bool handbook_if_exists = false;  // the run's handbook by default: used only when the file exists when eval runs
+  // The default model, the run's own checkpoint folder ("" : eval.model was
+  // given): when eval runs, it must hold a checkpoint.
+  std::string run_checkpoints;
   std::string contexts;        // used mode: the augmented examples (pattern contexts)
   std::string augment_mode = "global";  // the prompts' augment mode, as the config names it
   std::size_t top_k = 8;
@@ -39,13 +44,6 @@ struct EvalRunOptions {
   std::string tokenizer;       // tokenizer.path; "" : each model's own (resolve_text_format)
   EvalOptions generation;      // its template is tokenizer.template (auto: each model's own)
 };
-
-// The options of a config: eval.*, augment.*, tokenizer.*, run.seed. The
-// models: eval.model (default: the run's checkpoints, which must exist),
-// control when eval.control, baseline when eval.baseline.
-// The handbook defaults to the run's, when it exists; the contexts to the
-// run's augmented examples; the output folder to the run's eval/.
-EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
 
 // Collective: every model answers every question (questions spread over the
 // ranks); rank 0 writes answers.jsonl and eval.json into out_dir, prints the

@@ -2,10 +2,13 @@
 //   patterns -> augment -> prepare (a sentencepiece tokenizer is trained on the
 //   augmented examples when tokenizer.path is empty) -> train -> checkpoint
 //   (the final checkpoint is verified) -> eval -> export.
-// Each finished stage records a fingerprint of its config sections and input
-// files in <run>/stages.json; a later run skips a stage whose fingerprint and
-// outputs are unchanged, so re-running after a stop resumes the pipeline.
-// With experiment.baseline (#10) the run also trains a baseline from scratch
+// The config is resolved once first (resolve.h): every stage's options, the
+// resolved config written to <run>/config.resolved.json; no stage writes to
+// the config. Each finished stage records a fingerprint (the config keys its
+// options were built from, and its input files) in <run>/stages.json; a later
+// run skips a stage whose fingerprint and outputs are unchanged, so re-running
+// after a stop resumes the pipeline.
+// With experiment.baseline the run also trains a baseline from scratch
 // on the unaugmented corpus (augment mode none, the run's tokenizer, the same
 // model, steps, batch and seed) in <run>/baseline, and eval writes three
 // entries: baseline, reuse (the run's model prompted with patterns) and
@@ -25,10 +28,11 @@ struct PipelineOptions {
 
 // Collective. Returns an exit status: kExitOk, a stage's status (kExitTimeLimit
 // when training stopped early or SIGUSR1 arrived between stages; the next run
-// resumes). Throws UsageError for an unknown --from/--only stage.
-int run_pipeline(Config& config, Runtime& runtime, const PipelineOptions& options);
+// resumes). Throws UsageError for an unknown --from/--only stage, InputError
+// when corpus.strict is set and the corpus has bad lines.
+int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& options);
 
-// `metareuse train`: the resolved config into the run folder, then training.
-int train_in_run_folder(const Config& config, Runtime& runtime);
+// `metareuse train`: resolve_training, the resolved config into the run folder, then training.
+int train_in_run_folder(const Config& given, Runtime& runtime);
 
 }  // namespace metareuse

@@ -4,41 +4,20 @@
 // the time limit or on SIGTERM/SIGUSR1 (exit status 3, resumable).
 #pragma once
 
+#include <nlohmann/json.hpp>  // the resolved config, kept in every checkpoint
+
 #include <cstdint>
 #include <string>
 
 #include "metareuse/checkpoint/checkpoint.h"
-#include "metareuse/core/config.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/model/config.h"
-#include "metareuse/train/optimizer.h"
 #include "metareuse/parallel/sharded_llama.h"  // TrainBatch
+#include "metareuse/train/memory_plan.h"       // MemoryPlan, validate_training's verdict
+#include "metareuse/train/optimizer.h"
 
 namespace metareuse {
 
-// Per-rank memory of a training configuration (ZeRO-3 sharding), with units
-// recomputed in backward or kept, and the train.recompute choice it implies.
-struct MemoryPlan {
-  int64_t parameters = 0;
-  int64_t ranks = 1;
-  int64_t sharded_state_bytes = 0;   // fp32 master + AdamW moments + fp32 grad shard: 16 B / param / N
-  int64_t gathered_units_bytes = 0;  // the largest unit's backward: gathered + full gradient (compute) + an fp32 copy
-  int64_t activations_checkpointed_bytes = 0;  // unit inputs kept + one layer's recompute
-  int64_t activations_full_bytes = 0;          // what keeping every activation would cost instead
-  int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V)
-  int64_t total_bytes = 0;           // state + the larger of the two backwards + checkpointed activations
-  // Without recompute: every unit's gathered parameters and every activation
-  // stay until backward (FSDP's reshard_after_forward=false).
-  int64_t kept_units_bytes = 0;      // all units gathered in compute precision + one unit's fp32 gradient
-  int64_t total_kept_bytes = 0;
-  int64_t device_bytes = 0;          // 0: unknown
-  std::string recompute_choice = "auto";  // train.recompute
-  bool recompute = false;            // the decision: always -> true, never -> false, auto -> !(kept fits)
-  bool fits = true;                  // the chosen mode's total fits in 90% of device_bytes (or unknown)
-};
-
-// `recompute`: train.recompute (auto | always | never); auto recomputes only
-// when the kept total does not fit in 90% of `device_bytes` (never when that is 0).
 struct PackedDataset;
 
 // The rows `sequences` of a tokenized dataset as a training batch: ids,
@@ -47,19 +26,10 @@ struct PackedDataset;
 // mask packed documents apart and to cut padding per micro-batch.
 TrainBatch train_batch_of(const PackedDataset& data, const std::vector<int64_t>& sequences);
 
-MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
-                       const std::string& precision, int64_t device_bytes, const std::string& recompute = "auto");
-std::string format_plan(const MemoryPlan& plan);
 
-// The model the config names: model.path's config.json, or model.preset
-// (with model.vocab_size when set).
-LlamaConfig model_config_from(const Config& config);
-// The model `plan` sizes: model.path's config.json when it is there (weights
-// need not be), else the model.preset the config names, else an error saying how.
-LlamaConfig plan_model_config(const Config& config);
-
-// Everything training reads from the config, typed, read once. Built by
-// TrainOptions::from_config; run_training reads no config key after that.
+// Everything training reads, typed and resolved once (run/resolve.h builds it
+// from the config; train/model_from_config.h gives the model). run_training
+// reads no config key and names no file of a run folder: every path is here.
 struct TrainOptions {
   LlamaConfig model;                // model_config_from(config)
   std::string model_path;           // model.path: weights to start from; "" = init_weights(seed)
@@ -90,9 +60,8 @@ struct TrainOptions {
   std::int64_t checkpoint_every_steps = 0;
   std::int64_t log_every = 10;
   std::string progress = "auto";    // auto | bar | lines
+  std::string metrics_path;         // metrics.jsonl, written by rank 0 (appended to on resume)
   nlohmann::json resolved_config;   // saved in every checkpoint
-
-  static TrainOptions from_config(const Config& config, const std::string& run_folder);
 };
 
 // The checks that need the dataset and the rank count, in one place, before
@@ -103,6 +72,6 @@ MemoryPlan validate_training(const TrainOptions& options, const std::string& dev
                              int world_size);
 
 // Runs training on every rank; returns the exit status (0, or kExitTimeLimit).
-int run_training(const TrainOptions& options, Runtime& runtime, const std::string& run_folder);
+int run_training(const TrainOptions& options, Runtime& runtime);
 
 }  // namespace metareuse

@@ -1,0 +1,40 @@
+// The per-rank memory of a training configuration under ZeRO-3 sharding:
+// what `metareuse plan` prints and what validate_training checks (and where
+// train.recompute=auto is decided).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "metareuse/model/config.h"  // LlamaConfig
+
+namespace metareuse {
+
+// Per-rank memory of a training configuration (ZeRO-3 sharding), with units
+// recomputed in backward or kept, and the train.recompute choice it implies.
+struct MemoryPlan {
+  int64_t parameters = 0;
+  int64_t ranks = 1;
+  int64_t sharded_state_bytes = 0;   // fp32 master + AdamW moments + fp32 grad shard: 16 B / param / N
+  int64_t gathered_units_bytes = 0;  // the largest unit's backward: gathered + full gradient (compute) + an fp32 copy
+  int64_t activations_checkpointed_bytes = 0;  // unit inputs kept + one layer's recompute
+  int64_t activations_full_bytes = 0;          // what keeping every activation would cost instead
+  int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V)
+  int64_t total_bytes = 0;           // state + the larger of the two backwards + checkpointed activations
+  // Without recompute: every unit's gathered parameters and every activation
+  // stay until backward (FSDP's reshard_after_forward=false).
+  int64_t kept_units_bytes = 0;      // all units gathered in compute precision + one unit's fp32 gradient
+  int64_t total_kept_bytes = 0;
+  int64_t device_bytes = 0;          // 0: unknown
+  std::string recompute_choice = "auto";  // train.recompute
+  bool recompute = false;            // the decision: always -> true, never -> false, auto -> !(kept fits)
+  bool fits = true;                  // the chosen mode's total fits in 90% of device_bytes (or unknown)
+};
+
+// `recompute`: train.recompute (auto | always | never); auto recomputes only
+// when the kept total does not fit in 90% of `device_bytes` (never when that is 0).
+MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
+                       const std::string& precision, int64_t device_bytes, const std::string& recompute = "auto");
+std::string format_plan(const MemoryPlan& plan);
+
+}  // namespace metareuse

@@ -1,0 +1,111 @@
+// The per-rank memory plan of a training configuration (memory_plan.h).
+#include "metareuse/train/memory_plan.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "metareuse/core/error.h"
+#include "metareuse/core/timing.h"  // format_bytes
+
+namespace metareuse {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
+                       const std::string& precision, int64_t device_bytes, const std::string& recompute) {
+  // Bounds first: beyond them the byte counts below would overflow int64.
+  if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
+    throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
+                                  sequence_length, model.max_position_embeddings));
+  }
+  if (ranks <= 0 || ranks > (int64_t{1} << 20)) {
+    throw ConfigError(fmt::format("ranks {} must be > 0 and at most {}", ranks, int64_t{1} << 20));
+  }
+  if (micro_batch <= 0) throw ConfigError(fmt::format("train.micro_batch {} must be > 0", micro_batch));
+  MemoryPlan plan;
+  const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
+  const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
+  const int64_t H = model.num_attention_heads, L = model.num_hidden_layers, V = model.vocab_size;
+  const std::vector<UnitLayout> units = unit_layouts(model);
+  plan.parameters = parameter_count(model);
+  plan.ranks = ranks;
+  int64_t largest_unit = 0;
+  for (const auto& layout : units) largest_unit = std::max(largest_unit, layout.numel);
+  const int64_t embeddings = units.front().numel;  // the head's weights live in this unit
+  plan.sharded_state_bytes = 16 * ceil_div(plan.parameters, ranks);
+  // Units are gathered just before they run (nothing is prefetched). The peak
+  // of a unit's backward: its gathered buffer and its full gradient in
+  // compute precision, and one fp32 buffer of its size (the gradient's fp32
+  // copy for the reduce-scatter, or, in fp32, a parameter view's gradient
+  // while the flat one is assembled).
+  // The embedding lookup reads its unit in fp32 (the residual stream's
+  // precision), so its backward holds three fp32 buffers of the unit's size.
+  plan.gathered_units_bytes = std::max(largest_unit * (2 * compute_bytes + 4), embeddings * 12);
+  // The head's backward: the gathered embeddings and three fp32 (b, T, V)
+  // tensors at once (the log-softmax, the loss's gradient, the logits' gradient).
+  plan.logits_bytes = embeddings * compute_bytes + b * T * V * 12;
+  // One layer's activations: norms, q/k/v/o, the SwiGLU's three F-wide
+  // tensors, and the (b, H, T, T) attention scores and fp32 softmax.
+  const int64_t layer = b * T * (6 * C + 3 * F) * compute_bytes + b * H * T * T * (compute_bytes + 4);
+  // The hidden stream between units is fp32 in every precision (mixed
+  // precision keeps the residual stream wide), and recompute keeps each unit's input.
+  const int64_t unit_inputs = (L + 2) * b * T * C * 4;
+  plan.activations_checkpointed_bytes = unit_inputs + layer;
+  plan.activations_full_bytes = unit_inputs + L * layer;
+  // A decoder layer's backward: its recomputed activations beside its own
+  // gathered buffer, gradient and fp32 copy.
+  const int64_t layer_unit = L > 0 ? units[1].numel : 0;
+  const int64_t layer_backward = layer + layer_unit * (2 * compute_bytes + 4);
+  // These backwards run one after another: the unit inputs stay throughout,
+  // and the peak is the largest backward.
+  const int64_t transient = std::max({plan.gathered_units_bytes, plan.logits_bytes, layer_backward});
+  plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient;
+  plan.kept_units_bytes = plan.parameters * compute_bytes + std::max(largest_unit * (compute_bytes + 4), embeddings * 8);
+  plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
+                          plan.activations_full_bytes;
+  plan.device_bytes = device_bytes;
+  // 10% headroom for the allocator's fragmentation and the runtime's own memory.
+  auto fits = [device_bytes](int64_t bytes) { return device_bytes <= 0 || bytes <= device_bytes * 9 / 10; };
+  if (recompute != "auto" && recompute != "always" && recompute != "never") {
+    throw ConfigError(fmt::format("train.recompute must be auto, always or never, got '{}'", recompute));
+  }
+  plan.recompute_choice = recompute;
+  plan.recompute = recompute == "always" || (recompute == "auto" && !fits(plan.total_kept_bytes));
+  plan.fits = fits(plan.recompute ? plan.total_bytes : plan.total_kept_bytes);
+  return plan;
+}
+
+std::string format_plan(const MemoryPlan& plan) {
+  std::string out;
+  out += fmt::format("memory plan per rank ({} parameters over {} ranks)\n", plan.parameters, plan.ranks);
+  out += fmt::format("  sharded state (16 B/param / N)          {:>12}\n", format_bytes(plan.sharded_state_bytes));
+  out += fmt::format("  largest unit's backward                 {:>12}\n", format_bytes(plan.gathered_units_bytes));
+  out += fmt::format("  the head's backward (fp32 logits)       {:>12}\n", format_bytes(plan.logits_bytes));
+  out += fmt::format("  activations, checkpointed               {:>12}\n",
+                     format_bytes(plan.activations_checkpointed_bytes));
+  out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));
+  out += fmt::format("  total, units recomputed in backward     {:>12} (state, unit inputs, the largest backward)\n",
+                     format_bytes(plan.total_bytes));
+  out += fmt::format("  total, units and activations kept       {:>12} (all units gathered: {})\n",
+                     format_bytes(plan.total_kept_bytes), format_bytes(plan.kept_units_bytes));
+  const char* why = plan.recompute_choice != "auto" ? "as set"
+                    : plan.device_bytes <= 0        ? "auto: no device memory given, nothing limits"
+                    : plan.recompute                ? "auto: keeping everything does not fit"
+                                                    : "auto: keeping everything fits";
+  out += fmt::format("  recompute: {} (train.recompute={}; {})\n", plan.recompute ? "yes" : "no",
+                     plan.recompute_choice, why);
+  if (plan.device_bytes > 0) {
+    out += fmt::format("  device memory                           {:>12} (90% usable)\n", format_bytes(plan.device_bytes));
+    out += fmt::format("  verdict: {}\n", plan.fits ? "fits" : "DOES NOT FIT");
+  } else {
+    out += "  verdict: no device memory given (train.device_memory / --device-memory)\n";
+  }
+  return out;
+}
+
+}  // namespace metareuse
