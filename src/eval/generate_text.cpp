@@ -108,8 +108,7 @@ std::vector<nlohmann::json> generate_text(const GenerateTextOptions& options) {
   std::vector<nlohmann::json> lines;
   for (auto& generated : outputs) {
     // With --stop-on-eos the eos that ended the sequence is printed last, as before.
-    std::vector<std::int64_t> ids = generated.ids;
-    if (generated.stop >= 0) ids.push_back(generated.stop);
+    const std::vector<std::int64_t> ids = generated.ids_with_stop();
     nlohmann::json line = {{"ids", ids}};
     if (tokenizer) {
       std::vector<TokenId> text_ids;
