@@ -1,4 +1,4 @@
-// Issue #18 from the outside: the bad inputs a new user hits, by class. An
+// Bad input from the outside: the bad inputs a new user hits, by class. An
 // empty result is an error with its reason (1); every write is checked, under
 // a file-size limit with SIGXFSZ ignored or not, and leaves no temporary and
 // the previous output intact (2); an output that cannot be created says so (2);

@@ -353,7 +353,7 @@ TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[
   CHECK(bytes(run / "a.safetensors").size() > 6 * 400 * 4);
   CHECK(bytes(run / "a.safetensors") == bytes(run / "b.safetensors"));  // identical logits and loss
 
-  // Bounds before memory is touched: the model's positions (class 5 of issue #18).
+  // Bounds before memory is touched: the model's positions (a bad-input class of its own).
   const int64_t positions = nlohmann::json::parse(std::ifstream(out / "config.json")).at("max_position_embeddings");
   auto too_many = run_metareuse("generate --model " + out.string() + " --prompt-ids 1,5,7 --max-new-tokens 100000");
   INFO(too_many.output);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The reasoning world (configs/reuse-world.json) trained unpacked and packed, per
-# seed, for issue 19: unpacked is the config's own (sequence length 192, 8 rows per
+# seed: unpacked is the config's own (sequence length 192, 8 rows per
 # step, padded per micro-batch; documents longer than 192 tokens are dropped);
 # packed is dataset.pack=true at sequence length 256 with 6 rows per step (the same
 # 1536 token slots per step; nothing is dropped). Both train 2 epochs (every
