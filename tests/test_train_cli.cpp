@@ -303,6 +303,41 @@ TEST_CASE("an fp16 forward that overflows at the minimum loss scale stops, keepi
   CHECK(exported.status == 0);
 }
 
+TEST_CASE("a config.json that claims a larger model than its weights is an error before any allocation",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("claims-larger");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  fs::path model = run / "hf";
+  REQUIRE(run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + model.string() +
+                        " --dtype fp32").status == 0);
+  // 4e9-wide MLPs: terabytes if anything were sized from the config before
+  // the weights' headers are checked against it.
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(model / "config.json"));
+  config["intermediate_size"] = 4000000000LL;
+  std::ofstream(model / "config.json") << config.dump(2);
+  {
+    std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,4],"data_offsets":[0,32]}})";
+    while (header.size() % 8 != 0) header += ' ';
+    std::ofstream ids(run / "ids.safetensors", std::ios::binary);
+    uint64_t length = header.size();
+    ids.write(reinterpret_cast<const char*>(&length), 8);
+    ids << header;
+    for (int64_t id : {1, 17, 42, 99}) ids.write(reinterpret_cast<const char*>(&id), 8);
+  }
+  auto forward = run_metareuse("forward --model " + model.string() + " --ids " + (run / "ids.safetensors").string() +
+                               " --out " + (run / "logits.safetensors").string());
+  INFO(forward.output);
+  CHECK(forward.status == 1);
+  CHECK_THAT(forward.output, Contains("mlp.") && Contains("4000000000") && Contains("model.safetensors"));
+  auto train = run_metareuse("train --dataset " + (fixture_dir() / "dataset.h5").string() + " --set run.out_dir=" +
+                             (run / "bigger").string() + " --set model.path=" + model.string() +
+                             " --set train.global_batch=6 --set train.micro_batch=1 --set train.max_steps=1");
+  INFO(train.output);
+  CHECK(train.status == 1);
+  CHECK_THAT(train.output, Contains("mlp.") && Contains("4000000000"));
+  CHECK_FALSE(Catch::contains(train.output, "allocate"));
+}
+
 TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("refuse");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);

@@ -121,6 +121,9 @@ std::unique_ptr<ModelSource> open_model_source(const std::string& path) {
 }
 
 LlamaModel load_model(const ModelSource& source, torch::TensorOptions options) {
+  // Names and shapes first: the model below is sized by the config, which may
+  // claim more than the files hold.
+  source.check_tensors();
   LlamaModel model(source.config(), options);
   source.load_into(model);
   // NaN or infinite weights give NaN logits and a "loss" of null: an error

@@ -74,14 +74,34 @@ std::string progress_bar(int64_t done, int64_t total, double eta_seconds) {
 }
 
 
-// The weights training starts from: model.path's, or a fresh initialisation from run.seed.
-void load_initial_weights(const TrainOptions& options, ShardedLlama& model) {
-  LlamaModel full(options.model);
-  if (options.model_path.empty()) {
-    full.init_weights(options.seed);
-  } else {
-    open_model_source(options.model_path)->load_into(full);
+// model.path's weights, their names and shapes checked against the config
+// before anything the config sizes is allocated (a config.json that claims a
+// larger model than its files is an error naming the tensor, not a failed
+// terabyte allocation). Null for a from-scratch model.
+std::unique_ptr<ModelSource> checked_model_source(const TrainOptions& options) {
+  if (options.model_path.empty()) return nullptr;
+  std::unique_ptr<ModelSource> source = open_model_source(options.model_path);
+  source->check_tensors();
+  return source;
+}
+
+// The weights training starts from: model.path's, read one unit at a time (a
+// rank never holds the whole model unsharded), or a fresh initialisation from run.seed.
+void load_initial_weights(const TrainOptions& options, const ModelSource* source, ShardedLlama& model) {
+  ShardedModel& sharded = model.sharded();
+  if (source != nullptr) {
+    for (std::size_t u = 0; u < sharded.size(); ++u) {
+      const UnitLayout& layout = sharded.unit(u).layout();
+      const torch::Tensor flat = source->read_unit(layout, torch::kFloat32);  // (numel,)
+      std::map<std::string, torch::Tensor> parameters;
+      const std::vector<torch::Tensor> views = unit_views(layout, flat);
+      for (std::size_t i = 0; i < views.size(); ++i) parameters.emplace(layout.parameters[i].name, views[i]);
+      sharded.unit(u).load_full(parameters);
+    }
+    return;
   }
+  LlamaModel full(options.model);
+  full.init_weights(options.seed);
   std::map<std::string, torch::Tensor> parameters;
   for (const auto& [name, value] : full.named_parameters()) parameters.emplace(name, value.detach());
   model.load_full(parameters);
@@ -306,11 +326,12 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
 
   // --- the sharded model, its optimizer state and the data order
   log_info("training on {}", device.str());
+  const std::unique_ptr<ModelSource> source = checked_model_source(options);
   ShardedLlama model(options.model, comm, device, compute_dtype(options.precision));
   model.sharded().set_recompute(memory.recompute);
   log_info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
             memory.recompute_choice);
-  load_initial_weights(options, model);
+  load_initial_weights(options, source.get(), model);
   AdamW optimizer(model.sharded(), options.adamw);
   const int64_t persistent = model.sharded().persistent_bytes() + optimizer.persistent_bytes();
   log_info("model: {} parameters, {} units; {} per rank persistent", parameter_count(options.model),
