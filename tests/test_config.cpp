@@ -103,7 +103,10 @@ TEST_CASE("the resolved config round-trips through write and from_file", "[confi
 TEST_CASE("sizes parse with binary and decimal units", "[config]") {
   CHECK(metareuse::parse_bytes("16GiB") == 16LL << 30);
   CHECK(metareuse::parse_bytes("512MB") == 512000000LL);
-  CHECK(metareuse::parse_bytes("1024") == 1024);
+  CHECK(metareuse::parse_bytes("1024B") == 1024);
+  CHECK(metareuse::parse_bytes("0") == 0);  // "none given" needs no unit
+  // A bare number would be bytes: plan --device-memory 16 passed every check at 16 bytes.
+  CHECK_THROWS_WITH(metareuse::parse_bytes("16"), Contains("'16' has no unit") && Contains("16GiB"));
   CHECK_THROWS_WITH(metareuse::parse_bytes("12 parsecs"), Contains("parsecs"));
   CHECK_THROWS_AS(metareuse::parse_bytes("GiB"), ConfigError);
 }

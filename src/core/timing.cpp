@@ -43,6 +43,11 @@ std::int64_t parse_bytes(const std::string& text) {
   double number = std::stod(text.substr(0, pos));
   std::string unit = text.substr(pos);
   while (!unit.empty() && unit.front() == ' ') unit.erase(unit.begin());
+  // A bare number is refused: "16" for 16 GiB of device memory would be read as 16 bytes
+  // and pass every check. Zero, which means "none given", needs no unit.
+  if (unit.empty() && number != 0.0) {
+    throw ConfigError(fmt::format("'{}' has no unit: write {}B for bytes, or e.g. {}GiB", text, text, text));
+  }
   double scale;
   if (unit.empty() || unit == "B") scale = 1;
   else if (unit == "KiB" || unit == "K") scale = 1024.0;

@@ -29,7 +29,8 @@ std::string utc_now(const char* format);
 // "1.5 GiB", "312.0 MiB", ...
 std::string format_bytes(double bytes);
 
-// Parses "16GiB", "512MB", "1024" (bytes); throws ConfigError naming the text.
+// Parses "16GiB", "512MB", "1024B"; a number needs its unit (only "0" may go
+// without). Throws ConfigError naming the text.
 std::int64_t parse_bytes(const std::string& text);
 
 }  // namespace metareuse
