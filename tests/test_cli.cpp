@@ -25,6 +25,13 @@ TEST_CASE("help lists every subcommand", "[cli]") {
   CHECK_THAT(sub.output, Contains("--config") && Contains("--set") && Contains("--print-config"));
 }
 
+TEST_CASE("metareuse --version prints the version and exits 0", "[cli]") {
+  auto result = run_metareuse("--version");
+  INFO(result.output);
+  CHECK(result.status == 0);
+  CHECK_THAT(result.output, Catch::StartsWith("metareuse ") && Catch::Contains(METAREUSE_VERSION));
+}
+
 TEST_CASE("an unknown subcommand names the valid ones", "[cli]") {
   auto result = run_metareuse("trian");
   CHECK(result.status == 64);

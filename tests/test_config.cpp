@@ -90,6 +90,17 @@ TEST_CASE("malformed and missing config files are errors naming the file", "[con
   CHECK_THROWS_WITH(Config::from_file("/nonexistent/x.json"), Contains("/nonexistent/x.json"));
 }
 
+TEST_CASE("a section or key given twice in a config file is an error naming it", "[config]") {
+  // JSON parsers keep the last of two equal keys: the first "train" would be dropped without a word.
+  auto sections = write_file("twice.json", R"({"train": {"lr": 0.001}, "run": {"seed": 3}, "train": {"epochs": 2}})");
+  CHECK_THROWS_WITH(Config::from_file(sections), Contains(sections) && Contains("'train' is given twice"));
+  auto keys = write_file("key-twice.json", R"({"train": {"lr": 0.001, "epochs": 2, "lr": 0.01}})");
+  CHECK_THROWS_WITH(Config::from_file(keys), Contains("'train.lr' is given twice"));
+  // The same key in two sections is no repeat.
+  auto fine = write_file("fine.json", R"({"patterns": {"mode": "exact"}, "augment": {"mode": "none"}})");
+  CHECK(Config::from_file(fine).get_string("augment.mode") == "none");
+}
+
 TEST_CASE("the resolved config round-trips through write and from_file", "[config]") {
   Config config = Config::load("", {"run.name=roundtrip", "corpus.files=[\"a.jsonl\",\"b/*.jsonl\"]"});
   auto path = (metareuse::test::temp_dir("config-rt") / "sub" / "resolved.json").string();

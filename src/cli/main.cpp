@@ -93,6 +93,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"metareuse: mine reusable reasoning patterns, augment, and fine-tune Llama 3.2 with sharded training"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", fmt::format("metareuse {}", METAREUSE_VERSION), "Print the version and exit");
   // CLI11 reports extras from the top-level app, so name the subcommand from argv.
   std::string typed_command = (argc > 1 && argv[1][0] != '-') ? std::string(argv[1]) + " " : "";
   app.failure_message([typed_command](const CLI::App*, const CLI::Error& error) {
@@ -126,6 +127,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     app.exit(e);

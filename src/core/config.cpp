@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "metareuse/core/error.h"
@@ -437,11 +438,39 @@ Config Config::from_file(const std::string& path) {
   }
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("cannot open config file '{}': {}", path, why_unreadable(path)));
+  // JSON allows a key twice in one object and the parser keeps the last: a
+  // config with "train" twice would drop the first section without a word.
+  // Each object's keys are collected while parsing, and a repeat is an error.
+  struct ObjectKeys {
+    std::set<std::string> seen;
+    std::string current;
+  };
+  std::vector<ObjectKeys> objects;
+  std::string duplicate;
+  auto refuse_duplicates = [&](int, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::object_start) {
+      objects.emplace_back();
+    } else if (event == json::parse_event_t::object_end && !objects.empty()) {
+      objects.pop_back();
+    } else if (event == json::parse_event_t::key && !objects.empty() && duplicate.empty()) {
+      const std::string key = parsed.get<std::string>();
+      if (!objects.back().seen.insert(key).second) {
+        for (std::size_t i = 0; i + 1 < objects.size(); ++i) duplicate += objects[i].current + ".";
+        duplicate += key;
+      }
+      objects.back().current = key;
+    }
+    return true;
+  };
   json parsed;
   try {
-    parsed = json::parse(in);
+    parsed = json::parse(in, refuse_duplicates);
   } catch (const json::parse_error& e) {
     throw ConfigError(fmt::format("{}: invalid JSON: {}", path, e.what()));
+  }
+  if (!duplicate.empty()) {
+    throw ConfigError(fmt::format("{}: '{}' is given twice (JSON would keep only the last one); merge the two", path,
+                                  duplicate));
   }
   if (!parsed.is_object()) throw ConfigError(fmt::format("{}: the config must be a JSON object", path));
   std::vector<std::pair<std::string, json>> entries;
