@@ -398,6 +398,13 @@ TEST_CASE("messages name the flag the user typed", "[e2e][messages]") {
   INFO(report.output);
   CHECK(report.status == 64);
   CHECK_THAT(report.output, Contains("is a file"));
+  // A folder with none of a run's files: an error, and no empty report.html left behind.
+  fs::create_directories(dir / "not-a-run");
+  auto empty = run_metareuse("report --run " + (dir / "not-a-run").string());
+  INFO(empty.output);
+  CHECK(empty.status == 1);
+  CHECK_THAT(empty.output, Contains("nothing to report") && Contains("not-a-run"));
+  CHECK_FALSE(fs::exists(dir / "not-a-run" / "report.html"));
 }
 
 // ---- 9. Stages hand over without hand-editing.

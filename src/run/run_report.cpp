@@ -41,10 +41,22 @@ ReportInputs report_inputs_for_run(const std::string& run_folder) {
 }
 
 void require_run_folder(const std::string& run_folder) {
-  if (fs::is_directory(run_folder)) return;
-  throw UsageError(fmt::format(fs::exists(run_folder) ? "--run '{}' is a file; give the run folder (run.out_dir)"
-                                                      : "run folder '{}' does not exist{}",
-                               run_folder, looked_for(run_folder)));
+  if (!fs::is_directory(run_folder)) {
+    throw UsageError(fmt::format(fs::exists(run_folder) ? "--run '{}' is a file; give the run folder (run.out_dir)"
+                                                        : "run folder '{}' does not exist{}",
+                                 run_folder, looked_for(run_folder)));
+  }
+  // A folder that holds none of a run's files has nothing to report: an
+  // empty page with exit 0 would hide a mistyped run.out_dir.
+  const ReportInputs inputs = report_inputs_for_run(run_folder);
+  std::error_code error;
+  for (const std::string* file : {&inputs.metrics, &inputs.handbook, &inputs.eval, &inputs.config, &inputs.timings}) {
+    if (fs::exists(*file, error)) return;
+  }
+  throw InputError(fmt::format("nothing to report in '{}': it holds none of a run's files ({}, {}, {}, {}, {}); give "
+                               "the folder `metareuse run` wrote (run.out_dir)",
+                               run_folder, inputs.metrics, inputs.handbook, inputs.eval, inputs.config,
+                               inputs.timings));
 }
 
 }  // namespace metareuse

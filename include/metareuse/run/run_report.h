@@ -12,7 +12,8 @@ namespace metareuse {
 // <run>/timings.json; the title names the run (run.name, else the folder).
 ReportInputs report_inputs_for_run(const std::string& run_folder);
 
-// `metareuse report` reads a run folder: a UsageError when it is missing or a file.
+// `metareuse report` reads a run folder: a UsageError when it is missing or a
+// file, an InputError when it holds none of a run's files.
 void require_run_folder(const std::string& run_folder);
 
 }  // namespace metareuse
