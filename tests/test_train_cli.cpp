@@ -49,6 +49,17 @@ std::string train_args(const fs::path& out, const std::string& extra) {
          "--set train.log_every=100 " + extra;
 }
 
+// A safetensors file with input_ids int64 [1, 4] = {1, 17, 42, 99}, for `forward --ids`.
+void write_input_ids(const fs::path& path) {
+  std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,4],"data_offsets":[0,32]}})";
+  while (header.size() % 8 != 0) header += ' ';
+  std::ofstream ids(path, std::ios::binary);
+  uint64_t length = header.size();
+  ids.write(reinterpret_cast<const char*>(&length), 8);
+  ids << header;
+  for (int64_t id : {1, 17, 42, 99}) ids.write(reinterpret_cast<const char*>(&id), 8);
+}
+
 std::vector<double> losses_of(const fs::path& run) {
   std::vector<double> losses;
   std::ifstream in(run / "metrics.jsonl");
@@ -186,15 +197,7 @@ TEST_CASE("non-finite weights: forward fails naming the tensor, and fp32 trainin
     file.seekp(static_cast<std::streamoff>(8 + header_size + entry.at("data_offsets")[0].get<uint64_t>() + 4));
     file.write(reinterpret_cast<const char*>(&nan), 4);
   }
-  {
-    std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,4],"data_offsets":[0,32]}})";
-    while (header.size() % 8 != 0) header += ' ';
-    std::ofstream ids(run / "ids.safetensors", std::ios::binary);
-    uint64_t length = header.size();
-    ids.write(reinterpret_cast<const char*>(&length), 8);
-    ids << header;
-    for (int64_t id : {1, 17, 42, 99}) ids.write(reinterpret_cast<const char*>(&id), 8);
-  }
+  write_input_ids(run / "ids.safetensors");
   auto forward = run_metareuse("forward --model " + model.string() + " --ids " + (run / "ids.safetensors").string() +
                                " --out " + (run / "logits.safetensors").string());
   INFO(forward.output);
@@ -315,15 +318,7 @@ TEST_CASE("a config.json that claims a larger model than its weights is an error
   nlohmann::json config = nlohmann::json::parse(std::ifstream(model / "config.json"));
   config["intermediate_size"] = 4000000000LL;
   std::ofstream(model / "config.json") << config.dump(2);
-  {
-    std::string header = R"({"input_ids":{"dtype":"I64","shape":[1,4],"data_offsets":[0,32]}})";
-    while (header.size() % 8 != 0) header += ' ';
-    std::ofstream ids(run / "ids.safetensors", std::ios::binary);
-    uint64_t length = header.size();
-    ids.write(reinterpret_cast<const char*>(&length), 8);
-    ids << header;
-    for (int64_t id : {1, 17, 42, 99}) ids.write(reinterpret_cast<const char*>(&id), 8);
-  }
+  write_input_ids(run / "ids.safetensors");
   auto forward = run_metareuse("forward --model " + model.string() + " --ids " + (run / "ids.safetensors").string() +
                                " --out " + (run / "logits.safetensors").string());
   INFO(forward.output);

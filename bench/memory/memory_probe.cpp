@@ -35,7 +35,7 @@
 #include "metareuse/model/config.h"
 #include "metareuse/parallel/sharded_llama.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/trainer.h"  // plan_memory
+#include "metareuse/train/trainer.h"  // plan_memory, compute_dtype
 
 namespace {
 
@@ -61,12 +61,6 @@ class CpuPeak final : public c10::MemoryReportingInfoBase {
  private:
   std::atomic<int64_t> peak_{0};
 };
-
-torch::ScalarType dtype_of(const std::string& precision) {
-  if (precision == "fp16") return torch::kFloat16;
-  if (precision == "bf16") return torch::kBFloat16;
-  return torch::kFloat32;
-}
 
 }  // namespace
 
@@ -117,7 +111,7 @@ int main(int argc, char** argv) {
   double seconds = 0.0;
   try {
     auto comm = metareuse::make_loopback_communicator(static_cast<int>(rank), static_cast<int>(ranks));
-    metareuse::ShardedLlama model(config, *comm, device, dtype_of(precision));
+    metareuse::ShardedLlama model(config, *comm, device, metareuse::compute_dtype(precision));
     model.sharded().set_recompute(recompute == "always");
     {
       torch::NoGradGuard no_grad;

@@ -69,13 +69,18 @@ UnitRunner ShardedLlama::runner() {
   };
 }
 
+torch::Tensor ShardedLlama::trunk(const UnitRunner& run, const torch::Tensor& input_ids,
+                                  const DocumentLayout& documents) {
+  // Mixed precision: the hidden stream between units is fp32 and each unit
+  // computes in the model's compute dtype (llama_trunk_forward).
+  return llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {}, torch::kFloat32,
+                             nullptr);  // (b, T, C)
+}
+
 torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
                                        const DocumentLayout& documents, double normalizer) {
   const UnitRunner run = runner();
-  // Mixed precision: the hidden stream between units is fp32 and each unit
-  // computes in the model's compute dtype (llama_trunk_forward).
-  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {},
-                                             torch::kFloat32, nullptr);  // (b, T, C)
+  torch::Tensor hidden = trunk(run, input_ids, documents);  // (b, T, C)
   const UnitLayout& embeddings = layouts_[0];
   return run(
       0, hidden,
@@ -129,8 +134,7 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
 torch::Tensor ShardedLlama::logits(const torch::Tensor& input_ids) {
   torch::NoGradGuard no_grad;
   const UnitRunner run = runner();
-  torch::Tensor hidden = llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids.to(device_), {}, {},
-                                             torch::kFloat32, nullptr);  // (B, T, C)
+  torch::Tensor hidden = trunk(run, input_ids.to(device_), {});  // (B, T, C)
   const UnitLayout& embeddings = layouts_[0];
   return run(
       0, hidden,

@@ -27,13 +27,13 @@
 namespace metareuse {
 using json = nlohmann::json;
 
-namespace {
-
 torch::ScalarType compute_dtype(const std::string& precision) {
   if (precision == "fp16") return torch::kFloat16;
   if (precision == "bf16") return torch::kBFloat16;
   return torch::kFloat32;
 }
+
+namespace {
 
 // train.device: auto picks CUDA when libtorch sees a GPU; each rank takes GPU
 // local_rank mod the node's GPU count, so ranks on one node spread over its GPUs.

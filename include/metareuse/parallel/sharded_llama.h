@@ -57,6 +57,8 @@ class ShardedLlama {
  private:
   // Runs a unit through the sharding engine on its real (unpadded) elements.
   UnitRunner runner();
+  // The forward order up to the final norm, as training runs it (fp32 hidden stream).
+  torch::Tensor trunk(const UnitRunner& run, const torch::Tensor& input_ids, const DocumentLayout& documents);
   torch::Tensor micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
                            const DocumentLayout& documents, double normalizer);
 

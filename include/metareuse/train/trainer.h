@@ -26,6 +26,9 @@ struct PackedDataset;
 // mask packed documents apart and to cut padding per micro-batch.
 TrainBatch train_batch_of(const PackedDataset& data, const std::vector<int64_t>& sequences);
 
+// The compute dtype of train.precision (fp32, bf16 or fp16).
+torch::ScalarType compute_dtype(const std::string& precision);
+
 
 // Everything training reads, typed and resolved once (run/resolve.h builds it
 // from the config; train/model_from_config.h gives the model). run_training
