@@ -7,6 +7,7 @@
 #include <fmt/format.h>             // messages
 #include <torch/torch.h>            // tensor ops, autograd
 
+#include <algorithm>
 #include <cmath>
 #include <mutex>
 
@@ -528,8 +529,12 @@ torch::Tensor LlamaModel::forward_with(const torch::Tensor& input_ids, const Doc
                                  fmt::join(input_ids.sizes(), ", ")));
   }
   if (input_ids.numel() > 0) {
-    const std::int64_t low = input_ids.min().item<std::int64_t>();
-    const std::int64_t high = input_ids.max().item<std::int64_t>();
+    // Ids are read on the host (where callers keep them): this runs at every
+    // decoding step, and a min()/max() on a device would wait for it twice.
+    const torch::Tensor host = input_ids.to(torch::kCPU).contiguous();
+    const std::int64_t* id = host.data_ptr<std::int64_t>();
+    const auto [low_at, high_at] = std::minmax_element(id, id + host.numel());
+    const std::int64_t low = *low_at, high = *high_at;
     if (low < 0 || high >= config_.vocab_size) {
       throw InputError(fmt::format("input_ids hold token {} outside the vocabulary [0, {})", low < 0 ? low : high,
                                    config_.vocab_size));
