@@ -12,12 +12,13 @@ committed one) and reports the paired difference over seeds and over questions.
 
 `run` skips the seeds (and stages) whose outputs are up to date, so it can be
 started again after an interruption. Both print, per seed: accuracy of the
-baseline, the reuse model and the control, the difference in points, mean
-reasoning tokens and their change; then the mean difference over seeds with its
-standard error and 95% interval (Student's t), each model's accuracy on the
-answers that went the long way (numbered steps) and the short way, and McNemar's
-exact test over all (seed, question) pairs: questions only one of the two models
-answers right.
+baseline, the reuse model, the control and (experiment.bc_sft) the BC-SFT
+student, with mean reasoning, prompt and total tokens; then, for the reuse model
+and the student against the baseline, the mean accuracy difference over seeds
+with its 95% interval (Student's t), the token changes per seed and McNemar's
+exact test over all (seed, question) pairs (questions only one of the two
+answers right); the BC-SFT goal, met or missed; and each model's accuracy on the
+answers that went the long way (numbered steps) and the short way.
 """
 import argparse, json, math, os, re, subprocess, sys
 
@@ -30,19 +31,31 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
         2.045, 2.042]
 
 
+MODELS = ("baseline", "reuse", "control", "bc-sft")
+CANDIDATES = ("reuse", "bc-sft")  # each compared with the baseline
+
+
 def load(folder):
     path = os.path.join(folder, "eval", "eval.json")
     with open(path) as f:
         report = json.load(f)
-    models = report.get("models", {})
+    models = {role: entry["summary"] for role, entry in report.get("models", {}).items()}
     for role in ("baseline", "reuse"):
         if role not in models:
             sys.exit(f"{path}: no '{role}' entry (run with experiment.baseline=true)")
     answers = {}
+    tokens = {}  # role -> [prompt, total] sums over its answers, for eval.json files older than those figures
     with open(os.path.join(folder, "eval", "answers.jsonl")) as f:
         for line in f:
             row = json.loads(line)
             answers[(row["model"], row["index"])] = (bool(row["correct"]), way(row["output"]))
+            sums = tokens.setdefault(row["model"], [0, 0, 0])
+            sums[0] += row["prompt_tokens"]
+            sums[1] += row["prompt_tokens"] + row["generated_tokens"]
+            sums[2] += 1
+    for role, (prompt, total, n) in tokens.items():
+        models[role].setdefault("mean_prompt_tokens", prompt / n)
+        models[role].setdefault("mean_total_tokens", total / n)
     with open(os.path.join(folder, "config.resolved.json")) as f:
         seed = json.load(f).get("run", {}).get("seed")
     return seed, models, answers
@@ -66,63 +79,72 @@ def mcnemar_exact(b, c):
     return min(1.0, 2 * tail)
 
 
+def interval(values):
+    """Mean, and with more than one value its standard deviation and 95% interval (Student's t)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return f"mean {mean:+.2f}"
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    se = sd / math.sqrt(n)
+    t = T975[n - 2] if n - 1 <= len(T975) else 1.96
+    return f"mean {mean:+.2f}, standard deviation {sd:.2f}, 95% interval [{mean - t * se:+.2f}, {mean + t * se:+.2f}]"
+
+
 def summarize(folders):
-    rows = []
-    only_baseline = only_reuse = pairs = 0
+    runs = [load(folder) for folder in folders]
+    roles = [m for m in MODELS if all(m in models for _, models, _ in runs)]
+    print(f"{'seed':>6} {'model':<9} {'accuracy':>8} {'reasoning tok':>13} {'prompt tok':>10} {'total tok':>9}")
+    for seed, models, _ in runs:
+        for role in roles:
+            m = models[role]
+            print(f"{seed!s:>6} {role:<9} {100 * m['accuracy']:>7.1f}% {m['mean_reasoning_tokens']:>13.1f} "
+                  f"{m['mean_prompt_tokens']:>10.1f} {m['mean_total_tokens']:>9.1f}")
+    for role in (r for r in CANDIDATES if r in roles):
+        diffs = [100 * (models[role]["accuracy"] - models["baseline"]["accuracy"]) for _, models, _ in runs]
+        reasoning = [models[role]["mean_reasoning_tokens"] / models["baseline"]["mean_reasoning_tokens"] - 1
+                     for _, models, _ in runs]
+        total = [models[role]["mean_total_tokens"] / models["baseline"]["mean_total_tokens"] - 1
+                 for _, models, _ in runs]
+        only_baseline = only_model = pairs = 0
+        for _, _, answers in runs:
+            for (model, i), (correct, _) in answers.items():
+                if model != "baseline" or (role, i) not in answers:
+                    continue
+                other = answers[(role, i)][0]
+                pairs += 1
+                only_baseline += correct and not other
+                only_model += other and not correct
+        print(f"\n{role} against the baseline over {len(runs)} seed(s):")
+        print(f"  accuracy difference in points: {interval(diffs)}")
+        print("  reasoning tokens change per seed: " + ", ".join(f"{100 * c:+.1f}%" for c in reasoning))
+        print("  total tokens (prompt + generated) change per seed: " + ", ".join(f"{100 * c:+.1f}%" for c in total))
+        print(f"  McNemar over {pairs} (seed, question) pairs: only the baseline right {only_baseline}, only {role} "
+              f"right {only_model}, exact two-sided p = {mcnemar_exact(only_baseline, only_model):.3f}")
+    if "bc-sft" in roles:
+        # The goal BC-SFT was set: fewer reasoning tokens in every seed, accuracy kept, cheaper than prompting.
+        fewer = all(m["bc-sft"]["mean_reasoning_tokens"] <= 0.75 * m["baseline"]["mean_reasoning_tokens"]
+                    for _, m, _ in runs)
+        mean_diff = sum(100 * (m["bc-sft"]["accuracy"] - m["baseline"]["accuracy"]) for _, m, _ in runs) / len(runs)
+        cheaper = all(m["bc-sft"]["mean_total_tokens"] < m["reuse"]["mean_total_tokens"] for _, m, _ in runs)
+        print("\ngoal (bc-sft against the baseline): at least 25% fewer reasoning tokens in every seed: "
+              f"{'met' if fewer else 'missed'}; mean accuracy difference >= -2 points: "
+              f"{'met' if mean_diff >= -2 else 'missed'} ({mean_diff:+.2f}); fewer total tokens than reuse in every "
+              f"seed: {'met' if cheaper else 'missed'}")
     by_way = {}  # (model, "long" | "short") -> [correct, answers]
-    for folder in folders:
-        seed, models, answers = load(folder)
-        base, reuse = models["baseline"]["summary"], models["reuse"]["summary"]
-        control = models.get("control", {}).get("summary")
-        rows.append((seed, base, reuse, control))
-        indices = sorted(i for (model, i) in answers if model == "baseline")
-        for (model, i), (correct, style) in answers.items():
+    for _, _, answers in runs:
+        for (model, _), (correct, style) in answers.items():
             tally = by_way.setdefault((model, style), [0, 0])
             tally[0] += correct
             tally[1] += 1
-        for i in indices:
-            b, r = answers.get(("baseline", i)), answers.get(("reuse", i))
-            if b is None or r is None:
-                continue
-            b, r = b[0], r[0]
-            pairs += 1
-            only_baseline += b and not r
-            only_reuse += r and not b
-    print(f"{'seed':>6} {'baseline acc':>12} {'reuse acc':>9} {'diff pts':>8} {'control acc':>11} "
-          f"{'base tokens':>11} {'reuse tokens':>12} {'tokens':>8}")
-    diffs, token_changes = [], []
-    for seed, base, reuse, control in rows:
-        diff = 100 * (reuse["accuracy"] - base["accuracy"])
-        change = reuse["mean_reasoning_tokens"] / base["mean_reasoning_tokens"] - 1
-        diffs.append(diff)
-        token_changes.append(change)
-        control_acc = f"{100 * control['accuracy']:.1f}%" if control else "-"
-        print(f"{seed!s:>6} {100 * base['accuracy']:>11.1f}% {100 * reuse['accuracy']:>8.1f}% {diff:>+8.1f} "
-              f"{control_acc:>11} {base['mean_reasoning_tokens']:>11.1f} {reuse['mean_reasoning_tokens']:>12.1f} "
-              f"{100 * change:>+7.1f}%")
-    n = len(diffs)
-    mean = sum(diffs) / n
-    print(f"\n{n} seed(s): accuracy difference (reuse - baseline) mean {mean:+.2f} points", end="")
-    if n > 1:
-        sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-        se = sd / math.sqrt(n)
-        t = T975[n - 2] if n - 1 <= len(T975) else 1.96
-        print(f", standard deviation {sd:.2f}, standard error {se:.2f}, 95% interval "
-              f"[{mean - t * se:+.2f}, {mean + t * se:+.2f}]")
-    else:
-        print()
-    print(f"reasoning tokens change: mean {100 * sum(token_changes) / n:+.1f}% "
-          f"(per seed {min(token_changes) * 100:+.1f}% to {max(token_changes) * 100:+.1f}%)")
-    print("accuracy by the way the answer went (all seeds; long = numbered steps):")
-    for model in ("baseline", "reuse", "control"):
+    print("\naccuracy by the way the answer went (all seeds; long = numbered steps):")
+    for model in MODELS:
         parts = []
         for style in ("long", "short"):
-            correct, total = by_way.get((model, style), [0, 0])
-            parts.append(f"{style} {100 * correct / total:.1f}% of {total}" if total else f"{style} -")
+            correct, n = by_way.get((model, style), [0, 0])
+            parts.append(f"{style} {100 * correct / n:.1f}% of {n}" if n else f"{style} -")
         if any(by_way.get((model, style)) for style in ("long", "short")):
             print(f"  {model:<8} " + ", ".join(parts))
-    print(f"McNemar over {pairs} (seed, question) pairs: only the baseline right {only_baseline}, only the reuse model "
-          f"right {only_reuse}, exact two-sided p = {mcnemar_exact(only_baseline, only_reuse):.3f}")
 
 
 def main():

@@ -191,10 +191,12 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
 }
 
 Summary summarize(const std::vector<QuestionResult>& results) {
-  std::vector<double> tokens, reasoning_tokens, steps, patterns_per_answer;
+  std::vector<double> tokens, prompt_tokens, read_and_written, reasoning_tokens, steps, patterns_per_answer;
   double correct = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
     tokens.push_back(static_cast<double>(r.generated_tokens));
+    prompt_tokens.push_back(static_cast<double>(r.prompt_tokens));
+    read_and_written.push_back(static_cast<double>(r.prompt_tokens + r.generated_tokens));
     reasoning_tokens.push_back(static_cast<double>(r.reasoning_tokens));
     steps.push_back(static_cast<double>(r.reasoning_steps));
     patterns_per_answer.push_back(static_cast<double>(r.patterns_used.size()));
@@ -206,8 +208,8 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   }
   const double n = static_cast<double>(results.size());
   auto rate = [n](double count) { return n == 0 ? 0.0 : count / n; };
-  double total_tokens = 0;
-  for (double t : tokens) total_tokens += t;
+  double generated = 0;
+  for (double t : tokens) generated += t;
   Summary summary;
   summary.questions = static_cast<std::int64_t>(results.size());
   summary.correct = static_cast<std::int64_t>(correct);
@@ -215,6 +217,8 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   summary.answered_rate = rate(answered);
   summary.mean_generated_tokens = mean_of(tokens);
   summary.median_generated_tokens = median_of(tokens);
+  summary.mean_prompt_tokens = mean_of(prompt_tokens);
+  summary.mean_total_tokens = mean_of(read_and_written);
   summary.mean_reasoning_tokens = mean_of(reasoning_tokens);
   summary.median_reasoning_tokens = median_of(reasoning_tokens);
   summary.mean_reasoning_steps = mean_of(steps);
@@ -223,7 +227,7 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   summary.mean_patterns_per_answer = mean_of(patterns_per_answer);
   summary.stopped_rate = rate(stopped);
   summary.seconds = seconds;
-  summary.tokens_per_s = seconds > 0 ? total_tokens / seconds : 0.0;
+  summary.tokens_per_s = seconds > 0 ? generated / seconds : 0.0;
   return summary;
 }
 

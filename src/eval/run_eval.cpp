@@ -225,13 +225,15 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
 }
 
 std::string format_eval_table(const EvalFile& file) {
-  std::string table = fmt::format("{:<10} {:>9} {:>12} {:>13} {:>16} {:>11} {:>12}\n", "model", "accuracy",
-                                  "mean tokens", "median tokens", "reasoning tokens", "mean steps", "pattern use");
+  std::string table = fmt::format("{:<10} {:>9} {:>12} {:>13} {:>16} {:>13} {:>12} {:>11} {:>12}\n", "model",
+                                  "accuracy", "mean tokens", "median tokens", "reasoning tokens", "prompt tokens",
+                                  "total tokens", "mean steps", "pattern use");
   for (const EvalModelEntry& entry : file.models) {
     const Summary& s = entry.summary;
-    table += fmt::format("{:<10} {:>8.1f}% {:>12.1f} {:>13.1f} {:>16.1f} {:>11.2f} {:>11.1f}%\n", entry.role,
-                         100.0 * s.accuracy, s.mean_generated_tokens, s.median_generated_tokens,
-                         s.mean_reasoning_tokens, s.mean_reasoning_steps, 100.0 * s.pattern_use_rate);
+    table += fmt::format("{:<10} {:>8.1f}% {:>12.1f} {:>13.1f} {:>16.1f} {:>13.1f} {:>12.1f} {:>11.2f} {:>11.1f}%\n",
+                         entry.role, 100.0 * s.accuracy, s.mean_generated_tokens, s.median_generated_tokens,
+                         s.mean_reasoning_tokens, s.mean_prompt_tokens, s.mean_total_tokens, s.mean_reasoning_steps,
+                         100.0 * s.pattern_use_rate);
   }
   auto percent = [](const std::optional<double>& value) {
     return value ? fmt::format("{:+.1f}%", 100.0 * *value) : std::string("n/a");
@@ -239,10 +241,11 @@ std::string format_eval_table(const EvalFile& file) {
   for (const EvalModelEntry& entry : file.models) {
     if (!entry.change_vs_baseline) continue;
     const SummaryChange& change = *entry.change_vs_baseline;
-    table += fmt::format("change vs baseline ({}): accuracy {:+.1f} points, reasoning tokens {}, mean tokens {}, mean "
-                         "steps {}\n",
+    table += fmt::format("change vs baseline ({}): accuracy {:+.1f} points, reasoning tokens {}, mean tokens {}, total "
+                         "tokens {}, mean steps {}\n",
                          entry.role, change.accuracy_points.value_or(0.0), percent(change.mean_reasoning_tokens),
-                         percent(change.mean_generated_tokens), percent(change.mean_reasoning_steps));
+                         percent(change.mean_generated_tokens), percent(change.mean_total_tokens),
+                         percent(change.mean_reasoning_steps));
   }
   return table;
 }

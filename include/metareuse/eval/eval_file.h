@@ -34,6 +34,8 @@ struct Summary {
   double answered_rate = 0;  // answers with a final answer to compare
   double mean_generated_tokens = 0;
   double median_generated_tokens = 0;
+  double mean_prompt_tokens = 0;  // what the model read: handbook patterns in the prompt cost tokens too
+  double mean_total_tokens = 0;   // prompt + generated
   double mean_reasoning_tokens = 0;
   double median_reasoning_tokens = 0;
   double mean_reasoning_steps = 0;
@@ -55,6 +57,8 @@ struct SummaryChange {
   std::optional<double> accuracy;
   std::optional<double> mean_generated_tokens;
   std::optional<double> median_generated_tokens;
+  std::optional<double> mean_prompt_tokens;
+  std::optional<double> mean_total_tokens;
   std::optional<double> mean_reasoning_tokens;
   std::optional<double> median_reasoning_tokens;
   std::optional<double> mean_reasoning_steps;
