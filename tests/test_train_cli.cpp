@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -342,6 +343,73 @@ TEST_CASE("resume refuses a checkpoint made for another model, naming the field"
   auto missing = run_metareuse(train_args(run, "--resume " + (run / "nothing.h5").string()));
   CHECK(missing.status == 1);
   CHECK_THAT(missing.output, Contains("nothing.h5"));
+}
+
+// The checkpoint folder's files with their sizes and times, to show that nothing in it changed.
+std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> folder_state(const fs::path& folder) {
+  std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> state;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    state[entry.path().filename().string()] = {fs::file_size(entry.path()), fs::last_write_time(entry.path())};
+  }
+  return state;
+}
+
+std::string file_text(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST_CASE("resume continues with the same options or a longer plan, and refuses changed training options",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("resume-options");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
+
+  auto same = run_metareuse(train_args(run, "--set train.max_steps=2 --resume auto"));
+  INFO(same.output);
+  CHECK(same.status == 0);
+  CHECK_THAT(same.output, Contains("resumed from") && !Contains("resuming with"));
+
+  auto longer = run_metareuse(train_args(run, "--set train.max_steps=3 --resume auto"));
+  INFO(longer.output);
+  CHECK(longer.status == 0);
+  CHECK_THAT(longer.output, Contains("resuming with train.max_steps changed 2 -> 3"));
+  CHECK(losses_of(run).size() == 3);
+
+  // train_args trains with lr 3e-3: another lr is another training, refused before anything is written.
+  const auto checkpoints = folder_state(run / "checkpoints");
+  const std::string resolved = file_text(run / "config.resolved.json");
+  auto other_lr = run_metareuse(train_args(run, "--set train.max_steps=4 --set train.lr=1e-3 --resume auto"));
+  INFO(other_lr.output);
+  CHECK(other_lr.status == 1);
+  CHECK_THAT(other_lr.output, Contains("cannot resume") &&
+                                  Contains("train.lr is 0.003 in the checkpoint but 0.001 in this run") &&
+                                  Contains("--set run.name=") && !Contains("train.max_steps is"));
+  CHECK(folder_state(run / "checkpoints") == checkpoints);
+  CHECK(losses_of(run).size() == 3);
+  CHECK(file_text(run / "config.resolved.json") == resolved);
+}
+
+// config.resolved.json is the config a training really used: `train --config`
+// of it runs as is, and a training refused at its checks leaves it as it was.
+TEST_CASE("config.resolved.json is written once training starts, never by a refused training", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("resolved-config");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
+  const fs::path resolved = run / "config.resolved.json";
+  const std::string written = file_text(resolved);
+  CHECK_THAT(written, Contains("\"max_steps\": 2"));
+
+  // train.micro_batch larger than train.global_batch fails validation, before training starts.
+  auto refused = run_metareuse("train --config " + resolved.string() + " --set train.micro_batch=64");
+  INFO(refused.output);
+  CHECK(refused.status == 1);
+  CHECK_THAT(refused.output, Contains("train.micro_batch 64 is larger than train.global_batch"));
+  CHECK(file_text(resolved) == written);
+
+  // The file records how the training that ran was started.
+  auto again = run_metareuse("train --config " + resolved.string() + " --resume auto");
+  INFO(again.output);
+  CHECK(again.status == 0);
+  CHECK_THAT(file_text(resolved), Contains("\"resume\": \"auto\""));
 }
 
 TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[train][e2e]") {

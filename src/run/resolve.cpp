@@ -123,7 +123,8 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
   options.log_every = config.get_int("train.log_every");
   options.progress = config.get_string("train.progress");
   options.metrics_path = layout.metrics();
-  options.resolved_config = config.tree();
+  options.resolved_config = config;
+  options.config_path = layout.resolved_config();
   return options;
 }
 

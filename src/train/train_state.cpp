@@ -1,6 +1,9 @@
 #include "metareuse/train/train_state.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
+
+#include <algorithm>
 
 #include "metareuse/core/error.h"
 
@@ -100,6 +103,51 @@ void check_resume_identity(const json& saved, const TrainIdentity& identity, con
     throw InputError(fmt::format("{}: cannot resume: {} is {} in the checkpoint but {} in this run", path, part,
                                  a.dump(), b.dump()));
   }
+}
+
+const std::vector<std::string>& resume_may_change() {
+  // How long training goes on (its length, and so where the schedule ends, is
+  // the user's to extend), its time budget, where it runs and in what pieces
+  // (the same global batch makes the same steps), and what it reports. The lr,
+  // the schedule's shape, the optimizer, the batch and the precision are the
+  // training itself.
+  static const std::vector<std::string> keys = {
+      "train.max_steps",   "train.epochs",        "train.policy_small_examples", "train.policy_small_epochs",
+      "train.policy_small_max_steps", "train.policy_epochs", "train.time_limit", "train.device",
+      "train.device_memory", "train.micro_batch", "train.recompute",   "train.max_bad_steps",
+      "train.log_every",   "train.progress"};
+  return keys;
+}
+
+std::vector<std::string> check_resume_options(const json& saved_config, const json& current_config,
+                                              const std::string& path) {
+  std::vector<std::string> changed;
+  std::vector<std::string> refused;       // "train.lr is 0.003 in the checkpoint but 0.001 in this run"
+  std::vector<std::string> refused_keys;  // "train.lr"
+  const json saved = saved_config.is_object() ? saved_config.value("train", json::object()) : json::object();
+  const json current = current_config.is_object() ? current_config.value("train", json::object()) : json::object();
+  const std::vector<std::string>& may_change = resume_may_change();
+  for (auto it = current.begin(); it != current.end(); ++it) {
+    if (!saved.contains(it.key()) || saved.at(it.key()) == it.value()) continue;
+    const std::string key = "train." + it.key();
+    if (key == "train.resume") continue;  // how this run starts, not what it trains
+    const std::string old_value = saved.at(it.key()).dump();
+    if (std::find(may_change.begin(), may_change.end(), key) != may_change.end()) {
+      changed.push_back(fmt::format("{} changed {} -> {}", key, old_value, it.value().dump()));
+    } else {
+      refused.push_back(fmt::format("{} is {} in the checkpoint but {} in this run", key, old_value, it.value().dump()));
+      refused_keys.push_back(key);
+    }
+  }
+  if (!refused.empty()) {
+    throw ConfigError(fmt::format(
+        "{}: cannot resume: the checkpoint was trained with other training options: {}. To continue its training, "
+        "set {} back to the checkpoint's value; to train with the new one, start a new training in another run "
+        "folder (--set run.name=NAME, or a new run.out_dir or checkpoint.dir where the config sets them). A resume "
+        "may change only {}",
+        path, fmt::join(refused, "; "), fmt::join(refused_keys, ", "), fmt::join(may_change, ", ")));
+  }
+  return changed;
 }
 
 }  // namespace metareuse

@@ -7,8 +7,8 @@
 // each stage's typed options from the config, in one place, and their
 // builders check every rule that needs no stage output. What comes out is
 // const: a stage reads its own options and never writes to the config. The
-// resolved config (`config.resolved.json`) is written once, from the
-// resolved training's config, and a stage's fingerprint is the xxHash of the
+// resolved config (`config.resolved.json`) is the resolved training's config,
+// written by the trainer once training has started, and a stage's fingerprint is the xxHash of the
 // config keys its options were built from (recorded while they were built).
 // `metareuse run`, `train` and `plan` all resolve here, so they apply the same
 // rules; training's checks that need the dataset and the ranks are
