@@ -95,6 +95,16 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
 // run's eval/.
 EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
 
+// `metareuse eval`: eval_run_options in the config's run folder, except when
+// eval.model is a checkpoint kept in another run's checkpoint folder (a bare
+// `eval --model runs/x/checkpoints`): then that run is the one evaluated. Its
+// folder takes the results (eval.out still wins) and gives the handbook and
+// the contexts, and the checkpoint's config gives the prompt settings
+// (augment.mode, top_k, bm25_k1, bm25_b) it was trained with; eval.* and
+// tokenizer.path stay the given config's. A checkpoint in no run folder needs
+// eval.out (UsageError), so no other run's results are overwritten.
+EvalRunOptions eval_command_options(const Config& config);
+
 // `metareuse export`: export.checkpoint, export.out (each: the run's when
 // empty), export.dtype and export.max_shard.
 ExportOptions export_stage_options(const Config& config, const RunLayout& layout);
