@@ -334,6 +334,38 @@ TEST_CASE("a config.json that claims a larger model than its weights is an error
   CHECK_FALSE(Catch::contains(train.output, "allocate"));
 }
 
+// A pretrained model's embeddings mean its own tokenizer's ids: a run must not
+// train a new tokenizer for it, and a mistyped model.path is "not found".
+TEST_CASE("a pretrained model.path without its tokenizer, or one that is not there, is refused before any stage",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("model-no-tokenizer");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  fs::path model = run / "hf";
+  REQUIRE(run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + model.string() +
+                        " --dtype fp32").status == 0);
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) fs::remove(model / name);
+  REQUIRE(fs::exists(model / "model.safetensors"));
+
+  const std::string demo = "run --config configs/demo.json --set tokenizer.train_vocab_size=400 "
+                           "--set train.max_steps=1 --set eval.limit=1 --set eval.max_new_tokens=4 --set run.out_dir=";
+  fs::path tuned = run / "tuned";
+  auto no_tokenizer = run_metareuse(demo + tuned.string() + " --set model.path=" + model.string());
+  INFO(no_tokenizer.output);
+  CHECK(no_tokenizer.status == 1);
+  CHECK_THAT(no_tokenizer.output, Contains("model.path " + model.string() + "'s tokenizer not found") &&
+                                      Contains((model / "tokenizer.json").string()) &&
+                                      Contains((model / "spm.model").string()) && Contains("tokenizer.path"));
+  CHECK_FALSE(fs::exists(tuned / "tokenizer.model"));
+  CHECK_FALSE(fs::exists(tuned / "checkpoints"));
+
+  const std::string typo = (run / "hff").string();
+  auto missing = run_metareuse(demo + (run / "typo").string() + " --set model.path=" + typo);
+  INFO(missing.output);
+  CHECK(missing.status == 1);
+  CHECK_THAT(missing.output, Contains("model.path '" + typo + "' not found") && !Contains("sentencepiece") &&
+                                 !Contains("Vocabulary size"));
+}
+
 TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("refuse");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
