@@ -361,6 +361,10 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   }
   state.text = text.to_json();
   resume_training(options, comm, state, model, optimizer, order, scaler);
+  if (state.step > epochs.total_steps) {
+    log_warn("the checkpoint is at step {}, past this plan's {} steps: nothing is trained, and the model stays that "
+             "of step {}", state.step, epochs.total_steps, state.step);
+  }
   // Every check has passed: from here on this is the config the run trains with.
   if (comm.rank() == 0 && !options.config_path.empty()) options.resolved_config.write(options.config_path);
 
