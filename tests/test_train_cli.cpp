@@ -436,6 +436,13 @@ TEST_CASE("config.resolved.json is written once training starts, never by a refu
   CHECK(refused.status == 1);
   CHECK_THAT(refused.output, Contains("train.micro_batch 64 is larger than train.global_batch"));
   CHECK(file_text(resolved) == written);
+  // Where libtorch sees no GPU, train.device=cuda fails before training starts (on a GPU it trains).
+  auto cuda = run_metareuse("train --config " + resolved.string() + " --set train.device=cuda");
+  INFO(cuda.output);
+  if (cuda.status != 0) {
+    CHECK_THAT(cuda.output, Contains("train.device=cuda"));
+    CHECK(file_text(resolved) == written);
+  }
 
   // The file records how the training that ran was started.
   auto again = run_metareuse("train --config " + resolved.string() + " --resume auto");
