@@ -3,17 +3,17 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "metareuse/checkpoint/checkpoint.h"    // resolve_checkpoint, read_checkpoint_meta
 #include "metareuse/checkpoint/model_source.h"  // is_checkpoint_path
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
-#include "metareuse/train/train_state.h"  // a checkpoint's config
-
 #include "metareuse/core/timing.h"  // parse_bytes
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
+#include "metareuse/train/train_state.h"  // a checkpoint's config
 
 namespace metareuse {
 using json = nlohmann::json;
@@ -207,13 +207,17 @@ EvalRunOptions eval_command_options(const Config& config) {
   if (model.empty() || !is_checkpoint_path(model)) return eval_run_options(config, layout);
   const std::string file = resolve_checkpoint(model, "");
   const TrainState saved = TrainState::from_json(read_checkpoint_meta(file), file);
-  // The keys read from the checkpoint's config: where its run was, and how it prompted.
+  // The keys read from the checkpoint's config: where its run was, and how it
+  // prompted (a key an older checkpoint lacks stays the given config's).
   Config trained;
+  std::vector<std::string> recorded;
   std::vector<std::string> keys = {"run.name", "run.out_dir", "checkpoint.dir"};
   keys.insert(keys.end(), std::begin(kPromptKeys), std::end(kPromptKeys));
   for (const std::string& key : keys) {
     const json::json_pointer pointer("/" + key.substr(0, key.find('.')) + "/" + key.substr(key.find('.') + 1));
-    if (saved.config.contains(pointer)) trained.set(key, saved.config.at(pointer));
+    if (!saved.config.contains(pointer)) continue;
+    trained.set(key, saved.config.at(pointer));
+    recorded.push_back(key);
   }
   const std::string run_folder = run_folder_of_checkpoint(file, trained);
   std::error_code error;
@@ -229,7 +233,9 @@ EvalRunOptions eval_command_options(const Config& config) {
     return eval_run_options(config, layout);
   }
   Config evaluated = config;
-  for (const char* key : kPromptKeys) evaluated.set(key, trained.get_json(key));
+  for (const char* key : kPromptKeys) {
+    if (std::find(recorded.begin(), recorded.end(), key) != recorded.end()) evaluated.set(key, trained.get_json(key));
+  }
   EvalRunOptions options = eval_run_options(evaluated, RunLayout(run_folder));
   log_info("eval of {}: the run in {} (results in {}; its handbook and augment.mode {}, as trained)", file,
            run_folder, options.out_dir, options.augment_mode);

@@ -112,10 +112,11 @@ const std::vector<std::string>& resume_may_change() {
   // the schedule's shape, the optimizer, the batch and the precision are the
   // training itself.
   static const std::vector<std::string> keys = {
-      "train.max_steps",   "train.epochs",        "train.policy_small_examples", "train.policy_small_epochs",
-      "train.policy_small_max_steps", "train.policy_epochs", "train.time_limit", "train.device",
-      "train.device_memory", "train.micro_batch", "train.recompute",   "train.max_bad_steps",
-      "train.log_every",   "train.progress"};
+      "train.max_steps",           "train.epochs",        "train.policy_small_examples",
+      "train.policy_small_epochs", "train.policy_small_max_steps", "train.policy_epochs",
+      "train.time_limit",          "train.device",        "train.device_memory",
+      "train.micro_batch",         "train.recompute",     "train.max_bad_steps",
+      "train.log_every",           "train.progress"};
   return keys;
 }
 
