@@ -4,8 +4,9 @@
 //   (the final checkpoint is verified) -> eval -> export.
 // The config is resolved once first (resolve.h): every stage's options; no
 // stage writes to the config. The train stage writes what its training used
-// to <run>/config.resolved.json once that training has started. Each finished stage records a fingerprint (the config keys its
-// options were built from, and its input files) in <run>/stages.json; a later
+// to <run>/config.resolved.json once that training has started. Each finished
+// stage records a fingerprint (the config keys its options were built from,
+// and its input files) in <run>/stages.json; a later
 // run skips a stage whose fingerprint and outputs are unchanged, so re-running
 // after a stop resumes the pipeline.
 // With experiment.baseline the run also trains a baseline from scratch

@@ -8,8 +8,9 @@
 // builders check every rule that needs no stage output. What comes out is
 // const: a stage reads its own options and never writes to the config. The
 // resolved config (`config.resolved.json`) is the resolved training's config,
-// written by the trainer once training has started, and a stage's fingerprint is the xxHash of the
-// config keys its options were built from (recorded while they were built).
+// written by the trainer once training has started, and a stage's
+// fingerprint is the xxHash of the config keys its options were built from
+// (recorded while they were built).
 // `metareuse run`, `train` and `plan` all resolve here, so they apply the same
 // rules; training's checks that need the dataset and the ranks are
 // validate_training's, which `train`, `run` and `plan` all call.

@@ -12,7 +12,8 @@
 //     adam_steps              steps taken (AdamW's bias correction; fp16 skips do not count)
 //     epoch, sampler          the data order (SamplerState)
 //     loss_scale, loss_scale_good_steps, loss_scale_hysteresis_left   fp16 loss scaling
-//     config                  the resolved config of the run
+//     config                  the resolved config of the run (its train.* keys must
+//                             match on resume: check_resume_options)
 //     text                    {tokenizer, template}: what the dataset was made with
 //                             (tokenizer/prompt_format.h's TextFormat), eval's and
 //                             export's default; absent in older checkpoints
@@ -68,8 +69,8 @@ void check_resume_identity(const nlohmann::json& saved, const TrainIdentity& cur
 // continues the checkpoint's training, so every train.* key must be the
 // checkpoint's, except those that say how long it goes on, where and in what
 // pieces it runs and what it reports (resume_may_change); train.resume itself
-// is not compared. `saved_config` is
-// the checkpoint's "config", `current_config` this run's (both nested JSON).
+// is not compared. `saved_config` is the checkpoint's "config",
+// `current_config` this run's (both nested JSON).
 // Returns "train.max_steps changed 100 -> 200" for each of those that
 // differs, for the log; any other difference throws ConfigError naming `path`,
 // each key with both values, and the way out. A key one side lacks (a

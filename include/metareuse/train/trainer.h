@@ -4,7 +4,6 @@
 // the time limit or on SIGTERM/SIGUSR1 (exit status 3, resumable).
 #pragma once
 
-
 #include <cstdint>
 #include <string>
 
