@@ -310,7 +310,7 @@ TEST_CASE("a resume may change how long training goes on but not the training it
                                            {"time_limit", 600.0}, {"resume", ""}}}};
   CHECK(check_resume_options(saved, saved, "ckpt.h5").empty());
 
-  // Only train.* is compared: another run name or checkpoint cadence is not the training.
+  // Only train.* and run.seed are compared: another run name or checkpoint cadence is not the training.
   nlohmann::json longer = saved;
   longer["run"]["name"] = "b";
   longer["train"]["max_steps"] = 200;
@@ -329,6 +329,13 @@ TEST_CASE("a resume may change how long training goes on but not the training it
                         Catch::Matchers::Contains("train.lr_schedule is \"cosine\" in the checkpoint but \"linear\"") &&
                         Catch::Matchers::Contains("--set run.name=NAME") &&
                         Catch::Matchers::Contains("may change only train.max_steps"));
+
+  // run.seed made the initial weights and the data order: another seed is another training.
+  nlohmann::json seeded = saved, reseeded = saved;
+  seeded["run"]["seed"] = 1234;
+  reseeded["run"]["seed"] = 7;
+  CHECK_THROWS_WITH(check_resume_options(seeded, reseeded, "ckpt.h5"),
+                    Catch::Matchers::Contains("run.seed is 1234 in the checkpoint but 7 in this run"));
 
   // A key the checkpoint's older build did not write is not compared.
   nlohmann::json newer = saved;

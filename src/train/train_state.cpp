@@ -125,21 +125,29 @@ std::vector<std::string> check_resume_options(const json& saved_config, const js
   std::vector<std::string> changed;
   std::vector<std::string> refused;       // "train.lr is 0.003 in the checkpoint but 0.001 in this run"
   std::vector<std::string> refused_keys;  // "train.lr"
-  const json saved = saved_config.is_object() ? saved_config.value("train", json::object()) : json::object();
-  const json current = current_config.is_object() ? current_config.value("train", json::object()) : json::object();
   const std::vector<std::string>& may_change = resume_may_change();
-  for (auto it = current.begin(); it != current.end(); ++it) {
-    if (!saved.contains(it.key()) || saved.at(it.key()) == it.value()) continue;
-    const std::string key = "train." + it.key();
-    if (key == "train.resume") continue;  // how this run starts, not what it trains
-    const std::string old_value = saved.at(it.key()).dump();
+  // The training options: the train section, and run.seed (the weights' initialisation and the data order).
+  auto compare = [&](const std::string& key, const json& saved, const json& current) {
+    if (saved.is_null() || current.is_null() || saved == current) return;  // a key one side lacks
+    if (key == "train.resume") return;  // how this run starts, not what it trains
     if (std::find(may_change.begin(), may_change.end(), key) != may_change.end()) {
-      changed.push_back(fmt::format("{} changed {} -> {}", key, old_value, it.value().dump()));
+      changed.push_back(fmt::format("{} changed {} -> {}", key, saved.dump(), current.dump()));
     } else {
-      refused.push_back(fmt::format("{} is {} in the checkpoint but {} in this run", key, old_value, it.value().dump()));
+      refused.push_back(fmt::format("{} is {} in the checkpoint but {} in this run", key, saved.dump(), current.dump()));
       refused_keys.push_back(key);
     }
+  };
+  auto section = [](const json& config, const char* name) {
+    return config.is_object() && config.contains(name) && config.at(name).is_object() ? config.at(name)
+                                                                                      : json::object();
+  };
+  const json saved_train = section(saved_config, "train");
+  const json current_train = section(current_config, "train");
+  for (auto it = current_train.begin(); it != current_train.end(); ++it) {
+    compare("train." + it.key(), saved_train.value(it.key(), json()), it.value());
   }
+  compare("run.seed", section(saved_config, "run").value("seed", json()),
+          section(current_config, "run").value("seed", json()));
   if (!refused.empty()) {
     throw ConfigError(fmt::format(
         "{}: cannot resume: the checkpoint was trained with other training options: {}. To continue its training, "

@@ -66,8 +66,8 @@ struct TrainState {
 void check_resume_identity(const nlohmann::json& saved, const TrainIdentity& current, const std::string& path);
 
 // The resume rule for training options, the one place it is decided. A resume
-// continues the checkpoint's training, so every train.* key must be the
-// checkpoint's, except those that say how long it goes on, where and in what
+// continues the checkpoint's training, so every train.* key and run.seed must
+// be the checkpoint's, except those that say how long it goes on, where and in what
 // pieces it runs and what it reports (resume_may_change); train.resume itself
 // is not compared. `saved_config` is the checkpoint's "config",
 // `current_config` this run's (both nested JSON).
