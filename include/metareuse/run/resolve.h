@@ -25,6 +25,7 @@
 
 #include "metareuse/checkpoint/export.h"  // ExportOptions
 #include "metareuse/core/config.h"
+#include "metareuse/eval/distill.h"        // DistillOptions
 #include "metareuse/eval/forward_file.h"   // ForwardFileOptions
 #include "metareuse/eval/generate_text.h"  // GenerateTextOptions
 #include "metareuse/eval/run_eval.h"      // EvalRunOptions
@@ -73,6 +74,12 @@ struct ResolvedRun {
   AugmentStageOptions baseline_augment;
   PrepareOptions baseline_prepare;
   ResolvedTraining baseline_train;
+  // experiment.bc_sft: distill (the teacher's right answers), the student's
+  // dataset and training (<run>/student, from the run's starting model).
+  bool bc_sft = false;
+  DistillOptions distill;
+  PrepareOptions student_prepare;
+  ResolvedTraining student_train;
   // By stage name: the config keys, with their values, the stage's options were built from.
   std::map<std::string, nlohmann::json> stage_keys;
 };
@@ -105,6 +112,14 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
 // tokenizer.path stay the given config's. A checkpoint in no run folder needs
 // eval.out (UsageError), so no other run's results are overwritten.
 EvalRunOptions eval_command_options(const Config& config);
+
+// `metareuse distill` and the run's distill stage: distill.*, corpus.files,
+// the teacher's retrieval (augment.mode, .top_k, .bm25_*, the run's handbook
+// and, in used mode, its augmented examples), tokenizer.path/.template and
+// dataset.sequence_length (longer examples are dropped). The teacher defaults
+// to the run's checkpoints; the examples to <run>/distilled.jsonl, with the
+// answers and distill.json in distill/ beside them. Checked (check_distill_options).
+DistillOptions distill_run_options(const Config& config, const RunLayout& layout);
 
 // `metareuse export`: export.checkpoint, export.out (each: the run's when
 // empty), export.dtype and export.max_shard.
