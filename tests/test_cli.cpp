@@ -100,14 +100,54 @@ TEST_CASE("info prints the build alone and the rank layout under mpiexec", "[cli
                                Contains("rank   2") && Contains("communicator: mpi"));
 }
 
-TEST_CASE("run writes the resolved config into the run folder", "[cli]") {
+namespace {
+
+std::string file_text(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+// config.resolved.json holds what the training used; a rerun that skips every
+// stage leaves it alone, and `train --config` of it runs as is. A rerun with
+// another lr re-runs the train stage, which refuses to resume the final
+// checkpoint of another lr: no eval or export of the old model as if trained
+// with the new one, and nothing in the run folder is rewritten.
+TEST_CASE("run writes the resolved config its training used and refuses to resume it with another lr", "[cli][e2e]") {
   auto dir = metareuse::test::temp_dir("cli-run");
-  auto result = run_metareuse("run --set run.out_dir=" + dir.string());
-  INFO(result.output);
-  CHECK(std::filesystem::exists(dir / "config.resolved.json"));
-  std::ifstream in(dir / "config.resolved.json");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  CHECK_THAT(text, Contains(dir.string()));
+  const std::string run = "run --config configs/demo.json --set run.out_dir=" + dir.string() +
+                          " --set train.max_steps=3 --set eval.limit=2 --set eval.max_new_tokens=8";
+  auto first = run_metareuse(run);
+  INFO(first.output);
+  REQUIRE(first.status == 0);
+  const auto resolved = dir / "config.resolved.json";
+  const std::string written = file_text(resolved);
+  CHECK_THAT(written, Contains(dir.string()) && Contains("\"vocab_size\": 600"));
+
+  auto skipped = run_metareuse(run);
+  INFO(skipped.output);
+  CHECK(skipped.status == 0);
+  CHECK_THAT(skipped.output, Contains("stage train      up to date, skipped") &&
+                                 Contains("stage export     up to date, skipped"));
+  CHECK(file_text(resolved) == written);
+  auto train = run_metareuse("train --config " + resolved.string());
+  INFO(train.output);
+  CHECK(train.status == 0);
+
+  const std::string stages = file_text(dir / "stages.json"), report = file_text(dir / "report.html");
+  const std::string eval = file_text(dir / "eval" / "eval.json"), latest = file_text(dir / "checkpoints" / "latest");
+  auto other_lr = run_metareuse(run + " --set train.lr=0.001");
+  INFO(other_lr.output);
+  CHECK(other_lr.status == 1);
+  CHECK_THAT(other_lr.output, Contains("stage train      running") &&
+                                  Contains("train.lr is 0.003 in the checkpoint but 0.001 in this run") &&
+                                  Contains("--set run.name=") && !Contains("stage eval       running"));
+  CHECK(file_text(resolved) == written);
+  CHECK(file_text(dir / "stages.json") == stages);
+  CHECK(file_text(dir / "report.html") == report);
+  CHECK(file_text(dir / "eval" / "eval.json") == eval);
+  CHECK(file_text(dir / "checkpoints" / "latest") == latest);
 }
 
 TEST_CASE("every bundled config in configs/ validates", "[cli]") {

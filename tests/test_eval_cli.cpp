@@ -39,7 +39,8 @@ const fs::path& trained_run() {
          " --sequence-length 192 --set dataset.pack=false --set tokenizer.template=plain");
     step("train --dataset " + (d / "dataset.h5").string() + " --set run.out_dir=" + (d / "run").string() +
          " --set model.vocab_size=400 --set train.lr=3e-3 --set train.global_batch=6 --set train.micro_batch=1 "
-         "--set train.max_steps=3 --set train.log_every=100 --set tokenizer.template=plain");
+         "--set train.max_steps=3 --set train.log_every=100 --set tokenizer.template=plain "
+         "--set augment.mode=retrieval --set augment.top_k=3");
     step("patterns --set run.out_dir=" + (d / "run").string());
     step("export --checkpoint " + (d / "run" / "checkpoints").string() + " --out " + (d / "hf").string() +
          " --dtype fp32");
@@ -157,6 +158,42 @@ TEST_CASE("eval --model <checkpoint> takes the tokenizer and template the checkp
                          " --set tokenizer.template=chat --limit 2 --max-new-tokens 8 --out " + out.string());
   CHECK(result.status != 0);
   CHECK_THAT(result.output, Contains("tokenizer.template=chat as set, but") && Contains("trained with template plain"));
+}
+
+// Without a config the run folder would be the default one (runs/demo), another run's.
+TEST_CASE("eval --model <checkpoint> alone evaluates the checkpoint's run: its folder, handbook and prompts",
+          "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  const fs::path run = d / "run";
+  fs::remove_all(run / "eval");
+  auto result = run_metareuse("eval --model " + (run / "checkpoints").string() +
+                              " --questions datasets/sample_reasoning.jsonl --limit 2 --max-new-tokens 8");
+  INFO(result.output);
+  REQUIRE(result.status == 0);
+  REQUIRE(fs::exists(run / "eval" / "eval.json"));
+  CHECK(fs::exists(run / "eval" / "answers.jsonl"));
+  std::ifstream in(run / "eval" / "eval.json");
+  const json eval = json::parse(in);
+  // trained_run's checkpoint was trained with augment.mode retrieval, top_k 3; the defaults are global, 8.
+  CHECK(eval.at("prompt").at("patterns") == true);
+  CHECK(eval.at("prompt").at("augment_mode") == "retrieval");
+  CHECK(eval.at("prompt").at("top_k") == 3);
+  CHECK(eval.at("handbook") == (run / "handbook.json").string());
+
+  // A checkpoint outside any run folder has no home for its results: --out is required.
+  fs::create_directories(d / "loose");
+  fs::copy_file(run / "checkpoints" / "ckpt-00000003.h5", d / "loose" / "model.h5",
+                fs::copy_options::overwrite_existing);
+  const std::string loose = "eval --model " + (d / "loose" / "model.h5").string() +
+                            " --questions datasets/sample_reasoning.jsonl --limit 1 --max-new-tokens 4";
+  auto homeless = run_metareuse(loose);
+  INFO(homeless.output);
+  CHECK(homeless.status == 64);
+  CHECK_THAT(homeless.output, Contains("in no run folder") && Contains("--out"));
+  auto with_out = run_metareuse(loose + " --out " + (d / "loose-eval").string());
+  INFO(with_out.output);
+  CHECK(with_out.status == 0);
+  CHECK(fs::exists(d / "loose-eval" / "eval.json"));
 }
 
 TEST_CASE("eval gives the same answers at 1 and 2 ranks, greedy and sampled", "[eval][e2e]") {

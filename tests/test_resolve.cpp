@@ -64,7 +64,7 @@ TEST_CASE("resolving a run derives the training's keys without writing the confi
   CHECK(run.train.options.dataset_path == layout.dataset());
   CHECK(run.train.options.metrics_path == layout.metrics());
   CHECK(run.train.options.checkpoints.dir == layout.checkpoints());
-  CHECK(run.train.options.resolved_config == run.train.config.tree());
+  CHECK(run.train.options.resolved_config.tree() == run.train.config.tree());
   // Eval's and export's paths come in their options.
   CHECK(run.eval.eval_file == layout.eval_file());
   CHECK(run.eval.answers == layout.answers());

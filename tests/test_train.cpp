@@ -18,6 +18,7 @@
 
 #include <fstream>
 
+#include "metareuse/core/error.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
@@ -301,6 +302,45 @@ TEST_CASE("TrainState round-trips the checkpoint metadata and names a missing ke
   other.sequence_length = 256;
   CHECK_THROWS_WITH(check_resume_identity(meta, other, "ckpt.h5"),
                     Catch::Matchers::Contains("dataset.sequence_length is 192 in the checkpoint but 256"));
+}
+
+TEST_CASE("a resume may change how long training goes on but not the training itself", "[train]") {
+  const nlohmann::json saved = {{"run", {{"name", "a"}}},
+                                {"train", {{"lr", 0.003}, {"lr_schedule", "cosine"}, {"max_steps", 100},
+                                           {"time_limit", 600.0}, {"resume", ""}}}};
+  CHECK(check_resume_options(saved, saved, "ckpt.h5").empty());
+
+  // Only train.* and run.seed are compared: another run name or checkpoint cadence is not the training.
+  nlohmann::json longer = saved;
+  longer["run"]["name"] = "b";
+  longer["train"]["max_steps"] = 200;
+  longer["train"]["time_limit"] = 0.0;
+  longer["train"]["resume"] = "auto";
+  const std::vector<std::string> changed = check_resume_options(saved, longer, "ckpt.h5");
+  CHECK(changed == std::vector<std::string>{"train.max_steps changed 100 -> 200", "train.time_limit changed 600.0 -> 0.0"});
+
+  nlohmann::json other = longer;
+  other["train"]["lr"] = 0.001;
+  other["train"]["lr_schedule"] = "linear";
+  CHECK_THROWS_AS(check_resume_options(saved, other, "ckpt.h5"), ConfigError);
+  CHECK_THROWS_WITH(check_resume_options(saved, other, "ckpt.h5"),
+                    Catch::Matchers::Contains("ckpt.h5: cannot resume") &&
+                        Catch::Matchers::Contains("train.lr is 0.003 in the checkpoint but 0.001 in this run") &&
+                        Catch::Matchers::Contains("train.lr_schedule is \"cosine\" in the checkpoint but \"linear\"") &&
+                        Catch::Matchers::Contains("--set run.name=NAME") &&
+                        Catch::Matchers::Contains("may change only train.max_steps"));
+
+  // run.seed made the initial weights and the data order: another seed is another training.
+  nlohmann::json seeded = saved, reseeded = saved;
+  seeded["run"]["seed"] = 1234;
+  reseeded["run"]["seed"] = 7;
+  CHECK_THROWS_WITH(check_resume_options(seeded, reseeded, "ckpt.h5"),
+                    Catch::Matchers::Contains("run.seed is 1234 in the checkpoint but 7 in this run"));
+
+  // A key the checkpoint's older build did not write is not compared.
+  nlohmann::json newer = saved;
+  newer["train"]["warmup_steps"] = 10;
+  CHECK(check_resume_options(saved, newer, "ckpt.h5").empty());
 }
 
 TEST_CASE("an fp16 trajectory on the CPU stays within 2e-2 of fp32 over 20 steps", "[train][fp16]") {

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <regex>
 #include <thread>
 
@@ -333,6 +334,38 @@ TEST_CASE("a config.json that claims a larger model than its weights is an error
   CHECK_FALSE(Catch::contains(train.output, "allocate"));
 }
 
+// A pretrained model's embeddings mean its own tokenizer's ids: a run must not
+// train a new tokenizer for it, and a mistyped model.path is "not found".
+TEST_CASE("a pretrained model.path without its tokenizer, or one that is not there, is refused before any stage",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("model-no-tokenizer");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
+  fs::path model = run / "hf";
+  REQUIRE(run_metareuse("export --checkpoint " + (run / "checkpoints").string() + " --out " + model.string() +
+                        " --dtype fp32").status == 0);
+  for (const char* name : {"tokenizer.json", "tokenizer.model", "spm.model"}) fs::remove(model / name);
+  REQUIRE(fs::exists(model / "model.safetensors"));
+
+  const std::string demo = "run --config configs/demo.json --set tokenizer.train_vocab_size=400 "
+                           "--set train.max_steps=1 --set eval.limit=1 --set eval.max_new_tokens=4 --set run.out_dir=";
+  fs::path tuned = run / "tuned";
+  auto no_tokenizer = run_metareuse(demo + tuned.string() + " --set model.path=" + model.string());
+  INFO(no_tokenizer.output);
+  CHECK(no_tokenizer.status == 1);
+  CHECK_THAT(no_tokenizer.output, Contains("model.path " + model.string() + "'s tokenizer not found") &&
+                                      Contains((model / "tokenizer.json").string()) &&
+                                      Contains((model / "spm.model").string()) && Contains("tokenizer.path"));
+  CHECK_FALSE(fs::exists(tuned / "tokenizer.model"));
+  CHECK_FALSE(fs::exists(tuned / "checkpoints"));
+
+  const std::string typo = (run / "hff").string();
+  auto missing = run_metareuse(demo + (run / "typo").string() + " --set model.path=" + typo);
+  INFO(missing.output);
+  CHECK(missing.status == 1);
+  CHECK_THAT(missing.output, Contains("model.path '" + typo + "' not found") && !Contains("sentencepiece") &&
+                                 !Contains("Vocabulary size"));
+}
+
 TEST_CASE("resume refuses a checkpoint made for another model, naming the field", "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("refuse");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
@@ -342,6 +375,80 @@ TEST_CASE("resume refuses a checkpoint made for another model, naming the field"
   auto missing = run_metareuse(train_args(run, "--resume " + (run / "nothing.h5").string()));
   CHECK(missing.status == 1);
   CHECK_THAT(missing.output, Contains("nothing.h5"));
+}
+
+// The checkpoint folder's files with their sizes and times, to show that nothing in it changed.
+std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> folder_state(const fs::path& folder) {
+  std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> state;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    state[entry.path().filename().string()] = {fs::file_size(entry.path()), fs::last_write_time(entry.path())};
+  }
+  return state;
+}
+
+std::string file_text(const fs::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+TEST_CASE("resume continues with the same options or a longer plan, and refuses changed training options",
+          "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("resume-options");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
+
+  auto same = run_metareuse(train_args(run, "--set train.max_steps=2 --resume auto"));
+  INFO(same.output);
+  CHECK(same.status == 0);
+  CHECK_THAT(same.output, Contains("resumed from") && !Contains("resuming with"));
+
+  auto longer = run_metareuse(train_args(run, "--set train.max_steps=3 --resume auto"));
+  INFO(longer.output);
+  CHECK(longer.status == 0);
+  CHECK_THAT(longer.output, Contains("resuming with train.max_steps changed 2 -> 3"));
+  CHECK(losses_of(run).size() == 3);
+
+  // train_args trains with lr 3e-3: another lr is another training, refused before anything is written.
+  const auto checkpoints = folder_state(run / "checkpoints");
+  const std::string resolved = file_text(run / "config.resolved.json");
+  auto other_lr = run_metareuse(train_args(run, "--set train.max_steps=4 --set train.lr=1e-3 --resume auto"));
+  INFO(other_lr.output);
+  CHECK(other_lr.status == 1);
+  CHECK_THAT(other_lr.output, Contains("cannot resume") &&
+                                  Contains("train.lr is 0.003 in the checkpoint but 0.001 in this run") &&
+                                  Contains("--set run.name=") && !Contains("train.max_steps is"));
+  CHECK(folder_state(run / "checkpoints") == checkpoints);
+  CHECK(losses_of(run).size() == 3);
+  CHECK(file_text(run / "config.resolved.json") == resolved);
+}
+
+// config.resolved.json is the config a training really used: `train --config`
+// of it runs as is, and a training refused at its checks leaves it as it was.
+TEST_CASE("config.resolved.json is written once training starts, never by a refused training", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("resolved-config");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
+  const fs::path resolved = run / "config.resolved.json";
+  const std::string written = file_text(resolved);
+  CHECK_THAT(written, Contains("\"max_steps\": 2"));
+
+  // train.micro_batch larger than train.global_batch fails validation, before training starts.
+  auto refused = run_metareuse("train --config " + resolved.string() + " --set train.micro_batch=64");
+  INFO(refused.output);
+  CHECK(refused.status == 1);
+  CHECK_THAT(refused.output, Contains("train.micro_batch 64 is larger than train.global_batch"));
+  CHECK(file_text(resolved) == written);
+  // Where libtorch sees no GPU, train.device=cuda fails before training starts (on a GPU it trains).
+  auto cuda = run_metareuse("train --config " + resolved.string() + " --set train.device=cuda");
+  INFO(cuda.output);
+  if (cuda.status != 0) {
+    CHECK_THAT(cuda.output, Contains("train.device=cuda"));
+    CHECK(file_text(resolved) == written);
+  }
+
+  // The file records how the training that ran was started.
+  auto again = run_metareuse("train --config " + resolved.string() + " --resume auto");
+  INFO(again.output);
+  CHECK(again.status == 0);
+  CHECK_THAT(file_text(resolved), Contains("\"resume\": \"auto\""));
 }
 
 TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[train][e2e]") {

@@ -8,7 +8,7 @@
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
-#include "metareuse/run/resolve.h"     // eval_run_options, distill_run_options
+#include "metareuse/run/resolve.h"     // eval_command_options, distill_run_options
 #include "metareuse/run/run_report.h"  // report_inputs_for_run
 
 namespace metareuse::cli_detail {
@@ -43,12 +43,11 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides) {
       "Sampling seed (run.seed)");
   greedy->excludes(temperature)->excludes(top_p)->excludes(seed);
   add_value_flag(app, "--limit", "eval.limit", "Evaluate the first N questions (eval.limit)", overrides);
-  add_value_flag(app, "--out", "eval.out", "Output folder (eval.out; default <run folder>/eval)", overrides);
+  add_value_flag(app, "--out", "eval.out", "Output folder (eval.out; default <run folder>/eval, a checkpoint's own run folder for --model <checkpoint>)", overrides);
 }
 
 int eval_run(CommandContext& context) {
-  const RunLayout layout = RunLayout::for_config(context.config);
-  run_evaluation(eval_run_options(context.config, layout), context.runtime.world());
+  run_evaluation(eval_command_options(context.config), context.runtime.world());
   return kExitOk;
 }
 

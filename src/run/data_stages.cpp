@@ -6,15 +6,19 @@
 #include <fmt/ranges.h>       // fmt::join
 #include <nlohmann/json.hpp>  // corpus.fields, the handbook's stats
 
+#include <filesystem>
+
 #include "metareuse/augment/augment.h"
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/looked_for.h"  // not_found_among, why_unreadable
 #include "metareuse/core/timing.h"
 #include "metareuse/dataset/dataset.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/patterns/miner.h"
+#include "metareuse/tokenizer/chat_template.h"  // model_tokenizer_candidates
 #include "metareuse/tokenizer/prompt_format.h"
 #include "metareuse/tokenizer/tokenizer.h"
 
@@ -184,7 +188,27 @@ AugmentStageOptions augment_stage_options(const Config& config, const std::strin
 
 TextFormat training_text_format(const Config& config) {
   const std::string model_path = config.get_string("model.path");
-  return resolve_text_format({config.get_string("tokenizer.path"), config.get_string("tokenizer.template")},
+  const std::string tokenizer_path = config.get_string("tokenizer.path");
+  if (!model_path.empty()) {
+    std::error_code error;
+    if (!std::filesystem::exists(model_path, error)) {
+      throw InputError(fmt::format("model.path '{}' not found: {}", model_path, why_unreadable(model_path)));
+    }
+    if (!std::filesystem::is_directory(model_path, error)) {
+      throw InputError(fmt::format("model.path '{}' is a file{}; it takes a Hugging Face folder (config.json and "
+                                   "model.safetensors)",
+                                   model_path, looked_for(model_path)));
+    }
+    // A pretrained model's embeddings mean the ids of the tokenizer it was
+    // trained with: a tokenizer trained here would give them other meanings.
+    if (tokenizer_path.empty() && model_tokenizer_path(model_path).empty()) {
+      throw InputError(fmt::format("{}: a pretrained model is fine-tuned with its own tokenizer; put it in the "
+                                   "folder, or give the one it was trained with as tokenizer.path",
+                                   not_found_among("model.path " + model_path + "'s tokenizer",
+                                                   model_tokenizer_candidates(model_path))));
+    }
+  }
+  return resolve_text_format({tokenizer_path, config.get_string("tokenizer.template")},
                              {model_path, std::nullopt, model_path.empty() ? "" : "model.path " + model_path});
 }
 

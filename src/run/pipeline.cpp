@@ -250,17 +250,11 @@ int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& o
   // No rank reads the folder before rank 0 holds the lock: when it is held
   // elsewhere, rank 0's error ends the job while the others wait here.
   runtime.world().barrier();
+  // The resolved config (config.resolved.json) is written by the train stage
+  // once its training starts: a run whose stages are all skipped, or whose
+  // training is refused, leaves the file of the training that ran.
   const ResolvedRun run = resolve_run(given);
-  // The resolved config, written once: what the run's training (and the
-  // baseline's) derived, so `metareuse train --config <run>/config.resolved.json` works as is.
-  if (runtime.rank() == 0) {
-    run.train.config.write(layout.resolved_config());
-    if (run.baseline) run.baseline_train.config.write(layout.baseline().resolved_config());
-    if (run.bc_sft) run.student_train.config.write(layout.student().resolved_config());
-  }
-  runtime.world().barrier();
-  log_info("run folder {} (resolved config in {}), {} rank(s)", layout.folder(), RunFile::kResolvedConfig,
-            runtime.world_size());
+  log_info("run folder {}, {} rank(s)", layout.folder(), runtime.world_size());
   json record = read_stage_record(layout.stages());
 
   bool forced = false;
@@ -315,11 +309,8 @@ int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& o
 int train_in_run_folder(const Config& given, Runtime& runtime) {
   const ResolvedTraining training = resolve_training(given);
   RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
-  if (runtime.rank() == 0) {
-    lock = RunFolderLock(RunLayout(training.folder).lock());
-    // The resolved config records the tokenizer and template (the checkpoints record them too).
-    training.config.write(RunLayout(training.folder).resolved_config());
-  }
+  // The trainer writes the resolved config once training has started.
+  if (runtime.rank() == 0) lock = RunFolderLock(RunLayout(training.folder).lock());
   // No rank touches the folder before rank 0 holds the lock: when it is held
   // elsewhere, rank 0's error ends the job while the others wait here.
   runtime.world().barrier();

@@ -3,11 +3,17 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <filesystem>
 
+#include "metareuse/checkpoint/checkpoint.h"    // resolve_checkpoint, read_checkpoint_meta
+#include "metareuse/checkpoint/model_source.h"  // is_checkpoint_path
+#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"  // parse_bytes
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
+#include "metareuse/train/train_state.h"  // a checkpoint's config
 
 namespace metareuse {
 using json = nlohmann::json;
@@ -136,7 +142,8 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
   options.log_every = config.get_int("train.log_every");
   options.progress = config.get_string("train.progress");
   options.metrics_path = layout.metrics();
-  options.resolved_config = config.tree();
+  options.resolved_config = config;
+  options.config_path = layout.resolved_config();
   return options;
 }
 
@@ -177,6 +184,72 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   options.generation.temperature = config.get_number("eval.temperature");
   options.generation.top_p = config.get_number("eval.top_p");
   options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
+namespace {
+
+// The prompt settings a model was trained with: what eval's prompts must match.
+constexpr const char* kPromptKeys[] = {"augment.mode", "augment.top_k", "augment.bm25_k1", "augment.bm25_b"};
+
+// The run folder a checkpoint file belongs to: the one its own config names
+// when that run's checkpoint folder holds it, else the folder above a
+// `checkpoints` folder (how every run lays them out, wherever it was moved);
+// "" when neither.
+std::string run_folder_of_checkpoint(const std::string& file, const Config& trained) {
+  namespace fs = std::filesystem;
+  const fs::path folder = fs::path(file).parent_path();
+  const RunLayout named = RunLayout::for_config(trained);
+  std::error_code error;
+  if (fs::equivalent(named.checkpoint_folder(trained), folder, error) && !error) return named.folder();
+  if (folder.filename() == RunFile::kCheckpoints) {
+    const fs::path run = folder.parent_path();
+    return run.empty() ? "." : run.string();
+  }
+  return "";
+}
+
+}  // namespace
+
+EvalRunOptions eval_command_options(const Config& config) {
+  namespace fs = std::filesystem;
+  const RunLayout layout = RunLayout::for_config(config);
+  const std::string model = config.get_string("eval.model");
+  if (model.empty() || !is_checkpoint_path(model)) return eval_run_options(config, layout);
+  const std::string file = resolve_checkpoint(model, "");
+  const TrainState saved = TrainState::from_json(read_checkpoint_meta(file), file);
+  // The keys read from the checkpoint's config: where its run was, and how it
+  // prompted (a key an older checkpoint lacks stays the given config's).
+  Config trained;
+  std::vector<std::string> recorded;
+  std::vector<std::string> keys = {"run.name", "run.out_dir", "checkpoint.dir"};
+  keys.insert(keys.end(), std::begin(kPromptKeys), std::end(kPromptKeys));
+  for (const std::string& key : keys) {
+    const json::json_pointer pointer("/" + key.substr(0, key.find('.')) + "/" + key.substr(key.find('.') + 1));
+    if (!saved.config.contains(pointer)) continue;
+    trained.set(key, saved.config.at(pointer));
+    recorded.push_back(key);
+  }
+  const std::string run_folder = run_folder_of_checkpoint(file, trained);
+  std::error_code error;
+  if (!run_folder.empty() && fs::equivalent(run_folder, layout.folder(), error) && !error) {
+    return eval_run_options(config, layout);  // the config's own run
+  }
+  if (run_folder.empty()) {
+    if (config.get_string("eval.out").empty()) {
+      throw UsageError(fmt::format("eval --model {}: the checkpoint is in no run folder, so its results have no "
+                                   "home; give --out (eval.out)",
+                                   model));
+    }
+    return eval_run_options(config, layout);
+  }
+  Config evaluated = config;
+  for (const char* key : kPromptKeys) {
+    if (std::find(recorded.begin(), recorded.end(), key) != recorded.end()) evaluated.set(key, trained.get_json(key));
+  }
+  EvalRunOptions options = eval_run_options(evaluated, RunLayout(run_folder));
+  log_info("eval of {}: the run in {} (results in {}; its handbook and augment.mode {}, as trained)", file,
+           run_folder, options.out_dir, options.augment_mode);
   return options;
 }
 

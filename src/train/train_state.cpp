@@ -1,6 +1,9 @@
 #include "metareuse/train/train_state.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
+
+#include <algorithm>
 
 #include "metareuse/core/error.h"
 
@@ -100,6 +103,60 @@ void check_resume_identity(const json& saved, const TrainIdentity& identity, con
     throw InputError(fmt::format("{}: cannot resume: {} is {} in the checkpoint but {} in this run", path, part,
                                  a.dump(), b.dump()));
   }
+}
+
+const std::vector<std::string>& resume_may_change() {
+  // How long training goes on (its length, and so where the schedule ends, is
+  // the user's to extend), its time budget, where it runs and in what pieces
+  // (the same global batch makes the same steps), and what it reports. The lr,
+  // the schedule's shape, the optimizer, the batch and the precision are the
+  // training itself.
+  static const std::vector<std::string> keys = {
+      "train.max_steps",           "train.epochs",        "train.policy_small_examples",
+      "train.policy_small_epochs", "train.policy_small_max_steps", "train.policy_epochs",
+      "train.time_limit",          "train.device",        "train.device_memory",
+      "train.micro_batch",         "train.recompute",     "train.max_bad_steps",
+      "train.log_every",           "train.progress"};
+  return keys;
+}
+
+std::vector<std::string> check_resume_options(const json& saved_config, const json& current_config,
+                                              const std::string& path) {
+  std::vector<std::string> changed;
+  std::vector<std::string> refused;       // "train.lr is 0.003 in the checkpoint but 0.001 in this run"
+  std::vector<std::string> refused_keys;  // "train.lr"
+  const std::vector<std::string>& may_change = resume_may_change();
+  // The training options: the train section, and run.seed (the weights' initialisation and the data order).
+  auto compare = [&](const std::string& key, const json& saved, const json& current) {
+    if (saved.is_null() || current.is_null() || saved == current) return;  // a key one side lacks
+    if (key == "train.resume") return;  // how this run starts, not what it trains
+    if (std::find(may_change.begin(), may_change.end(), key) != may_change.end()) {
+      changed.push_back(fmt::format("{} changed {} -> {}", key, saved.dump(), current.dump()));
+    } else {
+      refused.push_back(fmt::format("{} is {} in the checkpoint but {} in this run", key, saved.dump(), current.dump()));
+      refused_keys.push_back(key);
+    }
+  };
+  auto section = [](const json& config, const char* name) {
+    return config.is_object() && config.contains(name) && config.at(name).is_object() ? config.at(name)
+                                                                                      : json::object();
+  };
+  const json saved_train = section(saved_config, "train");
+  const json current_train = section(current_config, "train");
+  for (auto it = current_train.begin(); it != current_train.end(); ++it) {
+    compare("train." + it.key(), saved_train.value(it.key(), json()), it.value());
+  }
+  compare("run.seed", section(saved_config, "run").value("seed", json()),
+          section(current_config, "run").value("seed", json()));
+  if (!refused.empty()) {
+    throw ConfigError(fmt::format(
+        "{}: cannot resume: the checkpoint was trained with other training options: {}. To continue its training, "
+        "set {} back to the checkpoint's value; to train with the new one, start a new training in another run "
+        "folder (--set run.name=NAME, or a new run.out_dir or checkpoint.dir where the config sets them). A resume "
+        "may change only {}",
+        path, fmt::join(refused, "; "), fmt::join(refused_keys, ", "), fmt::join(may_change, ", ")));
+  }
+  return changed;
 }
 
 }  // namespace metareuse

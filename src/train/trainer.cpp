@@ -131,6 +131,8 @@ void resume_training(const TrainOptions& options, Communicator& comm, TrainState
   json meta = read_checkpoint_meta(path);
   check_resume_identity(meta, state.identity, path);
   const TrainState saved = TrainState::from_json(meta, path);
+  const std::vector<std::string> changed = check_resume_options(saved.config, state.config, path);
+  for (const std::string& change : changed) log_info("resuming with {}", change);
   std::vector<uint8_t> rng;
   load_checkpoint(path, model.sharded(), optimizer.state(), &rng);
   state.step = saved.step;
@@ -346,7 +348,7 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   DistributedSampler order = DistributedSampler::global_order(data.sequences, options.seed);
   TrainState state;
   state.identity = identity_of(options.model, data);
-  state.config = options.resolved_config;
+  state.config = options.resolved_config.tree();
   // The tokenizer and the template the dataset was made with: eval's and
   // export's default for this checkpoint. The tokenizer is tokenizer.path, else
   // the one the dataset's own config names (`prepare --tokenizer`).
@@ -359,6 +361,12 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   }
   state.text = text.to_json();
   resume_training(options, comm, state, model, optimizer, order, scaler);
+  if (state.step > epochs.total_steps) {
+    log_warn("the checkpoint is at step {}, past this plan's {} steps: nothing is trained, and the model stays that "
+             "of step {}", state.step, epochs.total_steps, state.step);
+  }
+  // Every check has passed: from here on this is the config the run trains with.
+  if (comm.rank() == 0 && !options.config_path.empty()) options.resolved_config.write(options.config_path);
 
   const double slots_per_step = static_cast<double>(options.global_batch * T);
   StepReporter reporter(options, comm.rank() == 0, options.metrics_path, state.step == 0,

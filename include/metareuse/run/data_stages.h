@@ -57,6 +57,9 @@ AugmentStageOptions augment_stage_options(const Config& config, const std::strin
 // The tokenizer and template training uses: tokenizer.path and
 // tokenizer.template resolved against model.path (prompt_format.h's rule).
 // The tokenizer is "" for a from-scratch model without tokenizer.path.
+// model.path must be a folder, and without tokenizer.path it must hold its
+// own tokenizer (InputError naming each file looked for): a pretrained model
+// never gets a tokenizer trained here.
 TextFormat training_text_format(const Config& config);
 
 // dataset.* with `text` (training_text_format, or the run's own tokenizer);

@@ -1,7 +1,7 @@
 // The run folder: the one place that names its files. Every stage, the
 // pipeline and the CLI ask a RunLayout for a path instead of spelling a name.
 //
-//   config.resolved.json   the config the run used (`metareuse run`, `train`)
+//   config.resolved.json   the config the training used (written once it has started)
 //   handbook.json          patterns
 //   augmented.jsonl        augment
 //   tokenizer.model        a sentencepiece tokenizer trained here (no tokenizer.path)

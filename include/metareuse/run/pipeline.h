@@ -2,10 +2,11 @@
 //   patterns -> augment -> prepare (a sentencepiece tokenizer is trained on the
 //   augmented examples when tokenizer.path is empty) -> train -> checkpoint
 //   (the final checkpoint is verified) -> eval -> export.
-// The config is resolved once first (resolve.h): every stage's options, the
-// resolved config written to <run>/config.resolved.json; no stage writes to
-// the config. Each finished stage records a fingerprint (the config keys its
-// options were built from, and its input files) in <run>/stages.json; a later
+// The config is resolved once first (resolve.h): every stage's options; no
+// stage writes to the config. The train stage writes what its training used
+// to <run>/config.resolved.json once that training has started. Each finished
+// stage records a fingerprint (the config keys its options were built from,
+// and its input files) in <run>/stages.json; a later
 // run skips a stage whose fingerprint and outputs are unchanged, so re-running
 // after a stop resumes the pipeline.
 // With experiment.baseline the run also trains a baseline from scratch
@@ -32,7 +33,7 @@ struct PipelineOptions {
 // when corpus.strict is set and the corpus has bad lines.
 int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& options);
 
-// `metareuse train`: resolve_training, the resolved config into the run folder, then training.
+// `metareuse train`: resolve_training, then training (which writes the resolved config into the run folder).
 int train_in_run_folder(const Config& given, Runtime& runtime);
 
 }  // namespace metareuse

@@ -7,9 +7,10 @@
 // each stage's typed options from the config, in one place, and their
 // builders check every rule that needs no stage output. What comes out is
 // const: a stage reads its own options and never writes to the config. The
-// resolved config (`config.resolved.json`) is written once, from the
-// resolved training's config, and a stage's fingerprint is the xxHash of the
-// config keys its options were built from (recorded while they were built).
+// resolved config (`config.resolved.json`) is the resolved training's config,
+// written by the trainer once training has started, and a stage's
+// fingerprint is the xxHash of the config keys its options were built from
+// (recorded while they were built).
 // `metareuse run`, `train` and `plan` all resolve here, so they apply the same
 // rules; training's checks that need the dataset and the ranks are
 // validate_training's, which `train`, `run` and `plan` all call.
@@ -101,6 +102,16 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
 // the contexts to the run's augmented examples; the output folder to the
 // run's eval/.
 EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
+
+// `metareuse eval`: eval_run_options in the config's run folder, except when
+// eval.model is a checkpoint kept in another run's checkpoint folder (a bare
+// `eval --model runs/x/checkpoints`): then that run is the one evaluated. Its
+// folder takes the results (eval.out still wins) and gives the handbook and
+// the contexts, and the checkpoint's config gives the prompt settings
+// (augment.mode, top_k, bm25_k1, bm25_b) it was trained with; eval.* and
+// tokenizer.path stay the given config's. A checkpoint in no run folder needs
+// eval.out (UsageError), so no other run's results are overwritten.
+EvalRunOptions eval_command_options(const Config& config);
 
 // `metareuse distill` and the run's distill stage: distill.*, corpus.files,
 // the teacher's retrieval (augment.mode, .top_k, .bm25_*, the run's handbook

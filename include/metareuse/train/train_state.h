@@ -12,7 +12,8 @@
 //     adam_steps              steps taken (AdamW's bias correction; fp16 skips do not count)
 //     epoch, sampler          the data order (SamplerState)
 //     loss_scale, loss_scale_good_steps, loss_scale_hysteresis_left   fp16 loss scaling
-//     config                  the resolved config of the run
+//     config                  the resolved config of the run (its train.* keys must
+//                             match on resume: check_resume_options)
 //     text                    {tokenizer, template}: what the dataset was made with
 //                             (tokenizer/prompt_format.h's TextFormat), eval's and
 //                             export's default; absent in older checkpoints
@@ -23,6 +24,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "metareuse/dataset/sampler.h"
 
@@ -62,5 +64,21 @@ struct TrainState {
 // of identity `current`: InputError naming `path` and the first field that
 // differs ("model.hidden_size is 64 in the checkpoint but 128 in this run").
 void check_resume_identity(const nlohmann::json& saved, const TrainIdentity& current, const std::string& path);
+
+// The resume rule for training options, the one place it is decided. A resume
+// continues the checkpoint's training, so every train.* key and run.seed must
+// be the checkpoint's, except those that say how long it goes on, where and in what
+// pieces it runs and what it reports (resume_may_change); train.resume itself
+// is not compared. `saved_config` is the checkpoint's "config",
+// `current_config` this run's (both nested JSON).
+// Returns "train.max_steps changed 100 -> 200" for each of those that
+// differs, for the log; any other difference throws ConfigError naming `path`,
+// each key with both values, and the way out. A key one side lacks (a
+// checkpoint of an older build) is not compared.
+std::vector<std::string> check_resume_options(const nlohmann::json& saved_config, const nlohmann::json& current_config,
+                                              const std::string& path);
+
+// The train.* keys a resume may change (check_resume_options).
+const std::vector<std::string>& resume_may_change();
 
 }  // namespace metareuse

@@ -4,12 +4,11 @@
 // the time limit or on SIGTERM/SIGUSR1 (exit status 3, resumable).
 #pragma once
 
-#include <nlohmann/json.hpp>  // the resolved config, kept in every checkpoint
-
 #include <cstdint>
 #include <string>
 
 #include "metareuse/checkpoint/checkpoint.h"
+#include "metareuse/core/config.h"  // the resolved config, kept in every checkpoint and written once training starts
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/model/config.h"
 #include "metareuse/parallel/sharded_llama.h"  // TrainBatch
@@ -64,7 +63,11 @@ struct TrainOptions {
   std::int64_t log_every = 10;
   std::string progress = "auto";    // auto | bar | lines
   std::string metrics_path;         // metrics.jsonl, written by rank 0 (appended to on resume)
-  nlohmann::json resolved_config;   // saved in every checkpoint
+  Config resolved_config;           // saved in every checkpoint
+  // config.resolved.json: resolved_config, written by rank 0 once training has
+  // started (its checks passed, the checkpoint resumed), so the file holds what
+  // a training really used and never a refused or failed config. "": not written.
+  std::string config_path;
 };
 
 // The checks that need the dataset and the rank count, in one place, before
