@@ -1,5 +1,6 @@
 // The metareuse binary from the outside: help, unknown commands and flags,
-// planned-but-unbuilt commands, config errors, and info at 1 and 3 ranks.
+// planned-but-unbuilt commands, config errors, results alone on stdout, and
+// info at 1 and 3 ranks.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -98,6 +99,28 @@ TEST_CASE("info prints the build alone and the rank layout under mpiexec", "[cli
   CHECK(three.status == 0);
   CHECK_THAT(three.output, Contains("ranks: 3") && Contains("rank   0") && Contains("rank   1") &&
                                Contains("rank   2") && Contains("communicator: mpi"));
+}
+
+// A result a user pipes (`metareuse info | grep`, `tokenize --text ... | jq`) is
+// stdout alone: every log line goes to stderr.
+TEST_CASE("info, plan, print-config and tokenize print their result alone on stdout", "[cli]") {
+  auto info = metareuse::test::run_metareuse_split("info --set log.level=debug");
+  INFO(info.out << "\n--- stderr ---\n" << info.err);
+  CHECK(info.status == 0);
+  CHECK_THAT(info.out, Catch::StartsWith("metareuse ") && !Contains("[rank "));
+  auto plan = metareuse::test::run_metareuse_split("plan --config configs/demo.json --ranks 1 --set log.level=debug");
+  INFO(plan.out << "\n--- stderr ---\n" << plan.err);
+  CHECK(plan.status == 0);
+  CHECK_THAT(plan.out, Catch::StartsWith("model ") && !Contains("[rank "));
+  auto printed = metareuse::test::run_metareuse_split("info --print-config --set log.level=debug");
+  CHECK(printed.status == 0);
+  CHECK_THAT(printed.out, Catch::StartsWith("[run]") && !Contains("[rank "));
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto ids = metareuse::test::run_metareuse_split("tokenize --set log.level=debug --tokenizer " + shared +
+                                                  "/tokenizers/llama3/tokenizer.json --text hello");
+  INFO(ids.out << "\n--- stderr ---\n" << ids.err);
+  CHECK(ids.status == 0);
+  CHECK(ids.out == "[15339]\n");
 }
 
 TEST_CASE("run writes the resolved config into the run folder", "[cli]") {

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cli_runner.h"
 #include "metareuse/core/error.h"
@@ -665,6 +666,25 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK_THAT(bad_ids.output, Contains("'x'"));
   auto conflicting = test::run_metareuse("generate " + model + prompt_flag + " --greedy --temperature 0.5");
   CHECK(conflicting.status == 64);
+}
+
+// `metareuse generate ... | jq` reads stdout: one JSON object a line, no log line.
+TEST_CASE("metareuse generate prints only its JSON lines on stdout", "[model][cli][e2e]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  auto result = test::run_metareuse_split("generate --model " + fixture.string() +
+                                          " --prompt-ids 1,2,3 --max-new-tokens 4 --greedy");
+  INFO(result.out << "\n--- stderr ---\n" << result.err);
+  REQUIRE(result.status == 0);
+  std::istringstream lines(result.out);
+  std::string line;
+  int parsed = 0;
+  while (std::getline(lines, line)) {
+    INFO(line);
+    CHECK(nlohmann::json::accept(line));
+    ++parsed;
+  }
+  CHECK(parsed == 1);
 }
 
 TEST_CASE("bf16 is refused below sm_80", "[model][cuda]") {

@@ -239,7 +239,7 @@ std::vector<ConfigKey> build_schema() {
       key_int("train.log_every", 1, "Progress line every N steps when the output is not a terminal.", 1, 1 << 30),
       key_string("train.progress", "auto",
                  "Progress display: bar (one redrawn line), lines (a log line every train.log_every steps), or auto "
-                 "(bar when stdout is a terminal; mpirun gives ranks a terminal even when its output goes to a "
+                 "(bar when stderr is a terminal; mpirun gives ranks a terminal even when its output goes to a "
                  "file, so the sbatch templates set lines).",
                  {"auto", "bar", "lines"}),
       key_string("train.resume", "", "Resume: auto (the checkpoint folder's latest, if any), a checkpoint file or "

@@ -171,7 +171,7 @@ class StepReporter {
   StepReporter(const TrainOptions& options, bool leader, const std::string& metrics_path, bool fresh,
                int64_t total_steps, double slots_per_step)
       : leader_(leader),
-        tty_(leader && (options.progress == "bar" || (options.progress == "auto" && isatty(STDOUT_FILENO)))),
+        tty_(leader && (options.progress == "bar" || (options.progress == "auto" && isatty(STDERR_FILENO)))),
         log_every_(options.log_every),
         total_steps_(total_steps),
         slots_per_step_(slots_per_step) {
@@ -179,7 +179,7 @@ class StepReporter {
   }
   // Ends the progress bar's line, before the final checkpoint's log lines.
   void finish() {
-    if (tty_) std::printf("\n");
+    if (tty_) std::fprintf(stderr, "\n");
   }
 
   void report(int64_t step, int64_t epoch, double loss, double lr, const StepOutcome& outcome, double useful_tokens,
@@ -199,10 +199,10 @@ class StepReporter {
     line.seconds = seconds;
     metrics_.write(line.to_json().dump() + "\n");
     if (tty_) {
-      std::printf("\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
-                  progress_bar(step, total_steps_, eta).c_str(), loss, lr, line.useful_tokens_per_s,
-                  line.tokens_per_s);
-      std::fflush(stdout);
+      std::fprintf(stderr, "\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
+                   progress_bar(step, total_steps_, eta).c_str(), loss, lr, line.useful_tokens_per_s,
+                   line.tokens_per_s);
+      std::fflush(stderr);
     } else if (step % log_every_ == 0 || step == total_steps_) {
       log_info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
                 "{:.0f}s",
