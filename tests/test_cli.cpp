@@ -1,6 +1,7 @@
 // The metareuse binary from the outside: help, unknown commands and flags,
-// planned-but-unbuilt commands, config errors, results alone on stdout, and
-// info at 1 and 3 ranks.
+// planned-but-unbuilt commands, config errors (and their exit status), an
+// error said once under mpirun, results alone on stdout, and info at 1 and 3
+// ranks.
 #include <catch2/catch.hpp>
 
 #include <filesystem>
@@ -73,15 +74,62 @@ TEST_CASE("every listed subcommand is built", "[cli]") {
   CHECK(checked >= 14);
 }
 
+// A bad --set key or value, or a bad flag value, is a bad command line (64,
+// as the README's exit-status table says); a bad config file is an error in an
+// input (1).
 TEST_CASE("config errors stop the command before it starts", "[cli]") {
   auto typo = run_metareuse("info --set run.nmae=x");
-  CHECK(typo.status == 1);
+  CHECK(typo.status == 64);
   CHECK_THAT(typo.output, Contains("run.nmae") && Contains("run.name"));
   auto range = run_metareuse("info --set run.seed=-5");
-  CHECK(range.status == 1);
+  CHECK(range.status == 64);
   CHECK_THAT(range.output, Contains("out of range"));
+  auto choice = run_metareuse("info --set train.precision=fp8");
+  CHECK(choice.status == 64);
+  CHECK_THAT(choice.output, Contains("train.precision"));
+  auto flag = run_metareuse("plan --ranks 0");
+  INFO(flag.output);
+  CHECK(flag.status == 64);
   auto missing = run_metareuse("info --config /nonexistent.json");
   CHECK(missing.status == 64);
+  auto dir = metareuse::test::temp_dir("cli-config-errors");
+  std::ofstream(dir / "bad.json") << R"({"run": {"nmae": "x"}})";
+  auto in_file = run_metareuse("info --config " + (dir / "bad.json").string());
+  CHECK(in_file.status == 1);
+  CHECK_THAT(in_file.output, Contains("bad.json") && Contains("run.nmae"));
+}
+
+// Under mpirun an error is printed once, by the lowest rank that hit it.
+TEST_CASE("under mpirun an error every rank hits is printed once, by rank 0", "[cli][mpi]") {
+  auto corpus = run_metareuse_mpi(2, "patterns --corpus /nonexistent/corpus.jsonl --out /tmp/never.json");
+  INFO(corpus.output);
+  CHECK(corpus.status == 1);
+  CHECK(metareuse::test::count_of(corpus.output, "corpus file not found") == 1);
+  CHECK_THAT(corpus.output, Contains("[rank 0/2] [error]"));
+  // A config error is found before the ranks start their work: the same rule.
+  auto config = run_metareuse_mpi(2, "info --set run.nmae=x");
+  INFO(config.output);
+  CHECK(config.status == 64);
+  CHECK(metareuse::test::count_of(config.output, "unknown config key 'run.nmae'") == 1);
+  CHECK_THAT(config.output, Contains("[rank 0/2] [error]"));
+}
+
+TEST_CASE("under mpirun an error only rank 1 hits is printed once, by rank 1", "[cli][mpi]") {
+  // Each rank reads the corpus from its own working folder; rank 1's has none.
+  auto dir = metareuse::test::temp_dir("cli-error-rank1");
+  std::filesystem::create_directories(dir / "rank0");
+  std::filesystem::create_directories(dir / "rank1");
+  std::filesystem::copy_file(std::string(METAREUSE_SOURCE_DIR) + "/datasets/sample_reasoning.jsonl",
+                             dir / "rank0" / "corpus.jsonl");
+  const std::string args = " patterns --corpus corpus.jsonl --out " + (dir / "handbook.json").string();
+  auto result = metareuse::test::run_shell(
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpiexec --oversubscribe -n 1 -wdir '" +
+      (dir / "rank0").string() + "' '" + METAREUSE_BINARY + "'" + args + " : -n 1 -wdir '" +
+      (dir / "rank1").string() + "' '" + METAREUSE_BINARY + "'" + args);
+  INFO(result.output);
+  CHECK(result.status == 1);
+  CHECK(metareuse::test::count_of(result.output, "corpus file not found") == 1);
+  CHECK_THAT(result.output, Contains("[rank 1/2] [error]") && Contains((dir / "rank1").string()));
 }
 
 TEST_CASE("print-config shows resolved values with descriptions", "[cli]") {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
@@ -16,6 +17,7 @@
 #include "metareuse/distributed/device_communicator.h"
 #include "mpi_check.h"
 #include "mpi_communicator.h"
+#include "poll.h"
 
 namespace metareuse {
 namespace {
@@ -123,6 +125,50 @@ Runtime::~Runtime() {
 }
 
 Communicator& Runtime::world() { return *world_; }
+
+bool Runtime::first_to_fail(double grace_seconds) {
+  if (!using_mpi_ || layout_.world_size == 1) return true;
+  // Point-to-point on MPI_COMM_WORLD, which carries nothing else once world_
+  // (a duplicate) exists; the tag keeps the word apart all the same. Only a
+  // lower rank ever sends to a higher one, so any word received is from below.
+  constexpr int kFailedTag = 0x4641;  // "FA"
+  static int failed_rank = 0;         // outlives this call: the sends may still be in flight at abort()
+  failed_rank = layout_.rank;
+  std::vector<MPI_Request> sent;
+  for (int higher = layout_.rank + 1; higher < layout_.world_size; ++higher) {
+    MPI_Request request = MPI_REQUEST_NULL;
+    if (MPI_Isend(&failed_rank, 1, MPI_INT, higher, kFailedTag, MPI_COMM_WORLD, &request) == MPI_SUCCESS) {
+      sent.push_back(request);
+    }
+  }
+  bool lower_failed = false;
+  if (layout_.rank > 0) {
+    distributed_detail::poll_until(
+        [&]() {
+          int arrived = 0;
+          if (MPI_Iprobe(MPI_ANY_SOURCE, kFailedTag, MPI_COMM_WORLD, &arrived, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            return distributed_detail::Poll::kFailed;
+          }
+          lower_failed = arrived != 0;
+          return lower_failed ? distributed_detail::Poll::kDone : distributed_detail::Poll::kPending;
+        },
+        grace_seconds);
+  }
+  // A short wait for the words to leave, so a higher rank that failed too hears
+  // it before this rank's abort() ends the job; a dead rank cannot hold it up.
+  if (!sent.empty()) {
+    distributed_detail::poll_until(
+        [&]() {
+          int done = 0;
+          if (MPI_Testall(static_cast<int>(sent.size()), sent.data(), &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+            return distributed_detail::Poll::kFailed;
+          }
+          return done ? distributed_detail::Poll::kDone : distributed_detail::Poll::kPending;
+        },
+        0.5);
+  }
+  return !lower_failed;
+}
 
 void Runtime::abort(int status) const {
   std::fflush(stdout);
