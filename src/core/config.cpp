@@ -312,9 +312,58 @@ json::json_pointer pointer_of(const std::string& path) {
   return json::json_pointer(pointer);
 }
 
+// Names a user brings from transformers' TrainingArguments (and TRL's
+// SFTConfig), each with the key that means the same here. The nearest spelling
+// is no help for these ('learning_rate' is closest to 'tokenizer.template').
+struct ForeignName {
+  const char* name;
+  const char* key;
+  const char* how;  // what differs, when the value does not carry over as it is
+};
+constexpr ForeignName kTrainingArgumentsNames[] = {
+    {"learning_rate", "train.lr", ""},
+    {"num_train_epochs", "train.epochs", ""},
+    {"max_steps", "train.max_steps", ""},
+    {"per_device_train_batch_size", "train.micro_batch", "sequences per forward/backward on one rank"},
+    {"gradient_accumulation_steps", "train.global_batch",
+     "give the sequences per optimizer step over all ranks: micro batch x ranks x accumulation steps"},
+    {"warmup_steps", "train.warmup_steps", ""},
+    {"warmup_ratio", "train.warmup_steps", "a number of steps, not a share"},
+    {"weight_decay", "train.weight_decay", ""},
+    {"adam_beta1", "train.beta1", ""},
+    {"adam_beta2", "train.beta2", ""},
+    {"adam_epsilon", "train.eps", ""},
+    {"max_grad_norm", "train.grad_clip", ""},
+    {"lr_scheduler_type", "train.lr_schedule", "cosine, linear or constant"},
+    {"bf16", "train.precision", "train.precision=bf16"},
+    {"fp16", "train.precision", "train.precision=fp16"},
+    {"gradient_checkpointing", "train.recompute", "always, never or auto"},
+    {"resume_from_checkpoint", "train.resume", "auto, or a checkpoint file or folder"},
+    {"logging_steps", "train.log_every", ""},
+    {"seed", "run.seed", ""},
+    {"output_dir", "run.out_dir", ""},
+    {"run_name", "run.name", ""},
+    {"log_level", "log.level", ""},
+    {"save_steps", "checkpoint.every_steps", ""},
+    {"save_total_limit", "checkpoint.keep_last", ""},
+    {"per_device_eval_batch_size", "eval.batch_size", ""},
+    {"max_seq_length", "dataset.sequence_length", ""},
+    {"max_length", "dataset.sequence_length", ""},
+    {"model_name_or_path", "model.path", ""},
+};
+
 std::string unknown_key_message(const std::string& path, const std::string& where) {
+  const std::string prefix = where.empty() ? "" : where + ": ";
+  const std::string leaf = path.substr(path.rfind('.') == std::string::npos ? 0 : path.rfind('.') + 1);
+  for (const ForeignName& foreign : kTrainingArgumentsNames) {
+    if (leaf != foreign.name) continue;
+    return fmt::format("{}unknown config key '{}': transformers' {} is '{}' in metareuse{} (metareuse <cmd> "
+                       "--print-config lists every key)",
+                       prefix, path, foreign.name, foreign.key,
+                       *foreign.how == '\0' ? std::string() : fmt::format(": {}", foreign.how));
+  }
   return fmt::format("{}unknown config key '{}'; did you mean '{}'? (metareuse <cmd> --print-config lists every key)",
-                     where.empty() ? "" : where + ": ", path, closest_config_key(path));
+                     prefix, path, closest_config_key(path));
 }
 
 // Flattens a nested JSON object into dotted keys, checking each against the schema.
