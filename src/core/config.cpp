@@ -233,9 +233,12 @@ std::vector<ConfigKey> build_schema() {
               1LL << 40),
       key_int("train.loss_scale_hysteresis", 1, "fp16: overflows tolerated before the scale halves.", 1, 1000),
       key_number("train.loss_scale_min", 1.0, "fp16: the scale never drops below this.", 1e-12, 1e12),
-      key_number("train.time_limit", 600.0,
-                 "Wall-clock budget in seconds; all ranks stop at the same step, checkpoint and exit 3. 0: none.", 0.0,
-                 1e9),
+      key_number("train.time_limit", 0.0,
+                 "Wall-clock budget in seconds; all ranks stop at the same step, checkpoint and exit 3. 0: none (in a "
+                 "Slurm job with a time limit, the job's end less train.job_end_margin still applies).", 0.0, 1e9),
+      key_number("train.job_end_margin", 120.0,
+                 "In a Slurm job with a time limit (SLURM_JOB_END_TIME), training stops with a checkpoint and exit 3 "
+                 "this many seconds before the job's end, or at train.time_limit if that comes first.", 0.0, 1e9),
       key_int("train.log_every", 1, "Progress line every N steps when the output is not a terminal.", 1, 1 << 30),
       key_string("train.progress", "auto",
                  "Progress display: bar (one redrawn line), lines (a log line every train.log_every steps), or auto "
