@@ -156,6 +156,10 @@ std::vector<ConfigKey> build_schema() {
       key_bool("dataset.pack", true,
                "Pack several documents per sequence (boundaries kept; training masks attention between them and "
                "restarts positions per document); false gives one padded document per sequence."),
+      key_string("dataset.overflow", "drop",
+                 "A document longer than dataset.sequence_length: drop it (warned, with the share dropped), "
+                 "truncate it to the sequence length, or stop with an error.",
+                 {"drop", "truncate", "error"}),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
 
       // model: the architecture and the weights training starts from
