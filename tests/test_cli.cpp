@@ -1,9 +1,13 @@
 // The metareuse binary from the outside: help, unknown commands and flags,
 // planned-but-unbuilt commands, config errors (and their exit status), an
-// error said once under mpirun, results alone on stdout, and info at 1 and 3
-// ranks.
+// error said once under mpirun, results alone on stdout, torch's threads per
+// rank, and info at 1 and 3 ranks.
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+#include <unistd.h>  // sysconf
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -169,6 +173,36 @@ TEST_CASE("info, plan, print-config and tokenize print their result alone on std
   INFO(ids.out << "\n--- stderr ---\n" << ids.err);
   CHECK(ids.status == 0);
   CHECK(ids.out == "[15339]\n");
+}
+
+// torch's intra-op threads: the node's cores shared by its ranks (run.threads=0),
+// OMP_NUM_THREADS when a launch script set it, or run.threads; the choice is
+// logged and `info` shows it.
+TEST_CASE("torch threads default to the cores shared by the ranks of a node, or run.threads", "[cli][mpi]") {
+  const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  const std::string in_source = std::string("cd '") + METAREUSE_SOURCE_DIR + "' && ";
+  const std::string binary = std::string(" '") + METAREUSE_BINARY + "' ";
+  auto alone = metareuse::test::run_shell_split(in_source + "env -u OMP_NUM_THREADS" + binary + "info");
+  INFO(alone.out << "\n--- stderr ---\n" << alone.err);
+  REQUIRE(alone.status == 0);
+  CHECK_THAT(alone.out, Contains(fmt::format("torch threads {}\n", cores)));
+  CHECK_THAT(alone.err, Contains(fmt::format("torch threads per rank: {} (run.threads=0: {} core(s) / 1 rank(s)",
+                                             cores, cores)));
+  auto three = metareuse::test::run_shell_split(in_source + "OMP_NUM_THREADS=2" + binary + "info --set run.threads=3");
+  INFO(three.out << "\n--- stderr ---\n" << three.err);
+  CHECK_THAT(three.out, Contains("torch threads 3\n"));
+  CHECK_THAT(three.err, Contains("torch threads per rank: 3 (run.threads)"));
+  auto omp = metareuse::test::run_shell_split(in_source + "OMP_NUM_THREADS=1" + binary + "info");
+  CHECK_THAT(omp.out, Contains("torch threads 1\n"));
+  CHECK_THAT(omp.err, Contains("torch threads per rank: 1 (OMP_NUM_THREADS, with run.threads=0)"));
+  // Two ranks on this node, not bound to cores: half the cores each.
+  auto two = metareuse::test::run_shell(in_source +
+                                        "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 env -u OMP_NUM_THREADS "
+                                        "mpiexec -n 2 --oversubscribe --bind-to none" + binary + "info");
+  INFO(two.output);
+  CHECK(two.status == 0);
+  CHECK_THAT(two.output, Contains(fmt::format("torch threads {}\n", std::max(1L, cores / 2))) &&
+                             Contains("/ 2 rank(s) on this node"));
 }
 
 TEST_CASE("run writes the resolved config into the run folder", "[cli]") {

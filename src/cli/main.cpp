@@ -31,6 +31,9 @@
 #include "metareuse/core/text.h"
 #include "metareuse/distributed/agreement.h"
 #include "metareuse/distributed/runtime.h"
+#ifndef METAREUSE_FRONT
+#include "metareuse/model/threads.h"  // torch's threads per rank
+#endif
 
 namespace {
 
@@ -200,6 +203,9 @@ int main(int argc, char** argv) {
     if (runtime->rank() == 0) std::cout << config.describe();
     return kExitOk;
   }
+#ifndef METAREUSE_FRONT
+  set_intra_op_threads(static_cast<int>(config.get_int("run.threads")), runtime->layout().local_size);
+#endif
 
   int status = kExitOk;
   try {

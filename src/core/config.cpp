@@ -47,6 +47,10 @@ std::vector<ConfigKey> build_schema() {
       key_string("run.name", "demo", "Name of the run; the default output folder is runs/<name>."),
       key_string("run.out_dir", "", "Output folder of the run; empty means runs/<run.name>."),
       key_int("run.seed", 1234, "Seed for every random choice in the run.", 0, 4294967295.0),
+      key_int("run.threads", 0,
+              "torch intra-op threads per rank; 0: the node's cores shared by its ranks (at most the cores the rank "
+              "may run on). The choice is logged.",
+              0, 4096),
 
       // log
       key_string("log.level", "info", "Lowest level printed.", {"debug", "info", "warn", "error", "off"}),
