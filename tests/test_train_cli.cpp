@@ -368,7 +368,12 @@ TEST_CASE("resume refuses a checkpoint made for another model, naming the field"
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
   auto other = run_metareuse(train_args(run, "--set train.max_steps=2 --set model.preset=debug-small --resume auto"));
   CHECK(other.status == 1);
+  INFO(other.output);
   CHECK_THAT(other.output, Contains("cannot resume") && Contains("model."));
+  // ... and names the way out: another checkpoint folder, or the old inputs back.
+  CHECK_THAT(other.output, Contains("to train afresh, give this run another checkpoint.dir") &&
+                               Contains("remove " + (run / "checkpoints").string()) &&
+                               Contains("restore the model, tokenizer and dataset"));
   auto missing = run_metareuse(train_args(run, "--resume " + (run / "nothing.h5").string()));
   CHECK(missing.status == 1);
   CHECK_THAT(missing.output, Contains("nothing.h5"));
