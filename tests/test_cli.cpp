@@ -195,6 +195,13 @@ TEST_CASE("torch threads default to the cores shared by the ranks of a node, or 
   auto omp = metareuse::test::run_shell_split(in_source + "OMP_NUM_THREADS=1" + binary + "info");
   CHECK_THAT(omp.out, Contains("torch threads 1\n"));
   CHECK_THAT(omp.err, Contains("torch threads per rank: 1 (OMP_NUM_THREADS, with run.threads=0)"));
+  // Without MPI (no launcher, or dist.backend=self under one) the launcher's
+  // variables give the ranks on the node.
+  auto local = metareuse::test::run_shell_split(in_source + "env -u OMP_NUM_THREADS OMPI_COMM_WORLD_LOCAL_SIZE=2" +
+                                                binary + "info");
+  INFO(local.out << "\n--- stderr ---\n" << local.err);
+  CHECK_THAT(local.out, Contains(fmt::format("torch threads {}\n", std::max(1L, cores / 2))));
+  CHECK_THAT(local.err, Contains("/ 2 rank(s) on this node"));
   // Two ranks on this node, not bound to cores: half the cores each.
   auto two = metareuse::test::run_shell(in_source +
                                         "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 env -u OMP_NUM_THREADS "

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -102,6 +103,9 @@ Runtime::Runtime(const std::string& backend) {
     // No launcher: the single-node fallback. The launchers' variables still
     // give the local rank if someone runs us under a foreign launcher.
     layout_.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", 0));
+    // ... and how many processes share the node (torch's threads per rank):
+    // SLURM_STEP_TASKS_PER_NODE reads "2" or "2(x3)", the tasks on each node.
+    layout_.local_size = std::max(1, env_int("OMPI_COMM_WORLD_LOCAL_SIZE", env_int("SLURM_STEP_TASKS_PER_NODE", 1)));
     world_ = make_self_communicator();
   }
   g_runtime = this;

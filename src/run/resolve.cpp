@@ -5,7 +5,7 @@
 
 #include <cstdlib>  // getenv, strtod
 
-#include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"  // parse_bytes
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
@@ -17,16 +17,18 @@ namespace {
 
 // Slurm sets SLURM_JOB_END_TIME (epoch seconds) for a job with a time limit;
 // training stops a margin before it, so the job checkpoints before Slurm ends
-// it, with or without --signal. 0: not in such a job.
+// it, with or without --signal. 0: not in such a job (unset, or 0 for a job
+// without a limit).
 double slurm_job_end() {
   const char* value = std::getenv("SLURM_JOB_END_TIME");
   if (value == nullptr || *value == '\0') return 0.0;
   char* end = nullptr;
   const double seconds = std::strtod(value, &end);
-  if (end == value || *end != '\0' || !(seconds > 0)) {
-    throw ConfigError(fmt::format("SLURM_JOB_END_TIME is '{}', not a time in seconds since the epoch", value));
+  if (end == value || *end != '\0') {
+    log_warn("SLURM_JOB_END_TIME is '{}', not seconds since the epoch: training ignores it", value);
+    return 0.0;
   }
-  return seconds;
+  return seconds > 0 ? seconds : 0.0;
 }
 
 // Builds a stage's options from a copy of `config` that records what is read,
