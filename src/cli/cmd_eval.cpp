@@ -4,10 +4,11 @@
 #include "flags.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
+#include "metareuse/eval/distill.h"
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
-#include "metareuse/run/resolve.h"     // eval_run_options
+#include "metareuse/run/resolve.h"     // eval_run_options, distill_run_options
 #include "metareuse/run/run_report.h"  // report_inputs_for_run
 
 namespace metareuse::cli_detail {
@@ -49,6 +50,30 @@ int eval_run(CommandContext& context) {
   const RunLayout layout = RunLayout::for_config(context.config);
   run_evaluation(eval_run_options(context.config, layout), context.runtime.world());
   return kExitOk;
+}
+
+void distill_options(CLI::App& app, std::vector<std::string>& overrides) {
+  add_value_flag(app, "--teacher", "distill.teacher",
+                 "Teacher: Hugging Face folder, checkpoint file, or checkpoint folder (distill.teacher; default: the "
+                 "run's checkpoints)",
+                 overrides);
+  add_list_flag(app, "--corpus", "corpus.files", "JSON Lines corpus file or glob (repeatable)", overrides);
+  add_value_flag(app, "--handbook", "distill.handbook", "Handbook whose behaviors prompt the teacher (distill.handbook)",
+                 overrides);
+  add_value_flag(app, "--tokenizer", "tokenizer.path", "Tokenizer file (tokenizer.path)", overrides);
+  add_value_flag(app, "--limit", "distill.limit", "Answer the first N questions (distill.limit)", overrides);
+  add_value_flag(app, "--samples", "distill.samples", "Answers per question (distill.samples)", overrides);
+  add_value_flag(app, "--max-new-tokens", "distill.max_new_tokens", "Token budget per answer (distill.max_new_tokens)",
+                 overrides);
+  add_value_flag(app, "--batch-size", "distill.batch_size", "Answers generated together per rank (distill.batch_size)",
+                 overrides);
+  add_value_flag(app, "--out", "distill.out", "Training examples to write (distill.out; default <run folder>/distilled.jsonl)",
+                 overrides);
+}
+
+int distill_run(CommandContext& context) {
+  return run_distill(distill_run_options(context.config, RunLayout::for_config(context.config)),
+                     context.runtime.world());
 }
 
 void report_options(CLI::App& app, std::vector<std::string>& overrides) {

@@ -32,6 +32,8 @@ const std::vector<CommandSpec>& command_table() {
        patterns_options, patterns_command, false, patterns_needs_torch},
       {"augment", "Add the handbook's patterns to each training example", augment_options, augment_run},
       {"tokenize", "Tokenize text or JSON Lines with a Llama 3 or sentencepiece tokenizer", tokenize_options, tokenize_run},
+      {"distill", "A teacher answers the corpus prompted with behaviors; its right answers become examples without them",
+       TORCH_COMMAND(distill_options, distill_run)},
       {"prepare", "Build the tokenized, packed HDF5 training set", prepare_options, prepare_run},
       {"train", "Fine-tune with FSDP-style sharding across ranks", TORCH_COMMAND(train_options, train_run)},
       {"forward", "Run the model on token ids and write logits and loss", TORCH_COMMAND(forward_options, forward_run)},

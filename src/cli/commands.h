@@ -79,6 +79,8 @@ int export_run(CommandContext& context);
 // eval and report: cmd_eval.cpp
 void eval_options(CLI::App& app, std::vector<std::string>& overrides);
 int eval_run(CommandContext& context);
+void distill_options(CLI::App& app, std::vector<std::string>& overrides);
+int distill_run(CommandContext& context);
 void report_options(CLI::App& app, std::vector<std::string>& overrides);
 int report_run(CommandContext& context);
 

@@ -304,6 +304,29 @@ std::vector<ConfigKey> build_schema() {
                "(same tokenizer, model, steps, batch, seed) in <run>/baseline; eval then reports baseline, reuse "
                "(prompted with patterns) and control (the same model prompted without)."),
 
+      key_bool("experiment.bc_sft", false, "run: behavior-conditioned SFT. After training, distill has the "
+               "run's model (or distill.teacher) answer the corpus's questions prompted with behaviors; a student "
+               "is trained from the same start on its right answers without behaviors, in <run>/student; eval "
+               "adds the entry bc-sft (prompted without patterns)."),
+
+      // distill: a teacher's right answers as training examples (`metareuse distill`, experiment.bc_sft)
+      key_string("distill.teacher", "", "Teacher: a Hugging Face folder, a checkpoint file, or a checkpoint folder "
+                 "(its latest); empty: the run's checkpoints."),
+      key_string("distill.handbook", "", "Handbook whose behaviors prompt the teacher; empty: <run "
+                 "folder>/handbook.json (augment.mode used also reads <run folder>/augmented.jsonl)."),
+      key_int("distill.limit", 0, "Answer the first N corpus questions; 0: all.", 0, 1LL << 40),
+      key_int("distill.samples", 1, "Answers per question (more than 1 needs distill.greedy = false).", 1, 1024),
+      key_bool("distill.greedy", true, "Greedy decoding; false samples with distill.temperature, distill.top_p "
+               "and run.seed (seeded by question and sample)."),
+      key_number("distill.temperature", 0.7, "Sampling temperature (distill.greedy = false).", 1e-6, 100.0),
+      key_number("distill.top_p", 0.95, "Sampling nucleus (distill.greedy = false).", 1e-6, 1.0),
+      key_int("distill.max_new_tokens", 256, "Most tokens the teacher generates per answer.", 1, 1 << 20),
+      key_int("distill.batch_size", 8, "Answers generated together on each rank.", 1, 1 << 16),
+      key_number("distill.time_limit", 0.0, "Wall-clock budget in seconds: distill stops after the batch that "
+                 "passes it and exits 3, keeping its answers for the next run. 0: none.", 0.0, 1e9),
+      key_string("distill.out", "", "distill: the training examples written; empty: <run folder>/distilled.jsonl "
+                 "(answers and distill.json go in <run folder>/distill/)."),
+
       key_string("report.out", "", "report: the HTML file to write; empty: <run folder>/report.html."),
 
       // export: a checkpoint as a Hugging Face folder (`metareuse export`, the run's export stage)

@@ -117,7 +117,11 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
                                                const std::vector<Question>& questions,
                                                const PromptPolicy& prompts,
                                                const PatternMatcher& matcher, const EvalOptions& options,
-                                               Communicator& communicator) {
+                                               Communicator& communicator,
+                                               const std::vector<std::int64_t>& indices) {
+  if (!indices.empty() && indices.size() != questions.size()) {
+    throw Error(fmt::format("evaluate_questions: {} indices for {} questions", indices.size(), questions.size()));
+  }
   const int rank = communicator.rank();
   const int ranks = communicator.size();
   const PromptFormat format(tokenizer, options.template_name, options.tokenizer_path);
@@ -135,7 +139,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     for (std::size_t b = 0; b < count; ++b) {
       const Question& question = questions[shard[first + b]];
       QuestionResult& result = batch[b];
-      result.index = static_cast<std::int64_t>(shard[first + b]);
+      result.index = indices.empty() ? static_cast<std::int64_t>(shard[first + b]) : indices[shard[first + b]];
       result.line = question.line;
       result.question = question.question;
       result.reference = question.reference;

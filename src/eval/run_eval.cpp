@@ -62,6 +62,34 @@ struct EntryRun {
   std::vector<QuestionResult> results;  // rank 0
 };
 
+}  // namespace
+
+AnsweringModel load_answering_model(const std::string& path, const std::string& tokenizer_path,
+                                    const std::string& template_name) {
+  AnsweringModel answering;
+  auto source = open_model_or_checkpoint(path);
+  answering.description = source->description();
+  answering.text = resolve_text_format({tokenizer_path, template_name}, model_text(path, *source));
+  if (answering.text.tokenizer.empty()) {
+    std::error_code error;
+    const std::vector<std::string> tried =
+        fs::is_directory(path, error) ? model_tokenizer_candidates(path) : std::vector<std::string>{};
+    throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", path,
+                                 tried.empty() ? std::string() : " (" + not_found_among("a tokenizer", tried) + ")"));
+  }
+  answering.tokenizer = load_tokenizer(answering.text.tokenizer);
+  check_tokenizer(*answering.tokenizer, answering.text.tokenizer, *source);
+  if (answering.tokenizer->vocab_size() > source->config().vocab_size) {
+    throw InputError(fmt::format("tokenizer {} has {} tokens but model {} has {} embedding rows",
+                                 answering.text.tokenizer, answering.tokenizer->vocab_size(), path,
+                                 source->config().vocab_size));
+  }
+  answering.model = std::make_unique<LlamaModel>(load_model(*source, torch::TensorOptions().dtype(torch::kFloat32)));
+  return answering;
+}
+
+namespace {
+
 EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options,
                         const std::vector<Question>& questions, const PromptPolicy& prompts,
                         const PatternMatcher& matcher, const Handbook* handbook, Communicator& communicator) {
@@ -69,33 +97,20 @@ EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalR
   run.entry.role = model_entry.role;
   run.entry.path = model_entry.path;
   run.entry.prompt_patterns = patterns;
-  auto source = open_model_or_checkpoint(model_entry.path);
-  run.entry.source = source->description();
-  const TextFormat text =
-      resolve_text_format({options.tokenizer, options.generation.template_name}, model_text(model_entry.path, *source));
-  if (text.tokenizer.empty()) {
-    std::error_code error;
-    const std::vector<std::string> tried =
-        fs::is_directory(model_entry.path, error) ? model_tokenizer_candidates(model_entry.path) : std::vector<std::string>{};
-    throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", model_entry.path,
-                                 tried.empty() ? std::string() : " (" + not_found_among("a tokenizer", tried) + ")"));
-  }
-  run.entry.tokenizer = text.tokenizer;
-  run.entry.template_name = text.template_name;
-  auto tokenizer = load_tokenizer(run.entry.tokenizer);
-  check_tokenizer(*tokenizer, run.entry.tokenizer, *source);
-  if (tokenizer->vocab_size() > source->config().vocab_size) {
-    throw InputError(fmt::format("tokenizer {} has {} tokens but model {} has {} embedding rows", run.entry.tokenizer,
-                                 tokenizer->vocab_size(), model_entry.path, source->config().vocab_size));
-  }
-  LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
+  const AnsweringModel answering =
+      load_answering_model(model_entry.path, options.tokenizer, options.generation.template_name);
+  run.entry.source = answering.description;
+  run.entry.tokenizer = answering.text.tokenizer;
+  run.entry.template_name = answering.text.template_name;
+  const LlamaModel& model = *answering.model;
+  const Tokenizer& tokenizer = *answering.tokenizer;
   EvalOptions generation = options.generation;
   generation.template_name = run.entry.template_name;
   generation.tokenizer_path = run.entry.tokenizer;
   log_info("eval {}: {} on {} questions ({} ranks); tokenizer {}, template {}", run.entry.role, run.entry.source,
             questions.size(), communicator.size(), run.entry.tokenizer, run.entry.template_name);
   Stopwatch watch;
-  run.results = evaluate_questions(model, *tokenizer, questions, prompts, matcher, generation, communicator);
+  run.results = evaluate_questions(model, tokenizer, questions, prompts, matcher, generation, communicator);
   if (communicator.rank() == 0) {
     const Summary& s = run.entry.summary = summarize(run.results);
     if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);

@@ -23,6 +23,7 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
+#include "metareuse/eval/distill.h"
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/patterns/strategist.h"  // reflect mode's model
@@ -120,6 +121,17 @@ int baseline_train_step(const ResolvedRun& run, Runtime& runtime) {
   return run_training(run.baseline_train.options, runtime);
 }
 
+// The teacher's right answers, prompted with behaviors, as the student's examples.
+int distill_step(const ResolvedRun& run, Runtime& runtime) { return run_distill(run.distill, runtime.world()); }
+
+// The student's dataset: the distilled examples, tokenized with the run's tokenizer.
+int student_data_step(const ResolvedRun& run, Runtime& runtime) { return prepare_stage(run.student_prepare, runtime); }
+
+// The BC-SFT student: the train stage's settings on the distilled dataset, from the same start.
+int student_train_step(const ResolvedRun& run, Runtime& runtime) {
+  return run_training(run.student_train.options, runtime);
+}
+
 // Evaluates the trained model (and eval.baseline, when set) on eval.questions,
 // then writes <run>/report.html. With experiment.baseline: the three entries.
 int eval_step(const ResolvedRun& run, Runtime& runtime) {
@@ -140,7 +152,7 @@ int export_step(const ResolvedRun& run, Runtime& runtime) {
   return kExitOk;
 }
 
-std::vector<Stage> pipeline_stages(bool baseline) {
+std::vector<Stage> pipeline_stages(bool baseline, bool bc_sft) {
   std::vector<Stage> stages = {
       {"patterns", {}, {RunFile::kHandbook}, patterns_step, true},
       {"augment", {RunFile::kHandbook}, {RunFile::kAugmented}, augment_step, true},
@@ -158,6 +170,16 @@ std::vector<Stage> pipeline_stages(bool baseline) {
                           baseline_data_step, true},
                          {"baseline-train", {RunFile::kBaselineDataset}, {RunFile::kBaselineLatestCheckpoint},
                           baseline_train_step}});
+  }
+  if (bc_sft) {
+    // The teacher is the run's model by default: after its training, before eval, which compares the student.
+    auto eval = std::find_if(stages.begin(), stages.end(), [](const Stage& s) { return std::string(s.name) == "eval"; });
+    eval->inputs.push_back(RunFile::kStudentLatestCheckpoint);
+    stages.insert(eval, {{"distill", {RunFile::kLatestCheckpoint, RunFile::kHandbook, RunFile::kAugmented},
+                          {RunFile::kDistilled}, distill_step, true},
+                         {"student-data", {RunFile::kDistilled}, {RunFile::kStudentDataset}, student_data_step},
+                         {"student-train", {RunFile::kStudentDataset}, {RunFile::kStudentLatestCheckpoint},
+                          student_train_step}});
   }
   return stages;
 }
@@ -219,7 +241,8 @@ bool stage_up_to_date(const Stage& stage, const std::string& print, const json& 
 int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& options) {
   g_pipeline_signal.store(0);
   std::signal(SIGUSR1, on_pipeline_signal);
-  const std::vector<Stage> stages = pipeline_stages(given.get_bool("experiment.baseline"));
+  const std::vector<Stage> stages =
+      pipeline_stages(given.get_bool("experiment.baseline"), given.get_bool("experiment.bc_sft"));
   check_stage_names(stages, options);
   const RunLayout layout = RunLayout::for_config(given);
   RunFolderLock lock;  // one job per run folder (rank 0 holds it for the job)
@@ -233,6 +256,7 @@ int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& o
   if (runtime.rank() == 0) {
     run.train.config.write(layout.resolved_config());
     if (run.baseline) run.baseline_train.config.write(layout.baseline().resolved_config());
+    if (run.bc_sft) run.student_train.config.write(layout.student().resolved_config());
   }
   runtime.world().barrier();
   log_info("run folder {} (resolved config in {}), {} rank(s)", layout.folder(), RunFile::kResolvedConfig,

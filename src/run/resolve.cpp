@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <cstdlib>  // getenv, strtod
+#include <filesystem>
 
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"  // parse_bytes
@@ -78,6 +79,17 @@ Config baseline_config(const Config& config, const RunLayout& layout) {
   baseline.set("dataset.output", layout.baseline().dataset());
   baseline.set("checkpoint.dir", layout.baseline().checkpoints());
   return baseline;
+}
+
+// The student's own config (experiment.bc_sft): the run's, with its data and
+// checkpoints in <run>/student; it starts from the run's model.path or preset,
+// as the run's model did.
+Config student_config(const Config& config, const RunLayout& layout) {
+  Config student = config;
+  student.set("augment.mode", "none");
+  student.set("dataset.output", layout.student().dataset());
+  student.set("checkpoint.dir", layout.student().checkpoints());
+  return student;
 }
 
 // export.dtype and export.max_shard: how a checkpoint is written out.
@@ -188,6 +200,39 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   return options;
 }
 
+DistillOptions distill_run_options(const Config& config, const RunLayout& layout) {
+  DistillOptions options;
+  options.teacher = config.get_string("distill.teacher");
+  if (options.teacher.empty()) options.teacher = layout.checkpoint_folder(config);
+  options.corpus_files = config.get_string_list("corpus.files");
+  options.limit = config.get_int("distill.limit");
+  options.samples = config.get_int("distill.samples");
+  options.handbook = config.get_string("distill.handbook");
+  if (options.handbook.empty()) options.handbook = layout.handbook();
+  options.contexts = layout.augmented();
+  options.augment_mode = config.get_string("augment.mode");
+  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
+  options.bm25_k1 = config.get_number("augment.bm25_k1");
+  options.bm25_b = config.get_number("augment.bm25_b");
+  options.tokenizer = config.get_string("tokenizer.path");
+  options.generation.template_name = config.get_string("tokenizer.template");
+  options.generation.max_new_tokens = config.get_int("distill.max_new_tokens");
+  options.generation.batch_size = config.get_int("distill.batch_size");
+  options.generation.greedy = config.get_bool("distill.greedy");
+  options.generation.temperature = config.get_number("distill.temperature");
+  options.generation.top_p = config.get_number("distill.top_p");
+  options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  options.max_sequence = config.get_int("dataset.sequence_length");
+  options.time_limit = config.get_number("distill.time_limit");
+  options.out = config.get_string("distill.out");
+  if (options.out.empty()) options.out = layout.distilled();
+  const RunLayout beside(std::filesystem::path(options.out).parent_path().string());
+  options.answers = beside.distill_answers();
+  options.summary = beside.distill_summary();
+  check_distill_options(options);
+  return options;
+}
+
 ExportOptions export_stage_options(const Config& config, const RunLayout& layout) {
   ExportOptions options = exported_as(config);
   options.checkpoint = config.get_string("export.checkpoint");
@@ -254,13 +299,19 @@ ResolvedRun resolve_run(const Config& given) {
     return layout.checkpoint_folder(c);
   });
   run.baseline = config.get_bool("experiment.baseline");
+  run.bc_sft = config.get_bool("experiment.bc_sft");
   run.eval = read_for_stage(config, keys["eval"], [&](const Config& c) {
     EvalRunOptions options = eval_run_options(c, layout);
+    const std::string model = options.models.front().path;
     if (c.get_bool("experiment.baseline")) {
       // The three entries: baseline, reuse (prompted with patterns) and control (prompted without).
-      const std::string model = options.models.front().path;
       options.models = {{"baseline", layout.baseline().checkpoints(), false}, {"reuse", model, true},
                         {"control", model, false}};
+    }
+    if (c.get_bool("experiment.bc_sft")) {
+      if (!c.get_bool("experiment.baseline")) options.models = {{"reuse", model, true}};
+      // The student answers as it was trained: the bare question.
+      options.models.push_back({"bc-sft", layout.student().checkpoints(), false});
     }
     return options;
   });
@@ -282,6 +333,22 @@ ResolvedRun resolve_run(const Config& given) {
     });
     run.baseline_train = resolved_training(training_config(baseline, layout.baseline(), run.tokenizer_training),
                                            layout.baseline(), &keys["baseline-train"]);
+  }
+  if (run.bc_sft) {
+    run.distill = read_for_stage(config, keys["distill"], [&](const Config& c) {
+      DistillOptions options = distill_run_options(c, layout);
+      // The run's files, whatever distill.out says (that key is `metareuse distill`'s).
+      options.out = layout.distilled();
+      options.answers = layout.distill_answers();
+      options.summary = layout.distill_summary();
+      return options;
+    });
+    const Config student = student_config(config, layout);
+    run.student_prepare = read_for_stage(student, keys["student-data"], [&](const Config& c) {
+      return prepare_stage_options(c, run.text, layout.distilled(), layout.student().dataset());
+    });
+    run.student_train = resolved_training(training_config(student, layout.student(), run.tokenizer_training),
+                                          layout.student(), &keys["student-train"]);
   }
   return run;
 }

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>  // results as JSON
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "metareuse/eval/eval_options.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/patterns/handbook.h"
+#include "metareuse/tokenizer/prompt_format.h"  // TextFormat
 #include "metareuse/tokenizer/tokenizer.h"
 
 namespace metareuse {
@@ -65,12 +67,30 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
                                          const std::vector<std::int64_t>& question_indices);
 
 // Collective. Returns every result, in question order, on rank 0; an empty
-// list on the other ranks.
+// list on the other ranks. `indices` names each question (its result's index,
+// which seeds its sampling); empty: 0, 1, 2, ... A caller that answers a list
+// in parts (distill, to resume) passes each part's own indices, so the
+// answers do not depend on where the parts were cut.
 std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
                                                const std::vector<Question>& questions,
                                                const PromptPolicy& prompts,
                                                const PatternMatcher& matcher, const EvalOptions& options,
-                                               Communicator& communicator);
+                                               Communicator& communicator,
+                                               const std::vector<std::int64_t>& indices = {});
+
+// A model that answers questions: eval's entries and distill's teacher. Its
+// tokenizer and template come from resolve_text_format (the given ones, else
+// what the checkpoint was trained with or the folder's own); a checkpoint's
+// recorded tokenizer must be the one given, and the tokenizer must fit the
+// embedding. Loaded in fp32 (inference on CPU).
+struct AnsweringModel {
+  std::string description;  // the model source's
+  TextFormat text;          // tokenizer file and template, resolved
+  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<LlamaModel> model;
+};
+AnsweringModel load_answering_model(const std::string& path, const std::string& tokenizer_path,
+                                    const std::string& template_name);
 
 // The figures of eval.json's "summary" (eval_file.h; SummaryChange::between compares two).
 Summary summarize(const std::vector<QuestionResult>& results);

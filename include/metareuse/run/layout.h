@@ -17,6 +17,9 @@
 //   run.lock               `metareuse run`, `train`: the job writing here (RunFolderLock)
 //   baseline/              experiment.baseline: the baseline's own run folder
 //                          (its examples in baseline/examples.jsonl)
+//   distilled.jsonl        experiment.bc_sft: distill's training examples
+//   distill/               distill's answers.jsonl (every teacher answer) and distill.json
+//   student/               experiment.bc_sft: the BC-SFT student's own run folder
 #pragma once
 
 #include <string>
@@ -51,12 +54,20 @@ struct RunFile {
   // The baseline's dataset and checkpoint pointer, as stage inputs and outputs.
   static constexpr const char* kBaselineDataset = "baseline/dataset.h5";
   static constexpr const char* kBaselineLatestCheckpoint = "baseline/checkpoints/latest";
+  static constexpr const char* kDistilled = "distilled.jsonl";
+  static constexpr const char* kDistillAnswers = "distill/answers.jsonl";
+  static constexpr const char* kDistillSummary = "distill/distill.json";
+  static constexpr const char* kStudent = "student";
+  static constexpr const char* kStudentDataset = "student/dataset.h5";
+  static constexpr const char* kStudentLatestCheckpoint = "student/checkpoints/latest";
   // Inside an eval output folder (eval/ of a run, or `metareuse eval --out`).
   static constexpr const char* kEvalFile = "eval.json";
   static constexpr const char* kAnswers = "answers.jsonl";
 };
 static_assert(names_latest_pointer(RunFile::kLatestCheckpoint, RunFile::kCheckpoints), "the checkpoint library names its pointer");
 static_assert(names_latest_pointer(RunFile::kBaselineLatestCheckpoint, "baseline/checkpoints"),
+              "the checkpoint library names its pointer");
+static_assert(names_latest_pointer(RunFile::kStudentLatestCheckpoint, "student/checkpoints"),
               "the checkpoint library names its pointer");
 
 class RunLayout {
@@ -90,6 +101,11 @@ class RunLayout {
   // The baseline's run folder (experiment.baseline) and its unaugmented examples.
   RunLayout baseline() const { return RunLayout(path(RunFile::kBaseline)); }
   std::string baseline_examples() const { return baseline().path(RunFile::kBaselineExamples); }
+  // experiment.bc_sft: distill's files and the student's run folder.
+  std::string distilled() const { return path(RunFile::kDistilled); }
+  std::string distill_answers() const { return path(RunFile::kDistillAnswers); }
+  std::string distill_summary() const { return path(RunFile::kDistillSummary); }
+  RunLayout student() const { return RunLayout(path(RunFile::kStudent)); }
 
   // The files of an eval output folder, wherever it is.
   static std::string eval_file_in(const std::string& eval_folder);

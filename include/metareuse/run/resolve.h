@@ -24,6 +24,7 @@
 
 #include "metareuse/checkpoint/export.h"  // ExportOptions
 #include "metareuse/core/config.h"
+#include "metareuse/eval/distill.h"        // DistillOptions
 #include "metareuse/eval/forward_file.h"   // ForwardFileOptions
 #include "metareuse/eval/generate_text.h"  // GenerateTextOptions
 #include "metareuse/eval/run_eval.h"      // EvalRunOptions
@@ -72,6 +73,12 @@ struct ResolvedRun {
   AugmentStageOptions baseline_augment;
   PrepareOptions baseline_prepare;
   ResolvedTraining baseline_train;
+  // experiment.bc_sft: distill (the teacher's right answers), the student's
+  // dataset and training (<run>/student, from the run's starting model).
+  bool bc_sft = false;
+  DistillOptions distill;
+  PrepareOptions student_prepare;
+  ResolvedTraining student_train;
   // By stage name: the config keys, with their values, the stage's options were built from.
   std::map<std::string, nlohmann::json> stage_keys;
 };
@@ -94,6 +101,14 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
 // the contexts to the run's augmented examples; the output folder to the
 // run's eval/.
 EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout);
+
+// `metareuse distill` and the run's distill stage: distill.*, corpus.files,
+// the teacher's retrieval (augment.mode, .top_k, .bm25_*, the run's handbook
+// and, in used mode, its augmented examples), tokenizer.path/.template and
+// dataset.sequence_length (longer examples are dropped). The teacher defaults
+// to the run's checkpoints; the examples to <run>/distilled.jsonl, with the
+// answers and distill.json in distill/ beside them. Checked (check_distill_options).
+DistillOptions distill_run_options(const Config& config, const RunLayout& layout);
 
 // `metareuse export`: export.checkpoint, export.out (each: the run's when
 // empty), export.dtype and export.max_shard.

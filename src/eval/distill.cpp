@@ -1,0 +1,350 @@
+// The distill stage (distill.h): teacher answers with behaviors, the right ones
+// kept as training examples without them.
+#include "metareuse/eval/distill.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>  // fmt::join
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+
+#include "metareuse/augment/augment.h"  // parse_augment_mode, read_pattern_contexts
+#include "metareuse/augment/augmented_example.h"
+#include "metareuse/augment/prompt.h"
+#include "metareuse/core/error.h"
+#include "metareuse/core/file_io.h"
+#include "metareuse/core/log.h"
+#include "metareuse/core/text.h"  // trim_ascii
+#include "metareuse/core/timing.h"
+#include "metareuse/corpus/corpus.h"  // expand_corpus_files
+#include "metareuse/distributed/communicator.h"
+#include "metareuse/eval/evaluate.h"
+#include "metareuse/train/stop_signals.h"
+
+namespace metareuse {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// One training question and where it came from.
+struct SourcedQuestion {
+  Question question;
+  std::string id;  // "file:line", as augment names a record
+};
+
+std::vector<SourcedQuestion> read_training_questions(const DistillOptions& options) {
+  std::vector<SourcedQuestion> all;
+  std::int64_t bad = 0;
+  for (const std::string& file : expand_corpus_files(options.corpus_files)) {
+    const std::int64_t left = options.limit > 0 ? options.limit - static_cast<std::int64_t>(all.size()) : 0;
+    if (options.limit > 0 && left <= 0) break;
+    QuestionSet set = read_questions(file, left);
+    bad += set.bad_records;
+    for (Question& question : set.questions) {
+      SourcedQuestion sourced;
+      sourced.id = fmt::format("{}:{}", file, question.line);
+      sourced.question = std::move(question);
+      all.push_back(std::move(sourced));
+    }
+  }
+  if (bad > 0) log_warn("distill: {} corpus line(s) skipped (no question or no final answer; see above)", bad);
+  return all;
+}
+
+// What the answers file's first line records: answers read back are reused
+// only when they came from this teacher (its file, size and time) with these options.
+json answers_header(const DistillOptions& options, const std::string& teacher_description) {
+  json teacher = {{"path", options.teacher}, {"source", teacher_description}};
+  std::error_code error;
+  const fs::path path(options.teacher);
+  if (fs::is_regular_file(path, error)) {
+    teacher["size"] = fs::file_size(path, error);
+    teacher["time"] = fs::last_write_time(path, error).time_since_epoch().count();
+  }
+  return {{"distill", 1},
+          {"teacher", teacher},
+          {"corpus", options.corpus_files},
+          {"limit", options.limit},
+          {"samples", options.samples},
+          {"handbook", options.handbook},
+          {"augment_mode", options.augment_mode},
+          {"top_k", options.top_k},
+          {"template", options.generation.template_name},
+          {"tokenizer", options.tokenizer},
+          {"max_new_tokens", options.generation.max_new_tokens},
+          {"greedy", options.generation.greedy},
+          {"temperature", options.generation.temperature},
+          {"top_p", options.generation.top_p},
+          {"seed", options.generation.seed}};
+}
+
+// The answers of an earlier run with the same header, by item; the file is
+// cut back to its last whole line (a run killed mid-write leaves a part line).
+std::map<std::int64_t, json> read_back_answers(const std::string& path, const json& header) {
+  std::map<std::int64_t, json> answers;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return answers;
+  std::string line;
+  std::uint64_t whole_bytes = 0;
+  bool first = true;
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // no newline after it: a part line
+    json parsed = json::parse(line, nullptr, false);
+    if (parsed.is_discarded() || !parsed.is_object()) break;
+    if (first) {
+      if (parsed != header) {
+        log_warn("distill: {} holds answers from another teacher or other options; starting over", path);
+        return {};
+      }
+      first = false;
+    } else {
+      const auto item = parsed.at("item").get<std::int64_t>();
+      answers[item] = std::move(parsed);
+    }
+    whole_bytes += line.size() + 1;
+  }
+  in.close();
+  if (first) return {};
+  std::error_code error;
+  if (fs::file_size(path, error) != whole_bytes) fs::resize_file(path, whole_bytes, error);
+  if (error) throw InputError(fmt::format("{}: cannot cut the file back to its whole lines: {}", path, error.message()));
+  return answers;
+}
+
+// Appends lines and makes them durable (fsync) before the next round starts.
+class AnswerLog {
+ public:
+  AnswerLog(const std::string& path, bool fresh, const json& header) : path_(path) {
+    prepare_output_file(path);
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0644);
+    if (fd_ < 0) throw_write_error(path, errno);
+    if (fresh) append(header.dump() + "\n");
+  }
+  ~AnswerLog() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  AnswerLog(const AnswerLog&) = delete;
+  AnswerLog& operator=(const AnswerLog&) = delete;
+
+  void append(const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      const ssize_t wrote = ::write(fd_, bytes.data() + done, bytes.size() - done);
+      if (wrote < 0 && errno == EINTR) continue;
+      if (wrote <= 0) throw_write_error(path_, wrote < 0 ? errno : ENOSPC);
+      done += static_cast<std::size_t>(wrote);
+    }
+    if (::fsync(fd_) != 0) throw_write_error(path_, errno);
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// The training target of a right answer: its reasoning and final answer, in
+// the form augment writes a corpus record's ("reasoning\n#### answer").
+std::string distilled_target(const std::string& output, const std::string& answer) {
+  return std::string(trim_ascii(reasoning_part(output))) + "\n#### " + std::string(trim_ascii(answer));
+}
+
+}  // namespace
+
+void check_distill_options(const DistillOptions& options) {
+  if (options.teacher.empty()) throw UsageError("give the teacher with --teacher (distill.teacher)");
+  if (options.corpus_files.empty()) throw UsageError("give the training questions with --corpus (corpus.files)");
+  if (options.samples < 1) throw ConfigError(fmt::format("distill.samples = {}: at least 1", options.samples));
+  if (options.generation.greedy && options.samples != 1) {
+    throw ConfigError(fmt::format("distill.samples = {} with greedy decoding gives the same answer {} times: set "
+                                  "distill.greedy=false to sample, or distill.samples=1",
+                                  options.samples, options.samples));
+  }
+}
+
+int run_distill(const DistillOptions& options, Communicator& communicator, DistillCounts* counts_out) {
+  check_distill_options(options);
+  const bool leader = communicator.rank() == 0;
+  Stopwatch wall;
+  StopSignals stop_signals;
+
+  const std::vector<SourcedQuestion> sourced = read_training_questions(options);
+  if (sourced.empty()) {
+    throw InputError(fmt::format("distill: no usable training questions in {}", fmt::join(options.corpus_files, ", ")));
+  }
+  const Handbook handbook = read_handbook(options.handbook);
+  const AugmentMode mode = parse_augment_mode(options.augment_mode);
+  std::optional<PatternContexts> contexts;
+  if (mode == AugmentMode::kUsed) contexts = read_pattern_contexts(options.contexts, handbook);
+  const PromptPolicy with_behaviors(&handbook, mode, options.top_k, options.bm25_k1, options.bm25_b,
+                                    contexts ? &*contexts : nullptr);
+  const PromptPolicy bare(nullptr, AugmentMode::kNone, 0, options.bm25_k1, options.bm25_b);
+  const PatternMatcher matcher(handbook.patterns);
+
+  const AnsweringModel teacher =
+      load_answering_model(options.teacher, options.tokenizer, options.generation.template_name);
+  EvalOptions generation = options.generation;
+  generation.template_name = teacher.text.template_name;
+  generation.tokenizer_path = teacher.text.tokenizer;
+  const json header = answers_header(options, teacher.description);
+
+  // Items: question q's sample s is item q * samples + s (its sampling seed).
+  const std::int64_t total_items = static_cast<std::int64_t>(sourced.size()) * options.samples;
+  std::map<std::int64_t, json> answers;
+  if (leader) answers = read_back_answers(options.answers, header);
+  std::vector<std::int64_t> done_items;
+  for (const auto& [item, line] : answers) done_items.push_back(item);
+  done_items = communicator.allgatherv(done_items);  // rank 0's list, on every rank
+  const std::set<std::int64_t> done(done_items.begin(), done_items.end());
+  std::vector<std::int64_t> todo;
+  for (std::int64_t item = 0; item < total_items; ++item) {
+    if (done.count(item) == 0) todo.push_back(item);
+  }
+  DistillCounts counts;
+  counts.questions = static_cast<std::int64_t>(sourced.size());
+  counts.resumed = static_cast<std::int64_t>(done.size());
+  log_info("distill: teacher {} ({}; template {}) answers {} question(s) x {} sample(s) with behaviors on {} rank(s){}",
+           options.teacher, teacher.description, generation.template_name, sourced.size(), options.samples,
+           communicator.size(),
+           done.empty() ? std::string() : fmt::format("; {} answer(s) read back from {}", done.size(), options.answers));
+
+  std::optional<AnswerLog> log;
+  if (leader) log.emplace(options.answers, answers.empty(), header);
+  const std::size_t round = static_cast<std::size_t>(communicator.size()) *
+                            static_cast<std::size_t>(std::max<std::int64_t>(generation.batch_size, 1));
+  for (std::size_t first = 0; first < todo.size(); first += round) {
+    // Checked between rounds, never before the first: every run makes progress.
+    if (first > 0) {
+      const bool stop_here =
+          stop_signals.received() != 0 || (options.time_limit > 0 && wall.seconds() >= options.time_limit);
+      if (communicator.allreduce_value<std::int32_t>(stop_here ? 1 : 0, ReduceOp::kMax) != 0) {
+        log_warn("distill: stopped after {} of {} answers (time limit or signal); they are kept in {}, and running "
+                 "distill again goes on from there (exit status {})",
+                 total_items - static_cast<std::int64_t>(todo.size() - first), total_items, options.answers,
+                 static_cast<int>(kExitTimeLimit));
+        return kExitTimeLimit;
+      }
+    }
+    const std::size_t count = std::min(round, todo.size() - first);
+    std::vector<Question> questions;
+    std::vector<std::int64_t> items(todo.begin() + static_cast<std::ptrdiff_t>(first),
+                                    todo.begin() + static_cast<std::ptrdiff_t>(first + count));
+    for (std::int64_t item : items) questions.push_back(sourced[static_cast<std::size_t>(item / options.samples)].question);
+    const std::vector<QuestionResult> results = evaluate_questions(*teacher.model, *teacher.tokenizer, questions,
+                                                                   with_behaviors, matcher, generation, communicator,
+                                                                   items);
+    if (!leader) continue;
+    std::string lines;
+    for (const QuestionResult& result : results) {
+      const SourcedQuestion& source = sourced[static_cast<std::size_t>(result.index / options.samples)];
+      std::vector<std::string> shown;
+      for (std::size_t i : result.patterns_retrieved) shown.push_back(handbook.patterns[i].name);
+      json line = {{"item", result.index},
+                   {"id", source.id},
+                   {"sample", result.index % options.samples},
+                   {"question", source.question.question},
+                   {"reference", source.question.reference},
+                   {"shown", shown},
+                   {"prompt", result.prompt},
+                   {"output", result.output},
+                   {"answer", result.answer ? json(*result.answer) : json(nullptr)},
+                   {"correct", result.correct},
+                   {"stopped", result.stopped},
+                   {"generated_tokens", result.generated_tokens},
+                   {"reasoning_tokens", result.reasoning_tokens}};
+      lines += line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
+      answers[result.index] = std::move(line);
+    }
+    log->append(lines);
+    log_info("distill: {} of {} answers", total_items - static_cast<std::int64_t>(todo.size() - first - count),
+             total_items);
+  }
+
+  // Rank 0 turns the answers into examples; the others wait for its verdict.
+  std::string failure;
+  if (leader) {
+    const PromptFormat format(*teacher.tokenizer, generation.template_name, generation.tokenizer_path);
+    std::string examples;
+    std::set<std::pair<std::int64_t, std::string>> seen;  // (question, target)
+    for (const auto& [item, line] : answers) {
+      ++counts.generated;
+      if (!line.at("stopped").get<bool>()) ++counts.unfinished;
+      if (!line.at("correct").get<bool>()) continue;
+      ++counts.correct;
+      const std::int64_t question_index = item / options.samples;
+      const SourcedQuestion& source = sourced[static_cast<std::size_t>(question_index)];
+      AugmentedExample example;
+      example.id = options.samples > 1 ? fmt::format("{}#{}", source.id, item % options.samples) : source.id;
+      example.question = source.question.question;
+      example.solution = source.question.reference;
+      example.prompt = bare.test_prompt(example.question);
+      example.target = distilled_target(line.at("output").get<std::string>(), line.at("answer").get<std::string>());
+      if (!seen.insert({question_index, example.target}).second) {
+        ++counts.duplicates;
+        continue;
+      }
+      if (options.max_sequence > 0 &&
+          static_cast<std::int64_t>(format.training_example(example.prompt, example.target).ids.size()) >
+              options.max_sequence) {
+        ++counts.dropped_for_length;
+        continue;
+      }
+      nlohmann::ordered_json written = example.to_json();
+      written["teacher"] = options.teacher;
+      written["shown"] = line.at("shown");
+      written["correct"] = true;
+      examples += written.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+      ++counts.kept;
+    }
+    if (counts.kept == 0) {
+      failure = fmt::format(
+          "distill: the teacher {} answered {} of {} question(s) right ({} answers{}), so there is no training "
+          "example; {} was not written. Check the teacher (is it trained on this corpus? does it write the final "
+          "answer after \"####\"?) in {}",
+          options.teacher, counts.correct, counts.questions, counts.generated,
+          counts.correct > 0 ? fmt::format(", all {} longer than {} tokens", counts.correct, options.max_sequence)
+                             : std::string(),
+          options.out, options.answers);
+    } else {
+      AtomicFile out(options.out);
+      out.write(examples);
+      out.commit();
+      const double pass_rate = counts.generated > 0 ? static_cast<double>(counts.correct) / counts.generated : 0.0;
+      json summary = {{"teacher", options.teacher},
+                      {"teacher_source", teacher.description},
+                      {"questions", counts.questions},
+                      {"samples", options.samples},
+                      {"generated", counts.generated},
+                      {"correct", counts.correct},
+                      {"pass_rate", pass_rate},
+                      {"kept", counts.kept},
+                      {"duplicates", counts.duplicates},
+                      {"dropped_for_length", counts.dropped_for_length},
+                      {"unfinished", counts.unfinished},
+                      {"resumed", counts.resumed},
+                      {"ranks", communicator.size()},
+                      {"seconds", wall.seconds()},
+                      {"examples", options.out},
+                      {"answers", options.answers}};
+      write_file_atomic(options.summary, summary.dump(2) + "\n");
+      log_info("distill: {} answers, {} right ({:.1f}%), {} kept in {}, {} duplicate(s), {} dropped for length "
+               "(over {} tokens), {} unfinished; {:.1f} s",
+               counts.generated, counts.correct, 100.0 * pass_rate, counts.kept, options.out, counts.duplicates,
+               counts.dropped_for_length, options.max_sequence, counts.unfinished, wall.seconds());
+    }
+  }
+  const int failed = communicator.allreduce_value<std::int32_t>(failure.empty() ? 0 : 1, ReduceOp::kMax);
+  if (failed != 0) throw InputError(leader ? failure : "distill: no right answer from the teacher (see rank 0)");
+  if (counts_out != nullptr) *counts_out = counts;
+  return kExitOk;
+}
+
+}  // namespace metareuse
