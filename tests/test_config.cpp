@@ -8,6 +8,8 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <utility>
+#include <vector>
 
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
@@ -58,6 +60,43 @@ TEST_CASE("unknown keys are errors naming the key and the closest valid one", "[
   CHECK_THROWS_WITH(config.apply_override("nosection=3"), Contains("unknown config key 'nosection'"));
   auto section_typo = write_file("section.json", R"({"lgo": {"level": "info"}})");
   CHECK_THROWS_WITH(Config::from_file(section_typo), Contains("'lgo'"));
+}
+
+// transformers' TrainingArguments names are answered with the key that means
+// the same, not the nearest spelling ('learning_rate' -> 'tokenizer.template').
+TEST_CASE("TrainingArguments names get the metareuse key that means the same", "[config]") {
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"learning_rate", "train.lr"},
+      {"num_train_epochs", "train.epochs"},
+      {"per_device_train_batch_size", "train.micro_batch"},
+      {"gradient_accumulation_steps", "train.global_batch"},
+      {"warmup_steps", "train.warmup_steps"},
+      {"max_steps", "train.max_steps"},
+      {"weight_decay", "train.weight_decay"},
+      {"bf16", "train.precision"},
+      {"fp16", "train.precision"},
+      {"lr_scheduler_type", "train.lr_schedule"},
+      {"max_grad_norm", "train.grad_clip"},
+      {"seed", "run.seed"},
+      {"save_steps", "checkpoint.every_steps"},
+      {"logging_steps", "train.log_every"},
+      {"output_dir", "run.out_dir"},
+  };
+  for (const auto& [name, key] : expected) {
+    INFO(name);
+    REQUIRE(metareuse::find_config_key(key) != nullptr);
+    auto file = write_file(name + ".json", "{\"" + name + "\": 1}");
+    CHECK_THROWS_WITH(Config::from_file(file), Contains("'" + name + "'") && Contains("is '" + key + "'") &&
+                                                   !Contains("did you mean"));
+    Config config;
+    CHECK_THROWS_WITH(config.apply_override(name + "=1"), Contains("is '" + key + "'"));
+  }
+  // Inside a section too.
+  auto nested = write_file("nested.json", R"({"train": {"learning_rate": 0.001}})");
+  CHECK_THROWS_WITH(Config::from_file(nested), Contains("'train.learning_rate'") && Contains("is 'train.lr'"));
+  // An ordinary typo still gets the nearest spelling.
+  Config config;
+  CHECK_THROWS_WITH(config.apply_override("train.lrr=1"), Contains("did you mean 'train.lr'"));
 }
 
 TEST_CASE("bad types are errors naming the key, the expected and the actual type", "[config]") {

@@ -136,6 +136,15 @@ TEST_CASE("eval writes eval.json and answers.jsonl, and a checkpoint and its exp
   }
 }
 
+// The table is eval's result: stdout holds it and nothing else (logs go to stderr).
+TEST_CASE("eval prints only its table on stdout", "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  auto result = metareuse::test::run_metareuse_split(eval_args((d / "eval-stdout").string(), ""));
+  INFO(result.out << "\n--- stderr ---\n" << result.err);
+  REQUIRE(result.status == 0);
+  CHECK_THAT(result.out, Catch::StartsWith("model ") && Contains("accuracy") && !Contains("[rank "));
+}
+
 TEST_CASE("eval --model <checkpoint> takes the tokenizer and template the checkpoint was trained with",
           "[eval][e2e]") {
   const fs::path& d = trained_run();

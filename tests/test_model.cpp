@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "cli_runner.h"
 #include "metareuse/core/error.h"
@@ -665,6 +666,59 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK_THAT(bad_ids.output, Contains("'x'"));
   auto conflicting = test::run_metareuse("generate " + model + prompt_flag + " --greedy --temperature 0.5");
   CHECK(conflicting.status == 64);
+}
+
+// `metareuse generate ... | jq` reads stdout: one JSON object a line, no log line.
+TEST_CASE("metareuse generate prints only its JSON lines on stdout", "[model][cli][e2e]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  auto result = test::run_metareuse_split("generate --model " + fixture.string() +
+                                          " --prompt-ids 1,2,3 --max-new-tokens 4 --greedy");
+  INFO(result.out << "\n--- stderr ---\n" << result.err);
+  REQUIRE(result.status == 0);
+  std::istringstream lines(result.out);
+  std::string line;
+  int parsed = 0;
+  while (std::getline(lines, line)) {
+    INFO(line);
+    CHECK(nlohmann::json::accept(line));
+    ++parsed;
+  }
+  CHECK(parsed == 1);
+}
+
+// A hostile model folder through the CLI: exit 1 with the file named, not a
+// crash (a stack overflow on deep JSON, a read outside the folder).
+TEST_CASE("generate refuses hostile model folders with exit 1, naming the file", "[model][cli][e2e][hostile]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  auto dir = test::temp_dir("hostile-folders");
+  auto generate = [](const fs::path& model) {
+    return test::run_metareuse("generate --model " + model.string() + " --prompt-ids 1,2,3 --max-new-tokens 2");
+  };
+  const fs::path deep = dir / "deep-config";
+  fs::create_directories(deep);
+  fs::copy_file(fixture / "model.safetensors", deep / "model.safetensors");
+  std::ofstream(deep / "config.json") << "{\"rope_scaling\": " << std::string(100000, '[') << std::string(100000, ']')
+                                      << "}";
+  auto deep_result = generate(deep);
+  INFO(deep_result.output);
+  CHECK(deep_result.status == 1);
+  CHECK_THAT(deep_result.output, Contains((deep / "config.json").string()) && Contains("nested deeper than 64"));
+
+  const fs::path escape = dir / "escape";
+  fs::create_directories(escape);
+  fs::copy_file(fixture / "config.json", escape / "config.json");
+  fs::copy_file(fixture / "model.safetensors", dir / "elsewhere.safetensors");
+  nlohmann::json weight_map;
+  for (const auto& name : SafetensorsFile((fixture / "model.safetensors").string()).names()) {
+    weight_map[name] = "../elsewhere.safetensors";
+  }
+  std::ofstream(escape / "model.safetensors.index.json") << nlohmann::json{{"weight_map", weight_map}}.dump();
+  auto escape_result = generate(escape);
+  INFO(escape_result.output);
+  CHECK(escape_result.status == 1);
+  CHECK_THAT(escape_result.output, Contains("../elsewhere.safetensors") && Contains("not a file in the index's folder"));
 }
 
 TEST_CASE("bf16 is refused below sm_80", "[model][cuda]") {

@@ -191,3 +191,56 @@ TEST_CASE("sharded checkpoints are written with an index and read back", "[safet
   CHECK_THROWS_WITH(SafetensorsCheckpoint(broken.string()),
                     Contains("'w'") && Contains("model-00001-of-00002.safetensors") && Contains("does not exist"));
 }
+
+// A model folder from a hub is input: every size, offset and path in it is
+// checked before use, with an error naming the file and tensor, never a crash
+// or an allocation sized by the file's claims.
+TEST_CASE("hostile safetensors files and indexes are refused naming the file and tensor", "[safetensors][hostile]") {
+  auto dir = metareuse::test::temp_dir("st-hostile");
+  SECTION("a header length near 2^64") {
+    const fs::path huge = dir / "huge-header.safetensors";
+    std::ofstream out(huge, std::ios::binary);
+    const std::uint64_t length = ~std::uint64_t{0} - 4;
+    out.write(reinterpret_cast<const char*>(&length), 8);
+    out << "{}";
+    out.close();
+    CHECK_THROWS_WITH(SafetensorsFile(huge.string()), Contains("implausible") && Contains(huge.string()));
+  }
+  SECTION("a shape whose element count wraps around 2^64 to match an empty byte range") {
+    const fs::path wrap = dir / "wrap.safetensors";
+    write_raw(wrap, R"({"x":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})", "");
+    CHECK_THROWS_WITH(SafetensorsFile(wrap.string()), Contains("'x'") && Contains("bad shape") && Contains(wrap.string()));
+    const fs::path wide = dir / "wide.safetensors";
+    write_raw(wide, R"({"y":{"dtype":"U8","shape":[18446744073709551615],"data_offsets":[0,0]}})", "");
+    CHECK_THROWS_WITH(SafetensorsFile(wide.string()), Contains("'y'") && Contains("bad shape"));
+  }
+  SECTION("a header nested 100,000 levels deep") {
+    const fs::path deep = dir / "deep.safetensors";
+    write_raw(deep, std::string(100000, '[') + std::string(100000, ']'), "");
+    CHECK_THROWS_WITH(SafetensorsFile(deep.string()), Contains(deep.string()));
+    const fs::path deep_meta = dir / "deep-meta.safetensors";
+    write_raw(deep_meta, R"({"__metadata__":{"format":)" + std::string(100000, '[') + std::string(100000, ']') + "}}",
+              "");
+    CHECK_THROWS_WITH(SafetensorsFile(deep_meta.string()), Contains(deep_meta.string()));
+  }
+  SECTION("an index whose shard paths leave the folder") {
+    const fs::path model = dir / "model";
+    fs::create_directories(model);
+    metareuse::write_safetensors((dir / "outside.safetensors").string(), {{"w", torch::ones({2})}});
+    for (const std::string& shard : {std::string("../outside.safetensors"), (dir / "outside.safetensors").string(),
+                                     std::string("sub/../../outside.safetensors")}) {
+      INFO(shard);
+      std::ofstream(model / "model.safetensors.index.json")
+          << nlohmann::json{{"metadata", nlohmann::json::object()}, {"weight_map", {{"w", shard}}}}.dump();
+      CHECK_THROWS_WITH(SafetensorsCheckpoint(model.string()),
+                        Contains("'w'") && Contains(shard) && Contains("not a file in the index's folder"));
+    }
+  }
+  SECTION("an index nested 100,000 levels deep") {
+    const fs::path model = dir / "deep-index";
+    fs::create_directories(model);
+    std::ofstream(model / "model.safetensors.index.json")
+        << R"({"weight_map": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    CHECK_THROWS_WITH(SafetensorsCheckpoint(model.string()), Contains("model.safetensors.index.json"));
+  }
+}

@@ -122,3 +122,42 @@ TEST_CASE("prepare writes the same file at 1 and 3 ranks and rejects bad input",
   CHECK(bad.status == 1);
   CHECK_THAT(bad.output, Contains("bad.jsonl:1: skipped: no string field \"prompt\"") && Contains("no usable records"));
 }
+
+// Documents longer than the sequence: dropped with a warning that gives the
+// share (the default), cut to the sequence length, or refused (dataset.overflow).
+TEST_CASE("prepare warns with the share of documents too long for the sequence, and dataset.overflow truncates or "
+          "refuses them", "[cli][prepare]") {
+  METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path);
+  auto dir = metareuse::test::temp_dir("prepare-overflow");
+  {
+    std::ofstream out(dir / "augmented.jsonl");
+    for (int i = 0; i < 10; ++i) {
+      std::string target = "#### " + std::to_string(i + 1);
+      if (i % 5 < 2) {  // records 0, 1, 5, 6: some 200 words
+        for (int word = 0; word < 200; ++word) target = "word " + target;
+      }
+      out << nlohmann::json{{"prompt", "Question " + std::to_string(i) + ": what is " + std::to_string(i) + "+1?"},
+                            {"target", target}}
+                 .dump()
+          << "\n";
+    }
+  }
+  const std::string common = "prepare --tokenizer '" + path + "' --input " + (dir / "augmented.jsonl").string() +
+                             " --sequence-length 64 --out " + (dir / "dataset.h5").string();
+  auto dropped = run_metareuse(common);
+  INFO(dropped.output);
+  CHECK(dropped.status == 0);
+  CHECK_THAT(dropped.output, Contains("[warning]") &&
+                                 Contains("4 of 10 document(s) (40.0%) are longer than dataset.sequence_length 64") &&
+                                 Contains("dataset.overflow=truncate") && Contains("6 document(s) (4 longer"));
+  auto truncated = run_metareuse(common + " --set dataset.overflow=truncate");
+  INFO(truncated.output);
+  CHECK(truncated.status == 0);
+  CHECK_THAT(truncated.output, Contains("truncated to their first 64 tokens") &&
+                                   Contains("10 document(s) (0 longer than 64 tokens dropped, 4 truncated)"));
+  auto refused = run_metareuse(common + " --set dataset.overflow=error");
+  INFO(refused.output);
+  CHECK(refused.status == 1);
+  CHECK_THAT(refused.output, Contains("4 of 10 document(s) (40.0%) are longer than dataset.sequence_length 64") &&
+                                 Contains("raise --sequence-length"));
+}

@@ -501,3 +501,55 @@ TEST_CASE("a test prompt is its training example up to the target, in every temp
                       Contains("tokenizer_config.json") && Contains("chat_template"));
   }
 }
+
+// tokenizer.json and the chat template come with a downloaded model: input,
+// bounded like any other (the bounds: src/tokenizer/jinja_syntax.h).
+TEST_CASE("hostile tokenizer files and chat templates are refused with the bound they cross", "[tokenizer][hostile]") {
+  auto dir = test::temp_dir("hostile-tokenizer");
+  const std::string bpe_head = R"({"normalizer": null, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+      {"type": "Split", "pattern": {"Regex": "\\s+|\\S+"}, "behavior": "Isolated", "invert": false},
+      {"type": "ByteLevel", "use_regex": false}]},
+      "model": {"type": "BPE", "ignore_merges": true, "vocab": {"a": 0, "b": 1}, "merges": []}, )";
+  // An added token's id sizes the vocabulary, and from it the model's embedding.
+  write_file(dir / "huge_id.json", bpe_head + R"("added_tokens": [{"id": 2000000000, "content": "<x>"}]})");
+  CHECK_THAT(load_error((dir / "huge_id.json").string()),
+             Contains("added_tokens[0] ('<x>') has id 2000000000, outside [0, 10000000]"));
+  write_file(dir / "negative_id.json", bpe_head + R"("added_tokens": [{"id": -3, "content": "<y>"}]})");
+  CHECK_THAT(load_error((dir / "negative_id.json").string()), Contains("has id -3"));
+  write_file(dir / "deep.json", std::string(100000, '[') + std::string(100000, ']'));
+  CHECK_THAT(load_error((dir / "deep.json").string()), Contains("deep.json"));
+
+  auto render_error = [](const std::string& source) -> std::string {
+    try {
+      auto chat = ChatTemplate::parse(source, "hostile.jinja", "<s>", "</s>", {});
+      chat.render({{"user", "hi", false}, {"assistant", "ho", true}, {"user", "hey", false}}, true);
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  // Nesting: the parser would recurse once per level.
+  CHECK_THAT(render_error("{{ " + std::string(100000, '(') + "1" + std::string(100000, ')') + " }}"),
+             Contains("hostile.jinja") && Contains("nested deeper than 100 levels"));
+  CHECK_THAT(render_error("{{ " + [] { std::string s; for (int i = 0; i < 100000; ++i) s += "not "; return s; }() +
+                          "1 }}"),
+             Contains("nested deeper than 100 levels"));
+  std::string ifs;
+  for (int i = 0; i < 1000; ++i) ifs += "{% if true %}";
+  for (int i = 0; i < 1000; ++i) ifs += "{% endif %}";
+  CHECK_THAT(render_error(ifs), Contains("blocks nested deeper than 100 levels"));
+  // Repetition: a string or a list doubled 40 times (2^40 of it), loops nested over a grown list.
+  std::string strings = "{% set s = 'xx' %}", lists = "{% set l = messages %}";
+  for (int i = 0; i < 40; ++i) {
+    strings += "{% set s = s + s %}";
+    lists += "{% set l = l + l %}";
+  }
+  CHECK_THAT(render_error(strings + "{{ s }}"), Contains("a string grows past 16777216 bytes"));
+  CHECK_THAT(render_error(lists + "{{ l | length }}"), Contains("a list grows past 100000 items"));
+  std::string loops = "{% set l = messages + messages + messages + messages + messages %}";  // 15 items
+  for (int i = 0; i < 6; ++i) loops += "{% for x" + std::to_string(i) + " in l %}";
+  loops += ".";
+  for (int i = 0; i < 6; ++i) loops += "{% endfor %}";
+  CHECK_THAT(render_error(loops), Contains("more than 1000000 loop iterations"));
+  CHECK_THAT(render_error("{{ 9223372036854775807 + 1 }}"), Contains("overflows a 64-bit integer"));
+}

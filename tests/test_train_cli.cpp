@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -148,6 +149,35 @@ TEST_CASE("the time limit stops every rank at the same step with status 3, and t
   INFO(resumed.output);
   CHECK(resumed.status == 0);
   CHECK(losses_of(run).size() == done + 2);
+}
+
+// No time limit unless one is given; in a Slurm job with a time limit the job's
+// end (SLURM_JOB_END_TIME) less train.job_end_margin stops training with a
+// checkpoint, without --signal.
+TEST_CASE("train has no time limit by default, and stops before a Slurm job's end", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("job-end");
+  auto plain = run_metareuse(train_args(run / "plain", "--set train.max_steps=1"));
+  INFO(plain.output);
+  CHECK(plain.status == 0);
+  CHECK_THAT(plain.output, Contains("time budget: none"));
+
+  // The job ends 125 s from now; with the default margin of 120 s, 5 s are left.
+  const long job_end = static_cast<long>(std::time(nullptr)) + 125;
+  auto slurm = run_shell(std::string("cd '") + METAREUSE_SOURCE_DIR + "' && SLURM_JOB_END_TIME=" +
+                         std::to_string(job_end) + " timeout 300 '" + METAREUSE_BINARY + "' " +
+                         train_args(run / "slurm", "--set train.max_steps=100000"));
+  INFO(slurm.output);
+  CHECK(slurm.status == 3);
+  CHECK_THAT(slurm.output, Contains("(SLURM_JOB_END_TIME), less train.job_end_margin 120 s") &&
+                               Contains("time limit"));
+  CHECK(fs::exists(run / "slurm" / "checkpoints" / "latest"));
+  // The sooner of the two wins: a time limit of 1 s inside the same job.
+  auto sooner = run_shell(std::string("cd '") + METAREUSE_SOURCE_DIR + "' && SLURM_JOB_END_TIME=" +
+                          std::to_string(job_end + 3600) + " '" + METAREUSE_BINARY + "' " +
+                          train_args(run / "sooner", "--set train.max_steps=100000 --set train.time_limit=1"));
+  INFO(sooner.output);
+  CHECK(sooner.status == 3);
+  CHECK_THAT(sooner.output, Contains("time budget 1 s: train.time_limit 1 s"));
 }
 
 TEST_CASE("SIGUSR1 (Slurm's pre-timeout signal) checkpoints and exits 3", "[train][e2e]") {
@@ -371,7 +401,12 @@ TEST_CASE("resume refuses a checkpoint made for another model, naming the field"
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=1")).status == 0);
   auto other = run_metareuse(train_args(run, "--set train.max_steps=2 --set model.preset=debug-small --resume auto"));
   CHECK(other.status == 1);
+  INFO(other.output);
   CHECK_THAT(other.output, Contains("cannot resume") && Contains("model."));
+  // ... and names the way out: another checkpoint folder, or the old inputs back.
+  CHECK_THAT(other.output, Contains("to train afresh, give this run another checkpoint.dir") &&
+                               Contains("remove " + (run / "checkpoints").string()) &&
+                               Contains("restore the model, tokenizer and dataset"));
   auto missing = run_metareuse(train_args(run, "--resume " + (run / "nothing.h5").string()));
   CHECK(missing.status == 1);
   CHECK_THAT(missing.output, Contains("nothing.h5"));

@@ -31,6 +31,9 @@
 #include "metareuse/core/text.h"
 #include "metareuse/distributed/agreement.h"
 #include "metareuse/distributed/runtime.h"
+#ifndef METAREUSE_FRONT
+#include "metareuse/model/threads.h"  // torch's threads per rank
+#endif
 
 namespace {
 
@@ -137,26 +140,40 @@ int main(int argc, char** argv) {
   if (chosen_spec == nullptr) return kExitUsage;
 
   // The whole config is resolved and validated before any rank starts work.
+  // A config that cannot be built is reported after the runtime starts, like
+  // any other error, so that under mpirun it is printed once, not by every rank.
   Config config;
+  std::string config_error;
+  int config_status = kExitOk;
   try {
     config = Config::load(config_file, {});
-    // Flags first, then --set; an error in a flag's value names the flag.
-    for (const auto& assignment : flag_overrides) {
-      try {
-        config.apply_override(assignment);
-      } catch (const ConfigError& e) {
-        throw ConfigError(cli_detail::name_the_flag(assignment, e.what()));
-      }
-    }
-    for (const auto& assignment : overrides) config.apply_override(assignment);
   } catch (const Error& e) {
-    std::fprintf(stderr, "metareuse %s: %s\n", chosen_spec->name.c_str(), e.what());
-    return kExitFailure;
+    config_error = e.what();
+    config_status = kExitFailure;  // the file's contents
   }
+  if (config_error.empty()) {
+    try {
+      // Flags first, then --set; an error in a flag's value names the flag.
+      for (const auto& assignment : flag_overrides) {
+        try {
+          config.apply_override(assignment);
+        } catch (const ConfigError& e) {
+          throw ConfigError(cli_detail::name_the_flag(assignment, e.what()));
+        }
+      }
+      for (const auto& assignment : overrides) config.apply_override(assignment);
+    } catch (const Error& e) {
+      config_error = e.what();
+      config_status = kExitUsage;  // a flag or --set: the command line
+    }
+  }
+  if (!config_error.empty()) config = Config();  // the runtime and the log start from the defaults
 
 #ifdef METAREUSE_FRONT
   // Some configs of a torch-free command need the model (patterns --mode reflect).
-  if (chosen_spec->needs_torch_for && chosen_spec->needs_torch_for(config)) return exec_torch_binary(argv);
+  if (config_error.empty() && chosen_spec->needs_torch_for && chosen_spec->needs_torch_for(config)) {
+    return exec_torch_binary(argv);
+  }
 #endif
 
   std::unique_ptr<Runtime> runtime;
@@ -170,10 +187,25 @@ int main(int argc, char** argv) {
             config.get_bool("log.all_ranks"));
   if (runtime->world_size() > 1) runtime->set_collective_timeout(config.get_number("dist.collective_timeout"));
 
+  // Printed once, by the lowest rank that failed (an error every rank hits is
+  // rank 0's); then the whole job ends so that no other rank waits forever in
+  // a collective. The grace is how long a failing rank listens for a lower one
+  // that failed too: ranks that hit the same error do so within it.
+  constexpr double kFailureGraceSeconds = 2.0;
+  auto fail = [&](const std::string& message, int status) {
+    if (runtime->first_to_fail(kFailureGraceSeconds)) log_error("{}: {}", chosen_spec->name, message);
+    if (runtime->world_size() > 1) runtime->abort(status);
+    return status;
+  };
+  if (!config_error.empty()) return fail(config_error, config_status);
+
   if (print_config) {
     if (runtime->rank() == 0) std::cout << config.describe();
     return kExitOk;
   }
+#ifndef METAREUSE_FRONT
+  set_intra_op_threads(static_cast<int>(config.get_int("run.threads")), runtime->layout().local_size);
+#endif
 
   int status = kExitOk;
   try {
@@ -182,11 +214,7 @@ int main(int argc, char** argv) {
     cli_detail::CommandContext context{config, *runtime};
     status = chosen_spec->run(context);
   } catch (const std::exception& e) {
-    // Printed once, by the rank that failed; then the whole job ends so that
-    // no other rank waits forever in a collective.
-    log_error("{}: {}", chosen_spec->name, e.what());
-    status = dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitFailure;
-    if (runtime->world_size() > 1) runtime->abort(status);
+    status = fail(e.what(), dynamic_cast<const UsageError*>(&e) ? kExitUsage : kExitFailure);
   }
   std::fflush(stdout);
   return status;

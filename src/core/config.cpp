@@ -47,6 +47,10 @@ std::vector<ConfigKey> build_schema() {
       key_string("run.name", "demo", "Name of the run; the default output folder is runs/<name>."),
       key_string("run.out_dir", "", "Output folder of the run; empty means runs/<run.name>."),
       key_int("run.seed", 1234, "Seed for every random choice in the run.", 0, 4294967295.0),
+      key_int("run.threads", 0,
+              "torch intra-op threads per rank; 0: the node's cores shared by its ranks (at most the cores the rank "
+              "may run on). The choice is logged.",
+              0, 4096),
 
       // log
       key_string("log.level", "info", "Lowest level printed.", {"debug", "info", "warn", "error", "off"}),
@@ -156,6 +160,10 @@ std::vector<ConfigKey> build_schema() {
       key_bool("dataset.pack", true,
                "Pack several documents per sequence (boundaries kept; training masks attention between them and "
                "restarts positions per document); false gives one padded document per sequence."),
+      key_string("dataset.overflow", "drop",
+                 "A document longer than dataset.sequence_length: drop it (warned, with the share dropped), "
+                 "truncate it to the sequence length, or stop with an error.",
+                 {"drop", "truncate", "error"}),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
 
       // model: the architecture and the weights training starts from
@@ -233,13 +241,16 @@ std::vector<ConfigKey> build_schema() {
               1LL << 40),
       key_int("train.loss_scale_hysteresis", 1, "fp16: overflows tolerated before the scale halves.", 1, 1000),
       key_number("train.loss_scale_min", 1.0, "fp16: the scale never drops below this.", 1e-12, 1e12),
-      key_number("train.time_limit", 600.0,
-                 "Wall-clock budget in seconds; all ranks stop at the same step, checkpoint and exit 3. 0: none.", 0.0,
-                 1e9),
+      key_number("train.time_limit", 0.0,
+                 "Wall-clock budget in seconds; all ranks stop at the same step, checkpoint and exit 3. 0: none (in a "
+                 "Slurm job with a time limit, the job's end less train.job_end_margin still applies).", 0.0, 1e9),
+      key_number("train.job_end_margin", 120.0,
+                 "In a Slurm job with a time limit (SLURM_JOB_END_TIME), training stops with a checkpoint and exit 3 "
+                 "this many seconds before the job's end, or at train.time_limit if that comes first.", 0.0, 1e9),
       key_int("train.log_every", 1, "Progress line every N steps when the output is not a terminal.", 1, 1 << 30),
       key_string("train.progress", "auto",
                  "Progress display: bar (one redrawn line), lines (a log line every train.log_every steps), or auto "
-                 "(bar when stdout is a terminal; mpirun gives ranks a terminal even when its output goes to a "
+                 "(bar when stderr is a terminal; mpirun gives ranks a terminal even when its output goes to a "
                  "file, so the sbatch templates set lines).",
                  {"auto", "bar", "lines"}),
       key_string("train.resume", "", "Resume: auto (the checkpoint folder's latest, if any), a checkpoint file or "
@@ -335,9 +346,58 @@ json::json_pointer pointer_of(const std::string& path) {
   return json::json_pointer(pointer);
 }
 
+// Names a user brings from transformers' TrainingArguments (and TRL's
+// SFTConfig), each with the key that means the same here. The nearest spelling
+// is no help for these ('learning_rate' is closest to 'tokenizer.template').
+struct ForeignName {
+  const char* name;
+  const char* key;
+  const char* how;  // what differs, when the value does not carry over as it is
+};
+constexpr ForeignName kTrainingArgumentsNames[] = {
+    {"learning_rate", "train.lr", ""},
+    {"num_train_epochs", "train.epochs", ""},
+    {"max_steps", "train.max_steps", ""},
+    {"per_device_train_batch_size", "train.micro_batch", "sequences per forward/backward on one rank"},
+    {"gradient_accumulation_steps", "train.global_batch",
+     "give the sequences per optimizer step over all ranks: micro batch x ranks x accumulation steps"},
+    {"warmup_steps", "train.warmup_steps", ""},
+    {"warmup_ratio", "train.warmup_steps", "a number of steps, not a share"},
+    {"weight_decay", "train.weight_decay", ""},
+    {"adam_beta1", "train.beta1", ""},
+    {"adam_beta2", "train.beta2", ""},
+    {"adam_epsilon", "train.eps", ""},
+    {"max_grad_norm", "train.grad_clip", ""},
+    {"lr_scheduler_type", "train.lr_schedule", "cosine, linear or constant"},
+    {"bf16", "train.precision", "train.precision=bf16"},
+    {"fp16", "train.precision", "train.precision=fp16"},
+    {"gradient_checkpointing", "train.recompute", "always, never or auto"},
+    {"resume_from_checkpoint", "train.resume", "auto, or a checkpoint file or folder"},
+    {"logging_steps", "train.log_every", ""},
+    {"seed", "run.seed", ""},
+    {"output_dir", "run.out_dir", ""},
+    {"run_name", "run.name", ""},
+    {"log_level", "log.level", ""},
+    {"save_steps", "checkpoint.every_steps", ""},
+    {"save_total_limit", "checkpoint.keep_last", ""},
+    {"per_device_eval_batch_size", "eval.batch_size", ""},
+    {"max_seq_length", "dataset.sequence_length", ""},
+    {"max_length", "dataset.sequence_length", ""},
+    {"model_name_or_path", "model.path", ""},
+};
+
 std::string unknown_key_message(const std::string& path, const std::string& where) {
+  const std::string prefix = where.empty() ? "" : where + ": ";
+  const std::string leaf = path.substr(path.rfind('.') == std::string::npos ? 0 : path.rfind('.') + 1);
+  for (const ForeignName& foreign : kTrainingArgumentsNames) {
+    if (leaf != foreign.name) continue;
+    return fmt::format("{}unknown config key '{}': transformers' {} is '{}' in metareuse{} (metareuse <cmd> "
+                       "--print-config lists every key)",
+                       prefix, path, foreign.name, foreign.key,
+                       *foreign.how == '\0' ? std::string() : fmt::format(": {}", foreign.how));
+  }
   return fmt::format("{}unknown config key '{}'; did you mean '{}'? (metareuse <cmd> --print-config lists every key)",
-                     where.empty() ? "" : where + ": ", path, closest_config_key(path));
+                     prefix, path, closest_config_key(path));
 }
 
 // Flattens a nested JSON object into dotted keys, checking each against the schema.

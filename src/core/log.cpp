@@ -10,20 +10,17 @@
 namespace metareuse {
 namespace {
 
-// Routes info and below to stdout, warnings and errors to stderr.
-class SplitSink final : public spdlog::sinks::base_sink<std::mutex> {
+// Every level goes to stderr: stdout carries only a command's result (the ids
+// of tokenize, the JSON lines of generate, the tables of plan, info and eval),
+// so `metareuse generate ... | jq` reads nothing but the result.
+class StderrSink final : public spdlog::sinks::base_sink<std::mutex> {
  protected:
   void sink_it_(const spdlog::details::log_msg& msg) override {
     spdlog::memory_buf_t formatted;
     formatter_->format(msg, formatted);
-    std::FILE* stream = msg.level >= spdlog::level::warn ? stderr : stdout;
-    std::fwrite(formatted.data(), 1, formatted.size(), stream);
-    if (msg.level >= spdlog::level::warn) std::fflush(stream);
+    std::fwrite(formatted.data(), 1, formatted.size(), stderr);
   }
-  void flush_() override {
-    std::fflush(stdout);
-    std::fflush(stderr);
-  }
+  void flush_() override { std::fflush(stderr); }
 };
 
 spdlog::level::level_enum to_spdlog(LogLevel level) {
@@ -54,7 +51,7 @@ LogLevel parse_log_level(const std::string& name) {
 }
 
 void log_init(int rank, int world_size, LogLevel level, bool all_ranks) {
-  auto logger = std::make_shared<spdlog::logger>("metareuse", std::make_shared<SplitSink>());
+  auto logger = std::make_shared<spdlog::logger>("metareuse", std::make_shared<StderrSink>());
   logger->set_pattern(fmt::format("[%H:%M:%S] [rank {}/{}] [%l] %v", rank, world_size));
   // Other ranks stay quiet below warn unless asked: N copies of each line help no one.
   LogLevel effective = (rank == 0 || all_ranks || level > LogLevel::kInfo) ? level : LogLevel::kWarn;

@@ -109,6 +109,40 @@ void require_sequences(const PrepareOptions& options, const std::vector<std::int
   }
 }
 
+// Documents longer than a sequence, by dataset.overflow: an error names how
+// many and the longest; truncate cuts them to the sequence length (in
+// `lengths`, which then say how many tokens of each document are kept); drop
+// leaves them to pack_documents and warns with the share, as a silent drop of
+// half a corpus looks like a finished run.
+std::int64_t apply_overflow(const PrepareOptions& options, std::vector<std::int64_t>& lengths, bool leader) {
+  const std::int64_t limit = options.sequence_length;
+  const auto over = std::count_if(lengths.begin(), lengths.end(), [&](std::int64_t size) { return size > limit; });
+  if (over == 0) return 0;
+  const std::int64_t longest = *std::max_element(lengths.begin(), lengths.end());
+  const double share = 100.0 * static_cast<double>(over) / static_cast<double>(lengths.size());
+  if (options.overflow == "error") {
+    throw InputError(fmt::format("{}: {} of {} document(s) ({:.1f}%) are longer than dataset.sequence_length {} (the "
+                                 "longest has {} tokens); raise --sequence-length (dataset.sequence_length), or set "
+                                 "dataset.overflow=truncate or drop",
+                                 options.input, over, lengths.size(), share, limit, longest));
+  }
+  if (options.overflow == "truncate") {
+    for (std::int64_t& size : lengths) size = std::min(size, limit);
+    if (leader) {
+      log_warn("{}: {} of {} document(s) ({:.1f}%) are longer than dataset.sequence_length {} (the longest has {} "
+               "tokens): truncated to their first {} tokens (dataset.overflow=truncate)",
+               options.input, over, lengths.size(), share, limit, longest, limit);
+    }
+    return over;
+  }
+  if (leader) {
+    log_warn("{}: {} of {} document(s) ({:.1f}%) are longer than dataset.sequence_length {} (the longest has {} "
+             "tokens) and are left out; raise --sequence-length, or set dataset.overflow=truncate (or error)",
+             options.input, over, lengths.size(), share, limit, longest);
+  }
+  return 0;
+}
+
 }  // namespace
 
 PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& tokenizer, Communicator& communicator) {
@@ -157,16 +191,18 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
   report.records = counts[0];
   report.bad_records = counts[1];
   // Every rank holds the gathered lengths, so every rank decides alike.
-  require_sequences(options, all_lengths, report.records, report.bad_records);
+  std::vector<std::int64_t> kept_lengths = all_lengths;
+  report.truncated_documents = apply_overflow(options, kept_lengths, rank == 0);
+  require_sequences(options, kept_lengths, report.records, report.bad_records);
   if (rank == 0) {
     std::vector<DocumentTokens> documents(all_records.size());
     std::size_t offset = 0;
     for (std::size_t i = 0; i < all_records.size(); ++i) {
       documents[i].record = all_records[i];
-      auto size = static_cast<std::size_t>(all_lengths[i]);
-      documents[i].example.ids.assign(all_ids.begin() + offset, all_ids.begin() + offset + size);
-      documents[i].example.loss_mask.assign(all_masks.begin() + offset, all_masks.begin() + offset + size);
-      offset += size;
+      auto kept = static_cast<std::size_t>(kept_lengths[i]);
+      documents[i].example.ids.assign(all_ids.begin() + offset, all_ids.begin() + offset + kept);
+      documents[i].example.loss_mask.assign(all_masks.begin() + offset, all_masks.begin() + offset + kept);
+      offset += static_cast<std::size_t>(all_lengths[i]);
     }
     const TokenId pad_id = tokenizer.eos_id() >= 0 ? tokenizer.eos_id() : 0;
     PackedDataset dataset = pack_documents(std::move(documents), options.sequence_length, options.pack, pad_id);

@@ -3,12 +3,14 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
@@ -16,6 +18,7 @@
 #include "metareuse/distributed/device_communicator.h"
 #include "mpi_check.h"
 #include "mpi_communicator.h"
+#include "poll.h"
 
 namespace metareuse {
 namespace {
@@ -100,6 +103,9 @@ Runtime::Runtime(const std::string& backend) {
     // No launcher: the single-node fallback. The launchers' variables still
     // give the local rank if someone runs us under a foreign launcher.
     layout_.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", env_int("SLURM_LOCALID", 0));
+    // ... and how many processes share the node (torch's threads per rank):
+    // SLURM_STEP_TASKS_PER_NODE reads "2" or "2(x3)", the tasks on each node.
+    layout_.local_size = std::max(1, env_int("OMPI_COMM_WORLD_LOCAL_SIZE", env_int("SLURM_STEP_TASKS_PER_NODE", 1)));
     world_ = make_self_communicator();
   }
   g_runtime = this;
@@ -123,6 +129,50 @@ Runtime::~Runtime() {
 }
 
 Communicator& Runtime::world() { return *world_; }
+
+bool Runtime::first_to_fail(double grace_seconds) {
+  if (!using_mpi_ || layout_.world_size == 1) return true;
+  // Point-to-point on MPI_COMM_WORLD, which carries nothing else once world_
+  // (a duplicate) exists; the tag keeps the word apart all the same. Only a
+  // lower rank ever sends to a higher one, so any word received is from below.
+  constexpr int kFailedTag = 0x4641;  // "FA"
+  static int failed_rank = 0;         // outlives this call: the sends may still be in flight at abort()
+  failed_rank = layout_.rank;
+  std::vector<MPI_Request> sent;
+  for (int higher = layout_.rank + 1; higher < layout_.world_size; ++higher) {
+    MPI_Request request = MPI_REQUEST_NULL;
+    if (MPI_Isend(&failed_rank, 1, MPI_INT, higher, kFailedTag, MPI_COMM_WORLD, &request) == MPI_SUCCESS) {
+      sent.push_back(request);
+    }
+  }
+  bool lower_failed = false;
+  if (layout_.rank > 0) {
+    distributed_detail::poll_until(
+        [&]() {
+          int arrived = 0;
+          if (MPI_Iprobe(MPI_ANY_SOURCE, kFailedTag, MPI_COMM_WORLD, &arrived, MPI_STATUS_IGNORE) != MPI_SUCCESS) {
+            return distributed_detail::Poll::kFailed;
+          }
+          lower_failed = arrived != 0;
+          return lower_failed ? distributed_detail::Poll::kDone : distributed_detail::Poll::kPending;
+        },
+        grace_seconds);
+  }
+  // A short wait for the words to leave, so a higher rank that failed too hears
+  // it before this rank's abort() ends the job; a dead rank cannot hold it up.
+  if (!sent.empty()) {
+    distributed_detail::poll_until(
+        [&]() {
+          int done = 0;
+          if (MPI_Testall(static_cast<int>(sent.size()), sent.data(), &done, MPI_STATUSES_IGNORE) != MPI_SUCCESS) {
+            return distributed_detail::Poll::kFailed;
+          }
+          return done ? distributed_detail::Poll::kDone : distributed_detail::Poll::kPending;
+        },
+        0.5);
+  }
+  return !lower_failed;
+}
 
 void Runtime::abort(int status) const {
   std::fflush(stdout);

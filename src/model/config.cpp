@@ -9,6 +9,7 @@
 #include <map>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/json_input.h"  // model-folder JSON, depth-bounded
 #include "metareuse/core/log.h"  // unknown config keys
 #include "metareuse/core/looked_for.h"
 
@@ -147,7 +148,7 @@ LlamaConfig LlamaConfig::from_hf_file(const std::string& path) {
   if (!in) throw InputError(fmt::format("cannot open model config '{}': {}", path, why_unreadable(path)));
   json tree;
   try {
-    tree = json::parse(in);
+    tree = parse_json_input(path, in);
   } catch (const json::parse_error& e) {
     throw InputError(fmt::format("{}: not valid JSON: {}", path, e.what()));
   }

@@ -14,12 +14,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/json_input.h"  // model-folder JSON, depth-bounded
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/looked_for.h"
 
@@ -119,7 +121,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   data_start_ = 8 + header_bytes;
   json header;
   try {
-    header = json::parse(file_.data() + 8, file_.data() + data_start_);
+    header = parse_json_input(path, file_.data() + 8, file_.data() + data_start_);
   } catch (const json::parse_error& e) {
     throw InputError(fmt::format("safetensors file '{}': the header is not valid JSON: {}", path, e.what()));
   }
@@ -146,9 +148,13 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     entry.dtype = value["dtype"].get<std::string>();
     std::uint64_t numel = 1;
     for (const auto& dim : value["shape"]) {
-      if (!dim.is_number_unsigned()) tensor_error(path, entry.name, fmt::format("bad shape {}", value["shape"].dump()));
+      // A dimension must fit torch's int64 sizes, and the element count must
+      // not wrap: a wrapped count could match an empty byte range.
+      if (!dim.is_number_unsigned() || dim.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX) ||
+          __builtin_mul_overflow(numel, dim.get<std::uint64_t>(), &numel)) {
+        tensor_error(path, entry.name, fmt::format("bad shape {}", value["shape"].dump()));
+      }
       entry.shape.push_back(dim.get<std::int64_t>());
-      numel *= dim.get<std::uint64_t>();
     }
     const auto& offsets = value["data_offsets"];
     if (!offsets[0].is_number_unsigned() || !offsets[1].is_number_unsigned()) {
@@ -160,10 +166,15 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
     // An unknown dtype is reported when the tensor is read, so a file with one
     // exotic tensor can still serve the others.
     if (const DtypeInfo* info = find_dtype(entry.dtype)) {
-      if (entry.end - entry.begin != numel * info->bytes) {
+      std::uint64_t bytes = 0;
+      if (__builtin_mul_overflow(numel, static_cast<std::uint64_t>(info->bytes), &bytes)) {
+        tensor_error(path, entry.name, fmt::format("shape {} of {} is larger than any file", value["shape"].dump(),
+                                                   entry.dtype));
+      }
+      if (entry.end - entry.begin != bytes) {
         tensor_error(path, entry.name,
                      fmt::format("data_offsets {} span {} bytes, but shape {} of {} needs {}", offsets.dump(),
-                                 entry.end - entry.begin, value["shape"].dump(), entry.dtype, numel * info->bytes));
+                                 entry.end - entry.begin, value["shape"].dump(), entry.dtype, bytes));
       }
     }
     entries_.emplace(entry.name, std::move(entry));
@@ -273,7 +284,7 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
   if (!in) throw InputError(fmt::format("cannot open safetensors index '{}': {}", index.string(), why_unreadable(index.string())));
   json tree;
   try {
-    tree = json::parse(in);
+    tree = parse_json_input(index.string(), in);
   } catch (const json::parse_error& e) {
     throw InputError(fmt::format("safetensors index '{}' is not valid JSON: {}", index.string(), e.what()));
   }
@@ -288,6 +299,14 @@ SafetensorsCheckpoint::SafetensorsCheckpoint(const std::string& path) {
     const std::string shard = it->get<std::string>();
     auto found = file_index.find(shard);
     if (found == file_index.end()) {
+      // A shard is a file of the model's folder: a downloaded index may not
+      // send the reader elsewhere (an absolute path, or one through "..").
+      const fs::path relative = fs::path(shard).lexically_normal();
+      if (shard.empty() || relative.is_absolute() || relative.empty() || *relative.begin() == "..") {
+        throw InputError(fmt::format("safetensors index '{}': tensor '{}' is mapped to '{}', which is not a file in "
+                                     "the index's folder",
+                                     index.string(), it.key(), shard));
+      }
       fs::path shard_path = index.parent_path() / shard;
       if (!fs::exists(shard_path)) {
         throw InputError(fmt::format("safetensors index '{}': tensor '{}' is mapped to '{}', which does not exist "

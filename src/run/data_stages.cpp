@@ -221,6 +221,7 @@ PrepareOptions prepare_stage_options(const Config& config, const TextFormat& tex
   options.tokenizer_path = text.tokenizer;
   options.sequence_length = config.get_int("dataset.sequence_length");
   options.pack = config.get_bool("dataset.pack");
+  options.overflow = config.get_string("dataset.overflow");
   options.patterns_file = config.get_string("dataset.patterns_file");
   options.config_json = config.dump();
   if (options.input.empty()) throw UsageError("give the augmented examples with --input (dataset.input)");
@@ -285,10 +286,11 @@ int prepare_stage(const PrepareOptions& options, Runtime& runtime) {
   auto tokenizer = load_tokenizer(options.tokenizer_path);
   PrepareReport report = prepare_dataset(options, *tokenizer, runtime.world());
   const DatasetMetadata& metadata = report.metadata;
-  log_info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped), {} tokens in {} "
-            "sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s); tokenizer {}, template {}",
+  log_info("prepared {}: {} record(s) ({} bad), {} document(s) ({} longer than {} tokens dropped, {} truncated), {} "
+            "tokens in {} sequence(s), packing efficiency {:.1f}%, {:.2f} s on {} rank(s); tokenizer {}, template {}",
             options.output, report.records, report.bad_records, metadata.documents, metadata.dropped_documents,
-            options.sequence_length, metadata.real_tokens, report.sequences, 100.0 * metadata.packing_efficiency,
+            options.sequence_length, report.truncated_documents, metadata.real_tokens, report.sequences,
+            100.0 * metadata.packing_efficiency,
             watch.seconds(), runtime.world_size(), options.tokenizer_path, options.template_name);
   return kExitOk;
 }

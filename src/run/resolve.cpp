@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>  // getenv, strtod
 #include <filesystem>
 
 #include "metareuse/checkpoint/checkpoint.h"    // resolve_checkpoint, read_checkpoint_meta
@@ -19,6 +20,22 @@ namespace metareuse {
 using json = nlohmann::json;
 
 namespace {
+
+// Slurm sets SLURM_JOB_END_TIME (epoch seconds) for a job with a time limit;
+// training stops a margin before it, so the job checkpoints before Slurm ends
+// it, with or without --signal. 0: not in such a job (unset, or 0 for a job
+// without a limit).
+double slurm_job_end() {
+  const char* value = std::getenv("SLURM_JOB_END_TIME");
+  if (value == nullptr || *value == '\0') return 0.0;
+  char* end = nullptr;
+  const double seconds = std::strtod(value, &end);
+  if (end == value || *end != '\0') {
+    log_warn("SLURM_JOB_END_TIME is '{}', not seconds since the epoch: training ignores it", value);
+    return 0.0;
+  }
+  return seconds > 0 ? seconds : 0.0;
+}
 
 // Builds a stage's options from a copy of `config` that records what is read,
 // and adds the keys read, with their values, to `keys` (the stage's fingerprint).
@@ -137,6 +154,8 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
   options.checkpoints.compression = static_cast<int>(config.get_int("checkpoint.compression"));
   options.resume = config.get_string("train.resume");
   options.time_limit = config.get_number("train.time_limit");
+  options.job_end = slurm_job_end();
+  options.job_end_margin = config.get_number("train.job_end_margin");
   options.checkpoint_every_minutes = config.get_number("checkpoint.every_minutes");
   options.checkpoint_every_steps = config.get_int("checkpoint.every_steps");
   options.log_every = config.get_int("train.log_every");

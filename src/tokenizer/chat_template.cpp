@@ -14,6 +14,7 @@
 
 #include "jinja.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/json_input.h"  // model-folder JSON, depth-bounded
 #include "metareuse/core/looked_for.h"
 
 namespace metareuse {
@@ -30,7 +31,7 @@ std::string read_text(const std::filesystem::path& path) {
 
 nlohmann::json read_json(const std::filesystem::path& path) {
   try {
-    return nlohmann::json::parse(read_text(path));
+    return parse_json_input(path.string(), read_text(path));
   } catch (const nlohmann::json::parse_error& e) {
     throw InputError(fmt::format("{}: not valid JSON: {}", path.string(), e.what()));
   }

@@ -8,6 +8,7 @@
 #include <fmt/format.h>  // messages
 
 #include <algorithm>
+#include <climits>  // LLONG_MIN
 #include <cctype>
 #include <cstring>
 #include <map>
@@ -133,8 +134,8 @@ class Renderer {
   void run(const std::vector<Node>& nodes, Value& out) {
     for (const Node& node : nodes) {
       switch (node.kind) {
-        case Node::Kind::kText: out = concat(out, Value::of_string(node.text)); break;
-        case Node::Kind::kOutput: out = concat(out, to_string_value(evaluate(*node.expression))); break;
+        case Node::Kind::kText: append(out, Value::of_string(node.text)); break;
+        case Node::Kind::kOutput: append(out, to_string_value(evaluate(*node.expression))); break;
         case Node::Kind::kSet: scopes_.back()[node.text] = evaluate(*node.expression); break;
         case Node::Kind::kIf:
           for (std::size_t i = 0; i < node.conditions.size(); ++i) {
@@ -149,6 +150,9 @@ class Renderer {
           if (iterable.kind != Value::Kind::kList) fail("'for' needs a list");
           const List items = *iterable.list;
           for (std::size_t i = 0; i < items.size(); ++i) {
+            if (++iterations_ > kMaxTemplateIterations) {
+              fail(fmt::format("more than {} loop iterations in one rendering", kMaxTemplateIterations));
+            }
             // Each iteration has its own scope: a `set` inside does not leak out.
             Dict loop = {{"index0", Value::of_int(static_cast<long long>(i))},
                          {"index", Value::of_int(static_cast<long long>(i + 1))},
@@ -170,6 +174,24 @@ class Renderer {
  private:
   [[noreturn]] void fail(const std::string& what) const {
     throw InputError(fmt::format("{}: chat template: {}", where_, what));
+  }
+
+  // Every string a template builds is joined here, and the output appended
+  // below: the two places a string's size is capped.
+  Value join(const Value& a, const Value& b) const {
+    if (a.text.size() + b.text.size() > kMaxTemplateText) {
+      fail(fmt::format("a string grows past {} bytes", kMaxTemplateText));
+    }
+    return concat(a, b);
+  }
+  // The output grows in place: a copy per appended piece would make a long
+  // rendering quadratic.
+  void append(Value& out, const Value& piece) const {
+    if (out.text.size() + piece.text.size() > kMaxTemplateText) {
+      fail(fmt::format("a string grows past {} bytes", kMaxTemplateText));
+    }
+    out.text += piece.text;
+    out.origin.insert(out.origin.end(), piece.origin.begin(), piece.origin.end());
   }
 
   Value lookup(const std::string& name) const {
@@ -296,7 +318,7 @@ class Renderer {
     Value b = evaluate(*e.operands[1]);
     if (op == "==") return Value::of_bool(equal(a, b));
     if (op == "!=") return Value::of_bool(!equal(a, b));
-    if (op == "~") return concat(to_string_value(a), to_string_value(b));
+    if (op == "~") return join(to_string_value(a), to_string_value(b));
     require_defined(a);
     require_defined(b);
     using VK = Value::Kind;
@@ -308,8 +330,11 @@ class Renderer {
       else fail("'in' needs a string, list or mapping on its right");
       return Value::of_bool(found != (op == "not in"));
     }
-    if (op == "+" && a.kind == VK::kString && b.kind == VK::kString) return concat(a, b);
+    if (op == "+" && a.kind == VK::kString && b.kind == VK::kString) return join(a, b);
     if (op == "+" && a.kind == VK::kList && b.kind == VK::kList) {
+      if (a.list->size() + b.list->size() > kMaxTemplateList) {
+        fail(fmt::format("a list grows past {} items", kMaxTemplateList));
+      }
       List items = *a.list;
       items.insert(items.end(), b.list->begin(), b.list->end());
       return Value::of_list(std::move(items));
@@ -319,12 +344,15 @@ class Renderer {
       return Value::of_bool(op == "<" ? c < 0 : op == ">" ? c > 0 : op == "<=" ? c <= 0 : c >= 0);
     }
     if (a.kind != VK::kInt || b.kind != VK::kInt) fail(fmt::format("'{}' needs two integers (or two strings for '+')", op));
-    long long x = a.integer, y = b.integer;
-    if (op == "+") return Value::of_int(x + y);
-    if (op == "-") return Value::of_int(x - y);
-    if (op == "*") return Value::of_int(x * y);
+    long long x = a.integer, y = b.integer, result = 0;
+    if ((op == "+" && __builtin_add_overflow(x, y, &result)) || (op == "-" && __builtin_sub_overflow(x, y, &result)) ||
+        (op == "*" && __builtin_mul_overflow(x, y, &result))) {
+      fail(fmt::format("{} {} {} overflows a 64-bit integer", x, op, y));
+    }
+    if (op == "+" || op == "-" || op == "*") return Value::of_int(result);
     if (op == "//" || op == "%") {
       if (y == 0) fail("division by zero");
+      if (y == -1 && x == LLONG_MIN) fail(fmt::format("{} {} -1 overflows a 64-bit integer", x, op));
       // Python's floor division and modulo.
       long long q = x / y;
       if ((x % y != 0) && ((x < 0) != (y < 0))) --q;
@@ -339,6 +367,7 @@ class Renderer {
 
   std::string where_;
   std::vector<std::map<std::string, Value>> scopes_;
+  std::uint64_t iterations_ = 0;  // loop iterations so far, capped at kMaxTemplateIterations
 };
 
 }  // namespace

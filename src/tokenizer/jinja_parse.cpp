@@ -33,10 +33,26 @@ struct Token {
 };
 
 class ExpressionParser {
+  // The parser recurses once per level of nesting ("((((", "not not", "- -"):
+  // the depth is capped, so a hostile template is an error, not a stack overflow.
+  struct Nesting {
+    explicit Nesting(ExpressionParser& parser) : parser_(parser) {
+      if (++parser_.depth_ > kMaxTemplateNesting) {
+        throw InputError(fmt::format("{}: chat template: an expression nested deeper than {} levels",
+                                     parser_.where_, kMaxTemplateNesting));
+      }
+    }
+    ~Nesting() { --parser_.depth_; }
+    ExpressionParser& parser_;
+  };
+
  public:
   ExpressionParser(const std::string& source, const std::string& where) : where_(where) { lex(source); }
 
-  ExprPtr parse_expression() { return parse_conditional(); }
+  ExprPtr parse_expression() {
+    const Nesting nested(*this);
+    return parse_conditional();
+  }
   bool at_end() const { return peek().kind == Token::Kind::kEnd; }
   bool accept_name(const char* name) {
     if (peek().kind == Token::Kind::kName && peek().text == name) {
@@ -147,6 +163,7 @@ class ExpressionParser {
     return left;
   }
   ExprPtr parse_not() {
+    const Nesting nested(*this);
     if (accept_name("not")) return make(Expr::Kind::kNot, "", {parse_not()});
     return parse_compare();
   }
@@ -186,6 +203,7 @@ class ExpressionParser {
     }
   }
   ExprPtr parse_unary() {
+    const Nesting nested(*this);
     if (accept_operator("-")) return make(Expr::Kind::kNegate, "", {parse_unary()});
     return parse_filtered(parse_postfix(parse_primary()));
   }
@@ -276,6 +294,7 @@ class ExpressionParser {
   std::string where_;
   std::vector<Token> tokens_;
   std::size_t position_ = 0;
+  int depth_ = 0;  // Nesting levels open
 };
 
 // -------------------------------------------------------------- statements ----
@@ -354,7 +373,10 @@ std::vector<RawPiece> split_template(const std::string& source, const std::strin
 
 std::vector<Node> parse_nodes(const std::vector<RawPiece>& pieces, std::size_t& index, const std::string& where,
                               const std::vector<std::string>& terminators, std::string& terminator,
-                              std::unique_ptr<ExpressionParser>& terminator_parser) {
+                              std::unique_ptr<ExpressionParser>& terminator_parser, int depth = 0) {
+  if (depth > kMaxTemplateNesting) {
+    throw InputError(fmt::format("{}: chat template: blocks nested deeper than {} levels", where, kMaxTemplateNesting));
+  }
   std::vector<Node> nodes;
   while (index < pieces.size()) {
     const RawPiece& piece = pieces[index++];
@@ -389,7 +411,7 @@ std::vector<Node> parse_nodes(const std::vector<RawPiece>& pieces, std::size_t& 
       parser->expect_end();
       std::string end;
       std::unique_ptr<ExpressionParser> end_parser;
-      node.bodies.push_back(parse_nodes(pieces, index, where, {"endfor"}, end, end_parser));
+      node.bodies.push_back(parse_nodes(pieces, index, where, {"endfor"}, end, end_parser, depth + 1));
       if (end.empty()) throw InputError(fmt::format("{}: chat template: 'for' without 'endfor'", where));
       nodes.push_back(std::move(node));
     } else if (keyword == "if") {
@@ -399,7 +421,8 @@ std::vector<Node> parse_nodes(const std::vector<RawPiece>& pieces, std::size_t& 
       while (true) {
         std::string end;
         std::unique_ptr<ExpressionParser> end_parser;
-        node.bodies.push_back(parse_nodes(pieces, index, where, {"elif", "else", "endif"}, end, end_parser));
+        node.bodies.push_back(
+            parse_nodes(pieces, index, where, {"elif", "else", "endif"}, end, end_parser, depth + 1));
         if (end.empty()) throw InputError(fmt::format("{}: chat template: 'if' without 'endif'", where));
         if (end == "endif") break;
         if (end == "elif") {

@@ -3,12 +3,24 @@
 // (jinja.cpp). Private to src/tokenizer.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace metareuse::tokenizer_detail {
+
+// A chat template comes with a downloaded model: input, bounded like any
+// other. jinja2's sandbox (which transformers uses) caps range() at 100,000
+// items; this subset has no range(), but lists can be doubled with + and loops
+// nested, so every way to grow is capped, each failing with an InputError
+// that names the template and the bound.
+constexpr int kMaxTemplateNesting = 100;                   // nested blocks, or nested expressions
+constexpr std::size_t kMaxTemplateText = 16u << 20;        // bytes of any string, the output included
+constexpr std::size_t kMaxTemplateList = 100000;           // items of any list
+constexpr std::uint64_t kMaxTemplateIterations = 1000000;  // loop iterations of one rendering
 
 struct Value;
 using List = std::vector<Value>;

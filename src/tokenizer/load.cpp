@@ -11,6 +11,7 @@
 
 #include "byte_level_bpe.h"
 #include "metareuse/core/error.h"
+#include "metareuse/core/json_input.h"  // model-folder JSON, depth-bounded
 #include "metareuse/core/looked_for.h"
 #include "metareuse/tokenizer/tokenizer.h"
 #include "sentencepiece_tokenizer.h"
@@ -35,6 +36,11 @@ std::string Tokenizer::identity() const {
 }
 
 namespace {
+
+// The largest token id a tokenizer.json may hold (vocab or added token): ten
+// times the largest vocabulary in use, small enough that a table sized by it
+// (the vocabulary here, the embedding in the model) stays in memory.
+constexpr std::int64_t kMaxTokenId = 10000000;
 
 std::string read_file(const std::string& path) {
   std::error_code error;
@@ -163,7 +169,7 @@ void read_sequence_tokens(const std::string& path, BpeModel& bpe) {
   if (!in) return;
   nlohmann::json config;
   try {
-    config = nlohmann::json::parse(in);
+    config = parse_json_input(config_path.string(), in);
   } catch (const nlohmann::json::parse_error& e) {
     throw InputError(fmt::format("{}: not valid JSON: {}", config_path.string(), e.what()));
   }
@@ -186,7 +192,7 @@ void read_sequence_tokens(const std::string& path, BpeModel& bpe) {
 std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const std::string& content) {
   nlohmann::json root;
   try {
-    root = nlohmann::json::parse(content);
+    root = parse_json_input(path, content);
   } catch (const nlohmann::json::parse_error& e) {
     throw InputError(fmt::format("{}: tokenizer.json is not valid JSON: {}", path, e.what()));
   }
@@ -221,7 +227,7 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
   std::unordered_map<std::string, TokenId> spelled_ids;  // the vocab's own spelling -> id
   spelled_ids.reserve(model["vocab"].size());
   for (const auto& [token, id_json] : model["vocab"].items()) {
-    if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0 || id_json.get<std::int64_t>() > 10000000) {
+    if (!id_json.is_number_integer() || id_json.get<std::int64_t>() < 0 || id_json.get<std::int64_t>() > kMaxTokenId) {
       bad_json(path, fmt::format("model.vocab['{}'] is not a valid id", token));
     }
     auto id = id_json.get<TokenId>();
@@ -271,6 +277,12 @@ std::unique_ptr<Tokenizer> load_huggingface_json(const std::string& path, const 
       if (!added.contains("id") || !added["id"].is_number_integer() || !added.contains("content") ||
           !added["content"].is_string()) {
         bad_json(path, fmt::format("added_tokens[{}] has no integer 'id' and string 'content'", i));
+      }
+      // The vocabulary (and the model's embedding) spans every id: one huge id
+      // would size both from it.
+      if (added["id"].get<std::int64_t>() < 0 || added["id"].get<std::int64_t>() > kMaxTokenId) {
+        bad_json(path, fmt::format("added_tokens[{}] ('{}') has id {}, outside [0, {}]", i,
+                                   added["content"].get<std::string>(), added["id"].dump(), kMaxTokenId));
       }
       // Every added token is treated as special: matched only by
       // encode_with_special (all 256 of Llama 3's are "special": true).

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 
+#include <filesystem>
+
 #include "metareuse/core/error.h"
 
 namespace metareuse {
@@ -84,6 +86,20 @@ TrainState TrainState::from_json(const json& meta, const std::string& source) {
   return state;
 }
 
+namespace {
+
+// What to do about a checkpoint made for another model, tokenizer or dataset
+// (a tokenizer retrained on a grown corpus, say): it cannot be resumed, so
+// either training starts afresh elsewhere or the old inputs come back.
+std::string resume_way_out(const std::string& checkpoint) {
+  const std::string folder = std::filesystem::path(checkpoint).parent_path().string();
+  return fmt::format("; to train afresh, give this run another checkpoint.dir (or run.out_dir), or remove {}; to "
+                     "go on from this checkpoint, restore the model, tokenizer and dataset it was made with",
+                     folder.empty() ? std::string(".") : folder);
+}
+
+}  // namespace
+
 void check_resume_identity(const json& saved, const TrainIdentity& identity, const std::string& path) {
   const json current = identity.to_json();
   for (const char* part : {"model", "tokenizer", "dataset"}) {
@@ -94,14 +110,14 @@ void check_resume_identity(const json& saved, const TrainIdentity& identity, con
     if (a.is_object() && b.is_object()) {
       for (auto it = b.begin(); it != b.end(); ++it) {
         if (!a.contains(it.key()) || a.at(it.key()) != it.value()) {
-          throw InputError(fmt::format("{}: cannot resume: {}.{} is {} in the checkpoint but {} in this run", path,
+          throw InputError(fmt::format("{}: cannot resume: {}.{} is {} in the checkpoint but {} in this run{}", path,
                                        part, it.key(), a.contains(it.key()) ? a.at(it.key()).dump() : "absent",
-                                       it.value().dump()));
+                                       it.value().dump(), resume_way_out(path)));
         }
       }
     }
-    throw InputError(fmt::format("{}: cannot resume: {} is {} in the checkpoint but {} in this run", path, part,
-                                 a.dump(), b.dump()));
+    throw InputError(fmt::format("{}: cannot resume: {} is {} in the checkpoint but {} in this run{}", path, part,
+                                 a.dump(), b.dump(), resume_way_out(path)));
   }
 }
 

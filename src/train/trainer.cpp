@@ -4,8 +4,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>   // the epoch time, against the Slurm job's end
 #include <cstdio>   // the progress bar
 #include <cstring>  // std::memcpy
+#include <optional>
+#include <string>
 
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
@@ -173,7 +176,7 @@ class StepReporter {
   StepReporter(const TrainOptions& options, bool leader, const std::string& metrics_path, bool fresh,
                int64_t total_steps, double slots_per_step)
       : leader_(leader),
-        tty_(leader && (options.progress == "bar" || (options.progress == "auto" && isatty(STDOUT_FILENO)))),
+        tty_(leader && (options.progress == "bar" || (options.progress == "auto" && isatty(STDERR_FILENO)))),
         log_every_(options.log_every),
         total_steps_(total_steps),
         slots_per_step_(slots_per_step) {
@@ -181,7 +184,7 @@ class StepReporter {
   }
   // Ends the progress bar's line, before the final checkpoint's log lines.
   void finish() {
-    if (tty_) std::printf("\n");
+    if (tty_) std::fprintf(stderr, "\n");
   }
 
   void report(int64_t step, int64_t epoch, double loss, double lr, const StepOutcome& outcome, double useful_tokens,
@@ -201,10 +204,10 @@ class StepReporter {
     line.seconds = seconds;
     metrics_.write(line.to_json().dump() + "\n");
     if (tty_) {
-      std::printf("\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
-                  progress_bar(step, total_steps_, eta).c_str(), loss, lr, line.useful_tokens_per_s,
-                  line.tokens_per_s);
-      std::fflush(stdout);
+      std::fprintf(stderr, "\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
+                   progress_bar(step, total_steps_, eta).c_str(), loss, lr, line.useful_tokens_per_s,
+                   line.tokens_per_s);
+      std::fflush(stderr);
     } else if (step % log_every_ == 0 || step == total_steps_) {
       log_info("step {}/{} epoch {} loss {:.4f} lr {:.3e} grad_norm {:.3f}{} {:.0f} useful tok/s ({:.0f} raw) ETA "
                 "{:.0f}s",
@@ -282,15 +285,40 @@ struct StepVote {
   int signal = 0;           // the stop signal, named on every rank (0: none)
 };
 
+// How long training may run, from its start, and why: train.time_limit, or
+// the Slurm job's end less train.job_end_margin, whichever comes first.
+struct TimeBudget {
+  std::optional<double> seconds;  // none: no limit
+  std::string reason;             // for the log and the stop message
+};
+
+TimeBudget time_budget(const TrainOptions& options, double now_epoch_seconds) {
+  TimeBudget budget;
+  if (options.time_limit > 0) {
+    budget.seconds = options.time_limit;
+    budget.reason = fmt::format("train.time_limit {:.0f} s", options.time_limit);
+  }
+  if (options.job_end > 0) {
+    const double left = std::max(0.0, options.job_end - options.job_end_margin - now_epoch_seconds);
+    if (!budget.seconds || left < *budget.seconds) {
+      budget.seconds = left;
+      budget.reason = fmt::format("the Slurm job ends in {:.0f} s (SLURM_JOB_END_TIME), less train.job_end_margin "
+                                  "{:.0f} s",
+                                  options.job_end - now_epoch_seconds, options.job_end_margin);
+    }
+  }
+  return budget;
+}
+
 // Every rank votes; one allreduce(MAX) makes the decision collective, so all
 // ranks stop (or checkpoint) at the same step. `finish_seconds` is when this
 // rank would be done with one more step and the final checkpoint.
-StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const StopSignals& stop_signals,
-                          double finish_seconds, double seconds_since_checkpoint) {
+StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const TimeBudget& budget,
+                          const StopSignals& stop_signals, double finish_seconds, double seconds_since_checkpoint) {
   // {stop, checkpoint now, the signal number}: the signal travels with the
   // vote so that every rank names it, not only the rank that got it.
   double votes[3] = {0.0, 0.0, static_cast<double>(stop_signals.received())};
-  if (options.time_limit > 0 && finish_seconds > options.time_limit) votes[0] = 1.0;
+  if (budget.seconds && finish_seconds > *budget.seconds) votes[0] = 1.0;
   if (stop_signals.received() != 0) votes[0] = 1.0;
   if (options.checkpoint_every_minutes > 0 && seconds_since_checkpoint >= options.checkpoint_every_minutes * 60.0) {
     votes[1] = 1.0;
@@ -303,6 +331,13 @@ StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const
 
 int run_training(const TrainOptions& options, Runtime& runtime) {
   Stopwatch wall;
+  const TimeBudget budget = time_budget(
+      options, std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  if (budget.seconds) {
+    log_info("time budget {:.0f} s: {}; then a checkpoint and exit 3", *budget.seconds, budget.reason);
+  } else {
+    log_info("time budget: none (train.time_limit 0, no Slurm job end)");
+  }
   // From the start: a preemption signal during loading still ends in a clean stop.
   StopSignals stop_signals;  // SIGTERM, SIGUSR1, a first Ctrl-C: stop at the next step
   Communicator& comm = runtime.world();
@@ -379,11 +414,12 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
     const StepVote vote =
-        vote_before_step(comm, options, stop_signals, wall.seconds() + reserve, since_checkpoint.seconds());
+        vote_before_step(comm, options, budget, stop_signals, wall.seconds() + reserve, since_checkpoint.seconds());
     if (vote.stop) {
       stopped = true;
       log_warn("stopping at step {}: {}", state.step,
-                vote.signal == 0 ? fmt::format("time limit {:.0f} s reached", options.time_limit)
+                vote.signal == 0 ? fmt::format("time limit {:.0f} s reached ({})", budget.seconds.value_or(0.0),
+                                               budget.reason)
                 : vote.signal == stop_signals.received()
                     ? fmt::format("signal {} received", vote.signal)
                     : fmt::format("signal {} received by another rank", vote.signal));

@@ -1,5 +1,6 @@
-// Rank-aware logging on top of spdlog: every line carries "[rank r/N]"; by
-// default only rank 0 prints info; warnings and errors go to stderr from any rank.
+// Rank-aware logging on top of spdlog: every line carries "[rank r/N]" and goes
+// to stderr (stdout is for results); by default only rank 0 prints info,
+// warnings and errors come from any rank.
 #pragma once
 
 #include <spdlog/spdlog.h>  // spdlog::logger, levels

@@ -83,6 +83,9 @@ struct PrepareOptions {
   std::string tokenizer_path;           // the tokenizer's file: template model is read beside it
   std::int64_t sequence_length = 1024;
   bool pack = true;
+  // A document longer than sequence_length: "drop" (counted, warned with the
+  // share), "truncate" (its first sequence_length tokens) or "error".
+  std::string overflow = "drop";
   std::string patterns_file;    // hashed into the metadata when not empty
   std::string config_json;
 };
@@ -92,6 +95,7 @@ struct PrepareReport {
   std::int64_t bad_records = 0;
   DatasetMetadata metadata;
   std::int64_t sequences = 0;
+  std::int64_t truncated_documents = 0;  // overflow "truncate": cut to sequence_length
 };
 
 // Every rank tokenizes its share of the records (record i goes to rank

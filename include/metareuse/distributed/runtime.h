@@ -44,6 +44,14 @@ class Runtime {
   // collective), std::_Exit otherwise.
   [[noreturn]] void abort(int status) const;
 
+  // After an error on this rank, before abort(): whether this rank is the
+  // lowest one that failed, so that the job prints the error once (every rank
+  // that hits the same error would print it). Tells every higher rank that
+  // this one failed, then waits up to `grace_seconds` for that word from a
+  // lower rank. Not a collective: the ranks that did not fail take no part. A
+  // rank that fails alone, or first by more than the grace, prints its own.
+  bool first_to_fail(double grace_seconds);
+
   // "Open MPI v4.1.4, ..." or "not initialised (single process)".
   std::string mpi_library_version() const;
 

@@ -11,7 +11,8 @@
 // literals, names, ['key'] and .attribute, loop.*, + ~ == != < > <= >= in,
 // and / or / not, `is defined`, filters (trim, length, lower, upper) and
 // raise_exception(). Anything else is an InputError naming the template file
-// and the construct. tests/test_real.cpp checks it against Python's jinja2
+// and the construct. A template is untrusted input: nesting, string and list
+// sizes and loop iterations are bounded (src/tokenizer/jinja_syntax.h). tests/test_real.cpp checks it against Python's jinja2
 // through apply_chat_template (Llama 3's and SmolLM2's templates, 20
 // conversations each).
 #pragma once

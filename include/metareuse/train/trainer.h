@@ -58,6 +58,8 @@ struct TrainOptions {
   CheckpointOptions checkpoints;
   std::string resume;               // "", "auto", a folder or a file
   double time_limit = 0.0;          // seconds per rank; 0: none
+  double job_end = 0.0;             // the Slurm job's end (SLURM_JOB_END_TIME), epoch seconds; 0: none
+  double job_end_margin = 120.0;    // train.job_end_margin: training stops this long before job_end
   double checkpoint_every_minutes = 0.0;
   std::int64_t checkpoint_every_steps = 0;
   std::int64_t log_every = 10;
