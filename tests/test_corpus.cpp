@@ -127,7 +127,9 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
       R"({"question": "q", "reasoning": null, "solution": "1"})",            // 14 null field
       R"("just a string")",                                                  // 15 not an object
       R"({"question": "q", "answer": "Half is 2.\n#### 2"})",                // 16 GSM8K: good
-      good(17),                                                              // 17 last line, no newline
+      R"({"question": "q", "answer": "Half is 2, so 2."})",                  // 17 GSM8K without "####"
+      R"({"question": "q", "answer": "Half is 2.\n####  "})",                // 18 GSM8K, nothing after "####"
+      good(19),                                                              // 19 last line, no newline
   };
   std::string bytes = "\xEF\xBB\xBF";  // a BOM at the start of the file is skipped, not an error
   for (std::size_t i = 0; i < lines.size(); ++i) bytes += lines[i] + (i + 1 < lines.size() ? "\n" : "");
@@ -138,9 +140,9 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
   options.number_lines_after = GENERATE(false, true);  // same reports and line numbers either way
   INFO("number_lines_after " << options.number_lines_after);
   ReadResult result = read_all({path}, options);
-  CHECK(result.stats.records == 5);  // lines 1 (after the file BOM), 9, 13, 16, 17
+  CHECK(result.stats.records == 5);  // lines 1 (after the file BOM), 9, 13, 16, 19
   CHECK(result.stats.blank_lines == 2);
-  CHECK(result.stats.bad_lines == 10);
+  CHECK(result.stats.bad_lines == 12);
   auto reason = [&](BadReason r) { return result.stats.bad_by_reason[static_cast<int>(r)]; };
   CHECK(reason(BadReason::kMalformedJson) == 1);
   CHECK(reason(BadReason::kNotObject) == 2);
@@ -150,6 +152,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
   CHECK(reason(BadReason::kNulByte) == 1);
   CHECK(reason(BadReason::kByteOrderMark) == 1);
   CHECK(reason(BadReason::kTooDeep) == 1);
+  CHECK(reason(BadReason::kNoFinalAnswer) == 2);  // bad, as eval's question reader finds them: not an empty solution
 
   std::vector<std::string> expected = {
       path + ":2: malformed JSON",
@@ -162,6 +165,8 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
       path + ":12: JSON nested deeper than 64 levels",
       path + ":14: field \"reasoning\" is null, not a string",
       path + ":15: the JSON value is a string, not an object",
+      path + ":17: field \"answer\" has no \"#### <final answer>\"",
+      path + ":18: field \"answer\" has no \"#### <final answer>\"",
   };
   REQUIRE(result.reports.size() == expected.size());
   for (const auto& want : expected) {
@@ -173,12 +178,12 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
   // The good records, with their line numbers, whatever the rank count.
   std::vector<std::uint64_t> lines_read;
   for (auto key : result.keys) lines_read.push_back(record_key_line(key));
-  CHECK(lines_read == std::vector<std::uint64_t>{1, 9, 13, 16, 17});
+  CHECK(lines_read == std::vector<std::uint64_t>{1, 9, 13, 16, 19});
   CHECK(result.reasonings[0] == "step 1.|1");
   CHECK(result.reasonings[1] == "step 9.|9");
   CHECK(result.reasonings[2].size() == huge_reasoning.size() + 3);
   CHECK(result.reasonings[3] == "Half is 2.\n|2");
-  CHECK(result.reasonings[4] == "step 17.|17");
+  CHECK(result.reasonings[4] == "step 19.|19");
 }
 
 TEST_CASE("an empty file has no records and no error, several files and globs keep their order") {

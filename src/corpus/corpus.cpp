@@ -221,12 +221,12 @@ class LineReader {
         }
         return verdict;
       }
-      auto marker = answer.find("####");
-      record.reasoning = answer.substr(0, marker);
-      std::string_view solution = marker == std::string_view::npos ? std::string_view() : answer.substr(marker + 4);
-      while (!solution.empty() && std::strchr(" \t\r\n", solution.front()) != nullptr) solution.remove_prefix(1);
-      while (!solution.empty() && std::strchr(" \t\r\n", solution.back()) != nullptr) solution.remove_suffix(1);
-      record.solution = solution;
+      const std::optional<Gsm8kAnswer> split = split_gsm8k_answer(answer);
+      if (!split) {
+        return {false, BadReason::kNoFinalAnswer, "field \"answer\" has no \"#### <final answer>\""};
+      }
+      record.reasoning = split->reasoning;
+      record.solution = split->solution;
     }
     visit_(record);
     return verdict;
@@ -250,9 +250,20 @@ const char* bad_reason_name(BadReason reason) {
     case BadReason::kNulByte: return "NUL byte";
     case BadReason::kByteOrderMark: return "byte order mark";
     case BadReason::kTooDeep: return "nested too deeply";
+    case BadReason::kNoFinalAnswer: return "no final answer";
     case BadReason::kCount: break;
   }
   return "?";
+}
+
+std::optional<Gsm8kAnswer> split_gsm8k_answer(std::string_view answer) {
+  const auto marker = answer.rfind("####");
+  if (marker == std::string_view::npos) return std::nullopt;
+  std::string_view solution = answer.substr(marker + 4);
+  while (!solution.empty() && std::strchr(" \t\r\n", solution.front()) != nullptr) solution.remove_prefix(1);
+  while (!solution.empty() && std::strchr(" \t\r\n", solution.back()) != nullptr) solution.remove_suffix(1);
+  if (solution.empty()) return std::nullopt;
+  return Gsm8kAnswer{answer.substr(0, marker), solution};
 }
 
 std::vector<std::string> expand_corpus_files(const std::vector<std::string>& patterns) {

@@ -12,8 +12,9 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/looked_for.h"
-#include "metareuse/patterns/text.h"
 #include "metareuse/core/text.h"
+#include "metareuse/corpus/corpus.h"  // split_gsm8k_answer
+#include "metareuse/patterns/text.h"
 
 namespace metareuse {
 namespace {
@@ -128,11 +129,11 @@ QuestionSet read_questions(const std::string& path, std::int64_t limit) {
       question.line = number;
       question.question = text("question");
       if (record.contains("answer")) {  // GSM8K: reasoning, then "#### N"
-        std::string answer = text("answer");
-        auto final_answer = extract_final_answer(answer);
-        if (!final_answer) throw InputError("field \"answer\" has no \"####\" final answer");
-        question.reference = *final_answer;
-        question.reference_reasoning = std::string(reasoning_part(answer));
+        const std::string answer = text("answer");
+        const std::optional<Gsm8kAnswer> split = split_gsm8k_answer(answer);
+        if (!split) throw InputError("field \"answer\" has no \"#### <final answer>\"");
+        question.reference = std::string(split->solution);
+        question.reference_reasoning = std::string(split->reasoning);
       } else if (record.contains("solution")) {  // the seed's records
         const auto& solution = record["solution"];
         question.reference = solution.is_string() ? solution.get<std::string>() : solution.dump();

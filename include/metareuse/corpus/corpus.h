@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -23,6 +24,17 @@ struct FieldNames {
   std::string reasoning = "reasoning";
   std::string solution = "solution";
 };
+
+// GSM8K's "answer" field: the reasoning before its last "####", the final
+// answer after it (surrounding white space removed). nullopt when there is no
+// "####" or nothing after it: such a record is bad wherever it is read (the
+// corpus reader counts it, eval's question reader skips it), never a record
+// with an empty solution.
+struct Gsm8kAnswer {
+  std::string_view reasoning;
+  std::string_view solution;
+};
+std::optional<Gsm8kAnswer> split_gsm8k_answer(std::string_view answer);
 
 // A record key is the same whatever the rank count: file index and line number.
 using RecordKey = std::uint64_t;
@@ -52,6 +64,7 @@ enum class BadReason : int {
   kNulByte,
   kByteOrderMark,
   kTooDeep,
+  kNoFinalAnswer,  // a GSM8K "answer" without "#### <answer>"
   kCount
 };
 const char* bad_reason_name(BadReason reason);
