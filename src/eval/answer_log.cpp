@@ -19,13 +19,25 @@ namespace metareuse {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-json answer_log_model(const std::string& path, const std::string& description) {
-  json model = {{"path", path}, {"source", description}};
+json answer_log_file(const std::string& path) {
+  auto stamp = [](const fs::path& file) {
+    std::error_code error;
+    return json::array({fs::file_size(file, error), fs::last_write_time(file, error).time_since_epoch().count()});
+  };
   std::error_code error;
-  if (fs::is_regular_file(path, error)) {
-    model["size"] = fs::file_size(path, error);
-    model["time"] = fs::last_write_time(path, error).time_since_epoch().count();
+  if (fs::is_regular_file(path, error)) return {{"path", path}, {"file", stamp(path)}};
+  json files = json::object();
+  if (fs::is_directory(path, error)) {
+    for (const fs::directory_entry& entry : fs::directory_iterator(path, error)) {
+      if (entry.is_regular_file(error)) files[entry.path().filename().string()] = stamp(entry.path());
+    }
   }
+  return {{"path", path}, {"files", files}};
+}
+
+json answer_log_model(const std::string& path, const std::string& description) {
+  json model = answer_log_file(path);
+  model["source"] = description;
   return model;
 }
 

@@ -55,18 +55,18 @@ std::vector<SourcedQuestion> read_training_questions(const DistillOptions& optio
 }
 
 // What the answers file's first line records: answers read back are reused
-// only when they came from this teacher (its file, size and time) with these options.
+// only when they came from this teacher (its files, sizes and times) with these options.
 json answers_header(const DistillOptions& options, const std::string& teacher_description) {
   return {{"distill", 1},
           {"teacher", answer_log_model(options.teacher, teacher_description)},
           {"corpus", options.corpus_files},
           {"limit", options.limit},
           {"samples", options.samples},
-          {"handbook", options.handbook},
+          {"handbook", answer_log_file(options.handbook)},
           {"augment_mode", options.augment_mode},
           {"top_k", options.top_k},
           {"template", options.generation.template_name},
-          {"tokenizer", options.tokenizer},
+          {"tokenizer", options.tokenizer.empty() ? json(nullptr) : answer_log_file(options.tokenizer)},
           {"max_new_tokens", options.generation.max_new_tokens},
           {"greedy", options.generation.greedy},
           {"temperature", options.generation.temperature},

@@ -23,9 +23,12 @@
 namespace metareuse {
 class Communicator;
 
-// A model as a header names it: its path, its source's description (a
-// checkpoint folder's names the checkpoint it resolved to) and, for a file,
-// its size and time, so answers from a model since replaced are not reused.
+// A file or folder as a header names it: its path and the size and time of
+// the file, or of each file directly in the folder (a checkpoint folder's
+// checkpoints, a Hugging Face folder's weights), so answers made from one
+// since rewritten are not reused.
+nlohmann::json answer_log_file(const std::string& path);
+// A model: its answer_log_file and its source's description.
 nlohmann::json answer_log_model(const std::string& path, const std::string& description);
 
 // The lines after the header of the log at `path` when its header is
