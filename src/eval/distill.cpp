@@ -182,6 +182,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
                    {"stopped", result.stopped},
                    {"generated_tokens", result.generated_tokens},
                    {"reasoning_tokens", result.reasoning_tokens}};
+      if (!result.error.empty()) line["error"] = result.error;
       lines += line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
       answers[result.index] = std::move(line);
     }
@@ -198,6 +199,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
     std::set<std::pair<std::int64_t, std::string>> seen;  // (question, target)
     for (const auto& [item, line] : answers) {
       ++counts.generated;
+      if (line.contains("error")) ++counts.failed;
       if (!line.at("stopped").get<bool>()) ++counts.unfinished;
       if (!line.at("correct").get<bool>()) continue;
       ++counts.correct;
@@ -251,6 +253,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
                       {"duplicates", counts.duplicates},
                       {"dropped_for_length", counts.dropped_for_length},
                       {"unfinished", counts.unfinished},
+                      {"failed", counts.failed},
                       {"resumed", counts.resumed},
                       {"ranks", communicator.size()},
                       {"seconds", wall.seconds()},
