@@ -105,7 +105,8 @@ bool RoundStop::stop_before_round(Communicator& communicator) {
 }
 
 std::size_t round_size(const Communicator& communicator, std::int64_t batch_size) {
-  return static_cast<std::size_t>(communicator.size()) * static_cast<std::size_t>(std::max<std::int64_t>(batch_size, 1));
+  return static_cast<std::size_t>(communicator.size()) *
+         static_cast<std::size_t>(std::max<std::int64_t>(batch_size, 1));
 }
 
 std::vector<std::int64_t> share_done_items(const std::vector<std::int64_t>& rank0_items, Communicator& communicator) {

@@ -202,7 +202,9 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
   while (start < text.size()) {
     std::size_t end = text.find('\n', start);
     if (end == std::string_view::npos) end = text.size();
-    if (end > start) results.push_back(QuestionResult::from_json(nlohmann::json::parse(text.substr(start, end - start))));
+    if (end > start) {
+      results.push_back(QuestionResult::from_json(nlohmann::json::parse(text.substr(start, end - start))));
+    }
     start = end + 1;
   }
   std::sort(results.begin(), results.end(),

@@ -205,7 +205,9 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
                                                options.bm25_b);
   PatternMatcher matcher(handbook ? handbook->patterns : std::vector<Pattern>{});
   std::vector<bool> entry_patterns;
-  for (const EvalModel& model : options.models) entry_patterns.push_back(model.patterns && with_patterns.carries_patterns());
+  for (const EvalModel& model : options.models) {
+    entry_patterns.push_back(model.patterns && with_patterns.carries_patterns());
+  }
 
   // Items: entry e's question q is item e * questions + q.
   const auto question_count = static_cast<std::int64_t>(questions.questions.size());
