@@ -2,6 +2,7 @@
 // question files (GSM8K and seed records, bad lines), summaries, eval.json's
 // struct, and the report page's structure. Cases are written by hand from GSM8K's answer
 // format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
+// A failing generation is a tokenizer whose decode throws, on a random tiny model.
 #include "torch_catch.h"  // libtorch (evaluate.h), then Catch2
 
 #include <nlohmann/json.hpp>
@@ -11,7 +12,8 @@
 
 #include "metareuse/eval/answer.h"
 #include "metareuse/eval/eval_file.h"
-#include "metareuse/eval/evaluate.h"  // behavior_use
+#include "metareuse/distributed/communicator.h"  // make_loopback_communicator
+#include "metareuse/eval/evaluate.h"  // behavior_use, evaluate_questions
 #include "metareuse/eval/report.h"
 #include "metareuse/run/run_report.h"  // report_inputs_for_run
 #include "test_support.h"
@@ -276,4 +278,68 @@ TEST_CASE("the report names the run, keeps legends off the bars, and explains it
   REQUIRE(swatch != std::string::npos);
   CHECK(y_of(svg.rfind("<rect", swatch)) + 10 <= frame_y);
   CHECK_THAT(svg, Catch::Contains("tuned (n=3)"));
+}
+
+namespace {
+
+// Bytes as ids, bos 256, eos 257; its first `failures` decodes throw, as a
+// generation that runs out of memory would.
+class FailingTokenizer : public Tokenizer {
+ public:
+  explicit FailingTokenizer(int failures) : failures_(failures) {}
+  TokenizerKind kind() const override { return TokenizerKind::kSentencePiece; }
+  std::int64_t vocab_size() const override { return 258; }
+  std::vector<TokenId> encode(std::string_view text) const override {
+    return std::vector<TokenId>(text.begin(), text.end());
+  }
+  std::vector<TokenId> encode_with_special(std::string_view text) const override { return encode(text); }
+  std::string decode(const std::vector<TokenId>& ids) const override {
+    if (failures_-- > 0) throw std::runtime_error("out of memory (a test)");
+    std::string text;
+    for (TokenId id : ids) {
+      if (id >= 0 && id < 256) text += static_cast<char>(id);
+    }
+    return text;
+  }
+  std::optional<TokenId> special_id(std::string_view) const override { return std::nullopt; }
+  TokenId bos_id() const override { return 256; }
+  TokenId eos_id() const override { return 257; }
+
+ private:
+  mutable int failures_;
+};
+
+}  // namespace
+
+TEST_CASE("a batch whose generation throws is recorded as failed, and the others go on", "[eval][unit]") {
+  torch::manual_seed(0);
+  const LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  const FailingTokenizer tokenizer(1);  // the first batch fails
+  std::vector<Question> questions(3);
+  for (std::size_t i = 0; i < questions.size(); ++i) {
+    questions[i].line = static_cast<std::int64_t>(i) + 1;
+    questions[i].question = "What is 1 + " + std::to_string(i) + "?";
+    questions[i].reference = std::to_string(1 + i);
+  }
+  const PromptPolicy bare(nullptr, AugmentMode::kNone, 0, 1.2, 0.75);
+  const PatternMatcher matcher({});
+  EvalOptions options;
+  options.template_name = "plain";
+  options.max_new_tokens = 3;
+  options.batch_size = 1;
+  auto world = make_loopback_communicator(0, 1);
+  const std::vector<QuestionResult> results =
+      evaluate_questions(model, tokenizer, questions, bare, matcher, options, *world);
+  REQUIRE(results.size() == 3);
+  CHECK(results[0].error == "out of memory (a test)");
+  CHECK_FALSE(results[0].correct);
+  CHECK(results[0].output.empty());
+  CHECK(results[0].prompt_tokens > 0);  // what was known before generation stays
+  CHECK(results[1].error.empty());
+  CHECK(results[2].error.empty());
+  CHECK(summarize(results).failed == 1);
+  CHECK(results[0].answer_line("model", nullptr).to_json()["error"] == "out of memory (a test)");
+  CHECK_FALSE(results[1].answer_line("model", nullptr).to_json().contains("error"));  // answers.jsonl as before
+  CHECK(QuestionResult::from_json(results[0].to_json()).error == results[0].error);
+  CHECK(Summary::from_json(summarize(results).to_json()).failed == 1);
 }

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -70,6 +71,23 @@ std::map<std::pair<std::string, int64_t>, std::string> outputs_of(const fs::path
     outputs[{record.at("model").get<std::string>(), record.at("index").get<int64_t>()}] = record.at("output");
   }
   return outputs;
+}
+
+// A file without the figures that time the run (they differ between any two runs).
+json without_timing(json value) {
+  if (value.is_object()) {
+    for (const char* key : {"seconds", "wall_seconds", "tokens_per_s"}) value.erase(key);
+    for (auto& [key, item] : value.items()) item = without_timing(item);
+  } else if (value.is_array()) {
+    for (json& item : value) item = without_timing(item);
+  }
+  return value;
+}
+
+std::vector<json> answers_without_timing(const fs::path& path) {
+  std::vector<json> lines;
+  for (const json& line : read_lines(path)) lines.push_back(without_timing(line));
+  return lines;
 }
 
 }  // namespace
@@ -254,4 +272,61 @@ TEST_CASE("eval reads GSM8K records and names bad inputs", "[eval][e2e]") {
                                     (d / "absent.jsonl").string() + " --tokenizer " + (d / "spm.model").string());
   CHECK(no_questions.status == 1);
   CHECK_THAT(no_questions.output, Contains("absent.jsonl"));
+}
+
+TEST_CASE("a stopped eval resumes from the answers it kept", "[eval][e2e]") {
+  const fs::path& d = trained_run();
+  // Two entries of 6 questions, in rounds of 2 answers per rank.
+  const std::string entries = "--baseline " + (d / "hf").string() + " --set eval.batch_size=2";
+  const std::string stop_soon = " --set eval.time_limit=0.000001";  // passed after the first round
+  const fs::path whole = d / "resume-whole";
+  auto uninterrupted = run_metareuse(eval_args(whole.string(), entries));
+  INFO(uninterrupted.output);
+  REQUIRE(uninterrupted.status == 0);
+  CHECK_FALSE(fs::exists(whole / "answers.partial.jsonl"));
+  const json expected_eval = without_timing(json::parse(metareuse::test::read_file(whole / "eval.json")));
+  const std::vector<json> expected_answers = answers_without_timing(whole / "answers.jsonl");
+  REQUIRE(expected_answers.size() == 12);
+
+  const fs::path out = d / "resume-stopped";
+  const fs::path partial = out / "answers.partial.jsonl";
+  auto lines_in = [](const fs::path& path) {
+    const std::string text = metareuse::test::read_file(path);
+    return std::count(text.begin(), text.end(), '\n');
+  };
+  auto stopped = run_metareuse(eval_args(out.string(), entries + stop_soon));
+  INFO(stopped.output);
+  REQUIRE(stopped.status == 3);
+  CHECK_FALSE(fs::exists(out / "eval.json"));
+  CHECK_FALSE(fs::exists(out / "answers.jsonl"));
+  CHECK(lines_in(partial) == 3);  // the header and one round
+
+  // Answers from other options are not reused: the log starts over.
+  auto other = run_metareuse(eval_args(out.string(), entries + stop_soon + " --set eval.max_new_tokens=20"));
+  INFO(other.output);
+  REQUIRE(other.status == 3);
+  CHECK_THAT(other.output, Contains("starting over"));
+  CHECK(lines_in(partial) == 3);
+  REQUIRE(run_metareuse(eval_args(out.string(), entries + stop_soon)).status == 3);  // and back again
+  CHECK(lines_in(partial) == 3);
+
+  // A kill in the middle of a write leaves a part line; the next run cuts it.
+  std::ofstream(partial, std::ios::app) << "{\"entry\": 0, \"res";
+  // Stopped again and again (2 ranks: rounds of 4), it goes on through both entries.
+  auto next = run_metareuse_mpi(2, eval_args(out.string(), entries + stop_soon));
+  INFO(next.output);
+  REQUIRE(next.status == 3);
+  CHECK_THAT(next.output, Contains("2 answer(s) read back"));
+  CHECK(lines_in(partial) == 7);
+  int runs = 0;
+  for (; runs < 8; ++runs) {
+    auto again = run_metareuse(eval_args(out.string(), entries + stop_soon));
+    INFO(again.output);
+    REQUIRE((again.status == 0 || again.status == 3));
+    if (again.status == 0) break;
+  }
+  CHECK(runs == 2);  // 6 answers left, 2 per run: the third run finishes
+  CHECK(without_timing(json::parse(metareuse::test::read_file(out / "eval.json"))) == expected_eval);
+  CHECK(answers_without_timing(out / "answers.jsonl") == expected_answers);
+  CHECK_FALSE(fs::exists(partial));
 }

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "cli_runner.h"
 #include "test_support.h"
@@ -101,5 +102,29 @@ TEST_CASE("the reuse-world experiment writes baseline, reuse and control entries
   REQUIRE(again.status == 0);
   CHECK_THAT(again.output, Contains("stage baseline-train up to date, skipped"));
   CHECK_THAT(again.output, Contains("stage eval       up to date, skipped"));
+
+  // An eval stopped between rounds (status 3) goes on at the next run, with the same answers.
+  const std::string answers_before = metareuse::test::read_file(dir / "run" / "eval" / "answers.jsonl");
+  auto stopped = run_metareuse(run_args + " --from eval --set eval.time_limit=0.000001");
+  INFO(stopped.output);
+  REQUIRE(stopped.status == 3);
+  CHECK_THAT(stopped.output, Contains("stage eval stopped with status 3"));
+  CHECK(fs::exists(dir / "run" / "eval" / "answers.partial.jsonl"));
+  auto resumed = run_metareuse(run_args);
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  CHECK_THAT(resumed.output, Contains("8 answer(s) read back"));  // one round: eval.batch_size 8 at 1 rank
+  CHECK_FALSE(fs::exists(dir / "run" / "eval" / "answers.partial.jsonl"));
+  std::map<std::pair<std::string, std::int64_t>, std::string> before, after;
+  for (auto [text, outputs] : {std::pair{answers_before, &before},
+                               std::pair{metareuse::test::read_file(dir / "run" / "eval" / "answers.jsonl"), &after}}) {
+    std::istringstream lines(text);
+    for (std::string line; std::getline(lines, line);) {
+      const json record = json::parse(line);
+      (*outputs)[{record["model"].get<std::string>(), record["index"].get<std::int64_t>()}] = record["output"];
+    }
+  }
+  CHECK(before.size() == 30);
+  CHECK(after == before);
   fs::remove_all(dir);
 }

@@ -47,8 +47,7 @@ void eval_options(CLI::App& app, std::vector<std::string>& overrides) {
 }
 
 int eval_run(CommandContext& context) {
-  run_evaluation(eval_command_options(context.config), context.runtime.world());
-  return kExitOk;
+  return run_evaluation(eval_command_options(context.config), context.runtime.world());
 }
 
 void distill_options(CLI::App& app, std::vector<std::string>& overrides) {

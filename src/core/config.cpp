@@ -291,6 +291,9 @@ std::vector<ConfigKey> build_schema() {
       key_number("eval.temperature", 0.7, "Sampling temperature (eval.greedy = false).", 1e-6, 100.0),
       key_number("eval.top_p", 0.95, "Sampling nucleus (eval.greedy = false).", 1e-6, 1.0),
       key_int("eval.limit", 0, "Evaluate the first N questions; 0: all.", 0, 1LL << 40),
+      key_number("eval.time_limit", 0.0, "Wall-clock budget in seconds: eval stops after the round of batches that "
+                 "passes it and exits 3, keeping its answers (answers.partial.jsonl) for the next run. 0: none.",
+                 0.0, 1e9),
       key_string("eval.handbook", "", "Handbook whose pattern use is measured; empty: <run folder>/handbook.json "
                  "when it exists."),
       key_bool("eval.prompt_patterns", true, "Prefix prompts with handbook patterns as the augment stage did "

@@ -2,15 +2,10 @@
 // kept as training examples without them.
 #include "metareuse/eval/distill.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>  // fmt::join
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -26,11 +21,10 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/corpus/corpus.h"  // expand_corpus_files
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/eval/answer_log.h"
 #include "metareuse/eval/evaluate.h"
-#include "metareuse/train/stop_signals.h"
 
 namespace metareuse {
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 namespace {
@@ -61,95 +55,24 @@ std::vector<SourcedQuestion> read_training_questions(const DistillOptions& optio
 }
 
 // What the answers file's first line records: answers read back are reused
-// only when they came from this teacher (its file, size and time) with these options.
+// only when they came from this teacher (its files, sizes and times) with these options.
 json answers_header(const DistillOptions& options, const std::string& teacher_description) {
-  json teacher = {{"path", options.teacher}, {"source", teacher_description}};
-  std::error_code error;
-  const fs::path path(options.teacher);
-  if (fs::is_regular_file(path, error)) {
-    teacher["size"] = fs::file_size(path, error);
-    teacher["time"] = fs::last_write_time(path, error).time_since_epoch().count();
-  }
   return {{"distill", 1},
-          {"teacher", teacher},
+          {"teacher", answer_log_model(options.teacher, teacher_description)},
           {"corpus", options.corpus_files},
           {"limit", options.limit},
           {"samples", options.samples},
-          {"handbook", options.handbook},
+          {"handbook", answer_log_file(options.handbook)},
           {"augment_mode", options.augment_mode},
           {"top_k", options.top_k},
           {"template", options.generation.template_name},
-          {"tokenizer", options.tokenizer},
+          {"tokenizer", options.tokenizer.empty() ? json(nullptr) : answer_log_file(options.tokenizer)},
           {"max_new_tokens", options.generation.max_new_tokens},
           {"greedy", options.generation.greedy},
           {"temperature", options.generation.temperature},
           {"top_p", options.generation.top_p},
           {"seed", options.generation.seed}};
 }
-
-// The answers of an earlier run with the same header, by item; the file is
-// cut back to its last whole line (a run killed mid-write leaves a part line).
-std::map<std::int64_t, json> read_back_answers(const std::string& path, const json& header) {
-  std::map<std::int64_t, json> answers;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return answers;
-  std::string line;
-  std::uint64_t whole_bytes = 0;
-  bool first = true;
-  while (std::getline(in, line)) {
-    if (in.eof()) break;  // no newline after it: a part line
-    json parsed = json::parse(line, nullptr, false);
-    if (parsed.is_discarded() || !parsed.is_object()) break;
-    if (first) {
-      if (parsed != header) {
-        log_warn("distill: {} holds answers from another teacher or other options; starting over", path);
-        return {};
-      }
-      first = false;
-    } else {
-      const auto item = parsed.at("item").get<std::int64_t>();
-      answers[item] = std::move(parsed);
-    }
-    whole_bytes += line.size() + 1;
-  }
-  in.close();
-  if (first) return {};
-  std::error_code error;
-  if (fs::file_size(path, error) != whole_bytes) fs::resize_file(path, whole_bytes, error);
-  if (error) throw InputError(fmt::format("{}: cannot cut the file back to its whole lines: {}", path, error.message()));
-  return answers;
-}
-
-// Appends lines and makes them durable (fsync) before the next round starts.
-class AnswerLog {
- public:
-  AnswerLog(const std::string& path, bool fresh, const json& header) : path_(path) {
-    prepare_output_file(path);
-    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (fresh ? O_TRUNC : 0), 0644);
-    if (fd_ < 0) throw_write_error(path, errno);
-    if (fresh) append(header.dump() + "\n");
-  }
-  ~AnswerLog() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  AnswerLog(const AnswerLog&) = delete;
-  AnswerLog& operator=(const AnswerLog&) = delete;
-
-  void append(const std::string& bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      const ssize_t wrote = ::write(fd_, bytes.data() + done, bytes.size() - done);
-      if (wrote < 0 && errno == EINTR) continue;
-      if (wrote <= 0) throw_write_error(path_, wrote < 0 ? errno : ENOSPC);
-      done += static_cast<std::size_t>(wrote);
-    }
-    if (::fsync(fd_) != 0) throw_write_error(path_, errno);
-  }
-
- private:
-  std::string path_;
-  int fd_ = -1;
-};
 
 // The training target of a right answer: its reasoning and final answer, in
 // the form augment writes a corpus record's ("reasoning\n#### answer").
@@ -174,7 +97,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
   check_distill_options(options);
   const bool leader = communicator.rank() == 0;
   Stopwatch wall;
-  StopSignals stop_signals;
+  RoundStop round_stop(options.time_limit);
 
   const std::vector<SourcedQuestion> sourced = read_training_questions(options);
   if (sourced.empty()) {
@@ -199,10 +122,15 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
   // Items: question q's sample s is item q * samples + s (its sampling seed).
   const std::int64_t total_items = static_cast<std::int64_t>(sourced.size()) * options.samples;
   std::map<std::int64_t, json> answers;
-  if (leader) answers = read_back_answers(options.answers, header);
+  if (leader) {
+    for (json& line : read_back_answer_log(options.answers, header, "distill")) {
+      const auto item = line.at("item").get<std::int64_t>();
+      answers[item] = std::move(line);
+    }
+  }
   std::vector<std::int64_t> done_items;
   for (const auto& [item, line] : answers) done_items.push_back(item);
-  done_items = communicator.allgatherv(done_items);  // rank 0's list, on every rank
+  done_items = share_done_items(done_items, communicator);
   const std::set<std::int64_t> done(done_items.begin(), done_items.end());
   std::vector<std::int64_t> todo;
   for (std::int64_t item = 0; item < total_items; ++item) {
@@ -218,20 +146,14 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
 
   std::optional<AnswerLog> log;
   if (leader) log.emplace(options.answers, answers.empty(), header);
-  const std::size_t round = static_cast<std::size_t>(communicator.size()) *
-                            static_cast<std::size_t>(std::max<std::int64_t>(generation.batch_size, 1));
+  const std::size_t round = round_size(communicator, generation.batch_size);
   for (std::size_t first = 0; first < todo.size(); first += round) {
-    // Checked between rounds, never before the first: every run makes progress.
-    if (first > 0) {
-      const bool stop_here =
-          stop_signals.received() != 0 || (options.time_limit > 0 && wall.seconds() >= options.time_limit);
-      if (communicator.allreduce_value<std::int32_t>(stop_here ? 1 : 0, ReduceOp::kMax) != 0) {
-        log_warn("distill: stopped after {} of {} answers (time limit or signal); they are kept in {}, and running "
-                 "distill again goes on from there (exit status {})",
-                 total_items - static_cast<std::int64_t>(todo.size() - first), total_items, options.answers,
-                 static_cast<int>(kExitTimeLimit));
-        return kExitTimeLimit;
-      }
+    if (round_stop.stop_before_round(communicator)) {
+      log_warn("distill: stopped after {} of {} answers (time limit or signal); they are kept in {}, and running "
+               "distill again goes on from there (exit status {})",
+               total_items - static_cast<std::int64_t>(todo.size() - first), total_items, options.answers,
+               static_cast<int>(kExitTimeLimit));
+      return kExitTimeLimit;
     }
     const std::size_t count = std::min(round, todo.size() - first);
     std::vector<Question> questions;
@@ -260,6 +182,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
                    {"stopped", result.stopped},
                    {"generated_tokens", result.generated_tokens},
                    {"reasoning_tokens", result.reasoning_tokens}};
+      if (!result.error.empty()) line["error"] = result.error;
       lines += line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
       answers[result.index] = std::move(line);
     }
@@ -276,6 +199,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
     std::set<std::pair<std::int64_t, std::string>> seen;  // (question, target)
     for (const auto& [item, line] : answers) {
       ++counts.generated;
+      if (line.contains("error")) ++counts.failed;
       if (!line.at("stopped").get<bool>()) ++counts.unfinished;
       if (!line.at("correct").get<bool>()) continue;
       ++counts.correct;
@@ -329,6 +253,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
                       {"duplicates", counts.duplicates},
                       {"dropped_for_length", counts.dropped_for_length},
                       {"unfinished", counts.unfinished},
+                      {"failed", counts.failed},
                       {"resumed", counts.resumed},
                       {"ranks", communicator.size()},
                       {"seconds", wall.seconds()},

@@ -78,6 +78,7 @@ ordered Summary::to_json() const {
   ordered j;
   j["questions"] = questions;
   j["correct"] = correct;
+  j["failed"] = failed;
   for (const SummaryFigure& f : kSummaryFigures) j[f.name] = this->*f.figure;
   return j;
 }
@@ -87,6 +88,7 @@ Summary Summary::from_json(const json& j) {
   if (!j.is_object()) return s;
   s.questions = static_cast<std::int64_t>(read_optional(j, "questions").value_or(0.0));
   s.correct = static_cast<std::int64_t>(read_optional(j, "correct").value_or(0.0));
+  s.failed = static_cast<std::int64_t>(read_optional(j, "failed").value_or(0.0));
   for (const SummaryFigure& f : kSummaryFigures) s.*f.figure = read_optional(j, f.name).value_or(0.0);
   return s;
 }
@@ -295,6 +297,7 @@ ordered AnswerLine::to_json() const {
   j["reasoning_steps"] = reasoning_steps;
   j["patterns_used"] = patterns_used;
   j["seconds"] = seconds;
+  if (!error.empty()) j["error"] = error;
   j["prompt"] = prompt;
   j["output"] = output;
   return j;
@@ -317,6 +320,7 @@ AnswerLine AnswerLine::from_json(const json& j) {
   a.reasoning_steps = static_cast<std::int64_t>(read_optional(j, "reasoning_steps").value_or(0.0));
   a.patterns_used = j.value("patterns_used", std::vector<std::string>{});
   a.seconds = read_optional(j, "seconds").value_or(0.0);
+  a.error = read_string(j, "error");
   a.prompt = read_string(j, "prompt");
   a.output = read_string(j, "output");
   return a;

@@ -53,20 +53,19 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
   return answers;
 }
 
-namespace {
-
 // Results travel between ranks as JSON lines (a few hundred bytes each).
-nlohmann::json to_wire(const QuestionResult& r) {
+nlohmann::json QuestionResult::to_json() const {
+  const QuestionResult& r = *this;
   return {{"index", r.index},         {"line", r.line},
           {"question", r.question},   {"reference", r.reference}, {"prompt", r.prompt},
           {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
           {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
           {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
           {"steps", r.reasoning_steps}, {"patterns", r.patterns_used}, {"retrieved", r.patterns_retrieved},
-          {"seconds", r.seconds}};
+          {"seconds", r.seconds}, {"error", r.error}};
 }
 
-QuestionResult from_wire(const nlohmann::json& j) {
+QuestionResult QuestionResult::from_json(const nlohmann::json& j) {
   QuestionResult r;
   r.index = j.at("index");
   r.line = j.at("line");
@@ -84,10 +83,9 @@ QuestionResult from_wire(const nlohmann::json& j) {
   r.patterns_used = j.at("patterns").get<std::vector<std::size_t>>();
   r.patterns_retrieved = j.at("retrieved").get<std::vector<std::size_t>>();
   r.seconds = j.at("seconds");
+  r.error = j.at("error");
   return r;
 }
-
-}  // namespace
 
 AnswerLine QuestionResult::answer_line(const std::string& role, const Handbook* handbook) const {
   AnswerLine line_out;
@@ -108,6 +106,7 @@ AnswerLine QuestionResult::answer_line(const std::string& role, const Handbook* 
                                                                                            : std::to_string(i));
   }
   line_out.seconds = seconds;
+  line_out.error = error;
   line_out.prompt = prompt;
   line_out.output = output;
   return line_out;
@@ -150,24 +149,45 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
       result.prompt_tokens = static_cast<std::int64_t>(batch_prompts.back().size());
       batch_indices.push_back(result.index);
     }
-    std::vector<Generation> generations = generate_answers(model, batch_prompts, stops, options, batch_indices);
+    std::string failure;
+    try {
+      std::vector<Generation> generations = generate_answers(model, batch_prompts, stops, options, batch_indices);
+      // Filled in a copy: a failure part way leaves the batch as it was before generation.
+      std::vector<QuestionResult> answered = batch;
+      for (std::size_t b = 0; b < count; ++b) {
+        QuestionResult& result = answered[b];
+        const Question& question = questions[shard[first + b]];
+        const Generation& generation = generations[b];
+        result.output = tokenizer.decode(generation.ids);
+        result.generated_tokens = static_cast<std::int64_t>(generation.ids.size());
+        result.stopped = generation.stopped;
+        result.answer = extract_final_answer(result.output);
+        result.correct = result.answer && answers_match(*result.answer, question.reference);
+        result.reasoning_steps = count_reasoning_steps(result.output);
+        result.reasoning_tokens =
+            static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
+        result.patterns_used = matcher.find(result.output);
+      }
+      batch = std::move(answered);
+    } catch (const InputError&) {
+      throw;
+    } catch (const ConfigError&) {
+      throw;
+    } catch (const UsageError&) {
+      throw;
+    } catch (const std::exception& error) {
+      failure = error.what();
+    }
     // The batch's time, shared evenly: its answers were generated together.
     const double seconds = watch.seconds() / static_cast<double>(count);
+    if (!failure.empty()) {
+      log_warn("the generation of a batch of {} question(s) failed; they are recorded as failed: {}", count, failure);
+    }
     for (std::size_t b = 0; b < count; ++b) {
       QuestionResult& result = batch[b];
-      const Question& question = questions[shard[first + b]];
-      const Generation& generation = generations[b];
-      result.output = tokenizer.decode(generation.ids);
-      result.generated_tokens = static_cast<std::int64_t>(generation.ids.size());
-      result.stopped = generation.stopped;
-      result.answer = extract_final_answer(result.output);
-      result.correct = result.answer && answers_match(*result.answer, question.reference);
-      result.reasoning_steps = count_reasoning_steps(result.output);
-      result.reasoning_tokens =
-          static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
-      result.patterns_used = matcher.find(result.output);
+      result.error = failure;
       result.seconds = seconds;
-      wire += to_wire(result).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      wire += result.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
       wire += '\n';
     }
     log_debug("questions {}/{} on this rank: a batch of {} in {:.2f} s", first + count, shard.size(), count,
@@ -182,7 +202,9 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
   while (start < text.size()) {
     std::size_t end = text.find('\n', start);
     if (end == std::string_view::npos) end = text.size();
-    if (end > start) results.push_back(from_wire(nlohmann::json::parse(text.substr(start, end - start))));
+    if (end > start) {
+      results.push_back(QuestionResult::from_json(nlohmann::json::parse(text.substr(start, end - start))));
+    }
     start = end + 1;
   }
   std::sort(results.begin(), results.end(),
@@ -192,7 +214,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
 
 Summary summarize(const std::vector<QuestionResult>& results) {
   std::vector<double> tokens, prompt_tokens, read_and_written, reasoning_tokens, steps, patterns_per_answer;
-  double correct = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
+  double correct = 0, failed = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
     tokens.push_back(static_cast<double>(r.generated_tokens));
     prompt_tokens.push_back(static_cast<double>(r.prompt_tokens));
@@ -201,6 +223,7 @@ Summary summarize(const std::vector<QuestionResult>& results) {
     steps.push_back(static_cast<double>(r.reasoning_steps));
     patterns_per_answer.push_back(static_cast<double>(r.patterns_used.size()));
     correct += r.correct ? 1 : 0;
+    failed += r.error.empty() ? 0 : 1;
     answered += r.answer ? 1 : 0;
     with_pattern += r.patterns_used.empty() ? 0 : 1;
     stopped += r.stopped ? 1 : 0;
@@ -213,6 +236,7 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   Summary summary;
   summary.questions = static_cast<std::int64_t>(results.size());
   summary.correct = static_cast<std::int64_t>(correct);
+  summary.failed = static_cast<std::int64_t>(failed);
   summary.accuracy = rate(correct);
   summary.answered_rate = rate(answered);
   summary.mean_generated_tokens = mean_of(tokens);

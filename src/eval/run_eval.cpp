@@ -9,7 +9,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "metareuse/augment/prompt.h"
 #include "metareuse/checkpoint/model_source.h"
@@ -19,6 +21,7 @@
 #include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/eval/answer_log.h"
 #include "metareuse/eval/evaluate.h"
 #include "metareuse/tokenizer/chat_template.h"  // model_tokenizer_candidates
 #include "metareuse/tokenizer/prompt_format.h"
@@ -56,7 +59,7 @@ void check_tokenizer(const Tokenizer& tokenizer, const std::string& tokenizer_pa
   }
 }
 
-// One entry's model, loaded and checked against its tokenizer, answering every question.
+// One entry: its eval.json entry and its answers, in question order (rank 0).
 struct EntryRun {
   EvalModelEntry entry;
   std::vector<QuestionResult> results;  // rank 0
@@ -90,36 +93,67 @@ AnsweringModel load_answering_model(const std::string& path, const std::string& 
 
 namespace {
 
-EntryRun evaluate_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options,
-                        const std::vector<Question>& questions, const PromptPolicy& prompts,
-                        const PatternMatcher& matcher, const Handbook* handbook, Communicator& communicator) {
-  EntryRun run;
+// What the answer log's first line records: answers read back are reused
+// only when they came from these models with these questions and options.
+nlohmann::json answers_header(const EvalRunOptions& options, const std::vector<bool>& entry_patterns,
+                              const std::string& handbook_path, bool contexts_used) {
+  nlohmann::json models = nlohmann::json::array();
+  for (std::size_t e = 0; e < options.models.size(); ++e) {
+    const EvalModel& model = options.models[e];
+    models.push_back({{"role", model.role},
+                      {"patterns", entry_patterns[e]},
+                      {"model", answer_log_model(model.path, open_model_or_checkpoint(model.path)->description())}});
+  }
+  return {{"eval", 1},
+          {"models", models},
+          {"questions", answer_log_file(options.questions)},
+          {"limit", options.limit},
+          {"handbook", handbook_path.empty() ? nlohmann::json(nullptr) : answer_log_file(handbook_path)},
+          {"augment_mode", options.augment_mode},
+          {"top_k", options.top_k},
+          {"bm25_k1", options.bm25_k1},
+          {"bm25_b", options.bm25_b},
+          {"contexts", contexts_used ? answer_log_file(options.contexts) : nlohmann::json(nullptr)},
+          {"template", options.generation.template_name},
+          {"tokenizer", options.tokenizer.empty() ? nlohmann::json(nullptr) : answer_log_file(options.tokenizer)},
+          {"max_new_tokens", options.generation.max_new_tokens},
+          {"greedy", options.generation.greedy},
+          {"temperature", options.generation.temperature},
+          {"top_p", options.generation.top_p},
+          {"seed", options.generation.seed}};
+}
+
+// One entry's model, loaded and checked against its tokenizer.
+struct EntryModel {
+  AnsweringModel answering;
+  EvalOptions generation;  // its template and tokenizer
+};
+
+EntryModel load_entry(const EvalModel& model_entry, bool patterns, const EvalRunOptions& options, EntryRun& run) {
   run.entry.role = model_entry.role;
   run.entry.path = model_entry.path;
   run.entry.prompt_patterns = patterns;
-  const AnsweringModel answering =
-      load_answering_model(model_entry.path, options.tokenizer, options.generation.template_name);
-  run.entry.source = answering.description;
-  run.entry.tokenizer = answering.text.tokenizer;
-  run.entry.template_name = answering.text.template_name;
-  const LlamaModel& model = *answering.model;
-  const Tokenizer& tokenizer = *answering.tokenizer;
-  EvalOptions generation = options.generation;
-  generation.template_name = run.entry.template_name;
-  generation.tokenizer_path = run.entry.tokenizer;
-  log_info("eval {}: {} on {} questions ({} ranks); tokenizer {}, template {}", run.entry.role, run.entry.source,
-            questions.size(), communicator.size(), run.entry.tokenizer, run.entry.template_name);
-  Stopwatch watch;
-  run.results = evaluate_questions(model, tokenizer, questions, prompts, matcher, generation, communicator);
-  if (communicator.rank() == 0) {
-    const Summary& s = run.entry.summary = summarize(run.results);
-    if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);
-    log_info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
-              "in {:.1f} s",
-              run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
-              s.mean_reasoning_steps, 100.0 * s.pattern_use_rate, watch.seconds());
-  }
-  return run;
+  EntryModel loaded{load_answering_model(model_entry.path, options.tokenizer, options.generation.template_name),
+                    options.generation};
+  run.entry.source = loaded.answering.description;
+  run.entry.tokenizer = loaded.answering.text.tokenizer;
+  run.entry.template_name = loaded.answering.text.template_name;
+  loaded.generation.template_name = run.entry.template_name;
+  loaded.generation.tokenizer_path = run.entry.tokenizer;
+  return loaded;
+}
+
+void summarize_entry(EntryRun& run, const Handbook* handbook, double seconds) {
+  const Summary& s = run.entry.summary = summarize(run.results);
+  if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);
+  log_info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
+           "in {:.1f} s{}",
+           run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
+           s.mean_reasoning_steps, 100.0 * s.pattern_use_rate, seconds,
+           s.failed > 0 ? fmt::format("; generation failed for {} question(s) (counted wrong; see answers.jsonl's "
+                                      "\"error\")",
+                                      s.failed)
+                        : std::string());
 }
 
 void write_answers(const std::vector<EntryRun>& runs, const Handbook* handbook, const std::string& path) {
@@ -137,9 +171,10 @@ void write_answers(const std::vector<EntryRun>& runs, const Handbook* handbook, 
 
 }  // namespace
 
-EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicator) {
+int run_evaluation(const EvalRunOptions& options, Communicator& communicator, EvalFile* file_out) {
   const bool leader = communicator.rank() == 0;
   Stopwatch wall;
+  RoundStop round_stop(options.time_limit);
   if (!options.run_checkpoints.empty() && !is_checkpoint_path(options.run_checkpoints)) {
     throw UsageError(fmt::format("give the model with --model (eval.model); '{}' has no checkpoint",
                                  options.run_checkpoints));
@@ -169,13 +204,86 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
   const PromptPolicy without_patterns(nullptr, AugmentMode::kNone, 0, options.bm25_k1,
                                                options.bm25_b);
   PatternMatcher matcher(handbook ? handbook->patterns : std::vector<Pattern>{});
-
-  std::vector<EntryRun> runs;
+  std::vector<bool> entry_patterns;
   for (const EvalModel& model : options.models) {
-    const bool patterns = model.patterns && with_patterns.carries_patterns();
-    runs.push_back(evaluate_entry(model, patterns, options, questions.questions,
-                                  patterns ? with_patterns : without_patterns, matcher, handbook_pointer,
-                                  communicator));
+    entry_patterns.push_back(model.patterns && with_patterns.carries_patterns());
+  }
+
+  // Items: entry e's question q is item e * questions + q.
+  const auto question_count = static_cast<std::int64_t>(questions.questions.size());
+  const auto total_items = static_cast<std::int64_t>(options.models.size()) * question_count;
+  std::vector<EntryRun> runs(options.models.size());
+  std::vector<std::map<std::int64_t, QuestionResult>> answered(options.models.size());  // rank 0, by question
+  const nlohmann::json header = answers_header(options, entry_patterns, handbook_path, contexts.has_value());
+  std::vector<std::int64_t> done_items;
+  if (leader) {
+    for (const nlohmann::json& line : read_back_answer_log(options.partial_answers, header, "eval")) {
+      const auto entry = line.at("entry").get<std::size_t>();
+      QuestionResult result = QuestionResult::from_json(line.at("result"));
+      if (entry >= answered.size() || result.index < 0 || result.index >= question_count) continue;
+      done_items.push_back(static_cast<std::int64_t>(entry) * question_count + result.index);
+      answered[entry][result.index] = std::move(result);
+    }
+  }
+  done_items = share_done_items(done_items, communicator);
+  const std::set<std::int64_t> done(done_items.begin(), done_items.end());
+  if (!done.empty()) {
+    log_info("eval: {} answer(s) read back from {}; {} of {} to go", done.size(), options.partial_answers,
+             total_items - static_cast<std::int64_t>(done.size()), total_items);
+  }
+  std::optional<AnswerLog> log;
+  if (leader) log.emplace(options.partial_answers, done.empty(), header);
+
+  const std::size_t round = round_size(communicator, options.generation.batch_size);
+  for (std::size_t e = 0; e < options.models.size(); ++e) {
+    EntryRun& run = runs[e];
+    const EntryModel loaded = load_entry(options.models[e], entry_patterns[e], options, run);
+    std::vector<std::int64_t> todo;
+    for (std::int64_t q = 0; q < question_count; ++q) {
+      if (done.count(static_cast<std::int64_t>(e) * question_count + q) == 0) todo.push_back(q);
+    }
+    log_info("eval {}: {} on {} questions ({} ranks{}); tokenizer {}, template {}", run.entry.role, run.entry.source,
+             question_count, communicator.size(),
+             todo.size() < static_cast<std::size_t>(question_count)
+                 ? fmt::format("; {} answered before", question_count - static_cast<std::int64_t>(todo.size()))
+                 : std::string(),
+             run.entry.tokenizer, run.entry.template_name);
+    Stopwatch watch;
+    for (std::size_t first = 0; first < todo.size(); first += round) {
+      if (round_stop.stop_before_round(communicator)) {
+        std::int64_t answers_kept = 0;
+        for (const auto& entry_answers : answered) answers_kept += static_cast<std::int64_t>(entry_answers.size());
+        if (leader) {
+          log_warn("eval: stopped after {} of {} answers (time limit or signal); they are kept in {}, and running "
+                   "eval again goes on from there (exit status {})",
+                   answers_kept, total_items, options.partial_answers, static_cast<int>(kExitTimeLimit));
+        }
+        return kExitTimeLimit;
+      }
+      const std::size_t count = std::min(round, todo.size() - first);
+      const std::vector<std::int64_t> indices(todo.begin() + static_cast<std::ptrdiff_t>(first),
+                                              todo.begin() + static_cast<std::ptrdiff_t>(first + count));
+      std::vector<Question> round_questions;
+      for (std::int64_t q : indices) round_questions.push_back(questions.questions[static_cast<std::size_t>(q)]);
+      std::vector<QuestionResult> results =
+          evaluate_questions(*loaded.answering.model, *loaded.answering.tokenizer, round_questions,
+                             entry_patterns[e] ? with_patterns : without_patterns, matcher, loaded.generation,
+                             communicator, indices);
+      if (!leader) continue;
+      std::string lines;
+      for (QuestionResult& result : results) {
+        lines += nlohmann::json{{"entry", e}, {"role", run.entry.role}, {"result", result.to_json()}}.dump(
+                     -1, ' ', false, nlohmann::json::error_handler_t::replace) +
+                 "\n";
+        answered[e][result.index] = std::move(result);
+      }
+      log->append(lines);
+      log_debug("eval {}: {} of {} questions", run.entry.role, answered[e].size(), question_count);
+    }
+    if (leader) {
+      for (auto& [index, result] : answered[e]) run.results.push_back(std::move(result));
+      summarize_entry(run, handbook_pointer, watch.seconds());
+    }
   }
 
   EvalFile file;
@@ -184,7 +292,7 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
     const std::string& answers_path = options.answers;
     write_answers(runs, handbook_pointer, answers_path);
     file.questions_file = options.questions;
-    file.questions = static_cast<std::int64_t>(questions.questions.size());
+    file.questions = question_count;
     file.bad_records = questions.bad_records;
     file.greedy = options.generation.greedy;
     file.temperature = options.generation.temperature;
@@ -217,11 +325,17 @@ EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicato
     file.wall_seconds = wall.seconds();
     const std::string& eval_path = options.eval_file;
     write_eval_file(file, eval_path);
+    // Both files are whole now: the log's answers are in them.
+    log.reset();
+    std::error_code error;
+    fs::remove(options.partial_answers, error);
+    if (error) log_warn("eval: cannot remove {}: {}", options.partial_answers, error.message());
     std::cout << format_eval_table(file);
     log_info("wrote {} and {}", eval_path, answers_path);
   }
   communicator.barrier();
-  return file;
+  if (file_out != nullptr) *file_out = std::move(file);
+  return kExitOk;
 }
 
 std::string format_eval_table(const EvalFile& file) {

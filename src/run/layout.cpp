@@ -25,4 +25,8 @@ std::string RunLayout::answers_in(const std::string& eval_folder) {
   return (std::filesystem::path(eval_folder) / RunFile::kAnswers).string();
 }
 
+std::string RunLayout::partial_answers_in(const std::string& eval_folder) {
+  return (std::filesystem::path(eval_folder) / RunFile::kPartialAnswers).string();
+}
+
 }  // namespace metareuse

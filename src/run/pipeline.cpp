@@ -138,7 +138,8 @@ int eval_step(const ResolvedRun& run, Runtime& runtime) {
   if (run.eval.questions.empty()) {
     log_warn("eval: no eval.questions in the config; nothing to evaluate (the report has no eval table)");
   } else {
-    run_evaluation(run.eval, runtime.world());
+    const int status = run_evaluation(run.eval, runtime.world());
+    if (status != kExitOk) return status;  // stopped between rounds: the next run goes on from its answers
   }
   if (runtime.rank() != 0) return kExitOk;
   write_report(report_inputs_for_run(run.layout.folder()), run.layout.report());
@@ -283,6 +284,10 @@ int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& o
       throw InputError(fmt::format("{}: corpus.strict is set and the corpus has bad lines", stage.name));
     }
     if (status != kExitOk) {
+      // Its outputs may be an earlier run's (a forced stage stopped part way): not up to date now.
+      if (runtime.rank() == 0 && record.erase(stage.name) > 0) {
+        write_file_atomic(layout.stages(), record.dump(2) + "\n");
+      }
       log_warn("stage {} stopped with status {}; `metareuse run` again resumes here", stage.name, status);
       return status;
     }

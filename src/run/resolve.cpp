@@ -184,6 +184,7 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   if (options.out_dir.empty()) options.out_dir = layout.eval_folder();
   options.eval_file = RunLayout::eval_file_in(options.out_dir);
   options.answers = RunLayout::answers_in(options.out_dir);
+  options.partial_answers = RunLayout::partial_answers_in(options.out_dir);
   options.handbook = config.get_string("eval.handbook");
   if (options.handbook.empty()) {
     options.handbook = layout.handbook();
@@ -203,6 +204,7 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   options.generation.temperature = config.get_number("eval.temperature");
   options.generation.top_p = config.get_number("eval.top_p");
   options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  options.time_limit = config.get_number("eval.time_limit");
   return options;
 }
 

@@ -61,6 +61,7 @@ struct DistillCounts {
   std::int64_t duplicates = 0;          // right answers identical to one already kept for the question
   std::int64_t dropped_for_length = 0;  // right answers longer than max_sequence tokens
   std::int64_t unfinished = 0;          // answers that hit max_new_tokens
+  std::int64_t failed = 0;              // answers whose generation failed (recorded with the error, never right)
   std::int64_t resumed = 0;             // answers read back from an earlier, stopped distill
 };
 

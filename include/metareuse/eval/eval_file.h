@@ -30,6 +30,7 @@ inline constexpr int kEvalVersion = 1;
 struct Summary {
   std::int64_t questions = 0;
   std::int64_t correct = 0;
+  std::int64_t failed = 0;  // questions whose generation failed (counted as wrong)
   double accuracy = 0;
   double answered_rate = 0;  // answers with a final answer to compare
   double mean_generated_tokens = 0;
@@ -158,6 +159,7 @@ struct AnswerLine {
   std::int64_t reasoning_steps = 0;
   std::vector<std::string> patterns_used;  // pattern texts
   double seconds = 0;
+  std::string error;  // why its generation failed; in the file only when it did
   std::string prompt;
   std::string output;
 

@@ -49,7 +49,11 @@ struct QuestionResult {
   std::vector<std::size_t> patterns_used;  // handbook indices
   std::vector<std::size_t> patterns_retrieved;  // handbook indices the prompt carried
   double seconds = 0.0;
+  std::string error;                  // why its generation failed ("": it did not)
 
+  // Every field, as ranks exchange results and eval's answer log keeps them.
+  nlohmann::json to_json() const;
+  static QuestionResult from_json(const nlohmann::json& j);
   // Its line in answers.jsonl, for the entry `role`; pattern indices become their texts.
   AnswerLine answer_line(const std::string& role, const Handbook* handbook) const;
 };
@@ -67,7 +71,11 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
                                          const std::vector<std::int64_t>& question_indices);
 
 // Collective. Returns every result, in question order, on rank 0; an empty
-// list on the other ranks. `indices` names each question (its result's index,
+// list on the other ranks. A batch whose generation throws (out of memory, a
+// torch error) gives each of its questions a failed result carrying the error,
+// and the others go on; the caller's own mistakes (InputError, ConfigError,
+// UsageError: a prompt outside the vocabulary, say) would fail every
+// question, so they end it. `indices` names each question (its result's index,
 // which seeds its sampling); empty: 0, 1, 2, ... A caller that answers a list
 // in parts (distill, to resume) passes each part's own indices, so the
 // answers do not depend on where the parts were cut.

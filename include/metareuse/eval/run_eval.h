@@ -31,6 +31,12 @@ struct EvalRunOptions {
   std::string out_dir;         // created; eval_file and answers go in it
   std::string eval_file;       // eval.json (EvalFile)
   std::string answers;         // answers.jsonl (one AnswerLine per question and model)
+  // The answer log (answer_log.h) of an eval not yet finished: each round's
+  // answers by entry and question, read back by the next run; removed once
+  // answers and eval_file are written. Its lines keep what answers.jsonl
+  // does not (the handbook indices that summaries need).
+  std::string partial_answers;
+  double time_limit = 0;       // seconds; stops after the round that passes it (exit 3, resumable). 0: none
   std::string handbook;        // for prompts and pattern use ("" : none)
   bool handbook_if_exists = false;  // the run's handbook by default: used only when the file exists when eval runs
   // The default model, the run's own checkpoint folder ("" : eval.model was
@@ -46,9 +52,13 @@ struct EvalRunOptions {
 };
 
 // Collective: every model answers every question (questions spread over the
-// ranks); rank 0 writes answers.jsonl and eval.json into out_dir, prints the
-// table, and gets the file back (the other ranks an empty one).
-EvalFile run_evaluation(const EvalRunOptions& options, Communicator& communicator);
+// ranks, in rounds of every rank's batch); rank 0 appends each round's
+// answers to partial_answers, and at the end writes answers.jsonl and
+// eval.json into out_dir, prints the table, and gets the file in `file` (the
+// other ranks an empty one). kExitOk when done; kExitTimeLimit when the time
+// limit or a stop signal (SIGTERM, SIGUSR1, SIGINT) ended it between rounds,
+// with the answers so far kept for the next run, which goes on from them.
+int run_evaluation(const EvalRunOptions& options, Communicator& communicator, EvalFile* file = nullptr);
 
 // The table people read: one row per model, and each change against the baseline.
 std::string format_eval_table(const EvalFile& file);

@@ -63,6 +63,9 @@ struct RunFile {
   // Inside an eval output folder (eval/ of a run, or `metareuse eval --out`).
   static constexpr const char* kEvalFile = "eval.json";
   static constexpr const char* kAnswers = "answers.jsonl";
+  // The answers so far of an eval that has not finished (eval's answer log);
+  // removed once answers.jsonl and eval.json are written.
+  static constexpr const char* kPartialAnswers = "answers.partial.jsonl";
 };
 static_assert(names_latest_pointer(RunFile::kLatestCheckpoint, RunFile::kCheckpoints), "the checkpoint library names its pointer");
 static_assert(names_latest_pointer(RunFile::kBaselineLatestCheckpoint, "baseline/checkpoints"),
@@ -110,6 +113,7 @@ class RunLayout {
   // The files of an eval output folder, wherever it is.
   static std::string eval_file_in(const std::string& eval_folder);
   static std::string answers_in(const std::string& eval_folder);
+  static std::string partial_answers_in(const std::string& eval_folder);
 
  private:
   std::string folder_;
