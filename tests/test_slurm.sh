@@ -19,8 +19,10 @@
 #      (every step in metrics.jsonl exactly once).
 #   3. requeue, mpirun: the same with the default mpirun launcher and
 #      `scancel --batch --signal=USR1 <job>` (the batch shell forwards it).
-#   4. eval-signal: SIGUSR1 during the eval stage; eval finishes, the pipeline
-#      exits 3 before export, and the requeued run runs export only.
+#   4. eval-signal: SIGUSR1 during the eval stage; eval stops after the round
+#      in flight (or, in its last round, finishes and the pipeline stops before
+#      export) with status 3, and the requeued run goes on from the answers
+#      kept and runs export once.
 #   5. cancel: `scancel <job>` (SIGTERM) during training; the job must end
 #      CANCELLED and must not be requeued.
 # Exit 77 (ctest SKIP_RETURN_CODE) when not root or when Slurm cannot be
@@ -344,9 +346,11 @@ state="$(wait_final "$job" 300)"
 [[ "$state" == COMPLETED ]] || fail "eval-signal: job $job ended $state, not COMPLETED"
 [[ "$(job_field "$job" Restarts)" == 1 ]] || fail "eval-signal: job $job was not requeued once"
 log="$tmp/eval-signal.out"
-grep -q "stopping before stage export" "$log" || fail "eval-signal: the pipeline did not stop before export"
+grep -qE "stage eval stopped with status 3|stopping before stage export" "$log" ||
+  fail "eval-signal: the pipeline did not stop in eval or before export"
 grep -q "metareuse exited with 3" "$log" || fail "eval-signal: the first run did not exit with status 3"
-grep -q "stage eval       up to date, skipped" "$log" || fail "eval-signal: the requeued run ran eval again"
+grep -qE "answer\(s\) read back|stage eval       up to date, skipped" "$log" ||
+  fail "eval-signal: the requeued run did not go on from the first run's answers"
 [[ "$(grep -c "stage export     running" "$log")" == 1 ]] || fail "eval-signal: export did not run exactly once"
 [[ -s "$tmp/eval-signal/export/config.json" ]] || fail "eval-signal: no export after the requeue"
 say "eval-signal: job $job stopped after eval (exit 3), was requeued, ran export and COMPLETED" \

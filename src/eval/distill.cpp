@@ -230,7 +230,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
     }
     if (counts.kept == 0) {
       failure = fmt::format(
-          "distill: the teacher {} answered {} of {} question(s) right ({} answers{}), so there is no training "
+          "the teacher {} answered {} of {} question(s) right ({} answers{}), so there is no training "
           "example; {} was not written. Check the teacher (is it trained on this corpus? does it write the final "
           "answer after \"####\"?) in {}",
           options.teacher, counts.correct, counts.questions, counts.generated,

@@ -34,6 +34,7 @@
 #include "metareuse/run/timings.h"
 #include "metareuse/tokenizer/sentencepiece.h"  // the run's own tokenizer
 #include "metareuse/tokenizer/tokenizer.h"
+#include "metareuse/train/stop_signals.h"  // a signal a stage caught in its last round
 #include "metareuse/train/train_state.h"
 #include "metareuse/train/trainer.h"
 
@@ -241,6 +242,7 @@ bool stage_up_to_date(const Stage& stage, const std::string& print, const json& 
 
 int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& options) {
   g_pipeline_signal.store(0);
+  StopSignals::forget();
   std::signal(SIGUSR1, on_pipeline_signal);
   const std::vector<Stage> stages =
       pipeline_stages(given.get_bool("experiment.baseline"), given.get_bool("experiment.bc_sft"));
@@ -264,7 +266,8 @@ int run_pipeline(const Config& given, Runtime& runtime, const PipelineOptions& o
     if (!options.only.empty() && options.only != stage.name) continue;
     // The trainer resets SIGUSR1 to its default when it ends: catch it again.
     std::signal(SIGUSR1, on_pipeline_signal);
-    int stop_signal = runtime.world().allreduce_value<std::int32_t>(g_pipeline_signal.load(), ReduceOp::kMax);
+    const int seen = std::max(g_pipeline_signal.load(), StopSignals::last_received());
+    int stop_signal = runtime.world().allreduce_value<std::int32_t>(seen, ReduceOp::kMax);
     if (stop_signal != 0) {
       log_warn("signal {} received; stopping before stage {} (exit status {}); `metareuse run` again resumes here",
                 stop_signal, stage.name, static_cast<int>(kExitTimeLimit));

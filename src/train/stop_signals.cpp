@@ -38,4 +38,8 @@ StopSignals::~StopSignals() {
 
 int StopSignals::received() const { return g_stop_signal.load(); }
 
+int StopSignals::last_received() { return g_stop_signal.load(); }
+
+void StopSignals::forget() { g_stop_signal.store(0); }
+
 }  // namespace metareuse

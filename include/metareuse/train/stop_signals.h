@@ -16,6 +16,11 @@ class StopSignals {
 
   // The first stop signal received since construction, or 0.
   int received() const;
+  // The same, kept after the handlers are gone: a signal that arrived while a
+  // stage finished its last round (eval, distill) still stops the pipeline
+  // before the next stage. forget() clears it (the pipeline, as it starts).
+  static int last_received();
+  static void forget();
 };
 
 }  // namespace metareuse
