@@ -97,6 +97,30 @@ Config student_config(const Config& config, const RunLayout& layout) {
   return student;
 }
 
+// How the handbook's patterns are picked for a test-time prompt (eval's
+// entries, distill's teacher): as augment picked them for training.
+void read_retrieval(const Config& config, std::string& mode, std::size_t& top_k, double& bm25_k1, double& bm25_b) {
+  mode = config.get_string("augment.mode");
+  top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
+  bm25_k1 = config.get_number("augment.bm25_k1");
+  bm25_b = config.get_number("augment.bm25_b");
+}
+
+// A model answering questions (eval, distill): the template and seed of the
+// run, the decoding of `section` (its max_new_tokens, batch_size, greedy,
+// temperature, top_p).
+EvalOptions answering_options(const Config& config, const std::string& section) {
+  EvalOptions options;
+  options.template_name = config.get_string("tokenizer.template");
+  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
+  options.batch_size = config.get_int(section + ".batch_size");
+  options.greedy = config.get_bool(section + ".greedy");
+  options.temperature = config.get_number(section + ".temperature");
+  options.top_p = config.get_number(section + ".top_p");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
 // export.dtype and export.max_shard: how a checkpoint is written out.
 ExportOptions exported_as(const Config& config) {
   ExportOptions options;
@@ -192,18 +216,9 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   }
   options.contexts = config.get_string("eval.contexts");
   if (options.contexts.empty()) options.contexts = layout.augmented();
-  options.augment_mode = config.get_string("augment.mode");
-  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
-  options.bm25_k1 = config.get_number("augment.bm25_k1");
-  options.bm25_b = config.get_number("augment.bm25_b");
+  read_retrieval(config, options.augment_mode, options.top_k, options.bm25_k1, options.bm25_b);
   options.tokenizer = config.get_string("tokenizer.path");
-  options.generation.template_name = config.get_string("tokenizer.template");
-  options.generation.max_new_tokens = config.get_int("eval.max_new_tokens");
-  options.generation.batch_size = config.get_int("eval.batch_size");
-  options.generation.greedy = config.get_bool("eval.greedy");
-  options.generation.temperature = config.get_number("eval.temperature");
-  options.generation.top_p = config.get_number("eval.top_p");
-  options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  options.generation = answering_options(config, "eval");
   options.time_limit = config.get_number("eval.time_limit");
   return options;
 }
@@ -284,18 +299,9 @@ DistillOptions distill_run_options(const Config& config, const RunLayout& layout
   options.handbook = config.get_string("distill.handbook");
   if (options.handbook.empty()) options.handbook = layout.handbook();
   options.contexts = layout.augmented();
-  options.augment_mode = config.get_string("augment.mode");
-  options.top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
-  options.bm25_k1 = config.get_number("augment.bm25_k1");
-  options.bm25_b = config.get_number("augment.bm25_b");
+  read_retrieval(config, options.augment_mode, options.top_k, options.bm25_k1, options.bm25_b);
   options.tokenizer = config.get_string("tokenizer.path");
-  options.generation.template_name = config.get_string("tokenizer.template");
-  options.generation.max_new_tokens = config.get_int("distill.max_new_tokens");
-  options.generation.batch_size = config.get_int("distill.batch_size");
-  options.generation.greedy = config.get_bool("distill.greedy");
-  options.generation.temperature = config.get_number("distill.temperature");
-  options.generation.top_p = config.get_number("distill.top_p");
-  options.generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  options.generation = answering_options(config, "distill");
   options.max_sequence = config.get_int("dataset.sequence_length");
   options.time_limit = config.get_number("distill.time_limit");
   options.out = config.get_string("distill.out");
