@@ -170,6 +170,13 @@ TEST_CASE("behavior-conditioned SFT: the run, distill at 1-3 ranks, resume, and 
     INFO(other.output);
     REQUIRE(other.status == 0);
     CHECK_THAT(other.output, Contains("starting over"));
+    // An edited corpus is another set of questions: its answers start over too.
+    REQUIRE(run_metareuse(distill_args(out)).status == 0);  // answers for this corpus and these options
+    { std::ofstream(d / "sevens.jsonl", std::ios::app) << "\n"; }
+    auto edited = run_metareuse(distill_args(out));
+    INFO(edited.output);
+    REQUIRE(edited.status == 0);
+    CHECK_THAT(edited.output, Contains("starting over"));
   }
 
   {  // a teacher with no right answer: refused, and no training file

@@ -57,9 +57,13 @@ std::vector<SourcedQuestion> read_training_questions(const DistillOptions& optio
 // What the answers file's first line records: answers read back are reused
 // only when they came from this teacher (its files, sizes and times) with these options.
 json answers_header(const DistillOptions& options, const std::string& teacher_description) {
+  // The corpus files with their sizes and times: an answer is stored by its
+  // question's place in them, so an edited corpus must not reuse it.
+  json corpus = json::array();
+  for (const std::string& file : expand_corpus_files(options.corpus_files)) corpus.push_back(answer_log_file(file));
   return {{"distill", 1},
           {"teacher", answer_log_model(options.teacher, teacher_description)},
-          {"corpus", options.corpus_files},
+          {"corpus", corpus},
           {"limit", options.limit},
           {"samples", options.samples},
           {"handbook", answer_log_file(options.handbook)},
