@@ -76,25 +76,16 @@ Config training_config(const Config& config, const RunLayout& layout, const std:
   return training;
 }
 
-// The baseline's own config: the run's, with its data and checkpoints in
-// <run>/baseline and no patterns in its examples.
-Config baseline_config(const Config& config, const RunLayout& layout) {
-  Config baseline = config;
-  baseline.set("augment.mode", "none");
-  baseline.set("dataset.output", layout.baseline().dataset());
-  baseline.set("checkpoint.dir", layout.baseline().checkpoints());
-  return baseline;
-}
-
-// The student's own config (experiment.bc_sft): the run's, with its data and
-// checkpoints in <run>/student; it starts from the run's model.path or preset,
-// as the run's model did.
-Config student_config(const Config& config, const RunLayout& layout) {
-  Config student = config;
-  student.set("augment.mode", "none");
-  student.set("dataset.output", layout.student().dataset());
-  student.set("checkpoint.dir", layout.student().checkpoints());
-  return student;
+// A second training's own config (the baseline's in <run>/baseline, the
+// BC-SFT student's in <run>/student): the run's, from the same model.path or
+// preset, with its data and checkpoints in `folder` and no patterns in its
+// examples.
+Config own_folder_config(const Config& config, const RunLayout& folder) {
+  Config own = config;
+  own.set("augment.mode", "none");
+  own.set("dataset.output", folder.dataset());
+  own.set("checkpoint.dir", folder.checkpoints());
+  return own;
 }
 
 // How the handbook's patterns are picked for a test-time prompt (eval's
@@ -403,7 +394,7 @@ ResolvedRun resolve_run(const Config& given) {
     return options;
   });
   if (run.baseline) {
-    const Config baseline = baseline_config(config, layout);
+    const Config baseline = own_folder_config(config, layout.baseline());
     json& data_keys = keys["baseline-data"];
     run.baseline_augment = read_for_stage(baseline, data_keys, [&](const Config& c) {
       return augment_stage_options(c, layout.handbook(), layout.baseline_examples());
@@ -423,7 +414,7 @@ ResolvedRun resolve_run(const Config& given) {
       options.summary = layout.distill_summary();
       return options;
     });
-    const Config student = student_config(config, layout);
+    const Config student = own_folder_config(config, layout.student());
     run.student_prepare = read_for_stage(student, keys["student-data"], [&](const Config& c) {
       return prepare_stage_options(c, run.text, layout.distilled(), layout.student().dataset());
     });
