@@ -39,6 +39,7 @@ MiningOptions mining_options(const Config& config) {
                                                                            : Selection::kCoverage;
   options.pool_size = static_cast<std::size_t>(config.get_int("patterns.pool_size"));
   options.group_bytes = static_cast<std::size_t>(config.get_int("patterns.group_memory_mb")) << 20;
+  options.instruction_sample = static_cast<std::size_t>(config.get_int("patterns.instruction_sample"));
   options.read = corpus_read_options(config);
   if (options.max_phrase_words < options.min_words) {
     throw ConfigError("patterns.max_phrase_words must be >= patterns.min_words");
