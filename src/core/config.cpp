@@ -118,6 +118,9 @@ std::vector<ConfigKey> build_schema() {
       key_string("patterns.reflect_prompt", "",
                  "reflect mode: prompt template file with {reasoning} (and optionally {question}, {solution}); empty: "
                  "the shipped configs/reflect_prompt.txt, built into the binary."),
+      key_string("patterns.phrase_prompt", "",
+                 "With patterns.model in exact or normalized mode: prompt template file with {pattern} (and optionally "
+                 "{sentences}); empty: the shipped configs/phrase_prompt.txt, built into the binary."),
       key_int("patterns.max_new_tokens", 128, "With patterns.model: most tokens the model writes per reply.", 1,
               1 << 20),
       key_int("patterns.batch_size", 8, "With patterns.model: prompts the model answers together.", 1, 4096),

@@ -156,7 +156,8 @@ std::vector<ContainingSentences> count_containing_sentences(const std::vector<st
   std::map<std::uint32_t, Sample> owned;
   for (WireReader in({arriving.data(), arriving.size()}); !in.done();) {
     Sample& sample = owned[in.get<std::uint32_t>()];
-    sample.cut = sample.cut || in.get<std::uint8_t>() != 0;
+    const bool cut = in.get<std::uint8_t>() != 0;  // read whatever sample.cut is already
+    sample.cut = sample.cut || cut;
     const auto sentences = in.get<std::uint32_t>();
     for (std::uint32_t i = 0; i < sentences; ++i) {
       SampleKey key;

@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <unordered_set>
 
 #include "candidate_table.h"  // CandidateTable, RecordCandidates
 #include "candidates.h"       // ExactSentences, NormalizedMiner, first_occurrences_match
@@ -241,14 +240,7 @@ void fill_handbook(const std::vector<const Candidate*>& chosen, const std::vecto
   handbook.mode = mining_mode_name(options.mode);
   handbook.exact_counts = counts[3] == 0;
   for (const Candidate* candidate : chosen) handbook.patterns.push_back(to_pattern(*candidate, files));
-  // Behavior names must be unique to be usable as keys.
-  std::unordered_set<std::string> names;
-  for (Pattern& pattern : handbook.patterns) {
-    std::string base = pattern.name;
-    for (int suffix = 2; !names.insert(pattern.name).second; ++suffix) {
-      pattern.name = fmt::format("{}_{}", base, suffix);
-    }
-  }
+  make_names_unique(handbook.patterns);
   handbook.stats = {{"records", result.corpus.records},
                     {"bad_lines", result.corpus.bad_lines},
                     {"blank_lines", result.corpus.blank_lines},

@@ -255,12 +255,8 @@ Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOp
     if (options.top_k > 0 && handbook.patterns.size() == options.top_k) break;
     handbook.patterns.push_back(std::move(pattern));
   }
-  // Names must be unique keys: the same name with another instruction gets a suffix.
-  std::map<std::string, int> seen;
-  for (Pattern& pattern : handbook.patterns) {
-    const int count = ++seen[pattern.name];
-    if (count > 1) pattern.name = fmt::format("{}_{}", pattern.name, count);
-  }
+  // The same name with another instruction gets a suffix.
+  make_names_unique(handbook.patterns);
   handbook.stats = {{"records", stats.records},       {"bad_lines", stats.bad_lines},
                     {"records_reflected", options.max_records > 0 ? std::min(options.max_records, stats.records)
                                                                   : stats.records},
