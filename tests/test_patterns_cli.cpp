@@ -248,7 +248,7 @@ TEST_CASE("patterns --mode reflect: no model (64), a bad model path or a prompt 
   CHECK_FALSE(std::filesystem::exists(out));
 }
 
-TEST_CASE("patterns --model phrases each pattern once, dealt across ranks, the same at 1 and 2 ranks; a reply "
+TEST_CASE("patterns --model phrases each pattern once, dealt across ranks, the same at 1 and 2 ranks, and a reply "
           "without a behavior keeps the mined sentence",
           "[e2e][mpi]") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);
@@ -259,8 +259,8 @@ TEST_CASE("patterns --model phrases each pattern once, dealt across ranks, the s
   }
   auto dir = test::temp_dir("patterns-cli-phrasing");
   const std::string sample = "datasets/sample_reasoning.jsonl";
-  // The fixture has 512 embedding rows and no tokenizer: a 400-piece one trained here fits it.
-  auto tokenizer = run_metareuse("tokenize --train " + sample + " --vocab-size 400 --tokenizer " +
+  // The fixture has 512 embedding rows and no tokenizer: a 512-piece one trained here covers every id it writes.
+  auto tokenizer = run_metareuse("tokenize --train " + sample + " --vocab-size 512 --tokenizer " +
                                  (dir / "spm.model").string());
   INFO(tokenizer.output);
   REQUIRE(tokenizer.status == 0);
