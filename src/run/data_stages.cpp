@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>  // corpus.fields, the handbook's stats
 
 #include <filesystem>
+#include <optional>
 
 #include "metareuse/augment/augment.h"
 #include "metareuse/core/config.h"
@@ -76,6 +77,8 @@ void reflect_options(const Config& config, PatternsStageOptions& stage) {
   if (stage.strategist.model.empty()) {
     throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
   }
+  options.strategist = describe_strategist(stage.strategist);
+  options.time_limit = config.get_number("patterns.time_limit");
 }
 
 // The model's strategist, or a UsageError naming `what` in a binary without model code.
@@ -135,14 +138,17 @@ CorpusStats mine_handbook(const PatternsStageOptions& stage, Communicator& world
 }
 
 // Reflect mode: the model writes behaviors for each record (patterns/reflect.h).
-// Returns the corpus's bad lines.
-std::uint64_t reflect_handbook(const PatternsStageOptions& stage, Communicator& world,
-                               const StrategistFactory& make_strategist, Handbook& handbook) {
+// Returns the corpus's bad lines, or nullopt when a time limit or signal
+// stopped it (its replies log is kept).
+std::optional<std::uint64_t> reflect_handbook(const PatternsStageOptions& stage, Communicator& world,
+                                              const StrategistFactory& make_strategist, Handbook& handbook) {
   const ReflectOptions& options = stage.reflect;
   std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
   const Strategist strategist = load_strategist(stage, make_strategist, "patterns.mode=reflect");
   Stopwatch watch;
-  handbook = reflect_patterns(files, options, strategist, world);
+  std::optional<Handbook> reflected = reflect_patterns(files, options, strategist, world);
+  if (!reflected) return std::nullopt;
+  handbook = std::move(*reflected);
   log_info("patterns (reflect mode, {} rank(s)): {} replies for {} records, {} behavior lines ({} malformed lines), "
             "{} distinct, {} kept in {:.1f} s",
             world.size(), handbook.stats["replies"].get<std::uint64_t>(),
@@ -191,6 +197,7 @@ PatternsStageOptions patterns_stage_options(const Config& config, const std::str
   } else if (config.get_string("patterns.mode") == "reflect") {
     options.source = HandbookSource::kReflect;
     reflect_options(config, options);
+    options.reflect.replies = reflect_replies_path(handbook_path);
   } else {
     options.source = HandbookSource::kMine;
     options.mining = mining_options(config);
@@ -278,9 +285,12 @@ int patterns_stage(const PatternsStageOptions& options, Runtime& runtime, const 
         throw InputError(fmt::format("{}: the handbook holds no behavior", options.import_path));
       }
       break;
-    case HandbookSource::kReflect:
-      bad_lines = reflect_handbook(options, world, make_strategist, handbook);
+    case HandbookSource::kReflect: {
+      std::optional<std::uint64_t> reflected = reflect_handbook(options, world, make_strategist, handbook);
+      if (!reflected) return kExitTimeLimit;
+      bad_lines = *reflected;
       break;
+    }
     case HandbookSource::kMine:
       bad_lines = mine_handbook(options, world, make_strategist, handbook).bad_lines;
       break;
