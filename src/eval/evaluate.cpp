@@ -60,6 +60,8 @@ nlohmann::json QuestionResult::to_json() const {
           {"question", r.question},   {"reference", r.reference}, {"prompt", r.prompt},
           {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
           {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
+          {"flexible_answer", r.flexible_answer ? nlohmann::json(*r.flexible_answer) : nlohmann::json(nullptr)},
+          {"correct_flexible", r.correct_flexible},
           {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
           {"steps", r.reasoning_steps}, {"patterns", r.patterns_used}, {"retrieved", r.patterns_retrieved},
           {"seconds", r.seconds}, {"error", r.error}};
@@ -75,6 +77,11 @@ QuestionResult QuestionResult::from_json(const nlohmann::json& j) {
   r.output = j.at("output");
   if (!j.at("answer").is_null()) r.answer = j.at("answer").get<std::string>();
   r.correct = j.at("correct");
+  // Absent from answer logs of older builds: such answers count as not flexibly right.
+  if (j.contains("flexible_answer") && j["flexible_answer"].is_string()) {
+    r.flexible_answer = j["flexible_answer"].get<std::string>();
+  }
+  r.correct_flexible = j.value("correct_flexible", false);
   r.prompt_tokens = j.at("prompt_tokens");
   r.generated_tokens = j.at("generated");
   r.reasoning_tokens = j.at("reasoning_tokens");
@@ -96,6 +103,8 @@ AnswerLine QuestionResult::answer_line(const std::string& role, const Handbook* 
   line_out.reference = reference;
   line_out.answer = answer;
   line_out.correct = correct;
+  line_out.flexible_answer = flexible_answer;
+  line_out.correct_flexible = correct_flexible;
   line_out.prompt_tokens = prompt_tokens;
   line_out.generated_tokens = generated_tokens;
   line_out.reasoning_tokens = reasoning_tokens;
@@ -161,8 +170,11 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
         result.output = tokenizer.decode(generation.ids);
         result.generated_tokens = static_cast<std::int64_t>(generation.ids.size());
         result.stopped = generation.stopped;
-        result.answer = extract_final_answer(result.output);
-        result.correct = result.answer && answers_match(*result.answer, question.reference);
+        const AnswerCheck check = check_answer(result.output, question.reference, question.answer_rule);
+        result.answer = check.strict_answer;
+        result.correct = check.strict;
+        result.flexible_answer = check.flexible_answer;
+        result.correct_flexible = check.flexible;
         result.reasoning_steps = count_reasoning_steps(result.output);
         result.reasoning_tokens =
             static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
@@ -214,7 +226,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
 
 Summary summarize(const std::vector<QuestionResult>& results) {
   std::vector<double> tokens, prompt_tokens, read_and_written, reasoning_tokens, steps, patterns_per_answer;
-  double correct = 0, failed = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
+  double correct = 0, correct_flexible = 0, failed = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
     tokens.push_back(static_cast<double>(r.generated_tokens));
     prompt_tokens.push_back(static_cast<double>(r.prompt_tokens));
@@ -223,6 +235,7 @@ Summary summarize(const std::vector<QuestionResult>& results) {
     steps.push_back(static_cast<double>(r.reasoning_steps));
     patterns_per_answer.push_back(static_cast<double>(r.patterns_used.size()));
     correct += r.correct ? 1 : 0;
+    correct_flexible += r.correct_flexible ? 1 : 0;
     failed += r.error.empty() ? 0 : 1;
     answered += r.answer ? 1 : 0;
     with_pattern += r.patterns_used.empty() ? 0 : 1;
@@ -237,7 +250,9 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   summary.questions = static_cast<std::int64_t>(results.size());
   summary.correct = static_cast<std::int64_t>(correct);
   summary.failed = static_cast<std::int64_t>(failed);
+  summary.correct_flexible = static_cast<std::int64_t>(correct_flexible);
   summary.accuracy = rate(correct);
+  summary.accuracy_flexible = rate(correct_flexible);
   summary.answered_rate = rate(answered);
   summary.mean_generated_tokens = mean_of(tokens);
   summary.median_generated_tokens = median_of(tokens);

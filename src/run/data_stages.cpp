@@ -145,7 +145,8 @@ ReadOptions corpus_read_options(const Config& config) {
     if (it.key() == "question") read.fields.question = value;
     else if (it.key() == "reasoning") read.fields.reasoning = value;
     else if (it.key() == "solution") read.fields.solution = value;
-    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution)", it.key()));
+    else if (it.key() == "answer") read.fields.answer = value;
+    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution, answer)", it.key()));
   }
   read.max_depth = static_cast<int>(config.get_int("corpus.max_depth"));
   return read;

@@ -39,8 +39,10 @@ struct QuestionResult {
   std::string reference;
   std::string prompt;                 // the prompt text (PromptPolicy::test_prompt)
   std::string output;                 // decoded, without the stop token
-  std::optional<std::string> answer;  // extracted final answer
+  std::optional<std::string> answer;  // the strict answer (the question's rule)
   bool correct = false;
+  std::optional<std::string> flexible_answer;  // the last number of the output
+  bool correct_flexible = false;
   std::int64_t prompt_tokens = 0;
   std::int64_t generated_tokens = 0;  // without the stop token
   std::int64_t reasoning_tokens = 0;  // of the reasoning part (answer.h), re-encoded
