@@ -180,7 +180,7 @@ class LineReader {
     Record record;
     record.key = key;
     record.offset = offset;
-    LineVerdict verdict = read_record(root.get_object().value_unsafe(), record);
+    LineVerdict verdict = read_by_format(root.get_object().value_unsafe(), record);
     if (!verdict.good) return verdict;
     visit_(record);
     return verdict;
@@ -200,20 +200,25 @@ class LineReader {
     return found;
   }
 
-  // A string value, or why not (its name as the message names it).
-  static std::optional<LineVerdict> read_text(const Element& value, std::string_view name, std::string_view& out) {
+  // A string value, or why not: `{whose}"{name}" is a number, not a string`
+  // (formatted only then: this is the hot path).
+  static std::optional<LineVerdict> read_text(const Element& value, std::string_view whose, std::string_view name,
+                                              std::string_view& out) {
     if (value.type() != simdjson::dom::element_type::STRING) {
-      return bad(BadReason::kNotString, fmt::format("{} is {}, not a string", name, json_type_name(value.type())));
+      return bad(BadReason::kNotString,
+                 fmt::format("{}\"{}\" is {}, not a string", whose, name, json_type_name(value.type())));
     }
     out = value.get_string().value_unsafe();
     return std::nullopt;
   }
 
-  // The final answer of a free-form text (answer_rule.h's completion_rule).
-  static std::optional<LineVerdict> read_completion(std::string_view text, std::string_view what, Record& record) {
+  // The final answer of a free-form text (answer_rule.h's completion_rule):
+  // the field `field`, or the last assistant turn when `field` is empty.
+  static std::optional<LineVerdict> read_completion(std::string_view text, std::string_view field, Record& record) {
     record.answer_rule = completion_rule(text);
     const std::optional<SplitAnswer> split = split_reference(text, record.answer_rule);
     if (!split) {
+      const std::string what = field.empty() ? std::string("the last assistant turn") : fmt::format("field \"{}\"", field);
       return bad(BadReason::kNoFinalAnswer,
                  record.answer_rule == AnswerRule::kLastNumber
                      ? fmt::format("{} states no final answer (no \"####\", \\boxed{{}} or number)", what)
@@ -246,9 +251,9 @@ class LineReader {
                    fmt::format("looks like {}, but its turn {} has no \"{}\"", list, i + 1, turn_role ? "content" : "role"));
       }
       std::string_view name;
-      if (auto why = read_text(*turn_role, fmt::format("turn {}'s \"role\"", i + 1), name)) return why;
+      if (auto why = read_text(*turn_role, "a turn's ", "role", name)) return why;
       if (name == role) {
-        if (auto why = read_text(*turn_content, fmt::format("turn {}'s \"content\"", i + 1), content)) return why;
+        if (auto why = read_text(*turn_content, "a turn's ", "content", content)) return why;
         index = i;
       }
       ++i;
@@ -271,19 +276,36 @@ class LineReader {
     if (user == end) {
       return bad(BadReason::kMissingField, fmt::format("looks like {}, but has no user turn before its last assistant turn", list));
     }
-    return read_completion(reply, "the last assistant turn", record);
+    return read_completion(reply, "", record);
   }
 
-  // detect_format: the record formats of corpus.h, tried in its order.
-  LineVerdict read_record(simdjson::dom::object object, Record& record) {
+  // The record formats of corpus.h, tried in its order: the one rule that tells them apart.
+  LineVerdict read_by_format(simdjson::dom::object object, Record& record) {
     const FieldNames& names = options_.fields;
     const LineVerdict good{true, BadReason::kMalformedJson, {}};
     auto quoted = [](std::string_view name) { return fmt::format("\"{}\"", name); };
+    // The members any format names, found in one pass (the corpus's hot path).
+    // Python's json keeps the last of repeated keys; so do we.
+    enum Name { kMessages, kQuestion, kReasoning, kSolution, kAnswer, kProblem, kMathSolution, kPrompt, kCompletion, kNames };
+    const std::string_view wanted[kNames] = {"messages", names.question, names.reasoning, names.solution, names.answer,
+                                             "problem",  "solution",     "prompt",        "completion"};
+    std::optional<Element> found[kNames];
+    for (auto item : object) {
+      for (int n = 0; n < kNames; ++n) {
+        if (item.key == wanted[n]) found[n] = item.value;
+      }
+    }
+    auto member = [&](std::string_view name) -> const std::optional<Element>& {
+      for (int n = 0; n < kNames; ++n) {
+        if (wanted[n] == name) return found[n];
+      }
+      throw Error(fmt::format("corpus reader: field \"{}\" is not one a format names", name));
+    };
     auto field = [&](std::string_view name, std::string_view& out) -> std::optional<LineVerdict> {
-      return read_text(*member(object, name), fmt::format("field {}", quoted(name)), out);
+      return read_text(*member(name), "field ", name, out);
     };
 
-    if (std::optional<Element> messages = member(object, "messages")) {
+    if (std::optional<Element> messages = member("messages")) {
       record.format = RecordFormat::kMessages;
       if (messages->type() != simdjson::dom::element_type::ARRAY) {
         return bad(BadReason::kNotString, fmt::format("looks like messages, but \"messages\" is {}, not a list of "
@@ -295,16 +317,16 @@ class LineReader {
       return good;
     }
 
-    if (member(object, names.question)) {
+    if (member(names.question)) {
       if (auto why = field(names.question, record.question)) return *why;
-      const bool has_reasoning = member(object, names.reasoning).has_value();
-      if (has_reasoning || (!member(object, names.answer) && !options_.require_reasoning && member(object, names.solution))) {
+      const bool has_reasoning = member(names.reasoning).has_value();
+      if (has_reasoning || (!member(names.answer) && !options_.require_reasoning && member(names.solution))) {
         record.format = RecordFormat::kSeed;
         record.answer_rule = AnswerRule::kHashes;  // what augment trains the model to write
         if (has_reasoning) {
           if (auto why = field(names.reasoning, record.reasoning)) return *why;
         }
-        std::optional<Element> solution = member(object, names.solution);
+        std::optional<Element> solution = member(names.solution);
         if (!solution) {
           return bad(BadReason::kMissingField, fmt::format("looks like seed (has {} and {}), but has no {}",
                                                            quoted(names.question), quoted(names.reasoning),
@@ -321,25 +343,25 @@ class LineReader {
         }
         return good;
       }
-      if (member(object, names.answer)) {
+      if (member(names.answer)) {
         record.format = RecordFormat::kQuestionAnswer;
         std::string_view answer;
         if (auto why = field(names.answer, answer)) return *why;
-        if (auto why = read_completion(answer, fmt::format("field {}", quoted(names.answer)), record)) return *why;
+        if (auto why = read_completion(answer, names.answer, record)) return *why;
         return good;
       }
       return bad(BadReason::kMissingField,
                  fmt::format("looks like seed or question/answer (has {}), but has neither {} nor {}{}; "
                              "corpus.fields maps other names",
                              quoted(names.question), quoted(names.reasoning), quoted(names.answer),
-                             member(object, names.solution) ? fmt::format(" beside {}", quoted(names.solution)) : ""));
+                             member(names.solution) ? fmt::format(" beside {}", quoted(names.solution)) : ""));
     }
 
-    if (member(object, "problem")) {
+    if (member("problem")) {
       record.format = RecordFormat::kProblemSolution;
       record.answer_rule = AnswerRule::kBoxed;
       if (auto why = field("problem", record.question)) return *why;
-      if (!member(object, "solution")) {
+      if (!member("solution")) {
         return bad(BadReason::kMissingField, "looks like problem/solution (has \"problem\"), but has no \"solution\"");
       }
       std::string_view solution;
@@ -353,8 +375,8 @@ class LineReader {
       return good;
     }
 
-    std::optional<Element> prompt = member(object, "prompt");
-    std::optional<Element> completion = member(object, "completion");
+    std::optional<Element> prompt = member("prompt");
+    std::optional<Element> completion = member("completion");
     if (prompt || completion) {
       record.format = RecordFormat::kPromptCompletion;
       if (!prompt || !completion) {
@@ -372,7 +394,7 @@ class LineReader {
       if (auto why = field("prompt", record.question)) return *why;
       std::string_view text;
       if (auto why = field("completion", text)) return *why;
-      if (auto why = read_completion(text, "field \"completion\"", record)) return *why;
+      if (auto why = read_completion(text, "completion", record)) return *why;
       return good;
     }
 

@@ -19,7 +19,7 @@ namespace metareuse {
 class Communicator;
 
 // The record formats, each read into (question, reasoning, solution). One
-// rule, detect_format in corpus.cpp, tells them apart by the fields a record
+// rule, read_by_format in corpus.cpp, tells them apart by the fields a record
 // has, in this order (the first that fits wins):
 //   messages           {"messages": [{"role", "content"}, ...]} (TRL's
 //                      conversational form; "system" turns are ignored): the
