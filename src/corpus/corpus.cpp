@@ -218,7 +218,8 @@ class LineReader {
     record.answer_rule = completion_rule(text);
     const std::optional<SplitAnswer> split = split_reference(text, record.answer_rule);
     if (!split) {
-      const std::string what = field.empty() ? std::string("the last assistant turn") : fmt::format("field \"{}\"", field);
+      const std::string what =
+          field.empty() ? std::string("the last assistant turn") : fmt::format("field \"{}\"", field);
       return bad(BadReason::kNoFinalAnswer,
                  record.answer_rule == AnswerRule::kLastNumber
                      ? fmt::format("{} states no final answer (no \"####\", \\boxed{{}} or number)", what)
@@ -247,8 +248,8 @@ class LineReader {
       std::optional<Element> turn_role = member(turn.get_object().value_unsafe(), "role");
       std::optional<Element> turn_content = member(turn.get_object().value_unsafe(), "content");
       if (!turn_role || !turn_content) {
-        return bad(BadReason::kMissingField,
-                   fmt::format("looks like {}, but its turn {} has no \"{}\"", list, i + 1, turn_role ? "content" : "role"));
+        return bad(BadReason::kMissingField, fmt::format("looks like {}, but its turn {} has no \"{}\"", list, i + 1,
+                                                         turn_role ? "content" : "role"));
       }
       std::string_view name;
       if (auto why = read_text(*turn_role, "a turn's ", "role", name)) return why;
@@ -269,12 +270,14 @@ class LineReader {
     std::size_t assistant = 0;
     std::string_view reply;
     if (auto why = last_turn(answer_turns, answer_turns.size(), "assistant", list, reply, assistant)) return why;
-    if (assistant == answer_turns.size()) return bad(BadReason::kMissingField, fmt::format("looks like {}, but has no assistant turn", list));
+    if (assistant == answer_turns.size())
+      return bad(BadReason::kMissingField, fmt::format("looks like {}, but has no assistant turn", list));
     const std::size_t end = one_list ? assistant : question_turns.size();
     std::size_t user = 0;
     if (auto why = last_turn(question_turns, end, "user", list, record.question, user)) return why;
     if (user == end) {
-      return bad(BadReason::kMissingField, fmt::format("looks like {}, but has no user turn before its last assistant turn", list));
+      return bad(BadReason::kMissingField,
+                 fmt::format("looks like {}, but has no user turn before its last assistant turn", list));
     }
     return read_completion(reply, "", record);
   }
@@ -286,7 +289,7 @@ class LineReader {
     auto quoted = [](std::string_view name) { return fmt::format("\"{}\"", name); };
     // The members any format names, found in one pass (the corpus's hot path).
     // Python's json keeps the last of repeated keys; so do we.
-    enum Name { kMessages, kQuestion, kReasoning, kSolution, kAnswer, kProblem, kMathSolution, kPrompt, kCompletion, kNames };
+    constexpr int kNames = 9;
     const std::string_view wanted[kNames] = {"messages", names.question, names.reasoning, names.solution, names.answer,
                                              "problem",  "solution",     "prompt",        "completion"};
     std::optional<Element> found[kNames];
@@ -328,9 +331,9 @@ class LineReader {
         }
         std::optional<Element> solution = member(names.solution);
         if (!solution) {
-          return bad(BadReason::kMissingField, fmt::format("looks like seed (has {} and {}), but has no {}",
-                                                           quoted(names.question), quoted(names.reasoning),
-                                                           quoted(names.solution)));
+          return bad(BadReason::kMissingField,
+                     fmt::format("looks like seed (has {} and {}), but has no {}", quoted(names.question),
+                                 quoted(names.reasoning), quoted(names.solution)));
         }
         // A number is its answer as written ("solution": 7); anything else must be text.
         const auto type = solution->type();
@@ -380,11 +383,13 @@ class LineReader {
     if (prompt || completion) {
       record.format = RecordFormat::kPromptCompletion;
       if (!prompt || !completion) {
-        return bad(BadReason::kMissingField, fmt::format("looks like prompt/completion (has \"{}\"), but has no \"{}\"",
-                                                         prompt ? "prompt" : "completion", prompt ? "completion" : "prompt"));
+        return bad(BadReason::kMissingField,
+                   fmt::format("looks like prompt/completion (has \"{}\"), but has no \"{}\"",
+                               prompt ? "prompt" : "completion", prompt ? "completion" : "prompt"));
       }
       // TRL's conversational prompt/completion: lists of turns.
-      if (prompt->type() == simdjson::dom::element_type::ARRAY && completion->type() == simdjson::dom::element_type::ARRAY) {
+      if (prompt->type() == simdjson::dom::element_type::ARRAY &&
+          completion->type() == simdjson::dom::element_type::ARRAY) {
         if (auto why = read_turns(prompt->get_array().value_unsafe(), completion->get_array().value_unsafe(), false,
                                   "prompt/completion", record)) {
           return *why;
@@ -398,10 +403,11 @@ class LineReader {
       return good;
     }
 
-    return bad(BadReason::kMissingField,
-               fmt::format("fits no record format: needs \"messages\", {} with {} and {} or with {}, \"problem\" and "
-                           "\"solution\", or \"prompt\" and \"completion\" (corpus.fields maps other names)",
-                           quoted(names.question), quoted(names.reasoning), quoted(names.solution), quoted(names.answer)));
+    return bad(
+        BadReason::kMissingField,
+        fmt::format("fits no record format: needs \"messages\", {} with {} and {} or with {}, \"problem\" and "
+                    "\"solution\", or \"prompt\" and \"completion\" (corpus.fields maps other names)",
+                    quoted(names.question), quoted(names.reasoning), quoted(names.solution), quoted(names.answer)));
   }
 
   const ReadOptions& options_;
@@ -414,10 +420,14 @@ class LineReader {
 
 const char* bad_reason_name(BadReason reason) {
   switch (reason) {
-    case BadReason::kMalformedJson: return "malformed JSON";
-    case BadReason::kNotObject: return "not an object";
-    case BadReason::kMissingField: return "missing field";
-    case BadReason::kNotString: return "non-string field";
+    case BadReason::kMalformedJson:
+      return "malformed JSON";
+    case BadReason::kNotObject:
+      return "not an object";
+    case BadReason::kMissingField:
+      return "missing field";
+    case BadReason::kNotString:
+      return "non-string field";
     case BadReason::kInvalidUtf8: return "invalid UTF-8";
     case BadReason::kNulByte: return "NUL byte";
     case BadReason::kByteOrderMark: return "byte order mark";
@@ -623,9 +633,10 @@ void refuse_json_array(const std::string& path, std::string_view bytes) {
   // The converted file's name must not be the array's own (jq would read an emptied file).
   std::filesystem::path lines(path);
   lines = lines.extension() == ".json" ? lines.replace_extension(".jsonl") : lines.replace_extension(".lines.jsonl");
-  throw InputError(fmt::format("{}: this is a JSON array; JSON Lines expected (one JSON object per line): convert "
-                               "it with `jq -c '.[]' {} > {}`",
-                               path, path, lines.string()));
+  throw InputError(
+      fmt::format("{}: this is a JSON array; JSON Lines expected (one JSON object per line): convert "
+                  "it with `jq -c '.[]' {} > {}`",
+                  path, path, lines.string()));
 }
 
 void read_file_records(const std::string& path, const ReadOptions& options,
@@ -655,8 +666,8 @@ void read_file_records(const std::string& path, const ReadOptions& options,
       text.remove_prefix(kByteOrderMark.size());
     }
     if (is_blank(text)) continue;
-    LineVerdict verdict = reader.parse(text, bytes.size() - (text.data() + text.size() - bytes.data()),
-                                       make_record_key(0, line), offset);
+    LineVerdict verdict =
+        reader.parse(text, bytes.size() - (text.data() + text.size() - bytes.data()), make_record_key(0, line), offset);
     if (!verdict.good) bad(line, verdict.detail);
   }
 }
