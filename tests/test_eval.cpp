@@ -1,5 +1,5 @@
-// eval: answer extraction and normalisation, reasoning steps, pattern use,
-// question files (GSM8K and seed records, bad lines), summaries, eval.json's
+// eval: answer extraction (strict by the questions' rule, flexible by the last
+// number) and normalisation, reasoning steps, pattern use, question files (every corpus format, corpus.fields, bad lines), summaries, eval.json's
 // struct, and the report page's structure. Cases are written by hand from GSM8K's answer
 // format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
 // A failing generation is a tokenizer whose decode throws, on a random tiny model.
