@@ -79,7 +79,10 @@ std::vector<ConfigKey> build_schema() {
                       "JSON Lines corpus files or globs; each rank reads its byte range of each."),
       key_string_map("corpus.fields",
                      json{{"question", "question"}, {"reasoning", "reasoning"}, {"solution", "solution"}},
-                     "Field names of question, reasoning and solution in the records."),
+                     "Field names of the records' roles: question, reasoning and solution (the seed format), or "
+                     "question and answer (default \"answer\": reasoning then its final answer; e.g. "
+                     "{\"question\": \"input\", \"answer\": \"output\"}); eval and distill read them too. "
+                     "messages, problem/solution and prompt/completion records are recognised by their own names."),
       key_bool("corpus.strict", false, "Exit non-zero when any record is bad (bad records are always reported)."),
       key_int("corpus.max_depth", 64, "JSON nesting deeper than this makes a line bad.", 1, 1024),
 

@@ -174,16 +174,23 @@ int strict_status(bool strict, std::uint64_t bad_lines) {
 
 }  // namespace
 
-ReadOptions corpus_read_options(const Config& config) {
-  ReadOptions read;
+FieldNames corpus_field_names(const Config& config) {
+  FieldNames names;
   const nlohmann::json& fields = config.get_json("corpus.fields");
   for (auto it = fields.begin(); it != fields.end(); ++it) {
     std::string value = it.value().get<std::string>();
-    if (it.key() == "question") read.fields.question = value;
-    else if (it.key() == "reasoning") read.fields.reasoning = value;
-    else if (it.key() == "solution") read.fields.solution = value;
-    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution)", it.key()));
+    if (it.key() == "question") names.question = value;
+    else if (it.key() == "reasoning") names.reasoning = value;
+    else if (it.key() == "solution") names.solution = value;
+    else if (it.key() == "answer") names.answer = value;
+    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution, answer)", it.key()));
   }
+  return names;
+}
+
+ReadOptions corpus_read_options(const Config& config) {
+  ReadOptions read;
+  read.fields = corpus_field_names(config);
   read.max_depth = static_cast<int>(config.get_int("corpus.max_depth"));
   return read;
 }

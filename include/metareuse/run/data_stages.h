@@ -22,6 +22,8 @@ namespace metareuse {
 class Config;
 class Runtime;
 
+// corpus.fields: the names a record's roles have (eval and distill read them too).
+FieldNames corpus_field_names(const Config& config);
 // corpus.fields and corpus.max_depth as read options.
 ReadOptions corpus_read_options(const Config& config);
 
