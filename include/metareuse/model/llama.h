@@ -36,7 +36,6 @@
 #include <vector>
 
 #include "metareuse/model/config.h"
-#include "metareuse/model/unit_call.h"  // UnitFn, the recompute Function
 
 namespace metareuse {
 
@@ -139,6 +138,10 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
 std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values);
 
 // ------------------------------------------------- functional unit forwards ----
+
+// What a unit computes: output = fn(input, flat), where `flat` is the unit's
+// 1-D parameter buffer (the forwards below, closed over their other inputs).
+using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
 
 // Views of `flat` (the unit's 1-D buffer), one per parameter in layout order, each with its shape.
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat);

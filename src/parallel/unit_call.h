@@ -1,6 +1,6 @@
 // One call of a model unit inside a training step, and the one autograd
-// Function that runs it (the sharding engine's, parallel/fsdp.h: the single
-// recompute rule).
+// Function that runs it: the sharding engine's (fsdp.h), the single recompute
+// rule. Private to parallel/.
 //
 // A unit computes output = fn(input, flat), where `flat` is the unit's 1-D
 // parameter buffer. The call says where that buffer comes from (`gather`: the
@@ -20,9 +20,9 @@
 
 #include <functional>
 
-namespace metareuse {
+#include "metareuse/model/llama.h"  // UnitFn
 
-using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
+namespace metareuse {
 
 struct UnitCall : torch::CustomClassHolder {
   std::function<torch::Tensor()> gather;  // the unit's flat buffer, in compute precision, not requiring grad
