@@ -168,10 +168,7 @@ TEST_CASE("AtomicFile replaces a file only when complete, and a failed write kee
   auto dir = metareuse::test::temp_dir("file-io");
   const std::string path = (dir / "out.txt").string();
   metareuse::write_file_atomic(path, "previous\n");
-  auto read = [&]() {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
+  auto read = [&]() { return metareuse::test::read_file(path); };
   {
     // An exception before commit(): the temporary goes, the old content stays.
     metareuse::AtomicFile file(path);

@@ -501,10 +501,7 @@ TEST_CASE("saving the fixture reproduces transformers' files byte for byte", "[m
   auto fixture = fixture_dir(shared);
   LlamaModel model = load_fixture(fixture);
   auto dir = test::temp_dir("model-save-bytes");
-  auto bytes = [](const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
+  auto bytes = [](const fs::path& path) { return test::read_file(path); };
   // The fixture was written by save_pretrained (max_shard_size="100KB" for the sharded copy).
   save_hf_model(model, (dir / "single").string());
   save_hf_model(model, (dir / "sharded").string(), 100'000);
