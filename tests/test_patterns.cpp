@@ -6,6 +6,8 @@
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <csignal>
 #include <fstream>
 #include <iterator>
 
@@ -469,7 +471,7 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
   ReflectOptions options;
   options.prompt_template = "Solve: {question}\nSolution: {reasoning}\nAnswer: {solution}\nBehaviors:";
   options.batch_size = 2;
-  auto handbook = reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
+  Handbook handbook = reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).value();
   CHECK(handbook.mode == "reflect");
   CHECK(handbook.records == 9);
   REQUIRE(handbook.patterns.size() == 3);
@@ -492,7 +494,7 @@ TEST_CASE("reflect: the handbook is the same at any rank count, support counted 
   CHECK(read.patterns[1].instruction == "Count the apples in 3 groups.");
   // min_support and top_k cut as in the other modes.
   options.min_support = 4;
-  CHECK(reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).patterns.size() == 1);
+  CHECK(reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).value().patterns.size() == 1);
   // The shipped prompt fills every slot.
   std::ifstream shipped(std::string(METAREUSE_SOURCE_DIR) + "/configs/reflect_prompt.txt");
   REQUIRE(shipped);
@@ -541,7 +543,7 @@ TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, 
   options.prompt_template = "{reasoning}";
   options.batch_size = 3;
   options.max_records = 7;
-  auto handbook = reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world);
+  Handbook handbook = reflect_patterns({(dir / "corpus.jsonl").string()}, options, strategist, world).value();
   // Record i is rank i % size's: every rank has a share of the first 7.
   std::vector<int> expected;
   for (int i = 0; i < 7; ++i) {
@@ -579,6 +581,116 @@ TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, 
                     Catch::Contains(no_slot) && Catch::Contains("no {reasoning} placeholder"));
   const std::string absent = (dir / "absent.txt").string();
   CHECK_THROWS_WITH(load_reflection_prompt(absent), Catch::Contains(absent) && Catch::Contains("cannot read"));
+}
+
+TEST_CASE("reflect: replies are logged, a stopped run goes on from them, a failing batch is recorded") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "patterns-reflect-resume");
+  const std::string corpus = (dir / "corpus.jsonl").string();
+  if (world.rank() == 0) {
+    std::string lines;
+    for (int i = 0; i < 10; ++i) {
+      lines += fmt::format(R"({{"question": "Q{}", "reasoning": "Record {} reasoning.", "solution": "{}"}})", i, i, i) +
+               "\n";
+    }
+    test::write_file(corpus, lines);
+  }
+  world.barrier();
+  // Record i's reply names behavior_i % 3, so every record matters to the handbook.
+  std::vector<int> seen;  // the records this rank prompted, across runs
+  int fail_record = -1;   // the strategist throws on the batch holding it
+  int signal_after = -1;  // raise SIGUSR1 after prompting this record
+  Strategist strategist = [&](const std::vector<std::string>& prompts, const std::vector<std::uint64_t>&) {
+    std::vector<std::string> replies;
+    bool fail = false, stop = false;
+    for (const std::string& prompt : prompts) {
+      const int record = std::stoi(prompt.substr(prompt.find("Record ") + 7));
+      seen.push_back(record);
+      fail = fail || record == fail_record;
+      stop = stop || record == signal_after;
+      replies.push_back(fmt::format("behavior_move_{}: Take move number {} on every step.\n", record % 3, record % 3));
+    }
+    if (stop) std::raise(SIGUSR1);
+    if (fail) throw Error("out of memory (test)");
+    return replies;
+  };
+  ReflectOptions options;
+  options.prompt_template = "{reasoning}";
+  options.batch_size = 2;
+  options.strategist = {{"model", "test"}};
+  const Handbook whole = reflect_patterns({corpus}, options, strategist, world).value();  // no log
+  const std::size_t round = static_cast<std::size_t>(world.size()) * 2;
+
+  options.replies = (dir / "handbook.replies.jsonl").string();
+  options.time_limit = 1e-9;  // passed before the second round
+  seen.clear();
+  CHECK_FALSE(reflect_patterns({corpus}, options, strategist, world).has_value());
+  if (world.rank() == 0) {
+    std::ifstream log(options.replies);
+    std::string line;
+    std::size_t lines = 0;
+    while (std::getline(log, line)) ++lines;
+    CHECK(lines == 1 + std::min<std::size_t>(round, 10));  // the header and the first round
+    std::ofstream(options.replies, std::ios::app) << R"({"order": 9, "rec)";  // a part line, as a kill leaves
+  }
+  world.barrier();
+  // Gone on from the log: only the records without a reply are prompted,
+  // and the handbook is the uninterrupted one.
+  options.time_limit = 0;
+  std::optional<Handbook> resumed = reflect_patterns({corpus}, options, strategist, world);
+  REQUIRE(resumed.has_value());
+  CHECK(handbook_to_json(*resumed)["patterns"] == handbook_to_json(whole)["patterns"]);
+  CHECK(resumed->stats["replies_read_back"] == std::min<std::size_t>(round, 10));
+  std::vector<int> all_seen = seen;
+  std::sort(all_seen.begin(), all_seen.end());
+  CHECK(std::adjacent_find(all_seen.begin(), all_seen.end()) == all_seen.end());  // no record prompted twice
+  std::uint64_t prompted = all_seen.size();
+  std::vector<std::uint64_t> total = {prompted};
+  world.allreduce(total, ReduceOp::kSum);
+  CHECK(total[0] == 10);
+
+  // Everything read back: no prompt, and other merge options reuse the replies.
+  seen.clear();
+  options.min_support = 4;
+  std::optional<Handbook> again = reflect_patterns({corpus}, options, strategist, world);
+  CHECK(seen.empty());
+  REQUIRE(again.has_value());
+  CHECK(again->stats["replies_read_back"] == 10);
+  CHECK(again->patterns.size() == 1);  // only behavior_move_0 (records 0, 3, 6, 9) has support 4
+  options.min_support = 1;
+
+  // Another strategist: its replies are not reused.
+  options.strategist = {{"model", "another"}};
+  seen.clear();
+  REQUIRE(reflect_patterns({corpus}, options, strategist, world).has_value());
+  total = {seen.size()};
+  world.allreduce(total, ReduceOp::kSum);
+  CHECK(total[0] == 10);
+
+  // A signal between rounds stops every rank; the next run finishes.
+  options.strategist = {{"model", "signalled"}};
+  signal_after = 0;
+  CHECK_FALSE(reflect_patterns({corpus}, options, strategist, world).has_value());
+  signal_after = -1;
+  REQUIRE(reflect_patterns({corpus}, options, strategist, world).has_value());
+
+  // A batch whose strategist throws: its records are failed, the rest count.
+  options.strategist = {{"model", "failing"}};
+  fail_record = 4;
+  std::optional<Handbook> failing = reflect_patterns({corpus}, options, strategist, world);
+  REQUIRE(failing.has_value());
+  // Record 4's batch on its rank: 2 records (4 and the next one dealt to that rank), or 1 at the end.
+  const auto failed = failing->stats["failed"].get<std::uint64_t>();
+  CHECK(failed >= 1);
+  CHECK(failed <= 2);
+  CHECK(failing->stats["replies"].get<std::uint64_t>() == 10 - failed);
+  if (world.rank() == 0) {
+    std::ifstream log(options.replies);
+    std::string line;
+    std::size_t errors = 0;
+    while (std::getline(log, line)) errors += line.find("out of memory (test)") != std::string::npos;
+    CHECK(errors == failed);
+  }
 }
 
 }  // namespace metareuse

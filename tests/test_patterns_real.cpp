@@ -2,7 +2,8 @@
 // (the folder launch/smollm2.py converts; tests/real_model.h), from the
 // outside: greedy decoding gives the same handbook at 1, 2 and 3 ranks (each
 // rank reflects on its share of the records), and replies without a behavior
-// line end with an error and no handbook. Label real; the cases skip without
+// line end with an error and no handbook, and a run stopped by its time limit
+// goes on from its replies log. Label real; the cases skip without
 // the folder. Kept to a few records and few new tokens (the 2-core machine).
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
@@ -78,6 +79,24 @@ TEST_CASE("patterns --mode reflect on SmolLM2 writes the same handbook at 1, 2 a
       CHECK(handbook.dump(2) == first.dump(2));
     }
   }
+  // Stopped after its first round (2 ranks x 2 records) by the time limit:
+  // exit 3, no handbook, the replies kept; the next run, at 1 rank, prompts
+  // only the last record and writes the same handbook.
+  const fs::path stopped = dir / "stopped.json";
+  auto stop = run_at(2, args + " --out " + stopped.string() + " --set patterns.time_limit=0.000001");
+  INFO(stop.output);
+  CHECK(stop.status == 3);
+  CHECK_FALSE(fs::exists(stopped));
+  CHECK(fs::exists(dir / "stopped.replies.jsonl"));
+  auto resumed = run_at(1, args + " --out " + stopped.string());
+  INFO(resumed.output);
+  REQUIRE(resumed.status == 0);
+  CHECK_THAT(resumed.output, Contains("4 replies read back") && Contains("1 record(s) answered, 4 read back"));
+  json again = read_json(stopped);
+  again["stats"].erase("ranks");
+  CHECK(again["patterns"] == first["patterns"]);
+  CHECK(again["stats"]["replies_read_back"] == 4);
+
   // The handbook feeds augment like the other modes' do.
   auto augmented = test::run_metareuse("augment --corpus datasets/sample_reasoning.jsonl --handbook " +
                                        (dir / "handbook1.json").string() + " --out " +
@@ -93,8 +112,8 @@ TEST_CASE("patterns --mode reflect: replies without a behavior line exit 1 with 
   auto dir = test::temp_dir("patterns-real-reflect-none");
   // A prompt that asks for no behavior, and 3 tokens: no `name: instruction` line can come out.
   test::write_file(dir / "one_word.txt", "{reasoning}\n\nWhat is the final number? Answer with the number only.");
-  const fs::path out = dir / "handbook.json";
   for (int ranks : {1, 2}) {
+    const fs::path out = dir / fmt::format("handbook{}.json", ranks);  // its own replies log: generated at each count
     auto result = run_at(ranks, "patterns --mode reflect --model " + model +
                                     " --corpus datasets/sample_reasoning.jsonl --max-records 2 --max-new-tokens 3 "
                                     "--min-support 1 --reflect-prompt " +

@@ -26,7 +26,7 @@
 #include "metareuse/model/source.h"
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/stop_signals.h"
+#include "metareuse/core/stop_signals.h"
 #include "metareuse/train/train_state.h"
 #include "metareuse/parallel/sharded_llama.h"
 #include "fixture_training.h"

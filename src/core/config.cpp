@@ -121,6 +121,9 @@ std::vector<ConfigKey> build_schema() {
                  "reflect mode: 0 decodes greedily (the handbook is the same at any rank count); > 0 samples, seeded "
                  "by run.seed and the record.",
                  0.0, 100.0),
+      key_number("patterns.time_limit", 0.0, "reflect mode: wall-clock budget in seconds; patterns stops after the "
+                 "round that passes it and exits 3, keeping the model's replies in <handbook>.replies.jsonl for the "
+                 "next run. 0: none.", 0.0, 1e9),
       key_string("patterns.out", "", "Handbook file; empty means <run folder>/handbook.json."),
       key_string_list("patterns.holdout", {}, "JSON Lines files whose coverage by the patterns is reported."),
       key_string("patterns.import", "",

@@ -21,7 +21,8 @@
 #include "metareuse/core/timing.h"
 #include "metareuse/corpus/corpus.h"  // expand_corpus_files
 #include "metareuse/distributed/communicator.h"
-#include "metareuse/eval/answer_log.h"
+#include "metareuse/core/answer_log.h"
+#include "metareuse/distributed/rounds.h"
 #include "metareuse/eval/evaluate.h"
 
 namespace metareuse {

@@ -21,7 +21,8 @@
 #include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
-#include "metareuse/eval/answer_log.h"
+#include "metareuse/core/answer_log.h"
+#include "metareuse/distributed/rounds.h"
 #include "metareuse/eval/evaluate.h"
 #include "metareuse/tokenizer/chat_template.h"  // model_tokenizer_candidates
 #include "metareuse/tokenizer/prompt_format.h"

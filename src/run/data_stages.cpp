@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>  // corpus.fields, the handbook's stats
 
 #include <filesystem>
+#include <optional>
 
 #include "metareuse/augment/augment.h"
 #include "metareuse/core/config.h"
@@ -67,6 +68,8 @@ void reflect_options(const Config& config, PatternsStageOptions& stage) {
   model.batch_size = config.get_int("patterns.batch_size");
   model.temperature = config.get_number("patterns.temperature");
   model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  options.strategist = describe_strategist(model);
+  options.time_limit = config.get_number("patterns.time_limit");
 }
 
 // Mines the corpus into `handbook`; returns the corpus's counts. No pattern
@@ -100,9 +103,10 @@ CorpusStats mine_handbook(const PatternsStageOptions& stage, Communicator& world
 }
 
 // Reflect mode: the model writes behaviors for each record (patterns/reflect.h).
-// Returns the corpus's bad lines.
-std::uint64_t reflect_handbook(const PatternsStageOptions& stage, Communicator& world,
-                               const StrategistFactory& make_strategist, Handbook& handbook) {
+// Returns the corpus's bad lines, or nullopt when a time limit or signal
+// stopped it (its replies log is kept).
+std::optional<std::uint64_t> reflect_handbook(const PatternsStageOptions& stage, Communicator& world,
+                                              const StrategistFactory& make_strategist, Handbook& handbook) {
   if (!make_strategist) {
     throw UsageError("patterns.mode=reflect needs a model, and this binary has no model code: run it with "
                      "metareuse (which starts metareuse-torch for it) or metareuse-torch");
@@ -111,7 +115,9 @@ std::uint64_t reflect_handbook(const PatternsStageOptions& stage, Communicator& 
   std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
   const Strategist strategist = make_strategist(stage.strategist);
   Stopwatch watch;
-  handbook = reflect_patterns(files, options, strategist, world);
+  std::optional<Handbook> reflected = reflect_patterns(files, options, strategist, world);
+  if (!reflected) return std::nullopt;
+  handbook = std::move(*reflected);
   log_info("patterns (reflect mode, {} rank(s)): {} replies for {} records, {} behavior lines ({} malformed lines), "
             "{} distinct, {} kept in {:.1f} s",
             world.size(), handbook.stats["replies"].get<std::uint64_t>(),
@@ -160,6 +166,7 @@ PatternsStageOptions patterns_stage_options(const Config& config, const std::str
   } else if (config.get_string("patterns.mode") == "reflect") {
     options.source = HandbookSource::kReflect;
     reflect_options(config, options);
+    options.reflect.replies = reflect_replies_path(handbook_path);
   } else {
     options.source = HandbookSource::kMine;
     options.mining = mining_options(config);
@@ -242,9 +249,12 @@ int patterns_stage(const PatternsStageOptions& options, Runtime& runtime, const 
         throw InputError(fmt::format("{}: the handbook holds no behavior", options.import_path));
       }
       break;
-    case HandbookSource::kReflect:
-      bad_lines = reflect_handbook(options, world, make_strategist, handbook);
+    case HandbookSource::kReflect: {
+      std::optional<std::uint64_t> reflected = reflect_handbook(options, world, make_strategist, handbook);
+      if (!reflected) return kExitTimeLimit;
+      bad_lines = *reflected;
       break;
+    }
     case HandbookSource::kMine:
       bad_lines = mine_handbook(options, world, handbook).bad_lines;
       break;

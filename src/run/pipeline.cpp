@@ -34,7 +34,7 @@
 #include "metareuse/run/run_report.h"
 #include "metareuse/tokenizer/sentencepiece.h"  // the run's own tokenizer
 #include "metareuse/tokenizer/tokenizer.h"
-#include "metareuse/train/stop_signals.h"  // a signal a stage caught in its last round
+#include "metareuse/core/stop_signals.h"  // a signal a stage caught in its last round
 #include "metareuse/train/train_state.h"
 #include "metareuse/train/trainer.h"
 

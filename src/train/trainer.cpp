@@ -23,7 +23,7 @@
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/train/stop_signals.h"
+#include "metareuse/core/stop_signals.h"
 #include "metareuse/train/train_state.h"
 #include "metareuse/parallel/sharded_llama.h"
 

@@ -5,8 +5,11 @@
 // binary), so the parse, the merge and the reduction are tested without a model.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -69,6 +72,12 @@ struct ReflectOptions {
   std::size_t examples = 3;     // record ids per behavior
   std::uint64_t max_records = 0;  // only the first N good records of the corpus, in corpus order; 0: all
   ReadOptions read;
+  // The replies log (core/answer_log.h): every record's reply, appended after
+  // each round, so a stopped or failed run goes on from it and a run with
+  // other merge options (min_support, top_k) reuses every reply. "": none.
+  std::string replies;
+  nlohmann::json strategist;  // what makes a reply (describe_strategist), in the log's header
+  double time_limit = 0;      // seconds; stop between two rounds after it (0: none)
 };
 
 // Collective. Every rank reads the corpus (parsing is cheap next to a model's
@@ -82,8 +91,17 @@ struct ReflectOptions {
 // the same handbook, and it does not depend on the rank count when the
 // strategist's replies do not (greedy decoding). Throws InputError when no
 // behavior is left (none parsed, or none with min_support), naming the counts.
-Handbook reflect_patterns(const std::vector<std::string>& files, const ReflectOptions& options,
-                          const Strategist& strategist, Communicator& communicator);
+//
+// Rounds: the records without a reply in options.replies, ranks x batch_size
+// at a time; a strategist that throws marks its batch's records failed (in
+// the stats and the log) and the others go on. A stop signal (SIGTERM,
+// SIGUSR1, SIGINT) or options.time_limit stops every rank between two rounds:
+// nullopt, with the replies so far kept in the log for the next run.
+std::optional<Handbook> reflect_patterns(const std::vector<std::string>& files, const ReflectOptions& options,
+                                         const Strategist& strategist, Communicator& communicator);
+
+// The replies log beside a handbook: handbook.json -> handbook.replies.jsonl.
+std::string reflect_replies_path(const std::string& handbook_path);
 
 // What builds the strategist from a model (patterns.model and friends).
 struct StrategistOptions {
@@ -95,6 +113,10 @@ struct StrategistOptions {
   double temperature = 0;       // 0: greedy; > 0: sampled, seeded by (seed, record)
   std::uint64_t seed = 0;
 };
+
+// The options that decide a reply, with the model's (and tokenizer's) files'
+// sizes and times, for the replies log's header.
+nlohmann::json describe_strategist(const StrategistOptions& options);
 
 // Supplied by the torch binary (make_model_strategist in patterns/strategist.h);
 // the torch-free front execs that binary for reflect mode.

@@ -1,4 +1,4 @@
-#include "metareuse/train/stop_signals.h"
+#include "metareuse/core/stop_signals.h"
 
 #include <atomic>
 #include <csignal>

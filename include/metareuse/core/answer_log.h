@@ -1,5 +1,5 @@
-// Answers that outlive a stopped or failed run: the distill and eval stages
-// generate in rounds (every rank's share of ranks x batch_size questions),
+// Answers that outlive a stopped or failed run: the stages that generate
+// (eval, distill, reflect mode's patterns) work in rounds (distributed/rounds.h),
 // rank 0 appends each round's answers to an answer log, and a run started
 // again reads them back and generates only the rest.
 //
@@ -17,11 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "metareuse/core/timing.h"
-#include "metareuse/train/stop_signals.h"
 
 namespace metareuse {
-class Communicator;
 
 // A file or folder as a header names it: its path and the size and time of
 // the file, or of each file directly in the folder (a checkpoint folder's
@@ -53,29 +50,5 @@ class AnswerLog {
   std::string path_;
   int fd_ = -1;
 };
-
-// When to stop between rounds: a stop signal (SIGTERM, SIGUSR1, SIGINT) or
-// the time limit. The run then returns kExitTimeLimit with its log kept.
-class RoundStop {
- public:
-  explicit RoundStop(double time_limit);  // seconds from now; 0: none
-
-  // Collective, called before every round: true when any rank saw a signal or
-  // the time limit passed. Never true before the first round, so every run
-  // makes progress.
-  bool stop_before_round(Communicator& communicator);
-
- private:
-  Stopwatch wall_;
-  StopSignals signals_;
-  double time_limit_;
-  bool started_ = false;
-};
-
-// Questions per round: every rank's batch.
-std::size_t round_size(const Communicator& communicator, std::int64_t batch_size);
-
-// rank 0's list on every rank (the items its log already holds).
-std::vector<std::int64_t> share_done_items(const std::vector<std::int64_t>& rank0_items, Communicator& communicator);
 
 }  // namespace metareuse
