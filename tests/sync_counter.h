@@ -3,6 +3,9 @@
 // the host. A RecordFunction callback sees every operator call, on every
 // thread (CUDA's backward runs on the autograd engine's device threads).
 // On the CPU no copy crosses devices, so there the count is the scalar reads.
+// Not counted: the scalar reads inside at::_fused_adamw_, whose CPU kernel
+// reads each state step from host memory (its CUDA kernel reads them on the
+// device); they are not waits for a device.
 #pragma once
 
 #include <ATen/record_function.h>
@@ -16,7 +19,7 @@ class SyncCounter {
  public:
   SyncCounter() {
     count_ = 0;
-    handle_ = at::addGlobalCallback(at::RecordFunctionCallback(&SyncCounter::on_call)
+    handle_ = at::addGlobalCallback(at::RecordFunctionCallback(&SyncCounter::on_call, &SyncCounter::on_return)
                                         .needsInputs(true)
                                         .scopes({at::RecordScope::FUNCTION}));
   }
@@ -30,8 +33,10 @@ class SyncCounter {
  private:
   static std::unique_ptr<at::ObserverContext> on_call(const at::RecordFunction& call) {
     const char* name = call.name();
-    if (std::strcmp(name, "aten::_local_scalar_dense") == 0) {
-      ++count_;
+    if (std::strcmp(name, "aten::_fused_adamw_") == 0) {
+      ++in_fused_optimizer_;
+    } else if (std::strcmp(name, "aten::_local_scalar_dense") == 0) {
+      if (in_fused_optimizer_ == 0) ++count_;
     } else if (std::strcmp(name, "aten::copy_") == 0) {
       // copy_(self = destination, src): a device-to-host copy waits.
       auto inputs = call.inputs();
@@ -43,7 +48,12 @@ class SyncCounter {
     return nullptr;
   }
 
+  static void on_return(const at::RecordFunction& call, at::ObserverContext*) {
+    if (std::strcmp(call.name(), "aten::_fused_adamw_") == 0) --in_fused_optimizer_;
+  }
+
   static inline std::atomic<long> count_{0};
+  static inline thread_local int in_fused_optimizer_ = 0;
   at::CallbackHandle handle_;
 };
 

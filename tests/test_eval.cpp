@@ -144,17 +144,18 @@ TEST_CASE("behavior use: retrieved, applied, accuracy and reasoning tokens appli
   handbook.patterns[0].instruction = "A total of <num>";
   handbook.patterns[1].name = "behavior_rate";
   handbook.patterns[2].name = "behavior_never";
-  auto result = [](bool correct, std::int64_t tokens, std::vector<std::size_t> used, std::vector<std::size_t> carried) {
-    QuestionResult r;
+  // Answers name patterns by their handbook names.
+  auto result = [&](bool correct, std::int64_t tokens, std::vector<std::size_t> used, std::vector<std::size_t> carried) {
+    AnswerRecord r;
     r.correct = correct;
     r.reasoning_tokens = tokens;
-    r.patterns_used = std::move(used);
-    r.patterns_retrieved = std::move(carried);
+    for (std::size_t i : used) r.patterns_used.push_back(handbook.patterns[i].name);
+    for (std::size_t i : carried) r.patterns_shown.push_back(handbook.patterns[i].name);
     return r;
   };
   // Pattern 0: applied by answers 0 and 1 (one correct; 10 and 30 tokens), not by 2 and 3 (both correct; 50, 70).
-  const std::vector<QuestionResult> results = {result(true, 10, {0}, {0, 1}), result(false, 30, {0, 1}, {0}),
-                                               result(true, 50, {}, {1}), result(true, 70, {1}, {})};
+  const std::vector<AnswerRecord> results = {result(true, 10, {0}, {0, 1}), result(false, 30, {0, 1}, {0}),
+                                             result(true, 50, {}, {1}), result(true, 70, {1}, {})};
   auto uses = behavior_use(results, handbook);
   REQUIRE(uses.size() == 3);
   CHECK(uses[0].name == "behavior_total");
@@ -328,7 +329,7 @@ TEST_CASE("a batch whose generation throws is recorded as failed, and the others
   options.max_new_tokens = 3;
   options.batch_size = 1;
   auto world = make_loopback_communicator(0, 1);
-  const std::vector<QuestionResult> results =
+  const std::vector<AnswerRecord> results =
       evaluate_questions(model, tokenizer, questions, bare, matcher, options, *world);
   REQUIRE(results.size() == 3);
   CHECK(results[0].error == "out of memory (a test)");
@@ -338,8 +339,8 @@ TEST_CASE("a batch whose generation throws is recorded as failed, and the others
   CHECK(results[1].error.empty());
   CHECK(results[2].error.empty());
   CHECK(summarize(results).failed == 1);
-  CHECK(results[0].answer_line("model", nullptr).to_json()["error"] == "out of memory (a test)");
-  CHECK_FALSE(results[1].answer_line("model", nullptr).to_json().contains("error"));  // answers.jsonl as before
-  CHECK(QuestionResult::from_json(results[0].to_json()).error == results[0].error);
+  CHECK(results[0].to_json()["error"] == "out of memory (a test)");
+  CHECK_FALSE(results[1].to_json().contains("error"));  // answers.jsonl as before
+  CHECK(AnswerRecord::from_json(results[0].to_json()).error == results[0].error);
   CHECK(Summary::from_json(summarize(results).to_json()).failed == 1);
 }

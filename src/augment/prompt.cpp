@@ -63,14 +63,6 @@ PromptChoice PromptPolicy::for_test(std::string_view question) const {
   return choice;
 }
 
-std::vector<std::size_t> PromptPolicy::indices(const PromptChoice& choice) const {
-  std::vector<std::size_t> out;
-  for (const Pattern* pattern : choice.patterns) {
-    out.push_back(static_cast<std::size_t>(pattern - handbook_->patterns.data()));
-  }
-  return out;
-}
-
 std::string PromptPolicy::prompt(const PromptChoice& choice, std::string_view question) {
   return pattern_prefix(choice.patterns) + std::string(question) + "\n";
 }

@@ -95,7 +95,10 @@ std::int64_t count_reasoning_steps(std::string_view text) {
 
 PatternMatcher::PatternMatcher(const std::vector<Pattern>& patterns) {
   normalized_.reserve(patterns.size());
-  for (const auto& pattern : patterns) normalized_.push_back(normalize(pattern.text));
+  for (const auto& pattern : patterns) {
+    normalized_.push_back(normalize(pattern.text));
+    names_.push_back(pattern.name);
+  }
 }
 
 std::vector<std::size_t> PatternMatcher::find(std::string_view text) const {

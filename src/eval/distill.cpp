@@ -62,7 +62,7 @@ json answers_header(const DistillOptions& options, const std::string& teacher_de
   // question's place in them, so an edited corpus must not reuse it.
   json corpus = json::array();
   for (const std::string& file : expand_corpus_files(options.corpus_files)) corpus.push_back(answer_log_file(file));
-  return {{"distill", 1},
+  return {{"distill", 2},
           {"teacher", answer_log_model(options.teacher, teacher_description)},
           {"corpus", corpus},
           {"limit", options.limit},
@@ -126,11 +126,13 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
 
   // Items: question q's sample s is item q * samples + s (its sampling seed).
   const std::int64_t total_items = static_cast<std::int64_t>(sourced.size()) * options.samples;
-  std::map<std::int64_t, json> answers;
+  std::map<std::int64_t, AnswerRecord> answers;  // rank 0, by item
   if (leader) {
-    for (json& line : read_back_answer_log(options.answers, header, "distill")) {
-      const auto item = line.at("item").get<std::int64_t>();
-      answers[item] = std::move(line);
+    for (const json& line : read_back_answer_log(options.answers, header, "distill")) {
+      AnswerRecord answer = AnswerRecord::from_json(line);
+      if (answer.index < 0 || answer.index >= total_items) continue;
+      const std::int64_t item = answer.index;
+      answers[item] = std::move(answer);
     }
   }
   std::vector<std::int64_t> done_items;
@@ -165,31 +167,16 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
     std::vector<std::int64_t> items(todo.begin() + static_cast<std::ptrdiff_t>(first),
                                     todo.begin() + static_cast<std::ptrdiff_t>(first + count));
     for (std::int64_t item : items) questions.push_back(sourced[static_cast<std::size_t>(item / options.samples)].question);
-    const std::vector<QuestionResult> results = evaluate_questions(*teacher.model, *teacher.tokenizer, questions,
-                                                                   with_behaviors, matcher, generation, communicator,
-                                                                   items);
+    std::vector<AnswerRecord> results = evaluate_questions(*teacher.model, *teacher.tokenizer, questions,
+                                                           with_behaviors, matcher, generation, communicator, items);
     if (!leader) continue;
     std::string lines;
-    for (const QuestionResult& result : results) {
-      const SourcedQuestion& source = sourced[static_cast<std::size_t>(result.index / options.samples)];
-      std::vector<std::string> shown;
-      for (std::size_t i : result.patterns_retrieved) shown.push_back(handbook.patterns[i].name);
-      json line = {{"item", result.index},
-                   {"id", source.id},
-                   {"sample", result.index % options.samples},
-                   {"question", source.question.question},
-                   {"reference", source.question.reference},
-                   {"shown", shown},
-                   {"prompt", result.prompt},
-                   {"output", result.output},
-                   {"answer", result.answer ? json(*result.answer) : json(nullptr)},
-                   {"correct", result.correct},
-                   {"stopped", result.stopped},
-                   {"generated_tokens", result.generated_tokens},
-                   {"reasoning_tokens", result.reasoning_tokens}};
-      if (!result.error.empty()) line["error"] = result.error;
-      lines += line.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
-      answers[result.index] = std::move(line);
+    for (AnswerRecord& result : results) {
+      result.model = "teacher";
+      result.id = sourced[static_cast<std::size_t>(result.index / options.samples)].id;
+      lines += result.to_line();
+      const std::int64_t item = result.index;
+      answers[item] = std::move(result);
     }
     log->append(lines);
     log_info("distill: {} of {} answers", total_items - static_cast<std::int64_t>(todo.size() - first - count),
@@ -202,11 +189,11 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
     const PromptFormat format(*teacher.tokenizer, generation.template_name, generation.tokenizer_path);
     std::string examples;
     std::set<std::pair<std::int64_t, std::string>> seen;  // (question, target)
-    for (const auto& [item, line] : answers) {
+    for (const auto& [item, answer] : answers) {
       ++counts.generated;
-      if (line.contains("error")) ++counts.failed;
-      if (!line.at("stopped").get<bool>()) ++counts.unfinished;
-      if (!line.at("correct").get<bool>()) continue;
+      if (!answer.error.empty()) ++counts.failed;
+      if (!answer.stopped) ++counts.unfinished;
+      if (!answer.correct || !answer.answer) continue;
       ++counts.correct;
       const std::int64_t question_index = item / options.samples;
       const SourcedQuestion& source = sourced[static_cast<std::size_t>(question_index)];
@@ -215,7 +202,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
       example.question = source.question.question;
       example.solution = source.question.reference;
       example.prompt = bare.test_prompt(example.question);
-      example.target = distilled_target(line.at("output").get<std::string>(), line.at("answer").get<std::string>());
+      example.target = distilled_target(answer.output, *answer.answer);
       if (!seen.insert({question_index, example.target}).second) {
         ++counts.duplicates;
         continue;
@@ -228,7 +215,7 @@ int run_distill(const DistillOptions& options, Communicator& communicator, Disti
       }
       nlohmann::ordered_json written = example.to_json();
       written["teacher"] = options.teacher;
-      written["shown"] = line.at("shown");
+      written["shown"] = answer.patterns_shown;
       written["correct"] = true;
       examples += written.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
       ++counts.kept;

@@ -29,6 +29,15 @@ std::string read_string(const json& j, const char* key) {
   return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
 }
 
+std::vector<std::string> read_strings(const json& j, const char* key) {
+  std::vector<std::string> strings;
+  if (!j.contains(key) || !j[key].is_array()) return strings;
+  for (const json& item : j[key]) {
+    if (item.is_string()) strings.push_back(item.get<std::string>());
+  }
+  return strings;
+}
+
 // Summary's figures after "questions" and "correct", in eval.json's order.
 struct SummaryFigure {
   const char* name;
@@ -281,11 +290,12 @@ std::optional<EvalFile> read_eval_file(const std::string& path) {
   }
 }
 
-ordered AnswerLine::to_json() const {
+ordered AnswerRecord::to_json() const {
   ordered j;
   j["model"] = model;
   j["index"] = index;
   j["line"] = line;
+  if (!id.empty()) j["id"] = id;
   j["question"] = question;
   j["reference"] = reference;
   j["answer"] = answer ? ordered(*answer) : ordered(nullptr);
@@ -295,6 +305,7 @@ ordered AnswerLine::to_json() const {
   j["reasoning_tokens"] = reasoning_tokens;
   j["stopped"] = stopped ? "stop_token" : "max_new_tokens";
   j["reasoning_steps"] = reasoning_steps;
+  j["patterns_shown"] = patterns_shown;
   j["patterns_used"] = patterns_used;
   j["seconds"] = seconds;
   if (!error.empty()) j["error"] = error;
@@ -303,12 +314,17 @@ ordered AnswerLine::to_json() const {
   return j;
 }
 
-AnswerLine AnswerLine::from_json(const json& j) {
-  AnswerLine a;
+std::string AnswerRecord::to_line() const {
+  return to_json().dump(-1, ' ', false, ordered::error_handler_t::replace) + "\n";
+}
+
+AnswerRecord AnswerRecord::from_json(const json& j) {
+  AnswerRecord a;
   if (!j.is_object()) return a;
   a.model = j.value("model", std::string("model"));
   a.index = j.value("index", std::int64_t{0});
   a.line = j.value("line", std::int64_t{0});
+  a.id = read_string(j, "id");
   a.question = read_string(j, "question");
   a.reference = read_string(j, "reference");
   if (j.contains("answer") && j["answer"].is_string()) a.answer = j["answer"].get<std::string>();
@@ -318,7 +334,8 @@ AnswerLine AnswerLine::from_json(const json& j) {
   a.reasoning_tokens = j.value("reasoning_tokens", std::int64_t{0});
   a.stopped = read_string(j, "stopped") == "stop_token";
   a.reasoning_steps = static_cast<std::int64_t>(read_optional(j, "reasoning_steps").value_or(0.0));
-  a.patterns_used = j.value("patterns_used", std::vector<std::string>{});
+  a.patterns_shown = read_strings(j, "patterns_shown");
+  a.patterns_used = read_strings(j, "patterns_used");
   a.seconds = read_optional(j, "seconds").value_or(0.0);
   a.error = read_string(j, "error");
   a.prompt = read_string(j, "prompt");
@@ -326,10 +343,10 @@ AnswerLine AnswerLine::from_json(const json& j) {
   return a;
 }
 
-AnswerLines read_answer_lines(const std::string& path) {
-  AnswerLines answers;
+AnswerRecords read_answer_records(const std::string& path) {
+  AnswerRecords answers;
   const JsonLinesRead read = read_json_lines(path, [&](const json& record) {
-    if (record.is_object()) answers.lines.push_back(AnswerLine::from_json(record));
+    if (record.is_object()) answers.records.push_back(AnswerRecord::from_json(record));
   });
   answers.found = read.found;
   answers.bad = read.bad;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <random>
 
 #include "metareuse/core/error.h"
@@ -49,71 +50,10 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
   return answers;
 }
 
-// Results travel between ranks as JSON lines (a few hundred bytes each).
-nlohmann::json QuestionResult::to_json() const {
-  const QuestionResult& r = *this;
-  return {{"index", r.index},         {"line", r.line},
-          {"question", r.question},   {"reference", r.reference}, {"prompt", r.prompt},
-          {"output", r.output},       {"answer", r.answer ? nlohmann::json(*r.answer) : nlohmann::json(nullptr)},
-          {"correct", r.correct},     {"prompt_tokens", r.prompt_tokens},
-          {"generated", r.generated_tokens}, {"reasoning_tokens", r.reasoning_tokens}, {"stopped", r.stopped},
-          {"steps", r.reasoning_steps}, {"patterns", r.patterns_used}, {"retrieved", r.patterns_retrieved},
-          {"seconds", r.seconds}, {"error", r.error}};
-}
-
-QuestionResult QuestionResult::from_json(const nlohmann::json& j) {
-  QuestionResult r;
-  r.index = j.at("index");
-  r.line = j.at("line");
-  r.question = j.at("question");
-  r.reference = j.at("reference");
-  r.prompt = j.at("prompt");
-  r.output = j.at("output");
-  if (!j.at("answer").is_null()) r.answer = j.at("answer").get<std::string>();
-  r.correct = j.at("correct");
-  r.prompt_tokens = j.at("prompt_tokens");
-  r.generated_tokens = j.at("generated");
-  r.reasoning_tokens = j.at("reasoning_tokens");
-  r.stopped = j.at("stopped");
-  r.reasoning_steps = j.at("steps");
-  r.patterns_used = j.at("patterns").get<std::vector<std::size_t>>();
-  r.patterns_retrieved = j.at("retrieved").get<std::vector<std::size_t>>();
-  r.seconds = j.at("seconds");
-  r.error = j.at("error");
-  return r;
-}
-
-AnswerLine QuestionResult::answer_line(const std::string& role, const Handbook* handbook) const {
-  AnswerLine line_out;
-  line_out.model = role;
-  line_out.index = index;
-  line_out.line = line;
-  line_out.question = question;
-  line_out.reference = reference;
-  line_out.answer = answer;
-  line_out.correct = correct;
-  line_out.prompt_tokens = prompt_tokens;
-  line_out.generated_tokens = generated_tokens;
-  line_out.reasoning_tokens = reasoning_tokens;
-  line_out.stopped = stopped;
-  line_out.reasoning_steps = reasoning_steps;
-  for (std::size_t i : patterns_used) {
-    line_out.patterns_used.push_back(handbook != nullptr && i < handbook->patterns.size() ? handbook->patterns[i].text
-                                                                                           : std::to_string(i));
-  }
-  line_out.seconds = seconds;
-  line_out.error = error;
-  line_out.prompt = prompt;
-  line_out.output = output;
-  return line_out;
-}
-
-std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
-                                               const std::vector<Question>& questions,
-                                               const PromptPolicy& prompts,
-                                               const PatternMatcher& matcher, const EvalOptions& options,
-                                               Communicator& communicator,
-                                               const std::vector<std::int64_t>& indices) {
+std::vector<AnswerRecord> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
+                                             const std::vector<Question>& questions, const PromptPolicy& prompts,
+                                             const PatternMatcher& matcher, const EvalOptions& options,
+                                             Communicator& communicator, const std::vector<std::int64_t>& indices) {
   if (!indices.empty() && indices.size() != questions.size()) {
     throw Error(fmt::format("evaluate_questions: {} indices for {} questions", indices.size(), questions.size()));
   }
@@ -121,26 +61,26 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
   const int ranks = communicator.size();
   const PromptFormat format(tokenizer, options.template_name, options.tokenizer_path);
   const std::vector<TokenId>& stops = format.stop_ids();
-  std::string wire;  // this rank's results, one JSON object per line
+  std::string wire;  // this rank's answers, AnswerRecord lines
   std::vector<std::size_t> shard;  // this rank's questions
   for (std::size_t i = rank; i < questions.size(); i += static_cast<std::size_t>(ranks)) shard.push_back(i);
   const std::size_t batch_size = static_cast<std::size_t>(std::max<std::int64_t>(options.batch_size, 1));
   for (std::size_t first = 0; first < shard.size(); first += batch_size) {
     const std::size_t count = std::min(batch_size, shard.size() - first);
     Stopwatch watch;
-    std::vector<QuestionResult> batch(count);
+    std::vector<AnswerRecord> batch(count);
     std::vector<std::vector<TokenId>> batch_prompts;
     std::vector<std::int64_t> batch_indices;
     for (std::size_t b = 0; b < count; ++b) {
       const Question& question = questions[shard[first + b]];
-      QuestionResult& result = batch[b];
+      AnswerRecord& result = batch[b];
       result.index = indices.empty() ? static_cast<std::int64_t>(shard[first + b]) : indices[shard[first + b]];
       result.line = question.line;
       result.question = question.question;
       result.reference = question.reference;
       const PromptChoice choice = prompts.for_test(question.question);
       result.prompt = PromptPolicy::prompt(choice, question.question);
-      result.patterns_retrieved = prompts.indices(choice);
+      for (const Pattern* shown : choice.patterns) result.patterns_shown.push_back(shown->name);
       batch_prompts.push_back(format.test_prompt(result.prompt));
       result.prompt_tokens = static_cast<std::int64_t>(batch_prompts.back().size());
       batch_indices.push_back(result.index);
@@ -149,9 +89,9 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     try {
       std::vector<Generation> generations = generate_answers(model, batch_prompts, stops, options, batch_indices);
       // Filled in a copy: a failure part way leaves the batch as it was before generation.
-      std::vector<QuestionResult> answered = batch;
+      std::vector<AnswerRecord> answered = batch;
       for (std::size_t b = 0; b < count; ++b) {
-        QuestionResult& result = answered[b];
+        AnswerRecord& result = answered[b];
         const Question& question = questions[shard[first + b]];
         const Generation& generation = generations[b];
         result.output = tokenizer.decode(generation.ids);
@@ -162,7 +102,7 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
         result.reasoning_steps = count_reasoning_steps(result.output);
         result.reasoning_tokens =
             static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
-        result.patterns_used = matcher.find(result.output);
+        for (std::size_t i : matcher.find(result.output)) result.patterns_used.push_back(matcher.name(i));
       }
       batch = std::move(answered);
     } catch (const InputError&) {
@@ -180,18 +120,17 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
       log_warn("the generation of a batch of {} question(s) failed; they are recorded as failed: {}", count, failure);
     }
     for (std::size_t b = 0; b < count; ++b) {
-      QuestionResult& result = batch[b];
+      AnswerRecord& result = batch[b];
       result.error = failure;
       result.seconds = seconds;
-      wire += result.to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-      wire += '\n';
+      wire += result.to_line();
     }
     log_debug("questions {}/{} on this rank: a batch of {} in {:.2f} s", first + count, shard.size(), count,
                seconds * static_cast<double>(count));
   }
   std::vector<char> local(wire.begin(), wire.end());
   std::vector<char> all = communicator.allgatherv(local);
-  std::vector<QuestionResult> results;
+  std::vector<AnswerRecord> results;
   if (rank != 0) return results;
   std::string_view text(all.data(), all.size());
   std::size_t start = 0;
@@ -199,16 +138,16 @@ std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const To
     std::size_t end = text.find('\n', start);
     if (end == std::string_view::npos) end = text.size();
     if (end > start) {
-      results.push_back(QuestionResult::from_json(nlohmann::json::parse(text.substr(start, end - start))));
+      results.push_back(AnswerRecord::from_json(nlohmann::json::parse(text.substr(start, end - start))));
     }
     start = end + 1;
   }
   std::sort(results.begin(), results.end(),
-            [](const QuestionResult& a, const QuestionResult& b) { return a.index < b.index; });
+            [](const AnswerRecord& a, const AnswerRecord& b) { return a.index < b.index; });
   return results;
 }
 
-Summary summarize(const std::vector<QuestionResult>& results) {
+Summary summarize(const std::vector<AnswerRecord>& results) {
   std::vector<double> tokens, prompt_tokens, read_and_written, reasoning_tokens, steps, patterns_per_answer;
   double correct = 0, failed = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
@@ -251,18 +190,20 @@ Summary summarize(const std::vector<QuestionResult>& results) {
   return summary;
 }
 
-std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const Handbook& handbook) {
+std::vector<BehaviorUse> behavior_use(const std::vector<AnswerRecord>& results, const Handbook& handbook) {
   const std::size_t P = handbook.patterns.size();
   std::vector<BehaviorUse> uses(P);
   // Per pattern and side (0: not applied, 1: applied): answers, correct ones, reasoning tokens.
   std::vector<std::array<double, 2>> answers(P, {0, 0}), correct(P, {0, 0}), tokens(P, {0, 0});
-  for (const QuestionResult& r : results) {
+  std::map<std::string, std::size_t> by_name;  // handbook names are unique (the miners and the import make them so)
+  for (std::size_t i = 0; i < P; ++i) by_name.emplace(handbook.patterns[i].name, i);
+  for (const AnswerRecord& r : results) {
     std::vector<bool> applied(P, false);
-    for (std::size_t i : r.patterns_used) {
-      if (i < P) applied[i] = true;
+    for (const std::string& name : r.patterns_used) {
+      if (auto found = by_name.find(name); found != by_name.end()) applied[found->second] = true;
     }
-    for (std::size_t i : r.patterns_retrieved) {
-      if (i < P) ++uses[i].retrieved;
+    for (const std::string& name : r.patterns_shown) {
+      if (auto found = by_name.find(name); found != by_name.end()) ++uses[found->second].retrieved;
     }
     for (std::size_t i = 0; i < P; ++i) {
       const int side = applied[i] ? 1 : 0;

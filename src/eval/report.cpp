@@ -1,5 +1,5 @@
 // report.html: the page's sections, each rendered from the struct its stage
-// writes (MetricsLine, Handbook, EvalFile and AnswerLine, Timings); the charts
+// writes (MetricsLine, Handbook, EvalFile and AnswerRecord, Timings); the charts
 // are in report_svg.cpp.
 #include "metareuse/eval/report.h"
 
@@ -318,13 +318,13 @@ void render_eval(std::ostringstream& page, const std::optional<EvalFile>& eval, 
 }
 
 void render_answers(std::ostringstream& page, const std::string& path) {
-  AnswerLines answers = read_answer_lines(path);
+  AnswerRecords answers = read_answer_records(path);
   if (!answers.found) {
     page << missing("per-question answers", path);
     return;
   }
   std::map<std::string, std::vector<double>> answer_steps, answer_tokens;
-  for (const AnswerLine& line : answers.lines) {
+  for (const AnswerRecord& line : answers.records) {
     answer_steps[line.model].push_back(static_cast<double>(line.reasoning_steps));
     answer_tokens[line.model].push_back(static_cast<double>(line.generated_tokens));
   }

@@ -63,7 +63,7 @@ void check_tokenizer(const Tokenizer& tokenizer, const std::string& tokenizer_pa
 // One entry: its eval.json entry and its answers, in question order (rank 0).
 struct EntryRun {
   EvalModelEntry entry;
-  std::vector<QuestionResult> results;  // rank 0
+  std::vector<AnswerRecord> results;  // rank 0
 };
 
 }  // namespace
@@ -105,7 +105,7 @@ nlohmann::json answers_header(const EvalRunOptions& options, const std::vector<b
                       {"patterns", entry_patterns[e]},
                       {"model", answer_log_model(model.path, open_model_or_checkpoint(model.path)->description())}});
   }
-  return {{"eval", 1},
+  return {{"eval", 2},
           {"models", models},
           {"questions", answer_log_file(options.questions)},
           {"limit", options.limit},
@@ -157,15 +157,10 @@ void summarize_entry(EntryRun& run, const Handbook* handbook, double seconds) {
                         : std::string());
 }
 
-void write_answers(const std::vector<EntryRun>& runs, const Handbook* handbook, const std::string& path) {
+void write_answers(const std::vector<EntryRun>& runs, const std::string& path) {
   AtomicFile answers(path);  // every write checked
   for (const EntryRun& run : runs) {
-    for (const auto& result : run.results) {
-      answers.write(result.answer_line(run.entry.role, handbook)
-                        .to_json()
-                        .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) +
-                    '\n');
-    }
+    for (const AnswerRecord& result : run.results) answers.write(result.to_line());
   }
   answers.commit();
 }
@@ -214,13 +209,16 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
   const auto question_count = static_cast<std::int64_t>(questions.questions.size());
   const auto total_items = static_cast<std::int64_t>(options.models.size()) * question_count;
   std::vector<EntryRun> runs(options.models.size());
-  std::vector<std::map<std::int64_t, QuestionResult>> answered(options.models.size());  // rank 0, by question
+  std::vector<std::map<std::int64_t, AnswerRecord>> answered(options.models.size());  // rank 0, by question
   const nlohmann::json header = answers_header(options, entry_patterns, handbook_path, contexts.has_value());
   std::vector<std::int64_t> done_items;
   if (leader) {
     for (const nlohmann::json& line : read_back_answer_log(options.partial_answers, header, "eval")) {
-      const auto entry = line.at("entry").get<std::size_t>();
-      QuestionResult result = QuestionResult::from_json(line.at("result"));
+      AnswerRecord result = AnswerRecord::from_json(line);
+      const auto entry = static_cast<std::size_t>(
+          std::find_if(options.models.begin(), options.models.end(),
+                       [&](const EvalModel& model) { return model.role == result.model; }) -
+          options.models.begin());
       if (entry >= answered.size() || result.index < 0 || result.index >= question_count) continue;
       done_items.push_back(static_cast<std::int64_t>(entry) * question_count + result.index);
       answered[entry][result.index] = std::move(result);
@@ -266,16 +264,15 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
                                               todo.begin() + static_cast<std::ptrdiff_t>(first + count));
       std::vector<Question> round_questions;
       for (std::int64_t q : indices) round_questions.push_back(questions.questions[static_cast<std::size_t>(q)]);
-      std::vector<QuestionResult> results =
+      std::vector<AnswerRecord> results =
           evaluate_questions(*loaded.answering.model, *loaded.answering.tokenizer, round_questions,
                              entry_patterns[e] ? with_patterns : without_patterns, matcher, loaded.generation,
                              communicator, indices);
       if (!leader) continue;
       std::string lines;
-      for (QuestionResult& result : results) {
-        lines += nlohmann::json{{"entry", e}, {"role", run.entry.role}, {"result", result.to_json()}}.dump(
-                     -1, ' ', false, nlohmann::json::error_handler_t::replace) +
-                 "\n";
+      for (AnswerRecord& result : results) {
+        result.model = run.entry.role;
+        lines += result.to_line();
         answered[e][result.index] = std::move(result);
       }
       log->append(lines);
@@ -291,7 +288,7 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
   if (leader) {
     fs::create_directories(options.out_dir);
     const std::string& answers_path = options.answers;
-    write_answers(runs, handbook_pointer, answers_path);
+    write_answers(runs, answers_path);
     file.questions_file = options.questions;
     file.questions = question_count;
     file.bad_records = questions.bad_records;

@@ -134,29 +134,28 @@ StepOutcome AdamW::step(double lr, double max_grad_norm, LossScaler& scaler, int
   const double grad_factor = inv_scale * clip;
 
   ++step;
-  const double bias_correction1 = 1.0 - std::pow(adamw.beta1, static_cast<double>(step));
-  const double bias_correction2 = 1.0 - std::pow(adamw.beta2, static_cast<double>(step));
-  const double step_size = lr / bias_correction1;
-  const double bias_correction2_sqrt = std::sqrt(bias_correction2);
 
+  // Torch's fused AdamW (at::_fused_adamw_, CPU and CUDA) over every unit's
+  // flat fp32 shard in one call. Weight decay is applied before it, only on
+  // the policy's ranges of each shard (the kernel would decay whole tensors);
+  // that is AdamW's order, decay then update. Each state step is this step's
+  // count, from 1 (torch.optim adds one before it calls the kernel).
+  std::vector<torch::Tensor> params, state_steps;
+  params.reserve(model_.size());
+  state_steps.reserve(model_.size());
+  if (grad_factor != 1.0) torch::_foreach_mul_(grads, grad_factor);
   for (std::size_t u = 0; u < model_.size(); ++u) {
-    ShardedUnit& unit = model_.unit(u);
-    torch::Tensor& param = unit.master();  // (shard,) fp32
-    torch::Tensor& grad = unit.grad();
-    torch::Tensor& exp_avg = exp_avg_[u];
-    torch::Tensor& exp_avg_sq = exp_avg_sq_[u];
-    if (grad_factor != 1.0) grad.mul_(grad_factor);
-    // Decoupled weight decay, only where the policy applies it.
+    torch::Tensor& param = model_.unit(u).master();  // (shard,) fp32
     if (adamw.weight_decay != 0.0) {
       for (const auto& [begin, end] : decay_ranges_[u]) {
         param.narrow(0, begin, end - begin).mul_(1.0 - lr * adamw.weight_decay);
       }
     }
-    exp_avg.lerp_(grad, 1.0 - adamw.beta1);
-    exp_avg_sq.mul_(adamw.beta2).addcmul_(grad, grad, 1.0 - adamw.beta2);
-    torch::Tensor denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(adamw.eps);
-    param.addcdiv_(exp_avg, denom, -step_size);
+    params.push_back(param);
+    state_steps.push_back(torch::full({}, static_cast<double>(step), param.options()));
   }
+  at::_fused_adamw_(params, grads, exp_avg_, exp_avg_sq_, /*max_exp_avg_sqs=*/{}, state_steps, lr, adamw.beta1,
+                    adamw.beta2, /*weight_decay=*/0.0, adamw.eps, /*amsgrad=*/false, /*maximize=*/false);
   model_.zero_grad();
   return outcome;
 }

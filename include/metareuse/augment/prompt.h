@@ -42,8 +42,6 @@ class PromptPolicy {
   }
   std::string test_prompt(std::string_view question) const { return prompt(for_test(question), question); }
   static std::string prompt(const PromptChoice& choice, std::string_view question);
-  // The handbook indices of a choice's patterns (eval counts what each prompt carried).
-  std::vector<std::size_t> indices(const PromptChoice& choice) const;
 
   bool carries_patterns() const { return mode_ != AugmentMode::kNone; }
 

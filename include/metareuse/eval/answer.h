@@ -51,9 +51,11 @@ class PatternMatcher {
   // Indices of the patterns that occur in `text`, in handbook order.
   std::vector<std::size_t> find(std::string_view text) const;
   std::size_t size() const { return normalized_.size(); }
+  const std::string& name(std::size_t index) const { return names_[index]; }  // the pattern's handbook name
 
  private:
   std::vector<std::string> normalized_;
+  std::vector<std::string> names_;
 };
 
 // One held-out question. GSM8K records {"question", "answer"} (answer =

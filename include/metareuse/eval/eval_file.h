@@ -1,5 +1,5 @@
 // What eval writes: eval.json (one EvalFile) and answers.jsonl (one
-// AnswerLine per question and model), owned here; report.html and the tests
+// AnswerRecord per question and model), owned here; report.html and the tests
 // read them through these structs. Torch-free.
 //
 // eval.json, in key order:
@@ -143,37 +143,45 @@ void write_eval_file(const EvalFile& file, const std::string& path);
 // nullopt when `path` is missing or unreadable, or not an eval file.
 std::optional<EvalFile> read_eval_file(const std::string& path);
 
-// One line of answers.jsonl.
-struct AnswerLine {
-  std::string model = "model";  // the entry's role
-  std::int64_t index = 0;
-  std::int64_t line = 0;
+// One answer: a model's to one question. The one record of an answer
+// everywhere: a line of eval's answers.jsonl, what ranks exchange after a
+// batch, a line of eval's and distill's answer logs. to_json is its only wire
+// form and from_json reads it back whole.
+struct AnswerRecord {
+  std::string model = "model";  // the eval entry's role ("model", "baseline", ...); distill: "teacher"
+  std::int64_t index = 0;  // eval: the question's place in the questions file (bad lines skipped);
+                           // distill: the item, question x samples + sample
+  std::int64_t line = 0;   // the question's 1-based line in its file
+  std::string id;          // distill: the corpus record, "train.jsonl:17" (in the file only when set)
   std::string question;
-  std::string reference;
-  std::optional<std::string> answer;
+  std::string reference;   // the reference final answer
+  std::string prompt;      // the prompt text
+  std::string output;      // decoded, without the stop token
+  std::optional<std::string> answer;  // the extracted final answer
   bool correct = false;
   std::int64_t prompt_tokens = 0;
-  std::int64_t generated_tokens = 0;
-  std::int64_t reasoning_tokens = 0;
-  bool stopped = false;  // "stop_token" (true) or "max_new_tokens" in the file
+  std::int64_t generated_tokens = 0;  // without the stop token
+  std::int64_t reasoning_tokens = 0;  // of the reasoning part (answer.h), re-encoded
+  bool stopped = false;  // ended with a stop token: "stop_token" in the file, else "max_new_tokens"
   std::int64_t reasoning_steps = 0;
-  std::vector<std::string> patterns_used;  // pattern texts
+  std::vector<std::string> patterns_shown;  // names of the handbook patterns its prompt carried
+  std::vector<std::string> patterns_used;   // names of those its output uses
   double seconds = 0;
   std::string error;  // why its generation failed; in the file only when it did
-  std::string prompt;
-  std::string output;
 
   nlohmann::ordered_json to_json() const;
-  // Lenient like EvalFile::from_json.
-  static AnswerLine from_json(const nlohmann::json& j);
+  // Lenient like EvalFile::from_json: a missing key keeps its default.
+  static AnswerRecord from_json(const nlohmann::json& j);
+  // to_json as one JSON Lines line, "...\n" (invalid UTF-8 replaced).
+  std::string to_line() const;
 };
 
 // An answers file; bad lines are counted, not fatal.
-struct AnswerLines {
-  std::vector<AnswerLine> lines;
+struct AnswerRecords {
+  std::vector<AnswerRecord> records;
   std::int64_t bad = 0;
   bool found = false;
 };
-AnswerLines read_answer_lines(const std::string& path);
+AnswerRecords read_answer_records(const std::string& path);
 
 }  // namespace metareuse

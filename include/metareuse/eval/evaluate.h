@@ -32,32 +32,6 @@
 namespace metareuse {
 class Communicator;
 
-struct QuestionResult {
-  std::int64_t index = 0;             // in the questions file (bad lines skipped)
-  std::int64_t line = 0;
-  std::string question;
-  std::string reference;
-  std::string prompt;                 // the prompt text (PromptPolicy::test_prompt)
-  std::string output;                 // decoded, without the stop token
-  std::optional<std::string> answer;  // extracted final answer
-  bool correct = false;
-  std::int64_t prompt_tokens = 0;
-  std::int64_t generated_tokens = 0;  // without the stop token
-  std::int64_t reasoning_tokens = 0;  // of the reasoning part (answer.h), re-encoded
-  bool stopped = false;               // ended with a stop token (false: hit max_new_tokens)
-  std::int64_t reasoning_steps = 0;
-  std::vector<std::size_t> patterns_used;  // handbook indices
-  std::vector<std::size_t> patterns_retrieved;  // handbook indices the prompt carried
-  double seconds = 0.0;
-  std::string error;                  // why its generation failed ("": it did not)
-
-  // Every field, as ranks exchange results and eval's answer log keeps them.
-  nlohmann::json to_json() const;
-  static QuestionResult from_json(const nlohmann::json& j);
-  // Its line in answers.jsonl, for the entry `role`; pattern indices become their texts.
-  AnswerLine answer_line(const std::string& role, const Handbook* handbook) const;
-};
-
 // The answer to one prompt: tokens until a stop token or the budget.
 struct Generation {
   std::vector<TokenId> ids;  // without the stop token
@@ -70,8 +44,8 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
                                          const std::vector<TokenId>& stops, const EvalOptions& options,
                                          const std::vector<std::int64_t>& question_indices);
 
-// Collective. Returns every result, in question order, on rank 0; an empty
-// list on the other ranks. A batch whose generation throws (out of memory, a
+// Collective. Returns every answer (eval_file.h's AnswerRecord, model
+// "model"), in question order, on rank 0; an empty list on the other ranks. A batch whose generation throws (out of memory, a
 // torch error) gives each of its questions a failed result carrying the error,
 // and the others go on; the caller's own mistakes (InputError, ConfigError,
 // UsageError: a prompt outside the vocabulary, say) would fail every
@@ -79,12 +53,10 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
 // which seeds its sampling); empty: 0, 1, 2, ... A caller that answers a list
 // in parts (distill, to resume) passes each part's own indices, so the
 // answers do not depend on where the parts were cut.
-std::vector<QuestionResult> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
-                                               const std::vector<Question>& questions,
-                                               const PromptPolicy& prompts,
-                                               const PatternMatcher& matcher, const EvalOptions& options,
-                                               Communicator& communicator,
-                                               const std::vector<std::int64_t>& indices = {});
+std::vector<AnswerRecord> evaluate_questions(const LlamaModel& model, const Tokenizer& tokenizer,
+                                             const std::vector<Question>& questions, const PromptPolicy& prompts,
+                                             const PatternMatcher& matcher, const EvalOptions& options,
+                                             Communicator& communicator, const std::vector<std::int64_t>& indices = {});
 
 // A model that answers questions: eval's entries and distill's teacher. Its
 // tokenizer and template come from resolve_text_format (the given ones, else
@@ -101,10 +73,11 @@ AnsweringModel load_answering_model(const std::string& path, const std::string& 
                                     const std::string& template_name);
 
 // The figures of eval.json's "summary" (eval_file.h; SummaryChange::between compares two).
-Summary summarize(const std::vector<QuestionResult>& results);
+Summary summarize(const std::vector<AnswerRecord>& results);
 // Per handbook pattern (handbook order): how many prompts carried it, how many
 // answers applied it, and accuracy and mean reasoning tokens of the answers
-// that applied it against those that did not.
-std::vector<BehaviorUse> behavior_use(const std::vector<QuestionResult>& results, const Handbook& handbook);
+// that applied it against those that did not. Answers name patterns by their
+// handbook names.
+std::vector<BehaviorUse> behavior_use(const std::vector<AnswerRecord>& results, const Handbook& handbook);
 
 }  // namespace metareuse

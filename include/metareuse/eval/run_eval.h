@@ -30,11 +30,10 @@ struct EvalRunOptions {
   std::int64_t limit = 0;      // the first N questions (0: all)
   std::string out_dir;         // created; eval_file and answers go in it
   std::string eval_file;       // eval.json (EvalFile)
-  std::string answers;         // answers.jsonl (one AnswerLine per question and model)
-  // The answer log (answer_log.h) of an eval not yet finished: each round's
-  // answers by entry and question, read back by the next run; removed once
-  // answers and eval_file are written. Its lines keep what answers.jsonl
-  // does not (the handbook indices that summaries need).
+  std::string answers;         // answers.jsonl (one AnswerRecord per question and model)
+  // The answer log (core/answer_log.h) of an eval not yet finished: each
+  // round's answers (AnswerRecord lines, as answers.jsonl's), read back by the
+  // next run; removed once answers and eval_file are written.
   std::string partial_answers;
   double time_limit = 0;       // seconds; stops after the round that passes it (exit 3, resumable). 0: none
   std::string handbook;        // for prompts and pattern use ("" : none)

@@ -9,7 +9,7 @@
 //   metrics.jsonl          train (one train::MetricsLine per optimizer step)
 //   checkpoints/           train (ckpt-*.h5 and the checkpoint library's `latest`)
 //   eval/eval.json         eval (EvalFile)
-//   eval/answers.jsonl     eval (one AnswerLine per question and model)
+//   eval/answers.jsonl     eval (one AnswerRecord per question and model)
 //   report.html            report
 //   export/                export (Hugging Face folder)
 //   stages.json            `metareuse run`: each finished stage's fingerprint
