@@ -7,9 +7,4 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build_dir="${METAREUSE_BUILD_DIR:-$repo_root/build}"
 "$repo_root/launch/setup.sh"
 cd "$repo_root"
-status=0
-"$build_dir/bin/metareuse" run --config configs/demo.json "$@" || status=$?
-if [[ $status -eq 2 ]]; then
-  echo "demo: the built stages ran; the stages listed as 'not built yet' are still to come (exit status 2)." >&2
-fi
-exit $status
+exec "$build_dir/bin/metareuse" run --config configs/demo.json "$@"

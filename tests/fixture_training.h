@@ -1,5 +1,5 @@
 // Trains the fixture ../shared/fixtures/hf_tiny_llama32 with the sharded
-// engine, the #6 reference test's settings: AdamW lr 3e-3, betas (0.9, 0.95),
+// engine, test_train's reference test's settings: AdamW lr 3e-3, betas (0.9, 0.95),
 // weight decay 0.1 on every parameter, grad-norm clip 1.0, micro-batches of
 // one row, the fixture's six batches cycled. Shared by the CPU (test_train)
 // and CUDA (test_gpu) trajectory tests, so both train the same way.

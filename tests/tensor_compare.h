@@ -1,5 +1,5 @@
 // Comparing tensors with a reference, for the tests that replay transformers
-// (test_model, test_hf, test_real). Include after torch_catch.h.
+// (test_model, test_train, test_hf, test_real). Include after torch_catch.h.
 #pragma once
 
 #include <cstdint>

@@ -212,14 +212,7 @@ TEST_CASE("torch threads default to the cores shared by the ranks of a node, or 
                              Contains("/ 2 rank(s) on this node"));
 }
 
-namespace {
-
-std::string file_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-}  // namespace
+using metareuse::test::read_file;
 
 // config.resolved.json holds what the training used; a rerun that skips every
 // stage leaves it alone, and `train --config` of it runs as is. A rerun with
@@ -234,7 +227,7 @@ TEST_CASE("run writes the resolved config its training used and refuses to resum
   INFO(first.output);
   REQUIRE(first.status == 0);
   const auto resolved = dir / "config.resolved.json";
-  const std::string written = file_text(resolved);
+  const std::string written = read_file(resolved);
   CHECK_THAT(written, Contains(dir.string()) && Contains("\"vocab_size\": 600"));
 
   auto skipped = run_metareuse(run);
@@ -242,24 +235,24 @@ TEST_CASE("run writes the resolved config its training used and refuses to resum
   CHECK(skipped.status == 0);
   CHECK_THAT(skipped.output, Contains("stage train      up to date, skipped") &&
                                  Contains("stage export     up to date, skipped"));
-  CHECK(file_text(resolved) == written);
+  CHECK(read_file(resolved) == written);
   auto train = run_metareuse("train --config " + resolved.string());
   INFO(train.output);
   CHECK(train.status == 0);
 
-  const std::string stages = file_text(dir / "stages.json"), report = file_text(dir / "report.html");
-  const std::string eval = file_text(dir / "eval" / "eval.json"), latest = file_text(dir / "checkpoints" / "latest");
+  const std::string stages = read_file(dir / "stages.json"), report = read_file(dir / "report.html");
+  const std::string eval = read_file(dir / "eval" / "eval.json"), latest = read_file(dir / "checkpoints" / "latest");
   auto other_lr = run_metareuse(run + " --set train.lr=0.001");
   INFO(other_lr.output);
   CHECK(other_lr.status == 1);
   CHECK_THAT(other_lr.output, Contains("stage train      running") &&
                                   Contains("train.lr is 0.003 in the checkpoint but 0.001 in this run") &&
                                   Contains("--set run.name=") && !Contains("stage eval       running"));
-  CHECK(file_text(resolved) == written);
-  CHECK(file_text(dir / "stages.json") == stages);
-  CHECK(file_text(dir / "report.html") == report);
-  CHECK(file_text(dir / "eval" / "eval.json") == eval);
-  CHECK(file_text(dir / "checkpoints" / "latest") == latest);
+  CHECK(read_file(resolved) == written);
+  CHECK(read_file(dir / "stages.json") == stages);
+  CHECK(read_file(dir / "report.html") == report);
+  CHECK(read_file(dir / "eval" / "eval.json") == eval);
+  CHECK(read_file(dir / "checkpoints" / "latest") == latest);
 }
 
 TEST_CASE("every bundled config in configs/ validates", "[cli]") {

@@ -1,5 +1,6 @@
 // core: the config (defaults, files, overrides, and every way a key can be
-// wrong) and the checked, atomic file writer.
+// wrong), the checked, atomic file writer, and timings.json (stage times in
+// the order they finished, across runs).
 #include <catch2/catch.hpp>
 
 #include <sys/resource.h>  // a file-size limit for the checked-write tests
@@ -14,6 +15,7 @@
 #include "metareuse/core/config.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
+#include "metareuse/core/stage_timings.h"
 #include "metareuse/core/timing.h"
 #include "test_support.h"
 
@@ -166,10 +168,7 @@ TEST_CASE("AtomicFile replaces a file only when complete, and a failed write kee
   auto dir = metareuse::test::temp_dir("file-io");
   const std::string path = (dir / "out.txt").string();
   metareuse::write_file_atomic(path, "previous\n");
-  auto read = [&]() {
-    std::ifstream in(path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
+  auto read = [&]() { return metareuse::test::read_file(path); };
   {
     // An exception before commit(): the temporary goes, the old content stays.
     metareuse::AtomicFile file(path);
@@ -217,3 +216,27 @@ TEST_CASE("an output that is a directory, or under a file, is 'cannot create X: 
   std::ifstream in(dir / "log.jsonl");
   CHECK(std::string(std::istreambuf_iterator<char>(in), {}) == "a\nb\n");
 }
+
+namespace metareuse {
+
+TEST_CASE("timings.json keeps each stage's last time and the order stages finished in", "[stage_timings]") {
+  auto dir = test::temp_dir("run-timings");
+  const std::string path = (dir / "timings.json").string();
+  CHECK_FALSE(read_timings(path).found);
+  Timings timings;
+  timings.record("patterns", 1.5, "2025-01-01T00:00:00Z");
+  timings.record("augment", 2.0, "2025-01-01T00:00:02Z");
+  write_timings(timings, path);
+  TimingsFile read = read_timings(path);
+  REQUIRE(read.found);
+  CHECK(read.timings.stages.at("patterns").sequence == 1);
+  CHECK(read.timings.stages.at("augment").seconds == 2.0);
+  // Run again: the stage's entry is replaced and comes after every other one.
+  read.timings.record("patterns", 3.0, "2025-01-02T00:00:00Z");
+  CHECK(read.timings.stages.at("patterns").sequence == 3);
+  CHECK(read.timings.stages.at("patterns").finished == "2025-01-02T00:00:00Z");
+  std::ofstream(dir / "bad.json") << R"({"stages": [1, 2]})";
+  CHECK_FALSE(read_timings((dir / "bad.json").string()).found);
+}
+
+}  // namespace metareuse

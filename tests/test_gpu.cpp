@@ -4,7 +4,7 @@
 //      NCCL backend when the build has it; a single GPU cannot host two NCCL
 //      ranks, so multi-rank logic is covered by the CPU/MPI tests);
 //   2. the Hugging Face AdamW trajectory of ../shared/fixtures/hf_tiny_llama32
-//      (the #6 reference test) in fp32 on CUDA, with the #6 tolerances;
+//      (test_train's reference test) in fp32 on CUDA, with its tolerances;
 //   3. an fp16 trajectory on CUDA stays within 2e-2 relative of the fp32 one
 //      over 20 steps on the same fixture.
 #include "torch_catch.h"
@@ -139,7 +139,7 @@ TEST_CASE("the Hugging Face AdamW trajectory in fp32 on CUDA", "[gpu][reference]
     REQUIRE(run.final_parameters.count(name) == 1);
     torch::Tensor want = final_params.tensor(name, torch::kFloat32);
     double max_error = (run.final_parameters.at(name).cpu() - want).abs().max().item<double>();
-    CHECK(max_error <= 1e-4);  // the #6 tolerance (see test_train.cpp)
+    CHECK(max_error <= 1e-4);  // test_train's tolerance for the same trajectory (its comment says why)
   }
   release_device_communicators();  // NCCL goes before the CUDA runtime's teardown at exit
 }

@@ -134,13 +134,11 @@ TEST_CASE("logits, loss, every gradient and inv_freq match transformers", "[mode
 
   CHECK(relative_error(model.inv_freq(), reference.tensor("inv_freq")) <= 1e-6);
 
-  // Both attention kernels, each with and without recompute.
-  for (auto [attention, checkpointing] : {std::pair{AttentionKind::kSdpa, false}, std::pair{AttentionKind::kSdpa, true},
-                                          std::pair{AttentionKind::kEager, false}, std::pair{AttentionKind::kEager, true}}) {
-    INFO("attention " << attention_name(attention) << ", activation checkpointing " << checkpointing);
+  // Both attention kernels (training's recompute against the same reference: test_train).
+  for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
+    INFO("attention " << attention_name(attention));
     model.set_attention(attention);
     model.zero_grad();
-    model.set_activation_checkpointing(checkpointing);
     torch::Tensor logits = model.forward(ids);  // (2, 24, 512)
     const double logits_error = relative_error(logits, reference.tensor("logits"));
     INFO("logits relative error " << logits_error);
@@ -163,32 +161,6 @@ TEST_CASE("logits, loss, every gradient and inv_freq match transformers", "[mode
     }
     // Every parameter has a reference gradient (the tied embedding's includes the head's share).
     CHECK(compared == static_cast<int>(model.named_parameters().size()));
-  }
-}
-
-TEST_CASE("activation checkpointing gives the same gradients as plain autograd", "[model]") {
-  for (bool tied : {true, false}) {
-    INFO("tied " << tied);
-    LlamaConfig config = LlamaConfig::preset("debug-tiny");
-    config.tie_word_embeddings = tied;
-    LlamaModel model(config);
-    model.init_weights(7);
-    torch::Tensor ids = torch::randint(0, 512, {2, 12}, torch::kInt64);
-    std::vector<torch::Tensor> plain;
-    for (bool checkpointing : {false, true}) {
-      model.zero_grad();
-      model.set_activation_checkpointing(checkpointing);
-      next_token_loss(model.forward(ids), ids).backward();
-      for (std::size_t u = 0; u < model.flat_parameters().size(); ++u) {
-        torch::Tensor grad = model.flat_parameters()[u].grad().clone();
-        if (!checkpointing) {
-          plain.push_back(grad);
-        } else {
-          // The recompute runs the same ops on the same inputs.
-          CHECK(torch::equal(grad, plain[u]));
-        }
-      }
-    }
   }
 }
 
@@ -529,10 +501,7 @@ TEST_CASE("saving the fixture reproduces transformers' files byte for byte", "[m
   auto fixture = fixture_dir(shared);
   LlamaModel model = load_fixture(fixture);
   auto dir = test::temp_dir("model-save-bytes");
-  auto bytes = [](const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
+  auto bytes = [](const fs::path& path) { return test::read_file(path); };
   // The fixture was written by save_pretrained (max_shard_size="100KB" for the sharded copy).
   save_hf_model(model, (dir / "single").string());
   save_hf_model(model, (dir / "sharded").string(), 100'000);

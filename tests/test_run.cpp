@@ -1,5 +1,4 @@
-// run: the run folder's layout (the names every stage writes), timings.json
-// (stage times in the order they finished, across runs) and the run folder's
+// run: the run folder's layout (the names every stage writes) and the run folder's
 // lock (a second process refused naming host and pid; a killed holder's lock
 // taken over).
 #include <catch2/catch.hpp>
@@ -16,7 +15,6 @@
 #include "metareuse/core/error.h"
 #include "metareuse/run/layout.h"
 #include "metareuse/run/lock.h"
-#include "metareuse/run/timings.h"
 #include "test_support.h"
 
 namespace metareuse {
@@ -40,26 +38,6 @@ TEST_CASE("the run folder names its files in one place", "[run][unit]") {
   CHECK(layout.checkpoint_folder(config) == "/tmp/out/checkpoints");
   config.set("checkpoint.dir", "/scratch/ckpt");
   CHECK(layout.checkpoint_folder(config) == "/scratch/ckpt");
-}
-
-TEST_CASE("timings.json keeps each stage's last time and the order stages finished in", "[run][unit]") {
-  auto dir = test::temp_dir("run-timings");
-  const std::string path = (dir / "timings.json").string();
-  CHECK_FALSE(read_timings(path).found);
-  Timings timings;
-  timings.record("patterns", 1.5, "2025-01-01T00:00:00Z");
-  timings.record("augment", 2.0, "2025-01-01T00:00:02Z");
-  write_timings(timings, path);
-  TimingsFile read = read_timings(path);
-  REQUIRE(read.found);
-  CHECK(read.timings.stages.at("patterns").sequence == 1);
-  CHECK(read.timings.stages.at("augment").seconds == 2.0);
-  // Run again: the stage's entry is replaced and comes after every other one.
-  read.timings.record("patterns", 3.0, "2025-01-02T00:00:00Z");
-  CHECK(read.timings.stages.at("patterns").sequence == 3);
-  CHECK(read.timings.stages.at("patterns").finished == "2025-01-02T00:00:00Z");
-  std::ofstream(dir / "bad.json") << R"({"stages": [1, 2]})";
-  CHECK_FALSE(read_timings((dir / "bad.json").string()).found);
 }
 
 TEST_CASE("one run folder, one job: a second process is refused naming host and pid, a dead one's lock is taken over",

@@ -20,11 +20,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 // Writes a file by hand: 8-byte length, `header` as given, then `data`.
 void write_raw(const fs::path& path, const std::string& header, const std::string& data) {
   std::ofstream out(path, std::ios::binary);
@@ -34,7 +29,7 @@ void write_raw(const fs::path& path, const std::string& header, const std::strin
 }
 
 nlohmann::json header_of(const fs::path& path) {
-  std::string bytes = read_bytes(path);
+  std::string bytes = metareuse::test::read_file(path);
   std::uint64_t length = 0;
   std::memcpy(&length, bytes.data(), 8);
   return nlohmann::json::parse(bytes.substr(8, length));
@@ -57,7 +52,7 @@ TEST_CASE("safetensors round trip keeps names, shapes, dtypes and bytes", "[safe
 
   // The layout the reference implementation writes: 8-byte-aligned header,
   // format "pt", contiguous non-overlapping offsets starting at 0.
-  std::string bytes = read_bytes(file);
+  std::string bytes = metareuse::test::read_file(file);
   std::uint64_t header_length = 0;
   std::memcpy(&header_length, bytes.data(), 8);
   CHECK(header_length % 8 == 0);
@@ -116,7 +111,7 @@ TEST_CASE("malformed safetensors files give errors naming tensor and file", "[sa
   torch::Tensor b = torch::arange(16, torch::kFloat32).view({4, 4});
   const fs::path good = dir / "good.safetensors";
   metareuse::write_safetensors(good.string(), {{"first", a}, {"second", b}});
-  const std::string bytes = read_bytes(good);
+  const std::string bytes = metareuse::test::read_file(good);
 
   SECTION("a file cut in the middle of its data is reported as truncated, naming the cut tensor") {
     const fs::path cut = dir / "cut.safetensors";
@@ -170,7 +165,7 @@ TEST_CASE("sharded checkpoints are written with an index and read back", "[safet
   auto written = metareuse::write_safetensors_checkpoint(dir.string(), tensors, 900);
   CHECK(written == std::vector<std::string>{"model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
                                             "model-00003-of-00003.safetensors", "model.safetensors.index.json"});
-  auto index = nlohmann::json::parse(read_bytes(dir / "model.safetensors.index.json"));
+  auto index = nlohmann::json::parse(metareuse::test::read_file(dir / "model.safetensors.index.json"));
   CHECK(index["metadata"]["total_size"] == 2000);
   CHECK(index["weight_map"]["t4"] == "model-00003-of-00003.safetensors");
   SafetensorsCheckpoint checkpoint(dir.string());

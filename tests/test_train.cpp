@@ -9,7 +9,9 @@
 //      fixture's fp16 trajectory stays within 2e-2 of fp32 over 20 steps, an
 //      overflow on one rank skips the step on every rank and lowers the scale,
 //      and the bad-step rule at the minimum scale;
-//   5. the host waits per optimizer step do not grow with layers or micro-steps.
+//   5. the host waits per optimizer step do not grow with layers or micro-steps;
+//   6. recompute on and off: the fixture's logits, loss and every gradient
+//      (transformers), and bit-identical gradients to each other.
 #include "torch_catch.h"
 
 #include <signal.h>
@@ -29,6 +31,7 @@
 #include "metareuse/parallel/sharded_llama.h"
 #include "fixture_training.h"
 #include "sync_counter.h"
+#include "tensor_compare.h"  // relative_error
 #include "test_support.h"
 
 using namespace metareuse;
@@ -261,6 +264,90 @@ TEST_CASE("recompute never and always give the same losses", "[train][recompute]
     CHECK(std::abs(always[s] - never[s]) <= 1e-5 * std::abs(always[s]));
   }
   CHECK(always.back() < always.front());
+}
+
+// The recompute is training's (ShardedModel::set_recompute); with it on and
+// off, the sharded forward and backward replay transformers' logits, loss and
+// every gradient of ../shared/fixtures/hf_tiny_llama32 (reference.safetensors,
+// computed in float64 and stored as fp32), with test_model's tolerances:
+// fp32 rounding is ~1e-7 relative per op, so 1e-5 on logits and loss and 1e-4
+// on gradients leave a margin of 10-100x.
+TEST_CASE("with recompute on and off, logits, loss and every gradient match transformers", "[train][recompute]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  const std::string fixture = shared + "/fixtures/hf_tiny_llama32";
+  Communicator& comm = test::runtime().world();
+  auto source = open_model_source(fixture);
+  auto parameters = named_parameters(load_model(*source));
+  SafetensorsFile reference(fixture + "/reference.safetensors");
+  torch::Tensor ids = reference.tensor("input_ids");  // (2, 24)
+  const double reference_loss = reference.tensor("loss").item<double>();
+
+  for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
+    for (bool recompute : {false, true}) {
+      INFO("attention " << attention_name(attention) << ", recompute " << recompute << " at " << comm.size()
+                        << " ranks");
+      LlamaConfig config = source->config();
+      config.attention = attention;
+      ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
+      model.sharded().set_recompute(recompute);
+      model.load_full(parameters);
+      const double logits_error = test::relative_error(model.logits(ids), reference.tensor("logits"));
+      INFO("logits relative error " << logits_error);
+      CHECK(logits_error <= 1e-5);
+      const double loss = model.forward_backward(TrainBatch{ids, next_token_targets(ids)}, 1, 1.0);
+      CHECK(std::abs(loss - reference_loss) <= 1e-5 * std::abs(reference_loss));
+
+      std::map<std::string, torch::Tensor> gradients;
+      std::size_t parameter_count = 0;
+      for (std::size_t u = 0; u < model.sharded().size(); ++u) {
+        ShardedUnit& unit = model.sharded().unit(u);
+        for (auto& [name, view] : unit.views(unit.gather_shard(unit.grad()))) gradients.emplace(name, view);
+        parameter_count += unit.layout().parameters.size();
+      }
+      std::size_t compared = 0;
+      for (const auto& name : reference.names()) {
+        if (name.rfind("grad.", 0) != 0) continue;
+        const std::string parameter = name.substr(5);
+        REQUIRE(gradients.count(parameter) == 1);
+        const double error = test::relative_error(gradients.at(parameter), reference.tensor(name));
+        INFO(parameter << " gradient relative error " << error);
+        CHECK(error <= 1e-4);
+        ++compared;
+      }
+      // Every parameter has a reference gradient (the tied embedding's includes the head's share).
+      CHECK(compared == parameter_count);
+    }
+  }
+}
+
+TEST_CASE("recompute gives the same gradients as keeping the graph", "[train][recompute]") {
+  Communicator& comm = test::runtime().world();
+  for (bool tied : {true, false}) {
+    INFO("tied " << tied << " at " << comm.size() << " ranks");
+    LlamaConfig config = LlamaConfig::preset("debug-tiny");
+    config.tie_word_embeddings = tied;
+    LlamaModel initial(config);
+    initial.init_weights(7);
+    auto parameters = named_parameters(initial);
+    torch::Generator generator = at::detail::createCPUGenerator(13);
+    torch::Tensor ids = torch::randint(0, config.vocab_size, {2, 12}, generator, torch::kInt64);
+    std::vector<torch::Tensor> kept;
+    for (bool recompute : {false, true}) {
+      ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
+      model.sharded().set_recompute(recompute);
+      model.load_full(parameters);
+      model.forward_backward(TrainBatch{ids, next_token_targets(ids)}, 1, 1.0);
+      std::vector<torch::Tensor> grads = gathered_grads(model);
+      for (std::size_t u = 0; u < grads.size(); ++u) {
+        if (!recompute) {
+          kept.push_back(grads[u]);
+        } else {
+          // The recompute runs the same ops on the same inputs.
+          CHECK(torch::equal(grads[u], kept[u]));
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("TrainState round-trips the checkpoint metadata and names a missing key and a changed identity",

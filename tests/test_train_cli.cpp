@@ -22,6 +22,7 @@
 
 using metareuse::test::run_metareuse;
 using metareuse::test::run_metareuse_mpi;
+using metareuse::test::read_file;
 using metareuse::test::run_shell;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
@@ -422,11 +423,6 @@ std::map<std::string, std::pair<std::uintmax_t, fs::file_time_type>> folder_stat
   return state;
 }
 
-std::string file_text(const fs::path& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
 TEST_CASE("resume continues with the same options or a longer plan, and refuses changed training options",
           "[train][e2e]") {
   fs::path run = metareuse::test::temp_dir("resume-options");
@@ -445,7 +441,7 @@ TEST_CASE("resume continues with the same options or a longer plan, and refuses 
 
   // train_args trains with lr 3e-3: another lr is another training, refused before anything is written.
   const auto checkpoints = folder_state(run / "checkpoints");
-  const std::string resolved = file_text(run / "config.resolved.json");
+  const std::string resolved = read_file(run / "config.resolved.json");
   auto other_lr = run_metareuse(train_args(run, "--set train.max_steps=4 --set train.lr=1e-3 --resume auto"));
   INFO(other_lr.output);
   CHECK(other_lr.status == 1);
@@ -454,7 +450,7 @@ TEST_CASE("resume continues with the same options or a longer plan, and refuses 
                                   Contains("--set run.name=") && !Contains("train.max_steps is"));
   CHECK(folder_state(run / "checkpoints") == checkpoints);
   CHECK(losses_of(run).size() == 3);
-  CHECK(file_text(run / "config.resolved.json") == resolved);
+  CHECK(read_file(run / "config.resolved.json") == resolved);
 }
 
 // config.resolved.json is the config a training really used: `train --config`
@@ -463,7 +459,7 @@ TEST_CASE("config.resolved.json is written once training starts, never by a refu
   fs::path run = metareuse::test::temp_dir("resolved-config");
   REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
   const fs::path resolved = run / "config.resolved.json";
-  const std::string written = file_text(resolved);
+  const std::string written = read_file(resolved);
   CHECK_THAT(written, Contains("\"max_steps\": 2"));
 
   // train.micro_batch larger than train.global_batch fails validation, before training starts.
@@ -471,20 +467,20 @@ TEST_CASE("config.resolved.json is written once training starts, never by a refu
   INFO(refused.output);
   CHECK(refused.status == 1);
   CHECK_THAT(refused.output, Contains("train.micro_batch 64 is larger than train.global_batch"));
-  CHECK(file_text(resolved) == written);
+  CHECK(read_file(resolved) == written);
   // Where libtorch sees no GPU, train.device=cuda fails before training starts (on a GPU it trains).
   auto cuda = run_metareuse("train --config " + resolved.string() + " --set train.device=cuda");
   INFO(cuda.output);
   if (cuda.status != 0) {
     CHECK_THAT(cuda.output, Contains("train.device=cuda"));
-    CHECK(file_text(resolved) == written);
+    CHECK(read_file(resolved) == written);
   }
 
   // The file records how the training that ran was started.
   auto again = run_metareuse("train --config " + resolved.string() + " --resume auto");
   INFO(again.output);
   CHECK(again.status == 0);
-  CHECK_THAT(file_text(resolved), Contains("\"resume\": \"auto\""));
+  CHECK_THAT(read_file(resolved), Contains("\"resume\": \"auto\""));
 }
 
 TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[train][e2e]") {
@@ -529,10 +525,7 @@ TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[
   INFO(from_checkpoint.output << from_export.output);
   REQUIRE(from_checkpoint.status == 0);
   REQUIRE(from_export.status == 0);
-  auto bytes = [](const fs::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
+  auto bytes = [](const fs::path& file) { return read_file(file); };
   CHECK(bytes(run / "a.safetensors").size() > 6 * 400 * 4);
   CHECK(bytes(run / "a.safetensors") == bytes(run / "b.safetensors"));  // identical logits and loss
 
@@ -607,7 +600,7 @@ TEST_CASE("a rank killed with SIGKILL ends the job and the last checkpoint still
   CHECK_THAT(resumed.output, Contains("resumed from"));
 }
 
-// ---- Ranks matter (#18): the run-folder lock and the stop signals at 2 ranks.
+// ---- Ranks matter: the run-folder lock and the stop signals at 2 ranks.
 
 TEST_CASE("at 2 ranks a second job on the run folder fails at once naming host and pid, the first goes on",
           "[train][e2e][mpi]") {

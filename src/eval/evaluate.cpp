@@ -35,12 +35,8 @@ std::vector<Generation> generate_answers(const LlamaModel& model, const std::vec
     }
     prompts64.emplace_back(prompt.begin(), prompt.end());
   }
-  GenerationOptions generation;
-  generation.max_new_tokens = options.max_new_tokens;
-  generation.greedy = options.greedy;
-  generation.temperature = options.temperature;
-  generation.top_p = options.top_p;
-  generation.seed = options.seed;
+  GenerationOptions generation = options;  // the decoding
+  generation.batch_size = 0;               // the caller's batch, decoded at once
   generation.stop_ids.assign(stops.begin(), stops.end());
   // The question index seeds each answer's sampling, so an answer does not depend on its batch or rank.
   std::vector<std::uint64_t> sequence_ids(question_indices.begin(), question_indices.end());

@@ -18,10 +18,10 @@
 #include "report_svg.h"
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
+#include "metareuse/core/stage_timings.h"  // timings.json
 #include "metareuse/core/timing.h"
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/patterns/handbook.h"
-#include "metareuse/run/timings.h"
 #include "metareuse/train/metrics.h"
 
 namespace metareuse {

@@ -542,18 +542,10 @@ torch::Tensor LlamaModel::forward_with(const torch::Tensor& input_ids, const Doc
   }
   const std::int64_t T = input_ids.size(1);
   const torch::Tensor ids = input_ids.to(device());
-  const bool recompute = checkpointing_ && cache == nullptr && torch::GradMode::is_enabled();
-  // Unit u runs on its own leaf buffer; decoder layers go through the
-  // recompute Function when checkpointing (the flat gradient returns to the leaf).
-  // One precision throughout (the weights' own), so `precision` changes nothing here.
-  UnitRunner run = [this, recompute](std::size_t u, const torch::Tensor& input, UnitFn fn, UnitPrecision) {
-    const torch::Tensor& flat = flat_[u];
-    if (!recompute || units_[u].kind != UnitKind::kDecoderLayer) return fn(input, flat);
-    auto call = c10::make_intrusive<UnitCall>();
-    call->gather = [flat] { return flat.detach(); };
-    call->fn = std::move(fn);
-    call->deliver_grad = [](const torch::Tensor& flat_grad) { return flat_grad; };
-    return run_unit_call(input, flat, call);
+  // Unit u runs on its own leaf buffer, in one precision throughout (the
+  // weights' own), so `precision` changes nothing here.
+  UnitRunner run = [this](std::size_t u, const torch::Tensor& input, UnitFn fn, UnitPrecision) {
+    return fn(input, flat_[u]);
   };
   torch::Tensor hidden =
       llama_trunk_forward(config_, units_, inv_freq_, run, ids, documents, padding, dtype(), cache);  // (B, T, C)

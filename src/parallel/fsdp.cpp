@@ -4,6 +4,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/tensor_comm.h"
+#include "unit_call.h"  // UnitCall, run_unit_call: the one recompute Function
 
 namespace metareuse {
 

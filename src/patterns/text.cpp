@@ -1,5 +1,9 @@
 #include "metareuse/patterns/text.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>  // _mm_cmpeq_epi8, _mm_movemask_epi8
+#endif
+
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -25,6 +29,30 @@ constexpr std::string_view kStopWords[] = {
     "am"};
 
 }  // namespace
+
+std::size_t next_sentence_mark(std::string_view text, std::size_t from) {
+  const char* data = text.data();
+  const std::size_t size = text.size();
+  std::size_t i = from;
+#if defined(__SSE2__)
+  const __m128i newline = _mm_set1_epi8('\n');
+  const __m128i dot = _mm_set1_epi8('.');
+  const __m128i bang = _mm_set1_epi8('!');
+  const __m128i question = _mm_set1_epi8('?');
+  for (; i + 16 <= size; i += 16) {
+    __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+    __m128i marks = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(block, newline), _mm_cmpeq_epi8(block, dot)),
+                                 _mm_or_si128(_mm_cmpeq_epi8(block, bang), _mm_cmpeq_epi8(block, question)));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(marks));
+    if (mask != 0) return i + static_cast<std::size_t>(__builtin_ctz(mask));
+  }
+#endif
+  for (; i < size; ++i) {
+    const char c = data[i];
+    if (c == '\n' || c == '.' || c == '!' || c == '?') return i;
+  }
+  return size;
+}
 
 std::size_t code_point_count(std::string_view text) {
   std::size_t count = 0;

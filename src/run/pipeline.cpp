@@ -20,6 +20,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/log.h"
+#include "metareuse/core/stage_timings.h"  // Timings: timings.json
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
@@ -31,7 +32,6 @@
 #include "metareuse/run/lock.h"
 #include "metareuse/run/resolve.h"
 #include "metareuse/run/run_report.h"
-#include "metareuse/run/timings.h"
 #include "metareuse/tokenizer/sentencepiece.h"  // the run's own tokenizer
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/core/stop_signals.h"  // a signal a stage caught in its last round

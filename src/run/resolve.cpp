@@ -98,18 +98,28 @@ void read_retrieval(const Config& config, std::string& mode, std::size_t& top_k,
   bm25_b = config.get_number("augment.bm25_b");
 }
 
-// A model answering questions (eval, distill): the template and seed of the
-// run, the decoding of `section` (its max_new_tokens, batch_size, greedy,
-// temperature, top_p).
-EvalOptions answering_options(const Config& config, const std::string& section) {
-  EvalOptions options;
-  options.template_name = config.get_string("tokenizer.template");
+// The decoding of `section` (generate, eval, distill): its max_new_tokens,
+// batch_size, temperature and top_p, seeded by run.seed. Greedy is the
+// section's own switch where it has one (eval.greedy, distill.greedy), else a
+// temperature of 0 (generate's --greedy).
+GenerationOptions decoding_options(const Config& config, const std::string& section) {
+  GenerationOptions options;
   options.max_new_tokens = config.get_int(section + ".max_new_tokens");
   options.batch_size = config.get_int(section + ".batch_size");
-  options.greedy = config.get_bool(section + ".greedy");
   options.temperature = config.get_number(section + ".temperature");
+  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
+                                                                    : options.temperature == 0.0;
   options.top_p = config.get_number(section + ".top_p");
   options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
+// A model answering questions (eval, distill): the decoding of `section` and
+// the run's template.
+EvalOptions answering_options(const Config& config, const std::string& section) {
+  EvalOptions options;
+  static_cast<GenerationOptions&>(options) = decoding_options(config, section);
+  options.template_name = config.get_string("tokenizer.template");
   return options;
 }
 
@@ -334,16 +344,9 @@ GenerateTextOptions generate_text_options(const Config& config) {
   options.prompt = config.get_string("generate.prompt");
   options.prompts_file = config.get_string("generate.prompts");
   options.chat = config.get_bool("generate.chat");
-  GenerationOptions& generation = options.generation;
-  generation.max_new_tokens = config.get_int("generate.max_new_tokens");
-  const double temperature = config.get_number("generate.temperature");
-  generation.greedy = temperature == 0.0;
-  generation.temperature = generation.greedy ? 1.0 : temperature;
-  generation.top_p = config.get_number("generate.top_p");
-  generation.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  generation.stop_on_eos = config.get_bool("generate.stop_on_eos");
-  generation.use_cache = config.get_bool("generate.use_cache");
-  generation.batch_size = config.get_int("generate.batch_size");
+  options.generation = decoding_options(config, "generate");
+  options.generation.stop_on_eos = config.get_bool("generate.stop_on_eos");
+  options.generation.use_cache = config.get_bool("generate.use_cache");
   check_generate_text_options(options);
   return options;
 }

@@ -19,7 +19,7 @@ LogLevel parse_log_level(const std::string& name);
 // known, or once the config has been read).
 void log_init(int rank, int world_size, LogLevel level = LogLevel::kInfo, bool all_ranks = false);
 
-// The logger; usable before init() (then it is "rank 0/1" at info level).
+// The logger; usable before log_init() (then it is "rank 0/1" at info level).
 spdlog::logger& logger();
 
 template <typename... Args>

@@ -7,21 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "metareuse/model/generation_options.h"  // GenerationOptions
 #include "metareuse/model/llama.h"
 
 namespace metareuse {
-
-struct GenerationOptions {
-  std::int64_t max_new_tokens = 16;
-  bool greedy = true;          // argmax; otherwise sample
-  double temperature = 1.0;    // sampling only; > 0
-  double top_p = 1.0;          // sampling only; in (0, 1]: smallest set of tokens with this much probability
-  std::uint64_t seed = 0;      // sampling only: the same seed gives the same tokens
-  bool stop_on_eos = false;    // stop after emitting one of the config's eos ids
-  std::vector<std::int64_t> stop_ids;  // stop when one of these is picked (it ends `stop`, not `ids`)
-  bool use_cache = true;       // false: run the whole sequence again for every token (benchmark baseline)
-  std::int64_t batch_size = 0; // generate_batch: prompts decoded together, in file order; 0: all at once
-};
 
 // Picks the next token from one row of logits (V,). Greedy takes the first
 // maximum (as torch.argmax). Sampling draws from softmax(logits / temperature)

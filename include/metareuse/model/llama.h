@@ -1,6 +1,6 @@
 // Llama 3.x in libtorch, computing what Hugging Face transformers'
 // LlamaForCausalLM computes (eager attention), with Hugging Face parameter
-// names, a KV cache, and per-layer activation checkpointing.
+// names and a KV cache.
 //
 // Dimensions, used in the shape comments:
 //   B batch, T new tokens, S tokens attended to (past + T), C hidden_size,
@@ -19,8 +19,8 @@
 //   free(flat);
 //
 // and wrap each call in the one torch::autograd::Function that gathers again
-// and recomputes in backward (model/unit_call.h; LlamaModel's checkpointing
-// and the sharding engine both use it). The order of calls (llama_trunk_forward) is:
+// and recomputes in backward (the sharding engine's, parallel/fsdp.h: training's
+// one recompute rule). The order of calls (llama_trunk_forward) is:
 //   embedding_forward(units[0]) -> decoder_layer_forward(units[1..L]) ->
 //   final_norm_forward(units[L+1]) -> head_forward(units[0]).
 // Gradients w.r.t. a flat buffer come back as one flat tensor of the same
@@ -36,7 +36,6 @@
 #include <vector>
 
 #include "metareuse/model/config.h"
-#include "metareuse/model/unit_call.h"  // UnitFn, the recompute Function
 
 namespace metareuse {
 
@@ -139,6 +138,10 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
 std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, const torch::Tensor& values);
 
 // ------------------------------------------------- functional unit forwards ----
+
+// What a unit computes: output = fn(input, flat), where `flat` is the unit's
+// 1-D parameter buffer (the forwards below, closed over their other inputs).
+using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
 
 // Views of `flat` (the unit's 1-D buffer), one per parameter in layout order, each with its shape.
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat);
@@ -254,12 +257,6 @@ class LlamaModel {
   torch::Tensor gradient(const std::string& name) const;
   void zero_grad();
 
-  // Recompute each decoder layer in backward instead of keeping its activations.
-  // (The recorded graph points at this object's config and layouts: do not
-  // move the model between forward and backward.)
-  void set_activation_checkpointing(bool enabled) { checkpointing_ = enabled; }
-  bool activation_checkpointing() const { return checkpointing_; }
-
   const torch::Tensor& inv_freq() const { return inv_freq_; }  // (D/2,) fp32
 
   // Which attention kernel the next forward uses (the weights do not change).
@@ -286,7 +283,6 @@ class LlamaModel {
   std::vector<UnitLayout> units_;
   std::vector<torch::Tensor> flat_;  // per unit, 1-D
   torch::Tensor inv_freq_;
-  bool checkpointing_ = false;
 };
 
 }  // namespace metareuse

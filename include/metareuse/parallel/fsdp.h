@@ -32,10 +32,12 @@
 #include <vector>
 
 #include "metareuse/distributed/communicator.h"
-#include "metareuse/model/config.h"     // UnitLayout
-#include "metareuse/model/unit_call.h"  // UnitFn, UnitCall: the one recompute Function
+#include "metareuse/model/config.h"  // UnitLayout
+#include "metareuse/model/llama.h"   // UnitFn
 
 namespace metareuse {
+
+struct UnitCall;  // unit_call.h: one unit's call, kept until backward
 
 // State kept per unit in the shape of that unit's shard, beside the master
 // weights: one fp32 tensor (shard_numel,) per unit, saved in checkpoints under
@@ -48,7 +50,7 @@ struct ShardState {
 
 // Full (gathered) parameters of one unit, by name; views into one flat buffer.
 using ParamViews = std::map<std::string, torch::Tensor>;
-// What a unit computes is a UnitFn (model/unit_call.h): output = fn(input,
+// What a unit computes is a UnitFn (model/llama.h): output = fn(input,
 // flat), where `flat` is the unit's gathered flat buffer [padded_numel]
 // (ShardedUnit::views() gives shaped views by name). Extra inputs (labels,
 // positions, masks) are captured by the closure.
@@ -106,8 +108,8 @@ class ShardedModel {
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
 
   // Runs unit `index` on `input`. With grad mode on, the call joins the
-  // autograd graph through run_unit_call (model/unit_call.h), whose backward
-  // reduce-scatters the unit's gradient; with recompute on (the default) it
+  // autograd graph through run_unit_call (src/parallel/unit_call.h), whose
+  // backward reduce-scatters the unit's gradient; with recompute on (the default) it
   // gathers again and recomputes in backward, with it off it keeps the
   // gathered buffer and the unit's graph until backward. With grad mode off
   // (eval), it just gathers, runs and frees. A unit may run several times per
@@ -115,7 +117,7 @@ class ShardedModel {
   // `dtype` is the precision the unit is gathered in (default: the compute dtype).
   torch::Tensor run(std::size_t index, const torch::Tensor& input, UnitFn fn,
                     std::optional<torch::ScalarType> dtype = std::nullopt);
-  // train.recompute, as the memory plan decided it (train/trainer.h: plan_memory).
+  // train.recompute, as the memory plan decided it (train/memory_plan.h: plan_memory).
   void set_recompute(bool enabled) { recompute_ = enabled; }
   bool recompute() const { return recompute_; }
 

@@ -10,10 +10,7 @@
 // normalised text: the characters either side are not ASCII letters or digits.
 #pragma once
 
-#if defined(__SSE2__)
-#include <emmintrin.h>  // _mm_cmpeq_epi8, _mm_movemask_epi8
-#endif
-
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -29,6 +26,11 @@ inline bool is_seed_space(char c) {
 // Number of Unicode code points in valid UTF-8 (Python's len()).
 std::size_t code_point_count(std::string_view text);
 
+// The first '\n', '.', '!' or '?' of `text` at or after `from` (the only bytes
+// that can cut a seed sentence), or text.size() when there is none. The scan
+// looks at 16 bytes at a time (SSE2, in every x86-64).
+std::size_t next_sentence_mark(std::string_view text, std::size_t from);
+
 // The seed's sentences of `reasoning`: cut at every newline and after every
 // '.', '!' or '?' followed by white space, each stripped of ASCII white space.
 // Calls `visit(std::string_view)` for each sentence, empty ones included.
@@ -37,9 +39,6 @@ std::size_t code_point_count(std::string_view text);
 // Python's re.split(r"\n|(?<=[.!?])[ \t\n\r\f\v]+") then strip(): every cut
 // falls on white space, so cutting at each newline and at the first white
 // space after '.', '!' or '?' gives the same stripped sentences.
-//
-// Only '\n', '.', '!' and '?' can cut, so the scan looks for those four bytes
-// 16 at a time (SSE2, in every x86-64) and handles each one found in order.
 template <typename Visit>
 void split_seed_sentences(std::string_view reasoning, Visit&& visit) {
   auto emit = [&](std::size_t begin, std::size_t end) {
@@ -47,36 +46,16 @@ void split_seed_sentences(std::string_view reasoning, Visit&& visit) {
     while (end > begin && is_seed_space(reasoning[end - 1])) --end;
     visit(reasoning.substr(begin, end - begin));
   };
-  const char* data = reasoning.data();
   const std::size_t size = reasoning.size();
   std::size_t start = 0;
-  auto at_mark = [&](std::size_t i) {
-    if (data[i] == '\n') {
+  for (std::size_t i = next_sentence_mark(reasoning, 0); i < size; i = next_sentence_mark(reasoning, i + 1)) {
+    if (reasoning[i] == '\n') {
       emit(start, i);
       start = i + 1;
-    } else if (i + 1 < size && is_seed_space(data[i + 1])) {
+    } else if (i + 1 < size && is_seed_space(reasoning[i + 1])) {
       emit(start, i + 1);
       start = i + 1;  // the white space after it is stripped from the next sentence
     }
-  };
-  std::size_t i = 0;
-#if defined(__SSE2__)
-  const __m128i newline = _mm_set1_epi8('\n');
-  const __m128i dot = _mm_set1_epi8('.');
-  const __m128i bang = _mm_set1_epi8('!');
-  const __m128i question = _mm_set1_epi8('?');
-  for (; i + 16 <= size; i += 16) {
-    __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
-    __m128i marks = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(block, newline), _mm_cmpeq_epi8(block, dot)),
-                                 _mm_or_si128(_mm_cmpeq_epi8(block, bang), _mm_cmpeq_epi8(block, question)));
-    for (unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(marks)); mask != 0; mask &= mask - 1) {
-      at_mark(i + static_cast<std::size_t>(__builtin_ctz(mask)));
-    }
-  }
-#endif
-  for (; i < size; ++i) {
-    char c = data[i];
-    if (c == '\n' || c == '.' || c == '!' || c == '?') at_mark(i);
   }
   emit(start, size);
 }

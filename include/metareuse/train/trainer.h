@@ -28,7 +28,6 @@ TrainBatch train_batch_of(const PackedDataset& data, const std::vector<int64_t>&
 // The compute dtype of train.precision (fp32, bf16 or fp16).
 torch::ScalarType compute_dtype(const std::string& precision);
 
-
 // Everything training reads, typed and resolved once (run/resolve.h builds it
 // from the config; train/model_from_config.h gives the model). run_training
 // reads no config key and names no file of a run folder: every path is here.

@@ -2,6 +2,8 @@
 //   {"stages": {name: {"finished", "seconds", "sequence"}}}
 // the last time each stage ran. A skipped stage keeps its entry; "sequence"
 // counts up across runs, so the report lists the stages in the order they finished.
+// In core, below both: its writer (run/pipeline.cpp) is the top layer, its
+// reader (eval/report.cpp) a stage, and includes point down.
 #pragma once
 
 #include <nlohmann/json.hpp>  // the file format

@@ -1,4 +1,4 @@
-#include "metareuse/model/unit_call.h"
+#include "unit_call.h"
 
 #include "metareuse/core/error.h"
 

@@ -1,6 +1,6 @@
 // One call of a model unit inside a training step, and the one autograd
-// Function that runs it (used by LlamaModel's activation checkpointing and by
-// the sharding engine in parallel/fsdp.h, so there is a single recompute rule).
+// Function that runs it: the sharding engine's (fsdp.h), the single recompute
+// rule. Private to parallel/.
 //
 // A unit computes output = fn(input, flat), where `flat` is the unit's 1-D
 // parameter buffer. The call says where that buffer comes from (`gather`: the
@@ -13,16 +13,16 @@
 //   recompute = false  forward runs with grad and keeps the graph and the
 //                      gathered buffer until backward (FSDP's "reshard after
 //                      forward = false"): no second forward, more memory.
-// Both give the same gradients (test_model, test_train check it).
+// Both give the same gradients (test_train checks it).
 #pragma once
 
 #include <torch/torch.h>  // torch::Tensor, torch::CustomClassHolder, autograd
 
 #include <functional>
 
-namespace metareuse {
+#include "metareuse/model/llama.h"  // UnitFn
 
-using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
+namespace metareuse {
 
 struct UnitCall : torch::CustomClassHolder {
   std::function<torch::Tensor()> gather;  // the unit's flat buffer, in compute precision, not requiring grad

@@ -1,4 +1,5 @@
-#include "metareuse/run/timings.h"
+#include "metareuse/core/stage_timings.h"
+
 #include "metareuse/core/file_io.h"
 
 #include <algorithm>
