@@ -8,6 +8,7 @@ values of run.seed (model initialisation and data order; the corpus is the
 committed one) and reports the paired difference over seeds and over questions.
 
   bench/world/seeds.py run --seeds 1234 2 3 [--binary build/bin/metareuse] [--out-root runs/reuse-world-seeds]
+                           [--set KEY=VALUE ...]
   bench/world/seeds.py summarize RUN_FOLDER [RUN_FOLDER ...]
 
 `run` skips the seeds (and stages) whose outputs are up to date, so it can be
@@ -155,6 +156,8 @@ def main():
     run.add_argument("--binary", default=os.path.join(ROOT, "build", "bin", "metareuse"))
     run.add_argument("--config", default=os.path.join(ROOT, "configs", "reuse-world.json"))
     run.add_argument("--out-root", default=os.path.join(ROOT, "runs", "reuse-world-seeds"))
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a config override passed to metareuse run after the seed's own (repeatable)")
     show = sub.add_parser("summarize")
     show.add_argument("folders", nargs="+")
     a = ap.parse_args()
@@ -165,6 +168,8 @@ def main():
     for seed in a.seeds:
         folder = os.path.join(a.out_root, f"seed-{seed}")
         command = [a.binary, "run", "--config", a.config, "--set", f"run.seed={seed}", "--set", f"run.out_dir={folder}"]
+        for override in a.set:
+            command += ["--set", override]
         print("+", " ".join(command), flush=True)
         done = subprocess.run(command, cwd=ROOT)
         if done.returncode != 0:
