@@ -91,7 +91,8 @@ case "$case_name" in
       "^train: [0-9]+ s for 1 steps"
     ;;
   world_seeds)
-    # The reuse-world experiment shrunk as test_world_cli shrinks it: a 300-record world, 10 test questions, 4 steps.
+    # The reuse-world experiment shrunk as test_world_cli shrinks it (a 300-record world, 10 test questions,
+    # 4 steps). Without experiment.bc_sft: a 4-step teacher answers nothing right, which distill refuses.
     bench "$build/bin/metareuse" world --out "$work/world" --train 300 --test 10
     (cd "$src" && bench "$python" "$src/bench/world/seeds.py" run --seeds 1 --binary "$build/bin/metareuse" \
       --out-root "$work/seeds" --set "corpus.files=[\"$work/world/train.jsonl\"]" \
