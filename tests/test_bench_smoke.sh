@@ -56,10 +56,12 @@ case "$case_name" in
     expect "^\| batch \| metareuse tok/s" "^\| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x \|"
     ;;
   train_run)
-    # bench/train/run.sh with its Python peers: 2 steps (the first untimed), 1 document per step, 1 round.
+    # bench/train/run.sh with its Python peers: 2 steps (the first untimed), 1 document per step, 1 round. Every
+    # route but torch.compile's, whose compilation alone took over a minute per workload on 2 shared cores.
     need_shared datasets/gsm8k/train.jsonl tokenizers/llama3/tokenizer.json
-    PYTHON="$python" METAREUSE_BUILD_DIR="$build" METAREUSE_SHARED="$shared" bench bash "$src/bench/train/run.sh" 2 1 1
-    expect "^workload \(a\)" "^workload \(b\)" "^metareuse +1 +[0-9.]+" "^hf_packed +1 " "^compiled +1 " \
+    ROUTES="eager hf_trainer hf_packed metareuse metareuse2" PYTHON="$python" METAREUSE_BUILD_DIR="$build" \
+      METAREUSE_SHARED="$shared" bench bash "$src/bench/train/run.sh" 2 1 1
+    expect "^workload \(a\)" "^workload \(b\)" "^metareuse +1 +[0-9.]+" "^hf_trainer +1 " "^hf_packed +1 " \
       "^metareuse 2 ranks / 1 rank: "
     ;;
   bench_train)
@@ -78,14 +80,14 @@ case "$case_name" in
       "^ +29 " "^seconds: transformers autocast forward"
     ;;
   smollm2_gsm8k)
-    # One AdamW step on one 128-token row, one test question, 2 new tokens, 200 train records.
+    # One AdamW step on one packed 256-token row, one test question, 2 new tokens, 200 train records.
     need_shared datasets/gsm8k/train.jsonl datasets/gsm8k/test.jsonl
     need_smollm2
     head -n 200 "$shared/datasets/gsm8k/train.jsonl" >"$work/train.jsonl"
     bench "$python" "$src/bench/real/smollm2_gsm8k.py" --binary "$build/bin/metareuse" --out "$work/run" \
       --steps 1 --questions 1 --max-new-tokens 2 \
       --set "corpus.files=[\"$work/train.jsonl\"]" --set "eval.questions=$shared/datasets/gsm8k/test.jsonl" \
-      --set "model.path=$smollm2" --set "eval.baseline=$smollm2" --set dataset.sequence_length=128 \
+      --set "model.path=$smollm2" --set "eval.baseline=$smollm2" --set dataset.sequence_length=256 \
       --set train.global_batch=1 --set train.micro_batch=1
     expect "^model +accuracy +correct" "^before \(SmolLM2\) " "^after \(fine-tuned\) " "^eval: [0-9]+ s for 2 x 1 answers" \
       "^train: [0-9]+ s for 1 steps"
