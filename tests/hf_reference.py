@@ -15,6 +15,7 @@ what transformers computes, for the C++ test to compare with.
       generation prompt) rendered by apply_chat_template with the folder's own
       template: the text and the ids.
   hf_reference.py greedy --model DIR --gsm8k test.jsonl --count 8 --new-tokens 64 --out greedy.json
+  hf_reference.py generate --model DIR --prompt TEXT --new-tokens 48 --out generated.json
       the first questions put through the folder's chat template
       (apply_chat_template, generation prompt on) and 64 greedy new tokens.
 
@@ -140,6 +141,24 @@ def cmd_greedy(args):
         json.dump(out, f, ensure_ascii=False)
 
 
+def cmd_generate(args):
+    """Greedy generation as a transformers user gets it from the folder: its
+    chat template and its generation_config.json (eos ids, pad id), so it
+    stops where that file says."""
+    tokenizer = load_tokenizer(args.model)
+    model = load_model(args.model)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": args.prompt}], tokenize=True,
+                                           add_generation_prompt=True, return_dict=False)
+    if hasattr(prompt, "keys"):
+        prompt = prompt["input_ids"]
+    ids = torch.tensor([list(prompt)], dtype=torch.int64)
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=args.new_tokens, do_sample=False)
+    with open(args.out, "w", encoding="utf-8") as f:
+        json.dump({"prompt": ids[0].tolist(), "new": generated[0, ids.shape[1]:].tolist(),
+                   "eos_token_id": model.generation_config.eos_token_id}, f)
+
+
 def conversations():
     """20 conversations: system or not, 1-6 turns, awkward content (spaces to
     trim, newlines, unicode, braces), ending on a user or an assistant turn."""
@@ -193,8 +212,14 @@ def main():
     greedy.add_argument("--count", type=int, default=8)
     greedy.add_argument("--new-tokens", type=int, default=64)
     greedy.add_argument("--out", required=True)
+    generate = commands.add_parser("generate")
+    generate.add_argument("--model", required=True)
+    generate.add_argument("--prompt", required=True)
+    generate.add_argument("--new-tokens", type=int, default=48)
+    generate.add_argument("--out", required=True)
     args = parser.parse_args()
-    {"tokenize": cmd_tokenize, "logits": cmd_logits, "chat": cmd_chat, "greedy": cmd_greedy}[args.command](args)
+    {"tokenize": cmd_tokenize, "logits": cmd_logits, "chat": cmd_chat, "greedy": cmd_greedy,
+     "generate": cmd_generate}[args.command](args)
     return 0
 
 

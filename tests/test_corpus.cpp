@@ -114,7 +114,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
       good(1),                                                               // 1
       R"({"question": "q", "reasoning": "unterminated)",                     // 2 malformed JSON
       R"([1, 2, 3])",                                                        // 3 not an object
-      R"({"question": "q", "solution": "1"})",                               // 4 missing reasoning
+      R"({"question": "q", "solution": "1"})",                               // 4 missing reasoning (fits no format)
       R"({"question": "q", "reasoning": 42, "solution": "1"})",              // 5 non-string field
       "{\"question\": \"q\", \"reasoning\": \"bad \xC3\x28 byte\", \"solution\": \"1\"}",  // 6 invalid UTF-8
       nul_prefix + '\0' + R"( here", "solution": "1"})",                  // 7 NUL byte
@@ -127,7 +127,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
       R"({"question": "q", "reasoning": null, "solution": "1"})",            // 14 null field
       R"("just a string")",                                                  // 15 not an object
       R"({"question": "q", "answer": "Half is 2.\n#### 2"})",                // 16 GSM8K: good
-      R"({"question": "q", "answer": "Half is 2, so 2."})",                  // 17 GSM8K without "####"
+      R"({"question": "q", "answer": "Half of it."})",                       // 17 an answer with no final answer
       R"({"question": "q", "answer": "Half is 2.\n####  "})",                // 18 GSM8K, nothing after "####"
       good(19),                                                              // 19 last line, no newline
   };
@@ -157,7 +157,8 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
   std::vector<std::string> expected = {
       path + ":2: malformed JSON",
       path + ":3: the JSON value is an array, not an object",
-      path + ":4: missing field \"reasoning\" (or GSM8K's \"answer\")",
+      path + ":4: looks like seed or question/answer (has \"question\"), but has neither \"reasoning\" nor \"answer\" "
+             "beside \"solution\"",
       path + ":5: field \"reasoning\" is a number, not a string",
       path + ":6: invalid UTF-8",
       path + ":7: NUL byte at column " + std::to_string(nul_prefix.size() + 1),
@@ -165,7 +166,7 @@ TEST_CASE("bad input: each case is reported as file:line: reason and skipped, go
       path + ":12: JSON nested deeper than 64 levels",
       path + ":14: field \"reasoning\" is null, not a string",
       path + ":15: the JSON value is a string, not an object",
-      path + ":17: field \"answer\" has no \"#### <final answer>\"",
+      path + ":17: field \"answer\" states no final answer (no \"####\", \\boxed{} or number)",
       path + ":18: field \"answer\" has no \"#### <final answer>\"",
   };
   REQUIRE(result.reports.size() == expected.size());
@@ -261,6 +262,142 @@ TEST_CASE("mapped field names: AQuA-style rationale as the reasoning") {
   CHECK(result.stats.records == 1);
   REQUIRE(result.reasonings.size() == 1);
   CHECK(result.reasonings[0] == "Because.|A");
+}
+
+namespace {
+
+// A record as read, in one string: format | rule | question | reasoning | answer.
+std::string describe(const Record& record) {
+  return fmt::format("{}|{}|{}|{}|{}", record_format_name(record.format), answer_rule_name(record.answer_rule),
+                     record.question, record.reasoning, record.solution);
+}
+
+struct FileRead {
+  std::vector<std::string> records;
+  std::vector<std::string> bad;  // "line: why"
+};
+
+FileRead read_file(const std::string& path, const ReadOptions& options = {}) {
+  FileRead read;
+  read_file_records(
+      path, options,
+      [&](const Record& record) {
+        read.records.push_back(describe(record));
+        return true;
+      },
+      [&](std::uint64_t line, const std::string& why) { read.bad.push_back(fmt::format("{}: {}", line, why)); });
+  return read;
+}
+
+}  // namespace
+
+TEST_CASE("each record format is read into question, reasoning and final answer by one rule") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-formats");
+  const std::string path = (dir / "formats.jsonl").string();
+  if (world.rank() == 0) {
+    test::write_file(
+        path,
+        // messages: the last user turn before the final assistant turn; system turns ignored
+        R"({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "first?"},)"
+        R"( {"role": "assistant", "content": "1"}, {"role": "user", "content": "2+3?"},)"
+        R"( {"role": "assistant", "content": "2 plus 3 is 5.\n#### 5"}]})" "\n"
+        // seed, with a numeric solution
+        R"({"question": "4+4?", "reasoning": "4 and 4 is 8.", "solution": 8})" "\n"
+        // GSM8K
+        R"({"question": "6/2?", "answer": "Half of 6 is 3.\n#### 3"})" "\n"
+        // MATH, nested braces in the box
+        R"({"problem": "1/2 of 1?", "solution": "It is $\\boxed{\\frac{1}{2}}$."})" "\n"
+        // prompt/completion, no marker: the last number
+        R"({"prompt": "3*3?", "completion": "3 times 3 makes 9 apples."})" "\n"
+        // prompt/completion with a box
+        R"({"prompt": "2*5?", "completion": "So \\boxed{10}."})" "\n"
+        // conversational prompt/completion (TRL)
+        R"({"prompt": [{"role": "user", "content": "7-2?"}], "completion": [{"role": "assistant", "content": "-5 no, 5."}]})" "\n");
+  }
+  world.barrier();
+  FileRead read = read_file(path);
+  CHECK(read.bad.empty());
+  const std::vector<std::string> expected = {
+      "messages|####|2+3?|2 plus 3 is 5.\n|5",
+      "seed|####|4+4?|4 and 4 is 8.|8",
+      "question/answer|####|6/2?|Half of 6 is 3.\n|3",
+      "problem/solution|\\boxed{}|1/2 of 1?|It is $\\boxed{\\frac{1}{2}}$.|\\frac{1}{2}",
+      "prompt/completion|last number|3*3?|3 times 3 makes 9 apples.|9",
+      "prompt/completion|\\boxed{}|2*5?|So \\boxed{10}.|10",
+      "prompt/completion|last number|7-2?|-5 no, 5.|5",
+  };
+  CHECK(read.records == expected);
+
+  // The collective reader reads them the same way (same rule, any rank count).
+  ReadResult all = read_all({path});
+  CHECK(all.stats.records == expected.size());
+  CHECK(all.stats.bad_lines == 0);
+}
+
+TEST_CASE("a record that fits no format is one line naming the format it looks like") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-format-errors");
+  const std::string path = (dir / "wrong.jsonl").string();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"messages": [{"role": "user", "content": "2+3?"}]})", "looks like messages, but has no assistant turn"},
+      {R"({"messages": [{"role": "assistant", "content": "5"}]})",
+       "looks like messages, but has no user turn before its last assistant turn"},
+      {R"({"messages": "hello"})", "looks like messages, but \"messages\" is a string, not a list of"},
+      {R"({"messages": [{"role": "user"}, {"role": "assistant", "content": "5"}]})",
+       "looks like messages, but its turn 1 has no \"content\""},
+      {R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "no idea"}]})",
+       "the last assistant turn states no final answer"},
+      {R"({"question": "q", "reasoning": "r"})", "looks like seed (has \"question\" and \"reasoning\"), but has no \"solution\""},
+      {R"({"problem": "p"})", "looks like problem/solution (has \"problem\"), but has no \"solution\""},
+      {R"({"problem": "p", "solution": "It is 5."})", "looks like problem/solution, but \"solution\" has no \\boxed{} answer"},
+      {R"({"problem": "p", "solution": "\\boxed{5"})", "looks like problem/solution, but \"solution\" has no \\boxed{} answer"},
+      {R"({"prompt": "p"})", "looks like prompt/completion (has \"prompt\"), but has no \"completion\""},
+      {R"({"completion": "5"})", "looks like prompt/completion (has \"completion\"), but has no \"prompt\""},
+      {R"({"prompt": "p", "completion": "#### "})", "field \"completion\" has no \"#### <final answer>\""},
+      {R"({"input": "q", "output": "5"})", "fits no record format: needs \"messages\""},
+  };
+  if (world.rank() == 0) {
+    std::string bytes;
+    for (const auto& [line, why] : cases) bytes += line + "\n";
+    test::write_file(path, bytes);
+  }
+  world.barrier();
+  FileRead read = read_file(path);
+  CHECK(read.records.empty());
+  REQUIRE(read.bad.size() == cases.size());
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    INFO(read.bad[i]);
+    CHECK(read.bad[i].rfind(fmt::format("{}: {}", i + 1, cases[i].second), 0) == 0);
+    CHECK(read.bad[i].find('\n') == std::string::npos);  // one line each
+  }
+  // The corpus reader reports them as file:line: why.
+  ReadResult all = read_all({path});
+  CHECK(all.stats.bad_lines == cases.size());
+  CHECK(std::find(all.reports.begin(), all.reports.end(),
+                  path + ":1: looks like messages, but has no assistant turn") != all.reports.end());
+
+  // corpus.fields maps the question/answer format's names.
+  ReadOptions mapped;
+  mapped.fields.question = "input";
+  mapped.fields.answer = "output";
+  if (world.rank() == 0) test::write_file(dir / "mapped.jsonl", R"({"input": "2+3?", "output": "It is 5."})" "\n");
+  world.barrier();
+  FileRead mapped_read = read_file((dir / "mapped.jsonl").string(), mapped);
+  CHECK(mapped_read.records == std::vector<std::string>{"question/answer|last number|2+3?|It is 5.|5"});
+}
+
+TEST_CASE("a JSON array file is refused in one line that says how to convert it") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "corpus-array");
+  const std::string path = (dir / "data.json").string();
+  if (world.rank() == 0) test::write_file(path, "\xEF\xBB\xBF \n[\n  " + good(1) + ",\n  " + good(2) + "\n]\n");
+  world.barrier();
+  const std::string expected = path + ": this is a JSON array; JSON Lines expected (one JSON object per line): "
+                               "convert it with `jq -c '.[]' " + path + " > " + (dir / "data.jsonl").string() + "`";
+  // Every rank refuses it, so no rank waits in a collective for another.
+  CHECK_THROWS_WITH(read_all({path}), expected);
+  CHECK_THROWS_WITH(read_file(path), expected);
 }
 
 }  // namespace metareuse

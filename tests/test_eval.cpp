@@ -1,5 +1,5 @@
-// eval: answer extraction and normalisation, reasoning steps, pattern use,
-// question files (GSM8K and seed records, bad lines), summaries, eval.json's
+// eval: answer extraction (strict by the questions' rule, flexible by the last
+// number) and normalisation, reasoning steps, pattern use, question files (every corpus format, corpus.fields, bad lines), summaries, eval.json's
 // struct, and the report page's structure. Cases are written by hand from GSM8K's answer
 // format ("... #### 72") and the seed's records (datasets/sample_reasoning.jsonl).
 // A failing generation is a tokenizer whose decode throws, on a random tiny model.
@@ -15,6 +15,7 @@
 #include "metareuse/distributed/communicator.h"  // make_loopback_communicator
 #include "metareuse/eval/evaluate.h"  // behavior_use, evaluate_questions
 #include "metareuse/eval/report.h"
+#include "metareuse/eval/run_eval.h"  // format_eval_table
 #include "metareuse/run/run_report.h"  // report_inputs_for_run
 #include "test_support.h"
 
@@ -89,6 +90,132 @@ TEST_CASE("question files: GSM8K and seed records, bad lines skipped and counted
   CHECK(set.questions[2].line == 7);
   CHECK(read_questions((dir / "q.jsonl").string(), 2).questions.size() == 2);
   CHECK_THROWS_WITH(read_questions((dir / "missing.jsonl").string()), Catch::Contains("missing.jsonl"));
+}
+
+TEST_CASE("strict and flexible accuracy side by side, on hand-written generations", "[eval][unit]") {
+  // Strict: the question's own rule; flexible: the last number (lm-evaluation-harness's two GSM8K filters).
+  struct Case {
+    const char* output;
+    const char* reference;
+    AnswerRule rule;
+    std::optional<std::string> strict_answer;
+    bool strict;
+    std::optional<std::string> flexible_answer;
+    bool flexible;
+  };
+  const std::vector<Case> cases = {
+      // GSM8K's marker written: both agree.
+      {"48/2 = 24 in May, 48+24 = 72.\n#### 72", "72", AnswerRule::kHashes, "72", true, "72", true},
+      // Right number, no marker: flexible only.
+      {"48/2 = 24 in May, so she sold 72 clips.", "72", AnswerRule::kHashes, std::nullopt, false, "72", true},
+      // Marker then more text with a number: strict keeps the marker's line, flexible takes the last number.
+      {"#### 72\nThat is 3 more than 69", "72", AnswerRule::kHashes, "72", true, "69", false},
+      // Thousands separators and a dollar sign are normalised away on both sides.
+      {"The total is $1,072.\n#### $1,072", "1072", AnswerRule::kHashes, "$1,072", true, "1,072", true},
+      // MATH: the last \boxed{} with nested braces; the last number is not the answer.
+      {"so $x = \\boxed{\\frac{1}{2}}$ for n = 3", "\\frac{1}{2}", AnswerRule::kBoxed, "\\frac{1}{2}", true, "3",
+       false},
+      {"so the answer is \\boxed{18}.", "18", AnswerRule::kBoxed, "18", true, "18", true},
+      // A negative number and a decimal point.
+      {"The change is -4.50 degrees.", "-4.5", AnswerRule::kLastNumber, "-4.50", true, "-4.50", true},
+      // No number at all.
+      {"I do not know.", "5", AnswerRule::kLastNumber, std::nullopt, false, std::nullopt, false},
+      // A wrong marked answer.
+      {"#### 71", "72", AnswerRule::kHashes, "71", false, "71", false},
+  };
+  for (const Case& c : cases) {
+    INFO(c.output);
+    const AnswerCheck check = check_answer(c.output, c.reference, c.rule);
+    CHECK(check.strict_answer == c.strict_answer);
+    CHECK(check.strict == c.strict);
+    CHECK(check.flexible_answer == c.flexible_answer);
+    CHECK(check.flexible == c.flexible);
+  }
+
+  // The summary counts both, and eval.json carries both with the rule.
+  std::vector<AnswerRecord> results(4);
+  results[0].correct = true;
+  results[0].correct_flexible = true;
+  results[1].correct_flexible = true;
+  results[2].correct_flexible = true;
+  const Summary summary = summarize(results);
+  CHECK(summary.correct == 1);
+  CHECK(summary.accuracy == 0.25);
+  CHECK(summary.correct_flexible == 3);
+  CHECK(summary.accuracy_flexible == 0.75);
+  EvalFile file;
+  file.answer_rule = "####";
+  EvalModelEntry entry;
+  entry.role = "model";
+  entry.summary = summary;
+  file.models = {entry};
+  const nlohmann::ordered_json written = file.to_json();
+  CHECK(written["answer_rule"]["strict"] == "####");
+  CHECK(written["answer_rule"]["flexible"] == "last number");
+  CHECK(written["models"]["model"]["summary"]["accuracy"] == 0.25);           // the key older readers know
+  CHECK(written["models"]["model"]["summary"]["accuracy_flexible"] == 0.75);
+  const EvalFile read = EvalFile::from_json(nlohmann::json::parse(written.dump()), "eval.json");
+  CHECK(read.answer_rule == "####");
+  CHECK(read.models[0].summary.correct_flexible == 3);
+  // An eval.json of an older build reads with no flexible figures.
+  const EvalFile old = EvalFile::from_json(
+      nlohmann::json::parse(R"({"models": {"model": {"summary": {"accuracy": 0.5, "correct": 1}}}})"), "old.json");
+  CHECK(old.models[0].summary.accuracy == 0.5);
+  CHECK(old.models[0].summary.accuracy_flexible == 0.0);
+  // The terminal table shows both columns and names the rules.
+  const std::string table = format_eval_table(file);
+  CHECK_THAT(table, Catch::Contains("accuracy") && Catch::Contains("flexible") && Catch::Contains("25.0%") &&
+                        Catch::Contains("75.0%") && Catch::Contains("the answer by ####"));
+  // answers.jsonl's line keeps both answers.
+  results[1].flexible_answer = "7";
+  CHECK(results[1].to_json()["flexible_answer"] == "7");
+  CHECK(results[1].to_json()["correct_flexible"] == true);
+  const AnswerRecord read_back = AnswerRecord::from_json(nlohmann::json::parse(results[1].to_line()));
+  CHECK(read_back.correct_flexible);
+  CHECK(read_back.flexible_answer == "7");
+}
+
+TEST_CASE("question files in every corpus format, with corpus.fields, by the corpus's rule", "[eval][unit]") {
+  fs::path dir = metareuse::test::temp_dir("eval-formats");
+  {
+    std::ofstream out(dir / "q.jsonl");
+    out << R"({"messages": [{"role": "user", "content": "2+3?"}, {"role": "assistant", "content": "It is 5.\n#### 5"}]})" "\n"
+        << R"({"problem": "Half of 1?", "solution": "$\\boxed{\\frac{1}{2}}$"})" "\n"
+        << R"({"prompt": "3*3?", "completion": "It makes 9."})" "\n"
+        << R"({"messages": [{"role": "user", "content": "no answer"}]})" "\n";  // no assistant turn: skipped
+  }
+  QuestionSet set = read_questions((dir / "q.jsonl").string());
+  REQUIRE(set.questions.size() == 3);
+  CHECK(set.bad_records == 1);
+  CHECK(set.questions[0].question == "2+3?");
+  CHECK(set.questions[0].reference == "5");
+  CHECK(set.questions[0].answer_rule == AnswerRule::kHashes);
+  CHECK(set.questions[1].reference == "\\frac{1}{2}");
+  CHECK(set.questions[1].answer_rule == AnswerRule::kBoxed);
+  CHECK(set.questions[2].reference == "9");
+  CHECK(set.questions[2].answer_rule == AnswerRule::kLastNumber);
+  CHECK(answer_rules_of(set.questions) == "####, \\boxed{}, last number");
+
+  // corpus.fields: the names training reads are the names eval reads.
+  {
+    std::ofstream out(dir / "mapped.jsonl");
+    out << R"({"input": "4+4?", "output": "4 and 4 make 8.\n#### 8"})" "\n";
+  }
+  FieldNames fields;
+  fields.question = "input";
+  fields.answer = "output";
+  QuestionSet mapped = read_questions((dir / "mapped.jsonl").string(), 0, fields);
+  REQUIRE(mapped.questions.size() == 1);
+  CHECK(mapped.questions[0].question == "4+4?");
+  CHECK(mapped.questions[0].reference == "8");
+  CHECK(read_questions((dir / "mapped.jsonl").string()).questions.empty());  // without the mapping: no format fits
+
+  {
+    std::ofstream out(dir / "array.json");
+    out << R"([{"question": "q", "answer": "#### 1"}])";
+  }
+  CHECK_THROWS_WITH(read_questions((dir / "array.json").string()),
+                    Catch::Contains("this is a JSON array; JSON Lines expected") && Catch::Contains("jq -c"));
 }
 
 TEST_CASE("mean, median and relative change", "[eval][unit]") {

@@ -2,7 +2,8 @@
 // (../shared/reference/seed_patterns.py) on GSM8K train and on a tricky
 // synthetic corpus, identical at 1 to 4 ranks (this binary runs under
 // mpiexec -n 2, 3 and 4); the normalised form; the candidate cap; the
-// coverage target on GSM8K test; the handbook format.
+// coverage target on GSM8K test; the handbook format; the second pass that
+// gives each pattern its instruction; phrasing patterns with a strategist.
 #include <catch2/catch.hpp>
 #include <fmt/format.h>
 
@@ -10,11 +11,14 @@
 #include <csignal>
 #include <fstream>
 #include <iterator>
+#include <map>
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/patterns/handbook.h"
+#include "metareuse/patterns/instructions.h"
 #include "metareuse/patterns/miner.h"
+#include "metareuse/patterns/phrasing.h"
 #include "metareuse/patterns/reflect.h"
 #include "metareuse/patterns/text.h"
 #include "patterns_fixtures.h"
@@ -581,6 +585,180 @@ TEST_CASE("reflect: records are dealt round robin, max_records keeps the first, 
                     Catch::Contains(no_slot) && Catch::Contains("no {reasoning} placeholder"));
   const std::string absent = (dir / "absent.txt").string();
   CHECK_THROWS_WITH(load_reflection_prompt(absent), Catch::Contains(absent) && Catch::Contains("cannot read"));
+}
+
+// ----------------------------------------------------------- instructions ----
+
+TEST_CASE("full sentence: 5 words with a letter, a capital or slot first, end punctuation, a verb") {
+  CHECK(is_full_sentence("A total of <num> apples were sold."));
+  CHECK(is_full_sentence("<num> tables have <num> chairs each for a total of <num> chairs."));
+  CHECK(is_full_sentence("$<num> is the price of one pen."));
+  CHECK(is_full_sentence("Multiply the price by the number of items."));
+  CHECK(is_full_sentence("Divides the total by the count evenly!"));
+  CHECK(is_full_sentence("He bought <num> more apples today (in total)."));
+  CHECK(is_full_sentence("So the answer is \"five apples in all.\""));
+  CHECK_FALSE(is_full_sentence("A total of <num>"));                      // a fragment
+  CHECK_FALSE(is_full_sentence("A total of <num> apples were sold"));     // no end punctuation
+  CHECK_FALSE(is_full_sentence("<num> + <num> = <num> minutes."));        // one word with a letter
+  CHECK_FALSE(is_full_sentence("He has <num> + <num> = <num>."));         // three
+  CHECK_FALSE(is_full_sentence("the price of one pen is <num>."));        // no capital or slot first
+  CHECK_FALSE(is_full_sentence("The price of the big red pen."));         // no verb
+  CHECK_FALSE(is_full_sentence(""));
+}
+
+namespace {
+
+// Reasonings whose sentences contain "a total of <num>" and "the cost of the"
+// in known numbers of records (a sentence twice in one record counts once).
+std::string instruction_corpus() {
+  const std::vector<std::string> reasonings = {
+      "So a total of 5 apples were sold. The cost of the pen is 2 dollars.",
+      "So a total of 7 apples were sold.\nThe cost of the pen is 3 dollars.",
+      "So a total of 9 apples were sold. So a total of 9 apples were sold. The cost of the cup is 1 dollars.",
+      "A total of 4 pears were sold. The cost of the cup is 8 dollars.",
+      "A total of 6 pears were sold.\nThe cost of the big red pen is 5 dollars.",
+      "A total of 3\nThe cost of the big red pen is 6 dollars.",
+      "a total of 8\nNothing else here.",
+      "Step one.\nA total of 12",
+      "A total of 1,000",
+      "Then a total of 50 apples were sold.",
+      "Xa total of 5 apples were sold. Here is nothing either.",  // "xa total": not word-aligned
+  };
+  std::string corpus;
+  for (std::size_t i = 0; i < reasonings.size(); ++i) {
+    corpus += json{{"question", fmt::format("Q{}", i)}, {"reasoning", reasonings[i]}, {"solution", "1"}}.dump() + "\n";
+  }
+  return corpus;
+}
+
+}  // namespace
+
+TEST_CASE("instructions: the most frequent full sentence containing a pattern, ties by words then bytes, any rank count") {
+  Communicator& world = test::runtime().world();
+  auto dir = test::shared_temp_dir(world, "patterns-instructions");
+  if (world.rank() == 0) test::write_file(dir / "corpus.jsonl", instruction_corpus());
+  world.barrier();
+  const std::vector<std::string> files = {(dir / "corpus.jsonl").string()};
+  const std::vector<std::string> patterns = {"a total of <num>", "the cost of the", "never seen in it"};
+  SentenceCountOptions options;
+  auto found = count_containing_sentences(files, patterns, options, world);
+  REQUIRE(found.size() == 3);
+
+  // Full sentences first: the fragment "a total of <num>" of 4 records comes after them all.
+  CHECK(found[0].sentences == std::vector<std::string>{"so a total of <num> apples were sold.",
+                                                        "a total of <num> pears were sold.",
+                                                        "then a total of <num> apples were sold."});
+  CHECK(found[0].records == std::vector<std::uint64_t>{3, 2, 1});
+  CHECK(found[0].full == std::vector<bool>{true, true, true});
+  CHECK(found[0].counted == 4);  // the three and the fragment; not "xa total of ..." (not word-aligned)
+  options.keep = 4;
+  auto four = count_containing_sentences(files, {patterns[0]}, options, world);
+  REQUIRE(four.size() == 1);
+  CHECK(four[0].sentences.back() == "a total of <num>");
+  CHECK(four[0].records.back() == 4);
+  CHECK_FALSE(four[0].full.back());
+  options.keep = 3;
+  CHECK_FALSE(found[0].sampled);
+  // Two records each: fewer words first, then the bytes ("cup" before "pen").
+  CHECK(found[1].sentences == std::vector<std::string>{"the cost of the cup is <num> dollars.",
+                                                        "the cost of the pen is <num> dollars.",
+                                                        "the cost of the big red pen is <num> dollars."});
+  CHECK(found[1].records == std::vector<std::uint64_t>{2, 2, 2});
+  CHECK(found[2].sentences.empty());
+  CHECK(found[2].counted == 0);
+
+  // A sample of one keeps, per pattern, the full sentence with the smallest
+  // hash, with its exact record count, at any rank count.
+  options.sample = 1;
+  auto sampled = count_containing_sentences(files, patterns, options, world);
+  const std::map<std::string, std::uint64_t> total_sentences = {
+      {"so a total of <num> apples were sold.", 3},
+      {"a total of <num> pears were sold.", 2},
+      {"then a total of <num> apples were sold.", 1}};
+  const std::map<std::string, std::uint64_t> cost_sentences = {{"the cost of the cup is <num> dollars.", 2},
+                                                               {"the cost of the pen is <num> dollars.", 2},
+                                                               {"the cost of the big red pen is <num> dollars.", 2}};
+  int index = 0;
+  for (const auto* expected : {&total_sentences, &cost_sentences}) {
+    auto first = std::min_element(expected->begin(), expected->end(), [](const auto& a, const auto& b) {
+      return sentence_hash(a.first) < sentence_hash(b.first);
+    });
+    INFO("pattern " << patterns[index]);
+    const ContainingSentences& got = sampled[index++];
+    CHECK(got.sentences == std::vector<std::string>{first->first});
+    CHECK(got.records == std::vector<std::uint64_t>{first->second});
+    CHECK(got.counted == 1);
+    CHECK(got.sampled);
+  }
+  CHECK_FALSE(sampled[2].sampled);
+}
+
+TEST_CASE("phrasing: one reply per pattern, dealt round robin; unparsable replies keep the mined sentence") {
+  Communicator& world = test::runtime().world();
+  Handbook handbook;
+  handbook.mode = "normalized";
+  std::vector<std::vector<std::string>> sentences;
+  const std::vector<std::string> topics = {"apples", "pears", "apples", "coins", "trains"};
+  for (std::size_t i = 0; i < topics.size(); ++i) {
+    Pattern pattern;
+    pattern.text = fmt::format("pattern {} about {}", i, topics[i]);
+    pattern.name = fmt::format("behavior_mined_{}", i);
+    pattern.instruction = fmt::format("Mined sentence {} about {}.", i, topics[i]);
+    handbook.patterns.push_back(pattern);
+    sentences.push_back({fmt::format("he sold <num> {}.", topics[i]), "a second sentence."});
+  }
+  std::vector<std::uint64_t> asked;
+  Strategist strategist = [&](const std::vector<std::string>& prompts, const std::vector<std::uint64_t>& ids) {
+    REQUIRE(ids.size() == prompts.size());
+    std::vector<std::string> replies;
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+      asked.push_back(ids[i]);
+      // The prompt holds the pattern and its sentences as instructions.
+      CHECK_THAT(prompts[i], Catch::Contains(handbook.patterns[ids[i]].text) &&
+                                 Catch::Contains("- He sold <num> " + topics[ids[i]] + ".\n- A second sentence."));
+      if (prompts[i].find("apples") != std::string::npos) {
+        replies.push_back("Sure.\nbehavior_count_apples: Count the apples in each basket first.\n");
+      } else if (prompts[i].find("pears") != std::string::npos) {
+        replies.push_back("1. **Unit rate**: Divide the total by the count.");
+      } else {
+        replies.push_back(ids[i] == 3 ? "I am not sure what to say." : "behavior_x: Too short.");
+      }
+    }
+    return replies;
+  };
+  PhrasingOptions options;
+  options.prompt_template = "Pattern: {pattern}\nSentences:\n{sentences}\nBehavior:";
+  options.batch_size = 2;
+  PhrasingCounts counts = phrase_patterns(handbook, sentences, options, strategist, world);
+
+  // Pattern i was asked about once, on rank i % size.
+  std::vector<std::uint64_t> mine;
+  for (std::uint64_t i = static_cast<std::uint64_t>(world.rank()); i < topics.size(); i += world.size()) {
+    mine.push_back(i);
+  }
+  CHECK(asked == mine);
+  CHECK(counts.replies == 5);
+  CHECK(counts.phrased == 3);
+  CHECK(counts.kept_mined == 2);
+  CHECK(handbook.stats["phrasing"] == json{{"replies", 5}, {"phrased", 3}, {"kept_mined", 2}});
+  // Every rank has every pattern's result; a name given twice gets a suffix.
+  CHECK(handbook.patterns[0].name == "behavior_count_apples");
+  CHECK(handbook.patterns[0].instruction == "Count the apples in each basket first.");
+  CHECK(handbook.patterns[1].name == "behavior_unit_rate");
+  CHECK(handbook.patterns[1].instruction == "Divide the total by the count.");
+  CHECK(handbook.patterns[2].name == "behavior_count_apples_2");
+  CHECK(handbook.patterns[3].name == "behavior_mined_3");  // no behavior line: the mined one stays
+  CHECK(handbook.patterns[3].instruction == "Mined sentence 3 about coins.");
+  CHECK(handbook.patterns[4].name == "behavior_mined_4");  // an instruction of 2 words is no behavior
+  CHECK(handbook.patterns[4].instruction == "Mined sentence 4 about trains.");
+  CHECK(handbook.patterns[4].text == "pattern 4 about trains");
+
+  // The shipped prompt fills both slots.
+  const std::string filled = phrasing_prompt(default_phrasing_prompt(), handbook.patterns[0], sentences[0]);
+  CHECK_THAT(filled, Catch::Contains("\"pattern 0 about apples\"") && Catch::Contains("- He sold <num> apples."));
+  CHECK(filled.find("{") == std::string::npos);
+  CHECK(load_phrasing_prompt("") == default_phrasing_prompt());
+  CHECK_THROWS_WITH(load_phrasing_prompt("/nonexistent/phrase.txt"), Catch::Contains("/nonexistent/phrase.txt"));
 }
 
 TEST_CASE("reflect: replies are logged, a stopped run goes on from them, a failing batch is recorded") {

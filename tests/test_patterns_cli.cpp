@@ -1,12 +1,18 @@
 // `metareuse patterns` and `metareuse augment` from the outside, alone and
 // under mpiexec -n 2, 3, 4: the same handbook at every rank count (exact mode
 // equal to ../shared/reference/seed_patterns.py), --strict, missing files,
-// --holdout, --import, and the two stages inside `metareuse run`.
+// --holdout, --import, and the two stages inside `metareuse run`; on GSM8K
+// train, instructions that are full sentences (text.h's is_full_sentence) in
+// byte-identical handbooks at 1 and 3 ranks; --model phrasing each pattern
+// with the tiny fixture model (../shared/fixtures/hf_tiny_llama32).
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
+#include "metareuse/patterns/text.h"  // is_full_sentence
 #include "patterns_fixtures.h"
 
 namespace metareuse {
@@ -81,6 +87,45 @@ TEST_CASE("patterns in normalized mode writes the same handbook at 1 to 4 ranks"
       CHECK(handbook == first);
     }
   }
+}
+
+TEST_CASE("patterns on GSM8K train: byte-identical handbooks at 1 and 3 ranks, >= 80% of the top 32 full sentences",
+          "[e2e][mpi]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto dir = test::temp_dir("patterns-cli-instructions");
+  const std::string train = shared + "/datasets/gsm8k/train.jsonl";
+  std::string bytes[2];
+  for (int ranks : {1, 3}) {
+    const auto out = dir / ("handbook" + std::to_string(ranks) + ".json");
+    const auto start = std::chrono::steady_clock::now();
+    auto result = run_at(ranks, "patterns --top-k 32 --corpus " + train + " --out " + out.string());
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    INFO("ranks " << ranks << "\n" << result.output);
+    REQUIRE(result.status == 0);
+    WARN("GSM8K train, top 32, " << ranks << " rank(s): " << seconds << " s wall");
+    bytes[ranks == 1 ? 0 : 1] = read_file(out);
+  }
+  // The file names its rank count in one place, stats.ranks; every other byte is the same.
+  const std::string ranks_line = "\"ranks\": 3";
+  const auto at = bytes[1].find(ranks_line);
+  REQUIRE(at != std::string::npos);
+  bytes[1].replace(at, ranks_line.size(), "\"ranks\": 1");
+  CHECK(bytes[0] == bytes[1]);
+
+  const json handbook = json::parse(bytes[0]);
+  REQUIRE(handbook["patterns"].size() == 32);
+  std::size_t full = 0;
+  for (const json& pattern : handbook["patterns"]) {
+    const std::string instruction = pattern["instruction"].get<std::string>();
+    if (is_full_sentence(instruction)) {
+      ++full;
+    } else {
+      WARN("not a full sentence: " << instruction << " (pattern: " << pattern["text"].get<std::string>() << ")");
+    }
+  }
+  WARN("GSM8K train, top 32: " << full << "/32 instructions are full sentences");
+  CHECK(full * 10 >= 32 * 8);
+  CHECK(handbook["stats"]["full_sentences"] == full);  // the handbook reports the same count
 }
 
 TEST_CASE("bad lines are reported and skipped and --strict exits 4 and a missing file exits 1 naming it", "[e2e][mpi]") {
@@ -195,10 +240,78 @@ TEST_CASE("patterns --mode reflect: no model (64), a bad model path or a prompt 
     CHECK_THAT(no_slot.output, Contains((dir / "no_slot.txt").string()) && Contains("no {reasoning} placeholder"));
     CHECK_FALSE(std::filesystem::exists(out));
   }
-  // The torch-free modes do not take the model path: mining ignores it.
+  // Mining with a model phrases the patterns with it: a bad path fails before the mining, naming it.
   auto mined = run_metareuse("patterns --corpus " + sample + " --model /nonexistent --out " + out.string());
   INFO(mined.output);
-  CHECK(mined.status == 0);
+  CHECK(mined.status == 1);
+  CHECK_THAT(mined.output, Contains("/nonexistent"));
+  CHECK_FALSE(std::filesystem::exists(out));
+}
+
+TEST_CASE("patterns --model phrases each pattern once, dealt across ranks, the same at 1 and 2 ranks, and a reply "
+          "without a behavior keeps the mined sentence",
+          "[e2e][mpi]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  const std::string model = shared + "/fixtures/hf_tiny_llama32";
+  if (!std::filesystem::exists(model + "/model.safetensors")) {
+    METAREUSE_SKIP("no tiny fixture model at " + model + " (../shared/fixtures/make_fixtures.py makes it)");
+    return;
+  }
+  auto dir = test::temp_dir("patterns-cli-phrasing");
+  const std::string sample = "datasets/sample_reasoning.jsonl";
+  // The fixture has 512 embedding rows and no tokenizer: a 512-piece one trained here covers every id it writes.
+  auto tokenizer = run_metareuse("tokenize --train " + sample + " --vocab-size 512 --tokenizer " +
+                                 (dir / "spm.model").string());
+  INFO(tokenizer.output);
+  REQUIRE(tokenizer.status == 0);
+  // A short prompt: the fixture's positions stop at 256.
+  test::write_file(dir / "phrase.txt", "Pattern: {pattern}\nBehavior:");
+  const std::string common = "patterns --corpus " + sample + " --top-k 4";
+  auto plain = run_metareuse(common + " --out " + (dir / "mined.json").string());
+  INFO(plain.output);
+  REQUIRE(plain.status == 0);
+  const json mined = read_json(dir / "mined.json");
+  REQUIRE(mined["patterns"].size() == 4);
+
+  const std::string phrase = common + " --model " + model + " --tokenizer " + (dir / "spm.model").string() +
+                             " --set tokenizer.template=plain --phrase-prompt " + (dir / "phrase.txt").string() +
+                             " --max-new-tokens 12 --batch-size 3 --set log.level=debug --set log.all_ranks=true";
+  json first;
+  for (int ranks : {1, 2}) {
+    const auto out = dir / ("phrased" + std::to_string(ranks) + ".json");
+    auto result = run_at(ranks, phrase + " --out " + out.string());
+    INFO("ranks " << ranks << "\n" << result.output);
+    REQUIRE(result.status == 0);
+    CHECK_THAT(result.output, Contains("phrasing: 4 replies for 4 patterns"));
+    // One generation per pattern, on rank i % ranks.
+    for (int pattern = 0; pattern < 4; ++pattern) {
+      const std::string line = "phrasing: pattern " + std::to_string(pattern) + " replied";
+      CHECK(test::count_of(result.output, line) == 1);
+      CHECK_THAT(result.output, Contains(fmt::format("[rank {}/{}] [debug] {}", pattern % ranks, ranks, line)));
+    }
+    json handbook = read_json(out);
+    const json& phrasing = handbook["stats"]["phrasing"];
+    CHECK(phrasing["replies"] == 4);
+    CHECK(phrasing["phrased"].get<int>() + phrasing["kept_mined"].get<int>() == 4);
+    // The random fixture writes no `behavior_name: instruction` line.
+    CHECK(phrasing["kept_mined"].get<int>() >= 1);
+    int kept = 0;
+    for (std::size_t i = 0; i < 4; ++i) {
+      CHECK(handbook["patterns"][i]["text"] == mined["patterns"][i]["text"]);
+      if (handbook["patterns"][i]["instruction"] == mined["patterns"][i]["instruction"] &&
+          handbook["patterns"][i]["name"] == mined["patterns"][i]["name"]) {
+        ++kept;
+      }
+    }
+    CHECK(kept == phrasing["kept_mined"].get<int>());
+    CHECK(handbook["config"]["model"] == model);
+    handbook["stats"].erase("ranks");
+    if (ranks == 1) {
+      first = handbook;
+    } else {
+      CHECK(handbook == first);
+    }
+  }
 }
 
 }  // namespace metareuse

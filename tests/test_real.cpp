@@ -383,6 +383,33 @@ TEST_CASE("metareuse run fine-tunes SmolLM2 from model.path, and transformers lo
     CHECK(error <= 1e-5);
     if (i == 0) CHECK(relative_error(original.forward(ids), logits) > 1e-4);  // the weights did move
   }
+  // generation_config.json: transformers' generate on the export stops at the
+  // token metareuse's generate stops at (the template's end of turn), with
+  // the same greedy tokens.
+  const auto generation_config = nlohmann::json::parse(std::ifstream(exported / "generation_config.json"));
+  const TokenId end_of_turn = tokenizer->special_id("<|im_end|>").value();
+  const nlohmann::json& eos = generation_config["eos_token_id"];
+  CHECK((eos == end_of_turn || (eos.is_array() && std::find(eos.begin(), eos.end(), end_of_turn) != eos.end())));
+  CHECK(generation_config["pad_token_id"].is_number_integer());
+  if (!run_reference(fmt::format("generate --model '{}' --prompt 'What is 2 + 3?' --new-tokens 48 --out "
+                                    "'{}/generated.json'",
+                                    exported.string(), work.string()))) {
+    return;
+  }
+  const auto hf_generated = nlohmann::json::parse(std::ifstream(work / "generated.json"));
+  auto ours = test::run_metareuse("generate --model " + exported.string() +
+                                  " --prompt 'What is 2 + 3?' --chat --stop-on-eos --max-new-tokens 48");
+  INFO(ours.output);
+  REQUIRE(ours.status == 0);
+  const std::size_t at = ours.output.find("{\"ids\"");
+  REQUIRE(at != std::string::npos);
+  const auto our_line = nlohmann::json::parse(ours.output.substr(at, ours.output.find('\n', at) - at));
+  const std::vector<std::int64_t> hf_ids = hf_generated["new"];
+  INFO("transformers: " << hf_generated["new"].dump() << "\nmetareuse: " << our_line["ids"].dump());
+  CHECK(hf_ids.size() < 48);  // it stopped before the budget
+  CHECK(hf_ids.back() == end_of_turn);
+  CHECK(our_line["ids"].get<std::vector<std::int64_t>>() == hf_ids);
+
   // The checkpoint (with AdamW's state) and the export are 2.4 GB; the small files stay for a reader.
   fs::remove_all(run / "checkpoints");
   fs::remove_all(run / "export");

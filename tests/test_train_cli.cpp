@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <filesystem>
@@ -496,6 +497,16 @@ TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[
   REQUIRE(exported.status == 0);
   CHECK(fs::exists(out / "config.json"));
   CHECK(fs::exists(out / "model.safetensors"));
+  // generation_config.json: the config's eos among its stop ids, and a pad id.
+  const auto generation_config = nlohmann::json::parse(std::ifstream(out / "generation_config.json"));
+  const auto model_config = nlohmann::json::parse(std::ifstream(out / "config.json"));
+  const nlohmann::json& stops = generation_config.at("eos_token_id");
+  if (!model_config.at("eos_token_id").is_null()) {
+    CHECK((stops == model_config["eos_token_id"] ||
+           (stops.is_array() && std::find(stops.begin(), stops.end(), model_config["eos_token_id"]) != stops.end())));
+  }
+  CHECK_FALSE(stops.is_null());
+  CHECK(generation_config.at("pad_token_id").is_number_integer());
   auto generated = run_metareuse("generate --model " + out.string() + " --prompt-ids 1,5,7 --max-new-tokens 4 --greedy");
   INFO(generated.output);
   CHECK(generated.status == 0);

@@ -13,8 +13,9 @@
 
 namespace metareuse::cli_detail {
 namespace {
-// patterns runs in the front binary, except in reflect mode (patterns_needs_torch),
-// which the torch binary runs with the model strategist.
+// patterns runs in the front binary, except with a model (patterns_needs_torch:
+// reflect mode, or phrasing with patterns.model), which the torch binary runs
+// with the model strategist.
 int patterns_command(CommandContext& context) {
 #ifdef METAREUSE_FRONT
   return patterns_run(context);

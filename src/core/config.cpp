@@ -79,7 +79,10 @@ std::vector<ConfigKey> build_schema() {
                       "JSON Lines corpus files or globs; each rank reads its byte range of each."),
       key_string_map("corpus.fields",
                      json{{"question", "question"}, {"reasoning", "reasoning"}, {"solution", "solution"}},
-                     "Field names of question, reasoning and solution in the records."),
+                     "Field names of the records' roles: question, reasoning and solution (the seed format), or "
+                     "question and answer (default \"answer\": reasoning then its final answer; e.g. "
+                     "{\"question\": \"input\", \"answer\": \"output\"}); eval and distill read them too. "
+                     "messages, problem/solution and prompt/completion records are recognised by their own names."),
       key_bool("corpus.strict", false, "Exit non-zero when any record is bad (bad records are always reported)."),
       key_int("corpus.max_depth", 64, "JSON nesting deeper than this makes a line bad.", 1, 1024),
 
@@ -107,19 +110,28 @@ std::vector<ConfigKey> build_schema() {
               "normalized mode: MB per rank for the normalised reasoning texts that group equal records (each group "
               "is mined once); records beyond it are mined one by one. 0: no groups.",
               0, 1e6),
+      key_int("patterns.instruction_sample", 4096,
+              "normalized mode: most distinct sentences counted per pattern when its instruction (the most frequent "
+              "full sentence containing it) is chosen; past it, a hash sample that is the same at any rank count.",
+              1, 1e9),
       key_string("patterns.model", "",
-                 "reflect mode: the strategist model, a Hugging Face folder or a metareuse checkpoint (its tokenizer: "
-                 "tokenizer.path, else the folder's tokenizer.json)."),
+                 "The strategist model, a Hugging Face folder or a metareuse checkpoint (its tokenizer: "
+                 "tokenizer.path, else the folder's tokenizer.json). reflect mode: it writes behaviors from each "
+                 "record; exact and normalized mode: it phrases each mined pattern as a behavior (name: instruction)."),
       key_string("patterns.reflect_prompt", "",
                  "reflect mode: prompt template file with {reasoning} (and optionally {question}, {solution}); empty: "
                  "the shipped configs/reflect_prompt.txt, built into the binary."),
-      key_int("patterns.max_new_tokens", 128, "reflect mode: most tokens the model writes per record.", 1, 1 << 20),
-      key_int("patterns.batch_size", 8, "reflect mode: records the model answers together.", 1, 4096),
+      key_string("patterns.phrase_prompt", "",
+                 "With patterns.model in exact or normalized mode: prompt template file with {pattern} (and optionally "
+                 "{sentences}); empty: the shipped configs/phrase_prompt.txt, built into the binary."),
+      key_int("patterns.max_new_tokens", 128, "With patterns.model: most tokens the model writes per reply.", 1,
+              1 << 20),
+      key_int("patterns.batch_size", 8, "With patterns.model: prompts the model answers together.", 1, 4096),
       key_int("patterns.max_records", 0, "reflect mode: only the first N good records of the corpus (0: all).", 0,
               1e12),
       key_number("patterns.temperature", 0.0,
-                 "reflect mode: 0 decodes greedily (the handbook is the same at any rank count); > 0 samples, seeded "
-                 "by run.seed and the record.",
+                 "With patterns.model: 0 decodes greedily (the handbook is the same at any rank count); > 0 "
+                 "samples, seeded by run.seed and the record (or the pattern).",
                  0.0, 100.0),
       key_number("patterns.time_limit", 0.0, "reflect mode: wall-clock budget in seconds; patterns stops after the "
                  "round that passes it and exits 3, keeping the model's replies in <handbook>.replies.jsonl for the "

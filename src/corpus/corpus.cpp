@@ -177,75 +177,257 @@ class LineReader {
       return {false, BadReason::kNotObject,
               fmt::format("the JSON value is {}, not an object", json_type_name(root.type()))};
     }
-    simdjson::dom::object object = root.get_object().value_unsafe();
     Record record;
     record.key = key;
     record.offset = offset;
-    LineVerdict verdict{true, BadReason::kMalformedJson, {}};
-    // Python's json keeps the last of repeated keys; so do we.
-    auto field = [&](const std::string& name, std::string_view& out, bool required) -> bool {
-      const simdjson::dom::element* found = nullptr;
-      simdjson::dom::element value;
-      for (auto member : object) {
-        if (member.key == name) {
-          value = member.value;
-          found = &value;
-        }
-      }
-      if (found == nullptr) {
-        if (required) verdict = {false, BadReason::kMissingField, fmt::format("missing field \"{}\"", name)};
-        return false;
-      }
-      if (value.type() != simdjson::dom::element_type::STRING) {
-        verdict = {false, BadReason::kNotString,
-                   fmt::format("field \"{}\" is {}, not a string", name, json_type_name(value.type()))};
-        return false;
-      }
-      out = value.get_string().value_unsafe();
-      return true;
-    };
-    if (!field(options_.fields.question, record.question, true)) return verdict;
-    std::string_view probe;
-    bool has_reasoning = field(options_.fields.reasoning, probe, false);
-    if (!verdict.good) return verdict;  // present but not a string
-    if (has_reasoning) {
-      record.reasoning = probe;
-      if (!field(options_.fields.solution, record.solution, true)) return verdict;
-    } else {
-      // GSM8K: {"question", "answer"}, the reasoning before "####", the solution after.
-      std::string_view answer;
-      if (!field("answer", answer, false)) {
-        if (verdict.good) {
-          verdict = {false, BadReason::kMissingField,
-                     fmt::format("missing field \"{}\" (or GSM8K's \"answer\")", options_.fields.reasoning)};
-        }
-        return verdict;
-      }
-      const std::optional<Gsm8kAnswer> split = split_gsm8k_answer(answer);
-      if (!split) {
-        return {false, BadReason::kNoFinalAnswer, "field \"answer\" has no \"#### <final answer>\""};
-      }
-      record.reasoning = split->reasoning;
-      record.solution = split->solution;
-    }
+    LineVerdict verdict = read_by_format(root.get_object().value_unsafe(), record);
+    if (!verdict.good) return verdict;
     visit_(record);
     return verdict;
   }
 
  private:
+  using Element = simdjson::dom::element;
+
+  static LineVerdict bad(BadReason reason, std::string detail) { return {false, reason, std::move(detail)}; }
+
+  // The member `name`; Python's json keeps the last of repeated keys, and so do we.
+  static std::optional<Element> member(simdjson::dom::object object, std::string_view name) {
+    std::optional<Element> found;
+    for (auto item : object) {
+      if (item.key == name) found = item.value;
+    }
+    return found;
+  }
+
+  // A string value, or why not: `{whose}"{name}" is a number, not a string`
+  // (formatted only then: this is the hot path).
+  static std::optional<LineVerdict> read_text(const Element& value, std::string_view whose, std::string_view name,
+                                              std::string_view& out) {
+    if (value.type() != simdjson::dom::element_type::STRING) {
+      return bad(BadReason::kNotString,
+                 fmt::format("{}\"{}\" is {}, not a string", whose, name, json_type_name(value.type())));
+    }
+    out = value.get_string().value_unsafe();
+    return std::nullopt;
+  }
+
+  // The final answer of a free-form text (answer_rule.h's completion_rule):
+  // the field `field`, or the last assistant turn when `field` is empty.
+  static std::optional<LineVerdict> read_completion(std::string_view text, std::string_view field, Record& record) {
+    record.answer_rule = completion_rule(text);
+    const std::optional<SplitAnswer> split = split_reference(text, record.answer_rule);
+    if (!split) {
+      const std::string what =
+          field.empty() ? std::string("the last assistant turn") : fmt::format("field \"{}\"", field);
+      return bad(BadReason::kNoFinalAnswer,
+                 record.answer_rule == AnswerRule::kLastNumber
+                     ? fmt::format("{} states no final answer (no \"####\", \\boxed{{}} or number)", what)
+                     : fmt::format("{} has no \"{} <final answer>\"", what,
+                                   record.answer_rule == AnswerRule::kHashes ? "####" : "\\boxed{}"));
+    }
+    record.reasoning = split->reasoning;
+    record.solution = split->answer;
+    return std::nullopt;
+  }
+
+  // The content of the last turn with `role` among turns [0, end) of a list of
+  // {"role", "content"} objects; `index` gets its position. Empty view and
+  // `index` == end when there is none.
+  static std::optional<LineVerdict> last_turn(simdjson::dom::array turns, std::size_t end, std::string_view role,
+                                              std::string_view list, std::string_view& content, std::size_t& index) {
+    index = end;
+    std::size_t i = 0;
+    for (Element turn : turns) {
+      if (i >= end) break;
+      if (turn.type() != simdjson::dom::element_type::OBJECT) {
+        return bad(BadReason::kNotString, fmt::format("looks like {}, but its turn {} is {}, not a {{\"role\", "
+                                                      "\"content\"}} object",
+                                                      list, i + 1, json_type_name(turn.type())));
+      }
+      std::optional<Element> turn_role = member(turn.get_object().value_unsafe(), "role");
+      std::optional<Element> turn_content = member(turn.get_object().value_unsafe(), "content");
+      if (!turn_role || !turn_content) {
+        return bad(BadReason::kMissingField, fmt::format("looks like {}, but its turn {} has no \"{}\"", list, i + 1,
+                                                         turn_role ? "content" : "role"));
+      }
+      std::string_view name;
+      if (auto why = read_text(*turn_role, "a turn's ", "role", name)) return why;
+      if (name == role) {
+        if (auto why = read_text(*turn_content, "a turn's ", "content", content)) return why;
+        index = i;
+      }
+      ++i;
+    }
+    return std::nullopt;
+  }
+
+  // Conversational: the final assistant turn of `answer_turns` and the last
+  // user turn before it in `question_turns` (one list for "messages"; TRL's
+  // conversational prompt/completion keeps them apart).
+  static std::optional<LineVerdict> read_turns(simdjson::dom::array question_turns, simdjson::dom::array answer_turns,
+                                               bool one_list, std::string_view list, Record& record) {
+    std::size_t assistant = 0;
+    std::string_view reply;
+    if (auto why = last_turn(answer_turns, answer_turns.size(), "assistant", list, reply, assistant)) return why;
+    if (assistant == answer_turns.size())
+      return bad(BadReason::kMissingField, fmt::format("looks like {}, but has no assistant turn", list));
+    const std::size_t end = one_list ? assistant : question_turns.size();
+    std::size_t user = 0;
+    if (auto why = last_turn(question_turns, end, "user", list, record.question, user)) return why;
+    if (user == end) {
+      return bad(BadReason::kMissingField,
+                 fmt::format("looks like {}, but has no user turn before its last assistant turn", list));
+    }
+    return read_completion(reply, "", record);
+  }
+
+  // The record formats of corpus.h, tried in its order: the one rule that tells them apart.
+  LineVerdict read_by_format(simdjson::dom::object object, Record& record) {
+    const FieldNames& names = options_.fields;
+    const LineVerdict good{true, BadReason::kMalformedJson, {}};
+    auto quoted = [](std::string_view name) { return fmt::format("\"{}\"", name); };
+    // The members any format names, found in one pass (the corpus's hot path).
+    // Python's json keeps the last of repeated keys; so do we.
+    constexpr int kNames = 9;
+    const std::string_view wanted[kNames] = {"messages", names.question, names.reasoning, names.solution, names.answer,
+                                             "problem",  "solution",     "prompt",        "completion"};
+    std::optional<Element> found[kNames];
+    for (auto item : object) {
+      for (int n = 0; n < kNames; ++n) {
+        if (item.key == wanted[n]) found[n] = item.value;
+      }
+    }
+    auto member = [&](std::string_view name) -> const std::optional<Element>& {
+      for (int n = 0; n < kNames; ++n) {
+        if (wanted[n] == name) return found[n];
+      }
+      throw Error(fmt::format("corpus reader: field \"{}\" is not one a format names", name));
+    };
+    auto field = [&](std::string_view name, std::string_view& out) -> std::optional<LineVerdict> {
+      return read_text(*member(name), "field ", name, out);
+    };
+
+    if (std::optional<Element> messages = member("messages")) {
+      record.format = RecordFormat::kMessages;
+      if (messages->type() != simdjson::dom::element_type::ARRAY) {
+        return bad(BadReason::kNotString, fmt::format("looks like messages, but \"messages\" is {}, not a list of "
+                                                      "{{\"role\", \"content\"}} turns",
+                                                      json_type_name(messages->type())));
+      }
+      const simdjson::dom::array turns = messages->get_array().value_unsafe();
+      if (auto why = read_turns(turns, turns, true, "messages", record)) return *why;
+      return good;
+    }
+
+    if (member(names.question)) {
+      if (auto why = field(names.question, record.question)) return *why;
+      const bool has_reasoning = member(names.reasoning).has_value();
+      if (has_reasoning || (!member(names.answer) && !options_.require_reasoning && member(names.solution))) {
+        record.format = RecordFormat::kSeed;
+        record.answer_rule = AnswerRule::kHashes;  // what augment trains the model to write
+        if (has_reasoning) {
+          if (auto why = field(names.reasoning, record.reasoning)) return *why;
+        }
+        std::optional<Element> solution = member(names.solution);
+        if (!solution) {
+          return bad(BadReason::kMissingField,
+                     fmt::format("looks like seed (has {} and {}), but has no {}", quoted(names.question),
+                                 quoted(names.reasoning), quoted(names.solution)));
+        }
+        // A number is its answer as written ("solution": 7); anything else must be text.
+        const auto type = solution->type();
+        if (type == simdjson::dom::element_type::INT64 || type == simdjson::dom::element_type::UINT64 ||
+            type == simdjson::dom::element_type::DOUBLE) {
+          number_text_ = simdjson::minify(*solution);
+          record.solution = number_text_;
+        } else if (auto why = field(names.solution, record.solution)) {
+          return *why;
+        }
+        return good;
+      }
+      if (member(names.answer)) {
+        record.format = RecordFormat::kQuestionAnswer;
+        std::string_view answer;
+        if (auto why = field(names.answer, answer)) return *why;
+        if (auto why = read_completion(answer, names.answer, record)) return *why;
+        return good;
+      }
+      return bad(BadReason::kMissingField,
+                 fmt::format("looks like seed or question/answer (has {}), but has neither {} nor {}{}; "
+                             "corpus.fields maps other names",
+                             quoted(names.question), quoted(names.reasoning), quoted(names.answer),
+                             member(names.solution) ? fmt::format(" beside {}", quoted(names.solution)) : ""));
+    }
+
+    if (member("problem")) {
+      record.format = RecordFormat::kProblemSolution;
+      record.answer_rule = AnswerRule::kBoxed;
+      if (auto why = field("problem", record.question)) return *why;
+      if (!member("solution")) {
+        return bad(BadReason::kMissingField, "looks like problem/solution (has \"problem\"), but has no \"solution\"");
+      }
+      std::string_view solution;
+      if (auto why = field("solution", solution)) return *why;
+      const std::optional<SplitAnswer> split = split_reference(solution, AnswerRule::kBoxed);
+      if (!split) {
+        return bad(BadReason::kNoFinalAnswer, "looks like problem/solution, but \"solution\" has no \\boxed{} answer");
+      }
+      record.reasoning = split->reasoning;
+      record.solution = split->answer;
+      return good;
+    }
+
+    std::optional<Element> prompt = member("prompt");
+    std::optional<Element> completion = member("completion");
+    if (prompt || completion) {
+      record.format = RecordFormat::kPromptCompletion;
+      if (!prompt || !completion) {
+        return bad(BadReason::kMissingField,
+                   fmt::format("looks like prompt/completion (has \"{}\"), but has no \"{}\"",
+                               prompt ? "prompt" : "completion", prompt ? "completion" : "prompt"));
+      }
+      // TRL's conversational prompt/completion: lists of turns.
+      if (prompt->type() == simdjson::dom::element_type::ARRAY &&
+          completion->type() == simdjson::dom::element_type::ARRAY) {
+        if (auto why = read_turns(prompt->get_array().value_unsafe(), completion->get_array().value_unsafe(), false,
+                                  "prompt/completion", record)) {
+          return *why;
+        }
+        return good;
+      }
+      if (auto why = field("prompt", record.question)) return *why;
+      std::string_view text;
+      if (auto why = field("completion", text)) return *why;
+      if (auto why = read_completion(text, "completion", record)) return *why;
+      return good;
+    }
+
+    return bad(
+        BadReason::kMissingField,
+        fmt::format("fits no record format: needs \"messages\", {} with {} and {} or with {}, \"problem\" and "
+                    "\"solution\", or \"prompt\" and \"completion\" (corpus.fields maps other names)",
+                    quoted(names.question), quoted(names.reasoning), quoted(names.solution), quoted(names.answer)));
+  }
+
   const ReadOptions& options_;
   const std::function<void(const Record&)>& visit_;
   simdjson::dom::parser parser_;
+  std::string number_text_;  // a numeric solution's text, for the record's view
 };
 
 }  // namespace
 
 const char* bad_reason_name(BadReason reason) {
   switch (reason) {
-    case BadReason::kMalformedJson: return "malformed JSON";
-    case BadReason::kNotObject: return "not an object";
-    case BadReason::kMissingField: return "missing field";
-    case BadReason::kNotString: return "non-string field";
+    case BadReason::kMalformedJson:
+      return "malformed JSON";
+    case BadReason::kNotObject:
+      return "not an object";
+    case BadReason::kMissingField:
+      return "missing field";
+    case BadReason::kNotString:
+      return "non-string field";
     case BadReason::kInvalidUtf8: return "invalid UTF-8";
     case BadReason::kNulByte: return "NUL byte";
     case BadReason::kByteOrderMark: return "byte order mark";
@@ -256,14 +438,15 @@ const char* bad_reason_name(BadReason reason) {
   return "?";
 }
 
-std::optional<Gsm8kAnswer> split_gsm8k_answer(std::string_view answer) {
-  const auto marker = answer.rfind("####");
-  if (marker == std::string_view::npos) return std::nullopt;
-  std::string_view solution = answer.substr(marker + 4);
-  while (!solution.empty() && std::strchr(" \t\r\n", solution.front()) != nullptr) solution.remove_prefix(1);
-  while (!solution.empty() && std::strchr(" \t\r\n", solution.back()) != nullptr) solution.remove_suffix(1);
-  if (solution.empty()) return std::nullopt;
-  return Gsm8kAnswer{answer.substr(0, marker), solution};
+const char* record_format_name(RecordFormat format) {
+  switch (format) {
+    case RecordFormat::kMessages: return "messages";
+    case RecordFormat::kSeed: return "seed";
+    case RecordFormat::kQuestionAnswer: return "question/answer";
+    case RecordFormat::kProblemSolution: return "problem/solution";
+    case RecordFormat::kPromptCompletion: return "prompt/completion";
+  }
+  return "?";
 }
 
 std::vector<std::string> expand_corpus_files(const std::vector<std::string>& patterns) {
@@ -324,6 +507,7 @@ CorpusStats read_corpus(const std::vector<std::string>& files, const ReadOptions
     const std::string& path = files[file_index];
     MappedFile file(path);
     std::string_view bytes = file.bytes();
+    refuse_json_array(path, bytes);  // every rank sees the same first bytes, so all throw or none
     LineRange range = rank_line_range(bytes, rank, world_size);
     file.advise_sequential(range.begin, range.end);
 
@@ -439,6 +623,52 @@ void read_lines_at(const std::vector<std::string>& files, std::vector<LineAt> li
                                      path, offset, verdict.detail));
       }
     }
+  }
+}
+
+void refuse_json_array(const std::string& path, std::string_view bytes) {
+  if (bytes.substr(0, kByteOrderMark.size()) == kByteOrderMark) bytes.remove_prefix(kByteOrderMark.size());
+  const std::size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || bytes[first] != '[') return;
+  // The converted file's name must not be the array's own (jq would read an emptied file).
+  std::filesystem::path lines(path);
+  lines = lines.extension() == ".json" ? lines.replace_extension(".jsonl") : lines.replace_extension(".lines.jsonl");
+  throw InputError(
+      fmt::format("{}: this is a JSON array; JSON Lines expected (one JSON object per line): convert "
+                  "it with `jq -c '.[]' {} > {}`",
+                  path, path, lines.string()));
+}
+
+void read_file_records(const std::string& path, const ReadOptions& options,
+                       const std::function<bool(const Record&)>& visit,
+                       const std::function<void(std::uint64_t line, const std::string& why)>& bad) {
+  MappedFile file(path);
+  const std::string_view bytes = file.bytes();
+  refuse_json_array(path, bytes);
+  bool more = true;
+  const std::function<void(const Record&)> each = [&](const Record& record) { more = visit(record); };
+  LineReader reader(options, each);
+  std::uint64_t position = 0;
+  std::uint64_t line = 0;
+  while (more && position < bytes.size()) {
+    const char* start = bytes.data() + position;
+    const void* newline = std::memchr(start, '\n', bytes.size() - position);
+    const std::uint64_t line_end = newline == nullptr ? bytes.size() : static_cast<const char*>(newline) - bytes.data();
+    std::string_view text(start, line_end - position);
+    const std::uint64_t offset = position;
+    position = newline == nullptr ? bytes.size() : line_end + 1;
+    ++line;
+    if (text.substr(0, kByteOrderMark.size()) == kByteOrderMark) {
+      if (offset != 0) {
+        bad(line, "UTF-8 byte order mark inside the file");
+        continue;
+      }
+      text.remove_prefix(kByteOrderMark.size());
+    }
+    if (is_blank(text)) continue;
+    LineVerdict verdict =
+        reader.parse(text, bytes.size() - (text.data() + text.size() - bytes.data()), make_record_key(0, line), offset);
+    if (!verdict.good) bad(line, verdict.detail);
   }
 }
 

@@ -2,38 +2,22 @@
 #include "metareuse/eval/answer.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <fstream>
+#include <filesystem>
+#include <set>
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/looked_for.h"
 #include "metareuse/core/text.h"
-#include "metareuse/corpus/corpus.h"  // split_gsm8k_answer
 #include "metareuse/patterns/text.h"
 
 namespace metareuse {
 namespace {
-
-constexpr std::string_view kAnswerMarker = "####";
-constexpr std::string_view kBoxed = "\\boxed{";
-
-
-// Position of the last "\boxed{" and the end of its balanced content, or npos.
-std::pair<std::size_t, std::size_t> last_boxed(std::string_view text) {
-  std::size_t start = text.rfind(kBoxed);
-  if (start == std::string_view::npos) return {std::string_view::npos, std::string_view::npos};
-  int depth = 1;
-  for (std::size_t i = start + kBoxed.size(); i < text.size(); ++i) {
-    if (text[i] == '{') ++depth;
-    if (text[i] == '}' && --depth == 0) return {start, i};
-  }
-  return {std::string_view::npos, std::string_view::npos};  // unclosed: no answer
-}
 
 std::optional<double> parse_number(const std::string& text) {
   if (text.empty()) return std::nullopt;
@@ -46,19 +30,17 @@ std::optional<double> parse_number(const std::string& text) {
 }  // namespace
 
 std::optional<std::string> extract_final_answer(std::string_view text) {
-  std::size_t marker = text.rfind(kAnswerMarker);
-  if (marker != std::string_view::npos) {
-    std::string_view rest = text.substr(marker + kAnswerMarker.size());
-    rest = rest.substr(0, rest.find('\n'));
-    rest = trim_ascii(rest);
-    if (!rest.empty()) return std::string(rest);
-  }
-  auto [start, close] = last_boxed(text);
-  if (start != std::string_view::npos) {
-    std::string_view content = trim_ascii(text.substr(start + kBoxed.size(), close - start - kBoxed.size()));
-    if (!content.empty()) return std::string(content);
-  }
-  return std::nullopt;
+  if (auto answer = extract_answer(text, AnswerRule::kHashes)) return answer;
+  return extract_answer(text, AnswerRule::kBoxed);
+}
+
+AnswerCheck check_answer(std::string_view output, std::string_view reference, AnswerRule rule) {
+  AnswerCheck check;
+  check.strict_answer = extract_answer(output, rule);
+  check.strict = check.strict_answer && answers_match(*check.strict_answer, reference);
+  check.flexible_answer = extract_answer(output, AnswerRule::kLastNumber);
+  check.flexible = check.flexible_answer && answers_match(*check.flexible_answer, reference);
+  return check;
 }
 
 std::string normalize_answer(std::string_view answer) {
@@ -80,8 +62,10 @@ bool answers_match(std::string_view predicted, std::string_view reference) {
 }
 
 std::string_view reasoning_part(std::string_view text) {
-  std::size_t cut = text.rfind(kAnswerMarker);
-  if (cut == std::string_view::npos) cut = last_boxed(text).first;
+  std::size_t cut = text.rfind("####");
+  if (cut == std::string_view::npos) {
+    if (const std::optional<BoxedAt> boxed = last_boxed(text)) cut = boxed->start;
+  }
   return cut == std::string_view::npos ? text : text.substr(0, cut);
 }
 
@@ -110,48 +94,44 @@ std::vector<std::size_t> PatternMatcher::find(std::string_view text) const {
   return found;
 }
 
-QuestionSet read_questions(const std::string& path, std::int64_t limit) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(fmt::format("{}: cannot open the questions file: {}", path, why_unreadable(path)));
-  QuestionSet set;
-  std::string line;
-  std::int64_t number = 0;
-  while (std::getline(in, line)) {
-    ++number;
-    if (trim_ascii(line).empty()) continue;
-    if (limit > 0 && static_cast<std::int64_t>(set.questions.size()) >= limit) break;
-    try {
-      auto record = nlohmann::json::parse(line);
-      if (!record.is_object()) throw InputError("the line is not a JSON object");
-      auto text = [&](const char* key) -> std::string {
-        auto found = record.find(key);
-        if (found == record.end() || !found->is_string()) throw InputError(fmt::format("no string field \"{}\"", key));
-        return found->get<std::string>();
-      };
-      Question question;
-      question.line = number;
-      question.question = text("question");
-      if (record.contains("answer")) {  // GSM8K: reasoning, then "#### N"
-        const std::string answer = text("answer");
-        const std::optional<Gsm8kAnswer> split = split_gsm8k_answer(answer);
-        if (!split) throw InputError("field \"answer\" has no \"#### <final answer>\"");
-        question.reference = std::string(split->solution);
-        question.reference_reasoning = std::string(split->reasoning);
-      } else if (record.contains("solution")) {  // the seed's records
-        const auto& solution = record["solution"];
-        question.reference = solution.is_string() ? solution.get<std::string>() : solution.dump();
-        if (record.contains("reasoning")) question.reference_reasoning = text("reasoning");
-      } else {
-        throw InputError("needs \"answer\" (GSM8K) or \"solution\" (seed records)");
-      }
-      if (normalize_answer(question.reference).empty()) throw InputError("the reference answer is empty");
-      set.questions.push_back(std::move(question));
-    } catch (const std::exception& e) {
-      if (++set.bad_records <= 10) log_warn("{}:{}: skipped: {}", path, number, e.what());
-    }
+QuestionSet read_questions(const std::string& path, std::int64_t limit, const FieldNames& fields) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    throw InputError(fmt::format("{}: cannot open the questions file: {}", path, why_unreadable(path)));
   }
-  if (in.bad()) throw InputError(fmt::format("{}: read error", path));
+  ReadOptions read;
+  read.fields = fields;
+  read.require_reasoning = false;
+  QuestionSet set;
+  auto skip = [&](std::uint64_t line, const std::string& why) {
+    if (++set.bad_records <= 10) log_warn("{}:{}: skipped: {}", path, line, why);
+  };
+  read_file_records(
+      path, read,
+      [&](const Record& record) {
+        if (normalize_answer(record.solution).empty()) {
+          skip(record_key_line(record.key), "the reference answer is empty");
+          return true;
+        }
+        Question question;
+        question.line = static_cast<std::int64_t>(record_key_line(record.key));
+        question.question = std::string(record.question);
+        question.reference = std::string(record.solution);
+        question.reference_reasoning = std::string(record.reasoning);
+        question.answer_rule = record.answer_rule;
+        set.questions.push_back(std::move(question));
+        return limit <= 0 || static_cast<std::int64_t>(set.questions.size()) < limit;
+      },
+      skip);
   return set;
+}
+
+std::string answer_rules_of(const std::vector<Question>& questions) {
+  std::set<AnswerRule> rules;
+  for (const Question& question : questions) rules.insert(question.answer_rule);
+  std::vector<std::string> names;
+  for (AnswerRule rule : rules) names.emplace_back(answer_rule_name(rule));
+  return fmt::format("{}", fmt::join(names, ", "));
 }
 
 double mean_of(const std::vector<double>& values) {

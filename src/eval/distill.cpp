@@ -42,7 +42,7 @@ std::vector<SourcedQuestion> read_training_questions(const DistillOptions& optio
   for (const std::string& file : expand_corpus_files(options.corpus_files)) {
     const std::int64_t left = options.limit > 0 ? options.limit - static_cast<std::int64_t>(all.size()) : 0;
     if (options.limit > 0 && left <= 0) break;
-    QuestionSet set = read_questions(file, left);
+    QuestionSet set = read_questions(file, left, options.fields);
     bad += set.bad_records;
     for (Question& question : set.questions) {
       SourcedQuestion sourced;

@@ -8,7 +8,8 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
 #include "metareuse/core/json_lines.h"
-#include "metareuse/eval/answer.h"  // relative_change
+#include "metareuse/corpus/answer_rule.h"  // the flexible rule's name
+#include "metareuse/eval/answer.h"         // relative_change
 
 namespace metareuse {
 using json = nlohmann::json;
@@ -45,6 +46,7 @@ struct SummaryFigure {
 };
 const SummaryFigure kSummaryFigures[] = {
     {"accuracy", &Summary::accuracy},
+    {"accuracy_flexible", &Summary::accuracy_flexible},
     {"answered_rate", &Summary::answered_rate},
     {"mean_generated_tokens", &Summary::mean_generated_tokens},
     {"median_generated_tokens", &Summary::median_generated_tokens},
@@ -69,6 +71,7 @@ struct ComparedFigure {
 };
 const ComparedFigure kComparedFigures[] = {
     {"accuracy", &Summary::accuracy, &SummaryChange::accuracy},
+    {"accuracy_flexible", &Summary::accuracy_flexible, &SummaryChange::accuracy_flexible},
     {"mean_generated_tokens", &Summary::mean_generated_tokens, &SummaryChange::mean_generated_tokens},
     {"median_generated_tokens", &Summary::median_generated_tokens, &SummaryChange::median_generated_tokens},
     {"mean_prompt_tokens", &Summary::mean_prompt_tokens, &SummaryChange::mean_prompt_tokens},
@@ -88,6 +91,7 @@ ordered Summary::to_json() const {
   j["questions"] = questions;
   j["correct"] = correct;
   j["failed"] = failed;
+  j["correct_flexible"] = correct_flexible;
   for (const SummaryFigure& f : kSummaryFigures) j[f.name] = this->*f.figure;
   return j;
 }
@@ -98,6 +102,7 @@ Summary Summary::from_json(const json& j) {
   s.questions = static_cast<std::int64_t>(read_optional(j, "questions").value_or(0.0));
   s.correct = static_cast<std::int64_t>(read_optional(j, "correct").value_or(0.0));
   s.failed = static_cast<std::int64_t>(read_optional(j, "failed").value_or(0.0));
+  s.correct_flexible = static_cast<std::int64_t>(read_optional(j, "correct_flexible").value_or(0.0));
   for (const SummaryFigure& f : kSummaryFigures) s.*f.figure = read_optional(j, f.name).value_or(0.0);
   return s;
 }
@@ -151,8 +156,11 @@ SummaryChange SummaryChange::from_json(const json& j) {
 }
 
 std::vector<std::pair<std::string, std::string>> metric_definitions() {
-  return {{"accuracy", "final answer after the last '####' (else the last \\boxed{}), normalised (no '$', ',', "
-                       "white space or trailing '.'; numbers compared by value), equals the reference"},
+  return {{"accuracy", "strict: the final answer by the questions' rule (answer_rule.strict: after the last '####', "
+                       "in the last \\boxed{}, or the last number), normalised (no '$', ',', white space or "
+                       "trailing '.'; numbers compared by value), equals the reference"},
+          {"accuracy_flexible", "flexible: the last number in the output, normalised, equals the reference (as "
+                                "lm-evaluation-harness's flexible-extract for GSM8K)"},
           {"generated_tokens", "tokens generated before the stop token (<|eot_id|> for chat, eos for plain)"},
           {"reasoning_tokens", "tokens of the reasoning part (the output before the final '####' or \\boxed), "
                                "re-encoded with the model's tokenizer"},
@@ -183,6 +191,7 @@ ordered EvalFile::to_json() const {
   document["questions_file"] = questions_file;
   document["questions"] = questions;
   document["bad_records"] = bad_records;
+  document["answer_rule"] = {{"strict", answer_rule}, {"flexible", answer_rule_name(AnswerRule::kLastNumber)}};
   document["generation"] = {{"greedy", greedy},
                             {"temperature", greedy ? ordered(nullptr) : ordered(temperature)},
                             {"top_p", greedy ? ordered(nullptr) : ordered(top_p)},
@@ -233,6 +242,7 @@ EvalFile EvalFile::from_json(const json& document, const std::string& source) {
   file.questions_file = read_string(document, "questions_file");
   file.questions = document.value("questions", std::int64_t{0});
   file.bad_records = document.value("bad_records", std::int64_t{0});
+  file.answer_rule = read_string(document.value("answer_rule", json::object()), "strict");
   const json generation = document.value("generation", json::object());
   file.greedy = generation.value("greedy", true);
   file.temperature = read_optional(generation, "temperature").value_or(1.0);
@@ -300,6 +310,8 @@ ordered AnswerRecord::to_json() const {
   j["reference"] = reference;
   j["answer"] = answer ? ordered(*answer) : ordered(nullptr);
   j["correct"] = correct;
+  j["flexible_answer"] = flexible_answer ? ordered(*flexible_answer) : ordered(nullptr);
+  j["correct_flexible"] = correct_flexible;
   j["prompt_tokens"] = prompt_tokens;
   j["generated_tokens"] = generated_tokens;
   j["reasoning_tokens"] = reasoning_tokens;
@@ -329,6 +341,10 @@ AnswerRecord AnswerRecord::from_json(const json& j) {
   a.reference = read_string(j, "reference");
   if (j.contains("answer") && j["answer"].is_string()) a.answer = j["answer"].get<std::string>();
   a.correct = j.value("correct", false);
+  if (j.contains("flexible_answer") && j["flexible_answer"].is_string()) {
+    a.flexible_answer = j["flexible_answer"].get<std::string>();
+  }
+  a.correct_flexible = j.value("correct_flexible", false);
   a.prompt_tokens = j.value("prompt_tokens", std::int64_t{0});
   a.generated_tokens = static_cast<std::int64_t>(read_optional(j, "generated_tokens").value_or(0.0));
   a.reasoning_tokens = j.value("reasoning_tokens", std::int64_t{0});

@@ -101,8 +101,11 @@ std::vector<AnswerRecord> evaluate_questions(const LlamaModel& model, const Toke
         result.output = tokenizer.decode(generation.ids);
         result.generated_tokens = static_cast<std::int64_t>(generation.ids.size());
         result.stopped = generation.stopped;
-        result.answer = extract_final_answer(result.output);
-        result.correct = result.answer && answers_match(*result.answer, question.reference);
+        const AnswerCheck check = check_answer(result.output, question.reference, question.answer_rule);
+        result.answer = check.strict_answer;
+        result.correct = check.strict;
+        result.flexible_answer = check.flexible_answer;
+        result.correct_flexible = check.flexible;
         result.reasoning_steps = count_reasoning_steps(result.output);
         result.reasoning_tokens =
             static_cast<std::int64_t>(tokenizer.encode(std::string(trim_ascii(reasoning_part(result.output)))).size());
@@ -153,7 +156,7 @@ std::vector<AnswerRecord> evaluate_questions(const LlamaModel& model, const Toke
 
 Summary summarize(const std::vector<AnswerRecord>& results) {
   std::vector<double> tokens, prompt_tokens, read_and_written, reasoning_tokens, steps, patterns_per_answer;
-  double correct = 0, failed = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
+  double correct = 0, correct_flexible = 0, failed = 0, answered = 0, with_pattern = 0, stopped = 0, seconds = 0;
   for (const auto& r : results) {
     tokens.push_back(static_cast<double>(r.generated_tokens));
     prompt_tokens.push_back(static_cast<double>(r.prompt_tokens));
@@ -162,6 +165,7 @@ Summary summarize(const std::vector<AnswerRecord>& results) {
     steps.push_back(static_cast<double>(r.reasoning_steps));
     patterns_per_answer.push_back(static_cast<double>(r.patterns_used.size()));
     correct += r.correct ? 1 : 0;
+    correct_flexible += r.correct_flexible ? 1 : 0;
     failed += r.error.empty() ? 0 : 1;
     answered += r.answer ? 1 : 0;
     with_pattern += r.patterns_used.empty() ? 0 : 1;
@@ -176,7 +180,9 @@ Summary summarize(const std::vector<AnswerRecord>& results) {
   summary.questions = static_cast<std::int64_t>(results.size());
   summary.correct = static_cast<std::int64_t>(correct);
   summary.failed = static_cast<std::int64_t>(failed);
+  summary.correct_flexible = static_cast<std::int64_t>(correct_flexible);
   summary.accuracy = rate(correct);
+  summary.accuracy_flexible = rate(correct_flexible);
   summary.answered_rate = rate(answered);
   summary.mean_generated_tokens = mean_of(tokens);
   summary.median_generated_tokens = median_of(tokens);

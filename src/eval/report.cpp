@@ -124,6 +124,8 @@ const std::vector<Column>& eval_columns() {
   static const std::vector<Column> columns = {
       {"accuracy", true, [](const Summary& s) { return s.accuracy; },
        [](const SummaryChange& c) { return c.accuracy; }},
+      {"accuracy, flexible", true, [](const Summary& s) { return s.accuracy_flexible; },
+       [](const SummaryChange& c) { return c.accuracy_flexible; }},
       {"correct", false, [](const Summary& s) { return static_cast<double>(s.correct); }, nullptr},
       {"answered", true, [](const Summary& s) { return s.answered_rate; }, nullptr},
       {"mean tokens", false, [](const Summary& s) { return s.mean_generated_tokens; },
@@ -157,10 +159,11 @@ void render_summary(std::ostringstream& page, const Curves& curves, const std::o
   if (eval) {
     for (const EvalModelEntry& entry : eval->models) {
       const Summary& summary = entry.summary;
-      page << fmt::format("<li>{}: accuracy {} ({} of {} questions), {} generated tokens and {} reasoning steps "
-                          "per answer on average.</li>",
-                          role_label(entry.role), cell(summary.accuracy, true),
-                          cell(static_cast<double>(summary.correct)), cell(static_cast<double>(summary.questions)),
+      page << fmt::format("<li>{}: accuracy {} strict, {} flexible ({} and {} of {} questions), {} generated "
+                          "tokens and {} reasoning steps per answer on average.</li>",
+                          role_label(entry.role), cell(summary.accuracy, true), cell(summary.accuracy_flexible, true),
+                          cell(static_cast<double>(summary.correct)), cell(static_cast<double>(summary.correct_flexible)),
+                          cell(static_cast<double>(summary.questions)),
                           cell(summary.mean_generated_tokens), cell(summary.mean_reasoning_steps));
     }
     // The seed's claim in one line: fewer tokens and steps at the same accuracy.
@@ -263,9 +266,10 @@ void render_behavior_tables(std::ostringstream& page, const EvalFile& eval) {
 }
 
 void render_eval_table(std::ostringstream& page, const EvalFile& eval) {
-  page << fmt::format("<p class=\"note\">{} questions from {}; {} decoding, at most {} new tokens.</p>",
+  page << fmt::format("<p class=\"note\">{} questions from {}; {} decoding, at most {} new tokens; strict answer "
+                      "by {}, flexible by the last number.</p>",
                       eval.questions, escape(eval.questions_file), eval.greedy ? "greedy" : "sampled",
-                      eval.max_new_tokens);
+                      eval.max_new_tokens, escape(eval.answer_rule.empty() ? std::string("####") : eval.answer_rule));
   page << "<table><tr><th>model</th><th>path</th>";
   for (const Column& column : eval_columns()) page << "<th>" << column.header << "</th>";
   page << "</tr>";
@@ -305,7 +309,9 @@ void render_eval(std::ostringstream& page, const std::optional<EvalFile>& eval, 
   // What the columns mean (eval.json's own definitions, then the rest).
   auto definition = [&](const char* key, const char* fallback) { return escape(eval->definition(key, fallback)); };
   page << "<dl><dt>accuracy</dt><dd>" << definition("accuracy", "the final answer equals the reference")
-       << "</dd><dt>answered</dt><dd>share of answers with a final answer to compare (a '####' or \\boxed{})</dd>"
+       << "</dd><dt>accuracy, flexible</dt><dd>"
+       << definition("accuracy_flexible", "the last number in the answer equals the reference")
+       << "</dd><dt>answered</dt><dd>share of answers with a strict final answer to compare</dd>"
        << "<dt>tokens</dt><dd>" << definition("generated_tokens", "tokens generated") << "</dd><dt>steps</dt><dd>"
        << definition("reasoning_steps", "sentences before the answer") << "</dd><dt>pattern use</dt><dd>"
        << definition("pattern_use_rate", "share of answers using a handbook pattern")

@@ -147,9 +147,10 @@ EntryModel load_entry(const EvalModel& model_entry, bool patterns, const EvalRun
 void summarize_entry(EntryRun& run, const Handbook* handbook, double seconds) {
   const Summary& s = run.entry.summary = summarize(run.results);
   if (handbook != nullptr) run.entry.behaviors = behavior_use(run.results, *handbook);
-  log_info("eval {}: accuracy {:.1f}% ({}/{}), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
+  log_info("eval {}: accuracy {:.1f}% ({}/{}; flexible {:.1f}%), mean {:.1f} tokens, mean {:.2f} steps, pattern use {:.1f}% "
            "in {:.1f} s{}",
-           run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), s.mean_generated_tokens,
+           run.entry.role, 100.0 * s.accuracy, s.correct, run.results.size(), 100.0 * s.accuracy_flexible,
+           s.mean_generated_tokens,
            s.mean_reasoning_steps, 100.0 * s.pattern_use_rate, seconds,
            s.failed > 0 ? fmt::format("; generation failed for {} question(s) (counted wrong; see answers.jsonl's "
                                       "\"error\")",
@@ -178,7 +179,7 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
   if (options.questions.empty()) throw UsageError("give the held-out questions with --questions (eval.questions)");
   if (options.models.empty()) throw UsageError("give the model with --model (eval.model)");
 
-  QuestionSet questions = read_questions(options.questions, options.limit);
+  QuestionSet questions = read_questions(options.questions, options.limit, options.fields);
   if (questions.questions.empty()) throw InputError(fmt::format("{}: no usable questions", options.questions));
 
   // The handbook: for prompts (as augment built them) and for pattern use.
@@ -292,6 +293,7 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
     file.questions_file = options.questions;
     file.questions = question_count;
     file.bad_records = questions.bad_records;
+    file.answer_rule = answer_rules_of(questions.questions);
     file.greedy = options.generation.greedy;
     file.temperature = options.generation.temperature;
     file.top_p = options.generation.top_p;
@@ -337,16 +339,19 @@ int run_evaluation(const EvalRunOptions& options, Communicator& communicator, Ev
 }
 
 std::string format_eval_table(const EvalFile& file) {
-  std::string table = fmt::format("{:<10} {:>9} {:>12} {:>13} {:>16} {:>13} {:>12} {:>11} {:>12}\n", "model",
-                                  "accuracy", "mean tokens", "median tokens", "reasoning tokens", "prompt tokens",
+  std::string table = fmt::format("{:<10} {:>9} {:>9} {:>12} {:>13} {:>16} {:>13} {:>12} {:>11} {:>12}\n", "model",
+                                  "accuracy", "flexible", "mean tokens", "median tokens", "reasoning tokens", "prompt tokens",
                                   "total tokens", "mean steps", "pattern use");
   for (const EvalModelEntry& entry : file.models) {
     const Summary& s = entry.summary;
-    table += fmt::format("{:<10} {:>8.1f}% {:>12.1f} {:>13.1f} {:>16.1f} {:>13.1f} {:>12.1f} {:>11.2f} {:>11.1f}%\n",
-                         entry.role, 100.0 * s.accuracy, s.mean_generated_tokens, s.median_generated_tokens,
+    table += fmt::format("{:<10} {:>8.1f}% {:>8.1f}% {:>12.1f} {:>13.1f} {:>16.1f} {:>13.1f} {:>12.1f} {:>11.2f} {:>11.1f}%\n",
+                         entry.role, 100.0 * s.accuracy, 100.0 * s.accuracy_flexible, s.mean_generated_tokens, s.median_generated_tokens,
                          s.mean_reasoning_tokens, s.mean_prompt_tokens, s.mean_total_tokens, s.mean_reasoning_steps,
                          100.0 * s.pattern_use_rate);
   }
+  table += fmt::format("accuracy: strict, the answer by {}; flexible: the {} in the output\n",
+                       file.answer_rule.empty() ? "the questions' rule" : file.answer_rule,
+                       answer_rule_name(AnswerRule::kLastNumber));
   auto percent = [](const std::optional<double>& value) {
     return value ? fmt::format("{:+.1f}%", 100.0 * *value) : std::string("n/a");
   };

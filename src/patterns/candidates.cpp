@@ -14,11 +14,6 @@ bool is_abbreviation(std::string_view word) {
   return false;
 }
 
-bool ends_sentence(std::string_view word) {
-  char last = word.back();
-  return (last == '.' || last == '!' || last == '?') && !is_abbreviation(word);
-}
-
 bool ends_clause(std::string_view word) {
   char last = word.back();
   return last == ',' || last == ';' || last == ':';
@@ -62,6 +57,11 @@ WordFacts work_out(std::string_view word, std::uint64_t hash) {
 constexpr std::uint32_t kMinContentWords = 1;
 
 }  // namespace
+
+bool ends_sentence(std::string_view word) {
+  char last = word.back();
+  return (last == '.' || last == '!' || last == '?') && !is_abbreviation(word);
+}
 
 void write_candidate(WireWriter& out, const Candidate& candidate) {
   out.put<std::uint32_t>(candidate.length);

@@ -62,6 +62,30 @@ struct ExactSentences {
   }
 };
 
+// Normalized mode's sentence end: a word ending in '.', '!' or '?' that is
+// not an abbreviation ("mr.", "e.g."). Non-empty words only.
+bool ends_sentence(std::string_view word);
+
+// The sentences of a text normalize_lines() wrote (lines cut at '\n', words
+// at single spaces), cut where NormalizedMiner cuts them: at each line end
+// and after each word that ends_sentence(). Calls visit(std::string_view).
+template <typename Visit>
+void split_normalized_sentences(std::string_view text, Visit&& visit) {
+  std::size_t sentence_begin = 0;
+  std::size_t word_begin = 0;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    const bool line_end = i == text.size() || text[i] == '\n';
+    if (!line_end && text[i] != ' ') continue;
+    if (i > word_begin && (line_end || ends_sentence(text.substr(word_begin, i - word_begin)))) {
+      visit(text.substr(sentence_begin, i - sentence_begin));
+      sentence_begin = i + 1;
+    } else if (line_end) {
+      sentence_begin = i + 1;
+    }
+    word_begin = i + 1;
+  }
+}
+
 // What the normalized miner needs to know of a word, worked out once per
 // distinct word: the corpus repeats a small vocabulary, and these tests ran
 // for every word.

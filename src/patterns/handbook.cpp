@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <unordered_set>
 
 #include "metareuse/core/error.h"
 #include "metareuse/core/file_io.h"
@@ -13,6 +14,16 @@
 namespace metareuse {
 
 using json = nlohmann::json;
+
+void make_names_unique(std::vector<Pattern>& patterns) {
+  std::unordered_set<std::string> names;
+  for (Pattern& pattern : patterns) {
+    const std::string base = pattern.name;
+    for (int suffix = 2; !names.insert(pattern.name).second; ++suffix) {
+      pattern.name = fmt::format("{}_{}", base, suffix);
+    }
+  }
+}
 
 nlohmann::ordered_json handbook_to_json(const Handbook& handbook) {
   using ordered = nlohmann::ordered_json;

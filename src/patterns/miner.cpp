@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <unordered_set>
 
 #include "candidate_table.h"  // CandidateTable, RecordCandidates
 #include "candidates.h"       // ExactSentences, NormalizedMiner, first_occurrences_match
@@ -17,6 +16,7 @@
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/patterns/instructions.h"  // count_containing_sentences
 #include "metareuse/patterns/text.h"
 #include "record_groups.h"
 #include "reduction.h"        // exchange_groups, reduce_to_owners, gather_pool
@@ -240,14 +240,7 @@ void fill_handbook(const std::vector<const Candidate*>& chosen, const std::vecto
   handbook.mode = mining_mode_name(options.mode);
   handbook.exact_counts = counts[3] == 0;
   for (const Candidate* candidate : chosen) handbook.patterns.push_back(to_pattern(*candidate, files));
-  // Behavior names must be unique to be usable as keys.
-  std::unordered_set<std::string> names;
-  for (Pattern& pattern : handbook.patterns) {
-    std::string base = pattern.name;
-    for (int suffix = 2; !names.insert(pattern.name).second; ++suffix) {
-      pattern.name = fmt::format("{}_{}", base, suffix);
-    }
-  }
+  make_names_unique(handbook.patterns);
   handbook.stats = {{"records", result.corpus.records},
                     {"bad_lines", result.corpus.bad_lines},
                     {"blank_lines", result.corpus.blank_lines},
@@ -270,6 +263,41 @@ void fill_handbook(const std::vector<const Candidate*>& chosen, const std::vecto
                       {{"question", options.read.fields.question},
                        {"reasoning", options.read.fields.reasoning},
                        {"solution", options.read.fields.solution}}}};
+}
+
+// Normalized mode: a pattern is often a phrase ("a total of <num>"); its
+// instruction is the best sentence containing it (count_containing_sentences:
+// a full sentence when one exists, the most frequent of those), found by a
+// second pass over the corpus. A pattern in no sentence keeps its own text.
+void choose_instructions(const std::vector<std::string>& files, const MiningOptions& options,
+                         Communicator& communicator, MiningResult& result) {
+  Handbook& handbook = result.handbook;
+  std::vector<std::string> texts;
+  for (const Pattern& pattern : handbook.patterns) texts.push_back(pattern.text);
+  SentenceCountOptions counting;
+  counting.sample = options.instruction_sample;
+  counting.keep = std::max<std::size_t>(options.examples, 1);
+  counting.read = options.read;
+  counting.read.max_reported_per_rank = 0;  // the first pass reported the bad lines
+  const std::vector<ContainingSentences> found = count_containing_sentences(files, texts, counting, communicator);
+  std::uint64_t from_sentences = 0, sampled = 0;
+  for (std::size_t i = 0; i < found.size(); ++i) {
+    if (!found[i].sentences.empty()) {
+      handbook.patterns[i].instruction = behavior_instruction(found[i].sentences.front());
+      ++from_sentences;
+    }
+    sampled += found[i].sampled ? 1 : 0;
+    result.pattern_sentences.push_back(found[i].sentences.empty() ? std::vector<std::string>{handbook.patterns[i].text}
+                                                                  : found[i].sentences);
+  }
+  handbook.stats["instructions_from_sentences"] = from_sentences;
+  handbook.stats["instructions_sampled"] = sampled;
+  handbook.config["instruction_sample"] = options.instruction_sample;
+  if (sampled > 0) {
+    log_info("instructions: {} of {} patterns are in more than {} distinct sentences; each was chosen from a hash "
+             "sample of {} (patterns.instruction_sample), the same at any rank count",
+             sampled, found.size(), options.instruction_sample, options.instruction_sample);
+  }
 }
 
 }  // namespace
@@ -337,24 +365,16 @@ MiningResult mine_patterns(const std::vector<std::string>& files, const MiningOp
               options.max_candidates, counts[2], counts[3]);
   }
   fill_handbook(chosen, counts, files, options, world_size, result);
-  if (!exact) {
-    // A phrase reads as an instruction through the most frequent full sentence
-    // containing it. The pool is the same on every rank (allgathered), so the
-    // choice is too: highest support, then the smaller text.
-    for (std::size_t i = 0; i < chosen.size(); ++i) {
-      const Candidate* best = nullptr;
-      for (const Candidate& candidate : pool.candidates) {
-        if ((candidate.kinds & kKindSentence) == 0 || !contains_word_aligned(candidate.view(), chosen[i]->view())) {
-          continue;
-        }
-        if (best == nullptr || candidate.support > best->support ||
-            (candidate.support == best->support && candidate.view() < best->view())) {
-          best = &candidate;
-        }
-      }
-      if (best != nullptr) result.handbook.patterns[i].instruction = behavior_instruction(best->view());
-    }
+  watch.reset();
+  if (exact) {
+    for (const Pattern& pattern : result.handbook.patterns) result.pattern_sentences.push_back({pattern.text});
+  } else {
+    choose_instructions(files, options, communicator, result);
   }
+  result.seconds_instructions = watch.seconds();
+  std::uint64_t full_sentences = 0;
+  for (const Pattern& pattern : result.handbook.patterns) full_sentences += is_full_sentence(pattern.instruction) ? 1 : 0;
+  result.handbook.stats["full_sentences"] = full_sentences;
   return result;
 }
 

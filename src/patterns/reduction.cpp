@@ -11,11 +11,7 @@
 #include "wire.h"
 
 namespace metareuse::patterns_detail {
-namespace {
 
-// Sends out[offsets of out_counts[r]] to rank r and receives every rank's
-// bytes for this one into `in`, in rank order (an alltoallv whose receive
-// counts come from an allgather of the send counts).
 void exchange_bytes(Communicator& communicator, const char* out, const std::vector<std::size_t>& out_counts,
                     std::vector<char>& in) {
   const int world_size = communicator.size();
@@ -33,7 +29,6 @@ void exchange_bytes(Communicator& communicator, const char* out, const std::vect
   communicator.alltoallv(out, out_counts, in.data(), in_counts, DType::kUInt8);
 }
 
-// exchange_bytes() for one buffer per destination rank (emptied on the way).
 void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>& outgoing, std::vector<char>& in) {
   std::vector<std::size_t> out_counts(outgoing.size());
   std::vector<char> packed;
@@ -44,6 +39,8 @@ void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>
   outgoing = {};
   exchange_bytes(communicator, packed.data(), out_counts, in);
 }
+
+namespace {
 
 // The rank that reduces a candidate's hash.
 int owner_of_hash(std::uint64_t hash, int world_size) {

@@ -30,6 +30,15 @@ class Communicator;
 
 namespace metareuse::patterns_detail {
 
+// Sends out[offsets of out_counts[r]] to rank r and receives every rank's
+// bytes for this one into `in`, in rank order (an alltoallv whose receive
+// counts come from an allgather of the send counts). Collective.
+void exchange_bytes(Communicator& communicator, const char* out, const std::vector<std::size_t>& out_counts,
+                    std::vector<char>& in);
+
+// exchange_bytes() for one buffer per destination rank (emptied on the way).
+void exchange_buffers(Communicator& communicator, std::vector<std::vector<char>>& outgoing, std::vector<char>& in);
+
 // The groups a rank mines in normalized mode at several ranks.
 struct OwnedGroups {
   std::vector<char> arriving;  // the groups other ranks sent here (RecordGroups' wire layout)

@@ -398,12 +398,8 @@ std::optional<Handbook> reflect_patterns(const std::vector<std::string>& files, 
     if (options.top_k > 0 && handbook.patterns.size() == options.top_k) break;
     handbook.patterns.push_back(std::move(pattern));
   }
-  // Names must be unique keys: the same name with another instruction gets a suffix.
-  std::map<std::string, int> seen;
-  for (Pattern& pattern : handbook.patterns) {
-    const int count = ++seen[pattern.name];
-    if (count > 1) pattern.name = fmt::format("{}_{}", pattern.name, count);
-  }
+  // The same name with another instruction gets a suffix.
+  make_names_unique(handbook.patterns);
   handbook.stats = {{"records", stats.records},       {"bad_lines", stats.bad_lines},
                     {"records_reflected", replies.size()},     {"replies_read_back", read_back_count},
                     {"failed", failed},

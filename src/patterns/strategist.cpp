@@ -18,12 +18,12 @@
 namespace metareuse {
 
 Strategist make_model_strategist(const StrategistOptions& options) {
-  if (options.model.empty()) throw UsageError("reflect mode needs a model: give --model (patterns.model)");
+  if (options.model.empty()) throw UsageError("the strategist needs a model: give --model (patterns.model)");
   if (options.batch_size < 1) throw UsageError("patterns.batch_size must be >= 1");
   std::shared_ptr<ModelSource> source = open_model_or_checkpoint(options.model);
   const std::string tokenizer_path = options.tokenizer.empty() ? model_tokenizer_path(options.model) : options.tokenizer;
   if (tokenizer_path.empty()) {
-    throw UsageError(fmt::format("reflect: model '{}' has no tokenizer.json: give --tokenizer (tokenizer.path)",
+    throw UsageError(fmt::format("strategist: model '{}' has no tokenizer.json: give --tokenizer (tokenizer.path)",
                                  options.model));
   }
   std::shared_ptr<Tokenizer> tokenizer = load_tokenizer(tokenizer_path);
@@ -39,7 +39,7 @@ Strategist make_model_strategist(const StrategistOptions& options) {
     throw UsageError(fmt::format("tokenizer.template must be chat or plain, got '{}'", options.template_name));
   }
   auto model = std::make_shared<LlamaModel>(load_model(*source, torch::TensorOptions().dtype(torch::kFloat32)));
-  log_info("reflect: strategist {} ({}; prompts through {}), {} new tokens at most, {}", source->description(),
+  log_info("strategist: {} ({}; prompts through {}), {} new tokens at most, {}", source->description(),
             tokenizer_path, chat ? chat->where() : "tokenizer.template=" + options.template_name,
             options.max_new_tokens,
             options.temperature > 0 ? fmt::format("sampled at temperature {}", options.temperature) : "greedy");

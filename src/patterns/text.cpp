@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <iterator>
+#include <string>
 #include <vector>
 
 namespace metareuse {
@@ -191,6 +193,62 @@ std::string behavior_instruction(std::string_view sentence) {
     instruction[0] = static_cast<char>(instruction[0] - 'a' + 'A');
   }
   return instruction;
+}
+
+namespace {
+
+// Verb forms that make a sentence of a worked solution: auxiliaries, the
+// verbs its steps use, and the imperatives an instruction uses. Lowercase,
+// base forms and their -s forms (is_verb_like strips "s", "es" and "ies").
+constexpr std::string_view kVerbs[] = {
+    "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did",
+    "will", "would", "can", "could", "should", "shall", "may", "might", "must", "get", "got", "make", "made",
+    "take", "took", "buy", "bought", "sell", "sold", "spend", "spent", "pay", "paid", "give", "gave", "cost",
+    "need", "earn", "save", "eat", "ate", "run", "ran", "read", "left", "leave", "keep", "kept", "put", "find",
+    "found", "know", "knew", "go", "went", "come", "came", "work", "use", "add", "subtract", "multiply",
+    "divide", "compute", "calculate", "count", "convert", "check", "compare", "set", "write", "solve", "let",
+    "sum", "mean", "means", "equal", "remain", "receive", "sit", "hold", "contain", "weigh", "drive", "walk",
+    "travel", "grow", "charge", "start", "want", "plant", "collect", "share", "split", "represent"};
+
+bool is_verb_like(std::string_view word) {
+  std::string letters;
+  for (char c : word) {
+    if (c >= 'A' && c <= 'Z') letters.push_back(static_cast<char>(c - 'A' + 'a'));
+    else if ((c >= 'a' && c <= 'z') || c == '\'') letters.push_back(c);
+  }
+  auto listed = [](std::string_view form) {
+    return std::find(std::begin(kVerbs), std::end(kVerbs), form) != std::end(kVerbs);
+  };
+  std::string_view form = letters;
+  if (listed(form)) return true;
+  if (form.size() > 3 && form.substr(form.size() - 2) == "ed") return true;
+  if (form.size() > 3 && form.substr(form.size() - 3) == "ies" && listed(std::string(form.substr(0, form.size() - 3)) + "y")) {
+    return true;
+  }
+  if (form.size() > 2 && form.substr(form.size() - 2) == "es" && listed(form.substr(0, form.size() - 2))) return true;
+  return form.size() > 1 && form.back() == 's' && listed(form.substr(0, form.size() - 1));
+}
+
+}  // namespace
+
+bool is_full_sentence(std::string_view instruction) {
+  const std::vector<std::string_view> words = split_words(instruction);
+  std::size_t lettered = 0;
+  bool verb = false;
+  for (std::string_view word : words) {
+    if (!is_alphabetic_word(word)) continue;
+    ++lettered;
+    verb = verb || is_verb_like(word);
+  }
+  if (lettered < 5 || !verb) return false;
+  std::string_view start = instruction;
+  if (!start.empty() && start.front() == '$') start.remove_prefix(1);
+  const bool capital_or_slot = !start.empty() && ((start.front() >= 'A' && start.front() <= 'Z') ||
+                                                  start.compare(0, 5, "<num>") == 0);
+  std::string_view end = instruction;
+  while (!end.empty() && (end.back() == '"' || end.back() == '\'' || end.back() == ')')) end.remove_suffix(1);
+  const bool punctuated = !end.empty() && (end.back() == '.' || end.back() == '!' || end.back() == '?');
+  return capital_or_slot && punctuated;
 }
 
 }  // namespace metareuse

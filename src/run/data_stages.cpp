@@ -40,11 +40,25 @@ MiningOptions mining_options(const Config& config) {
                                                                            : Selection::kCoverage;
   options.pool_size = static_cast<std::size_t>(config.get_int("patterns.pool_size"));
   options.group_bytes = static_cast<std::size_t>(config.get_int("patterns.group_memory_mb")) << 20;
+  options.instruction_sample = static_cast<std::size_t>(config.get_int("patterns.instruction_sample"));
   options.read = corpus_read_options(config);
   if (options.max_phrase_words < options.min_words) {
     throw ConfigError("patterns.max_phrase_words must be >= patterns.min_words");
   }
   return options;
+}
+
+// The strategist's model and decoding (reflect mode, or phrasing mined patterns).
+StrategistOptions strategist_options(const Config& config) {
+  StrategistOptions model;
+  model.model = config.get_string("patterns.model");
+  model.tokenizer = config.get_string("tokenizer.path");
+  model.template_name = config.get_string("tokenizer.template");
+  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
+  model.batch_size = config.get_int("patterns.batch_size");
+  model.temperature = config.get_number("patterns.temperature");
+  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return model;
 }
 
 // Reflect mode's options and its model. The prompt is read and checked here,
@@ -59,34 +73,55 @@ void reflect_options(const Config& config, PatternsStageOptions& stage) {
   options.top_k = static_cast<std::size_t>(config.get_int("patterns.top_k"));
   options.max_records = static_cast<std::uint64_t>(config.get_int("patterns.max_records"));
   options.read = corpus_read_options(config);
-  StrategistOptions& model = stage.strategist;
-  model.model = config.get_string("patterns.model");
-  if (model.model.empty()) throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
-  model.tokenizer = config.get_string("tokenizer.path");
-  model.template_name = config.get_string("tokenizer.template");
-  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
-  model.batch_size = config.get_int("patterns.batch_size");
-  model.temperature = config.get_number("patterns.temperature");
-  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  options.strategist = describe_strategist(model);
+  stage.strategist = strategist_options(config);
+  if (stage.strategist.model.empty()) {
+    throw UsageError("patterns --mode reflect needs --model (patterns.model): a Hugging Face folder or a checkpoint");
+  }
+  options.strategist = describe_strategist(stage.strategist);
   options.time_limit = config.get_number("patterns.time_limit");
 }
 
-// Mines the corpus into `handbook`; returns the corpus's counts. No pattern
-// is an error naming the corpus and why (no good record, or none frequent enough).
-CorpusStats mine_handbook(const PatternsStageOptions& stage, Communicator& world, Handbook& handbook) {
+// The model's strategist, or a UsageError naming `what` in a binary without model code.
+Strategist load_strategist(const PatternsStageOptions& stage, const StrategistFactory& make_strategist,
+                           const std::string& what) {
+  if (!make_strategist) {
+    throw UsageError(fmt::format("{} needs a model, and this binary has no model code: run it with metareuse "
+                                 "(which starts metareuse-torch for it) or metareuse-torch",
+                                 what));
+  }
+  return make_strategist(stage.strategist);
+}
+
+// Mines the corpus into `handbook` (with a model, then phrases each pattern);
+// returns the corpus's counts. No pattern is an error naming the corpus and
+// why (no good record, or none frequent enough).
+CorpusStats mine_handbook(const PatternsStageOptions& stage, Communicator& world,
+                          const StrategistFactory& make_strategist, Handbook& handbook) {
   const MiningOptions& options = stage.mining;
   std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
+  // The model loads first: a bad path fails before the mining's minutes.
+  const bool phrase = !stage.strategist.model.empty();
+  const Strategist strategist = phrase ? load_strategist(stage, make_strategist, "patterns.model") : Strategist{};
   MiningResult result = mine_patterns(files, options, world);
   handbook = std::move(result.handbook);
   log_info("corpus: {} in {} file(s), {:.1f} MB", describe_stats(result.corpus), files.size(),
             static_cast<double>(result.corpus.bytes) / 1e6);
   log_info("patterns ({} mode, {} rank(s)): {} distinct candidates, {} with support >= {}, {} kept; "
-            "counting {:.2f} s, reduction {:.2f} s",
+            "counting {:.2f} s, reduction {:.2f} s, instructions {:.2f} s; {} of {} instructions are full sentences",
             handbook.mode, world.size(), result.global_candidates, result.qualified, options.min_support,
-            handbook.patterns.size(), result.seconds_count, result.seconds_reduce);
+            handbook.patterns.size(), result.seconds_count, result.seconds_reduce, result.seconds_instructions,
+            handbook.stats["full_sentences"].get<std::uint64_t>(), handbook.patterns.size());
+  if (phrase && !handbook.patterns.empty()) {
+    Stopwatch watch;
+    const PhrasingCounts counts = phrase_patterns(handbook, result.pattern_sentences, stage.phrasing, strategist, world);
+    log_info("phrasing: {} replies for {} patterns, {} phrased as behaviors, {} kept their mined sentence (the reply "
+             "had no `behavior_name: instruction` line), {:.1f} s",
+             counts.replies, handbook.patterns.size(), counts.phrased, counts.kept_mined, watch.seconds());
+    handbook.config["model"] = stage.strategist.model;
+  }
   for (std::size_t i = 0; i < handbook.patterns.size() && i < 5; ++i) {
-    log_info("  {:>7}  {}", handbook.patterns[i].support, handbook.patterns[i].text);
+    log_info("  {:>7}  {}: {}", handbook.patterns[i].support, handbook.patterns[i].text,
+             handbook.patterns[i].instruction);
   }
   const std::string where = fmt::format("{}", fmt::join(files, ", "));
   if (result.corpus.records == 0) {
@@ -107,13 +142,9 @@ CorpusStats mine_handbook(const PatternsStageOptions& stage, Communicator& world
 // stopped it (its replies log is kept).
 std::optional<std::uint64_t> reflect_handbook(const PatternsStageOptions& stage, Communicator& world,
                                               const StrategistFactory& make_strategist, Handbook& handbook) {
-  if (!make_strategist) {
-    throw UsageError("patterns.mode=reflect needs a model, and this binary has no model code: run it with "
-                     "metareuse (which starts metareuse-torch for it) or metareuse-torch");
-  }
   const ReflectOptions& options = stage.reflect;
   std::vector<std::string> files = expand_corpus_files(stage.corpus_files);
-  const Strategist strategist = make_strategist(stage.strategist);
+  const Strategist strategist = load_strategist(stage, make_strategist, "patterns.mode=reflect");
   Stopwatch watch;
   std::optional<Handbook> reflected = reflect_patterns(files, options, strategist, world);
   if (!reflected) return std::nullopt;
@@ -143,16 +174,23 @@ int strict_status(bool strict, std::uint64_t bad_lines) {
 
 }  // namespace
 
-ReadOptions corpus_read_options(const Config& config) {
-  ReadOptions read;
+FieldNames corpus_field_names(const Config& config) {
+  FieldNames names;
   const nlohmann::json& fields = config.get_json("corpus.fields");
   for (auto it = fields.begin(); it != fields.end(); ++it) {
     std::string value = it.value().get<std::string>();
-    if (it.key() == "question") read.fields.question = value;
-    else if (it.key() == "reasoning") read.fields.reasoning = value;
-    else if (it.key() == "solution") read.fields.solution = value;
-    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution)", it.key()));
+    if (it.key() == "question") names.question = value;
+    else if (it.key() == "reasoning") names.reasoning = value;
+    else if (it.key() == "solution") names.solution = value;
+    else if (it.key() == "answer") names.answer = value;
+    else throw ConfigError(fmt::format("corpus.fields: unknown role '{}' (valid: question, reasoning, solution, answer)", it.key()));
   }
+  return names;
+}
+
+ReadOptions corpus_read_options(const Config& config) {
+  ReadOptions read;
+  read.fields = corpus_field_names(config);
   read.max_depth = static_cast<int>(config.get_int("corpus.max_depth"));
   return read;
 }
@@ -170,6 +208,11 @@ PatternsStageOptions patterns_stage_options(const Config& config, const std::str
   } else {
     options.source = HandbookSource::kMine;
     options.mining = mining_options(config);
+    options.strategist = strategist_options(config);
+    options.phrasing.batch_size = static_cast<std::size_t>(config.get_int("patterns.batch_size"));
+    if (!options.strategist.model.empty()) {
+      options.phrasing.prompt_template = load_phrasing_prompt(config.get_string("patterns.phrase_prompt"));
+    }
   }
   options.holdout = config.get_string_list("patterns.holdout");
   options.read = corpus_read_options(config);
@@ -256,7 +299,7 @@ int patterns_stage(const PatternsStageOptions& options, Runtime& runtime, const 
       break;
     }
     case HandbookSource::kMine:
-      bad_lines = mine_handbook(options, world, handbook).bad_lines;
+      bad_lines = mine_handbook(options, world, make_strategist, handbook).bad_lines;
       break;
   }
   if (!options.holdout.empty()) {

@@ -12,6 +12,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"  // parse_bytes
+#include "metareuse/run/data_stages.h"  // corpus_field_names
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
 #include "metareuse/train/train_state.h"  // a checkpoint's config
@@ -194,6 +195,7 @@ EvalRunOptions eval_run_options(const Config& config, const RunLayout& layout) {
   const std::string baseline = config.get_string("eval.baseline");
   if (!baseline.empty()) options.models.push_back({"baseline", baseline, patterns});
   options.questions = config.get_string("eval.questions");
+  options.fields = corpus_field_names(config);  // one corpus file trains and evaluates
   options.limit = config.get_int("eval.limit");
   options.out_dir = config.get_string("eval.out");
   if (options.out_dir.empty()) options.out_dir = layout.eval_folder();
@@ -285,6 +287,7 @@ DistillOptions distill_run_options(const Config& config, const RunLayout& layout
   options.teacher = config.get_string("distill.teacher");
   if (options.teacher.empty()) options.teacher = layout.checkpoint_folder(config);
   options.corpus_files = config.get_string_list("corpus.files");
+  options.fields = corpus_field_names(config);
   options.limit = config.get_int("distill.limit");
   options.samples = config.get_int("distill.samples");
   options.handbook = config.get_string("distill.handbook");

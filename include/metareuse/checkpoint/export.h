@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "metareuse/model/config.h"  // LlamaConfig
+
 namespace metareuse {
 
 // The stored dtype of the weights (the checkpoint's masters are fp32).
@@ -22,7 +24,16 @@ struct ExportOptions {
 // "fp32", "fp16" or "bf16"; ConfigError otherwise.
 ExportDtype parse_export_dtype(const std::string& name);
 
-// Rank 0's work (nothing is sharded here).
+// Rank 0's work (nothing is sharded here). The folder also gets
+// generation_config.json (write_generation_config).
 void export_checkpoint(const ExportOptions& options);
+
+// generation_config.json in `folder`: the config's bos, its eos ids with the
+// stop ids of the template the model was trained with (PromptFormat: the chat
+// template's end of turn, so transformers' generate stops where metareuse's
+// does), and the pad id that tokenizer_config.json names, else the first eos.
+// `tokenizer_path` "": the config's ids only.
+void write_generation_config(const LlamaConfig& config, const std::string& tokenizer_path,
+                             const std::string& template_name, const std::string& folder);
 
 }  // namespace metareuse

@@ -13,28 +13,38 @@
 #include <string_view>
 #include <vector>
 
+#include "metareuse/corpus/answer_rule.h"  // AnswerRule, the final-answer rules
+
 namespace metareuse {
 class Communicator;
 
-// Where question, reasoning and solution live in a record. A record without the
-// reasoning field but with GSM8K's "answer" is read the GSM8K way: reasoning is
-// the answer before its "####" line, solution the text after it.
+// The record formats, each read into (question, reasoning, solution). One
+// rule, read_by_format in corpus.cpp, tells them apart by the fields a record
+// has, in this order (the first that fits wins):
+//   messages           {"messages": [{"role", "content"}, ...]} (TRL's
+//                      conversational form; "system" turns are ignored): the
+//                      last user turn before the final assistant turn is the
+//                      question, that assistant turn the reasoning and answer.
+//   seed               {"question", "reasoning", "solution"} (names from
+//                      FieldNames; a number as solution is read as its text).
+//   question/answer    {"question", "answer"}: GSM8K's, and what corpus.fields
+//                      maps (e.g. {"question": "input", "answer": "output"}).
+//   problem/solution   MATH's {"problem", "solution"}, the answer in \boxed{}.
+//   prompt/completion  TRL's {"prompt", "completion"}, both strings.
+// The answer of a free-form text (the answer field, a completion, an
+// assistant turn) is read with completion_rule (answer_rule.h): "####", else
+// \boxed{}, else the last number; MATH's always with \boxed{}. The reasoning
+// feeds the miner; the final answer is what eval's answer check compares.
+enum class RecordFormat { kMessages = 0, kSeed, kQuestionAnswer, kProblemSolution, kPromptCompletion };
+const char* record_format_name(RecordFormat format);
+
+// The field names of the seed and question/answer formats (corpus.fields).
 struct FieldNames {
   std::string question = "question";
   std::string reasoning = "reasoning";
   std::string solution = "solution";
+  std::string answer = "answer";
 };
-
-// GSM8K's "answer" field: the reasoning before its last "####", the final
-// answer after it (surrounding white space removed). nullopt when there is no
-// "####" or nothing after it: such a record is bad wherever it is read (the
-// corpus reader counts it, eval's question reader skips it), never a record
-// with an empty solution.
-struct Gsm8kAnswer {
-  std::string_view reasoning;
-  std::string_view solution;
-};
-std::optional<Gsm8kAnswer> split_gsm8k_answer(std::string_view answer);
 
 // A record key is the same whatever the rank count: file index and line number.
 using RecordKey = std::uint64_t;
@@ -51,20 +61,22 @@ struct Record {
   std::uint64_t offset = 0;  // of the line's first byte in its file (for read_lines_at)
   std::string_view question;
   std::string_view reasoning;
-  std::string_view solution;
+  std::string_view solution;  // the final answer
+  RecordFormat format = RecordFormat::kSeed;
+  AnswerRule answer_rule = AnswerRule::kHashes;  // how a model's answer to it is found (seed: the trained "####")
 };
 
 // Why a line was skipped. Blank lines are not bad: they are skipped silently.
 enum class BadReason : int {
   kMalformedJson = 0,
   kNotObject,
-  kMissingField,
+  kMissingField,  // the record fits no format
   kNotString,
   kInvalidUtf8,
   kNulByte,
   kByteOrderMark,
   kTooDeep,
-  kNoFinalAnswer,  // a GSM8K "answer" without "#### <answer>"
+  kNoFinalAnswer,  // its answer text states no final answer by its rule
   kCount
 };
 const char* bad_reason_name(BadReason reason);
@@ -91,6 +103,9 @@ struct ReadOptions {
   FieldNames fields;
   std::size_t max_reported_per_rank = 20;  // bad lines printed per rank; the rest are only counted
   int max_depth = 64;                      // JSON nesting deeper than this is a bad line
+  // A seed record without its reasoning field: bad for training (nothing to
+  // mine or learn), a plain question with its answer for eval.
+  bool require_reasoning = true;
   // Number each rank's lines from its first line of each file, and learn the
   // lines of the lower ranks after the read (CorpusStats::line_base) instead of
   // before it. Saves the lower ranks a pass over their shares (counting their
@@ -131,6 +146,19 @@ struct LineAt {
 };
 void read_lines_at(const std::vector<std::string>& files, std::vector<LineAt> lines, const ReadOptions& options,
                    const std::function<void(const Record&)>& visit);
+
+// One whole file read in line order by one process (eval's questions, distill's
+// corpus): `visit` gets each good record until it returns false; `bad` gets each
+// bad line's number and why. Blank lines are skipped. Throws InputError for an
+// unreadable file or a JSON array (refuse_json_array).
+void read_file_records(const std::string& path, const ReadOptions& options,
+                       const std::function<bool(const Record&)>& visit,
+                       const std::function<void(std::uint64_t line, const std::string& why)>& bad);
+
+// Throws InputError in one line when `bytes` (a file's, or its start) hold a
+// JSON array rather than JSON Lines, saying how to convert it: read line by
+// line, such a file would be one malformed line per line.
+void refuse_json_array(const std::string& path, std::string_view bytes);
 
 // Sums the counts over ranks (collective).
 CorpusStats reduce_stats(const CorpusStats& local, Communicator& communicator);

@@ -3,10 +3,14 @@
 // handbook patterns it uses. Torch-free, so it is unit-tested on strings.
 //
 // Definitions (the README's eval section repeats them):
-//   final answer     the text after the last "####" (GSM8K's marker, and what
-//                    the augment stage trains the model to write), up to the
-//                    end of that line; otherwise the content of the last
-//                    \boxed{...} (braces balanced).
+//   strict answer    the answer by the question's rule (corpus/answer_rule.h:
+//                    "####" for GSM8K and seed records, \boxed{} for MATH's,
+//                    the marker their reference carries for completions).
+//   flexible answer  the last number in the output (lm-evaluation-harness's
+//                    flexible extraction for GSM8K), whatever the format.
+//   final answer     (extract_final_answer) the text after the last "####" up
+//                    to the end of that line, otherwise the content of the
+//                    last \boxed{...}.
 //   normalised       surrounding white space, '$', ',' and a trailing '.'
 //                    removed; a number is then compared by value ("18.00" is "18").
 //   reasoning        the text before the final-answer marker ("####" or the
@@ -25,12 +29,22 @@
 #include <string_view>
 #include <vector>
 
+#include "metareuse/corpus/corpus.h"  // FieldNames, AnswerRule: questions are read by the corpus's rules
 #include "metareuse/patterns/handbook.h"
 
 namespace metareuse {
 
 // The final answer stated in `text`, before normalisation; nullopt when it states none.
 std::optional<std::string> extract_final_answer(std::string_view text);
+
+// The strict and the flexible answer of one output against its reference.
+struct AnswerCheck {
+  std::optional<std::string> strict_answer;
+  bool strict = false;
+  std::optional<std::string> flexible_answer;
+  bool flexible = false;
+};
+AnswerCheck check_answer(std::string_view output, std::string_view reference, AnswerRule rule);
 
 // Removes white space, '$' and ',' and a trailing '.'; "$1,234.00." -> "1234.00".
 std::string normalize_answer(std::string_view answer);
@@ -58,14 +72,14 @@ class PatternMatcher {
   std::vector<std::string> names_;
 };
 
-// One held-out question. GSM8K records {"question", "answer"} (answer =
-// reasoning + "#### N") and seed records {"question", "reasoning", "solution"}
-// are both accepted.
+// One held-out question, from a record of any corpus format (corpus.h, read
+// by the corpus's own rule); a seed record may leave out its reasoning here.
 struct Question {
   std::int64_t line = 0;       // 1-based line in the file
   std::string question;
   std::string reference;       // the reference final answer, as written
   std::string reference_reasoning;
+  AnswerRule answer_rule = AnswerRule::kHashes;  // how a generation's strict answer is found
 };
 
 struct QuestionSet {
@@ -73,9 +87,14 @@ struct QuestionSet {
   std::int64_t bad_records = 0;  // reported as warnings naming file:line
 };
 
-// Reads a JSON Lines file of questions; at most `limit` (0: all). A bad line
-// is warned about (file:line and why) and skipped; an unreadable file throws.
-QuestionSet read_questions(const std::string& path, std::int64_t limit = 0);
+// Reads a JSON Lines file of questions; at most `limit` (0: all), fields named
+// as corpus.fields names them. A bad line is warned about (file:line and why)
+// and skipped; an unreadable file or a JSON array throws.
+QuestionSet read_questions(const std::string& path, std::int64_t limit = 0, const FieldNames& fields = {});
+
+// The strict rules of a question set, as eval.json shows them: "####", or
+// "####, \boxed{}" when its records differ.
+std::string answer_rules_of(const std::vector<Question>& questions);
 
 // Mean and median of a list (0 for an empty one).
 double mean_of(const std::vector<double>& values);

@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "metareuse/corpus/corpus.h"  // FieldNames
 #include "metareuse/eval/eval_options.h"
 
 namespace metareuse {
@@ -35,6 +36,7 @@ class Communicator;
 struct DistillOptions {
   std::string teacher;                    // a Hugging Face folder, a checkpoint file or folder
   std::vector<std::string> corpus_files;  // the training questions (globs expanded when it runs)
+  FieldNames fields;                      // corpus.fields
   std::int64_t limit = 0;                 // the first N questions over the files; 0: all
   std::int64_t samples = 1;               // answers per question (1 when greedy)
   // The teacher's prompts: the handbook's behaviors retrieved as eval does.

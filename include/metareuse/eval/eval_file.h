@@ -4,6 +4,7 @@
 //
 // eval.json, in key order:
 //   format "metareuse.eval", version 1, questions_file, questions, bad_records,
+//   answer_rule {strict, flexible} (how answers are found, corpus/answer_rule.h),
 //   generation {greedy, temperature, top_p, seed, max_new_tokens} (temperature
 //   and top_p null when greedy), prompt {patterns, augment_mode, top_k, contexts},
 //   handbook, handbook_patterns, definitions {name: text},
@@ -31,7 +32,9 @@ struct Summary {
   std::int64_t questions = 0;
   std::int64_t correct = 0;
   std::int64_t failed = 0;  // questions whose generation failed (counted as wrong)
-  double accuracy = 0;
+  std::int64_t correct_flexible = 0;  // by the last number in the output
+  double accuracy = 0;                // strict: by the question's own rule
+  double accuracy_flexible = 0;
   double answered_rate = 0;  // answers with a final answer to compare
   double mean_generated_tokens = 0;
   double median_generated_tokens = 0;
@@ -56,6 +59,7 @@ struct Summary {
 // (null in the file). accuracy_points is the accuracy difference in points.
 struct SummaryChange {
   std::optional<double> accuracy;
+  std::optional<double> accuracy_flexible;
   std::optional<double> mean_generated_tokens;
   std::optional<double> median_generated_tokens;
   std::optional<double> mean_prompt_tokens;
@@ -107,6 +111,7 @@ struct EvalFile {
   std::string questions_file;
   std::int64_t questions = 0;
   std::int64_t bad_records = 0;
+  std::string answer_rule;  // the strict rule(s) of the questions ("####", "\boxed{}", ...); the flexible one is fixed
   bool greedy = true;
   double temperature = 1.0;  // null in the file when greedy
   double top_p = 1.0;        // null in the file when greedy
@@ -159,6 +164,8 @@ struct AnswerRecord {
   std::string output;      // decoded, without the stop token
   std::optional<std::string> answer;  // the extracted final answer
   bool correct = false;
+  std::optional<std::string> flexible_answer;  // the last number of the output
+  bool correct_flexible = false;
   std::int64_t prompt_tokens = 0;
   std::int64_t generated_tokens = 0;  // without the stop token
   std::int64_t reasoning_tokens = 0;  // of the reasoning part (answer.h), re-encoded

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "metareuse/corpus/corpus.h"  // FieldNames
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/eval/eval_options.h"
 
@@ -27,6 +28,7 @@ struct EvalModel {
 struct EvalRunOptions {
   std::vector<EvalModel> models;
   std::string questions;       // JSON Lines of held-out questions
+  FieldNames fields;           // corpus.fields: the same names as training's records
   std::int64_t limit = 0;      // the first N questions (0: all)
   std::string out_dir;         // created; eval_file and answers go in it
   std::string eval_file;       // eval.json (EvalFile)

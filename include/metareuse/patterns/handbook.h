@@ -34,6 +34,10 @@ struct Handbook {
   nlohmann::json config = nlohmann::json::object();  // the mining config that made it
 };
 
+// Behavior names are keys: the second pattern with a name gets "<name>_2"
+// (or _3, ...: the first suffix no pattern has), in handbook order.
+void make_names_unique(std::vector<Pattern>& patterns);
+
 // Key order: format, version, records, mode, exact_counts, patterns, stats, config.
 // Each pattern: name, instruction, support, examples, text, kind.
 nlohmann::ordered_json handbook_to_json(const Handbook& handbook);

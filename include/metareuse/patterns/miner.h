@@ -39,6 +39,9 @@ struct MiningOptions {
   // beyond them are mined one by one and matched in a second read. 0: no groups.
   std::size_t group_bytes = std::size_t{48} << 20;
   std::size_t examples = 3;            // example record ids per pattern
+  // normalized mode: most distinct sentences counted per pattern when its
+  // instruction is chosen (SentenceCountOptions::sample in instructions.h)
+  std::size_t instruction_sample = 4096;
   // Tests only: exact mode keeps just these bits of each sentence's hash, so
   // that different sentences share hashes and the collision handling runs.
   std::uint64_t test_hash_mask = ~std::uint64_t{0};
@@ -54,6 +57,11 @@ struct MiningResult {
   std::uint64_t pruned_candidates = 0; // dropped by the cap, over all ranks
   double seconds_count = 0;            // local counting (read + parse + count), this rank
   double seconds_reduce = 0;           // reduction and selection
+  double seconds_instructions = 0;     // normalized mode: the pass that picks each pattern's instruction
+  // Per handbook pattern, the sentences that show it, best first (the
+  // instruction's sentence first): normalized mode, the most frequent
+  // sentences containing it; exact mode, the pattern itself.
+  std::vector<std::vector<std::string>> pattern_sentences;
   // Exact mode: two sentences shared a hash where the table kept one text for
   // both, so the corpus was counted again with every text kept (any rank).
   bool recounted = false;

@@ -107,4 +107,15 @@ std::string behavior_name(std::string_view text);
 // <num> slots), first letter capitalised: "A total of <num> + <num> = <num> apples."
 std::string behavior_instruction(std::string_view sentence);
 
+// Whether a handbook instruction reads as a full sentence rather than a
+// fragment ("A total of <num>"). All four, deliberately simple:
+//   1. at least 5 words with a letter ("<num>", "=" and "+" do not count);
+//   2. it starts with a capital letter or a number slot ("<num>", "$<num>");
+//   3. it ends with '.', '!' or '?' (a closing quote or bracket may follow);
+//   4. a word is verb-like: in a closed list of auxiliaries and the verbs of
+//      worked solutions ("is", "has", "costs", "multiply", ...), or ends in "ed".
+// The miner prefers such sentences as instructions, and the tests measure
+// the handbook with this same function.
+bool is_full_sentence(std::string_view instruction);
+
 }  // namespace metareuse

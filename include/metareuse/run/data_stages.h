@@ -14,6 +14,7 @@
 #include "metareuse/corpus/corpus.h"            // ReadOptions
 #include "metareuse/dataset/dataset.h"          // PrepareOptions
 #include "metareuse/patterns/miner.h"           // MiningOptions
+#include "metareuse/patterns/phrasing.h"        // PhrasingOptions
 #include "metareuse/patterns/reflect.h"         // ReflectOptions, StrategistOptions, StrategistFactory
 #include "metareuse/tokenizer/prompt_format.h"  // TextFormat
 
@@ -21,6 +22,8 @@ namespace metareuse {
 class Config;
 class Runtime;
 
+// corpus.fields: the names a record's roles have (eval and distill read them too).
+FieldNames corpus_field_names(const Config& config);
 // corpus.fields and corpus.max_depth as read options.
 ReadOptions corpus_read_options(const Config& config);
 
@@ -32,15 +35,19 @@ struct PatternsStageOptions {
   std::string import_path;                // kImport: patterns.import
   MiningOptions mining;                   // kMine
   ReflectOptions reflect;                 // kReflect
-  StrategistOptions strategist;           // kReflect: the model
+  // kReflect: the model that writes behaviors; kMine: the model that phrases
+  // each mined pattern as a behavior (strategist.model "": none)
+  StrategistOptions strategist;
+  PhrasingOptions phrasing;               // kMine with a model
   std::vector<std::string> holdout;       // patterns.holdout
   ReadOptions read;                       // the holdout's too
   bool strict = false;                    // corpus.strict
   std::string handbook;                   // the file written
 };
 
-// patterns.*, corpus.*, and for reflect mode tokenizer.path/.template and
-// run.seed. Checks what needs no corpus (the mode's keys, the reflect prompt).
+// patterns.*, corpus.*, and with patterns.model (reflect mode needs one)
+// tokenizer.path/.template and run.seed. Checks what needs no corpus (the
+// mode's keys, the reflect prompt).
 PatternsStageOptions patterns_stage_options(const Config& config, const std::string& handbook_path);
 
 struct AugmentStageOptions {
@@ -70,7 +77,8 @@ PrepareOptions prepare_stage_options(const Config& config, const TextFormat& tex
 // Mines corpus.files per patterns.* (or imports patterns.import), reports the
 // coverage of patterns.holdout, and writes the handbook (rank 0). Returns
 // kExitBadRecords when corpus.strict is set and the corpus has bad lines.
-// Reflect mode asks `make_strategist` (the torch binary's
+// Reflect mode, and mining with patterns.model (which then phrases each
+// pattern, phrasing.h), ask `make_strategist` (the torch binary's
 // make_model_strategist) for the model; without one it is a UsageError.
 int patterns_stage(const PatternsStageOptions& options, Runtime& runtime,
                    const StrategistFactory& make_strategist = {});
