@@ -2,6 +2,7 @@
 // whole prefix (the baseline), at growing lengths, in one run.
 //
 //   build/bin/bench_generate [--preset debug-small] [--lengths 64,128,256,512,1024] [--steps 16]
+//                            [--new-tokens 256]
 //
 // With the cache, a new token runs one position through the model and attends
 // over the cached keys, so its time stays nearly flat as the sequence grows;
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   std::string preset = "debug-small";
   std::vector<std::int64_t> lengths = {64, 128, 256, 512, 1024};
   std::int64_t steps = 16;
+  std::int64_t new_tokens = 256;  // the end-to-end comparison's
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string flag = argv[i];
     if (flag == "--preset") {
@@ -71,8 +73,10 @@ int main(int argc, char** argv) {
       lengths = parse_lengths(argv[i + 1]);
     } else if (flag == "--steps") {
       steps = std::stoll(argv[i + 1]);
+    } else if (flag == "--new-tokens") {
+      new_tokens = std::stoll(argv[i + 1]);
     } else {
-      fmt::print(stderr, "unknown flag {}; flags: --preset NAME --lengths 64,128,... --steps N\n", flag);
+      fmt::print(stderr, "unknown flag {}; flags: --preset NAME --lengths 64,128,... --steps N --new-tokens N\n", flag);
       return 64;
     }
   }
@@ -98,11 +102,11 @@ int main(int argc, char** argv) {
              lengths.front(), lengths.back(), length_growth, cached.back() / cached.front(),
              recomputed.back() / recomputed.front());
 
-  // End to end through generate(): a 16-token prompt, 256 new tokens.
+  // End to end through generate(): a 16-token prompt, --new-tokens new tokens.
   std::vector<std::int64_t> prompt(16);
   for (std::size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<std::int64_t>(i + 1);
   GenerationOptions options;
-  options.max_new_tokens = 256;
+  options.max_new_tokens = new_tokens;
   Stopwatch watch;
   auto with_cache = generate(model, prompt, options);
   const double cached_total = watch.seconds();
@@ -110,8 +114,8 @@ int main(int argc, char** argv) {
   watch.reset();
   auto without_cache = generate(model, prompt, options);
   const double recomputed_total = watch.seconds();
-  fmt::print("generate(16-token prompt, 256 new): KV cache {:.3f} s, recompute {:.3f} s, ratio {:.1f}x, same tokens: {}\n",
-             cached_total, recomputed_total, recomputed_total / cached_total, with_cache == without_cache ? "yes" : "no");
+  fmt::print("generate(16-token prompt, {} new): KV cache {:.3f} s, recompute {:.3f} s, ratio {:.1f}x, same tokens: {}\n",
+             new_tokens, cached_total, recomputed_total, recomputed_total / cached_total, with_cache == without_cache ? "yes" : "no");
   fmt::print("peak RSS {}\n", format_bytes(static_cast<double>(peak_rss_bytes())));
   return with_cache == without_cache ? 0 : 1;
 }

@@ -56,6 +56,12 @@ def timed(command, ranks=1, mpi=False):
     return wall, rss, run.stdout + run.stderr, cpu
 
 
+def ratio(numerator, denominator):
+    """numerator / denominator, nan when the denominator was measured as 0 (/usr/bin/time and the stage's log
+    line have 0.01 s steps, which a tiny corpus or a fast start-up reaches)."""
+    return numerator / denominator if denominator > 0 else float("nan")
+
+
 def stage_seconds(output):
     match = re.search(r"counting ([0-9.]+) s, reduction ([0-9.]+) s", output)
     return float(match.group(1)) + float(match.group(2)) if match else float("nan")
@@ -80,10 +86,13 @@ def main():
     print(f"corpus: {a.corpus}, {megabytes:.1f} MB; {os.cpu_count()} CPU(s); best of {a.repeats}; "
           f"load average {os.getloadavg()[0]:.1f}")
 
-    # The fixed cost of a 2-rank job: mpiexec, MPI_Init and MPI_Finalize around a one-record corpus.
-    tiny = os.path.join(out_dir, "one-record.jsonl")
+    # The fixed cost of a 2-rank job: mpiexec, MPI_Init and MPI_Finalize around a two-record corpus. The
+    # record appears twice because a corpus that yields no pattern (support below patterns.min_support=2)
+    # is an error.
+    tiny = os.path.join(out_dir, "two-records.jsonl")
     with open(tiny, "w") as f:
-        f.write(json.dumps({"question": "q", "reasoning": "One short step of reasoning here.", "solution": "1"}) + "\n")
+        record = json.dumps({"question": "q", "reasoning": "One short step of reasoning here.", "solution": "1"})
+        f.write(record + "\n" + record + "\n")
     python_out = os.path.join(out_dir, "python.json")
 
     def patterns(mode, ranks, extra=(), mpi=False):
@@ -93,9 +102,9 @@ def main():
     # (key, row name, (command, ranks, under mpiexec even at 1 rank), whether it runs the stage)
     routes = [
         ("python", "python seed_patterns.py (exact)",
-         (["sh", "-c", f"python3 '{reference}' '{a.corpus}' > '{python_out}'"], 1, False), False),
+         (["sh", "-c", f"'{sys.executable}' '{reference}' '{a.corpus}' > '{python_out}'"], 1, False), False),
         ("help", "metareuse --help (start-up only)", ([binary, "--help"], 1, False), False),
-        ("mpi-start", "mpiexec -n 2 start-up (1-record corpus)",
+        ("mpi-start", "mpiexec -n 2 start-up (2-record corpus)",
          ([binary, "patterns", "--mode", "exact", "--corpus", tiny, "--out", os.path.join(out_dir, "tiny.json")], 2,
           False), False),
         ("exact1", "metareuse patterns --mode exact", patterns("exact", 1), True),
@@ -139,18 +148,18 @@ def main():
     print(f"\n{'route':<40} {'ranks':>5} {'wall s':>7} {'MB/s':>7} {'x python':>8} {'RSS MB/rank':>11} "
           f"{'stage s':>8} {'stage MB/s':>10} {'CPU s':>6}")
     for name, ranks, wall, rss, stage, cpu in rows:
-        stage_rate = megabytes / stage if stage == stage and stage > 0 else float("nan")
-        print(f"{name:<40} {ranks:>5} {wall:>7.2f} {megabytes / wall:>7.1f} {python_wall / wall:>8.2f} "
+        stage_rate = ratio(megabytes, stage)
+        print(f"{name:<40} {ranks:>5} {wall:>7.2f} {ratio(megabytes, wall):>7.1f} {ratio(python_wall, wall):>8.2f} "
               f"{rss:>11.0f} {stage:>8.2f} {stage_rate:>10.1f} {cpu:>6.2f}")
     exact1, exact1_mpi, exact2 = results[("exact", 1, False)], results[("exact", 1, True)], results[("exact", 2, False)]
-    print(f"\nratios (whole process, same run): exact 1 rank = {python_wall / exact1:.2f}x python "
-          f"(goal 15x); 2 ranks = {exact1 / exact2:.2f}x 1 rank (goal 1.7x), "
-          f"{exact1_mpi / exact2:.2f}x 1 rank when both start under mpiexec; "
-          f"normalized 1 rank = {python_wall / results[('normalized', 1, False)]:.2f}x python exact (goal 5x)")
-    print(f"stage only (no process or mpiexec start-up): 2 ranks = {stages['exact1'] / stages['exact2']:.2f}x "
-          f"1 rank (exact), {stages['normalized1'] / stages['normalized2']:.2f}x (normalized)")
+    print(f"\nratios (whole process, same run): exact 1 rank = {ratio(python_wall, exact1):.2f}x python "
+          f"(goal 15x); 2 ranks = {ratio(exact1, exact2):.2f}x 1 rank (goal 1.7x), "
+          f"{ratio(exact1_mpi, exact2):.2f}x 1 rank when both start under mpiexec; "
+          f"normalized 1 rank = {ratio(python_wall, results[('normalized', 1, False)]):.2f}x python exact (goal 5x)")
+    print(f"stage only (no process or mpiexec start-up): 2 ranks = {ratio(stages['exact1'], stages['exact2']):.2f}x "
+          f"1 rank (exact), {ratio(stages['normalized1'], stages['normalized2']):.2f}x (normalized)")
     one = exact1
-    print(f"2-rank start-up alone {mpi_start:.2f} s = {100 * mpi_start / one:.0f}% of the 1-rank job ({one:.2f} s); "
+    print(f"2-rank start-up alone {mpi_start:.2f} s = {100 * ratio(mpi_start, one):.0f}% of the 1-rank job ({one:.2f} s); "
           f"1.7x at 2 ranks needs the 2-rank job done in {one / 1.7:.2f} s, start-up included")
     print(f"python peak RSS {python_rss:.0f} MB; metareuse start-up alone (torch-free front binary) {start_wall:.2f} s, "
           f"{start_rss:.0f} MB RSS")

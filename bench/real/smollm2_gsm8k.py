@@ -5,7 +5,7 @@ augmented GSM8K train, through `metareuse run`.
   bench/real/smollm2_gsm8k.py [--steps 8] [--questions 200] [--max-new-tokens 256]
                               [--batch-size N]
                               [--config configs/smollm2-gsm8k.json] [--out runs/smollm2-gsm8k]
-                              [--binary build/bin/metareuse]
+                              [--binary build/bin/metareuse] [--set KEY=VALUE ...]
 
 One run of configs/smollm2-gsm8k.json: patterns mined from GSM8K train,
 augment (global top 3), prepare with the model folder's tokenizer and chat
@@ -47,6 +47,8 @@ def main():
     ap.add_argument("--config", default=os.path.join(ROOT, "configs", "smollm2-gsm8k.json"))
     ap.add_argument("--out", default=os.path.join(ROOT, "runs", "smollm2-gsm8k"))
     ap.add_argument("--binary", default=os.path.join(ROOT, "build", "bin", "metareuse"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override passed to metareuse run after the script's own (repeatable)")
     a = ap.parse_args()
     for path in (a.config, a.binary):
         if not os.path.exists(path):
@@ -60,6 +62,8 @@ def main():
                "--set", f"eval.max_new_tokens={a.max_new_tokens}"]
     if a.batch_size > 0:
         command += ["--set", f"eval.batch_size={a.batch_size}"]
+    for override in a.set:
+        command += ["--set", override]
     print("+", " ".join(command), flush=True)
     wall = time.time()
     done = subprocess.run(command, cwd=ROOT)

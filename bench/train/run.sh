@@ -12,6 +12,9 @@
 # difference to the eager loop's (same data and init: they agree to ~1e-3).
 #
 #   bench/train/run.sh [STEPS] [DOCS_PER_STEP] [ROUNDS]     (defaults 3 4 1; build first)
+# ROUTES (environment) picks the routes, default all six: eager compiled
+# hf_trainer hf_packed metareuse metareuse2 (eager and metareuse are needed for
+# the table's ratios and loss differences).
 set -euo pipefail
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 bin="${METAREUSE_BUILD_DIR:-$repo_root/build}/bin/bench_train"
@@ -19,6 +22,7 @@ front="${METAREUSE_BUILD_DIR:-$repo_root/build}/bin/metareuse"
 steps="${1:-3}"
 per_step="${2:-4}"
 rounds="${3:-1}"
+read -r -a routes <<<"${ROUTES:-eager compiled hf_trainer hf_packed metareuse metareuse2}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 python="${PYTHON:-${METAREUSE_VENV:-$repo_root/.venv}/bin/python}"
 "$python" -c "import torch, transformers" 2>/dev/null || { echo "needs the project venv (torch, transformers): run launch/setup.sh" >&2; exit 1; }
@@ -48,7 +52,7 @@ head -n 2000 "$shared/datasets/gsm8k/train.jsonl" >"$work/train.jsonl"
 results="$work/results.jsonl"
 for ((round = 1; round <= rounds; ++round)); do
   for workload in a b; do
-    for route in eager compiled hf_trainer hf_packed metareuse metareuse2; do
+    for route in "${routes[@]}"; do
       case "$route" in
         metareuse) line="$("$bin" --init "$work/init" --docs "$work/$workload.json")" ;;
         metareuse2) line="$(mpirun -np 2 --oversubscribe "$bin" --init "$work/init" --docs "$work/$workload.json")" ;;

@@ -8,6 +8,7 @@ values of run.seed (model initialisation and data order; the corpus is the
 committed one) and reports the paired difference over seeds and over questions.
 
   bench/world/seeds.py run --seeds 1234 2 3 [--binary build/bin/metareuse] [--out-root runs/reuse-world-seeds]
+                           [--set KEY=VALUE ...]
   bench/world/seeds.py summarize RUN_FOLDER [RUN_FOLDER ...]
 
 `run` skips the seeds (and stages) whose outputs are up to date, so it can be
@@ -91,6 +92,12 @@ def interval(values):
     return f"mean {mean:+.2f}, standard deviation {sd:.2f}, 95% interval [{mean - t * se:+.2f}, {mean + t * se:+.2f}]"
 
 
+def change(new, old):
+    """new against old as a signed percentage, or n/a where old is 0 (a baseline that wrote no reasoning,
+    as eval's own summary says)."""
+    return f"{100 * (new / old - 1):+.1f}%" if old else "n/a"
+
+
 def summarize(folders):
     runs = [load(folder) for folder in folders]
     roles = [m for m in MODELS if all(m in models for _, models, _ in runs)]
@@ -102,9 +109,9 @@ def summarize(folders):
                   f"{m['mean_prompt_tokens']:>10.1f} {m['mean_total_tokens']:>9.1f}")
     for role in (r for r in CANDIDATES if r in roles):
         diffs = [100 * (models[role]["accuracy"] - models["baseline"]["accuracy"]) for _, models, _ in runs]
-        reasoning = [models[role]["mean_reasoning_tokens"] / models["baseline"]["mean_reasoning_tokens"] - 1
+        reasoning = [change(models[role]["mean_reasoning_tokens"], models["baseline"]["mean_reasoning_tokens"])
                      for _, models, _ in runs]
-        total = [models[role]["mean_total_tokens"] / models["baseline"]["mean_total_tokens"] - 1
+        total = [change(models[role]["mean_total_tokens"], models["baseline"]["mean_total_tokens"])
                  for _, models, _ in runs]
         only_baseline = only_model = pairs = 0
         for _, _, answers in runs:
@@ -117,8 +124,8 @@ def summarize(folders):
                 only_model += other and not correct
         print(f"\n{role} against the baseline over {len(runs)} seed(s):")
         print(f"  accuracy difference in points: {interval(diffs)}")
-        print("  reasoning tokens change per seed: " + ", ".join(f"{100 * c:+.1f}%" for c in reasoning))
-        print("  total tokens (prompt + generated) change per seed: " + ", ".join(f"{100 * c:+.1f}%" for c in total))
+        print("  reasoning tokens change per seed: " + ", ".join(reasoning))
+        print("  total tokens (prompt + generated) change per seed: " + ", ".join(total))
         print(f"  McNemar over {pairs} (seed, question) pairs: only the baseline right {only_baseline}, only {role} "
               f"right {only_model}, exact two-sided p = {mcnemar_exact(only_baseline, only_model):.3f}")
     if "bc-sft" in roles:
@@ -155,6 +162,8 @@ def main():
     run.add_argument("--binary", default=os.path.join(ROOT, "build", "bin", "metareuse"))
     run.add_argument("--config", default=os.path.join(ROOT, "configs", "reuse-world.json"))
     run.add_argument("--out-root", default=os.path.join(ROOT, "runs", "reuse-world-seeds"))
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="a config override passed to metareuse run after the seed's own (repeatable)")
     show = sub.add_parser("summarize")
     show.add_argument("folders", nargs="+")
     a = ap.parse_args()
@@ -165,6 +174,8 @@ def main():
     for seed in a.seeds:
         folder = os.path.join(a.out_root, f"seed-{seed}")
         command = [a.binary, "run", "--config", a.config, "--set", f"run.seed={seed}", "--set", f"run.out_dir={folder}"]
+        for override in a.set:
+            command += ["--set", override]
         print("+", " ".join(command), flush=True)
         done = subprocess.run(command, cwd=ROOT)
         if done.returncode != 0:
