@@ -21,12 +21,12 @@
 #include <fstream>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/stop_signals.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/core/stop_signals.h"
 #include "metareuse/train/train_state.h"
 #include "metareuse/parallel/sharded_llama.h"
 #include "fixture_training.h"

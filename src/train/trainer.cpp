@@ -12,8 +12,9 @@
 
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/error.h"
-#include "metareuse/core/file_io.h"
+#include "metareuse/core/file_io.h"  // AppendFile: metrics.jsonl
 #include "metareuse/core/log.h"
+#include "metareuse/core/stop_signals.h"
 #include "metareuse/core/timing.h"
 #include "metareuse/dataset/dataset.h"
 #include "metareuse/dataset/sampler.h"
@@ -23,7 +24,6 @@
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
-#include "metareuse/core/stop_signals.h"
 #include "metareuse/train/train_state.h"
 #include "metareuse/parallel/sharded_llama.h"
 
