@@ -14,6 +14,7 @@
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/distributed/communicator.h"  // make_loopback_communicator
 #include "metareuse/eval/evaluate.h"  // behavior_use, evaluate_questions
+#include "metareuse/eval/generate_text.h"  // read_prompts_file
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"  // format_eval_table
 #include "metareuse/run/run_report.h"  // report_inputs_for_run
@@ -470,4 +471,40 @@ TEST_CASE("a batch whose generation throws is recorded as failed, and the others
   CHECK_FALSE(results[1].to_json().contains("error"));  // answers.jsonl as before
   CHECK(AnswerRecord::from_json(results[0].to_json()).error == results[0].error);
   CHECK(Summary::from_json(summarize(results).to_json()).failed == 1);
+}
+
+TEST_CASE("a prompts file is token ids or text lines by one rule, and a mixed file names its line", "[eval][unit]") {
+  using Catch::Matchers::Contains;
+  const fs::path dir = test::temp_dir("prompts-file");
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir / name) << text;
+    return (dir / name).string();
+  };
+  const std::string ids = write("ids.jsonl", "[1, 2, 3]\n\n[4]\n");
+  const PromptsFile read_ids = read_prompts_file(ids, "auto");
+  CHECK_FALSE(read_ids.text);
+  CHECK(read_ids.ids == std::vector<std::vector<std::int64_t>>{{1, 2, 3}, {4}});
+  CHECK(read_prompts_file(ids, "ids").ids == read_ids.ids);
+  // Read as text, the same lines are prompts' text (a prompt may look like JSON).
+  CHECK(read_prompts_file(ids, "text").texts == std::vector<std::string>{"[1, 2, 3]", "[4]"});
+
+  // Text: any line that is not a JSON array of integers ("[INST]" included), CRLF ends trimmed.
+  const std::string text = write("text.txt", "What is 2 + 3?\r\n[INST] hello\n  \n[1, \"a\"]\n");
+  const PromptsFile read_text = read_prompts_file(text, "auto");
+  CHECK(read_text.text);
+  CHECK(read_text.texts == std::vector<std::string>{"What is 2 + 3?", "[INST] hello", "[1, \"a\"]"});
+  CHECK(read_text.ids.empty());
+
+  // Mixed: the line that breaks the first line's kind, either way round.
+  CHECK_THROWS_WITH(read_prompts_file(write("mixed1.txt", "hello\n[5, 6]\n"), "auto"),
+                    Contains("mixed1.txt:2: a token-id line in a file of text prompts (line 1 is text)") &&
+                        Contains("--prompts-format text"));
+  CHECK_THROWS_WITH(read_prompts_file(write("mixed2.txt", "\n[5, 6]\n[7\n"), "auto"),
+                    Contains("mixed2.txt:3: a text line in a file of token ids (line 2 is token ids)"));
+  CHECK_THROWS_WITH(read_prompts_file(write("broken.jsonl", "[1]\n[2, x]\n"), "ids"),
+                    Contains("broken.jsonl:2: expected a non-empty JSON array of token ids"));
+  CHECK_THROWS_WITH(read_prompts_file(write("empty.txt", "\n \n"), "auto"), Contains("empty.txt: no prompts"));
+  CHECK_THROWS_WITH(read_prompts_file((dir / "missing.txt").string(), "auto"),
+                    Contains("missing.txt: cannot open the prompts file"));
+  CHECK_THROWS_WITH(read_prompts_file(ids, "yaml"), Contains("--prompts-format 'yaml'"));
 }

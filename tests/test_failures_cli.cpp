@@ -465,6 +465,9 @@ TEST_CASE("every input that is not found is named with the path looked for", "[e
       {"checkpoint folder's latest", "export --checkpoint " + empty_folder + " --out " + (dir / "export").string(),
        empty_folder + "/latest"},
       {"report's run folder", "report --run " + missing + "run", source + "/no/such/run"},
+      {"report --watch's run folder", "report --watch --run " + missing + "run", source + "/no/such/run"},
+      {"generate's prompts file", "generate --model " + missing + "model --prompts " + missing + "prompts.txt",
+       source + "/no/such/prompts.txt"},
   };
   for (const Case& c : cases) {
     auto result = run_metareuse(c.args);

@@ -637,6 +637,39 @@ TEST_CASE("metareuse generate prints transformers' greedy tokens", "[model][cli]
   CHECK(conflicting.status == 64);
 }
 
+// By default a generation ends at the model's eos (printed last); --no-stop
+// goes on to --max-new-tokens. The eos is made a token the fixture's greedy
+// run emits, in a copy of the folder with that config.json eos_token_id.
+TEST_CASE("metareuse generate stops at the model's eos by default, and --no-stop goes on", "[model][cli][e2e]") {
+  METAREUSE_SKIP_UNLESS_SHARED(shared);
+  auto fixture = fixture_dir(shared);
+  const fs::path copy = test::temp_dir("generate-stop") / "model";
+  fs::create_directories(copy);
+  fs::copy_file(fixture / "model.safetensors", copy / "model.safetensors");
+  auto ids_of = [](const test::CommandResult& result) {
+    const std::string from = result.output.substr(result.output.find("{\"ids\""));
+    return nlohmann::json::parse(from.substr(0, from.find('\n')))["ids"].get<std::vector<std::int64_t>>();
+  };
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(fixture / "config.json"));
+  std::ofstream(copy / "config.json") << config.dump();
+  const std::string args = "generate --model " + copy.string() + " --prompt-ids 1,2,3 --max-new-tokens 12 --greedy";
+  auto full = test::run_metareuse(args + " --no-stop");
+  INFO(full.output);
+  REQUIRE(full.status == 0);
+  const std::vector<std::int64_t> all = ids_of(full);
+  REQUIRE(all.size() == 12);
+  // The fourth token as eos: the default run ends at its first use.
+  const std::int64_t eos = all[3];
+  config["eos_token_id"] = eos;
+  std::ofstream(copy / "config.json") << config.dump();
+  auto stopped = test::run_metareuse(args);
+  INFO(stopped.output);
+  REQUIRE(stopped.status == 0);
+  const auto first = std::find(all.begin(), all.end(), eos);
+  CHECK(ids_of(stopped) == std::vector<std::int64_t>(all.begin(), first + 1));
+  CHECK(ids_of(test::run_metareuse(args + " --no-stop")) == all);
+}
+
 // `metareuse generate ... | jq` reads stdout: one JSON object a line, no log line.
 TEST_CASE("metareuse generate prints only its JSON lines on stdout", "[model][cli][e2e]") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);

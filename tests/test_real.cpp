@@ -384,7 +384,7 @@ TEST_CASE("metareuse run fine-tunes SmolLM2 from model.path, and transformers lo
     if (i == 0) CHECK(relative_error(original.forward(ids), logits) > 1e-4);  // the weights did move
   }
   // generation_config.json: transformers' generate on the export stops at the
-  // token metareuse's generate stops at (the template's end of turn), with
+  // token metareuse's generate stops at by default (the template's end of turn), with
   // the same greedy tokens.
   const auto generation_config = nlohmann::json::parse(std::ifstream(exported / "generation_config.json"));
   const TokenId end_of_turn = tokenizer->special_id("<|im_end|>").value();
@@ -398,7 +398,7 @@ TEST_CASE("metareuse run fine-tunes SmolLM2 from model.path, and transformers lo
   }
   const auto hf_generated = nlohmann::json::parse(std::ifstream(work / "generated.json"));
   auto ours = test::run_metareuse("generate --model " + exported.string() +
-                                  " --prompt 'What is 2 + 3?' --chat --stop-on-eos --max-new-tokens 48");
+                                  " --prompt 'What is 2 + 3?' --chat --max-new-tokens 48");
   INFO(ours.output);
   REQUIRE(ours.status == 0);
   const std::size_t at = ours.output.find("{\"ids\"");

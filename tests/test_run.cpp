@@ -73,10 +73,14 @@ TEST_CASE("one run folder, one job: a second process is refused naming host and 
   ::gethostname(host, sizeof(host) - 1);
   CHECK_THAT(message, Catch::Matchers::Contains("in use") &&
                           Catch::Matchers::Contains(fmt::format("host {} pid {}", host, child)));
+  // report --watch's probe sees the holder, and takes nothing from it.
+  CHECK(run_folder_in_use(lock_file));
+  CHECK(run_folder_in_use(lock_file));
 
   // Killed with SIGKILL: its flock is gone, the file still names it.
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
+  CHECK_FALSE(run_folder_in_use(lock_file));  // the file names it, but no one holds it
   {
     std::ifstream in(lock_file);
     CHECK_THAT(std::string(std::istreambuf_iterator<char>(in), {}),
@@ -91,6 +95,8 @@ TEST_CASE("one run folder, one job: a second process is refused naming host and 
   }
   // Released cleanly: the file is emptied and the next job takes it silently.
   CHECK(std::filesystem::file_size(lock_file) == 0);
+  CHECK_FALSE(run_folder_in_use(lock_file));
+  CHECK_FALSE(run_folder_in_use((dir / "no-such.lock").string()));
   RunFolderLock again(lock_file);
   CHECK(again.held());
 }

@@ -1,8 +1,10 @@
 // metareuse train / plan / export from the outside, on a tokenizer and
 // dataset made from the bundled sample corpus: exact resume, re-sharded
 // resume, the time limit and SIGUSR1 (exit 3, then resume), refusals, the
-// memory plan, export, and a rank killed mid-training.
+// memory plan, export, generate on a checkpoint, report --watch, and a rank
+// killed mid-training.
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
 
@@ -14,6 +16,7 @@
 #include <limits>
 #include <map>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "cli_runner.h"
@@ -552,6 +555,110 @@ TEST_CASE("export writes a Hugging Face folder with the checkpoint's logits", "[
   INFO(text.output);
   CHECK(text.status == 0);
   CHECK_THAT(text.output, Contains("\"text\""));
+}
+
+// A checkpoint brings the tokenizer and template it was trained with (its
+// meta's "text"), as it does for eval; a --tokenizer that is not that one is
+// refused. Text prompts come from --prompt or a --prompts file of lines.
+TEST_CASE("generate on a checkpoint uses its own tokenizer, and reads a prompts file of text lines", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("generate-checkpoint");
+  REQUIRE(run_metareuse(train_args(run, "--set train.max_steps=2")).status == 0);
+  const std::string model = " --model " + (run / "checkpoints").string();
+
+  auto text = run_metareuse("generate" + model + " --prompt 'Ava buys 3 apples' --max-new-tokens 6 --greedy");
+  INFO(text.output);
+  REQUIRE(text.status == 0);
+  CHECK_THAT(text.output, Contains("\"text\""));
+  // The same prompt, tokenized by hand with the checkpoint's tokenizer: the same tokens.
+  const auto line_of = [](const std::string& output) {  // the first output line
+    const std::string from = output.substr(output.find("{\"ids\""));
+    return nlohmann::json::parse(from.substr(0, from.find('\n')));
+  };
+  auto explicit_tokenizer = run_metareuse("generate" + model + " --prompt 'Ava buys 3 apples' --max-new-tokens 6 "
+                                          "--greedy --tokenizer " + (fixture_dir() / "spm.model").string());
+  REQUIRE(explicit_tokenizer.status == 0);
+  CHECK(line_of(explicit_tokenizer.output) == line_of(text.output));
+
+  // A prompts file of text lines: one output line each, in order, the first as --prompt gave it.
+  std::ofstream(run / "prompts.txt") << "Ava buys 3 apples\n\nTom has 5 pens. He gives away 2.\n";
+  auto file = metareuse::test::run_metareuse_split("generate" + model + " --prompts " + (run / "prompts.txt").string() +
+                                                   " --max-new-tokens 6 --greedy --batch-size 2");
+  INFO(file.out << file.err);
+  REQUIRE(file.status == 0);
+  std::vector<nlohmann::json> lines;
+  std::istringstream out(file.out);
+  for (std::string line; std::getline(out, line);) lines.push_back(nlohmann::json::parse(line));
+  REQUIRE(lines.size() == 2);
+  CHECK(lines[0] == line_of(text.output));
+  CHECK(lines[1].contains("text"));
+  // --chat wraps each line in the checkpoint's template (plain here: bos + prompt, the same ids).
+  auto chat = run_metareuse("generate" + model + " --prompts " + (run / "prompts.txt").string() +
+                            " --max-new-tokens 6 --greedy --chat");
+  INFO(chat.output);
+  CHECK(chat.status == 0);
+  CHECK(line_of(chat.output) == lines[0]);
+  // A file that mixes token ids into text lines: one line naming the file and line.
+  std::ofstream(run / "mixed.txt") << "Ava buys 3 apples\n[1, 5, 7]\n";
+  auto mixed = run_metareuse("generate" + model + " --prompts " + (run / "mixed.txt").string());
+  CHECK(mixed.status == 1);
+  CHECK_THAT(mixed.output, Contains((run / "mixed.txt").string() + ":2: a token-id line in a file of text prompts"));
+  // An ids file still reads as ids, with no tokenizer needed to read it.
+  std::ofstream(run / "ids.jsonl") << "[1, 5, 7]\n";
+  auto ids = run_metareuse("generate" + model + " --prompts " + (run / "ids.jsonl").string() +
+                           " --max-new-tokens 3 --greedy --no-stop");
+  INFO(ids.output);
+  CHECK(ids.status == 0);
+  CHECK(line_of(ids.output)["ids"].size() == 3);
+
+  // A tokenizer that is not the checkpoint's: refused, naming both.
+  auto other = run_metareuse("tokenize --train datasets/sample_reasoning.jsonl --vocab-size 360 --tokenizer " +
+                             (run / "other.model").string());
+  REQUIRE(other.status == 0);
+  auto wrong = run_metareuse("generate" + model + " --prompt-ids 1,5,7 --max-new-tokens 2 --tokenizer " +
+                             (run / "other.model").string());
+  INFO(wrong.output);
+  CHECK(wrong.status == 1);
+  CHECK_THAT(wrong.output, Contains("was trained with tokenizer") && Contains((run / "other.model").string()));
+}
+
+// report --watch rewrites report.html while a job holds the run folder and
+// exits 0 when it ends (or on SIGTERM); the shell bounds every wait, so a
+// watch that does not end fails the test instead of hanging it.
+TEST_CASE("report --watch rewrites report.html while training runs and exits when it ends", "[train][e2e]") {
+  fs::path run = metareuse::test::temp_dir("report-watch");
+  const std::string binary = std::string("'") + METAREUSE_BINARY + "'";
+  const std::string script = fmt::format(
+      "cd '{src}' && {bin} {train} > '{run}.train.log' 2>&1 & train=$!; "
+      "for i in $(seq 600); do [ -s '{run}/run.lock' ] && break; sleep 0.1; done; "
+      "timeout 120 {bin} report --watch --interval 1 --run '{run}' > '{run}.watch.log' 2>&1 & watch=$!; "
+      "timeout 120 {bin} report --watch --interval 1 --run '{run}' --out '{run}/second.html' > /dev/null 2>&1 & "
+      "second=$!; "
+      "for i in $(seq 600); do [ -f '{run}/report.html' ] && [ -f '{run}/second.html' ] && break; sleep 0.1; done; "
+      "kill -0 $train && echo 'report while training'; "
+      "kill -TERM $second; wait $second; echo \"second=$?\"; "
+      "wait $train; echo \"train=$?\"; wait $watch; echo \"watch=$?\"",
+      fmt::arg("src", METAREUSE_SOURCE_DIR), fmt::arg("bin", binary), fmt::arg("run", run.string()),
+      fmt::arg("train", train_args(run, "--set train.max_steps=100000 --set train.time_limit=6")));
+  auto result = run_shell(script);
+  INFO(result.output << "\n--- watch ---\n" << read_file(run.string() + ".watch.log") << "\n--- train ---\n"
+                     << read_file(run.string() + ".train.log"));
+  CHECK_THAT(result.output, Contains("report while training"));
+  CHECK_THAT(result.output, Contains("second=0"));  // SIGTERM: exit 0
+  CHECK_THAT(result.output, Contains("train=3"));   // the time limit: a resumable stop
+  CHECK_THAT(result.output, Contains("watch=0"));   // not 124: it ended with the run
+  CHECK_THAT(read_file(run.string() + ".watch.log"), Contains("has ended"));
+  CHECK_THAT(read_file(run / "report.html"), Contains("<html"));
+
+  // A run no job holds: written once, after one interval's wait for a job to start.
+  fs::remove(run / "report.html");
+  auto once = run_metareuse("report --watch --interval 1 --run " + run.string());
+  INFO(once.output);
+  CHECK(once.status == 0);
+  CHECK_THAT(once.output, Contains("once: no job holds"));
+  CHECK(fs::exists(run / "report.html"));
+  auto missing = run_metareuse("report --watch --interval 1 --run " + (run / "no-such").string());
+  CHECK(missing.status == 64);
+  CHECK_THAT(missing.output, Contains("no-such") && Contains("does not exist"));
 }
 
 TEST_CASE("plan prints the 3B figure on 8 P100s and refuses what cannot fit", "[train][e2e]") {

@@ -121,7 +121,7 @@ def main():
             for batch in batches:
                 ours_out, ours_err, ours_rss = run(
                     [binary, "generate", "--model", model, "--prompts", prompt_file, "--batch-size", str(batch),
-                     "--max-new-tokens", str(args.new_tokens), "--greedy"])
+                     "--max-new-tokens", str(args.new_tokens), "--greedy", "--no-stop"])
                 match = re.search(r"generated (\d+) tokens for \d+ prompts in ([0-9.]+) s", ours_err + ours_out)
                 if not match:
                     sys.exit("no 'generated ... in X s' line from metareuse generate:\n" + ours_err[-2000:])

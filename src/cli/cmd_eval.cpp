@@ -3,13 +3,11 @@
 #include "commands.h"
 #include "flags.h"
 #include "metareuse/core/error.h"
-#include "metareuse/core/log.h"
 #include "metareuse/eval/distill.h"
-#include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"
 #include "metareuse/run/layout.h"
-#include "metareuse/run/resolve.h"     // eval_command_options, distill_run_options
-#include "metareuse/run/run_report.h"  // report_inputs_for_run
+#include "metareuse/run/resolve.h"     // eval_command_options, distill_run_options, run_report_options
+#include "metareuse/run/run_report.h"  // check_run_report, run_report
 
 namespace metareuse::cli_detail {
 
@@ -78,16 +76,20 @@ void report_options(CLI::App& app, std::vector<std::string>& overrides) {
   add_value_flag(app, "--run", "run.out_dir", "Run folder (run.out_dir; default: runs/<run.name>)", overrides);
   add_value_flag(app, "--out", "report.out", "HTML file to write (report.out; default: <run folder>/report.html)",
                  overrides);
+  add_switch_flag(app, "--watch", "report.watch", "true",
+                  "Rewrite the report every --interval seconds while a job writes the run; exit when it ends "
+                  "(report.watch)",
+                  overrides);
+  add_value_flag(app, "--interval", "report.interval", "Seconds between rewrites with --watch (report.interval)",
+                 overrides)
+      ->check(positive_number());
 }
 
 int report_run(CommandContext& context) {
-  const RunLayout layout = RunLayout::for_config(context.config);
-  require_run_folder(layout.folder());
+  const RunReportOptions options = run_report_options(context.config);
+  check_run_report(options);
   if (context.runtime.rank() != 0) return kExitOk;
-  const std::string out =
-      context.config.get_string("report.out").empty() ? layout.report() : context.config.get_string("report.out");
-  write_report(report_inputs_for_run(layout.folder()), out);
-  log_info("wrote {}", out);
+  run_report(options);
   return kExitOk;
 }
 

@@ -42,20 +42,23 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   auto* text = add_value_flag(app, "--prompt", "generate.prompt", "Prompt text (needs a tokenizer; generate.prompt)",
                               overrides);
   auto* file = add_value_flag(app, "--prompts", "generate.prompts",
-                              "Prompts file: JSON Lines, one array of token ids per line; one output line each "
+                              "Prompts file, one prompt a line: text, or JSON arrays of token ids; one output line each "
                               "(generate.prompts)",
                               overrides);
+  add_value_flag(app, "--prompts-format", "generate.prompts_format",
+                 "How --prompts is read: auto (default), text or ids (generate.prompts_format)", overrides)
+      ->check(CLI::IsMember({"auto", "text", "ids"}));
   ids->excludes(text)->excludes(file);
   text->excludes(file);
   add_value_flag(app, "--batch-size", "generate.batch_size", "Prompts generated together, with --prompts "
                  "(generate.batch_size)", overrides)
       ->check(CLI::PositiveNumber);
   add_value_flag(app, "--tokenizer", "tokenizer.path",
-                 "Tokenizer file, to encode --prompt and decode the output (default: the model folder's "
-                 "tokenizer.json; tokenizer.path)",
+                 "Tokenizer file, to encode text prompts and decode the output (default: the model's own, a "
+                 "checkpoint's or the folder's tokenizer.json; tokenizer.path)",
                  overrides);
   add_switch_flag(app, "--chat", "generate.chat", "true",
-                  "Put --prompt through the model's own chat template as one user turn, with the generation prompt",
+                  "Put each text prompt through the model's template as one user turn, with the generation prompt",
                   overrides);
   add_value_flag(app, "--max-new-tokens", "generate.max_new_tokens",
                  "Tokens to generate, prompt + new <= the model's positions (generate.max_new_tokens)", overrides)
@@ -75,8 +78,9 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   // --top-p and --seed apply to sampling.
   top_p->needs(temperature);
   seed->needs(temperature);
-  add_switch_flag(app, "--stop-on-eos", "generate.stop_on_eos", "true",
-                  "Stop after the model emits an end-of-sequence token", overrides);
+  add_switch_flag(app, "--no-stop", "generate.stop", "false",
+                  "Generate --max-new-tokens tokens, past the eos and end-of-turn tokens it stops at by default",
+                  overrides);
   add_switch_flag(app, "--no-cache", "generate.use_cache", "false",
                   "Recompute the whole sequence for every token (slow; for comparison)", overrides);
 }

@@ -202,11 +202,16 @@ std::vector<ConfigKey> build_schema() {
       key_string("forward.dtype", "float32", "forward: compute dtype.", {"float32", "bfloat16"}),
       key_string("generate.model", "", "generate: the model, a Hugging Face folder or a checkpoint."),
       key_string("generate.prompt_ids", "", "generate: the prompt as comma-separated token ids, 1,2,3."),
-      key_string("generate.prompt", "", "generate: the prompt as text (its tokenizer: tokenizer.path, else the model "
-                 "folder's tokenizer.json)."),
-      key_string("generate.prompts", "", "generate: JSON Lines, one array of token ids per line; one output line each."),
-      key_bool("generate.chat", false, "generate: the text prompt as one user turn of the model's own chat template, "
-               "with the generation prompt."),
+      key_string("generate.prompt", "", "generate: the prompt as text (its tokenizer: tokenizer.path, else the one the "
+                 "model brings: a checkpoint's own, a folder's tokenizer.json)."),
+      key_string("generate.prompts", "", "generate: a prompts file, one prompt per line (blank lines skipped); one "
+                 "output line each. Its lines are read as generate.prompts_format says."),
+      key_string("generate.prompts_format", "auto", "generate: how generate.prompts is read: ids (each line a JSON "
+                 "array of token ids, [1, 2, 3]), text (each line a prompt's text), or auto (a line that is a JSON array "
+                 "of integers is ids, any other text; a file that mixes the two is an error naming the line).",
+                 {"auto", "text", "ids"}),
+      key_bool("generate.chat", false, "generate: each text prompt as one user turn of the model's template "
+               "(tokenizer.template, resolved as eval resolves it), with the generation prompt."),
       key_int("generate.batch_size", 8, "generate: prompts generated together.", 1, 1 << 20),
       key_int("generate.max_new_tokens", 32, "generate: tokens to generate (prompt + new <= the model's positions).", 0,
               1 << 24),
@@ -214,7 +219,9 @@ std::vector<ConfigKey> build_schema() {
                  "temperature, seeded by run.seed.", 0.0, 1e6),
       key_number("generate.top_p", 1.0, "generate: sample from the smallest set of tokens with this much probability.",
                  0.0, 1.0),
-      key_bool("generate.stop_on_eos", false, "generate: stop after the model emits an end-of-sequence token."),
+      key_bool("generate.stop", true, "generate: stop a prompt's generation at its first stop token, printed last: "
+               "the model config's eos ids, the tokenizer's eos and the template's end of turn (the tokens eval "
+               "stops at); false generates generate.max_new_tokens tokens."),
       key_bool("generate.use_cache", true, "generate: decode with a KV cache; false recomputes the whole sequence for "
                "every token (slow; for comparison)."),
 
@@ -346,6 +353,9 @@ std::vector<ConfigKey> build_schema() {
                  "(answers and distill.json go in <run folder>/distill/)."),
 
       key_string("report.out", "", "report: the HTML file to write; empty: <run folder>/report.html."),
+      key_bool("report.watch", false, "report: rewrite the report every report.interval seconds while a job holds the "
+               "run folder (its run.lock), and once more when it ends; exit 0 then, or on SIGINT or SIGTERM."),
+      key_number("report.interval", 30.0, "report: seconds between the rewrites of report.watch.", 0.1, 86400.0),
 
       // export: a checkpoint as a Hugging Face folder (`metareuse export`, the run's export stage)
       key_string("export.checkpoint", "", "Checkpoint file, or a folder with `latest`; empty: the run's checkpoint folder."),

@@ -4,17 +4,18 @@
 #include <fmt/format.h>
 #include <torch/torch.h>  // TensorOptions
 
-#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
 #include <sstream>
 
-#include "metareuse/checkpoint/model_source.h"  // open_model_or_checkpoint
 #include "metareuse/core/error.h"
+#include "metareuse/core/looked_for.h"  // why_unreadable
 #include "metareuse/core/log.h"
-#include "metareuse/core/looked_for.h"
 #include "metareuse/core/timing.h"
+#include "metareuse/eval/evaluate.h"  // load_answering_model: the model with its tokenizer and template, as eval's
 #include "metareuse/model/generation_limits.h"
-#include "metareuse/model/source.h"  // load_model
-#include "metareuse/tokenizer/chat_template.h"
+#include "metareuse/tokenizer/prompt_format.h"  // PromptFormat: the chat prompt and the stop ids
 #include "metareuse/tokenizer/tokenizer.h"
 
 namespace metareuse {
@@ -43,25 +44,63 @@ std::vector<std::int64_t> parse_id_list(const std::string& text) {
   return ids;
 }
 
-// The tokenizer: the one given, else the model folder's tokenizer.json ("": none).
-std::string tokenizer_of(const GenerateTextOptions& options) {
-  return options.tokenizer.empty() ? model_tokenizer_path(options.model) : options.tokenizer;
+// A prompts file line as token ids, when it is a non-empty JSON array of integers.
+std::optional<std::vector<std::int64_t>> ids_line(const std::string& text) {
+  const nlohmann::json item = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!item.is_array() || item.empty()) return std::nullopt;
+  for (const auto& id : item) {
+    if (!id.is_number_integer()) return std::nullopt;
+  }
+  return item.get<std::vector<std::int64_t>>();
 }
 
 }  // namespace
+
+PromptsFile read_prompts_file(const std::string& path, const std::string& format) {
+  if (format != "auto" && format != "text" && format != "ids") {
+    throw UsageError(fmt::format("--prompts-format '{}': give auto, text or ids (generate.prompts_format)", format));
+  }
+  std::ifstream in(path);
+  if (!in) throw InputError(fmt::format("{}: cannot open the prompts file: {}", path, why_unreadable(path)));
+  PromptsFile file;
+  std::int64_t first_line = 0;  // the line that decided an auto file's kind
+  std::string text;
+  for (std::int64_t line = 1; std::getline(in, text); ++line) {
+    if (!text.empty() && text.back() == '\r') text.pop_back();
+    if (text.find_first_not_of(" \t") == std::string::npos) continue;
+    std::optional<std::vector<std::int64_t>> ids = format == "text" ? std::nullopt : ids_line(text);
+    if (format == "ids" && !ids) {
+      throw InputError(fmt::format("{}:{}: expected a non-empty JSON array of token ids, as [1, 2, 3] "
+                                   "(--prompts-format ids)",
+                                   path, line));
+    }
+    if (first_line == 0) {
+      first_line = line;
+      file.text = !ids;
+    } else if (file.text == !!ids) {
+      throw InputError(fmt::format("{}:{}: {} line in a file of {} (line {} is {}); one kind a file, or give "
+                                   "--prompts-format text to read every line as text",
+                                   path, line, ids ? "a token-id" : "a text", ids ? "text prompts" : "token ids",
+                                   first_line, ids ? "text" : "token ids"));
+    }
+    if (ids) {
+      file.ids.push_back(std::move(*ids));
+    } else {
+      file.texts.push_back(text);
+    }
+  }
+  if (first_line == 0) throw InputError(fmt::format("{}: no prompts", path));
+  return file;
+}
 
 void check_generate_text_options(const GenerateTextOptions& options) {
   if (options.model.empty()) throw UsageError("give the model with --model (generate.model)");
   const int prompts = !options.prompt_ids.empty() + !options.prompt.empty() + !options.prompts_file.empty();
   if (prompts == 0) {
-    throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt with --tokenizer, or --prompts FILE)");
+    throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt TEXT, or --prompts FILE)");
   }
   if (prompts > 1) throw UsageError("give one of --prompt-ids, --prompt and --prompts");
-  if (!options.prompt.empty() && tokenizer_of(options).empty()) {
-    throw UsageError(fmt::format("--prompt needs --tokenizer (the model folder has no tokenizer.json; looked for {})",
-                                 absolute_text((std::filesystem::path(options.model) / "tokenizer.json").string())));
-  }
-  if (options.chat && options.prompt.empty()) throw UsageError("--chat needs --prompt");
+  if (options.chat && !options.prompt_ids.empty()) throw UsageError("--chat needs text: --prompt or a --prompts file of text");
   if (options.generation.greedy && options.generation.top_p != 1.0) {
     throw UsageError("--top-p (generate.top_p) applies to sampling: give --temperature too");
   }
@@ -69,32 +108,48 @@ void check_generate_text_options(const GenerateTextOptions& options) {
 
 std::vector<nlohmann::json> generate_text(const GenerateTextOptions& options) {
   check_generate_text_options(options);
-  const std::string tokenizer_path = tokenizer_of(options);
-  std::unique_ptr<Tokenizer> tokenizer;
-  if (!tokenizer_path.empty()) tokenizer = load_tokenizer(tokenizer_path);
-
-  auto source = open_model_or_checkpoint(options.model);
-  LlamaModel model = load_model(*source, torch::TensorOptions().dtype(torch::kFloat32));
-  std::vector<std::vector<std::int64_t>> prompts;
-  if (!options.prompts_file.empty()) {
-    prompts = read_prompt_ids_file(options.prompts_file);
-  } else if (options.chat) {
-    auto example = ChatTemplate::load(options.model).tokenize(*tokenizer, {{"user", options.prompt, false}}, true);
-    prompts.emplace_back(example.ids.begin(), example.ids.end());
-  } else if (!options.prompt.empty()) {
-    // The prompt is ordinary text (special-token text stays text); bos first, as the templates do.
-    prompts.emplace_back();
-    if (tokenizer->bos_id() >= 0) prompts.back().push_back(tokenizer->bos_id());
-    for (TokenId id : tokenizer->encode(options.prompt)) prompts.back().push_back(id);
-  } else {
-    prompts.push_back(parse_id_list(options.prompt_ids));
+  // The prompts file first: its mistakes cost no model load.
+  PromptsFile file;
+  if (!options.prompts_file.empty()) file = read_prompts_file(options.prompts_file, options.prompts_format);
+  std::vector<std::string> texts = file.texts;
+  if (!options.prompt.empty()) texts.push_back(options.prompt);
+  if (options.chat && texts.empty()) {
+    throw UsageError(fmt::format("--chat needs text prompts, but {} holds token ids", options.prompts_file));
   }
+
+  const AnsweringModel loaded =
+      load_answering_model(options.model, options.tokenizer, options.template_name, /*require_tokenizer=*/!texts.empty());
+  const LlamaModel& model = *loaded.model;
+  const Tokenizer* tokenizer = loaded.tokenizer.get();
+  // The template: for --chat and for the stop ids (a --no-stop run on ids reads none).
+  std::unique_ptr<PromptFormat> format;
+  if (tokenizer && (options.chat || options.stop)) {
+    format = std::make_unique<PromptFormat>(*tokenizer, loaded.text.template_name, loaded.text.tokenizer);
+  }
+
+  std::vector<std::vector<std::int64_t>> prompts = file.ids;
+  for (const std::string& text : texts) {
+    std::vector<TokenId> ids;
+    if (options.chat) {
+      ids = format->test_prompt(text);
+    } else {
+      // The prompt is ordinary text (special-token text stays text); bos first, as the templates do.
+      if (tokenizer->bos_id() >= 0) ids.push_back(tokenizer->bos_id());
+      for (TokenId id : tokenizer->encode(text)) ids.push_back(id);
+    }
+    prompts.emplace_back(ids.begin(), ids.end());
+  }
+  if (!options.prompt_ids.empty()) prompts.push_back(parse_id_list(options.prompt_ids));
   // Bounds before any memory is touched: positions, and the prefill's scores.
   for (const auto& prompt : prompts) {
     validate_generation_request(model.config(), static_cast<std::int64_t>(prompt.size()),
                                 options.generation.max_new_tokens);
   }
-  const GenerationOptions& generation = options.generation;
+  GenerationOptions generation = options.generation;
+  // The stop tokens: the model config's eos ids (what transformers stops at)
+  // and, with a tokenizer, the ones eval stops at (PromptFormat's).
+  generation.stop_on_eos = options.stop;
+  if (options.stop && format) generation.stop_ids.assign(format->stop_ids().begin(), format->stop_ids().end());
   Stopwatch watch;
   // Each line's index seeds its sampling (the default sequence ids).
   std::vector<Generated> outputs = generate_batch(model, prompts, generation);
@@ -107,7 +162,7 @@ std::vector<nlohmann::json> generate_text(const GenerateTextOptions& options) {
             generation.batch_size);
   std::vector<nlohmann::json> lines;
   for (auto& generated : outputs) {
-    // With --stop-on-eos the eos that ended the sequence is printed last, as before.
+    // The stop token that ended the sequence is printed last.
     const std::vector<std::int64_t> ids = generated.ids_with_stop();
     nlohmann::json line = {{"ids", ids}};
     if (tokenizer) {

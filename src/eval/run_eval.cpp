@@ -69,24 +69,33 @@ struct EntryRun {
 }  // namespace
 
 AnsweringModel load_answering_model(const std::string& path, const std::string& tokenizer_path,
-                                    const std::string& template_name) {
+                                    const std::string& template_name, bool require_tokenizer) {
   AnsweringModel answering;
   auto source = open_model_or_checkpoint(path);
   answering.description = source->description();
   answering.text = resolve_text_format({tokenizer_path, template_name}, model_text(path, *source));
-  if (answering.text.tokenizer.empty()) {
-    std::error_code error;
+  std::error_code error;
+  if (!require_tokenizer && tokenizer_path.empty() && !answering.text.tokenizer.empty() &&
+      !fs::exists(answering.text.tokenizer, error)) {
+    log_warn("{} names the tokenizer {}, which is not there: going on without one (give --tokenizer for its stop "
+             "tokens and the text)",
+             path, answering.text.tokenizer);
+    answering.text.tokenizer.clear();
+  }
+  if (answering.text.tokenizer.empty() && require_tokenizer) {
     const std::vector<std::string> tried =
         fs::is_directory(path, error) ? model_tokenizer_candidates(path) : std::vector<std::string>{};
     throw UsageError(fmt::format("no tokenizer for model '{}': give --tokenizer (tokenizer.path){}", path,
                                  tried.empty() ? std::string() : " (" + not_found_among("a tokenizer", tried) + ")"));
   }
-  answering.tokenizer = load_tokenizer(answering.text.tokenizer);
-  check_tokenizer(*answering.tokenizer, answering.text.tokenizer, *source);
-  if (answering.tokenizer->vocab_size() > source->config().vocab_size) {
-    throw InputError(fmt::format("tokenizer {} has {} tokens but model {} has {} embedding rows",
-                                 answering.text.tokenizer, answering.tokenizer->vocab_size(), path,
-                                 source->config().vocab_size));
+  if (!answering.text.tokenizer.empty()) {
+    answering.tokenizer = load_tokenizer(answering.text.tokenizer);
+    check_tokenizer(*answering.tokenizer, answering.text.tokenizer, *source);
+    if (answering.tokenizer->vocab_size() > source->config().vocab_size) {
+      throw InputError(fmt::format("tokenizer {} has {} tokens but model {} has {} embedding rows",
+                                   answering.text.tokenizer, answering.tokenizer->vocab_size(), path,
+                                   source->config().vocab_size));
+    }
   }
   answering.model = std::make_unique<LlamaModel>(load_model(*source, torch::TensorOptions().dtype(torch::kFloat32)));
   return answering;

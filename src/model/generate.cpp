@@ -7,15 +7,12 @@
 #include "metareuse/model/generate.h"
 
 #include <fmt/format.h>   // messages
-#include <nlohmann/json.hpp>  // the prompts file
 #include <torch/torch.h>  // softmax, sort
 
 #include <algorithm>
-#include <fstream>
 #include <random>
 
 #include "metareuse/core/error.h"
-#include "metareuse/core/looked_for.h"
 
 namespace metareuse {
 
@@ -194,23 +191,6 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
     for (auto& generated : generate_one_batch(model, batch, options, ids)) results.push_back(std::move(generated));
   }
   return results;
-}
-
-std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError(fmt::format("{}: cannot open the prompts file: {}", path, why_unreadable(path)));
-  std::vector<std::vector<std::int64_t>> prompts;
-  std::string text;
-  for (std::int64_t line = 1; std::getline(in, text); ++line) {
-    if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json item = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-    bool ok = item.is_array() && !item.empty();
-    for (const auto& id : item) ok = ok && id.is_number_integer();
-    if (!ok) throw InputError(fmt::format("{}:{}: expected a non-empty JSON array of token ids, as [1, 2, 3]", path, line));
-    prompts.push_back(item.get<std::vector<std::int64_t>>());
-  }
-  if (prompts.empty()) throw InputError(fmt::format("{}: no prompts", path));
-  return prompts;
 }
 
 std::vector<std::int64_t> Generated::ids_with_stop() const {

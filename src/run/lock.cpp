@@ -88,4 +88,15 @@ RunFolderLock& RunFolderLock::operator=(RunFolderLock&& other) noexcept {
   return *this;
 }
 
+bool run_folder_in_use(const std::string& lock_file) {
+  const int fd = ::open(lock_file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    throw Error(fmt::format("cannot open {}: {}", lock_file, std::strerror(errno)));
+  }
+  const bool held = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+  ::close(fd);  // drops the shared lock, if taken
+  return held;
+}
+
 }  // namespace metareuse

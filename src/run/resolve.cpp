@@ -340,14 +340,26 @@ GenerateTextOptions generate_text_options(const Config& config) {
   GenerateTextOptions options;
   options.model = config.get_string("generate.model");
   options.tokenizer = config.get_string("tokenizer.path");
+  options.template_name = config.get_string("tokenizer.template");
   options.prompt_ids = config.get_string("generate.prompt_ids");
   options.prompt = config.get_string("generate.prompt");
   options.prompts_file = config.get_string("generate.prompts");
+  options.prompts_format = config.get_string("generate.prompts_format");
   options.chat = config.get_bool("generate.chat");
+  options.stop = config.get_bool("generate.stop");
   options.generation = decoding_options(config, "generate");
-  options.generation.stop_on_eos = config.get_bool("generate.stop_on_eos");
   options.generation.use_cache = config.get_bool("generate.use_cache");
   check_generate_text_options(options);
+  return options;
+}
+
+RunReportOptions run_report_options(const Config& config) {
+  const RunLayout layout = RunLayout::for_config(config);
+  RunReportOptions options;
+  options.run_folder = layout.folder();
+  options.out = config.get_string("report.out").empty() ? layout.report() : config.get_string("report.out");
+  options.watch = config.get_bool("report.watch");
+  options.interval = config.get_number("report.interval");
   return options;
 }
 

@@ -4,12 +4,18 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>  // the resolved config's run.name
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "metareuse/core/error.h"
+#include "metareuse/core/log.h"
 #include "metareuse/core/looked_for.h"
+#include "metareuse/core/stop_signals.h"
+#include "metareuse/core/timing.h"
 #include "metareuse/run/layout.h"
+#include "metareuse/run/lock.h"  // run_folder_in_use: the job writing the folder
 
 namespace metareuse {
 namespace fs = std::filesystem;
@@ -57,6 +63,62 @@ void require_run_folder(const std::string& run_folder) {
                                "the folder `metareuse run` wrote (run.out_dir)",
                                run_folder, inputs.metrics, inputs.handbook, inputs.eval, inputs.config,
                                inputs.timings));
+}
+
+void check_run_report(const RunReportOptions& options) {
+  if (options.watch && fs::is_directory(options.run_folder) &&
+      run_folder_in_use(RunLayout(options.run_folder).lock())) {
+    return;
+  }
+  require_run_folder(options.run_folder);
+}
+
+namespace {
+
+// Sleeps `seconds`, or less when a stop signal arrives (then true).
+bool stopped_during(double seconds, const StopSignals& signals) {
+  const Stopwatch watch;
+  while (watch.seconds() < seconds) {
+    if (signals.received() != 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return signals.received() != 0;
+}
+
+}  // namespace
+
+void run_report(const RunReportOptions& options) {
+  if (!options.watch) {
+    write_report(report_inputs_for_run(options.run_folder), options.out);
+    log_info("wrote {}", options.out);
+    return;
+  }
+  const std::string lock = RunLayout(options.run_folder).lock();
+  const StopSignals signals;
+  // A job started together with the watch may not hold the lock yet.
+  bool running = run_folder_in_use(lock);
+  if (!running) {
+    if (stopped_during(options.interval, signals)) return;
+    running = run_folder_in_use(lock);
+  }
+  if (!running) {
+    require_run_folder(options.run_folder);
+    write_report(report_inputs_for_run(options.run_folder), options.out);
+    log_info("wrote {} once: no job holds {}", options.out, lock);
+    return;
+  }
+  log_info("watching {}: {} every {} s while a job holds {}", options.run_folder, options.out, options.interval, lock);
+  while (running) {
+    write_report(report_inputs_for_run(options.run_folder), options.out);
+    if (stopped_during(options.interval, signals)) {
+      log_info("stopped by signal {}; {} is the last page written", signals.received(), options.out);
+      return;
+    }
+    running = run_folder_in_use(lock);
+  }
+  // The job's last metrics and eval went in before it let the lock go.
+  write_report(report_inputs_for_run(options.run_folder), options.out);
+  log_info("wrote {}: the job writing {} has ended", options.out, options.run_folder);
 }
 
 }  // namespace metareuse

@@ -44,9 +44,4 @@ std::vector<Generated> generate_batch(const LlamaModel& model, const std::vector
 std::vector<std::int64_t> generate(const LlamaModel& model, const std::vector<std::int64_t>& prompt,
                                    const GenerationOptions& options);
 
-// A prompts file for batched generation: JSON Lines, one JSON array of token
-// ids per line (blank lines skipped). Throws InputError naming the file and line.
-std::vector<std::vector<std::int64_t>> read_prompt_ids_file(const std::string& path);
-
-
 }  // namespace metareuse

@@ -29,4 +29,10 @@ class RunFolderLock {
   int fd_ = -1;
 };
 
+// Whether a process holds `lock_file` now (a job is writing the run folder):
+// a shared flock taken and dropped at once, which a holder's exclusive lock
+// refuses. A missing file is not held. Throws naming the file when it cannot
+// be opened for another reason.
+bool run_folder_in_use(const std::string& lock_file);
+
 }  // namespace metareuse

@@ -31,6 +31,7 @@
 #include "metareuse/eval/run_eval.h"      // EvalRunOptions
 #include "metareuse/run/data_stages.h"    // the data stages' options
 #include "metareuse/run/layout.h"
+#include "metareuse/run/run_report.h"   // RunReportOptions
 #include "metareuse/train/trainer.h"      // TrainOptions, MemoryPlan
 
 namespace metareuse {
@@ -128,9 +129,13 @@ ExportOptions export_stage_options(const Config& config, const RunLayout& layout
 // `metareuse forward`: forward.*, checked (check_forward_file_options).
 ForwardFileOptions forward_file_options(const Config& config);
 
-// `metareuse generate`: generate.*, tokenizer.path and run.seed (a
+// `metareuse generate`: generate.*, tokenizer.path, tokenizer.template and run.seed (a
 // temperature of 0 decodes greedily), checked (check_generate_text_options).
 GenerateTextOptions generate_text_options(const Config& config);
+
+// `metareuse report`: run.out_dir (the run folder, RunLayout::for_config) and
+// report.* (report.out, else the folder's report.html).
+RunReportOptions run_report_options(const Config& config);
 
 // `metareuse plan`: the run the config describes, sized for plan.ranks
 // (0: `world_size`) and plan.sequence_length (0: dataset.sequence_length)
