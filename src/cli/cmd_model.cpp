@@ -42,8 +42,8 @@ void generate_options(CLI::App& app, std::vector<std::string>& overrides) {
   auto* text = add_value_flag(app, "--prompt", "generate.prompt", "Prompt text (needs a tokenizer; generate.prompt)",
                               overrides);
   auto* file = add_value_flag(app, "--prompts", "generate.prompts",
-                              "Prompts file, one prompt a line: text, or JSON arrays of token ids; one output line each "
-                              "(generate.prompts)",
+                              "Prompts file, one prompt a line: text, or JSON arrays of token ids; one output line "
+                              "each (generate.prompts)",
                               overrides);
   add_value_flag(app, "--prompts-format", "generate.prompts_format",
                  "How --prompts is read: auto (default), text or ids (generate.prompts_format)", overrides)

@@ -207,8 +207,8 @@ std::vector<ConfigKey> build_schema() {
       key_string("generate.prompts", "", "generate: a prompts file, one prompt per line (blank lines skipped); one "
                  "output line each. Its lines are read as generate.prompts_format says."),
       key_string("generate.prompts_format", "auto", "generate: how generate.prompts is read: ids (each line a JSON "
-                 "array of token ids, [1, 2, 3]), text (each line a prompt's text), or auto (a line that is a JSON array "
-                 "of integers is ids, any other text; a file that mixes the two is an error naming the line).",
+                 "array of token ids, [1, 2, 3]), text (each line a prompt's text), or auto (a line that is a JSON "
+                 "array of integers is ids, any other text; a file that mixes the two is an error naming the line).",
                  {"auto", "text", "ids"}),
       key_bool("generate.chat", false, "generate: each text prompt as one user turn of the model's template "
                "(tokenizer.template, resolved as eval resolves it), with the generation prompt."),

@@ -100,7 +100,9 @@ void check_generate_text_options(const GenerateTextOptions& options) {
     throw UsageError("give the prompt with --prompt-ids 1,2,3 (or --prompt TEXT, or --prompts FILE)");
   }
   if (prompts > 1) throw UsageError("give one of --prompt-ids, --prompt and --prompts");
-  if (options.chat && !options.prompt_ids.empty()) throw UsageError("--chat needs text: --prompt or a --prompts file of text");
+  if (options.chat && !options.prompt_ids.empty()) {
+    throw UsageError("--chat needs text: --prompt or a --prompts file of text");
+  }
   if (options.generation.greedy && options.generation.top_p != 1.0) {
     throw UsageError("--top-p (generate.top_p) applies to sampling: give --temperature too");
   }
@@ -117,8 +119,8 @@ std::vector<nlohmann::json> generate_text(const GenerateTextOptions& options) {
     throw UsageError(fmt::format("--chat needs text prompts, but {} holds token ids", options.prompts_file));
   }
 
-  const AnsweringModel loaded =
-      load_answering_model(options.model, options.tokenizer, options.template_name, /*require_tokenizer=*/!texts.empty());
+  const AnsweringModel loaded = load_answering_model(options.model, options.tokenizer, options.template_name,
+                                                    /*require_tokenizer=*/!texts.empty());
   const LlamaModel& model = *loaded.model;
   const Tokenizer* tokenizer = loaded.tokenizer.get();
   // The template: for --chat and for the stop ids (a --no-stop run on ids reads none).
