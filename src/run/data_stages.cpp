@@ -48,16 +48,25 @@ MiningOptions mining_options(const Config& config) {
   return options;
 }
 
+GenerationOptions decoding_options(const Config& config, const std::string& section) {
+  GenerationOptions options;
+  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
+  options.batch_size = config.get_int(section + ".batch_size");
+  options.temperature = config.get_number(section + ".temperature");
+  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
+                                                                    : options.temperature == 0.0;
+  if (find_config_key(section + ".top_p") != nullptr) options.top_p = config.get_number(section + ".top_p");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
 // The strategist's model and decoding (reflect mode, or phrasing mined patterns).
 StrategistOptions strategist_options(const Config& config) {
   StrategistOptions model;
   model.model = config.get_string("patterns.model");
   model.tokenizer = config.get_string("tokenizer.path");
   model.template_name = config.get_string("tokenizer.template");
-  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
-  model.batch_size = config.get_int("patterns.batch_size");
-  model.temperature = config.get_number("patterns.temperature");
-  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  model.decoding = decoding_options(config, "patterns");
   return model;
 }
 

@@ -12,7 +12,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"  // parse_bytes
-#include "metareuse/run/data_stages.h"  // corpus_field_names
+#include "metareuse/run/data_stages.h"  // corpus_field_names, decoding_options
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
 #include "metareuse/train/train_state.h"  // a checkpoint's config
@@ -96,22 +96,6 @@ void read_retrieval(const Config& config, std::string& mode, std::size_t& top_k,
   top_k = static_cast<std::size_t>(config.get_int("augment.top_k"));
   bm25_k1 = config.get_number("augment.bm25_k1");
   bm25_b = config.get_number("augment.bm25_b");
-}
-
-// The decoding of `section` (generate, eval, distill): its max_new_tokens,
-// batch_size, temperature and top_p, seeded by run.seed. Greedy is the
-// section's own switch where it has one (eval.greedy, distill.greedy), else a
-// temperature of 0 (generate's --greedy).
-GenerationOptions decoding_options(const Config& config, const std::string& section) {
-  GenerationOptions options;
-  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
-  options.batch_size = config.get_int(section + ".batch_size");
-  options.temperature = config.get_number(section + ".temperature");
-  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
-                                                                    : options.temperature == 0.0;
-  options.top_p = config.get_number(section + ".top_p");
-  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  return options;
 }
 
 // A model answering questions (eval, distill): the decoding of `section` and
