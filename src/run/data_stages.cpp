@@ -25,6 +25,18 @@
 
 namespace metareuse {
 
+GenerationOptions decoding_options(const Config& config, const std::string& section) {
+  GenerationOptions options;
+  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
+  options.batch_size = config.get_int(section + ".batch_size");
+  options.temperature = config.get_number(section + ".temperature");
+  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
+                                                                    : options.temperature == 0.0;
+  if (find_config_key(section + ".top_p") != nullptr) options.top_p = config.get_number(section + ".top_p");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
 namespace {
 
 MiningOptions mining_options(const Config& config) {
@@ -45,18 +57,6 @@ MiningOptions mining_options(const Config& config) {
   if (options.max_phrase_words < options.min_words) {
     throw ConfigError("patterns.max_phrase_words must be >= patterns.min_words");
   }
-  return options;
-}
-
-GenerationOptions decoding_options(const Config& config, const std::string& section) {
-  GenerationOptions options;
-  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
-  options.batch_size = config.get_int(section + ".batch_size");
-  options.temperature = config.get_number(section + ".temperature");
-  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
-                                                                    : options.temperature == 0.0;
-  if (find_config_key(section + ".top_p") != nullptr) options.top_p = config.get_number(section + ".top_p");
-  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   return options;
 }
 
