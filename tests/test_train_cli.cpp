@@ -75,8 +75,9 @@ std::vector<nlohmann::json> validation_lines_of(const fs::path& run) {
   return lines;
 }
 
-std::string train_args(const fs::path& out, const std::string& extra) {
-  return "train --dataset " + (fixture_dir() / "dataset.h5").string() + " --set run.out_dir=" + out.string() +
+std::string train_args(const fs::path& out, const std::string& extra,
+                       const fs::path& dataset = fixture_dir() / "dataset.h5") {
+  return "train --dataset " + dataset.string() + " --set run.out_dir=" + out.string() +
          " --set model.vocab_size=400 --set train.lr=3e-3 --set train.global_batch=6 --set train.micro_batch=1 "
          "--set train.log_every=100 " + extra;
 }
@@ -184,15 +185,14 @@ TEST_CASE("the time limit stops every rank at the same step with status 3, and t
 
 TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps and the same at 1 and 2 ranks",
           "[train][e2e][validation]") {
-  const std::string validation = "--dataset " + validation_dataset().string() + " ";
   fs::path one = metareuse::test::temp_dir("validation-1"), two = metareuse::test::temp_dir("validation-2");
   // 5 steps, every 2: after steps 2 and 4, and at the end (step 5).
-  const std::string args = validation + "--set train.max_steps=5 --set train.eval_every=2";
-  auto alone = run_metareuse(train_args(one, args));
+  const std::string args = "--set train.max_steps=5 --set train.eval_every=2";
+  auto alone = run_metareuse(train_args(one, args, validation_dataset()));
   INFO(alone.output);
   REQUIRE(alone.status == 0);
   CHECK_THAT(alone.output, Contains("validation set: 20 sequences"));
-  auto pair = run_metareuse_mpi(2, train_args(two, args));
+  auto pair = run_metareuse_mpi(2, train_args(two, args, validation_dataset()));
   INFO(pair.output);
   REQUIRE(pair.status == 0);
   CHECK(losses_of(one).size() == 5);
@@ -218,7 +218,7 @@ TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps 
   CHECK_THAT(refused.output, Contains("train.eval_every 2") && Contains("dataset.validation_share") &&
                                  Contains("dataset.h5"));
   auto no_eval = run_metareuse(train_args(metareuse::test::temp_dir("validation-patience"),
-                                          validation + "--set train.early_stop_patience=2"));
+                                          "--set train.early_stop_patience=2", validation_dataset()));
   CHECK(no_eval.status != 0);
   CHECK_THAT(no_eval.output, Contains("train.early_stop_patience 2") && Contains("train.eval_every"));
 }
@@ -229,9 +229,9 @@ TEST_CASE("early stopping ends training after patience evaluations without impro
   fs::path run = metareuse::test::temp_dir("early-stop");
   // No drop counts as an improvement (min_delta 1e9): the first evaluation sets the best, the next two do not
   // improve it, and patience 2 stops training after the third, at step 3 of 40.
-  const std::string args = "--dataset " + validation_dataset().string() +
-                           " --set train.max_steps=40 --set train.eval_every=1 --set train.early_stop_min_delta=1e9 ";
-  auto stopped = run_metareuse_mpi(2, train_args(run, args + "--set train.early_stop_patience=2"));
+  const std::string args = "--set train.max_steps=40 --set train.eval_every=1 --set train.early_stop_min_delta=1e9 ";
+  const fs::path dataset = validation_dataset();
+  auto stopped = run_metareuse_mpi(2, train_args(run, args + "--set train.early_stop_patience=2", dataset));
   INFO(stopped.output);
   REQUIRE(stopped.status == 0);
   CHECK_THAT(stopped.output, Contains("early stopping at step 3"));
@@ -246,14 +246,14 @@ TEST_CASE("early stopping ends training after patience evaluations without impro
   CHECK_THAT(read_file(run / "checkpoints" / "latest"), Contains("ckpt-00000003.h5"));
 
   // Resumed with the same patience: the count is spent, nothing is trained.
-  auto again = run_metareuse(train_args(run, args + "--set train.early_stop_patience=2 --resume auto"));
+  auto again = run_metareuse(train_args(run, args + "--set train.early_stop_patience=2 --resume auto", dataset));
   INFO(again.output);
   CHECK(again.status == 0);
   CHECK_THAT(again.output, Contains("had stopped early at step 3") && Contains("nothing to train"));
   CHECK(losses_of(run).size() == 3);
   // With one more evaluation of patience, the count goes on from 2: one step, its evaluation (the third without
   // improvement), and the stop.
-  auto longer = run_metareuse(train_args(run, args + "--set train.early_stop_patience=3 --resume auto"));
+  auto longer = run_metareuse(train_args(run, args + "--set train.early_stop_patience=3 --resume auto", dataset));
   INFO(longer.output);
   CHECK(longer.status == 0);
   CHECK_THAT(longer.output, Contains("train.early_stop_patience changed 2 -> 3"));
