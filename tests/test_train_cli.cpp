@@ -183,7 +183,7 @@ TEST_CASE("the time limit stops every rank at the same step with status 3, and t
   CHECK(losses_of(run).size() == done + 2);
 }
 
-TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps and the same at 1 and 2 ranks",
+TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps and the same at 1, 2 and 3 ranks",
           "[train][e2e][validation]") {
   fs::path one = metareuse::test::temp_dir("validation-1"), two = metareuse::test::temp_dir("validation-2");
   // 5 steps, every 2: after steps 2 and 4, and at the end (step 5).
@@ -195,10 +195,17 @@ TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps 
   auto pair = run_metareuse_mpi(2, train_args(two, args, validation_dataset()));
   INFO(pair.output);
   REQUIRE(pair.status == 0);
+  // At 3 ranks the last global batch's worth of the 20 validation sequences (2 rows) leaves rank 2 without a row:
+  // it runs a zero-weight row to stay in the units' collectives.
+  fs::path three = metareuse::test::temp_dir("validation-3");
+  auto trio = run_metareuse_mpi(3, train_args(three, args, validation_dataset()));
+  INFO(trio.output);
+  REQUIRE(trio.status == 0);
   CHECK(losses_of(one).size() == 5);
-  const auto a = validation_lines_of(one), b = validation_lines_of(two);
+  const auto a = validation_lines_of(one), b = validation_lines_of(two), c = validation_lines_of(three);
   REQUIRE(a.size() == 3);
   REQUIRE(b.size() == 3);
+  REQUIRE(c.size() == 3);
   const std::vector<int> steps = {2, 4, 5};
   for (std::size_t i = 0; i < a.size(); ++i) {
     CHECK(a[i].at("step").get<int>() == steps[i]);
@@ -209,6 +216,8 @@ TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps 
     CHECK(std::isfinite(loss_one));
     // The same weights (the losses agree to 1e-5 at 1 and 2 ranks) over the same sequences, summed in another order.
     CHECK(std::abs(loss_one - loss_two) <= 1e-5 * std::abs(loss_one));
+    CHECK(std::abs(loss_one - c[i].at("val_loss").get<double>()) <= 1e-5 * std::abs(loss_one));
+    CHECK(a[i].at("val_tokens") == c[i].at("val_tokens"));
   }
   // Training lowers the held-out loss on this corpus (lr 3e-3, a tiny model from scratch).
   CHECK(a.back().at("val_loss").get<double>() < a.front().at("val_loss").get<double>());
