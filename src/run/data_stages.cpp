@@ -282,6 +282,8 @@ PrepareOptions prepare_stage_options(const Config& config, const TextFormat& tex
   options.pack = config.get_bool("dataset.pack");
   options.overflow = config.get_string("dataset.overflow");
   options.patterns_file = config.get_string("dataset.patterns_file");
+  options.validation_share = config.get_number("dataset.validation_share");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   options.config_json = config.dump();
   if (options.input.empty()) throw UsageError("give the augmented examples with --input (dataset.input)");
   if (options.tokenizer_path.empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
@@ -354,6 +356,12 @@ int prepare_stage(const PrepareOptions& options, Runtime& runtime) {
             options.sequence_length, report.truncated_documents, metadata.real_tokens, report.sequences,
             100.0 * metadata.packing_efficiency,
             watch.seconds(), runtime.world_size(), options.tokenizer_path, options.template_name);
+  if (options.validation_share > 0) {
+    log_info("validation set (dataset.validation_share {}): {} document(s), {} tokens in {} sequence(s), held out of "
+             "training",
+             options.validation_share, report.validation_documents, report.validation_tokens,
+             report.validation_sequences);
+  }
   return kExitOk;
 }
 

@@ -168,6 +168,9 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
   options.job_end_margin = config.get_number("train.job_end_margin");
   options.checkpoint_every_minutes = config.get_number("checkpoint.every_minutes");
   options.checkpoint_every_steps = config.get_int("checkpoint.every_steps");
+  options.eval_every = config.get_int("train.eval_every");
+  options.early_stop_patience = config.get_int("train.early_stop_patience");
+  options.early_stop_min_delta = config.get_number("train.early_stop_min_delta");
   options.log_every = config.get_int("train.log_every");
   options.progress = config.get_string("train.progress");
   options.metrics_path = layout.metrics();
@@ -356,6 +359,12 @@ ResolvedRun resolve_run(const Config& given) {
     return prepare_stage_options(c, run.text, layout.augmented(), layout.dataset());
   });
   run.train = resolved_training(training_config(config, layout, run.tokenizer_training), layout, &keys["train"]);
+  // Before any stage runs: the dataset this run prepares holds validation
+  // sequences exactly when dataset.validation_share is above 0 (prepare
+  // refuses a share that leaves none).
+  check_evaluation_options(run.train.options, run.prepare.validation_share > 0 ? 1 : 0,
+                           fmt::format("{} (prepared with dataset.validation_share {})", layout.dataset(),
+                                       run.prepare.validation_share));
   run.checkpoints = read_for_stage(config, keys["checkpoint"], [&](const Config& c) {
     return layout.checkpoint_folder(c);
   });
