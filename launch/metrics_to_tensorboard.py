@@ -5,9 +5,11 @@
     tensorboard --logdir RUN/tensorboard
 
 RUN is a run folder (its metrics.jsonl) or a metrics.jsonl file. Each line with
-a numeric "step" becomes one point of every numeric field (loss, lr, grad_norm,
-tokens_per_s, mfu, ...) as the scalar train/<field> at that step; null fields
-(a skipped step's grad_norm, an unknown mfu) are left out. The event file is
+a numeric "step" becomes one point of every numeric field at that step: a
+training line's (loss, lr, grad_norm, tokens_per_s, mfu, ...) as the scalar
+train/<field>, a validation line's (the one with "val_loss": val_loss,
+best_val_loss, ...) as validation/<field>; null fields (a skipped step's
+grad_norm, an unknown mfu) are left out. The event file is
 written by torch's own writer, torch.utils.tensorboard.SummaryWriter, which
 needs the tensorboard package (pip install tensorboard; it is not in
 launch/requirements.txt). A new conversion replaces the event files of the last
@@ -41,7 +43,7 @@ def main():
     except ImportError as error:
         sys.exit(f"metrics_to_tensorboard: needs the tensorboard package (pip install tensorboard): {error}")
 
-    points = []  # (step, field, value)
+    points = []  # (step, tag, value)
     bad = 0
     with open(metrics) as lines:
         for text in lines:
@@ -55,19 +57,20 @@ def main():
             step = line.get("step") if isinstance(line, dict) else None
             if isinstance(step, bool) or not isinstance(step, int):
                 continue
+            group = "validation" if "val_loss" in line else "train"
             for field, value in line.items():
                 if field == "step" or value is None or not isinstance(value, (int, float)):
                     continue
                 value = float(value)
                 if math.isfinite(value):
-                    points.append((step, field, value))
+                    points.append((step, f"{group}/{field}", value))
 
     os.makedirs(logdir, exist_ok=True)
     for old in glob.glob(os.path.join(logdir, "events.out.tfevents.*" + SUFFIX)):
         os.remove(old)
     writer = SummaryWriter(log_dir=logdir, filename_suffix=SUFFIX)
-    for step, field, value in points:
-        writer.add_scalar(f"train/{field}", value, global_step=step)
+    for step, tag, value in points:
+        writer.add_scalar(tag, value, global_step=step)
     writer.close()
     steps = len({step for step, _, _ in points})
     skipped = f" ({bad} unreadable lines skipped)" if bad else ""

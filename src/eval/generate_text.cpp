@@ -9,11 +9,11 @@
 #include <optional>
 #include <sstream>
 
+#include "metareuse/checkpoint/answering_model.h"  // the model with its tokenizer and template, as eval's
 #include "metareuse/core/error.h"
 #include "metareuse/core/looked_for.h"  // why_unreadable
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"
-#include "metareuse/eval/evaluate.h"  // load_answering_model: the model with its tokenizer and template, as eval's
 #include "metareuse/model/generation_limits.h"
 #include "metareuse/tokenizer/prompt_format.h"  // PromptFormat: the chat prompt and the stop ids
 #include "metareuse/tokenizer/tokenizer.h"
