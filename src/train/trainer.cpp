@@ -188,7 +188,7 @@ class StepReporter {
   }
 
   void report(int64_t step, int64_t epoch, double loss, double lr, const StepOutcome& outcome, double useful_tokens,
-              double seconds, double eta) {
+              double seconds, double eta, const CollectiveTraffic& traffic) {
     if (!leader_) return;
     MetricsLine line;
     line.step = step;
@@ -202,6 +202,7 @@ class StepReporter {
     line.useful_tokens_per_s = useful_tokens / seconds;
     line.padding_fraction = 1.0 - useful_tokens / slots_per_step_;
     line.seconds = seconds;
+    line.traffic = traffic;
     metrics_.write(line.to_json().dump() + "\n");
     if (tty_) {
       std::fprintf(stderr, "\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
@@ -411,6 +412,7 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   Stopwatch since_checkpoint;
   bool stopped = false;
   while (state.step < epochs.total_steps) {
+    const CollectiveTraffic traffic_before = collective_traffic();  // the step's traffic starts with its vote
     // Until a checkpoint has been timed, assume it costs about one step.
     const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
     const StepVote vote =
@@ -451,7 +453,8 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
     const double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
     reporter.report(state.step, order.epoch(), loss, lr, outcome, useful_tokens, seconds,
-                    step_seconds * static_cast<double>(epochs.total_steps - state.step));
+                    step_seconds * static_cast<double>(epochs.total_steps - state.step),
+                    collective_traffic().since(traffic_before));
 
     const bool due = (options.checkpoint_every_steps > 0 && state.step % options.checkpoint_every_steps == 0) ||
                      vote.checkpoint;
