@@ -6,13 +6,15 @@
 // padding rule (fsdp.cpp: each unit padded to a multiple of the rank count)
 // and the dtypes each collective carries (the embedding lookup gathers in
 // fp32, the residual's precision; every other gather in the compute dtype;
-// gradients reduce-scatter in fp32).
+// gradients reduce-scatter in fp32). Also: metrics.jsonl's step line keeps
+// the traffic through MetricsLine's writer and reader.
 #include "torch_catch.h"
 
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/runtime.h"
 #include "metareuse/model/llama.h"
 #include "metareuse/parallel/sharded_llama.h"
+#include "metareuse/train/metrics.h"
 #include "metareuse/train/optimizer.h"
 #include "test_support.h"
 
@@ -109,4 +111,25 @@ TEST_CASE("a training step's traffic equals docs/scaling.md's formula", "[traffi
       if (n > 1) CHECK(step.sent() > 0);
     }
   }
+}
+
+TEST_CASE("metrics.jsonl's step line keeps the step's traffic through its writer and reader", "[traffic]") {
+  MetricsLine line;
+  line.step = 3;
+  line.traffic.allgather = {10, 7000, 7000};
+  line.traffic.reduce_scatter = {5, 9000, 9000};
+  line.traffic.broadcast = {1, 0, 64};
+  const nlohmann::json written = line.to_json();
+  CHECK(written.at("traffic").at("sent_bytes").get<std::uint64_t>() == 16000);
+  CHECK(written.at("traffic").at("received_bytes").get<std::uint64_t>() == 16064);
+  const std::optional<MetricsLine> read = MetricsLine::from_json(nlohmann::json::parse(written.dump()));
+  REQUIRE(read.has_value());
+  CHECK(read->traffic.allgather.calls == 10);
+  CHECK(read->traffic.reduce_scatter.sent == 9000);
+  CHECK(read->traffic.broadcast.received == 64);
+  CHECK(read->traffic.sent() == 16000);
+  // A line written before the traffic existed reads as no traffic.
+  const std::optional<MetricsLine> old = MetricsLine::from_json(nlohmann::json{{"step", 1}, {"loss", 2.0}});
+  REQUIRE(old.has_value());
+  CHECK(old->traffic.sent() == 0);
 }

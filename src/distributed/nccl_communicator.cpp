@@ -258,7 +258,8 @@ class NcclCommunicator final : public DeviceCommunicator {
   }
 
   // A one-element allreduce on device scratch, then a bounded wait: returns
-  // when every rank has reached the barrier, throws if one never does.
+  // when every rank has reached the barrier, throws if one never does. The
+  // backend's own allreduce, so a barrier counts no bytes, as on MPI.
   void barrier() override {
     do_allreduce(barrier_scratch_.get(), 1, DType::kFloat32, ReduceOp::kSum);
     wait(timeout_);
