@@ -8,8 +8,9 @@ RUN is a run folder (its metrics.jsonl) or a metrics.jsonl file. Each line with
 a numeric "step" becomes one point of every numeric field at that step: a
 training line's (loss, lr, grad_norm, tokens_per_s, mfu, ...) as the scalar
 train/<field>, a validation line's (the one with "val_loss": val_loss,
-best_val_loss, ...) as validation/<field>; null fields (a skipped step's
-grad_norm, an unknown mfu) are left out. The event file is
+best_val_loss, ...) as validation/<field>, a nested object's numbers as
+<group>/<field>/<key> (train/traffic/sent_bytes); null fields (a skipped
+step's grad_norm, an unknown mfu) are left out. The event file is
 written by torch's own writer, torch.utils.tensorboard.SummaryWriter, which
 needs the tensorboard package (pip install tensorboard; it is not in
 launch/requirements.txt). A new conversion replaces the event files of the last
@@ -26,6 +27,17 @@ import sys
 
 # The writer's file name suffix: how a rerun finds the files it replaces.
 SUFFIX = ".metareuse"
+
+
+def numbers(tree, prefix):
+    """(tag, value) for every finite number in `tree`, nested objects joined with /
+    (the "traffic" object's traffic/allgather/sent_bytes); nulls and text left out."""
+    for field, value in tree.items():
+        tag = f"{prefix}/{field}"
+        if isinstance(value, dict):
+            yield from numbers(value, tag)
+        elif isinstance(value, (int, float)) and math.isfinite(float(value)):
+            yield tag, float(value)
 
 
 def main():
@@ -58,12 +70,9 @@ def main():
             if isinstance(step, bool) or not isinstance(step, int):
                 continue
             group = "validation" if "val_loss" in line else "train"
-            for field, value in line.items():
-                if field == "step" or value is None or not isinstance(value, (int, float)):
-                    continue
-                value = float(value)
-                if math.isfinite(value):
-                    points.append((step, f"{group}/{field}", value))
+            for tag, value in numbers(line, group):
+                if tag != group + "/step":
+                    points.append((step, tag, value))
 
     os.makedirs(logdir, exist_ok=True)
     for old in glob.glob(os.path.join(logdir, "events.out.tfevents.*" + SUFFIX)):
