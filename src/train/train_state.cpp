@@ -131,8 +131,8 @@ const std::vector<std::string>& resume_may_change() {
       "train.max_steps",           "train.epochs",        "train.policy_small_examples",
       "train.policy_small_epochs", "train.policy_small_max_steps", "train.policy_epochs",
       "train.time_limit",          "train.device",        "train.device_memory",
-      "train.micro_batch",         "train.recompute",     "train.max_bad_steps",
-      "train.log_every",           "train.progress"};
+      "train.micro_batch",         "train.recompute",     "train.loss_chunk_rows",
+      "train.max_bad_steps",       "train.log_every",     "train.progress"};
   return keys;
 }
 
