@@ -8,8 +8,11 @@
 #include <signal.h>
 #include <sys/resource.h>      // a file-size limit
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <numeric>
 #include <set>
 
 #include "metareuse/core/error.h"
@@ -148,6 +151,101 @@ TEST_CASE("prepare gives the same file at any rank count, with the right masks",
   world().barrier();
 }
 
+TEST_CASE("the validation split is deterministic, disjoint from training and the same at any rank count",
+          "[dataset][mpi][validation]") {
+  auto dir = shared_temp_dir("validation");
+  const std::string tokenizer_path = write_tiny_tokenizer(dir / ("rank" + std::to_string(world().rank())));
+  auto tokenizer = load_tokenizer(tokenizer_path);
+  const std::string input = (dir / "augmented.jsonl").string();
+  if (world().rank() == 0) {
+    std::ofstream out(input);
+    out << "not JSON\n";  // record 0 is bad: the split is over usable records
+    for (int i = 1; i <= 40; ++i) out << R"({"prompt": "q)" << i << R"(", "target": "a)" << std::string(i % 5, 'b') << "\"}\n";
+  }
+  world().barrier();
+  PrepareOptions options;
+  options.input = input;
+  options.output = (dir / "dataset.h5").string();
+  options.template_name = "plain";
+  options.sequence_length = 16;
+  options.validation_share = 0.1;
+  options.seed = 7;
+  PrepareReport report = prepare_dataset(options, *tokenizer, world());
+  const DatasetFile file = load_dataset_file(options.output);
+  REQUIRE(file.validation.has_value());
+  const PackedDataset& training = file.training;
+  const PackedDataset& validation = *file.validation;
+  CHECK(training.metadata.validation_share == 0.1);
+  // round(0.1 * 40) documents held out, the rest trained on; none in both.
+  CHECK(validation.metadata.documents == 4);
+  CHECK(training.metadata.documents == 36);
+  auto records_of = [](const PackedDataset& dataset) {
+    std::set<std::int64_t> records;
+    for (std::size_t d = 0; d < dataset.documents.size(); d += 4) records.insert(dataset.documents[d]);
+    return records;
+  };
+  const std::set<std::int64_t> trained = records_of(training), held = records_of(validation);
+  std::vector<std::int64_t> both;
+  std::set_intersection(trained.begin(), trained.end(), held.begin(), held.end(), std::back_inserter(both));
+  CHECK(both.empty());
+  CHECK(trained.size() + held.size() == 40);
+  CHECK(trained.count(0) == 0);
+  CHECK(held.count(0) == 0);
+  // The held-out records are validation_records' choice.
+  std::vector<std::int64_t> usable(40);
+  std::iota(usable.begin(), usable.end(), std::int64_t{1});
+  const std::vector<std::int64_t> chosen = validation_records(usable, 0.1, 7);
+  CHECK(std::vector<std::int64_t>(held.begin(), held.end()) == chosen);
+  // Packed like training's: the same sequence length, masks on the targets only.
+  CHECK(validation.metadata.sequence_length == 16);
+  CHECK(validation.sequences >= 1);
+  CHECK(std::count(validation.loss_mask.begin(), validation.loss_mask.end(), 1) > 0);
+  if (world().rank() == 0) {
+    CHECK(report.validation_documents == 4);
+    CHECK(report.validation_sequences == validation.sequences);
+  }
+
+  // Alone, the same file: the split does not depend on the rank count.
+  auto self = make_self_communicator();
+  if (world().rank() == 0) {
+    PrepareOptions alone = options;
+    alone.output = (dir / "alone.h5").string();
+    prepare_dataset(alone, *tokenizer, *self);
+  }
+  world().barrier();
+  const DatasetFile reference = load_dataset_file((dir / "alone.h5").string());
+  REQUIRE(reference.validation.has_value());
+  CHECK(reference.validation->tokens == validation.tokens);
+  CHECK(reference.validation->documents == validation.documents);
+  CHECK(reference.training.tokens == training.tokens);
+  world().barrier();
+
+  // The choice: independent of the records' order, another seed another choice, the count clamped.
+  std::vector<std::int64_t> reversed(usable.rbegin(), usable.rend());
+  CHECK(validation_records(reversed, 0.1, 7) == chosen);
+  CHECK(validation_records(usable, 0.1, 8) != chosen);
+  CHECK(validation_records(usable, 0.0, 7).empty());
+  CHECK(validation_records({5, 9}, 0.01, 7).size() == 1);  // at least one when share > 0
+  CHECK(validation_records({5, 9}, 0.5, 7).size() == 1);   // at most all but one
+
+  SECTION("a share that leaves no validation document that fits is refused on every rank") {
+    PrepareOptions tiny = options;
+    tiny.input = (dir / "two.jsonl").string();
+    tiny.output = (dir / "two.h5").string();
+    if (world().rank() == 0) {
+      std::ofstream out(tiny.input);
+      out << R"({"prompt": "q", "target": "a"})" << "\n"
+          << R"({"prompt": "a much longer prompt than sixteen tokens", "target": "a"})" << "\n";
+    }
+    world().barrier();
+    tiny.overflow = "drop";
+    // Whichever of the two is held out, one side has no document that fits.
+    CHECK_THROWS_WITH(prepare_dataset(tiny, *tokenizer, world()),
+                      Contains("dataset.validation_share 0.1") && Contains("both need at least one"));
+    world().barrier();
+  }
+}
+
 TEST_CASE("the chat template masks everything but the answer", "[dataset][chat]") {
   METAREUSE_SKIP_UNLESS_LLAMA3_TOKENIZER(path);
   if (world().rank() != 0) return;
@@ -204,6 +302,15 @@ TEST_CASE("loading refuses wrong versions, tokenizers and truncated files", "[da
   write_dataset((dir / "version.h5").string(), old);
   CHECK_THAT(refusal((dir / "version.h5").string()),
              Contains("format version 99") && Contains("metareuse prepare"));
+
+  // A version-1 file (before validation sets) still loads, without one.
+  auto version_one = packed;
+  version_one.metadata.format_version = 1;
+  write_dataset((dir / "version1.h5").string(), version_one);
+  const DatasetFile old_file = load_dataset_file((dir / "version1.h5").string());
+  CHECK(old_file.training.tokens == packed.tokens);
+  CHECK_FALSE(old_file.validation.has_value());
+  CHECK(old_file.training.metadata.validation_share == 0);
 
   auto bad_ids = packed;
   bad_ids.tokens[1] = 600;

@@ -17,6 +17,7 @@
 #include "metareuse/eval/report.h"
 #include "metareuse/eval/run_eval.h"  // format_eval_table
 #include "metareuse/run/run_report.h"  // report_inputs_for_run
+#include "metareuse/train/metrics.h"     // ValidationLine: the trainer's validation line
 #include "test_support.h"
 
 using namespace metareuse;
@@ -356,6 +357,51 @@ TEST_CASE("the report is one self-contained page with charts and tables", "[eval
   CHECK(html.find("<script") == std::string::npos);
   write_report(inputs, (run / "report.html").string());
   CHECK(fs::file_size(run / "report.html") == html.size());
+}
+
+TEST_CASE("the report draws the validation loss beside the training loss", "[eval][unit]") {
+  fs::path run = metareuse::test::temp_dir("eval-report-validation");
+  {
+    std::ofstream metrics(run / "metrics.jsonl");
+    for (int step = 1; step <= 6; ++step) {
+      metrics << nlohmann::json{{"step", step}, {"loss", 6.0 - 0.5 * step}, {"loss_scale", 1.0}, {"seconds", 0.2}}
+                     .dump()
+              << "\n";
+      if (step % 2 == 0) {
+        ValidationLine line;
+        line.step = step;
+        line.val_loss = 5.0 - 0.25 * step;
+        line.val_tokens = 100;
+        metrics << line.to_json().dump() << "\n";
+      }
+    }
+  }
+  const MetricsFile read = read_metrics((run / "metrics.jsonl").string());
+  CHECK(read.lines.size() == 6);  // a validation line is not a step's line
+  REQUIRE(read.validation.size() == 3);
+  CHECK(read.validation[2].step == 6);
+  CHECK(read.validation[2].val_loss == 3.5);
+  CHECK(read.validation[2].val_tokens == 100);
+
+  std::string html = render_report_html(report_inputs_for_run(run.string()));
+  CHECK_THAT(html, Catch::Contains("6 optimizer steps"));
+  CHECK_THAT(html, Catch::Contains("Validation: 3 evaluations, loss 4.5 &rarr; 3.5, best 3.5 at step 6"));
+  // The loss chart has two lines and a legend naming them; the other charts keep one line.
+  const std::size_t loss_chart = html.find("aria-label=\"Loss\"");
+  REQUIRE(loss_chart != std::string::npos);
+  const std::string svg = html.substr(loss_chart, html.find("</svg>", loss_chart) - loss_chart);
+  std::size_t lines = 0;
+  for (std::size_t at = svg.find("<polyline"); at != std::string::npos; at = svg.find("<polyline", at + 1)) ++lines;
+  CHECK(lines == 2);
+  CHECK_THAT(svg, Catch::Contains("training loss") && Catch::Contains("validation loss"));
+
+  SECTION("without validation lines the loss chart has one line and no legend") {
+    std::ofstream(run / "metrics.jsonl") << nlohmann::json{{"step", 1}, {"loss", 2.0}, {"loss_scale", 1.0}}.dump()
+                                         << "\n";
+    const std::string plain = render_report_html(report_inputs_for_run(run.string()));
+    CHECK(plain.find("validation loss") == std::string::npos);
+    CHECK(plain.find("Validation:") == std::string::npos);
+  }
 }
 
 TEST_CASE("the report names the run, keeps legends off the bars, and explains itself", "[eval][unit]") {

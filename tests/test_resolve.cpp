@@ -128,4 +128,23 @@ TEST_CASE("a rule is checked when the run is resolved, before any stage", "[run]
   CHECK_THROWS_WITH(resolve_run(given), Catch::Matchers::Contains("patterns.max_phrase_words"));
 }
 
+TEST_CASE("train.eval_every without a validation share, or patience without evaluations, fails at resolve",
+          "[run][unit][validation]") {
+  Config given = run_config("resolve-validation");
+  given.set("train.eval_every", 10);
+  CHECK_THROWS_AS(resolve_run(given), ConfigError);
+  CHECK_THROWS_WITH(resolve_run(given), Catch::Matchers::Contains("train.eval_every 10") &&
+                                            Catch::Matchers::Contains("dataset.validation_share 0"));
+  given.set("dataset.validation_share", 0.05);
+  const ResolvedRun run = resolve_run(given);
+  CHECK(run.prepare.validation_share == 0.05);
+  CHECK(run.train.options.eval_every == 10);
+  CHECK(has(run.stage_keys.at("prepare"), "dataset.validation_share"));
+  CHECK(has(run.stage_keys.at("train"), "train.eval_every"));
+  given.set("train.eval_every", 0);
+  given.set("train.early_stop_patience", 3);
+  CHECK_THROWS_WITH(resolve_run(given), Catch::Matchers::Contains("train.early_stop_patience 3") &&
+                                            Catch::Matchers::Contains("train.eval_every"));
+}
+
 }  // namespace metareuse

@@ -29,6 +29,7 @@
 #include "metareuse/train/bad_steps.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/train_state.h"
+#include "metareuse/train/trainer.h"  // improves_on: early stopping's rule
 #include "metareuse/parallel/sharded_llama.h"
 #include "fixture_training.h"
 #include "sync_counter.h"
@@ -428,6 +429,21 @@ TEST_CASE("TrainState round-trips the checkpoint metadata and names a missing ke
   CHECK(back.to_json() == meta);
   CHECK(back.world_size == 2);
   CHECK(back.sampler.position == 3);
+  CHECK_FALSE(meta.contains("validation"));  // no evaluation yet
+  CHECK_FALSE(back.best_validation_loss.has_value());
+
+  // Early stopping's standing, once evaluations have run.
+  state.best_validation_loss = 2.5;
+  state.evaluations_without_improvement = 2;
+  const nlohmann::json evaluated = state.to_json();
+  CHECK(evaluated.at("validation").at("best_loss") == 2.5);
+  const TrainState evaluated_back = TrainState::from_json(evaluated, "ckpt.h5");
+  CHECK(evaluated_back.best_validation_loss == 2.5);
+  CHECK(evaluated_back.evaluations_without_improvement == 2);
+  nlohmann::json no_count = evaluated;
+  no_count["validation"].erase("evaluations_without_improvement");
+  CHECK_THROWS_WITH(TrainState::from_json(no_count, "ckpt.h5"),
+                    Catch::Matchers::Contains("'validation.evaluations_without_improvement'"));
 
   nlohmann::json broken = meta;
   broken["sampler"].erase("position");
@@ -443,6 +459,17 @@ TEST_CASE("TrainState round-trips the checkpoint metadata and names a missing ke
   other.sequence_length = 256;
   CHECK_THROWS_WITH(check_resume_identity(meta, other, "ckpt.h5"),
                     Catch::Matchers::Contains("dataset.sequence_length is 192 in the checkpoint but 256"));
+}
+
+TEST_CASE("early stopping counts an improvement only below the best less min_delta", "[train][validation]") {
+  CHECK(improves_on(3.0, std::nullopt, 0.0));  // the first evaluation sets the best
+  CHECK(improves_on(3.0, std::nullopt, 1e9));
+  CHECK(improves_on(2.9, 3.0, 0.0));
+  CHECK_FALSE(improves_on(3.0, 3.0, 0.0));      // equal is no improvement
+  CHECK_FALSE(improves_on(2.95, 3.0, 0.1));     // below the best, but by less than min_delta
+  CHECK(improves_on(2.85, 3.0, 0.1));
+  CHECK_FALSE(improves_on(NAN, std::nullopt, 0.0));  // a non-finite loss never improves
+  CHECK_FALSE(improves_on(INFINITY, 3.0, 0.0));
 }
 
 TEST_CASE("a resume may change how long training goes on but not the training itself", "[train]") {

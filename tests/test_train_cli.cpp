@@ -47,8 +47,37 @@ const fs::path& fixture_dir() {
   return dir;
 }
 
-std::string train_args(const fs::path& out, const std::string& extra) {
-  return "train --dataset " + (fixture_dir() / "dataset.h5").string() + " --set run.out_dir=" + out.string() +
+// The same examples with 5% of them held out as the validation set (dataset.validation_share).
+const fs::path& validation_dataset() {
+  static const fs::path path = [] {
+    fs::path file = fixture_dir() / "dataset-validation.h5";
+    auto prepare = run_metareuse("prepare --input " + (fixture_dir() / "augmented.jsonl").string() + " --out " +
+                                 file.string() + " --tokenizer " + (fixture_dir() / "spm.model").string() +
+                                 " --sequence-length 192 --set dataset.pack=false --set tokenizer.template=plain "
+                                 "--set dataset.validation_share=0.05");
+    INFO(prepare.output);
+    REQUIRE(prepare.status == 0);
+    CHECK_THAT(prepare.output, Contains("validation set (dataset.validation_share 0.05): 20 document(s)"));
+    return file;
+  }();
+  return path;
+}
+
+// The validation lines of a run's metrics.jsonl, in order.
+std::vector<nlohmann::json> validation_lines_of(const fs::path& run) {
+  std::vector<nlohmann::json> lines;
+  std::ifstream in(run / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    auto record = nlohmann::json::parse(line);
+    if (record.contains("val_loss")) lines.push_back(record);
+  }
+  return lines;
+}
+
+std::string train_args(const fs::path& out, const std::string& extra,
+                       const fs::path& dataset = fixture_dir() / "dataset.h5") {
+  return "train --dataset " + dataset.string() + " --set run.out_dir=" + out.string() +
          " --set model.vocab_size=400 --set train.lr=3e-3 --set train.global_batch=6 --set train.micro_batch=1 "
          "--set train.log_every=100 " + extra;
 }
@@ -70,6 +99,7 @@ std::vector<double> losses_of(const fs::path& run) {
   std::string line;
   while (std::getline(in, line)) {
     auto record = nlohmann::json::parse(line);
+    if (record.contains("val_loss")) continue;  // an evaluation's line
     REQUIRE(record.at("step").get<size_t>() == losses.size() + 1);
     for (const char* key : {"epoch", "lr", "grad_norm", "loss_scale", "skipped", "tokens_per_s", "mfu"}) {
       CHECK(record.contains(key));
@@ -151,6 +181,97 @@ TEST_CASE("the time limit stops every rank at the same step with status 3, and t
   INFO(resumed.output);
   CHECK(resumed.status == 0);
   CHECK(losses_of(run).size() == done + 2);
+}
+
+TEST_CASE("the validation loss is in metrics.jsonl every train.eval_every steps and the same at 1, 2 and 3 ranks",
+          "[train][e2e][validation]") {
+  fs::path one = metareuse::test::temp_dir("validation-1"), two = metareuse::test::temp_dir("validation-2");
+  // 5 steps, every 2: after steps 2 and 4, and at the end (step 5).
+  const std::string args = "--set train.max_steps=5 --set train.eval_every=2";
+  auto alone = run_metareuse(train_args(one, args, validation_dataset()));
+  INFO(alone.output);
+  REQUIRE(alone.status == 0);
+  CHECK_THAT(alone.output, Contains("validation set: 20 sequences"));
+  auto pair = run_metareuse_mpi(2, train_args(two, args, validation_dataset()));
+  INFO(pair.output);
+  REQUIRE(pair.status == 0);
+  // At 3 ranks the last global batch's worth of the 20 validation sequences (2 rows) leaves rank 2 without a row:
+  // it runs a zero-weight row to stay in the units' collectives.
+  fs::path three = metareuse::test::temp_dir("validation-3");
+  auto trio = run_metareuse_mpi(3, train_args(three, args, validation_dataset()));
+  INFO(trio.output);
+  REQUIRE(trio.status == 0);
+  CHECK(losses_of(one).size() == 5);
+  const auto a = validation_lines_of(one), b = validation_lines_of(two), c = validation_lines_of(three);
+  REQUIRE(a.size() == 3);
+  REQUIRE(b.size() == 3);
+  REQUIRE(c.size() == 3);
+  const std::vector<int> steps = {2, 4, 5};
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].at("step").get<int>() == steps[i]);
+    CHECK(b[i].at("step").get<int>() == steps[i]);
+    CHECK(a[i].at("val_tokens").get<int64_t>() > 0);
+    CHECK(a[i].at("val_tokens") == b[i].at("val_tokens"));
+    const double loss_one = a[i].at("val_loss").get<double>(), loss_two = b[i].at("val_loss").get<double>();
+    CHECK(std::isfinite(loss_one));
+    // The same weights (the losses agree to 1e-5 at 1 and 2 ranks) over the same sequences, summed in another order.
+    CHECK(std::abs(loss_one - loss_two) <= 1e-5 * std::abs(loss_one));
+    CHECK(std::abs(loss_one - c[i].at("val_loss").get<double>()) <= 1e-5 * std::abs(loss_one));
+    CHECK(a[i].at("val_tokens") == c[i].at("val_tokens"));
+  }
+  // Training lowers the held-out loss on this corpus (lr 3e-3, a tiny model from scratch).
+  CHECK(a.back().at("val_loss").get<double>() < a.front().at("val_loss").get<double>());
+  // The dataset without validation sequences: train.eval_every is refused, naming both keys and the file.
+  auto refused = run_metareuse(train_args(metareuse::test::temp_dir("validation-none"), "--set train.eval_every=2"));
+  CHECK(refused.status != 0);
+  CHECK_THAT(refused.output, Contains("train.eval_every 2") && Contains("dataset.validation_share") &&
+                                 Contains("dataset.h5"));
+  auto no_eval = run_metareuse(train_args(metareuse::test::temp_dir("validation-patience"),
+                                          "--set train.early_stop_patience=2", validation_dataset()));
+  CHECK(no_eval.status != 0);
+  CHECK_THAT(no_eval.output, Contains("train.early_stop_patience 2") && Contains("train.eval_every"));
+}
+
+TEST_CASE("early stopping ends training after patience evaluations without improvement, saved, exit 0, and a "
+          "resume continues the count",
+          "[train][e2e][validation]") {
+  fs::path run = metareuse::test::temp_dir("early-stop");
+  // No drop counts as an improvement (min_delta 1e9): the first evaluation sets the best, the next two do not
+  // improve it, and patience 2 stops training after the third, at step 3 of 40.
+  const std::string args = "--set train.max_steps=40 --set train.eval_every=1 --set train.early_stop_min_delta=1e9 ";
+  const fs::path dataset = validation_dataset();
+  auto stopped = run_metareuse_mpi(2, train_args(run, args + "--set train.early_stop_patience=2", dataset));
+  INFO(stopped.output);
+  REQUIRE(stopped.status == 0);
+  CHECK_THAT(stopped.output, Contains("early stopping at step 3"));
+  CHECK_THAT(stopped.output, Contains("checkpoint (early stop) step 3"));
+  CHECK(losses_of(run).size() == 3);
+  auto lines = validation_lines_of(run);
+  REQUIRE(lines.size() == 3);
+  CHECK(lines[0].at("evaluations_without_improvement") == 0);
+  CHECK(lines[2].at("evaluations_without_improvement") == 2);
+  CHECK(lines[2].at("best_val_loss") == lines[0].at("val_loss"));
+  REQUIRE(fs::exists(run / "checkpoints" / "latest"));
+  CHECK_THAT(read_file(run / "checkpoints" / "latest"), Contains("ckpt-00000003.h5"));
+
+  // Resumed with the same patience: the count is spent, nothing is trained.
+  auto again = run_metareuse(train_args(run, args + "--set train.early_stop_patience=2 --resume auto", dataset));
+  INFO(again.output);
+  CHECK(again.status == 0);
+  CHECK_THAT(again.output, Contains("had stopped early at step 3") && Contains("nothing to train"));
+  CHECK(losses_of(run).size() == 3);
+  // With one more evaluation of patience, the count goes on from 2: one step, its evaluation (the third without
+  // improvement), and the stop.
+  auto longer = run_metareuse(train_args(run, args + "--set train.early_stop_patience=3 --resume auto", dataset));
+  INFO(longer.output);
+  CHECK(longer.status == 0);
+  CHECK_THAT(longer.output, Contains("train.early_stop_patience changed 2 -> 3"));
+  CHECK_THAT(longer.output, Contains("early stopping at step 4"));
+  CHECK(losses_of(run).size() == 4);
+  lines = validation_lines_of(run);
+  REQUIRE(lines.size() == 4);
+  CHECK(lines[3].at("step") == 4);
+  CHECK(lines[3].at("evaluations_without_improvement") == 3);
 }
 
 // No time limit unless one is given; in a Slurm job with a time limit the job's

@@ -98,7 +98,9 @@ def main():
           f"{2 * 1319 * per_question / 60:.0f} min")
     train_seconds = stages["train"]["seconds"]
     with open(os.path.join(a.out, "metrics.jsonl")) as f:
-        losses = [json.loads(line)["loss"] for line in f if line.strip()]
+        records = [json.loads(line) for line in f if line.strip()]
+    # A --set train.eval_every run adds validation lines ("val_loss"): not steps.
+    losses = [record["loss"] for record in records if "val_loss" not in record]
     print(f"train: {train_seconds:.0f} s for {a.steps} steps = {train_seconds / a.steps:.1f} s per step; loss "
           f"{losses[0]:.4f} at step 1, {losses[-1]:.4f} at step {len(losses)}")
 

@@ -43,6 +43,7 @@ for seed in seeds:
         folder = f"{work}/{variant}-{seed}"
         train = json.load(open(folder + "/timings.json"))["stages"]["train"]["seconds"]
         lines = [json.loads(l) for l in open(folder + "/metrics.jsonl")]
+        lines = [l for l in lines if "val_loss" not in l]  # validation lines are not steps
         useful = sum(l["useful_tokens_per_s"] * l["seconds"] for l in lines)
         seconds = sum(l["seconds"] for l in lines)
         log = open(folder + ".log").read()

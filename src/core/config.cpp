@@ -180,6 +180,11 @@ std::vector<ConfigKey> build_schema() {
                  "truncate it to the sequence length, or stop with an error.",
                  {"drop", "truncate", "error"}),
       key_string("dataset.patterns_file", "", "Pattern handbook whose hash is recorded in the dataset (optional)."),
+      key_number("dataset.validation_share", 0.0,
+                 "Share of the documents held out as the validation set (chosen by a hash of the record index and "
+                 "run.seed, the same at any rank count; packed like training's, stored in dataset.h5); 0: none. "
+                 "train.eval_every evaluates on it.",
+                 0.0, 0.5),
 
       // model: the architecture and the weights training starts from
       key_string("model.preset", "debug-tiny",
@@ -266,6 +271,16 @@ std::vector<ConfigKey> build_schema() {
       key_number("train.job_end_margin", 120.0,
                  "In a Slurm job with a time limit (SLURM_JOB_END_TIME), training stops with a checkpoint and exit 3 "
                  "this many seconds before the job's end, or at train.time_limit if that comes first.", 0.0, 1e9),
+      key_int("train.eval_every", 0,
+              "Validation loss every N optimizer steps and at the end of training (a val_loss line in metrics.jsonl); "
+              "needs validation sequences (dataset.validation_share). 0: off.",
+              0, 1LL << 40),
+      key_int("train.early_stop_patience", 0,
+              "Stop training (final checkpoint, exit 0) when the validation loss has not improved by more than "
+              "train.early_stop_min_delta for this many evaluations in a row; needs train.eval_every. 0: off.",
+              0, 1 << 30),
+      key_number("train.early_stop_min_delta", 0.0,
+                 "The least drop of the validation loss below its best that counts as an improvement.", 0.0, 1e9),
       key_int("train.log_every", 1, "Progress line every N steps when the output is not a terminal.", 1, 1 << 30),
       key_string("train.progress", "auto",
                  "Progress display: bar (one redrawn line), lines (a log line every train.log_every steps), or auto "

@@ -131,9 +131,75 @@ std::vector<T> read_array(hid_t file, const std::string& path, const char* name,
   return data;
 }
 
+// The five arrays of a set of packed sequences, at `location` (the root, or /validation).
+void write_sequences(hid_t location, const std::string& path, const PackedDataset& dataset) {
+  const auto rows = static_cast<hsize_t>(dataset.sequences);
+  const auto columns = static_cast<hsize_t>(dataset.metadata.sequence_length);
+  write_array(location, path, "tokens", dataset.tokens, rows, columns, H5T_NATIVE_INT32);
+  write_array(location, path, "loss_mask", dataset.loss_mask, rows, columns, H5T_NATIVE_UINT8);
+  write_array(location, path, "segment_ids", dataset.segment_ids, rows, columns, H5T_NATIVE_INT32);
+  write_array(location, path, "positions", dataset.positions, rows, columns, H5T_NATIVE_INT32);
+  write_array(location, path, "documents", dataset.documents, static_cast<hsize_t>(dataset.metadata.documents), 4,
+              H5T_NATIVE_INT64);
+}
+
+// The packing figures of a set of sequences, as attributes of `location`.
+void write_packing_figures(hid_t location, const std::string& path, const DatasetMetadata& metadata) {
+  write_number_attribute<std::int64_t>(location, path, "documents", metadata.documents, H5T_NATIVE_INT64);
+  write_number_attribute<std::int64_t>(location, path, "dropped_documents", metadata.dropped_documents,
+                                       H5T_NATIVE_INT64);
+  write_number_attribute<std::int64_t>(location, path, "real_tokens", metadata.real_tokens, H5T_NATIVE_INT64);
+  write_number_attribute<double>(location, path, "packing_efficiency", metadata.packing_efficiency,
+                                 H5T_NATIVE_DOUBLE);
+}
+
+void read_packing_figures(hid_t location, const std::string& path, DatasetMetadata& metadata) {
+  metadata.documents = read_number_attribute<std::int64_t>(location, path, "documents", H5T_NATIVE_INT64);
+  metadata.dropped_documents =
+      read_number_attribute<std::int64_t>(location, path, "dropped_documents", H5T_NATIVE_INT64);
+  metadata.real_tokens = read_number_attribute<std::int64_t>(location, path, "real_tokens", H5T_NATIVE_INT64);
+  metadata.packing_efficiency = read_number_attribute<double>(location, path, "packing_efficiency", H5T_NATIVE_DOUBLE);
+}
+
+// The sequence count of `location`'s tokens (rows), checked to be two-dimensional.
+std::int64_t sequences_at(hid_t location, const std::string& what) {
+  if (H5Lexists(location, "tokens", H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", what));
+  H5Handle tokens(MR_H5_CHECK(H5Dopen2(location, "tokens", H5P_DEFAULT), what));
+  H5Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), what));
+  hsize_t dims[2] = {0, 0};
+  if (MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), what) != 2) {
+    throw InputError(fmt::format("{} is not two-dimensional", what));
+  }
+  MR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), what);
+  return static_cast<std::int64_t>(dims[0]);
+}
+
+// Reads the five arrays at `location` into `dataset` (its metadata and
+// sequence count already set) and checks every id against the vocabulary.
+// `path` names the file, `where` the group in messages ("" for the root).
+void read_sequences(hid_t location, const std::string& path, const std::string& where, PackedDataset& dataset) {
+  const DatasetMetadata& metadata = dataset.metadata;
+  const std::string named = path + where;
+  const auto rows = static_cast<hsize_t>(dataset.sequences);
+  const auto columns = static_cast<hsize_t>(metadata.sequence_length);
+  dataset.tokens = read_array<TokenId>(location, named, "tokens", rows, columns, H5T_NATIVE_INT32);
+  dataset.loss_mask = read_array<std::uint8_t>(location, named, "loss_mask", rows, columns, H5T_NATIVE_UINT8);
+  dataset.segment_ids = read_array<std::int32_t>(location, named, "segment_ids", rows, columns, H5T_NATIVE_INT32);
+  dataset.positions = read_array<std::int32_t>(location, named, "positions", rows, columns, H5T_NATIVE_INT32);
+  dataset.documents = read_array<std::int64_t>(location, named, "documents", static_cast<hsize_t>(metadata.documents),
+                                               4, H5T_NATIVE_INT64);
+  for (std::size_t i = 0; i < dataset.tokens.size(); ++i) {
+    if (dataset.tokens[i] < 0 || dataset.tokens[i] >= metadata.tokenizer_vocab_size) {
+      throw InputError(fmt::format("{}: token id {} at {}sequence {}, position {} is outside the vocabulary ({})", path,
+                                   dataset.tokens[i], where.empty() ? "" : "validation ", i / columns, i % columns,
+                                   metadata.tokenizer_vocab_size));
+    }
+  }
+}
+
 }  // namespace
 
-void write_dataset(const std::string& path, const PackedDataset& dataset) {
+void write_dataset(const std::string& path, const PackedDataset& dataset, const PackedDataset* validation) {
   h5_quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   const DatasetMetadata& metadata = dataset.metadata;
   prepare_output_file(path);  // "cannot create <path>: reason", not an HDF5 call trace
@@ -156,19 +222,21 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
     write_number_attribute<std::int64_t>(root, path, "sequence_length", metadata.sequence_length, H5T_NATIVE_INT64);
     write_number_attribute<std::int32_t>(root, path, "pad_id", metadata.pad_id, H5T_NATIVE_INT32);
     write_string_attribute(root, path, "config", metadata.config_json);
-    write_number_attribute<std::int64_t>(root, path, "documents", metadata.documents, H5T_NATIVE_INT64);
-    write_number_attribute<std::int64_t>(root, path, "dropped_documents", metadata.dropped_documents,
-                                         H5T_NATIVE_INT64);
-    write_number_attribute<std::int64_t>(root, path, "real_tokens", metadata.real_tokens, H5T_NATIVE_INT64);
-    write_number_attribute<double>(root, path, "packing_efficiency", metadata.packing_efficiency, H5T_NATIVE_DOUBLE);
-    const auto rows = static_cast<hsize_t>(dataset.sequences);
-    const auto columns = static_cast<hsize_t>(metadata.sequence_length);
-    write_array(root, path, "tokens", dataset.tokens, rows, columns, H5T_NATIVE_INT32);
-    write_array(root, path, "loss_mask", dataset.loss_mask, rows, columns, H5T_NATIVE_UINT8);
-    write_array(root, path, "segment_ids", dataset.segment_ids, rows, columns, H5T_NATIVE_INT32);
-    write_array(root, path, "positions", dataset.positions, rows, columns, H5T_NATIVE_INT32);
-    write_array(root, path, "documents", dataset.documents, static_cast<hsize_t>(metadata.documents), 4,
-                H5T_NATIVE_INT64);
+    write_packing_figures(root, path, metadata);
+    write_sequences(root, path, dataset);
+    // Version 1 had no validation (a version-1 file is written only to test that it still loads).
+    if (metadata.format_version >= 2) {
+      write_number_attribute<double>(root, path, "validation_share", metadata.validation_share, H5T_NATIVE_DOUBLE);
+      if (validation != nullptr) {
+        const std::string group_path = path + " /validation";
+        H5Handle group_creation(MR_H5_CHECK(H5Pcreate(H5P_GROUP_CREATE), group_path));
+        MR_H5_CHECK(H5Pset_obj_track_times(group_creation.get(), false), group_path);
+        H5Handle group(MR_H5_CHECK(
+            H5Gcreate2(root, "validation", H5P_DEFAULT, group_creation.get(), H5P_DEFAULT), group_path));
+        write_packing_figures(group.get(), group_path, validation->metadata);
+        write_sequences(group.get(), group_path, *validation);
+      }
+    }
     // The close writes the last chunks and metadata: checked, so a full disk
     // or a file-size limit is reported here rather than leaving a cut-off file.
     MR_H5_CHECK(H5Fflush(root, H5F_SCOPE_GLOBAL), temporary);
@@ -182,7 +250,7 @@ void write_dataset(const std::string& path, const PackedDataset& dataset) {
   commit_temporary(temporary, path);
 }
 
-PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
+DatasetFile load_dataset_file(const std::string& path, const DatasetExpectations& expectations) {
   h5_quiet_errors();  // not HDF5's own error stack on stderr: our messages name the file
   if (!std::filesystem::exists(path)) throw InputError(fmt::format("{}: dataset file not found{}", path, looked_for(path)));
   if (H5Fis_hdf5(path.c_str()) <= 0) {
@@ -202,9 +270,9 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
   PackedDataset dataset;
   DatasetMetadata& metadata = dataset.metadata;
   metadata.format_version = read_number_attribute<std::int64_t>(root, path, "format_version", H5T_NATIVE_INT64);
-  if (metadata.format_version != kDatasetFormatVersion) {
-    throw InputError(fmt::format("{}: dataset format version {}, but this build reads version {}; {}", path,
-                                 metadata.format_version, kDatasetFormatVersion, hint));
+  if (metadata.format_version < kDatasetOldestReadableVersion || metadata.format_version > kDatasetFormatVersion) {
+    throw InputError(fmt::format("{}: dataset format version {}, but this build reads versions {} to {}; {}", path,
+                                 metadata.format_version, kDatasetOldestReadableVersion, kDatasetFormatVersion, hint));
   }
   metadata.tokenizer_kind = read_string_attribute(root, path, "tokenizer_kind");
   metadata.tokenizer_vocab_size =
@@ -215,10 +283,10 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
   metadata.sequence_length = read_number_attribute<std::int64_t>(root, path, "sequence_length", H5T_NATIVE_INT64);
   metadata.pad_id = read_number_attribute<std::int32_t>(root, path, "pad_id", H5T_NATIVE_INT32);
   metadata.config_json = read_string_attribute(root, path, "config");
-  metadata.documents = read_number_attribute<std::int64_t>(root, path, "documents", H5T_NATIVE_INT64);
-  metadata.dropped_documents = read_number_attribute<std::int64_t>(root, path, "dropped_documents", H5T_NATIVE_INT64);
-  metadata.real_tokens = read_number_attribute<std::int64_t>(root, path, "real_tokens", H5T_NATIVE_INT64);
-  metadata.packing_efficiency = read_number_attribute<double>(root, path, "packing_efficiency", H5T_NATIVE_DOUBLE);
+  read_packing_figures(root, path, metadata);
+  if (metadata.format_version >= 2) {
+    metadata.validation_share = read_number_attribute<double>(root, path, "validation_share", H5T_NATIVE_DOUBLE);
+  }
 
   if (expectations.tokenizer_identity && *expectations.tokenizer_identity != metadata.tokenizer_identity()) {
     throw InputError(fmt::format("{}: made with tokenizer {}, but this run uses {}; {} with this tokenizer", path,
@@ -231,37 +299,33 @@ PackedDataset load_dataset(const std::string& path, const DatasetExpectations& e
   if (metadata.sequence_length <= 0) throw InputError(fmt::format("{}: sequence_length {} is not positive", path,
                                                                   metadata.sequence_length));
 
-  const std::string tokens_what = fmt::format("{} dataset 'tokens'", path);
-  if (H5Lexists(root, "tokens", H5P_DEFAULT) <= 0) throw InputError(fmt::format("{} is missing", tokens_what));
-  {
-    H5Handle tokens(MR_H5_CHECK(H5Dopen2(root, "tokens", H5P_DEFAULT), tokens_what));
-    H5Handle space(MR_H5_CHECK(H5Dget_space(tokens.get()), tokens_what));
-    hsize_t dims[2] = {0, 0};
-    if (MR_H5_CHECK(H5Sget_simple_extent_ndims(space.get()), tokens_what) != 2) {
-      throw InputError(fmt::format("{} is not two-dimensional", tokens_what));
-    }
-    MR_H5_CHECK(H5Sget_simple_extent_dims(space.get(), dims, nullptr), tokens_what);
-    dataset.sequences = static_cast<std::int64_t>(dims[0]);
-  }
+  dataset.sequences = sequences_at(root, fmt::format("{} dataset 'tokens'", path));
   if (dataset.sequences == 0) {
     throw InputError(fmt::format("{}: the dataset holds no sequences (no document fitted its sequence length {}); {}",
                                  path, metadata.sequence_length, hint));
   }
-  const auto rows = static_cast<hsize_t>(dataset.sequences);
-  const auto columns = static_cast<hsize_t>(metadata.sequence_length);
-  dataset.tokens = read_array<TokenId>(root, path, "tokens", rows, columns, H5T_NATIVE_INT32);
-  dataset.loss_mask = read_array<std::uint8_t>(root, path, "loss_mask", rows, columns, H5T_NATIVE_UINT8);
-  dataset.segment_ids = read_array<std::int32_t>(root, path, "segment_ids", rows, columns, H5T_NATIVE_INT32);
-  dataset.positions = read_array<std::int32_t>(root, path, "positions", rows, columns, H5T_NATIVE_INT32);
-  dataset.documents =
-      read_array<std::int64_t>(root, path, "documents", static_cast<hsize_t>(metadata.documents), 4, H5T_NATIVE_INT64);
-  for (std::size_t i = 0; i < dataset.tokens.size(); ++i) {
-    if (dataset.tokens[i] < 0 || dataset.tokens[i] >= metadata.tokenizer_vocab_size) {
-      throw InputError(fmt::format("{}: token id {} at sequence {}, position {} is outside the vocabulary ({})", path,
-                                   dataset.tokens[i], i / columns, i % columns, metadata.tokenizer_vocab_size));
+  read_sequences(root, path, "", dataset);
+  DatasetFile loaded;
+  if (metadata.format_version >= 2 && metadata.validation_share > 0) {
+    const std::string group_path = path + " /validation";
+    if (H5Lexists(root, "validation", H5P_DEFAULT) <= 0) {
+      throw InputError(fmt::format("{}: validation_share is {} but the /validation group is missing; {}", path,
+                                   metadata.validation_share, hint));
     }
+    H5Handle group(MR_H5_CHECK(H5Gopen2(root, "validation", H5P_DEFAULT), group_path));
+    PackedDataset validation;
+    validation.metadata = metadata;
+    read_packing_figures(group.get(), group_path, validation.metadata);
+    validation.sequences = sequences_at(group.get(), fmt::format("{} dataset 'tokens'", group_path));
+    read_sequences(group.get(), path, " /validation", validation);
+    loaded.validation = std::move(validation);
   }
-  return dataset;
+  loaded.training = std::move(dataset);
+  return loaded;
+}
+
+PackedDataset load_dataset(const std::string& path, const DatasetExpectations& expectations) {
+  return load_dataset_file(path, expectations).training;
 }
 
 }  // namespace metareuse

@@ -1,9 +1,10 @@
 // Tokenize augmented examples on every rank, gather, pack, write.
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
-#include <xxhash.h>  // XXH3_64bits, the patterns hash
+#include <xxhash.h>  // XXH3_64bits: the patterns hash and the validation split
 
 #include <algorithm>
+#include <cmath>  // std::llround
 #include <fstream>
 #include <sstream>
 
@@ -64,6 +65,25 @@ PackedDataset pack_documents(std::vector<DocumentTokens> documents, std::int64_t
                              : static_cast<double>(metadata.real_tokens) /
                                    static_cast<double>(dataset.sequences * sequence_length);
   return dataset;
+}
+
+std::vector<std::int64_t> validation_records(const std::vector<std::int64_t>& records, double share,
+                                             std::uint64_t seed) {
+  if (share <= 0 || records.size() < 2) return {};
+  const auto documents = static_cast<std::int64_t>(records.size());
+  const std::int64_t held = std::clamp<std::int64_t>(std::llround(share * static_cast<double>(documents)), 1,
+                                                     documents - 1);
+  // (hash, record): the smallest hashes are held out; a tie goes to the lower record.
+  std::vector<std::pair<std::uint64_t, std::int64_t>> ranked;
+  ranked.reserve(records.size());
+  for (std::int64_t record : records) {
+    ranked.emplace_back(static_cast<std::uint64_t>(XXH3_64bits_withSeed(&record, sizeof record, seed)), record);
+  }
+  std::partial_sort(ranked.begin(), ranked.begin() + held, ranked.end());
+  std::vector<std::int64_t> chosen;
+  for (std::int64_t i = 0; i < held; ++i) chosen.push_back(ranked[static_cast<std::size_t>(i)].second);
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
 }
 
 namespace {
@@ -194,6 +214,25 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
   std::vector<std::int64_t> kept_lengths = all_lengths;
   report.truncated_documents = apply_overflow(options, kept_lengths, rank == 0);
   require_sequences(options, kept_lengths, report.records, report.bad_records);
+  // The held-out documents, chosen among the usable ones by record index and
+  // run.seed; every rank holds the gathered records, so every rank decides
+  // alike, and refuses alike a split that leaves either side empty.
+  const std::vector<std::int64_t> held = validation_records(all_records, options.validation_share, options.seed);
+  if (options.validation_share > 0) {
+    std::int64_t fitting[2] = {0, 0};  // training, validation
+    for (std::size_t i = 0; i < all_records.size(); ++i) {
+      if (kept_lengths[i] <= 0 || kept_lengths[i] > options.sequence_length) continue;
+      ++fitting[std::binary_search(held.begin(), held.end(), all_records[i]) ? 1 : 0];
+    }
+    if (fitting[0] == 0 || fitting[1] == 0) {
+      throw InputError(fmt::format(
+          "{}: dataset.validation_share {} leaves {} training and {} validation document(s) that fit "
+          "dataset.sequence_length {} (of {} usable); both need at least one: change dataset.validation_share, or "
+          "give more records",
+          options.input, options.validation_share, fitting[0], fitting[1], options.sequence_length,
+          all_records.size()));
+    }
+  }
   if (rank == 0) {
     std::vector<DocumentTokens> documents(all_records.size());
     std::size_t offset = 0;
@@ -204,8 +243,15 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
       documents[i].example.loss_mask.assign(all_masks.begin() + offset, all_masks.begin() + offset + kept);
       offset += static_cast<std::size_t>(all_lengths[i]);
     }
+    // The held-out documents are packed exactly as training's are.
+    std::vector<DocumentTokens> training_documents, validation_documents;
+    for (DocumentTokens& document : documents) {
+      const bool held_out = std::binary_search(held.begin(), held.end(), document.record);
+      (held_out ? validation_documents : training_documents).push_back(std::move(document));
+    }
     const TokenId pad_id = tokenizer.eos_id() >= 0 ? tokenizer.eos_id() : 0;
-    PackedDataset dataset = pack_documents(std::move(documents), options.sequence_length, options.pack, pad_id);
+    PackedDataset dataset =
+        pack_documents(std::move(training_documents), options.sequence_length, options.pack, pad_id);
     DatasetMetadata& metadata = dataset.metadata;
     metadata.tokenizer_kind = tokenizer_kind_name(tokenizer.kind());
     metadata.tokenizer_vocab_size = tokenizer.vocab_size();
@@ -213,7 +259,21 @@ PrepareReport prepare_dataset(const PrepareOptions& options, const Tokenizer& to
     metadata.patterns_hash = options.patterns_file.empty() ? "none" : file_hash(options.patterns_file);
     metadata.template_name = options.template_name;
     metadata.config_json = options.config_json;
-    write_dataset(options.output, dataset);
+    metadata.validation_share = options.validation_share;
+    std::optional<PackedDataset> validation;
+    if (options.validation_share > 0) {
+      validation = pack_documents(std::move(validation_documents), options.sequence_length, options.pack, pad_id);
+      const DatasetMetadata figures = validation->metadata;
+      validation->metadata = metadata;
+      validation->metadata.documents = figures.documents;
+      validation->metadata.dropped_documents = figures.dropped_documents;
+      validation->metadata.real_tokens = figures.real_tokens;
+      validation->metadata.packing_efficiency = figures.packing_efficiency;
+      report.validation_documents = figures.documents;
+      report.validation_sequences = validation->sequences;
+      report.validation_tokens = figures.real_tokens;
+    }
+    write_dataset(options.output, dataset, validation ? &*validation : nullptr);
     report.metadata = metadata;
     report.sequences = dataset.sequences;
   }

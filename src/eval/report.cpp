@@ -27,7 +27,8 @@
 namespace metareuse {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
-using eval_detail::escape;  // report_svg.h
+using eval_detail::ChartSeries;  // report_svg.h
+using eval_detail::escape;
 using eval_detail::format_number;
 using eval_detail::histogram;
 using eval_detail::line_chart;
@@ -96,6 +97,7 @@ std::string format_seconds(double seconds) {
 // The training curves' points.
 struct Curves {
   std::vector<double> steps, losses, scales;
+  std::vector<double> validation_steps, validation_losses;  // train.eval_every's evaluations
   double train_seconds = 0;
   double padding_sum = 0;  // of padding_fraction, over the lines
 };
@@ -108,6 +110,10 @@ Curves curves_of(const MetricsFile& metrics) {
     curves.scales.push_back(line.loss_scale);
     curves.train_seconds += line.seconds;
     curves.padding_sum += line.padding_fraction;
+  }
+  for (const ValidationLine& line : metrics.validation) {
+    curves.validation_steps.push_back(static_cast<double>(line.step));
+    curves.validation_losses.push_back(line.val_loss);
   }
   return curves;
 }
@@ -153,6 +159,14 @@ void render_summary(std::ostringstream& page, const Curves& curves, const std::o
     page << fmt::format("<li>Training: {} optimizer steps, loss {} &rarr; {} ({} of step time).</li>",
                         curves.steps.size(), format_number(curves.losses.front()),
                         format_number(curves.losses.back()), format_seconds(curves.train_seconds));
+    if (!curves.validation_losses.empty()) {
+      const auto best = std::min_element(curves.validation_losses.begin(), curves.validation_losses.end());
+      const std::size_t at = static_cast<std::size_t>(best - curves.validation_losses.begin());
+      page << fmt::format("<li>Validation: {} evaluations, loss {} &rarr; {}, best {} at step {}.</li>",
+                          curves.validation_losses.size(), format_number(curves.validation_losses.front()),
+                          format_number(curves.validation_losses.back()), format_number(*best),
+                          format_number(curves.validation_steps[at]));
+    }
   } else {
     page << "<li>Training: no metrics.</li>";
   }
@@ -194,7 +208,12 @@ void render_training(std::ostringstream& page, const Curves& curves, const Metri
     page << missing("training metrics", path);
     return;
   }
-  page << "<div class=\"charts\">" << line_chart("Loss", curves.steps, curves.losses, "optimizer step", false)
+  // The validation loss, when training measured one, on the same axes as the training loss.
+  std::vector<ChartSeries> loss_series = {{"training loss", curves.steps, curves.losses}};
+  if (!curves.validation_steps.empty()) {
+    loss_series.push_back({"validation loss", curves.validation_steps, curves.validation_losses});
+  }
+  page << "<div class=\"charts\">" << line_chart("Loss", loss_series, "optimizer step", false)
        << line_chart("Loss scale (log scale)", curves.steps, curves.scales, "optimizer step", true) << "</div>";
   page << fmt::format("<p class=\"note\">{} steps from {}{}.", curves.steps.size(), escape(path),
                       metrics.bad > 0 ? fmt::format(" ({} unreadable lines skipped)", metrics.bad) : "");

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>  // std::size
 #include <sstream>
 
 namespace metareuse::eval_detail {
@@ -63,26 +64,37 @@ constexpr const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd"};
 
 std::string line_chart(const std::string& title, const std::vector<double>& xs, const std::vector<double>& ys,
                        const std::string& x_label, bool log_y) {
+  return line_chart(title, std::vector<ChartSeries>{{"", xs, ys}}, x_label, log_y);
+}
+
+std::string line_chart(const std::string& title, const std::vector<ChartSeries>& series, const std::string& x_label,
+                       bool log_y) {
   std::ostringstream svg;
   svg << fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{0}" height="{1}" viewBox="0 0 {0} {1}" )"
                      R"(role="img" aria-label="{2}">)",
                      kWidth, kHeight, escape(title));
   svg << fmt::format(R"(<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>)", kLeft, escape(title));
-  std::vector<double> plotted;
-  std::vector<double> plotted_x;
-  for (std::size_t i = 0; i < ys.size(); ++i) {
-    if (!std::isfinite(ys[i]) || (log_y && ys[i] <= 0)) continue;
-    plotted.push_back(log_y ? std::log10(ys[i]) : ys[i]);
-    plotted_x.push_back(xs[i]);
+  // Each series' plotted points (y in plotted units), and all of them for the axes.
+  std::vector<std::vector<double>> plotted(series.size()), plotted_x(series.size());
+  std::vector<double> all_x, all_y;
+  for (std::size_t s = 0; s < series.size(); ++s) {
+    const ChartSeries& line = series[s];
+    for (std::size_t i = 0; i < line.ys.size() && i < line.xs.size(); ++i) {
+      if (!std::isfinite(line.ys[i]) || (log_y && line.ys[i] <= 0)) continue;
+      plotted[s].push_back(log_y ? std::log10(line.ys[i]) : line.ys[i]);
+      plotted_x[s].push_back(line.xs[i]);
+    }
+    all_x.insert(all_x.end(), plotted_x[s].begin(), plotted_x[s].end());
+    all_y.insert(all_y.end(), plotted[s].begin(), plotted[s].end());
   }
-  if (plotted.empty()) {
+  if (all_y.empty()) {
     svg << fmt::format(R"(<text x="{}" y="{}" font-size="13">no data</text></svg>)", kLeft, kHeight / 2);
     return svg.str();
   }
-  double x_min = *std::min_element(plotted_x.begin(), plotted_x.end());
-  double x_max = *std::max_element(plotted_x.begin(), plotted_x.end());
-  double y_min = *std::min_element(plotted.begin(), plotted.end());
-  double y_max = *std::max_element(plotted.begin(), plotted.end());
+  double x_min = *std::min_element(all_x.begin(), all_x.end());
+  double x_max = *std::max_element(all_x.begin(), all_x.end());
+  double y_min = *std::min_element(all_y.begin(), all_y.end());
+  double y_max = *std::max_element(all_y.begin(), all_y.end());
   if (x_max == x_min) x_max = x_min + 1;
   if (y_max == y_min) {
     y_max += 0.5;
@@ -122,14 +134,31 @@ std::string line_chart(const std::string& title, const std::vector<double>& xs, 
   }
   svg << fmt::format(R"(<text x="{}" y="{}" font-size="12" text-anchor="middle">{}</text>)", kLeft + plot_width / 2,
                      kHeight - 6, escape(x_label));
-  svg << R"(<polyline fill="none" stroke=")" << kColors[0] << R"(" stroke-width="1.5" points=")";
-  for (std::size_t i = 0; i < plotted.size(); ++i) {
-    svg << fmt::format("{:.1f},{:.1f} ", px(plotted_x[i]), py(plotted[i]));
+  const std::size_t colors = std::size(kColors);
+  for (std::size_t s = 0; s < series.size(); ++s) {
+    if (plotted[s].empty()) continue;
+    const char* color = kColors[s % colors];
+    svg << R"(<polyline fill="none" stroke=")" << color << R"(" stroke-width="1.5" points=")";
+    for (std::size_t i = 0; i < plotted[s].size(); ++i) {
+      svg << fmt::format("{:.1f},{:.1f} ", px(plotted_x[s][i]), py(plotted[s][i]));
+    }
+    svg << R"("/>)";
+    if (plotted[s].size() == 1) {
+      svg << fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"/>)", px(plotted_x[s][0]),
+                         py(plotted[s][0]), color);
+    }
   }
-  svg << R"("/>)";
-  if (plotted.size() == 1) {
-    svg << fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="3" fill="{}"/>)", px(plotted_x[0]), py(plotted[0]),
-                       kColors[0]);
+  // The legend, top right inside the plot, when there are lines to tell apart.
+  if (series.size() > 1) {
+    double y = kTop + 14;
+    for (std::size_t s = 0; s < series.size(); ++s) {
+      const char* color = kColors[s % colors];
+      svg << fmt::format(R"(<line x1="{0:.1f}" x2="{1:.1f}" y1="{2:.1f}" y2="{2:.1f}" stroke="{3}" stroke-width="2"/>)",
+                         kLeft + plot_width - 130, kLeft + plot_width - 112, y - 4, color);
+      svg << fmt::format(R"(<text x="{:.1f}" y="{:.1f}" font-size="11">{}</text>)", kLeft + plot_width - 108, y,
+                         escape(series[s].name));
+      y += 14;
+    }
   }
   svg << "</svg>";
   return svg.str();

@@ -19,6 +19,17 @@ std::string format_number(double value);
 std::string line_chart(const std::string& title, const std::vector<double>& xs, const std::vector<double>& ys,
                        const std::string& x_label, bool log_y);
 
+// One named line of a chart with several.
+struct ChartSeries {
+  std::string name;
+  std::vector<double> xs, ys;
+};
+
+// Several lines on shared axes, each in its own colour, with a legend naming
+// them when there is more than one (the training and the validation loss).
+std::string line_chart(const std::string& title, const std::vector<ChartSeries>& series, const std::string& x_label,
+                       bool log_y);
+
 // Side-by-side bars of several (name, values) series over shared integer-width bins.
 std::string histogram(const std::string& title, const std::vector<std::pair<std::string, std::vector<double>>>& series,
                       const std::string& x_label);

@@ -137,6 +137,39 @@ double ShardedLlama::forward_backward(const TrainBatch& batch, int64_t micro_bat
   return comm.allreduce_value<double>(local, ReduceOp::kSum);
 }
 
+ShardedLlama::LossSum ShardedLlama::loss_sum(const TrainBatch& batch, int64_t micro_batch) {
+  torch::NoGradGuard no_grad;
+  Communicator& comm = model_.comm();
+  const int64_t rows = batch.input_ids.size(0);
+  const int64_t world = comm.size();
+  MR_CHECK(micro_batch > 0, "micro batch must be positive");
+  torch::Tensor mine = torch::arange(comm.rank(), rows, world, torch::kInt64);  // this rank's rows
+  const int64_t most_rows = (rows + world - 1) / world;
+  const int64_t micro_steps = (most_rows + micro_batch - 1) / micro_batch;
+  torch::Tensor local_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
+  int64_t local_tokens = 0;
+  for (int64_t m = 0; m < micro_steps; ++m) {
+    const int64_t begin = m * micro_batch;
+    const int64_t count = std::max<int64_t>(0, std::min(micro_batch, mine.size(0) - begin));
+    torch::Tensor index = count > 0 ? mine.slice(0, begin, begin + count) : torch::zeros({1}, torch::kInt64);
+    auto rows_of = [&index](const torch::Tensor& x) { return x.defined() ? x.index_select(0, index) : x; };
+    torch::Tensor targets = rows_of(batch.targets);
+    // No rows left here: a zero-weight row keeps this rank in the units' collectives.
+    if (count == 0) targets.fill_(-100);
+    local_tokens += target_count(targets);
+    MicroBatch micro = cut_micro_batch(rows_of(batch.input_ids), targets,
+                                       {rows_of(batch.documents.positions), rows_of(batch.documents.segment_ids)});
+    local_loss += micro_loss(micro.input_ids.to(device_), micro.targets.to(device_), micro.documents, 1.0);
+  }
+  double figures[2] = {0.0, static_cast<double>(local_tokens)};
+  {
+    CollectiveScope watch("the validation loss (waits for its kernels and collectives)");
+    figures[0] = local_loss.item<double>();
+  }
+  comm.allreduce(figures, 2, DType::kFloat64, ReduceOp::kSum);
+  return {figures[0], static_cast<int64_t>(figures[1])};
+}
+
 torch::Tensor ShardedLlama::logits(const torch::Tensor& input_ids) {
   torch::NoGradGuard no_grad;
   const UnitRunner run = runner();

@@ -160,9 +160,9 @@ nlohmann::json describe_strategist(const StrategistOptions& options) {
   return {{"model", answer_log_file(options.model)},
           {"tokenizer", options.tokenizer.empty() ? nlohmann::json(nullptr) : answer_log_file(options.tokenizer)},
           {"template", options.template_name},
-          {"max_new_tokens", options.max_new_tokens},
-          {"temperature", options.temperature},
-          {"seed", options.seed}};
+          {"max_new_tokens", options.decoding.max_new_tokens},
+          {"temperature", options.decoding.temperature},
+          {"seed", options.decoding.seed}};
 }
 
 std::string reflect_replies_path(const std::string& handbook_path) {

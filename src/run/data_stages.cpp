@@ -25,6 +25,18 @@
 
 namespace metareuse {
 
+GenerationOptions decoding_options(const Config& config, const std::string& section) {
+  GenerationOptions options;
+  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
+  options.batch_size = config.get_int(section + ".batch_size");
+  options.temperature = config.get_number(section + ".temperature");
+  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
+                                                                    : options.temperature == 0.0;
+  if (find_config_key(section + ".top_p") != nullptr) options.top_p = config.get_number(section + ".top_p");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  return options;
+}
+
 namespace {
 
 MiningOptions mining_options(const Config& config) {
@@ -54,10 +66,7 @@ StrategistOptions strategist_options(const Config& config) {
   model.model = config.get_string("patterns.model");
   model.tokenizer = config.get_string("tokenizer.path");
   model.template_name = config.get_string("tokenizer.template");
-  model.max_new_tokens = config.get_int("patterns.max_new_tokens");
-  model.batch_size = config.get_int("patterns.batch_size");
-  model.temperature = config.get_number("patterns.temperature");
-  model.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
+  model.decoding = decoding_options(config, "patterns");
   return model;
 }
 
@@ -273,6 +282,8 @@ PrepareOptions prepare_stage_options(const Config& config, const TextFormat& tex
   options.pack = config.get_bool("dataset.pack");
   options.overflow = config.get_string("dataset.overflow");
   options.patterns_file = config.get_string("dataset.patterns_file");
+  options.validation_share = config.get_number("dataset.validation_share");
+  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
   options.config_json = config.dump();
   if (options.input.empty()) throw UsageError("give the augmented examples with --input (dataset.input)");
   if (options.tokenizer_path.empty()) throw UsageError("give the tokenizer with --tokenizer (tokenizer.path)");
@@ -345,6 +356,12 @@ int prepare_stage(const PrepareOptions& options, Runtime& runtime) {
             options.sequence_length, report.truncated_documents, metadata.real_tokens, report.sequences,
             100.0 * metadata.packing_efficiency,
             watch.seconds(), runtime.world_size(), options.tokenizer_path, options.template_name);
+  if (options.validation_share > 0) {
+    log_info("validation set (dataset.validation_share {}): {} document(s), {} tokens in {} sequence(s), held out of "
+             "training",
+             options.validation_share, report.validation_documents, report.validation_tokens,
+             report.validation_sequences);
+  }
   return kExitOk;
 }
 

@@ -12,7 +12,7 @@
 #include "metareuse/core/error.h"
 #include "metareuse/core/log.h"
 #include "metareuse/core/timing.h"  // parse_bytes
-#include "metareuse/run/data_stages.h"  // corpus_field_names
+#include "metareuse/run/data_stages.h"  // corpus_field_names, decoding_options
 #include "metareuse/tokenizer/tokenizer.h"
 #include "metareuse/train/model_from_config.h"
 #include "metareuse/train/train_state.h"  // a checkpoint's config
@@ -98,22 +98,6 @@ void read_retrieval(const Config& config, std::string& mode, std::size_t& top_k,
   bm25_b = config.get_number("augment.bm25_b");
 }
 
-// The decoding of `section` (generate, eval, distill): its max_new_tokens,
-// batch_size, temperature and top_p, seeded by run.seed. Greedy is the
-// section's own switch where it has one (eval.greedy, distill.greedy), else a
-// temperature of 0 (generate's --greedy).
-GenerationOptions decoding_options(const Config& config, const std::string& section) {
-  GenerationOptions options;
-  options.max_new_tokens = config.get_int(section + ".max_new_tokens");
-  options.batch_size = config.get_int(section + ".batch_size");
-  options.temperature = config.get_number(section + ".temperature");
-  options.greedy = find_config_key(section + ".greedy") != nullptr ? config.get_bool(section + ".greedy")
-                                                                    : options.temperature == 0.0;
-  options.top_p = config.get_number(section + ".top_p");
-  options.seed = static_cast<std::uint64_t>(config.get_int("run.seed"));
-  return options;
-}
-
 // A model answering questions (eval, distill): the decoding of `section` and
 // the run's template.
 EvalOptions answering_options(const Config& config, const std::string& section) {
@@ -185,6 +169,9 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
   options.job_end_margin = config.get_number("train.job_end_margin");
   options.checkpoint_every_minutes = config.get_number("checkpoint.every_minutes");
   options.checkpoint_every_steps = config.get_int("checkpoint.every_steps");
+  options.eval_every = config.get_int("train.eval_every");
+  options.early_stop_patience = config.get_int("train.early_stop_patience");
+  options.early_stop_min_delta = config.get_number("train.early_stop_min_delta");
   options.log_every = config.get_int("train.log_every");
   options.progress = config.get_string("train.progress");
   options.metrics_path = layout.metrics();
@@ -373,6 +360,12 @@ ResolvedRun resolve_run(const Config& given) {
     return prepare_stage_options(c, run.text, layout.augmented(), layout.dataset());
   });
   run.train = resolved_training(training_config(config, layout, run.tokenizer_training), layout, &keys["train"]);
+  // Before any stage runs: the dataset this run prepares holds validation
+  // sequences exactly when dataset.validation_share is above 0 (prepare
+  // refuses a share that leaves none).
+  check_evaluation_options(run.train.options, run.prepare.validation_share > 0 ? 1 : 0,
+                           fmt::format("{} (prepared with dataset.validation_share {})", layout.dataset(),
+                                       run.prepare.validation_share));
   run.checkpoints = read_for_stage(config, keys["checkpoint"], [&](const Config& c) {
     return layout.checkpoint_folder(c);
   });

@@ -21,7 +21,7 @@ json MetricsLine::to_json() const {
 }
 
 std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
-  if (!j.is_object() || !j.contains("step") || !j["step"].is_number()) return std::nullopt;
+  if (!j.is_object() || !j.contains("step") || !j["step"].is_number() || j.contains("val_loss")) return std::nullopt;
   auto number = [&](const char* key) -> std::optional<double> {
     if (!j.contains(key) || !j[key].is_number()) return std::nullopt;
     return j[key].get<double>();
@@ -42,10 +42,38 @@ std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
   return line;
 }
 
+json ValidationLine::to_json() const {
+  return {{"step", step},
+          {"epoch", epoch},
+          {"val_loss", val_loss},
+          {"val_tokens", val_tokens},
+          {"best_val_loss", best_val_loss},
+          {"evaluations_without_improvement", evaluations_without_improvement},
+          {"seconds", seconds}};
+}
+
+std::optional<ValidationLine> ValidationLine::from_json(const json& j) {
+  if (!j.is_object() || !j.contains("step") || !j["step"].is_number()) return std::nullopt;
+  if (!j.contains("val_loss") || !j["val_loss"].is_number()) return std::nullopt;
+  auto number = [&](const char* key, double fallback) {
+    return j.contains(key) && j[key].is_number() ? j[key].get<double>() : fallback;
+  };
+  ValidationLine line;
+  line.step = static_cast<std::int64_t>(j["step"].get<double>());
+  line.epoch = static_cast<std::int64_t>(number("epoch", 0));
+  line.val_loss = j["val_loss"].get<double>();
+  line.val_tokens = static_cast<std::int64_t>(number("val_tokens", 0));
+  line.best_val_loss = number("best_val_loss", NAN);
+  line.evaluations_without_improvement = static_cast<std::int64_t>(number("evaluations_without_improvement", 0));
+  line.seconds = number("seconds", 0);
+  return line;
+}
+
 MetricsFile read_metrics(const std::string& path) {
   MetricsFile file;
   const JsonLinesRead read = read_json_lines(path, [&](const json& record) {
     if (auto line = MetricsLine::from_json(record)) file.lines.push_back(*line);
+    else if (auto validation = ValidationLine::from_json(record)) file.validation.push_back(*validation);
   });
   file.found = read.found;
   file.bad = read.bad;

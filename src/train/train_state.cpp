@@ -56,6 +56,10 @@ json TrainState::to_json() const {
   meta["loss_scale_hysteresis_left"] = loss_scale_hysteresis_left;
   meta["config"] = config;
   if (!text.is_null()) meta["text"] = text;
+  if (best_validation_loss) {
+    meta["validation"] = {{"best_loss", *best_validation_loss},
+                          {"evaluations_without_improvement", evaluations_without_improvement}};
+  }
   if (world_size > 0) meta["world_size"] = world_size;
   return meta;
 }
@@ -82,6 +86,12 @@ TrainState TrainState::from_json(const json& meta, const std::string& source) {
   state.loss_scale_hysteresis_left = field<std::int64_t>(meta, "loss_scale_hysteresis_left", source);
   state.config = meta.value("config", json::object());
   if (meta.contains("text")) state.text = meta.at("text");
+  if (meta.contains("validation")) {
+    const json validation = meta.at("validation");
+    state.best_validation_loss = field<double>(validation, "best_loss", source, "validation.");
+    state.evaluations_without_improvement =
+        field<std::int64_t>(validation, "evaluations_without_improvement", source, "validation.");
+  }
   state.world_size = meta.value("world_size", std::int64_t{0});
   return state;
 }
@@ -123,7 +133,7 @@ void check_resume_identity(const json& saved, const TrainIdentity& identity, con
 
 const std::vector<std::string>& resume_may_change() {
   // How long training goes on (its length, and so where the schedule ends, is
-  // the user's to extend), its time budget, where it runs and in what pieces
+  // the user's to extend; early stopping ends it sooner), its time budget, where it runs and in what pieces
   // (the same global batch makes the same steps), and what it reports. The lr,
   // the schedule's shape, the optimizer, the batch and the precision are the
   // training itself.
@@ -132,7 +142,8 @@ const std::vector<std::string>& resume_may_change() {
       "train.policy_small_epochs", "train.policy_small_max_steps", "train.policy_epochs",
       "train.time_limit",          "train.device",        "train.device_memory",
       "train.micro_batch",         "train.recompute",     "train.loss_chunk_rows",
-      "train.max_bad_steps",       "train.log_every",     "train.progress"};
+      "train.max_bad_steps",       "train.log_every",     "train.progress",
+      "train.eval_every",          "train.early_stop_patience", "train.early_stop_min_delta"};
   return keys;
 }
 

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>   // the epoch time, against the Slurm job's end
+#include <cmath>    // NAN, std::isfinite: the validation loss
 #include <cstdio>   // the progress bar
 #include <cstring>  // std::memcpy
 #include <optional>
@@ -140,6 +141,8 @@ void resume_training(const TrainOptions& options, Communicator& comm, TrainState
   load_checkpoint(path, model.sharded(), optimizer.state(), &rng);
   state.step = saved.step;
   state.adam_steps = saved.adam_steps;
+  state.best_validation_loss = saved.best_validation_loss;
+  state.evaluations_without_improvement = saved.evaluations_without_improvement;
   scaler.set_state({saved.loss_scale, saved.loss_scale_good_steps, saved.loss_scale_hysteresis_left});
   order.restore(saved.sampler);
   if (!rng.empty()) {
@@ -185,6 +188,18 @@ class StepReporter {
   // Ends the progress bar's line, before the final checkpoint's log lines.
   void finish() {
     if (tty_) std::fprintf(stderr, "\n");
+  }
+
+  // An evaluation: its metrics.jsonl line and a log line (on its own line
+  // below the progress bar).
+  void report_validation(const ValidationLine& line) {
+    if (!leader_) return;
+    metrics_.write(line.to_json().dump() + "\n");
+    if (tty_) std::fprintf(stderr, "\n");
+    log_info("step {} validation loss {:.4f} over {} tokens (best {:.4f}; {} evaluation(s) without improvement) in "
+             "{:.2f} s",
+             line.step, line.val_loss, line.val_tokens, line.best_val_loss, line.evaluations_without_improvement,
+             line.seconds);
   }
 
   void report(int64_t step, int64_t epoch, double loss, double lr, const StepOutcome& outcome, double useful_tokens,
@@ -327,7 +342,45 @@ StepVote vote_before_step(Communicator& comm, const TrainOptions& options, const
   return StepVote{votes[0] > 0, votes[1] > 0, static_cast<int>(votes[2])};
 }
 
+// The mean token loss over every validation sequence, in file order, a
+// global batch of rows at a time (each rank runs its rows of it, in
+// micro-batches, as in training: the memory plan covers it).
+ShardedLlama::LossSum validation_loss(ShardedLlama& model, const PackedDataset& validation,
+                                      const TrainOptions& options) {
+  ShardedLlama::LossSum total;
+  for (int64_t first = 0; first < validation.sequences; first += options.global_batch) {
+    std::vector<int64_t> sequences;
+    for (int64_t index = first; index < std::min(validation.sequences, first + options.global_batch); ++index) {
+      sequences.push_back(index);
+    }
+    const ShardedLlama::LossSum part = model.loss_sum(train_batch_of(validation, sequences), options.micro_batch);
+    total.loss += part.loss;
+    total.tokens += part.tokens;
+  }
+  return total;
+}
+
 }  // namespace
+
+void check_evaluation_options(const TrainOptions& options, std::int64_t validation_sequences,
+                              const std::string& dataset) {
+  if (options.early_stop_patience > 0 && options.eval_every == 0) {
+    throw ConfigError(fmt::format("train.early_stop_patience {} needs evaluations: set train.eval_every (steps "
+                                  "between validation losses), or train.early_stop_patience=0",
+                                  options.early_stop_patience));
+  }
+  if (options.eval_every > 0 && validation_sequences == 0) {
+    throw ConfigError(fmt::format("train.eval_every {} evaluates on validation sequences, but {} holds none: set "
+                                  "dataset.validation_share (e.g. 0.05) and prepare the dataset again, or set "
+                                  "train.eval_every=0",
+                                  options.eval_every, dataset));
+  }
+}
+
+bool improves_on(double loss, const std::optional<double>& best, double min_delta) {
+  if (!std::isfinite(loss)) return false;
+  return !best || loss < *best - min_delta;
+}
 
 int run_training(const TrainOptions& options, Runtime& runtime) {
   Stopwatch wall;
@@ -349,13 +402,28 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   if (device.is_cuda()) check_gpu_supported(device.index(), options.precision == "bf16");
   DatasetExpectations expectations;
   expectations.model_vocab_size = options.model.vocab_size;
-  PackedDataset data = load_dataset(options.dataset_path, expectations);
+  DatasetFile dataset_file = load_dataset_file(options.dataset_path, expectations);
+  const PackedDataset& data = dataset_file.training;
+  const std::optional<PackedDataset>& validation = dataset_file.validation;
+  check_evaluation_options(options, validation ? validation->sequences : 0, options.dataset_path);
   const bool packed = std::any_of(data.segment_ids.begin(), data.segment_ids.end(), [](int32_t s) { return s > 0; });
   const int64_t T = data.metadata.sequence_length;
   const MemoryPlan memory = validate_training(options, device.is_cuda() ? "cuda" : "cpu", T, comm.size());
   log_info("dataset {}: {} sequences of {} tokens ({}; tokenizer {})", options.dataset_path, data.sequences, T,
             packed ? "packed: documents masked apart" : "one document per sequence, padded per micro-batch",
             data.metadata.tokenizer_identity());
+  if (validation) {
+    log_info("validation set: {} sequences, {} documents held out (dataset.validation_share {}); {}",
+             validation->sequences, validation->metadata.documents, data.metadata.validation_share,
+             options.eval_every > 0
+                 ? fmt::format("its loss every {} steps and at the end (train.eval_every){}", options.eval_every,
+                               options.early_stop_patience > 0
+                                   ? fmt::format(", early stopping after {} evaluation(s) without an improvement "
+                                                 "above {} (train.early_stop_patience, train.early_stop_min_delta)",
+                                                 options.early_stop_patience, options.early_stop_min_delta)
+                                   : std::string())
+                 : std::string("not evaluated (train.eval_every 0)"));
+  }
   EpochPlan epochs =
       plan_epochs(data.sequences, options.global_batch, options.epoch_policy, options.epochs, options.max_steps);
   log_info("plan: {} examples, {} epoch(s) x {} steps/epoch -> {} steps ({})", epochs.examples, epochs.epochs,
@@ -409,11 +477,55 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
                         epochs.total_steps, slots_per_step);
   double step_seconds = 0.0;        // running estimate of one step
   double checkpoint_seconds = 0.0;  // measured cost of the last checkpoint
+  double evaluation_seconds = 0.0;  // measured cost of the last evaluation
   Stopwatch since_checkpoint;
   bool stopped = false;
-  while (state.step < epochs.total_steps) {
-    // Until a checkpoint has been timed, assume it costs about one step.
-    const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds);
+  const int64_t first_step = state.step;
+  int64_t evaluated_step = -1;
+  // Early stopping's count against train.early_stop_patience: a resumed run
+  // goes on counting where its checkpoint left off.
+  auto patience_spent = [&]() {
+    return options.early_stop_patience > 0 && state.evaluations_without_improvement >= options.early_stop_patience;
+  };
+  // The validation loss after this step, its line, and early stopping's
+  // standing. Every rank computes the same figures from all-reduced sums; the
+  // verdict is all-reduced too, so every rank stops at the same step.
+  auto evaluate = [&]() -> bool {
+    set_progress_label(fmt::format("the validation loss after step {}", state.step));
+    Stopwatch watch;
+    const ShardedLlama::LossSum sum = validation_loss(model, *validation, options);
+    const double loss = sum.tokens > 0 ? sum.loss / static_cast<double>(sum.tokens) : NAN;
+    if (improves_on(loss, state.best_validation_loss, options.early_stop_min_delta)) {
+      state.best_validation_loss = loss;
+      state.evaluations_without_improvement = 0;
+    } else {
+      ++state.evaluations_without_improvement;
+    }
+    evaluation_seconds = watch.seconds();
+    evaluated_step = state.step;
+    ValidationLine line;
+    line.step = state.step;
+    line.epoch = order.epoch();
+    line.val_loss = loss;
+    line.val_tokens = sum.tokens;
+    line.best_val_loss = state.best_validation_loss.value_or(NAN);
+    line.evaluations_without_improvement = state.evaluations_without_improvement;
+    line.seconds = evaluation_seconds;
+    reporter.report_validation(line);
+    return comm.allreduce_value<double>(patience_spent() ? 1.0 : 0.0, ReduceOp::kMax) > 0;
+  };
+  bool early_stopped = patience_spent();
+  if (early_stopped && state.step < epochs.total_steps) {
+    log_info("the checkpoint's training had stopped early at step {} ({} evaluation(s) without improvement, "
+             "train.early_stop_patience {}): nothing to train",
+             state.step, state.evaluations_without_improvement, options.early_stop_patience);
+  }
+  while (state.step < epochs.total_steps && !early_stopped) {
+    // Until a checkpoint has been timed, assume it costs about one step; and
+    // the evaluation after the next step, when one is due.
+    const bool evaluation_next = options.eval_every > 0 && (state.step + 1) % options.eval_every == 0;
+    const double reserve = step_seconds + std::max(checkpoint_seconds, step_seconds) +
+                           (evaluation_next ? evaluation_seconds : 0.0);
     const StepVote vote =
         vote_before_step(comm, options, budget, stop_signals, wall.seconds() + reserve, since_checkpoint.seconds());
     if (vote.stop) {
@@ -454,6 +566,14 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
     reporter.report(state.step, order.epoch(), loss, lr, outcome, useful_tokens, seconds,
                     step_seconds * static_cast<double>(epochs.total_steps - state.step));
 
+    if (options.eval_every > 0 && state.step % options.eval_every == 0 && evaluate()) {
+      early_stopped = true;
+      log_info("early stopping at step {}: the validation loss has not improved by more than {} on its best {:.4f} "
+               "for {} evaluation(s) (train.early_stop_patience {}); training is complete",
+               state.step, options.early_stop_min_delta, state.best_validation_loss.value_or(NAN),
+               state.evaluations_without_improvement, options.early_stop_patience);
+      break;
+    }
     const bool due = (options.checkpoint_every_steps > 0 && state.step % options.checkpoint_every_steps == 0) ||
                      vote.checkpoint;
     if (due && state.step < epochs.total_steps) {
@@ -463,10 +583,15 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
     }
   }
 
+  // The end of the plan: its loss, unless the last step was just evaluated
+  // (or this run trained no step).
+  if (!stopped && !early_stopped && options.eval_every > 0 && state.step > first_step && evaluated_step != state.step) {
+    evaluate();
+  }
   reporter.finish();
   set_progress_label(fmt::format("the final checkpoint after step {}", state.step));
-  SaveResult final_save =
-      save_training(model, optimizer, state, order, scaler, options.checkpoints, stopped ? "stop" : "final");
+  SaveResult final_save = save_training(model, optimizer, state, order, scaler, options.checkpoints,
+                                        stopped ? "stop" : early_stopped ? "early stop" : "final");
   log_info("trained {} steps in {:.1f} s; peak RSS {}", state.step, wall.seconds(),
             format_bytes(static_cast<double>(peak_rss_bytes())));
   if (stopped) {

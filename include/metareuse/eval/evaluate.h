@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "metareuse/augment/prompt.h"
+#include "metareuse/checkpoint/answering_model.h"  // AnsweringModel: eval's entries, distill's teacher
 #include "metareuse/eval/answer.h"
 #include "metareuse/eval/eval_file.h"
 #include "metareuse/eval/eval_options.h"
@@ -58,19 +59,6 @@ std::vector<AnswerRecord> evaluate_questions(const LlamaModel& model, const Toke
                                              const PatternMatcher& matcher, const EvalOptions& options,
                                              Communicator& communicator, const std::vector<std::int64_t>& indices = {});
 
-// A model that answers questions: eval's entries and distill's teacher. Its
-// tokenizer and template come from resolve_text_format (the given ones, else
-// what the checkpoint was trained with or the folder's own); a checkpoint's
-// recorded tokenizer must be the one given, and the tokenizer must fit the
-// embedding. Loaded in fp32 (inference on CPU).
-struct AnsweringModel {
-  std::string description;  // the model source's
-  TextFormat text;          // tokenizer file and template, resolved
-  std::unique_ptr<Tokenizer> tokenizer;
-  std::unique_ptr<LlamaModel> model;
-};
-AnsweringModel load_answering_model(const std::string& path, const std::string& tokenizer_path,
-                                    const std::string& template_name);
 
 // The figures of eval.json's "summary" (eval_file.h; SummaryChange::between compares two).
 Summary summarize(const std::vector<AnswerRecord>& results);

@@ -55,6 +55,17 @@ class ShardedLlama {
   // Loss of a batch without gradients (all rows on every rank).
   double evaluate(const TrainBatch& batch);
 
+  // The summed token loss and the target count of `batch`, without
+  // gradients: each rank runs its rows as forward_backward does (rows r,
+  // r + N, ..., in micro-batches of `micro_batch`, the same number of
+  // micro-steps on every rank), and both figures are summed over the ranks,
+  // so every rank returns the same whatever the rank count (to float rounding).
+  struct LossSum {
+    double loss = 0;
+    int64_t tokens = 0;
+  };
+  LossSum loss_sum(const TrainBatch& batch, int64_t micro_batch);
+
   // The training forward's logits (B, T, V) in the compute dtype, without
   // gradients, for every row on every rank: what precision does to the
   // training forward can be compared with a reference (bench/fp16).

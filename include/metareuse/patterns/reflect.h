@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "metareuse/corpus/corpus.h"
+#include "metareuse/model/generation_options.h"  // the strategist's decoding (torch-free)
 #include "metareuse/patterns/handbook.h"
 
 namespace metareuse {
@@ -106,12 +107,11 @@ std::string reflect_replies_path(const std::string& handbook_path);
 // What builds the strategist from a model (patterns.model and friends).
 struct StrategistOptions {
   std::string model;            // a Hugging Face folder or a metareuse checkpoint
-  std::string tokenizer;        // "": the model folder's tokenizer.json
-  std::string template_name = "chat";  // without the folder's own chat template: chat (Llama 3 headers) or plain
-  std::int64_t max_new_tokens = 128;
-  std::int64_t batch_size = 8;  // prompts generated together
-  double temperature = 0;       // 0: greedy; > 0: sampled, seeded by (seed, record)
-  std::uint64_t seed = 0;
+  std::string tokenizer;        // "": the model's own (resolve_text_format)
+  std::string template_name = "auto";  // auto: the model's own chat template, else Llama 3's headers
+  // patterns.max_new_tokens, batch_size and temperature (0: greedy; > 0:
+  // sampled, seeded by (run.seed, record)); the stop ids come with the template.
+  GenerationOptions decoding;
 };
 
 // The options that decide a reply, with the model's (and tokenizer's) files'

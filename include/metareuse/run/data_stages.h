@@ -22,6 +22,12 @@ namespace metareuse {
 class Config;
 class Runtime;
 
+// The decoding of `section` (patterns, generate, eval, distill): its
+// max_new_tokens, batch_size, temperature and top_p (1 where the section has
+// none), seeded by run.seed. Greedy is the section's own switch where it has
+// one (eval.greedy, distill.greedy), else a temperature of 0.
+GenerationOptions decoding_options(const Config& config, const std::string& section);
+
 // corpus.fields: the names a record's roles have (eval and distill read them too).
 FieldNames corpus_field_names(const Config& config);
 // corpus.fields and corpus.max_depth as read options.

@@ -1,5 +1,7 @@
-// <run>/metrics.jsonl: one MetricsLine per optimizer step, written by the
-// trainer (rank 0, flushed each step) and read by report.html. Torch-free.
+// <run>/metrics.jsonl: one MetricsLine per optimizer step and, with
+// train.eval_every, one ValidationLine per evaluation (told apart by its
+// "val_loss" key), written by the trainer (rank 0, flushed each line) and read
+// by report.html. Torch-free.
 #pragma once
 
 #include <nlohmann/json.hpp>  // the line format
@@ -30,13 +32,30 @@ struct MetricsLine {
 
   // Keys in nlohmann::json's (sorted) order.
   nlohmann::json to_json() const;
-  // nullopt for a line that is not a metrics line (no numeric "step"); a
-  // missing loss or loss scale reads as NaN.
+  // nullopt for a line that is not a step's line (no numeric "step", or a
+  // ValidationLine); a missing loss or loss scale reads as NaN.
   static std::optional<MetricsLine> from_json(const nlohmann::json& j);
+};
+
+// The validation loss after optimizer step `step`: the mean token loss over
+// every validation sequence (all ranks' shares summed).
+struct ValidationLine {
+  std::int64_t step = 0;
+  std::int64_t epoch = 0;
+  double val_loss = NAN;
+  std::int64_t val_tokens = 0;       // target tokens the mean is over
+  double best_val_loss = NAN;        // the best so far, this one included (early stopping's reference)
+  std::int64_t evaluations_without_improvement = 0;  // early stopping's count after this evaluation
+  double seconds = 0;                // of the evaluation
+
+  nlohmann::json to_json() const;
+  // nullopt for a line without a numeric "step" and "val_loss".
+  static std::optional<ValidationLine> from_json(const nlohmann::json& j);
 };
 
 struct MetricsFile {
   std::vector<MetricsLine> lines;
+  std::vector<ValidationLine> validation;
   std::int64_t bad = 0;  // lines that are not JSON
   bool found = false;
 };

@@ -17,12 +17,16 @@
 //     text                    {tokenizer, template}: what the dataset was made with
 //                             (tokenizer/prompt_format.h's TextFormat), eval's and
 //                             export's default; absent in older checkpoints
+//     validation              {best_loss, evaluations_without_improvement}: early
+//                             stopping's standing (train.eval_every); absent before
+//                             the first evaluation and in older checkpoints
 //     world_size              ranks at save time (written by save_checkpoint)
 #pragma once
 
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -52,6 +56,10 @@ struct TrainState {
   std::int64_t loss_scale_hysteresis_left = 1;
   nlohmann::json config = nlohmann::json::object();
   nlohmann::json text;          // TextFormat::to_json(); null: not recorded
+  // Early stopping's standing: the best validation loss so far (none before
+  // the first evaluation) and the evaluations since it last improved.
+  std::optional<double> best_validation_loss;
+  std::int64_t evaluations_without_improvement = 0;
   std::int64_t world_size = 0;  // 0: not recorded (the trainer does not set it; save_checkpoint does)
 
   nlohmann::json to_json() const;

@@ -1,10 +1,14 @@
 // The training run behind `metareuse train`: loads the model and the
 // tokenized dataset, shards the model across ranks, and trains with the
 // adaptive epoch plan, writing metrics, checkpoints, and stopping together at
-// the time limit or on SIGTERM/SIGUSR1 (exit status 3, resumable).
+// the time limit or on SIGTERM/SIGUSR1 (exit status 3, resumable). With
+// train.eval_every it measures the loss on the dataset's validation sequences,
+// and with train.early_stop_patience it ends training (exit 0) when that loss
+// stops improving.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "metareuse/checkpoint/checkpoint.h"
@@ -63,6 +67,9 @@ struct TrainOptions {
   double job_end_margin = 120.0;    // train.job_end_margin: training stops this long before job_end
   double checkpoint_every_minutes = 0.0;
   std::int64_t checkpoint_every_steps = 0;
+  std::int64_t eval_every = 0;             // train.eval_every: validation loss every N steps and at the end; 0: off
+  std::int64_t early_stop_patience = 0;    // evaluations without improvement before training ends; 0: off
+  double early_stop_min_delta = 0.0;       // the least drop below the best loss that is an improvement
   std::int64_t log_every = 10;
   std::string progress = "auto";    // auto | bar | lines
   std::string metrics_path;         // metrics.jsonl, written by rank 0 (appended to on resume)
@@ -79,6 +86,18 @@ struct TrainOptions {
 // ConfigError or InputError naming the key or the file; returns the plan.
 MemoryPlan validate_training(const TrainOptions& options, const std::string& device_type, std::int64_t sequence_length,
                              int world_size);
+
+// The rules of evaluation and early stopping, in one place: early stopping
+// needs train.eval_every, and train.eval_every needs validation sequences.
+// `validation_sequences`: what the dataset holds (or will hold); `dataset`
+// names it in the message. Throws ConfigError naming the keys.
+void check_evaluation_options(const TrainOptions& options, std::int64_t validation_sequences,
+                              const std::string& dataset);
+
+// Early stopping's rule: `loss` improves on `best` (none before the first
+// evaluation) when it is below best - min_delta. A loss that is not finite
+// never improves.
+bool improves_on(double loss, const std::optional<double>& best, double min_delta);
 
 // Runs training on every rank; returns the exit status (0, or kExitTimeLimit).
 int run_training(const TrainOptions& options, Runtime& runtime);
