@@ -159,6 +159,74 @@ TEST_CASE("tensor collectives through the communicator", "[dist][torch]") {
   if (n > 1) CHECK_THROWS_WITH(reduce_scatter(world(), uneven, ReduceOp::kSum), Catch::Matchers::Contains("divisible"));
 }
 
+TEST_CASE("each collective counts its ring's bytes, sent and received, on this rank", "[dist][traffic]") {
+  const std::uint64_t n = static_cast<std::uint64_t>(world().size());
+  const std::uint64_t me = static_cast<std::uint64_t>(world().rank());
+  auto counted = [](auto&& collective) {
+    const CollectiveTraffic before = collective_traffic();
+    collective();
+    return collective_traffic().since(before);
+  };
+
+  // All-reduce: a ring over n chunks of ceil(count / n) elements, twice round.
+  std::vector<float> five(5, 1.0f);
+  CollectiveTraffic t = counted([&] { world().allreduce(five, ReduceOp::kSum); });
+  const std::uint64_t chunk = (5 + n - 1) / n;
+  CHECK(t.allreduce.calls == 1);
+  CHECK(t.allreduce.sent == 2 * (n - 1) * chunk * 4);
+  CHECK(t.allreduce.received == t.allreduce.sent);
+  CHECK(t.sent() == t.allreduce.sent);
+
+  // All-gather: every block but this rank's comes in, every block but the last one passed on goes out.
+  std::vector<std::int32_t> seven(7, 3), gathered(7 * n);
+  t = counted([&] { world().allgather(seven.data(), gathered.data(), 7, DType::kInt32); });
+  CHECK(t.allgather.sent == (n - 1) * 7 * 4);
+  CHECK(t.allgather.received == (n - 1) * 7 * 4);
+
+  // Allgatherv with rank r holding r + 1 elements: the ring receives all but
+  // its own block and sends all but the next rank's.
+  std::vector<std::uint64_t> mine(me + 1, me);
+  t = counted([&] { world().allgatherv(mine); });
+  const std::uint64_t total = n * (n + 1) / 2;
+  CHECK(t.allgather.calls == 2);  // the counts' allgather, then the values'
+  CHECK(t.allgather.received == (n - 1) * 8 + (total - (me + 1)) * 8);
+  CHECK(t.allgather.sent == (n - 1) * 8 + (total - ((me + 1) % n + 1)) * 8);
+
+  std::vector<double> full(3 * n, 1.0), block(3);
+  t = counted([&] { world().reduce_scatter(full.data(), block.data(), 3, DType::kFloat64, ReduceOp::kSum); });
+  CHECK(t.reduce_scatter.sent == (n - 1) * 3 * 8);
+  CHECK(t.reduce_scatter.received == (n - 1) * 3 * 8);
+
+  // Broadcast down the chain root, root + 1, ...: the root receives nothing, the chain's end sends nothing.
+  const int root = world().size() - 1;
+  std::vector<std::uint8_t> ten(10, 1);
+  t = counted([&] { world().broadcast(ten.data(), ten.size(), DType::kUInt8, root); });
+  const bool is_root = me == static_cast<std::uint64_t>(root);
+  const bool is_last = me == (static_cast<std::uint64_t>(root) + n - 1) % n;
+  CHECK(t.broadcast.received == (is_root ? 0u : 10u));
+  CHECK(t.broadcast.sent == (is_last ? 0u : 10u));
+
+  // All-to-all: rank s gets s + 1 elements from every rank; what stays here is not counted.
+  std::vector<std::size_t> send_counts(n), recv_counts(n, me + 1);
+  std::uint64_t others = 0;
+  for (std::uint64_t s = 0; s < n; ++s) {
+    send_counts[s] = s + 1;
+    if (s != me) others += s + 1;
+  }
+  std::vector<std::int64_t> out(total, 1), in(n * (me + 1));
+  t = counted([&] { world().alltoallv(out.data(), send_counts, in.data(), recv_counts, DType::kInt64); });
+  CHECK(t.alltoall.sent == others * 8);
+  CHECK(t.alltoall.received == (n - 1) * (me + 1) * 8);
+
+  t = counted([&] { world().barrier(); });
+  CHECK(t.sent() == 0);
+  CHECK(t.received() == 0);
+
+  // Tensor collectives go through the same counts.
+  t = counted([&] { allgather(world(), torch::ones({4}, torch::kFloat16)); });
+  CHECK(t.allgather.sent == (n - 1) * 4 * 2);
+}
+
 TEST_CASE("half-precision reductions are refused with a clear message on MPI", "[dist]") {
   if (world().backend_name() != "mpi") return;  // the self backend reduces nothing
   std::vector<std::uint16_t> halves(4, 0x3c00);

@@ -406,6 +406,17 @@ TEST_CASE("fp16 on the CPU trains at 1 and 2 ranks: fp32 master weights, the los
     std::string line;
     std::getline(in, line);
     CHECK(nlohmann::json::parse(line).at("loss_scale").get<double>() == 65536.0);
+    // The step's collective bytes (docs/scaling.md): the vote, the loss, the overflow flag and the norm
+    // are the four all-reduces; nothing moves at one rank, and at two the ring's counts are symmetric.
+    const nlohmann::json traffic = nlohmann::json::parse(line).at("traffic");
+    CHECK(traffic.at("allreduce").at("calls").get<int>() == 4);
+    if (ranks == 1) {
+      CHECK(traffic.at("sent_bytes").get<std::uint64_t>() == 0);
+    } else {
+      CHECK(traffic.at("allgather").at("sent_bytes").get<std::uint64_t>() > 0);
+      CHECK(traffic.at("reduce_scatter").at("sent_bytes").get<std::uint64_t>() > 0);
+      CHECK(traffic.at("sent_bytes") == traffic.at("received_bytes"));
+    }
     CHECK(fs::exists(run / "checkpoints" / "latest"));
   }
 }

@@ -8,7 +8,9 @@
 //   bench_train --init DIR --docs FILE [--recompute auto|always|never] [--micro-batch N]
 //
 // Prints one JSON line (rank 0): useful tokens/s (document tokens; the first
-// step is a warmup, not timed), peak RSS per rank, the last loss.
+// step is a warmup, not timed), peak RSS per rank, the last loss, and the
+// bytes rank 0 sends per timed step in each kind of collective (all 0 at one
+// rank; communicator.h says how they are counted).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -90,8 +92,10 @@ int main(int argc, char** argv) {
   AdamW optimizer(model.sharded(), adamw);
   double seconds = 0.0, last_loss = 0.0;
   int64_t timed_tokens = 0;
+  CollectiveTraffic timed_start;  // from the first timed step on (barriers move no bytes)
   for (std::size_t s = 0; s < batches.size(); ++s) {
     comm.barrier();
+    if (s == 1) timed_start = collective_traffic();
     Stopwatch watch;
     last_loss = model.forward_backward(batches[s], micro_batch, 1.0);
     optimizer.step(adamw.lr, 1.0, scaler, adam_steps);
@@ -101,13 +105,18 @@ int main(int argc, char** argv) {
       timed_tokens += useful[s];
     }
   }
+  const CollectiveTraffic timed_traffic = collective_traffic().since(timed_start);  // rank 0's
+  const double timed_steps = static_cast<double>(batches.size() - 1);
   double peak = comm.allreduce_value<double>(static_cast<double>(peak_rss_bytes()), ReduceOp::kMax);
   if (comm.rank() == 0) {
     std::printf("{\"route\": \"metareuse\", \"ranks\": %d, \"workload\": \"%s\", \"timed_steps\": %zu, "
                 "\"useful_tokens_per_s\": %.1f, \"peak_rss_bytes_per_rank\": %.0f, \"last_loss\": %.6f, "
-                "\"recompute\": %s, \"torch_threads\": %d}\n",
+                "\"recompute\": %s, \"torch_threads\": %d, \"allgather_bytes_per_step\": %.0f, "
+                "\"reduce_scatter_bytes_per_step\": %.0f, \"allreduce_bytes_per_step\": %.0f}\n",
                 comm.size(), workload.at("workload").get<std::string>().c_str(), batches.size() - 1,
-                timed_tokens / seconds, peak, last_loss, plan.recompute ? "true" : "false", torch::get_num_threads());
+                timed_tokens / seconds, peak, last_loss, plan.recompute ? "true" : "false", torch::get_num_threads(),
+                timed_traffic.allgather.sent / timed_steps, timed_traffic.reduce_scatter.sent / timed_steps,
+                timed_traffic.allreduce.sent / timed_steps);
   }
   return 0;
 }

@@ -44,6 +44,92 @@ const char* reduce_op_name(ReduceOp op) {
   return "?";
 }
 
+namespace {
+
+// The process's running totals (collective_traffic()).
+CollectiveTraffic process_traffic;
+
+void add_traffic(CollectiveBytes& kind, std::uint64_t sent, std::uint64_t received) {
+  ++kind.calls;
+  kind.sent += sent;
+  kind.received += received;
+}
+
+CollectiveBytes difference(const CollectiveBytes& now, const CollectiveBytes& earlier) {
+  return {now.calls - earlier.calls, now.sent - earlier.sent, now.received - earlier.received};
+}
+
+std::uint64_t sum(const std::vector<std::size_t>& counts) {
+  std::uint64_t total = 0;
+  for (std::size_t c : counts) total += c;
+  return total;
+}
+
+}  // namespace
+
+std::uint64_t CollectiveTraffic::sent() const {
+  return allreduce.sent + allgather.sent + reduce_scatter.sent + broadcast.sent + alltoall.sent;
+}
+
+std::uint64_t CollectiveTraffic::received() const {
+  return allreduce.received + allgather.received + reduce_scatter.received + broadcast.received + alltoall.received;
+}
+
+CollectiveTraffic CollectiveTraffic::since(const CollectiveTraffic& earlier) const {
+  return {difference(allreduce, earlier.allreduce), difference(allgather, earlier.allgather),
+          difference(reduce_scatter, earlier.reduce_scatter), difference(broadcast, earlier.broadcast),
+          difference(alltoall, earlier.alltoall)};
+}
+
+CollectiveTraffic collective_traffic() { return process_traffic; }
+
+// The byte rules of CollectiveBytes (communicator.h), one per kind, counted
+// after the backend returns.
+void Communicator::allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) {
+  do_allreduce(buffer, count, dtype, op);
+  const std::uint64_t n = static_cast<std::uint64_t>(size());
+  const std::uint64_t chunk = (count + n - 1) / n;  // elements per ring chunk, the buffer padded to n chunks
+  const std::uint64_t bytes = 2 * (n - 1) * chunk * dtype_size(dtype);
+  add_traffic(process_traffic.allreduce, bytes, bytes);
+}
+
+void Communicator::allgather(const void* send, void* recv, std::size_t count, DType dtype) {
+  do_allgather(send, recv, count, dtype);
+  const std::uint64_t bytes = static_cast<std::uint64_t>(size() - 1) * count * dtype_size(dtype);
+  add_traffic(process_traffic.allgather, bytes, bytes);
+}
+
+void Communicator::allgatherv(const void* send, std::size_t send_count, void* recv,
+                              const std::vector<std::size_t>& recv_counts, DType dtype) {
+  do_allgatherv(send, send_count, recv, recv_counts, dtype);
+  const std::uint64_t total = sum(recv_counts);
+  const std::size_t next = static_cast<std::size_t>((rank() + 1) % size());
+  const std::uint64_t element = dtype_size(dtype);
+  add_traffic(process_traffic.allgather, (total - recv_counts.at(next)) * element, (total - send_count) * element);
+}
+
+void Communicator::reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) {
+  do_reduce_scatter(send, recv, recv_count, dtype, op);
+  const std::uint64_t bytes = static_cast<std::uint64_t>(size() - 1) * recv_count * dtype_size(dtype);
+  add_traffic(process_traffic.reduce_scatter, bytes, bytes);
+}
+
+void Communicator::broadcast(void* buffer, std::size_t count, DType dtype, int root) {
+  do_broadcast(buffer, count, dtype, root);
+  const std::uint64_t bytes = static_cast<std::uint64_t>(count) * dtype_size(dtype);
+  const int last = (root + size() - 1) % size();  // the chain's end, which forwards nothing
+  add_traffic(process_traffic.broadcast, rank() == last ? 0 : bytes, rank() == root ? 0 : bytes);
+}
+
+void Communicator::alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                             const std::vector<std::size_t>& recv_counts, DType dtype) {
+  do_alltoallv(send, send_counts, recv, recv_counts, dtype);
+  const std::size_t own = static_cast<std::size_t>(rank());
+  const std::uint64_t element = dtype_size(dtype);
+  add_traffic(process_traffic.alltoall, (sum(send_counts) - send_counts.at(own)) * element,
+                   (sum(recv_counts) - recv_counts.at(own)) * element);
+}
+
 std::string Communicator::broadcast_string(const std::string& value, int root) {
   std::uint64_t length = value.size();
   broadcast(&length, 1, DType::kUInt64, root);
@@ -61,24 +147,24 @@ class SelfCommunicator final : public Communicator {
   int size() const override { return 1; }
   std::string backend_name() const override { return "self"; }
 
-  void allreduce(void*, std::size_t, DType, ReduceOp) override {}
-  void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+  void do_allreduce(void*, std::size_t, DType, ReduceOp) override {}
+  void do_allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
     copy(send, recv, count, dtype);
   }
-  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
-                  DType dtype) override {
+  void do_allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                     DType dtype) override {
     MR_CHECK(recv_counts.size() == 1 && recv_counts[0] == send_count,
              "allgatherv: one rank, so recv_counts must be {{{}}}", send_count);
     copy(send, recv, send_count, dtype);
   }
-  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp) override {
+  void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp) override {
     copy(send, recv, recv_count, dtype);
   }
-  void broadcast(void*, std::size_t, DType, int root) override {
+  void do_broadcast(void*, std::size_t, DType, int root) override {
     MR_CHECK(root == 0, "broadcast: root {} is not a rank of 1", root);
   }
-  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
-                 const std::vector<std::size_t>& recv_counts, DType dtype) override {
+  void do_alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                    const std::vector<std::size_t>& recv_counts, DType dtype) override {
     MR_CHECK(send_counts.size() == 1 && recv_counts.size() == 1 && send_counts[0] == recv_counts[0],
              "alltoallv: one rank, so send and receive counts must match");
     copy(send, recv, send_counts[0], dtype);
@@ -104,28 +190,28 @@ class LoopbackCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string backend_name() const override { return "loopback"; }
 
-  void allreduce(void*, std::size_t, DType, ReduceOp) override {}
-  void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+  void do_allreduce(void*, std::size_t, DType, ReduceOp) override {}
+  void do_allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
     const std::size_t bytes = count * dtype_size(dtype);
     for (int r = 0; r < size_; ++r) std::memmove(static_cast<char*>(recv) + r * bytes, send, bytes);
   }
-  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
-                  DType dtype) override {
+  void do_allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                     DType dtype) override {
     MR_CHECK(recv_counts.size() == static_cast<std::size_t>(size_) && recv_counts[rank_] == send_count,
              "allgatherv: recv_counts must have {} entries, this rank's equal to {}", size_, send_count);
     std::size_t offset = 0;
     for (int r = 0; r < rank_; ++r) offset += recv_counts[r];
     std::memmove(static_cast<char*>(recv) + offset * dtype_size(dtype), send, send_count * dtype_size(dtype));
   }
-  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp) override {
+  void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp) override {
     const std::size_t bytes = recv_count * dtype_size(dtype);
     std::memmove(recv, static_cast<const char*>(send) + rank_ * bytes, bytes);
   }
-  void broadcast(void*, std::size_t, DType, int root) override {
+  void do_broadcast(void*, std::size_t, DType, int root) override {
     MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
   }
-  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
-                 const std::vector<std::size_t>& recv_counts, DType dtype) override {
+  void do_alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                    const std::vector<std::size_t>& recv_counts, DType dtype) override {
     MR_CHECK(send_counts.size() == static_cast<std::size_t>(size_) && recv_counts.size() == send_counts.size(),
              "alltoallv: counts must have {} entries", size_);
     std::size_t send_offset = 0, recv_offset = 0;

@@ -98,7 +98,7 @@ class MpiCommunicator final : public Communicator {
   int size() const override { return size_; }
   std::string backend_name() const override { return "mpi"; }
 
-  void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
+  void do_allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
     CollectiveScope watch("allreduce");
     require_reducible(dtype, "allreduce");
     // Chunked so counts above INT_MAX still work.
@@ -111,14 +111,14 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+  void do_allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
     CollectiveScope watch("allgather");
     int n = to_int(count, "allgather");
     MR_CHECK_MPI(MPI_Allgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_));
   }
 
-  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
-                  DType dtype) override {
+  void do_allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                     DType dtype) override {
     CollectiveScope watch("allgatherv");
     MR_CHECK(recv_counts.size() == static_cast<std::size_t>(size_), "allgatherv: {} counts for {} ranks",
              recv_counts.size(), size_);
@@ -130,14 +130,14 @@ class MpiCommunicator final : public Communicator {
                                 displacements.data(), mpi_type(dtype), comm_));
   }
 
-  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
+  void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
     CollectiveScope watch("reduce_scatter");
     require_reducible(dtype, "reduce_scatter");
     MR_CHECK_MPI(MPI_Reduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter"), mpi_type(dtype),
                                           mpi_op(op), comm_));
   }
 
-  void broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
+  void do_broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
     CollectiveScope watch("broadcast");
     MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
     auto* bytes = static_cast<char*>(buffer);
@@ -148,8 +148,8 @@ class MpiCommunicator final : public Communicator {
     }
   }
 
-  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
-                 const std::vector<std::size_t>& recv_counts, DType dtype) override {
+  void do_alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                    const std::vector<std::size_t>& recv_counts, DType dtype) override {
     CollectiveScope watch("alltoallv");
     MR_CHECK(send_counts.size() == static_cast<std::size_t>(size_) &&
                  recv_counts.size() == static_cast<std::size_t>(size_),

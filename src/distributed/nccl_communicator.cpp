@@ -178,21 +178,21 @@ class NcclCommunicator final : public DeviceCommunicator {
   int device() const override { return device_; }
   void set_compute_stream(void* stream) override { compute_stream_ = static_cast<cudaStream_t>(stream); }
 
-  void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
+  void do_allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) override {
     if (count == 0) return;
     Collective collective(*this, "allreduce", buffer);
     enqueue(ncclAllReduce(buffer, buffer, count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()),
             "ncclAllReduce");
   }
 
-  void allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
+  void do_allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
     if (count == 0) return;
     Collective collective(*this, "allgather", recv, send);
     enqueue(ncclAllGather(send, recv, count, nccl_type(dtype), comm(), stream_.get()), "ncclAllGather");
   }
 
-  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
-                  DType dtype) override {
+  void do_allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                     DType dtype) override {
     MR_CHECK(recv_counts.size() == static_cast<std::size_t>(size_), "allgatherv: {} counts for {} ranks",
              recv_counts.size(), size_);
     MR_CHECK(recv_counts[rank_] == send_count, "allgatherv: rank {} sends {} but recv_counts says {}", rank_,
@@ -216,22 +216,22 @@ class NcclCommunicator final : public DeviceCommunicator {
     enqueue(ncclGroupEnd(), "ncclGroupEnd");
   }
 
-  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
+  void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
     if (recv_count == 0) return;
     Collective collective(*this, "reduce_scatter", recv, send);
     enqueue(ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()),
             "ncclReduceScatter");
   }
 
-  void broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
+  void do_broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
     MR_CHECK(root >= 0 && root < size_, "broadcast: root {} is not a rank of {}", root, size_);
     if (count == 0) return;
     Collective collective(*this, "broadcast", buffer);
     enqueue(ncclBroadcast(buffer, buffer, count, nccl_type(dtype), root, comm(), stream_.get()), "ncclBroadcast");
   }
 
-  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
-                 const std::vector<std::size_t>& recv_counts, DType dtype) override {
+  void do_alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                    const std::vector<std::size_t>& recv_counts, DType dtype) override {
     MR_CHECK(send_counts.size() == static_cast<std::size_t>(size_) &&
                  recv_counts.size() == static_cast<std::size_t>(size_),
              "alltoallv: counts must have one entry per rank ({})", size_);
@@ -258,9 +258,10 @@ class NcclCommunicator final : public DeviceCommunicator {
   }
 
   // A one-element allreduce on device scratch, then a bounded wait: returns
-  // when every rank has reached the barrier, throws if one never does.
+  // when every rank has reached the barrier, throws if one never does. The
+  // backend's own allreduce, so a barrier counts no bytes, as on MPI.
   void barrier() override {
-    allreduce(barrier_scratch_.get(), 1, DType::kFloat32, ReduceOp::kSum);
+    do_allreduce(barrier_scratch_.get(), 1, DType::kFloat32, ReduceOp::kSum);
     wait(timeout_);
   }
 
@@ -268,7 +269,7 @@ class NcclCommunicator final : public DeviceCommunicator {
   void wait_for_rank(int root, double bound_seconds, const char* what) override {
     MR_CHECK(root >= 0 && root < size_, "wait_for_rank: root {} is not a rank of {}", root, size_);
     (void)what;
-    allreduce(barrier_scratch_.get(), 1, DType::kFloat32, ReduceOp::kSum);
+    do_allreduce(barrier_scratch_.get(), 1, DType::kFloat32, ReduceOp::kSum);
     wait(bound_seconds);
   }
 

@@ -5,6 +5,45 @@
 namespace metareuse {
 using json = nlohmann::json;
 
+namespace {
+
+// "traffic": {"sent_bytes", "received_bytes", and per kind {"calls", "sent_bytes", "received_bytes"}}.
+struct TrafficKind {
+  const char* name;
+  CollectiveBytes CollectiveTraffic::*bytes;
+};
+constexpr TrafficKind kTrafficKinds[] = {{"allgather", &CollectiveTraffic::allgather},
+                                         {"reduce_scatter", &CollectiveTraffic::reduce_scatter},
+                                         {"allreduce", &CollectiveTraffic::allreduce},
+                                         {"broadcast", &CollectiveTraffic::broadcast},
+                                         {"alltoall", &CollectiveTraffic::alltoall}};
+
+json traffic_to_json(const CollectiveTraffic& traffic) {
+  json out = {{"sent_bytes", traffic.sent()}, {"received_bytes", traffic.received()}};
+  for (const TrafficKind& kind : kTrafficKinds) {
+    const CollectiveBytes& bytes = traffic.*kind.bytes;
+    out[kind.name] = {{"calls", bytes.calls}, {"sent_bytes", bytes.sent}, {"received_bytes", bytes.received}};
+  }
+  return out;
+}
+
+CollectiveTraffic traffic_from_json(const json& j) {
+  CollectiveTraffic traffic;
+  auto number = [](const json& object, const char* key) -> std::uint64_t {
+    return object.contains(key) && object[key].is_number_unsigned() ? object[key].get<std::uint64_t>() : 0;
+  };
+  for (const TrafficKind& kind : kTrafficKinds) {
+    if (!j.is_object() || !j.contains(kind.name) || !j[kind.name].is_object()) continue;
+    CollectiveBytes& bytes = traffic.*kind.bytes;
+    bytes.calls = number(j[kind.name], "calls");
+    bytes.sent = number(j[kind.name], "sent_bytes");
+    bytes.received = number(j[kind.name], "received_bytes");
+  }
+  return traffic;
+}
+
+}  // namespace
+
 json MetricsLine::to_json() const {
   return {{"step", step},
           {"epoch", epoch},
@@ -17,7 +56,8 @@ json MetricsLine::to_json() const {
           {"useful_tokens_per_s", useful_tokens_per_s},
           {"padding_fraction", padding_fraction},
           {"mfu", mfu ? json(*mfu) : json(nullptr)},
-          {"seconds", seconds}};
+          {"seconds", seconds},
+          {"traffic", traffic_to_json(traffic)}};
 }
 
 std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
@@ -39,6 +79,7 @@ std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
   line.padding_fraction = number("padding_fraction").value_or(0);
   line.mfu = number("mfu");
   line.seconds = number("seconds").value_or(0);
+  if (j.contains("traffic")) line.traffic = traffic_from_json(j["traffic"]);
   return line;
 }
 

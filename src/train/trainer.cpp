@@ -203,7 +203,7 @@ class StepReporter {
   }
 
   void report(int64_t step, int64_t epoch, double loss, double lr, const StepOutcome& outcome, double useful_tokens,
-              double seconds, double eta) {
+              double seconds, double eta, const CollectiveTraffic& traffic) {
     if (!leader_) return;
     MetricsLine line;
     line.step = step;
@@ -217,6 +217,7 @@ class StepReporter {
     line.useful_tokens_per_s = useful_tokens / seconds;
     line.padding_fraction = 1.0 - useful_tokens / slots_per_step_;
     line.seconds = seconds;
+    line.traffic = traffic;
     metrics_.write(line.to_json().dump() + "\n");
     if (tty_) {
       std::fprintf(stderr, "\r%s loss %.4f lr %.2e %.0f useful tok/s (%.0f raw)   ",
@@ -521,6 +522,7 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
              state.step, state.evaluations_without_improvement, options.early_stop_patience);
   }
   while (state.step < epochs.total_steps && !early_stopped) {
+    const CollectiveTraffic traffic_before = collective_traffic();  // the step's traffic starts with its vote
     // Until a checkpoint has been timed, assume it costs about one step; and
     // the evaluation after the next step, when one is due.
     const bool evaluation_next = options.eval_every > 0 && (state.step + 1) % options.eval_every == 0;
@@ -564,7 +566,8 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
     const double seconds = step_watch.seconds();
     step_seconds = step_seconds == 0.0 ? seconds : 0.8 * step_seconds + 0.2 * seconds;
     reporter.report(state.step, order.epoch(), loss, lr, outcome, useful_tokens, seconds,
-                    step_seconds * static_cast<double>(epochs.total_steps - state.step));
+                    step_seconds * static_cast<double>(epochs.total_steps - state.step),
+                    collective_traffic().since(traffic_before));
 
     if (options.eval_every > 0 && state.step % options.eval_every == 0 && evaluate()) {
       early_stopped = true;

@@ -31,6 +31,46 @@ constexpr DType dtype_of() {
   else static_assert(sizeof(T) == 0, "no DType for this element type");
 }
 
+// What one rank sends and receives in one kind of collective, counted as
+// the logical payload of the textbook algorithm, not what MPI or NCCL really
+// move (their algorithm is theirs, and changes with size and topology): a
+// ring for all-gather, reduce-scatter and all-reduce, a chain for broadcast,
+// direct exchange for all-to-all. With n ranks and a full buffer of N bytes:
+//   all-gather      sent = received = (n-1)/n * N (allgatherv: the ring's
+//                   blocks: received all but its own, sent all but the next
+//                   rank's)
+//   reduce-scatter  sent = received = (n-1)/n * N
+//   all-reduce      sent = received = 2 (n-1)/n * N, with the buffer padded to
+//                   n equal chunks (2 (n-1) ceil(count/n) elements), the ring's
+//                   reduce-scatter then all-gather
+//   broadcast       N received by every rank but the root, N sent by every
+//                   rank but the chain's last, (root + n - 1) mod n
+//   all-to-all      the blocks for (from) the other ranks
+// A barrier moves nothing. At one rank every count is 0.
+struct CollectiveBytes {
+  std::uint64_t calls = 0;
+  std::uint64_t sent = 0;
+  std::uint64_t received = 0;
+};
+
+// A rank's collective traffic by kind (docs/scaling.md turns it into step time).
+struct CollectiveTraffic {
+  CollectiveBytes allreduce, allgather, reduce_scatter, broadcast, alltoall;
+
+  std::uint64_t sent() const;
+  std::uint64_t received() const;
+  // What was counted between `earlier` and this.
+  CollectiveTraffic since(const CollectiveTraffic& earlier) const;
+};
+
+// This process's traffic since it started, over every communicator it used
+// (a rank's NCCL peer is another object than its MPI communicator, and its
+// link carries both). Plain integers, cost nothing measurable: collectives
+// are issued by one thread (the watchdog only reads the clock).
+CollectiveTraffic collective_traffic();
+
+// Every collective goes through the public calls below, which count its bytes
+// (CollectiveBytes) and hand it to the backend's do_* call.
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -40,22 +80,21 @@ class Communicator {
   virtual std::string backend_name() const = 0;
 
   // In place: buffer[i] = op over ranks of buffer[i].
-  virtual void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) = 0;
+  void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op);
   // recv holds size() * count elements; rank r's block lands at r * count.
-  virtual void allgather(const void* send, void* recv, std::size_t count, DType dtype) = 0;
+  void allgather(const void* send, void* recv, std::size_t count, DType dtype);
   // Uneven allgather: rank r contributes recv_counts[r] elements (send_count
   // must equal recv_counts[rank()]); they land contiguously in rank order.
-  virtual void allgatherv(const void* send, std::size_t send_count, void* recv,
-                          const std::vector<std::size_t>& recv_counts, DType dtype) = 0;
+  void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
+                  DType dtype);
   // send holds size() * recv_count elements; recv gets block rank() of the
   // element-wise reduction over ranks.
-  virtual void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype,
-                              ReduceOp op) = 0;
-  virtual void broadcast(void* buffer, std::size_t count, DType dtype, int root) = 0;
+  void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op);
+  void broadcast(void* buffer, std::size_t count, DType dtype, int root);
   // send_counts[r] elements go to rank r (blocks contiguous in rank order);
   // recv_counts[r] elements arrive from rank r.
-  virtual void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
-                         const std::vector<std::size_t>& recv_counts, DType dtype) = 0;
+  void alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                 const std::vector<std::size_t>& recv_counts, DType dtype);
   virtual void barrier() = 0;
   // A barrier that waits for `root` to finish slow local work (rank 0 writing
   // a checkpoint file), outside the collective watchdog: the waiting ranks
@@ -100,6 +139,18 @@ class Communicator {
   }
   // Broadcasts a string from root to every rank.
   std::string broadcast_string(const std::string& value, int root);
+
+ protected:
+  // The backends' collectives, as the public calls above describe them.
+  virtual void do_allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) = 0;
+  virtual void do_allgather(const void* send, void* recv, std::size_t count, DType dtype) = 0;
+  virtual void do_allgatherv(const void* send, std::size_t send_count, void* recv,
+                             const std::vector<std::size_t>& recv_counts, DType dtype) = 0;
+  virtual void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype,
+                                 ReduceOp op) = 0;
+  virtual void do_broadcast(void* buffer, std::size_t count, DType dtype, int root) = 0;
+  virtual void do_alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
+                            const std::vector<std::size_t>& recv_counts, DType dtype) = 0;
 };
 
 // A one-rank communicator: every collective is the identity (or a copy).

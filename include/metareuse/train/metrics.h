@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "metareuse/distributed/communicator.h"  // CollectiveTraffic: the step's bytes on the wire
+
 namespace metareuse {
 
 struct MetricsLine {
@@ -29,6 +31,11 @@ struct MetricsLine {
   double padding_fraction = 0;      // of the B * T slots, the share that was padding
   std::optional<double> mfu;        // none (null): no known peak for this device
   double seconds = 0;               // of this step
+  // Rank 0's collective traffic in this step (the vote before it, every
+  // micro-step's gathers and reduce-scatters, the optimizer's reductions),
+  // counted as communicator.h's CollectiveBytes; all 0 at one rank and in
+  // lines written before it existed. Every rank's is the same in training.
+  CollectiveTraffic traffic;
 
   // Keys in nlohmann::json's (sorted) order.
   nlohmann::json to_json() const;
