@@ -124,6 +124,13 @@ case "$case_name" in
     bench "$build/bin/bench_tokenizer" "$shared/tokenizers/llama3/tokenizer.json" "$work/train.jsonl" 1
     expect "^encode, piece cache \(warm\) +[0-9.]+ MB/s" "^ratio cached / " "^ids identical across all encoders: yes"
     ;;
+  chunked_loss)
+    # One rank of SmolLM2 at 64 tokens, the head's logits whole and in 24-token chunks (not a divisor).
+    need_smollm2
+    METAREUSE_BUILD_DIR="$build" bench bash "$src/bench/memory/chunked_loss.sh" "$smollm2" 64 24
+    expect "^machine: " "^0 \(unchunked\) +[0-9.]+ MiB +[0-9.]+ MiB" "^24 +[0-9.]+ MiB +[0-9.]+ MiB" \
+      "^chunked / unchunked peak: measured [0-9.]+, planned [0-9.]+"
+    ;;
   bench_generate)
     bench "$build/bin/bench_generate" --lengths 8,16 --steps 2 --new-tokens 4
     expect "^ +length +KV cache ms/tok" "^ +16 +[0-9.]+ +[0-9.]+" "^per-token time from length 8 to 16" \

@@ -20,6 +20,7 @@
 
 #include <fstream>
 
+#include "metareuse/core/config.h"  // train.loss_chunk_rows's default
 #include "metareuse/core/error.h"
 #include "metareuse/core/stop_signals.h"
 #include "metareuse/distributed/runtime.h"
@@ -236,6 +237,56 @@ TEST_CASE("a packed batch gives the loss and every gradient of its documents run
   }
 }
 
+// Training's head and loss in row chunks (train.loss_chunk_rows) against the
+// whole micro-batch at once: the loss and every unit's gradient within 1e-6
+// (fp32 rounding is ~1e-7 per op), tied and untied, recompute on and off,
+// chunk sizes that divide a micro-batch's rows (2 x 13 = 26) and that do not,
+// with positions without a target (a loss mask) in the batch.
+TEST_CASE("the chunked loss gives the unchunked loss and every gradient", "[train][loss]") {
+  // The key's default is the engine's.
+  CHECK(Config().get_int("train.loss_chunk_rows") == kLossChunkRowsDefault);
+  Communicator& comm = test::runtime().world();
+  for (bool tied : {true, false}) {
+    LlamaConfig config = LlamaConfig::preset("debug-tiny");
+    config.tie_word_embeddings = tied;
+    LlamaModel initial(config);
+    initial.init_weights(17);
+    auto parameters = named_parameters(initial);
+    torch::Generator generator = at::detail::createCPUGenerator(19);
+    torch::Tensor ids = torch::randint(0, config.vocab_size, {5, 13}, generator, torch::kInt64);
+    torch::Tensor mask = torch::ones({5, 13}, torch::kUInt8);
+    mask.narrow(1, 0, 4).zero_();  // a prompt: no loss on its tokens
+    const TrainBatch batch{ids, next_token_targets(ids, mask)};
+    auto run = [&](int64_t chunk_rows, bool recompute) {
+      ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
+      model.sharded().set_recompute(recompute);
+      model.set_loss_chunk_rows(chunk_rows);
+      model.load_full(parameters);
+      const double loss = model.forward_backward(batch, 2, 1.0);
+      return std::make_pair(loss, gathered_grads(model));
+    };
+    for (bool recompute : {true, false}) {
+      const auto [whole_loss, whole_grads] = run(0, recompute);
+      for (int64_t chunk_rows : {int64_t{1}, int64_t{5}, int64_t{13}, int64_t{26}, kLossChunkRowsDefault}) {
+        INFO("tied " << tied << ", recompute " << recompute << ", chunks of " << chunk_rows << " rows at "
+                     << comm.size() << " ranks");
+        const auto [loss, grads] = run(chunk_rows, recompute);
+        CHECK(std::abs(loss - whole_loss) <= 1e-6 * std::abs(whole_loss));
+        for (std::size_t u = 0; u < grads.size(); ++u) {
+          const double scale = whole_grads[u].abs().max().item<double>();
+          const double error = (grads[u] - whole_grads[u]).abs().max().item<double>() / scale;
+          INFO("unit " << u << " gradient error " << error << " of " << scale);
+          CHECK(scale > 0);
+          CHECK(error <= 1e-6);
+        }
+      }
+    }
+  }
+  CHECK_THROWS_WITH(ShardedLlama(LlamaConfig::preset("debug-tiny"), comm, torch::kCPU, torch::kFloat32)
+                        .set_loss_chunk_rows(-1),
+                    Catch::Matchers::Contains("chunk rows must be >= 0"));
+}
+
 TEST_CASE("recompute never and always give the same losses", "[train][recompute]") {
   Communicator& comm = test::runtime().world();
   LlamaConfig config = LlamaConfig::preset("debug-tiny");
@@ -284,13 +335,16 @@ TEST_CASE("with recompute on and off, logits, loss and every gradient match tran
   const double reference_loss = reference.tensor("loss").item<double>();
 
   for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
-    for (bool recompute : {false, true}) {
-      INFO("attention " << attention_name(attention) << ", recompute " << recompute << " at " << comm.size()
-                        << " ranks");
+    // The default chunk holds a micro-batch's 24 rows; chunks of 5 split it unevenly.
+    for (const auto& [recompute, chunk_rows] : {std::pair{false, kLossChunkRowsDefault},
+                                                std::pair{true, kLossChunkRowsDefault}, std::pair{true, int64_t{5}}}) {
+      INFO("attention " << attention_name(attention) << ", recompute " << recompute << ", loss chunks of "
+                        << chunk_rows << " rows at " << comm.size() << " ranks");
       LlamaConfig config = source->config();
       config.attention = attention;
       ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
       model.sharded().set_recompute(recompute);
+      model.set_loss_chunk_rows(chunk_rows);
       model.load_full(parameters);
       const double logits_error = test::relative_error(model.logits(ids), reference.tensor("logits"));
       INFO("logits relative error " << logits_error);

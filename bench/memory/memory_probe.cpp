@@ -11,7 +11,13 @@
 //         the allocator (16/80: a 16 GB P100 on an 80 GB card), so an out of
 //         memory there is the real answer to "does it fit".
 //
+// --model takes the shape and the weights from a Hugging Face folder instead
+// of a preset (loaded before the count starts); --loss-chunk-rows is
+// train.loss_chunk_rows (0: the head's logits whole; bench/memory/chunked_loss.sh
+// compares the two).
+//
 //   memory_probe --preset llama3.2-3b --layers 2 --ranks 8 --seq 1024 --precision bf16
+//   memory_probe --model build/models/SmolLM2-135M-Instruct --ranks 1 --seq 1024 --loss-chunk-rows 0
 //   memory_probe ... --json out.json
 // Prints one table and exits 0 when measured, 2 when CUDA is asked for and absent.
 #include <CLI/CLI.hpp>
@@ -27,12 +33,15 @@
 #include <algorithm>
 #include <atomic>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "metareuse/core/timing.h"  // peak_rss_bytes, format_bytes
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/model/chunked_loss.h"  // kLossChunkRowsDefault
 #include "metareuse/model/config.h"
+#include "metareuse/model/source.h"  // --model: open_model_source, load_model
 #include "metareuse/parallel/sharded_llama.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/train/trainer.h"  // plan_memory, compute_dtype
@@ -57,6 +66,8 @@ class CpuPeak final : public c10::MemoryReportingInfoBase {
   }
   void reportOutOfMemory(int64_t, size_t, size_t, c10::Device) override {}
   int64_t peak() const { return peak_.load(); }
+  // Forgets the peak so far: the next allocation reports the bytes still held.
+  void restart() { peak_.store(0); }
 
  private:
   std::atomic<int64_t> peak_{0};
@@ -66,11 +77,18 @@ class CpuPeak final : public c10::MemoryReportingInfoBase {
 
 int main(int argc, char** argv) {
   CLI::App app{"One rank's training-step memory, measured beside metareuse plan's figure"};
-  std::string preset = "llama3.2-3b", precision = "bf16", device_name = "cpu", recompute = "always", json_path;
-  int64_t layers = 2, ranks = 8, rank = 0, seq = 1024, micro_batch = 1;
+  std::string preset = "llama3.2-3b", model_path, precision = "bf16", device_name = "cpu", recompute = "always",
+              json_path;
+  int64_t layers = 2, ranks = 8, rank = 0, seq = 1024, micro_batch = 1,
+          loss_chunk_rows = metareuse::kLossChunkRowsDefault;
   double memory_fraction = 0.0;
   app.add_option("--preset", preset, "model.preset to take the shape from");
-  app.add_option("--layers", layers, "Decoder layers (the rest of the shape is the preset's)");
+  CLI::Option* layers_option =
+      app.add_option("--layers", layers, "Decoder layers (the rest of the shape is the preset's)");
+  app.add_option("--model", model_path, "A Hugging Face model folder: its shape and weights instead of --preset's")
+      ->excludes(layers_option);
+  app.add_option("--loss-chunk-rows", loss_chunk_rows, "train.loss_chunk_rows (0: the head's logits whole)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--ranks", ranks, "Ranks of the job this process is one rank of");
   app.add_option("--rank", rank, "Which rank this process is");
   app.add_option("--seq", seq, "Sequence length");
@@ -88,10 +106,25 @@ int main(int argc, char** argv) {
     return 2;
   }
   torch::manual_seed(0);
-  metareuse::LlamaConfig config = metareuse::LlamaConfig::preset(preset);
-  config.num_hidden_layers = layers;
+  std::unique_ptr<metareuse::ModelSource> source;
+  if (!model_path.empty()) {
+    source = metareuse::open_model_source(model_path);
+    preset = model_path;
+  }
+  metareuse::LlamaConfig config = source ? source->config() : metareuse::LlamaConfig::preset(preset);
+  if (source) {
+    layers = config.num_hidden_layers;
+  } else {
+    config.num_hidden_layers = layers;
+  }
   const metareuse::MemoryPlan plan =
-      metareuse::plan_memory(config, ranks, micro_batch, seq, precision, 0, recompute);
+      metareuse::plan_memory(config, ranks, micro_batch, seq, precision, 0, recompute, loss_chunk_rows);
+  // Loaded before the count starts: only this rank's shards stay.
+  std::map<std::string, torch::Tensor> weights;
+  if (source) {
+    const metareuse::LlamaModel loaded = metareuse::load_model(*source);
+    for (const auto& [name, value] : loaded.named_parameters()) weights.emplace(name, value.detach());
+  }
   const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
 
   auto cpu_peak = std::make_shared<CpuPeak>();
@@ -113,7 +146,16 @@ int main(int argc, char** argv) {
     auto comm = metareuse::make_loopback_communicator(static_cast<int>(rank), static_cast<int>(ranks));
     metareuse::ShardedLlama model(config, *comm, device, metareuse::compute_dtype(precision));
     model.sharded().set_recompute(recompute == "always");
-    {
+    model.set_loss_chunk_rows(loss_chunk_rows);
+    if (source) {
+      model.load_full(weights);
+      weights.clear();
+      // The full weights were a loading step's, not the training step's.
+      cpu_peak->restart();
+#if defined(METAREUSE_WITH_NCCL)
+      if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(0);
+#endif
+    } else {
       torch::NoGradGuard no_grad;
       for (std::size_t u = 0; u < model.sharded().size(); ++u) model.sharded().unit(u).master().normal_(0.0, 0.02);
     }
@@ -145,10 +187,12 @@ int main(int argc, char** argv) {
   const int64_t planned = recompute == "always" ? plan.total_bytes : plan.total_kept_bytes;
   const double ratio = planned > 0 ? static_cast<double>(peak) / static_cast<double>(planned) : 0.0;
   std::printf("%s", metareuse::format_plan(plan).c_str());
-  std::printf("memory probe: %s, %lld layers, rank %lld of %lld, seq %lld, micro-batch %lld, %s, recompute %s, %s\n",
-              preset.c_str(), static_cast<long long>(layers), static_cast<long long>(rank),
-              static_cast<long long>(ranks), static_cast<long long>(seq), static_cast<long long>(micro_batch),
-              precision.c_str(), recompute.c_str(), device.str().c_str());
+  std::printf(
+      "memory probe: %s, %lld layers, rank %lld of %lld, seq %lld, micro-batch %lld, %s, recompute %s, loss chunk "
+      "rows %lld, %s\n",
+      preset.c_str(), static_cast<long long>(layers), static_cast<long long>(rank), static_cast<long long>(ranks),
+      static_cast<long long>(seq), static_cast<long long>(micro_batch), precision.c_str(), recompute.c_str(),
+      static_cast<long long>(loss_chunk_rows), device.str().c_str());
   std::printf("  %-34s %14s\n", "planned per rank", format_bytes(static_cast<double>(planned)).c_str());
   std::printf("  %-34s %14s  (%s)\n", "measured peak allocated", format_bytes(static_cast<double>(peak)).c_str(),
               outcome.c_str());
@@ -162,7 +206,7 @@ int main(int argc, char** argv) {
                           {"precision", precision}, {"recompute", recompute},   {"device", device.str()},
                           {"outcome", outcome},     {"planned_bytes", planned}, {"measured_peak_bytes", peak},
                           {"ratio", ratio},         {"seconds_per_step", seconds},
-                          {"memory_fraction", memory_fraction}};
+                          {"memory_fraction", memory_fraction}, {"loss_chunk_rows", loss_chunk_rows}};
     std::ofstream(json_path) << out.dump(2) << "\n";
   }
   return 0;

@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
   ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
   model.load_full(parameters);
   // The trainer's rule: the memory plan decides (no device memory on CPU: auto keeps everything).
-  MemoryPlan plan = plan_memory(config, comm.size(), micro_batch, T, "fp32", 0, recompute);
+  MemoryPlan plan = plan_memory(config, comm.size(), micro_batch, T, "fp32", 0, recompute, model.loss_chunk_rows());
   model.sharded().set_recompute(plan.recompute);
 
   // Every step's documents packed into rows of T, before the clock starts (a dataset file's work).

@@ -242,6 +242,10 @@ std::vector<ConfigKey> build_schema() {
                  "always, never, or auto (only when the memory plan says keeping them does not fit "
                  "train.device_memory; never when no device memory is given).",
                  {"auto", "always", "never"}),
+      key_int("train.loss_chunk_rows", 256, "Tokens of the LM head and its cross-entropy computed at a time (and "
+              "recomputed in backward), so a micro-batch's fp32 logits (tokens x vocabulary) never exist at once; 0: "
+              "all at once. The loss and gradients are the same to rounding; the memory plan counts one chunk.", 0,
+              1 << 30),
       key_number("train.lr", 3e-4, "Peak learning rate.", 0.0, 10.0),
       key_number("train.lr_min", 3e-5, "Learning rate at the end of the decay.", 0.0, 10.0),
       key_string("train.lr_schedule", "cosine", "Decay after warmup.", {"cosine", "linear", "constant"}),

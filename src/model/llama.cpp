@@ -12,6 +12,7 @@
 #include <mutex>
 
 #include "metareuse/core/error.h"
+#include "metareuse/model/chunked_loss.h"  // the head and its loss in row chunks
 
 namespace metareuse {
 
@@ -260,13 +261,16 @@ torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& f
   return torch::embedding(table, input_ids);          // (B, T, C)
 }
 
-torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden) {
+torch::Tensor head_weight(const UnitLayout& layout, const torch::Tensor& flat) {
   MR_CHECK(layout.kind == UnitKind::kEmbeddings, "unit '{}' is not the embeddings unit", layout.name);
   auto views = unit_views(layout, flat);
   // Untied: lm_head.weight is the unit's second tensor; tied: the embedding itself,
   // so the gradient of the flat buffer sums both uses.
-  const torch::Tensor& weight = views.size() > 1 ? views[1] : views[0];  // (V, C)
-  return project(hidden, weight);                                   // (B, T, V)
+  return views.size() > 1 ? views[1] : views[0];  // (V, C)
+}
+
+torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden) {
+  return project(hidden, head_weight(layout, flat));  // (B, T, V)
 }
 
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
@@ -421,6 +425,13 @@ torch::Tensor token_loss_sum(const torch::Tensor& logits, const torch::Tensor& t
   return torch::nn::functional::cross_entropy(
       logits.to(torch::kFloat32).reshape({-1, V}), targets.reshape({-1}),
       torch::nn::functional::CrossEntropyFuncOptions().ignore_index(-100).reduction(torch::kSum));
+}
+
+torch::Tensor head_loss_sum(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden,
+                            const torch::Tensor& targets, std::int64_t chunk_rows) {
+  MR_CHECK(chunk_rows >= 0, "the loss's chunk rows must be >= 0 (0: unchunked), got {}", chunk_rows);
+  if (chunk_rows == 0) return token_loss_sum(head_forward(layout, flat, hidden), targets);
+  return chunked_token_loss_sum(hidden, head_weight(layout, flat), targets, chunk_rows);
 }
 
 torch::Tensor next_token_loss(const torch::Tensor& logits, const torch::Tensor& input_ids) {

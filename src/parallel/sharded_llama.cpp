@@ -14,6 +14,11 @@ ShardedLlama::ShardedLlama(LlamaConfig config, Communicator& comm, torch::Device
       device_(device),
       inv_freq_(rope_inv_freq(config_)) {}
 
+void ShardedLlama::set_loss_chunk_rows(int64_t rows) {
+  MR_CHECK(rows >= 0, "the loss's chunk rows must be >= 0 (0: unchunked), got {}", rows);
+  loss_chunk_rows_ = rows;
+}
+
 namespace {
 
 // Rows of a micro-batch cut to its longest row (the columns after it are
@@ -84,8 +89,9 @@ torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const tor
   const UnitLayout& embeddings = layouts_[0];
   return run(
       0, hidden,
-      [&embeddings, targets, normalizer](const torch::Tensor& x, const torch::Tensor& flat) {
-        return token_loss_sum(head_forward(embeddings, flat, x), targets) / normalizer;
+      [&embeddings, targets, normalizer, chunk_rows = loss_chunk_rows_](const torch::Tensor& x,
+                                                                       const torch::Tensor& flat) {
+        return head_loss_sum(embeddings, flat, x, targets, chunk_rows) / normalizer;
       },
       UnitPrecision::kCompute);
 }

@@ -17,7 +17,8 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 }  // namespace
 
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
-                       const std::string& precision, int64_t device_bytes, const std::string& recompute) {
+                       const std::string& precision, int64_t device_bytes, const std::string& recompute,
+                       int64_t loss_chunk_rows) {
   // Bounds first: beyond them the byte counts below would overflow int64.
   if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
     throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
@@ -27,6 +28,7 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
     throw ConfigError(fmt::format("ranks {} must be > 0 and at most {}", ranks, int64_t{1} << 20));
   }
   if (micro_batch <= 0) throw ConfigError(fmt::format("train.micro_batch {} must be > 0", micro_batch));
+  if (loss_chunk_rows < 0) throw ConfigError(fmt::format("train.loss_chunk_rows {} must be >= 0", loss_chunk_rows));
   MemoryPlan plan;
   const int64_t compute_bytes = precision == "fp32" ? 4 : 2;
   const int64_t b = micro_batch, T = sequence_length, C = model.hidden_size, F = model.intermediate_size;
@@ -46,9 +48,20 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   // The embedding lookup reads its unit in fp32 (the residual stream's
   // precision), so its backward holds three fp32 buffers of the unit's size.
   plan.gathered_units_bytes = std::max(largest_unit * (2 * compute_bytes + 4), embeddings * 12);
-  // The head's backward: the gathered embeddings and three fp32 (b, T, V)
-  // tensors at once (the log-softmax, the loss's gradient, the logits' gradient).
-  plan.logits_bytes = embeddings * compute_bytes + b * T * V * 12;
+  // The head's backward. Unchunked: the gathered embeddings and three fp32
+  // (b, T, V) tensors at once (the log-softmax, the loss's gradient, the
+  // logits' gradient). Chunked (model/chunked_loss.h): the gathered
+  // embeddings, the head weight's gradient (V, C) in compute precision, and
+  // one chunk's logits: in compute precision beside their fp32 copy and its
+  // log-softmax (in fp32 the copy is the logits themselves).
+  plan.loss_chunk_rows = loss_chunk_rows;
+  if (loss_chunk_rows == 0) {
+    plan.logits_bytes = embeddings * compute_bytes + b * T * V * 12;
+  } else {
+    const int64_t chunk = std::min(loss_chunk_rows, b * T);
+    const int64_t chunk_bytes_per_logit = compute_bytes == 4 ? 8 : compute_bytes + 8;
+    plan.logits_bytes = embeddings * compute_bytes + V * C * compute_bytes + chunk * V * chunk_bytes_per_logit;
+  }
   // One layer's activations: norms, q/k/v/o, the SwiGLU's three F-wide
   // tensors, and the (b, H, T, T) attention scores and fp32 softmax.
   const int64_t layer = b * T * (6 * C + 3 * F) * compute_bytes + b * H * T * T * (compute_bytes + 4);
@@ -85,7 +98,10 @@ std::string format_plan(const MemoryPlan& plan) {
   out += fmt::format("memory plan per rank ({} parameters over {} ranks)\n", plan.parameters, plan.ranks);
   out += fmt::format("  sharded state (16 B/param / N)          {:>12}\n", format_bytes(plan.sharded_state_bytes));
   out += fmt::format("  largest unit's backward                 {:>12}\n", format_bytes(plan.gathered_units_bytes));
-  out += fmt::format("  the head's backward (fp32 logits)       {:>12}\n", format_bytes(plan.logits_bytes));
+  const std::string head = plan.loss_chunk_rows > 0
+                               ? fmt::format("the head's backward ({}-token chunks)", plan.loss_chunk_rows)
+                               : std::string("the head's backward (fp32 logits)");
+  out += fmt::format("  {:<40}{:>12}\n", head, format_bytes(plan.logits_bytes));
   out += fmt::format("  activations, checkpointed               {:>12}\n",
                      format_bytes(plan.activations_checkpointed_bytes));
   out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));

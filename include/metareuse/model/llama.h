@@ -148,7 +148,10 @@ std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Ten
 
 // input_ids (B, T) int64 -> hidden (B, T, C).
 torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& input_ids);
-// hidden (B, T, C) -> logits (B, T, V). Uses lm_head.weight, or the embedding when tied.
+// The head's weight (V, C), a view of the embeddings unit's `flat`:
+// lm_head.weight, or the embedding when tied.
+torch::Tensor head_weight(const UnitLayout& layout, const torch::Tensor& flat);
+// hidden (B, T, C) -> logits (B, T, V) with head_weight.
 torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden);
 // One decoder layer: hidden (B, T, C) -> (B, T, C). With a cache, this
 // layer's keys and values are appended to it (the caller advances it). With
@@ -220,6 +223,14 @@ torch::Tensor next_token_targets(const torch::Tensor& input_ids, const torch::Te
 // THE loss: the sum of the fp32 cross-entropy over targets (B, T) that are not
 // -100 (logits (B, T, V)). Callers divide by the target count they choose.
 torch::Tensor token_loss_sum(const torch::Tensor& logits, const torch::Tensor& targets);
+
+// THE training loss: token_loss_sum of the head's logits (head_forward on
+// hidden (B, T, C)) over targets (B, T). chunk_rows > 0 runs the head and the
+// loss that many rows at a time and recomputes them in backward, so the
+// (B*T, V) fp32 logits never exist at once (chunked_loss.h; equal to the
+// unchunked path to rounding); 0 runs them whole (train.loss_chunk_rows).
+torch::Tensor head_loss_sum(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden,
+                            const torch::Tensor& targets, std::int64_t chunk_rows);
 
 // Mean next-token cross-entropy: token_loss_sum with next_token_targets,
 // divided by the number of targets (B * (T - 1) without -100 labels), as

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "metareuse/parallel/fsdp.h"
+#include "metareuse/model/chunked_loss.h"  // kLossChunkRowsDefault
 #include "metareuse/model/config.h"
 #include "metareuse/model/llama.h"  // DocumentLayout, next_token_targets, the forward order
 
@@ -33,6 +34,11 @@ class ShardedLlama {
 
   const LlamaConfig& config() const { return config_; }
   ShardedModel& sharded() { return model_; }
+
+  // Rows of the head and its cross-entropy computed at a time (head_loss_sum;
+  // train.loss_chunk_rows): 0 runs them over the whole micro-batch at once.
+  void set_loss_chunk_rows(int64_t rows);
+  int64_t loss_chunk_rows() const { return loss_chunk_rows_; }
 
   // Loads full parameters by Hugging Face name (every rank keeps its slices).
   void load_full(const std::map<std::string, torch::Tensor>& parameters) { model_.load_full(parameters); }
@@ -78,6 +84,7 @@ class ShardedLlama {
   ShardedModel model_;
   torch::Device device_;
   torch::Tensor inv_freq_;  // (D/2,) fp32, kept on the host: the rotary tables are built there
+  int64_t loss_chunk_rows_ = kLossChunkRowsDefault;
 };
 
 }  // namespace metareuse

@@ -19,7 +19,9 @@ struct MemoryPlan {
   int64_t gathered_units_bytes = 0;  // the largest unit's backward: gathered + full gradient (compute) + an fp32 copy
   int64_t activations_checkpointed_bytes = 0;  // unit inputs kept + one layer's recompute
   int64_t activations_full_bytes = 0;          // what keeping every activation would cost instead
-  int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V)
+  int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V),
+                                     // or, chunked, + the head's gradient and one chunk's logits
+  int64_t loss_chunk_rows = 0;       // train.loss_chunk_rows; 0: unchunked
   int64_t total_bytes = 0;           // state + the larger of the two backwards + checkpointed activations
   // Without recompute: every unit's gathered parameters and every activation
   // stay until backward (FSDP's reshard_after_forward=false).
@@ -33,8 +35,10 @@ struct MemoryPlan {
 
 // `recompute`: train.recompute (auto | always | never); auto recomputes only
 // when the kept total does not fit in 90% of `device_bytes` (never when that is 0).
+// `loss_chunk_rows`: train.loss_chunk_rows (0: the head's logits whole).
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
-                       const std::string& precision, int64_t device_bytes, const std::string& recompute = "auto");
+                       const std::string& precision, int64_t device_bytes, const std::string& recompute,
+                       int64_t loss_chunk_rows);
 std::string format_plan(const MemoryPlan& plan);
 
 }  // namespace metareuse

@@ -14,6 +14,7 @@
 #include "metareuse/checkpoint/checkpoint.h"
 #include "metareuse/core/config.h"  // the resolved config, kept in every checkpoint and written once training starts
 #include "metareuse/distributed/runtime.h"
+#include "metareuse/model/chunked_loss.h"      // kLossChunkRowsDefault
 #include "metareuse/model/config.h"
 #include "metareuse/parallel/sharded_llama.h"  // TrainBatch
 #include "metareuse/train/memory_plan.h"       // MemoryPlan, validate_training's verdict
@@ -48,6 +49,7 @@ struct TrainOptions {
   std::int64_t global_batch = 8;
   std::int64_t micro_batch = 2;
   std::string recompute = "auto";   // train.recompute: auto | always | never (decided by plan_memory)
+  std::int64_t loss_chunk_rows = kLossChunkRowsDefault;  // train.loss_chunk_rows; 0: the head's logits whole
   EpochPolicy epoch_policy;
   std::int64_t epochs = 0;          // > 0 overrides the policy
   std::int64_t max_steps = 0;       // > 0 caps the plan
