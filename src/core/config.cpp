@@ -115,8 +115,8 @@ std::vector<ConfigKey> build_schema() {
               "full sentence containing it) is chosen; past it, a hash sample that is the same at any rank count.",
               1, 1e9),
       key_string("patterns.model", "",
-                 "The strategist model, a Hugging Face folder or a metareuse checkpoint (its tokenizer: "
-                 "tokenizer.path, else the folder's tokenizer.json). reflect mode: it writes behaviors from each "
+                 "The strategist model, a Hugging Face folder or a metareuse checkpoint (its tokenizer and "
+                 "template: tokenizer.*, else the model's own, as eval's). reflect mode: it writes behaviors from each "
                  "record; exact and normalized mode: it phrases each mined pattern as a behavior (name: instruction)."),
       key_string("patterns.reflect_prompt", "",
                  "reflect mode: prompt template file with {reasoning} (and optionally {question}, {solution}); empty: "
