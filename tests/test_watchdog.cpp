@@ -25,6 +25,23 @@ TEST_CASE("a hung rank ends the job within the collective timeout", "[dist][e2e]
   CHECK(seconds < 60);
 }
 
+// The same hang during the wait for a started collective (the sharding
+// engine's prefetched gathers and reduce-scatters in flight).
+TEST_CASE("a hung rank during a started collective's wait ends the job within the collective timeout",
+          "[dist][e2e]") {
+  auto start = std::chrono::steady_clock::now();
+  auto result = metareuse::test::run_shell(
+      std::string("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 100 mpiexec -n 3 --oversubscribe '") +
+      METAREUSE_WATCHDOG_PROBE + "' 2 started");
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  INFO(result.output);
+  CHECK(result.status != 0);
+  CHECK(result.status != 124);  // not ended by the outer timeout
+  CHECK_THAT(result.output, Contains("collective allgather (started earlier) did not complete within 2 s") &&
+                                Contains("the probe's barrier"));
+  CHECK(seconds < 60);
+}
+
 // Rank 0 sleeps 1.5 s in each of its write steps (about 9 s in all) under a
 // 1 s collective timeout: before the writer-aware wait, the other ranks sat in
 // a watched gather or broadcast while rank 0 wrote, and the watchdog ended the

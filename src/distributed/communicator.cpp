@@ -1,6 +1,7 @@
 #include "metareuse/distributed/communicator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "metareuse/core/error.h"
@@ -59,6 +60,27 @@ CollectiveBytes difference(const CollectiveBytes& now, const CollectiveBytes& ea
   return {now.calls - earlier.calls, now.sent - earlier.sent, now.received - earlier.received};
 }
 
+// Adds the time from its construction to its end to the process's wait_seconds.
+class WaitClock {
+ public:
+  WaitClock() : start_(std::chrono::steady_clock::now()) {}
+  ~WaitClock() {
+    process_traffic.wait_seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+  WaitClock(const WaitClock&) = delete;
+  WaitClock& operator=(const WaitClock&) = delete;
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+// A request that finished when it was made (a blocking call stood in for it).
+class FinishedRequest final : public CollectiveRequest {
+ public:
+  bool test() override { return true; }
+  void wait() override {}
+};
+
 std::uint64_t sum(const std::vector<std::size_t>& counts) {
   std::uint64_t total = 0;
   for (std::size_t c : counts) total += c;
@@ -78,7 +100,38 @@ std::uint64_t CollectiveTraffic::received() const {
 CollectiveTraffic CollectiveTraffic::since(const CollectiveTraffic& earlier) const {
   return {difference(allreduce, earlier.allreduce), difference(allgather, earlier.allgather),
           difference(reduce_scatter, earlier.reduce_scatter), difference(broadcast, earlier.broadcast),
-          difference(alltoall, earlier.alltoall)};
+          difference(alltoall, earlier.alltoall), wait_seconds - earlier.wait_seconds};
+}
+
+PendingCollective::PendingCollective(std::unique_ptr<CollectiveRequest> request) : request_(std::move(request)) {}
+
+PendingCollective& PendingCollective::operator=(PendingCollective&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    request_ = std::move(other.request_);
+  }
+  return *this;
+}
+
+PendingCollective::~PendingCollective() { abandon(); }
+
+bool PendingCollective::test() { return request_ == nullptr || request_->test(); }
+
+void PendingCollective::wait() {
+  if (request_ == nullptr) return;
+  {
+    WaitClock clock;
+    request_->wait();
+  }
+  request_.reset();
+}
+
+void PendingCollective::abandon() {
+  if (request_ == nullptr) return;
+  // Still in flight (an exception unwound past it): MPI may yet write its
+  // buffers and forbids freeing the request, so it stays until exit.
+  static auto* abandoned = new std::vector<std::unique_ptr<CollectiveRequest>>();
+  abandoned->push_back(std::move(request_));
 }
 
 CollectiveTraffic collective_traffic() { return process_traffic; }
@@ -86,7 +139,10 @@ CollectiveTraffic collective_traffic() { return process_traffic; }
 // The byte rules of CollectiveBytes (communicator.h), one per kind, counted
 // after the backend returns.
 void Communicator::allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op) {
-  do_allreduce(buffer, count, dtype, op);
+  {
+    WaitClock clock;
+    do_allreduce(buffer, count, dtype, op);
+  }
   const std::uint64_t n = static_cast<std::uint64_t>(size());
   const std::uint64_t chunk = (count + n - 1) / n;  // elements per ring chunk, the buffer padded to n chunks
   const std::uint64_t bytes = 2 * (n - 1) * chunk * dtype_size(dtype);
@@ -94,14 +150,20 @@ void Communicator::allreduce(void* buffer, std::size_t count, DType dtype, Reduc
 }
 
 void Communicator::allgather(const void* send, void* recv, std::size_t count, DType dtype) {
-  do_allgather(send, recv, count, dtype);
+  {
+    WaitClock clock;
+    do_allgather(send, recv, count, dtype);
+  }
   const std::uint64_t bytes = static_cast<std::uint64_t>(size() - 1) * count * dtype_size(dtype);
   add_traffic(process_traffic.allgather, bytes, bytes);
 }
 
 void Communicator::allgatherv(const void* send, std::size_t send_count, void* recv,
                               const std::vector<std::size_t>& recv_counts, DType dtype) {
-  do_allgatherv(send, send_count, recv, recv_counts, dtype);
+  {
+    WaitClock clock;
+    do_allgatherv(send, send_count, recv, recv_counts, dtype);
+  }
   const std::uint64_t total = sum(recv_counts);
   const std::size_t next = static_cast<std::size_t>((rank() + 1) % size());
   const std::uint64_t element = dtype_size(dtype);
@@ -109,13 +171,49 @@ void Communicator::allgatherv(const void* send, std::size_t send_count, void* re
 }
 
 void Communicator::reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) {
-  do_reduce_scatter(send, recv, recv_count, dtype, op);
+  {
+    WaitClock clock;
+    do_reduce_scatter(send, recv, recv_count, dtype, op);
+  }
   const std::uint64_t bytes = static_cast<std::uint64_t>(size() - 1) * recv_count * dtype_size(dtype);
   add_traffic(process_traffic.reduce_scatter, bytes, bytes);
 }
 
+PendingCollective Communicator::start_allgather(const void* send, void* recv, std::size_t count, DType dtype) {
+  PendingCollective pending(do_start_allgather(send, recv, count, dtype));
+  const std::uint64_t bytes = static_cast<std::uint64_t>(size() - 1) * count * dtype_size(dtype);
+  add_traffic(process_traffic.allgather, bytes, bytes);
+  return pending;
+}
+
+PendingCollective Communicator::start_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype,
+                                                     ReduceOp op) {
+  PendingCollective pending(do_start_reduce_scatter(send, recv, recv_count, dtype, op));
+  const std::uint64_t bytes = static_cast<std::uint64_t>(size() - 1) * recv_count * dtype_size(dtype);
+  add_traffic(process_traffic.reduce_scatter, bytes, bytes);
+  return pending;
+}
+
+std::unique_ptr<CollectiveRequest> Communicator::do_start_allgather(const void* send, void* recv, std::size_t count,
+                                                                    DType dtype) {
+  WaitClock clock;
+  do_allgather(send, recv, count, dtype);
+  return std::make_unique<FinishedRequest>();
+}
+
+std::unique_ptr<CollectiveRequest> Communicator::do_start_reduce_scatter(const void* send, void* recv,
+                                                                         std::size_t recv_count, DType dtype,
+                                                                         ReduceOp op) {
+  WaitClock clock;
+  do_reduce_scatter(send, recv, recv_count, dtype, op);
+  return std::make_unique<FinishedRequest>();
+}
+
 void Communicator::broadcast(void* buffer, std::size_t count, DType dtype, int root) {
-  do_broadcast(buffer, count, dtype, root);
+  {
+    WaitClock clock;
+    do_broadcast(buffer, count, dtype, root);
+  }
   const std::uint64_t bytes = static_cast<std::uint64_t>(count) * dtype_size(dtype);
   const int last = (root + size() - 1) % size();  // the chain's end, which forwards nothing
   add_traffic(process_traffic.broadcast, rank() == last ? 0 : bytes, rank() == root ? 0 : bytes);
@@ -123,7 +221,10 @@ void Communicator::broadcast(void* buffer, std::size_t count, DType dtype, int r
 
 void Communicator::alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
                              const std::vector<std::size_t>& recv_counts, DType dtype) {
-  do_alltoallv(send, send_counts, recv, recv_counts, dtype);
+  {
+    WaitClock clock;
+    do_alltoallv(send, send_counts, recv, recv_counts, dtype);
+  }
   const std::size_t own = static_cast<std::size_t>(rank());
   const std::uint64_t element = dtype_size(dtype);
   add_traffic(process_traffic.alltoall, (sum(send_counts) - send_counts.at(own)) * element,

@@ -80,6 +80,32 @@ void counts_and_displacements(const std::vector<std::size_t>& counts, const char
   }
 }
 
+// A non-blocking collective in flight. Its wait is watched like a blocking
+// collective (CollectiveScope): the watchdog's clock starts when the rank
+// begins to wait, not at the start, since a collective left in flight while
+// the rank computes is not late.
+class MpiRequest final : public CollectiveRequest {
+ public:
+  MpiRequest(MPI_Request request, const char* operation) : request_(request), operation_(operation) {}
+
+  bool test() override {
+    if (request_ == MPI_REQUEST_NULL) return true;
+    int done = 0;
+    MR_CHECK_MPI(MPI_Test(&request_, &done, MPI_STATUS_IGNORE));
+    return done != 0;
+  }
+
+  void wait() override {
+    if (request_ == MPI_REQUEST_NULL) return;
+    CollectiveScope watch(operation_);
+    MR_CHECK_MPI(MPI_Wait(&request_, MPI_STATUS_IGNORE));
+  }
+
+ private:
+  MPI_Request request_;
+  const char* operation_;
+};
+
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm parent) {
@@ -130,11 +156,27 @@ class MpiCommunicator final : public Communicator {
                                 displacements.data(), mpi_type(dtype), comm_));
   }
 
+  // Through the non-blocking call, waited at once: Open MPI's blocking and
+  // non-blocking reduce-scatters sum in different orders at 3 ranks and more,
+  // and a gradient must not depend on when its reduce-scatter was waited for.
   void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op) override {
     CollectiveScope watch("reduce_scatter");
-    require_reducible(dtype, "reduce_scatter");
-    MR_CHECK_MPI(MPI_Reduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter"), mpi_type(dtype),
-                                          mpi_op(op), comm_));
+    MPI_Request request = start_reduce_scatter_request(send, recv, recv_count, dtype, op);
+    MR_CHECK_MPI(MPI_Wait(&request, MPI_STATUS_IGNORE));
+  }
+
+  std::unique_ptr<CollectiveRequest> do_start_allgather(const void* send, void* recv, std::size_t count,
+                                                        DType dtype) override {
+    const int n = to_int(count, "allgather");
+    MPI_Request request = MPI_REQUEST_NULL;
+    MR_CHECK_MPI(MPI_Iallgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_, &request));
+    return std::make_unique<MpiRequest>(request, "allgather (started earlier)");
+  }
+
+  std::unique_ptr<CollectiveRequest> do_start_reduce_scatter(const void* send, void* recv, std::size_t recv_count,
+                                                             DType dtype, ReduceOp op) override {
+    return std::make_unique<MpiRequest>(start_reduce_scatter_request(send, recv, recv_count, dtype, op),
+                                        "reduce_scatter (started earlier)");
   }
 
   void do_broadcast(void* buffer, std::size_t count, DType dtype, int root) override {
@@ -187,6 +229,15 @@ class MpiCommunicator final : public Communicator {
   }
 
  private:
+  MPI_Request start_reduce_scatter_request(const void* send, void* recv, std::size_t recv_count, DType dtype,
+                                           ReduceOp op) {
+    require_reducible(dtype, "reduce_scatter");
+    MPI_Request request = MPI_REQUEST_NULL;
+    MR_CHECK_MPI(MPI_Ireduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter"), mpi_type(dtype),
+                                           mpi_op(op), comm_, &request));
+    return request;
+  }
+
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 1;

@@ -127,6 +127,37 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   return ncclSum;
 }
 
+// A collective queued on the communicator's stream and not yet joined by the
+// compute stream: wait() makes the compute stream wait for its event (the
+// host does not block); a hung one is caught by the watchdog, which watches
+// every queued collective (check_progress).
+class NcclRequest final : public CollectiveRequest {
+ public:
+  NcclRequest() = default;  // nothing was queued
+  NcclRequest(EventHandle done, cudaStream_t compute_stream, int device)
+      : done_(std::move(done)), compute_stream_(compute_stream), device_(device) {}
+
+  bool test() override {
+    if (!done_) return true;
+    DeviceGuard guard(device_);
+    const cudaError_t state = cudaEventQuery(done_.get());
+    if (state == cudaErrorNotReady) return false;
+    MR_CHECK_GPU(state);
+    return true;
+  }
+
+  void wait() override {
+    if (!done_) return;
+    DeviceGuard guard(device_);
+    MR_CHECK_GPU(cudaStreamWaitEvent(compute_stream_, done_.get(), 0));
+  }
+
+ private:
+  EventHandle done_;
+  cudaStream_t compute_stream_ = nullptr;
+  int device_ = 0;
+};
+
 class NcclCommunicator final : public DeviceCommunicator {
  public:
   NcclCommunicator(Communicator& bootstrap, int device, double collective_timeout_seconds)
@@ -189,6 +220,29 @@ class NcclCommunicator final : public DeviceCommunicator {
     if (count == 0) return;
     Collective collective(*this, "allgather", recv, send);
     enqueue(ncclAllGather(send, recv, count, nccl_type(dtype), comm(), stream_.get()), "ncclAllGather");
+  }
+
+  // The started collectives: queued on the stream after the compute stream's
+  // work, and joined by the compute stream only at the request's wait().
+  std::unique_ptr<CollectiveRequest> do_start_allgather(const void* send, void* recv, std::size_t count,
+                                                        DType dtype) override {
+    if (count == 0) return std::make_unique<NcclRequest>();
+    {
+      Collective collective(*this, "allgather (started earlier)", recv, send, /*join_compute=*/false);
+      enqueue(ncclAllGather(send, recv, count, nccl_type(dtype), comm(), stream_.get()), "ncclAllGather");
+    }
+    return queued_request();
+  }
+
+  std::unique_ptr<CollectiveRequest> do_start_reduce_scatter(const void* send, void* recv, std::size_t recv_count,
+                                                             DType dtype, ReduceOp op) override {
+    if (recv_count == 0) return std::make_unique<NcclRequest>();
+    {
+      Collective collective(*this, "reduce_scatter (started earlier)", recv, send, /*join_compute=*/false);
+      enqueue(ncclReduceScatter(send, recv, recv_count, nccl_type(dtype), nccl_op(op), comm(), stream_.get()),
+              "ncclReduceScatter");
+    }
+    return queued_request();
   }
 
   void do_allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
@@ -353,11 +407,14 @@ class NcclCommunicator final : public DeviceCommunicator {
   };
 
   // One collective's fences: the collective stream waits for the compute
-  // stream's queued work, and the compute stream waits for the collective.
+  // stream's queued work, and (unless `join_compute` is false: a started
+  // collective, joined at its request's wait) the compute stream waits for
+  // the collective.
   class Collective {
    public:
-    Collective(NcclCommunicator& owner, const char* name, const void* output, const void* input = nullptr)
-        : owner_(owner), guard_(owner.device_), name_(name) {
+    Collective(NcclCommunicator& owner, const char* name, const void* output, const void* input = nullptr,
+               bool join_compute = true)
+        : owner_(owner), guard_(owner.device_), name_(name), join_compute_(join_compute) {
       owner_.require_device_memory(output, name);
       if (input != nullptr) owner_.require_device_memory(input, name);
       owner_.retire_finished();
@@ -370,7 +427,7 @@ class NcclCommunicator final : public DeviceCommunicator {
       if (std::uncaught_exceptions() > 0) return;
       EventHandle done = owner_.take_event();
       MR_CHECK_GPU(cudaEventRecord(done.get(), owner_.stream_.get()));
-      MR_CHECK_GPU(cudaStreamWaitEvent(owner_.compute_stream_, done.get(), 0));
+      if (join_compute_) MR_CHECK_GPU(cudaStreamWaitEvent(owner_.compute_stream_, done.get(), 0));
       std::lock_guard<std::mutex> lock(owner_.pending_mutex_);
       const auto now = std::chrono::steady_clock::now();
       owner_.pending_.push_back({std::move(done), name_, now});
@@ -382,7 +439,18 @@ class NcclCommunicator final : public DeviceCommunicator {
     NcclCommunicator& owner_;
     DeviceGuard guard_;
     const char* name_;
+    bool join_compute_;
   };
+
+  // A request for the collective queued last: an event recorded after it on
+  // the stream (which runs collectives in order), owned by the request so that
+  // it outlives the pending list's recycling.
+  std::unique_ptr<CollectiveRequest> queued_request() {
+    DeviceGuard guard(device_);
+    EventHandle done = make_event();
+    MR_CHECK_GPU(cudaEventRecord(done.get(), stream_.get()));
+    return std::make_unique<NcclRequest>(std::move(done), compute_stream_, device_);
+  }
 
   // Non-blocking init (blocking = 0): ncclCommInitRankConfig returns at once
   // and the communicator's state reads ncclInProgress until every rank has

@@ -94,4 +94,61 @@ torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, Redu
   return shard;
 }
 
+PendingTensor::PendingTensor(PendingCollective collective, torch::Tensor input, torch::Tensor output)
+    : collective_(std::move(collective)), input_(std::move(input)), output_(std::move(output)) {}
+
+PendingTensor& PendingTensor::operator=(PendingTensor&& other) noexcept {
+  if (this != &other) {
+    abandon();
+    collective_ = std::move(other.collective_);
+    input_ = std::move(other.input_);
+    output_ = std::move(other.output_);
+    other.output_ = torch::Tensor();
+  }
+  return *this;
+}
+
+PendingTensor::~PendingTensor() { abandon(); }
+
+void PendingTensor::abandon() {
+  if (!collective_.active()) return;
+  // The collective may still read the input and write the output.
+  static auto* kept = new std::vector<torch::Tensor>();
+  kept->push_back(std::move(input_));
+  kept->push_back(std::move(output_));
+}
+
+bool PendingTensor::test() { return collective_.test(); }
+
+torch::Tensor PendingTensor::wait() {
+  MR_CHECK(output_.defined(), "a pending collective's output was taken already");
+  collective_.wait();
+  input_ = torch::Tensor();
+  return std::move(output_);
+}
+
+PendingTensor start_allgather(Communicator& comm, const torch::Tensor& shard) {
+  require_usable(shard, "allgather");
+  MR_CHECK(shard.dim() == 1, "allgather: shard must be 1-D, got {} dims", shard.dim());
+  if (local_device_identity(comm, shard)) return PendingTensor({}, {}, shard.clone());
+  auto full = torch::empty({shard.numel() * comm.size()}, shard.options());  // (size * shard,)
+  if (shard.numel() == 0) return PendingTensor({}, {}, full);
+  PendingCollective started = backend_for(comm, shard).start_allgather(
+      shard.data_ptr(), full.data_ptr(), static_cast<std::size_t>(shard.numel()), dtype_of_tensor(shard));
+  return PendingTensor(std::move(started), shard, full);
+}
+
+PendingTensor start_reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op) {
+  require_usable(full, "reduce_scatter");
+  MR_CHECK(full.dim() == 1 && full.numel() % comm.size() == 0,
+           "reduce_scatter: need a 1-D tensor with numel divisible by {} ranks, got shape {}", comm.size(),
+           c10::str(full.sizes()));
+  if (local_device_identity(comm, full)) return PendingTensor({}, {}, full.clone());
+  auto shard = torch::empty({full.numel() / comm.size()}, full.options());  // (full / size,)
+  if (shard.numel() == 0) return PendingTensor({}, {}, shard);
+  PendingCollective started = backend_for(comm, full).start_reduce_scatter(
+      full.data_ptr(), shard.data_ptr(), static_cast<std::size_t>(shard.numel()), dtype_of_tensor(full), op);
+  return PendingTensor(std::move(started), full, shard);
+}
+
 }  // namespace metareuse

@@ -56,6 +56,11 @@ struct CollectiveBytes {
 // A rank's collective traffic by kind (docs/scaling.md turns it into step time).
 struct CollectiveTraffic {
   CollectiveBytes allreduce, allgather, reduce_scatter, broadcast, alltoall;
+  // Seconds this rank's host was blocked on collectives: each blocking
+  // collective whole, each started one (start_allgather, start_reduce_scatter)
+  // only inside its wait(). What overlap hides does not count. Under NCCL the
+  // host does not block on the device, so this is host time only.
+  double wait_seconds = 0;
 
   std::uint64_t sent() const;
   std::uint64_t received() const;
@@ -68,6 +73,44 @@ struct CollectiveTraffic {
 // link carries both). Plain integers, cost nothing measurable: collectives
 // are issued by one thread (the watchdog only reads the clock).
 CollectiveTraffic collective_traffic();
+
+// A collective started and not finished: its buffers must stay untouched and
+// alive until wait() returns. Backends implement it; callers hold it in a
+// PendingCollective.
+class CollectiveRequest {
+ public:
+  virtual ~CollectiveRequest() = default;
+  // Lets the collective progress without blocking (MPI progresses non-blocking
+  // collectives only inside MPI calls); true once it has finished.
+  virtual bool test() = 0;
+  // Returns once the collective has finished and its output may be read. A
+  // peer that never joins is caught as in a blocking collective (the MPI
+  // backend's wait is watched by the collective watchdog; NCCL's is the
+  // stream's, see device_communicator.h).
+  virtual void wait() = 0;
+};
+
+// The caller's handle on a started collective (Communicator::start_allgather,
+// start_reduce_scatter): move-only; wait() once, then it is empty. Dropping one
+// that was never waited for keeps its request alive until the process ends
+// (freeing an active MPI request is erroneous), which only an error path does.
+class PendingCollective {
+ public:
+  PendingCollective() = default;
+  explicit PendingCollective(std::unique_ptr<CollectiveRequest> request);
+  PendingCollective(PendingCollective&&) noexcept = default;
+  PendingCollective& operator=(PendingCollective&& other) noexcept;
+  ~PendingCollective();
+
+  bool active() const { return request_ != nullptr; }
+  bool test();
+  // Blocks until done; the blocked time counts in CollectiveTraffic::wait_seconds.
+  void wait();
+
+ private:
+  void abandon();
+  std::unique_ptr<CollectiveRequest> request_;
+};
 
 // Every collective goes through the public calls below, which count its bytes
 // (CollectiveBytes) and hand it to the backend's do_* call.
@@ -90,6 +133,14 @@ class Communicator {
   // send holds size() * recv_count elements; recv gets block rank() of the
   // element-wise reduction over ranks.
   void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op);
+  // The same two, started now and finished by the handle's wait(), so that
+  // compute can run while they are in flight. Bytes count when started. A
+  // started reduce-scatter sums in the same order as reduce_scatter(), so
+  // waiting later never changes a result. Every rank starts the same
+  // collectives in the same order, blocking ones included.
+  PendingCollective start_allgather(const void* send, void* recv, std::size_t count, DType dtype);
+  PendingCollective start_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype,
+                                         ReduceOp op);
   void broadcast(void* buffer, std::size_t count, DType dtype, int root);
   // send_counts[r] elements go to rank r (blocks contiguous in rank order);
   // recv_counts[r] elements arrive from rank r.
@@ -148,6 +199,12 @@ class Communicator {
                              const std::vector<std::size_t>& recv_counts, DType dtype) = 0;
   virtual void do_reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype,
                                  ReduceOp op) = 0;
+  // Started collectives; the defaults run the blocking call and return a
+  // finished request (the one-rank and loopback communicators).
+  virtual std::unique_ptr<CollectiveRequest> do_start_allgather(const void* send, void* recv, std::size_t count,
+                                                                DType dtype);
+  virtual std::unique_ptr<CollectiveRequest> do_start_reduce_scatter(const void* send, void* recv,
+                                                                     std::size_t recv_count, DType dtype, ReduceOp op);
   virtual void do_broadcast(void* buffer, std::size_t count, DType dtype, int root) = 0;
   virtual void do_alltoallv(const void* send, const std::vector<std::size_t>& send_counts, void* recv,
                             const std::vector<std::size_t>& recv_counts, DType dtype) = 0;

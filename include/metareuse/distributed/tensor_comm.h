@@ -22,4 +22,32 @@ torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard);
 // `full` is 1-D with numel divisible by size(); returns this rank's block of the sum.
 torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op);
 
+// A tensor collective in flight: it holds the input and the output, which
+// wait() returns once the collective has finished (on CUDA: once torch's
+// current stream waits for it). One dropped before wait() keeps both
+// tensors until the process ends, as its request (PendingCollective).
+class PendingTensor {
+ public:
+  PendingTensor() = default;
+  PendingTensor(PendingCollective collective, torch::Tensor input, torch::Tensor output);
+  PendingTensor(PendingTensor&&) noexcept = default;
+  PendingTensor& operator=(PendingTensor&& other) noexcept;
+  ~PendingTensor();
+
+  // Whether it holds an output not yet returned by wait().
+  bool active() const { return output_.defined(); }
+  // Lets it progress; true once finished.
+  bool test();
+  torch::Tensor wait();
+
+ private:
+  void abandon();
+  PendingCollective collective_;
+  torch::Tensor input_, output_;
+};
+
+// allgather and reduce_scatter above, started now and finished by wait().
+PendingTensor start_allgather(Communicator& comm, const torch::Tensor& shard);
+PendingTensor start_reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op);
+
 }  // namespace metareuse
