@@ -11,7 +11,9 @@
 //      and the bad-step rule at the minimum scale;
 //   5. the host waits per optimizer step do not grow with layers or micro-steps;
 //   6. recompute on and off: the fixture's logits, loss and every gradient
-//      (transformers), and bit-identical gradients to each other.
+//      (transformers), and bit-identical gradients to each other;
+//   7. communication overlapped with compute (train.overlap) and the serial
+//      order: bit-identical losses, gradient shards and weights.
 #include "torch_catch.h"
 
 #include <signal.h>
@@ -285,6 +287,94 @@ TEST_CASE("the chunked loss gives the unchunked loss and every gradient", "[trai
   CHECK_THROWS_WITH(ShardedLlama(LlamaConfig::preset("debug-tiny"), comm, torch::kCPU, torch::kFloat32)
                         .set_loss_chunk_rows(-1),
                     Catch::Matchers::Contains("chunk rows must be >= 0"));
+}
+
+// Overlap changes only when each collective is waited for: gathers are copies,
+// a started reduce-scatter sums as a blocking one, and each unit's blocks are
+// added in the order they were started. So every bit must match. The
+// embedding unit (4096 x 64 = 262144 elements) is large enough that Open MPI's
+// blocking and non-blocking reduce-scatters would sum it in different orders
+// at 3 ranks. Several micro-steps per step, since the first micro-step of a
+// model runs in the serial order (the schedule learns the order from it).
+TEST_CASE("overlap on and off give bit-identical losses, gradient shards and weights", "[train][overlap]") {
+  Communicator& comm = test::runtime().world();
+  LlamaConfig config = LlamaConfig::preset("debug-tiny");
+  config.vocab_size = 4096;
+  for (const bool tied : {true, false}) {
+    for (const bool recompute : {true, false}) {
+      for (const torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16}) {
+        if (dtype == torch::kBFloat16 && !(tied && recompute)) continue;  // one mixed-precision case is enough
+        config.tie_word_embeddings = tied;
+        LlamaModel initial(config);
+        initial.init_weights(13);
+        const auto parameters = named_parameters(initial);
+        torch::Generator generator = at::detail::createCPUGenerator(29);
+        std::vector<TrainBatch> batches;
+        for (int s = 0; s < 3; ++s) {
+          torch::Tensor ids = torch::randint(0, config.vocab_size, {6, 12}, generator, torch::kInt64);  // (B, T)
+          batches.push_back({ids, next_token_targets(ids)});
+        }
+        struct Run {
+          std::vector<double> losses;
+          std::vector<torch::Tensor> grads, masters;  // every step's shards, in unit order
+          ShardedModel::OverlapCounts counts;
+        };
+        auto run = [&](bool overlap) {
+          ShardedLlama model(config, comm, torch::kCPU, dtype);
+          model.load_full(parameters);
+          model.sharded().set_recompute(recompute);
+          model.sharded().set_overlap(overlap);
+          AdamW optimizer(model.sharded(), AdamWConfig{});
+          LossScaler scaler(LossScalerConfig{});
+          int64_t adam_steps = 0;
+          Run out;
+          for (const TrainBatch& batch : batches) {
+            out.losses.push_back(model.forward_backward(batch, /*micro_batch=*/1, 1.0));
+            for (std::size_t u = 0; u < model.sharded().size(); ++u) {
+              out.grads.push_back(model.sharded().unit(u).grad().clone());
+            }
+            optimizer.step(1e-3, 1.0, scaler, adam_steps);
+            for (std::size_t u = 0; u < model.sharded().size(); ++u) {
+              out.masters.push_back(model.sharded().unit(u).master().clone());
+            }
+          }
+          out.counts = model.sharded().overlap_counts();
+          return out;
+        };
+        const Run serial = run(false), overlapped = run(true);
+        INFO(comm.size() << " ranks, tied " << tied << ", recompute " << recompute << ", "
+                         << c10::toString(dtype) << ": " << overlapped.counts.prefetched << " gathers prefetched, "
+                         << overlapped.counts.wasted << " wasted");
+        CHECK(serial.counts.prefetched == 0);
+        if (comm.size() > 1) {
+          // Per micro-step, `calls` unit calls (embedding, layers, norm, head). The
+          // model's first micro-step has no order to follow: only its backward's
+          // gathers but the first are prefetched. Every later one prefetches
+          // every forward gather but the first, and every recompute's gather.
+          const int64_t n = comm.size(), rows = 6;
+          const int64_t micro_steps = 3 * ((rows + n - 1) / n);
+          const int64_t calls = config.num_hidden_layers + 3;
+          const int64_t expected = recompute ? (calls - 1) + (micro_steps - 1) * (2 * calls - 1)
+                                             : (micro_steps - 1) * (calls - 1);
+          CHECK(overlapped.counts.prefetched == expected);
+          CHECK(overlapped.counts.wasted == 0);
+        } else {
+          CHECK(overlapped.counts.prefetched == 0);  // one rank: nothing to overlap
+        }
+        REQUIRE(serial.losses.size() == overlapped.losses.size());
+        for (std::size_t s = 0; s < serial.losses.size(); ++s) CHECK(serial.losses[s] == overlapped.losses[s]);
+        REQUIRE(serial.grads.size() == overlapped.grads.size());
+        for (std::size_t i = 0; i < serial.grads.size(); ++i) {
+          INFO("gradient shard " << i);
+          CHECK(torch::equal(serial.grads[i], overlapped.grads[i]));
+        }
+        for (std::size_t i = 0; i < serial.masters.size(); ++i) {
+          INFO("weight shard " << i);
+          CHECK(torch::equal(serial.masters[i], overlapped.masters[i]));
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("recompute never and always give the same losses", "[train][recompute]") {

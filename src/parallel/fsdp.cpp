@@ -4,6 +4,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/distributed/tensor_comm.h"
+#include "overlap.h"    // OverlapSchedule: prefetched gathers, reduce-scatters in flight
 #include "unit_call.h"  // UnitCall, run_unit_call: the one recompute Function
 
 namespace metareuse {
@@ -70,6 +71,23 @@ void ShardedUnit::accumulate_grad(const torch::Tensor& flat_grad) {
   grad_.add_(shard);
 }
 
+PendingTensor ShardedUnit::start_gather(torch::ScalarType dtype) const {
+  torch::NoGradGuard no_grad;
+  return start_allgather(comm_, master_.to(dtype).contiguous());  // (padded_numel,) at wait()
+}
+
+PendingTensor ShardedUnit::start_reduce_grad(const torch::Tensor& flat_grad) {
+  torch::NoGradGuard no_grad;
+  MR_CHECK(flat_grad.numel() == padded_numel_, "unit {}: gradient has {} elements, expected {}", layout_.name,
+           flat_grad.numel(), padded_numel_);
+  return start_reduce_scatter(comm_, flat_grad.to(torch::kFloat32).contiguous(), ReduceOp::kSum);
+}
+
+void ShardedUnit::add_grad(PendingTensor& reduced) {
+  torch::NoGradGuard no_grad;
+  grad_.add_(reduced.wait());
+}
+
 int64_t ShardedUnit::persistent_bytes() const {
   int64_t bytes = 0;
   for (const auto* t : {&master_, &grad_}) {
@@ -83,11 +101,19 @@ ShardedModel::ShardedModel(std::vector<UnitLayout> units, Communicator& comm, to
     : comm_(comm), compute_dtype_(compute_dtype) {
   for (auto& layout : units) units_.push_back(std::make_unique<ShardedUnit>(std::move(layout), comm, device));
   anchor_ = torch::zeros({1}, torch::TensorOptions().device(device)).requires_grad_(true);
+  overlap_ = std::make_unique<OverlapSchedule>(units_);
 }
 
 ShardedModel::~ShardedModel() = default;
 
-void ShardedModel::end_micro_step() { live_calls_.clear(); }
+ShardedModel::OverlapCounts ShardedModel::overlap_counts() const {
+  return {overlap_->prefetched(), overlap_->wasted()};
+}
+
+void ShardedModel::end_micro_step() {
+  live_calls_.clear();
+  overlap_->end_micro_step();
+}
 
 ShardedUnit& ShardedModel::unit(const std::string& name) {
   for (auto& unit : units_) {
@@ -105,12 +131,28 @@ torch::Tensor ShardedModel::run(std::size_t index, const torch::Tensor& input, U
     return fn(input, flat);
   }
   auto call = c10::make_intrusive<UnitCall>();
-  call->gather = [&target, dtype] { return target.gather(dtype); };  // (padded_numel,)
+  if (overlap_enabled_ && comm_.size() > 1) {
+    // The schedule hands out each gather (its forward's first, its
+    // recompute's second) and takes the gradient; see overlap.h.
+    const std::size_t position = overlap_->begin_call(index, dtype, recompute_);
+    OverlapSchedule* schedule = overlap_.get();
+    call->gather = [schedule, position, gathered = false]() mutable {
+      const bool first = !gathered;
+      gathered = true;
+      return first ? schedule->forward_gather(position) : schedule->backward_gather(position);  // (padded_numel,)
+    };
+    call->deliver_grad = [schedule, position](const torch::Tensor& flat_grad) {
+      schedule->reduce_scatter(position, flat_grad);  // into the fp32 shard by end_micro_step
+      return torch::Tensor();
+    };
+  } else {
+    call->gather = [&target, dtype] { return target.gather(dtype); };  // (padded_numel,)
+    call->deliver_grad = [&target](const torch::Tensor& flat_grad) {
+      target.accumulate_grad(flat_grad);  // reduce-scatter into the fp32 shard
+      return torch::Tensor();
+    };
+  }
   call->fn = std::move(fn);
-  call->deliver_grad = [&target](const torch::Tensor& flat_grad) {
-    target.accumulate_grad(flat_grad);  // reduce-scatter into the fp32 shard
-    return torch::Tensor();
-  };
   call->recompute = recompute_;
   live_calls_.push_back(call);
   return run_unit_call(input, anchor_, std::move(call));

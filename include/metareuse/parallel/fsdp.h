@@ -32,12 +32,14 @@
 #include <vector>
 
 #include "metareuse/distributed/communicator.h"
+#include "metareuse/distributed/tensor_comm.h"  // PendingTensor: a started gather or reduce-scatter
 #include "metareuse/model/config.h"  // UnitLayout
 #include "metareuse/model/llama.h"   // UnitFn
 
 namespace metareuse {
 
-struct UnitCall;  // unit_call.h: one unit's call, kept until backward
+struct UnitCall;         // unit_call.h: one unit's call, kept until backward
+class OverlapSchedule;   // overlap.h: prefetched gathers, reduce-scatters left in flight
 
 // State kept per unit in the shape of that unit's shard, beside the master
 // weights: one fp32 tensor (shard_numel,) per unit, saved in checkpoints under
@@ -80,6 +82,12 @@ class ShardedUnit {
   // Reduce-scatters (sum) a full flat gradient [padded_numel] and adds this
   // rank's block to the fp32 gradient shard (a collective).
   void accumulate_grad(const torch::Tensor& flat_grad);
+  // The two collectives above, started now (the result is the same): the
+  // gathered buffer arrives at the handle's wait(); accumulate_grad() is
+  // start_reduce_grad() then add_grad(), which waits and adds the block.
+  PendingTensor start_gather(torch::ScalarType dtype) const;
+  PendingTensor start_reduce_grad(const torch::Tensor& flat_grad);
+  void add_grad(PendingTensor& reduced);
 
   torch::Tensor& master() { return master_; }        // fp32 [shard]
   torch::Tensor& grad() { return grad_; }            // fp32 [shard]
@@ -120,6 +128,16 @@ class ShardedModel {
   // train.recompute, as the memory plan decided it (train/memory_plan.h: plan_memory).
   void set_recompute(bool enabled) { recompute_ = enabled; }
   bool recompute() const { return recompute_; }
+  // train.overlap: with more than one rank, gathers are prefetched and
+  // reduce-scatters left in flight while units compute (overlap.h); the
+  // results are bit-identical either way. On by default.
+  void set_overlap(bool enabled) { overlap_enabled_ = enabled; }
+  bool overlap() const { return overlap_enabled_; }
+  // Gathers served by a prefetch, and prefetches that went unused, so far.
+  struct OverlapCounts {
+    std::int64_t prefetched = 0, wasted = 0;
+  };
+  OverlapCounts overlap_counts() const;
 
   // Loads full parameters (by name) into every unit's master shard.
   void load_full(const std::map<std::string, torch::Tensor>& full);
@@ -127,7 +145,8 @@ class ShardedModel {
   std::map<std::string, torch::Tensor> gather_full();
   void zero_grad();
   // Drops the calls of the last forward (after backward; also frees what a
-  // forward with grad kept when its backward never ran).
+  // forward with grad kept when its backward never ran), and finishes every
+  // collective left in flight: the gradient shards are complete afterwards.
   void end_micro_step();
   int64_t numel() const;
   int64_t persistent_bytes() const;
@@ -140,6 +159,8 @@ class ShardedModel {
   std::vector<c10::intrusive_ptr<UnitCall>> live_calls_;
   torch::Tensor anchor_;  // requires grad, so every unit call joins the graph
   bool recompute_ = true;
+  bool overlap_enabled_ = true;
+  std::unique_ptr<OverlapSchedule> overlap_;
 };
 
 }  // namespace metareuse
