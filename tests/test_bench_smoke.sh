@@ -70,7 +70,8 @@ case "$case_name" in
     bench "$python" "$src/bench/train/peers.py" init "$work/init"
     bench "$python" "$src/bench/train/peers.py" docs "$work/a.json" a 2 1
     bench "$build/bin/bench_train" --init "$work/init" --docs "$work/a.json"
-    expect '^\{"route": "metareuse", "ranks": 1, "workload": "a", "timed_steps": 1, "useful_tokens_per_s": [0-9.]+'
+    expect '^\{"route": "metareuse", "ranks": 1, "workload": "a", "timed_steps": 1, "useful_tokens_per_s": [0-9.]+' \
+      '"overlap": true, "comm_wait_s_per_step": [0-9.]+\}$'
     ;;
   fp16)
     need_shared datasets/gsm8k/test.jsonl

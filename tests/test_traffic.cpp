@@ -71,44 +71,50 @@ TEST_CASE("a training step's traffic equals docs/scaling.md's formula", "[traffi
   const std::int64_t rows = 6, micro_batch = 1;
   for (const bool tied : {true, false}) {
     for (const bool recompute : {true, false}) {
-      LlamaConfig config = LlamaConfig::preset("debug-tiny");  // its units pad at 3 ranks
-      config.tie_word_embeddings = tied;
-      LlamaModel initial(config);
-      initial.init_weights(5);
-      std::map<std::string, torch::Tensor> parameters;
-      for (const auto& [name, value] : initial.named_parameters()) parameters.emplace(name, value.detach());
-      ShardedLlama model(config, comm, torch::kCPU, torch::kBFloat16);
-      model.load_full(parameters);
-      model.sharded().set_recompute(recompute);
-      AdamW optimizer(model.sharded(), AdamWConfig{});
-      LossScaler scaler(LossScalerConfig{});
-      torch::Generator generator = at::detail::createCPUGenerator(17);
-      torch::Tensor ids = torch::randint(0, config.vocab_size, {rows, 12}, generator, torch::kInt64);  // (B, T)
-      const TrainBatch batch{ids, next_token_targets(ids), {}};
-      int64_t adam_steps = 0;
+      // Overlap changes when collectives are waited for, never which ones run.
+      for (const bool overlap : {true, false}) {
+        LlamaConfig config = LlamaConfig::preset("debug-tiny");  // its units pad at 3 ranks
+        config.tie_word_embeddings = tied;
+        LlamaModel initial(config);
+        initial.init_weights(5);
+        std::map<std::string, torch::Tensor> parameters;
+        for (const auto& [name, value] : initial.named_parameters()) parameters.emplace(name, value.detach());
+        ShardedLlama model(config, comm, torch::kCPU, torch::kBFloat16);
+        model.load_full(parameters);
+        model.sharded().set_recompute(recompute);
+        model.sharded().set_overlap(overlap);
+        AdamW optimizer(model.sharded(), AdamWConfig{});
+        LossScaler scaler(LossScalerConfig{});
+        torch::Generator generator = at::detail::createCPUGenerator(17);
+        torch::Tensor ids = torch::randint(0, config.vocab_size, {rows, 12}, generator, torch::kInt64);  // (B, T)
+        const TrainBatch batch{ids, next_token_targets(ids), {}};
+        int64_t adam_steps = 0;
 
-      const CollectiveTraffic before = collective_traffic();
-      model.forward_backward(batch, micro_batch, scaler.scale());
-      optimizer.step(1e-3, 1.0, scaler, adam_steps);
-      const CollectiveTraffic step = collective_traffic().since(before);
+        const CollectiveTraffic before = collective_traffic();
+        model.forward_backward(batch, micro_batch, scaler.scale());
+        optimizer.step(1e-3, 1.0, scaler, adam_steps);
+        const CollectiveTraffic step = collective_traffic().since(before);
 
-      // Every rank runs as many micro-steps as the rank with the most rows.
-      const std::int64_t micro_steps = ((rows + n - 1) / n + micro_batch - 1) / micro_batch;
-      const Expected expected = step_formula(config, n, micro_steps, recompute, 2);
-      INFO(n << " ranks, tied " << tied << ", recompute " << recompute << ", " << micro_steps << " micro-steps");
-      CHECK(step.allgather.calls == expected.allgather_calls);
-      CHECK(step.allgather.sent == expected.allgather_bytes);
-      CHECK(step.allgather.received == expected.allgather_bytes);
-      CHECK(step.reduce_scatter.calls == expected.reduce_scatter_calls);
-      CHECK(step.reduce_scatter.sent == expected.reduce_scatter_bytes);
-      CHECK(step.reduce_scatter.received == expected.reduce_scatter_bytes);
-      CHECK(step.allreduce.calls == expected.allreduce_calls);
-      CHECK(step.allreduce.sent == expected.allreduce_bytes);
-      CHECK(step.allreduce.received == expected.allreduce_bytes);
-      CHECK(step.broadcast.calls == 0);
-      CHECK(step.alltoall.calls == 0);
-      CHECK(step.sent() == expected.allgather_bytes + expected.reduce_scatter_bytes + expected.allreduce_bytes);
-      if (n > 1) CHECK(step.sent() > 0);
+        // Every rank runs as many micro-steps as the rank with the most rows.
+        const std::int64_t micro_steps = ((rows + n - 1) / n + micro_batch - 1) / micro_batch;
+        const Expected expected = step_formula(config, n, micro_steps, recompute, 2);
+        INFO(n << " ranks, tied " << tied << ", recompute " << recompute << ", overlap " << overlap << ", "
+               << micro_steps << " micro-steps");
+        CHECK(step.allgather.calls == expected.allgather_calls);
+        CHECK(step.allgather.sent == expected.allgather_bytes);
+        CHECK(step.allgather.received == expected.allgather_bytes);
+        CHECK(step.reduce_scatter.calls == expected.reduce_scatter_calls);
+        CHECK(step.reduce_scatter.sent == expected.reduce_scatter_bytes);
+        CHECK(step.reduce_scatter.received == expected.reduce_scatter_bytes);
+        CHECK(step.allreduce.calls == expected.allreduce_calls);
+        CHECK(step.allreduce.sent == expected.allreduce_bytes);
+        CHECK(step.allreduce.received == expected.allreduce_bytes);
+        CHECK(step.broadcast.calls == 0);
+        CHECK(step.alltoall.calls == 0);
+        CHECK(step.sent() == expected.allgather_bytes + expected.reduce_scatter_bytes + expected.allreduce_bytes);
+        if (n > 1) CHECK(step.sent() > 0);
+        CHECK(step.wait_seconds > 0.0);  // the step waited on its collectives (the blocking ones at least)
+      }
     }
   }
 }
@@ -119,7 +125,9 @@ TEST_CASE("metrics.jsonl's step line keeps the step's traffic through its writer
   line.traffic.allgather = {10, 7000, 7000};
   line.traffic.reduce_scatter = {5, 9000, 9000};
   line.traffic.broadcast = {1, 0, 64};
+  line.traffic.wait_seconds = 0.25;
   const nlohmann::json written = line.to_json();
+  CHECK(written.at("comm_wait_s").get<double>() == 0.25);
   CHECK(written.at("traffic").at("sent_bytes").get<std::uint64_t>() == 16000);
   CHECK(written.at("traffic").at("received_bytes").get<std::uint64_t>() == 16064);
   const std::optional<MetricsLine> read = MetricsLine::from_json(nlohmann::json::parse(written.dump()));
@@ -128,8 +136,10 @@ TEST_CASE("metrics.jsonl's step line keeps the step's traffic through its writer
   CHECK(read->traffic.reduce_scatter.sent == 9000);
   CHECK(read->traffic.broadcast.received == 64);
   CHECK(read->traffic.sent() == 16000);
+  CHECK(read->traffic.wait_seconds == 0.25);
   // A line written before the traffic existed reads as no traffic.
   const std::optional<MetricsLine> old = MetricsLine::from_json(nlohmann::json{{"step", 1}, {"loss", 2.0}});
   REQUIRE(old.has_value());
   CHECK(old->traffic.sent() == 0);
+  CHECK(old->traffic.wait_seconds == 0.0);
 }

@@ -312,7 +312,7 @@ TEST_CASE("overlap on and off give bit-identical losses, gradient shards and wei
         std::vector<TrainBatch> batches;
         for (int s = 0; s < 3; ++s) {
           torch::Tensor ids = torch::randint(0, config.vocab_size, {6, 12}, generator, torch::kInt64);  // (B, T)
-          batches.push_back({ids, next_token_targets(ids)});
+          batches.push_back({ids, next_token_targets(ids), {}});
         }
         struct Run {
           std::vector<double> losses;

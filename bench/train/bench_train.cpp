@@ -5,12 +5,14 @@
 // dataset's packer (pack_documents) into rows of the workload's sequence
 // length, and trained with the document mask and per-micro-batch padding cut.
 //
-//   bench_train --init DIR --docs FILE [--recompute auto|always|never] [--micro-batch N]
+//   bench_train --init DIR --docs FILE [--recompute auto|always|never] [--micro-batch N] [--overlap on|off]
 //
 // Prints one JSON line (rank 0): useful tokens/s (document tokens; the first
-// step is a warmup, not timed), peak RSS per rank, the last loss, and the
-// bytes rank 0 sends per timed step in each kind of collective (all 0 at one
-// rank; communicator.h says how they are counted).
+// step is a warmup, not timed), peak RSS per rank, the last loss, the bytes
+// rank 0 sends per timed step in each kind of collective (all 0 at one rank;
+// communicator.h says how they are counted), and the seconds rank 0 was
+// blocked on collectives per timed step (CollectiveTraffic::wait_seconds;
+// --overlap off waits for each collective where it is issued).
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
@@ -31,7 +33,7 @@
 
 int main(int argc, char** argv) {
   using namespace metareuse;
-  std::string init, docs_path, recompute = "auto";
+  std::string init, docs_path, recompute = "auto", overlap = "on";
   int64_t micro_batch = 4;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
@@ -39,13 +41,15 @@ int main(int argc, char** argv) {
     else if (flag == "--docs") docs_path = argv[i + 1];
     else if (flag == "--recompute") recompute = argv[i + 1];
     else if (flag == "--micro-batch") micro_batch = std::atoll(argv[i + 1]);
+    else if (flag == "--overlap") overlap = argv[i + 1];
     else {
       std::fprintf(stderr, "bench_train: unknown flag %s\n", flag.c_str());
       return 2;
     }
   }
-  if (init.empty() || docs_path.empty()) {
-    std::fprintf(stderr, "usage: bench_train --init DIR --docs FILE [--recompute auto|always|never]\n");
+  if (init.empty() || docs_path.empty() || (overlap != "on" && overlap != "off")) {
+    std::fprintf(stderr, "usage: bench_train --init DIR --docs FILE [--recompute auto|always|never] [--micro-batch N] "
+                         "[--overlap on|off]\n");
     return 2;
   }
   Runtime runtime("auto");
@@ -62,8 +66,10 @@ int main(int argc, char** argv) {
   ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
   model.load_full(parameters);
   // The trainer's rule: the memory plan decides (no device memory on CPU: auto keeps everything).
-  MemoryPlan plan = plan_memory(config, comm.size(), micro_batch, T, "fp32", 0, recompute, model.loss_chunk_rows());
+  MemoryPlan plan =
+      plan_memory(config, comm.size(), micro_batch, T, "fp32", 0, recompute, model.loss_chunk_rows(), overlap == "on");
   model.sharded().set_recompute(plan.recompute);
+  model.sharded().set_overlap(overlap == "on");
 
   // Every step's documents packed into rows of T, before the clock starts (a dataset file's work).
   std::vector<TrainBatch> batches;
@@ -112,11 +118,13 @@ int main(int argc, char** argv) {
     std::printf("{\"route\": \"metareuse\", \"ranks\": %d, \"workload\": \"%s\", \"timed_steps\": %zu, "
                 "\"useful_tokens_per_s\": %.1f, \"peak_rss_bytes_per_rank\": %.0f, \"last_loss\": %.6f, "
                 "\"recompute\": %s, \"torch_threads\": %d, \"allgather_bytes_per_step\": %.0f, "
-                "\"reduce_scatter_bytes_per_step\": %.0f, \"allreduce_bytes_per_step\": %.0f}\n",
+                "\"reduce_scatter_bytes_per_step\": %.0f, \"allreduce_bytes_per_step\": %.0f, \"overlap\": %s, "
+                "\"comm_wait_s_per_step\": %.4f}\n",
                 comm.size(), workload.at("workload").get<std::string>().c_str(), batches.size() - 1,
                 timed_tokens / seconds, peak, last_loss, plan.recompute ? "true" : "false", torch::get_num_threads(),
                 timed_traffic.allgather.sent / timed_steps, timed_traffic.reduce_scatter.sent / timed_steps,
-                timed_traffic.allreduce.sent / timed_steps);
+                timed_traffic.allreduce.sent / timed_steps, overlap == "on" ? "true" : "false",
+                timed_traffic.wait_seconds / timed_steps);
   }
   return 0;
 }

@@ -242,6 +242,11 @@ std::vector<ConfigKey> build_schema() {
                  "always, never, or auto (only when the memory plan says keeping them does not fit "
                  "train.device_memory; never when no device memory is given).",
                  {"auto", "always", "never"}),
+      key_bool("train.overlap", true, "With more than one rank, overlap communication with compute: each unit's "
+               "all-gather is started while the unit before it computes, and its gradient's reduce-scatter runs "
+               "while the next unit's backward does (one more gathered unit and one more fp32 unit gradient in "
+               "memory). The results are bit-identical either way; false waits for each collective where it is "
+               "issued."),
       key_int("train.loss_chunk_rows", 256, "Tokens of the LM head and its cross-entropy computed at a time (and "
               "recomputed in backward), so a micro-batch's fp32 logits (tokens x vocabulary) never exist at once; 0: "
               "all at once. The loss and gradients are the same to rounding; the memory plan counts one chunk.", 0,

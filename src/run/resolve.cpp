@@ -141,6 +141,7 @@ TrainOptions training_options(const Config& config, const RunLayout& layout, con
   options.global_batch = config.get_int("train.global_batch");
   options.micro_batch = config.get_int("train.micro_batch");
   options.recompute = config.get_string("train.recompute");
+  options.overlap = config.get_bool("train.overlap");
   options.loss_chunk_rows = config.get_int("train.loss_chunk_rows");
   options.epoch_policy = {config.get_int("train.policy_small_examples"), config.get_int("train.policy_small_epochs"),
                           config.get_int("train.policy_small_max_steps"), config.get_int("train.policy_epochs")};
@@ -460,7 +461,7 @@ TrainingPlan plan_training(const Config& config, int world_size) {
   rules.device_bytes = 0;
   validate_training(rules, options.device == "cpu" ? "cpu" : "cuda", plan.sequence_length, static_cast<int>(ranks));
   plan.memory = plan_memory(plan.model, ranks, options.micro_batch, plan.sequence_length, options.precision,
-                            options.device_bytes, options.recompute, options.loss_chunk_rows);
+                            options.device_bytes, options.recompute, options.loss_chunk_rows, options.overlap);
   return plan;
 }
 

@@ -18,7 +18,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
                        const std::string& precision, int64_t device_bytes, const std::string& recompute,
-                       int64_t loss_chunk_rows) {
+                       int64_t loss_chunk_rows, bool overlap) {
   // Bounds first: beyond them the byte counts below would overflow int64.
   if (sequence_length <= 0 || sequence_length > model.max_position_embeddings) {
     throw ConfigError(fmt::format("sequence length {} must be > 0 and at most the model's max_position_embeddings ({})",
@@ -40,7 +40,8 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   for (const auto& layout : units) largest_unit = std::max(largest_unit, layout.numel);
   const int64_t embeddings = units.front().numel;  // the head's weights live in this unit
   plan.sharded_state_bytes = 16 * ceil_div(plan.parameters, ranks);
-  // Units are gathered just before they run (nothing is prefetched). The peak
+  // Units are gathered just before they run (with overlap, also the next one:
+  // overlap_bytes below). The peak
   // of a unit's backward: its gathered buffer and its full gradient in
   // compute precision, and one fp32 buffer of its size (the gradient's fp32
   // copy for the reduce-scatter, or, in fp32, a parameter view's gradient
@@ -77,10 +78,18 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   // These backwards run one after another: the unit inputs stay throughout,
   // and the peak is the largest backward.
   const int64_t transient = std::max({plan.gathered_units_bytes, plan.logits_bytes, layer_backward});
-  plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient;
+  // Overlap (parallel/overlap.h) keeps the next call's gather in flight: at
+  // most the largest unit in compute precision, or the embeddings in fp32
+  // (the lookup's gather, prefetched during the first layer's backward);
+  // and the previous unit's fp32 gradient until the next reduce-scatter
+  // starts. Units kept for backward are all gathered already: only the
+  // gradient counts there.
+  const bool overlapped = overlap && ranks > 1;
+  plan.overlap_bytes = overlapped ? std::max(largest_unit * compute_bytes, embeddings * 4) + largest_unit * 4 : 0;
+  plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient + plan.overlap_bytes;
   plan.kept_units_bytes = plan.parameters * compute_bytes + std::max(largest_unit * (compute_bytes + 4), embeddings * 8);
   plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
-                          plan.activations_full_bytes;
+                          plan.activations_full_bytes + (overlapped ? largest_unit * 4 : 0);
   plan.device_bytes = device_bytes;
   // 10% headroom for the allocator's fragmentation and the runtime's own memory.
   auto fits = [device_bytes](int64_t bytes) { return device_bytes <= 0 || bytes <= device_bytes * 9 / 10; };
@@ -102,6 +111,10 @@ std::string format_plan(const MemoryPlan& plan) {
                                ? fmt::format("the head's backward ({}-token chunks)", plan.loss_chunk_rows)
                                : std::string("the head's backward (fp32 logits)");
   out += fmt::format("  {:<40}{:>12}\n", head, format_bytes(plan.logits_bytes));
+  if (plan.overlap_bytes > 0) {
+    out += fmt::format("  overlap: next unit's gather, a gradient {:>12} (train.overlap)\n",
+                       format_bytes(plan.overlap_bytes));
+  }
   out += fmt::format("  activations, checkpointed               {:>12}\n",
                      format_bytes(plan.activations_checkpointed_bytes));
   out += fmt::format("  (activations without checkpointing      {:>12})\n", format_bytes(plan.activations_full_bytes));

@@ -57,6 +57,7 @@ json MetricsLine::to_json() const {
           {"padding_fraction", padding_fraction},
           {"mfu", mfu ? json(*mfu) : json(nullptr)},
           {"seconds", seconds},
+          {"comm_wait_s", traffic.wait_seconds},
           {"traffic", traffic_to_json(traffic)}};
 }
 
@@ -80,6 +81,7 @@ std::optional<MetricsLine> MetricsLine::from_json(const json& j) {
   line.mfu = number("mfu");
   line.seconds = number("seconds").value_or(0);
   if (j.contains("traffic")) line.traffic = traffic_from_json(j["traffic"]);
+  line.traffic.wait_seconds = number("comm_wait_s").value_or(0);
   return line;
 }
 

@@ -142,6 +142,7 @@ const std::vector<std::string>& resume_may_change() {
       "train.policy_small_epochs", "train.policy_small_max_steps", "train.policy_epochs",
       "train.time_limit",          "train.device",        "train.device_memory",
       "train.micro_batch",         "train.recompute",     "train.loss_chunk_rows",
+      "train.overlap",
       "train.max_bad_steps",       "train.log_every",     "train.progress",
       "train.eval_every",          "train.early_stop_patience", "train.early_stop_min_delta"};
   return keys;

@@ -283,7 +283,7 @@ MemoryPlan validate_training(const TrainOptions& options, const std::string& dev
              "slow on most CPUs (use fp32 or bf16 for real CPU training)");
   }
   MemoryPlan memory = plan_memory(options.model, world_size, options.micro_batch, sequence_length, options.precision,
-                                  options.device_bytes, options.recompute, options.loss_chunk_rows);
+                                  options.device_bytes, options.recompute, options.loss_chunk_rows, options.overlap);
   if (!memory.fits) {
     throw ConfigError(fmt::format("the plan does not fit in {} per rank:\n{}Lower train.micro_batch, use more ranks, "
                                   "or a shorter sequence length",
@@ -435,6 +435,7 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   const std::unique_ptr<ModelSource> source = checked_model_source(options);
   ShardedLlama model(options.model, comm, device, compute_dtype(options.precision));
   model.sharded().set_recompute(memory.recompute);
+  model.sharded().set_overlap(options.overlap);
   model.set_loss_chunk_rows(options.loss_chunk_rows);
   log_info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
             memory.recompute_choice);

@@ -5,9 +5,12 @@
 //
 // Ordering: every collective runs on the communicator's own stream. It first
 // waits (with an event) for the work already queued on the compute stream, and
-// the compute stream then waits (with another event) for the collective. The
-// host never blocks, and memory the caching allocator frees on the compute
-// stream is not reused before the collective has read it.
+// the compute stream then waits (with another event) for the collective: at
+// once for the blocking calls, at the handle's wait() for a started one
+// (start_allgather, start_reduce_scatter), so compute queued in between runs
+// beside it. The host never blocks, and memory the caching allocator frees on
+// the compute stream is not reused before the collective has read it (a
+// started collective's tensors are held until its wait, tensor_comm.h).
 #pragma once
 
 #include <memory>

@@ -17,6 +17,10 @@
 //                       reduce-scatter the flat gradient into the fp32 shard
 //                       -> free everything but the shard
 //
+// With more than one rank the collectives overlap compute (train.overlap,
+// src/parallel/overlap.h): the next unit's all-gather is in flight while a
+// unit runs, and a unit's reduce-scatter while the next unit's backward runs.
+//
 // This is activation checkpointing and ZeRO-3 in one mechanism; on a 2-unit
 // MLP it gave bit-identical gradients to plain autograd (test_fsdp compares
 // the sharded gradients with plain autograd on the full model).

@@ -22,6 +22,10 @@ struct MemoryPlan {
   int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V),
                                      // or, chunked, + the head's gradient and one chunk's logits
   int64_t loss_chunk_rows = 0;       // train.loss_chunk_rows; 0: unchunked
+  // train.overlap at more than one rank: the next unit's gather in flight
+  // beside the one in use, and one more fp32 unit gradient whose
+  // reduce-scatter is in flight (0 without overlap)
+  int64_t overlap_bytes = 0;
   int64_t total_bytes = 0;           // state + the larger of the two backwards + checkpointed activations
   // Without recompute: every unit's gathered parameters and every activation
   // stay until backward (FSDP's reshard_after_forward=false).
@@ -36,9 +40,10 @@ struct MemoryPlan {
 // `recompute`: train.recompute (auto | always | never); auto recomputes only
 // when the kept total does not fit in 90% of `device_bytes` (never when that is 0).
 // `loss_chunk_rows`: train.loss_chunk_rows (0: the head's logits whole).
+// `overlap`: train.overlap (counted only at more than one rank).
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,
                        const std::string& precision, int64_t device_bytes, const std::string& recompute,
-                       int64_t loss_chunk_rows);
+                       int64_t loss_chunk_rows, bool overlap = true);
 std::string format_plan(const MemoryPlan& plan);
 
 }  // namespace metareuse

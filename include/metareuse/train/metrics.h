@@ -35,6 +35,8 @@ struct MetricsLine {
   // micro-step's gathers and reduce-scatters, the optimizer's reductions),
   // counted as communicator.h's CollectiveBytes; all 0 at one rank and in
   // lines written before it existed. Every rank's is the same in training.
+  // Its wait_seconds is written as "comm_wait_s": rank 0's time blocked on
+  // collectives in this step (0 in lines written before it existed).
   CollectiveTraffic traffic;
 
   // Keys in nlohmann::json's (sorted) order.
