@@ -78,14 +78,25 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   // These backwards run one after another: the unit inputs stay throughout,
   // and the peak is the largest backward.
   const int64_t transient = std::max({plan.gathered_units_bytes, plan.logits_bytes, layer_backward});
-  // Overlap (parallel/overlap.h) keeps the next call's gather in flight: at
-  // most the largest unit in compute precision, or the embeddings in fp32
-  // (the lookup's gather, prefetched during the first layer's backward);
-  // and the previous unit's fp32 gradient until the next reduce-scatter
-  // starts. Units kept for backward are all gathered already: only the
-  // gradient counts there.
+  // Overlap (parallel/overlap.h) adds, during each backward, the next
+  // call's gather (prefetched) and the previous unit's fp32 gradient (its
+  // reduce-scatter in flight until this unit's starts). Per backward: the
+  // head's has only the final norm's gather beside it; the norm's, the
+  // head's fp32 gradient and the last layer's gather; a layer's, a layer's
+  // fp32 gradient and a layer's gather; the lookup's, the first layer's fp32
+  // gradient. The first layer's backward holds the embeddings in fp32 (the
+  // lookup's gather) instead of a layer's; that is left out: the lookup's own
+  // backward, three fp32 copies of them, is the larger on real shapes, and on
+  // the probe's small ones (tests/test_memory_probe.sh) the measured peak did
+  // not grow with overlap, the layer's planned (b, H, T, T) scores being above
+  // what it really holds.
   const bool overlapped = overlap && ranks > 1;
-  plan.overlap_bytes = overlapped ? std::max(largest_unit * compute_bytes, embeddings * 4) + largest_unit * 4 : 0;
+  if (overlapped) {
+    const int64_t with_overlap =
+        std::max({plan.logits_bytes, embeddings * 4 + layer_unit * compute_bytes,
+                  layer_backward + layer_unit * (compute_bytes + 4), plan.gathered_units_bytes + layer_unit * 4});
+    plan.overlap_bytes = std::max<int64_t>(0, with_overlap - transient);
+  }
   plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient + plan.overlap_bytes;
   plan.kept_units_bytes = plan.parameters * compute_bytes + std::max(largest_unit * (compute_bytes + 4), embeddings * 8);
   plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +

@@ -22,9 +22,9 @@ struct MemoryPlan {
   int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V),
                                      // or, chunked, + the head's gradient and one chunk's logits
   int64_t loss_chunk_rows = 0;       // train.loss_chunk_rows; 0: unchunked
-  // train.overlap at more than one rank: the next unit's gather in flight
-  // beside the one in use, and one more fp32 unit gradient whose
-  // reduce-scatter is in flight (0 without overlap)
+  // train.overlap at more than one rank: what the next unit's gather and the
+  // previous unit's fp32 gradient (both in flight) add to the largest
+  // backward (0 without overlap)
   int64_t overlap_bytes = 0;
   int64_t total_bytes = 0;           // state + the larger of the two backwards + checkpointed activations
   // Without recompute: every unit's gathered parameters and every activation
