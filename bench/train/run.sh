@@ -160,10 +160,13 @@ if [[ "$profile" == 1 ]]; then
     reference=eager
     [[ "$workload" == c ]] && reference=hf_packed
     for precision in $(precisions_of "$workload"); do
-      run_route "$workload" metareuse "$precision" --profile "$work/profile_metareuse.json" >/dev/null
-      run_route "$workload" "$reference" "$precision" --profile "$work/profile_reference.json" >/dev/null
+      # Their stderr only on failure: kineto reports that it finds no GPU.
+      for route in metareuse "$reference"; do
+        run_route "$workload" "$route" "$precision" --profile "$work/profile_$route.json" >/dev/null \
+          2>"$work/profile.err" || { cat "$work/profile.err" >&2; exit 1; }
+      done
       echo
-      "$python" "$repo_root/bench/train/op_profile.py" table "$work/profile_metareuse.json" "$work/profile_reference.json"
+      "$python" "$repo_root/bench/train/op_profile.py" table "$work/profile_metareuse.json" "$work/profile_$reference.json"
     done
   done
 fi
