@@ -126,6 +126,7 @@ void PendingTensor::abandon() {
 bool PendingTensor::test() { return collective_.test(); }
 
 torch::Tensor PendingTensor::wait() {
+  RECORD_USER_SCOPE("metareuse::comm::wait");
   MR_CHECK(output_.defined(), "a pending collective's output was taken already");
   collective_.wait();
   input_ = torch::Tensor();
@@ -133,6 +134,7 @@ torch::Tensor PendingTensor::wait() {
 }
 
 PendingTensor start_allgather(Communicator& comm, const torch::Tensor& shard) {
+  RECORD_USER_SCOPE("metareuse::comm::start_allgather");
   require_usable(shard, "allgather");
   MR_CHECK(shard.dim() == 1, "allgather: shard must be 1-D, got {} dims", shard.dim());
   if (local_device_identity(comm, shard)) return PendingTensor({}, {}, shard.clone());
@@ -144,6 +146,7 @@ PendingTensor start_allgather(Communicator& comm, const torch::Tensor& shard) {
 }
 
 PendingTensor start_reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op) {
+  RECORD_USER_SCOPE("metareuse::comm::start_reduce_scatter");
   require_usable(full, "reduce_scatter");
   MR_CHECK(full.dim() == 1 && full.numel() % comm.size() == 0,
            "reduce_scatter: need a 1-D tensor with numel divisible by {} ranks, got shape {}", comm.size(),
