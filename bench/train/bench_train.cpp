@@ -5,7 +5,7 @@
 // dataset's packer (pack_documents) into rows of the workload's sequence
 // length, and trained with the document mask and per-micro-batch padding cut.
 //
-//   bench_train --init DIR --docs FILE [--recompute auto|always|never] [--micro-batch N]
+//   bench_train --init DIR --docs FILE [--recompute auto|always|selective|never] [--micro-batch N]
 //
 // Prints one JSON line (rank 0): useful tokens/s (document tokens; the first
 // step is a warmup, not timed), peak RSS per rank, the last loss, and the
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
     }
   }
   if (init.empty() || docs_path.empty()) {
-    std::fprintf(stderr, "usage: bench_train --init DIR --docs FILE [--recompute auto|always|never]\n");
+    std::fprintf(stderr, "usage: bench_train --init DIR --docs FILE [--recompute auto|always|selective|never]\n");
     return 2;
   }
   Runtime runtime("auto");
@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
   model.load_full(parameters);
   // The trainer's rule: the memory plan decides (no device memory on CPU: auto keeps everything).
   MemoryPlan plan = plan_memory(config, comm.size(), micro_batch, T, "fp32", 0, recompute, model.loss_chunk_rows());
-  model.sharded().set_recompute(plan.recompute);
+  model.set_recompute(plan.recompute);
 
   // Every step's documents packed into rows of T, before the clock starts (a dataset file's work).
   std::vector<TrainBatch> batches;
@@ -111,10 +111,10 @@ int main(int argc, char** argv) {
   if (comm.rank() == 0) {
     std::printf("{\"route\": \"metareuse\", \"ranks\": %d, \"workload\": \"%s\", \"timed_steps\": %zu, "
                 "\"useful_tokens_per_s\": %.1f, \"peak_rss_bytes_per_rank\": %.0f, \"last_loss\": %.6f, "
-                "\"recompute\": %s, \"torch_threads\": %d, \"allgather_bytes_per_step\": %.0f, "
+                "\"recompute\": \"%s\", \"torch_threads\": %d, \"allgather_bytes_per_step\": %.0f, "
                 "\"reduce_scatter_bytes_per_step\": %.0f, \"allreduce_bytes_per_step\": %.0f}\n",
                 comm.size(), workload.at("workload").get<std::string>().c_str(), batches.size() - 1,
-                timed_tokens / seconds, peak, last_loss, plan.recompute ? "true" : "false", torch::get_num_threads(),
+                timed_tokens / seconds, peak, last_loss, recompute_name(plan.recompute), torch::get_num_threads(),
                 timed_traffic.allgather.sent / timed_steps, timed_traffic.reduce_scatter.sent / timed_steps,
                 timed_traffic.allreduce.sent / timed_steps);
   }

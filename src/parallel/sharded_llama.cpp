@@ -19,6 +19,11 @@ void ShardedLlama::set_loss_chunk_rows(int64_t rows) {
   loss_chunk_rows_ = rows;
 }
 
+void ShardedLlama::set_recompute(Recompute mode) {
+  recompute_ = mode;
+  model_.set_recompute(mode == Recompute::kAlways);
+}
+
 namespace {
 
 // Rows of a micro-batch cut to its longest row (the columns after it are
@@ -78,8 +83,10 @@ torch::Tensor ShardedLlama::trunk(const UnitRunner& run, const torch::Tensor& in
                                   const DocumentLayout& documents) {
   // Mixed precision: the hidden stream between units is fp32 and each unit
   // computes in the model's compute dtype (llama_trunk_forward).
-  return llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {}, torch::kFloat32,
-                             nullptr);  // (b, T, C)
+  const LayerActivations activations =
+      recompute_ == Recompute::kSelective ? LayerActivations::kRecomputeElementwise : LayerActivations::kKeep;
+  return llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {}, torch::kFloat32, nullptr,
+                             activations);  // (b, T, C)
 }
 
 torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,
