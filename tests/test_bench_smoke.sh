@@ -2,7 +2,8 @@
 # Smoke runs of the benchmarks (ctest bench_smoke.<case>): each script or binary
 # under bench/ at a tiny size, so that a change that breaks a benchmark fails
 # the suite. A case passes when the benchmark exits 0 and prints its result
-# table or lines; no figure is judged (at these sizes they mean nothing).
+# table or lines; no speed figure is judged (at these sizes they mean nothing; a
+# case may check what must hold at any size, such as losses that agree).
 # A case that needs ../shared or the SmolLM2 folder exits 77 (ctest: skipped)
 # with a message when it is absent.
 #   tests/test_bench_smoke.sh CASE SOURCE_DIR BUILD_DIR PYTHON SHARED_DIR
@@ -56,21 +57,69 @@ case "$case_name" in
     expect "^\| batch \| metareuse tok/s" "^\| 1 \| [0-9.]+ \| [0-9.]+ \| [0-9.]+x \|"
     ;;
   train_run)
-    # bench/train/run.sh with its Python peers: 2 steps (the first untimed), 1 document per step, 1 round. Every
-    # route but torch.compile's, whose compilation alone took over a minute per workload on 2 shared cores, and
-    # hf_trainer (hf_packed runs the same Trainer with the padding-free collator), to keep the case near a minute.
+    # bench/train/run.sh with its Python peers on workloads (a) and (b): 2 steps (the first untimed), 1 document
+    # per step, 1 round, and the profiled pass (PROFILE=1). Every route but torch.compile's, whose compilation
+    # alone took over a minute per workload on 2 shared cores, and hf_trainer (hf_packed runs the same Trainer
+    # with the padding-free collator), to keep the case near a minute. (c) is train_real's.
     need_shared datasets/gsm8k/train.jsonl tokenizers/llama3/tokenizer.json
-    ROUTES="eager hf_packed metareuse metareuse2" PYTHON="$python" METAREUSE_BUILD_DIR="$build" \
-      METAREUSE_SHARED="$shared" bench bash "$src/bench/train/run.sh" 2 1 1
+    ROUTES="eager hf_packed metareuse metareuse2" WORKLOADS="a b" PROFILE=1 PYTHON="$python" \
+      METAREUSE_BUILD_DIR="$build" METAREUSE_SHARED="$shared" bench bash "$src/bench/train/run.sh" 2 1 1
     expect "^workload \(a\)" "^workload \(b\)" "^metareuse +1 +[0-9.]+" "^hf_packed +1 " \
-      "^metareuse 2 ranks / 1 rank: "
+      "^metareuse 2 ranks / 1 rank: " "^profile of workload \(a\)" "^profile of workload \(b\)" \
+      "^op class +metareuse +share +eager +share" "^matmul +[0-9.]+ +[0-9.]+% +[0-9.]+ +[0-9.]+%" \
+      "^communication +[0-9.]+ " "^optimizer +[0-9.]+ " "^step +[0-9.]+ +100.0% +[0-9.]+ +100.0%"
+    ;;
+  train_real)
+    # Workload (c), the real one: SmolLM2-135M-Instruct from its weights, metareuse against the padding-free
+    # Trainer in fp32 and bf16, 2 steps of 1 document at sequence length 512 (the shortest augmented example
+    # has about 320 tokens). Besides the tables, the fp32 losses must agree (to 1e-2: a document or loss
+    # mask that differs between the routes moves them by far more).
+    need_shared datasets/gsm8k/train.jsonl tokenizers/llama3/tokenizer.json
+    need_smollm2
+    WORKLOADS=c SEQ_C=512 MODEL="$smollm2" PYTHON="$python" METAREUSE_BUILD_DIR="$build" METAREUSE_SHARED="$shared" \
+      bench bash "$src/bench/train/run.sh" 2 1 1
+    difference="$(awk '/^workload \(c\), fp32/ {table = 1} /^workload \(c\), bf16/ {table = 0}
+                       table && $1 == "metareuse" {print $NF}' "$work/out")"
+    echo "fp32 last loss, metareuse - hf_packed: ${difference:-none}"
+    awk -v d="$difference" 'BEGIN {exit !(d != "" && d + 0 < 1e-2 && d + 0 > -1e-2)}' ||
+      { echo "FAILED: the fp32 losses differ by ${difference:-?} (more than 1e-2)"; exit 1; }
+    expect "^workload \(c\), fp32" "^workload \(c\), bf16" "^metareuse +1 +[0-9.]+" "^hf_packed +1 +[0-9.]+" \
+      "^metareuse / hf_packed: [0-9.]+x useful tokens/s at [0-9.]+x its peak RSS"
     ;;
   bench_train)
-    # bench_train alone on workload (a), which needs no reference data: initial weights and documents from peers.py.
+    # bench_train alone on workload (a), which needs no reference data: initial weights and documents from
+    # peers.py; then with --profile, its dump read by op_profile.py.
     bench "$python" "$src/bench/train/peers.py" init "$work/init"
     bench "$python" "$src/bench/train/peers.py" docs "$work/a.json" a 2 1
     bench "$build/bin/bench_train" --init "$work/init" --docs "$work/a.json"
-    expect '^\{"route": "metareuse", "ranks": 1, "workload": "a", "timed_steps": 1, "useful_tokens_per_s": [0-9.]+'
+    grep -Eq '^\{"route": "metareuse", "ranks": 1, "workload": "a", "timed_steps": 1, "precision": "fp32", "useful_tokens_per_s": [0-9.]+' \
+      "$work/out" || { echo "FAILED: no result line"; exit 1; }
+    bench "$build/bin/bench_train" --init "$work/init" --docs "$work/a.json" --profile "$work/profile.json"
+    bench "$python" "$src/bench/train/op_profile.py" table "$work/profile.json"
+    expect "^profile of workload \(a\), 1 profiled steps" "^matmul +[0-9.]*[1-9][0-9.]* +[0-9.]+%" \
+      "^optimizer +[0-9.]*[1-9][0-9.]* " "^top ops of metareuse .*aten::mm "
+    ;;
+  op_profile)
+    # op_profile.py's rule on fabricated events (ns): nesting, self time, the scopes' precedence, outside ops.
+    (cd "$src/bench/train" && "$python" - <<'PY') || exit 1
+from op_profile import summarize
+events = [
+    ["metareuse::optimizer::step", 1, 0, 100e6], ["aten::mul_", 1, 10e6, 30e6],
+    ["metareuse::comm::allreduce", 1, 50e6, 20e6],          # inside the optimizer: communication wins
+    ["aten::mm", 1, 200e6, 50e6],
+    ["autograd::engine::evaluate_function: MmBackward0", 1, 300e6, 60e6], ["aten::mm", 1, 310e6, 40e6],
+    ["aten::scaled_dot_product_attention", 1, 400e6, 50e6], ["aten::bmm", 1, 410e6, 20e6],
+    ["metareuse::comm::allgather", 1, 500e6, 30e6], ["aten::empty", 1, 505e6, 5e6],
+    ["aten::fill_", 1, 600e6, 10e6], ["aten::add", 1, 700e6, 10e6], ["aten::view", 1, 720e6, 4e6],
+]
+ms, top = summarize({"route": "x", "workload": "a", "steps": 2, "wall_ns": 2000e6, "events": events})
+want = {"optimizer": 40, "communication": 25, "matmul": 45, "other": 12, "attention": 25, "copies/fills": 5,
+        "norm/elementwise": 5, "outside ops": (2000 - 100 - 50 - 60 - 50 - 30 - 10 - 10 - 4) / 2}
+for klass, value in want.items():
+    assert abs(ms[klass] - value) < 1e-9, (klass, ms[klass], value)
+assert abs(sum(ms.values()) - 1000) < 1e-9, sum(ms.values())
+print("op classes as expected:", ms)
+PY
     ;;
   fp16)
     need_shared datasets/gsm8k/test.jsonl

@@ -23,6 +23,7 @@
 #include "metareuse/model/llama.h"
 #include "metareuse/model/safetensors.h"
 #include "metareuse/model/source.h"
+#include "sync_counter.h"
 #include "tensor_compare.h"  // relative_error, to_vector
 #include "test_support.h"
 
@@ -515,6 +516,29 @@ TEST_CASE("batched generation gives every prompt its single-sequence greedy toke
   CHECK(cache.length() == 7);
   CHECK_THROWS_WITH(generate_batch(model, {{1, 2}, {}}, options), Contains("prompt 1"));
   CHECK_THROWS_WITH(generate_batch(model, {{1, 2}}, options, {1, 2}), Contains("2 sequence ids for 1 prompts"));
+}
+
+TEST_CASE("batched generation reads no scalar from a tensor per token", "[model][generate]") {
+  // A device wait per token beyond the copy of the chosen ids would stall a
+  // GPU's queue every step; on the CPU that copy is no copy at all, so every
+  // scalar read counted here is one that would also wait on a GPU.
+  LlamaModel model(LlamaConfig::preset("debug-tiny"));
+  model.init_weights(11);
+  const std::vector<std::vector<std::int64_t>> prompts = {{5, 17, 300}, {1, 2, 3, 4, 5, 6, 7}, {42}, {9, 8}};
+  for (bool greedy : {true, false}) {
+    GenerationOptions options;
+    options.max_new_tokens = 10;
+    options.greedy = greedy;
+    options.temperature = 0.8;
+    options.top_p = 0.9;
+    // A stop that one row meets early: rows leave the batch on the way.
+    options.stop_ids = {generate_batch(model, {prompts[1]}, options, {1}).front().ids.at(2)};
+    test::SyncCounter counter;
+    auto out = generate_batch(model, prompts, options, {0, 1, 2, 3});
+    INFO("greedy " << greedy);
+    CHECK(out[1].ids.size() <= 2);
+    CHECK(counter.count() == 0);
+  }
 }
 
 TEST_CASE("sampled tokens do not depend on the batch a sequence runs in", "[model][generate]") {

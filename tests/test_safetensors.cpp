@@ -4,6 +4,8 @@
 #include "torch_catch.h"  // libtorch, then Catch2 (its CHECK, not glog's)
 #include <nlohmann/json.hpp>
 
+#include <cctype>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -238,4 +240,48 @@ TEST_CASE("hostile safetensors files and indexes are refused naming the file and
         << R"({"weight_map": )" + std::string(100000, '[') + std::string(100000, ']') + "}";
     CHECK_THROWS_WITH(SafetensorsCheckpoint(model.string()), Contains("model.safetensors.index.json"));
   }
+}
+
+namespace {
+
+// Resident kilobytes of this process's mappings of `path` (/proc/self/smaps).
+long mapped_resident_kb(const fs::path& path) {
+  std::ifstream smaps("/proc/self/smaps");
+  const std::string target = fs::canonical(path).string();
+  std::string line;
+  bool inside = false;
+  long kb = 0;
+  while (std::getline(smaps, line)) {
+    // A mapping's first line starts with its address range "lo-hi perms ...".
+    const bool header = !line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+                        line.find('-') != std::string::npos && line.find(':') > line.find(' ');
+    if (header) {
+      inside = line.size() >= target.size() && line.compare(line.size() - target.size(), target.size(), target) == 0;
+    } else if (inside && line.rfind("Rss:", 0) == 0) {
+      kb += std::stol(line.substr(4));
+    }
+  }
+  return kb;
+}
+
+}  // namespace
+
+TEST_CASE("tensors read out of a safetensors file do not stay resident in its mapping", "[safetensors]") {
+  // A model loads as tensors copied out of the mapped file; if the copied
+  // pages stayed resident, a loading process would hold every weight twice.
+  auto dir = metareuse::test::temp_dir("st-resident");
+  const fs::path file = dir / "big.safetensors";
+  torch::manual_seed(5);
+  const torch::Tensor a = torch::randn({1024, 1024});                             // 4 MiB
+  const torch::Tensor b = torch::randn({1024, 2048}).to(torch::kBFloat16);        // 4 MiB
+  metareuse::write_safetensors(file.string(), {{"a", a}, {"b", b}}, {});
+  SafetensorsFile st(file.string());
+  REQUIRE(mapped_resident_kb(file) < 1024);  // the header's pages at most
+  CHECK(torch::equal(st.tensor("a"), a));
+  CHECK(torch::equal(st.tensor("b", torch::kFloat32), b.to(torch::kFloat32)));
+  // 8 MiB read; what stays mapped in is at most a few pages around the header.
+  CHECK(mapped_resident_kb(file) < 256);
+  // Dropped pages read back the same bytes.
+  CHECK(torch::equal(st.tensor("a"), a));
+  CHECK(torch::equal(st.tensor("b"), b));
 }

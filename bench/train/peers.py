@@ -6,11 +6,12 @@ the last step agree across routes (packing with a document mask computes what
 padding computes).
 
     peers.py init OUT_DIR                       shared initial weights (HF folder)
-    peers.py docs OUT.json WORKLOAD STEPS DOCS [AUGMENTED.jsonl]
+    peers.py docs OUT.json WORKLOAD STEPS DOCS [AUGMENTED.jsonl | DOCUMENTS.jsonl]
                                                 the documents of every step
-    peers.py run ROUTE INIT_DIR DOCS.json       one route; prints one JSON line
+    peers.py run ROUTE INIT_DIR DOCS.json [--precision fp32|bf16] [--profile OUT.json]
+                                                one route; prints one JSON line
 
-Model: vocab 8192, hidden 256, 4 layers, 8 heads, 4 KV heads, FFN 688, tied
+Model (workloads a, b): vocab 8192, hidden 256, 4 layers, 8 heads, 4 KV heads, FFN 688, tied
 embeddings (the bench shape, preset debug-small), fp32, AdamW (lr 3e-4, betas
 0.9/0.95, eps 1e-8, weight decay 0.1 on matrices), grad clip 1.0, constant lr.
 
@@ -22,7 +23,16 @@ Workloads:
      ("Consider these behaviors: ... question") + target (the worked answer),
      in order, tokenized with the Llama 3 tokenizer, ids folded into the
      8192-row vocabulary (id % 8192, so the shape stays small), DOCS documents
-     per step, at most 1024 tokens.
+     per step, at most 1024 tokens;
+  c  the real workload: SmolLM2-135M-Instruct fine-tuned from its weights
+     (INIT_DIR is its folder) on the same augmented GSM8K examples, as
+     `metareuse prepare` tokenizes them (the model's own tokenizer and chat
+     template, loss on the target only, documents longer than the sequence
+     length dropped): run.sh exports them with `bench_train
+     --export-documents`, and DOCUMENTS.jsonl is that output; DOCS documents
+     per step in record order. Routes hf_packed and metareuse, in fp32 and in
+     bf16 (the Trainer's bf16=True: autocast over fp32 weights; metareuse's
+     train.precision bf16: bf16 compute over fp32 master weights).
 
 Routes (ROUTE):
   eager       a plain PyTorch loop: rows padded to the step's longest document
@@ -31,6 +41,10 @@ Routes (ROUTE):
   hf_packed   transformers + Trainer with DataCollatorWithFlattening (padding-free)
 Useful tokens are the documents' tokens (padding excluded); the first step is a
 warmup and is not timed.
+
+--profile: the steps after the first run under torch.profiler (CPU), and its
+events are written in op_profile.py's dump format (eager, compiled; and the
+Trainer routes, from the second step's start to the end of training).
 """
 import json
 import os
@@ -41,6 +55,9 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from op_profile import dump_profile
 
 V, C, L, H, KVH, FF = 8192, 256, 4, 8, 4, 688
 D = C // H
@@ -67,9 +84,20 @@ def make_init(out_dir):
 
 
 def make_docs(out, workload, steps, per_step, augmented=None):
+    masks = None
+    sequence_length = SEQ_B if workload == "b" else A_T
     if workload == "a":
         g = torch.Generator().manual_seed(5)
         batches = [[torch.randint(0, V, (A_T,), generator=g).tolist() for _ in range(per_step)] for _ in range(steps)]
+    elif workload == "c":
+        with open(augmented) as f:
+            sequence_length = json.loads(f.readline())["sequence_length"]
+            documents = [json.loads(line) for line, _ in zip(f, range(steps * per_step))]
+        if len(documents) < steps * per_step:
+            sys.exit(f"peers.py docs: {augmented} has {len(documents)} documents, {steps} steps of {per_step} need "
+                     f"{steps * per_step}")
+        batches = [[d["ids"] for d in documents[s * per_step:(s + 1) * per_step]] for s in range(steps)]
+        masks = [[d["loss_mask"] for d in documents[s * per_step:(s + 1) * per_step]] for s in range(steps)]
     else:
         from tokenizers import Tokenizer
 
@@ -85,8 +113,11 @@ def make_docs(out, workload, steps, per_step, augmented=None):
                 if len(docs) == steps * per_step:
                     break
         batches = [docs[s * per_step:(s + 1) * per_step] for s in range(steps)]
+    docs = {"workload": workload, "sequence_length": sequence_length, "steps": batches}
+    if masks is not None:  # 1 where the token is a training target; without them, every token is
+        docs["loss_masks"] = masks
     with open(out, "w") as f:
-        json.dump({"workload": workload, "sequence_length": SEQ_B if workload == "b" else A_T, "steps": batches}, f)
+        json.dump(docs, f)
 
 
 # ------------------------------------------------------------- eager model ----
@@ -177,52 +208,82 @@ def padded(docs, length=None):
     return ids, labels
 
 
-def run_loop(init_dir, steps, compiled):
+def start_profiler():
+    profiler = profile(activities=[ProfilerActivity.CPU])
+    profiler.start()
+    return profiler, time.perf_counter()
+
+
+def stop_profiler(profiler, started, path, meta, steps):
+    profiler.stop()
+    dump_profile(path, profiler, meta, steps, int((time.perf_counter() - started) * 1e9))
+
+
+def run_loop(init_dir, steps, compiled, profile_path=None, meta=None):
     torch.manual_seed(0)
     model = load_eager(init_dir)
     opt = torch.optim.AdamW(decay_groups(model), lr=LR, betas=BETAS, eps=ADAM_EPS)
     forward = torch.compile(model, dynamic=True) if compiled else model
-    seconds, useful, loss = 0.0, 0, None
-    for s, docs in enumerate(steps):
-        ids, labels = padded(docs)
+    batches = [padded(docs) for docs in steps]  # before the clock, as bench_train packs its rows
+    seconds, useful, loss, profiler = 0.0, 0, None, None
+    for s, (docs, (ids, labels)) in enumerate(zip(steps, batches)):
+        if s == 1 and profile_path:
+            profiler, started = start_profiler()
         start = time.perf_counter()
         opt.zero_grad()
         logits = forward(ids)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        with record_function("Optimizer.clip_grad_norm_"):  # a profile counts the clipping as the optimizer
+            torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
         opt.step()
         if s > 0:
             seconds += time.perf_counter() - start
             useful += sum(len(d) for d in docs)
+    if profiler is not None:
+        stop_profiler(profiler, started, profile_path, meta, len(steps) - 1)
     return seconds, useful, loss.item()
 
 
-def run_hf(init_dir, steps, packed, pad_to):
+def run_hf(init_dir, steps, packed, pad_to, masks=None, bf16=False, profile_path=None, meta=None):
     from transformers import (DataCollatorWithFlattening, LlamaForCausalLM, Trainer, TrainerCallback,
                               TrainingArguments)
 
     torch.manual_seed(0)
     model = LlamaForCausalLM.from_pretrained(init_dir, torch_dtype=torch.float32, attn_implementation="sdpa")
     features = [{"input_ids": d} for docs in steps for d in docs]
+    if masks is not None:  # loss on the target only: labels -100 elsewhere (the collators shift them)
+        for feature, mask in zip(features, (m for step_masks in masks for m in step_masks)):
+            feature["labels"] = [i if keep else -100 for i, keep in zip(feature["input_ids"], mask)]
     per_step = len(steps[0])
     flatten = DataCollatorWithFlattening(return_tensors="pt", return_position_ids=True)
 
     def pad_collate(batch):  # the seed's route: every row padded to the full sequence length
         ids, labels = padded([b["input_ids"] for b in batch], pad_to)
-        return {"input_ids": ids, "labels": labels, "attention_mask": (labels != -100).long()}
+        attention_mask = (labels != -100).long()  # padded() labels every document token
+        for r, b in enumerate(batch):
+            if "labels" in b:
+                labels[r, :len(b["labels"])] = torch.tensor(b["labels"])
+        return {"input_ids": ids, "labels": labels, "attention_mask": attention_mask}
 
     class Timer(TrainerCallback):
         def __init__(self):
             self.start, self.seconds, self.step = 0.0, 0.0, 0
+            self.profiler = None
 
         def on_step_begin(self, args, state, control, **kw):
+            if self.step == 1 and profile_path:
+                self.profiler, self.profile_start = start_profiler()
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             if self.step > 0:
                 self.seconds += time.perf_counter() - self.start
             self.step += 1
+
+        def on_train_end(self, args, state, control, **kw):
+            if self.profiler is not None:
+                stop_profiler(self.profiler, self.profile_start, profile_path, meta, self.step - 1)
 
     losses = []
 
@@ -236,7 +297,7 @@ def run_hf(init_dir, steps, packed, pad_to):
                              learning_rate=LR, adam_beta1=BETAS[0], adam_beta2=BETAS[1], adam_epsilon=ADAM_EPS,
                              weight_decay=DECAY, max_grad_norm=CLIP, lr_scheduler_type="constant", warmup_steps=0,
                              num_train_epochs=1, logging_steps=1, save_strategy="no", report_to=[],
-                             use_cpu=True, dataloader_num_workers=0, seed=0, disable_tqdm=True)
+                             use_cpu=True, bf16=bf16, dataloader_num_workers=0, seed=0, disable_tqdm=True)
     trainer = Trainer(model=model, args=args, train_dataset=features,
                       data_collator=flatten if packed else pad_collate, callbacks=[timer, Losses()])
     # The same order as the other routes: no shuffling.
@@ -255,17 +316,28 @@ def main():
         make_docs(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), *sys.argv[6:7])
         return
     route, init_dir, docs_path = sys.argv[2], sys.argv[3], sys.argv[4]
+    options = dict(zip(sys.argv[5::2], sys.argv[6::2]))
+    unknown = set(options) - {"--precision", "--profile"}
+    if unknown or len(sys.argv[5:]) % 2:
+        sys.exit(f"peers.py run: unknown or incomplete options {sys.argv[5:]} (--precision fp32|bf16, --profile OUT)")
+    precision, profile_path = options.get("--precision", "fp32"), options.get("--profile")
+    if precision not in ("fp32", "bf16"):
+        sys.exit(f"peers.py run: --precision must be fp32 or bf16, got {precision}")
     with open(docs_path) as f:
         workload = json.load(f)
     steps = workload["steps"]
+    meta = {"route": route, "workload": workload["workload"], "precision": precision}
     if route in ("eager", "compiled"):
-        seconds, useful, loss = run_loop(init_dir, steps, route == "compiled")
+        if workload["workload"] == "c" or precision != "fp32":
+            sys.exit(f"peers.py run: the {route} loop is the bench shape's, fp32 (workloads a and b)")
+        seconds, useful, loss = run_loop(init_dir, steps, route == "compiled", profile_path, meta)
     else:
-        seconds, useful, loss = run_hf(init_dir, steps, route == "hf_packed", workload["sequence_length"])
+        seconds, useful, loss = run_hf(init_dir, steps, route == "hf_packed", workload["sequence_length"],
+                                       workload.get("loss_masks"), precision == "bf16", profile_path, meta)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"route": route, "ranks": 1, "workload": workload["workload"], "timed_steps": len(steps) - 1,
-                      "useful_tokens_per_s": useful / seconds, "peak_rss_bytes_per_rank": rss, "last_loss": loss,
-                      "torch_threads": torch.get_num_threads()}))
+    print(json.dumps({"route": route, "ranks": 1, "workload": workload["workload"], "precision": precision,
+                      "timed_steps": len(steps) - 1, "useful_tokens_per_s": useful / seconds,
+                      "peak_rss_bytes_per_rank": rss, "last_loss": loss, "torch_threads": torch.get_num_threads()}))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #include "metareuse/distributed/tensor_comm.h"
 
+#include <ATen/record_function.h>  // RECORD_USER_SCOPE: the collectives show up in a profile (bench/train)
 #include <torch/torch.h>
 
 #if defined(METAREUSE_WITH_NCCL)
@@ -59,12 +60,14 @@ DType dtype_of_tensor(const torch::Tensor& tensor) {
 }
 
 void allreduce(Communicator& comm, torch::Tensor& tensor, ReduceOp op) {
+  RECORD_USER_SCOPE("metareuse::comm::allreduce");
   require_usable(tensor, "allreduce");
   if (local_device_identity(comm, tensor) || tensor.numel() == 0) return;
   backend_for(comm, tensor).allreduce(tensor.data_ptr(), static_cast<std::size_t>(tensor.numel()), dtype_of_tensor(tensor), op);
 }
 
 void broadcast(Communicator& comm, torch::Tensor& tensor, int root) {
+  RECORD_USER_SCOPE("metareuse::comm::broadcast");
   require_usable(tensor, "broadcast");
   MR_CHECK(root >= 0 && root < comm.size(), "broadcast: root {} is not a rank of {}", root, comm.size());
   if (local_device_identity(comm, tensor) || tensor.numel() == 0) return;
@@ -72,6 +75,7 @@ void broadcast(Communicator& comm, torch::Tensor& tensor, int root) {
 }
 
 torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard) {
+  RECORD_USER_SCOPE("metareuse::comm::allgather");
   require_usable(shard, "allgather");
   MR_CHECK(shard.dim() == 1, "allgather: shard must be 1-D, got {} dims", shard.dim());
   if (local_device_identity(comm, shard)) return shard;
@@ -91,6 +95,7 @@ torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard) {
 }
 
 torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op) {
+  RECORD_USER_SCOPE("metareuse::comm::reduce_scatter");
   require_usable(full, "reduce_scatter");
   MR_CHECK(full.dim() == 1 && full.numel() % comm.size() == 0,
            "reduce_scatter: need a 1-D tensor with numel divisible by {} ranks, got shape {}", comm.size(),

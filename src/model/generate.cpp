@@ -142,8 +142,12 @@ std::vector<Generated> generate_one_batch(const LlamaModel& model, const std::ve
   };
   run();
   for (std::int64_t step = 0; step < options.max_new_tokens; ++step) {
+    // The step's one wait for the device: the chosen ids (greedy) or the
+    // last logits (sampling, drawn on the host) come over in one copy, and
+    // are read through a pointer, not a scalar read per row.
     torch::Tensor greedy_picks;
-    if (options.greedy) greedy_picks = last.argmax(-1).cpu();  // (B,) first maximum, as pick_token
+    if (options.greedy) greedy_picks = last.argmax(-1).to(torch::kCPU, torch::kInt64).contiguous();  // (B,), as pick_token
+    const std::int64_t* picks = options.greedy ? greedy_picks.data_ptr<std::int64_t>() : nullptr;
     torch::Tensor cpu_last = options.greedy ? torch::Tensor() : last.cpu();
     std::vector<std::int64_t> keep;
     std::vector<std::int64_t> next;  // the next token of each kept row
@@ -151,7 +155,7 @@ std::vector<Generated> generate_one_batch(const LlamaModel& model, const std::ve
       const std::size_t prompt = rows.prompt_of[r];
       Generated& out = results[prompt];
       const std::int64_t token =
-          options.greedy ? greedy_picks[static_cast<std::int64_t>(r)].item<std::int64_t>()
+          options.greedy ? picks[r]
                          : pick_token(cpu_last[static_cast<std::int64_t>(r)], options,
                                       static_cast<double>(engines[prompt]() >> 11) * 0x1.0p-53);  // [0, 1)
       if (std::find(stops.begin(), stops.end(), token) != stops.end()) {

@@ -4,9 +4,9 @@
 #include "metareuse/model/safetensors.h"
 
 #include <fcntl.h>      // open
-#include <sys/mman.h>   // mmap, munmap
+#include <sys/mman.h>   // mmap, munmap, madvise
 #include <sys/stat.h>   // fstat
-#include <unistd.h>     // close
+#include <unistd.h>     // close, sysconf
 
 #include <fmt/format.h>           // messages, shard names
 #include <nlohmann/json.hpp>      // the header
@@ -95,6 +95,17 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     data_ = static_cast<const std::uint8_t*>(address);
   }
   ::close(fd);  // the mapping stays valid without the descriptor
+}
+
+void MappedFile::release(std::size_t begin, std::size_t end) const {
+  if (data_ == nullptr || begin >= end) return;
+  // Whole pages only, widened outwards: the mapping is private and never
+  // written, so a dropped neighbouring page reads back the same bytes.
+  const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  const std::size_t first = begin / page * page;
+  const std::size_t last = std::min(size_, (end + page - 1) / page * page);
+  // Advice only: a failure leaves the pages resident, which is still right.
+  (void)::madvise(const_cast<std::uint8_t*>(data_) + first, last - first, MADV_DONTNEED);
 }
 
 MappedFile::~MappedFile() {
@@ -228,7 +239,10 @@ torch::Tensor SafetensorsFile::tensor(const std::string& name, std::optional<tor
   // Copied out of the map: the data section need not be aligned for the type,
   // and the tensor must outlive the mapping.
   torch::Tensor raw = torch::empty(info.shape, torch::TensorOptions().dtype(source->type));
-  if (info.end > info.begin) std::memcpy(raw.data_ptr(), file_.data() + data_start_ + info.begin, info.end - info.begin);
+  if (info.end > info.begin) {
+    std::memcpy(raw.data_ptr(), file_.data() + data_start_ + info.begin, info.end - info.begin);
+    file_.release(data_start_ + info.begin, data_start_ + info.end);
+  }
   if (!dtype || *dtype == source->type) return raw;
 
   if (!is_floating(source->type) || !is_floating(*dtype)) {

@@ -1,5 +1,6 @@
 #include "metareuse/train/optimizer.h"
 
+#include <ATen/record_function.h>  // RECORD_USER_SCOPE: the step shows up in a profile (bench/train)
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -95,6 +96,7 @@ int64_t AdamW::persistent_bytes() const {
 }
 
 StepOutcome AdamW::step(double lr, double max_grad_norm, LossScaler& scaler, int64_t& step) {
+  RECORD_USER_SCOPE("metareuse::optimizer::step");  // a profile counts everything below as the optimizer
   torch::NoGradGuard no_grad;
   StepOutcome outcome;
   outcome.loss_scale = scaler.scale();

@@ -32,6 +32,11 @@ class MappedFile {
   const std::uint8_t* data() const { return data_; }
   std::size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Drops the mapped pages of bytes [begin, end) from this process's memory
+  // once they have been copied out: a later read faults them in from the file
+  // again. Without it every weight is resident twice while a model loads (the
+  // map and the tensor), so the peak RSS counts the file once more.
+  void release(std::size_t begin, std::size_t end) const;
 
  private:
   std::string path_;
