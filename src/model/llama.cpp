@@ -246,13 +246,25 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
 // --------------------------------------------- functional unit forwards ----
 
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat) {
-  MR_CHECK(flat.dim() == 1 && flat.numel() == layout.numel, "unit '{}' expects a flat buffer of {} elements, got shape [{}]",
-           layout.name, layout.numel, fmt::join(flat.sizes(), ", "));
+  MR_CHECK(flat.dim() == 1 && flat.numel() >= layout.numel,
+           "unit '{}' expects a flat buffer of at least {} elements, got shape [{}]", layout.name, layout.numel,
+           fmt::join(flat.sizes(), ", "));
+  // One split rather than a narrow per parameter: autograd's backward of a
+  // split is one cat of the pieces' gradients into a new flat buffer, where
+  // each narrow's backward zero-fills a buffer of the whole flat size and the
+  // engine sums them (9 per decoder layer). Per-parameter leaves whose .grad
+  // are views of one preallocated buffer would skip the cat too, but the
+  // unit's forwards would then take parameter lists instead of `flat`. A tail
+  // past the unit's elements (the sharding's padding) is one more piece, so
+  // callers need not trim `flat` (a trim is a narrow too).
+  std::vector<std::int64_t> sizes;
+  sizes.reserve(layout.parameters.size() + 1);
+  for (const auto& parameter : layout.parameters) sizes.push_back(parameter.numel);
+  if (flat.numel() > layout.numel) sizes.push_back(flat.numel() - layout.numel);
+  std::vector<torch::Tensor> pieces = flat.split_with_sizes(sizes);
   std::vector<torch::Tensor> views;
   views.reserve(layout.parameters.size());
-  for (const auto& parameter : layout.parameters) {
-    views.push_back(flat.narrow(0, parameter.offset, parameter.numel).view(parameter.shape));
-  }
+  for (std::size_t i = 0; i < layout.parameters.size(); ++i) views.push_back(pieces[i].view(layout.parameters[i].shape));
   return views;
 }
 

@@ -67,15 +67,13 @@ int64_t target_count(const torch::Tensor& targets) {
 
 UnitRunner ShardedLlama::runner() {
   // Flat buffers are padded to a multiple of the world size; the model's
-  // functional forwards take exactly the unit's elements.
+  // functional forwards ignore the padding (unit_views), so the padded buffer
+  // is passed as it is and its gradient needs no trim's zero-filled copy.
   // The residual stream is fp32 (mixed precision): a unit asked to read its
   // weights in the residual's precision is gathered in fp32.
   return [this](std::size_t u, const torch::Tensor& input, UnitFn fn, UnitPrecision precision) {
-    const int64_t numel = layouts_[u].numel;
     const torch::ScalarType dtype = precision == UnitPrecision::kResidual ? torch::kFloat32 : model_.compute_dtype();
-    return model_.run(
-        u, input, [numel, fn](const torch::Tensor& x, const torch::Tensor& flat) { return fn(x, flat.narrow(0, 0, numel)); },
-        dtype);
+    return model_.run(u, input, std::move(fn), dtype);
   };
 }
 

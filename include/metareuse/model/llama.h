@@ -143,7 +143,9 @@ std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, 
 // 1-D parameter buffer (the forwards below, closed over their other inputs).
 using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
 
-// Views of `flat` (the unit's 1-D buffer), one per parameter in layout order, each with its shape.
+// Views of `flat` (the unit's 1-D buffer), one per parameter in layout order,
+// each with its shape. Elements past the unit's own (padding) are ignored; the
+// gradient of `flat` through these views is built in one buffer.
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat);
 
 // input_ids (B, T) int64 -> hidden (B, T, C).
