@@ -9,8 +9,13 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <c10/core/CPUAllocator.h>  // c10::SetCPUAllocator: the allocation count below
+
+#include <atomic>
+
 #include "metareuse/parallel/fsdp.h"
 #include "metareuse/distributed/runtime.h"
+#include "metareuse/model/llama.h"  // decoder_layer_forward: a real unit for the allocation count
 #include "metareuse/train/optimizer.h"
 #include "test_support.h"
 #include "toy_model.h"
@@ -45,6 +50,91 @@ TEST_CASE("sharded gradients equal plain autograd on the full model", "[fsdp]") 
     INFO("unit " << unit.layout().name);
     CHECK(torch::allclose(unit.grad(), expected, /*rtol=*/1e-5, /*atol=*/1e-7));
   }
+}
+
+namespace {
+
+// Counts the bytes the CPU allocator hands out while it is installed; the
+// memory itself comes from the allocator it replaced (whose deleter frees it).
+class CountingAllocator final : public c10::Allocator {
+ public:
+  CountingAllocator() : inner_(c10::GetCPUAllocator()) { c10::SetCPUAllocator(this); }
+  ~CountingAllocator() override { c10::SetCPUAllocator(inner_); }
+  CountingAllocator(const CountingAllocator&) = delete;
+  CountingAllocator& operator=(const CountingAllocator&) = delete;
+
+  c10::DataPtr allocate(std::size_t bytes) override {
+    bytes_ += static_cast<std::int64_t>(bytes);
+    return inner_->allocate(bytes);
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return inner_->raw_deleter(); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { inner_->copy_data(dest, src, count); }
+  std::int64_t bytes() const { return bytes_; }
+
+ private:
+  c10::Allocator* inner_;
+  std::atomic<std::int64_t> bytes_{0};
+};
+
+}  // namespace
+
+TEST_CASE("a decoder layer's backward writes its gradient into one flat buffer", "[fsdp]") {
+  // The bench shape's layer (about 0.73M parameters) on 8 tokens: the
+  // activations' gradients are small beside the layer's, so the bytes
+  // allocated in backward are the parameters' gradients and what assembles
+  // them. One buffer per parameter plus the one flat gradient is about 2 flat
+  // buffers; a zero-filled flat buffer per parameter view would be 9 or more.
+  Communicator& comm = test::runtime().world();
+  const LlamaConfig config = LlamaConfig::preset("debug-small");
+  ShardedModel model(unit_layouts(config), comm, torch::kCPU, torch::kFloat32);
+  model.set_recompute(false);  // backward only differentiates: no second forward to count
+  LlamaModel initial(config);
+  initial.init_weights(3);
+  std::map<std::string, torch::Tensor> parameters;
+  for (const auto& [name, value] : initial.named_parameters()) parameters.emplace(name, value.detach());
+  model.load_full(parameters);
+
+  const std::size_t u = 1;  // the first decoder layer
+  const UnitLayout& layout = model.unit(u).layout();
+  const RotaryTables rotary = rope_tables(rope_inv_freq(config), 0, 8, torch::kFloat32, torch::kCPU);
+  torch::Generator generator = at::detail::createCPUGenerator(7);
+  torch::Tensor hidden = torch::randn({1, 8, config.hidden_size}, generator).requires_grad_(true);  // (B, T, C)
+  torch::Tensor out = model.run(u, hidden, [&](const torch::Tensor& x, const torch::Tensor& flat) {
+    return decoder_layer_forward(config, layout, flat, x, rotary, nullptr);  // the padded buffer, as ShardedLlama passes it
+  });
+  torch::Tensor seed = torch::randn(out.sizes(), generator);  // (B, T, C)
+
+  const std::int64_t flat_bytes = model.unit(u).padded_numel() * 4;
+  std::int64_t allocated = 0;
+  {
+    CountingAllocator counter;
+    out.backward(seed);
+    allocated = counter.bytes();
+  }
+  model.end_micro_step();
+  INFO("allocated " << allocated << " bytes in the backward of a layer of " << flat_bytes << " bytes at " << comm.size()
+                    << " ranks");
+  CHECK(allocated < 3 * flat_bytes);
+  CHECK(model.unit(u).grad().abs().sum().item<double>() > 0.0);
+  CHECK(hidden.grad().defined());
+}
+
+TEST_CASE("at one rank the fp32 gather is the master shard itself", "[fsdp]") {
+  Communicator& comm = test::runtime().world();
+  if (comm.size() != 1) return;
+  ShardedModel model(toy_units(), comm, torch::kCPU, torch::kFloat32);
+  model.load_full(toy_params());
+  const CollectiveTraffic before = collective_traffic();
+  for (std::size_t u = 0; u < model.size(); ++u) {
+    ShardedUnit& unit = model.unit(u);
+    torch::Tensor flat = unit.gather(torch::kFloat32);
+    CHECK(flat.data_ptr() == unit.master().data_ptr());
+    CHECK(unit.gather(torch::kBFloat16).data_ptr() != unit.master().data_ptr());  // a cast is a new buffer
+  }
+  const CollectiveTraffic traffic = collective_traffic().since(before);
+  CHECK(traffic.allgather.calls == 2 * model.size());  // counted as collectives, moving nothing
+  CHECK(traffic.sent() == 0);
+  CHECK(traffic.received() == 0);
 }
 
 TEST_CASE("sharded AdamW with clipping follows torch::optim::AdamW on the full model", "[fsdp]") {

@@ -10,8 +10,9 @@
 //      overflow on one rank skips the step on every rank and lowers the scale,
 //      and the bad-step rule at the minimum scale;
 //   5. the host waits per optimizer step do not grow with layers or micro-steps;
-//   6. recompute on and off: the fixture's logits, loss and every gradient
-//      (transformers), and bit-identical gradients to each other;
+//   6. recompute never, selective and always: the fixture's logits, loss and
+//      every gradient (transformers); always's gradients bit-identical to
+//      never's, selective's within 1e-6 in fp32 and bf16; the plan's choice;
 //   7. communication overlapped with compute (train.overlap) and the serial
 //      order: bit-identical losses, gradient shards and weights.
 #include "torch_catch.h"
@@ -301,7 +302,8 @@ TEST_CASE("overlap on and off give bit-identical losses, gradient shards and wei
   LlamaConfig config = LlamaConfig::preset("debug-tiny");
   config.vocab_size = 4096;
   for (const bool tied : {true, false}) {
-    for (const bool recompute : {true, false}) {
+    for (const Recompute mode : {Recompute::kAlways, Recompute::kSelective, Recompute::kNever}) {
+      const bool recompute = mode == Recompute::kAlways;  // units gathered again in backward
       for (const torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16}) {
         if (dtype == torch::kBFloat16 && !(tied && recompute)) continue;  // one mixed-precision case is enough
         config.tie_word_embeddings = tied;
@@ -322,7 +324,7 @@ TEST_CASE("overlap on and off give bit-identical losses, gradient shards and wei
         auto run = [&](bool overlap) {
           ShardedLlama model(config, comm, torch::kCPU, dtype);
           model.load_full(parameters);
-          model.sharded().set_recompute(recompute);
+          model.set_recompute(mode);
           model.sharded().set_overlap(overlap);
           AdamW optimizer(model.sharded(), AdamWConfig{});
           LossScaler scaler(LossScalerConfig{});
@@ -342,7 +344,7 @@ TEST_CASE("overlap on and off give bit-identical losses, gradient shards and wei
           return out;
         };
         const Run serial = run(false), overlapped = run(true);
-        INFO(comm.size() << " ranks, tied " << tied << ", recompute " << recompute << ", "
+        INFO(comm.size() << " ranks, tied " << tied << ", recompute " << recompute_name(mode) << ", "
                          << c10::toString(dtype) << ": " << overlapped.counts.prefetched << " gathers prefetched, "
                          << overlapped.counts.wasted << " wasted");
         CHECK(serial.counts.prefetched == 0);
@@ -377,15 +379,15 @@ TEST_CASE("overlap on and off give bit-identical losses, gradient shards and wei
   }
 }
 
-TEST_CASE("recompute never and always give the same losses", "[train][recompute]") {
+TEST_CASE("recompute never, selective and always give the same losses", "[train][recompute]") {
   Communicator& comm = test::runtime().world();
   LlamaConfig config = LlamaConfig::preset("debug-tiny");
   LlamaModel initial(config);
   initial.init_weights(3);
   auto parameters = named_parameters(initial);
-  auto run = [&](bool recompute) {
+  auto run = [&](Recompute recompute) {
     ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
-    model.sharded().set_recompute(recompute);
+    model.set_recompute(recompute);
     model.load_full(parameters);
     AdamW optimizer(model.sharded(), AdamWConfig{});
     LossScaler scaler(LossScalerConfig{});
@@ -400,21 +402,24 @@ TEST_CASE("recompute never and always give the same losses", "[train][recompute]
     }
     return losses;
   };
-  std::vector<double> always = run(true), never = run(false);
+  std::vector<double> always = run(Recompute::kAlways), never = run(Recompute::kNever),
+                      selective = run(Recompute::kSelective);
   for (int s = 0; s < 8; ++s) {
     INFO("step " << s << " at " << comm.size() << " ranks");
     CHECK(std::abs(always[s] - never[s]) <= 1e-5 * std::abs(always[s]));
+    CHECK(std::abs(selective[s] - never[s]) <= 1e-5 * std::abs(never[s]));
   }
   CHECK(always.back() < always.front());
 }
 
-// The recompute is training's (ShardedModel::set_recompute); with it on and
-// off, the sharded forward and backward replay transformers' logits, loss and
+// The recompute is training's (ShardedLlama::set_recompute); with each mode,
+// the sharded forward and backward replay transformers' logits, loss and
 // every gradient of ../shared/fixtures/hf_tiny_llama32 (reference.safetensors,
 // computed in float64 and stored as fp32), with test_model's tolerances:
 // fp32 rounding is ~1e-7 relative per op, so 1e-5 on logits and loss and 1e-4
 // on gradients leave a margin of 10-100x.
-TEST_CASE("with recompute on and off, logits, loss and every gradient match transformers", "[train][recompute]") {
+TEST_CASE("with recompute never, selective and always, logits, loss and every gradient match transformers",
+          "[train][recompute]") {
   METAREUSE_SKIP_UNLESS_SHARED(shared);
   const std::string fixture = shared + "/fixtures/hf_tiny_llama32";
   Communicator& comm = test::runtime().world();
@@ -426,14 +431,15 @@ TEST_CASE("with recompute on and off, logits, loss and every gradient match tran
 
   for (AttentionKind attention : {AttentionKind::kSdpa, AttentionKind::kEager}) {
     // The default chunk holds a micro-batch's 24 rows; chunks of 5 split it unevenly.
-    for (const auto& [recompute, chunk_rows] : {std::pair{false, kLossChunkRowsDefault},
-                                                std::pair{true, kLossChunkRowsDefault}, std::pair{true, int64_t{5}}}) {
-      INFO("attention " << attention_name(attention) << ", recompute " << recompute << ", loss chunks of "
-                        << chunk_rows << " rows at " << comm.size() << " ranks");
+    for (const auto& [recompute, chunk_rows] :
+         {std::pair{Recompute::kNever, kLossChunkRowsDefault}, std::pair{Recompute::kSelective, kLossChunkRowsDefault},
+          std::pair{Recompute::kAlways, kLossChunkRowsDefault}, std::pair{Recompute::kAlways, int64_t{5}}}) {
+      INFO("attention " << attention_name(attention) << ", recompute " << recompute_name(recompute)
+                        << ", loss chunks of " << chunk_rows << " rows at " << comm.size() << " ranks");
       LlamaConfig config = source->config();
       config.attention = attention;
       ShardedLlama model(config, comm, torch::kCPU, torch::kFloat32);
-      model.sharded().set_recompute(recompute);
+      model.set_recompute(recompute);
       model.set_loss_chunk_rows(chunk_rows);
       model.load_full(parameters);
       const double logits_error = test::relative_error(model.logits(ids), reference.tensor("logits"));
@@ -493,6 +499,103 @@ TEST_CASE("recompute gives the same gradients as keeping the graph", "[train][re
       }
     }
   }
+}
+
+// Selective recompute (model/selective_recompute.h) runs the same ops as
+// keeping the graph, but differentiates the projections by hand and sums the
+// three projections' input gradients in its own order: fp32 rounding (~1e-7
+// relative per op) bounds the difference, so 1e-6 leaves a 10x margin. In
+// bf16 those sums round to 8 bits, so selective is held to keeping's own
+// error against fp32 instead. Packed rows run attention with the document mask.
+TEST_CASE("selective recompute gives keeping's loss and gradients, fp32 and bf16", "[train][recompute]") {
+  Communicator& comm = test::runtime().world();
+  for (bool tied : {true, false}) {
+    LlamaConfig config = LlamaConfig::preset("debug-tiny");
+    config.tie_word_embeddings = tied;
+    LlamaModel initial(config);
+    initial.init_weights(23);
+    auto parameters = named_parameters(initial);
+    torch::Generator generator = at::detail::createCPUGenerator(29);
+    std::vector<torch::Tensor> documents;
+    for (int64_t n : {5, 9, 3, 12, 7, 6}) {
+      documents.push_back(torch::randint(0, config.vocab_size, {n}, generator, torch::kInt64));
+    }
+    const TrainBatch batch = batch_of(documents, {{0, 1, 2}, {3, 4}, {5}}, 20);
+    auto run = [&](Recompute recompute, torch::ScalarType dtype) {
+      ShardedLlama model(config, comm, torch::kCPU, dtype);
+      model.set_recompute(recompute);
+      model.load_full(parameters);
+      const double loss = model.forward_backward(batch, 2, 1.0);
+      return std::make_pair(loss, gathered_grads(model));
+    };
+    const auto [exact_loss, exact] = run(Recompute::kNever, torch::kFloat32);
+    const auto [selective_loss, selective] = run(Recompute::kSelective, torch::kFloat32);
+    const auto [kept_bf16_loss, kept_bf16] = run(Recompute::kNever, torch::kBFloat16);
+    const auto [selective_bf16_loss, selective_bf16] = run(Recompute::kSelective, torch::kBFloat16);
+    INFO("tied " << tied << " at " << comm.size() << " ranks");
+    CHECK(std::abs(selective_loss - exact_loss) <= 1e-6 * std::abs(exact_loss));
+    CHECK(std::abs(selective_bf16_loss - exact_loss) <= 1.5 * std::abs(kept_bf16_loss - exact_loss) + 1e-6);
+    for (std::size_t u = 0; u < exact.size(); ++u) {
+      const double scale = exact[u].abs().max().item<double>();
+      const double error = (selective[u] - exact[u]).abs().max().item<double>() / scale;
+      const double kept_bf16_error = (kept_bf16[u] - exact[u]).abs().max().item<double>() / scale;
+      const double selective_bf16_error = (selective_bf16[u] - exact[u]).abs().max().item<double>() / scale;
+      INFO("unit " << u << ": fp32 error " << error << " of " << scale << "; bf16 error kept " << kept_bf16_error
+                   << ", selective " << selective_bf16_error);
+      CHECK(scale > 0);
+      CHECK(error <= 1e-6);
+      CHECK(selective_bf16_error <= 1.5 * kept_bf16_error + 1e-6);
+    }
+  }
+}
+
+// train.recompute=auto takes the least recompute whose plan fits 90% of the
+// device: never when keeping everything fits, else selective, else always.
+TEST_CASE("recompute auto takes never, selective or always by the device's memory", "[train][recompute][plan]") {
+  const LlamaConfig model = LlamaConfig::preset("llama3.2-1b");
+  auto plan = [&](int64_t device_bytes, const std::string& recompute) {
+    return plan_memory(model, 1, 4, 2048, "bf16", device_bytes, recompute, kLossChunkRowsDefault);
+  };
+  const MemoryPlan sizes = plan(0, "auto");
+  CHECK(sizes.recompute == Recompute::kNever);  // no device memory given: nothing limits
+  // The three totals, as plan_memory counts them for this shape.
+  const int64_t kept = sizes.total_kept_bytes, selective = sizes.total_selective_bytes, always = sizes.total_bytes;
+  INFO("kept " << kept << ", selective " << selective << ", always " << always);
+  REQUIRE(always < selective);
+  REQUIRE(selective < kept);
+  CHECK(planned_total(sizes, Recompute::kNever) == kept);
+  CHECK(planned_total(sizes, Recompute::kSelective) == selective);
+  CHECK(planned_total(sizes, Recompute::kAlways) == always);
+  // A device of `bytes` holds a total up to 90% of it.
+  auto device_for = [](int64_t total) { return total * 10 / 9 + 16; };
+  struct Case {
+    int64_t device_bytes;
+    Recompute expected;
+    bool fits;
+    const char* why;
+  };
+  for (const Case& c : {Case{device_for(kept), Recompute::kNever, true, "auto: keeping everything fits"},
+                        Case{device_for(kept) - 64, Recompute::kSelective, true, "keeping matmul and attention outputs does"},
+                        Case{device_for(selective), Recompute::kSelective, true, "keeping matmul and attention outputs does"},
+                        Case{device_for(selective) - 64, Recompute::kAlways, true, "neither keeping everything nor"},
+                        Case{device_for(always), Recompute::kAlways, true, "neither keeping everything nor"},
+                        Case{device_for(always) - 64, Recompute::kAlways, false, "neither keeping everything nor"}}) {
+    const MemoryPlan chosen = plan(c.device_bytes, "auto");
+    INFO("device " << c.device_bytes << " bytes: " << recompute_name(chosen.recompute) << "\n" << format_plan(chosen));
+    CHECK(chosen.recompute == c.expected);
+    CHECK(chosen.fits == c.fits);
+    // `plan` prints the choice and the reason.
+    CHECK_THAT(format_plan(chosen), Catch::Matchers::Contains(std::string("recompute: ") +
+                                                                recompute_name(c.expected) + " (train.recompute=auto; ") &&
+                                        Catch::Matchers::Contains(c.why));
+  }
+  // Set explicitly, the mode is taken as given, fitting or not.
+  CHECK(plan(device_for(always), "selective").recompute == Recompute::kSelective);
+  CHECK_FALSE(plan(device_for(always), "selective").fits);
+  CHECK(plan(device_for(kept), "always").recompute == Recompute::kAlways);
+  CHECK_THAT(format_plan(plan(0, "selective")), Catch::Matchers::Contains("recompute: selective (train.recompute=selective; as set)"));
+  CHECK_THROWS_WITH(plan(0, "sometimes"),
+                    Catch::Matchers::Contains("train.recompute must be auto, always, selective or never, got 'sometimes'"));
 }
 
 TEST_CASE("TrainState round-trips the checkpoint metadata and names a missing key and a changed identity",

@@ -799,6 +799,13 @@ TEST_CASE("plan prints the 3B figure on 8 P100s and refuses what cannot fit", "[
   INFO(fits.output);
   CHECK(fits.status == 0);
   CHECK_THAT(fits.output, Contains("3212749824 parameters") && Contains("verdict: fits"));
+  // 16 GiB holds only whole-unit recompute; 24 GiB holds selective recompute, not keeping everything.
+  CHECK_THAT(fits.output, Contains("recompute: always (train.recompute=auto;"));
+  auto selective = run_metareuse("plan --set model.preset=llama3.2-3b --set train.precision=fp16 --set "
+                                 "train.micro_batch=1 --ranks 8 --seq 2048 --device-memory 24GiB");
+  INFO(selective.output);
+  CHECK(selective.status == 0);
+  CHECK_THAT(selective.output, Contains("recompute: selective (train.recompute=auto;") && Contains("verdict: fits"));
   auto too_big = run_metareuse("plan --set model.preset=llama3.2-3b --set train.precision=fp16 --set "
                                "train.micro_batch=8 --ranks 1 --seq 2048 --device-memory 16GiB");
   CHECK(too_big.status == 1);

@@ -5,7 +5,11 @@
 // can put both side by side).
 //
 //   bench_train_gpu [--shapes 1b,3b] [--seq 2048] [--batches 8,4,2,1] [--precision fp16]
-//                   [--steps 8] [--warmup 3] [--out FILE.jsonl]
+//                   [--steps 8] [--warmup 3] [--recompute auto|always|selective|never] [--out FILE.jsonl]
+//
+// What backward recomputes follows the trainer's rule: the memory plan for
+// the card's memory decides train.recompute=auto (keep everything when it
+// fits, else selective, else whole units), and the line says which it took.
 //
 // For each shape the batches are tried largest first; the first that fits is
 // measured (out of memory moves on to the next). Without a CUDA device it says
@@ -32,6 +36,7 @@
 #include "metareuse/distributed/communicator.h"
 #include "metareuse/distributed/device_communicator.h"
 #include "metareuse/model/config.h"
+#include "metareuse/train/memory_plan.h"
 #include "metareuse/train/optimizer.h"
 #include "metareuse/parallel/sharded_llama.h"
 
@@ -97,6 +102,15 @@ std::string device_name(int device) {
 #endif
 }
 
+int64_t device_memory(int device) {
+#if defined(METAREUSE_WITH_NCCL)
+  return static_cast<int64_t>(at::cuda::getDeviceProperties(static_cast<c10::DeviceIndex>(device))->totalGlobalMem);
+#else
+  (void)device;
+  return 0;  // unknown: the plan keeps everything
+#endif
+}
+
 bool is_out_of_memory(const std::exception& error) {
   return std::string(error.what()).find("out of memory") != std::string::npos;
 }
@@ -123,11 +137,17 @@ struct Measured {
   double loss = 0;
   int64_t skipped = 0;
   double peak = 0;
+  std::string recompute;  // what the plan chose
 };
 
 Measured measure(const LlamaConfig& config, metareuse::Communicator& comm, torch::Device device,
-                 torch::ScalarType dtype, int64_t T, int64_t batch, int steps, int warmup) {
+                 const std::string& precision, torch::ScalarType dtype, int64_t T, int64_t batch, int steps,
+                 int warmup, const std::string& recompute) {
   metareuse::ShardedLlama model(config, comm, device, dtype);
+  const metareuse::MemoryPlan plan = metareuse::plan_memory(config, comm.size(), batch, T, precision,
+                                                            device_memory(device.index()), recompute,
+                                                            model.loss_chunk_rows());
+  model.set_recompute(plan.recompute);
   init_on_device(model, config, device);
   metareuse::AdamW optimizer(model.sharded(), metareuse::AdamWConfig{1e-5, 0.9, 0.95, 1e-8, 0.1});
   metareuse::LossScalerConfig scaling;
@@ -141,6 +161,7 @@ Measured measure(const LlamaConfig& config, metareuse::Communicator& comm, torch
 
   Measured out;
   out.batch = batch;
+  out.recompute = metareuse::recompute_name(plan.recompute);
   auto step = [&]() {
     out.loss = model.forward_backward(data, batch, scaler.scale());
     auto outcome = optimizer.step(1e-5, 1.0, scaler, adam_steps);
@@ -165,7 +186,7 @@ int main(int argc, char** argv) {
   int64_t T = 2048;
   std::string precision = "fp16";
   int steps = 8, warmup = 3;
-  std::string out_path;
+  std::string out_path, recompute = "auto";
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     auto value = [&]() -> std::string {
@@ -184,6 +205,7 @@ int main(int argc, char** argv) {
     else if (arg == "--steps") steps = std::stoi(value());
     else if (arg == "--warmup") warmup = std::stoi(value());
     else if (arg == "--out") out_path = value();
+    else if (arg == "--recompute") recompute = value();
     else {
       std::fprintf(stderr, "unknown argument %s\n", arg.c_str());
       return 64;
@@ -210,14 +232,14 @@ int main(int argc, char** argv) {
     for (int64_t batch : batches) {
       reset_peak(device.index());
       try {
-        Measured m = measure(config, *comm, device, dtype, T, batch, steps, warmup);
+        Measured m = measure(config, *comm, device, precision, dtype, T, batch, steps, warmup, recompute);
         const double tokens_per_s = static_cast<double>(batch * T) / m.step_seconds;
         std::string line = fmt::format(
             "{{\"run\": \"metareuse-llama3.2-{}\", \"route\": \"metareuse\", \"precision\": \"{}\", \"seq\": {}, "
             "\"batch\": {}, \"step_s\": {:.4f}, \"tokens_per_s\": {:.0f}, \"tflops\": {:.1f}, \"matmul_params\": {}, "
-            "\"loss\": {:.3f}, \"skipped_steps\": {}, \"peak_mem_gib\": {:.1f}, \"device\": \"{}\"}}",
+            "\"loss\": {:.3f}, \"skipped_steps\": {}, \"peak_mem_gib\": {:.1f}, \"recompute\": \"{}\", \"device\": \"{}\"}}",
             shape, precision, T, batch, m.step_seconds, tokens_per_s, flops.per_token * tokens_per_s / 1e12,
-            flops.matmul_parameters, m.loss, m.skipped, m.peak, device_name(device.index()));
+            flops.matmul_parameters, m.loss, m.skipped, m.peak, m.recompute, device_name(device.index()));
         std::printf("%s\n", line.c_str());
         std::fflush(stdout);
         if (out) out << line << "\n";

@@ -94,7 +94,8 @@ int main(int argc, char** argv) {
   app.add_option("--seq", seq, "Sequence length");
   app.add_option("--micro-batch", micro_batch, "Rows per micro-batch (one micro-step per step)");
   app.add_option("--precision", precision, "fp32, bf16 or fp16")->check(CLI::IsMember({"fp32", "bf16", "fp16"}));
-  app.add_option("--recompute", recompute, "always or never")->check(CLI::IsMember({"always", "never"}));
+  app.add_option("--recompute", recompute, "train.recompute: always, selective or never")
+      ->check(CLI::IsMember({"always", "selective", "never"}));
   app.add_option("--device", device_name, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--memory-fraction", memory_fraction, "CUDA: cap the allocator at this fraction of the card");
   app.add_option("--json", json_path, "Also write the figures here");
@@ -145,7 +146,7 @@ int main(int argc, char** argv) {
   try {
     auto comm = metareuse::make_loopback_communicator(static_cast<int>(rank), static_cast<int>(ranks));
     metareuse::ShardedLlama model(config, *comm, device, metareuse::compute_dtype(precision));
-    model.sharded().set_recompute(recompute == "always");
+    model.set_recompute(plan.recompute);
     model.set_loss_chunk_rows(loss_chunk_rows);
     if (source) {
       model.load_full(weights);
@@ -184,7 +185,7 @@ int main(int argc, char** argv) {
 #if defined(METAREUSE_WITH_NCCL)
   if (cuda) peak = c10::cuda::CUDACachingAllocator::getDeviceStats(0).allocated_bytes[0].peak - cuda_baseline;
 #endif
-  const int64_t planned = recompute == "always" ? plan.total_bytes : plan.total_kept_bytes;
+  const int64_t planned = metareuse::planned_total(plan, plan.recompute);
   const double ratio = planned > 0 ? static_cast<double>(peak) / static_cast<double>(planned) : 0.0;
   std::printf("%s", metareuse::format_plan(plan).c_str());
   std::printf(

@@ -6,7 +6,7 @@
 // (pack_documents) into rows of the workload's sequence length, and trained
 // with the document mask and per-micro-batch padding cut.
 //
-//   bench_train --init DIR --docs FILE [--precision fp32|bf16] [--recompute auto|always|never]
+//   bench_train --init DIR --docs FILE [--precision fp32|bf16] [--recompute auto|always|selective|never]
 //               [--micro-batch N] [--overlap on|off] [--profile OUT.json]
 //   bench_train --export-documents DATASET.h5
 //
@@ -122,7 +122,8 @@ int main(int argc, char** argv) {
   if (!export_path.empty()) return export_documents(export_path);
   if (init.empty() || docs_path.empty()) {
     std::fprintf(stderr, "usage: bench_train --init DIR --docs FILE [--precision fp32|bf16] "
-                         "[--recompute auto|always|never] [--micro-batch N] [--overlap on|off] [--profile OUT.json]\n"
+                         "[--recompute auto|always|selective|never] [--micro-batch N] [--overlap on|off] "
+                         "[--profile OUT.json]\n"
                          "       bench_train --export-documents DATASET.h5\n");
     return 2;
   }
@@ -157,7 +158,7 @@ int main(int argc, char** argv) {
   // The trainer's rule: the memory plan decides (no device memory on CPU: auto keeps everything).
   MemoryPlan plan = plan_memory(config, comm.size(), micro_batch, T, precision, 0, recompute, model.loss_chunk_rows(),
                                 overlap == "on");
-  model.sharded().set_recompute(plan.recompute);
+  model.set_recompute(plan.recompute);
   model.sharded().set_overlap(overlap == "on");
 
   // Every step's documents packed into rows of T, before the clock starts (a dataset file's work).
@@ -219,11 +220,12 @@ int main(int argc, char** argv) {
     std::printf("{\"route\": \"metareuse\", \"ranks\": %d, \"workload\": \"%s\", \"timed_steps\": %zu, "
                 "\"precision\": \"%s\", \"useful_tokens_per_s\": %.1f, \"peak_rss_bytes_per_rank\": %.0f, "
                 "\"last_loss\": %.6f, "
-                "\"recompute\": %s, \"torch_threads\": %d, \"allgather_bytes_per_step\": %.0f, "
+                "\"recompute\": \"%s\", \"torch_threads\": %d, \"allgather_bytes_per_step\": %.0f, "
                 "\"reduce_scatter_bytes_per_step\": %.0f, \"allreduce_bytes_per_step\": %.0f, \"overlap\": %s, "
                 "\"comm_wait_s_per_step\": %.4f}\n",
                 comm.size(), workload.at("workload").get<std::string>().c_str(), batches.size() - 1,
-                precision.c_str(), timed_tokens / seconds, peak, last_loss, plan.recompute ? "true" : "false", torch::get_num_threads(),
+                precision.c_str(), timed_tokens / seconds, peak, last_loss, recompute_name(plan.recompute),
+                torch::get_num_threads(),
                 timed_traffic.allgather.sent / timed_steps, timed_traffic.reduce_scatter.sent / timed_steps,
                 timed_traffic.allreduce.sent / timed_steps, overlap == "on" ? "true" : "false",
                 timed_traffic.wait_seconds / timed_steps);

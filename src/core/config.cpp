@@ -238,10 +238,12 @@ std::vector<ConfigKey> build_schema() {
               "depend on the rank count).", 1, 1 << 20),
       key_int("train.micro_batch", 2, "Sequences per forward/backward on one rank (gradient accumulation).", 1, 1 << 16),
       key_string("train.recompute", "auto",
-                 "Recompute each unit in backward instead of keeping its activations and gathered parameters: "
-                 "always, never, or auto (only when the memory plan says keeping them does not fit "
-                 "train.device_memory; never when no device memory is given).",
-                 {"auto", "always", "never"}),
+                 "What backward recomputes instead of keeping from the forward: never (keep every unit's "
+                 "gathered parameters and activations), selective (keep the units and each layer's matmul and "
+                 "attention outputs; recompute the norms, casts and SiLU * up), always (keep only each unit's input "
+                 "and re-run the unit), or auto: the first of never, selective, always whose memory plan fits "
+                 "train.device_memory (never when no device memory is given). `metareuse plan` shows the choice.",
+                 {"auto", "always", "selective", "never"}),
       key_bool("train.overlap", true, "With more than one rank, overlap communication with compute: each unit's "
                "all-gather is started while the unit before it computes, and its gradient's reduce-scatter runs "
                "while the next unit's backward does (one more gathered unit and one more fp32 unit gradient in "
@@ -423,7 +425,7 @@ constexpr ForeignName kTrainingArgumentsNames[] = {
     {"lr_scheduler_type", "train.lr_schedule", "cosine, linear or constant"},
     {"bf16", "train.precision", "train.precision=bf16"},
     {"fp16", "train.precision", "train.precision=fp16"},
-    {"gradient_checkpointing", "train.recompute", "always, never or auto"},
+    {"gradient_checkpointing", "train.recompute", "always, selective, never or auto"},
     {"resume_from_checkpoint", "train.resume", "auto, or a checkpoint file or folder"},
     {"logging_steps", "train.log_every", ""},
     {"seed", "run.seed", ""},

@@ -140,7 +140,10 @@ class MpiCommunicator final : public Communicator {
   void do_allgather(const void* send, void* recv, std::size_t count, DType dtype) override {
     CollectiveScope watch("allgather");
     int n = to_int(count, "allgather");
-    MR_CHECK_MPI(MPI_Allgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_));
+    // MPI forbids aliased buffers; a send buffer that is this rank's own block
+    // of the receive buffer is MPI's in-place form.
+    const bool in_place = send == static_cast<const char*>(recv) + rank_ * count * dtype_size(dtype);
+    MR_CHECK_MPI(MPI_Allgather(in_place ? MPI_IN_PLACE : send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_));
   }
 
   void do_allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
@@ -168,8 +171,10 @@ class MpiCommunicator final : public Communicator {
   std::unique_ptr<CollectiveRequest> do_start_allgather(const void* send, void* recv, std::size_t count,
                                                         DType dtype) override {
     const int n = to_int(count, "allgather");
+    const bool in_place = send == static_cast<const char*>(recv) + rank_ * count * dtype_size(dtype);  // as above
     MPI_Request request = MPI_REQUEST_NULL;
-    MR_CHECK_MPI(MPI_Iallgather(send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_, &request));
+    MR_CHECK_MPI(MPI_Iallgather(in_place ? MPI_IN_PLACE : send, n, mpi_type(dtype), recv, n, mpi_type(dtype), comm_,
+                                &request));
     return std::make_unique<MpiRequest>(request, "allgather (started earlier)");
   }
 
@@ -233,8 +238,10 @@ class MpiCommunicator final : public Communicator {
                                            ReduceOp op) {
     require_reducible(dtype, "reduce_scatter");
     MPI_Request request = MPI_REQUEST_NULL;
-    MR_CHECK_MPI(MPI_Ireduce_scatter_block(send, recv, to_int(recv_count, "reduce_scatter"), mpi_type(dtype),
-                                           mpi_op(op), comm_, &request));
+    // send == recv: the full buffer reduced in place, this rank's block left at its start (MPI's in-place form).
+    MR_CHECK_MPI(MPI_Ireduce_scatter_block(send == recv ? MPI_IN_PLACE : send, recv,
+                                           to_int(recv_count, "reduce_scatter"), mpi_type(dtype), mpi_op(op), comm_,
+                                           &request));
     return request;
   }
 

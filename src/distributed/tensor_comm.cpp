@@ -78,7 +78,16 @@ torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard) {
   RECORD_USER_SCOPE("metareuse::comm::allgather");
   require_usable(shard, "allgather");
   MR_CHECK(shard.dim() == 1, "allgather: shard must be 1-D, got {} dims", shard.dim());
-  if (local_device_identity(comm, shard)) return shard.clone();
+  if (local_device_identity(comm, shard)) return shard;
+  if (comm.size() == 1) {
+    // The shard is the whole: no copy. The call still goes through the
+    // communicator, in place, so its calls are counted like any rank count's.
+    if (shard.numel() > 0) {
+      backend_for(comm, shard).allgather(shard.data_ptr(), shard.data_ptr(), static_cast<std::size_t>(shard.numel()),
+                                         dtype_of_tensor(shard));
+    }
+    return shard;
+  }
   auto full = torch::empty({shard.numel() * comm.size()}, shard.options());  // (size * shard,)
   if (shard.numel() == 0) return full;
   backend_for(comm, shard).allgather(shard.data_ptr(), full.data_ptr(), static_cast<std::size_t>(shard.numel()), dtype_of_tensor(shard));
@@ -91,7 +100,15 @@ torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, Redu
   MR_CHECK(full.dim() == 1 && full.numel() % comm.size() == 0,
            "reduce_scatter: need a 1-D tensor with numel divisible by {} ranks, got shape {}", comm.size(),
            c10::str(full.sizes()));
-  if (local_device_identity(comm, full)) return full.clone();
+  if (local_device_identity(comm, full)) return full;
+  if (comm.size() == 1) {
+    // The sum of one block is the block itself: no copy, the call counted in place.
+    if (full.numel() > 0) {
+      backend_for(comm, full).reduce_scatter(full.data_ptr(), full.data_ptr(), static_cast<std::size_t>(full.numel()),
+                                             dtype_of_tensor(full), op);
+    }
+    return full;
+  }
   auto shard = torch::empty({full.numel() / comm.size()}, full.options());  // (full / size,)
   if (shard.numel() == 0) return shard;
   backend_for(comm, full).reduce_scatter(full.data_ptr(), shard.data_ptr(), static_cast<std::size_t>(shard.numel()),

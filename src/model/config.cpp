@@ -23,6 +23,15 @@ AttentionKind attention_from_name(const std::string& name) {
   throw InputError(fmt::format("attention '{}' is not one of: sdpa, eager", name));
 }
 
+const char* recompute_name(Recompute mode) {
+  switch (mode) {
+    case Recompute::kNever: return "never";
+    case Recompute::kSelective: return "selective";
+    case Recompute::kAlways: return "always";
+  }
+  return "?";
+}
+
 namespace {
 
 using json = nlohmann::json;

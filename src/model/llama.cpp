@@ -13,6 +13,7 @@
 
 #include "metareuse/core/error.h"
 #include "metareuse/model/chunked_loss.h"  // the head and its loss in row chunks
+#include "metareuse/model/selective_recompute.h"  // recomputed_prologue_projections
 
 namespace metareuse {
 
@@ -245,13 +246,25 @@ torch::Tensor causal_attention(const torch::Tensor& query, const torch::Tensor& 
 // --------------------------------------------- functional unit forwards ----
 
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat) {
-  MR_CHECK(flat.dim() == 1 && flat.numel() == layout.numel, "unit '{}' expects a flat buffer of {} elements, got shape [{}]",
-           layout.name, layout.numel, fmt::join(flat.sizes(), ", "));
+  MR_CHECK(flat.dim() == 1 && flat.numel() >= layout.numel,
+           "unit '{}' expects a flat buffer of at least {} elements, got shape [{}]", layout.name, layout.numel,
+           fmt::join(flat.sizes(), ", "));
+  // One split rather than a narrow per parameter: autograd's backward of a
+  // split is one cat of the pieces' gradients into a new flat buffer, where
+  // each narrow's backward zero-fills a buffer of the whole flat size and the
+  // engine sums them (9 per decoder layer). Per-parameter leaves whose .grad
+  // are views of one preallocated buffer would skip the cat too, but the
+  // unit's forwards would then take parameter lists instead of `flat`. A tail
+  // past the unit's elements (the sharding's padding) is one more piece, so
+  // callers need not trim `flat` (a trim is a narrow too).
+  std::vector<std::int64_t> sizes;
+  sizes.reserve(layout.parameters.size() + 1);
+  for (const auto& parameter : layout.parameters) sizes.push_back(parameter.numel);
+  if (flat.numel() > layout.numel) sizes.push_back(flat.numel() - layout.numel);
+  std::vector<torch::Tensor> pieces = flat.split_with_sizes(sizes);
   std::vector<torch::Tensor> views;
   views.reserve(layout.parameters.size());
-  for (const auto& parameter : layout.parameters) {
-    views.push_back(flat.narrow(0, parameter.offset, parameter.numel).view(parameter.shape));
-  }
+  for (std::size_t i = 0; i < layout.parameters.size(); ++i) views.push_back(pieces[i].view(layout.parameters[i].shape));
   return views;
 }
 
@@ -275,7 +288,7 @@ torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, 
 
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
                                     const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache,
-                                    const torch::Tensor& allowed) {
+                                    const torch::Tensor& allowed, LayerActivations activations) {
   MR_CHECK(layout.kind == UnitKind::kDecoderLayer, "unit '{}' is not a decoder layer", layout.name);
   auto views = unit_views(layout, flat);  // layout order (config.cpp)
   const torch::Tensor& q_proj = views[0];
@@ -292,12 +305,27 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
   const std::int64_t H = config.num_attention_heads, KvH = config.num_key_value_heads, D = config.head_dim;
   const torch::ScalarType compute = flat.scalar_type();
 
-  // LlamaAttention.forward; the norm's output is cast to the weights'
-  // precision once for the three projections.
-  torch::Tensor normed = rms_norm(hidden, input_layernorm, config.rms_norm_eps).to(compute);  // (B, T, C)
-  torch::Tensor query = project(normed, q_proj).view({B, T, H, D}).transpose(1, 2);  // (B, H, T, D)
-  torch::Tensor keys = project(normed, k_proj).view({B, T, KvH, D}).transpose(1, 2);     // (B, KvH, T, D)
-  torch::Tensor values = project(normed, v_proj).view({B, T, KvH, D}).transpose(1, 2);   // (B, KvH, T, D)
+  // Selective recompute (selective_recompute.h): the same ops, grouped so that
+  // each elementwise prologue keeps only its inputs and runs again in backward.
+  const bool selective = activations == LayerActivations::kRecomputeElementwise && torch::GradMode::is_enabled();
+  const double eps = config.rms_norm_eps;
+  // The norm's output is cast to the weights' precision once for the projections that read it.
+  auto norm_prologue = [eps, compute](const std::vector<torch::Tensor>& in) {
+    return rms_norm(in[0], in[1], eps).to(compute);  // (B, T, C)
+  };
+
+  // LlamaAttention.forward
+  torch::Tensor query, keys, values;
+  if (selective) {
+    auto qkv = recomputed_prologue_projections(norm_prologue, {hidden, input_layernorm}, {q_proj, k_proj, v_proj});
+    query = qkv[0], keys = qkv[1], values = qkv[2];
+  } else {
+    torch::Tensor normed = norm_prologue({hidden, input_layernorm});  // (B, T, C)
+    query = project(normed, q_proj), keys = project(normed, k_proj), values = project(normed, v_proj);
+  }
+  query = query.view({B, T, H, D}).transpose(1, 2);      // (B, H, T, D)
+  keys = keys.view({B, T, KvH, D}).transpose(1, 2);      // (B, KvH, T, D)
+  values = values.view({B, T, KvH, D}).transpose(1, 2);  // (B, KvH, T, D)
   // With an fp32 residual stream the rotary tables are fp32 (autocast's
   // rotation runs in fp32); attention and the cache run in the weights' precision.
   query = apply_rotary(query, rotary).to(compute);
@@ -308,14 +336,28 @@ torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout&
     std::tie(keys, values) = cache->append(layout.layer, keys, values);  // (B, KvH, S, D)
   }
   torch::Tensor attended = causal_attention(query, keys, values, past, config.attention, allowed);  // (B, H, T, D)
-  attended = attended.transpose(1, 2).reshape({B, T, H * D});            // (B, T, H*D)
+  auto heads_prologue = [B, T, H, D](const std::vector<torch::Tensor>& in) {
+    return in[0].transpose(1, 2).reshape({B, T, H * D});  // (B, T, H*D)
+  };
+  torch::Tensor attention_out = selective ? recomputed_prologue_projections(heads_prologue, {attended}, {o_proj})[0]
+                                          : project(heads_prologue({attended}), o_proj);  // (B, T, C)
   // The residual adds keep the stream's dtype (fp32 under mixed precision).
-  torch::Tensor residual = hidden + project(attended, o_proj).to(hidden.scalar_type());  // (B, T, C)
+  torch::Tensor residual = hidden + attention_out.to(hidden.scalar_type());  // (B, T, C)
 
   // LlamaMLP.forward: down(silu(gate(x)) * up(x))
-  normed = rms_norm(residual, post_attention_layernorm, config.rms_norm_eps).to(compute);
-  torch::Tensor gated = torch::silu(project(normed, gate_proj)) * project(normed, up_proj);  // (B, T, F)
-  return residual + project(gated, down_proj).to(residual.scalar_type());  // (B, T, C)
+  torch::Tensor gate, up;
+  if (selective) {
+    auto gate_up = recomputed_prologue_projections(norm_prologue, {residual, post_attention_layernorm},
+                                                   {gate_proj, up_proj});
+    gate = gate_up[0], up = gate_up[1];
+  } else {
+    torch::Tensor normed = norm_prologue({residual, post_attention_layernorm});
+    gate = project(normed, gate_proj), up = project(normed, up_proj);  // (B, T, F)
+  }
+  auto swiglu_prologue = [](const std::vector<torch::Tensor>& in) { return torch::silu(in[0]) * in[1]; };
+  torch::Tensor down = selective ? recomputed_prologue_projections(swiglu_prologue, {gate, up}, {down_proj})[0]
+                                 : project(swiglu_prologue({gate, up}), down_proj);  // (B, T, C)
+  return residual + down.to(residual.scalar_type());  // (B, T, C)
 }
 
 torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
@@ -369,7 +411,7 @@ TokenPlacement token_placement(const torch::Tensor& inv_freq, const torch::Tenso
 torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
                                   const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
                                   const DocumentLayout& documents, const LeftPadding& padding,
-                                  torch::ScalarType residual_dtype, KvCache* cache) {
+                                  torch::ScalarType residual_dtype, KvCache* cache, LayerActivations activations) {
   const TokenPlacement placement = token_placement(inv_freq, input_ids, documents, padding, cache, residual_dtype);
   const RotaryTables& rotary = placement.rotary;
   const torch::Tensor& allowed = placement.allowed;
@@ -386,8 +428,8 @@ torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<U
     // Captured by value: a recomputing call runs this again in backward.
     hidden = run(
         u, hidden,
-        [&config, &unit, rotary, cache, allowed](const torch::Tensor& x, const torch::Tensor& flat) {
-          return decoder_layer_forward(config, unit, flat, x, rotary, cache, allowed);  // (B, T, C)
+        [&config, &unit, rotary, cache, allowed, activations](const torch::Tensor& x, const torch::Tensor& flat) {
+          return decoder_layer_forward(config, unit, flat, x, rotary, cache, allowed, activations);  // (B, T, C)
         },
         UnitPrecision::kCompute);
   }

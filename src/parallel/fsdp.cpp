@@ -56,10 +56,9 @@ torch::Tensor ShardedUnit::gather(torch::ScalarType dtype) const {
 }
 
 ParamViews ShardedUnit::views(const torch::Tensor& flat) const {
+  const std::vector<torch::Tensor> views = unit_views(layout_, flat);  // one split: its backward is one flat buffer
   ParamViews out;
-  for (const UnitParameter& spec : layout_.parameters) {
-    out.emplace(spec.name, flat.narrow(0, spec.offset, spec.numel).view(spec.shape));
-  }
+  for (std::size_t i = 0; i < views.size(); ++i) out.emplace(layout_.parameters[i].name, views[i]);
   return out;
 }
 

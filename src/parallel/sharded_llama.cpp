@@ -19,6 +19,11 @@ void ShardedLlama::set_loss_chunk_rows(int64_t rows) {
   loss_chunk_rows_ = rows;
 }
 
+void ShardedLlama::set_recompute(Recompute mode) {
+  recompute_ = mode;
+  model_.set_recompute(mode == Recompute::kAlways);
+}
+
 namespace {
 
 // Rows of a micro-batch cut to its longest row (the columns after it are
@@ -62,15 +67,13 @@ int64_t target_count(const torch::Tensor& targets) {
 
 UnitRunner ShardedLlama::runner() {
   // Flat buffers are padded to a multiple of the world size; the model's
-  // functional forwards take exactly the unit's elements.
+  // functional forwards ignore the padding (unit_views), so the padded buffer
+  // is passed as it is and its gradient needs no trim's zero-filled copy.
   // The residual stream is fp32 (mixed precision): a unit asked to read its
   // weights in the residual's precision is gathered in fp32.
   return [this](std::size_t u, const torch::Tensor& input, UnitFn fn, UnitPrecision precision) {
-    const int64_t numel = layouts_[u].numel;
     const torch::ScalarType dtype = precision == UnitPrecision::kResidual ? torch::kFloat32 : model_.compute_dtype();
-    return model_.run(
-        u, input, [numel, fn](const torch::Tensor& x, const torch::Tensor& flat) { return fn(x, flat.narrow(0, 0, numel)); },
-        dtype);
+    return model_.run(u, input, std::move(fn), dtype);
   };
 }
 
@@ -78,8 +81,10 @@ torch::Tensor ShardedLlama::trunk(const UnitRunner& run, const torch::Tensor& in
                                   const DocumentLayout& documents) {
   // Mixed precision: the hidden stream between units is fp32 and each unit
   // computes in the model's compute dtype (llama_trunk_forward).
-  return llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {}, torch::kFloat32,
-                             nullptr);  // (b, T, C)
+  const LayerActivations activations =
+      recompute_ == Recompute::kSelective ? LayerActivations::kRecomputeElementwise : LayerActivations::kKeep;
+  return llama_trunk_forward(config_, layouts_, inv_freq_, run, input_ids, documents, {}, torch::kFloat32, nullptr,
+                             activations);  // (b, T, C)
 }
 
 torch::Tensor ShardedLlama::micro_loss(const torch::Tensor& input_ids, const torch::Tensor& targets,

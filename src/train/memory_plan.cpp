@@ -71,6 +71,16 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
   const int64_t unit_inputs = (L + 2) * b * T * C * 4;
   plan.activations_checkpointed_bytes = unit_inputs + layer;
   plan.activations_full_bytes = unit_inputs + L * layer;
+  // Selective recompute (model/selective_recompute.h) keeps, per layer, what
+  // its autograd nodes save: the attention's inputs (query, keys and values,
+  // each H heads wide after the grouped heads are repeated) and its output
+  // in compute precision with its fp32 log-sum-exp per head and token, the
+  // fp32 residual stream between attention and MLP (the second norm's
+  // input), and the gate and up projections (SiLU * up's inputs). The layer's
+  // own input is a unit input, counted above.
+  const int64_t D = model.head_dim;
+  const int64_t layer_selective = b * T * (4 * H * D * compute_bytes + 4 * C + 2 * F * compute_bytes) + b * H * T * 4;
+  plan.activations_selective_bytes = unit_inputs + L * layer_selective;
   // A decoder layer's backward: its recomputed activations beside its own
   // gathered buffer, gradient and fp32 copy.
   const int64_t layer_unit = L > 0 ? units[1].numel : 0;
@@ -98,19 +108,49 @@ MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_ba
     plan.overlap_bytes = std::max<int64_t>(0, with_overlap - transient);
   }
   plan.total_bytes = plan.sharded_state_bytes + unit_inputs + transient + plan.overlap_bytes;
+  const int64_t kept_overlap_bytes = overlapped ? largest_unit * 4 : 0;  // units kept: the gradient in flight
   plan.kept_units_bytes = plan.parameters * compute_bytes + std::max(largest_unit * (compute_bytes + 4), embeddings * 8);
   plan.total_kept_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
-                          plan.activations_full_bytes + (overlapped ? largest_unit * 4 : 0);
+                          plan.activations_full_bytes + kept_overlap_bytes;
+  // The first layer to run backward recomputes its SwiGLU product while every
+  // layer's activations are still kept: SiLU(gate) and the product, the
+  // product's gradient and those of SiLU, gate and up, five F-wide tensors
+  // (measured with bench/memory/memory_probe: the plan is within 3% of the peak
+  // at the bench shape).
+  const int64_t selective_backward = 5 * b * T * F * compute_bytes;
+  plan.total_selective_bytes = plan.sharded_state_bytes + std::max(plan.kept_units_bytes, plan.logits_bytes) +
+                               plan.activations_selective_bytes + selective_backward + kept_overlap_bytes;
   plan.device_bytes = device_bytes;
   // 10% headroom for the allocator's fragmentation and the runtime's own memory.
   auto fits = [device_bytes](int64_t bytes) { return device_bytes <= 0 || bytes <= device_bytes * 9 / 10; };
-  if (recompute != "auto" && recompute != "always" && recompute != "never") {
-    throw ConfigError(fmt::format("train.recompute must be auto, always or never, got '{}'", recompute));
-  }
   plan.recompute_choice = recompute;
-  plan.recompute = recompute == "always" || (recompute == "auto" && !fits(plan.total_kept_bytes));
-  plan.fits = fits(plan.recompute ? plan.total_bytes : plan.total_kept_bytes);
+  if (recompute == "never") {
+    plan.recompute = Recompute::kNever;
+  } else if (recompute == "selective") {
+    plan.recompute = Recompute::kSelective;
+  } else if (recompute == "always") {
+    plan.recompute = Recompute::kAlways;
+  } else if (recompute == "auto") {
+    // The least recompute that fits: keeping everything costs no extra
+    // forward, selective re-runs only elementwise ops, always re-runs every unit.
+    plan.recompute = fits(plan.total_kept_bytes)        ? Recompute::kNever
+                     : fits(plan.total_selective_bytes) ? Recompute::kSelective
+                                                        : Recompute::kAlways;
+  } else {
+    throw ConfigError(
+        fmt::format("train.recompute must be auto, always, selective or never, got '{}'", recompute));
+  }
+  plan.fits = fits(planned_total(plan, plan.recompute));
   return plan;
+}
+
+int64_t planned_total(const MemoryPlan& plan, Recompute mode) {
+  switch (mode) {
+    case Recompute::kNever: return plan.total_kept_bytes;
+    case Recompute::kSelective: return plan.total_selective_bytes;
+    case Recompute::kAlways: return plan.total_bytes;
+  }
+  return plan.total_bytes;
 }
 
 std::string format_plan(const MemoryPlan& plan) {
@@ -133,11 +173,21 @@ std::string format_plan(const MemoryPlan& plan) {
                      format_bytes(plan.total_bytes));
   out += fmt::format("  total, units and activations kept       {:>12} (all units gathered: {})\n",
                      format_bytes(plan.total_kept_bytes), format_bytes(plan.kept_units_bytes));
-  const char* why = plan.recompute_choice != "auto" ? "as set"
-                    : plan.device_bytes <= 0        ? "auto: no device memory given, nothing limits"
-                    : plan.recompute                ? "auto: keeping everything does not fit"
-                                                    : "auto: keeping everything fits";
-  out += fmt::format("  recompute: {} (train.recompute={}; {})\n", plan.recompute ? "yes" : "no",
+  out += fmt::format("  total, selective recompute               {:>12} (activations: {}, matmul and attention outputs)\n",
+                     format_bytes(plan.total_selective_bytes), format_bytes(plan.activations_selective_bytes));
+  std::string why;
+  if (plan.recompute_choice != "auto") {
+    why = "as set";
+  } else if (plan.device_bytes <= 0) {
+    why = "auto: no device memory given, nothing limits";
+  } else if (plan.recompute == Recompute::kNever) {
+    why = "auto: keeping everything fits";
+  } else if (plan.recompute == Recompute::kSelective) {
+    why = "auto: keeping everything does not fit, keeping matmul and attention outputs does";
+  } else {
+    why = "auto: neither keeping everything nor selective recompute fits";
+  }
+  out += fmt::format("  recompute: {} (train.recompute={}; {})\n", recompute_name(plan.recompute),
                      plan.recompute_choice, why);
   if (plan.device_bytes > 0) {
     out += fmt::format("  device memory                           {:>12} (90% usable)\n", format_bytes(plan.device_bytes));

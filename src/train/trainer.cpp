@@ -434,10 +434,10 @@ int run_training(const TrainOptions& options, Runtime& runtime) {
   log_info("training on {}", device.str());
   const std::unique_ptr<ModelSource> source = checked_model_source(options);
   ShardedLlama model(options.model, comm, device, compute_dtype(options.precision));
-  model.sharded().set_recompute(memory.recompute);
+  model.set_recompute(memory.recompute);
   model.sharded().set_overlap(options.overlap);
   model.set_loss_chunk_rows(options.loss_chunk_rows);
-  log_info("recompute units in backward: {} (train.recompute={})", memory.recompute ? "yes" : "no",
+  log_info("recompute in backward: {} (train.recompute={})", recompute_name(memory.recompute),
             memory.recompute_choice);
   load_initial_weights(options, source.get(), model);
   AdamW optimizer(model.sharded(), options.adamw);

@@ -125,13 +125,15 @@ class Communicator {
   // In place: buffer[i] = op over ranks of buffer[i].
   void allreduce(void* buffer, std::size_t count, DType dtype, ReduceOp op);
   // recv holds size() * count elements; rank r's block lands at r * count.
+  // `send` may be this rank's own block of recv (in place).
   void allgather(const void* send, void* recv, std::size_t count, DType dtype);
   // Uneven allgather: rank r contributes recv_counts[r] elements (send_count
   // must equal recv_counts[rank()]); they land contiguously in rank order.
   void allgatherv(const void* send, std::size_t send_count, void* recv, const std::vector<std::size_t>& recv_counts,
                   DType dtype);
   // send holds size() * recv_count elements; recv gets block rank() of the
-  // element-wise reduction over ranks.
+  // element-wise reduction over ranks. `send` may be `recv` (in place: the
+  // buffer holds size() * recv_count elements, the result its first block).
   void reduce_scatter(const void* send, void* recv, std::size_t recv_count, DType dtype, ReduceOp op);
   // The same two, started now and finished by the handle's wait(), so that
   // compute can run while they are in flight. Bytes count when started. A

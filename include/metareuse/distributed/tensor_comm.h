@@ -2,7 +2,7 @@
 // through the communicator given (MPI, or self); CUDA tensors go through its
 // NCCL peer on the tensor's device (device_communicator.h), created on first
 // use and ordered against torch's current CUDA stream. With one rank and no
-// NCCL in the build, CUDA collectives are the identity.
+// NCCL in the build, CUDA collectives are the identity (and uncounted).
 #pragma once
 
 #include <torch/types.h>  // torch::Tensor
@@ -17,9 +17,11 @@ DType dtype_of_tensor(const torch::Tensor& tensor);
 void allreduce(Communicator& comm, torch::Tensor& tensor, ReduceOp op);
 // `tensor` on root is sent to every rank (same shape and dtype everywhere).
 void broadcast(Communicator& comm, torch::Tensor& tensor, int root);
-// Concatenates every rank's 1-D `shard` (same numel on every rank) in rank order.
+// Concatenates every rank's 1-D `shard` (same numel on every rank) in rank
+// order. At one rank the result is `shard` itself, not a copy.
 torch::Tensor allgather(Communicator& comm, const torch::Tensor& shard);
-// `full` is 1-D with numel divisible by size(); returns this rank's block of the sum.
+// `full` is 1-D with numel divisible by size(); returns this rank's block of
+// the sum. At one rank the result is `full` itself, not a copy.
 torch::Tensor reduce_scatter(Communicator& comm, const torch::Tensor& full, ReduceOp op);
 
 // A tensor collective in flight: it holds the input and the output, which

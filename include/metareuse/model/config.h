@@ -133,6 +133,17 @@ struct UnitLayout {
   int find(const std::string& name) const;
 };
 
+// What a training step's backward recomputes instead of keeping from the
+// forward (train.recompute, as the memory plan decides it):
+//   kNever      every unit's gathered parameters and autograd's activations are kept;
+//   kSelective  units kept, but inside each decoder layer only the matmul and
+//               attention outputs: the elementwise ops run again in backward
+//               (model/selective_recompute.h);
+//   kAlways     each unit keeps only its input and runs again whole in backward
+//               (activation checkpointing; with sharding, ZeRO-3's re-gather).
+enum class Recompute { kNever, kSelective, kAlways };
+const char* recompute_name(Recompute mode);  // "never", "selective", "always"
+
 // Every unit in execution order (see above). Pure arithmetic on the config.
 std::vector<UnitLayout> unit_layouts(const LlamaConfig& config);
 

@@ -143,7 +143,9 @@ std::string sdpa_backend(const torch::Tensor& query, const torch::Tensor& keys, 
 // 1-D parameter buffer (the forwards below, closed over their other inputs).
 using UnitFn = std::function<torch::Tensor(const torch::Tensor& input, const torch::Tensor& flat)>;
 
-// Views of `flat` (the unit's 1-D buffer), one per parameter in layout order, each with its shape.
+// Views of `flat` (the unit's 1-D buffer), one per parameter in layout order,
+// each with its shape. Elements past the unit's own (padding) are ignored; the
+// gradient of `flat` through these views is built in one buffer.
 std::vector<torch::Tensor> unit_views(const UnitLayout& layout, const torch::Tensor& flat);
 
 // input_ids (B, T) int64 -> hidden (B, T, C).
@@ -153,13 +155,23 @@ torch::Tensor embedding_forward(const UnitLayout& layout, const torch::Tensor& f
 torch::Tensor head_weight(const UnitLayout& layout, const torch::Tensor& flat);
 // hidden (B, T, C) -> logits (B, T, V) with head_weight.
 torch::Tensor head_forward(const UnitLayout& layout, const torch::Tensor& flat, const torch::Tensor& hidden);
+// What a decoder layer keeps for backward when it runs with grad:
+//   kKeep                  whatever autograd saves (every intermediate it needs);
+//   kRecomputeElementwise  only the matmul and attention outputs: the norms,
+//                          casts, reshapes and SiLU * up keep their inputs and
+//                          run again in backward (selective_recompute.h; the
+//                          train.recompute=selective policy).
+// Both give the same values and gradients (test_train).
+enum class LayerActivations { kKeep, kRecomputeElementwise };
+
 // One decoder layer: hidden (B, T, C) -> (B, T, C). With a cache, this
 // layer's keys and values are appended to it (the caller advances it). With
 // `allowed` (B, 1, T, S) (token_placement), attention follows that mask; else
 // it is causal.
 torch::Tensor decoder_layer_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
                                     const torch::Tensor& hidden, const RotaryTables& rotary, KvCache* cache,
-                                    const torch::Tensor& allowed = {});
+                                    const torch::Tensor& allowed = {},
+                                    LayerActivations activations = LayerActivations::kKeep);
 // The final RMSNorm: hidden (B, T, C) -> (B, T, C).
 torch::Tensor final_norm_forward(const LlamaConfig& config, const UnitLayout& layout, const torch::Tensor& flat,
                                  const torch::Tensor& hidden);
@@ -205,11 +217,13 @@ TokenPlacement token_placement(const torch::Tensor& inv_freq, const torch::Tenso
 // for a model run in one precision (as transformers' model.half()), fp32 for
 // mixed-precision training, where each unit casts to its weights' precision for
 // the matmuls and attention, and RMSNorm, the residual adds and the rotary
-// tables stay fp32 (what torch.autocast does).
+// tables stay fp32 (what torch.autocast does). `activations`: what each
+// decoder layer keeps for backward (LayerActivations).
 torch::Tensor llama_trunk_forward(const LlamaConfig& config, const std::vector<UnitLayout>& units,
                                   const torch::Tensor& inv_freq, const UnitRunner& run, const torch::Tensor& input_ids,
                                   const DocumentLayout& documents, const LeftPadding& padding,
-                                  torch::ScalarType residual_dtype, KvCache* cache);
+                                  torch::ScalarType residual_dtype, KvCache* cache,
+                                  LayerActivations activations = LayerActivations::kKeep);
 
 // ------------------------------------------------------------------ loss ----
 

@@ -40,6 +40,13 @@ class ShardedLlama {
   void set_loss_chunk_rows(int64_t rows);
   int64_t loss_chunk_rows() const { return loss_chunk_rows_; }
 
+  // What backward recomputes (train.recompute, as the memory plan decided
+  // it): kAlways recomputes each unit whole (ShardedModel::set_recompute);
+  // kSelective keeps the units and recomputes each decoder layer's
+  // elementwise ops (LayerActivations::kRecomputeElementwise); kNever keeps all.
+  void set_recompute(Recompute mode);
+  Recompute recompute() const { return recompute_; }
+
   // Loads full parameters by Hugging Face name (every rank keeps its slices).
   void load_full(const std::map<std::string, torch::Tensor>& parameters) { model_.load_full(parameters); }
 
@@ -85,6 +92,7 @@ class ShardedLlama {
   torch::Device device_;
   torch::Tensor inv_freq_;  // (D/2,) fp32, kept on the host: the rotary tables are built there
   int64_t loss_chunk_rows_ = kLossChunkRowsDefault;
+  Recompute recompute_ = Recompute::kAlways;  // ShardedModel's default: units recomputed
 };
 
 }  // namespace metareuse

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <string>
 
-#include "metareuse/model/config.h"  // LlamaConfig
+#include "metareuse/model/config.h"  // LlamaConfig, Recompute
 
 namespace metareuse {
 
@@ -19,6 +19,7 @@ struct MemoryPlan {
   int64_t gathered_units_bytes = 0;  // the largest unit's backward: gathered + full gradient (compute) + an fp32 copy
   int64_t activations_checkpointed_bytes = 0;  // unit inputs kept + one layer's recompute
   int64_t activations_full_bytes = 0;          // what keeping every activation would cost instead
+  int64_t activations_selective_bytes = 0;     // unit inputs + every layer's matmul and attention outputs
   int64_t logits_bytes = 0;          // the head's backward: gathered embeddings + three fp32 (micro batch, T, V),
                                      // or, chunked, + the head's gradient and one chunk's logits
   int64_t loss_chunk_rows = 0;       // train.loss_chunk_rows; 0: unchunked
@@ -31,14 +32,20 @@ struct MemoryPlan {
   // stay until backward (FSDP's reshard_after_forward=false).
   int64_t kept_units_bytes = 0;      // all units gathered in compute precision + one unit's fp32 gradient
   int64_t total_kept_bytes = 0;
+  // Selective recompute: units kept as above, each layer's elementwise ops recomputed.
+  int64_t total_selective_bytes = 0;
   int64_t device_bytes = 0;          // 0: unknown
   std::string recompute_choice = "auto";  // train.recompute
-  bool recompute = false;            // the decision: always -> true, never -> false, auto -> !(kept fits)
+  Recompute recompute = Recompute::kNever;  // the decision (see plan_memory)
   bool fits = true;                  // the chosen mode's total fits in 90% of device_bytes (or unknown)
 };
 
-// `recompute`: train.recompute (auto | always | never); auto recomputes only
-// when the kept total does not fit in 90% of `device_bytes` (never when that is 0).
+// The planned total of `mode`: total_kept_bytes, total_selective_bytes or total_bytes.
+int64_t planned_total(const MemoryPlan& plan, Recompute mode);
+
+// `recompute`: train.recompute (auto | always | selective | never). auto
+// takes the first of never, selective, always whose total fits in 90% of
+// `device_bytes` (never when that is 0: nothing limits), always if none does.
 // `loss_chunk_rows`: train.loss_chunk_rows (0: the head's logits whole).
 // `overlap`: train.overlap (counted only at more than one rank).
 MemoryPlan plan_memory(const LlamaConfig& model, int64_t ranks, int64_t micro_batch, int64_t sequence_length,

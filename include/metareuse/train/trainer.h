@@ -48,7 +48,7 @@ struct TrainOptions {
   std::int64_t device_bytes = 0;    // train.device_memory; 0: unknown
   std::int64_t global_batch = 8;
   std::int64_t micro_batch = 2;
-  std::string recompute = "auto";   // train.recompute: auto | always | never (decided by plan_memory)
+  std::string recompute = "auto";   // train.recompute: auto | always | selective | never (decided by plan_memory)
   bool overlap = true;              // train.overlap: communication overlapped with compute (parallel/fsdp.h)
   std::int64_t loss_chunk_rows = kLossChunkRowsDefault;  // train.loss_chunk_rows; 0: the head's logits whole
   EpochPolicy epoch_policy;
